@@ -1,0 +1,1 @@
+//! Internal binary frames (see `docs/internal-frames.md`).

@@ -1,0 +1,1 @@
+//! Write-behind journal for the switch (to be filled by the journal issue).

@@ -1,0 +1,1 @@
+//! Risk stage for the switch (to be filled by the risk issue).

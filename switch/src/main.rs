@@ -1,0 +1,2 @@
+//! The `switch` binary.
+fn main() {}
