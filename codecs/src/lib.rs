@@ -10,6 +10,12 @@
 //!
 //! Nothing here does I/O or reads a clock; every length from the wire is
 //! checked before it is used, and no input panics.
-#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::expect_used))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::indexing_slicing, clippy::expect_used)
+)]
 
+pub mod card;
+pub mod framing;
 pub mod internal;
+pub mod iso8583;

@@ -1,0 +1,207 @@
+use bytes::BytesMut;
+
+use super::*;
+
+fn sample(profile: &'static Profile) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let mut w = MessageWriter::new(&mut buf, profile, Mti::parse("0100").expect("mti"));
+    w.field(2, b"4111111111111111")
+        .and_then(|w| w.field(3, b"000000"))
+        .and_then(|w| w.number(4, 3000))
+        .and_then(|w| w.field(7, b"1123114959"))
+        .and_then(|w| w.number(11, 42))
+        .and_then(|w| w.field(14, b"2812"))
+        .and_then(|w| w.field(25, b"59"))
+        .and_then(|w| w.field(41, b"DEMO0001"))
+        .and_then(|w| w.field(42, b"DEMO00000000001"))
+        .and_then(|w| w.field(48, b"420207"))
+        .and_then(|w| w.field(49, b"978"))
+        .and_then(|w| w.field(52, &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3]))
+        .and_then(|w| w.field(55, &[0x9f, 0x02, 0x01, 0x00]))
+        .expect("valid fields");
+    w.finish().expect("fits");
+    buf
+}
+
+#[test]
+fn round_trip_in_both_profiles() {
+    for profile in Profile::ALL {
+        let buf = sample(profile);
+        let m = Message::decode(profile, &buf).expect("decodes");
+        assert_eq!(m.mti().as_str(), "0100");
+        assert_eq!(m.text(2), Some("4111111111111111"));
+        assert_eq!(m.number(4), Some(3000));
+        assert_eq!(m.number(11), Some(42));
+        assert_eq!(m.text(48), Some("420207"));
+        let mut scratch = [0u8; 255];
+        let f52 = m.binary(52).expect("present");
+        assert_eq!(
+            f52.bytes(&mut scratch),
+            Some(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3][..])
+        );
+        assert_eq!(m.binary(55).map(|b| b.len()), Some(4));
+        assert!(!m.bitmap().has(1), "no secondary bitmap needed");
+        assert_eq!(m.fields().count(), 13);
+    }
+    let hex = sample(&Profile::ASCII_HEX);
+    // Fields 2 3 4 7 | 11 14 | - | 25 | - | 41 42 48 | 49 52 55 | -.
+    assert_eq!(&hex[4..20], b"7224008000C19200");
+}
+
+#[test]
+fn secondary_bitmap_when_needed() {
+    for profile in Profile::ALL {
+        let mut buf = BytesMut::new();
+        let mut w = MessageWriter::new(&mut buf, profile, Mti::parse("0800").expect("mti"));
+        w.field(7, b"1123114959")
+            .and_then(|w| w.number(11, 1))
+            .and_then(|w| w.field(70, b"301"))
+            .expect("valid");
+        w.finish().expect("fits");
+        let m = Message::decode(profile, &buf).expect("decodes");
+        assert!(m.bitmap().has(1));
+        assert_eq!(m.text(70), Some("301"));
+        assert_eq!(
+            m.fields().map(|(n, _)| n).collect::<Vec<_>>(),
+            vec![7, 11, 70]
+        );
+    }
+}
+
+#[test]
+fn known_bytes_decode() {
+    // 0800 with F7, F11 in the ascii profile, written by hand.
+    let mut wire = b"0800".to_vec();
+    wire.extend_from_slice(&[0x02, 0x20, 0, 0, 0, 0, 0, 0]);
+    wire.extend_from_slice(b"1123114959000001");
+    let m = Message::decode(&Profile::ASCII, &wire).expect("decodes");
+    assert_eq!(m.text(7), Some("1123114959"));
+    assert_eq!(m.number(11), Some(1));
+}
+
+#[test]
+fn errors_name_the_field() {
+    let p = &Profile::ASCII;
+    let base = sample(p);
+    // F4 is the 4th field; corrupt a digit of the amount.
+    let mut bad = base.to_vec();
+    let at = 4 + 8 + 2 + 16 + 6;
+    bad[at] = b'x';
+    let e = Message::decode(p, &bad).expect_err("bad content");
+    assert_eq!(
+        (e.field, e.kind),
+        (4, DecodeErrorKind::BadContent(FieldType::N))
+    );
+    assert_eq!(
+        e.to_string(),
+        format!("field 4: content is not of type n (at byte {at})")
+    );
+    // PAN length prefix over 19.
+    let mut bad = base.to_vec();
+    bad[12] = b'2';
+    bad[13] = b'0';
+    assert_eq!(
+        Message::decode(p, &bad)
+            .map_err(|e| (e.field, e.kind))
+            .err(),
+        Some((2, DecodeErrorKind::LengthOverMax { len: 20, max: 19 }))
+    );
+    // Truncated and trailing.
+    assert_eq!(
+        Message::decode(p, &base[..base.len() - 1])
+            .map_err(|e| e.field)
+            .err(),
+        Some(55)
+    );
+    let mut long = base.to_vec();
+    long.push(b'0');
+    assert_eq!(
+        Message::decode(p, &long).map_err(|e| e.kind).err(),
+        Some(DecodeErrorKind::TrailingBytes(1))
+    );
+    assert_eq!(
+        Message::decode(p, b"01x0").map_err(|e| e.kind).err(),
+        Some(DecodeErrorKind::BadMti)
+    );
+    assert!(matches!(
+        Message::decode(p, b"0100").map_err(|e| e.kind),
+        Err(DecodeErrorKind::Truncated { needed: 8 })
+    ));
+    let mut hexbad = sample(&Profile::ASCII_HEX).to_vec();
+    hexbad[5] = b'G';
+    assert_eq!(
+        Message::decode(&Profile::ASCII_HEX, &hexbad)
+            .map_err(|e| e.kind)
+            .err(),
+        Some(DecodeErrorKind::BadBitmap)
+    );
+}
+
+#[test]
+fn writer_refuses_bad_values_and_stays_usable() {
+    let mut buf = BytesMut::new();
+    let mut w = MessageWriter::new(&mut buf, &Profile::ASCII, Mti::parse("0110").expect("mti"));
+    assert_eq!(
+        w.field(4, b"12").err().map(|e| e.kind),
+        Some(EncodeErrorKind::WrongLength {
+            expected: 12,
+            actual: 2
+        })
+    );
+    assert_eq!(
+        w.number(11, 1_000_000).err().map(|e| e.kind),
+        Some(EncodeErrorKind::NumberTooLarge)
+    );
+    assert_eq!(
+        w.field(2, &[b'1'; 20]).err().map(|e| e.kind),
+        Some(EncodeErrorKind::TooLong {
+            max: 19,
+            actual: 20
+        })
+    );
+    assert_eq!(
+        w.field(3, b"00000a").err().map(|e| e.kind),
+        Some(EncodeErrorKind::BadContent(FieldType::N))
+    );
+    assert_eq!(
+        w.field(1, b"").err().map(|e| e.kind),
+        Some(EncodeErrorKind::OutOfOrder)
+    );
+    assert_eq!(
+        w.field(129, b"").err().map(|e| e.kind),
+        Some(EncodeErrorKind::NotAField)
+    );
+    w.field(39, b"00").expect("valid");
+    assert_eq!(
+        w.field(39, b"00").err().map(|e| e.kind),
+        Some(EncodeErrorKind::OutOfOrder)
+    );
+    w.finish().expect("fits");
+    let m = Message::decode(&Profile::ASCII, &buf).expect("decodes");
+    assert_eq!(m.fields().map(|(n, _)| n).collect::<Vec<_>>(), vec![39]);
+}
+
+#[test]
+fn mti_helpers() {
+    let m = Mti::parse("0101").expect("mti");
+    assert!(m.is_repeat() && m.is_request());
+    assert_eq!(m.without_repeat().as_str(), "0100");
+    assert_eq!(m.response().map(|r| r.to_string()), Some("0110".into()));
+    assert_eq!(
+        Mti::parse("0421")
+            .and_then(|m| m.response())
+            .map(|r| r.to_string()),
+        Some("0430".into())
+    );
+    assert_eq!(Mti::parse("0110").and_then(|m| m.response()), None);
+    assert_eq!(Mti::parse("010"), None);
+    assert_eq!(Mti::parse("0200").map(|m| m.number()), Some(200));
+}
+
+#[test]
+fn debug_does_not_show_content() {
+    let buf = sample(&Profile::ASCII);
+    let m = Message::decode(&Profile::ASCII, &buf).expect("decodes");
+    let dbg = format!("{m:?}");
+    assert!(!dbg.contains("4111"), "{dbg}");
+}

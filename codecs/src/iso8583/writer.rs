@@ -1,0 +1,201 @@
+//! Encoding into a caller's reusable buffer, fields in ascending order.
+
+use bytes::{BufMut, BytesMut};
+
+use super::bitmap::Bitmap;
+use super::error::{EncodeError, EncodeErrorKind};
+use super::spec::{BinaryEncoding, FieldType, LenKind, Profile};
+use super::{content_ok, Mti, MESSAGE_BYTES_MAX};
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Writes one message into a `BytesMut` without allocating once the
+/// buffer has grown to its working size.
+///
+/// The MTI goes first and room for both bitmaps is kept; fields are
+/// appended in ascending order; [`MessageWriter::finish`] fills the bitmaps
+/// and closes the gap when no secondary bitmap is needed. If a field is
+/// refused, nothing of it is written and the writer stays usable.
+pub struct MessageWriter<'b> {
+    /// Destination; the message starts at `start`.
+    buf: &'b mut BytesMut,
+    /// Dictionary and encodings.
+    profile: &'static Profile,
+    /// Offset of the MTI in `buf`.
+    start: usize,
+    /// Fields written so far.
+    bitmap: Bitmap,
+    /// Last field written, to enforce ascending order.
+    last: u8,
+}
+
+impl<'b> MessageWriter<'b> {
+    /// Starts a message of type `mti` at the end of `buf`.
+    pub fn new(buf: &'b mut BytesMut, profile: &'static Profile, mti: Mti) -> Self {
+        let start = buf.len();
+        buf.put_slice(mti.as_bytes());
+        let half = 8 * Profile::binary_unit(profile.bitmap);
+        buf.put_bytes(0, 2 * half);
+        MessageWriter {
+            buf,
+            profile,
+            start,
+            bitmap: Bitmap::default(),
+            last: 1,
+        }
+    }
+
+    /// Appends field `n` with its logical value: text for text fields, raw
+    /// bytes for binary fields (hex-encoded here when the profile says so).
+    ///
+    /// # Errors
+    /// [`EncodeError`] when `n` is out of order or not a field, or the value
+    /// has the wrong length or content for the field's type.
+    #[allow(clippy::indexing_slicing, reason = "nibbles index a 16-entry table")]
+    pub fn field(&mut self, n: u8, value: &[u8]) -> Result<&mut Self, EncodeError> {
+        let err = |kind| EncodeError { field: n, kind };
+        if n <= self.last {
+            return Err(err(EncodeErrorKind::OutOfOrder));
+        }
+        let spec = self
+            .profile
+            .field(n)
+            .ok_or(err(EncodeErrorKind::NotAField))?;
+        let actual = u16::try_from(value.len()).unwrap_or(u16::MAX);
+        match spec.len {
+            LenKind::Fixed if actual != spec.max_len => {
+                return Err(err(EncodeErrorKind::WrongLength {
+                    expected: spec.max_len,
+                    actual,
+                }))
+            }
+            LenKind::LlVar | LenKind::LllVar if actual > spec.max_len => {
+                return Err(err(EncodeErrorKind::TooLong {
+                    max: spec.max_len,
+                    actual,
+                }))
+            }
+            _ => {}
+        }
+        if spec.ty != FieldType::B && !content_ok(spec.ty, value) {
+            return Err(err(EncodeErrorKind::BadContent(spec.ty)));
+        }
+        let hex = spec.ty == FieldType::B && self.profile.binary == BinaryEncoding::Hex;
+        let wire_len = if hex { value.len() * 2 } else { value.len() };
+        match spec.len {
+            LenKind::Fixed => {}
+            LenKind::LlVar => put_digits(self.buf, wire_len as u64, 2),
+            LenKind::LllVar => put_digits(self.buf, wire_len as u64, 3),
+        }
+        if hex {
+            for &b in value {
+                self.buf.put_u8(HEX_UPPER[usize::from(b >> 4)]);
+                self.buf.put_u8(HEX_UPPER[usize::from(b & 0x0f)]);
+            }
+        } else {
+            self.buf.put_slice(value);
+        }
+        self.bitmap.set(n);
+        self.last = n;
+        Ok(self)
+    }
+
+    /// Appends a fixed numeric field from a number, zero-padded.
+    ///
+    /// # Errors
+    /// As [`Self::field`], and [`EncodeErrorKind::NumberTooLarge`] when the
+    /// number has more digits than the field.
+    #[allow(clippy::indexing_slicing, reason = "width <= 20 checked above")]
+    pub fn number(&mut self, n: u8, value: u64) -> Result<&mut Self, EncodeError> {
+        let spec = self.profile.field(n).ok_or(EncodeError {
+            field: n,
+            kind: EncodeErrorKind::NotAField,
+        })?;
+        let width = usize::from(spec.max_len);
+        if spec.ty != FieldType::N || spec.len != LenKind::Fixed || width > 20 {
+            return Err(EncodeError {
+                field: n,
+                kind: EncodeErrorKind::BadContent(spec.ty),
+            });
+        }
+        let mut digits = [b'0'; 20];
+        let mut v = value;
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        let fits = width >= 20 || value < 10u64.pow(width as u32);
+        if !fits {
+            return Err(EncodeError {
+                field: n,
+                kind: EncodeErrorKind::NumberTooLarge,
+            });
+        }
+        self.field(n, &digits[20 - width..])
+    }
+
+    /// Fills in the bitmaps and returns the message's length in bytes.
+    ///
+    /// # Errors
+    /// [`EncodeErrorKind::MessageTooLong`] when the message exceeds
+    /// [`MESSAGE_BYTES_MAX`]; the caller should truncate the buffer.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "the bitmap room was reserved by `new`"
+    )]
+    pub fn finish(mut self) -> Result<usize, EncodeError> {
+        let half = 8 * Profile::binary_unit(self.profile.bitmap);
+        let bitmap_at = self.start + 4;
+        if self.bitmap.needs_secondary() {
+            self.bitmap.set(1);
+            write_bitmap(
+                &mut self.buf[bitmap_at..bitmap_at + half],
+                self.bitmap.primary_bytes(),
+            );
+            write_bitmap(
+                &mut self.buf[bitmap_at + half..bitmap_at + 2 * half],
+                self.bitmap.secondary_bytes(),
+            );
+        } else {
+            write_bitmap(
+                &mut self.buf[bitmap_at..bitmap_at + half],
+                self.bitmap.primary_bytes(),
+            );
+            let end = self.buf.len();
+            self.buf
+                .copy_within(bitmap_at + 2 * half..end, bitmap_at + half);
+            self.buf.truncate(end - half);
+        }
+        let len = self.buf.len() - self.start;
+        if len > MESSAGE_BYTES_MAX {
+            return Err(EncodeError {
+                field: 0,
+                kind: EncodeErrorKind::MessageTooLong,
+            });
+        }
+        Ok(len)
+    }
+}
+
+#[allow(
+    clippy::indexing_slicing,
+    reason = "chunks of 2, nibbles index a 16-entry table"
+)]
+fn write_bitmap(dst: &mut [u8], bytes: [u8; 8]) {
+    if dst.len() == 8 {
+        dst.copy_from_slice(&bytes);
+    } else {
+        for (pair, b) in dst.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX_UPPER[usize::from(b >> 4)];
+            pair[1] = HEX_UPPER[usize::from(b & 0x0f)];
+        }
+    }
+}
+
+fn put_digits(buf: &mut BytesMut, value: u64, width: u32) {
+    let mut div = 10u64.pow(width - 1);
+    for _ in 0..width {
+        buf.put_u8(b'0' + ((value / div) % 10) as u8);
+        div /= 10;
+    }
+}
