@@ -96,6 +96,34 @@ impl<'a> Message<'a> {
     /// bad MTI or bitmap, a length prefix over the field's maximum, content
     /// of the wrong type, or trailing bytes.
     pub fn decode(profile: &'static Profile, buf: &'a [u8]) -> Result<Self, DecodeError> {
+        match Self::decode_inner(profile, buf, false)? {
+            (m, None) => Ok(m),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// Decodes as much as can be trusted, so a server can answer a bad
+    /// message with response code 30 and still echo F11 and F41.
+    ///
+    /// A field whose content has the wrong type but whose length is known
+    /// is left out of the result and decoding goes on; a length or
+    /// truncation error stops it, keeping the fields before it. The first
+    /// error, if any, is returned beside the message.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when not even the MTI and bitmaps can be read.
+    pub fn decode_lenient(
+        profile: &'static Profile,
+        buf: &'a [u8],
+    ) -> Result<(Self, Option<DecodeError>), DecodeError> {
+        Self::decode_inner(profile, buf, true)
+    }
+
+    fn decode_inner(
+        profile: &'static Profile,
+        buf: &'a [u8],
+        lenient: bool,
+    ) -> Result<(Self, Option<DecodeError>), DecodeError> {
         if buf.len() > MESSAGE_BYTES_MAX {
             return Err(DecodeError {
                 field: 0,
@@ -116,27 +144,44 @@ impl<'a> Message<'a> {
             bitmap.0 |= u128::from(read_bitmap_half(&mut cur, profile.bitmap)?);
         }
         let mut spans = [Span::default(); 129];
+        let mut good = Bitmap(bitmap.0 & (1u128 << 127));
+        let mut first_error = None;
         for n in bitmap.fields() {
             let spec = profile
                 .fields
                 .get(usize::from(n))
                 .ok_or(cur.error(n, DecodeErrorKind::BadBitmap))?;
-            let span = read_field(&mut cur, profile, n, spec)?;
-            if let Some(slot) = spans.get_mut(usize::from(n)) {
-                *slot = span;
+            match read_field(&mut cur, profile, n, spec) {
+                Ok(span) => {
+                    if let Some(slot) = spans.get_mut(usize::from(n)) {
+                        *slot = span;
+                    }
+                    good.set(n);
+                }
+                Err(e) => {
+                    first_error = first_error.or(Some(e));
+                    // Content errors leave the cursor after the field.
+                    let content_only = matches!(e.kind, DecodeErrorKind::BadContent(_));
+                    if !lenient || !content_only {
+                        break;
+                    }
+                }
             }
         }
-        if cur.pos != buf.len() {
+        if first_error.is_none() && cur.pos != buf.len() {
             let left = u16::try_from(buf.len() - cur.pos).unwrap_or(u16::MAX);
-            return Err(cur.error(0, DecodeErrorKind::TrailingBytes(left)));
+            first_error = Some(cur.error(0, DecodeErrorKind::TrailingBytes(left)));
         }
-        Ok(Message {
-            buf,
-            profile,
-            mti,
-            bitmap,
-            spans,
-        })
+        Ok((
+            Message {
+                buf,
+                profile,
+                mti,
+                bitmap: good,
+                spans,
+            },
+            first_error,
+        ))
     }
 
     /// The message type indicator.

@@ -205,3 +205,26 @@ fn debug_does_not_show_content() {
     let dbg = format!("{m:?}");
     assert!(!dbg.contains("4111"), "{dbg}");
 }
+
+#[test]
+fn lenient_decode_skips_bad_content_and_keeps_the_rest() {
+    let p = &Profile::ASCII;
+    let mut bad = sample(p).to_vec();
+    let at = 4 + 8 + 2 + 16 + 6;
+    bad[at] = b'x';
+    let (m, err) = Message::decode_lenient(p, &bad).expect("mti and bitmap readable");
+    assert_eq!(
+        err.map(|e| (e.field, e.kind)),
+        Some((4, DecodeErrorKind::BadContent(FieldType::N)))
+    );
+    assert!(!m.has(4));
+    assert_eq!(m.number(11), Some(42));
+    assert_eq!(m.text(41), Some("DEMO0001"));
+    // A length error stops decoding: fields after it are gone.
+    let mut bad = sample(p).to_vec();
+    bad[12] = b'9';
+    let (m, err) = Message::decode_lenient(p, &bad).expect("mti and bitmap readable");
+    assert_eq!(err.map(|e| e.field), Some(2));
+    assert!(!m.has(11));
+    assert!(Message::decode_lenient(p, b"01").is_err());
+}
