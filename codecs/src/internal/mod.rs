@@ -1,1 +1,86 @@
-//! Internal binary frames (see `docs/internal-frames.md`).
+//! Internal binary frames: the compact, versioned format of internal
+//! clients (the MO/TO virtual terminal, merchants' back offices) over a
+//! persistent, pipelined TCP connection. The byte-by-byte format is in
+//! `docs/internal-frames.md`.
+//!
+//! A frame is a 16-byte header (magic `SW`, version, frame type, request
+//! id, body length) and a body of typed fields (`tag u8, length u16,
+//! value`), all big-endian. Decoding is check-then-parse: [`check`] (or
+//! [`InternalCodec`]) delimits a frame from the header alone, then
+//! [`Request::parse`] / [`Response::parse`] walk the body once, without
+//! recursion or allocation, into views that borrow from the input.
+//!
+//! Layout:
+//! - `header`: the header, [`check`] and [`Frame`];
+//! - `field`: the field walker, value checks and the body writer;
+//! - `request`, `response`: the typed views and their encoding;
+//! - `items`, `repeated`: repeatable fields (cart lines, history, rows);
+//! - `sensitive`: card data and secrets, masked in `Debug`;
+//! - `codec`: the tokio-util [`InternalCodec`].
+
+mod codec;
+mod codes;
+mod error;
+mod field;
+mod frame_type;
+mod header;
+mod items;
+mod repeated;
+mod request;
+mod response;
+mod sensitive;
+pub mod tag;
+
+pub use codec::{CodecError, FrameBytes, InternalCodec};
+pub use codes::{EventKind, PaymentStatus, ResultCode};
+pub use error::Error;
+pub use frame_type::FrameType;
+pub use header::{check, Frame, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION};
+pub use items::{CartLine, HistoryEntry, PaymentRow};
+pub use repeated::{Repeated, RepeatedIter};
+pub use request::{Authenticate, ListPayments, MotoRequest, Refund, Request};
+pub use response::Response;
+pub use sensitive::{Cvv2, Expiry, Pan, Secret};
+
+/// Largest body accepted or written: 16 KiB, checked on the header before
+/// anything is buffered. Holds the largest response (a full list page and
+/// a full history) with room to spare.
+pub const FRAME_BODY_BYTES_MAX: usize = 16 * 1024;
+/// Most fields in one body, repeated ones included.
+pub const FRAME_FIELDS_MAX: usize = 192;
+/// Most cart lines in a sale or refund.
+pub const CART_LINES_MAX: usize = 50;
+/// Most activity history entries in a response.
+pub const HISTORY_ENTRIES_MAX: usize = 64;
+/// Most rows in a list page, and the largest `limit` a list request may ask.
+pub const LIST_ROWS_MAX: usize = 100;
+/// Largest quantity on a cart line.
+pub const CART_QUANTITY_MAX: u32 = 9_999;
+/// Largest amount in minor units: 12 digits, as ISO 8583 F4 (n12) holds.
+pub const AMOUNT_MINOR_MAX: u64 = 999_999_999_999;
+
+/// Fields a response has besides its repeated ones.
+const RESPONSE_SINGLE_FIELDS: usize = 15;
+/// Worst case of the single fields: every one at its longest (a 255-byte
+/// message and 64-byte reference are the long ones).
+const RESPONSE_SINGLE_BYTES_MAX: usize =
+    15 * 3 + 2 + 255 + 8 + 6 + 1 + 2 + 3 * 8 + 19 + 1 + 64 + 8 + 3 * 8;
+
+// The largest response must fit the limits the decoder enforces.
+const _: () =
+    assert!(RESPONSE_SINGLE_FIELDS + HISTORY_ENTRIES_MAX + LIST_ROWS_MAX <= FRAME_FIELDS_MAX);
+const _: () = assert!(
+    RESPONSE_SINGLE_BYTES_MAX
+        + HISTORY_ENTRIES_MAX * (field::FIELD_HEADER_BYTES + items::HISTORY_ENTRY_BYTES)
+        + LIST_ROWS_MAX * (field::FIELD_HEADER_BYTES + items::PAYMENT_ROW_FIXED_BYTES + 64)
+        <= FRAME_BODY_BYTES_MAX
+);
+// A request carrying every cart line also fits.
+const _: () =
+    assert!(CART_LINES_MAX * (field::FIELD_HEADER_BYTES + 12 + 64) + 1024 <= FRAME_BODY_BYTES_MAX);
+// Body offsets are reported as `u16`.
+const _: () = assert!(FRAME_BODY_BYTES_MAX <= u16::MAX as usize);
+// Every amount fits ISO 8583 F4, and a whole cart of maximum lines cannot
+// overflow `u64` before the limit check.
+const _: () =
+    assert!(AMOUNT_MINOR_MAX < u64::MAX / (CART_QUANTITY_MAX as u64 * CART_LINES_MAX as u64));

@@ -1,0 +1,100 @@
+//! Frame type codes: one per request, and one generic response.
+
+use std::fmt;
+
+use super::error::Error;
+
+/// What a frame is. Requests go from client to server; every request gets
+/// exactly one [`FrameType::Response`] with the same request id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameType {
+    /// `0x01`: log the connection in with a client id and secret.
+    Authenticate = 0x01,
+    /// `0x02`: one-step MO/TO sale (authorized and captured at once).
+    AuthorizeMoto = 0x02,
+    /// `0x03`: two-step MO/TO pre-authorization (places a hold).
+    PreauthorizeMoto = 0x03,
+    /// `0x04`: capture a pre-authorization.
+    Capture = 0x04,
+    /// `0x05`: refund a captured payment, by amount or by cart lines.
+    Refund = 0x05,
+    /// `0x06`: cancel (void) a payment.
+    Cancel = 0x06,
+    /// `0x07`: read one payment with its activity history.
+    GetPayment = 0x07,
+    /// `0x08`: list payments by filters, one page at a time.
+    ListPayments = 0x08,
+    /// `0x09`: flag a payment as a scam.
+    MarkScam = 0x09,
+    /// `0x80`: the answer to any request, success or error: a result code,
+    /// a message and result fields.
+    Response = 0x80,
+}
+
+impl FrameType {
+    /// The code on the wire.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The frame type for a code.
+    ///
+    /// # Errors
+    /// [`Error::UnknownFrameType`] for a code this version does not define.
+    pub fn from_code(code: u8) -> Result<FrameType, Error> {
+        Ok(match code {
+            0x01 => FrameType::Authenticate,
+            0x02 => FrameType::AuthorizeMoto,
+            0x03 => FrameType::PreauthorizeMoto,
+            0x04 => FrameType::Capture,
+            0x05 => FrameType::Refund,
+            0x06 => FrameType::Cancel,
+            0x07 => FrameType::GetPayment,
+            0x08 => FrameType::ListPayments,
+            0x09 => FrameType::MarkScam,
+            0x80 => FrameType::Response,
+            found => return Err(Error::UnknownFrameType { found }),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FrameType::Authenticate => "Authenticate",
+            FrameType::AuthorizeMoto => "AuthorizeMoto",
+            FrameType::PreauthorizeMoto => "PreauthorizeMoto",
+            FrameType::Capture => "Capture",
+            FrameType::Refund => "Refund",
+            FrameType::Cancel => "Cancel",
+            FrameType::GetPayment => "GetPayment",
+            FrameType::ListPayments => "ListPayments",
+            FrameType::MarkScam => "MarkScam",
+            FrameType::Response => "Response",
+        }
+    }
+}
+
+impl fmt::Display for FrameType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for code in 0..=u8::MAX {
+            if let Ok(t) = FrameType::from_code(code) {
+                assert_eq!(t.code(), code);
+            } else {
+                assert_eq!(
+                    FrameType::from_code(code),
+                    Err(Error::UnknownFrameType { found: code })
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Field tags. One tag space for all frame types; each frame type allows a
+//! subset (see `docs/internal-frames.md`). Tags from [`EXTENSION_MIN`] up are
+//! ignorable extensions: a receiver that does not know one skips it. Any
+//! other unknown tag is an error.
+
+/// Payment id: `u64` big-endian, not zero.
+pub const PAYMENT_ID: u8 = 0x01;
+/// Amount in minor units: `u64` big-endian, at most `AMOUNT_MINOR_MAX`.
+pub const AMOUNT_MINOR: u8 = 0x02;
+/// Currency, ISO 4217 numeric: `u16` big-endian, 1..=999.
+pub const CURRENCY: u8 = 0x03;
+/// Merchant's own reference: printable ASCII, 1..=64 bytes.
+pub const MERCHANT_REFERENCE: u8 = 0x04;
+/// Terminal id (ISO 8583 F41): printable ASCII, 1..=8 bytes.
+pub const TERMINAL_ID: u8 = 0x05;
+/// Free text (sale description, refund or scam reason): UTF-8 without
+/// control characters, 1..=255 bytes.
+pub const DESCRIPTION: u8 = 0x06;
+
+/// Client id `XX-0000-0000`: two upper-case letters, four digits, four digits.
+pub const CLIENT_ID: u8 = 0x10;
+/// Client secret: raw bytes, 16..=64.
+pub const SECRET: u8 = 0x11;
+
+/// Card number: ASCII digits, 12..=19.
+pub const PAN: u8 = 0x20;
+/// Card expiry `YYMM`: four ASCII digits, month 01..=12.
+pub const EXPIRY: u8 = 0x21;
+/// Card verification value: ASCII digits, 3..=4.
+pub const CVV2: u8 = 0x22;
+/// Cardholder name: UTF-8 without control characters, 1..=64 bytes.
+pub const CARDHOLDER_NAME: u8 = 0x23;
+/// Cart line (repeatable): quantity `u32`, unit price `u64`, item name UTF-8.
+pub const CART_LINE: u8 = 0x24;
+
+/// Payment status: `u8` (see `PaymentStatus`).
+pub const STATUS: u8 = 0x30;
+/// Created at or after, Unix seconds: `u64`.
+pub const CREATED_FROM_UNIX_S: u8 = 0x31;
+/// Created at or before, Unix seconds: `u64`.
+pub const CREATED_TO_UNIX_S: u8 = 0x32;
+/// Smallest amount, minor units: `u64`.
+pub const AMOUNT_MIN_MINOR: u8 = 0x33;
+/// Largest amount, minor units: `u64`.
+pub const AMOUNT_MAX_MINOR: u8 = 0x34;
+/// Paging cursor: `u64`, opaque, from a previous response's `NEXT_CURSOR`.
+pub const CURSOR: u8 = 0x35;
+/// Page size: `u16`, 1..=`LIST_ROWS_MAX`.
+pub const LIMIT: u8 = 0x36;
+
+/// Result code, the ISO 8583 response code: two ASCII upper-case letters or
+/// digits.
+pub const RESULT_CODE: u8 = 0x40;
+/// Human-readable message: UTF-8 without control characters, 1..=255 bytes.
+pub const MESSAGE: u8 = 0x41;
+/// Authorization code (ISO 8583 F38): six ASCII letters or digits.
+pub const AUTH_CODE: u8 = 0x42;
+/// Amount authorized, minor units: `u64`.
+pub const AMOUNT_AUTHORIZED_MINOR: u8 = 0x43;
+/// Amount captured, minor units: `u64`.
+pub const AMOUNT_CAPTURED_MINOR: u8 = 0x44;
+/// Amount refunded, minor units: `u64`.
+pub const AMOUNT_REFUNDED_MINOR: u8 = 0x45;
+/// Masked card number: digits and `*`, 12..=19, at most 10 digits.
+pub const MASKED_PAN: u8 = 0x46;
+/// Flagged as a scam: `u8`, 0 or 1.
+pub const SCAM: u8 = 0x47;
+/// Activity history entry (repeatable): 19 bytes fixed.
+pub const HISTORY_ENTRY: u8 = 0x48;
+/// Payment list row (repeatable): 44 bytes fixed, then the merchant reference.
+pub const PAYMENT_ROW: u8 = 0x49;
+/// Cursor for the next page: `u64`; absent on the last page.
+pub const NEXT_CURSOR: u8 = 0x4A;
+/// Payment created at, Unix seconds: `u64`.
+pub const CREATED_UNIX_S: u8 = 0x4B;
+
+/// First ignorable extension tag: tags `0xF0..=0xFF` that a receiver does
+/// not know are skipped (still counted, still checked for duplicates).
+pub const EXTENSION_MIN: u8 = 0xF0;
+
+/// Whether a tag may appear more than once in a body.
+pub(crate) fn is_repeatable(tag: u8) -> bool {
+    matches!(tag, CART_LINE | HISTORY_ENTRY | PAYMENT_ROW)
+}
+
+/// The field's name, for error messages.
+pub(crate) fn name(tag: u8) -> &'static str {
+    match tag {
+        PAYMENT_ID => "payment_id",
+        AMOUNT_MINOR => "amount_minor",
+        CURRENCY => "currency",
+        MERCHANT_REFERENCE => "merchant_reference",
+        TERMINAL_ID => "terminal_id",
+        DESCRIPTION => "description",
+        CLIENT_ID => "client_id",
+        SECRET => "secret",
+        PAN => "pan",
+        EXPIRY => "expiry",
+        CVV2 => "cvv2",
+        CARDHOLDER_NAME => "cardholder_name",
+        CART_LINE => "cart_line",
+        STATUS => "status",
+        CREATED_FROM_UNIX_S => "created_from_unix_s",
+        CREATED_TO_UNIX_S => "created_to_unix_s",
+        AMOUNT_MIN_MINOR => "amount_min_minor",
+        AMOUNT_MAX_MINOR => "amount_max_minor",
+        CURSOR => "cursor",
+        LIMIT => "limit",
+        RESULT_CODE => "result_code",
+        MESSAGE => "message",
+        AUTH_CODE => "auth_code",
+        AMOUNT_AUTHORIZED_MINOR => "amount_authorized_minor",
+        AMOUNT_CAPTURED_MINOR => "amount_captured_minor",
+        AMOUNT_REFUNDED_MINOR => "amount_refunded_minor",
+        MASKED_PAN => "masked_pan",
+        SCAM => "scam",
+        HISTORY_ENTRY => "history_entry",
+        PAYMENT_ROW => "payment_row",
+        NEXT_CURSOR => "next_cursor",
+        CREATED_UNIX_S => "created_unix_s",
+        t if t >= EXTENSION_MIN => "extension",
+        _ => "unknown",
+    }
+}
