@@ -1,0 +1,103 @@
+//! The state risk keeps between evaluations: velocity counters and the
+//! watch list. Independent of the policy, so a policy reload keeps it.
+
+use crate::context::CardToken;
+use crate::error::WatchListFull;
+use crate::key::{Key, Subject};
+use crate::metrics::TableName;
+use crate::velocity::Table;
+
+/// Default most card keys tracked (a card's count key, plus one per
+/// currency with an amount limit, plus its MO/TO keys). About 900 bytes
+/// each, reserved (not touched) at start-up.
+pub const VELOCITY_CARD_KEYS_MAX: usize = 65_536;
+/// Default most terminal keys tracked.
+pub const VELOCITY_TERMINAL_KEYS_MAX: usize = 16_384;
+/// Default most cards on the watch list.
+pub const WATCH_LIST_MAX: usize = 65_536;
+
+/// How much state to reserve; see the constants for the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Most card velocity keys; the least recently seen is evicted beyond.
+    pub card_keys_max: usize,
+    /// Most terminal velocity keys; the least recently seen is evicted beyond.
+    pub terminal_keys_max: usize,
+    /// Most watch-listed cards; adding beyond is refused.
+    pub watch_list_max: usize,
+}
+
+impl Default for Capacity {
+    fn default() -> Capacity {
+        Capacity {
+            card_keys_max: VELOCITY_CARD_KEYS_MAX,
+            terminal_keys_max: VELOCITY_TERMINAL_KEYS_MAX,
+            watch_list_max: WATCH_LIST_MAX,
+        }
+    }
+}
+
+/// Velocity counters and the watch list, shared by all connections
+/// (`Arc<RiskState>`, or a plain reference: every method takes `&self`).
+pub struct RiskState {
+    /// Card count and amount keys, and the watch list.
+    pub(crate) cards: Table,
+    /// Terminal count and amount keys.
+    pub(crate) terminals: Table,
+}
+
+impl RiskState {
+    /// State with the default capacity.
+    pub fn new() -> RiskState {
+        RiskState::with_capacity(Capacity::default())
+    }
+
+    /// State with the given capacity, all reserved now so evaluation never
+    /// allocates.
+    ///
+    /// # Panics
+    /// If a key capacity is 0.
+    pub fn with_capacity(capacity: Capacity) -> RiskState {
+        RiskState {
+            cards: Table::new(
+                TableName::Card,
+                capacity.card_keys_max,
+                capacity.watch_list_max,
+            ),
+            terminals: Table::new(TableName::Terminal, capacity.terminal_keys_max, 0),
+        }
+    }
+
+    /// Puts a card on the watch list (a payment was marked scam by hand):
+    /// its later attempts score the policy's `watch_list_score` more.
+    /// `Ok(false)` if it already was. The list survives policy reloads and
+    /// velocity eviction; it is not persisted, so the switch re-adds marked
+    /// cards from its journal at start-up.
+    ///
+    /// # Errors
+    /// [`WatchListFull`] when the list holds `watch_list_max` cards.
+    pub fn add_to_watch_list(&self, token: CardToken) -> Result<bool, WatchListFull> {
+        self.cards.mark(&Key::card(token, Subject::Card, 0))
+    }
+
+    /// Whether a card is on the watch list.
+    pub fn is_watched(&self, token: CardToken) -> bool {
+        self.cards.is_marked(&Key::card(token, Subject::Card, 0))
+    }
+
+    /// Velocity keys tracked now (cards and terminals).
+    pub fn velocity_keys(&self) -> usize {
+        self.cards.len() + self.terminals.len()
+    }
+
+    /// Velocity keys evicted since start because a shard was full.
+    pub fn velocity_evictions(&self) -> u64 {
+        self.cards.evictions() + self.terminals.evictions()
+    }
+}
+
+impl Default for RiskState {
+    fn default() -> RiskState {
+        RiskState::new()
+    }
+}
