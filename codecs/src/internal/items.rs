@@ -5,6 +5,7 @@
 use super::codes::{EventKind, PaymentStatus, ResultCode};
 use super::error::Error;
 use super::field::{self, check_amount, check_currency, check_payment_id, check_str, BodyWriter};
+use super::repeated::RepeatedItem;
 use super::tag;
 use super::CART_QUANTITY_MAX;
 
@@ -39,7 +40,7 @@ impl<'a> CartLine<'a> {
         u64::from(self.quantity).checked_mul(self.unit_price_minor)
     }
 
-    pub(crate) fn decode(value: &'a [u8]) -> Result<CartLine<'a>, Error> {
+    pub(crate) fn decode_value(value: &'a [u8]) -> Result<CartLine<'a>, Error> {
         let mut rest = value;
         let quantity = u32::from_be_bytes(take(&mut rest, tag::CART_LINE)?);
         let unit_price_minor = u64::from_be_bytes(take(&mut rest, tag::CART_LINE)?);
@@ -110,7 +111,7 @@ pub struct HistoryEntry {
 pub(crate) const HISTORY_ENTRY_BYTES: usize = 19;
 
 impl HistoryEntry {
-    pub(crate) fn decode(value: &[u8]) -> Result<HistoryEntry, Error> {
+    pub(crate) fn decode_value(value: &[u8]) -> Result<HistoryEntry, Error> {
         if value.len() != HISTORY_ENTRY_BYTES {
             return Err(field::length_error(tag::HISTORY_ENTRY, value.len()));
         }
@@ -170,7 +171,7 @@ pub struct PaymentRow<'a> {
 pub(crate) const PAYMENT_ROW_FIXED_BYTES: usize = 44;
 
 impl<'a> PaymentRow<'a> {
-    pub(crate) fn decode(value: &'a [u8]) -> Result<PaymentRow<'a>, Error> {
+    pub(crate) fn decode_value(value: &'a [u8]) -> Result<PaymentRow<'a>, Error> {
         const T: u8 = tag::PAYMENT_ROW;
         let mut rest = value;
         let payment_id = check_payment_id(T, u64::from_be_bytes(take(&mut rest, T)?))?;
@@ -224,5 +225,29 @@ impl<'a> PaymentRow<'a> {
         dst.extend_from_slice(&self.amount_refunded_minor.to_be_bytes());
         dst.extend_from_slice(reference.as_bytes());
         Ok(())
+    }
+}
+
+impl<'a> RepeatedItem<'a> for CartLine<'a> {
+    const TAG: u8 = tag::CART_LINE;
+
+    fn decode(value: &'a [u8]) -> Result<CartLine<'a>, Error> {
+        CartLine::decode_value(value)
+    }
+}
+
+impl RepeatedItem<'_> for HistoryEntry {
+    const TAG: u8 = tag::HISTORY_ENTRY;
+
+    fn decode(value: &[u8]) -> Result<HistoryEntry, Error> {
+        HistoryEntry::decode_value(value)
+    }
+}
+
+impl<'a> RepeatedItem<'a> for PaymentRow<'a> {
+    const TAG: u8 = tag::PAYMENT_ROW;
+
+    fn decode(value: &'a [u8]) -> Result<PaymentRow<'a>, Error> {
+        PaymentRow::decode_value(value)
     }
 }

@@ -37,7 +37,7 @@ pub use error::Error;
 pub use frame_type::FrameType;
 pub use header::{check, Frame, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION};
 pub use items::{CartLine, HistoryEntry, PaymentRow};
-pub use repeated::{Repeated, RepeatedIter};
+pub use repeated::{Repeated, RepeatedItem, RepeatedIter};
 pub use request::{Authenticate, ListPayments, MotoRequest, Refund, Request};
 pub use response::Response;
 pub use sensitive::{Cvv2, Expiry, Pan, Secret};

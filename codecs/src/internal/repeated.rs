@@ -1,5 +1,5 @@
 //! [`Repeated`]: a repeatable field (cart lines, history entries, list
-//! rows) as a zero-copy view. Decoded frames keep a reference to the body
+//! rows) as a zero-copy view, over any [`RepeatedItem`]. Decoded frames keep a reference to the body
 //! and decode items as they are iterated (the body was validated once at
 //! parse time); frames built for encoding borrow a caller's slice.
 
@@ -7,6 +7,19 @@ use std::fmt;
 
 use super::error::Error;
 use super::field::split_field;
+
+/// The value of a repeatable field: [`CartLine`](super::CartLine),
+/// [`HistoryEntry`](super::HistoryEntry), [`PaymentRow`](super::PaymentRow).
+pub trait RepeatedItem<'a>: Copy {
+    /// The field's tag.
+    const TAG: u8;
+
+    /// Decodes and checks one field value.
+    ///
+    /// # Errors
+    /// The first thing wrong with the value, naming [`Self::TAG`].
+    fn decode(value: &'a [u8]) -> Result<Self, Error>;
+}
 
 /// The items of a repeatable field, borrowed either from a decoded body or
 /// from a caller's slice. Iterating never allocates.
@@ -18,16 +31,13 @@ pub struct Repeated<'a, T> {
 enum Inner<'a, T> {
     /// Built by a caller, to encode.
     Slice(&'a [T]),
-    /// Decoded: every field with `tag` in `body`, already validated.
+    /// Decoded: every field with the item's tag in `body`, already
+    /// validated.
     Wire {
         /// The whole body, so the items need no list of their own.
         body: &'a [u8],
-        /// The repeatable tag.
-        tag: u8,
-        /// How many fields carry `tag`, counted at parse time.
+        /// How many fields carry the tag, counted at parse time.
         count: usize,
-        /// Decodes one value (cannot fail: validated at parse time).
-        decode: fn(&'a [u8]) -> Result<T, Error>,
     },
 }
 
@@ -46,19 +56,10 @@ impl<'a, T> Repeated<'a, T> {
         }
     }
 
-    pub(crate) fn from_wire(
-        body: &'a [u8],
-        tag: u8,
-        count: usize,
-        decode: fn(&'a [u8]) -> Result<T, Error>,
-    ) -> Repeated<'a, T> {
+    /// The items of a body validated by the caller, `count` of them.
+    pub(crate) fn from_wire(body: &'a [u8], count: usize) -> Repeated<'a, T> {
         Repeated {
-            inner: Inner::Wire {
-                body,
-                tag,
-                count,
-                decode,
-            },
+            inner: Inner::Wire { body, count },
         }
     }
 
@@ -76,18 +77,12 @@ impl<'a, T> Repeated<'a, T> {
     }
 }
 
-impl<'a, T: Copy> Repeated<'a, T> {
+impl<'a, T: RepeatedItem<'a>> Repeated<'a, T> {
     /// The items, in wire order.
     pub fn iter(&self) -> RepeatedIter<'a, T> {
         let inner = match self.inner {
             Inner::Slice(items) => IterInner::Slice(items.iter()),
-            Inner::Wire {
-                body, tag, decode, ..
-            } => IterInner::Wire {
-                rest: body,
-                tag,
-                decode,
-            },
+            Inner::Wire { body, .. } => IterInner::Wire { rest: body },
         };
         RepeatedIter { inner }
     }
@@ -116,19 +111,19 @@ impl<T> Default for Repeated<'_, T> {
 }
 
 /// Equal when the items are, however each side is stored.
-impl<T: Copy + PartialEq> PartialEq for Repeated<'_, T> {
+impl<'a, T: RepeatedItem<'a> + PartialEq> PartialEq for Repeated<'a, T> {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
 
-impl<T: Copy + fmt::Debug> fmt::Debug for Repeated<'_, T> {
+impl<'a, T: RepeatedItem<'a> + fmt::Debug> fmt::Debug for Repeated<'a, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
 }
 
-impl<'a, T: Copy> IntoIterator for &Repeated<'a, T> {
+impl<'a, T: RepeatedItem<'a>> IntoIterator for &Repeated<'a, T> {
     type Item = T;
     type IntoIter = RepeatedIter<'a, T>;
 
@@ -144,26 +139,24 @@ pub struct RepeatedIter<'a, T> {
 }
 
 enum IterInner<'a, T> {
+    /// A caller's items.
     Slice(std::slice::Iter<'a, T>),
-    Wire {
-        rest: &'a [u8],
-        tag: u8,
-        decode: fn(&'a [u8]) -> Result<T, Error>,
-    },
+    /// What is left of the body.
+    Wire { rest: &'a [u8] },
 }
 
-impl<T: Copy> Iterator for RepeatedIter<'_, T> {
+impl<'a, T: RepeatedItem<'a>> Iterator for RepeatedIter<'a, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
         match &mut self.inner {
             IterInner::Slice(items) => items.next().copied(),
-            IterInner::Wire { rest, tag, decode } => loop {
+            IterInner::Wire { rest } => loop {
                 // Bounded: every step consumes at least a field header.
                 let (field, tail) = split_field(rest).ok()??;
                 *rest = tail;
-                if field.tag == *tag {
-                    if let Ok(item) = decode(field.value) {
+                if field.tag == T::TAG {
+                    if let Ok(item) = T::decode(field.value) {
                         return Some(item);
                     }
                 }

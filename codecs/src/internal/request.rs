@@ -304,7 +304,7 @@ impl<'a> MotoFields<'a> {
             }
             tag::TERMINAL_ID => self.terminal_id = Some(check_str(field::TERMINAL_ID, value)?),
             tag::CART_LINE => {
-                CartLine::decode(value)?;
+                CartLine::decode_value(value)?;
                 count_repeat(tag, &mut self.cart_lines, CART_LINES_MAX)?;
             }
             tag => unexpected(frame_type, tag)?,
@@ -330,7 +330,7 @@ impl<'a> MotoRequest<'a> {
             currency: required(tag::CURRENCY, f.currency)?,
             amount_minor: required(tag::AMOUNT_MINOR, f.amount_minor)?,
             terminal_id: required(tag::TERMINAL_ID, f.terminal_id)?,
-            cart: Repeated::from_wire(body, tag::CART_LINE, f.cart_lines, CartLine::decode),
+            cart: Repeated::from_wire(body, f.cart_lines),
         })
     }
 
@@ -373,13 +373,13 @@ impl<'a> Refund<'a> {
                 }
                 tag::DESCRIPTION => reason = Some(check_str(field::DESCRIPTION, value)?),
                 tag::CART_LINE => {
-                    CartLine::decode(value)?;
+                    CartLine::decode_value(value)?;
                     count_repeat(tag, &mut lines, CART_LINES_MAX)?;
                 }
                 tag => unexpected(FrameType::Refund, tag)?,
             }
         }
-        let lines = Repeated::from_wire(body, tag::CART_LINE, lines, CartLine::decode);
+        let lines = Repeated::from_wire(body, lines);
         let amount_minor = refund_amount(amount_minor, &lines)?;
         Ok(Refund {
             payment_id: required(tag::PAYMENT_ID, payment_id)?,

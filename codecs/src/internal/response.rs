@@ -102,19 +102,19 @@ impl<'a> Response<'a> {
             match tag {
                 tag::RESULT_CODE => result_code = Some(ResultCode::new(fixed(tag, value)?)?),
                 tag::HISTORY_ENTRY => {
-                    HistoryEntry::decode(value)?;
+                    HistoryEntry::decode_value(value)?;
                     count_repeat(tag, &mut history, HISTORY_ENTRIES_MAX)?;
                 }
                 tag::PAYMENT_ROW => {
-                    PaymentRow::decode(value)?;
+                    PaymentRow::decode_value(value)?;
                     count_repeat(tag, &mut rows, LIST_ROWS_MAX)?;
                 }
                 tag => r.set(tag, value)?,
             }
         }
         r.result_code = required(tag::RESULT_CODE, result_code)?;
-        r.history = Repeated::from_wire(body, tag::HISTORY_ENTRY, history, HistoryEntry::decode);
-        r.rows = Repeated::from_wire(body, tag::PAYMENT_ROW, rows, PaymentRow::decode);
+        r.history = Repeated::from_wire(body, history);
+        r.rows = Repeated::from_wire(body, rows);
         Ok(r)
     }
 
