@@ -874,3 +874,50 @@ fn response_answers_by_request_id() {
     assert_eq!(back.result_code.as_str(), "30");
     assert_eq!(back.message, r.message);
 }
+
+/// The annotated response of `docs/internal-frames.md`.
+#[test]
+fn doc_example_response_bytes() {
+    let mut response = Response::new(ResultCode::APPROVED);
+    response.payment_id = Some(1001);
+    response.auth_code = Some("A1B2C3");
+    response.status = Some(PaymentStatus::Succeeded);
+    response.currency = Some(978);
+    response.amount_authorized_minor = Some(2500);
+    response.amount_captured_minor = Some(2500);
+    response.masked_pan = Some("411111******1111");
+    let mut dst = BytesMut::new();
+    response.encode(0x2A, &mut dst).unwrap();
+    let expected = concat!(
+        "5357",
+        "01",
+        "80",
+        "000000000000002a",
+        "0000004b",
+        "40",
+        "0002",
+        "3030",
+        "01",
+        "0008",
+        "00000000000003e9",
+        "42",
+        "0006",
+        "413142324333",
+        "30",
+        "0001",
+        "02",
+        "03",
+        "0002",
+        "03d2",
+        "43",
+        "0008",
+        "00000000000009c4",
+        "44",
+        "0008",
+        "00000000000009c4",
+        "46",
+        "0010",
+        "3431313131312a2a2a2a2a2a31313131",
+    );
+    assert_eq!(hex::encode(&dst), expected);
+}
