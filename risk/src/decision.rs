@@ -101,7 +101,7 @@ pub struct Fired {
 }
 
 /// The rules that fired, in evaluation order, in a fixed array: no allocation.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct FiredRules {
     /// Slots; only the first `len` are meaningful.
     entries: [Fired; RuleId::COUNT],
@@ -135,6 +135,12 @@ impl FiredRules {
     /// The fired rules in order.
     pub fn as_slice(&self) -> &[Fired] {
         &self.entries[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for FiredRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
     }
 }
 

@@ -56,7 +56,7 @@ struct RawRules {
     sca: Option<RawSca>,
     amount_max_minor: Option<RawChannels>,
     velocity: Option<RawSubjects>,
-    terminals: Option<Spanned<BTreeMap<Spanned<String>, RawTerminal>>>,
+    terminals: Option<BTreeMap<Spanned<String>, RawTerminal>>,
 }
 
 /// A limit: a number, or `"off"` to lift a default.
@@ -175,19 +175,18 @@ pub(super) fn compile(
     }
     let mut defaults = Rules::default();
     apply(&source, &raw.defaults, &mut defaults, "defaults")?;
-    if let Some(terminals) = &raw.defaults.terminals {
-        return Err(source.invalid(
-            terminals.span(),
-            "defaults.terminals",
-            "terminals only under merchants.<MID>",
-        ));
+    if let Some((id, _)) = raw
+        .defaults
+        .terminals
+        .as_ref()
+        .and_then(|t| t.iter().next())
+    {
+        let expected = "terminals only under merchants.<MID>";
+        return Err(source.invalid(id.span(), "defaults.terminals", expected));
     }
-    if raw.merchants.len() > MERCHANTS_MAX {
-        return Err(source.invalid(
-            0..0,
-            "merchants",
-            format!("at most {MERCHANTS_MAX} merchants"),
-        ));
+    if let Some((id, _)) = raw.merchants.iter().nth(MERCHANTS_MAX) {
+        let expected = format!("at most {MERCHANTS_MAX} merchants");
+        return Err(source.invalid(id.span(), "merchants", expected));
     }
     let mut merchants =
         HashMap::with_capacity_and_hasher(raw.merchants.len(), KeyHasherBuild::default());
@@ -342,11 +341,11 @@ fn compile_terminals(
     let Some(raw_terminals) = &raw.terminals else {
         return Ok(terminals);
     };
-    if raw_terminals.get_ref().len() > TERMINALS_PER_MERCHANT_MAX {
+    if let Some((id, _)) = raw_terminals.iter().nth(TERMINALS_PER_MERCHANT_MAX) {
         let expected = format!("at most {TERMINALS_PER_MERCHANT_MAX} terminals");
-        return Err(source.invalid(raw_terminals.span(), &format!("{path}.terminals"), expected));
+        return Err(source.invalid(id.span(), &format!("{path}.terminals"), expected));
     }
-    for (id, terminal) in raw_terminals.get_ref() {
+    for (id, terminal) in raw_terminals {
         let terminal_path = format!("{path}.terminals.{}", id.get_ref());
         check_id(source, id, &terminal_path, key::TERMINAL_ID_BYTES_MAX)?;
         let packed = pack_terminal(id.get_ref())
