@@ -116,3 +116,38 @@ impl Encoder<(u64, Request<'_>)> for InternalCodec {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_come_out_zero_copy_one_at_a_time() {
+        let mut src = BytesMut::new();
+        let mut codec = InternalCodec::new();
+        codec
+            .encode((1, Request::Cancel { payment_id: 9 }), &mut src)
+            .unwrap();
+        codec
+            .encode((2, Request::GetPayment { payment_id: 9 }), &mut src)
+            .unwrap();
+        let base = src.as_ptr();
+        let first = codec.decode(&mut src).unwrap().unwrap();
+        assert_eq!(first.as_bytes().as_ptr(), base, "split off, not copied");
+        assert_eq!(first.request_id(), 1);
+        let second = codec.decode(&mut src).unwrap().unwrap();
+        assert_eq!(second.request_id(), 2);
+        assert_eq!(
+            Request::parse(&second.frame()),
+            Ok(Request::GetPayment { payment_id: 9 })
+        );
+        assert!(codec.decode(&mut src).unwrap().is_none());
+    }
+
+    #[test]
+    fn junk_is_a_frame_error() {
+        let mut src = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        let err = InternalCodec::new().decode(&mut src).unwrap_err();
+        assert!(matches!(err, CodecError::Frame(e) if e.closes_connection()));
+    }
+}

@@ -251,3 +251,46 @@ impl<'a> RepeatedItem<'a> for PaymentRow<'a> {
         PaymentRow::decode_value(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cart_totals_are_checked() {
+        let line = |quantity, unit_price_minor| CartLine {
+            item: "x",
+            quantity,
+            unit_price_minor,
+        };
+        assert_eq!(
+            cart_total_minor([line(2, 500), line(1, 1)].into_iter()),
+            Ok(1001)
+        );
+        let over = line(CART_QUANTITY_MAX, super::super::AMOUNT_MINOR_MAX);
+        assert_eq!(
+            cart_total_minor([over].into_iter()),
+            Err(Error::OutOfRange {
+                tag: tag::CART_LINE
+            })
+        );
+        assert_eq!(line(2, u64::MAX).total_minor(), None);
+    }
+
+    #[test]
+    fn row_reference_empty_means_none() {
+        let mut value = vec![0u8; PAYMENT_ROW_FIXED_BYTES];
+        value[7] = 1; // payment id 1
+        value[16] = 2; // Succeeded
+        value[19] = 0x30; // currency 48
+        let row = PaymentRow::decode_value(&value).unwrap();
+        assert_eq!(row.merchant_reference, None);
+        value[17] = 2; // scam flag must be 0 or 1
+        assert_eq!(
+            PaymentRow::decode_value(&value),
+            Err(Error::OutOfRange {
+                tag: tag::PAYMENT_ROW
+            })
+        );
+    }
+}
