@@ -1,0 +1,139 @@
+//! The file layer the journal writes through. [`OsStorage`] is the real one
+//! (std::fs, real fsync); tests supply a simulated disk that forgets unsynced
+//! writes and fails on demand.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Directory and file operations the journal needs, and nothing more.
+///
+/// Files are append-only: written sequentially from creation, made durable
+/// by [`StorageFile::sync`]; names become durable by [`Storage::sync_dir`].
+pub trait Storage: Send + Sync + 'static {
+    /// Creates `dir` and its parents if missing.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the regular files in `dir`.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// The whole content of `path`.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Creates `path` empty (truncating it if it exists), open for appending.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Cuts `path` to `len` bytes and makes that durable.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to`.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes `path`.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations, renames and deletions in `dir` durable.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// A file open for appending.
+pub trait StorageFile: Send {
+    /// Appends all of `bytes`.
+    ///
+    /// # Errors
+    /// The operating system's error (EIO, ENOSPC...).
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Makes everything written so far durable (fdatasync).
+    ///
+    /// # Errors
+    /// The operating system's error. After one, the journal never calls
+    /// `sync` on this file again: what it reported durable is unknown.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// The real file layer: std::fs with real fsync.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsStorage;
+
+impl Storage for OsStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Box::new(OsFile { file }))
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let file = fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(len)?;
+        file.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// A real file; `sync` is fdatasync (the size change is data for it).
+struct OsFile {
+    /// The open file, positioned at its end.
+    file: fs::File,
+}
+
+impl StorageFile for OsFile {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
