@@ -267,3 +267,51 @@ pub(crate) fn iso_round_trip_selected(data: &[u8]) {
         iso_round_trip(Profile::ALL[usize::from(selector & 1)], message);
     }
 }
+
+/// Internal frames: delimits a frame, parses it as a request and as a
+/// response; whatever parses is written again, parses to the same value and
+/// writes to the same bytes. `check` agrees with `Frame::parse`.
+pub(crate) fn internal_decode(data: &[u8]) {
+    use codecs::internal::{check, Frame, Request, Response};
+    let delimited = Frame::parse(data);
+    match (&delimited, check(data)) {
+        (Ok(Some((_, n))), Ok(Some(m))) => assert_eq!(*n, m, "check and parse differ"),
+        (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+        (p, c) => panic!("Frame::parse {p:?} but check {c:?}"),
+    }
+    let Ok(Some((frame, n))) = delimited else {
+        return;
+    };
+    assert!(n <= data.len());
+    let _ = (frame.frame_type(), format!("{frame:?}"));
+    let id = frame.request_id();
+    if let Ok(request) = Request::parse(&frame) {
+        let _ = format!("{request:?}");
+        let mut wire = BytesMut::new();
+        if let Err(e) = request.encode(id, &mut wire) {
+            panic!("a parsed request cannot be written: {e}");
+        }
+        let again = internal_reparse(&wire, id);
+        assert_eq!(Request::parse(&again), Ok(request), "request changed");
+        let mut twice = BytesMut::new();
+        let _ = request.encode(id, &mut twice);
+        assert_eq!(wire, twice);
+    }
+    if let Ok(response) = Response::parse(&frame) {
+        let _ = format!("{response:?}");
+        let mut wire = BytesMut::new();
+        if let Err(e) = response.encode(id, &mut wire) {
+            panic!("a parsed response cannot be written: {e}");
+        }
+        let again = internal_reparse(&wire, id);
+        assert_eq!(Response::parse(&again), Ok(response), "response changed");
+    }
+}
+
+/// The one whole frame `wire` holds, with request id `id`.
+fn internal_reparse(wire: &[u8], id: u64) -> codecs::internal::Frame<'_> {
+    match codecs::internal::Frame::parse(wire) {
+        Ok(Some((frame, n))) if n == wire.len() && frame.request_id() == id => frame,
+        other => panic!("a written frame does not parse back whole: {other:?}"),
+    }
+}

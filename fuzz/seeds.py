@@ -84,5 +84,37 @@ def main():
     write("framing_chunks", "bad_ascii_header", bytes([0x01, 0]) + b"00x5hello")
 
 
+
+def internal_frame(frame_type, request_id, fields):
+    """An internal frame: header, then (tag u8, length u16, value) fields."""
+    body = b"".join(struct.pack(">BH", t, len(v)) + v for t, v in fields)
+    return b"SW\x01" + bytes([frame_type]) + struct.pack(">QI", request_id, len(body)) + body
+
+
+def internal_seeds():
+    """Seeds for internal_decode, from docs/internal-frames.md's examples."""
+    u64 = lambda v: struct.pack(">Q", v)
+    moto = internal_frame(0x02, 42, [
+        (0x20, b"4111111111111111"), (0x21, b"2712"), (0x22, b"123"),
+        (0x04, b"ORD-1"), (0x03, struct.pack(">H", 978)), (0x02, u64(2500)),
+        (0x05, b"DEMO0001"),
+        (0x24, struct.pack(">IQ", 2, 1250) + b"Tea"),
+    ])
+    write("internal_decode", "authorize_moto", moto)
+    response = internal_frame(0x80, 42, [
+        (0x40, b"00"), (0x01, u64(1001)), (0x42, b"A1B2C3"), (0x30, b"\x02"),
+        (0x03, struct.pack(">H", 978)), (0x43, u64(2500)), (0x44, u64(2500)),
+        (0x46, b"411111******1111"),
+    ])
+    write("internal_decode", "response_approved", response)
+    write("internal_decode", "response_format_error", internal_frame(0x80, 7, [
+        (0x40, b"30"), (0x41, b"missing required field pan (0x20)")]))
+    write("internal_decode", "capture", internal_frame(0x04, 9, [(0x01, u64(1001)), (0x02, u64(2000))]))
+    write("internal_decode", "cancel", internal_frame(0x06, 10, [(0x01, u64(1001))]))
+    write("internal_decode", "authenticate", internal_frame(0x01, 1, [(0x10, b"BO-0001-0001"), (0x11, b"s3cret-s3cret-s3cret")]))
+    write("internal_decode", "two_frames", moto + response)
+
+
 if __name__ == "__main__":
     main()
+    internal_seeds()

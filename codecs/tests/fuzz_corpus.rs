@@ -22,6 +22,7 @@ const TARGETS: &[(&str, Check)] = &[
     }),
     ("iso_round_trip", checks::iso_round_trip_selected),
     ("framing_chunks", checks::framing_chunks),
+    ("internal_decode", checks::internal_decode),
 ];
 
 fn corpus_dir() -> PathBuf {
@@ -71,5 +72,30 @@ fn the_ascii_seeds_are_valid_messages() {
                 panic!("{}: {e}", path.display());
             }
         }
+    }
+}
+
+#[test]
+fn the_internal_seeds_are_valid_frames() {
+    use codecs::internal::{Frame, Request, Response};
+    for entry in std::fs::read_dir(corpus_dir().join("internal_decode")).expect("corpus dir") {
+        let path = entry.expect("directory entry").path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("crash-"))
+        {
+            continue;
+        }
+        let data = std::fs::read(&path).expect("seed");
+        let Ok(Some((frame, _))) = Frame::parse(&data) else {
+            panic!("{}: not a whole frame", path.display());
+        };
+        let request = Request::parse(&frame).map(|_| ());
+        let response = Response::parse(&frame).map(|_| ());
+        assert!(
+            request.is_ok() || response.is_ok(),
+            "{}: {request:?} {response:?}",
+            path.display()
+        );
     }
 }
