@@ -1,0 +1,609 @@
+//! Configuration: the embedded default, a TOML file, environment variables
+//! and flags, in rising precedence. Every key is in `docs/configuration.md`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The configuration the switch runs with when given no file.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// Most merchants a configuration may hold.
+pub const MERCHANTS_MAX: usize = 10_000;
+/// Most terminals a merchant may hold.
+pub const TERMINALS_PER_MERCHANT_MAX: usize = 100_000;
+
+/// Why a configuration was refused: names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// TOML syntax or type errors, with line and key as `toml` reports them.
+    #[error("configuration {source_name}: {message}")]
+    Parse {
+        /// File name or `embedded default`.
+        source_name: String,
+        /// The parser's message (names line, column and key).
+        message: String,
+    },
+    /// A value out of range or inconsistent.
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid {
+        /// The key, dotted (`merchants[0].over_capture_pct`).
+        key: String,
+        /// What is wrong and what was expected.
+        problem: String,
+    },
+    /// The file could not be read.
+    #[error("configuration file {path}: {error}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub listeners: Listeners,
+    /// ISO 8583 wire settings.
+    #[serde(default)]
+    pub iso: IsoSettings,
+    /// Limits on connections, queues and maps.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Journal settings.
+    #[serde(default)]
+    pub journal: JournalSettings,
+    /// Risk policy settings.
+    #[serde(default)]
+    pub risk: RiskSettings,
+    /// Card-token key.
+    #[serde(default)]
+    pub security: Security,
+    /// Merchants and their terminals.
+    #[serde(default)]
+    pub merchants: Vec<Merchant>,
+}
+
+/// Listener addresses and the data directory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    /// ISO 8583 listener.
+    pub iso_addr: SocketAddr,
+    /// Internal-frame listener.
+    pub frame_addr: SocketAddr,
+    /// HTTP: /metrics, /healthz, /readyz.
+    pub http_addr: SocketAddr,
+    /// Where the journal, snapshots, keys and the token key live.
+    pub data_dir: PathBuf,
+}
+
+/// ISO 8583 wire settings of the listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IsoSettings {
+    /// `ascii` or `ascii-hex`.
+    pub profile: String,
+    /// `binary2` (2-byte big-endian) or `ascii4` (4 ASCII digits).
+    pub length_header: String,
+    /// Whether a 5-byte TPDU follows the length header.
+    pub tpdu: bool,
+    /// Largest message in bytes, at most 65,535.
+    pub frame_bytes_max: usize,
+}
+
+impl Default for IsoSettings {
+    fn default() -> Self {
+        IsoSettings {
+            profile: "ascii".into(),
+            length_header: "binary2".into(),
+            tpdu: false,
+            frame_bytes_max: codecs::framing::FRAME_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Named limits; each has a metric or log line for when it is hit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections per listener; more are refused.
+    pub connections_max: usize,
+    /// Requests read but not yet answered per connection; reading stops
+    /// at the limit.
+    pub inflight_per_connection_max: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_s: u64,
+    /// How long an answered message's key is remembered for repeats.
+    pub idempotency_window_s: u64,
+    /// Most remembered message keys; beyond it new messages get 96.
+    pub idempotency_entries_max: usize,
+    /// Most payments held in memory; beyond it new payments get 96.
+    pub payments_max: usize,
+    /// Payments in a final state older than this are dropped from memory.
+    pub payment_retention_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 1024,
+            inflight_per_connection_max: 256,
+            idle_timeout_s: 300,
+            idempotency_window_s: 3600,
+            idempotency_entries_max: 2_000_000,
+            payments_max: 4_000_000,
+            payment_retention_s: 30 * 86_400,
+        }
+    }
+}
+
+/// Journal settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSettings {
+    /// `durable` (answer after fsync) or `immediate` (answer at once).
+    pub ack: String,
+    /// In `immediate` mode, the longest time between fsyncs (1..=5 ms).
+    pub flush_interval_ms: u64,
+    /// How long a request waits for room in a full journal queue before 96.
+    pub enqueue_timeout_ms: u64,
+    /// Seconds between snapshots.
+    pub snapshot_interval_s: u64,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            ack: "durable".into(),
+            flush_interval_ms: 2,
+            enqueue_timeout_ms: 50,
+            snapshot_interval_s: 300,
+        }
+    }
+}
+
+/// Risk policy settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskSettings {
+    /// A risk policy TOML file (`docs/risk.md`); the embedded default when
+    /// absent. Reloaded on SIGHUP and when the file changes.
+    pub policy_file: Option<PathBuf>,
+}
+
+/// Card-token key.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// 64 hex characters; when absent, a random key is made at first start
+    /// and kept in `<data_dir>/token.key`.
+    pub token_key_hex: Option<String>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Security { token_key_hex: *** }")
+    }
+}
+
+/// One merchant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Merchant {
+    /// F42, 15 characters.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Whether the merchant may transact.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// F41 of its terminals, 8 characters each.
+    pub terminals: Vec<String>,
+    /// ISO 4217 numeric currencies accepted.
+    pub currencies: Vec<u16>,
+    /// A capture may exceed the authorized amount by this percentage.
+    #[serde(default)]
+    pub over_capture_pct: u32,
+    /// Whether refunds are allowed.
+    #[serde(default)]
+    pub refunds_allowed: bool,
+    /// Whether mail/telephone orders (F25 = 08) are allowed.
+    #[serde(default)]
+    pub moto_allowed: bool,
+    /// Uncaptured pre-authorizations expire after this many hours.
+    #[serde(default = "week_h")]
+    pub hold_period_h: u64,
+    /// When set, pre-authorizations are captured in full after this many
+    /// hours (before the hold period ends).
+    #[serde(default)]
+    pub auto_capture_h: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn week_h() -> u64 {
+    168
+}
+
+/// Values that override the file: from environment variables and flags.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--iso-addr` / `SWITCH_ISO_ADDR`.
+    pub iso_addr: Option<SocketAddr>,
+    /// `--frame-addr` / `SWITCH_FRAME_ADDR`.
+    pub frame_addr: Option<SocketAddr>,
+    /// `--http-addr` / `SWITCH_HTTP_ADDR`.
+    pub http_addr: Option<SocketAddr>,
+    /// `--data-dir` / `SWITCH_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--journal-ack` / `SWITCH_JOURNAL_ACK`.
+    pub journal_ack: Option<String>,
+}
+
+impl Overrides {
+    /// Reads the `SWITCH_*` environment variables.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the variable when a value does not parse.
+    pub fn from_env() -> Result<Overrides, ConfigError> {
+        let addr = |name: &str| -> Result<Option<SocketAddr>, ConfigError> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|e| invalid(name, format!("`{v}` is not an address: {e}"))),
+                Err(_) => Ok(None),
+            }
+        };
+        Ok(Overrides {
+            iso_addr: addr("SWITCH_ISO_ADDR")?,
+            frame_addr: addr("SWITCH_FRAME_ADDR")?,
+            http_addr: addr("SWITCH_HTTP_ADDR")?,
+            data_dir: std::env::var_os("SWITCH_DATA_DIR").map(PathBuf::from),
+            journal_ack: std::env::var("SWITCH_JOURNAL_ACK").ok(),
+        })
+    }
+
+    /// `other`'s values where set, else these.
+    pub fn then(self, other: Overrides) -> Overrides {
+        Overrides {
+            iso_addr: other.iso_addr.or(self.iso_addr),
+            frame_addr: other.frame_addr.or(self.frame_addr),
+            http_addr: other.http_addr.or(self.http_addr),
+            data_dir: other.data_dir.or(self.data_dir),
+            journal_ack: other.journal_ack.or(self.journal_ack),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded default.
+    ///
+    /// # Errors
+    /// Never in a released build (a test checks it); typed for symmetry.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, "embedded default")
+    }
+
+    /// Parses and validates TOML text.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the line, key and problem.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            source_name: source_name.into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads `path`, or the embedded default when `None`, then applies
+    /// `overrides` and validates the result.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, key and problem.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        overrides: Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            None => Config::embedded()?,
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read {
+                    path: p.display().to_string(),
+                    error,
+                })?;
+                Config::parse(&text, &p.display().to_string())?
+            }
+        };
+        if let Some(a) = overrides.iso_addr {
+            config.listeners.iso_addr = a;
+        }
+        if let Some(a) = overrides.frame_addr {
+            config.listeners.frame_addr = a;
+        }
+        if let Some(a) = overrides.http_addr {
+            config.listeners.http_addr = a;
+        }
+        if let Some(d) = overrides.data_dir {
+            config.listeners.data_dir = d;
+        }
+        if let Some(a) = overrides.journal_ack {
+            config.journal.ack = a;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency; names the first bad key.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_wire()?;
+        let l = &self.limits;
+        for (key, value, lo, hi) in [
+            (
+                "limits.connections_max",
+                l.connections_max as u64,
+                1,
+                100_000,
+            ),
+            (
+                "limits.inflight_per_connection_max",
+                l.inflight_per_connection_max as u64,
+                1,
+                65_536,
+            ),
+            ("limits.idle_timeout_s", l.idle_timeout_s, 1, 86_400),
+            (
+                "limits.idempotency_window_s",
+                l.idempotency_window_s,
+                1,
+                7 * 86_400,
+            ),
+            (
+                "limits.idempotency_entries_max",
+                l.idempotency_entries_max as u64,
+                1,
+                100_000_000,
+            ),
+            ("limits.payments_max", l.payments_max as u64, 1, 100_000_000),
+            (
+                "limits.payment_retention_s",
+                l.payment_retention_s,
+                1,
+                400 * 86_400,
+            ),
+            (
+                "journal.flush_interval_ms",
+                self.journal.flush_interval_ms,
+                1,
+                5,
+            ),
+            (
+                "journal.enqueue_timeout_ms",
+                self.journal.enqueue_timeout_ms,
+                1,
+                10_000,
+            ),
+            (
+                "journal.snapshot_interval_s",
+                self.journal.snapshot_interval_s,
+                1,
+                86_400,
+            ),
+        ] {
+            if !(lo..=hi).contains(&value) {
+                return Err(invalid(key, format!("{value} is outside {lo}..={hi}")));
+            }
+        }
+        if !matches!(self.journal.ack.as_str(), "durable" | "immediate") {
+            return Err(invalid(
+                "journal.ack",
+                format!("`{}`: expected `durable` or `immediate`", self.journal.ack),
+            ));
+        }
+        if let Some(hex) = &self.security.token_key_hex {
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "security.token_key_hex",
+                    "expected 64 hex characters",
+                ));
+            }
+        }
+        self.validate_merchants()
+    }
+
+    fn validate_wire(&self) -> Result<(), ConfigError> {
+        if codecs::iso8583::Profile::by_name(&self.iso.profile).is_none() {
+            return Err(invalid(
+                "iso.profile",
+                format!("`{}`: expected `ascii` or `ascii-hex`", self.iso.profile),
+            ));
+        }
+        if !matches!(self.iso.length_header.as_str(), "binary2" | "ascii4") {
+            return Err(invalid(
+                "iso.length_header",
+                format!(
+                    "`{}`: expected `binary2` or `ascii4`",
+                    self.iso.length_header
+                ),
+            ));
+        }
+        let max = self.iso.frame_bytes_max;
+        let limit = if self.iso.length_header == "ascii4" {
+            9_999
+        } else {
+            codecs::framing::FRAME_BYTES_LIMIT
+        };
+        if !(64..=limit).contains(&max) {
+            return Err(invalid(
+                "iso.frame_bytes_max",
+                format!("{max} is outside 64..={limit}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_merchants(&self) -> Result<(), ConfigError> {
+        if self.merchants.len() > MERCHANTS_MAX {
+            return Err(invalid(
+                "merchants",
+                format!("more than {MERCHANTS_MAX} merchants"),
+            ));
+        }
+        let mut mids = HashSet::new();
+        let mut tids = HashSet::new();
+        for (i, m) in self.merchants.iter().enumerate() {
+            let key = |k: &str| format!("merchants[{i}].{k}");
+            if m.id.len() != 15 || !m.id.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                return Err(invalid(
+                    key("id"),
+                    format!("`{}`: expected 15 printable characters (F42)", m.id),
+                ));
+            }
+            if !mids.insert(m.id.as_str()) {
+                return Err(invalid(key("id"), format!("`{}` appears twice", m.id)));
+            }
+            if m.terminals.len() > TERMINALS_PER_MERCHANT_MAX {
+                return Err(invalid(
+                    key("terminals"),
+                    format!("more than {TERMINALS_PER_MERCHANT_MAX}"),
+                ));
+            }
+            for t in &m.terminals {
+                if t.len() != 8 || !t.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                    return Err(invalid(
+                        key("terminals"),
+                        format!("`{t}`: expected 8 printable characters (F41)"),
+                    ));
+                }
+                if !tids.insert(t.as_str()) {
+                    return Err(invalid(
+                        key("terminals"),
+                        format!("`{t}` belongs to two merchants"),
+                    ));
+                }
+            }
+            if m.currencies.is_empty() || m.currencies.iter().any(|&c| c == 0 || c > 999) {
+                return Err(invalid(
+                    key("currencies"),
+                    "expected ISO 4217 numeric codes, 1..=999",
+                ));
+            }
+            if m.over_capture_pct > 100 {
+                return Err(invalid(
+                    key("over_capture_pct"),
+                    format!("{} is over 100", m.over_capture_pct),
+                ));
+            }
+            if !(1..=31 * 24).contains(&m.hold_period_h) {
+                return Err(invalid(
+                    key("hold_period_h"),
+                    format!("{} is outside 1..=744", m.hold_period_h),
+                ));
+            }
+            if let Some(h) = m.auto_capture_h {
+                if h == 0 || h >= m.hold_period_h {
+                    return Err(invalid(
+                        key("auto_capture_h"),
+                        "must be at least 1 and below hold_period_h",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_matches_the_contract() {
+        let c = Config::embedded().expect("valid");
+        assert_eq!(c.listeners.iso_addr.to_string(), "127.0.0.1:8583");
+        assert_eq!(c.listeners.frame_addr.to_string(), "127.0.0.1:8584");
+        assert_eq!(c.listeners.http_addr.to_string(), "127.0.0.1:9583");
+        assert_eq!(c.listeners.data_dir, PathBuf::from("./data"));
+        let m1 = &c.merchants[0];
+        assert_eq!(m1.id, "DEMO00000000001");
+        assert_eq!(m1.terminals.len(), 10);
+        assert_eq!(m1.terminals[9], "DEMO0010");
+        assert_eq!(m1.currencies, vec![978, 840, 752]);
+        assert_eq!(
+            (m1.over_capture_pct, m1.refunds_allowed, m1.moto_allowed),
+            (20, true, true)
+        );
+        assert_eq!((m1.hold_period_h, m1.auto_capture_h), (168, None));
+        let m2 = &c.merchants[1];
+        assert_eq!(
+            (m2.id.as_str(), m2.terminals.as_slice()),
+            ("DEMO00000000002", &["DEMO0101".to_string()][..])
+        );
+        assert_eq!(
+            (
+                m2.over_capture_pct,
+                m2.refunds_allowed,
+                m2.currencies.as_slice()
+            ),
+            (0, false, &[978u16][..])
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = EMBEDDED_DEFAULT;
+        let bad = base.replace("over_capture_pct = 20", "over_capture_pct = 200");
+        let e = Config::parse(&bad, "t").expect_err("invalid").to_string();
+        assert!(
+            e.contains("merchants[0].over_capture_pct") && e.contains("200"),
+            "{e}"
+        );
+        let bad = base.replace("[limits]", "[limits]\nconections_max = 3");
+        let e = Config::parse(&bad, "t").expect_err("invalid").to_string();
+        assert!(e.contains("conections_max") && e.contains("line"), "{e}");
+        let bad = base.replace("\"DEMO0101\"", "\"DEMO0001\"");
+        let e = Config::parse(&bad, "t").expect_err("invalid").to_string();
+        assert!(e.contains("belongs to two merchants"), "{e}");
+        let bad = base.replace("ack = \"durable\"", "ack = \"later\"");
+        let e = Config::parse(&bad, "t").expect_err("invalid").to_string();
+        assert!(e.contains("journal.ack"), "{e}");
+    }
+
+    #[test]
+    fn overrides_take_precedence() {
+        let env = Overrides {
+            data_dir: Some("/env".into()),
+            journal_ack: Some("immediate".into()),
+            ..Default::default()
+        };
+        let flags = Overrides {
+            data_dir: Some("/flag".into()),
+            ..Default::default()
+        };
+        let c = Config::load(None, env.then(flags)).expect("valid");
+        assert_eq!(c.listeners.data_dir, PathBuf::from("/flag"));
+        assert_eq!(c.journal.ack, "immediate");
+    }
+}

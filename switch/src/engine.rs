@@ -1,0 +1,449 @@
+//! The processing pipeline after decode: validate → risk → lifecycle →
+//! journal. Wire formats stay outside; both listeners call [`Engine::process`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use codecs::card::TokenKey;
+
+use crate::clock::{Clock, UtcDateTime};
+use crate::code::Code;
+use crate::config::Config;
+use crate::idempotency::{Answer, Idempotency, Seen};
+use crate::journal_stage::{Change, JournalStage};
+use crate::lifecycle::{Kind, Payment, Status};
+use crate::request::{Channel, Op, OriginalRef, Outcome, Request};
+use crate::risk_stage::{RiskStage, RiskVerdict};
+use crate::state::{OriginalKey, State, Target};
+
+/// A merchant as the engine needs it.
+#[derive(Clone, Debug)]
+pub(crate) struct MerchantRt {
+    /// F42.
+    pub(crate) id: [u8; 15],
+    /// Whether it may transact.
+    pub(crate) enabled: bool,
+    /// Accepted currencies.
+    pub(crate) currencies: Vec<u16>,
+    /// Over-capture percentage.
+    pub(crate) over_capture_pct: u32,
+    /// Whether refunds are allowed.
+    pub(crate) refunds_allowed: bool,
+    /// Whether MO/TO is allowed.
+    pub(crate) moto_allowed: bool,
+    /// Hold period, ms.
+    pub(crate) hold_period_ms: u64,
+    /// Auto-capture delay, ms, when on.
+    pub(crate) auto_capture_ms: Option<u64>,
+}
+
+impl MerchantRt {
+    /// When a hold placed at `created_ms` ends, and whether it is captured then.
+    pub(crate) fn hold_end(&self, created_ms: u64) -> (u64, bool) {
+        match self.auto_capture_ms {
+            Some(ms) => (created_ms + ms, true),
+            None => (created_ms + self.hold_period_ms, false),
+        }
+    }
+}
+
+/// Everything the pipeline needs, shared by all connections.
+pub(crate) struct Engine {
+    /// Merchants by index.
+    pub(crate) merchants: Vec<MerchantRt>,
+    /// F42 → merchant index.
+    merchant_by_id: HashMap<[u8; 15], u32>,
+    /// F41 → merchant index.
+    terminal_merchant: HashMap<[u8; 8], u32>,
+    /// Payments.
+    pub(crate) state: State,
+    /// Answers for repeats.
+    pub(crate) idempotency: Idempotency,
+    /// Risk rules.
+    pub(crate) risk: RiskStage,
+    /// Where changes go.
+    pub(crate) journal: JournalStage,
+    /// The switch's clock.
+    pub(crate) clock: Clock,
+    /// Key for card tokens.
+    pub(crate) token_key: TokenKey,
+    /// Next F37 the switch assigns.
+    rrn_counter: AtomicU64,
+    /// Next F38 the switch assigns.
+    auth_counter: AtomicU64,
+}
+
+/// Fixed-width decimal digits of `v` (lowest `N` digits).
+pub(crate) fn digits<const N: usize>(mut v: u64) -> [u8; N] {
+    let mut out = [b'0'; N];
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out
+}
+
+impl Engine {
+    /// Builds the engine from a validated configuration.
+    pub(crate) fn new(
+        config: &Config,
+        clock: Clock,
+        token_key: TokenKey,
+        risk: RiskStage,
+        journal: JournalStage,
+    ) -> Self {
+        let mut merchants = Vec::new();
+        let mut merchant_by_id = HashMap::new();
+        let mut terminal_merchant = HashMap::new();
+        for (i, m) in config.merchants.iter().enumerate() {
+            let mut id = [b' '; 15];
+            id.copy_from_slice(m.id.as_bytes());
+            merchant_by_id.insert(id, i as u32);
+            for t in &m.terminals {
+                let mut tid = [b' '; 8];
+                tid.copy_from_slice(t.as_bytes());
+                terminal_merchant.insert(tid, i as u32);
+            }
+            merchants.push(MerchantRt {
+                id,
+                enabled: m.enabled,
+                currencies: m.currencies.clone(),
+                over_capture_pct: m.over_capture_pct,
+                refunds_allowed: m.refunds_allowed,
+                moto_allowed: m.moto_allowed,
+                hold_period_ms: m.hold_period_h * 3_600_000,
+                auto_capture_ms: m.auto_capture_h.map(|h| h * 3_600_000),
+            });
+        }
+        let now = clock.now_ms();
+        Engine {
+            merchants,
+            merchant_by_id,
+            terminal_merchant,
+            state: State::new(config.limits.payments_max),
+            idempotency: Idempotency::new(config.limits.idempotency_entries_max),
+            risk,
+            journal,
+            // Seeded from the clock so numbers differ across restarts.
+            rrn_counter: AtomicU64::new((now / 1000 % 100_000_000) * 10_000),
+            auth_counter: AtomicU64::new(now % 1_000_000),
+            clock,
+            token_key,
+        }
+    }
+
+    /// Runs one request through the pipeline.
+    pub(crate) fn process(&self, req: &Request<'_>) -> Outcome {
+        let Some(key) = req.key else {
+            return self.decide(req);
+        };
+        match self.idempotency.check(&key, req.repeat, req.content_crc) {
+            Seen::Again(a) => {
+                metrics::counter!("switch_repeats_total").increment(1);
+                return Outcome {
+                    code: a.code,
+                    rrn: a.rrn,
+                    auth_code: a.auth_code,
+                    seq: a.seq,
+                };
+            }
+            Seen::Conflict => return self.outcome(req, Code::DUPLICATE, None, 0),
+            Seen::New => {}
+        }
+        if let Err(code) = self.idempotency.room() {
+            return self.outcome(req, code, None, 0);
+        }
+        let out = self.decide(req);
+        let answer = Answer {
+            code: out.code,
+            rrn: out.rrn,
+            auth_code: out.auth_code,
+            content_crc: req.content_crc,
+            seq: out.seq,
+            at_ms: self.clock.now_ms(),
+        };
+        self.idempotency.store(key, answer);
+        out
+    }
+
+    /// The answer to a message refused before processing (format errors):
+    /// the request's F37 or a fresh one, nothing to wait for.
+    pub(crate) fn unprocessed(&self, code: Code, rrn: Option<[u8; 12]>) -> Outcome {
+        Outcome {
+            code,
+            rrn: rrn.unwrap_or_else(|| self.assign_rrn()),
+            auth_code: None,
+            seq: 0,
+        }
+    }
+
+    fn outcome(
+        &self,
+        req: &Request<'_>,
+        code: Code,
+        auth_code: Option<[u8; 6]>,
+        seq: u64,
+    ) -> Outcome {
+        let rrn = req.rrn.unwrap_or_else(|| self.assign_rrn());
+        Outcome {
+            code,
+            rrn,
+            auth_code,
+            seq,
+        }
+    }
+
+    fn assign_rrn(&self) -> [u8; 12] {
+        digits::<12>(self.rrn_counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn assign_auth_code(&self) -> [u8; 6] {
+        digits::<6>(self.auth_counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Validate, then the operation's own stages.
+    fn decide(&self, req: &Request<'_>) -> Outcome {
+        let merchant = match self.validate(req) {
+            Ok(m) => m,
+            Err(code) => return self.outcome(req, code, None, 0),
+        };
+        match req.op {
+            Op::PreAuth | Op::Sale => self.authorize(req, merchant),
+            Op::Capture | Op::Refund | Op::Reversal => self.follow_up(req, merchant),
+        }
+    }
+
+    /// Merchant, terminal, currency, amount and card checks.
+    fn validate(&self, req: &Request<'_>) -> Result<u32, Code> {
+        let mid: [u8; 15] = req
+            .merchant_id
+            .try_into()
+            .map_err(|_| Code::INVALID_MERCHANT)?;
+        let &m = self
+            .merchant_by_id
+            .get(&mid)
+            .ok_or(Code::INVALID_MERCHANT)?;
+        let merchant = self
+            .merchants
+            .get(m as usize)
+            .ok_or(Code::INVALID_MERCHANT)?;
+        if !merchant.enabled {
+            return Err(Code::INVALID_MERCHANT);
+        }
+        if self.terminal_merchant.get(&req.terminal_id) != Some(&m) {
+            return Err(Code::NOT_PERMITTED_TERMINAL);
+        }
+        if req.op == Op::Refund && !merchant.refunds_allowed {
+            return Err(Code::NOT_PERMITTED_TERMINAL);
+        }
+        if req.op == Op::Reversal {
+            return Ok(m);
+        }
+        if !merchant.currencies.contains(&req.currency) {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        if req.amount_minor == 0 {
+            return Err(Code::INVALID_AMOUNT);
+        }
+        if req.op.authorizes() {
+            if req.channel == Channel::MoTo && !merchant.moto_allowed {
+                return Err(Code::NOT_PERMITTED_TERMINAL);
+            }
+            let pan = req.pan.ok_or(Code::FORMAT_ERROR)?;
+            if !pan.luhn_ok() {
+                return Err(Code::INVALID_CARD);
+            }
+            let now = UtcDateTime::from_ms(self.clock.now_ms());
+            let expiry = req.expiry.ok_or(Code::FORMAT_ERROR)?;
+            if expiry.is_expired_at((now.year % 100) as u8, now.month) {
+                return Err(Code::EXPIRED_CARD);
+            }
+        }
+        Ok(m)
+    }
+
+    fn own_key(req: &Request<'_>, merchant: u32) -> Option<OriginalKey> {
+        req.key.map(|k| OriginalKey {
+            merchant,
+            mti: k.mti,
+            stan: k.stan,
+            transmission: k.transmission,
+        })
+    }
+
+    /// Pre-authorization or sale: risk, then a new payment.
+    fn authorize(&self, req: &Request<'_>, m: u32) -> Outcome {
+        let Some(pan) = req.pan else {
+            return self.outcome(req, Code::FORMAT_ERROR, None, 0);
+        };
+        let now_ms = self.clock.now_ms();
+        let token = self.token_key.token(&pan);
+        let verdict = self
+            .risk
+            .evaluate(req, &self.merchants[m as usize], &token, now_ms);
+        let code = match verdict {
+            RiskVerdict::Decline { code, .. } => code,
+            _ => Code::APPROVED,
+        };
+        let approved = code.approved();
+        let (kind, status) = match (req.op, approved) {
+            (_, false) => (
+                if req.op == Op::Sale {
+                    Kind::Sale
+                } else {
+                    Kind::PreAuth
+                },
+                Status::Declined,
+            ),
+            (Op::Sale, true) => (Kind::Sale, Status::Succeeded),
+            _ => (Kind::PreAuth, Status::Uncaptured),
+        };
+        let auth_code = if approved {
+            self.assign_auth_code()
+        } else {
+            [b' '; 6]
+        };
+        let rrn = req.rrn.unwrap_or_else(|| self.assign_rrn());
+        let mut payment = Payment {
+            id: self.state.allocate_id(),
+            merchant: m,
+            terminal: req.terminal_id,
+            kind,
+            status,
+            currency: req.currency,
+            authorized_minor: if approved { req.amount_minor } else { 0 },
+            captured_minor: if status == Status::Succeeded {
+                req.amount_minor
+            } else {
+                0
+            },
+            refunds: Vec::new(),
+            card_token: token,
+            masked_pan: pan.masked(),
+            created_ms: now_ms,
+            auth_code,
+            rrn,
+            scam: false,
+            flag_reasons: String::new(),
+            history: Vec::with_capacity(4),
+        };
+        payment.record(req.op.operation(), req.amount_minor, now_ms, code);
+        if let Some(reason) = verdict.flag() {
+            payment.flag(reason, now_ms);
+            metrics::counter!("switch_flagged_payments_total").increment(1);
+        }
+        let hold_due =
+            (status == Status::Uncaptured).then(|| self.merchants[m as usize].hold_end(now_ms).0);
+        let key = Self::own_key(req, m).filter(|_| approved);
+        if !self.state.has_room() {
+            metrics::counter!("switch_limit_reached_total", "limit" => "payments_max").increment(1);
+            return Outcome {
+                code: Code::SYSTEM_MALFUNCTION,
+                rrn,
+                auth_code: None,
+                seq: 0,
+            };
+        }
+        let seq = self.journal.record(&Change::Created(&payment), approved);
+        let seq = match seq {
+            Ok(seq) => seq,
+            Err(code) => {
+                return Outcome {
+                    code,
+                    rrn,
+                    auth_code: None,
+                    seq: 0,
+                }
+            }
+        };
+        if let Err(code) = self.state.insert(payment, key, hold_due) {
+            return Outcome {
+                code,
+                rrn,
+                auth_code: None,
+                seq: 0,
+            };
+        }
+        Outcome {
+            code,
+            rrn,
+            auth_code: approved.then_some(auth_code),
+            seq,
+        }
+    }
+
+    /// Capture, refund or reversal of an earlier payment.
+    fn follow_up(&self, req: &Request<'_>, m: u32) -> Outcome {
+        let target = match req.original {
+            Some(OriginalRef::Message(o)) => self.state.find(&OriginalKey {
+                merchant: m,
+                mti: o.mti.without_repeat().number(),
+                stan: o.stan,
+                transmission: o
+                    .transmission
+                    .iter()
+                    .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0')),
+            }),
+            Some(OriginalRef::Rrn(rrn, auth)) => {
+                self.state.find_by_rrn(m, rrn, auth).map(|payment| Target {
+                    payment,
+                    refund: None,
+                })
+            }
+            None => None,
+        };
+        let Some(target) = target else {
+            return self.outcome(req, Code::UNABLE_TO_LOCATE, None, 0);
+        };
+        let now_ms = self.clock.now_ms();
+        let merchant = &self.merchants[m as usize];
+        let journal = &self.journal;
+        let applied = self.state.with_payment(target.payment, |p| {
+            let saved = p.clone();
+            let result = match (req.op, target.refund) {
+                (Op::Capture, None) => p
+                    .capture(
+                        req.amount_minor,
+                        req.currency,
+                        merchant.over_capture_pct,
+                        now_ms,
+                    )
+                    .map(|()| None),
+                (Op::Refund, None) => p.refund(req.amount_minor, req.currency, now_ms).map(Some),
+                (Op::Reversal, None) => p.reverse(req.replacement_minor, now_ms).map(|()| None),
+                (Op::Reversal, Some(i)) => p.reverse_refund(i, now_ms).map(|()| None),
+                _ => Err(Code::INVALID_TRANSACTION),
+            };
+            let refund = result?;
+            match journal.record(&Change::Updated(p), true) {
+                Ok(seq) => Ok((refund, seq, p.auth_code)),
+                Err(code) => {
+                    // Not journaled, so not done: put the payment back.
+                    *p = saved;
+                    Err(code)
+                }
+            }
+        });
+        match applied {
+            None => self.outcome(req, Code::UNABLE_TO_LOCATE, None, 0),
+            Some(Err(code)) => self.outcome(req, code, None, 0),
+            Some(Ok((refund, seq, auth_code))) => {
+                if let Some(own) = Self::own_key(req, m) {
+                    self.state.index(
+                        own,
+                        Target {
+                            payment: target.payment,
+                            refund,
+                        },
+                    );
+                }
+                let auth_code = if req.op == Op::Refund {
+                    self.assign_auth_code()
+                } else {
+                    auth_code
+                };
+                self.outcome(req, Code::APPROVED, Some(auth_code), seq)
+            }
+        }
+    }
+}

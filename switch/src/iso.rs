@@ -1,0 +1,308 @@
+//! The ISO 8583 edge of the pipeline: decode a frame into a [`Request`],
+//! and encode the [`Outcome`] as the response. Nothing else knows ISO 8583.
+
+use bytes::BytesMut;
+use codecs::card::Pan;
+use codecs::framing::{FrameCodec, Tpdu, WriteError};
+use codecs::iso8583::datetime::{Expiry, TransmissionTime};
+use codecs::iso8583::f90::OriginalData;
+use codecs::iso8583::{f48, DecodeErrorKind, EncodeError, Message, MessageWriter, Mti, Profile};
+
+use crate::code::Code;
+use crate::engine::Engine;
+use crate::idempotency::MessageKey;
+use crate::metrics::{Metrics, Stage};
+use crate::request::{Channel, Op, OriginalRef, Outcome, Request};
+
+/// Why a frame could not be answered; the connection is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unanswerable {
+    /// MTI or bitmap unreadable.
+    Undecodable,
+    /// A response or advice response sent to the switch.
+    NotARequest,
+    /// No F11 or F41 to match an answer by.
+    NoKeyFields,
+    /// The response did not fit the frame limit.
+    ResponseTooLong,
+}
+
+impl Unanswerable {
+    /// Label for logs and metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Unanswerable::Undecodable => "undecodable",
+            Unanswerable::NotARequest => "not_a_request",
+            Unanswerable::NoKeyFields => "no_key_fields",
+            Unanswerable::ResponseTooLong => "response_too_long",
+        }
+    }
+}
+
+/// Label of a decode error kind, for `switch_codec_errors_total{kind}`.
+pub(crate) fn decode_error_label(kind: DecodeErrorKind) -> &'static str {
+    match kind {
+        DecodeErrorKind::MessageTooLong => "message_too_long",
+        DecodeErrorKind::Truncated { .. } => "truncated",
+        DecodeErrorKind::BadMti => "bad_mti",
+        DecodeErrorKind::BadBitmap => "bad_bitmap",
+        DecodeErrorKind::BadLengthPrefix { .. } => "bad_length_prefix",
+        DecodeErrorKind::LengthOverMax { .. } => "length_over_max",
+        DecodeErrorKind::BadContent(_) => "bad_content",
+        DecodeErrorKind::TrailingBytes(_) => "trailing_bytes",
+    }
+}
+
+/// Handles one frame: writes exactly one response frame at the end of
+/// `out` and returns the journal sequence it must wait for (0: none).
+///
+/// # Errors
+/// [`Unanswerable`] when no response can be matched; nothing is written.
+pub(crate) fn handle(
+    engine: &Engine,
+    metrics: &Metrics,
+    profile: &'static Profile,
+    codec: &FrameCodec,
+    tpdu: Option<Tpdu>,
+    body: &[u8],
+    out: &mut BytesMut,
+) -> Result<u64, Unanswerable> {
+    let started = std::time::Instant::now();
+    let (msg, error) = Message::decode_lenient(profile, body).map_err(|e| {
+        metrics.codec_error(decode_error_label(e.kind));
+        Unanswerable::Undecodable
+    })?;
+    let response_mti = msg.mti().response().ok_or(Unanswerable::NotARequest)?;
+    let decoded = metrics.stage(Stage::Decode, started);
+    let outcome = match error {
+        Some(e) => {
+            metrics.codec_error(decode_error_label(e.kind));
+            tracing::debug!(mti = %msg.mti(), error = %e, "answering 30");
+            if !answerable(&msg) {
+                return Err(Unanswerable::NoKeyFields);
+            }
+            engine.unprocessed(Code::FORMAT_ERROR, rrn_of(&msg))
+        }
+        None => match to_request(&msg) {
+            Ok(Some(req)) => engine.process(&req),
+            Ok(None) => network_management(&msg),
+            Err(code) => {
+                if !answerable(&msg) {
+                    return Err(Unanswerable::NoKeyFields);
+                }
+                engine.unprocessed(code, rrn_of(&msg))
+            }
+        },
+    };
+    let processed = metrics.stage(Stage::Engine, decoded);
+    let written = codec.write_frame(out, tpdu.map(Tpdu::response), |buf| {
+        encode_response(&msg, response_mti, &outcome, buf)
+    });
+    match written {
+        Ok(()) => {}
+        Err(WriteError::Body(_) | WriteError::TooLong { .. }) => {
+            return Err(Unanswerable::ResponseTooLong)
+        }
+    }
+    metrics.stage(Stage::Encode, processed);
+    metrics.answered(msg.mti(), outcome.code, started);
+    Ok(outcome.seq)
+}
+
+/// Whether a client could match an answer: F11, and F41 except for
+/// network management.
+fn answerable(msg: &Message<'_>) -> bool {
+    msg.has(11) && (msg.has(41) || msg.mti().as_bytes()[1] == b'8')
+}
+
+fn rrn_of(msg: &Message<'_>) -> Option<[u8; 12]> {
+    msg.raw(37).and_then(|r| r.try_into().ok())
+}
+
+fn network_management(msg: &Message<'_>) -> Outcome {
+    let code = match msg.raw(70) {
+        Some(b"001" | b"002" | b"301") => Code::APPROVED,
+        Some(_) => Code::INVALID_TRANSACTION,
+        None => Code::FORMAT_ERROR,
+    };
+    Outcome {
+        code,
+        rrn: [b'0'; 12],
+        auth_code: None,
+        seq: 0,
+    }
+}
+
+/// Fields every financial request needs.
+const REQUIRED_FINANCIAL: [u8; 4] = [7, 11, 41, 42];
+
+/// The request a decoded message asks for; `Ok(None)` for network
+/// management (0800), answered without the engine.
+///
+/// # Errors
+/// 30 for a missing or malformed field, 12 for a message type or
+/// processing code the switch does not handle.
+pub(crate) fn to_request<'a>(msg: &Message<'a>) -> Result<Option<Request<'a>>, Code> {
+    let mti = msg.mti();
+    let base = mti.without_repeat();
+    let op = match (base.as_bytes(), msg.raw(3).and_then(|p| p.get(..2))) {
+        (b"0800", _) => {
+            if msg.has(7)
+                && msg.has(11)
+                && TransmissionTime::parse(msg.raw(7).unwrap_or_default()).is_some()
+            {
+                return Ok(None);
+            }
+            return Err(Code::FORMAT_ERROR);
+        }
+        (b"0100", Some(b"00")) => Op::PreAuth,
+        (b"0200", Some(b"00")) => Op::Sale,
+        (b"0200", Some(b"20")) => Op::Refund,
+        (b"0100" | b"0200", None) => return Err(Code::FORMAT_ERROR),
+        (b"0100" | b"0200", Some(_)) => return Err(Code::INVALID_TRANSACTION),
+        (b"0220", _) => Op::Capture,
+        (b"0400" | b"0420", _) => Op::Reversal,
+        _ => return Err(Code::INVALID_TRANSACTION),
+    };
+    if REQUIRED_FINANCIAL.iter().any(|&n| !msg.has(n)) {
+        return Err(Code::FORMAT_ERROR);
+    }
+    let f7 = msg.raw(7).unwrap_or_default();
+    TransmissionTime::parse(f7).ok_or(Code::FORMAT_ERROR)?;
+    let terminal_id: [u8; 8] = msg
+        .raw(41)
+        .and_then(|t| t.try_into().ok())
+        .ok_or(Code::FORMAT_ERROR)?;
+    let stan = msg.number(11).ok_or(Code::FORMAT_ERROR)? as u32;
+    let key = MessageKey {
+        mti: base.number(),
+        terminal: terminal_id,
+        stan,
+        transmission: msg.number(7).unwrap_or(0),
+    };
+    let needs_amount = op != Op::Reversal;
+    if needs_amount && !(msg.has(4) && msg.has(49)) {
+        return Err(Code::FORMAT_ERROR);
+    }
+    let (pan, expiry) = if op.authorizes() {
+        card(msg)?
+    } else {
+        (None, None)
+    };
+    let original = match op {
+        Op::PreAuth | Op::Sale => None,
+        _ => Some(original(msg, op)?),
+    };
+    let replacement_minor = match msg.raw(95) {
+        Some(f95) => Some(
+            f95.get(..12)
+                .and_then(|a| codecs::iso8583::amount::parse_digits(a, 12))
+                .ok_or(Code::FORMAT_ERROR)?,
+        ),
+        None => None,
+    };
+    let eci = match msg.raw(48) {
+        Some(f) => f48::eci(f).map_err(|_| Code::FORMAT_ERROR)?,
+        None => None,
+    };
+    let channel = match msg.raw(25) {
+        Some(b"00") | None => Channel::CardPresent,
+        Some(b"08") => Channel::MoTo,
+        Some(b"59") => Channel::Ecommerce,
+        Some(_) => Channel::Other,
+    };
+    Ok(Some(Request {
+        op,
+        key: Some(key),
+        repeat: mti.is_repeat(),
+        content_crc: crc32c::crc32c(msg.as_bytes().get(4..).unwrap_or_default()),
+        merchant_id: msg.raw(42).unwrap_or_default(),
+        terminal_id,
+        pan,
+        expiry,
+        amount_minor: msg.number(4).unwrap_or(0),
+        currency: msg.number(49).unwrap_or(0) as u16,
+        original,
+        replacement_minor,
+        channel,
+        eci,
+        rrn: msg.raw(37).and_then(|r| r.try_into().ok()),
+    }))
+}
+
+/// PAN and expiry from F2 and F14, or from track 2 (F35).
+fn card<'a>(msg: &Message<'a>) -> Result<(Option<Pan<'a>>, Option<Expiry>), Code> {
+    let track2 = msg.raw(35).map(|t| {
+        let sep = t
+            .iter()
+            .position(|&c| c == b'=' || c == b'D')
+            .unwrap_or(t.len());
+        (t.get(..sep).unwrap_or_default(), t.get(sep + 1..sep + 5))
+    });
+    let pan_digits = msg
+        .raw(2)
+        .or(track2.map(|t| t.0))
+        .ok_or(Code::FORMAT_ERROR)?;
+    let pan = Pan::new(pan_digits).ok_or(Code::FORMAT_ERROR)?;
+    let expiry_digits = msg
+        .raw(14)
+        .or(track2.and_then(|t| t.1))
+        .ok_or(Code::FORMAT_ERROR)?;
+    let expiry = Expiry::parse(expiry_digits).ok_or(Code::FORMAT_ERROR)?;
+    Ok((Some(pan), Some(expiry)))
+}
+
+/// The original of a capture, refund or reversal: F90, or for a capture
+/// the original's F37 and F38.
+fn original(msg: &Message<'_>, op: Op) -> Result<OriginalRef, Code> {
+    if let Some(f90) = msg.raw(90) {
+        return OriginalData::parse(f90)
+            .map(OriginalRef::Message)
+            .ok_or(Code::FORMAT_ERROR);
+    }
+    match (op, msg.raw(37), msg.raw(38)) {
+        (Op::Capture, Some(rrn), Some(auth)) => Ok(OriginalRef::Rrn(
+            rrn.try_into().map_err(|_| Code::FORMAT_ERROR)?,
+            auth.try_into().map_err(|_| Code::FORMAT_ERROR)?,
+        )),
+        _ => Err(Code::FORMAT_ERROR),
+    }
+}
+
+/// Fields echoed from the request, in ascending order (F37–F39 are the
+/// switch's own and go between F13 and F41).
+const ECHOED_LOW: [u8; 6] = [3, 4, 7, 11, 12, 13];
+const ECHOED_HIGH: [u8; 3] = [41, 42, 49];
+
+/// Writes the response: echoed fields, F37, F38 on approval, F39; no card data.
+fn encode_response(
+    msg: &Message<'_>,
+    mti: Mti,
+    outcome: &Outcome,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let mut w = MessageWriter::new(buf, msg.profile(), mti);
+    let network = mti.as_bytes()[1] == b'8';
+    for n in ECHOED_LOW {
+        if let Some(v) = msg.raw(n) {
+            w.field(n, v)?;
+        }
+    }
+    if !network {
+        w.field(37, &outcome.rrn)?;
+        if let (true, Some(auth)) = (outcome.code.approved(), outcome.auth_code) {
+            w.field(38, &auth)?;
+        }
+    }
+    w.field(39, &outcome.code.0)?;
+    for n in ECHOED_HIGH {
+        if let Some(v) = msg.raw(n) {
+            w.field(n, v)?;
+        }
+    }
+    if let (true, Some(v)) = (network, msg.raw(70)) {
+        w.field(70, v)?;
+    }
+    w.finish()?;
+    Ok(())
+}

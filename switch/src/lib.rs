@@ -1,0 +1,268 @@
+//! The switch: ISO 8583 and internal-frame listeners in front of one
+//! straight pipeline, decode → validate → risk → lifecycle → journal →
+//! encode, over lock-free in-memory state.
+//!
+//! Layout (one module per concept, all private):
+//! - `config`: embedded default, TOML file, environment, flags.
+//! - `server`: listeners (connection limit) and per-connection handlers
+//!   (pipelining, batching, backpressure, shutdown).
+//! - `iso`: the ISO 8583 edge: frame → [`request`] → response.
+//! - `engine`: validate, then risk (`risk_stage`), the payment
+//!   `lifecycle` on `state`, the `journal_stage`, and `idempotency`.
+//! - `sweeper`: hold expiry and auto-capture on the `clock`.
+//! - `http`, `metrics`: Prometheus exposition, health and readiness.
+//! - `iso_cli`: the `switch iso decode|encode` operator tool.
+
+mod clock;
+mod code;
+mod config;
+mod engine;
+mod http;
+mod idempotency;
+mod iso;
+mod iso_cli;
+mod journal_stage;
+mod lifecycle;
+mod metrics;
+mod request;
+mod risk_stage;
+mod server;
+mod state;
+mod sweeper;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use codecs::card::TokenKey;
+use codecs::framing::{FrameConfig, LengthHeader};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use clock::Clock;
+pub use config::{Config, ConfigError, Overrides, EMBEDDED_DEFAULT};
+pub use iso_cli::{decode_lines, encode_lines};
+
+/// How often the sweeper runs.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A running switch.
+pub struct Running {
+    /// Bound ISO 8583 address.
+    pub iso_addr: SocketAddr,
+    /// Bound internal-frame address.
+    pub frame_addr: SocketAddr,
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// Cancelled to shut down.
+    cancel: CancellationToken,
+    /// Every task, to wait for on shutdown.
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Stops accepting, answers what is in flight, and returns when every
+    /// connection has finished.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// A token that shuts the switch down when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Waits until shutdown completes (after the token is cancelled).
+    pub async fn wait(self) {
+        self.cancel.cancelled().await;
+        self.shutdown().await;
+    }
+}
+
+/// The card-token key: from the configuration, else `<data_dir>/token.key`
+/// (made with 32 random bytes at first start, mode 0600).
+fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
+    if let Some(hex_key) = &config.security.token_key_hex {
+        let bytes = hex::decode(hex_key).context("security.token_key_hex")?;
+        return Ok(TokenKey::new(&bytes));
+    }
+    let dir = &config.listeners.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let path = dir.join("token.key");
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        let mut urandom = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
+        std::io::Read::read_exact(&mut urandom, &mut key).context("reading /dev/urandom")?;
+        write_private(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let key = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        key.len() == 32,
+        "{} must hold 32 bytes, found {}",
+        path.display(),
+        key.len()
+    );
+    Ok(TokenKey::new(&key))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Binds the listeners and starts every task. The switch runs until the
+/// returned [`Running`] is shut down.
+///
+/// # Errors
+/// When a listener cannot bind or the data directory is unusable; the
+/// message names the address or file.
+pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
+    let prometheus = metrics::install();
+    let token_key = token_key(&config)?;
+    let risk = risk_stage::RiskStage::new(&config, &token_key)?;
+    let journal = journal_stage::JournalStage::Off;
+    let engine = Arc::new(engine::Engine::new(
+        &config,
+        clock.clone(),
+        token_key,
+        risk,
+        journal,
+    ));
+    let metrics = Arc::new(metrics::Metrics::new());
+
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {what} listener to {addr}"))
+    };
+    let iso_listener = bind(config.listeners.iso_addr, "ISO 8583").await?;
+    let frame_listener = bind(config.listeners.frame_addr, "internal-frame").await?;
+    let http_listener = bind(config.listeners.http_addr, "HTTP").await?;
+    let running = Running {
+        iso_addr: iso_listener.local_addr()?,
+        frame_addr: frame_listener.local_addr()?,
+        http_addr: http_listener.local_addr()?,
+        cancel: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
+    let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
+
+    let profile = codecs::iso8583::Profile::by_name(&config.iso.profile).context("iso.profile")?;
+    let header = if config.iso.length_header == "ascii4" {
+        LengthHeader::Ascii4
+    } else {
+        LengthHeader::Binary2
+    };
+    let shared = Arc::new(server::IsoShared {
+        engine: engine.clone(),
+        metrics,
+        profile,
+        framing: FrameConfig {
+            header,
+            tpdu: config.iso.tpdu,
+            frame_bytes_max: config.iso.frame_bytes_max,
+        },
+        inflight_max: config.limits.inflight_per_connection_max,
+        idle_timeout: Duration::from_secs(config.limits.idle_timeout_s),
+        durable: engine.journal.durable_watch(),
+    });
+    let limit = Arc::new(Semaphore::new(config.limits.connections_max));
+    let iso = server::Listener {
+        listener: iso_listener,
+        limit: limit.clone(),
+        name: "iso",
+    };
+    tracker.spawn(
+        iso.run(cancel.clone(), tracker.clone(), move |stream, cancel| {
+            server::Handler::new(shared.clone(), stream).run(cancel)
+        }),
+    );
+    // Internal frames: the listener is bound; its handler lands with the
+    // internal-frame API (connections are closed until then).
+    let frames = server::Listener {
+        listener: frame_listener,
+        limit,
+        name: "frame",
+    };
+    tracker.spawn(frames.run(
+        cancel.clone(),
+        tracker.clone(),
+        |stream, _cancel| async move { drop(stream) },
+    ));
+
+    let http_state = Arc::new(http::HttpState {
+        prometheus,
+        ready: false.into(),
+        refresh: Box::new({
+            let engine = engine.clone();
+            move || refresh_gauges(&engine)
+        }),
+        unhealthy: Box::new({
+            let engine = engine.clone();
+            move || engine.journal.failure()
+        }),
+    });
+    tracker.spawn(http::serve(
+        http_listener,
+        http_state.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    tracker.spawn(sweep_loop(engine, config.limits.clone(), cancel.clone()));
+    http_state.ready.store(true, Ordering::Release);
+    tracing::info!(iso = %running.iso_addr, frame = %running.frame_addr, http = %running.http_addr, "switch ready");
+    Ok(running)
+}
+
+fn refresh_gauges(engine: &engine::Engine) {
+    let counts = engine.state.count_by_status();
+    for (status, count) in lifecycle::Status::ALL.iter().zip(counts) {
+        ::metrics::gauge!("switch_payments", "status" => status.label()).set(count as f64);
+    }
+    ::metrics::gauge!("switch_idempotency_entries").set(engine.idempotency.len() as f64);
+}
+
+async fn sweep_loop(
+    engine: Arc<engine::Engine>,
+    limits: config::Limits,
+    cancel: CancellationToken,
+) {
+    let mut sweeper = sweeper::Sweeper::default();
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = engine.clock.now_ms();
+        sweeper.pass(
+            &engine,
+            now,
+            limits.idempotency_window_s * 1000,
+            limits.payment_retention_s * 1000,
+        );
+    }
+}

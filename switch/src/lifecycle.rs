@@ -1,0 +1,560 @@
+//! The payment lifecycle as a deterministic core: pure transitions on a
+//! [`Payment`], no I/O, no clock of its own (`now_ms` is a parameter).
+
+use codecs::card::{CardToken, MaskedPan};
+
+use crate::code::Code;
+
+/// Most activity entries kept per payment; older ones are dropped first
+/// (the journal keeps them all).
+pub(crate) const HISTORY_MAX: usize = 32;
+/// Most refunds per payment.
+pub(crate) const REFUNDS_PER_PAYMENT_MAX: usize = 64;
+
+/// Where a payment is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Status {
+    /// A pre-authorization holding funds.
+    Uncaptured,
+    /// Captured (sale, or captured pre-authorization).
+    Succeeded,
+    /// Captured, then refunded in part.
+    PartiallyRefunded,
+    /// Captured, then refunded in full.
+    Refunded,
+    /// A pre-authorization reversed before capture.
+    Cancelled,
+    /// A sale (or captured pre-authorization) reversed.
+    Reversed,
+    /// A pre-authorization not captured within the hold period.
+    Expired,
+    /// Declined at authorization.
+    Declined,
+}
+
+impl Status {
+    /// All statuses, for metrics.
+    pub(crate) const ALL: [Status; 8] = [
+        Status::Uncaptured,
+        Status::Succeeded,
+        Status::PartiallyRefunded,
+        Status::Refunded,
+        Status::Cancelled,
+        Status::Reversed,
+        Status::Expired,
+        Status::Declined,
+    ];
+
+    /// Label for metrics and exports.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Status::Uncaptured => "uncaptured",
+            Status::Succeeded => "succeeded",
+            Status::PartiallyRefunded => "partially_refunded",
+            Status::Refunded => "refunded",
+            Status::Cancelled => "cancelled",
+            Status::Reversed => "reversed",
+            Status::Expired => "expired",
+            Status::Declined => "declined",
+        }
+    }
+
+    /// Code for records.
+    pub(crate) const fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// From a record's code.
+    pub(crate) fn from_u8(v: u8) -> Option<Status> {
+        Status::ALL.get(usize::from(v)).copied()
+    }
+
+    /// Whether the payment has been captured (refunds allowed).
+    const fn captured(self) -> bool {
+        matches!(
+            self,
+            Status::Succeeded | Status::PartiallyRefunded | Status::Refunded
+        )
+    }
+
+    /// Whether moving from `self` to `to` is an allowed transition.
+    pub(crate) fn may_become(self, to: Status) -> bool {
+        use Status::*;
+        self == to
+            || matches!(
+                (self, to),
+                (Uncaptured, Succeeded | Cancelled | Expired)
+                    | (Succeeded, PartiallyRefunded | Refunded | Reversed)
+                    | (PartiallyRefunded, Refunded | Succeeded | Reversed)
+                    | (Refunded, PartiallyRefunded | Succeeded)
+            )
+    }
+}
+
+/// How the payment started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// 0100: hold, then capture.
+    PreAuth,
+    /// 0200: authorized and captured at once.
+    Sale,
+}
+
+/// What happened to a payment, for its history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// Pre-authorization.
+    PreAuth,
+    /// Sale.
+    Sale,
+    /// Capture.
+    Capture,
+    /// Refund.
+    Refund,
+    /// Reversal of the payment.
+    Reversal,
+    /// Reversal of one refund.
+    RefundReversal,
+    /// Hold expired.
+    Expiry,
+    /// Captured automatically.
+    AutoCapture,
+    /// Marked as scam.
+    Flag,
+}
+
+impl Operation {
+    /// Label for records and exports.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Operation::PreAuth => "preauth",
+            Operation::Sale => "sale",
+            Operation::Capture => "capture",
+            Operation::Refund => "refund",
+            Operation::Reversal => "reversal",
+            Operation::RefundReversal => "refund_reversal",
+            Operation::Expiry => "expiry",
+            Operation::AutoCapture => "auto_capture",
+            Operation::Flag => "flag",
+        }
+    }
+}
+
+/// One entry of a payment's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Activity {
+    /// What was done.
+    pub(crate) op: Operation,
+    /// Amount involved, minor units.
+    pub(crate) amount_minor: u64,
+    /// When, ms since the epoch.
+    pub(crate) at_ms: u64,
+    /// Response code given.
+    pub(crate) code: Code,
+}
+
+/// One refund of a payment, so it can be reversed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Refund {
+    /// Amount refunded.
+    pub(crate) amount_minor: u64,
+    /// Whether it has been reversed.
+    pub(crate) reversed: bool,
+}
+
+/// A payment and everything needed to decide on its next operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Payment {
+    /// Switch-assigned id.
+    pub(crate) id: u64,
+    /// Index of the merchant in the configuration.
+    pub(crate) merchant: u32,
+    /// F41 of the terminal that started it.
+    pub(crate) terminal: [u8; 8],
+    /// Pre-authorization or sale.
+    pub(crate) kind: Kind,
+    /// Current status.
+    pub(crate) status: Status,
+    /// ISO 4217 numeric currency.
+    pub(crate) currency: u16,
+    /// Amount authorized (held), minor units.
+    pub(crate) authorized_minor: u64,
+    /// Amount captured, minor units.
+    pub(crate) captured_minor: u64,
+    /// Refunds, in order; their sum (less reversed ones) is refunded.
+    pub(crate) refunds: Vec<Refund>,
+    /// Keyed token of the card.
+    pub(crate) card_token: CardToken,
+    /// Masked card number for display.
+    pub(crate) masked_pan: MaskedPan,
+    /// When it was authorized.
+    pub(crate) created_ms: u64,
+    /// F38 given at approval.
+    pub(crate) auth_code: [u8; 6],
+    /// F37 of the authorization.
+    pub(crate) rrn: [u8; 12],
+    /// Whether it is flagged as scam.
+    pub(crate) scam: bool,
+    /// Why it was flagged (rule names), comma-separated; bounded.
+    pub(crate) flag_reasons: String,
+    /// Last [`HISTORY_MAX`] operations.
+    pub(crate) history: Vec<Activity>,
+}
+
+/// The highest capture for `authorized_minor` with `over_capture_pct`:
+/// authorized × (1 + pct/100), rounded down to the minor unit.
+pub(crate) fn capture_limit_minor(authorized_minor: u64, over_capture_pct: u32) -> u64 {
+    let extra = u128::from(authorized_minor) * u128::from(over_capture_pct) / 100;
+    authorized_minor.saturating_add(u64::try_from(extra).unwrap_or(u64::MAX))
+}
+
+impl Payment {
+    /// Sum of refunds not reversed.
+    pub(crate) fn refunded_minor(&self) -> u64 {
+        self.refunds
+            .iter()
+            .filter(|r| !r.reversed)
+            .map(|r| r.amount_minor)
+            .sum()
+    }
+
+    /// Adds to the history, dropping the oldest entry at the limit.
+    pub(crate) fn record(&mut self, op: Operation, amount_minor: u64, at_ms: u64, code: Code) {
+        if self.history.len() == HISTORY_MAX {
+            self.history.remove(0);
+        }
+        self.history.push(Activity {
+            op,
+            amount_minor,
+            at_ms,
+            code,
+        });
+    }
+
+    fn refund_status(&self) -> Status {
+        match self.refunded_minor() {
+            0 => Status::Succeeded,
+            r if r >= self.captured_minor => Status::Refunded,
+            _ => Status::PartiallyRefunded,
+        }
+    }
+
+    /// Captures a pre-authorization.
+    ///
+    /// # Errors
+    /// 12 unless an uncaptured pre-authorization in the same currency;
+    /// 13 for zero or above the over-capture limit.
+    pub(crate) fn capture(
+        &mut self,
+        amount_minor: u64,
+        currency: u16,
+        over_capture_pct: u32,
+        now_ms: u64,
+    ) -> Result<(), Code> {
+        if self.kind != Kind::PreAuth
+            || self.status != Status::Uncaptured
+            || currency != self.currency
+        {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        if amount_minor == 0
+            || amount_minor > capture_limit_minor(self.authorized_minor, over_capture_pct)
+        {
+            return Err(Code::INVALID_AMOUNT);
+        }
+        self.captured_minor = amount_minor;
+        self.status = Status::Succeeded;
+        self.record(Operation::Capture, amount_minor, now_ms, Code::APPROVED);
+        Ok(())
+    }
+
+    /// Refunds part or all of a captured payment; returns the refund's index.
+    ///
+    /// # Errors
+    /// 12 when not captured or another currency; 13 for zero, for more than
+    /// is left to refund, or when already refunded in full; 96 at the
+    /// refund-count limit.
+    pub(crate) fn refund(
+        &mut self,
+        amount_minor: u64,
+        currency: u16,
+        now_ms: u64,
+    ) -> Result<u8, Code> {
+        if !self.status.captured() || currency != self.currency {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        let refunded = self.refunded_minor();
+        if amount_minor == 0 || refunded.saturating_add(amount_minor) > self.captured_minor {
+            return Err(Code::INVALID_AMOUNT);
+        }
+        if self.refunds.len() >= REFUNDS_PER_PAYMENT_MAX {
+            return Err(Code::SYSTEM_MALFUNCTION);
+        }
+        self.refunds.push(Refund {
+            amount_minor,
+            reversed: false,
+        });
+        self.status = self.refund_status();
+        self.record(Operation::Refund, amount_minor, now_ms, Code::APPROVED);
+        Ok((self.refunds.len() - 1) as u8)
+    }
+
+    /// Reverses the payment, fully or down to `replacement_minor` (F95).
+    ///
+    /// # Errors
+    /// 12 when the status forbids it (already cancelled, reversed, expired,
+    /// declined, or refunds outstanding); 13 when the replacement amount is
+    /// not below the current amount or below what was refunded.
+    pub(crate) fn reverse(
+        &mut self,
+        replacement_minor: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), Code> {
+        match self.status {
+            Status::Uncaptured => {
+                let keep = replacement_minor.unwrap_or(0);
+                if keep >= self.authorized_minor {
+                    return Err(Code::INVALID_AMOUNT);
+                }
+                self.record(
+                    Operation::Reversal,
+                    self.authorized_minor - keep,
+                    now_ms,
+                    Code::APPROVED,
+                );
+                self.authorized_minor = keep;
+                if keep == 0 {
+                    self.status = Status::Cancelled;
+                }
+                Ok(())
+            }
+            Status::Succeeded | Status::PartiallyRefunded => {
+                let keep = replacement_minor.unwrap_or(0);
+                if keep >= self.captured_minor {
+                    return Err(Code::INVALID_AMOUNT);
+                }
+                if keep == 0 && self.refunded_minor() > 0 {
+                    return Err(Code::INVALID_TRANSACTION);
+                }
+                if keep < self.refunded_minor() {
+                    return Err(Code::INVALID_AMOUNT);
+                }
+                self.record(
+                    Operation::Reversal,
+                    self.captured_minor - keep,
+                    now_ms,
+                    Code::APPROVED,
+                );
+                self.captured_minor = keep;
+                self.status = if keep == 0 {
+                    Status::Reversed
+                } else {
+                    self.refund_status()
+                };
+                Ok(())
+            }
+            _ => Err(Code::INVALID_TRANSACTION),
+        }
+    }
+
+    /// Reverses one refund.
+    ///
+    /// # Errors
+    /// 12 when it was already reversed, or the payment has been reversed.
+    pub(crate) fn reverse_refund(&mut self, index: u8, now_ms: u64) -> Result<(), Code> {
+        if !self.status.captured() {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        let refund = self
+            .refunds
+            .get_mut(usize::from(index))
+            .ok_or(Code::UNABLE_TO_LOCATE)?;
+        if refund.reversed {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        refund.reversed = true;
+        let amount = refund.amount_minor;
+        self.status = self.refund_status();
+        self.record(Operation::RefundReversal, amount, now_ms, Code::APPROVED);
+        Ok(())
+    }
+
+    /// Ends an uncaptured hold: expired, or captured in full when
+    /// `auto_capture`. Returns whether anything changed.
+    pub(crate) fn end_hold(&mut self, auto_capture: bool, now_ms: u64) -> bool {
+        if self.status != Status::Uncaptured {
+            return false;
+        }
+        if auto_capture {
+            self.captured_minor = self.authorized_minor;
+            self.status = Status::Succeeded;
+            self.record(
+                Operation::AutoCapture,
+                self.authorized_minor,
+                now_ms,
+                Code::APPROVED,
+            );
+        } else {
+            self.status = Status::Expired;
+            self.record(
+                Operation::Expiry,
+                self.authorized_minor,
+                now_ms,
+                Code::APPROVED,
+            );
+        }
+        true
+    }
+
+    /// Marks the payment as scam with a reason (rule name).
+    pub(crate) fn flag(&mut self, reason: &str, now_ms: u64) {
+        self.scam = true;
+        if self.flag_reasons.len() + reason.len() < 256
+            && !self.flag_reasons.split(',').any(|r| r == reason)
+        {
+            if !self.flag_reasons.is_empty() {
+                self.flag_reasons.push(',');
+            }
+            self.flag_reasons.push_str(reason);
+        }
+        self.record(Operation::Flag, 0, now_ms, Code::APPROVED);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn payment(kind: Kind, amount: u64) -> Payment {
+        Payment {
+            id: 1,
+            merchant: 0,
+            terminal: *b"DEMO0001",
+            kind,
+            status: if kind == Kind::PreAuth {
+                Status::Uncaptured
+            } else {
+                Status::Succeeded
+            },
+            currency: 978,
+            authorized_minor: amount,
+            captured_minor: if kind == Kind::Sale { amount } else { 0 },
+            refunds: Vec::new(),
+            card_token: CardToken([0; 32]),
+            masked_pan: MaskedPan::new(b"4111111111111111"),
+            created_ms: 0,
+            auth_code: *b"000001",
+            rrn: *b"000000000001",
+            scam: false,
+            flag_reasons: String::new(),
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn over_capture_limit_rounds_down() {
+        assert_eq!(capture_limit_minor(1000, 20), 1200);
+        assert_eq!(capture_limit_minor(999, 20), 1198); // 1198.8 rounds down
+        assert_eq!(capture_limit_minor(1000, 0), 1000);
+        assert_eq!(capture_limit_minor(u64::MAX, 100), u64::MAX);
+    }
+
+    #[test]
+    fn capture_rules() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        assert_eq!(p.capture(1201, 978, 20, 1), Err(Code::INVALID_AMOUNT));
+        assert_eq!(p.capture(0, 978, 20, 1), Err(Code::INVALID_AMOUNT));
+        assert_eq!(p.capture(1000, 840, 20, 1), Err(Code::INVALID_TRANSACTION));
+        assert_eq!(p.capture(1200, 978, 20, 1), Ok(()));
+        assert_eq!((p.status, p.captured_minor), (Status::Succeeded, 1200));
+        assert_eq!(
+            p.capture(1, 978, 20, 2),
+            Err(Code::INVALID_TRANSACTION),
+            "one capture only"
+        );
+        let mut s = payment(Kind::Sale, 1000);
+        assert_eq!(s.capture(500, 978, 20, 1), Err(Code::INVALID_TRANSACTION));
+    }
+
+    #[test]
+    fn refund_rules() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        assert_eq!(
+            p.refund(100, 978, 1),
+            Err(Code::INVALID_TRANSACTION),
+            "not captured"
+        );
+        p.capture(800, 978, 20, 1).expect("capture");
+        assert_eq!(p.refund(801, 978, 2), Err(Code::INVALID_AMOUNT));
+        assert_eq!(p.refund(300, 978, 2), Ok(0));
+        assert_eq!(p.status, Status::PartiallyRefunded);
+        assert_eq!(p.refund(501, 978, 3), Err(Code::INVALID_AMOUNT));
+        assert_eq!(p.refund(500, 978, 3), Ok(1));
+        assert_eq!(p.status, Status::Refunded);
+        assert_eq!(
+            p.refund(1, 978, 4),
+            Err(Code::INVALID_AMOUNT),
+            "already refunded in full"
+        );
+        assert_eq!(p.reverse_refund(1, 5), Ok(()));
+        assert_eq!(
+            (p.status, p.refunded_minor()),
+            (Status::PartiallyRefunded, 300)
+        );
+        assert_eq!(p.reverse_refund(1, 5), Err(Code::INVALID_TRANSACTION));
+    }
+
+    #[test]
+    fn reversal_rules() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        assert_eq!(p.reverse(Some(1000), 1), Err(Code::INVALID_AMOUNT));
+        assert_eq!(p.reverse(Some(400), 1), Ok(()));
+        assert_eq!((p.status, p.authorized_minor), (Status::Uncaptured, 400));
+        assert_eq!(p.reverse(None, 2), Ok(()));
+        assert_eq!(p.status, Status::Cancelled);
+        assert_eq!(p.reverse(None, 3), Err(Code::INVALID_TRANSACTION));
+        assert_eq!(p.capture(100, 978, 20, 3), Err(Code::INVALID_TRANSACTION));
+
+        let mut s = payment(Kind::Sale, 1000);
+        s.refund(100, 978, 1).expect("refund");
+        assert_eq!(
+            s.reverse(None, 2),
+            Err(Code::INVALID_TRANSACTION),
+            "refunds outstanding"
+        );
+        assert_eq!(
+            s.reverse(Some(50), 2),
+            Err(Code::INVALID_AMOUNT),
+            "below refunded"
+        );
+        assert_eq!(s.reverse(Some(600), 2), Ok(()));
+        assert_eq!(
+            (s.status, s.captured_minor),
+            (Status::PartiallyRefunded, 600)
+        );
+    }
+
+    #[test]
+    fn holds_expire_or_auto_capture() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        assert!(p.end_hold(false, 9));
+        assert_eq!(p.status, Status::Expired);
+        assert!(!p.end_hold(false, 10));
+        let mut q = payment(Kind::PreAuth, 1000);
+        assert!(q.end_hold(true, 9));
+        assert_eq!((q.status, q.captured_minor), (Status::Succeeded, 1000));
+    }
+
+    #[test]
+    fn history_is_bounded_and_flags_deduplicate() {
+        let mut p = payment(Kind::Sale, 10);
+        for i in 0..(HISTORY_MAX as u64 + 5) {
+            p.flag("blocklist", i);
+        }
+        assert_eq!(p.history.len(), HISTORY_MAX);
+        assert_eq!(p.history[0].at_ms, 5);
+        assert_eq!(p.flag_reasons, "blocklist");
+        p.flag("velocity", 99);
+        assert_eq!(p.flag_reasons, "blocklist,velocity");
+    }
+}

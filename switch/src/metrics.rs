@@ -1,0 +1,151 @@
+//! Prometheus metrics: names follow the conventions (`switch_` prefix,
+//! `_total` counters, `_seconds` histograms). Hot-path handles are
+//! registered once at start so recording does not look labels up.
+
+use std::time::Instant;
+
+use codecs::iso8583::Mti;
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::code::Code;
+
+/// MTIs with their own label; others count as `other`.
+const MTIS: [&str; 12] = [
+    "0100", "0101", "0200", "0201", "0220", "0221", "0400", "0401", "0420", "0421", "0800", "other",
+];
+
+/// Histogram buckets for request latencies, seconds (10 µs to 1 s).
+const LATENCY_BUCKETS_S: [f64; 16] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
+];
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub(crate) fn install() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS_S)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (tests): render from a fresh one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// Handles used on every message.
+pub(crate) struct Metrics {
+    /// `switch_requests_total{mti,code}`, by MTI index then code index.
+    requests: Vec<Counter>,
+    /// `switch_request_duration_seconds{mti}`.
+    latency: Vec<Histogram>,
+    /// `switch_stage_duration_seconds{stage}` by [`Stage`].
+    stages: [Histogram; 3],
+}
+
+/// Pipeline stages timed separately. The engine stage covers validate,
+/// risk, lifecycle and the journal hand-off; the journal's own timing is in
+/// `switch_journal_*`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stage {
+    /// Bytes to message.
+    Decode = 0,
+    /// Validate, risk, lifecycle, journal hand-off.
+    Engine = 1,
+    /// Outcome to bytes.
+    Encode = 2,
+}
+
+impl Metrics {
+    /// Registers every handle.
+    pub(crate) fn new() -> Self {
+        let mut requests = Vec::with_capacity(MTIS.len() * Code::ALL.len());
+        let mut latency = Vec::with_capacity(MTIS.len());
+        for mti in MTIS {
+            for code in Code::ALL {
+                requests.push(metrics::counter!("switch_requests_total", "mti" => mti, "code" => code.as_str()));
+            }
+            latency.push(metrics::histogram!("switch_request_duration_seconds", "mti" => mti));
+        }
+        metrics::describe_counter!(
+            "switch_requests_total",
+            "Requests answered, by MTI and response code (F39)."
+        );
+        metrics::describe_histogram!(
+            "switch_request_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time from a frame's decode to its response being encoded."
+        );
+        metrics::describe_counter!(
+            "switch_codec_errors_total",
+            "Frames that failed to decode, by kind."
+        );
+        metrics::describe_gauge!("switch_connections_open", "Open connections, by listener.");
+        metrics::describe_gauge!(
+            "switch_requests_in_flight",
+            "Requests read and not yet answered."
+        );
+        metrics::describe_gauge!("switch_payments", "Payments in memory, by status.");
+        metrics::describe_gauge!(
+            "switch_idempotency_entries",
+            "Message keys remembered for repeats."
+        );
+        metrics::describe_counter!(
+            "switch_limit_reached_total",
+            "Times a named limit was hit, by limit."
+        );
+        metrics::describe_counter!(
+            "switch_connections_closed_total",
+            "Connections closed by the switch, by reason."
+        );
+        let stages = ["decode", "engine", "encode"]
+            .map(|s| metrics::histogram!("switch_stage_duration_seconds", "stage" => s));
+        metrics::describe_histogram!(
+            "switch_stage_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time spent in each pipeline stage."
+        );
+        Metrics {
+            requests,
+            latency,
+            stages,
+        }
+    }
+
+    fn mti_index(mti: Mti) -> usize {
+        MTIS.iter()
+            .position(|m| m.as_bytes() == mti.as_bytes())
+            .unwrap_or(MTIS.len() - 1)
+    }
+
+    /// Counts an answer and its latency.
+    pub(crate) fn answered(&self, mti: Mti, code: Code, started: Instant) {
+        let m = Self::mti_index(mti);
+        let c = Code::ALL.iter().position(|x| *x == code).unwrap_or(0);
+        if let Some(counter) = self.requests.get(m * Code::ALL.len() + c) {
+            counter.increment(1);
+        }
+        if let Some(h) = self.latency.get(m) {
+            h.record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Records a stage that began at `from`; returns now, where the next begins.
+    pub(crate) fn stage(&self, stage: Stage, from: Instant) -> Instant {
+        let now = Instant::now();
+        if let Some(h) = self.stages.get(stage as usize) {
+            h.record(now.duration_since(from).as_secs_f64());
+        }
+        now
+    }
+
+    /// Counts a codec error (rare path: the label is looked up).
+    pub(crate) fn codec_error(&self, kind: &'static str) {
+        metrics::counter!("switch_codec_errors_total", "kind" => kind).increment(1);
+    }
+}

@@ -1,0 +1,201 @@
+//! In-memory payment state: sharded maps (no global lock), indexes from
+//! message keys to payments, and the queue of holds waiting to end.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam::queue::SegQueue;
+use dashmap::DashMap;
+
+use crate::code::Code;
+use crate::lifecycle::{Payment, Status};
+
+/// Where an original message's effect lives: a payment, or one of its refunds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// The payment.
+    pub(crate) payment: u64,
+    /// The refund, when the original was a refund.
+    pub(crate) refund: Option<u8>,
+}
+
+/// How an original message is found: merchant, MTI without repeat, STAN, F7
+/// (what F90 carries), as the contract requires, within one merchant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct OriginalKey {
+    /// Merchant index.
+    pub(crate) merchant: u32,
+    /// MTI without the repeat digit, as a number (100, 200, 220).
+    pub(crate) mti: u16,
+    /// F11.
+    pub(crate) stan: u32,
+    /// F7 as a number (MMDDhhmmss).
+    pub(crate) transmission: u64,
+}
+
+/// A pre-authorization waiting for its hold to end.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hold {
+    /// When the hold ends (expiry or auto-capture), ms since the epoch.
+    pub(crate) due_ms: u64,
+    /// The payment.
+    pub(crate) payment: u64,
+}
+
+/// All payments and their indexes.
+pub(crate) struct State {
+    /// Payments by id.
+    payments: DashMap<u64, Payment>,
+    /// Original message → payment (and refund).
+    by_original: DashMap<OriginalKey, Target>,
+    /// (merchant, F37, F38) → payment, for captures that reference those.
+    by_rrn: DashMap<(u32, [u8; 12], [u8; 6]), u64>,
+    /// Next payment id.
+    next_id: AtomicU64,
+    /// Holds in order of creation per push; drained by the sweeper.
+    holds: SegQueue<Hold>,
+    /// Most payments held (`limits.payments_max`).
+    payments_max: usize,
+}
+
+impl State {
+    /// An empty state holding at most `payments_max` payments.
+    pub(crate) fn new(payments_max: usize) -> Self {
+        State {
+            payments: DashMap::new(),
+            by_original: DashMap::new(),
+            by_rrn: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            holds: SegQueue::new(),
+            payments_max,
+        }
+    }
+
+    /// A fresh payment id.
+    pub(crate) fn allocate_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Makes sure ids allocated later are above `id` (recovery).
+    pub(crate) fn bump_id(&self, id: u64) {
+        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+    }
+
+    /// Payments held.
+    pub(crate) fn len(&self) -> usize {
+        self.payments.len()
+    }
+
+    /// Whether another payment fits under `payments_max`.
+    pub(crate) fn has_room(&self) -> bool {
+        self.payments.len() < self.payments_max
+    }
+
+    /// Adds a payment and indexes it.
+    ///
+    /// # Errors
+    /// 96 when [`Self::len`] is at `payments_max`.
+    pub(crate) fn insert(
+        &self,
+        payment: Payment,
+        key: Option<OriginalKey>,
+        hold_due_ms: Option<u64>,
+    ) -> Result<(), Code> {
+        if self.payments.len() >= self.payments_max {
+            metrics::counter!("switch_limit_reached_total", "limit" => "payments_max").increment(1);
+            return Err(Code::SYSTEM_MALFUNCTION);
+        }
+        let id = payment.id;
+        if payment.status != Status::Declined {
+            self.by_rrn
+                .insert((payment.merchant, payment.rrn, payment.auth_code), id);
+        }
+        if let Some(k) = key {
+            self.by_original.insert(
+                k,
+                Target {
+                    payment: id,
+                    refund: None,
+                },
+            );
+        }
+        if let Some(due_ms) = hold_due_ms {
+            self.holds.push(Hold {
+                due_ms,
+                payment: id,
+            });
+        }
+        self.bump_id(id);
+        self.payments.insert(id, payment);
+        Ok(())
+    }
+
+    /// Indexes a later message (capture, refund) under its own key.
+    pub(crate) fn index(&self, key: OriginalKey, target: Target) {
+        self.by_original.insert(key, target);
+    }
+
+    /// The target of an original message.
+    pub(crate) fn find(&self, key: &OriginalKey) -> Option<Target> {
+        self.by_original.get(key).map(|t| *t)
+    }
+
+    /// The payment approved with (F37, F38) at `merchant`.
+    pub(crate) fn find_by_rrn(
+        &self,
+        merchant: u32,
+        rrn: [u8; 12],
+        auth_code: [u8; 6],
+    ) -> Option<u64> {
+        self.by_rrn.get(&(merchant, rrn, auth_code)).map(|id| *id)
+    }
+
+    /// Runs `f` on payment `id` under its shard's lock.
+    pub(crate) fn with_payment<R>(&self, id: u64, f: impl FnOnce(&mut Payment) -> R) -> Option<R> {
+        self.payments.get_mut(&id).map(|mut p| f(&mut p))
+    }
+
+    /// A copy of payment `id`.
+    pub(crate) fn get(&self, id: u64) -> Option<Payment> {
+        self.payments.get(&id).map(|p| p.clone())
+    }
+
+    /// Takes the holds queued since the last call (the sweeper keeps them).
+    pub(crate) fn drain_new_holds(&self, into: &mut Vec<Hold>, max: usize) {
+        while into.len() < max {
+            match self.holds.pop() {
+                Some(h) => into.push(h),
+                None => break,
+            }
+        }
+    }
+
+    /// Counts payments by status (for the gauge), visiting each shard once.
+    pub(crate) fn count_by_status(&self) -> [u64; 8] {
+        let mut counts = [0u64; 8];
+        for p in self.payments.iter() {
+            if let Some(c) = counts.get_mut(usize::from(p.status.to_u8())) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    /// Every payment (snapshots, exports); takes each shard's lock in turn.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Payment)) {
+        for p in self.payments.iter() {
+            f(&p);
+        }
+    }
+
+    /// Drops payments in a final state created before `cutoff_ms`; returns
+    /// how many. Their index entries go with them.
+    pub(crate) fn retire(&self, cutoff_ms: u64) -> usize {
+        let before = self.payments.len();
+        self.payments
+            .retain(|_, p| p.created_ms >= cutoff_ms || p.status == Status::Uncaptured);
+        self.by_original
+            .retain(|_, t| self.payments.contains_key(&t.payment));
+        self.by_rrn.retain(|_, id| self.payments.contains_key(id));
+        before - self.payments.len()
+    }
+}

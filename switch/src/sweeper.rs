@@ -1,0 +1,74 @@
+//! Background upkeep on the switch's clock: ends holds (expiry or
+//! auto-capture), ages out idempotency entries, retires old payments and
+//! refreshes gauges. Each pass is bounded; tests drive it with a manual clock.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::engine::Engine;
+use crate::journal_stage::Change;
+use crate::state::Hold;
+
+/// Most holds taken from the queue per pass.
+const HOLDS_PER_PASS_MAX: usize = 100_000;
+
+/// Holds ordered by due time, owned by the sweeper task.
+#[derive(Default)]
+pub(crate) struct Sweeper {
+    /// Min-heap of (due, payment).
+    due: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Scratch for draining the state's queue.
+    incoming: Vec<Hold>,
+    /// Passes made, to retire old payments only every [`RETIRE_EVERY_PASSES`].
+    passes: u64,
+}
+
+/// Retiring walks every payment, so it runs on every 60th pass only.
+const RETIRE_EVERY_PASSES: u64 = 60;
+
+impl Sweeper {
+    /// One pass at `now_ms`; returns how many holds ended.
+    pub(crate) fn pass(
+        &mut self,
+        engine: &Engine,
+        now_ms: u64,
+        window_ms: u64,
+        retention_ms: u64,
+    ) -> usize {
+        engine
+            .state
+            .drain_new_holds(&mut self.incoming, HOLDS_PER_PASS_MAX);
+        for h in self.incoming.drain(..) {
+            self.due.push(Reverse((h.due_ms, h.payment)));
+        }
+        let mut ended = 0;
+        while let Some(&Reverse((due, id))) = self.due.peek() {
+            if due > now_ms || ended == HOLDS_PER_PASS_MAX {
+                break;
+            }
+            self.due.pop();
+            let changed = engine.state.with_payment(id, |p| {
+                let auto = engine
+                    .merchants
+                    .get(p.merchant as usize)
+                    .is_some_and(|m| m.auto_capture_ms.is_some());
+                let changed = p.end_hold(auto, now_ms);
+                if changed {
+                    // Holds end whatever the journal says; a failed journal
+                    // is reported by /readyz and its own metrics.
+                    let _ = engine.journal.record(&Change::Updated(p), false);
+                }
+                changed
+            });
+            if changed == Some(true) {
+                ended += 1;
+            }
+        }
+        engine.idempotency.expire(now_ms.saturating_sub(window_ms));
+        if self.passes % RETIRE_EVERY_PASSES == 0 {
+            engine.state.retire(now_ms.saturating_sub(retention_ms));
+        }
+        self.passes += 1;
+        ended
+    }
+}
