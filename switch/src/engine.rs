@@ -326,6 +326,7 @@ impl Engine {
             scam: false,
             flag_reasons: String::new(),
             history: Vec::with_capacity(4),
+            extras: req.extras.map(|e| Box::new(e.clone())),
         };
         payment.record(req.op.operation(), req.amount_minor, now_ms, code);
         if let Some(reason) = verdict.flag() {
@@ -390,6 +391,10 @@ impl Engine {
                     refund: None,
                 })
             }
+            Some(OriginalRef::Payment(payment)) => Some(Target {
+                payment,
+                refund: None,
+            }),
             None => None,
         };
         let Some(target) = target else {
@@ -399,6 +404,10 @@ impl Engine {
         let merchant = &self.merchants[m as usize];
         let journal = &self.journal;
         let applied = self.state.with_payment(target.payment, |p| {
+            if p.merchant != m {
+                // Another merchant's payment does not exist for this one.
+                return Err(Code::UNABLE_TO_LOCATE);
+            }
             let saved = p.clone();
             let result = match (req.op, target.refund) {
                 (Op::Capture, None) => p
@@ -445,5 +454,101 @@ impl Engine {
                 self.outcome(req, Code::APPROVED, Some(auth_code), seq)
             }
         }
+    }
+}
+
+/// Filters of a payment listing (internal frames); all optional.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ListFilter<'a> {
+    /// Only this status.
+    pub(crate) status: Option<Status>,
+    /// Created at or after, ms.
+    pub(crate) from_ms: Option<u64>,
+    /// Created before, ms.
+    pub(crate) to_ms: Option<u64>,
+    /// Authorized amount at least.
+    pub(crate) amount_min_minor: Option<u64>,
+    /// Authorized amount at most.
+    pub(crate) amount_max_minor: Option<u64>,
+    /// Exactly this merchant reference.
+    pub(crate) merchant_reference: Option<&'a str>,
+    /// Only this terminal.
+    pub(crate) terminal: Option<[u8; 8]>,
+}
+
+impl ListFilter<'_> {
+    fn matches(&self, p: &Payment) -> bool {
+        let amount = p.authorized_minor.max(p.captured_minor);
+        self.status.is_none_or(|s| s == p.status)
+            && self.from_ms.is_none_or(|t| p.created_ms >= t)
+            && self.to_ms.is_none_or(|t| p.created_ms < t)
+            && self.amount_min_minor.is_none_or(|a| amount >= a)
+            && self.amount_max_minor.is_none_or(|a| amount <= a)
+            && self.terminal.is_none_or(|t| t == p.terminal)
+            && self
+                .merchant_reference
+                .is_none_or(|r| p.extras.as_ref().is_some_and(|e| e.merchant_reference == r))
+    }
+}
+
+impl Engine {
+    /// The index of merchant `id` (F42).
+    pub(crate) fn merchant_index(&self, id: &[u8]) -> Option<u32> {
+        let mid: [u8; 15] = id.try_into().ok()?;
+        self.merchant_by_id.get(&mid).copied()
+    }
+
+    /// Payment `id` if it belongs to merchant `m`.
+    pub(crate) fn payment(&self, m: u32, id: u64) -> Option<Payment> {
+        self.state.get(id).filter(|p| p.merchant == m)
+    }
+
+    /// Up to `limit` payments of merchant `m` matching `filter` with ids
+    /// above `after_id`, in id order. Walks every payment: for back-office
+    /// use, not the authorization path.
+    pub(crate) fn list(
+        &self,
+        m: u32,
+        filter: &ListFilter<'_>,
+        after_id: u64,
+        limit: usize,
+    ) -> Vec<Payment> {
+        let mut found = Vec::new();
+        self.state.for_each(|p| {
+            if p.merchant == m && p.id > after_id && filter.matches(p) {
+                found.push(p.clone());
+            }
+        });
+        found.sort_by_key(|p| p.id);
+        found.truncate(limit);
+        found
+    }
+
+    /// Marks payment `id` of merchant `m` as scam by hand; its card goes on
+    /// the risk watch list. Returns the journal sequence to wait for.
+    ///
+    /// # Errors
+    /// 25 when there is no such payment for `m`; 96 when the journal fails.
+    pub(crate) fn mark_scam(&self, m: u32, id: u64, reason: &str) -> Result<u64, Code> {
+        let now_ms = self.clock.now_ms();
+        let journal = &self.journal;
+        let result = self.state.with_payment(id, |p| {
+            if p.merchant != m {
+                return Err(Code::UNABLE_TO_LOCATE);
+            }
+            let saved = p.clone();
+            p.flag(reason, now_ms);
+            match journal.record(&Change::Updated(p), true) {
+                Ok(seq) => Ok((seq, p.card_token)),
+                Err(code) => {
+                    *p = saved;
+                    Err(code)
+                }
+            }
+        });
+        let (seq, token) = result.ok_or(Code::UNABLE_TO_LOCATE)??;
+        self.risk.watch(&token);
+        metrics::counter!("switch_flagged_payments_total").increment(1);
+        Ok(seq)
     }
 }

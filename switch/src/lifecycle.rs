@@ -199,6 +199,38 @@ pub(crate) struct Payment {
     pub(crate) flag_reasons: String,
     /// Last [`HISTORY_MAX`] operations.
     pub(crate) history: Vec<Activity>,
+    /// What internal-frame (MO/TO) payments carry besides; boxed so ISO
+    /// 8583 payments pay one pointer for it.
+    pub(crate) extras: Option<Box<Extras>>,
+}
+
+/// Most cart lines kept per payment.
+pub(crate) const CART_LINES_MAX: usize = 50;
+/// Longest merchant reference or description kept, in bytes.
+pub(crate) const TEXT_BYTES_MAX: usize = 256;
+
+/// Merchant-facing details of a payment taken over internal frames.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Extras {
+    /// The merchant's order reference.
+    pub(crate) merchant_reference: String,
+    /// What was sold.
+    pub(crate) description: String,
+    /// Itemization, at most [`CART_LINES_MAX`] lines.
+    pub(crate) cart: Vec<CartItem>,
+}
+
+/// One cart line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CartItem {
+    /// Item name or SKU.
+    pub(crate) item: String,
+    /// Quantity bought.
+    pub(crate) quantity: u32,
+    /// Price of one, minor units.
+    pub(crate) unit_price_minor: u64,
+    /// Quantity refunded so far.
+    pub(crate) refunded_quantity: u32,
 }
 
 /// The highest capture for `authorized_minor` with `over_capture_pct`:
@@ -448,6 +480,7 @@ pub(crate) mod tests {
             scam: false,
             flag_reasons: String::new(),
             history: Vec::new(),
+            extras: None,
         }
     }
 

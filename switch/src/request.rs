@@ -62,6 +62,8 @@ pub(crate) enum OriginalRef {
     Message(OriginalData),
     /// The original's F37 and F38.
     Rrn([u8; 12], [u8; 6]),
+    /// A payment id (internal frames), within the request's merchant.
+    Payment(u64),
 }
 
 /// A validated request, borrowing card data from the frame buffer.
@@ -97,6 +99,8 @@ pub(crate) struct Request<'a> {
     pub(crate) eci: Option<Eci>,
     /// F37 of the request, if it has one.
     pub(crate) rrn: Option<[u8; 12]>,
+    /// MO/TO details to keep with a new payment (internal frames).
+    pub(crate) extras: Option<&'a crate::lifecycle::Extras>,
 }
 
 /// What the engine answers.
