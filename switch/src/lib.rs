@@ -230,13 +230,56 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
         cancel.clone(),
         tracker.clone(),
     ));
+    if engine.risk.source().is_some() {
+        tracker.spawn(policy_reloader(engine.clone(), cancel.clone()));
+    }
     tracker.spawn(sweep_loop(engine, config.limits.clone(), cancel.clone()));
     http_state.ready.store(true, Ordering::Release);
     tracing::info!(iso = %running.iso_addr, frame = %running.frame_addr, http = %running.http_addr, "switch ready");
     Ok(running)
 }
 
+/// How often the policy file is checked for changes.
+const POLICY_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reloads the risk policy on SIGHUP and when its file changes (size or
+/// modification time), without stopping traffic.
+async fn policy_reloader(engine: Arc<engine::Engine>, cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let stamp = |e: &engine::Engine| {
+        let meta = e.risk.source().and_then(|p| std::fs::metadata(p).ok());
+        meta.map(|m| (m.len(), m.modified().ok()))
+    };
+    let mut seen = stamp(&engine);
+    let mut tick = tokio::time::interval(POLICY_POLL_INTERVAL);
+    loop {
+        let hup_fired = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = hup_fired => {
+                tracing::info!("SIGHUP: reloading the risk policy");
+                engine.risk.reload();
+                seen = stamp(&engine);
+            }
+            _ = tick.tick() => {
+                let now = stamp(&engine);
+                if now != seen {
+                    seen = now;
+                    engine.risk.reload();
+                }
+            }
+        }
+    }
+}
+
 fn refresh_gauges(engine: &engine::Engine) {
+    ::metrics::gauge!("switch_risk_velocity_keys").set(engine.risk.velocity_keys() as f64);
     let counts = engine.state.count_by_status();
     for (status, count) in lifecycle::Status::ALL.iter().zip(counts) {
         ::metrics::gauge!("switch_payments", "status" => status.label()).set(count as f64);
