@@ -1,0 +1,195 @@
+//! Owned inputs and results: what callers build and keep, free of the
+//! codec's borrowed views.
+
+use codecs::internal::{HistoryEntry, PaymentStatus, Response, ResultCode};
+
+/// A mail or telephone order, for [`crate::Client::authorize_moto`] and
+/// [`crate::Client::preauthorize_moto`]. `Debug` masks the card data.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MotoPayment {
+    /// Card number, 12 to 19 digits.
+    pub pan: String,
+    /// Card expiry as `YYMM`.
+    pub expiry_yymm: String,
+    /// Card verification value, 3 or 4 digits; mail orders may not have one.
+    /// Sent for the check only: the switch never stores it.
+    pub cvv2: Option<String>,
+    /// Cardholder name as given.
+    pub cardholder_name: Option<String>,
+    /// The merchant's order reference, 1 to 64 printable ASCII characters.
+    pub merchant_reference: String,
+    /// What was sold.
+    pub description: Option<String>,
+    /// ISO 4217 numeric currency (978 EUR).
+    pub currency: u16,
+    /// Amount in the currency's minor units.
+    pub amount_minor: u64,
+    /// The terminal (ISO 8583 F41) the order is taken on; names the merchant.
+    pub terminal_id: String,
+    /// Itemization; need not add up to the amount (shipping, taxes).
+    pub cart: Vec<CartItem>,
+}
+
+impl std::fmt::Debug for MotoPayment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MotoPayment")
+            .field("pan", &"***")
+            .field("expiry_yymm", &"****")
+            .field("cvv2", &self.cvv2.as_ref().map(|_| "***"))
+            .field("merchant_reference", &self.merchant_reference)
+            .field("currency", &self.currency)
+            .field("amount_minor", &self.amount_minor)
+            .field("terminal_id", &self.terminal_id)
+            .field("cart", &self.cart)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One cart line: sold with a payment, or refunded by
+/// [`crate::Client::refund_lines`] (the same item and unit price as sold).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CartItem {
+    /// Item name or SKU, 1 to 64 bytes.
+    pub item: String,
+    /// Quantity, 1 to 9 999.
+    pub quantity: u32,
+    /// Price of one, minor units.
+    pub unit_price_minor: u64,
+}
+
+/// Filters and paging of [`crate::Client::list_payments`]; all optional,
+/// combined with "and".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only payments in this status.
+    pub status: Option<PaymentStatus>,
+    /// Created at or after, Unix seconds.
+    pub created_from_unix_s: Option<u64>,
+    /// Created at or before, Unix seconds.
+    pub created_to_unix_s: Option<u64>,
+    /// Amount at least, minor units.
+    pub amount_min_minor: Option<u64>,
+    /// Amount at most, minor units.
+    pub amount_max_minor: Option<u64>,
+    /// Only this merchant reference.
+    pub merchant_reference: Option<String>,
+    /// Only this terminal.
+    pub terminal_id: Option<String>,
+    /// Resume after a previous page: its [`Reply::next_cursor`].
+    pub cursor: Option<u64>,
+    /// Page size, 1 to 100; absent: the switch's default.
+    pub limit: Option<u16>,
+}
+
+/// One payment in a list page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRow {
+    /// The payment.
+    pub payment_id: u64,
+    /// When it was created, Unix seconds.
+    pub created_unix_s: u64,
+    /// Where it is in its life.
+    pub status: PaymentStatus,
+    /// Flagged as a scam.
+    pub scam: bool,
+    /// ISO 4217 numeric.
+    pub currency: u16,
+    /// Authorized, minor units.
+    pub amount_authorized_minor: u64,
+    /// Captured, minor units.
+    pub amount_captured_minor: u64,
+    /// Refunded, minor units.
+    pub amount_refunded_minor: u64,
+    /// The merchant's reference, when it has one.
+    pub merchant_reference: Option<String>,
+}
+
+/// The switch's answer to one request, owned. Which fields are present
+/// depends on the request (see `docs/internal-api.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// ISO 8583 response code: `00` approved, `25` no such payment...
+    pub result_code: ResultCode,
+    /// Why it failed, or what was done.
+    pub message: Option<String>,
+    /// The payment created or concerned.
+    pub payment_id: Option<u64>,
+    /// Authorization code on approval.
+    pub auth_code: Option<String>,
+    /// The payment's status after the request.
+    pub status: Option<PaymentStatus>,
+    /// ISO 4217 numeric, for the amounts.
+    pub currency: Option<u16>,
+    /// Authorized, minor units.
+    pub amount_authorized_minor: Option<u64>,
+    /// Captured, minor units.
+    pub amount_captured_minor: Option<u64>,
+    /// Refunded, minor units.
+    pub amount_refunded_minor: Option<u64>,
+    /// The card, masked (first 6 and last 4 at most).
+    pub masked_pan: Option<String>,
+    /// Flagged as a scam.
+    pub scam: Option<bool>,
+    /// The merchant's reference for the payment.
+    pub merchant_reference: Option<String>,
+    /// The payment's terminal.
+    pub terminal_id: Option<String>,
+    /// When the payment was created, Unix seconds.
+    pub created_unix_s: Option<u64>,
+    /// Activity history, oldest first (get payment).
+    pub history: Vec<HistoryEntry>,
+    /// One page of payments, newest first (list payments).
+    pub rows: Vec<PaymentRow>,
+    /// Cursor of the next page; `None` on the last page.
+    pub next_cursor: Option<u64>,
+}
+
+impl Reply {
+    /// Whether the result code is `00`.
+    pub fn approved(&self) -> bool {
+        self.result_code == ResultCode::APPROVED
+    }
+
+    /// The result code as text (`"00"`, `"25"`...).
+    pub fn code(&self) -> &str {
+        self.result_code.as_str()
+    }
+
+    /// Copies a decoded response.
+    pub(crate) fn from_response(r: &Response<'_>) -> Reply {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        Reply {
+            result_code: r.result_code,
+            message: owned(r.message),
+            payment_id: r.payment_id,
+            auth_code: owned(r.auth_code),
+            status: r.status,
+            currency: r.currency,
+            amount_authorized_minor: r.amount_authorized_minor,
+            amount_captured_minor: r.amount_captured_minor,
+            amount_refunded_minor: r.amount_refunded_minor,
+            masked_pan: owned(r.masked_pan),
+            scam: r.scam,
+            merchant_reference: owned(r.merchant_reference),
+            terminal_id: owned(r.terminal_id),
+            created_unix_s: r.created_unix_s,
+            history: r.history.iter().collect(),
+            rows: r
+                .rows
+                .iter()
+                .map(|row| PaymentRow {
+                    payment_id: row.payment_id,
+                    created_unix_s: row.created_unix_s,
+                    status: row.status,
+                    scam: row.scam,
+                    currency: row.currency,
+                    amount_authorized_minor: row.amount_authorized_minor,
+                    amount_captured_minor: row.amount_captured_minor,
+                    amount_refunded_minor: row.amount_refunded_minor,
+                    merchant_reference: owned(row.merchant_reference),
+                })
+                .collect(),
+            next_cursor: r.next_cursor,
+        }
+    }
+}
