@@ -163,6 +163,10 @@ pub struct JournalSettings {
     pub enqueue_timeout_ms: u64,
     /// Seconds between snapshots.
     pub snapshot_interval_s: u64,
+    /// Start from the valid prefix of a corrupt journal (`--repair`); never
+    /// from the file.
+    #[serde(skip)]
+    pub repair: bool,
 }
 
 impl Default for JournalSettings {
@@ -172,6 +176,7 @@ impl Default for JournalSettings {
             flush_interval_ms: 2,
             enqueue_timeout_ms: 50,
             snapshot_interval_s: 300,
+            repair: false,
         }
     }
 }
@@ -255,6 +260,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--journal-ack` / `SWITCH_JOURNAL_ACK`.
     pub journal_ack: Option<String>,
+    /// `--repair`: keep the valid prefix of a corrupt journal.
+    pub repair: bool,
 }
 
 impl Overrides {
@@ -278,6 +285,7 @@ impl Overrides {
             http_addr: addr("SWITCH_HTTP_ADDR")?,
             data_dir: std::env::var_os("SWITCH_DATA_DIR").map(PathBuf::from),
             journal_ack: std::env::var("SWITCH_JOURNAL_ACK").ok(),
+            repair: false,
         })
     }
 
@@ -289,6 +297,7 @@ impl Overrides {
             http_addr: other.http_addr.or(self.http_addr),
             data_dir: other.data_dir.or(self.data_dir),
             journal_ack: other.journal_ack.or(self.journal_ack),
+            repair: other.repair || self.repair,
         }
     }
 }
@@ -349,6 +358,7 @@ impl Config {
         if let Some(a) = overrides.journal_ack {
             config.journal.ack = a;
         }
+        config.journal.repair = overrides.repair;
         config.validate()?;
         Ok(config)
     }

@@ -10,7 +10,8 @@ use crate::clock::{Clock, UtcDateTime};
 use crate::code::Code;
 use crate::config::Config;
 use crate::idempotency::{Answer, Idempotency, Seen};
-use crate::journal_stage::{Change, JournalStage};
+use crate::journal_stage::{Change, Epochs, JournalStage};
+use crate::record::PaymentRecordRef;
 use crate::lifecycle::{Kind, Payment, Status};
 use crate::request::{Channel, Op, OriginalRef, Outcome, Request};
 use crate::risk_stage::{RiskStage, RiskVerdict};
@@ -71,6 +72,8 @@ pub(crate) struct Engine {
     rrn_counter: AtomicU64,
     /// Next F38 the switch assigns.
     auth_counter: AtomicU64,
+    /// Guards changes so snapshots see every journaled one.
+    pub(crate) epochs: Epochs,
 }
 
 /// Fixed-width decimal digits of `v` (lowest `N` digits).
@@ -129,11 +132,13 @@ impl Engine {
             auth_counter: AtomicU64::new(now % 1_000_000),
             clock,
             token_key,
+            epochs: Epochs::default(),
         }
     }
 
     /// Runs one request through the pipeline.
     pub(crate) fn process(&self, req: &Request<'_>) -> Outcome {
+        let _epoch = self.epochs.enter();
         let Some(key) = req.key else {
             return self.decide(req);
         };
@@ -336,40 +341,38 @@ impl Engine {
         let hold_due =
             (status == Status::Uncaptured).then(|| self.merchants[m as usize].hold_end(now_ms).0);
         let key = Self::own_key(req, m).filter(|_| approved);
-        if !self.state.has_room() {
-            metrics::counter!("switch_limit_reached_total", "limit" => "payments_max").increment(1);
-            return Outcome {
-                code: Code::SYSTEM_MALFUNCTION,
-                rrn,
-                auth_code: None,
-                seq: 0,
-            };
-        }
-        let seq = self.journal.record(&Change::Created(&payment), approved);
-        let seq = match seq {
-            Ok(seq) => seq,
-            Err(code) => {
-                return Outcome {
-                    code,
-                    rrn,
-                    auth_code: None,
-                    seq: 0,
-                }
-            }
-        };
-        if let Err(code) = self.state.insert(payment, key, hold_due) {
-            return Outcome {
+        let id = payment.id;
+        let answer = req.key.map(|k| {
+            let a = Answer {
                 code,
                 rrn,
-                auth_code: None,
+                auth_code: approved.then_some(auth_code),
+                content_crc: req.content_crc,
                 seq: 0,
+                at_ms: now_ms,
             };
+            (k, a)
+        });
+        // In memory first, then journaled (see `journal_stage` on snapshots).
+        if let Err(code) = self.state.insert(payment, key, hold_due) {
+            return Outcome { code, rrn, auth_code: None, seq: 0 };
         }
-        Outcome {
-            code,
-            rrn,
-            auth_code: approved.then_some(auth_code),
-            seq,
+        let journal = &self.journal;
+        let index = key.map(|k| (k, Target { payment: id, refund: None }));
+        let recorded = self.state.with_payment(id, |p| {
+            journal.record(&Change::Answered(PaymentRecordRef { payment: p, index, answer }), approved)
+        });
+        match recorded {
+            Some(Ok(seq)) => Outcome { code, rrn, auth_code: approved.then_some(auth_code), seq },
+            failed => {
+                // Not journaled, so not done.
+                let code = match failed {
+                    Some(Err(code)) => code,
+                    _ => Code::SYSTEM_MALFUNCTION,
+                };
+                self.state.remove(id, key);
+                Outcome { code, rrn, auth_code: None, seq: 0 }
+            }
         }
     }
 
@@ -403,6 +406,9 @@ impl Engine {
         let now_ms = self.clock.now_ms();
         let merchant = &self.merchants[m as usize];
         let journal = &self.journal;
+        let own = Self::own_key(req, m);
+        let rrn = req.rrn.unwrap_or_else(|| self.assign_rrn());
+        let fresh_auth = self.assign_auth_code();
         let applied = self.state.with_payment(target.payment, |p| {
             if p.merchant != m {
                 // Another merchant's payment does not exist for this one.
@@ -424,8 +430,22 @@ impl Engine {
                 _ => Err(Code::INVALID_TRANSACTION),
             };
             let refund = result?;
-            match journal.record(&Change::Updated(p), true) {
-                Ok(seq) => Ok((refund, seq, p.auth_code)),
+            let index = own.map(|k| (k, Target { payment: target.payment, refund }));
+            let auth_code = if req.op == Op::Refund { fresh_auth } else { p.auth_code };
+            let answer = req.key.map(|k| {
+                let a = Answer {
+                    code: Code::APPROVED,
+                    rrn,
+                    auth_code: Some(auth_code),
+                    content_crc: req.content_crc,
+                    seq: 0,
+                    at_ms: now_ms,
+                };
+                (k, a)
+            });
+            let change = Change::Answered(PaymentRecordRef { payment: p, index, answer });
+            match journal.record(&change, true) {
+                Ok(seq) => Ok((refund, seq, auth_code)),
                 Err(code) => {
                     // Not journaled, so not done: put the payment back.
                     *p = saved;
@@ -437,21 +457,10 @@ impl Engine {
             None => self.outcome(req, Code::UNABLE_TO_LOCATE, None, 0),
             Some(Err(code)) => self.outcome(req, code, None, 0),
             Some(Ok((refund, seq, auth_code))) => {
-                if let Some(own) = Self::own_key(req, m) {
-                    self.state.index(
-                        own,
-                        Target {
-                            payment: target.payment,
-                            refund,
-                        },
-                    );
+                if let Some(own) = own {
+                    self.state.index(own, Target { payment: target.payment, refund });
                 }
-                let auth_code = if req.op == Op::Refund {
-                    self.assign_auth_code()
-                } else {
-                    auth_code
-                };
-                self.outcome(req, Code::APPROVED, Some(auth_code), seq)
+                Outcome { code: Code::APPROVED, rrn, auth_code: Some(auth_code), seq }
             }
         }
     }
@@ -530,6 +539,7 @@ impl Engine {
     /// # Errors
     /// 25 when there is no such payment for `m`; 96 when the journal fails.
     pub(crate) fn mark_scam(&self, m: u32, id: u64, reason: &str) -> Result<u64, Code> {
+        let _epoch = self.epochs.enter();
         let now_ms = self.clock.now_ms();
         let journal = &self.journal;
         let result = self.state.with_payment(id, |p| {
@@ -550,6 +560,80 @@ impl Engine {
         self.risk.watch(&token);
         metrics::counter!("switch_flagged_payments_total").increment(1);
         Ok(seq)
+    }
+}
+
+/// Internal-frame additions: terminal lookup, paging across merchants,
+/// refunds by cart line.
+impl Engine {
+    /// The index of the merchant owning terminal `id` (F41).
+    pub(crate) fn terminal_merchant_index(&self, id: &[u8; 8]) -> Option<u32> {
+        self.terminal_merchant.get(id).copied()
+    }
+
+    /// One page of payments of any merchant in `merchants` matching
+    /// `filter`, newest (highest id) first, with ids below `before_id`;
+    /// and whether more follow. Walks every payment, keeping only ids, then
+    /// copies the page: for back-office use, not the authorization path.
+    pub(crate) fn list_page(
+        &self,
+        merchants: &[u32],
+        filter: &ListFilter<'_>,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> (Vec<Payment>, bool) {
+        let before = before_id.unwrap_or(u64::MAX);
+        let mut ids = Vec::new();
+        self.state.for_each(|p| {
+            if p.id < before && merchants.contains(&p.merchant) && filter.matches(p) {
+                ids.push(p.id);
+            }
+        });
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let more = ids.len() > limit;
+        let page = ids
+            .iter()
+            .take(limit)
+            .filter_map(|&id| self.state.get(id))
+            .collect();
+        (page, more)
+    }
+
+    /// Refunds cart lines of payment `id` of merchant `m` (see
+    /// [`Payment::refund_lines`]). Returns the journal sequence to wait for
+    /// and the refund's authorization code.
+    ///
+    /// # Errors
+    /// 58 when the merchant may not refund; 25 when there is no such
+    /// payment for `m`; the lifecycle's 12 and 13; 96 when the journal fails.
+    pub(crate) fn refund_lines(
+        &self,
+        m: u32,
+        id: u64,
+        lines: &[crate::lifecycle::LineRefund<'_>],
+    ) -> Result<(u64, [u8; 6]), Code> {
+        let merchant = self.merchants.get(m as usize).ok_or(Code::INVALID_MERCHANT)?;
+        if !merchant.enabled {
+            return Err(Code::INVALID_MERCHANT);
+        }
+        if !merchant.refunds_allowed {
+            return Err(Code::NOT_PERMITTED_TERMINAL);
+        }
+        let now_ms = self.clock.now_ms();
+        let journal = &self.journal;
+        let seq = self.state.with_payment(id, |p| {
+            if p.merchant != m {
+                return Err(Code::UNABLE_TO_LOCATE);
+            }
+            let saved = p.clone();
+            p.refund_lines(lines, now_ms)?;
+            journal.record(&Change::Updated(p), true).inspect_err(|_| {
+                // Not journaled, so not done: put the payment back.
+                *p = saved;
+            })
+        });
+        let seq = seq.ok_or(Code::UNABLE_TO_LOCATE)??;
+        Ok((seq, self.assign_auth_code()))
     }
 }
 
@@ -721,5 +805,70 @@ mod props {
                 }
             }
         }
+    }
+}
+
+impl Engine {
+    /// Applies one recovered item (snapshot or record) to the state.
+    ///
+    /// # Errors
+    /// When a payload does not decode: recovery stops with the sequence.
+    pub(crate) fn replay(&self, item: journal::Replay<'_>) -> Result<(), journal::BoxError> {
+        match item {
+            journal::Replay::Snapshot { bytes, .. } => {
+                let s = crate::record::decode_snapshot(bytes)?;
+                for p in s.payments {
+                    self.state.restore(p);
+                }
+                for (k, t) in s.index {
+                    self.state.index(k, t);
+                }
+                for (k, a) in s.answers {
+                    self.idempotency.store(k, a);
+                }
+            }
+            journal::Replay::Record(r) if r.record_type == crate::record::RECORD_PAYMENT => {
+                let rec = crate::record::decode(r.payload)?;
+                self.state.restore(rec.payment);
+                if let Some((k, t)) = rec.index {
+                    self.state.index(k, t);
+                }
+                if let Some((k, a)) = rec.answer {
+                    self.idempotency.store(k, a);
+                }
+            }
+            journal::Replay::Record(r) => {
+                return Err(format!("record {} has unknown type {}", r.seq, r.record_type).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// After recovery: queue the holds of uncaptured payments.
+    pub(crate) fn requeue_holds(&self) {
+        self.state.requeue_holds(|p| {
+            self.merchants.get(p.merchant as usize).map_or(p.created_ms, |m| m.hold_end(p.created_ms).0)
+        });
+    }
+
+    /// Writes a snapshot (blocking: run it on a blocking thread).
+    ///
+    /// # Errors
+    /// When the journal refuses it; the journal stays usable.
+    pub(crate) fn snapshot(&self, buf: &mut Vec<u8>) -> anyhow::Result<Option<u64>> {
+        let crate::journal_stage::JournalStage::On(on) = &self.journal else { return Ok(None) };
+        let seq = on.journal.last_seq();
+        if !self.epochs.flip_and_wait(std::time::Duration::from_secs(5)) {
+            anyhow::bail!("changes still in progress after 5 s; snapshot skipped");
+        }
+        on.journal.wait_durable_blocking(seq)?;
+        crate::record::encode_snapshot(
+            buf,
+            &mut |f| self.state.for_each(|p| f(p)),
+            &mut |f| self.state.for_each_index(|k, t| f(k, t)),
+            &mut |f| self.idempotency.for_each(|k, a| f(k, a)),
+        );
+        on.journal.snapshot(seq, buf)?;
+        Ok(Some(seq))
     }
 }

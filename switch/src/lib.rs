@@ -24,6 +24,7 @@ mod iso_cli;
 mod journal_stage;
 mod lifecycle;
 mod metrics;
+mod record;
 mod request;
 mod risk_stage;
 mod server;
@@ -63,6 +64,8 @@ pub struct Running {
     cancel: CancellationToken,
     /// Every task, to wait for on shutdown.
     tracker: TaskTracker,
+    /// The pipeline, to close its journal last.
+    engine: Arc<engine::Engine>,
 }
 
 impl Running {
@@ -72,6 +75,8 @@ impl Running {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        let engine = self.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.journal.shutdown()).await;
     }
 
     /// A token that shuts the switch down when cancelled.
@@ -166,6 +171,7 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
         http_addr: http_listener.local_addr()?,
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        engine: engine.clone(),
     };
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
 
@@ -201,16 +207,8 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     );
     // Internal frames: the listener is bound; its handler lands with the
     // internal-frame API (connections are closed until then).
-    let frames = server::Listener {
-        listener: frame_listener,
-        limit,
-        name: "frame",
-    };
-    tracker.spawn(frames.run(
-        cancel.clone(),
-        tracker.clone(),
-        |stream, _cancel| async move { drop(stream) },
-    ));
+    let frames = server::Listener { listener: frame_listener, limit, name: "frame" };
+    tracker.spawn(frames.run(cancel.clone(), tracker.clone(), |stream, _cancel| async move { drop(stream) }));
 
     let http_state = Arc::new(http::HttpState {
         prometheus,
@@ -233,10 +231,68 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     if engine.risk.source().is_some() {
         tracker.spawn(policy_reloader(engine.clone(), cancel.clone()));
     }
+    tracker.spawn(snapshot_loop(engine.clone(), Duration::from_secs(config.journal.snapshot_interval_s), cancel.clone()));
     tracker.spawn(sweep_loop(engine, config.limits.clone(), cancel.clone()));
     http_state.ready.store(true, Ordering::Release);
     tracing::info!(iso = %running.iso_addr, frame = %running.frame_addr, http = %running.http_addr, "switch ready");
     Ok(running)
+}
+
+/// Opens the journal in `<data_dir>/journal` and replays it into `engine`.
+fn open_journal(config: &Config, engine: &engine::Engine) -> anyhow::Result<journal::Journal> {
+    let dir = config.listeners.data_dir.join("journal");
+    let mut jc = journal::Config::new(&dir);
+    jc.ack = if config.journal.ack == "immediate" { journal::AckMode::Immediate } else { journal::AckMode::Durable };
+    jc.flush_interval = Duration::from_millis(config.journal.flush_interval_ms);
+    jc.queue_wait = Duration::from_millis(config.journal.enqueue_timeout_ms);
+    jc.repair = config.journal.repair;
+    let (journal, report) = journal::Journal::open(jc, Arc::new(journal::OsStorage), |item| engine.replay(item))
+        .with_context(|| format!("recovering the journal in {} (see `switch journal verify`; `--repair` keeps the valid prefix)", dir.display()))?;
+    if let Some(d) = &report.truncated {
+        tracing::warn!(file = %d.file.display(), offset = d.offset, "journal: torn tail truncated");
+    }
+    for d in &report.dropped {
+        tracing::warn!(file = %d.file.display(), offset = d.offset, "journal --repair: dropped damaged data");
+    }
+    ::metrics::gauge!("switch_journal_replay_seconds").set(report.elapsed.as_secs_f64());
+    tracing::info!(
+        snapshot_seq = ?report.snapshot_seq,
+        records = report.records_replayed,
+        payments = engine.state.len(),
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "journal recovered"
+    );
+    Ok(journal)
+}
+
+/// Writes a snapshot every `interval` on a blocking thread.
+async fn snapshot_loop(engine: Arc<engine::Engine>, interval: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut buf = Vec::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let e = engine.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = e.snapshot(&mut buf);
+            (r, buf)
+        })
+        .await;
+        match result {
+            Ok((r, b)) => {
+                buf = b;
+                match r {
+                    Ok(seq) => tracing::info!(?seq, bytes = buf.len(), "snapshot written"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "snapshot failed"),
+                }
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// How often the policy file is checked for changes.

@@ -453,6 +453,66 @@ impl Payment {
     }
 }
 
+/// One cart line to refund, as a refund request names it: the item and
+/// unit price of a line sold with the payment, and how many to refund.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LineRefund<'a> {
+    /// Item name or SKU, as sold.
+    pub(crate) item: &'a str,
+    /// How many to refund.
+    pub(crate) quantity: u32,
+    /// Price of one, as sold, minor units.
+    pub(crate) unit_price_minor: u64,
+}
+
+impl Payment {
+    /// Refunds cart lines: the amount is the sum of quantity × unit price,
+    /// and each line must match a sold line (item and unit price) with that
+    /// much quantity not yet refunded. Returns the refund's index.
+    ///
+    /// # Errors
+    /// 12 when the payment has no cart or a line matches none of it; 13
+    /// when a line asks more than is left to refund on it; then as
+    /// [`Payment::refund`].
+    pub(crate) fn refund_lines(
+        &mut self,
+        lines: &[LineRefund<'_>],
+        now_ms: u64,
+    ) -> Result<u8, Code> {
+        let cart = self.extras.as_ref().map_or(&[][..], |e| e.cart.as_slice());
+        if cart.is_empty() || lines.is_empty() || lines.len() > CART_LINES_MAX {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        // Quantity asked per cart line, so repeats of one line add up.
+        let mut asked = [0u32; CART_LINES_MAX];
+        let mut total_minor: u64 = 0;
+        for line in lines {
+            let i = cart
+                .iter()
+                .position(|c| c.item == line.item && c.unit_price_minor == line.unit_price_minor)
+                .ok_or(Code::INVALID_TRANSACTION)?;
+            let (Some(slot), Some(sold)) = (asked.get_mut(i), cart.get(i)) else {
+                return Err(Code::INVALID_TRANSACTION);
+            };
+            *slot = slot.checked_add(line.quantity).ok_or(Code::INVALID_AMOUNT)?;
+            if u64::from(sold.refunded_quantity) + u64::from(*slot) > u64::from(sold.quantity) {
+                return Err(Code::INVALID_AMOUNT);
+            }
+            total_minor = u64::from(line.quantity)
+                .checked_mul(line.unit_price_minor)
+                .and_then(|t| total_minor.checked_add(t))
+                .ok_or(Code::INVALID_AMOUNT)?;
+        }
+        let index = self.refund(total_minor, self.currency, now_ms)?;
+        if let Some(extras) = self.extras.as_mut() {
+            for (sold, n) in extras.cart.iter_mut().zip(asked) {
+                sold.refunded_quantity += n;
+            }
+        }
+        Ok(index)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -589,5 +649,52 @@ pub(crate) mod tests {
         assert_eq!(p.flag_reasons, "blocklist");
         p.flag("velocity", 99);
         assert_eq!(p.flag_reasons, "blocklist,velocity");
+    }
+
+    #[test]
+    fn refund_by_cart_lines() {
+        let mut p = payment(Kind::Sale, 3000);
+        let line = |item, quantity, unit_price_minor| LineRefund {
+            item,
+            quantity,
+            unit_price_minor,
+        };
+        assert_eq!(
+            p.refund_lines(&[line("tea", 1, 500)], 1),
+            Err(Code::INVALID_TRANSACTION),
+            "no cart"
+        );
+        let item = |item: &str, quantity, unit_price_minor| CartItem {
+            item: item.into(),
+            quantity,
+            unit_price_minor,
+            refunded_quantity: 0,
+        };
+        p.extras = Some(Box::new(Extras {
+            cart: vec![item("tea", 2, 500), item("pot", 1, 2000)],
+            ..Extras::default()
+        }));
+        assert_eq!(
+            p.refund_lines(&[line("tea", 1, 400)], 1),
+            Err(Code::INVALID_TRANSACTION),
+            "price must match"
+        );
+        assert_eq!(
+            p.refund_lines(&[line("tea", 2, 500), line("tea", 1, 500)], 1),
+            Err(Code::INVALID_AMOUNT),
+            "repeats add up"
+        );
+        assert_eq!(p.refund_lines(&[line("tea", 1, 500)], 2), Ok(0));
+        assert_eq!((p.refunded_minor(), p.status), (500, Status::PartiallyRefunded));
+        assert_eq!(
+            p.refund_lines(&[line("tea", 2, 500)], 3),
+            Err(Code::INVALID_AMOUNT)
+        );
+        assert_eq!(
+            p.refund_lines(&[line("tea", 1, 500), line("pot", 1, 2000)], 3),
+            Ok(1)
+        );
+        assert_eq!(p.status, Status::Refunded);
+        assert_eq!(p.extras.as_ref().map(|e| e.cart[0].refunded_quantity), Some(2));
     }
 }

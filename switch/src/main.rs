@@ -30,6 +30,9 @@ struct Cli {
     /// Journal acknowledgement: durable or immediate.
     #[arg(long)]
     journal_ack: Option<String>,
+    /// Start from the valid prefix of a corrupt journal, reporting what is dropped.
+    #[arg(long)]
+    repair: bool,
     /// Operator tools; without one, the switch runs.
     #[command(subcommand)]
     command: Option<Command>,
@@ -114,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         http_addr: cli.http_addr,
         data_dir: cli.data_dir,
         journal_ack: cli.journal_ack,
+        repair: cli.repair,
     };
     let overrides = Overrides::from_env()?.then(flags);
     let config = Config::load(cli.config.as_deref(), overrides)?;

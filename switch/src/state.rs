@@ -129,6 +129,42 @@ impl State {
         Ok(())
     }
 
+    /// Removes a payment that could not be journaled, with its index entries.
+    pub(crate) fn remove(&self, id: u64, key: Option<OriginalKey>) {
+        if let Some((_, p)) = self.payments.remove(&id) {
+            self.by_rrn.remove(&(p.merchant, p.rrn, p.auth_code));
+        }
+        if let Some(k) = key {
+            self.by_original.remove(&k);
+        }
+    }
+
+    /// Puts a recovered payment image in place (replay: last image wins).
+    pub(crate) fn restore(&self, payment: Payment) {
+        let id = payment.id;
+        if payment.status != Status::Declined {
+            self.by_rrn.insert((payment.merchant, payment.rrn, payment.auth_code), id);
+        }
+        self.bump_id(id);
+        self.payments.insert(id, payment);
+    }
+
+    /// Queues the hold of every uncaptured payment (after recovery).
+    pub(crate) fn requeue_holds(&self, due: impl Fn(&Payment) -> u64) {
+        for p in self.payments.iter() {
+            if p.status == Status::Uncaptured {
+                self.holds.push(Hold { due_ms: due(&p), payment: p.id });
+            }
+        }
+    }
+
+    /// Every index entry (snapshots).
+    pub(crate) fn for_each_index(&self, mut f: impl FnMut(&OriginalKey, &Target)) {
+        for e in self.by_original.iter() {
+            f(e.key(), e.value());
+        }
+    }
+
     /// Indexes a later message (capture, refund) under its own key.
     pub(crate) fn index(&self, key: OriginalKey, target: Target) {
         self.by_original.insert(key, target);

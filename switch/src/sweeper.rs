@@ -47,6 +47,7 @@ impl Sweeper {
                 break;
             }
             self.due.pop();
+            let _epoch = engine.epochs.enter();
             let changed = engine.state.with_payment(id, |p| {
                 let auto = engine
                     .merchants

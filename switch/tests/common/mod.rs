@@ -63,6 +63,7 @@ impl TestSwitch {
             http_addr: local(),
             data_dir: Some(dir.clone()),
             journal_ack: None,
+            repair: false,
         };
         let mut config = Config::load(None, overrides).expect("config");
         edit(&mut config);
