@@ -3,7 +3,7 @@
 use super::bitmap::Bitmap;
 use super::error::{DecodeError, DecodeErrorKind};
 use super::spec::{BinaryEncoding, FieldSpec, FieldType, LenKind, Profile};
-use super::{content_ok, hex_value, Mti, MESSAGE_BYTES_MAX};
+use super::{content_ok, hex_ok, hex_value, Mti, MESSAGE_BYTES_MAX};
 
 /// Where a field's content lies in the message: start and length in bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -119,6 +119,9 @@ impl<'a> Message<'a> {
         Self::decode_inner(profile, buf, true)
     }
 
+    // Inlined into both callers so the large `Message` is built in place
+    // rather than copied out of a tuple.
+    #[inline(always)]
     fn decode_inner(
         profile: &'static Profile,
         buf: &'a [u8],
@@ -144,26 +147,39 @@ impl<'a> Message<'a> {
             bitmap.0 |= u128::from(read_bitmap_half(&mut cur, profile.bitmap)?);
         }
         let mut spans = [Span::default(); 129];
-        let mut good = Bitmap(bitmap.0 & (1u128 << 127));
+        // Present fields minus those that failed; an error that stops
+        // decoding also drops every field after it.
+        let mut good = bitmap;
         let mut first_error = None;
-        for n in bitmap.fields() {
-            let spec = profile
-                .fields
-                .get(usize::from(n))
-                .ok_or(cur.error(n, DecodeErrorKind::BadBitmap))?;
-            match read_field(&mut cur, profile, n, spec) {
-                Ok(span) => {
-                    if let Some(slot) = spans.get_mut(usize::from(n)) {
-                        *slot = span;
+        // Walk each 64-bit half on its own: cheaper than u128 shifts.
+        let halves = [(bitmap.0 >> 64) as u64 & !(1u64 << 63), bitmap.0 as u64];
+        'fields: for (half, base) in halves.into_iter().zip([0u8, 64]) {
+            let mut bits = half;
+            while bits != 0 {
+                let lead = bits.leading_zeros();
+                bits ^= 1u64 << (63 - lead);
+                // lead <= 63, so n is 2..=128.
+                let n = base + lead as u8 + 1;
+                let spec = profile
+                    .fields
+                    .get(usize::from(n))
+                    .ok_or(cur.error(n, DecodeErrorKind::BadBitmap))?;
+                match read_field(&mut cur, profile, n, spec) {
+                    Ok(span) => {
+                        if let Some(slot) = spans.get_mut(usize::from(n)) {
+                            *slot = span;
+                        }
                     }
-                    good.set(n);
-                }
-                Err(e) => {
-                    first_error = first_error.or(Some(e));
-                    // Content errors leave the cursor after the field.
-                    let content_only = matches!(e.kind, DecodeErrorKind::BadContent(_));
-                    if !lenient || !content_only {
-                        break;
+                    Err(e) => {
+                        first_error = first_error.or(Some(e));
+                        // Content errors leave the cursor after the field.
+                        let content_only = matches!(e.kind, DecodeErrorKind::BadContent(_));
+                        if !lenient || !content_only {
+                            // Field n is bit 128 - n: drop it and all below.
+                            good.0 &= !((1u128 << (129 - u32::from(n))) - 1);
+                            break 'fields;
+                        }
+                        good.0 &= !(1u128 << (128 - u32::from(n)));
                     }
                 }
             }
@@ -327,6 +343,8 @@ fn read_bitmap_half(cur: &mut Cursor<'_>, encoding: BinaryEncoding) -> Result<u6
     }
 }
 
+// Inlined: called once per field, the call itself cost a fifth of a decode.
+#[inline(always)]
 fn read_field(
     cur: &mut Cursor<'_>,
     profile: &Profile,
@@ -371,7 +389,7 @@ fn read_field(
     let content = cur.take(len, n)?;
     let binary_hex = spec.ty == FieldType::B && profile.binary == BinaryEncoding::Hex;
     let ok = if binary_hex {
-        content.iter().all(|&c| hex_value(c).is_some())
+        hex_ok(content)
     } else {
         content_ok(spec.ty, content)
     };
