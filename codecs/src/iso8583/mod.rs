@@ -135,6 +135,7 @@ const CLASS_HEX: u8 = 16;
 /// The classes of every byte value: one load per byte checks any type.
 static CLASSES: [u8; 256] = classes();
 
+#[allow(clippy::indexing_slicing, reason = "i < 256 indexes a 256-entry table")]
 const fn classes() -> [u8; 256] {
     let mut table = [0u8; 256];
     let mut i = 0;
