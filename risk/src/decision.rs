@@ -100,47 +100,116 @@ pub struct Fired {
     pub reason: &'static str,
 }
 
-/// The rules that fired, in evaluation order, in a fixed array: no allocation.
+/// Why a rule fired; a byte in [`FiredRules`], words via [`Reason::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Reason {
+    CardBlocked,
+    BinBlocked,
+    TerminalBlocked,
+    AmountChannel,
+    AmountTerminal,
+    ScaRequired,
+    EciAttempted,
+    Count60s,
+    Count1h,
+    Count24h,
+    Amount60s,
+    Amount1h,
+    Amount24h,
+    Watched,
+    ScoreDecline,
+    ScoreFlag,
+}
+
+impl Reason {
+    pub(crate) const COUNT_WINDOWS: [Reason; 3] =
+        [Reason::Count60s, Reason::Count1h, Reason::Count24h];
+    pub(crate) const AMOUNT_WINDOWS: [Reason; 3] =
+        [Reason::Amount60s, Reason::Amount1h, Reason::Amount24h];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Reason::CardBlocked => "card on the block list",
+            Reason::BinBlocked => "card's BIN in a blocked range",
+            Reason::TerminalBlocked => "terminal on the block list",
+            Reason::AmountChannel => "amount over the merchant's limit for the channel",
+            Reason::AmountTerminal => "amount over the terminal's limit",
+            Reason::ScaRequired => "e-commerce not authenticated (ECI 07) above the SCA threshold",
+            Reason::EciAttempted => "3-D Secure attempted, not completed (ECI 06/01)",
+            Reason::Count60s => "attempts over the 60 s count limit",
+            Reason::Count1h => "attempts over the 1 h count limit",
+            Reason::Count24h => "attempts over the 24 h count limit",
+            Reason::Amount60s => "amount over the 60 s amount limit",
+            Reason::Amount1h => "amount over the 1 h amount limit",
+            Reason::Amount24h => "amount over the 24 h amount limit",
+            Reason::Watched => "card on the watch list (marked scam)",
+            Reason::ScoreDecline => "score at or above the policy's decline score",
+            Reason::ScoreFlag => "score at or above the policy's flag score",
+        }
+    }
+}
+
+/// The rules that fired, in evaluation order, in two fixed byte arrays:
+/// no allocation, and a [`Decision`] small enough to return in registers.
 #[derive(Clone, Copy)]
 pub struct FiredRules {
-    /// Slots; only the first `len` are meaningful.
-    entries: [Fired; RuleId::COUNT],
+    /// Rules; only the first `len` are meaningful.
+    rules: [RuleId; RuleId::COUNT],
+    /// Their reasons, parallel to `rules`.
+    reasons: [Reason; RuleId::COUNT],
     /// How many fired.
     len: u8,
 }
 
 impl FiredRules {
-    const EMPTY: Fired = Fired {
-        rule: RuleId::Score,
-        reason: "",
-    };
-
     fn new() -> FiredRules {
         FiredRules {
-            entries: [Self::EMPTY; RuleId::COUNT],
+            rules: [RuleId::Score; RuleId::COUNT],
+            reasons: [Reason::ScoreFlag; RuleId::COUNT],
             len: 0,
         }
     }
 
-    /// Each rule fires at most once, so the array never fills; a second push
-    /// of one rule is a programming error.
-    fn push(&mut self, fired: Fired) {
-        debug_assert!(!self.as_slice().iter().any(|f| f.rule == fired.rule));
-        if let Some(slot) = self.entries.get_mut(usize::from(self.len)) {
-            *slot = fired;
+    /// Each rule fires at most once, so the arrays never fill; a second
+    /// push of one rule is a programming error.
+    fn push(&mut self, rule: RuleId, reason: Reason) {
+        debug_assert!(!self.iter().any(|f| f.rule == rule));
+        let at = usize::from(self.len);
+        if at < RuleId::COUNT {
+            self.rules[at] = rule;
+            self.reasons[at] = reason;
             self.len += 1;
         }
     }
 
+    /// How many rules fired.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether no rule fired.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `index`th rule that fired.
+    pub fn get(&self, index: usize) -> Option<Fired> {
+        (index < self.len()).then(|| Fired {
+            rule: self.rules[index],
+            reason: self.reasons[index].as_str(),
+        })
+    }
+
     /// The fired rules in order.
-    pub fn as_slice(&self) -> &[Fired] {
-        &self.entries[..usize::from(self.len)]
+    pub fn iter(&self) -> impl Iterator<Item = Fired> + '_ {
+        (0..self.len()).filter_map(|index| self.get(index))
     }
 }
 
 impl std::fmt::Debug for FiredRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.as_slice()).finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -229,21 +298,15 @@ impl Verdict {
     }
 
     /// Records a rule that only adds to the score.
-    pub(crate) fn score(&mut self, rule: RuleId, reason: &'static str, score: u32) {
-        self.decision.fired.push(Fired { rule, reason });
+    pub(crate) fn score(&mut self, rule: RuleId, reason: Reason, score: u32) {
+        self.decision.fired.push(rule, reason);
         self.decision.score = self.decision.score.saturating_add(score);
     }
 
     /// Records a declining rule; the highest-priority code wins
     /// (59 before 65 before 61 before 1A before 05).
-    pub(crate) fn decline(
-        &mut self,
-        rule: RuleId,
-        reason: &'static str,
-        code: ResponseCode,
-        flag: bool,
-    ) {
-        self.decision.fired.push(Fired { rule, reason });
+    pub(crate) fn decline(&mut self, rule: RuleId, reason: Reason, code: ResponseCode, flag: bool) {
+        self.decision.fired.push(rule, reason);
         self.code = Some(self.code.map_or(code, |old| old.min(code)));
         if flag && rule != RuleId::Score {
             self.decision.score = self.decision.score.saturating_add(SCORE_FLAGGING_DECLINE);
@@ -252,8 +315,8 @@ impl Verdict {
     }
 
     /// Marks the payment flagged without declining.
-    pub(crate) fn flag(&mut self, rule: RuleId, reason: &'static str) {
-        self.decision.fired.push(Fired { rule, reason });
+    pub(crate) fn flag(&mut self, rule: RuleId, reason: Reason) {
+        self.decision.fired.push(rule, reason);
         self.flagged = true;
     }
 

@@ -59,11 +59,10 @@ macro_rules! decisions_total {
 /// `rule="none"`), and `switch_risk_flagged_total` for flagged payments.
 pub(crate) fn decision(decision: &Decision) {
     let action = decision.action;
-    let fired = decision.fired.as_slice();
-    if fired.is_empty() {
+    if decision.fired.is_empty() {
         decisions_total!("none", action);
     }
-    for fired in fired {
+    for fired in decision.fired.iter() {
         match fired.rule {
             RuleId::BlocklistCard => decisions_total!("blocklist_card", action),
             RuleId::BlocklistBin => decisions_total!("blocklist_bin", action),

@@ -71,6 +71,24 @@ pub(crate) struct Totals {
     pub(crate) marked: bool,
 }
 
+/// Which totals the caller will compare, so the others are not summed:
+/// recording always updates every window, summing touches only these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Need {
+    /// 60 s, 1 h, 24 h.
+    pub(crate) windows: [bool; 3],
+    /// Whether amounts are summed as well as counts.
+    pub(crate) amounts: bool,
+}
+
+impl Need {
+    #[cfg(test)]
+    pub(crate) const ALL: Need = Need {
+        windows: [true; 3],
+        amounts: true,
+    };
+}
+
 #[derive(Clone, Copy, Default)]
 struct Bucket {
     /// `now_ms / bucket_ms` of the period this bucket holds.
@@ -114,39 +132,40 @@ impl Windows {
         }; DAY_BUCKETS],
     };
 
-    fn record(&mut self, now_ms: u64, amount_minor: u64) -> Totals {
+    fn record(&mut self, now_ms: u64, amount_minor: u64, need: Need) -> Totals {
         let next = usize::from(self.recent_next);
         self.recent_ms[next] = now_ms;
         self.recent_amount_minor[next] = amount_minor;
         self.recent_next = ((next + 1) % RECENT_EVENTS_MAX) as u8;
         self.recent_len = (usize::from(self.recent_len) + 1).min(RECENT_EVENTS_MAX) as u8;
+        let hour_epoch = add_to_bucket(&mut self.hour, HOUR_BUCKET_MS, now_ms, amount_minor);
+        let day_epoch = add_to_bucket(&mut self.day, DAY_BUCKET_MS, now_ms, amount_minor);
 
         let mut totals = Totals::default();
-        let used = usize::from(self.recent_len);
-        for (&at_ms, &amount) in self.recent_ms[..used]
-            .iter()
-            .zip(&self.recent_amount_minor[..used])
-        {
-            if now_ms.saturating_sub(at_ms) < WINDOW_MS[0] {
-                totals.count[0] += 1;
-                totals.amount_minor[0] = totals.amount_minor[0].saturating_add(amount);
+        if need.windows[0] {
+            let used = usize::from(self.recent_len);
+            for (i, &at_ms) in self.recent_ms[..used].iter().enumerate() {
+                if now_ms.saturating_sub(at_ms) < WINDOW_MS[0] {
+                    totals.count[0] += 1;
+                    if need.amounts {
+                        let amount = self.recent_amount_minor[i];
+                        totals.amount_minor[0] = totals.amount_minor[0].saturating_add(amount);
+                    }
+                }
             }
         }
-        (totals.count[1], totals.amount_minor[1]) =
-            record_bucket(&mut self.hour, HOUR_BUCKET_MS, now_ms, amount_minor);
-        (totals.count[2], totals.amount_minor[2]) =
-            record_bucket(&mut self.day, DAY_BUCKET_MS, now_ms, amount_minor);
+        if need.windows[1] {
+            (totals.count[1], totals.amount_minor[1]) = sum_buckets(&self.hour, hour_epoch);
+        }
+        if need.windows[2] {
+            (totals.count[2], totals.amount_minor[2]) = sum_buckets(&self.day, day_epoch);
+        }
         totals
     }
 }
 
-/// Adds an event to its bucket and sums the buckets inside the window.
-fn record_bucket(
-    buckets: &mut [Bucket],
-    bucket_ms: u64,
-    now_ms: u64,
-    amount_minor: u64,
-) -> (u32, u64) {
+/// Adds an event to its bucket; returns the bucket's epoch.
+fn add_to_bucket(buckets: &mut [Bucket], bucket_ms: u64, now_ms: u64, amount_minor: u64) -> u32 {
     let epoch = (now_ms / bucket_ms) as u32;
     let len = buckets.len();
     let bucket = &mut buckets[epoch as usize % len];
@@ -159,10 +178,14 @@ fn record_bucket(
     }
     bucket.count = bucket.count.saturating_add(1);
     bucket.amount_minor = bucket.amount_minor.saturating_add(amount_minor);
+    epoch
+}
 
+/// Sums the buckets inside the window ending in `epoch`.
+fn sum_buckets(buckets: &[Bucket], epoch: u32) -> (u32, u64) {
     let (mut count, mut amount) = (0u32, 0u64);
-    for bucket in buckets.iter() {
-        if (epoch.saturating_sub(bucket.epoch) as usize) < len {
+    for bucket in buckets {
+        if (epoch.saturating_sub(bucket.epoch) as usize) < buckets.len() {
             count = count.saturating_add(bucket.count);
             amount = amount.saturating_add(bucket.amount_minor);
         }
@@ -170,10 +193,16 @@ fn record_bucket(
     (count, amount)
 }
 
-/// A key's slot in a shard's slab, linked into the shard's LRU list.
+/// A key's slot in a shard's slab.
 struct Slot {
     key: Key,
     windows: Windows,
+}
+
+/// A slot's place in the shard's LRU list; kept apart from the slots so
+/// relinking touches a small, dense array instead of two cold slots.
+#[derive(Clone, Copy)]
+struct Link {
     /// Towards the most recently seen.
     prev: u32,
     /// Towards the least recently seen.
@@ -185,6 +214,8 @@ struct Shard {
     index: HashMap<Key, u32, KeyHasherBuild>,
     /// Slab; grows to `slots_max` within its preallocated capacity.
     slots: Vec<Slot>,
+    /// LRU links, parallel to `slots`.
+    links: Vec<Link>,
     /// Most recently seen slot.
     head: u32,
     /// Least recently seen slot: the one evicted.
@@ -207,6 +238,7 @@ impl Shard {
         Shard {
             index: HashMap::with_capacity_and_hasher(slots_max * 2, KeyHasherBuild::default()),
             slots: Vec::with_capacity(slots_max),
+            links: Vec::with_capacity(slots_max),
             head: NIL,
             tail: NIL,
             marked: HashSet::with_hasher(KeyHasherBuild::default()),
@@ -214,7 +246,13 @@ impl Shard {
         }
     }
 
-    fn observe(&mut self, key: &Key, now_ms: u64, amount_minor: u64) -> (Totals, Growth) {
+    fn observe(
+        &mut self,
+        key: &Key,
+        now_ms: u64,
+        amount_minor: u64,
+        need: Need,
+    ) -> (Totals, Growth) {
         let (slot, growth) = match self.index.get(key) {
             Some(&slot) => {
                 self.unlink(slot);
@@ -225,7 +263,7 @@ impl Shard {
         self.push_front(slot);
         let mut totals = self.slots[slot as usize]
             .windows
-            .record(now_ms, amount_minor);
+            .record(now_ms, amount_minor, need);
         totals.marked = !self.marked.is_empty() && self.marked.contains(key);
         (totals, growth)
     }
@@ -238,6 +276,8 @@ impl Shard {
             self.slots.push(Slot {
                 key,
                 windows: Windows::EMPTY,
+            });
+            self.links.push(Link {
                 prev: NIL,
                 next: NIL,
             });
@@ -256,30 +296,26 @@ impl Shard {
     }
 
     fn unlink(&mut self, slot: u32) {
-        let (prev, next) = {
-            let s = &self.slots[slot as usize];
-            (s.prev, s.next)
-        };
+        let Link { prev, next } = self.links[slot as usize];
         match prev {
             NIL => self.head = next,
-            prev => self.slots[prev as usize].next = next,
+            prev => self.links[prev as usize].next = next,
         }
         match next {
             NIL => self.tail = prev,
-            next => self.slots[next as usize].prev = prev,
+            next => self.links[next as usize].prev = prev,
         }
     }
 
     fn push_front(&mut self, slot: u32) {
         let old_head = self.head;
-        {
-            let s = &mut self.slots[slot as usize];
-            s.prev = NIL;
-            s.next = old_head;
-        }
+        self.links[slot as usize] = Link {
+            prev: NIL,
+            next: old_head,
+        };
         match old_head {
             NIL => self.tail = slot,
-            head => self.slots[head as usize].prev = slot,
+            head => self.links[head as usize].prev = slot,
         }
         self.head = slot;
     }
@@ -332,13 +368,13 @@ impl Table {
 
     /// Records one event for `key` at `now_ms` and returns the windows'
     /// totals including it.
-    pub(crate) fn observe(&self, key: &Key, now_ms: u64, amount_minor: u64) -> Totals {
+    pub(crate) fn observe(&self, key: &Key, now_ms: u64, amount_minor: u64, need: Need) -> Totals {
         let (totals, growth) = {
             let mut shard = self
                 .shard(key)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            shard.observe(key, now_ms, amount_minor)
+            shard.observe(key, now_ms, amount_minor, need)
         };
         match growth {
             Growth::None => {}
@@ -406,10 +442,10 @@ mod tests {
     #[test]
     fn sixty_second_window_is_half_open() {
         let mut w = Windows::EMPTY;
-        assert_eq!(w.record(1_000, 10).count[0], 1);
-        assert_eq!(w.record(60_999, 10).count[0], 2);
+        assert_eq!(w.record(1_000, 10, Need::ALL).count[0], 1);
+        assert_eq!(w.record(60_999, 10, Need::ALL).count[0], 2);
         // The first event is exactly 60 000 ms old: out.
-        let totals = w.record(61_000, 10);
+        let totals = w.record(61_000, 10, Need::ALL);
         assert_eq!(totals.count[0], 2);
         assert_eq!(totals.amount_minor[0], 20);
         assert_eq!(totals.count[1], 3);
@@ -419,7 +455,7 @@ mod tests {
     fn ring_saturates_above_the_limit() {
         let mut w = Windows::EMPTY;
         for i in 0..40u64 {
-            let totals = w.record(i, 1);
+            let totals = w.record(i, 1, Need::ALL);
             let expected = (i as u32 + 1).min(RECENT_EVENTS_MAX as u32);
             assert_eq!(totals.count[0], expected);
             assert!(totals.count[0] > COUNT_60S_MAX || totals.count[0] == i as u32 + 1);
@@ -429,11 +465,11 @@ mod tests {
     #[test]
     fn hour_window_forgets_at_most_one_bucket_early() {
         let mut w = Windows::EMPTY;
-        w.record(0, 5);
+        w.record(0, 5, Need::ALL);
         // 55 min later: still inside (the bucket of t=0 is 11 buckets back).
-        assert_eq!(w.record(55 * 60_000 - 1, 5).count[1], 2);
+        assert_eq!(w.record(55 * 60_000 - 1, 5, Need::ALL).count[1], 2);
         // 60 min later: out of the hour, inside the day.
-        let totals = w.record(60 * 60_000, 5);
+        let totals = w.record(60 * 60_000, 5, Need::ALL);
         assert_eq!(totals.count[1], 2);
         assert_eq!(totals.count[2], 3);
         assert_eq!(totals.amount_minor[2], 15);
@@ -442,8 +478,8 @@ mod tests {
     #[test]
     fn out_of_order_events_still_count() {
         let mut w = Windows::EMPTY;
-        w.record(10 * DAY_BUCKET_MS, 1);
-        let totals = w.record(10 * DAY_BUCKET_MS - 1, 1);
+        w.record(10 * DAY_BUCKET_MS, 1, Need::ALL);
+        let totals = w.record(10 * DAY_BUCKET_MS - 1, 1, Need::ALL);
         assert_eq!(totals.count, [2, 2, 2]);
     }
 
@@ -451,17 +487,17 @@ mod tests {
     fn full_shard_evicts_least_recently_seen() {
         let mut shard = Shard::new(3);
         for n in 1..=3 {
-            shard.observe(&key(n), 0, 0);
+            shard.observe(&key(n), 0, 0, Need::ALL);
         }
-        shard.observe(&key(1), 1, 0); // 2 is now the oldest
-        let (_, growth) = shard.observe(&key(4), 2, 0);
+        shard.observe(&key(1), 1, 0, Need::ALL); // 2 is now the oldest
+        let (_, growth) = shard.observe(&key(4), 2, 0, Need::ALL);
         assert!(matches!(growth, Growth::Evicted));
         assert!(!shard.index.contains_key(&key(2)));
         for n in [1, 3, 4] {
             assert!(shard.index.contains_key(&key(n)));
         }
         // An evicted key starts again from zero.
-        let (totals, _) = shard.observe(&key(2), 3, 0);
+        let (totals, _) = shard.observe(&key(2), 3, 0, Need::ALL);
         assert_eq!(totals.count[0], 1);
         assert_eq!(shard.slots.len(), 3);
         assert_eq!(shard.slots.capacity(), 3);
@@ -473,15 +509,12 @@ mod tests {
         for n in 0..10_000u32 {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&n.to_le_bytes());
-            table.observe(
-                &Key {
-                    id,
-                    subject: Subject::Card,
-                    currency: 0,
-                },
-                0,
-                0,
-            );
+            let key = Key {
+                id,
+                subject: Subject::Card,
+                currency: 0,
+            };
+            table.observe(&key, 0, 0, Need::ALL);
         }
         assert!(table.len() <= SHARDS * 2);
         assert_eq!(table.len() as u64 + table.evictions(), 10_000);
@@ -495,9 +528,9 @@ mod tests {
         assert_eq!(table.mark(&key(2)), Ok(true));
         assert_eq!(table.mark(&key(3)), Err(WatchListFull { max: 2 }));
         for n in 10..200 {
-            table.observe(&key(n), 0, 0);
+            table.observe(&key(n), 0, 0, Need::ALL);
         }
-        assert!(table.observe(&key(1), 0, 0).marked);
+        assert!(table.observe(&key(1), 0, 0, Need::ALL).marked);
         assert!(table.is_marked(&key(2)));
     }
 }

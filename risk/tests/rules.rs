@@ -22,14 +22,10 @@ fn check(name: &str, policy: &Policy, context: &Context<'_>, expect: Expect, rul
         Action::Decline { code, flagged } => Expect::Decline(code, flagged),
     };
     assert_eq!(got, expect, "{name}: {decision:?}");
-    let fired: Vec<RuleId> = decision.fired.as_slice().iter().map(|f| f.rule).collect();
+    let fired: Vec<RuleId> = decision.fired.iter().map(|f| f.rule).collect();
     assert_eq!(fired, rules, "{name}: fired");
     assert!(
-        decision
-            .fired
-            .as_slice()
-            .iter()
-            .all(|f| !f.reason.is_empty()),
+        decision.fired.iter().all(|f| !f.reason.is_empty()),
         "{name}: reasons"
     );
 }
@@ -426,7 +422,7 @@ fn watch_list_and_score() {
     let decision = evaluate(&policy, &state, &context, 1);
     assert_eq!(decision.action, Action::ApproveFlagged);
     assert_eq!(decision.score, 60);
-    let fired: Vec<RuleId> = decision.fired.as_slice().iter().map(|f| f.rule).collect();
+    let fired: Vec<RuleId> = decision.fired.iter().map(|f| f.rule).collect();
     assert_eq!(fired, [RuleId::WatchList, RuleId::Score]);
     // Watched (60) + attempted (20) ≥ decline score (70): 05, flagged.
     let attempted = ecom(CLEAN_PAN, 1_000, 978, Some(6));

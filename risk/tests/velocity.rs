@@ -30,7 +30,7 @@ fn sixth_attempt_within_60_s_is_declined_and_approved_after() {
     // Sixth, 59 999 ms after the first: inside the window.
     let sixth = evaluate(&policy, &state, &card, T0 + 59_999);
     assert_eq!(sixth.action, VELOCITY_DECLINE);
-    assert_eq!(sixth.fired.as_slice()[0].rule, RuleId::VelocityCard);
+    assert_eq!(sixth.fired.get(0).unwrap().rule, RuleId::VelocityCard);
     // Any after it in the window too.
     assert_eq!(
         evaluate(&policy, &state, &card, T0 + 59_999).action,
@@ -206,7 +206,7 @@ fn day_amount_limit_counts_only_undeclined_amounts_per_currency() {
     let over = evaluate(&policy, &state, &card(1, 978, 4), T0 + 240_000);
     assert_eq!(over.action, VELOCITY_DECLINE);
     assert_eq!(
-        over.fired.as_slice()[0].reason,
+        over.fired.get(0).unwrap().reason,
         "amount over the 24 h amount limit"
     );
     // A day later the amount is free again.
@@ -234,7 +234,7 @@ fn terminal_limits() {
     }
     let fourth = evaluate(&policy, &state, &auth(pans[3]), T0 + 3);
     assert_eq!(fourth.action, VELOCITY_DECLINE);
-    assert_eq!(fourth.fired.as_slice()[0].rule, RuleId::VelocityTerminal);
+    assert_eq!(fourth.fired.get(0).unwrap().rule, RuleId::VelocityTerminal);
     // Same terminal id at another merchant is another terminal.
     let elsewhere = Context {
         merchant_id: MERCHANT_2,
@@ -288,7 +288,7 @@ fn moto_velocity_counts_moto_only() {
     );
     let third = evaluate(&policy, &state, &moto(2), T0 + 360_000);
     assert_eq!(third.action, VELOCITY_DECLINE);
-    assert_eq!(third.fired.as_slice()[0].rule, RuleId::VelocityCardMoto);
+    assert_eq!(third.fired.get(0).unwrap().rule, RuleId::VelocityCardMoto);
     // Card present is not limited by the MO/TO counter.
     assert_eq!(
         evaluate(&policy, &state, &present, T0 + 480_000).action,
@@ -340,7 +340,7 @@ fn two_threads_count_exactly() {
         T0 - T0 % 3_600_000 + PER_THREAD,
     );
     assert_eq!(next.action, VELOCITY_DECLINE);
-    assert_eq!(next.fired.as_slice()[0].rule, RuleId::VelocityCard);
+    assert_eq!(next.fired.get(0).unwrap().rule, RuleId::VelocityCard);
 }
 
 #[test]
@@ -360,9 +360,9 @@ fn velocity_memory_is_bounded() {
         };
         evaluate(&policy, &state, &context, T0);
     }
-    assert!(state.velocity_keys() <= risk::SHARDS * 4 + 1);
+    assert!(state.velocity_keys() <= risk::SHARDS * 4);
     assert_eq!(
         state.velocity_keys() as u64 + state.velocity_evictions(),
-        5_000 + 1
+        5_000
     );
 }

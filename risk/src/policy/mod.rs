@@ -49,12 +49,10 @@ pub(crate) struct VelocityLimits {
 }
 
 impl VelocityLimits {
-    /// Whether any amount limit applies to `currency`; if not, amount
-    /// counters need not be touched.
-    pub(crate) fn limits_amount(&self, currency: u16) -> bool {
-        self.amount_max_minor
-            .iter()
-            .any(|table| table.get(currency).is_some())
+    /// Whether any limit is set, i.e. whether the subject is counted.
+    pub(crate) fn is_active(&self) -> bool {
+        self.count_max.iter().any(Option::is_some)
+            || self.amount_max_minor.iter().any(|t| !t.is_empty())
     }
 }
 
