@@ -67,7 +67,7 @@ pub(crate) struct Writer {
     pub(crate) file_records: u64,
     /// Frames placed but not yet written: one write call per flush.
     pub(crate) batch: Vec<u8>,
-    /// Records placed since the last fsync: bounds one group commit.
+    /// Records placed since the last fsync (the batch-size histogram).
     pub(crate) group_records: usize,
     /// Frames that arrived before their predecessors.
     pub(crate) reorder: Vec<Option<Vec<u8>>>,
@@ -144,7 +144,8 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return self.finish(),
             }
-            while self.group_records < BATCH_RECORDS_MAX {
+            // One batch: up to BATCH_RECORDS_MAX messages per write.
+            for _ in 1..BATCH_RECORDS_MAX {
                 match self.rx.try_recv() {
                     Ok(msg) => self.accept(msg)?,
                     Err(_) => break,

@@ -1,0 +1,119 @@
+//! The journal on the real file system: concurrent tokio appenders awaiting
+//! durability, snapshot, restart, verify and dump, and the replay rate.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use journal::{dump, verify, AckMode, Config, Journal, OsStorage, Replay};
+
+/// A journal, the snapshot it replayed and the type-3 seqs it replayed.
+type Opened = (Journal, Option<(u64, Vec<u8>)>, Vec<u64>);
+
+fn open(config: Config) -> Opened {
+    let mut snapshot = None;
+    let mut seqs = Vec::new();
+    let (journal, _) = Journal::open(config, Arc::new(OsStorage), |item| {
+        match item {
+            Replay::Snapshot { seq, bytes } => snapshot = Some((seq, bytes.to_vec())),
+            // Type 3 records carry their own seq, so order is checkable.
+            Replay::Record(record) if record.record_type == 3 => {
+                assert_eq!(record.payload, record.seq.to_le_bytes());
+                seqs.push(record.seq);
+            }
+            Replay::Record(_) => {}
+        }
+        Ok(())
+    })
+    .unwrap();
+    (journal, snapshot, seqs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_snapshot_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.segment_bytes = journal::SEGMENT_BYTES_MIN;
+    let (journal, _, _) = open(config.clone());
+    let journal = Arc::new(journal);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let got = journal.append(2, &[0; 8]).await.unwrap();
+                journal.ack(got).await.unwrap();
+                assert!(journal.durable_seq() >= got);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(journal.durable_seq(), 400);
+    journal.shutdown().unwrap();
+
+    // Second run writes checkable payloads, snapshots at 450, and stops.
+    let mut config2 = config.clone();
+    config2.ack = AckMode::Immediate;
+    let (journal, snapshot, seqs) = open(config2);
+    assert!(snapshot.is_none());
+    assert!(seqs.is_empty());
+    for seq in 401..=500u64 {
+        assert_eq!(journal.try_append(3, &seq.to_le_bytes()).unwrap(), seq);
+        if seq == 450 {
+            journal.wait_durable(seq).await.unwrap();
+            journal.snapshot(seq, b"state at 450").unwrap();
+        }
+    }
+    journal.shutdown().unwrap();
+    assert_eq!(
+        journal.durable_seq(),
+        500,
+        "shutdown flushes and fsyncs the queue"
+    );
+
+    let report = verify(&OsStorage, dir.path()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let mut dumped = 0;
+    let total = dump(&OsStorage, dir.path(), |_| dumped += 1).unwrap();
+    assert_eq!(total, dumped);
+    assert!(report.segments.last().unwrap().last_seq == Some(500));
+
+    let (journal, snapshot, seqs) = open(config);
+    assert_eq!(snapshot, Some((450, b"state at 450".to_vec())));
+    assert_eq!(seqs, (451..=500).collect::<Vec<_>>());
+    assert_eq!(journal.last_seq(), 500);
+    journal.shutdown().unwrap();
+}
+
+/// Replay rate on the real file system. Debug builds are slow; run with
+/// `cargo test -p journal --release --test os -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run in release"]
+fn replay_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.ack = AckMode::Immediate;
+    // Filling as fast as possible outruns fsync; wait rather than refuse.
+    config.queue_wait = std::time::Duration::from_secs(5);
+    let records = 2_000_000u64;
+    let (journal, _, _) = open(config.clone());
+    let payload = [7u8; 100];
+    for _ in 0..records {
+        journal.append_blocking(1, &payload).unwrap();
+    }
+    journal.shutdown().unwrap();
+    let started = Instant::now();
+    let mut count = 0u64;
+    let (journal, report) = Journal::open(config, Arc::new(OsStorage), |_| {
+        count += 1;
+        Ok(())
+    })
+    .unwrap();
+    let elapsed = started.elapsed();
+    journal.shutdown().unwrap();
+    assert_eq!(count, records);
+    let rate = records as f64 / elapsed.as_secs_f64();
+    eprintln!("replayed {records} records of 100 B in {elapsed:?} ({rate:.0} records/s); report {report:?}");
+    assert!(rate > 1_000_000.0, "replay below 1M records/s: {rate:.0}");
+}
