@@ -1,0 +1,115 @@
+//! The listener: a connection limit taken before `accept()`, each
+//! connection served by axum until shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Most browser connections at once: a terminal has a handful of
+/// operators, each browser opening a few connections.
+pub(crate) const CONNECTIONS_MAX: usize = 256;
+
+/// A TCP listener that holds a permit per open connection.
+#[derive(Debug)]
+pub(crate) struct Limited {
+    /// The bound socket.
+    listener: TcpListener,
+    /// `CONNECTIONS_MAX` permits; one is taken before each `accept()`.
+    permits: Arc<Semaphore>,
+}
+
+impl Limited {
+    /// Wraps a bound listener.
+    pub(crate) fn new(listener: TcpListener) -> Limited {
+        Limited {
+            listener,
+            permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+        }
+    }
+}
+
+/// A connection and its permit, released when the connection is dropped.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    /// The socket.
+    stream: TcpStream,
+    /// Held for the connection's life.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Connection, SocketAddr) {
+        loop {
+            let permit = match self.permits.clone().acquire_owned().await {
+                Ok(permit) => permit,
+                // The semaphore is never closed; wait rather than spin.
+                Err(_) => std::future::pending().await,
+            };
+            if self.permits.available_permits() == 0 {
+                tracing::warn!(
+                    connections_max = CONNECTIONS_MAX,
+                    "connection limit reached"
+                );
+            }
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        Connection {
+                            stream,
+                            _permit: permit,
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off.
+                    tracing::warn!(error = %e, "accept failed");
+                    drop(permit);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,385 @@
+//! The terminal over HTTP without a browser: sign-in, CSRF, session
+//! expiry, limits, headers, and card masking with a real switch.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use common::http::{form, request, Response};
+use common::{csrf_in, TestSwitch, TestTerminal, MASKED_PAN, OPERATOR, PAN, PASSWORD};
+use vterm::Clock;
+
+/// 2026-11-23T11:49:10Z.
+const START_S: u64 = 1_795_434_550;
+
+/// A browser stand-in: keeps cookies between requests.
+struct Agent {
+    addr: SocketAddr,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Agent {
+    fn new(addr: SocketAddr) -> Agent {
+        Agent {
+            addr,
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn keep(&mut self, r: &Response) {
+        for c in r.set_cookies() {
+            let first = c.split(';').next().unwrap_or_default();
+            let (k, v) = first.split_once('=').expect("name=value");
+            if v.is_empty() || c.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: &str) -> Response {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        if !cookie.is_empty() {
+            headers.push(("Cookie", &cookie));
+        }
+        let r = request(self.addr, method, path, &headers, body.as_bytes()).await;
+        self.keep(&r);
+        r
+    }
+
+    async fn get(&mut self, path: &str) -> Response {
+        self.send("GET", path, "").await
+    }
+
+    async fn post(&mut self, path: &str, pairs: &[(&str, &str)]) -> Response {
+        self.send("POST", path, &form(pairs)).await
+    }
+
+    async fn sign_in_as(&mut self, name: &str, password: &str) -> Response {
+        let page = self.get("/login").await;
+        assert_eq!(page.status, 200);
+        let csrf = csrf_in(&page.body);
+        self.post(
+            "/login",
+            &[("name", name), ("password", password), ("csrf", &csrf)],
+        )
+        .await
+    }
+
+    /// Signs in and returns the session's CSRF token.
+    async fn sign_in(&mut self) -> String {
+        let r = self.sign_in_as(OPERATOR, PASSWORD).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.header("location"), Some("/terminal"));
+        let page = self.get("/terminal").await;
+        assert_eq!(page.status, 200);
+        csrf_in(&page.body)
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_or_unknown_operator_is_refused() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut a = Agent::new(t.addr);
+    for (name, password) in [(OPERATOR, "wrong"), ("mallory", PASSWORD), (OPERATOR, "")] {
+        let r = a.sign_in_as(name, password).await;
+        assert_eq!(r.status, 401, "{name}");
+        assert!(r.body.contains("Wrong operator name or password."));
+        assert!(r.cookie("vterm_session").is_none(), "no session on failure");
+    }
+    assert_eq!(a.get("/terminal").await.header("location"), Some("/login"));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_operator_out() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut a = Agent::new(t.addr);
+    for _ in 0..5 {
+        assert_eq!(a.sign_in_as(OPERATOR, "wrong").await.status, 401);
+    }
+    let r = a.sign_in_as(OPERATOR, PASSWORD).await;
+    assert_eq!(r.status, 429);
+    assert!(r.body.contains("Too many failed sign-ins"));
+    t.clock.advance_s(301);
+    assert_eq!(a.sign_in_as(OPERATOR, PASSWORD).await.status, 303);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_and_strict() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut a = Agent::new(t.addr);
+    let r = a.sign_in_as(OPERATOR, PASSWORD).await;
+    let session = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("vterm_session="))
+        .expect("session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    assert!(!session.contains("Secure"), "not configured for HTTPS");
+    let page = a.get("/terminal").await;
+    assert!(page.body.contains(r#"<b id="operator">alice</b>"#));
+    for (header, value) in [
+        ("content-security-policy", "default-src 'none'"),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        assert!(
+            page.header(header).is_some_and(|v| v.contains(value)),
+            "{header}"
+        );
+    }
+    let csrf = csrf_in(&page.body);
+    let r = a.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    assert_eq!(
+        a.get("/terminal").await.header("location"),
+        Some("/login"),
+        "signed out"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn posts_without_the_right_csrf_token_are_forbidden() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut a = Agent::new(t.addr);
+    // Sign-in: the form's token must match the sign-in cookie.
+    a.get("/login").await;
+    let base = [("name", OPERATOR), ("password", PASSWORD)];
+    assert_eq!(a.post("/login", &base).await.status, 403, "no token");
+    assert_eq!(
+        a.post("/login", &[base[0], base[1], ("csrf", "00ff")])
+            .await
+            .status,
+        403,
+        "wrong token"
+    );
+    let mut stranger = Agent::new(t.addr);
+    let page = a.get("/login").await;
+    let token = csrf_in(&page.body);
+    let r = stranger
+        .post("/login", &[base[0], base[1], ("csrf", &token)])
+        .await;
+    assert_eq!(r.status, 403, "a token without its cookie");
+
+    let csrf = a.sign_in().await;
+    let wrong = "0".repeat(csrf.len());
+    let payment = [
+        ("kind", "sale"),
+        ("pan", PAN),
+        ("expiry", "12/30"),
+        ("amount", "1.00"),
+        ("currency", "978"),
+        ("reference", "X"),
+        ("terminal_id", "DEMO0001"),
+    ];
+    for path in [
+        "/payments",
+        "/payments/1/capture",
+        "/payments/1/refund",
+        "/payments/1/cancel",
+        "/logout",
+    ] {
+        let r = a.post(path, &payment).await;
+        assert_eq!(r.status, 403, "{path} without a token");
+        assert!(!r.body.contains(PAN));
+        let mut with_wrong = payment.to_vec();
+        with_wrong.push(("csrf", &wrong));
+        assert_eq!(
+            a.post(path, &with_wrong).await.status,
+            403,
+            "{path} with a wrong token"
+        );
+    }
+    assert_eq!(a.get("/terminal").await.status, 200, "still signed in");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_expire_when_idle() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut a = Agent::new(t.addr);
+    a.sign_in().await;
+    t.clock.advance_s(599);
+    assert_eq!(
+        a.get("/terminal").await.status,
+        200,
+        "used within session_idle_s"
+    );
+    t.clock.advance_s(599);
+    assert_eq!(a.get("/terminal").await.status, 200);
+    t.clock.advance_s(600);
+    let r = a.get("/terminal").await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/login")),
+        "idle for session_idle_s"
+    );
+    assert!(
+        r.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("vterm_session=;")),
+        "the cookie is cleared"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_end_at_their_lifetime_even_when_used() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut a = Agent::new(t.addr);
+    a.sign_in().await;
+    for _ in 0..6 {
+        t.clock.advance_s(590);
+        assert_eq!(a.get("/terminal").await.status, 200);
+    }
+    t.clock.advance_s(70);
+    assert_eq!(
+        a.get("/terminal").await.header("location"),
+        Some("/login"),
+        "session_lifetime_s"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut a = Agent::new(t.addr);
+    let csrf = a.sign_in().await;
+    let big = "x".repeat(20 * 1024);
+    let r = a
+        .post("/payments", &[("csrf", &csrf), ("description", &big)])
+        .await;
+    assert_eq!(r.status, 413);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_card_is_masked_on_every_page_after_submission() {
+    let mut switch = TestSwitch::start().await;
+    let text = common::config_text(switch.frame, &switch.client_id, &switch.secret);
+    let mut t = TestTerminal::start(&text, Clock::System).await;
+    let mut a = Agent::new(t.addr);
+    let csrf = a.sign_in().await;
+
+    // Refused by the form check: the page shows errors, never the card.
+    let typo = "4111111111111112";
+    let r = a
+        .post(
+            "/payments",
+            &[
+                ("csrf", &csrf),
+                ("kind", "preauth"),
+                ("pan", typo),
+                ("expiry", "12/30"),
+                ("cvv2", "987"),
+                ("amount", "12.34"),
+                ("currency", "978"),
+                ("reference", "ORD-TYPO"),
+                ("terminal_id", "DEMO0001"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("check digit"), "{}", r.body);
+    assert!(
+        r.body.contains("ORD-TYPO") && r.body.contains("12.34"),
+        "non-card fields are kept"
+    );
+    assert!(!r.body.contains(typo) && !r.body.contains("987") && !r.body.contains("12/30"));
+
+    // Taken: the result shows the masked card only.
+    let r = a
+        .post(
+            "/payments",
+            &[
+                ("csrf", &csrf),
+                ("kind", "preauth"),
+                ("pan", "4111 1111 1111 1111"),
+                ("expiry", "12/30"),
+                ("cvv2", "987"),
+                ("cardholder_name", "Ada Lovelace"),
+                ("amount", "25.00"),
+                ("currency", "978"),
+                ("reference", "ORD-1"),
+                ("terminal_id", "DEMO0001"),
+            ],
+        )
+        .await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/terminal")));
+    let page = a.get("/terminal").await;
+    assert!(
+        page.body.contains(r#"id="result-verdict">Approved"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(MASKED_PAN));
+    for secret in [PAN, "4111 1111 1111 1111", "987", "Ada Lovelace"] {
+        assert!(!page.body.contains(secret), "{secret} on the result page");
+    }
+    let id = page
+        .body
+        .split(r#"id="result-payment-id"><a href="/payments/"#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("payment id")
+        .to_string();
+    let detail = a.get(&format!("/payments/{id}")).await;
+    assert_eq!(detail.status, 200);
+    assert!(detail.body.contains(MASKED_PAN) && !detail.body.contains(PAN));
+    assert!(detail.body.contains("Uncaptured"));
+
+    // Capture, refund part: the table follows.
+    let r = a
+        .post(
+            &format!("/payments/{id}/capture"),
+            &[("csrf", &csrf), ("back", "/terminal")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let page = a.get("/terminal").await;
+    assert!(
+        page.body
+            .contains(&format!("Capture of payment {id} done. Status: Succeeded.")),
+        "{}",
+        page.body
+    );
+    let r = a
+        .post(
+            &format!("/payments/{id}/refund"),
+            &[
+                ("csrf", &csrf),
+                ("amount", "5.00"),
+                ("back", &format!("/payments/{id}")),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/payments/{id}").as_str())
+    );
+    let detail = a.get(&format!("/payments/{id}")).await;
+    assert!(
+        detail.body.contains("Partially refunded"),
+        "{}",
+        detail.body
+    );
+    assert!(detail.body.contains("5.00 EUR"));
+    assert!(!detail.body.contains(PAN));
+    t.stop().await;
+    switch.stop().await;
+}
