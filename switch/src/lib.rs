@@ -17,11 +17,13 @@ mod clock;
 mod code;
 mod config;
 mod engine;
+mod frames;
 mod http;
 mod idempotency;
 mod iso;
 mod iso_cli;
 mod journal_stage;
+mod keys;
 mod lifecycle;
 mod metrics;
 mod record;
@@ -48,6 +50,7 @@ use tokio_util::task::TaskTracker;
 pub use clock::Clock;
 pub use config::{Config, ConfigError, Overrides, EMBEDDED_DEFAULT};
 pub use iso_cli::{decode_lines, encode_lines};
+pub use keys::{KeyAdmin, KeyInfo, KeysError, Mandate, NewKey, Owner};
 
 /// How often the sweeper runs.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
@@ -205,10 +208,24 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
             server::Handler::new(shared.clone(), stream).run(cancel)
         }),
     );
-    // Internal frames: the listener is bound; its handler lands with the
-    // internal-frame API (connections are closed until then).
-    let frames = server::Listener { listener: frame_listener, limit, name: "frame" };
-    tracker.spawn(frames.run(cancel.clone(), tracker.clone(), |stream, _cancel| async move { drop(stream) }));
+    // Internal frames: API-key log-in, then MO/TO and back-office requests.
+    let frame_shared = Arc::new(frames::FrameShared {
+        engine: engine.clone(),
+        keys: Arc::new(keys::KeyStore::open(&config.listeners.data_dir)),
+        inflight_max: config.limits.inflight_per_connection_max,
+        idle_timeout: Duration::from_secs(config.limits.idle_timeout_s),
+        durable: engine.journal.durable_watch(),
+    });
+    let frames = server::Listener {
+        listener: frame_listener,
+        limit,
+        name: "frame",
+    };
+    tracker.spawn(
+        frames.run(cancel.clone(), tracker.clone(), move |stream, cancel| {
+            frames::FrameHandler::new(frame_shared.clone(), stream).run(cancel)
+        }),
+    );
 
     let http_state = Arc::new(http::HttpState {
         prometheus,

@@ -47,6 +47,83 @@ enum Command {
     },
     /// Prints the embedded default configuration.
     DefaultConfig,
+    /// API keys of the internal-frame listener.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Service-provider mandates: which merchants a provider's keys act for.
+    Mandates {
+        #[command(subcommand)]
+        action: MandatesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Creates a key; prints its client id and secret (shown this once).
+    Create {
+        /// Data directory of the switch (as the server's `--data-dir`).
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The merchant's MID (15 characters); or `--provider`.
+        #[arg(long, required_unless_present = "provider", conflicts_with = "provider")]
+        merchant: Option<String>,
+        /// A service provider's id (`XX-0000-0000`).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Who or what uses the key.
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists keys, secrets masked.
+    List {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Revokes a key at once and for good.
+    Revoke {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The key's client id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MandatesAction {
+    /// Grants a provider a mandate for a merchant.
+    Grant {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The merchant's MID.
+        #[arg(long)]
+        merchant: String,
+        /// The provider id.
+        #[arg(long)]
+        provider: String,
+    },
+    /// Revokes a mandate; the provider's next request is refused.
+    Revoke {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The merchant's MID.
+        #[arg(long)]
+        merchant: String,
+        /// The provider id.
+        #[arg(long)]
+        provider: String,
+    },
+    /// Lists mandates, revoked ones included.
+    List {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +180,8 @@ fn main() -> anyhow::Result<()> {
             print!("{}", switch::EMBEDDED_DEFAULT);
             return Ok(());
         }
+        Some(Command::Keys { action }) => return keys_command(action),
+        Some(Command::Mandates { action }) => return mandates_command(action),
         None => {}
     }
     tracing_subscriber::fmt()
@@ -149,4 +228,76 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn keys_command(action: KeysAction) -> anyhow::Result<()> {
+    match action {
+        KeysAction::Create {
+            data_dir,
+            merchant,
+            provider,
+            name,
+        } => {
+            let owner = match (merchant, provider) {
+                (Some(mid), _) => switch::Owner::Merchant(mid),
+                (None, Some(pid)) => switch::Owner::Provider(pid),
+                (None, None) => anyhow::bail!("--merchant or --provider is required"),
+            };
+            let key = switch::KeyAdmin::new(&data_dir).create_key(owner, &name)?;
+            println!("client_id: {}", key.client_id);
+            println!("secret:    {}", key.secret);
+            eprintln!("The secret is shown this once; only its hash is stored.");
+        }
+        KeysAction::List { data_dir } => {
+            println!("CLIENT_ID     OWNER                     SECRET   CREATED     STATUS   NAME");
+            for k in switch::KeyAdmin::new(&data_dir).keys()? {
+                let owner = match &k.owner {
+                    switch::Owner::Merchant(mid) => format!("merchant {mid}"),
+                    switch::Owner::Provider(pid) => format!("provider {pid}"),
+                };
+                let status = if k.revoked_unix_s.is_some() { "revoked" } else { "active" };
+                println!(
+                    "{:<13} {owner:<25} {:<8} {:<11} {status:<8} {}",
+                    k.client_id, k.secret_hint, k.created_unix_s, k.name
+                );
+            }
+        }
+        KeysAction::Revoke { data_dir, id } => {
+            switch::KeyAdmin::new(&data_dir).revoke_key(&id)?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+fn mandates_command(action: MandatesAction) -> anyhow::Result<()> {
+    match action {
+        MandatesAction::Grant {
+            data_dir,
+            merchant,
+            provider,
+        } => {
+            switch::KeyAdmin::new(&data_dir).grant_mandate(&merchant, &provider)?;
+            println!("granted {provider} a mandate for {merchant}");
+        }
+        MandatesAction::Revoke {
+            data_dir,
+            merchant,
+            provider,
+        } => {
+            switch::KeyAdmin::new(&data_dir).revoke_mandate(&merchant, &provider)?;
+            println!("revoked the mandate of {merchant} to {provider}");
+        }
+        MandatesAction::List { data_dir } => {
+            println!("MERCHANT         PROVIDER      GRANTED     STATUS");
+            for m in switch::KeyAdmin::new(&data_dir).mandates()? {
+                let status = if m.revoked_unix_s.is_some() { "revoked" } else { "in force" };
+                println!(
+                    "{:<16} {:<13} {:<11} {status}",
+                    m.merchant, m.provider, m.granted_unix_s
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,826 @@
+//! The internal-frame edge: connections of the MO/TO virtual terminal and
+//! merchants' back offices (`docs/internal-frames.md`,
+//! `docs/internal-api.md`).
+//!
+//! A connection logs in first (Authenticate, checked by [`KeyStore`]);
+//! anything else first is answered `58` and the connection closed. Then
+//! requests are pipelined: each is checked against the merchants the key
+//! may act for *now* (the key file is re-checked on every request, so a
+//! revocation takes effect at once), mapped to the engine, and answered
+//! with one Response carrying its request id. Answers whose change must be
+//! durable are held until the journal's durable sequence reaches them, as
+//! on the ISO 8583 listener. A payment of a merchant the key may not act
+//! for is answered `25`, exactly like a missing one.
+//!
+//! A frame whose header is broken closes the connection (log line and
+//! `switch_codec_errors_total{kind="internal_framing"}`); a well-delimited
+//! frame whose body is malformed is answered `30`
+//! (`kind="internal_parse"`). The CVV2 is checked for format and dropped:
+//! it is never stored, journaled or logged.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use codecs::internal::{
+    EventKind, FrameBytes, HistoryEntry, InternalCodec, ListPayments, MotoRequest, PaymentRow,
+    PaymentStatus, Repeated, Request, Response, ResultCode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use crate::code::Code;
+use crate::engine::{Engine, ListFilter};
+use crate::keys::{KeyStore, Refusal};
+use crate::lifecycle::{CartItem, Extras, Kind, LineRefund, Operation, Payment, Status};
+use crate::request::{Channel, Op, OriginalRef, Request as EngineRequest};
+
+/// Read buffer per connection at start; it grows to one frame at most.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// How long a closing connection waits for held responses to be durable.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Page size of a list request without `limit`.
+const LIST_ROWS_DEFAULT: usize = 20;
+
+// The default page fits the largest page the format carries.
+const _: () = assert!(LIST_ROWS_DEFAULT <= codecs::internal::LIST_ROWS_MAX);
+
+/// What every internal-frame connection shares.
+pub(crate) struct FrameShared {
+    /// The pipeline.
+    pub(crate) engine: Arc<Engine>,
+    /// API keys and mandates.
+    pub(crate) keys: Arc<KeyStore>,
+    /// `limits.inflight_per_connection_max`.
+    pub(crate) inflight_max: usize,
+    /// `limits.idle_timeout_s`.
+    pub(crate) idle_timeout: Duration,
+    /// Durable journal sequence, when a journal waits.
+    pub(crate) durable: Option<watch::Receiver<u64>>,
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The peer closed it.
+    PeerClosed,
+    /// Shutdown.
+    Shutdown,
+    /// No traffic for the idle timeout.
+    Idle,
+    /// A header that cannot be trusted.
+    Framing,
+    /// Not logged in, log-in refused, or the key revoked: answered, closed.
+    Refused,
+    /// Socket error.
+    Io,
+}
+
+impl End {
+    fn label(self) -> &'static str {
+        match self {
+            End::PeerClosed => "peer_closed",
+            End::Shutdown => "shutdown",
+            End::Idle => "idle_timeout",
+            End::Framing => "internal_framing_error",
+            End::Refused => "internal_auth_refused",
+            End::Io => "io_error",
+        }
+    }
+}
+
+/// One internal-frame connection.
+pub(crate) struct FrameHandler {
+    /// Shared pipeline, keys and settings.
+    shared: Arc<FrameShared>,
+    /// The socket.
+    stream: TcpStream,
+    /// The peer's address, for the log-in limiter.
+    peer: IpAddr,
+    /// Frame delimiting.
+    codec: InternalCodec,
+    /// Bytes read, not yet framed.
+    input: BytesMut,
+    /// Responses ready to write.
+    ready: BytesMut,
+    /// Responses waiting for the journal, in order.
+    held: BytesMut,
+    /// (sequence, length) of each response in `held`; at most `inflight_max`.
+    held_index: VecDeque<(u64, usize)>,
+    /// The logged-in client id; `None` until Authenticate succeeds.
+    client_id: Option<String>,
+    /// MIDs the key may act for, refreshed on every request (reused).
+    mids: Vec<String>,
+    /// Their merchant indexes (reused).
+    scope: Vec<u32>,
+}
+
+impl FrameHandler {
+    /// A handler for `stream`.
+    pub(crate) fn new(shared: Arc<FrameShared>, stream: TcpStream) -> Self {
+        let peer = stream
+            .peer_addr()
+            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let inflight = shared.inflight_max;
+        FrameHandler {
+            shared,
+            stream,
+            peer,
+            codec: InternalCodec::new(),
+            input: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            ready: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            held: BytesMut::new(),
+            held_index: VecDeque::with_capacity(inflight.min(1024)),
+            client_id: None,
+            mids: Vec::new(),
+            scope: Vec::new(),
+        }
+    }
+
+    /// Serves until the peer leaves, shutdown, idle timeout, a broken
+    /// header, or a refusal.
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let end = self.serve(&cancel).await;
+        let more = matches!(end, End::PeerClosed | End::Shutdown | End::Idle);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.drain(more)).await;
+        let (peer, reason) = (self.peer, end.label());
+        match end {
+            End::PeerClosed | End::Shutdown => tracing::debug!(%peer, reason, "connection closed"),
+            _ => tracing::warn!(%peer, reason, "connection closed"),
+        }
+        metrics::counter!("switch_connections_closed_total", "reason" => reason).increment(1);
+        metrics::gauge!("switch_requests_in_flight").decrement(self.held_index.len() as f64);
+    }
+
+    async fn serve(&mut self, cancel: &CancellationToken) -> End {
+        let mut durable = self.shared.durable.clone();
+        loop {
+            let processed = self.process_input();
+            self.release_durable();
+            if !self.ready.is_empty() && self.flush().await.is_err() {
+                return End::Io;
+            }
+            if let Err(end) = processed {
+                return end;
+            }
+            let can_read = self.held_index.len() < self.shared.inflight_max;
+            let waiting = !self.held_index.is_empty();
+            tokio::select! {
+                () = cancel.cancelled() => return End::Shutdown,
+                read = self.stream.read_buf(&mut self.input), if can_read => match read {
+                    Ok(0) => return End::PeerClosed,
+                    Ok(_) => {}
+                    Err(_) => return End::Io,
+                },
+                changed = wait_durable(&mut durable), if waiting => {
+                    if changed.is_err() {
+                        return End::Io;
+                    }
+                }
+                () = tokio::time::sleep(self.shared.idle_timeout), if !waiting => return End::Idle,
+            }
+        }
+    }
+
+    /// Answers every whole frame in `input`, while under the in-flight
+    /// limit.
+    fn process_input(&mut self) -> Result<(), End> {
+        while self.held_index.len() < self.shared.inflight_max {
+            let frame = match self.codec.decode(&mut self.input) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "internal frame: broken header");
+                    metrics::counter!("switch_codec_errors_total", "kind" => "internal_framing")
+                        .increment(1);
+                    return Err(End::Framing);
+                }
+            };
+            let mut out = BytesMut::new();
+            let (seq, end) = self.answer_frame(&frame, &mut out);
+            let durable_now = self
+                .shared
+                .durable
+                .as_ref()
+                .map_or(u64::MAX, |d| *d.borrow());
+            if seq == 0 || seq <= durable_now {
+                self.ready.extend_from_slice(&out);
+            } else {
+                self.held.extend_from_slice(&out);
+                self.held_index.push_back((seq, out.len()));
+                metrics::gauge!("switch_requests_in_flight").increment(1.0);
+            }
+            if let Some(end) = end {
+                return Err(end);
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers one frame into `out`; returns the sequence to wait for and
+    /// whether to close the connection afterwards.
+    fn answer_frame(&mut self, frame: &FrameBytes, out: &mut BytesMut) -> (u64, Option<End>) {
+        let request_id = frame.request_id();
+        let view = frame.frame();
+        let request = match Request::parse(&view) {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::counter!("switch_codec_errors_total", "kind" => "internal_parse")
+                    .increment(1);
+                let message = e.to_string();
+                let answer = Answer::refusal(Code::FORMAT_ERROR, Cow::Owned(message));
+                encode(request_id, &answer, out);
+                // Before log-in, nothing but a good Authenticate is answered.
+                return (0, self.client_id.is_none().then_some(End::Refused));
+            }
+        };
+        let type_label = view
+            .frame_type()
+            .map_or("unknown", |t| frame_type_label(t.code()));
+        let (answer, end) = match (&self.client_id, request) {
+            (None, Request::Authenticate(a)) => self.log_in(a.client_id, a.secret.expose()),
+            (None, _) => (
+                Answer::refusal(Code::NOT_PERMITTED_TERMINAL, "authenticate first".into()),
+                Some(End::Refused),
+            ),
+            (Some(_), Request::Authenticate(_)) => (
+                Answer::refusal(Code::INVALID_TRANSACTION, "already authenticated".into()),
+                None,
+            ),
+            (Some(_), request) => self.act(&request),
+        };
+        metrics::counter!("switch_frame_requests_total", "type" => type_label, "code" => answer.code.as_str())
+            .increment(1);
+        encode(request_id, &answer, out);
+        (answer.seq, end)
+    }
+
+    fn log_in(&mut self, client_id: &str, secret: &[u8]) -> (Answer, Option<End>) {
+        let now_ms = self.shared.engine.clock.now_ms();
+        match self
+            .shared
+            .keys
+            .authenticate(client_id, secret, self.peer, now_ms)
+        {
+            Ok(()) => {
+                tracing::debug!(client_id, peer = %self.peer, "internal-frame log-in");
+                self.client_id = Some(client_id.to_owned());
+                (
+                    Answer::refusal(Code::APPROVED, "authenticated".into()),
+                    None,
+                )
+            }
+            Err(refusal) => {
+                let message = match refusal {
+                    Refusal::LockedOut => "too many failed log-ins: retry later",
+                    _ => "authentication failed",
+                };
+                (
+                    Answer::refusal(Code::NOT_PERMITTED_TERMINAL, message.into()),
+                    Some(End::Refused),
+                )
+            }
+        }
+    }
+
+    /// A request of a logged-in key: refresh its scope, then run it.
+    fn act(&mut self, request: &Request<'_>) -> (Answer, Option<End>) {
+        let client_id = self.client_id.as_deref().unwrap_or_default();
+        if !self.shared.keys.merchants_for(client_id, &mut self.mids) {
+            tracing::warn!(client_id, peer = %self.peer, "internal-frame key no longer in force");
+            metrics::counter!("switch_auth_failures_total", "reason" => "revoked_in_session")
+                .increment(1);
+            let answer = Answer::refusal(Code::NOT_PERMITTED_TERMINAL, "key revoked".into());
+            return (answer, Some(End::Refused));
+        }
+        let engine = &self.shared.engine;
+        self.scope.clear();
+        self.scope.extend(
+            self.mids
+                .iter()
+                .filter_map(|mid| engine.merchant_index(mid.as_bytes())),
+        );
+        (run(engine, &self.scope, request), None)
+    }
+
+    /// Moves held responses whose records are durable to `ready`, in order.
+    fn release_durable(&mut self) {
+        let Some(durable) = self.shared.durable.as_ref().map(|d| *d.borrow()) else {
+            return;
+        };
+        let mut released = 0usize;
+        while let Some(&(seq, len)) = self.held_index.front() {
+            if seq > durable {
+                break;
+            }
+            self.ready
+                .extend_from_slice(self.held.get(..len).unwrap_or_default());
+            self.held.advance(len);
+            self.held_index.pop_front();
+            released += 1;
+        }
+        if released > 0 {
+            metrics::gauge!("switch_requests_in_flight").decrement(released as f64);
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.write_all(&self.ready).await?;
+        self.ready.clear();
+        Ok(())
+    }
+
+    /// At the end: answer whole frames already read (when the stream is
+    /// still trusted), wait for the journal, write everything.
+    async fn drain(&mut self, process_rest: bool) {
+        if process_rest {
+            let _ = self.process_input();
+        }
+        let mut durable = self.shared.durable.clone();
+        loop {
+            self.release_durable();
+            if !self.ready.is_empty() && self.flush().await.is_err() {
+                return;
+            }
+            if self.held_index.is_empty() {
+                break;
+            }
+            let Some(d) = durable.as_mut() else { return };
+            if d.changed().await.is_err() {
+                return;
+            }
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// Waits for the durable sequence to move; never returns without a journal.
+async fn wait_durable(
+    durable: &mut Option<watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match durable {
+        Some(d) => d.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn frame_type_label(code: u8) -> &'static str {
+    match code {
+        0x01 => "authenticate",
+        0x02 => "authorize_moto",
+        0x03 => "preauthorize_moto",
+        0x04 => "capture",
+        0x05 => "refund",
+        0x06 => "cancel",
+        0x07 => "get_payment",
+        0x08 => "list_payments",
+        0x09 => "mark_scam",
+        _ => "other",
+    }
+}
+
+/// What to answer, owned until encoded.
+struct Answer {
+    /// Result code.
+    code: Code,
+    /// For people.
+    message: Option<Cow<'static, str>>,
+    /// The payment concerned, as it stands after the request.
+    payment: Option<Payment>,
+    /// Authorization code on approval.
+    auth_code: Option<[u8; 6]>,
+    /// Whether to send the payment's history (get payment).
+    history: bool,
+    /// A list page.
+    rows: Vec<Payment>,
+    /// Cursor of the next page.
+    next_cursor: Option<u64>,
+    /// Journal sequence to wait for.
+    seq: u64,
+    /// A status without the payment (a declined MO/TO).
+    status: Option<Status>,
+}
+
+impl Answer {
+    fn refusal(code: Code, message: Cow<'static, str>) -> Answer {
+        Answer {
+            code,
+            message: Some(message),
+            payment: None,
+            auth_code: None,
+            history: false,
+            rows: Vec::new(),
+            next_cursor: None,
+            seq: 0,
+            status: None,
+        }
+    }
+
+    /// The engine's code, with the payment as it now stands.
+    fn of(code: Code, payment: Option<Payment>, auth_code: Option<[u8; 6]>, seq: u64) -> Answer {
+        Answer {
+            payment,
+            auth_code: auth_code.filter(|_| code.approved()),
+            seq,
+            ..Answer::refusal(code, code_message(code).into())
+        }
+    }
+}
+
+/// Runs one request for a key that may act for the merchants in `scope`.
+fn run(engine: &Engine, scope: &[u32], request: &Request<'_>) -> Answer {
+    match request {
+        Request::AuthorizeMoto(m) => moto(engine, scope, m, Op::Sale),
+        Request::PreauthorizeMoto(m) => moto(engine, scope, m, Op::PreAuth),
+        Request::Capture {
+            payment_id,
+            amount_minor,
+        } => with_payment(engine, scope, *payment_id, |p| match amount_minor {
+            Some(amount) => follow_up(engine, p, Op::Capture, *amount),
+            // "The amount authorized" only means something on a hold; a
+            // cancelled one has none left (and 13 would hide the 12).
+            None if p.status != Status::Uncaptured => {
+                Answer::of(Code::INVALID_TRANSACTION, Some(p.clone()), None, 0)
+            }
+            None => follow_up(engine, p, Op::Capture, p.authorized_minor),
+        }),
+        Request::Refund(r) => with_payment(engine, scope, r.payment_id, |p| {
+            if r.lines.is_empty() {
+                follow_up(engine, p, Op::Refund, r.amount_minor)
+            } else {
+                refund_lines(engine, p, &r.lines)
+            }
+        }),
+        Request::Cancel { payment_id } => with_payment(engine, scope, *payment_id, |p| {
+            follow_up(engine, p, Op::Reversal, 0)
+        }),
+        Request::GetPayment { payment_id } => with_payment(engine, scope, *payment_id, |p| {
+            let mut a = Answer::of(Code::APPROVED, Some(p.clone()), None, 0);
+            a.history = true;
+            a
+        }),
+        Request::MarkScam { payment_id, .. } => with_payment(engine, scope, *payment_id, |p| {
+            // The reason is for people; the flag records the rule "manual".
+            match engine.mark_scam(p.merchant, p.id, "manual") {
+                Ok(seq) => Answer::of(Code::APPROVED, engine.payment(p.merchant, p.id), None, seq),
+                Err(code) => Answer::of(code, None, None, 0),
+            }
+        }),
+        Request::ListPayments(l) => list(engine, scope, l),
+        Request::Authenticate(_) => {
+            Answer::refusal(Code::INVALID_TRANSACTION, "already authenticated".into())
+        }
+    }
+}
+
+/// Runs `f` on payment `id` if the key may act for its merchant; else 25,
+/// exactly as for a payment that does not exist.
+fn with_payment(
+    engine: &Engine,
+    scope: &[u32],
+    id: u64,
+    f: impl FnOnce(&Payment) -> Answer,
+) -> Answer {
+    match engine.state.get(id).filter(|p| scope.contains(&p.merchant)) {
+        Some(p) => f(&p),
+        None => Answer::refusal(Code::UNABLE_TO_LOCATE, "no such payment".into()),
+    }
+}
+
+/// F41 as stored: the id, space-padded to 8.
+fn terminal_bytes(id: &str) -> [u8; 8] {
+    let mut out = [b' '; 8];
+    for (slot, b) in out.iter_mut().zip(id.bytes()) {
+        *slot = b;
+    }
+    out
+}
+
+/// MO/TO sale or pre-authorization through the same pipeline as ISO 8583.
+fn moto(engine: &Engine, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
+    // The CVV2 is only checked for form, then dropped with the frame.
+    if let Some(cvv2) = m.cvv2 {
+        let digits = cvv2.expose();
+        if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Answer::refusal(Code::FORMAT_ERROR, "cvv2: 3 or 4 digits".into());
+        }
+    }
+    let terminal = terminal_bytes(m.terminal_id);
+    let Some(merchant) = engine
+        .terminal_merchant_index(&terminal)
+        .filter(|i| scope.contains(i))
+    else {
+        return Answer::refusal(
+            Code::NOT_PERMITTED_TERMINAL,
+            "terminal unknown or not permitted for this key".into(),
+        );
+    };
+    let Some(pan) = codecs::card::Pan::new(m.pan.expose().as_bytes()) else {
+        return Answer::refusal(Code::FORMAT_ERROR, "pan: 12 to 19 digits".into());
+    };
+    let extras = Extras {
+        merchant_reference: m.merchant_reference.to_owned(),
+        description: m.description.unwrap_or_default().to_owned(),
+        cart: m
+            .cart
+            .iter()
+            .map(|l| CartItem {
+                item: l.item.to_owned(),
+                quantity: l.quantity,
+                unit_price_minor: l.unit_price_minor,
+                refunded_quantity: 0,
+            })
+            .collect(),
+    };
+    let Some(mid) = engine.merchants.get(merchant as usize).map(|x| x.id) else {
+        return Answer::refusal(
+            Code::INVALID_MERCHANT,
+            code_message(Code::INVALID_MERCHANT).into(),
+        );
+    };
+    let request = EngineRequest {
+        pan: Some(pan),
+        expiry: Some(codecs::iso8583::datetime::Expiry {
+            year: m.expiry.year(),
+            month: m.expiry.month(),
+        }),
+        extras: Some(&extras),
+        ..base_request(op, &mid, terminal, m.amount_minor, m.currency, None)
+    };
+    let out = engine.process(&request);
+    let payment = out
+        .auth_code
+        .and_then(|auth| engine.state.find_by_rrn(merchant, out.rrn, auth))
+        .and_then(|id| engine.payment(merchant, id));
+    let mut answer = Answer::of(out.code, payment, out.auth_code, out.seq);
+    if !out.code.approved() {
+        // A declined payment is recorded but not indexed by F37/F38, so
+        // its id is not known here; the status says what happened.
+        answer.payment = None;
+        answer.status = Some(Status::Declined);
+    }
+    answer
+}
+
+/// An engine request with no card, key or extras.
+fn base_request<'a>(
+    op: Op,
+    mid: &'a [u8; 15],
+    terminal: [u8; 8],
+    amount_minor: u64,
+    currency: u16,
+    original: Option<OriginalRef>,
+) -> EngineRequest<'a> {
+    EngineRequest {
+        op,
+        key: None,
+        repeat: false,
+        content_crc: 0,
+        merchant_id: mid,
+        terminal_id: terminal,
+        pan: None,
+        expiry: None,
+        amount_minor,
+        currency,
+        original,
+        replacement_minor: None,
+        channel: Channel::MoTo,
+        eci: None,
+        rrn: None,
+        extras: None,
+    }
+}
+
+/// Capture, refund by amount, or cancel (reversal) of payment `p`.
+fn follow_up(engine: &Engine, p: &Payment, op: Op, amount_minor: u64) -> Answer {
+    let Some(mid) = engine.merchants.get(p.merchant as usize).map(|x| x.id) else {
+        return Answer::refusal(
+            Code::INVALID_MERCHANT,
+            code_message(Code::INVALID_MERCHANT).into(),
+        );
+    };
+    let request = base_request(
+        op,
+        &mid,
+        p.terminal,
+        amount_minor,
+        p.currency,
+        Some(OriginalRef::Payment(p.id)),
+    );
+    let out = engine.process(&request);
+    Answer::of(
+        out.code,
+        engine.payment(p.merchant, p.id),
+        out.auth_code,
+        out.seq,
+    )
+}
+
+/// Refund of cart lines of payment `p`.
+fn refund_lines(
+    engine: &Engine,
+    p: &Payment,
+    lines: &Repeated<'_, codecs::internal::CartLine<'_>>,
+) -> Answer {
+    let lines: Vec<LineRefund<'_>> = lines
+        .iter()
+        .map(|l| LineRefund {
+            item: l.item,
+            quantity: l.quantity,
+            unit_price_minor: l.unit_price_minor,
+        })
+        .collect();
+    match engine.refund_lines(p.merchant, p.id, &lines) {
+        Ok((seq, auth)) => Answer::of(
+            Code::APPROVED,
+            engine.payment(p.merchant, p.id),
+            Some(auth),
+            seq,
+        ),
+        Err(code) => Answer::of(code, engine.payment(p.merchant, p.id), None, 0),
+    }
+}
+
+/// One page of the key's merchants' payments, newest first.
+fn list(engine: &Engine, scope: &[u32], l: &ListPayments<'_>) -> Answer {
+    let filter = ListFilter {
+        status: l.status.map(status_of_wire),
+        from_ms: l.created_from_unix_s.map(|s| s.saturating_mul(1000)),
+        // "At or before" that second: before the next one.
+        to_ms: l
+            .created_to_unix_s
+            .map(|s| s.saturating_add(1).saturating_mul(1000)),
+        amount_min_minor: l.amount_min_minor,
+        amount_max_minor: l.amount_max_minor,
+        merchant_reference: l.merchant_reference,
+        terminal: l.terminal_id.map(terminal_bytes),
+    };
+    let limit = l.limit.map_or(LIST_ROWS_DEFAULT, usize::from);
+    let (rows, more) = engine.list_page(scope, &filter, l.cursor, limit);
+    let next_cursor = rows.last().filter(|_| more).map(|p| p.id);
+    Answer {
+        rows,
+        next_cursor,
+        ..Answer::refusal(Code::APPROVED, "ok".into())
+    }
+}
+
+fn code_message(code: Code) -> &'static str {
+    match code.0 {
+        [b'0', b'0'] => "approved",
+        [b'0', b'3'] => "invalid merchant",
+        [b'0', b'5'] => "do not honor",
+        [b'1', b'2'] => "invalid transaction for the payment's state",
+        [b'1', b'3'] => "invalid amount",
+        [b'1', b'4'] => "invalid card number",
+        [b'2', b'5'] => "no such payment",
+        [b'3', b'0'] => "format error",
+        [b'5', b'4'] => "expired card",
+        [b'5', b'7'] => "not permitted to cardholder",
+        [b'5', b'8'] => "not permitted to terminal or merchant",
+        [b'5', b'9'] => "suspected fraud",
+        [b'6', b'1'] => "exceeds amount limit",
+        [b'6', b'5'] => "exceeds frequency limit",
+        [b'1', b'A'] => "additional customer authentication required",
+        [b'9', b'1'] => "switch unavailable",
+        [b'9', b'6'] => "system malfunction",
+        _ => "declined",
+    }
+}
+
+fn status_of_wire(s: PaymentStatus) -> Status {
+    match s {
+        PaymentStatus::Uncaptured => Status::Uncaptured,
+        PaymentStatus::Succeeded => Status::Succeeded,
+        PaymentStatus::PartiallyRefunded => Status::PartiallyRefunded,
+        PaymentStatus::Refunded => Status::Refunded,
+        PaymentStatus::Cancelled => Status::Cancelled,
+        PaymentStatus::Reversed => Status::Reversed,
+        PaymentStatus::Expired => Status::Expired,
+        PaymentStatus::Declined => Status::Declined,
+    }
+}
+
+fn status_to_wire(s: Status) -> PaymentStatus {
+    match s {
+        Status::Uncaptured => PaymentStatus::Uncaptured,
+        Status::Succeeded => PaymentStatus::Succeeded,
+        Status::PartiallyRefunded => PaymentStatus::PartiallyRefunded,
+        Status::Refunded => PaymentStatus::Refunded,
+        Status::Cancelled => PaymentStatus::Cancelled,
+        Status::Reversed => PaymentStatus::Reversed,
+        Status::Expired => PaymentStatus::Expired,
+        Status::Declined => PaymentStatus::Declined,
+    }
+}
+
+/// History entries of `p`, oldest first.
+fn history(p: &Payment) -> Vec<HistoryEntry> {
+    let mut captured = false;
+    p.history
+        .iter()
+        .map(|a| {
+            let kind = match a.op {
+                _ if !a.code.approved() => EventKind::Declined,
+                Operation::Sale => EventKind::Authorized,
+                Operation::PreAuth => EventKind::Preauthorized,
+                Operation::Capture | Operation::AutoCapture => {
+                    captured = true;
+                    EventKind::Captured
+                }
+                Operation::Refund => EventKind::Refunded,
+                // Before capture a reversal releases the hold.
+                Operation::Reversal if p.kind == Kind::PreAuth && !captured => EventKind::Cancelled,
+                Operation::Reversal | Operation::RefundReversal => EventKind::Reversed,
+                Operation::Expiry => EventKind::Expired,
+                Operation::Flag => EventKind::MarkedScam,
+            };
+            HistoryEntry {
+                at_unix_s: a.at_ms / 1000,
+                kind,
+                amount_minor: a.amount_minor,
+                result_code: ResultCode::new(a.code.0).unwrap_or(ResultCode::FORMAT_ERROR),
+            }
+        })
+        .collect()
+}
+
+/// Encodes `answer` for `request_id` into `out`; a response the encoder
+/// refuses (a bug) becomes 96.
+fn encode(request_id: u64, answer: &Answer, out: &mut BytesMut) {
+    let history = answer
+        .payment
+        .as_ref()
+        .filter(|_| answer.history)
+        .map(history);
+    let rows: Vec<PaymentRow<'_>> = answer.rows.iter().map(row).collect();
+    let mut r = Response::new(ResultCode::new(answer.code.0).unwrap_or(ResultCode::FORMAT_ERROR));
+    r.message = answer.message.as_deref();
+    r.status = answer.status.map(status_to_wire);
+    if let Some(p) = &answer.payment {
+        fill_payment(&mut r, p);
+    }
+    let auth = answer
+        .auth_code
+        .as_ref()
+        .and_then(|a| std::str::from_utf8(a).ok());
+    r.auth_code = auth.filter(|a| a.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if let Some(h) = &history {
+        r.history = Repeated::from_slice(h);
+    }
+    r.rows = Repeated::from_slice(&rows);
+    r.next_cursor = answer.next_cursor;
+    if let Err(e) = r.encode(request_id, out) {
+        tracing::error!(error = %e, "internal frame: response refused by the encoder");
+        let mut fallback =
+            Response::new(ResultCode::new(*b"96").unwrap_or(ResultCode::FORMAT_ERROR));
+        fallback.message = Some("system malfunction");
+        let _ = fallback.encode(request_id, out);
+    }
+}
+
+/// The single-valued fields of a payment.
+fn fill_payment<'a>(r: &mut Response<'a>, p: &'a Payment) {
+    r.payment_id = Some(p.id);
+    r.status = Some(status_to_wire(p.status));
+    r.currency = Some(p.currency);
+    r.amount_authorized_minor = Some(p.authorized_minor);
+    r.amount_captured_minor = Some(p.captured_minor);
+    r.amount_refunded_minor = Some(p.refunded_minor());
+    r.masked_pan = Some(p.masked_pan.as_str()).filter(|m| m.contains('*'));
+    r.scam = Some(p.scam);
+    r.merchant_reference = p
+        .extras
+        .as_ref()
+        .map(|e| e.merchant_reference.as_str())
+        .filter(|s| !s.is_empty());
+    r.terminal_id = std::str::from_utf8(&p.terminal)
+        .ok()
+        .map(str::trim_end)
+        .filter(|t| !t.is_empty());
+    r.created_unix_s = Some(p.created_ms / 1000);
+}
+
+fn row(p: &Payment) -> PaymentRow<'_> {
+    PaymentRow {
+        payment_id: p.id,
+        created_unix_s: p.created_ms / 1000,
+        status: status_to_wire(p.status),
+        scam: p.scam,
+        currency: p.currency,
+        amount_authorized_minor: p.authorized_minor,
+        amount_captured_minor: p.captured_minor,
+        amount_refunded_minor: p.refunded_minor(),
+        merchant_reference: p
+            .extras
+            .as_ref()
+            .map(|e| e.merchant_reference.as_str())
+            .filter(|s| !s.is_empty()),
+    }
+}
