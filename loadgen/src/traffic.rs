@@ -30,6 +30,8 @@ const STAN_SPACE: u64 = 999_999;
 /// Offset of F4 in a malformed request's frame: length header (2), MTI (4),
 /// primary bitmap (8), F2 (2 + 16), F3 (6).
 const MALFORMED_F4_OFFSET: usize = 2 + 4 + 8 + 2 + crate::card::PAN_DIGITS + 6;
+/// Most request shapes kept as templates (the flows make 7).
+const TEMPLATES_MAX: usize = 16;
 /// F14: an expiry date safely in the future.
 const EXPIRY: &[u8; 4] = b"3012";
 /// F22: chip, PIN.
@@ -258,6 +260,9 @@ pub(crate) struct Traffic {
     followups: VecDeque<FollowUp>,
     /// Writes the length header.
     codec: FrameCodec,
+    /// One encoded frame per request shape (MTI, F3, F90 present), patched
+    /// for later requests of that shape.
+    templates: Vec<((Mti, [u8; 6], bool), Vec<u8>)>,
     /// Counts for the summary.
     pub(crate) tally: Tally,
 }
@@ -285,6 +290,7 @@ impl Traffic {
             pending,
             followups: VecDeque::with_capacity(inflight_max),
             codec: FrameCodec::new(FrameConfig::default()),
+            templates: Vec::with_capacity(TEMPLATES_MAX),
             tally: Tally::default(),
         }
     }
@@ -473,7 +479,32 @@ impl Traffic {
         }
     }
 
-    fn encode(&self, buf: &mut BytesMut, r: &Request<'_>) -> anyhow::Result<()> {
+    /// Encodes `r`: the first request of each shape through the codec's
+    /// writer (validated), later ones by copying that template and
+    /// patching the fields that vary, at offsets fixed by the layout (all
+    /// fields fixed-length, the PAN always 16 digits).
+    fn encode(&mut self, buf: &mut BytesMut, r: &Request<'_>) -> anyhow::Result<()> {
+        if r.malformed {
+            return self.encode_with_writer(buf, r);
+        }
+        let key = (r.id.mti, *r.processing, r.f90.is_some());
+        let Some(slot) = self.templates.iter().position(|(k, _)| *k == key) else {
+            let start = buf.len();
+            self.encode_with_writer(buf, r)?;
+            let frame = buf.get(start..).context("frame just written")?.to_vec();
+            if self.templates.len() < TEMPLATES_MAX {
+                self.templates.push((key, frame));
+            }
+            return Ok(());
+        };
+        let start = buf.len();
+        let template = &self.templates[slot].1;
+        buf.extend_from_slice(template);
+        let frame = buf.get_mut(start..).context("frame just copied")?;
+        patch_frame(frame, r)
+    }
+
+    fn encode_with_writer(&self, buf: &mut BytesMut, r: &Request<'_>) -> anyhow::Result<()> {
         let start = buf.len();
         let pan = pan(r.id.card);
         let shape = &self.shape;
@@ -559,6 +590,43 @@ impl Traffic {
         self.tally.lost += self.pending.len() as u64;
         self.pending.clear();
     }
+}
+
+/// Writes the varying fields of `r` into `frame`, a copy of a template of
+/// the same shape (see [`Traffic::encode`]).
+fn patch_frame(frame: &mut [u8], r: &Request<'_>) -> anyhow::Result<()> {
+    // Length header, MTI, bitmaps (secondary only with F90), F2's LL.
+    let bitmaps = if r.f90.is_some() { 16 } else { 8 };
+    let f2 = 2 + 4 + bitmaps + 2;
+    let put = |frame: &mut [u8], at: usize, bytes: &[u8]| -> anyhow::Result<()> {
+        frame
+            .get_mut(at..at + bytes.len())
+            .context("template shorter than its layout")?
+            .copy_from_slice(bytes);
+        Ok(())
+    };
+    put(frame, f2, &pan(r.id.card))?;
+    // F3 (6) is part of the template's shape.
+    put(frame, f2 + 22, &digits::<12>(r.id.amount_minor))?;
+    put(frame, f2 + 34, &r.id.f7)?;
+    put(frame, f2 + 44, &digits::<6>(u64::from(r.id.stan)))?;
+    // F14, F22, F25 (4 + 3 + 2) are constant.
+    put(frame, f2 + 59, r.terminal)?;
+    // F42, F49 (15 + 3) are constant.
+    if let Some(f90) = &r.f90 {
+        put(frame, f2 + 85, f90)?;
+    }
+    Ok(())
+}
+
+/// `v` as `N` zero-padded ASCII digits (truncated to the low `N` digits).
+fn digits<const N: usize>(mut v: u64) -> [u8; N] {
+    let mut out = [b'0'; N];
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out
 }
 
 /// `0100` → `0101`: the repeat of a request.

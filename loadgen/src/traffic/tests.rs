@@ -155,3 +155,44 @@ fn echo_answers_match_and_a_wrong_expectation_counts() {
     t.finish();
     assert_eq!(t.tally.mismatch_total(), 2, "unanswered requests are lost");
 }
+
+#[test]
+fn templated_requests_equal_writer_encoded_ones() {
+    let mix =
+        Mix::parse("auth=1,preauth-capture=1,sale=1,refund=1,reversal=1,repeat=1").expect("mix");
+    let mut t = traffic(Target::Peer, mix);
+    let mut hist = new_histogram();
+    for round in 0..50u64 {
+        let mut wire = BytesMut::new();
+        let now = round * 700_000_000;
+        t.write_next(&mut wire, now, now).expect("encode");
+        let body = frames(&mut wire.clone()).remove(0);
+        // Re-encode the same request through the writer and compare.
+        let p = t.pending.values().next().copied().expect("one in flight");
+        let m = Message::decode(&Profile::ASCII, &body).expect("valid request");
+        let processing: [u8; 6] = m.raw(3).expect("F3").try_into().expect("6");
+        let f90 = m.raw(90).map(|f| <[u8; 42]>::try_from(f).expect("42"));
+        let terminal = t.shape.terminals[usize::from(p.request.terminal)];
+        let r = Request {
+            id: p.request,
+            processing: Box::leak(Box::new(processing)),
+            f90,
+            malformed: false,
+            terminal: &terminal,
+        };
+        let mut again = BytesMut::new();
+        t.encode_with_writer(&mut again, &r).expect("writer");
+        assert_eq!(&again[..], &wire[..], "round {round}");
+        let mut answer_buf = BytesMut::new();
+        let mut w = MessageWriter::new(&mut answer_buf, &Profile::ASCII, p.expect_mti);
+        w.field(11, m.raw(11).expect("F11"))
+            .and_then(|w| w.field(38, crate::traffic::PEER_APPROVAL.as_bytes()))
+            .and_then(|w| w.field(39, b"00"))
+            .and_then(|w| w.field(41, &terminal))
+            .expect("fields");
+        w.finish().expect("finish");
+        t.on_response(&answer_buf, now + 1, &mut hist);
+    }
+    assert_eq!(t.tally.mismatch_total(), 0);
+    assert!(t.templates.len() >= 5, "{}", t.templates.len());
+}
