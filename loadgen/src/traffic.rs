@@ -242,6 +242,9 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// The shape of a request: MTI, F3, whether F90 is present.
+type TemplateKey = (Mti, [u8; 6], bool);
+
 /// One connection's traffic state.
 pub(crate) struct Traffic {
     /// Run settings.
@@ -262,7 +265,7 @@ pub(crate) struct Traffic {
     codec: FrameCodec,
     /// One encoded frame per request shape (MTI, F3, F90 present), patched
     /// for later requests of that shape.
-    templates: Vec<((Mti, [u8; 6], bool), Vec<u8>)>,
+    templates: Vec<(TemplateKey, Vec<u8>)>,
     /// Counts for the summary.
     pub(crate) tally: Tally,
 }
