@@ -99,6 +99,9 @@ pub(crate) struct ConnResult {
     pub(crate) hist: Histogram<u32>,
     /// Open loop: sends released more than [`LATE_NS`] after schedule.
     pub(crate) late_sends: u64,
+    /// Open loop: how late each send was written, ns (the loadgen's own
+    /// timing error, included in the latencies).
+    pub(crate) send_lag: Option<Histogram<u32>>,
 }
 
 /// Buffers and codec of one connection.
@@ -192,6 +195,7 @@ pub(crate) async fn closed_loop(
         tally: traffic.tally,
         hist: io.hist,
         late_sends: 0,
+        send_lag: None,
     })
 }
 
@@ -214,6 +218,7 @@ pub(crate) async fn open_loop(
     let total = plan.sends_for(conn);
     let mut sent = 0u64;
     let mut late_sends = 0u64;
+    let mut send_lag = new_histogram();
     loop {
         let due = slot.due.load(Ordering::Acquire).min(total);
         if sent < due && traffic.in_flight() < inflight_max {
@@ -221,6 +226,7 @@ pub(crate) async fn open_loop(
             while sent < due && traffic.in_flight() < inflight_max {
                 let scheduled = plan.scheduled_ns(conn, sent);
                 late_sends += u64::from(now > scheduled + LATE_NS);
+                send_lag.saturating_record(now.saturating_sub(scheduled).max(1));
                 traffic.write_next(&mut io.wbuf, now, scheduled)?;
                 sent += 1;
             }
@@ -250,5 +256,6 @@ pub(crate) async fn open_loop(
         tally: traffic.tally,
         hist: io.hist,
         late_sends,
+        send_lag: Some(send_lag),
     })
 }

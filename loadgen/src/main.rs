@@ -175,8 +175,11 @@ fn human(s: &Summary) -> String {
         s.label, s.target, s.mode, s.answered, s.sent, s.duration_s, s.throughput_per_s,
         l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, s.mismatches_total
     );
-    if s.mode == "open" {
-        out.push_str(&format!("; late sends {}", s.late_sends));
+    if let Some(lag) = &s.send_lag {
+        out.push_str(&format!(
+            "\n  send lag us (scheduled -> written) p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}; later than 100 us: {}",
+            lag.p50_us, lag.p99_us, lag.p999_us, lag.max_us, s.late_sends
+        ));
     }
     for m in &s.mismatch_samples {
         out.push_str(&format!("\n  mismatch: {m}"));

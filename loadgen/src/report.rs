@@ -61,7 +61,7 @@ pub fn render_table(runs: &[Summary]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<24} {:<22} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>7} {:>7} {:>7} {:>7} {:>8}",
+                "{:<24} {:<22} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8}",
                 s.label,
                 sc,
                 s.throughput_per_s,
@@ -75,6 +75,7 @@ pub fn render_table(runs: &[Summary]) -> String {
                 ratio(s.throughput_per_s, peer.map(|e| e.throughput_per_s)),
                 ratio(l.p99_us, echo.map(|e| e.latency.p99_us)),
                 metrics,
+                s.send_lag.map_or("-".into(), |l| format!("{:.1}", l.p99_us)),
             );
         }
     }

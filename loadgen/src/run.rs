@@ -39,10 +39,14 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<Summary> {
     let mut totals = Totals::default();
     let mut hist = new_histogram();
     let mut late_sends = 0;
+    let mut send_lag = new_histogram();
     for r in &results {
         totals.add(&r.tally);
         hist.add(&r.hist).context("merging histograms")?;
         late_sends += r.late_sends;
+        if let Some(lag) = &r.send_lag {
+            send_lag.add(lag).context("merging send lags")?;
+        }
     }
     let metrics = match (&cfg.metrics_url, before) {
         (Some(url), Some(before)) => {
@@ -79,6 +83,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<Summary> {
         codes: totals.codes,
         mismatch_samples: totals.samples,
         late_sends,
+        send_lag: cfg.rate_per_s.map(|_| Latency::from_histogram(&send_lag)),
         metrics,
     })
 }

@@ -214,6 +214,9 @@ pub struct Summary {
     pub mismatch_samples: Vec<String>,
     /// Open loop: sends released later than scheduled by more than 100 µs (pacer lag).
     pub late_sends: u64,
+    /// Open loop: how late sends were written after their scheduled time
+    /// (the pacer's and the loadgen's own timing error).
+    pub send_lag: Option<Latency>,
     /// The switch's counters compared with ours, when scraped.
     pub metrics: Option<crate::metrics::MetricsCheck>,
 }
