@@ -45,11 +45,19 @@ use crate::request::{Channel, Op, OriginalRef, Request as EngineRequest};
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// How long a closing connection waits for held responses to be durable.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may stay open without logging in: a slot held
+/// by a stranger is a slot a client cannot have.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page size of a list request without `limit`.
 const LIST_ROWS_DEFAULT: usize = 20;
 
 // The default page fits the largest page the format carries.
 const _: () = assert!(LIST_ROWS_DEFAULT <= codecs::internal::LIST_ROWS_MAX);
+// A merchant reference (64) or description (255 bytes on the wire) is
+// kept whole with the payment.
+const _: () = assert!(255 <= crate::lifecycle::TEXT_BYTES_MAX);
+// A request's cart fits what a payment keeps.
+const _: () = assert!(codecs::internal::CART_LINES_MAX <= crate::lifecycle::CART_LINES_MAX);
 
 /// What every internal-frame connection shares.
 pub(crate) struct FrameShared {
@@ -171,6 +179,10 @@ impl FrameHandler {
             }
             let can_read = self.held_index.len() < self.shared.inflight_max;
             let waiting = !self.held_index.is_empty();
+            let idle = match self.client_id {
+                Some(_) => self.shared.idle_timeout,
+                None => self.shared.idle_timeout.min(LOGIN_TIMEOUT),
+            };
             tokio::select! {
                 () = cancel.cancelled() => return End::Shutdown,
                 read = self.stream.read_buf(&mut self.input), if can_read => match read {
@@ -183,7 +195,7 @@ impl FrameHandler {
                         return End::Io;
                     }
                 }
-                () = tokio::time::sleep(self.shared.idle_timeout), if !waiting => return End::Idle,
+                () = tokio::time::sleep(idle), if !waiting => return End::Idle,
             }
         }
     }

@@ -181,6 +181,11 @@ async fn moto_lifecycle_over_tcp() {
     old.expiry_yymm = "2001".into();
     assert_code(&c.authorize_moto(&old).await.expect("r"), "54");
     assert_code(&c.get_payment(999_999).await.expect("r"), "25");
+    let mut blocked = order(4, 100, "ORD-5", "DEMO0001");
+    blocked.pan = "4000000000000002".into();
+    let r = c.authorize_moto(&blocked).await.expect("r");
+    assert_code(&r, "59");
+    assert_eq!(r.status, Some(PaymentStatus::Declined));
 
     drop(c);
     sw.stop().await;
@@ -534,4 +539,83 @@ fn assert_no_cvv2(dir: &std::path::Path) {
         }
     }
     assert!(files > 0, "the data directory holds files");
+}
+
+/// The operator commands, through the binary: create, list (masked),
+/// revoke; mandates grant, list, revoke.
+#[tokio::test]
+async fn keys_and_mandates_commands() {
+    let mut sw = TestSwitch::start().await;
+    let dir = sw.dir.to_str().expect("utf-8 dir").to_owned();
+    let switch = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+            .args(args)
+            .output()
+            .expect("run switch");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let created = switch(&[
+        "keys",
+        "create",
+        "--data-dir",
+        &dir,
+        "--merchant",
+        MID1,
+        "--name",
+        "cli",
+    ]);
+    let field = |name: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .expect("field printed")
+    };
+    let (id, secret) = (field("client_id:"), field("secret:"));
+    assert_eq!(secret.len(), 64);
+    let listed = switch(&["keys", "list", "--data-dir", &dir]);
+    assert!(
+        listed.contains(&id) && !listed.contains(&secret),
+        "{listed}"
+    );
+    assert!(listed.contains(&format!("{}…{}", &secret[..3], &secret[61..])));
+    let c = connect(&sw, &(id.clone(), secret.clone())).await;
+    assert_code(&c.get_payment(1).await.expect("reply"), "25");
+
+    switch(&[
+        "mandates",
+        "grant",
+        "--data-dir",
+        &dir,
+        "--merchant",
+        MID2,
+        "--provider",
+        "SP-0000-0007",
+    ]);
+    let mandates = switch(&["mandates", "list", "--data-dir", &dir]);
+    assert!(
+        mandates.contains("SP-0000-0007") && mandates.contains("in force"),
+        "{mandates}"
+    );
+    switch(&[
+        "mandates",
+        "revoke",
+        "--data-dir",
+        &dir,
+        "--merchant",
+        MID2,
+        "--provider",
+        "SP-0000-0007",
+    ]);
+    assert!(switch(&["mandates", "list", "--data-dir", &dir]).contains("revoked"));
+
+    switch(&["keys", "revoke", "--data-dir", &dir, &id]);
+    assert!(switch(&["keys", "list", "--data-dir", &dir]).contains("revoked"));
+    assert!(c.get_payment(1).await.map_or(true, |r| r.code() == "58"));
+    sw.stop().await;
 }
