@@ -121,7 +121,7 @@ fn plain_text(text: &str) -> bool {
 pub(crate) fn check_payment(
     input: &PaymentInput,
     config: &Config,
-) -> Result<NewPayment, PaymentForm> {
+) -> Result<NewPayment, Box<PaymentForm>> {
     let mut errors = Vec::new();
     let kind = match input.kind.as_str() {
         "sale" => Kind::Sale,
@@ -194,7 +194,7 @@ pub(crate) fn check_payment(
                 terminal_id: input.terminal_id.clone(),
             })
         }
-        _ => Err(PaymentForm {
+        _ => Err(Box::new(PaymentForm {
             sale: kind == Kind::Sale,
             amount: input.amount.chars().take(AMOUNT_ECHO_CHARS_MAX).collect(),
             currency: currency.map_or(0, |c| c.numeric),
@@ -206,7 +206,7 @@ pub(crate) fn check_payment(
                 .collect(),
             terminal_id: input.terminal_id.chars().take(8).collect(),
             errors,
-        }),
+        })),
     }
 }
 

@@ -93,11 +93,12 @@ async fn an_operator_takes_captures_and_refunds_a_payment_in_chromium() {
         "{cells}"
     );
 
+    b.screenshot(&screenshot_path("vterm-e2e.png"));
+
     // Filters: by reference it is there, by another status it is not.
     b.type_into(&b.find("#filter-reference"), "ORD-E2E-1");
     b.click(&b.find("#apply-filters"));
     b.wait_text(&format!("{row} td.status"), "Partially refunded");
-    b.screenshot(&screenshot_path("vterm-e2e.png"));
     b.goto(&terminal.url("/terminal?status=5"));
     b.find("#no-payments");
 

@@ -82,7 +82,7 @@ async fn request_inner(
     stream.write_all(head.as_bytes()).await.expect("write head");
     stream.write_all(body).await.expect("write body");
     let mut raw = Vec::new();
-    let mut chunk = [0u8; 64 * 1024];
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         let n = stream.read(&mut chunk).await.expect("read");
         if n == 0 {

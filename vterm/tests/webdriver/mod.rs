@@ -288,29 +288,64 @@ fn call(
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
+    let (status, payload) = read_response(&mut stream)?;
+    let value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+    Ok((status, value))
+}
+
+/// Reads one response: chromedriver may keep the connection open, so the
+/// body is read by `Content-Length` (or to the last chunk), not to EOF.
+fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, Vec<u8>)> {
     let mut raw = Vec::new();
-    stream
-        .take(RESPONSE_BYTES_MAX as u64)
-        .read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let mut payload = raw[split + 4..].to_vec();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let (split, status, chunked, length) = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed before the headers ended"));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let chunked = head.contains("transfer-encoding: chunked");
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            break (split, status, chunked, length);
+        }
+        if raw.len() > RESPONSE_BYTES_MAX {
+            return Err(std::io::Error::other("headers too long"));
+        }
+    };
+    let body_start = split + 4;
+    loop {
+        let have = raw.len() - body_start;
+        let done = match length {
+            Some(length) => have >= length,
+            None => chunked && raw.ends_with(b"0\r\n\r\n"),
+        };
+        if done || raw.len() > RESPONSE_BYTES_MAX {
+            break;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let mut payload = raw.split_off(body_start);
+    if let Some(length) = length {
+        payload.truncate(length);
+    }
     if chunked {
         payload = dechunk(&payload);
     }
-    let value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
-    Ok((status, value))
+    Ok((status, payload))
 }
 
 fn dechunk(mut rest: &[u8]) -> Vec<u8> {
