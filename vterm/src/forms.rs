@@ -18,6 +18,8 @@ const REFERENCE_BYTES_MAX: usize = 64;
 const DESCRIPTION_BYTES_MAX: usize = 255;
 /// Longest cardholder name (internal frames).
 const CARDHOLDER_NAME_BYTES_MAX: usize = 64;
+/// Longest terminal id (ISO 8583 F41).
+const TERMINAL_ID_BYTES_MAX: usize = 8;
 /// Longest "come back here" path an action form carries.
 const BACK_BYTES_MAX: usize = 512;
 
@@ -131,18 +133,7 @@ pub(crate) fn check_payment(
             Kind::Preauthorization
         }
     };
-    let pan = CardNumber::parse(&input.pan)
-        .map_err(|e| errors.push(e.to_string()))
-        .ok();
-    let expiry_yymm = parse_expiry_yymm(&input.expiry)
-        .map_err(|e| errors.push(e.to_string()))
-        .ok();
-    let cvv2 = match input.cvv2.trim() {
-        "" => None,
-        text => Cvv2::parse(text)
-            .map_err(|e| errors.push(e.to_string()))
-            .ok(),
-    };
+    let (pan, expiry_yymm, cvv2) = check_card(input, &mut errors);
     let cardholder_name = optional_text(
         &input.cardholder_name,
         CARDHOLDER_NAME_BYTES_MAX,
@@ -194,20 +185,47 @@ pub(crate) fn check_payment(
                 terminal_id: input.terminal_id.clone(),
             })
         }
-        _ => Err(Box::new(PaymentForm {
-            sale: kind == Kind::Sale,
-            amount: input.amount.chars().take(AMOUNT_ECHO_CHARS_MAX).collect(),
-            currency: currency.map_or(0, |c| c.numeric),
-            reference: input.reference.chars().take(REFERENCE_BYTES_MAX).collect(),
-            description: input
-                .description
-                .chars()
-                .take(DESCRIPTION_BYTES_MAX)
-                .collect(),
-            terminal_id: input.terminal_id.chars().take(8).collect(),
-            errors,
-        })),
+        _ => Err(refused(input, kind, currency, errors)),
     }
+}
+
+/// The card fields: number, expiry (`YYMM`), security code if typed.
+fn check_card(
+    input: &PaymentInput,
+    errors: &mut Vec<String>,
+) -> (Option<CardNumber>, Option<String>, Option<Cvv2>) {
+    let pan = CardNumber::parse(&input.pan)
+        .map_err(|e| errors.push(e.to_string()))
+        .ok();
+    let expiry_yymm = parse_expiry_yymm(&input.expiry)
+        .map_err(|e| errors.push(e.to_string()))
+        .ok();
+    let cvv2 = match input.cvv2.trim() {
+        "" => None,
+        text => Cvv2::parse(text)
+            .map_err(|e| errors.push(e.to_string()))
+            .ok(),
+    };
+    (pan, expiry_yymm, cvv2)
+}
+
+/// The form to show again: its non-card fields, cut to their limits.
+fn refused(
+    input: &PaymentInput,
+    kind: Kind,
+    currency: Option<Currency>,
+    errors: Vec<String>,
+) -> Box<PaymentForm> {
+    let cut = |text: &str, chars_max: usize| text.chars().take(chars_max).collect::<String>();
+    Box::new(PaymentForm {
+        sale: kind == Kind::Sale,
+        amount: cut(&input.amount, AMOUNT_ECHO_CHARS_MAX),
+        currency: currency.map_or(0, |c| c.numeric),
+        reference: cut(&input.reference, REFERENCE_BYTES_MAX),
+        description: cut(&input.description, DESCRIPTION_BYTES_MAX),
+        terminal_id: cut(&input.terminal_id, TERMINAL_ID_BYTES_MAX),
+        errors,
+    })
 }
 
 /// The longest amount text shown again.
