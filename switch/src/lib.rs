@@ -150,14 +150,13 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     let prometheus = metrics::install();
     let token_key = token_key(&config)?;
     let risk = risk_stage::RiskStage::new(&config, &token_key)?;
-    let journal = journal_stage::JournalStage::Off;
-    let engine = Arc::new(engine::Engine::new(
-        &config,
-        clock.clone(),
-        token_key,
-        risk,
-        journal,
-    ));
+    let off = journal_stage::JournalStage::Off;
+    let mut engine = engine::Engine::new(&config, clock.clone(), token_key, risk, off);
+    let journal = open_journal(&config, &engine)?;
+    engine.journal = journal_stage::JournalStage::on(Arc::new(journal));
+    engine.requeue_holds();
+    let engine = Arc::new(engine);
+    engine.journal.spawn_bridge();
     let metrics = Arc::new(metrics::Metrics::new());
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -248,7 +247,11 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     if engine.risk.source().is_some() {
         tracker.spawn(policy_reloader(engine.clone(), cancel.clone()));
     }
-    tracker.spawn(snapshot_loop(engine.clone(), Duration::from_secs(config.journal.snapshot_interval_s), cancel.clone()));
+    tracker.spawn(snapshot_loop(
+        engine.clone(),
+        Duration::from_secs(config.journal.snapshot_interval_s),
+        cancel.clone(),
+    ));
     tracker.spawn(sweep_loop(engine, config.limits.clone(), cancel.clone()));
     http_state.ready.store(true, Ordering::Release);
     tracing::info!(iso = %running.iso_addr, frame = %running.frame_addr, http = %running.http_addr, "switch ready");
@@ -259,7 +262,11 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
 fn open_journal(config: &Config, engine: &engine::Engine) -> anyhow::Result<journal::Journal> {
     let dir = config.listeners.data_dir.join("journal");
     let mut jc = journal::Config::new(&dir);
-    jc.ack = if config.journal.ack == "immediate" { journal::AckMode::Immediate } else { journal::AckMode::Durable };
+    jc.ack = if config.journal.ack == "immediate" {
+        journal::AckMode::Immediate
+    } else {
+        journal::AckMode::Durable
+    };
     jc.flush_interval = Duration::from_millis(config.journal.flush_interval_ms);
     jc.queue_wait = Duration::from_millis(config.journal.enqueue_timeout_ms);
     jc.repair = config.journal.repair;

@@ -67,7 +67,11 @@ enum KeysAction {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
         /// The merchant's MID (15 characters); or `--provider`.
-        #[arg(long, required_unless_present = "provider", conflicts_with = "provider")]
+        #[arg(
+            long,
+            required_unless_present = "provider",
+            conflicts_with = "provider"
+        )]
         merchant: Option<String>,
         /// A service provider's id (`XX-0000-0000`).
         #[arg(long)]
@@ -185,6 +189,7 @@ fn main() -> anyhow::Result<()> {
         None => {}
     }
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCH_LOG")
                 .unwrap_or_else(|_| "info".into()),
@@ -255,7 +260,11 @@ fn keys_command(action: KeysAction) -> anyhow::Result<()> {
                     switch::Owner::Merchant(mid) => format!("merchant {mid}"),
                     switch::Owner::Provider(pid) => format!("provider {pid}"),
                 };
-                let status = if k.revoked_unix_s.is_some() { "revoked" } else { "active" };
+                let status = if k.revoked_unix_s.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
                 println!(
                     "{:<13} {owner:<25} {:<8} {:<11} {status:<8} {}",
                     k.client_id, k.secret_hint, k.created_unix_s, k.name
@@ -291,7 +300,11 @@ fn mandates_command(action: MandatesAction) -> anyhow::Result<()> {
         MandatesAction::List { data_dir } => {
             println!("MERCHANT         PROVIDER      GRANTED     STATUS");
             for m in switch::KeyAdmin::new(&data_dir).mandates()? {
-                let status = if m.revoked_unix_s.is_some() { "revoked" } else { "in force" };
+                let status = if m.revoked_unix_s.is_some() {
+                    "revoked"
+                } else {
+                    "in force"
+                };
                 println!(
                     "{:<16} {:<13} {:<11} {status}",
                     m.merchant, m.provider, m.granted_unix_s

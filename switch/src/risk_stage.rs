@@ -171,7 +171,7 @@ impl RiskStage {
         };
         let policy = self.policy.load();
         let decision = risk::evaluate(&policy, &self.state, &context, now_ms);
-        let reason = decision.fired.as_slice().first().map(|f| f.rule.as_str());
+        let reason = decision.fired.get(0).map(|f| f.rule.as_str());
         match decision.action {
             risk::Action::Approve => RiskVerdict::Approve,
             risk::Action::ApproveFlagged => RiskVerdict::ApproveFlagged {

@@ -243,7 +243,9 @@ impl Handler {
                 .durable
                 .as_ref()
                 .map_or(u64::MAX, |d| *d.borrow());
-            if seq == 0 || seq <= durable_now {
+            // Nothing overtakes a held answer: a connection's answers leave in
+            // the order their requests were read.
+            if self.held_index.is_empty() && (seq == 0 || seq <= durable_now) {
                 self.ready.extend_from_slice(&self.scratch);
             } else {
                 self.held.extend_from_slice(&self.scratch);

@@ -19,14 +19,25 @@ fn run_client(addr: std::net::SocketAddr, spec: &str) -> Vec<serde_json::Value> 
         "pyiso8583 client failed (is pyiso8583 installed? `pip install pyiso8583`):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
 }
 
 async fn scenario(profile: &'static str, spec: &'static str) {
     let mut sw = TestSwitch::start_with(|c| c.iso.profile = profile.into()).await;
     let addr = sw.iso;
-    let lines = tokio::task::spawn_blocking(move || run_client(addr, spec)).await.expect("join");
-    let by_name = |n: &str| lines.iter().find(|l| l["name"] == n).unwrap_or_else(|| panic!("no {n} in {lines:?}")).clone();
+    let lines = tokio::task::spawn_blocking(move || run_client(addr, spec))
+        .await
+        .expect("join");
+    let by_name = |n: &str| {
+        lines
+            .iter()
+            .find(|l| l["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {lines:?}"))
+            .clone()
+    };
     let expect = [
         ("echo", "0810", "00"),
         ("preauth", "0110", "00"),
@@ -39,14 +50,26 @@ async fn scenario(profile: &'static str, spec: &'static str) {
     ];
     for (name, mti, code) in expect {
         let l = by_name(name);
-        assert_eq!((l["mti"].as_str(), l["39"].as_str()), (Some(mti), Some(code)), "{name}: {l}");
+        assert_eq!(
+            (l["mti"].as_str(), l["39"].as_str()),
+            (Some(mti), Some(code)),
+            "{name}: {l}"
+        );
     }
     let auth = by_name("preauth");
     assert_eq!(auth["38"].as_str().map(str::len), Some(6));
     assert_eq!(auth["37"].as_str().map(str::len), Some(12));
-    let fields: Vec<&str> = auth["fields"].as_array().expect("fields").iter().filter_map(|v| v.as_str()).collect();
+    let fields: Vec<&str> = auth["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     for card_field in ["2", "14", "35", "52", "55"] {
-        assert!(!fields.contains(&card_field), "response carries F{card_field}: {fields:?}");
+        assert!(
+            !fields.contains(&card_field),
+            "response carries F{card_field}: {fields:?}"
+        );
     }
     sw.stop().await;
 }

@@ -10,7 +10,11 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +36,9 @@ async fn sigterm_answers_what_was_read_and_exits_zero() {
     let mut c = loop {
         match tokio::net::TcpStream::connect(addr).await {
             Ok(_) => break Client::connect(addr).await,
-            Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("switch did not start: {e}"),
         }
     };
@@ -51,21 +57,33 @@ async fn sigterm_answers_what_was_read_and_exits_zero() {
         raw
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let raw = writer.await.expect("writer");
-    let mut framed = tokio_util::codec::Framed::new(raw, codecs::framing::FrameCodec::new(Default::default()));
+    let mut framed =
+        tokio_util::codec::Framed::new(raw, codecs::framing::FrameCodec::new(Default::default()));
     let mut answered = 0usize;
     use futures_util::StreamExt;
     while let Ok(Some(frame)) = tokio::time::timeout(TIMEOUT, framed.next()).await {
         let frame = frame.expect("whole frames only, up to a clean close");
-        let msg = codecs::iso8583::Message::decode(&codecs::iso8583::Profile::ASCII, &frame.body).expect("decodes");
+        let msg = codecs::iso8583::Message::decode(&codecs::iso8583::Profile::ASCII, &frame.body)
+            .expect("decodes");
         let expected = &reqs[answered];
-        assert_eq!(msg.raw(11), expected.fields.get(&11).map(Vec::as_slice), "answers come in order, none skipped");
+        assert_eq!(
+            msg.raw(11),
+            expected.fields.get(&11).map(Vec::as_slice),
+            "answers come in order, none skipped"
+        );
         assert_eq!(msg.raw(39), Some(&b"00"[..]));
         answered += 1;
     }
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
     assert!(exit.success(), "exit status {exit:?}");
     assert!(answered > 0, "some requests were read before SIGTERM");
     eprintln!("answered {answered} of {} before shutdown", reqs.len());
