@@ -33,7 +33,7 @@ async fn an_operator_takes_captures_and_refunds_a_payment_in_chromium() {
     b.goto(&terminal.url("/login"));
     b.type_into(&b.find("#name"), OPERATOR);
     b.type_into(&b.find("#password"), PASSWORD);
-    b.click(&b.find("#sign-in"));
+    b.click_to_navigate(&b.find("#sign-in"));
     b.find("#payment-form");
     assert_eq!(b.text(&b.find("#operator")), OPERATOR);
 
@@ -46,7 +46,7 @@ async fn an_operator_takes_captures_and_refunds_a_payment_in_chromium() {
     b.type_into(&b.find("#amount"), "42.50");
     b.type_into(&b.find("#reference"), "ORD-E2E-1");
     b.type_into(&b.find("#description"), "Two teapots, by telephone");
-    b.click(&b.find("#submit-payment"));
+    b.click_to_navigate(&b.find("#submit-payment"));
     b.wait_text("#result-verdict", "Approved");
     assert_eq!(b.text(&b.find("#result-card")), MASKED_PAN);
     assert_eq!(b.text(&b.find("#result-amount")), "42.50 EUR");
@@ -71,7 +71,7 @@ async fn an_operator_takes_captures_and_refunds_a_payment_in_chromium() {
     // The table shows it; capture it all.
     let row = format!(r#"tr[data-payment-id="{id}"]"#);
     b.wait_text(&format!("{row} td.status"), "Uncaptured");
-    b.click(&b.find(&format!("{row} form.capture button")));
+    b.click_to_navigate(&b.find(&format!("{row} form.capture button")));
     b.wait_text(
         "#notice",
         &format!("Capture of payment {id} done. Status: Succeeded."),
@@ -81,7 +81,7 @@ async fn an_operator_takes_captures_and_refunds_a_payment_in_chromium() {
     // Refund part of it.
     let amount = b.find(&format!("{row} form.refund input.amount"));
     b.type_into(&amount, "10.00");
-    b.click(&b.find(&format!("{row} form.refund button")));
+    b.click_to_navigate(&b.find(&format!("{row} form.refund button")));
     b.wait_text(
         "#notice",
         &format!("Refund of payment {id} done. Status: Partially refunded."),
@@ -97,7 +97,7 @@ async fn an_operator_takes_captures_and_refunds_a_payment_in_chromium() {
 
     // Filters: by reference it is there, by another status it is not.
     b.type_into(&b.find("#filter-reference"), "ORD-E2E-1");
-    b.click(&b.find("#apply-filters"));
+    b.click_to_navigate(&b.find("#apply-filters"));
     b.wait_text(&format!("{row} td.status"), "Partially refunded");
     b.goto(&terminal.url("/terminal?status=5"));
     b.find("#no-payments");
@@ -116,7 +116,7 @@ async fn an_operator_takes_captures_and_refunds_a_payment_in_chromium() {
     assert!(!b.source().contains(PAN));
 
     // Sign out: back to the sign-in page, and the terminal is closed.
-    b.click(&b.find("#sign-out"));
+    b.click_to_navigate(&b.find("#sign-out"));
     b.find("#sign-in");
     b.goto(&terminal.url("/terminal"));
     b.find("#sign-in");

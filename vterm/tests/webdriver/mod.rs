@@ -185,11 +185,13 @@ impl Browser {
         }
     }
 
-    /// Waits until the element matching `css` has exactly `text`.
+    /// Waits until the element matching `css` has exactly `text`. The
+    /// element is looked up again each time: a page being replaced makes
+    /// old references stale.
     pub fn wait_text(&self, css: &str, text: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let now = self.try_find(css).map(|e| self.text(&e));
+            let now = self.try_find(css).and_then(|e| self.try_text(&e));
             if now.as_deref() == Some(text) {
                 return;
             }
@@ -198,6 +200,31 @@ impl Browser {
                 "`{css}` shows {now:?}, not {text:?}, within {WAIT:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An element's text, `None` when it is gone (stale).
+    fn try_text(&self, e: &Element) -> Option<String> {
+        let path = format!("/session/{}/element/{}/text", self.session, e.0);
+        match call(self.addr, "GET", &path, None) {
+            Ok((200, v)) => v["value"].as_str().map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// Clicks a button that submits a form, and waits until the browser
+    /// has left the page (the button's reference goes stale), so what is
+    /// looked up next is on the new page.
+    pub fn click_to_navigate(&self, e: &Element) {
+        self.click(e);
+        let deadline = Instant::now() + WAIT;
+        while self.try_text(e).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "still on {} {WAIT:?} after the click",
+                self.url()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
