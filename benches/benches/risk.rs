@@ -2,6 +2,11 @@
 //! velocity updates with two threads contending. The peer beside us is a
 //! single `Mutex<HashMap>` counter with std's hasher, the obvious design.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Mutex;

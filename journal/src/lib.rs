@@ -52,6 +52,7 @@ pub use format::{
 };
 pub use journal::{AckMode, Config, Journal, Status};
 pub use recovery::{
-    dump, verify, Damage, RecoveryReport, Replay, SegmentDamage, SegmentSummary, VerifyReport,
+    dump, read_state, verify, Damage, RecoveryReport, Replay, SegmentDamage, SegmentSummary,
+    VerifyReport,
 };
 pub use storage::{OsStorage, Storage, StorageFile};

@@ -256,10 +256,7 @@ pub(crate) fn recover(
     // only covered records: a snapshot's cleanup was interrupted.
     let segs = &listing.segments;
     let first_live = (0..segs.len())
-        .find(|&i| {
-            segs.get(i + 1)
-                .map_or(true, |next| next.0 > snapshot_seq + 1)
-        })
+        .find(|&i| segs.get(i + 1).is_none_or(|next| next.0 > snapshot_seq + 1))
         .unwrap_or(segs.len());
     let mut live: Vec<(u64, PathBuf)> = Vec::new();
     let mut next_seq = snapshot_seq + 1;
@@ -533,6 +530,48 @@ pub fn dump(
                     file: path.clone(),
                     offset,
                     reason,
+                });
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Reads the state as recovery would, without changing any file: the
+/// newest valid snapshot, then every later record in sequence order; a torn
+/// tail at the end ends it quietly. For operator tools (exports) that run
+/// beside a live switch. Returns the number of records after the snapshot.
+///
+/// # Errors
+/// [`Error::Corruption`] at damage that is not a torn tail (including a bad
+/// newest snapshot), [`Error::Io`], or [`Error::Apply`] from `apply`.
+pub fn read_state(
+    storage: &dyn Storage,
+    dir: &Path,
+    mut apply: impl FnMut(Replay<'_>) -> Result<(), BoxError>,
+) -> Result<u64, Error> {
+    let listing = list(storage, dir)?;
+    let mut report = RecoveryReport::default();
+    let snapshot_seq =
+        load_snapshot(storage, &listing, false, &mut report, &mut apply)?.unwrap_or(0);
+    let count = listing.segments.len();
+    let mut total = 0;
+    for (index, (first_seq, path)) in listing.segments.iter().enumerate() {
+        let bytes = read_segment(storage, path)?;
+        let scan = scan_segment(&bytes, *first_seq, &mut |record| {
+            if record.seq <= snapshot_seq {
+                return Ok(());
+            }
+            total += 1;
+            apply(Replay::Record(record))
+        })
+        .map_err(|(seq, source)| Error::Apply { seq, source })?;
+        if let Some(damage) = scan.damage {
+            if !(damage.torn_tail && index + 1 == count) {
+                return Err(Error::Corruption {
+                    file: path.clone(),
+                    offset: damage.offset,
+                    reason: damage.reason,
                 });
             }
         }

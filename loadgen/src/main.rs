@@ -213,7 +213,7 @@ fn run_command(args: &RunArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("opening {}", path.display()))?;
         writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
     }
-    let agree = summary.metrics.as_ref().map_or(true, |m| m.agree);
+    let agree = summary.metrics.as_ref().is_none_or(|m| m.agree);
     Ok(!args.check || (summary.mismatches_total == 0 && agree))
 }
 

@@ -11,9 +11,9 @@ use serde::Deserialize;
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 
 /// Most merchants a configuration may hold.
-pub const MERCHANTS_MAX: usize = 10_000;
+pub(crate) const MERCHANTS_MAX: usize = 10_000;
 /// Most terminals a merchant may hold.
-pub const TERMINALS_PER_MERCHANT_MAX: usize = 100_000;
+pub(crate) const TERMINALS_PER_MERCHANT_MAX: usize = 100_000;
 
 /// Why a configuration was refused: names the key and the problem.
 #[derive(Debug, thiserror::Error)]

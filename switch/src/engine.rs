@@ -11,8 +11,8 @@ use crate::code::Code;
 use crate::config::Config;
 use crate::idempotency::{Answer, Idempotency, Seen};
 use crate::journal_stage::{Change, Epochs, JournalStage};
-use crate::record::PaymentRecordRef;
 use crate::lifecycle::{Kind, Payment, Status};
+use crate::record::PaymentRecordRef;
 use crate::request::{Channel, Op, OriginalRef, Outcome, Request};
 use crate::risk_stage::{RiskStage, RiskVerdict};
 use crate::state::{OriginalKey, State, Target};
@@ -355,15 +355,40 @@ impl Engine {
         });
         // In memory first, then journaled (see `journal_stage` on snapshots).
         if let Err(code) = self.state.insert(payment, key, hold_due) {
-            return Outcome { code, rrn, auth_code: None, seq: 0 };
+            return Outcome {
+                code,
+                rrn,
+                auth_code: None,
+                seq: 0,
+            };
         }
         let journal = &self.journal;
-        let index = key.map(|k| (k, Target { payment: id, refund: None }));
+        let index = key.map(|k| {
+            (
+                k,
+                Target {
+                    payment: id,
+                    refund: None,
+                },
+            )
+        });
         let recorded = self.state.with_payment(id, |p| {
-            journal.record(&Change::Answered(PaymentRecordRef { payment: p, index, answer }), approved)
+            journal.record(
+                &Change::Answered(PaymentRecordRef {
+                    payment: p,
+                    index,
+                    answer,
+                }),
+                approved,
+            )
         });
         match recorded {
-            Some(Ok(seq)) => Outcome { code, rrn, auth_code: approved.then_some(auth_code), seq },
+            Some(Ok(seq)) => Outcome {
+                code,
+                rrn,
+                auth_code: approved.then_some(auth_code),
+                seq,
+            },
             failed => {
                 // Not journaled, so not done.
                 let code = match failed {
@@ -371,7 +396,12 @@ impl Engine {
                     _ => Code::SYSTEM_MALFUNCTION,
                 };
                 self.state.remove(id, key);
-                Outcome { code, rrn, auth_code: None, seq: 0 }
+                Outcome {
+                    code,
+                    rrn,
+                    auth_code: None,
+                    seq: 0,
+                }
             }
         }
     }
@@ -430,8 +460,20 @@ impl Engine {
                 _ => Err(Code::INVALID_TRANSACTION),
             };
             let refund = result?;
-            let index = own.map(|k| (k, Target { payment: target.payment, refund }));
-            let auth_code = if req.op == Op::Refund { fresh_auth } else { p.auth_code };
+            let index = own.map(|k| {
+                (
+                    k,
+                    Target {
+                        payment: target.payment,
+                        refund,
+                    },
+                )
+            });
+            let auth_code = if req.op == Op::Refund {
+                fresh_auth
+            } else {
+                p.auth_code
+            };
             let answer = req.key.map(|k| {
                 let a = Answer {
                     code: Code::APPROVED,
@@ -443,7 +485,11 @@ impl Engine {
                 };
                 (k, a)
             });
-            let change = Change::Answered(PaymentRecordRef { payment: p, index, answer });
+            let change = Change::Answered(PaymentRecordRef {
+                payment: p,
+                index,
+                answer,
+            });
             match journal.record(&change, true) {
                 Ok(seq) => Ok((refund, seq, auth_code)),
                 Err(code) => {
@@ -458,9 +504,20 @@ impl Engine {
             Some(Err(code)) => self.outcome(req, code, None, 0),
             Some(Ok((refund, seq, auth_code))) => {
                 if let Some(own) = own {
-                    self.state.index(own, Target { payment: target.payment, refund });
+                    self.state.index(
+                        own,
+                        Target {
+                            payment: target.payment,
+                            refund,
+                        },
+                    );
                 }
-                Outcome { code: Code::APPROVED, rrn, auth_code: Some(auth_code), seq }
+                Outcome {
+                    code: Code::APPROVED,
+                    rrn,
+                    auth_code: Some(auth_code),
+                    seq,
+                }
             }
         }
     }
@@ -510,27 +567,6 @@ impl Engine {
     /// Payment `id` if it belongs to merchant `m`.
     pub(crate) fn payment(&self, m: u32, id: u64) -> Option<Payment> {
         self.state.get(id).filter(|p| p.merchant == m)
-    }
-
-    /// Up to `limit` payments of merchant `m` matching `filter` with ids
-    /// above `after_id`, in id order. Walks every payment: for back-office
-    /// use, not the authorization path.
-    pub(crate) fn list(
-        &self,
-        m: u32,
-        filter: &ListFilter<'_>,
-        after_id: u64,
-        limit: usize,
-    ) -> Vec<Payment> {
-        let mut found = Vec::new();
-        self.state.for_each(|p| {
-            if p.merchant == m && p.id > after_id && filter.matches(p) {
-                found.push(p.clone());
-            }
-        });
-        found.sort_by_key(|p| p.id);
-        found.truncate(limit);
-        found
     }
 
     /// Marks payment `id` of merchant `m` as scam by hand; its card goes on
@@ -612,7 +648,10 @@ impl Engine {
         id: u64,
         lines: &[crate::lifecycle::LineRefund<'_>],
     ) -> Result<(u64, [u8; 6]), Code> {
-        let merchant = self.merchants.get(m as usize).ok_or(Code::INVALID_MERCHANT)?;
+        let merchant = self
+            .merchants
+            .get(m as usize)
+            .ok_or(Code::INVALID_MERCHANT)?;
         if !merchant.enabled {
             return Err(Code::INVALID_MERCHANT);
         }
@@ -634,6 +673,75 @@ impl Engine {
         });
         let seq = seq.ok_or(Code::UNABLE_TO_LOCATE)??;
         Ok((seq, self.assign_auth_code()))
+    }
+}
+
+impl Engine {
+    /// Applies one recovered item (snapshot or record) to the state.
+    ///
+    /// # Errors
+    /// When a payload does not decode: recovery stops with the sequence.
+    pub(crate) fn replay(&self, item: journal::Replay<'_>) -> Result<(), journal::BoxError> {
+        match item {
+            journal::Replay::Snapshot { bytes, .. } => {
+                let s = crate::record::decode_snapshot(bytes)?;
+                for p in s.payments {
+                    self.state.restore(p);
+                }
+                for (k, t) in s.index {
+                    self.state.index(k, t);
+                }
+                for (k, a) in s.answers {
+                    self.idempotency.store(k, a);
+                }
+            }
+            journal::Replay::Record(r) if r.record_type == crate::record::RECORD_PAYMENT => {
+                let rec = crate::record::decode(r.payload)?;
+                self.state.restore(rec.payment);
+                if let Some((k, t)) = rec.index {
+                    self.state.index(k, t);
+                }
+                if let Some((k, a)) = rec.answer {
+                    self.idempotency.store(k, a);
+                }
+            }
+            journal::Replay::Record(r) => {
+                return Err(format!("record {} has unknown type {}", r.seq, r.record_type).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// After recovery: queue the holds of uncaptured payments.
+    pub(crate) fn requeue_holds(&self) {
+        self.state.requeue_holds(|p| {
+            self.merchants
+                .get(p.merchant as usize)
+                .map_or(p.created_ms, |m| m.hold_end(p.created_ms).0)
+        });
+    }
+
+    /// Writes a snapshot (blocking: run it on a blocking thread).
+    ///
+    /// # Errors
+    /// When the journal refuses it; the journal stays usable.
+    pub(crate) fn snapshot(&self, buf: &mut Vec<u8>) -> anyhow::Result<Option<u64>> {
+        let crate::journal_stage::JournalStage::On(on) = &self.journal else {
+            return Ok(None);
+        };
+        let seq = on.journal.last_seq();
+        if !self.epochs.flip_and_wait(std::time::Duration::from_secs(5)) {
+            anyhow::bail!("changes still in progress after 5 s; snapshot skipped");
+        }
+        on.journal.wait_durable_blocking(seq)?;
+        crate::record::encode_snapshot(
+            buf,
+            &mut |f| self.state.for_each(|p| f(p)),
+            &mut |f| self.state.for_each_index(|k, t| f(k, t)),
+            &mut |f| self.idempotency.for_each(|k, a| f(k, a)),
+        );
+        on.journal.snapshot(seq, buf)?;
+        Ok(Some(seq))
     }
 }
 
@@ -805,70 +913,5 @@ mod props {
                 }
             }
         }
-    }
-}
-
-impl Engine {
-    /// Applies one recovered item (snapshot or record) to the state.
-    ///
-    /// # Errors
-    /// When a payload does not decode: recovery stops with the sequence.
-    pub(crate) fn replay(&self, item: journal::Replay<'_>) -> Result<(), journal::BoxError> {
-        match item {
-            journal::Replay::Snapshot { bytes, .. } => {
-                let s = crate::record::decode_snapshot(bytes)?;
-                for p in s.payments {
-                    self.state.restore(p);
-                }
-                for (k, t) in s.index {
-                    self.state.index(k, t);
-                }
-                for (k, a) in s.answers {
-                    self.idempotency.store(k, a);
-                }
-            }
-            journal::Replay::Record(r) if r.record_type == crate::record::RECORD_PAYMENT => {
-                let rec = crate::record::decode(r.payload)?;
-                self.state.restore(rec.payment);
-                if let Some((k, t)) = rec.index {
-                    self.state.index(k, t);
-                }
-                if let Some((k, a)) = rec.answer {
-                    self.idempotency.store(k, a);
-                }
-            }
-            journal::Replay::Record(r) => {
-                return Err(format!("record {} has unknown type {}", r.seq, r.record_type).into());
-            }
-        }
-        Ok(())
-    }
-
-    /// After recovery: queue the holds of uncaptured payments.
-    pub(crate) fn requeue_holds(&self) {
-        self.state.requeue_holds(|p| {
-            self.merchants.get(p.merchant as usize).map_or(p.created_ms, |m| m.hold_end(p.created_ms).0)
-        });
-    }
-
-    /// Writes a snapshot (blocking: run it on a blocking thread).
-    ///
-    /// # Errors
-    /// When the journal refuses it; the journal stays usable.
-    pub(crate) fn snapshot(&self, buf: &mut Vec<u8>) -> anyhow::Result<Option<u64>> {
-        let crate::journal_stage::JournalStage::On(on) = &self.journal else { return Ok(None) };
-        let seq = on.journal.last_seq();
-        if !self.epochs.flip_and_wait(std::time::Duration::from_secs(5)) {
-            anyhow::bail!("changes still in progress after 5 s; snapshot skipped");
-        }
-        on.journal.wait_durable_blocking(seq)?;
-        crate::record::encode_snapshot(
-            buf,
-            &mut |f| self.state.for_each(|p| f(p)),
-            &mut |f| self.state.for_each_index(|k, t| f(k, t)),
-            &mut |f| self.idempotency.for_each(|k, a| f(k, a)),
-        );
-        on.journal.snapshot(seq, buf)?;
-        Ok(Some(seq))
     }
 }

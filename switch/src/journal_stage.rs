@@ -25,8 +25,6 @@ use crate::record::{self, PaymentRecordRef};
 /// and answer it produced when it came from a keyed message.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Change<'a> {
-    /// A payment created, no message key (internal frames).
-    Created(&'a Payment),
     /// A payment changed, no message key (sweeps, internal frames).
     Updated(&'a Payment),
     /// A change made by a keyed message, with its index entry and answer.
@@ -36,7 +34,11 @@ pub(crate) enum Change<'a> {
 impl<'a> Change<'a> {
     fn as_record(&self) -> PaymentRecordRef<'a> {
         match *self {
-            Change::Created(payment) | Change::Updated(payment) => PaymentRecordRef { payment, index: None, answer: None },
+            Change::Updated(payment) => PaymentRecordRef {
+                payment,
+                index: None,
+                answer: None,
+            },
             Change::Answered(r) => r,
         }
     }
@@ -120,7 +122,11 @@ impl JournalStage {
     /// Wraps an opened journal.
     pub(crate) fn on(journal: Arc<Journal>) -> Self {
         let (tx, rx) = watch::channel(journal.durable_seq());
-        JournalStage::On(JournalOn { journal, durable: rx, durable_tx: Arc::new(tx) })
+        JournalStage::On(JournalOn {
+            journal,
+            durable: rx,
+            durable_tx: Arc::new(tx),
+        })
     }
 
     /// Starts the task that publishes the durable sequence to connection
@@ -177,7 +183,9 @@ impl JournalStage {
     /// 96 when the journal cannot take the record (full past the enqueue
     /// timeout, failed or closed).
     pub(crate) fn record(&self, change: &Change<'_>, wait: bool) -> Result<u64, Code> {
-        let JournalStage::On(on) = self else { return Ok(0) };
+        let JournalStage::On(on) = self else {
+            return Ok(0);
+        };
         let appended = ENCODE_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             record::encode(&change.as_record(), &mut buf);

@@ -22,6 +22,7 @@ mod http;
 mod idempotency;
 mod iso;
 mod iso_cli;
+mod journal_cli;
 mod journal_stage;
 mod keys;
 mod lifecycle;
@@ -50,6 +51,7 @@ use tokio_util::task::TaskTracker;
 pub use clock::Clock;
 pub use config::{Config, ConfigError, Overrides, EMBEDDED_DEFAULT};
 pub use iso_cli::{decode_lines, encode_lines};
+pub use journal_cli::{export, journal_dump, journal_verify, ExportFormat};
 pub use keys::{KeyAdmin, KeyInfo, KeysError, Mandate, NewKey, Owner};
 
 /// How often the sweeper runs.

@@ -78,6 +78,7 @@ impl Status {
     }
 
     /// Whether moving from `self` to `to` is an allowed transition.
+    #[cfg(test)]
     pub(crate) fn may_become(self, to: Status) -> bool {
         use Status::*;
         self == to
@@ -494,7 +495,9 @@ impl Payment {
             let (Some(slot), Some(sold)) = (asked.get_mut(i), cart.get(i)) else {
                 return Err(Code::INVALID_TRANSACTION);
             };
-            *slot = slot.checked_add(line.quantity).ok_or(Code::INVALID_AMOUNT)?;
+            *slot = slot
+                .checked_add(line.quantity)
+                .ok_or(Code::INVALID_AMOUNT)?;
             if u64::from(sold.refunded_quantity) + u64::from(*slot) > u64::from(sold.quantity) {
                 return Err(Code::INVALID_AMOUNT);
             }
@@ -685,7 +688,10 @@ pub(crate) mod tests {
             "repeats add up"
         );
         assert_eq!(p.refund_lines(&[line("tea", 1, 500)], 2), Ok(0));
-        assert_eq!((p.refunded_minor(), p.status), (500, Status::PartiallyRefunded));
+        assert_eq!(
+            (p.refunded_minor(), p.status),
+            (500, Status::PartiallyRefunded)
+        );
         assert_eq!(
             p.refund_lines(&[line("tea", 2, 500)], 3),
             Err(Code::INVALID_AMOUNT)
@@ -695,6 +701,9 @@ pub(crate) mod tests {
             Ok(1)
         );
         assert_eq!(p.status, Status::Refunded);
-        assert_eq!(p.extras.as_ref().map(|e| e.cart[0].refunded_quantity), Some(2));
+        assert_eq!(
+            p.extras.as_ref().map(|e| e.cart[0].refunded_quantity),
+            Some(2)
+        );
     }
 }

@@ -57,6 +57,40 @@ enum Command {
         #[command(subcommand)]
         action: MandatesAction,
     },
+    /// Journal operator tools (read-only; safe beside a running switch).
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
+    /// Payments of a period with masked cards, for reconciliation.
+    Export {
+        /// First day, YYYY-MM-DD (UTC), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC), inclusive.
+        #[arg(long)]
+        to: String,
+        /// csv or xml.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Only this merchant (MID).
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalAction {
+    /// Checks every segment and snapshot; exits 1 when damaged.
+    Verify {
+        /// Data directory (or its journal directory).
+        dir: PathBuf,
+    },
+    /// Every record as a JSON line, card data masked.
+    Dump {
+        /// Data directory (or its journal directory).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +220,46 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Keys { action }) => return keys_command(action),
         Some(Command::Mandates { action }) => return mandates_command(action),
+        Some(Command::Journal {
+            action: JournalAction::Verify { dir },
+        }) => {
+            let clean = switch::journal_verify(&dir, stdout().lock())?;
+            std::process::exit(if clean { 0 } else { 1 });
+        }
+        Some(Command::Journal {
+            action: JournalAction::Dump { dir },
+        }) => {
+            switch::journal_dump(&dir, BufWriter::new(stdout().lock()))?;
+            return Ok(());
+        }
+        Some(Command::Export {
+            from,
+            to,
+            format,
+            merchant,
+        }) => {
+            let format = match format.as_str() {
+                "csv" => switch::ExportFormat::Csv,
+                "xml" => switch::ExportFormat::Xml,
+                other => anyhow::bail!("--format `{other}`: expected csv or xml"),
+            };
+            let overrides = Overrides::from_env()?.then(Overrides {
+                data_dir: cli.data_dir.clone(),
+                ..Default::default()
+            });
+            let config = Config::load(cli.config.as_deref(), overrides)?;
+            let n = switch::export(
+                &config.listeners.data_dir,
+                &config,
+                &from,
+                &to,
+                merchant.as_deref(),
+                format,
+                BufWriter::new(stdout().lock()),
+            )?;
+            eprintln!("exported {n} payments");
+            return Ok(());
+        }
         None => {}
     }
     tracing_subscriber::fmt()

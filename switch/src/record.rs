@@ -75,7 +75,9 @@ impl<'a> In<'a> {
         Ok(head)
     }
     fn arr<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        self.take(N)?.try_into().map_err(|_| DecodeError("truncated"))
+        self.take(N)?
+            .try_into()
+            .map_err(|_| DecodeError("truncated"))
     }
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.arr::<1>()?[0])
@@ -182,10 +184,14 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
     let n = i.u8()?;
     let mut refunds = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        refunds.push(Refund { amount_minor: i.u64()?, reversed: i.flag()? });
+        refunds.push(Refund {
+            amount_minor: i.u64()?,
+            reversed: i.flag()?,
+        });
     }
     let card_token = CardToken(i.arr()?);
-    let masked_pan = MaskedPan::from_masked(&i.text()?).ok_or(DecodeError("masked PAN shows too much"))?;
+    let masked_pan =
+        MaskedPan::from_masked(&i.text()?).ok_or(DecodeError("masked PAN shows too much"))?;
     let created_ms = i.u64()?;
     let auth_code = i.arr()?;
     let rrn = i.arr()?;
@@ -194,8 +200,15 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
     let n = i.u8()?;
     let mut history = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        let op = *OPS.get(usize::from(i.u8()?)).ok_or(DecodeError("unknown operation"))?;
-        history.push(Activity { op, amount_minor: i.u64()?, at_ms: i.u64()?, code: Code(i.arr()?) });
+        let op = *OPS
+            .get(usize::from(i.u8()?))
+            .ok_or(DecodeError("unknown operation"))?;
+        history.push(Activity {
+            op,
+            amount_minor: i.u64()?,
+            at_ms: i.u64()?,
+            code: Code(i.arr()?),
+        });
     }
     let extras = if i.flag()? {
         let merchant_reference = i.text()?;
@@ -203,9 +216,18 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
         let n = i.u8()?;
         let mut cart = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
-            cart.push(CartItem { item: i.text()?, quantity: i.u32()?, unit_price_minor: i.u64()?, refunded_quantity: i.u32()? });
+            cart.push(CartItem {
+                item: i.text()?,
+                quantity: i.u32()?,
+                unit_price_minor: i.u64()?,
+                refunded_quantity: i.u32()?,
+            });
         }
-        Some(Box::new(Extras { merchant_reference, description, cart }))
+        Some(Box::new(Extras {
+            merchant_reference,
+            description,
+            cart,
+        }))
     } else {
         None
     };
@@ -247,7 +269,12 @@ fn put_original_key(o: &mut Out<'_>, k: &OriginalKey, t: &Target) {
 }
 
 fn get_original_key(i: &mut In<'_>) -> Result<(OriginalKey, Target), DecodeError> {
-    let key = OriginalKey { merchant: i.u32()?, mti: i.u16()?, stan: i.u32()?, transmission: i.u64()? };
+    let key = OriginalKey {
+        merchant: i.u32()?,
+        mti: i.u16()?,
+        stan: i.u32()?,
+        transmission: i.u64()?,
+    };
     let payment = i.u64()?;
     let refund = if i.flag()? { Some(i.u8()?) } else { None };
     Ok((key, Target { payment, refund }))
@@ -272,12 +299,24 @@ fn put_answer(o: &mut Out<'_>, k: &MessageKey, a: &Answer) {
 }
 
 fn get_answer(i: &mut In<'_>) -> Result<(MessageKey, Answer), DecodeError> {
-    let key = MessageKey { mti: i.u16()?, terminal: i.arr()?, stan: i.u32()?, transmission: i.u64()? };
+    let key = MessageKey {
+        mti: i.u16()?,
+        terminal: i.arr()?,
+        stan: i.u32()?,
+        transmission: i.u64()?,
+    };
     let code = Code(i.arr()?);
     let rrn = i.arr()?;
     let auth_code = if i.flag()? { Some(i.arr()?) } else { None };
     // Answers recovered from the journal are durable: nothing to wait for.
-    let answer = Answer { code, rrn, auth_code, content_crc: i.u32()?, seq: 0, at_ms: i.u64()? };
+    let answer = Answer {
+        code,
+        rrn,
+        auth_code,
+        content_crc: i.u32()?,
+        seq: 0,
+        at_ms: i.u64()?,
+    };
     Ok((key, answer))
 }
 
@@ -324,12 +363,24 @@ pub(crate) fn decode(payload: &[u8]) -> Result<PaymentRecord, DecodeError> {
         return Err(DecodeError("unknown record version"));
     }
     let payment = get_payment(&mut i)?;
-    let index = if i.flag()? { Some(get_original_key(&mut i)?) } else { None };
-    let answer = if i.flag()? { Some(get_answer(&mut i)?) } else { None };
+    let index = if i.flag()? {
+        Some(get_original_key(&mut i)?)
+    } else {
+        None
+    };
+    let answer = if i.flag()? {
+        Some(get_answer(&mut i)?)
+    } else {
+        None
+    };
     if !i.done() {
         return Err(DecodeError("trailing bytes"));
     }
-    Ok(PaymentRecord { payment, index, answer })
+    Ok(PaymentRecord {
+        payment,
+        index,
+        answer,
+    })
 }
 
 /// What a snapshot holds.
@@ -343,7 +394,12 @@ pub(crate) struct SnapshotContents {
     pub(crate) answers: Vec<(MessageKey, Answer)>,
 }
 
-/// Writes a snapshot from iterators over the state.
+/// Writes a snapshot from walks over the state: each argument calls the
+/// function it is given once per item of its kind.
+#[allow(
+    clippy::type_complexity,
+    reason = "three walks, each a visitor over one map"
+)]
 pub(crate) fn encode_snapshot(
     buf: &mut Vec<u8>,
     payments: &mut dyn FnMut(&mut dyn FnMut(&Payment)),
@@ -397,7 +453,13 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotContents, DecodeEr
     }
     let mut out = SnapshotContents::default();
     // Each entry is at least 8 bytes, which bounds every count by the input.
-    let bounded = |n: u64, i: &In<'_>| if n as usize > i.0.len() { Err(DecodeError("count past the end")) } else { Ok(n) };
+    let bounded = |n: u64, i: &In<'_>| {
+        if n as usize > i.0.len() {
+            Err(DecodeError("count past the end"))
+        } else {
+            Ok(n)
+        }
+    };
     let n = bounded(i.u64()?, &i)?;
     for _ in 0..n {
         out.payments.push(get_payment(&mut i)?);
@@ -428,23 +490,65 @@ mod tests {
         p.extras = Some(Box::new(Extras {
             merchant_reference: "order-1".into(),
             description: "two mugs".into(),
-            cart: vec![CartItem { item: "mug".into(), quantity: 2, unit_price_minor: 2_500, refunded_quantity: 0 }],
+            cart: vec![CartItem {
+                item: "mug".into(),
+                quantity: 2,
+                unit_price_minor: 2_500,
+                refunded_quantity: 0,
+            }],
         }));
-        let key = OriginalKey { merchant: 0, mti: 200, stan: 7, transmission: 1_123_114_959 };
-        let mkey = MessageKey { mti: 200, terminal: *b"DEMO0001", stan: 7, transmission: 1_123_114_959 };
-        let answer = Answer { code: Code::APPROVED, rrn: *b"000000000042", auth_code: Some(*b"123456"), content_crc: 9, seq: 0, at_ms: 11 };
-        PaymentRecord { payment: p, index: Some((key, Target { payment: 1, refund: Some(0) })), answer: Some((mkey, answer)) }
+        let key = OriginalKey {
+            merchant: 0,
+            mti: 200,
+            stan: 7,
+            transmission: 1_123_114_959,
+        };
+        let mkey = MessageKey {
+            mti: 200,
+            terminal: *b"DEMO0001",
+            stan: 7,
+            transmission: 1_123_114_959,
+        };
+        let answer = Answer {
+            code: Code::APPROVED,
+            rrn: *b"000000000042",
+            auth_code: Some(*b"123456"),
+            content_crc: 9,
+            seq: 0,
+            at_ms: 11,
+        };
+        PaymentRecord {
+            payment: p,
+            index: Some((
+                key,
+                Target {
+                    payment: 1,
+                    refund: Some(0),
+                },
+            )),
+            answer: Some((mkey, answer)),
+        }
     }
 
     #[test]
     fn records_round_trip_and_hold_no_clear_pan() {
         let rec = sample();
         let mut buf = Vec::new();
-        encode(&PaymentRecordRef { payment: &rec.payment, index: rec.index, answer: rec.answer }, &mut buf);
+        encode(
+            &PaymentRecordRef {
+                payment: &rec.payment,
+                index: rec.index,
+                answer: rec.answer,
+            },
+            &mut buf,
+        );
         assert_eq!(decode(&buf).expect("decodes"), rec);
         assert!(!buf.windows(16).any(|w| w == b"4111111111111111"));
         for cut in 0..buf.len() {
-            assert!(decode(&buf[..cut]).is_err(), "truncated at {cut} must not decode");
+            assert!(
+                decode(&buf[..cut]).is_err(),
+                "truncated at {cut} must not decode"
+            );
         }
         let mut bad = buf.clone();
         bad[0] = 9;
@@ -457,13 +561,24 @@ mod tests {
         let mut buf = Vec::new();
         let (k, t) = rec.index.expect("index");
         let (mk, a) = rec.answer.expect("answer");
-        encode_snapshot(&mut buf, &mut |f| f(&rec.payment), &mut |f| f(&k, &t), &mut |f| f(&mk, &a));
+        encode_snapshot(
+            &mut buf,
+            &mut |f| f(&rec.payment),
+            &mut |f| f(&k, &t),
+            &mut |f| f(&mk, &a),
+        );
         let s = decode_snapshot(&buf).expect("decodes");
-        assert_eq!((s.payments.len(), s.index.len(), s.answers.len()), (1, 1, 1));
+        assert_eq!(
+            (s.payments.len(), s.index.len(), s.answers.len()),
+            (1, 1, 1)
+        );
         assert_eq!(s.payments[0], rec.payment);
         assert!(decode_snapshot(&buf[..buf.len() - 1]).is_err());
         let mut huge = buf.clone();
         huge[5..13].copy_from_slice(&u64::MAX.to_be_bytes());
-        assert!(decode_snapshot(&huge).is_err(), "a count past the end is refused before looping");
+        assert!(
+            decode_snapshot(&huge).is_err(),
+            "a count past the end is refused before looping"
+        );
     }
 }

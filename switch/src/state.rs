@@ -85,11 +85,6 @@ impl State {
         self.payments.len()
     }
 
-    /// Whether another payment fits under `payments_max`.
-    pub(crate) fn has_room(&self) -> bool {
-        self.payments.len() < self.payments_max
-    }
-
     /// Adds a payment and indexes it.
     ///
     /// # Errors
@@ -143,7 +138,8 @@ impl State {
     pub(crate) fn restore(&self, payment: Payment) {
         let id = payment.id;
         if payment.status != Status::Declined {
-            self.by_rrn.insert((payment.merchant, payment.rrn, payment.auth_code), id);
+            self.by_rrn
+                .insert((payment.merchant, payment.rrn, payment.auth_code), id);
         }
         self.bump_id(id);
         self.payments.insert(id, payment);
@@ -153,7 +149,10 @@ impl State {
     pub(crate) fn requeue_holds(&self, due: impl Fn(&Payment) -> u64) {
         for p in self.payments.iter() {
             if p.status == Status::Uncaptured {
-                self.holds.push(Hold { due_ms: due(&p), payment: p.id });
+                self.holds.push(Hold {
+                    due_ms: due(&p),
+                    payment: p.id,
+                });
             }
         }
     }
