@@ -13,6 +13,8 @@
 //! - `http`, `metrics`: Prometheus exposition, health and readiness.
 //! - `iso_cli`: the `switch iso decode|encode` operator tool.
 
+#[doc(hidden)]
+pub mod bench_api;
 mod clock;
 mod code;
 mod config;

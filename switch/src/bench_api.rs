@@ -1,0 +1,136 @@
+//! A narrow door into the pipeline for the criterion benches in
+//! `benches/`: not part of the switch's API (hidden from docs).
+
+use codecs::card::{Pan, TokenKey};
+use codecs::iso8583::datetime::Expiry;
+use codecs::iso8583::f90::OriginalData;
+use codecs::iso8583::Mti;
+
+use crate::clock::Clock;
+use crate::code::Code;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::idempotency::MessageKey;
+use crate::journal_stage::JournalStage;
+use crate::request::{Channel, Op, OriginalRef, Request};
+use crate::risk_stage::RiskStage;
+
+/// The engine with the embedded default, a manual clock and no journal.
+pub struct Lifecycle {
+    /// The pipeline after decode.
+    engine: Engine,
+}
+
+/// Luhn-valid 16-digit card numbers, one per index (`411111` BIN).
+pub fn card(i: u64) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    let body = format!("411111{:09}", i % 1_000_000_000);
+    d[..15].copy_from_slice(body.as_bytes());
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(k, c)| {
+            let v = u32::from(c - b'0');
+            if k % 2 == 0 {
+                if v * 2 > 9 {
+                    v * 2 - 9
+                } else {
+                    v * 2
+                }
+            } else {
+                v
+            }
+        })
+        .sum();
+    d[15] = b'0' + ((10 - sum % 10) % 10) as u8;
+    d
+}
+
+impl Lifecycle {
+    /// A fresh engine.
+    ///
+    /// # Panics
+    /// If the embedded configuration is invalid (a test covers it).
+    pub fn new() -> Self {
+        let mut config = Config::embedded().expect("embedded config");
+        // Benches run millions of iterations: lift the memory limits.
+        config.limits.idempotency_entries_max = 100_000_000;
+        config.limits.payments_max = 100_000_000;
+        let key = TokenKey::new(b"bench");
+        let risk = RiskStage::new(&config, &key).expect("risk");
+        Lifecycle {
+            engine: Engine::new(
+                &config,
+                Clock::manual(1_795_434_550_000),
+                key,
+                risk,
+                JournalStage::Off,
+            ),
+        }
+    }
+
+    fn request<'a>(
+        op: Op,
+        pan: Option<&'a [u8]>,
+        stan: u32,
+        terminal: [u8; 8],
+        original: Option<OriginalRef>,
+    ) -> Request<'a> {
+        let mti = match op {
+            Op::PreAuth => 100,
+            Op::Capture => 220,
+            _ => 200,
+        };
+        Request {
+            op,
+            key: Some(MessageKey {
+                mti,
+                terminal,
+                stan,
+                transmission: 1_123_114_959,
+            }),
+            repeat: false,
+            content_crc: stan,
+            merchant_id: b"DEMO00000000001",
+            terminal_id: terminal,
+            pan: pan.and_then(Pan::new),
+            expiry: Expiry::parse(b"2812"),
+            amount_minor: 1_000,
+            currency: 978,
+            original,
+            replacement_minor: None,
+            channel: Channel::CardPresent,
+            eci: None,
+            rrn: None,
+            extras: None,
+        }
+    }
+
+    /// A pre-authorization of card `pan` with key (`terminal`, `stan`), then
+    /// its capture with key (`terminal`, `stan + 1`). Returns whether both
+    /// were approved.
+    pub fn preauth_then_capture(&self, pan: &[u8], terminal: [u8; 8], stan: u32) -> bool {
+        let auth = Self::request(Op::PreAuth, Some(pan), stan, terminal, None);
+        let a = self.engine.process(&auth);
+        let original = OriginalRef::Message(OriginalData {
+            mti: Mti::parse("0100").unwrap_or_else(|| unreachable!()),
+            stan,
+            transmission: *b"1123114959",
+        });
+        let cap = Self::request(Op::Capture, None, stan + 1, terminal, Some(original));
+        let c = self.engine.process(&cap);
+        a.code == Code::APPROVED && c.code == Code::APPROVED
+    }
+
+    /// Payments held.
+    pub fn payments(&self) -> usize {
+        self.engine.state.len()
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
