@@ -26,7 +26,7 @@ SWITCH_BUILD=${SWITCH_BUILD:-"cargo build --release -q -p switch"}  # empty: no 
 # The journal ack mode setting: with a flag, the switch runs once per mode
 # ("$SWITCH_ACK_FLAG durable", "$SWITCH_ACK_FLAG immediate"); empty: once,
 # with its default.
-SWITCH_ACK_FLAG=${SWITCH_ACK_FLAG:-}
+SWITCH_ACK_FLAG=${SWITCH_ACK_FLAG---journal-ack}
 SWITCH_ACK_MODES=${SWITCH_ACK_MODES:-"durable immediate"}
 SWITCH_EXTRA_ARGS=${SWITCH_EXTRA_ARGS:-}
 # The switch is compared on authorizations, like the peer; one more closed

@@ -83,6 +83,9 @@ struct Value {
     _pad: [u64; 30],
 }
 
+/// Payments kept in each map while it is measured.
+const KEYS: u64 = 1 << 18;
+
 fn payment_map(c: &mut Criterion) {
     let mut group = c.benchmark_group("payment_map");
     let value = Value {
@@ -90,9 +93,11 @@ fn payment_map(c: &mut Criterion) {
         _pad: [0; 30],
     };
     for threads in [1usize, 2] {
-        let dash: Arc<dashmap::DashMap<u64, Value>> = Arc::new(dashmap::DashMap::new());
-        let mutex: Arc<Mutex<HashMap<u64, Value>>> = Arc::new(Mutex::new(HashMap::new()));
-        let papaya: Arc<papaya::HashMap<u64, Mutex<Value>>> = Arc::new(papaya::HashMap::new());
+        // Sized at start and kept at KEYS entries (ids cycle), so growth and
+        // rehashing do not drown the access cost being compared.
+        let dash: Arc<dashmap::DashMap<u64, Value>> = Arc::new(dashmap::DashMap::with_capacity(KEYS as usize));
+        let mutex: Arc<Mutex<HashMap<u64, Value>>> = Arc::new(Mutex::new(HashMap::with_capacity(KEYS as usize)));
+        let papaya: Arc<papaya::HashMap<u64, Mutex<Value>>> = Arc::new(papaya::HashMap::with_capacity(KEYS as usize));
         let ids = Arc::new(AtomicU64::new(0));
         let run = |op: Arc<dyn Fn(u64) + Send + Sync>, iters: u64| -> Duration {
             let start = Instant::now();
@@ -101,7 +106,7 @@ fn payment_map(c: &mut Criterion) {
                     let (op, ids) = (op.clone(), ids.clone());
                     std::thread::spawn(move || {
                         for _ in 0..iters / threads as u64 {
-                            op(ids.fetch_add(1, Ordering::Relaxed));
+                            op(ids.fetch_add(1, Ordering::Relaxed) % KEYS);
                         }
                     })
                 })
