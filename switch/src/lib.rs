@@ -248,6 +248,10 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
         cancel.clone(),
         tracker.clone(),
     ));
+    tracker.spawn(metrics_upkeep(
+        http_state.prometheus.clone(),
+        cancel.clone(),
+    ));
     if engine.risk.source().is_some() {
         tracker.spawn(policy_reloader(engine.clone(), cancel.clone()));
     }
@@ -319,6 +323,25 @@ async fn snapshot_loop(engine: Arc<engine::Engine>, interval: Duration, cancel: 
                 }
             }
             Err(_) => return,
+        }
+    }
+}
+
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The Prometheus recorder keeps histogram samples until upkeep folds them
+/// into buckets; without this task its memory would grow with traffic.
+async fn metrics_upkeep(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
         }
     }
 }
