@@ -95,9 +95,12 @@ fn payment_map(c: &mut Criterion) {
     for threads in [1usize, 2] {
         // Sized at start and kept at KEYS entries (ids cycle), so growth and
         // rehashing do not drown the access cost being compared.
-        let dash: Arc<dashmap::DashMap<u64, Value>> = Arc::new(dashmap::DashMap::with_capacity(KEYS as usize));
-        let mutex: Arc<Mutex<HashMap<u64, Value>>> = Arc::new(Mutex::new(HashMap::with_capacity(KEYS as usize)));
-        let papaya: Arc<papaya::HashMap<u64, Mutex<Value>>> = Arc::new(papaya::HashMap::with_capacity(KEYS as usize));
+        let dash: Arc<dashmap::DashMap<u64, Value>> =
+            Arc::new(dashmap::DashMap::with_capacity(KEYS as usize));
+        let mutex: Arc<Mutex<HashMap<u64, Value>>> =
+            Arc::new(Mutex::new(HashMap::with_capacity(KEYS as usize)));
+        let papaya: Arc<papaya::HashMap<u64, Mutex<Value>>> =
+            Arc::new(papaya::HashMap::with_capacity(KEYS as usize));
         let ids = Arc::new(AtomicU64::new(0));
         let run = |op: Arc<dyn Fn(u64) + Send + Sync>, iters: u64| -> Duration {
             let start = Instant::now();
