@@ -19,12 +19,11 @@
 //! it is never stored, journaled or logged.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use codecs::internal::{
     EventKind, FrameBytes, HistoryEntry, InternalCodec, ListPayments, MotoRequest, PaymentRow,
     PaymentStatus, Repeated, Request, Response, ResultCode,
@@ -39,6 +38,7 @@ use crate::code::Code;
 use crate::engine::{Engine, ListFilter};
 use crate::keys::{KeyStore, Refusal};
 use crate::lifecycle::{CartItem, Extras, Kind, LineRefund, Operation, Payment, Status};
+use crate::outbox::Outbox;
 use crate::request::{Channel, Op, OriginalRef, Request as EngineRequest};
 
 /// Read buffer per connection at start; it grows to one frame at most.
@@ -115,12 +115,8 @@ pub(crate) struct FrameHandler {
     codec: InternalCodec,
     /// Bytes read, not yet framed.
     input: BytesMut,
-    /// Responses ready to write.
-    ready: BytesMut,
-    /// Responses waiting for the journal, in order.
-    held: BytesMut,
-    /// (sequence, length) of each response in `held`; at most `inflight_max`.
-    held_index: VecDeque<(u64, usize)>,
+    /// Answers ready or held for the journal; at most `inflight_max` held.
+    outbox: Outbox,
     /// The logged-in client id; `None` until Authenticate succeeds.
     client_id: Option<String>,
     /// MIDs the key may act for, refreshed on every request (reused).
@@ -135,16 +131,14 @@ impl FrameHandler {
         let peer = stream
             .peer_addr()
             .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let inflight = shared.inflight_max;
+        let outbox = Outbox::new(shared.durable.clone(), shared.inflight_max);
         FrameHandler {
             shared,
             stream,
             peer,
             codec: InternalCodec::new(),
             input: BytesMut::with_capacity(READ_BUFFER_BYTES),
-            ready: BytesMut::with_capacity(READ_BUFFER_BYTES),
-            held: BytesMut::new(),
-            held_index: VecDeque::with_capacity(inflight.min(1024)),
+            outbox,
             client_id: None,
             mids: Vec::new(),
             scope: Vec::new(),
@@ -163,22 +157,20 @@ impl FrameHandler {
             _ => tracing::warn!(%peer, reason, "connection closed"),
         }
         metrics::counter!("switch_connections_closed_total", "reason" => reason).increment(1);
-        metrics::gauge!("switch_requests_in_flight").decrement(self.held_index.len() as f64);
     }
 
     async fn serve(&mut self, cancel: &CancellationToken) -> End {
-        let mut durable = self.shared.durable.clone();
         loop {
             let processed = self.process_input();
-            self.release_durable();
-            if !self.ready.is_empty() && self.flush().await.is_err() {
+            self.outbox.release_durable();
+            if self.outbox.flush(&mut self.stream).await.is_err() {
                 return End::Io;
             }
             if let Err(end) = processed {
                 return end;
             }
-            let can_read = self.held_index.len() < self.shared.inflight_max;
-            let waiting = !self.held_index.is_empty();
+            let can_read = self.outbox.held() < self.shared.inflight_max;
+            let waiting = self.outbox.held() > 0;
             let idle = match self.client_id {
                 Some(_) => self.shared.idle_timeout,
                 None => self.shared.idle_timeout.min(LOGIN_TIMEOUT),
@@ -190,7 +182,7 @@ impl FrameHandler {
                     Ok(_) => {}
                     Err(_) => return End::Io,
                 },
-                changed = wait_durable(&mut durable), if waiting => {
+                changed = self.outbox.wait_durable(), if waiting => {
                     if changed.is_err() {
                         return End::Io;
                     }
@@ -203,7 +195,7 @@ impl FrameHandler {
     /// Answers every whole frame in `input`, while under the in-flight
     /// limit.
     fn process_input(&mut self) -> Result<(), End> {
-        while self.held_index.len() < self.shared.inflight_max {
+        while self.outbox.held() < self.shared.inflight_max {
             let frame = match self.codec.decode(&mut self.input) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
@@ -216,18 +208,7 @@ impl FrameHandler {
             };
             let mut out = BytesMut::new();
             let (seq, end) = self.answer_frame(&frame, &mut out);
-            let durable_now = self
-                .shared
-                .durable
-                .as_ref()
-                .map_or(u64::MAX, |d| *d.borrow());
-            if seq == 0 || seq <= durable_now {
-                self.ready.extend_from_slice(&out);
-            } else {
-                self.held.extend_from_slice(&out);
-                self.held_index.push_back((seq, out.len()));
-                metrics::gauge!("switch_requests_in_flight").increment(1.0);
-            }
+            self.outbox.push(&out, seq);
             if let Some(end) = end {
                 return Err(end);
             }
@@ -321,64 +302,14 @@ impl FrameHandler {
         (run(engine, &self.scope, request), None)
     }
 
-    /// Moves held responses whose records are durable to `ready`, in order.
-    fn release_durable(&mut self) {
-        let Some(durable) = self.shared.durable.as_ref().map(|d| *d.borrow()) else {
-            return;
-        };
-        let mut released = 0usize;
-        while let Some(&(seq, len)) = self.held_index.front() {
-            if seq > durable {
-                break;
-            }
-            self.ready
-                .extend_from_slice(self.held.get(..len).unwrap_or_default());
-            self.held.advance(len);
-            self.held_index.pop_front();
-            released += 1;
-        }
-        if released > 0 {
-            metrics::gauge!("switch_requests_in_flight").decrement(released as f64);
-        }
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.write_all(&self.ready).await?;
-        self.ready.clear();
-        Ok(())
-    }
-
     /// At the end: answer whole frames already read (when the stream is
     /// still trusted), wait for the journal, write everything.
     async fn drain(&mut self, process_rest: bool) {
         if process_rest {
             let _ = self.process_input();
         }
-        let mut durable = self.shared.durable.clone();
-        loop {
-            self.release_durable();
-            if !self.ready.is_empty() && self.flush().await.is_err() {
-                return;
-            }
-            if self.held_index.is_empty() {
-                break;
-            }
-            let Some(d) = durable.as_mut() else { return };
-            if d.changed().await.is_err() {
-                return;
-            }
-        }
+        self.outbox.drain(&mut self.stream).await;
         let _ = self.stream.shutdown().await;
-    }
-}
-
-/// Waits for the durable sequence to move; never returns without a journal.
-async fn wait_durable(
-    durable: &mut Option<watch::Receiver<u64>>,
-) -> Result<(), watch::error::RecvError> {
-    match durable {
-        Some(d) => d.changed().await,
-        None => std::future::pending().await,
     }
 }
 

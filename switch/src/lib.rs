@@ -29,6 +29,7 @@ mod journal_stage;
 mod keys;
 mod lifecycle;
 mod metrics;
+mod outbox;
 mod record;
 mod request;
 mod risk_stage;

@@ -9,11 +9,10 @@
 //! durable sequence reaches them; at the in-flight limit the handler stops
 //! reading (backpressure, not memory growth).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use codecs::framing::{FrameCodec, FrameConfig};
 use codecs::iso8583::Profile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::engine::Engine;
 use crate::iso;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 
 /// Read buffer size per connection at start; it grows to one frame at most.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -139,12 +139,8 @@ pub(crate) struct Handler {
     codec: FrameCodec,
     /// Bytes read, not yet framed.
     input: BytesMut,
-    /// Responses ready to write.
-    ready: BytesMut,
-    /// Responses waiting for the journal, in order.
-    held: BytesMut,
-    /// (sequence, length) of each response in `held`; at most `inflight_max`.
-    held_index: VecDeque<(u64, usize)>,
+    /// Answers ready or held for the journal; at most `inflight_max` held.
+    outbox: Outbox,
     /// One response being written.
     scratch: BytesMut,
 }
@@ -153,15 +149,13 @@ impl Handler {
     /// A handler for `stream`.
     pub(crate) fn new(shared: Arc<IsoShared>, stream: TcpStream) -> Self {
         let codec = FrameCodec::new(shared.framing);
-        let inflight = shared.inflight_max;
+        let outbox = Outbox::new(shared.durable.clone(), shared.inflight_max);
         Handler {
             shared,
             stream,
             codec,
             input: BytesMut::with_capacity(READ_BUFFER_BYTES),
-            ready: BytesMut::with_capacity(READ_BUFFER_BYTES),
-            held: BytesMut::new(),
-            held_index: VecDeque::with_capacity(inflight.min(1024)),
+            outbox,
             scratch: BytesMut::with_capacity(1024),
         }
     }
@@ -181,21 +175,19 @@ impl Handler {
             _ => tracing::warn!(?peer, reason = end.label(), "connection closed"),
         }
         metrics::counter!("switch_connections_closed_total", "reason" => end.label()).increment(1);
-        metrics::gauge!("switch_requests_in_flight").decrement(self.held_index.len() as f64);
     }
 
     async fn serve(&mut self, cancel: &CancellationToken) -> End {
-        let mut durable = self.shared.durable.clone();
         loop {
             if let Err(end) = self.process_input() {
                 return end;
             }
-            self.release_durable();
-            if !self.ready.is_empty() && self.flush().await.is_err() {
+            self.outbox.release_durable();
+            if self.outbox.flush(&mut self.stream).await.is_err() {
                 return End::Io;
             }
-            let can_read = self.held_index.len() < self.shared.inflight_max;
-            let waiting = !self.held_index.is_empty();
+            let can_read = self.outbox.held() < self.shared.inflight_max;
+            let waiting = self.outbox.held() > 0;
             tokio::select! {
                 () = cancel.cancelled() => return End::Shutdown,
                 read = self.stream.read_buf(&mut self.input), if can_read => match read {
@@ -203,7 +195,7 @@ impl Handler {
                     Ok(_) => {}
                     Err(_) => return End::Io,
                 },
-                changed = wait_durable(&mut durable), if waiting => {
+                changed = self.outbox.wait_durable(), if waiting => {
                     if changed.is_err() {
                         return End::Io;
                     }
@@ -216,7 +208,7 @@ impl Handler {
     /// Runs every whole frame in `input` through the pipeline, while under
     /// the in-flight limit.
     fn process_input(&mut self) -> Result<(), End> {
-        while self.held_index.len() < self.shared.inflight_max {
+        while self.outbox.held() < self.shared.inflight_max {
             let frame = match self.codec.decode(&mut self.input) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
@@ -238,49 +230,9 @@ impl Handler {
                 &mut self.scratch,
             )
             .map_err(|u| End::Protocol(u.label()))?;
-            let durable_now = self
-                .shared
-                .durable
-                .as_ref()
-                .map_or(u64::MAX, |d| *d.borrow());
-            // Nothing overtakes a held answer: a connection's answers leave in
-            // the order their requests were read.
-            if self.held_index.is_empty() && (seq == 0 || seq <= durable_now) {
-                self.ready.extend_from_slice(&self.scratch);
-            } else {
-                self.held.extend_from_slice(&self.scratch);
-                self.held_index.push_back((seq, self.scratch.len()));
-                metrics::gauge!("switch_requests_in_flight").increment(1.0);
-            }
+            self.outbox.push(&self.scratch, seq);
             self.scratch.clear();
         }
-        Ok(())
-    }
-
-    /// Moves held responses whose records are durable to `ready`, in order.
-    fn release_durable(&mut self) {
-        let Some(durable) = self.shared.durable.as_ref().map(|d| *d.borrow()) else {
-            return;
-        };
-        let mut released = 0usize;
-        while let Some(&(seq, len)) = self.held_index.front() {
-            if seq > durable {
-                break;
-            }
-            self.ready
-                .extend_from_slice(self.held.get(..len).unwrap_or_default());
-            self.held.advance(len);
-            self.held_index.pop_front();
-            released += 1;
-        }
-        if released > 0 {
-            metrics::gauge!("switch_requests_in_flight").decrement(released as f64);
-        }
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.stream.write_all(&self.ready).await?;
-        self.ready.clear();
         Ok(())
     }
 
@@ -290,30 +242,7 @@ impl Handler {
         if process_rest {
             let _ = self.process_input();
         }
-        let mut durable = self.shared.durable.clone();
-        loop {
-            self.release_durable();
-            if !self.ready.is_empty() && self.flush().await.is_err() {
-                return;
-            }
-            if self.held_index.is_empty() {
-                break;
-            }
-            let Some(d) = durable.as_mut() else { return };
-            if d.changed().await.is_err() {
-                return;
-            }
-        }
+        self.outbox.drain(&mut self.stream).await;
         let _ = self.stream.shutdown().await;
-    }
-}
-
-/// Waits for the durable sequence to move; never returns without a journal.
-async fn wait_durable(
-    durable: &mut Option<watch::Receiver<u64>>,
-) -> Result<(), watch::error::RecvError> {
-    match durable {
-        Some(d) => d.changed().await,
-        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,165 @@
+//! A connection's answers on their way out: ready ones, and ones held until
+//! the journal's durable sequence reaches their record. Shared by the ISO
+//! 8583 and internal-frame handlers.
+//!
+//! Answers leave in the order they were queued: nothing overtakes a held
+//! answer. Holding is bounded by the handler, which stops reading at its
+//! in-flight limit ([`Outbox::held`]).
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// Initial size of the ready buffer; it grows to what one read produces.
+const READY_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Ready and held answers of one connection.
+pub(crate) struct Outbox {
+    /// Answers ready to write.
+    ready: BytesMut,
+    /// Answers waiting for the journal, in order.
+    held: BytesMut,
+    /// (sequence, length) of each answer in `held`.
+    held_index: VecDeque<(u64, usize)>,
+    /// The journal's durable sequence; `None` when nothing waits.
+    durable: Option<watch::Receiver<u64>>,
+}
+
+impl Outbox {
+    /// An empty outbox; `held_capacity` is the handler's in-flight limit.
+    pub(crate) fn new(durable: Option<watch::Receiver<u64>>, held_capacity: usize) -> Self {
+        Outbox {
+            ready: BytesMut::with_capacity(READY_BUFFER_BYTES),
+            held: BytesMut::new(),
+            held_index: VecDeque::with_capacity(held_capacity.min(1024)),
+            durable,
+        }
+    }
+
+    fn durable_now(&self) -> u64 {
+        self.durable.as_ref().map_or(u64::MAX, |d| *d.borrow())
+    }
+
+    /// Queues one answer that may leave once `seq` is durable (0: at once).
+    pub(crate) fn push(&mut self, answer: &[u8], seq: u64) {
+        if self.held_index.is_empty() && (seq == 0 || seq <= self.durable_now()) {
+            self.ready.extend_from_slice(answer);
+        } else {
+            self.held.extend_from_slice(answer);
+            self.held_index.push_back((seq, answer.len()));
+            metrics::gauge!("switch_requests_in_flight").increment(1.0);
+        }
+    }
+
+    /// Answers held for the journal.
+    pub(crate) fn held(&self) -> usize {
+        self.held_index.len()
+    }
+
+    /// Moves held answers whose records are durable to the ready buffer, in order.
+    pub(crate) fn release_durable(&mut self) {
+        let durable = self.durable_now();
+        let mut released = 0usize;
+        while let Some(&(seq, len)) = self.held_index.front() {
+            if seq > durable {
+                break;
+            }
+            self.ready
+                .extend_from_slice(self.held.get(..len).unwrap_or_default());
+            self.held.advance(len);
+            self.held_index.pop_front();
+            released += 1;
+        }
+        if released > 0 {
+            metrics::gauge!("switch_requests_in_flight").decrement(released as f64);
+        }
+    }
+
+    /// Writes every ready answer with one write.
+    ///
+    /// # Errors
+    /// The socket's.
+    pub(crate) async fn flush(
+        &mut self,
+        stream: &mut (impl AsyncWrite + Unpin),
+    ) -> std::io::Result<()> {
+        if !self.ready.is_empty() {
+            stream.write_all(&self.ready).await?;
+            self.ready.clear();
+        }
+        Ok(())
+    }
+
+    /// Waits for the durable sequence to move; never returns without a journal.
+    ///
+    /// # Errors
+    /// When the journal's side has gone.
+    pub(crate) async fn wait_durable(&mut self) -> Result<(), watch::error::RecvError> {
+        match self.durable.as_mut() {
+            Some(d) => d.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// At the end of a connection: releases and writes everything as it
+    /// becomes durable. The caller bounds it with a timeout.
+    pub(crate) async fn drain(&mut self, stream: &mut (impl AsyncWrite + Unpin)) {
+        loop {
+            self.release_durable();
+            if self.flush(stream).await.is_err() || self.held_index.is_empty() {
+                return;
+            }
+            if self.wait_durable().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // Answers never sent are no longer in flight.
+        if !self.held_index.is_empty() {
+            metrics::gauge!("switch_requests_in_flight").decrement(self.held_index.len() as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn held_answers_leave_in_order_once_durable() {
+        let (tx, rx) = watch::channel(0u64);
+        let mut o = Outbox::new(Some(rx), 8);
+        o.push(b"a", 0);
+        o.push(b"b", 2);
+        o.push(b"c", 0); // must not overtake b
+        o.push(b"d", 1);
+        let mut out = Vec::new();
+        o.flush(&mut out).await.expect("write");
+        assert_eq!(out, b"a");
+        assert_eq!(o.held(), 3);
+        tx.send_replace(1);
+        o.release_durable();
+        o.flush(&mut out).await.expect("write");
+        assert_eq!(out, b"a", "b (seq 2) still holds c and d back");
+        tx.send_replace(2);
+        o.drain(&mut out).await;
+        assert_eq!(out, b"abcd");
+        assert_eq!(o.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn without_a_journal_nothing_waits() {
+        let mut o = Outbox::new(None, 8);
+        o.push(b"x", 0);
+        o.push(b"y", 0);
+        let mut out = Vec::new();
+        o.drain(&mut out).await;
+        assert_eq!(out, b"xy");
+    }
+}
