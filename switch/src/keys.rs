@@ -445,9 +445,13 @@ fn read_file(path: &Path) -> Result<KeysFile, KeysError> {
     Ok(file)
 }
 
-/// Temp file (0600), fsync, rename, fsync of the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
+/// Temp file (0600), fsync, rename, fsync of the directory: after a crash
+/// the file is either the old one or the new one, never a mix. Also writes
+/// the card-token key.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -464,7 +468,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn random(out: &mut [u8]) -> Result<(), KeysError> {
+/// Fills `out` from the kernel's random source (secrets, the token key).
+///
+/// # Errors
+/// When /dev/urandom cannot be read.
+pub(crate) fn random(out: &mut [u8]) -> Result<(), KeysError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(out))
         .map_err(|source| KeysError::Io {

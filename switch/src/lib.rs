@@ -38,7 +38,6 @@ mod state;
 mod sweeper;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,9 +111,8 @@ fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
     let path = dir.join("token.key");
     if !path.exists() {
         let mut key = [0u8; 32];
-        let mut urandom = std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
-        std::io::Read::read_exact(&mut urandom, &mut key).context("reading /dev/urandom")?;
-        write_private(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+        keys::random(&mut key)?;
+        keys::write_atomic(&path, &key).with_context(|| format!("writing {}", path.display()))?;
     }
     let key = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     anyhow::ensure!(
@@ -124,25 +122,6 @@ fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
         key.len()
     );
     Ok(TokenKey::new(&key))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// Binds the listeners and starts every task. The switch runs until the
