@@ -214,51 +214,13 @@ pub fn export(
         .filter(|p| p.created_ms >= from_ms && p.created_ms < to_ms)
         .filter(|p| merchant_index.is_none_or(|m| p.merchant as usize == m))
         .collect();
-    let mid = |p: &Payment| {
-        config
-            .merchants
-            .get(p.merchant as usize)
-            .map_or("?", |m| m.id.as_str())
-            .to_string()
-    };
-    let reference = |p: &Payment| {
-        p.extras
-            .as_ref()
-            .map(|e| e.merchant_reference.clone())
-            .unwrap_or_default()
-    };
-    let decimal = |p: &Payment, minor: u64| {
-        codecs::iso8583::amount::Amount {
-            minor,
-            currency: p.currency,
-        }
-        .to_decimal()
-        .map_or(minor.to_string(), |d| d.to_string())
-    };
+    let rows: Vec<ExportRow> = selected.iter().map(|p| ExportRow::new(p, config)).collect();
     match format {
         ExportFormat::Csv => {
-            writeln!(out, "payment_id,merchant_id,terminal_id,created_utc,kind,status,currency,authorized,captured,refunded,masked_pan,auth_code,rrn,scam,flag_reasons,merchant_reference")?;
-            for p in &selected {
-                writeln!(
-                    out,
-                    "{},{},{},{},{:?},{},{:03},{},{},{},{},{},{},{},{},{}",
-                    p.id,
-                    csv_field(&mid(p)),
-                    csv_field(&String::from_utf8_lossy(&p.terminal)),
-                    iso_time(p.created_ms),
-                    p.kind,
-                    p.status.label(),
-                    p.currency,
-                    decimal(p, p.authorized_minor),
-                    decimal(p, p.captured_minor),
-                    decimal(p, p.refunded_minor()),
-                    p.masked_pan,
-                    csv_field(String::from_utf8_lossy(&p.auth_code).trim()),
-                    csv_field(&String::from_utf8_lossy(&p.rrn)),
-                    p.scam,
-                    csv_field(&p.flag_reasons),
-                    csv_field(&reference(p)),
-                )?;
+            writeln!(out, "{}", ExportRow::COLUMNS.join(","))?;
+            for row in &rows {
+                let cells: Vec<String> = row.cells().iter().map(|c| csv_field(c)).collect();
+                writeln!(out, "{}", cells.join(","))?;
             }
         }
         ExportFormat::Xml => {
@@ -268,34 +230,91 @@ pub fn export(
                 "<payments from=\"{}\" to=\"{}\" count=\"{}\">",
                 xml_escape(from),
                 xml_escape(to),
-                selected.len()
+                rows.len()
             )?;
-            for p in &selected {
-                writeln!(
-                    out,
-                    "  <payment id=\"{}\" merchant=\"{}\" terminal=\"{}\" created=\"{}\" kind=\"{:?}\" status=\"{}\" currency=\"{:03}\" authorized=\"{}\" captured=\"{}\" refunded=\"{}\" card=\"{}\" auth_code=\"{}\" rrn=\"{}\" scam=\"{}\" flag_reasons=\"{}\" merchant_reference=\"{}\"/>",
-                    p.id,
-                    xml_escape(&mid(p)),
-                    xml_escape(&String::from_utf8_lossy(&p.terminal)),
-                    iso_time(p.created_ms),
-                    p.kind,
-                    p.status.label(),
-                    p.currency,
-                    decimal(p, p.authorized_minor),
-                    decimal(p, p.captured_minor),
-                    decimal(p, p.refunded_minor()),
-                    p.masked_pan,
-                    xml_escape(String::from_utf8_lossy(&p.auth_code).trim()),
-                    xml_escape(&String::from_utf8_lossy(&p.rrn)),
-                    p.scam,
-                    xml_escape(&p.flag_reasons),
-                    xml_escape(&reference(p)),
-                )?;
+            for row in &rows {
+                let attrs: Vec<String> = ExportRow::COLUMNS
+                    .iter()
+                    .zip(row.cells())
+                    .map(|(name, value)| format!("{name}=\"{}\"", xml_escape(value)))
+                    .collect();
+                writeln!(out, "  <payment {}/>", attrs.join(" "))?;
             }
             writeln!(out, "</payments>")?;
         }
     }
     Ok(selected.len())
+}
+
+/// One exported payment, as text cells in [`ExportRow::COLUMNS`] order.
+struct ExportRow {
+    /// The cells.
+    cells: [String; 16],
+}
+
+impl ExportRow {
+    /// Column names (CSV header, XML attribute names).
+    const COLUMNS: [&'static str; 16] = [
+        "payment_id",
+        "merchant_id",
+        "terminal_id",
+        "created_utc",
+        "kind",
+        "status",
+        "currency",
+        "authorized",
+        "captured",
+        "refunded",
+        "masked_pan",
+        "auth_code",
+        "rrn",
+        "scam",
+        "flag_reasons",
+        "merchant_reference",
+    ];
+
+    fn new(p: &Payment, config: &Config) -> Self {
+        let decimal = |minor: u64| {
+            codecs::iso8583::amount::Amount {
+                minor,
+                currency: p.currency,
+            }
+            .to_decimal()
+            .map_or(minor.to_string(), |d| d.to_string())
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        ExportRow {
+            cells: [
+                p.id.to_string(),
+                config
+                    .merchants
+                    .get(p.merchant as usize)
+                    .map_or("?", |m| m.id.as_str())
+                    .to_string(),
+                text(&p.terminal),
+                iso_time(p.created_ms),
+                format!("{:?}", p.kind),
+                p.status.label().to_string(),
+                format!("{:03}", p.currency),
+                decimal(p.authorized_minor),
+                decimal(p.captured_minor),
+                decimal(p.refunded_minor()),
+                p.masked_pan.to_string(),
+                text(&p.auth_code),
+                text(&p.rrn),
+                p.scam.to_string(),
+                p.flag_reasons.clone(),
+                p.extras
+                    .as_ref()
+                    .map(|e| e.merchant_reference.clone())
+                    .unwrap_or_default(),
+            ],
+        }
+    }
+
+    fn cells(&self) -> &[String; 16] {
+        &self.cells
+    }
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ async fn verify_dump_and_export_read_the_journal_masked() {
     ]);
     assert!(ok);
     assert!(
-        xml.contains("count=\"1\"") && xml.contains("merchant=\"DEMO00000000002\""),
+        xml.contains("count=\"1\"") && xml.contains("merchant_id=\"DEMO00000000002\""),
         "{xml}"
     );
     let (ok, none, _) = switch(&[
