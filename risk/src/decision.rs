@@ -163,13 +163,13 @@ pub struct FiredRules {
 }
 
 impl FiredRules {
-    fn new() -> FiredRules {
-        FiredRules {
-            rules: [RuleId::Score; RuleId::COUNT],
-            reasons: [Reason::ScoreFlag; RuleId::COUNT],
-            len: 0,
-        }
-    }
+    /// None fired; a constant, so building a decision copies it whole
+    /// instead of storing it in pieces and reading it back (a stall).
+    const EMPTY: FiredRules = FiredRules {
+        rules: [RuleId::Score; RuleId::COUNT],
+        reasons: [Reason::ScoreFlag; RuleId::COUNT],
+        len: 0,
+    };
 
     /// Each rule fires at most once, so the arrays never fill; a second
     /// push of one rule is a programming error.
@@ -254,12 +254,14 @@ pub struct Decision {
 impl Decision {
     /// Approved with nothing fired: the answer for non-authorizations.
     pub(crate) fn approve() -> Decision {
-        Decision {
-            action: Action::Approve,
-            score: 0,
-            fired: FiredRules::new(),
-        }
+        Decision::APPROVE
     }
+
+    const APPROVE: Decision = Decision {
+        action: Action::Approve,
+        score: 0,
+        fired: FiredRules::EMPTY,
+    };
 
     /// Whether the payment's record must carry the scam flag.
     pub fn is_flagged(&self) -> bool {

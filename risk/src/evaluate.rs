@@ -113,28 +113,16 @@ fn velocity(
     } else {
         Some(context.amount_minor)
     };
-    let terminal_id = key::terminal_id(context.merchant_id, context.terminal_id);
     let subjects = [
-        (
-            Subject::Card,
-            RuleId::VelocityCard,
-            &state.cards,
-            context.card_token.0,
-        ),
-        (
-            Subject::CardMoto,
-            RuleId::VelocityCardMoto,
-            &state.cards,
-            context.card_token.0,
-        ),
+        (Subject::Card, RuleId::VelocityCard, &state.cards),
+        (Subject::CardMoto, RuleId::VelocityCardMoto, &state.cards),
         (
             Subject::Terminal,
             RuleId::VelocityTerminal,
             &state.terminals,
-            terminal_id,
         ),
     ];
-    for (subject, rule, table, id) in subjects {
+    for (subject, rule, table) in subjects {
         let limits = &rules.velocity[subject as usize];
         // The card is always counted (the contract's limit, and its key
         // holds the watch list); MO/TO and terminals only while limited,
@@ -147,6 +135,11 @@ fn velocity(
         if !counted {
             continue;
         }
+        // Packing the terminal id costs a few copies: only when counted.
+        let id = match subject {
+            Subject::Card | Subject::CardMoto => context.card_token.0,
+            Subject::Terminal => key::terminal_id(context.merchant_id, context.terminal_id),
+        };
         let key = Key {
             id,
             subject,

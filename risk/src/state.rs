@@ -8,8 +8,9 @@ use crate::metrics::TableName;
 use crate::velocity::Table;
 
 /// Default most card keys tracked (a card's count key, plus one per
-/// currency with an amount limit, plus its MO/TO keys). About 900 bytes
-/// each, reserved (not touched) at start-up.
+/// currency with an amount limit, plus its MO/TO keys). 272 bytes each
+/// written at start-up, plus 416 reserved for amounts and committed only
+/// once a policy limits amounts.
 pub const VELOCITY_CARD_KEYS_MAX: usize = 65_536;
 /// Default most terminal keys tracked.
 pub const VELOCITY_TERMINAL_KEYS_MAX: usize = 16_384;
@@ -19,9 +20,10 @@ pub const WATCH_LIST_MAX: usize = 65_536;
 /// How much state to reserve; see the constants for the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
-    /// Most card velocity keys; the least recently seen is evicted beyond.
+    /// Most card velocity keys; beyond, a key evicts the least recently
+    /// seen of the 8 slots it may occupy.
     pub card_keys_max: usize,
-    /// Most terminal velocity keys; the least recently seen is evicted beyond.
+    /// Most terminal velocity keys; evicted as for cards.
     pub terminal_keys_max: usize,
     /// Most watch-listed cards; adding beyond is refused.
     pub watch_list_max: usize,
@@ -90,7 +92,7 @@ impl RiskState {
         self.cards.len() + self.terminals.len()
     }
 
-    /// Velocity keys evicted since start because a shard was full.
+    /// Velocity keys evicted since start because their neighbourhood was full.
     pub fn velocity_evictions(&self) -> u64 {
         self.cards.evictions() + self.terminals.evictions()
     }

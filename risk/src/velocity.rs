@@ -2,35 +2,46 @@
 //!
 //! # Windows
 //! - **60 s is exact.** Each key keeps its last [`RECENT_EVENTS_MAX`] events
-//!   (time and amount) in a ring. An event at `t` is inside the window at
-//!   `now` when `now - t < 60_000` ms, i.e. the window is `(now - 60 s, now]`:
-//!   an attempt exactly 60 000 ms old no longer counts. The policy refuses
-//!   60 s count limits above [`COUNT_60S_MAX`], so every count at or under a
-//!   limit fits in the ring and is exact; counts above it saturate at the
-//!   ring size, which is still above any limit.
-//! - **1 h and 24 h are time-bucketed** (12 buckets of 5 min, 24 of 1 h).
-//!   A window sums the current bucket and the ones before it, so it looks
-//!   back at least 55 min (23 h) and at most 60 min (24 h): an attempt may
-//!   stop counting up to one bucket early, never late. Counts and amounts
-//!   inside a bucket are exact.
+//!   in a ring, as ages before the key's newest event. An event at `t` is
+//!   inside the window at `now` when `now - t < 60_000` ms, i.e. the window
+//!   is `(now - 60 s, now]`: an attempt exactly 60 000 ms old no longer
+//!   counts. The policy refuses 60 s count limits above [`COUNT_60S_MAX`],
+//!   so every count at or under a limit fits in the ring and is exact;
+//!   counts above it saturate at the ring size, which is still above any
+//!   limit. Ages are `u32` milliseconds, so this holds for any clock step
+//!   back shorter than 49 days.
+//! - **1 h and 24 h are time-bucketed** (12 buckets of 5 min, 24 of 1 h)
+//!   over the periods ending at the key's newest event. A window sums its
+//!   buckets, so it looks back at least 55 min (23 h) and at most 60 min
+//!   (24 h): an attempt may stop counting up to one bucket early, never
+//!   late. Counts and amounts inside a bucket are exact.
 //!
 //! Events that arrive out of order (a clock step back, two threads racing)
-//! are never lost: they count in the ring and, if their bucket was already
-//! reused for a newer period, in the newer bucket (a conservative overcount).
+//! are never lost: they count in the ring and in the bucket of their period
+//! or, if that period is older than the newest event's window, in the newer
+//! bucket that took its place (a conservative overcount).
 //!
 //! # Memory and concurrency
-//! A [`Table`] is [`SHARDS`] independently locked shards, each a slab of at
-//! most `keys_max / SHARDS` slots with a hash index sized twice that, so
-//! nothing allocates after construction (the index never grows: hashbrown
-//! rehashes in place while it is at most half full). A full shard evicts its
-//! least recently seen key (an intrusive LRU list over the slab), counts the
-//! eviction and updates the size gauge. A lock is held only for one key's
-//! update, a few dozen nanoseconds, and two cards rarely share a shard.
+//! A [`Table`] is [`SHARDS`] independently locked shards, each an
+//! open-addressing array of `keys_max / SHARDS` slots allocated at
+//! construction, so nothing allocates afterwards. A key lives in its home
+//! slot or one of the [`NEIGHBOURHOOD_SLOTS`] - 1 after it (wrapping in the
+//! shard); when all of those are taken, the least recently seen of them is
+//! evicted (it then starts from zero), counted and reported. Slots are
+//! never emptied, so a lookup stops at the first empty slot.
+//!
+//! A slot is four cache lines holding the key, the ring and the 1 h and
+//! 24 h counts: a lookup reads the first line and a record writes it and
+//! one line each of the ring, the hour and the day. Amounts (only keys
+//! with a currency, i.e. amount keys) live in parallel arrays that stay
+//! untouched, and uncommitted, until a policy sets an amount limit. A lock
+//! is held only for one key's update, a few dozen nanoseconds, and two
+//! cards rarely share a shard.
 //!
 //! Each shard also holds a set of *marked* keys (the watch list for cards),
 //! bounded by the table's `marked_max`, which eviction never touches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -45,6 +56,9 @@ pub const RECENT_EVENTS_MAX: usize = 16;
 pub const COUNT_60S_MAX: u32 = RECENT_EVENTS_MAX as u32 - 1;
 /// Independently locked shards per table (a power of two).
 pub const SHARDS: usize = 64;
+/// Slots a key may occupy: its home slot and the ones after it. Bounds a
+/// lookup to this many key comparisons, and is the set eviction picks from.
+pub(crate) const NEIGHBOURHOOD_SLOTS: usize = 8;
 
 /// Length of the three windows, for reasons and docs.
 pub(crate) const WINDOW_MS: [u64; 3] = [60_000, 3_600_000, 86_400_000];
@@ -52,12 +66,18 @@ const HOUR_BUCKET_MS: u64 = 300_000;
 const HOUR_BUCKETS: usize = 12;
 const DAY_BUCKET_MS: u64 = 3_600_000;
 const DAY_BUCKETS: usize = 24;
-const NIL: u32 = u32::MAX;
+/// The age of an unused ring entry, or of an event too old to tell apart:
+/// never inside the 60 s window.
+const AGE_MS_NONE: u32 = u32::MAX;
 
 const _: () = assert!(HOUR_BUCKET_MS * HOUR_BUCKETS as u64 == WINDOW_MS[1]);
 const _: () = assert!(DAY_BUCKET_MS * DAY_BUCKETS as u64 == WINDOW_MS[2]);
 const _: () = assert!(SHARDS.is_power_of_two());
 const _: () = assert!(RECENT_EVENTS_MAX <= u8::MAX as usize);
+const _: () = assert!(WINDOW_MS[0] < AGE_MS_NONE as u64);
+// Two cache lines; see the module docs.
+const _: () = assert!(std::mem::size_of::<Slot>() == 128);
+const _: () = assert!(std::mem::offset_of!(Slot, ages_ms) == 64);
 
 /// Counts and amounts in the three windows after recording one event,
 /// that event included.
@@ -65,7 +85,8 @@ const _: () = assert!(RECENT_EVENTS_MAX <= u8::MAX as usize);
 pub(crate) struct Totals {
     /// Events in 60 s, 1 h, 24 h.
     pub(crate) count: [u32; 3],
-    /// Sum of amounts in 60 s, 1 h, 24 h (saturating).
+    /// Sum of amounts in 60 s, 1 h, 24 h (saturating); only for keys with a
+    /// currency.
     pub(crate) amount_minor: [u64; 3],
     /// Whether the key is marked (on the watch list).
     pub(crate) marked: bool,
@@ -89,141 +110,287 @@ impl Need {
     };
 }
 
-#[derive(Clone, Copy, Default)]
-struct Bucket {
-    /// `now_ms / bucket_ms` of the period this bucket holds.
-    epoch: u32,
-    count: u32,
-    amount_minor: u64,
-}
-
-/// One key's counters.
+/// One key's place in a shard: the key and its exact 60 s window, in two
+/// cache lines every record reads and writes; the 1 h and 24 h counts of
+/// the newest event's periods are here too, the older periods' in
+/// [`Buckets`], touched only when a period passes.
 #[derive(Clone, Copy)]
-struct Windows {
-    /// Times of the last events, a ring; exact 60 s window.
-    recent_ms: [u64; RECENT_EVENTS_MAX],
-    /// Amounts of the same events.
-    recent_amount_minor: [u64; RECENT_EVENTS_MAX],
-    /// How many ring entries are used.
-    recent_len: u8,
-    /// Where the next event goes.
-    recent_next: u8,
-    /// 1 h window.
-    hour: [Bucket; HOUR_BUCKETS],
-    /// 24 h window.
-    day: [Bucket; DAY_BUCKETS],
+#[repr(C, align(128))]
+struct Slot {
+    /// Card token or packed terminal id, compared whole so two keys never
+    /// share counters.
+    id: [u8; 32],
+    /// The key's currency: 0 for count keys, the ISO code for amount keys.
+    currency: u16,
+    /// The key's subject plus one; 0 marks an empty slot.
+    subject_tag: u8,
+    /// Where the next event goes in `ages_ms`.
+    next: u8,
+    /// The shard's touch sequence when the key was last seen: eviction
+    /// takes the least recently seen of a neighbourhood.
+    seen: u32,
+    /// Time of the newest event; the ring and the buckets are relative to it.
+    newest_ms: u64,
+    /// Events in the 5 min period of `newest_ms` (saturating); the older
+    /// periods of the hour are in `Buckets::hour_counts`.
+    hour_now: u32,
+    /// Events in the hour of `newest_ms` (saturating).
+    day_now: u32,
+    /// Keeps `ages_ms` on the second cache line.
+    _pad: [u8; 8],
+    /// How long before `newest_ms` each of the last events happened
+    /// (saturating), a ring; [`AGE_MS_NONE`] when unused.
+    ages_ms: [u32; RECENT_EVENTS_MAX],
 }
 
-impl Windows {
-    const EMPTY: Windows = Windows {
-        recent_ms: [0; RECENT_EVENTS_MAX],
-        recent_amount_minor: [0; RECENT_EVENTS_MAX],
-        recent_len: 0,
-        recent_next: 0,
-        hour: [Bucket {
-            epoch: 0,
-            count: 0,
-            amount_minor: 0,
-        }; HOUR_BUCKETS],
-        day: [Bucket {
-            epoch: 0,
-            count: 0,
-            amount_minor: 0,
-        }; DAY_BUCKETS],
+/// Events per period before the newest event's, for the 1 h and 24 h
+/// windows: at `period % len`, the newest period's entry kept at 0.
+#[derive(Clone, Copy)]
+struct Buckets {
+    /// 5 min periods.
+    hour_counts: [u32; HOUR_BUCKETS],
+    /// Hours.
+    day_counts: [u32; DAY_BUCKETS],
+}
+
+impl Buckets {
+    const EMPTY: Buckets = Buckets {
+        hour_counts: [0; HOUR_BUCKETS],
+        day_counts: [0; DAY_BUCKETS],
+    };
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        id: [0; 32],
+        currency: 0,
+        subject_tag: 0,
+        next: 0,
+        seen: 0,
+        newest_ms: 0,
+        hour_now: 0,
+        day_now: 0,
+        _pad: [0; 8],
+        ages_ms: [AGE_MS_NONE; RECENT_EVENTS_MAX],
     };
 
-    fn record(&mut self, now_ms: u64, amount_minor: u64, need: Need) -> Totals {
-        let next = usize::from(self.recent_next);
-        self.recent_ms[next] = now_ms;
-        self.recent_amount_minor[next] = amount_minor;
-        self.recent_next = ((next + 1) % RECENT_EVENTS_MAX) as u8;
-        self.recent_len = (usize::from(self.recent_len) + 1).min(RECENT_EVENTS_MAX) as u8;
-        let hour_epoch = add_to_bucket(&mut self.hour, HOUR_BUCKET_MS, now_ms, amount_minor);
-        let day_epoch = add_to_bucket(&mut self.day, DAY_BUCKET_MS, now_ms, amount_minor);
-
-        let mut totals = Totals::default();
-        if need.windows[0] {
-            let used = usize::from(self.recent_len);
-            for (i, &at_ms) in self.recent_ms[..used].iter().enumerate() {
-                if now_ms.saturating_sub(at_ms) < WINDOW_MS[0] {
-                    totals.count[0] += 1;
-                    if need.amounts {
-                        let amount = self.recent_amount_minor[i];
-                        totals.amount_minor[0] = totals.amount_minor[0].saturating_add(amount);
-                    }
-                }
-            }
-        }
-        if need.windows[1] {
-            (totals.count[1], totals.amount_minor[1]) = sum_buckets(&self.hour, hour_epoch);
-        }
-        if need.windows[2] {
-            (totals.count[2], totals.amount_minor[2]) = sum_buckets(&self.day, day_epoch);
-        }
-        totals
+    fn is_empty(&self) -> bool {
+        self.subject_tag == 0
     }
-}
 
-/// Adds an event to its bucket; returns the bucket's epoch.
-fn add_to_bucket(buckets: &mut [Bucket], bucket_ms: u64, now_ms: u64, amount_minor: u64) -> u32 {
-    let epoch = (now_ms / bucket_ms) as u32;
-    let len = buckets.len();
-    let bucket = &mut buckets[epoch as usize % len];
-    if bucket.epoch < epoch || (bucket.count == 0 && bucket.amount_minor == 0) {
-        *bucket = Bucket {
-            epoch,
-            count: 0,
-            amount_minor: 0,
+    fn holds(&self, key: &Key) -> bool {
+        self.subject_tag == key.subject as u8 + 1
+            && self.currency == key.currency
+            && self.id == key.id
+    }
+
+    /// Empties the slot for `key`, whose first event is at `now_ms`.
+    fn claim(&mut self, key: &Key, now_ms: u64) {
+        *self = Slot {
+            id: key.id,
+            currency: key.currency,
+            subject_tag: key.subject as u8 + 1,
+            newest_ms: now_ms,
+            ..Slot::EMPTY
         };
     }
-    bucket.count = bucket.count.saturating_add(1);
-    bucket.amount_minor = bucket.amount_minor.saturating_add(amount_minor);
-    epoch
-}
 
-/// Sums the buckets inside the window ending in `epoch`.
-fn sum_buckets(buckets: &[Bucket], epoch: u32) -> (u32, u64) {
-    let (mut count, mut amount) = (0u32, 0u64);
-    for bucket in buckets {
-        if (epoch.saturating_sub(bucket.epoch) as usize) < buckets.len() {
-            count = count.saturating_add(bucket.count);
-            amount = amount.saturating_add(bucket.amount_minor);
+    /// Records one event at `now_ms`: moves the ring and the buckets
+    /// forward if it is the newest, then adds it. Returns where it went.
+    fn record(&mut self, buckets: &mut Buckets, now_ms: u64) -> Recorded {
+        let newest_ms = self.newest_ms;
+        if now_ms > newest_ms {
+            let shift_ms = age_ms(now_ms - newest_ms);
+            for age in &mut self.ages_ms {
+                *age = age.saturating_add(shift_ms);
+            }
+            let hour = (&mut self.hour_now, &mut buckets.hour_counts[..]);
+            pass_periods(hour, HOUR_BUCKET_MS, newest_ms, now_ms);
+            let day = (&mut self.day_now, &mut buckets.day_counts[..]);
+            pass_periods(day, DAY_BUCKET_MS, newest_ms, now_ms);
+            self.newest_ms = now_ms;
+        }
+        let behind_ms = self.newest_ms - now_ms;
+        let at = usize::from(self.next);
+        self.ages_ms[at] = age_ms(behind_ms);
+        self.next = ((at + 1) % RECENT_EVENTS_MAX) as u8;
+        let hour = bucket_index(now_ms, HOUR_BUCKET_MS, HOUR_BUCKETS);
+        let day = bucket_index(now_ms, DAY_BUCKET_MS, DAY_BUCKETS);
+        let newest_hour = bucket_index(self.newest_ms, HOUR_BUCKET_MS, HOUR_BUCKETS);
+        let newest_day = bucket_index(self.newest_ms, DAY_BUCKET_MS, DAY_BUCKETS);
+        // An older period shares the newest one's bucket only if it is a
+        // whole window older: then it counts in the newer one.
+        let count = match hour == newest_hour {
+            true => &mut self.hour_now,
+            false => &mut buckets.hour_counts[hour],
+        };
+        *count = count.saturating_add(1);
+        let count = match day == newest_day {
+            true => &mut self.day_now,
+            false => &mut buckets.day_counts[day],
+        };
+        *count = count.saturating_add(1);
+        Recorded {
+            newest_ms,
+            ring_at: at,
+            hour,
+            day,
+            // Inside the 60 s window: younger than 60 s before `now_ms`.
+            age_ms_max: age_ms(behind_ms.saturating_add(WINDOW_MS[0])),
         }
     }
-    (count, amount)
+
+    /// Counts in the windows `need` asks for, after [`Slot::record`].
+    fn counts(&self, buckets: &Buckets, recorded: &Recorded, need: Need) -> [u32; 3] {
+        let mut count = [0u32; 3];
+        if need.windows[0] {
+            let inside = self
+                .ages_ms
+                .iter()
+                .filter(|&&age| age < recorded.age_ms_max);
+            count[0] = inside.count() as u32;
+        }
+        if need.windows[1] {
+            let hour = buckets.hour_counts.iter();
+            count[1] = hour.fold(self.hour_now, |a, &c| c.saturating_add(a));
+        }
+        if need.windows[2] {
+            let day = buckets.day_counts.iter();
+            count[2] = day.fold(self.day_now, |a, &c| c.saturating_add(a));
+        }
+        count
+    }
 }
 
-/// A key's slot in a shard's slab.
-struct Slot {
-    key: Key,
-    windows: Windows,
+/// Where [`Slot::record`] put an event, for the amounts beside it.
+struct Recorded {
+    /// The key's newest event before this one.
+    newest_ms: u64,
+    /// Ring index of the event.
+    ring_at: usize,
+    /// Hour-window bucket of the event.
+    hour: usize,
+    /// Day-window bucket of the event.
+    day: usize,
+    /// Ring entries younger than this are inside the 60 s window.
+    age_ms_max: u32,
 }
 
-/// A slot's place in the shard's LRU list; kept apart from the slots so
-/// relinking touches a small, dense array instead of two cold slots.
-#[derive(Clone, Copy)]
-struct Link {
-    /// Towards the most recently seen.
-    prev: u32,
-    /// Towards the least recently seen.
-    next: u32,
+/// Milliseconds as a ring age, saturating.
+fn age_ms(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(AGE_MS_NONE)
+}
+
+fn bucket_index(at_ms: u64, bucket_ms: u64, buckets: usize) -> usize {
+    ((at_ms / bucket_ms) % buckets as u64) as usize
+}
+
+/// Moves a window's newest period from `from_ms`'s to `to_ms`'s, if that
+/// is another period: the finished period's count goes to its bucket, and
+/// the buckets of the periods passed since are emptied.
+fn pass_periods(
+    (now_count, buckets): (&mut u32, &mut [u32]),
+    bucket_ms: u64,
+    from_ms: u64,
+    to_ms: u64,
+) {
+    if from_ms / bucket_ms == to_ms / bucket_ms {
+        return;
+    }
+    buckets[bucket_index(from_ms, bucket_ms, buckets.len())] = *now_count;
+    *now_count = 0;
+    clear_passed(buckets, bucket_ms, from_ms, to_ms);
+}
+
+/// Empties the buckets of the periods after `from_ms`'s up to `to_ms`'s
+/// (all of them if that is the whole window): they are about to hold new
+/// periods.
+fn clear_passed<T: Copy + Default>(buckets: &mut [T], bucket_ms: u64, from_ms: u64, to_ms: u64) {
+    let len = buckets.len();
+    let passed = (to_ms / bucket_ms - from_ms / bucket_ms).min(len as u64) as usize;
+    let first = bucket_index(from_ms, bucket_ms, len) + 1;
+    for step in 0..passed {
+        buckets[(first + step) % len] = T::default();
+    }
+}
+
+/// Amounts beside the slots, for keys with a currency (amount keys):
+/// parallel arrays, zero-allocated so they are not committed until used.
+struct Amounts {
+    /// Amounts of the ring's events, parallel to `Slot::ages_ms`.
+    recent_minor: Box<[[u64; RECENT_EVENTS_MAX]]>,
+    /// Amounts per 5 min period, parallel to `Slot::hour_counts`.
+    hour_minor: Box<[[u64; HOUR_BUCKETS]]>,
+    /// Amounts per hour, parallel to `Slot::day_counts`.
+    day_minor: Box<[[u64; DAY_BUCKETS]]>,
+}
+
+impl Amounts {
+    fn new(slots: usize) -> Amounts {
+        Amounts {
+            recent_minor: vec![[0; RECENT_EVENTS_MAX]; slots].into_boxed_slice(),
+            hour_minor: vec![[0; HOUR_BUCKETS]; slots].into_boxed_slice(),
+            day_minor: vec![[0; DAY_BUCKETS]; slots].into_boxed_slice(),
+        }
+    }
+
+    fn clear(&mut self, index: usize) {
+        self.recent_minor[index] = [0; RECENT_EVENTS_MAX];
+        self.hour_minor[index] = [0; HOUR_BUCKETS];
+        self.day_minor[index] = [0; DAY_BUCKETS];
+    }
+
+    /// Adds an event's amount where [`Slot::record`] put it, and sums the
+    /// windows `need` asks for.
+    fn record(
+        &mut self,
+        index: usize,
+        slot: &Slot,
+        recorded: &Recorded,
+        amount_minor: u64,
+        need: Need,
+    ) -> [u64; 3] {
+        let (recent, hour, day) = (
+            &mut self.recent_minor[index],
+            &mut self.hour_minor[index],
+            &mut self.day_minor[index],
+        );
+        clear_passed(hour, HOUR_BUCKET_MS, recorded.newest_ms, slot.newest_ms);
+        clear_passed(day, DAY_BUCKET_MS, recorded.newest_ms, slot.newest_ms);
+        recent[recorded.ring_at] = amount_minor;
+        hour[recorded.hour] = hour[recorded.hour].saturating_add(amount_minor);
+        day[recorded.day] = day[recorded.day].saturating_add(amount_minor);
+        let mut sum = [0u64; 3];
+        if need.windows[0] {
+            let inside = slot.ages_ms.iter().zip(recent.iter());
+            sum[0] = inside
+                .filter(|(&age, _)| age < recorded.age_ms_max)
+                .fold(0, |a, (_, &amount)| amount.saturating_add(a));
+        }
+        if need.windows[1] {
+            sum[1] = hour.iter().fold(0, |a, &amount| amount.saturating_add(a));
+        }
+        if need.windows[2] {
+            sum[2] = day.iter().fold(0, |a, &amount| amount.saturating_add(a));
+        }
+        sum
+    }
 }
 
 struct Shard {
-    /// Key → slot index. Capacity twice `slots_max` so it never reallocates.
-    index: HashMap<Key, u32, KeyHasherBuild>,
-    /// Slab; grows to `slots_max` within its preallocated capacity.
-    slots: Vec<Slot>,
-    /// LRU links, parallel to `slots`.
-    links: Vec<Link>,
-    /// Most recently seen slot.
-    head: u32,
-    /// Least recently seen slot: the one evicted.
-    tail: u32,
+    /// Open-addressing slots, all allocated at construction.
+    slots: Box<[Slot]>,
+    /// Older periods' counts, parallel to `slots`.
+    buckets: Box<[Buckets]>,
+    /// Amounts of the slots holding amount keys, parallel to `slots`.
+    amounts: Amounts,
+    /// Incremented at every observation; stamps `Slot::seen`.
+    touches: u32,
+    /// Slots a lookup may probe: [`NEIGHBOURHOOD_SLOTS`], or fewer in a
+    /// tiny shard.
+    neighbourhood: usize,
     /// Marked keys (the watch list), untouched by eviction.
     marked: HashSet<Key, KeyHasherBuild>,
-    /// Most slots; the slab and index were sized for it.
-    slots_max: usize,
 }
 
 /// What `Shard::observe` did to the table's size.
@@ -236,88 +403,83 @@ enum Growth {
 impl Shard {
     fn new(slots_max: usize) -> Shard {
         Shard {
-            index: HashMap::with_capacity_and_hasher(slots_max * 2, KeyHasherBuild::default()),
-            slots: Vec::with_capacity(slots_max),
-            links: Vec::with_capacity(slots_max),
-            head: NIL,
-            tail: NIL,
+            slots: vec![Slot::EMPTY; slots_max].into_boxed_slice(),
+            buckets: vec![Buckets::EMPTY; slots_max].into_boxed_slice(),
+            amounts: Amounts::new(slots_max),
+            touches: 0,
+            neighbourhood: NEIGHBOURHOOD_SLOTS.min(slots_max),
             marked: HashSet::with_hasher(KeyHasherBuild::default()),
-            slots_max,
         }
     }
 
     fn observe(
         &mut self,
         key: &Key,
+        hash: u64,
         now_ms: u64,
         amount_minor: u64,
         need: Need,
     ) -> (Totals, Growth) {
-        let (slot, growth) = match self.index.get(key) {
-            Some(&slot) => {
-                self.unlink(slot);
-                (slot, Growth::None)
+        let (index, growth) = self.find_or_claim(key, hash, now_ms);
+        let has_amounts = key.currency != 0;
+        let buckets = &mut self.buckets[index];
+        if !matches!(growth, Growth::None) {
+            *buckets = Buckets::EMPTY;
+            if has_amounts {
+                self.amounts.clear(index);
             }
-            None => self.insert(*key),
+        }
+        let slot = &mut self.slots[index];
+        slot.seen = self.touches;
+        self.touches = self.touches.wrapping_add(1);
+        let recorded = slot.record(buckets, now_ms);
+        let mut totals = Totals {
+            count: slot.counts(buckets, &recorded, need),
+            ..Totals::default()
         };
-        self.push_front(slot);
-        let mut totals = self.slots[slot as usize]
-            .windows
-            .record(now_ms, amount_minor, need);
+        if has_amounts {
+            let slot = &self.slots[index];
+            totals.amount_minor = self
+                .amounts
+                .record(index, slot, &recorded, amount_minor, need);
+        }
         totals.marked = !self.marked.is_empty() && self.marked.contains(key);
         (totals, growth)
     }
 
-    /// A slot for a new key: a fresh one while the slab has room, else the
-    /// least recently seen one, emptied. Returned unlinked.
-    fn insert(&mut self, key: Key) -> (u32, Growth) {
-        if self.slots.len() < self.slots_max {
-            let slot = self.slots.len() as u32;
-            self.slots.push(Slot {
-                key,
-                windows: Windows::EMPTY,
-            });
-            self.links.push(Link {
-                prev: NIL,
-                next: NIL,
-            });
-            self.index.insert(key, slot);
-            return (slot, Growth::Inserted);
+    /// The slot holding `key`, or one claimed for it: the first empty slot
+    /// of its neighbourhood, else the neighbourhood's least recently seen.
+    fn find_or_claim(&mut self, key: &Key, hash: u64, now_ms: u64) -> (usize, Growth) {
+        let len = self.slots.len();
+        // The low 32 bits scaled to the shard: uniform, and no division.
+        let home = (((hash & u64::from(u32::MAX)) * len as u64) >> 32) as usize;
+        let (mut victim, mut victim_idle) = (home, 0u32);
+        for step in 0..self.neighbourhood {
+            let index = if home + step < len {
+                home + step
+            } else {
+                home + step - len
+            };
+            let slot = &self.slots[index];
+            if slot.is_empty() {
+                self.slots[index].claim(key, now_ms);
+                return (index, Growth::Inserted);
+            }
+            if slot.holds(key) {
+                return (index, Growth::None);
+            }
+            let idle = self.touches.wrapping_sub(slot.seen);
+            if idle > victim_idle {
+                (victim, victim_idle) = (index, idle);
+            }
         }
-        let slot = self.tail;
-        assert!(slot != NIL, "a full shard has a tail");
-        self.unlink(slot);
-        let old = &mut self.slots[slot as usize];
-        self.index.remove(&old.key);
-        old.key = key;
-        old.windows = Windows::EMPTY;
-        self.index.insert(key, slot);
-        (slot, Growth::Evicted)
+        self.slots[victim].claim(key, now_ms);
+        (victim, Growth::Evicted)
     }
 
-    fn unlink(&mut self, slot: u32) {
-        let Link { prev, next } = self.links[slot as usize];
-        match prev {
-            NIL => self.head = next,
-            prev => self.links[prev as usize].next = next,
-        }
-        match next {
-            NIL => self.tail = prev,
-            next => self.links[next as usize].prev = prev,
-        }
-    }
-
-    fn push_front(&mut self, slot: u32) {
-        let old_head = self.head;
-        self.links[slot as usize] = Link {
-            prev: NIL,
-            next: old_head,
-        };
-        match old_head {
-            NIL => self.tail = slot,
-            head => self.links[head as usize].prev = slot,
-        }
-        self.head = slot;
+    #[cfg(test)]
+    fn contains(&self, key: &Key) -> bool {
+        self.slots.iter().any(|slot| slot.holds(key))
     }
 }
 
@@ -347,7 +509,7 @@ impl Table {
     pub(crate) fn new(name: TableName, keys_max: usize, marked_max: usize) -> Table {
         assert!(keys_max > 0, "a velocity table needs room for one key");
         let slots_max = keys_max.div_ceil(SHARDS);
-        assert!(slots_max < NIL as usize);
+        assert!(slots_max <= u32::MAX as usize, "slot index fits the hash");
         let shards = (0..SHARDS)
             .map(|_| Padded(Mutex::new(Shard::new(slots_max))))
             .collect();
@@ -361,20 +523,22 @@ impl Table {
         }
     }
 
-    fn shard(&self, key: &Key) -> &Mutex<Shard> {
-        let index = (key.hash64() >> 58) as usize % SHARDS;
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        // The top bits pick the shard; the low ones the slot inside it.
+        let index = (hash >> 58) as usize % SHARDS;
         &self.shards[index].0
     }
 
     /// Records one event for `key` at `now_ms` and returns the windows'
     /// totals including it.
     pub(crate) fn observe(&self, key: &Key, now_ms: u64, amount_minor: u64, need: Need) -> Totals {
+        let hash = key.hash64();
         let (totals, growth) = {
             let mut shard = self
-                .shard(key)
+                .shard(hash)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            shard.observe(key, now_ms, amount_minor, need)
+            shard.observe(key, hash, now_ms, amount_minor, need)
         };
         match growth {
             Growth::None => {}
@@ -393,7 +557,7 @@ impl Table {
     /// Marks `key`; `Ok(false)` if it already was.
     pub(crate) fn mark(&self, key: &Key) -> Result<bool, WatchListFull> {
         let mut shard = self
-            .shard(key)
+            .shard(key.hash64())
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if shard.marked.contains(key) {
@@ -411,7 +575,7 @@ impl Table {
 
     pub(crate) fn is_marked(&self, key: &Key) -> bool {
         let shard = self
-            .shard(key)
+            .shard(key.hash64())
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         shard.marked.contains(key)
@@ -439,9 +603,32 @@ mod tests {
         }
     }
 
+    /// One key's windows, with amounts: a one-slot shard and an amount key.
+    struct Windows(Shard);
+
+    impl Windows {
+        fn new() -> Windows {
+            Windows(Shard::new(1))
+        }
+
+        fn record(&mut self, now_ms: u64, amount_minor: u64, need: Need) -> Totals {
+            let key = Key {
+                currency: 978,
+                ..key(1)
+            };
+            self.0
+                .observe(&key, key.hash64(), now_ms, amount_minor, need)
+                .0
+        }
+    }
+
+    fn observe(shard: &mut Shard, key: &Key, now_ms: u64) -> (Totals, Growth) {
+        shard.observe(key, key.hash64(), now_ms, 0, Need::ALL)
+    }
+
     #[test]
     fn sixty_second_window_is_half_open() {
-        let mut w = Windows::EMPTY;
+        let mut w = Windows::new();
         assert_eq!(w.record(1_000, 10, Need::ALL).count[0], 1);
         assert_eq!(w.record(60_999, 10, Need::ALL).count[0], 2);
         // The first event is exactly 60 000 ms old: out.
@@ -453,7 +640,7 @@ mod tests {
 
     #[test]
     fn ring_saturates_above_the_limit() {
-        let mut w = Windows::EMPTY;
+        let mut w = Windows::new();
         for i in 0..40u64 {
             let totals = w.record(i, 1, Need::ALL);
             let expected = (i as u32 + 1).min(RECENT_EVENTS_MAX as u32);
@@ -464,7 +651,7 @@ mod tests {
 
     #[test]
     fn hour_window_forgets_at_most_one_bucket_early() {
-        let mut w = Windows::EMPTY;
+        let mut w = Windows::new();
         w.record(0, 5, Need::ALL);
         // 55 min later: still inside (the bucket of t=0 is 11 buckets back).
         assert_eq!(w.record(55 * 60_000 - 1, 5, Need::ALL).count[1], 2);
@@ -477,30 +664,67 @@ mod tests {
 
     #[test]
     fn out_of_order_events_still_count() {
-        let mut w = Windows::EMPTY;
+        let mut w = Windows::new();
         w.record(10 * DAY_BUCKET_MS, 1, Need::ALL);
         let totals = w.record(10 * DAY_BUCKET_MS - 1, 1, Need::ALL);
         assert_eq!(totals.count, [2, 2, 2]);
+    }
+
+    /// The old per-bucket-epoch windows, as a model for in-order events.
+    fn model_buckets(times_ms: &[u64], bucket_ms: u64, len: usize) -> u32 {
+        let mut buckets = vec![(0u64, 0u32); len];
+        let mut epoch = 0;
+        for &t in times_ms {
+            epoch = t / bucket_ms;
+            let bucket = &mut buckets[(epoch % len as u64) as usize];
+            if bucket.0 < epoch || bucket.1 == 0 {
+                *bucket = (epoch, 0);
+            }
+            bucket.1 += 1;
+        }
+        let inside = buckets.iter().filter(|b| epoch - b.0 < len as u64);
+        inside.map(|b| b.1).sum()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hour_and_day_match_the_bucket_model(
+            gaps in proptest::collection::vec(0u64..7_200_000, 1..80),
+        ) {
+            let mut w = Windows::new();
+            let mut times = Vec::new();
+            let mut now = 1_700_000_000_000u64;
+            for gap in gaps {
+                now += gap;
+                times.push(now);
+                let totals = w.record(now, 1, Need::ALL);
+                let hour = model_buckets(&times, HOUR_BUCKET_MS, HOUR_BUCKETS);
+                let day = model_buckets(&times, DAY_BUCKET_MS, DAY_BUCKETS);
+                proptest::prop_assert_eq!(totals.count[1], hour);
+                proptest::prop_assert_eq!(totals.count[2], day);
+                proptest::prop_assert_eq!(totals.amount_minor[1], u64::from(hour));
+                proptest::prop_assert_eq!(totals.amount_minor[2], u64::from(day));
+            }
+        }
     }
 
     #[test]
     fn full_shard_evicts_least_recently_seen() {
         let mut shard = Shard::new(3);
         for n in 1..=3 {
-            shard.observe(&key(n), 0, 0, Need::ALL);
+            observe(&mut shard, &key(n), 0);
         }
-        shard.observe(&key(1), 1, 0, Need::ALL); // 2 is now the oldest
-        let (_, growth) = shard.observe(&key(4), 2, 0, Need::ALL);
+        observe(&mut shard, &key(1), 1); // 2 is now the oldest
+        let (_, growth) = observe(&mut shard, &key(4), 2);
         assert!(matches!(growth, Growth::Evicted));
-        assert!(!shard.index.contains_key(&key(2)));
+        assert!(!shard.contains(&key(2)));
         for n in [1, 3, 4] {
-            assert!(shard.index.contains_key(&key(n)));
+            assert!(shard.contains(&key(n)));
         }
         // An evicted key starts again from zero.
-        let (totals, _) = shard.observe(&key(2), 3, 0, Need::ALL);
+        let (totals, _) = observe(&mut shard, &key(2), 3);
         assert_eq!(totals.count[0], 1);
         assert_eq!(shard.slots.len(), 3);
-        assert_eq!(shard.slots.capacity(), 3);
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub struct Policy {
     pub(crate) merchants: HashMap<u128, Merchant, KeyHasherBuild>,
     /// Blocked card tokens.
     pub(crate) blocked_cards: HashSet<CardToken, KeyHasherBuild>,
+    /// One bit per blocked token ([`card_filter_bit`]): a token whose bit is
+    /// clear is not blocked, without hashing it (a few are blocked, most
+    /// cards are not).
+    pub(crate) blocked_cards_filter: u64,
     /// Blocked BIN ranges (inclusive), sorted and merged.
     pub(crate) blocked_bins: Box<[(u32, u32)]>,
     /// Blocked terminals, packed with their merchant.
@@ -151,7 +155,8 @@ impl Policy {
     }
 
     pub(crate) fn is_card_blocked(&self, token: &CardToken) -> bool {
-        !self.blocked_cards.is_empty() && self.blocked_cards.contains(token)
+        self.blocked_cards_filter & card_filter_bit(token) != 0
+            && self.blocked_cards.contains(token)
     }
 
     pub(crate) fn is_bin_blocked(&self, bin: Bin) -> bool {
@@ -170,6 +175,15 @@ impl Policy {
                 .blocked_terminals
                 .contains(&key::terminal_id(merchant_id, terminal_id))
     }
+}
+
+/// A token's bit in [`Policy::blocked_cards_filter`]: its first eight
+/// bytes, mixed, pick one of 64.
+pub(crate) fn card_filter_bit(token: &CardToken) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&token.0[..8]);
+    let mixed = u64::from_le_bytes(word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    1 << (mixed >> 58)
 }
 
 /// A merchant id as a map key: its bytes, zero-padded, and its length in

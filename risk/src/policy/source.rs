@@ -8,7 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    pack_merchant, pack_terminal, CurrencyAmounts, Merchant, Policy, Rules, POLICY_BYTES_MAX,
+    card_filter_bit, pack_merchant, pack_terminal, CurrencyAmounts, Merchant, Policy, Rules,
+    POLICY_BYTES_MAX,
 };
 use crate::context::{Bin, CardToken, Channel};
 use crate::error::PolicyError;
@@ -201,10 +202,12 @@ pub(super) fn compile(
         merchants.insert(packed, Merchant { rules, terminals });
     }
     let blocklist = &raw.blocklist;
+    let blocked_cards = blocked_cards(&source, blocklist, tokenize)?;
     Ok(Policy {
         defaults,
         merchants,
-        blocked_cards: blocked_cards(&source, blocklist, tokenize)?,
+        blocked_cards_filter: blocked_cards.iter().fold(0, |f, t| f | card_filter_bit(t)),
+        blocked_cards,
         blocked_bins: blocked_bins(&source, &blocklist.bins)?,
         blocked_terminals: blocked_terminals(&source, &blocklist.terminals)?,
     })
