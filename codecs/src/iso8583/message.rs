@@ -2,17 +2,9 @@
 
 use super::bitmap::Bitmap;
 use super::error::{DecodeError, DecodeErrorKind};
-use super::spec::{BinaryEncoding, FieldSpec, FieldType, LenKind, Profile};
-use super::{content_ok, hex_ok, hex_value, Mti, MESSAGE_BYTES_MAX};
-
-/// Where a field's content lies in the message: start and length in bytes.
-#[derive(Clone, Copy, Debug, Default)]
-struct Span {
-    /// Offset of the first content byte (after any length prefix).
-    start: u16,
-    /// Content length on the wire.
-    len: u16,
-}
+use super::plan::{self, Check, FieldPlan, Plans};
+use super::spec::{BinaryEncoding, FieldType, Profile};
+use super::{all_in, digits_ok, hex_value, printable_ok, Mti, MESSAGE_BYTES_MAX};
 
 /// A decoded ISO 8583 message borrowing its fields from the frame buffer.
 ///
@@ -28,8 +20,11 @@ pub struct Message<'a> {
     mti: Mti,
     /// Present fields, primary and secondary.
     bitmap: Bitmap,
-    /// Content spans by field number; meaningful only where `bitmap` says so.
-    spans: [Span; 129],
+    /// Offset of each field's content (after any length prefix) by field
+    /// number; meaningful only where `bitmap` says so. The length is the
+    /// fixed length or the prefix just before it, both checked at decode:
+    /// one `u16` per field keeps `Message` small to build and to move.
+    starts: [u16; 129],
 }
 
 impl std::fmt::Debug for Message<'_> {
@@ -37,55 +32,30 @@ impl std::fmt::Debug for Message<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut list = f.debug_map();
         for n in self.bitmap.fields() {
-            list.entry(&n, &self.span(n).len);
+            list.entry(&n, &self.raw(n).map_or(0, <[u8]>::len));
         }
         list.finish()?;
         write!(f, " mti={}", self.mti)
     }
 }
 
-/// Reads a run of `digits` ASCII digits as a number; `None` on a non-digit.
-fn ascii_number(bytes: &[u8]) -> Option<u16> {
-    let mut value: u16 = 0;
-    for &b in bytes {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u16::from(b - b'0'))?;
-    }
-    Some(value)
-}
-
-/// A cursor over the input with checked advancing.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize, field: u8) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        match end.and_then(|e| self.buf.get(self.pos..e)) {
-            Some(s) => {
-                self.pos += n;
-                Ok(s)
-            }
-            None => Err(self.error(
-                field,
-                DecodeErrorKind::Truncated {
-                    needed: u16::try_from(n - (self.buf.len() - self.pos)).unwrap_or(u16::MAX),
-                },
-            )),
-        }
-    }
-
-    fn error(&self, field: u8, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError {
-            field,
-            kind,
-            offset: u16::try_from(self.pos).unwrap_or(u16::MAX),
-        }
-    }
+/// Reads a length prefix (at most 3 ASCII digits, so at most 999) as a
+/// number; `None` on a non-digit or a longer run.
+#[inline(always)]
+pub(super) fn ascii_number(bytes: &[u8]) -> Option<u16> {
+    let digit = |b: u8| u16::from(b.wrapping_sub(b'0'));
+    // Each "digit" is at most 255 before the check: no sum overflows u16.
+    let (value, digit_max) = match *bytes {
+        [] => (0, 0),
+        [a] => (digit(a), digit(a)),
+        [a, b] => (digit(a) * 10 + digit(b), digit(a).max(digit(b))),
+        [a, b, c] => (
+            digit(a) * 100 + digit(b) * 10 + digit(c),
+            digit(a).max(digit(b)).max(digit(c)),
+        ),
+        _ => return None,
+    };
+    (digit_max <= 9).then_some(value)
 }
 
 impl<'a> Message<'a> {
@@ -96,10 +66,15 @@ impl<'a> Message<'a> {
     /// bad MTI or bitmap, a length prefix over the field's maximum, content
     /// of the wrong type, or trailing bytes.
     pub fn decode(profile: &'static Profile, buf: &'a [u8]) -> Result<Self, DecodeError> {
-        match Self::decode_inner(profile, buf, false)? {
-            (m, None) => Ok(m),
-            (_, Some(e)) => Err(e),
+        // Built in place and filled, so the message is not copied out of
+        // an intermediate value.
+        let mut out = Self::decode_header(profile, buf);
+        if let Ok(m) = &mut out {
+            if let Some(e) = m.decode_fields(false) {
+                out = Err(e);
+            }
         }
+        out
     }
 
     /// Decodes as much as can be trusted, so a server can answer a bad
@@ -116,37 +91,52 @@ impl<'a> Message<'a> {
         profile: &'static Profile,
         buf: &'a [u8],
     ) -> Result<(Self, Option<DecodeError>), DecodeError> {
-        Self::decode_inner(profile, buf, true)
+        let mut m = Self::decode_header(profile, buf)?;
+        let error = m.decode_fields(true);
+        Ok((m, error))
     }
 
-    // Inlined into both callers so the large `Message` is built in place
-    // rather than copied out of a tuple.
+    /// The MTI and bitmaps, as a message with every field present per the
+    /// bitmap and no field located yet.
     #[inline(always)]
-    fn decode_inner(
-        profile: &'static Profile,
-        buf: &'a [u8],
-        lenient: bool,
-    ) -> Result<(Self, Option<DecodeError>), DecodeError> {
+    fn decode_header(profile: &'static Profile, buf: &'a [u8]) -> Result<Self, DecodeError> {
         if buf.len() > MESSAGE_BYTES_MAX {
-            return Err(DecodeError {
-                field: 0,
-                kind: DecodeErrorKind::MessageTooLong,
-                offset: 0,
-            });
+            return Err(error_at(0, 0, DecodeErrorKind::MessageTooLong));
         }
-        let mut cur = Cursor { buf, pos: 0 };
-        let mti_bytes = cur.take(4, 0)?;
-        let mti = Mti::from_bytes(mti_bytes).ok_or(DecodeError {
-            field: 0,
-            kind: DecodeErrorKind::BadMti,
-            offset: 0,
-        })?;
-        let primary = read_bitmap_half(&mut cur, profile.bitmap)?;
+        let mti_bytes = buf.get(..4).ok_or_else(|| truncated(buf, 0, 0, 4))?;
+        let mti = Mti::from_bytes(mti_bytes).ok_or(error_at(0, 0, DecodeErrorKind::BadMti))?;
+        let half_bytes = bitmap_half_bytes(profile.bitmap);
+        let primary = read_bitmap_half(buf, 4, profile.bitmap)?;
         let mut bitmap = Bitmap(u128::from(primary) << 64);
         if bitmap.has(1) {
-            bitmap.0 |= u128::from(read_bitmap_half(&mut cur, profile.bitmap)?);
+            bitmap.0 |= u128::from(read_bitmap_half(buf, 4 + half_bytes, profile.bitmap)?);
         }
-        let mut spans = [Span::default(); 129];
+        Ok(Message {
+            buf,
+            profile,
+            mti,
+            bitmap,
+            starts: [0; 129],
+        })
+    }
+
+    /// Locates and checks every field the bitmap names, clearing from the
+    /// bitmap those that fail; returns the first error. Without `lenient`
+    /// any error stops decoding; with it, content errors do not.
+    #[inline(always)]
+    fn decode_fields(&mut self, lenient: bool) -> Option<DecodeError> {
+        let local: Plans;
+        let plans = match plan::precomputed(self.profile) {
+            Some(plans) => plans,
+            None => {
+                local = FieldPlan::table(self.profile.fields, self.profile.binary);
+                &local
+            }
+        };
+        let buf = self.buf;
+        let half_bytes = bitmap_half_bytes(self.profile.bitmap);
+        let mut pos = 4 + half_bytes * (1 + usize::from(self.bitmap.has(1)));
+        let bitmap = self.bitmap;
         // Present fields minus those that failed; an error that stops
         // decoding also drops every field after it.
         let mut good = bitmap;
@@ -160,14 +150,14 @@ impl<'a> Message<'a> {
                 bits ^= 1u64 << (63 - lead);
                 // lead <= 63, so n is 2..=128.
                 let n = base + lead as u8 + 1;
-                let spec = profile
-                    .fields
-                    .get(usize::from(n))
-                    .ok_or(cur.error(n, DecodeErrorKind::BadBitmap))?;
-                match read_field(&mut cur, profile, n, spec) {
-                    Ok(span) => {
-                        if let Some(slot) = spans.get_mut(usize::from(n)) {
-                            *slot = span;
+                let result = match plans.get(usize::from(n)) {
+                    Some(&plan) => read_field(buf, &mut pos, n, plan),
+                    None => Err(error_at(n, pos, DecodeErrorKind::BadBitmap)),
+                };
+                match result {
+                    Ok(start) => {
+                        if let Some(slot) = self.starts.get_mut(usize::from(n)) {
+                            *slot = start;
                         }
                     }
                     Err(e) => {
@@ -184,20 +174,12 @@ impl<'a> Message<'a> {
                 }
             }
         }
-        if first_error.is_none() && cur.pos != buf.len() {
-            let left = u16::try_from(buf.len() - cur.pos).unwrap_or(u16::MAX);
-            first_error = Some(cur.error(0, DecodeErrorKind::TrailingBytes(left)));
+        self.bitmap = good;
+        if first_error.is_none() && pos != buf.len() {
+            let left = u16::try_from(buf.len() - pos).unwrap_or(u16::MAX);
+            first_error = Some(error_at(0, pos, DecodeErrorKind::TrailingBytes(left)));
         }
-        Ok((
-            Message {
-                buf,
-                profile,
-                mti,
-                bitmap: good,
-                spans,
-            },
-            first_error,
-        ))
+        first_error
     }
 
     /// The message type indicator.
@@ -220,10 +202,6 @@ impl<'a> Message<'a> {
         self.buf
     }
 
-    fn span(&self, n: u8) -> Span {
-        self.spans.get(usize::from(n)).copied().unwrap_or_default()
-    }
-
     /// Whether field `n` is present.
     pub fn has(&self, n: u8) -> bool {
         n >= 2 && self.bitmap.has(n)
@@ -235,9 +213,16 @@ impl<'a> Message<'a> {
         if !self.has(n) {
             return None;
         }
-        let s = self.span(n);
-        self.buf
-            .get(usize::from(s.start)..usize::from(s.start) + usize::from(s.len))
+        let start = usize::from(*self.starts.get(usize::from(n))?);
+        let plan = FieldPlan::of(self.profile, n)?;
+        let len = if plan.is_variable() {
+            // The prefix was checked at decode.
+            let prefix_at = start.checked_sub(usize::from(plan.prefix_digits))?;
+            usize::from(ascii_number(self.buf.get(prefix_at..start)?)?)
+        } else {
+            usize::from(plan.wire_len_max)
+        };
+        self.buf.get(start..start.checked_add(len)?)
     }
 
     /// A text field's content; `None` if absent or binary.
@@ -320,89 +305,121 @@ impl<'a> BinaryField<'a> {
     }
 }
 
-fn read_bitmap_half(cur: &mut Cursor<'_>, encoding: BinaryEncoding) -> Result<u64, DecodeError> {
+/// Bytes of one bitmap half under `encoding`.
+#[inline(always)]
+const fn bitmap_half_bytes(encoding: BinaryEncoding) -> usize {
     match encoding {
-        BinaryEncoding::Raw => {
-            let b = cur.take(8, 0)?;
-            let arr: [u8; 8] = b
-                .try_into()
-                .map_err(|_| cur.error(0, DecodeErrorKind::BadBitmap))?;
-            Ok(u64::from_be_bytes(arr))
-        }
-        BinaryEncoding::Hex => {
-            let start = cur.pos;
-            let b = cur.take(16, 0)?;
-            b.iter()
-                .try_fold(0u64, |v, &c| Some((v << 4) | u64::from(hex_value(c)?)))
-                .ok_or(DecodeError {
-                    field: 0,
-                    kind: DecodeErrorKind::BadBitmap,
-                    offset: u16::try_from(start).unwrap_or(u16::MAX),
-                })
-        }
+        BinaryEncoding::Raw => 8,
+        BinaryEncoding::Hex => 16,
     }
 }
 
+/// An error in field `field` at offset `pos` (at most `MESSAGE_BYTES_MAX`).
+#[inline(always)]
+fn error_at(field: u8, pos: usize, kind: DecodeErrorKind) -> DecodeError {
+    DecodeError {
+        field,
+        kind,
+        offset: u16::try_from(pos).unwrap_or(u16::MAX),
+    }
+}
+
+/// Truncation in field `field`: `n` bytes wanted at `pos`, fewer there.
+#[cold]
+fn truncated(buf: &[u8], field: u8, pos: usize, n: usize) -> DecodeError {
+    let needed = n.saturating_sub(buf.len().saturating_sub(pos));
+    error_at(
+        field,
+        pos,
+        DecodeErrorKind::Truncated {
+            needed: u16::try_from(needed).unwrap_or(u16::MAX),
+        },
+    )
+}
+
+fn read_bitmap_half(buf: &[u8], at: usize, encoding: BinaryEncoding) -> Result<u64, DecodeError> {
+    let len = bitmap_half_bytes(encoding);
+    let b = buf
+        .get(at..at + len)
+        .ok_or_else(|| truncated(buf, 0, at, len))?;
+    match encoding {
+        BinaryEncoding::Raw => {
+            let arr: [u8; 8] = b
+                .try_into()
+                .map_err(|_| error_at(0, at, DecodeErrorKind::BadBitmap))?;
+            Ok(u64::from_be_bytes(arr))
+        }
+        BinaryEncoding::Hex => b
+            .iter()
+            .try_fold(0u64, |v, &c| Some((v << 4) | u64::from(hex_value(c)?)))
+            .ok_or(error_at(0, at, DecodeErrorKind::BadBitmap)),
+    }
+}
+
+/// Whether `buf[start..end]` is all in `class`: out of line, as `an`,
+/// `z` and hex fields are few, so the loop over the usual ones stays small.
+#[inline(never)]
+fn class_ok(buf: &[u8], start: usize, end: usize, class: u8) -> bool {
+    buf.get(start..end).is_some_and(|c| all_in(c, class))
+}
+
+/// Whether `buf[start..end]` is `C` or `D` then digits (`x+n`); out of
+/// line like [`class_ok`].
+#[inline(never)]
+fn signed_digits_ok(buf: &[u8], start: usize, end: usize) -> bool {
+    matches!(buf.get(start), Some(b'C' | b'D')) && start < end && digits_ok(buf, start + 1, end)
+}
+
+/// Locates field `n` at `*pos` following its plan and checks its content;
+/// returns the content's offset. On success and on a content error the
+/// cursor moves past the field; on other errors it stays.
 // Inlined: called once per field, the call itself cost a fifth of a decode.
 #[inline(always)]
-fn read_field(
-    cur: &mut Cursor<'_>,
-    profile: &Profile,
-    n: u8,
-    spec: &FieldSpec,
-) -> Result<Span, DecodeError> {
-    let unit = if spec.ty == FieldType::B {
-        Profile::binary_unit(profile.binary)
+fn read_field(buf: &[u8], pos: &mut usize, n: u8, plan: FieldPlan) -> Result<u16, DecodeError> {
+    let prefix_at = *pos;
+    let digits = usize::from(plan.prefix_digits);
+    // prefix_at <= buf.len() <= MESSAGE_BYTES_MAX: no overflow below.
+    let start = prefix_at + digits;
+    let len = if digits == 0 {
+        usize::from(plan.wire_len_max)
     } else {
-        1
-    };
-    // Maximum wire length; at most 2 * 999, no overflow.
-    let max_wire = usize::from(spec.max_len) * unit;
-    let len = match spec.len {
-        LenKind::Fixed => max_wire,
-        kind => {
-            let digits = kind.prefix_digits();
-            let prefix_at = cur.pos;
-            let prefix = cur.take(digits, n)?;
-            let len = ascii_number(prefix).ok_or(DecodeError {
-                field: n,
-                kind: DecodeErrorKind::BadLengthPrefix {
-                    digits: digits as u8,
+        let prefix = buf
+            .get(prefix_at..start)
+            .ok_or_else(|| truncated(buf, n, prefix_at, digits))?;
+        let len = ascii_number(prefix).ok_or(error_at(
+            n,
+            prefix_at,
+            DecodeErrorKind::BadLengthPrefix {
+                digits: plan.prefix_digits,
+            },
+        ))?;
+        if len > plan.wire_len_max || len & plan.odd_mask != 0 {
+            return Err(error_at(
+                n,
+                prefix_at,
+                DecodeErrorKind::LengthOverMax {
+                    len,
+                    max: plan.wire_len_max,
                 },
-                offset: u16::try_from(prefix_at).unwrap_or(u16::MAX),
-            })?;
-            let len = usize::from(len);
-            if len > max_wire || len % unit != 0 {
-                return Err(DecodeError {
-                    field: n,
-                    kind: DecodeErrorKind::LengthOverMax {
-                        len: len as u16,
-                        max: max_wire as u16,
-                    },
-                    offset: u16::try_from(prefix_at).unwrap_or(u16::MAX),
-                });
-            }
-            len
+            ));
         }
+        usize::from(len)
     };
-    let start = cur.pos;
-    let content = cur.take(len, n)?;
-    let binary_hex = spec.ty == FieldType::B && profile.binary == BinaryEncoding::Hex;
-    let ok = if binary_hex {
-        hex_ok(content)
-    } else {
-        content_ok(spec.ty, content)
+    let end = start + len;
+    if end > buf.len() {
+        return Err(truncated(buf, n, start, len));
+    }
+    *pos = end;
+    let ok = match plan.check {
+        Check::Any => true,
+        Check::Digits => digits_ok(buf, start, end),
+        Check::Printable => printable_ok(buf, start, end),
+        Check::Class(class) => class_ok(buf, start, end, class),
+        Check::SignedDigits => signed_digits_ok(buf, start, end),
     };
     if !ok {
-        return Err(DecodeError {
-            field: n,
-            kind: DecodeErrorKind::BadContent(spec.ty),
-            offset: u16::try_from(start).unwrap_or(u16::MAX),
-        });
+        return Err(error_at(n, start, DecodeErrorKind::BadContent(plan.ty)));
     }
     // MESSAGE_BYTES_MAX fits u16, checked on entry.
-    Ok(Span {
-        start: start as u16,
-        len: len as u16,
-    })
+    Ok(start as u16)
 }

@@ -3,6 +3,7 @@
 mod bitmap;
 mod error;
 mod message;
+mod plan;
 mod spec;
 mod writer;
 
@@ -120,17 +121,12 @@ pub(crate) fn content_ok(ty: FieldType, content: &[u8]) -> bool {
     }
 }
 
-/// Whether `content` is all hex digits (either case).
-pub(crate) fn hex_ok(content: &[u8]) -> bool {
-    all_in(content, CLASS_HEX)
-}
-
 /// Character classes, one bit each, as [`CLASSES`] holds them.
-const CLASS_N: u8 = 1;
-const CLASS_AN: u8 = 2;
-const CLASS_ANS: u8 = 4;
-const CLASS_Z: u8 = 8;
-const CLASS_HEX: u8 = 16;
+pub(crate) const CLASS_N: u8 = 1;
+pub(crate) const CLASS_AN: u8 = 2;
+pub(crate) const CLASS_ANS: u8 = 4;
+pub(crate) const CLASS_Z: u8 = 8;
+pub(crate) const CLASS_HEX: u8 = 16;
 
 /// The classes of every byte value: one load per byte checks any type.
 static CLASSES: [u8; 256] = classes();
@@ -167,7 +163,7 @@ const fn classes() -> [u8; 256] {
 /// field goes through here on decode, so 8 bytes are checked per branch.
 #[inline(always)]
 #[allow(clippy::indexing_slicing, reason = "a u8 indexes a 256-entry table")]
-fn all_in(content: &[u8], class: u8) -> bool {
+pub(crate) fn all_in(content: &[u8], class: u8) -> bool {
     let mut chunks = content.chunks_exact(8);
     let whole = chunks
         .by_ref()
@@ -177,6 +173,73 @@ fn all_in(content: &[u8], class: u8) -> bool {
             .remainder()
             .iter()
             .all(|&c| CLASSES[usize::from(c)] & class != 0)
+}
+
+/// One in every byte of a word.
+const BYTES_1: u64 = 0x0101_0101_0101_0101;
+/// The top bit of every byte of a word.
+const BYTES_HIGH: u64 = 0x80 * BYTES_1;
+/// `'0'` in every byte of a word: passes both word checks.
+const BYTES_ZERO_DIGIT: u64 = 0x30 * BYTES_1;
+
+/// Whether all 8 bytes of `word` are ASCII digits: high nibble 3, and
+/// still 3 after adding 6 (so the low nibble is at most 9). A carry out of
+/// a byte only happens when that byte already fails the first test.
+#[inline(always)]
+const fn word_digits(word: u64) -> bool {
+    let high = 0xF0 * BYTES_1;
+    let nibble_ok = (word & high) ^ BYTES_ZERO_DIGIT;
+    let at_most_9 = (word.wrapping_add(0x06 * BYTES_1) & high) ^ BYTES_ZERO_DIGIT;
+    nibble_ok | at_most_9 == 0
+}
+
+/// Whether all 8 bytes of `word` are printable ASCII (0x20–0x7E): top bit
+/// clear, at least 0x20 (adding 0x60 sets the top bit), below 0x7F (adding
+/// 1 leaves it clear). Carries only leave bytes that already failed.
+#[inline(always)]
+const fn word_printable(word: u64) -> bool {
+    let at_least_20 = word.wrapping_add(0x60 * BYTES_1) & BYTES_HIGH;
+    let above_7e = word.wrapping_add(BYTES_1) & BYTES_HIGH;
+    (word & BYTES_HIGH) | (at_least_20 ^ BYTES_HIGH) | above_7e == 0
+}
+
+/// Whether `buf[start..end]` passes `word_ok` 8 bytes at a time. The last
+/// word overlaps the one before it; a field shorter than 8 bytes is read
+/// with the bytes before it (the MTI and bitmap guarantee 12) replaced by
+/// `'0'`, which passes every word check. `None` when the words cannot be
+/// read, for the caller to fall back to the byte table.
+#[inline(always)]
+fn words_ok(buf: &[u8], start: usize, end: usize, word_ok: impl Fn(u64) -> bool) -> Option<bool> {
+    let content = buf.get(start..end)?;
+    if let Some(last) = content.last_chunk::<8>() {
+        let mut ok = word_ok(u64::from_le_bytes(*last));
+        for chunk in content.chunks_exact(8) {
+            let word: [u8; 8] = chunk.try_into().ok()?;
+            ok &= word_ok(u64::from_le_bytes(word));
+        }
+        Some(ok)
+    } else {
+        let len = content.len();
+        let word = u64::from_le_bytes(*buf.get(..end)?.last_chunk::<8>()?);
+        // The field is the top `len` bytes (len < 8); an empty field keeps
+        // nothing.
+        let keep = u64::MAX.checked_shl(8 * (8 - len as u32)).unwrap_or(0);
+        Some(word_ok((word & keep) | (BYTES_ZERO_DIGIT & !keep)))
+    }
+}
+
+/// Whether `buf[start..end]` is all ASCII digits.
+#[inline(always)]
+pub(crate) fn digits_ok(buf: &[u8], start: usize, end: usize) -> bool {
+    words_ok(buf, start, end, word_digits)
+        .unwrap_or_else(|| buf.get(start..end).is_some_and(|c| all_in(c, CLASS_N)))
+}
+
+/// Whether `buf[start..end]` is all printable ASCII (`ans`).
+#[inline(always)]
+pub(crate) fn printable_ok(buf: &[u8], start: usize, end: usize) -> bool {
+    words_ok(buf, start, end, word_printable)
+        .unwrap_or_else(|| buf.get(start..end).is_some_and(|c| all_in(c, CLASS_ANS)))
 }
 
 /// The value of a hex digit (either case).

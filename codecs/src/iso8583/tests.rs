@@ -228,3 +228,77 @@ fn lenient_decode_skips_bad_content_and_keeps_the_rest() {
     assert!(!m.has(11));
     assert!(Message::decode_lenient(p, b"01").is_err());
 }
+
+#[test]
+fn word_checks_agree_with_the_byte_table() {
+    // Every length up to 20 (short, whole-word and overlapping tails),
+    // every position of one odd byte, every byte value there, and bytes
+    // before the field that would fail (they must not be looked at).
+    for len in 0..=20usize {
+        for at in 0..len {
+            for odd in 0..=255u8 {
+                let mut buf = vec![0xffu8; 12];
+                let start = buf.len();
+                buf.extend(std::iter::repeat_n(b'7', len));
+                buf[start + at] = odd;
+                buf.push(0xff);
+                let end = start + len;
+                let content = &buf[start..end];
+                assert_eq!(
+                    digits_ok(&buf, start, end),
+                    all_in(content, CLASS_N),
+                    "n, len {len} at {at} byte {odd:#x}"
+                );
+                assert_eq!(
+                    printable_ok(&buf, start, end),
+                    all_in(content, CLASS_ANS),
+                    "ans, len {len} at {at} byte {odd:#x}"
+                );
+            }
+        }
+        let mut buf = vec![0xffu8; 12];
+        buf.extend(std::iter::repeat_n(b' ', len));
+        assert!(printable_ok(&buf, 12, 12 + len));
+        assert_eq!(digits_ok(&buf, 12, 12 + len), len == 0);
+    }
+}
+
+#[test]
+fn length_prefixes_read_two_and_three_digits() {
+    for v in 0..1000u16 {
+        let three = format!("{v:03}");
+        assert_eq!(message::ascii_number(three.as_bytes()), Some(v));
+        if v < 100 {
+            let two = format!("{v:02}");
+            assert_eq!(message::ascii_number(two.as_bytes()), Some(v));
+        }
+    }
+    for bad in [&b"1a"[..], b"/0", b":0", b"0 1", b"1234", b"9\xff"] {
+        assert_eq!(message::ascii_number(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn other_dictionaries_plan_at_decode_time_and_agree() {
+    for profile in Profile::ALL {
+        let built = plan::FieldPlan::table(profile.fields, profile.binary);
+        assert_eq!(plan::precomputed(profile), Some(&built));
+        // Same dictionary at another address: no precomputed plans.
+        let fields: &'static [FieldSpec; 129] = Box::leak(Box::new(DICTIONARY_1987));
+        let other: &'static Profile = Box::leak(Box::new(Profile {
+            name: "other",
+            fields,
+            bitmap: profile.bitmap,
+            binary: profile.binary,
+            text: profile.text,
+        }));
+        assert!(plan::precomputed(other).is_none());
+        let buf = sample(profile);
+        let ours = Message::decode(profile, &buf).expect("decodes");
+        let theirs = Message::decode(other, &buf).expect("decodes");
+        assert_eq!(
+            ours.fields().collect::<Vec<_>>(),
+            theirs.fields().collect::<Vec<_>>()
+        );
+    }
+}
