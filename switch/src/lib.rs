@@ -180,10 +180,11 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
         idle_timeout: Duration::from_secs(config.limits.idle_timeout_s),
         durable: engine.journal.durable_watch(),
     });
-    let limit = Arc::new(Semaphore::new(config.limits.connections_max));
+    // `limits.connections_max` holds per listener.
+    let limit = || Arc::new(Semaphore::new(config.limits.connections_max));
     let iso = server::Listener {
         listener: iso_listener,
-        limit: limit.clone(),
+        limit: limit(),
         name: "iso",
     };
     tracker.spawn(
@@ -201,7 +202,7 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     });
     let frames = server::Listener {
         listener: frame_listener,
-        limit,
+        limit: limit(),
         name: "frame",
     };
     tracker.spawn(
