@@ -408,3 +408,39 @@ async fn health_readiness_and_metrics() {
     }
     sw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused() {
+    let mut sw = TestSwitch::start_with(|c| c.limits.connections_max = 2).await;
+    let mut a = sw.client().await;
+    let mut b = sw.client().await;
+    assert_eq!(a.call(&preauth(&card(40), 100)).await.code(), "00");
+    assert_eq!(b.call(&preauth(&card(41), 100)).await.code(), "00");
+    let mut c = sw.client().await;
+    assert!(c.closed().await, "a third connection is closed at once");
+    assert_eq!(
+        a.call(&preauth(&card(42), 100)).await.code(),
+        "00",
+        "the others are unaffected"
+    );
+    let (_, metrics) = sw.http_get("/metrics").await;
+    assert!(
+        metrics.contains("switch_limit_reached_total{limit=\"connections_max\"}"),
+        "{metrics}"
+    );
+    drop(a);
+    // Once a connection ends, a new one is served.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut d = sw.client().await;
+        d.send_raw(&preauth(&card(43), 100).encode()).await;
+        if let Some(r) = d.recv_or_close().await {
+            assert_eq!(r.code(), "00");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot not released");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(b);
+    sw.stop().await;
+}

@@ -317,3 +317,19 @@ impl Client {
         )
     }
 }
+
+impl Client {
+    /// The next answer, or `None` when the switch closed the connection.
+    pub async fn recv_or_close(&mut self) -> Option<Resp> {
+        let frame = tokio::time::timeout(TIMEOUT, self.framed.next())
+            .await
+            .ok()??
+            .ok()?;
+        let msg = Message::decode(&Profile::ASCII, &frame.body).ok()?;
+        let fields = msg.fields().map(|(n, v)| (n, v.to_vec())).collect();
+        Some(Resp {
+            mti: msg.mti().to_string(),
+            fields,
+        })
+    }
+}
