@@ -84,6 +84,14 @@ wait_port() {
     done
 }
 
+# loadgen restarts its STANs every run and sends the wall-clock second as
+# F7, so two runs against one switch within the same second would reuse
+# message keys with other content, which the switch rightly answers 94.
+# Runs against one server are therefore a second apart.
+next_second() {
+    sleep 1.1
+}
+
 # scenarios LABEL TARGET PORT [loadgen args...]
 scenarios() {
     local label=$1 target=$2 port=$3
@@ -93,12 +101,14 @@ scenarios() {
         c=${cd%x*}
         d=${cd#*x}
         echo "== $label closed ${c}x${d}" >&2
+        next_second
         "$LOADGEN" run --addr "127.0.0.1:$port" --target "$target" --label "$label" \
             -c "$c" -d "$d" --duration-s "$DURATION_S" --threads "$LOADGEN_THREADS" \
             -q --json-out "$OUT" "$@" >/dev/null
     done
     for rate in $RATES; do
         echo "== $label open ${rate}/s" >&2
+        next_second
         "$LOADGEN" run --addr "127.0.0.1:$port" --target "$target" --label "$label" \
             -c "$OPEN_CONNECTIONS" --rate "$rate" --duration-s "$DURATION_S" \
             --threads "$LOADGEN_THREADS" -q --json-out "$OUT" "$@" >/dev/null
@@ -142,6 +152,7 @@ run_switch() {
     if [[ $SWITCH_FULL_MIX == 1 ]]; then
         local first=${CLOSED%% *}
         echo "== $label-mix closed $first (default mix)" >&2
+        next_second
         "$LOADGEN" run --addr "127.0.0.1:$iso" --target switch --label "$label-mix" \
             -c "${first%x*}" -d "${first#*x}" --duration-s "$DURATION_S" \
             --threads "$LOADGEN_THREADS" -q --json-out "$OUT" "${metrics[@]}" >/dev/null
