@@ -124,7 +124,7 @@ impl Engine {
             merchant_by_id,
             terminal_merchant,
             state: State::new(config.limits.payments_max),
-            idempotency: Idempotency::new(config.limits.idempotency_entries_max),
+            idempotency: Idempotency::new(config.limits.idempotency_entries_max, now),
             risk,
             journal,
             // Seeded from the clock so numbers differ across restarts.

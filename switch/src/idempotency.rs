@@ -3,7 +3,7 @@
 //! The key is the MTI without its repeat digit, F41, F11 and F7. Entries
 //! age out after the configured window and the map is bounded.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -52,42 +52,63 @@ pub(crate) enum Seen {
     Conflict,
 }
 
-/// The bounded index.
+/// The bounded index, in two generations so that ageing out never walks
+/// the entries: answers go into the current generation; every window the
+/// older one is cleared and becomes the current one. An answer is therefore
+/// kept at least one window and less than two.
 pub(crate) struct Idempotency {
-    /// Answers by key.
-    map: DashMap<MessageKey, Answer>,
-    /// Most entries (`limits.idempotency_entries_max`).
+    /// The two generations; `current` says which one takes new answers.
+    generations: [DashMap<MessageKey, Answer>; 2],
+    /// Index of the current generation (0 or 1).
+    current: AtomicUsize,
+    /// When the generations last rotated, ms.
+    rotated_at_ms: AtomicU64,
+    /// Most entries over both generations (`limits.idempotency_entries_max`).
     entries_max: usize,
-    /// Entries refused at the limit, for the metric.
-    refused: AtomicU64,
 }
 
 impl Idempotency {
-    /// An empty index of at most `entries_max` entries.
-    pub(crate) fn new(entries_max: usize) -> Self {
+    /// An empty index of at most `entries_max` entries, its window starting
+    /// at `now_ms`.
+    pub(crate) fn new(entries_max: usize, now_ms: u64) -> Self {
         Idempotency {
-            map: DashMap::new(),
+            generations: [DashMap::new(), DashMap::new()],
+            current: AtomicUsize::new(0),
+            rotated_at_ms: AtomicU64::new(now_ms),
             entries_max,
-            refused: AtomicU64::new(0),
         }
+    }
+
+    fn newer(&self) -> &DashMap<MessageKey, Answer> {
+        &self.generations[self.current.load(Ordering::Acquire) & 1]
+    }
+
+    fn older(&self) -> &DashMap<MessageKey, Answer> {
+        &self.generations[(self.current.load(Ordering::Acquire) + 1) & 1]
+    }
+
+    fn find(&self, key: &MessageKey) -> Option<Answer> {
+        self.newer()
+            .get(key)
+            .or_else(|| self.older().get(key))
+            .map(|a| *a)
     }
 
     /// Looks a message up. `repeat` is whether its MTI says so.
     pub(crate) fn check(&self, key: &MessageKey, repeat: bool, content_crc: u32) -> Seen {
-        match self.map.get(key) {
+        match self.find(key) {
             None => Seen::New,
-            Some(a) if repeat || a.content_crc == content_crc => Seen::Again(*a),
+            Some(a) if repeat || a.content_crc == content_crc => Seen::Again(a),
             Some(_) => Seen::Conflict,
         }
     }
 
-    /// Records an answer.
+    /// Whether another answer fits.
     ///
     /// # Errors
     /// 96 when the index is full (the message must not be processed).
     pub(crate) fn room(&self) -> Result<(), Code> {
-        if self.map.len() >= self.entries_max {
-            self.refused.fetch_add(1, Ordering::Relaxed);
+        if self.len() >= self.entries_max {
             metrics::counter!("switch_limit_reached_total", "limit" => "idempotency_entries_max")
                 .increment(1);
             return Err(Code::SYSTEM_MALFUNCTION);
@@ -97,27 +118,42 @@ impl Idempotency {
 
     /// Stores the answer to `key` unless one is there (first wins).
     pub(crate) fn store(&self, key: MessageKey, answer: Answer) {
-        if let Entry::Vacant(v) = self.map.entry(key) {
+        if self.older().contains_key(&key) {
+            return;
+        }
+        if let Entry::Vacant(v) = self.newer().entry(key) {
             v.insert(answer);
         }
     }
 
     /// Entries held.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.generations[0].len() + self.generations[1].len()
     }
 
-    /// Drops answers older than `cutoff_ms`; returns how many.
-    pub(crate) fn expire(&self, cutoff_ms: u64) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, a| a.at_ms >= cutoff_ms);
-        before.saturating_sub(self.map.len())
+    /// Once `window_ms` has passed since the last rotation, drops the older
+    /// generation (cleared, not walked) and makes it the current one.
+    /// Returns how many answers were dropped.
+    pub(crate) fn rotate_if_due(&self, now_ms: u64, window_ms: u64) -> usize {
+        let last = self.rotated_at_ms.load(Ordering::Acquire);
+        if now_ms.saturating_sub(last) < window_ms {
+            return 0;
+        }
+        self.rotated_at_ms.store(now_ms, Ordering::Release);
+        let older = self.older();
+        let dropped = older.len();
+        older.clear();
+        // New answers go to the cleared one; the other becomes the older.
+        self.current.fetch_xor(1, Ordering::AcqRel);
+        dropped
     }
 
     /// Every entry (snapshots).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&MessageKey, &Answer)) {
-        for e in self.map.iter() {
-            f(e.key(), e.value());
+        for g in &self.generations {
+            for e in g.iter() {
+                f(e.key(), e.value());
+            }
         }
     }
 }
@@ -148,7 +184,7 @@ mod tests {
 
     #[test]
     fn repeats_and_conflicts() {
-        let idx = Idempotency::new(2);
+        let idx = Idempotency::new(2, 0);
         assert_eq!(idx.check(&key(1), false, 7), Seen::New);
         idx.store(key(1), answer(7, 10));
         assert_eq!(idx.check(&key(1), false, 7), Seen::Again(answer(7, 10)));
@@ -167,14 +203,24 @@ mod tests {
     }
 
     #[test]
-    fn bounded_and_ageing() {
-        let idx = Idempotency::new(2);
+    fn bounded_and_ageing_by_generation() {
+        let idx = Idempotency::new(2, 0);
         idx.store(key(1), answer(1, 10));
         idx.store(key(2), answer(1, 20));
         assert_eq!(idx.room(), Err(Code::SYSTEM_MALFUNCTION));
-        assert_eq!(idx.expire(15), 1);
-        assert_eq!(idx.len(), 1);
-        assert_eq!(idx.room(), Ok(()));
+        assert_eq!(idx.rotate_if_due(999, 1_000), 0, "not a window yet");
+        // One window: the answers move to the older generation, still found.
+        assert_eq!(idx.rotate_if_due(1_000, 1_000), 0);
+        assert_eq!(idx.check(&key(1), true, 1), Seen::Again(answer(1, 10)));
+        idx.store(key(3), answer(1, 1_500));
+        assert_eq!(idx.len(), 3);
+        // Two windows: the first two are gone, the third is kept.
+        assert_eq!(idx.rotate_if_due(2_000, 1_000), 2);
         assert_eq!(idx.check(&key(1), true, 1), Seen::New);
+        assert_eq!(idx.check(&key(3), true, 1), Seen::Again(answer(1, 1_500)));
+        assert_eq!(idx.room(), Ok(()));
+        // First answer wins across generations too.
+        idx.store(key(3), answer(9, 2_100));
+        assert_eq!(idx.check(&key(3), false, 1), Seen::Again(answer(1, 1_500)));
     }
 }
