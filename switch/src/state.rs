@@ -99,10 +99,19 @@ impl State {
             metrics::counter!("switch_limit_reached_total", "limit" => "payments_max").increment(1);
             return Err(Code::SYSTEM_MALFUNCTION);
         }
+        // The payment first, its index entries after: `retire` drops index
+        // entries whose payment it cannot find, so an entry written before
+        // its payment could be dropped by a retire running in between.
         let id = payment.id;
-        if payment.status != Status::Declined {
-            self.by_rrn
-                .insert((payment.merchant, payment.rrn, payment.auth_code), id);
+        let rrn_key = (payment.status != Status::Declined).then_some((
+            payment.merchant,
+            payment.rrn,
+            payment.auth_code,
+        ));
+        self.bump_id(id);
+        self.payments.insert(id, payment);
+        if let Some(k) = rrn_key {
+            self.by_rrn.insert(k, id);
         }
         if let Some(k) = key {
             self.by_original.insert(
@@ -119,8 +128,6 @@ impl State {
                 payment: id,
             });
         }
-        self.bump_id(id);
-        self.payments.insert(id, payment);
         Ok(())
     }
 
