@@ -1,6 +1,7 @@
 //! F7 (transmission date and time, MMDDhhmmss UTC) from a wall clock read
 //! once at start, advanced by a monotonic offset.
 
+use codecs::iso8583::datetime::civil_from_days;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds in a day.
@@ -55,21 +56,6 @@ pub(crate) fn format_f7(unix_s: u64) -> [u8; 10] {
         pair[1] = b'0' + (v % 10) as u8;
     }
     out
-}
-
-/// Year, month (1-12), day (1-31) of a day count since 1970-01-01
-/// (H. Hinnant's `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

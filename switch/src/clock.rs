@@ -55,24 +55,15 @@ pub(crate) struct UtcDateTime {
 }
 
 impl UtcDateTime {
-    /// Civil date from days since the epoch (Howard Hinnant's algorithm).
+    /// Civil date and time of milliseconds since the epoch.
     pub(crate) fn from_ms(ms: u64) -> Self {
         let secs = ms / 1000;
-        let days = (secs / 86_400) as i64;
         let rem = secs % 86_400;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as u32;
+        let (year, month, day) = codecs::iso8583::datetime::civil_from_days(secs / 86_400);
         UtcDateTime {
-            year,
-            month,
-            day,
+            year: year as u32,
+            month: month as u8,
+            day: day as u8,
             hour: (rem / 3600) as u8,
             minute: ((rem % 3600) / 60) as u8,
             second: (rem % 60) as u8,

@@ -128,20 +128,9 @@ fn date_ms(s: &str) -> anyhow::Result<u64> {
     let [y, m, d] = parts.as_slice() else {
         anyhow::bail!("date `{s}`: expected YYYY-MM-DD")
     };
-    let (y, m, d): (i64, i64, i64) = (y.parse()?, m.parse()?, d.parse()?);
-    anyhow::ensure!(
-        (1970..=9999).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d),
-        "date `{s}` out of range"
-    );
-    // Days from civil (Howard Hinnant), inverse of UtcDateTime::from_ms.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(u64::try_from(days)? * 86_400_000)
+    let days = codecs::iso8583::datetime::days_from_civil(y.parse()?, m.parse()?, d.parse()?)
+        .with_context(|| format!("date `{s}` out of range (a real date, 1970 to 9999)"))?;
+    Ok(days * 86_400_000)
 }
 
 fn iso_time(ms: u64) -> String {

@@ -3,59 +3,8 @@
 
 /// Seconds in a day.
 const DAY_S: u64 = 86_400;
-/// The first year the date filter accepts: the Unix epoch.
-const YEAR_MIN: u32 = 1970;
-/// The last year the date filter accepts: far enough for any payment.
-const YEAR_MAX: u32 = 9999;
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm);
-/// `None` when the date does not exist or is outside `YEAR_MIN..=YEAR_MAX`.
-fn days_from_civil(year: u32, month: u32, day: u32) -> Option<u64> {
-    if !(YEAR_MIN..=YEAR_MAX).contains(&year) || !(1..=12).contains(&month) || day == 0 {
-        return None;
-    }
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if day > month_days[(month - 1) as usize] {
-        return None;
-    }
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::from(era) * 146_097 + u64::from(doe);
-    // 719 468 days from 0000-03-01 to 1970-01-01.
-    days.checked_sub(719_468)
-}
-
-/// Civil date of days since 1970-01-01.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
+use codecs::iso8583::datetime::{civil_from_days, days_from_civil};
 
 /// Unix seconds at 00:00:00 UTC of a `YYYY-MM-DD` date (what
 /// `<input type="date">` sends); `None` when it is not such a date.

@@ -117,6 +117,58 @@ impl Expiry {
     }
 }
 
+/// Days from 0000-03-01 to 1970-01-01 in the proleptic Gregorian calendar.
+const EPOCH_SHIFT_DAYS: u64 = 719_468;
+
+/// Year, month (1–12) and day (1–31) of a count of days since 1970-01-01,
+/// in UTC (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + EPOCH_SHIFT_DAYS;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of a civil date (the inverse of
+/// [`civil_from_days`]); `None` when the date does not exist or is outside
+/// the years 1970 to 9999.
+pub fn days_from_civil(year: u32, month: u32, day: u32) -> Option<u64> {
+    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 {
+        return None;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days: [u32; 12] = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day > *month_days.get((month - 1) as usize)? {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (u64::from(era) * 146_097 + u64::from(doe)).checked_sub(EPOCH_SHIFT_DAYS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +189,20 @@ mod tests {
             b"11231149a9",
         ] {
             assert_eq!(TransmissionTime::parse(bad), None, "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn civil_dates_round_trip() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+        assert_eq!(days_from_civil(2024, 2, 29), Some(19_782));
+        assert_eq!(days_from_civil(2023, 2, 29), None);
+        assert_eq!(days_from_civil(2026, 13, 1), None);
+        assert_eq!(days_from_civil(1969, 12, 31), None);
+        for days in (0..2_900_000).step_by(997) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y as u32, m as u32, d as u32), Some(days));
         }
     }
 
