@@ -1,6 +1,7 @@
-//! Risk: evaluating the default policy on a typical authorization, and
-//! velocity updates with two threads contending. The peer beside us is a
-//! single `Mutex<HashMap>` counter with std's hasher, the obvious design.
+//! Risk: evaluating the default policy on a typical authorization (also
+//! with the velocity table full, as on a busy switch), and velocity updates
+//! with two threads contending. The peer beside us is a single
+//! `Mutex<HashMap>` counter with std's hasher, the obvious design.
 
 #![allow(
     missing_docs,
@@ -13,7 +14,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use risk::{evaluate, Action, Bin, CardToken, Channel, Context, MessageKind, Policy, RiskState};
+use risk::{
+    evaluate, Action, Bin, CardToken, Channel, Context, MessageKind, Policy, RiskState,
+    VELOCITY_CARD_KEYS_MAX,
+};
 
 /// Distinct cards cycled through, so most attempts hit a warm key.
 const CARDS: u32 = 10_000;
@@ -21,6 +25,10 @@ const CARDS: u32 = 10_000;
 /// `CARDS * TYPICAL_STEP_MS` = 100 s, so no attempt trips the 60 s limit
 /// (at 1 ms a card came back every 10 s and most attempts measured a 65).
 const TYPICAL_STEP_MS: u64 = 10;
+/// Distinct cards that fill the full-table case's state before timing, as
+/// a multiple of its card key capacity: far more cards than keys, as on a
+/// busy switch, so every neighbourhood is full and LRU order is mixed.
+const FILL_PER_CARD_KEY: usize = 4;
 
 fn tokenize(pan: &str) -> CardToken {
     let mut token = [0u8; 32];
@@ -87,6 +95,32 @@ fn evaluate_default(c: &mut Criterion) {
                 black_box(&typical(card(n))),
                 now_ms,
             ))
+        })
+    });
+    // A busy switch: far more distinct cards than card keys, so the table
+    // is full and each new card reads its whole neighbourhood, then evicts.
+    // Every timed attempt is a card never seen before.
+    let full = RiskState::new();
+    let mut fresh = 0u32;
+    let mut full_now_ms = 1_700_000_000_000u64;
+    let mut new_card = || {
+        fresh += 1;
+        full_now_ms += TYPICAL_STEP_MS;
+        (typical(card(fresh)), full_now_ms)
+    };
+    for _ in 0..FILL_PER_CARD_KEY * VELOCITY_CARD_KEYS_MAX {
+        let (context, now_ms) = new_card();
+        let decision = evaluate(&policy, &full, &context, now_ms);
+        assert_eq!(decision.action, Action::Approve, "a new card's attempt");
+    }
+    // Nearly every slot is taken (a slot stays empty only if no card's
+    // neighbourhood reached it), and new cards now evict.
+    assert!(full.velocity_keys() >= VELOCITY_CARD_KEYS_MAX * 99 / 100);
+    assert!(full.velocity_evictions() > 0, "the table is full");
+    group.bench_function("default_policy_table_full", |b| {
+        b.iter(|| {
+            let (context, now_ms) = new_card();
+            black_box(evaluate(&policy, &full, black_box(&context), now_ms))
         })
     });
     let peer: Mutex<HashMap<[u8; 32], u64>> = Mutex::new(HashMap::new());
