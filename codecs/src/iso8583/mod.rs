@@ -109,9 +109,10 @@ impl std::fmt::Debug for Mti {
 #[inline]
 pub(crate) fn content_ok(ty: FieldType, content: &[u8]) -> bool {
     match ty {
-        FieldType::N => all_in(content, CLASS_N),
+        // The usual types a word at a time, like the decoder.
+        FieldType::N => slice_words_ok(content, word_digits),
         FieldType::An => all_in(content, CLASS_AN),
-        FieldType::Ans => all_in(content, CLASS_ANS),
+        FieldType::Ans => slice_words_ok(content, word_printable),
         FieldType::Z => all_in(content, CLASS_Z),
         FieldType::XN => match content.split_first() {
             Some((&sign, rest)) => (sign == b'C' || sign == b'D') && all_in(rest, CLASS_N),
@@ -225,6 +226,30 @@ fn words_ok(buf: &[u8], start: usize, end: usize, word_ok: impl Fn(u64) -> bool)
         // nothing.
         let keep = u64::MAX.checked_shl(8 * (8 - len as u32)).unwrap_or(0);
         Some(word_ok((word & keep) | (BYTES_ZERO_DIGIT & !keep)))
+    }
+}
+
+/// Whether all of `content` passes `word_ok`, 8 bytes at a time (the last
+/// word overlapping the one before it); content shorter than a word is
+/// padded with `'0'`, which passes every word check.
+#[inline(always)]
+fn slice_words_ok(content: &[u8], word_ok: impl Fn(u64) -> bool) -> bool {
+    if let Some(last) = content.last_chunk::<8>() {
+        let mut ok = word_ok(u64::from_le_bytes(*last));
+        let mut words = content.chunks_exact(8);
+        for chunk in words.by_ref() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            ok &= word_ok(u64::from_le_bytes(word));
+        }
+        ok
+    } else {
+        let mut word = [b'0'; 8];
+        let pad = 8 - content.len();
+        if let Some(tail) = word.get_mut(pad..) {
+            tail.copy_from_slice(content);
+        }
+        word_ok(u64::from_le_bytes(word))
     }
 }
 

@@ -302,3 +302,18 @@ fn other_dictionaries_plan_at_decode_time_and_agree() {
         );
     }
 }
+
+proptest::proptest! {
+    /// The encoder's word-at-a-time content checks agree with the byte
+    /// table for every type they cover, at every length around a word.
+    #[test]
+    fn word_content_checks_match_the_byte_table(
+        value in proptest::collection::vec(
+            proptest::prop_oneof![b'0'..=b'9', 0x20u8..=0x7e, proptest::num::u8::ANY],
+            0..40,
+        )
+    ) {
+        proptest::prop_assert_eq!(content_ok(FieldType::N, &value), all_in(&value, CLASS_N));
+        proptest::prop_assert_eq!(content_ok(FieldType::Ans, &value), all_in(&value, CLASS_ANS));
+    }
+}
