@@ -28,6 +28,12 @@ use crate::storage::{Storage, StorageFile};
 /// large record does not pin memory in every pool slot.
 const POOL_BUFFER_BYTES_MAX: usize = 4 << 10;
 
+/// Queued records at which immediate mode stops gathering and writes at
+/// once: half a batch, well under the queue's depth, so appenders never
+/// find the queue full because the writer was waiting.
+const GATHER_RECORDS_MAX: usize = BATCH_RECORDS_MAX / 2;
+const _: () = assert!(GATHER_RECORDS_MAX < JOURNAL_QUEUE_DEPTH_MAX / 2);
+
 /// What appenders send to the writer.
 pub(crate) enum Msg {
     /// One encoded frame and its sequence number.
@@ -140,7 +146,10 @@ impl Writer {
                 self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             };
             match first {
-                Ok(msg) => self.accept(msg)?,
+                Ok(msg) => {
+                    self.accept(msg)?;
+                    self.gather();
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return self.finish(),
             }
@@ -164,6 +173,25 @@ impl Writer {
             if in_flight == 0 && self.shared.closing.load(Ordering::SeqCst) {
                 return self.finish();
             }
+        }
+    }
+
+    /// Immediate mode: lets records gather until the next flush is due, so
+    /// one wake-up and one `write` serve every record of the interval rather
+    /// than a handful each (appenders do not wait for the writer in this
+    /// mode, and the loss window stays `flush_interval` plus the queue).
+    /// Durable mode never waits here: its appenders wait for the fsync.
+    fn gather(&self) {
+        if self.ack != AckMode::Immediate
+            || self.rx.len() >= GATHER_RECORDS_MAX
+            || self.shared.closing.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let due = self.last_sync + self.flush_interval;
+        let wait = due.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait.min(self.flush_interval));
         }
     }
 
