@@ -9,6 +9,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use crate::code::Code;
+use crate::state::{new_map, MapHasher};
 
 /// The key of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,7 +59,11 @@ pub(crate) enum Seen {
 /// kept at least one window and less than two.
 pub(crate) struct Idempotency {
     /// The two generations; `current` says which one takes new answers.
-    generations: [DashMap<MessageKey, Answer>; 2],
+    generations: [DashMap<MessageKey, Answer, MapHasher>; 2],
+    /// Entries in each generation: [`DashMap::len`] would take every
+    /// shard's lock on every message. A store racing a rotation can leave
+    /// a count one off until that generation's next clear.
+    lens: [AtomicUsize; 2],
     /// Index of the current generation (0 or 1).
     current: AtomicUsize,
     /// When the generations last rotated, ms.
@@ -72,18 +77,19 @@ impl Idempotency {
     /// at `now_ms`.
     pub(crate) fn new(entries_max: usize, now_ms: u64) -> Self {
         Idempotency {
-            generations: [DashMap::new(), DashMap::new()],
+            generations: [new_map(entries_max), new_map(entries_max)],
+            lens: [AtomicUsize::new(0), AtomicUsize::new(0)],
             current: AtomicUsize::new(0),
             rotated_at_ms: AtomicU64::new(now_ms),
             entries_max,
         }
     }
 
-    fn newer(&self) -> &DashMap<MessageKey, Answer> {
+    fn newer(&self) -> &DashMap<MessageKey, Answer, MapHasher> {
         &self.generations[self.current.load(Ordering::Acquire) & 1]
     }
 
-    fn older(&self) -> &DashMap<MessageKey, Answer> {
+    fn older(&self) -> &DashMap<MessageKey, Answer, MapHasher> {
         &self.generations[(self.current.load(Ordering::Acquire) + 1) & 1]
     }
 
@@ -118,17 +124,19 @@ impl Idempotency {
 
     /// Stores the answer to `key` unless one is there (first wins).
     pub(crate) fn store(&self, key: MessageKey, answer: Answer) {
-        if self.older().contains_key(&key) {
+        let current = self.current.load(Ordering::Acquire) & 1;
+        if self.generations[current ^ 1].contains_key(&key) {
             return;
         }
-        if let Entry::Vacant(v) = self.newer().entry(key) {
+        if let Entry::Vacant(v) = self.generations[current].entry(key) {
             v.insert(answer);
+            self.lens[current].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Entries held.
     pub(crate) fn len(&self) -> usize {
-        self.generations[0].len() + self.generations[1].len()
+        self.lens[0].load(Ordering::Relaxed) + self.lens[1].load(Ordering::Relaxed)
     }
 
     /// Once `window_ms` has passed since the last rotation, drops the older
@@ -140,9 +148,11 @@ impl Idempotency {
             return 0;
         }
         self.rotated_at_ms.store(now_ms, Ordering::Release);
-        let older = self.older();
-        let dropped = older.len();
-        older.clear();
+        let older = (self.current.load(Ordering::Acquire) + 1) & 1;
+        // Walked once a window, not per message.
+        let dropped = self.generations[older].len();
+        self.generations[older].clear();
+        self.lens[older].store(0, Ordering::Relaxed);
         // New answers go to the cleared one; the other becomes the older.
         self.current.fetch_xor(1, Ordering::AcqRel);
         dropped

@@ -178,6 +178,13 @@ impl Handler {
     }
 
     async fn serve(&mut self, cancel: &CancellationToken) -> End {
+        // One timer for the connection's life, pushed back only when it
+        // fires early: re-arming it on every read took the runtime's timer
+        // lock once per read batch.
+        let idle_timeout = self.shared.idle_timeout;
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        let mut last_read = tokio::time::Instant::now();
         loop {
             if let Err(end) = self.process_input() {
                 return end;
@@ -192,7 +199,7 @@ impl Handler {
                 () = cancel.cancelled() => return End::Shutdown,
                 read = self.stream.read_buf(&mut self.input), if can_read => match read {
                     Ok(0) => return End::PeerClosed,
-                    Ok(_) => {}
+                    Ok(_) => last_read = tokio::time::Instant::now(),
                     Err(_) => return End::Io,
                 },
                 changed = self.outbox.wait_durable(), if waiting => {
@@ -200,7 +207,13 @@ impl Handler {
                         return End::Io;
                     }
                 }
-                () = tokio::time::sleep(self.shared.idle_timeout), if !waiting => return End::Idle,
+                () = &mut idle, if !waiting => {
+                    let due = last_read + idle_timeout;
+                    if tokio::time::Instant::now() >= due {
+                        return End::Idle;
+                    }
+                    idle.as_mut().reset(due);
+                }
             }
         }
     }

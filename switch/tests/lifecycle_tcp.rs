@@ -41,6 +41,40 @@ async fn network_management_echo() {
     sw.stop().await;
 }
 
+/// `limits.idle_timeout_s`: a connection quiet for the timeout is closed
+/// (counted by reason), one with traffic more often than that stays open
+/// well past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_busy_ones_stay_open() {
+    let mut sw = TestSwitch::start_with(|c| c.limits.idle_timeout_s = 1).await;
+    let echo = |stan: u32| {
+        Req::new("0800")
+            .set(7, "1123114959")
+            .set(11, format!("{stan:06}"))
+            .set(70, "301")
+    };
+    let started = std::time::Instant::now();
+    let mut quiet = sw.client().await;
+    assert_eq!(quiet.call(&echo(1)).await.code(), "00");
+    let mut busy = sw.client().await;
+    // 2.5 timeouts of traffic every 0.4 s: never idle for a whole second.
+    for stan in 2..=8 {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert_eq!(busy.call(&echo(stan)).await.code(), "00", "busy stays open");
+    }
+    assert!(started.elapsed().as_millis() >= 2_500);
+    assert!(quiet.closed().await, "the quiet connection was closed");
+    let (_, body) = sw.http_get("/metrics").await;
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("switch_connections_closed_total")
+                && l.contains("reason=\"idle_timeout\"")),
+        "closed by idle timeout, counted: {body}"
+    );
+    assert_eq!(busy.call(&echo(9)).await.code(), "00");
+    sw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preauth_then_capture_within_over_capture_limit() {
     let mut sw = TestSwitch::start().await;
