@@ -8,9 +8,10 @@ use crate::metrics::TableName;
 use crate::velocity::Table;
 
 /// Default most card keys tracked (a card's count key, plus one per
-/// currency with an amount limit, plus its MO/TO keys). 272 bytes each
-/// written at start-up, plus 416 reserved for amounts and committed only
-/// once a policy limits amounts.
+/// currency with an amount limit, plus its MO/TO keys). 280 bytes each
+/// written at start-up (slot, probe entry and older periods' counts),
+/// plus 416 reserved for amounts and committed only once a policy limits
+/// amounts.
 pub const VELOCITY_CARD_KEYS_MAX: usize = 65_536;
 /// Default most terminal keys tracked.
 pub const VELOCITY_TERMINAL_KEYS_MAX: usize = 16_384;

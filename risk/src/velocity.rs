@@ -30,13 +30,28 @@
 //! evicted (it then starts from zero), counted and reported. Slots are
 //! never emptied, so a lookup stops at the first empty slot.
 //!
-//! A slot is four cache lines holding the key, the ring and the 1 h and
-//! 24 h counts: a lookup reads the first line and a record writes it and
-//! one line each of the ring, the hour and the day. Amounts (only keys
-//! with a currency, i.e. amount keys) live in parallel arrays that stay
-//! untouched, and uncommitted, until a policy sets an amount limit. A lock
-//! is held only for one key's update, a few dozen nanoseconds, and two
-//! cards rarely share a shard.
+//! Beside the slots, a shard keeps a compact probe array, 8 bytes per
+//! slot: a *tag* (the 26 bits of the key's hash that pick neither the
+//! shard nor the home slot, plus a bit that makes it nonzero; 0 marks an
+//! empty slot) and the stamp of when the key was last seen. A lookup
+//! reads its neighbourhood's probe entries, 64 bytes (two cache lines at
+//! most, unless the neighbourhood wraps past the shard's end), and
+//! compares the whole key (subject, currency, 32-byte id) only in a slot
+//! whose tag matches; empty slots and the eviction victim are found from
+//! the probe entries alone. So a new key on a full table, the normal
+//! state of a busy switch, reads those lines rather than the first line
+//! of each of eight slots. A tag is a filter, never an identity: two keys with equal
+//! tags are still told apart by the whole key and never share counters.
+//!
+//! A slot is two cache lines: the key and the newest periods' 1 h and
+//! 24 h counts, then the 60 s ring. A record reads and writes both. The
+//! older periods' counts, in a parallel array, are touched only when a
+//! key is claimed, a period passes or an event arrives late, or when a
+//! policy limits the 1 h or 24 h window. Amounts (only keys with a currency,
+//! i.e. amount keys) live in parallel arrays that stay untouched, and
+//! uncommitted, until a policy sets an amount limit. A lock is held only
+//! for one key's update, a few dozen nanoseconds, and two cards rarely
+//! share a shard.
 //!
 //! Each shard also holds a set of *marked* keys (the watch list for cards),
 //! bounded by the table's `marked_max`, which eviction never touches.
@@ -78,6 +93,32 @@ const _: () = assert!(WINDOW_MS[0] < AGE_MS_NONE as u64);
 // Two cache lines; see the module docs.
 const _: () = assert!(std::mem::size_of::<Slot>() == 128);
 const _: () = assert!(std::mem::offset_of!(Slot, ages_ms) == 64);
+// A neighbourhood's probe entries are one cache line's worth.
+const _: () = assert!(std::mem::size_of::<Probe>() == 8);
+const _: () = assert!(NEIGHBOURHOOD_SLOTS * std::mem::size_of::<Probe>() == 64);
+// The tag's hash bits are above the home slot's and below the shard's,
+// and the occupied bit is not one of them.
+const _: () = assert!(TAG_HASH_SHIFT >= 32 && TAG_HASH_BITS >= 16 && TAG_HASH_BITS < 32);
+
+/// The hash's top bits pick the shard ([`Table::shard`]), the low 32 bits
+/// the home slot in it ([`Shard::find_or_claim`]).
+const SHARD_HASH_SHIFT: u32 = 64 - SHARDS.trailing_zeros();
+/// First bit of the hash a [`Probe::tag`] takes: above the home slot's.
+const TAG_HASH_SHIFT: u32 = 32;
+/// Hash bits a [`Probe::tag`] takes: all those between the home slot's
+/// and the shard's (26 with 64 shards), so two keys of a neighbourhood
+/// share a tag with probability 2^-26.
+const TAG_HASH_BITS: u32 = SHARD_HASH_SHIFT - TAG_HASH_SHIFT;
+/// Set in every occupied slot's tag, so no tag is 0 (an empty slot).
+const TAG_OCCUPIED: u32 = 1 << 31;
+
+/// A key's tag: hash bits that neither the shard nor the home slot
+/// depend on (those are equal, or close, for every key a neighbourhood
+/// holds), and never 0.
+fn tag_of(hash: u64) -> u32 {
+    let bits = (hash >> TAG_HASH_SHIFT) & ((1 << TAG_HASH_BITS) - 1);
+    bits as u32 | TAG_OCCUPIED
+}
 
 /// Counts and amounts in the three windows after recording one event,
 /// that event included.
@@ -110,25 +151,33 @@ impl Need {
     };
 }
 
+/// A slot's entry in the probe array, parallel to the slots: all a lookup
+/// reads before it finds the key's slot, and all eviction reads.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Probe {
+    /// [`tag_of`] the slot's key's hash; 0 when the slot is empty.
+    tag: u32,
+    /// The shard's touch sequence when the key was last seen: eviction
+    /// takes the least recently seen of a neighbourhood.
+    seen: u32,
+}
+
+impl Probe {
+    const EMPTY: Probe = Probe { tag: 0, seen: 0 };
+}
+
 /// One key's place in a shard: the key and its exact 60 s window, in two
 /// cache lines every record reads and writes; the 1 h and 24 h counts of
 /// the newest event's periods are here too, the older periods' in
-/// [`Buckets`], touched only when a period passes.
+/// [`Buckets`], touched only when a period passes. Its tag and last-seen
+/// stamp are in the parallel [`Probe`].
 #[derive(Clone, Copy)]
 #[repr(C, align(128))]
 struct Slot {
     /// Card token or packed terminal id, compared whole so two keys never
     /// share counters.
     id: [u8; 32],
-    /// The key's currency: 0 for count keys, the ISO code for amount keys.
-    currency: u16,
-    /// The key's subject plus one; 0 marks an empty slot.
-    subject_tag: u8,
-    /// Where the next event goes in `ages_ms`.
-    next: u8,
-    /// The shard's touch sequence when the key was last seen: eviction
-    /// takes the least recently seen of a neighbourhood.
-    seen: u32,
     /// Time of the newest event; the ring and the buckets are relative to it.
     newest_ms: u64,
     /// Events in the 5 min period of `newest_ms` (saturating); the older
@@ -136,8 +185,15 @@ struct Slot {
     hour_now: u32,
     /// Events in the hour of `newest_ms` (saturating).
     day_now: u32,
+    /// The key's currency: 0 for count keys, the ISO code for amount keys.
+    currency: u16,
+    /// The key's subject plus one, so an empty slot (0) holds no key even
+    /// if it were compared.
+    subject_code: u8,
+    /// Where the next event goes in `ages_ms`.
+    next: u8,
     /// Keeps `ages_ms` on the second cache line.
-    _pad: [u8; 8],
+    _pad: [u8; 12],
     /// How long before `newest_ms` each of the last events happened
     /// (saturating), a ring; [`AGE_MS_NONE`] when unused.
     ages_ms: [u32; RECENT_EVENTS_MAX],
@@ -163,23 +219,19 @@ impl Buckets {
 impl Slot {
     const EMPTY: Slot = Slot {
         id: [0; 32],
-        currency: 0,
-        subject_tag: 0,
-        next: 0,
-        seen: 0,
         newest_ms: 0,
         hour_now: 0,
         day_now: 0,
-        _pad: [0; 8],
+        currency: 0,
+        subject_code: 0,
+        next: 0,
+        _pad: [0; 12],
         ages_ms: [AGE_MS_NONE; RECENT_EVENTS_MAX],
     };
 
-    fn is_empty(&self) -> bool {
-        self.subject_tag == 0
-    }
-
+    /// Whether the slot holds `key`: the whole key, not a hash of it.
     fn holds(&self, key: &Key) -> bool {
-        self.subject_tag == key.subject as u8 + 1
+        self.subject_code == key.subject as u8 + 1
             && self.currency == key.currency
             && self.id == key.id
     }
@@ -189,7 +241,7 @@ impl Slot {
         *self = Slot {
             id: key.id,
             currency: key.currency,
-            subject_tag: key.subject as u8 + 1,
+            subject_code: key.subject as u8 + 1,
             newest_ms: now_ms,
             ..Slot::EMPTY
         };
@@ -319,9 +371,9 @@ fn clear_passed<T: Copy + Default>(buckets: &mut [T], bucket_ms: u64, from_ms: u
 struct Amounts {
     /// Amounts of the ring's events, parallel to `Slot::ages_ms`.
     recent_minor: Box<[[u64; RECENT_EVENTS_MAX]]>,
-    /// Amounts per 5 min period, parallel to `Slot::hour_counts`.
+    /// Amounts per 5 min period, parallel to `Buckets::hour_counts`.
     hour_minor: Box<[[u64; HOUR_BUCKETS]]>,
-    /// Amounts per hour, parallel to `Slot::day_counts`.
+    /// Amounts per hour, parallel to `Buckets::day_counts`.
     day_minor: Box<[[u64; DAY_BUCKETS]]>,
 }
 
@@ -380,11 +432,14 @@ impl Amounts {
 struct Shard {
     /// Open-addressing slots, all allocated at construction.
     slots: Box<[Slot]>,
+    /// Tags and last-seen stamps, parallel to `slots`: what a lookup
+    /// probes, so it reads a neighbourhood in 64 bytes, not 1 KiB.
+    probe: Box<[Probe]>,
     /// Older periods' counts, parallel to `slots`.
     buckets: Box<[Buckets]>,
     /// Amounts of the slots holding amount keys, parallel to `slots`.
     amounts: Amounts,
-    /// Incremented at every observation; stamps `Slot::seen`.
+    /// Incremented at every observation; stamps `Probe::seen`.
     touches: u32,
     /// Slots a lookup may probe: [`NEIGHBOURHOOD_SLOTS`], or fewer in a
     /// tiny shard.
@@ -404,6 +459,7 @@ impl Shard {
     fn new(slots_max: usize) -> Shard {
         Shard {
             slots: vec![Slot::EMPTY; slots_max].into_boxed_slice(),
+            probe: vec![Probe::EMPTY; slots_max].into_boxed_slice(),
             buckets: vec![Buckets::EMPTY; slots_max].into_boxed_slice(),
             amounts: Amounts::new(slots_max),
             touches: 0,
@@ -429,9 +485,9 @@ impl Shard {
                 self.amounts.clear(index);
             }
         }
-        let slot = &mut self.slots[index];
-        slot.seen = self.touches;
+        self.probe[index].seen = self.touches;
         self.touches = self.touches.wrapping_add(1);
+        let slot = &mut self.slots[index];
         let recorded = slot.record(buckets, now_ms);
         let mut totals = Totals {
             count: slot.counts(buckets, &recorded, need),
@@ -449,10 +505,12 @@ impl Shard {
 
     /// The slot holding `key`, or one claimed for it: the first empty slot
     /// of its neighbourhood, else the neighbourhood's least recently seen.
+    /// Reads the probe entries, and a slot only where the tag matches.
     fn find_or_claim(&mut self, key: &Key, hash: u64, now_ms: u64) -> (usize, Growth) {
         let len = self.slots.len();
         // The low 32 bits scaled to the shard: uniform, and no division.
         let home = (((hash & u64::from(u32::MAX)) * len as u64) >> 32) as usize;
+        let tag = tag_of(hash);
         let (mut victim, mut victim_idle) = (home, 0u32);
         for step in 0..self.neighbourhood {
             let index = if home + step < len {
@@ -460,26 +518,40 @@ impl Shard {
             } else {
                 home + step - len
             };
-            let slot = &self.slots[index];
-            if slot.is_empty() {
-                self.slots[index].claim(key, now_ms);
+            let probe = self.probe[index];
+            if probe.tag == 0 {
+                self.claim(index, key, tag, now_ms);
                 return (index, Growth::Inserted);
             }
-            if slot.holds(key) {
+            // The tag only filters: equal tags may be another key.
+            if probe.tag == tag && self.slots[index].holds(key) {
                 return (index, Growth::None);
             }
-            let idle = self.touches.wrapping_sub(slot.seen);
+            let idle = self.touches.wrapping_sub(probe.seen);
             if idle > victim_idle {
                 (victim, victim_idle) = (index, idle);
             }
         }
-        self.slots[victim].claim(key, now_ms);
+        self.claim(victim, key, tag, now_ms);
         (victim, Growth::Evicted)
+    }
+
+    /// Gives slot `index` to `key`, whose first event is at `now_ms`.
+    fn claim(&mut self, index: usize, key: &Key, tag: u32, now_ms: u64) {
+        self.probe[index].tag = tag;
+        self.slots[index].claim(key, now_ms);
+    }
+
+    /// Where `key` is, found by a scan of the whole shard.
+    #[cfg(test)]
+    fn index_of(&self, key: &Key) -> Option<usize> {
+        let mut slots = self.probe.iter().zip(self.slots.iter());
+        slots.position(|(probe, slot)| probe.tag != 0 && slot.holds(key))
     }
 
     #[cfg(test)]
     fn contains(&self, key: &Key) -> bool {
-        self.slots.iter().any(|slot| slot.holds(key))
+        self.index_of(key).is_some()
     }
 }
 
@@ -524,8 +596,9 @@ impl Table {
     }
 
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
-        // The top bits pick the shard; the low ones the slot inside it.
-        let index = (hash >> 58) as usize % SHARDS;
+        // The top bits pick the shard; the low ones the slot inside it,
+        // the ones between the tag.
+        let index = (hash >> SHARD_HASH_SHIFT) as usize % SHARDS;
         &self.shards[index].0
     }
 
@@ -725,6 +798,108 @@ mod tests {
         let (totals, _) = observe(&mut shard, &key(2), 3);
         assert_eq!(totals.count[0], 1);
         assert_eq!(shard.slots.len(), 3);
+    }
+
+    /// A hash whose home slot in a `len`-slot shard is `home` and whose
+    /// tag holds `tag_bits`, to force keys into one neighbourhood.
+    fn hash_at(home: usize, len: usize, tag_bits: u64) -> u64 {
+        // The smallest low half that scales to `home` (see `find_or_claim`).
+        let low = ((home as u64) << 32).div_ceil(len as u64);
+        low | tag_bits << TAG_HASH_SHIFT
+    }
+
+    #[test]
+    fn tags_are_never_zero_and_ignore_shard_and_home_bits() {
+        assert_ne!(tag_of(0), 0);
+        let shard_and_home = !0u64 << SHARD_HASH_SHIFT | u64::from(u32::MAX);
+        assert_eq!(tag_of(shard_and_home), tag_of(0));
+        for bit in TAG_HASH_SHIFT..SHARD_HASH_SHIFT {
+            assert_ne!(tag_of(1 << bit), tag_of(0), "bit {bit}");
+        }
+        let mut shard = Shard::new(64);
+        let hash = hash_at(10, 64, 0x2a);
+        let (index, _) = shard.find_or_claim(&key(1), hash, 0);
+        assert_eq!(index, 10);
+        assert_eq!(shard.probe[10].tag, tag_of(hash));
+    }
+
+    #[test]
+    fn keys_with_equal_tags_keep_separate_counters() {
+        let mut shard = Shard::new(64);
+        let hash = hash_at(10, 64, 0x2a);
+        // One home slot and one tag for all; the keys differ by id, subject
+        // or currency. The last has another tag, behind the others.
+        let keys = [
+            (key(1), hash),
+            (key(2), hash),
+            (
+                Key {
+                    subject: Subject::CardMoto,
+                    ..key(1)
+                },
+                hash,
+            ),
+            (
+                Key {
+                    currency: 978,
+                    ..key(1)
+                },
+                hash,
+            ),
+            (key(3), hash_at(10, 64, 0x2b)),
+        ];
+        // Key n is seen n + 1 times, after every key before it.
+        let mut now_ms = 0;
+        for (n, (key, hash)) in keys.iter().enumerate() {
+            for seen in 1..=n as u32 + 1 {
+                now_ms += 1;
+                let (totals, _) = shard.observe(key, *hash, now_ms, 0, Need::ALL);
+                assert_eq!(totals.count, [seen; 3], "key {n}");
+            }
+        }
+        for (n, (key, hash)) in keys.iter().enumerate() {
+            now_ms += 1;
+            let (totals, growth) = shard.observe(key, *hash, now_ms, 0, Need::ALL);
+            assert!(matches!(growth, Growth::None), "key {n}");
+            assert_eq!(totals.count, [n as u32 + 2; 3], "key {n}");
+            assert_eq!(shard.index_of(key), Some(10 + n));
+        }
+        assert_eq!(shard.probe[10].tag, shard.probe[13].tag);
+        assert_ne!(shard.probe[10].tag, shard.probe[14].tag);
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_seen_by_the_probe_stamps() {
+        let mut shard = Shard::new(16);
+        // Home slot 12: the neighbourhood is 12..16 then 0..4, wrapping.
+        let hash = hash_at(12, 16, 7);
+        let keys: Vec<Key> = (1..=8).map(key).collect();
+        for (t, key) in keys.iter().enumerate() {
+            let (_, growth) = shard.observe(key, hash, t as u64, 0, Need::ALL);
+            assert!(matches!(growth, Growth::Inserted));
+        }
+        let at: Vec<usize> = keys.iter().filter_map(|k| shard.index_of(k)).collect();
+        assert_eq!(at, [12, 13, 14, 15, 0, 1, 2, 3]);
+        // All but key 6 are seen again: it is the least recently seen.
+        for key in keys.iter().filter(|k| k.id[0] != 6) {
+            shard.observe(key, hash, 10, 0, Need::ALL);
+        }
+        let (_, growth) = shard.observe(&key(9), hash, 11, 0, Need::ALL);
+        assert!(matches!(growth, Growth::Evicted));
+        assert!(!shard.contains(&key(6)));
+        assert_eq!(shard.index_of(&key(9)), Some(1));
+        // The victim is chosen from the probe stamps alone: make key 3's
+        // the oldest there and it goes next, though it was seen later.
+        shard.probe[14].seen = shard.touches.wrapping_sub(1_000);
+        let (_, growth) = shard.observe(&key(10), hash, 12, 0, Need::ALL);
+        assert!(matches!(growth, Growth::Evicted));
+        assert!(!shard.contains(&key(3)));
+        assert_eq!(shard.index_of(&key(10)), Some(14));
+        // The evicted key starts again from zero, evicting the next oldest.
+        let (totals, growth) = shard.observe(&key(3), hash, 13, 0, Need::ALL);
+        assert!(matches!(growth, Growth::Evicted));
+        assert_eq!(totals.count, [1; 3]);
+        assert_eq!(shard.index_of(&key(3)), Some(12));
     }
 
     #[test]
