@@ -8,7 +8,6 @@
 use crate::context::{Channel, Context, EciClass, MessageKind};
 use crate::decision::{Decision, Reason, ResponseCode, RuleId, Verdict};
 use crate::key::{self, Key, Subject};
-use crate::metrics;
 use crate::policy::{CurrencyAmounts, Policy, Rules, VelocityLimits};
 use crate::state::RiskState;
 use crate::velocity::{Need, Table, Totals};
@@ -37,7 +36,7 @@ pub fn evaluate(
     velocity(rules, state, context, now_ms, &mut verdict);
     score(rules, &mut verdict);
     let decision = verdict.finish();
-    metrics::decision(&decision);
+    state.decisions.record(&decision);
     decision
 }
 

@@ -4,7 +4,7 @@
 use crate::context::CardToken;
 use crate::error::WatchListFull;
 use crate::key::{Key, Subject};
-use crate::metrics::TableName;
+use crate::metrics::{DecisionMetrics, TableName};
 use crate::velocity::Table;
 
 /// Default most card keys tracked (a card's count key, plus one per
@@ -47,6 +47,8 @@ pub struct RiskState {
     pub(crate) cards: Table,
     /// Terminal count and amount keys.
     pub(crate) terminals: Table,
+    /// Decision counters, registered when the state is made.
+    pub(crate) decisions: DecisionMetrics,
 }
 
 impl RiskState {
@@ -68,6 +70,7 @@ impl RiskState {
                 capacity.watch_list_max,
             ),
             terminals: Table::new(TableName::Terminal, capacity.terminal_keys_max, 0),
+            decisions: DecisionMetrics::new(),
         }
     }
 

@@ -62,7 +62,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::error::WatchListFull;
 use crate::key::{Key, KeyHasherBuild};
-use crate::metrics::{self, TableName};
+use crate::metrics::{TableMetrics, TableName};
 
 /// Events the exact 60 s window remembers per key.
 pub const RECENT_EVENTS_MAX: usize = 16;
@@ -571,8 +571,8 @@ pub(crate) struct Table {
     marked_len: AtomicUsize,
     /// Most marked keys allowed.
     marked_max: usize,
-    /// Metric label.
-    name: TableName,
+    /// Its size gauge and eviction counter.
+    metrics: TableMetrics,
 }
 
 impl Table {
@@ -591,7 +591,7 @@ impl Table {
             evictions: AtomicU64::new(0),
             marked_len: AtomicUsize::new(0),
             marked_max,
-            name,
+            metrics: TableMetrics::new(name),
         }
     }
 
@@ -617,11 +617,11 @@ impl Table {
             Growth::None => {}
             Growth::Inserted => {
                 let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
-                metrics::velocity_keys(self.name, len);
+                self.metrics.keys(len);
             }
             Growth::Evicted => {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
-                metrics::velocity_eviction(self.name);
+                self.metrics.eviction();
             }
         }
         totals
