@@ -353,15 +353,8 @@ impl Engine {
             };
             (k, a)
         });
-        // In memory first, then journaled (see `journal_stage` on snapshots).
-        if let Err(code) = self.state.insert(payment, key, hold_due) {
-            return Outcome {
-                code,
-                rrn,
-                auth_code: None,
-                seq: 0,
-            };
-        }
+        // In memory first, journaled under the payment's lock, then
+        // indexed (see `journal_stage` on snapshots).
         let journal = &self.journal;
         let index = key.map(|k| {
             (
@@ -372,7 +365,7 @@ impl Engine {
                 },
             )
         });
-        let recorded = self.state.with_payment(id, |p| {
+        let recorded = match self.state.insert(payment, key, hold_due, |p| {
             journal.record(
                 &Change::Answered(PaymentRecordRef {
                     payment: p,
@@ -381,20 +374,26 @@ impl Engine {
                 }),
                 approved,
             )
-        });
+        }) {
+            Ok(recorded) => recorded,
+            Err(code) => {
+                return Outcome {
+                    code,
+                    rrn,
+                    auth_code: None,
+                    seq: 0,
+                }
+            }
+        };
         match recorded {
-            Some(Ok(seq)) => Outcome {
+            Ok(seq) => Outcome {
                 code,
                 rrn,
                 auth_code: approved.then_some(auth_code),
                 seq,
             },
-            failed => {
+            Err(code) => {
                 // Not journaled, so not done.
-                let code = match failed {
-                    Some(Err(code)) => code,
-                    _ => Code::SYSTEM_MALFUNCTION,
-                };
                 self.state.remove(id, key);
                 Outcome {
                     code,

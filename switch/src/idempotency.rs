@@ -93,10 +93,12 @@ impl Idempotency {
         &self.generations[(self.current.load(Ordering::Acquire) + 1) & 1]
     }
 
+    /// The older generation first: it holds the first answer when a race
+    /// left one in each, so `store` need not look there.
     fn find(&self, key: &MessageKey) -> Option<Answer> {
-        self.newer()
+        self.older()
             .get(key)
-            .or_else(|| self.older().get(key))
+            .or_else(|| self.newer().get(key))
             .map(|a| *a)
     }
 
@@ -124,10 +126,9 @@ impl Idempotency {
 
     /// Stores the answer to `key` unless one is there (first wins).
     pub(crate) fn store(&self, key: MessageKey, answer: Answer) {
+        // An answer already in the older generation is found first, so
+        // this one would never be seen: first answer wins either way.
         let current = self.current.load(Ordering::Acquire) & 1;
-        if self.generations[current ^ 1].contains_key(&key) {
-            return;
-        }
         if let Entry::Vacant(v) = self.generations[current].entry(key) {
             v.insert(answer);
             self.lens[current].fetch_add(1, Ordering::Relaxed);

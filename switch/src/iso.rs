@@ -73,7 +73,12 @@ pub(crate) fn handle(
         Unanswerable::Undecodable
     })?;
     let response_mti = msg.mti().response().ok_or(Unanswerable::NotARequest)?;
-    let decoded = metrics.stage(Stage::Decode, started);
+    let timed = metrics.sample_stages();
+    let decoded = if timed {
+        metrics.stage(Stage::Decode, started)
+    } else {
+        started
+    };
     let outcome = match error {
         Some(e) => {
             metrics.codec_error(decode_error_label(e.kind));
@@ -94,7 +99,11 @@ pub(crate) fn handle(
             }
         },
     };
-    let processed = metrics.stage(Stage::Engine, decoded);
+    let processed = if timed {
+        metrics.stage(Stage::Engine, decoded)
+    } else {
+        decoded
+    };
     let written = codec.write_frame(out, tpdu.map(Tpdu::response), |buf| {
         encode_response(&msg, response_mti, &outcome, buf)
     });
@@ -104,7 +113,9 @@ pub(crate) fn handle(
             return Err(Unanswerable::ResponseTooLong)
         }
     }
-    metrics.stage(Stage::Encode, processed);
+    if timed {
+        metrics.stage(Stage::Encode, processed);
+    }
     metrics.answered(msg.mti(), outcome.code, started);
     Ok(outcome.seq)
 }

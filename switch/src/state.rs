@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam::queue::SegQueue;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use crate::code::Code;
@@ -112,16 +113,19 @@ impl State {
         self.payments_len.load(Ordering::Relaxed)
     }
 
-    /// Adds a payment and indexes it.
+    /// Adds a payment, runs `journal` on it under its shard's lock (so
+    /// the record is made without looking the payment up again), then
+    /// indexes it; returns what `journal` returned.
     ///
     /// # Errors
     /// 96 when [`Self::len`] is at `payments_max`.
-    pub(crate) fn insert(
+    pub(crate) fn insert<R>(
         &self,
         payment: Payment,
         key: Option<OriginalKey>,
         hold_due_ms: Option<u64>,
-    ) -> Result<(), Code> {
+        journal: impl FnOnce(&Payment) -> R,
+    ) -> Result<R, Code> {
         // Counted before inserting, so racing inserts cannot pass the limit.
         if self.payments_len.fetch_add(1, Ordering::Relaxed) >= self.payments_max {
             self.payments_len.fetch_sub(1, Ordering::Relaxed);
@@ -130,7 +134,9 @@ impl State {
         }
         // The payment first, its index entries after: `retire` drops index
         // entries whose payment it cannot find, so an entry written before
-        // its payment could be dropped by a retire running in between.
+        // its payment could be dropped by a retire running in between. No
+        // other map is touched while the payment's lock is held (`retire`
+        // takes an index lock, then a payment lock).
         let id = payment.id;
         let rrn_key = (payment.status != Status::Declined).then_some((
             payment.merchant,
@@ -138,11 +144,16 @@ impl State {
             payment.auth_code,
         ));
         self.bump_id(id);
-        if self.payments.insert(id, Box::new(payment)).is_some() {
-            // Ids are fresh: a replaced payment would be a bug, but keep the
-            // count true.
-            self.payments_len.fetch_sub(1, Ordering::Relaxed);
-        }
+        let journaled = match self.payments.entry(id) {
+            Entry::Vacant(v) => journal(&v.insert(Box::new(payment))),
+            Entry::Occupied(mut o) => {
+                // Ids are fresh: a replaced payment would be a bug, but
+                // keep the count true.
+                self.payments_len.fetch_sub(1, Ordering::Relaxed);
+                o.insert(Box::new(payment));
+                journal(o.get())
+            }
+        };
         if let Some(k) = rrn_key {
             self.by_rrn.insert(k, id);
         }
@@ -161,7 +172,7 @@ impl State {
                 payment: id,
             });
         }
-        Ok(())
+        Ok(journaled)
     }
 
     /// Removes a payment that could not be journaled, with its index entries.
