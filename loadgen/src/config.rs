@@ -173,7 +173,7 @@ pub struct RunConfig {
     /// Open loop: most requests in flight per connection.
     pub inflight_max: usize,
     /// Open loop: the pacer sleeps until this close to the next send, then
-    /// spins (zero: sleep only, to show what a sleeping timer costs).
+    /// spins (zero, the default: sleep only, with a 1 µs timer slack).
     pub spin: Duration,
     /// Print a progress line every second on stderr.
     pub progress: bool,
@@ -205,7 +205,7 @@ impl RunConfig {
             currency: 978,
             expect_code: None,
             inflight_max: INFLIGHT_PER_CONNECTION_MAX,
-            spin: Duration::from_micros(200),
+            spin: Duration::ZERO,
             progress: false,
             metrics_url: None,
             label: format!("{target:?}").to_lowercase(),

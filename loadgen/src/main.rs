@@ -100,8 +100,9 @@ struct RunArgs {
     #[arg(long, default_value_t = loadgen::INFLIGHT_PER_CONNECTION_MAX)]
     max_inflight: usize,
     /// Open loop: the pacer spins within this many microseconds of the
-    /// next send and sleeps before (0: sleep only).
-    #[arg(long, default_value_t = 200)]
+    /// next send and sleeps before (0, the default: sleep only, with a
+    /// 1 us timer slack; spinning takes a core from the server).
+    #[arg(long, default_value_t = 0)]
     spin_us: u64,
     /// Scrape these switch metrics before and after and compare counts.
     #[arg(long)]
