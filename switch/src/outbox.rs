@@ -25,6 +25,9 @@ pub(crate) struct Outbox {
     held_index: VecDeque<(u64, usize)>,
     /// The journal's durable sequence; `None` when nothing waits.
     durable: Option<watch::Receiver<u64>>,
+    /// `switch_requests_in_flight`, registered once per connection rather
+    /// than looked up for every held answer.
+    in_flight: metrics::Gauge,
 }
 
 impl Outbox {
@@ -35,6 +38,7 @@ impl Outbox {
             held: BytesMut::new(),
             held_index: VecDeque::with_capacity(held_capacity.min(1024)),
             durable,
+            in_flight: metrics::gauge!("switch_requests_in_flight"),
         }
     }
 
@@ -49,7 +53,7 @@ impl Outbox {
         } else {
             self.held.extend_from_slice(answer);
             self.held_index.push_back((seq, answer.len()));
-            metrics::gauge!("switch_requests_in_flight").increment(1.0);
+            self.in_flight.increment(1.0);
         }
     }
 
@@ -73,7 +77,7 @@ impl Outbox {
             released += 1;
         }
         if released > 0 {
-            metrics::gauge!("switch_requests_in_flight").decrement(released as f64);
+            self.in_flight.decrement(released as f64);
         }
     }
 
@@ -122,7 +126,7 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // Answers never sent are no longer in flight.
         if !self.held_index.is_empty() {
-            metrics::gauge!("switch_requests_in_flight").decrement(self.held_index.len() as f64);
+            self.in_flight.decrement(self.held_index.len() as f64);
         }
     }
 }
