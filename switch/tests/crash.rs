@@ -33,9 +33,9 @@ struct Proc {
     log: std::path::PathBuf,
 }
 
-fn spawn(dir: &std::path::Path, run: usize, life: usize) -> Proc {
+fn spawn(dir: &std::path::Path, run: usize, life: usize, attempt: usize) -> Proc {
     let (iso, frame, http) = (free_port(), free_port(), free_port());
-    let log = dir.join(format!("switch-{run}-{life}.log"));
+    let log = dir.join(format!("switch-{run}-{life}-{attempt}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_switch"))
         .args(["--iso-addr", &format!("127.0.0.1:{iso}")])
         .args(["--frame-addr", &format!("127.0.0.1:{frame}")])
@@ -54,11 +54,36 @@ fn spawn(dir: &std::path::Path, run: usize, life: usize) -> Proc {
     }
 }
 
-async fn connect(p: &Proc) -> Client {
+/// Starts the switch and connects to it. A port picked by `free_port` can
+/// be taken by another socket (one of this test's own connections) before
+/// the switch binds it; the switch then exits, and it is started again
+/// with new ports, at most `START_ATTEMPTS_MAX` times.
+async fn start(dir: &std::path::Path, run: usize, life: usize) -> (Proc, Client) {
+    for attempt in 0..START_ATTEMPTS_MAX {
+        let mut p = spawn(dir, run, life, attempt);
+        if let Some(c) = connect(&mut p).await {
+            return (p, c);
+        }
+        eprintln!(
+            "switch exited before listening, starting it again; see {}",
+            p.log.display()
+        );
+    }
+    panic!("switch did not start in {START_ATTEMPTS_MAX} attempts (run {run}, life {life})");
+}
+
+/// Starts of one switch life before the test gives up.
+const START_ATTEMPTS_MAX: usize = 5;
+
+/// A client of `p` once it listens; `None` if it exited first.
+async fn connect(p: &mut Proc) -> Option<Client> {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         if tokio::net::TcpStream::connect(p.iso).await.is_ok() {
-            return Client::connect(p.iso).await;
+            return Some(Client::connect(p.iso).await);
+        }
+        if matches!(p.child.try_wait(), Ok(Some(_))) {
+            return None;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -103,8 +128,7 @@ async fn acknowledged_changes_survive_kill_9() {
     let mut acked_captures: Vec<Req> = Vec::new();
     for run in 0..runs {
         let t0 = std::time::Instant::now();
-        let mut p = spawn(&dir, run, 0);
-        let mut c = connect(&p).await;
+        let (mut p, mut c) = start(&dir, run, 0).await;
         // A pre-authorization and its capture, acknowledged before the load.
         let pan = card(rng.next() % 1_000_000_000);
         pans_used.push(pan.clone());
@@ -180,8 +204,7 @@ async fn acknowledged_changes_survive_kill_9() {
         drop(writer);
         // Restart and check everything acknowledged so far, across all runs.
         let t1 = t0.elapsed();
-        let mut p2 = spawn(&dir, run, 1);
-        let mut c = connect(&p2).await;
+        let (mut p2, mut c) = start(&dir, run, 1).await;
         let t2 = t0.elapsed();
         for (stan, (req, resp)) in &acked_sales {
             let again = c.call(&req.clone().mti("0201")).await;
