@@ -48,28 +48,6 @@ async fn sca_requires_authentication_for_unauthenticated_ecommerce_above_30_eur(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocklisted_card_gets_59_and_is_flagged() {
-    let mut sw = TestSwitch::start().await;
-    let mut c = sw.client().await;
-    assert_eq!(
-        c.call(&preauth("4000000000000002", 1_000)).await.code(),
-        "59"
-    );
-    assert_eq!(
-        c.call(&sale("4000000000000002", 1).set(25, "08"))
-            .await
-            .code(),
-        "59"
-    );
-    let (_, metrics) = sw.http_get("/metrics").await;
-    assert!(
-        metrics.contains("switch_flagged_payments_total 2"),
-        "{metrics}"
-    );
-    sw.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixth_authorization_of_a_card_within_60_s_gets_65() {
     let mut sw = TestSwitch::start().await;
     let mut c = sw.client().await;
