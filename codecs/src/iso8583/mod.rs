@@ -213,12 +213,7 @@ const fn word_printable(word: u64) -> bool {
 fn words_ok(buf: &[u8], start: usize, end: usize, word_ok: impl Fn(u64) -> bool) -> Option<bool> {
     let content = buf.get(start..end)?;
     if let Some(last) = content.last_chunk::<8>() {
-        let mut ok = word_ok(u64::from_le_bytes(*last));
-        for chunk in content.chunks_exact(8) {
-            let word: [u8; 8] = chunk.try_into().ok()?;
-            ok &= word_ok(u64::from_le_bytes(word));
-        }
-        Some(ok)
+        Some(whole_words_ok(content, last, &word_ok))
     } else {
         let len = content.len();
         let word = u64::from_le_bytes(*buf.get(..end)?.last_chunk::<8>()?);
@@ -229,20 +224,27 @@ fn words_ok(buf: &[u8], start: usize, end: usize, word_ok: impl Fn(u64) -> bool)
     }
 }
 
+/// Whether every word of `content` (at least 8 bytes, ending in `last`)
+/// passes `word_ok`: 8 bytes at a time, the last word overlapping the one
+/// before it. Shared by the decoder and the encoder.
+#[inline(always)]
+fn whole_words_ok(content: &[u8], last: &[u8; 8], word_ok: &impl Fn(u64) -> bool) -> bool {
+    let mut ok = word_ok(u64::from_le_bytes(*last));
+    for chunk in content.chunks_exact(8) {
+        if let Ok(word) = <[u8; 8]>::try_from(chunk) {
+            ok &= word_ok(u64::from_le_bytes(word));
+        }
+    }
+    ok
+}
+
 /// Whether all of `content` passes `word_ok`, 8 bytes at a time (the last
 /// word overlapping the one before it); content shorter than a word is
 /// padded with `'0'`, which passes every word check.
 #[inline(always)]
 fn slice_words_ok(content: &[u8], word_ok: impl Fn(u64) -> bool) -> bool {
     if let Some(last) = content.last_chunk::<8>() {
-        let mut ok = word_ok(u64::from_le_bytes(*last));
-        let mut words = content.chunks_exact(8);
-        for chunk in words.by_ref() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            ok &= word_ok(u64::from_le_bytes(word));
-        }
-        ok
+        whole_words_ok(content, last, &word_ok)
     } else {
         // Shifted in, in registers: the word checks look at each byte on
         // its own, so lane order does not matter. Copying the bytes into
