@@ -112,7 +112,7 @@ impl Metrics {
         metrics::describe_histogram!(
             "switch_stage_duration_seconds",
             metrics::Unit::Seconds,
-            "Time spent in each pipeline stage, sampled: one request in 8 per thread."
+            format!("Time spent in each pipeline stage, sampled: one request in {STAGE_SAMPLE_EVERY} per thread.")
         );
         Metrics {
             requests,
