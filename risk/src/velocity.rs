@@ -508,8 +508,7 @@ impl Shard {
     /// Reads the probe entries, and a slot only where the tag matches.
     fn find_or_claim(&mut self, key: &Key, hash: u64, now_ms: u64) -> (usize, Growth) {
         let len = self.slots.len();
-        // The low 32 bits scaled to the shard: uniform, and no division.
-        let home = (((hash & u64::from(u32::MAX)) * len as u64) >> 32) as usize;
+        let home = home_of(hash, len);
         let tag = tag_of(hash);
         let (mut victim, mut victim_idle) = (home, 0u32);
         for step in 0..self.neighbourhood {
@@ -555,10 +554,54 @@ impl Shard {
     }
 }
 
-/// Keeps shards on separate cache lines so two threads on two shards do
-/// not contend.
+/// A key's home slot in a shard of `len` slots: the hash's low 32 bits
+/// scaled to the shard (uniform, and no division).
+fn home_of(hash: u64, len: usize) -> usize {
+    (((hash & u64::from(u32::MAX)) * len as u64) >> 32) as usize
+}
+
+/// A shard, on cache lines of its own so two threads on two shards do not
+/// contend, with where its arrays are (they never move) for
+/// [`Table::prefetch`], which takes no lock.
 #[repr(align(128))]
-struct Padded(Mutex<Shard>);
+struct Padded {
+    shard: Mutex<Shard>,
+    /// Address of the first slot.
+    slots_at: usize,
+    /// Address of the first probe entry.
+    probe_at: usize,
+    /// Slots in the shard.
+    slots_len: usize,
+}
+
+impl Padded {
+    fn new(shard: Shard) -> Padded {
+        Padded {
+            slots_at: shard.slots.as_ptr() as usize,
+            probe_at: shard.probe.as_ptr() as usize,
+            slots_len: shard.slots.len(),
+            shard: Mutex::new(shard),
+        }
+    }
+}
+
+/// Asks the CPU to start loading the cache line at `addr`. A hint only: it
+/// reads nothing into the program, cannot fault whatever the address, and
+/// changes no memory.
+#[inline(always)]
+#[allow(unsafe_code, reason = "a prefetch hint; see the SAFETY note")]
+fn prefetch_line(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is a hint with no architectural effect: it does
+    // not fault on any address and neither reads nor writes program state.
+    // SSE, which it needs, is part of the x86_64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(addr as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
 
 /// A bounded, sharded velocity table; see the module docs.
 pub(crate) struct Table {
@@ -583,7 +626,7 @@ impl Table {
         let slots_max = keys_max.div_ceil(SHARDS);
         assert!(slots_max <= u32::MAX as usize, "slot index fits the hash");
         let shards = (0..SHARDS)
-            .map(|_| Padded(Mutex::new(Shard::new(slots_max))))
+            .map(|_| Padded::new(Shard::new(slots_max)))
             .collect();
         Table {
             shards,
@@ -596,16 +639,43 @@ impl Table {
     }
 
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        &self.padded(hash).shard
+    }
+
+    fn padded(&self, hash: u64) -> &Padded {
         // The top bits pick the shard; the low ones the slot inside it,
         // the ones between the tag.
-        let index = (hash >> SHARD_HASH_SHIFT) as usize % SHARDS;
-        &self.shards[index].0
+        &self.shards[(hash >> SHARD_HASH_SHIFT) as usize % SHARDS]
+    }
+
+    /// Starts loading the lines a lookup of the key hashed `hash` reads
+    /// first (its home slot's probe entry and both lines of the slot), so
+    /// the caller's work until [`Table::observe_hashed`] overlaps the
+    /// memory's latency. Takes no lock.
+    pub(crate) fn prefetch(&self, hash: u64) {
+        let p = self.padded(hash);
+        let home = home_of(hash, p.slots_len);
+        prefetch_line(p.probe_at + home * std::mem::size_of::<Probe>());
+        let slot_at = p.slots_at + home * std::mem::size_of::<Slot>();
+        prefetch_line(slot_at);
+        prefetch_line(slot_at + 64);
     }
 
     /// Records one event for `key` at `now_ms` and returns the windows'
     /// totals including it.
     pub(crate) fn observe(&self, key: &Key, now_ms: u64, amount_minor: u64, need: Need) -> Totals {
-        let hash = key.hash64();
+        self.observe_hashed(key, key.hash64(), now_ms, amount_minor, need)
+    }
+
+    /// [`Table::observe`] with the key's [`Key::hash64`] already known.
+    pub(crate) fn observe_hashed(
+        &self,
+        key: &Key,
+        hash: u64,
+        now_ms: u64,
+        amount_minor: u64,
+        need: Need,
+    ) -> Totals {
         let (totals, growth) = {
             let mut shard = self
                 .shard(hash)
@@ -917,6 +987,24 @@ mod tests {
         }
         assert!(table.len() <= SHARDS * 2);
         assert_eq!(table.len() as u64 + table.evictions(), 10_000);
+    }
+
+    #[test]
+    fn prefetch_stays_inside_the_home_shard() {
+        // One slot per shard: every hash's home is slot 0 of its shard, so
+        // the lines prefetched are that slot's and its probe entry's.
+        let table = Table::new(TableName::Card, SHARDS, 2);
+        for hash in [0, 1, u64::from(u32::MAX), u64::MAX, 0x8000_0000_0000_0000] {
+            let p = table.padded(hash);
+            assert_eq!(home_of(hash, p.slots_len), 0);
+            table.prefetch(hash);
+        }
+        let wide = Table::new(TableName::Card, SHARDS * 1000, 2);
+        for n in 0..1000u64 {
+            let hash = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert!(home_of(hash, wide.padded(hash).slots_len) < 1000);
+            wide.prefetch(hash);
+        }
     }
 
     #[test]
