@@ -65,10 +65,6 @@ impl<'a> Message<'a> {
     /// [`DecodeError`] naming the field and the problem: truncated input, a
     /// bad MTI or bitmap, a length prefix over the field's maximum, content
     /// of the wrong type, or trailing bytes.
-    // Inlined so the message is built where the caller keeps it: as a
-    // call, the 300-byte result was built on the callee's stack and copied
-    // out (a `memcpy`, 5% of a decode's instructions).
-    #[inline]
     pub fn decode(profile: &'static Profile, buf: &'a [u8]) -> Result<Self, DecodeError> {
         // Built in place and filled, so the message is not copied out of
         // an intermediate value.
@@ -91,7 +87,6 @@ impl<'a> Message<'a> {
     ///
     /// # Errors
     /// [`DecodeError`] when not even the MTI and bitmaps can be read.
-    #[inline]
     pub fn decode_lenient(
         profile: &'static Profile,
         buf: &'a [u8],
