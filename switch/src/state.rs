@@ -399,6 +399,10 @@ mod tests {
         state.count_by_status()[usize::from(status.to_u8())]
     }
 
+    fn add(state: &State, payment: Payment, key: Option<OriginalKey>) {
+        state.insert(payment, key, None, |_| ()).unwrap();
+    }
+
     /// The by-status counts a walk of every payment gives.
     fn walked(state: &State) -> [u64; Status::ALL.len()] {
         let mut counts = [0; Status::ALL.len()];
@@ -409,15 +413,9 @@ mod tests {
     #[test]
     fn status_counts_follow_payments_without_a_walk() {
         let state = State::new(10);
-        state
-            .insert(made(1, Kind::PreAuth, 0), Some(key(1)), None, |_| ())
-            .unwrap();
-        state
-            .insert(made(2, Kind::Sale, 0), None, None, |_| ())
-            .unwrap();
-        state
-            .insert(made(3, Kind::PreAuth, 0), None, None, |_| ())
-            .unwrap();
+        add(&state, made(1, Kind::PreAuth, 0), Some(key(1)));
+        add(&state, made(2, Kind::Sale, 0), None);
+        add(&state, made(3, Kind::PreAuth, 0), None);
         assert_eq!(count(&state, Status::Uncaptured), 2);
         assert_eq!(count(&state, Status::Succeeded), 1);
         // A change of status moves the count; other changes do not.
@@ -443,15 +441,9 @@ mod tests {
     #[test]
     fn retire_drops_old_final_payments_and_skips_when_none_is_old() {
         let state = State::new(10);
-        state
-            .insert(made(1, Kind::Sale, 100), Some(key(1)), None, |_| ())
-            .unwrap();
-        state
-            .insert(made(2, Kind::PreAuth, 100), Some(key(2)), None, |_| ())
-            .unwrap();
-        state
-            .insert(made(3, Kind::Sale, 5_000), Some(key(3)), None, |_| ())
-            .unwrap();
+        add(&state, made(1, Kind::Sale, 100), Some(key(1)));
+        add(&state, made(2, Kind::PreAuth, 100), Some(key(2)));
+        add(&state, made(3, Kind::Sale, 5_000), Some(key(3)));
         // Nothing created before 100: nothing to retire.
         assert_eq!(state.retire(100), 0);
         assert_eq!(state.len(), 3);
