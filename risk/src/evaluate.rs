@@ -159,9 +159,11 @@ fn velocity(
                 currency: 0,
             },
         };
-        let hash = match subject {
-            Subject::Card => card_hash,
-            Subject::CardMoto | Subject::Terminal => key.hash64(),
+        // The card's was hashed for its prefetch.
+        let hash = if subject == Subject::Card {
+            card_hash
+        } else {
+            key.hash64()
         };
         let checked = check(table, (key, hash), limits, context, amount_minor, now_ms);
         if let Some(reason) = checked.exceeded {

@@ -331,9 +331,9 @@ impl State {
     ///
     /// Walks every payment, and every index entry when some were dropped,
     /// unless no payment is that old: until the first reaches the retention
-    /// age (30 days by default) a call costs one load. (It ran once a
-    /// minute over the whole state: about a second of one runtime worker
-    /// with 3 M payments.)
+    /// age (30 days by default) a call costs one load. (It used to walk
+    /// everything once a minute on a runtime worker; one walk of 1.8 M
+    /// payments, for the status gauge, took 0.15–0.5 s.)
     pub(crate) fn retire(&self, cutoff_ms: u64) -> usize {
         if cutoff_ms <= self.oldest_created_ms.load(Ordering::Relaxed) {
             return 0;
