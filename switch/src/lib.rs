@@ -389,11 +389,17 @@ async fn sweep_loop(
             _ = tick.tick() => {}
         }
         let now = engine.clock.now_ms();
-        sweeper.pass(
-            &engine,
-            now,
-            limits.idempotency_window_s * 1000,
-            limits.payment_retention_s * 1000,
-        );
+        sweeper.pass(&engine, now, limits.idempotency_window_s * 1000);
+        if sweeper.retire_due() {
+            let engine = engine.clone();
+            let cutoff_ms = now.saturating_sub(limits.payment_retention_s * 1000);
+            // A walk of every payment once any is old enough: on the
+            // blocking pool, so no runtime worker (and none of the
+            // connections it serves) stalls for it.
+            let retired = tokio::task::spawn_blocking(move || engine.state.retire(cutoff_ms));
+            if let Err(e) = retired.await {
+                tracing::error!(error = %e, "retiring old payments failed");
+            }
+        }
     }
 }

@@ -76,6 +76,14 @@ pub(crate) struct State {
     payments: DashMap<u64, Box<Payment>, MapHasher>,
     /// Payments held: [`DashMap::len`] would take every shard's lock.
     payments_len: AtomicUsize,
+    /// Payments held by status ([`Status::to_u8`]), kept as payments come,
+    /// change and go: the `switch_payments` gauge is read on every scrape,
+    /// and walking 1.8 M payments for it held a runtime worker 0.15–0.5 s.
+    by_status: [AtomicU64; Status::ALL.len()],
+    /// No payment held was created before this (ms; `u64::MAX` when none
+    /// was): [`State::retire`] skips its walks while its cutoff is at or
+    /// below it.
+    oldest_created_ms: AtomicU64,
     /// Original message → payment (and refund).
     by_original: DashMap<OriginalKey, Target, MapHasher>,
     /// (merchant, F37, F38) → payment, for captures that reference those.
@@ -94,6 +102,8 @@ impl State {
         State {
             payments: new_map(payments_max),
             payments_len: AtomicUsize::new(0),
+            by_status: Default::default(),
+            oldest_created_ms: AtomicU64::new(u64::MAX),
             by_original: new_map(payments_max),
             by_rrn: new_map(payments_max),
             next_id: AtomicU64::new(1),
@@ -115,6 +125,29 @@ impl State {
     /// Payments held.
     pub(crate) fn len(&self) -> usize {
         self.payments_len.load(Ordering::Relaxed)
+    }
+
+    /// Counts a payment in `status` (`came`) or out of it.
+    fn count(&self, status: Status, came: bool) {
+        if let Some(c) = self.by_status.get(usize::from(status.to_u8())) {
+            if came {
+                c.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts a payment that came, created at `created_ms`.
+    fn came(&self, status: Status, created_ms: u64) {
+        self.count(status, true);
+        // Loaded first: a new payment is rarely the oldest, and a load
+        // leaves the line shared between the cores where an atomic
+        // read-modify-write on every authorization would move it.
+        if created_ms < self.oldest_created_ms.load(Ordering::Relaxed) {
+            self.oldest_created_ms
+                .fetch_min(created_ms, Ordering::Relaxed);
+        }
     }
 
     /// Adds a payment, runs `journal` on it under its shard's lock (so
@@ -142,6 +175,7 @@ impl State {
         // other map is touched while the payment's lock is held (`retire`
         // takes an index lock, then a payment lock).
         let id = payment.id;
+        let (status, created_ms) = (payment.status, payment.created_ms);
         let rrn_key = (payment.status != Status::Declined).then_some((
             payment.merchant,
             payment.rrn,
@@ -149,11 +183,16 @@ impl State {
         ));
         self.bump_id(id);
         let journaled = match self.payments.entry(id) {
-            Entry::Vacant(v) => journal(&v.insert(Box::new(payment))),
+            Entry::Vacant(v) => {
+                self.came(status, created_ms);
+                journal(&v.insert(Box::new(payment)))
+            }
             Entry::Occupied(mut o) => {
                 // Ids are fresh: a replaced payment would be a bug, but
-                // keep the count true.
+                // keep the counts true.
                 self.payments_len.fetch_sub(1, Ordering::Relaxed);
+                self.count(o.get().status, false);
+                self.came(status, created_ms);
                 o.insert(Box::new(payment));
                 journal(o.get())
             }
@@ -183,6 +222,7 @@ impl State {
     pub(crate) fn remove(&self, id: u64, key: Option<OriginalKey>) {
         if let Some((_, p)) = self.payments.remove(&id) {
             self.payments_len.fetch_sub(1, Ordering::Relaxed);
+            self.count(p.status, false);
             self.by_rrn.remove(&(p.merchant, p.rrn, p.auth_code));
         }
         if let Some(k) = key {
@@ -198,8 +238,12 @@ impl State {
                 .insert((payment.merchant, payment.rrn, payment.auth_code), id);
         }
         self.bump_id(id);
-        if self.payments.insert(id, Box::new(payment)).is_none() {
-            self.payments_len.fetch_add(1, Ordering::Relaxed);
+        self.came(payment.status, payment.created_ms);
+        match self.payments.insert(id, Box::new(payment)) {
+            None => {
+                self.payments_len.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(old) => self.count(old.status, false),
         }
     }
 
@@ -244,7 +288,15 @@ impl State {
 
     /// Runs `f` on payment `id` under its shard's lock.
     pub(crate) fn with_payment<R>(&self, id: u64, f: impl FnOnce(&mut Payment) -> R) -> Option<R> {
-        self.payments.get_mut(&id).map(|mut p| f(&mut p))
+        self.payments.get_mut(&id).map(|mut p| {
+            let before = p.status;
+            let out = f(&mut p);
+            if p.status != before {
+                self.count(before, false);
+                self.count(p.status, true);
+            }
+            out
+        })
     }
 
     /// A copy of payment `id`.
@@ -262,15 +314,9 @@ impl State {
         }
     }
 
-    /// Counts payments by status (for the gauge), visiting each shard once.
-    pub(crate) fn count_by_status(&self) -> [u64; 8] {
-        let mut counts = [0u64; 8];
-        for p in self.payments.iter() {
-            if let Some(c) = counts.get_mut(usize::from(p.status.to_u8())) {
-                *c += 1;
-            }
-        }
-        counts
+    /// Payments held by status (for the gauge), without walking them.
+    pub(crate) fn count_by_status(&self) -> [u64; Status::ALL.len()] {
+        self.by_status.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
 
     /// Every payment (snapshots, exports); takes each shard's lock in turn.
@@ -282,17 +328,146 @@ impl State {
 
     /// Drops payments in a final state created before `cutoff_ms`; returns
     /// how many. Their index entries go with them.
+    ///
+    /// Walks every payment, and every index entry when some were dropped,
+    /// unless no payment is that old: until the first reaches the retention
+    /// age (30 days by default) a call costs one load. (It used to walk
+    /// everything once a minute on a runtime worker; one walk of 1.8 M
+    /// payments, for the status gauge, took 0.15–0.5 s.)
     pub(crate) fn retire(&self, cutoff_ms: u64) -> usize {
+        if cutoff_ms <= self.oldest_created_ms.load(Ordering::Relaxed) {
+            return 0;
+        }
+        // Payments added during the walk lower it again with `came`.
+        self.oldest_created_ms.store(u64::MAX, Ordering::Relaxed);
         let mut retired = 0;
+        let mut oldest_kept = u64::MAX;
         self.payments.retain(|_, p| {
             let keep = p.created_ms >= cutoff_ms || p.status == Status::Uncaptured;
-            retired += usize::from(!keep);
+            if keep {
+                oldest_kept = oldest_kept.min(p.created_ms);
+            } else {
+                retired += 1;
+                self.count(p.status, false);
+            }
             keep
         });
+        self.oldest_created_ms
+            .fetch_min(oldest_kept, Ordering::Relaxed);
+        if retired == 0 {
+            return 0;
+        }
         self.payments_len.fetch_sub(retired, Ordering::Relaxed);
         self.by_original
             .retain(|_, t| self.payments.contains_key(&t.payment));
         self.by_rrn.retain(|_, id| self.payments.contains_key(id));
         retired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::tests::payment;
+    use crate::lifecycle::Kind;
+
+    fn made(id: u64, kind: Kind, created_ms: u64) -> Payment {
+        Payment {
+            id,
+            created_ms,
+            rrn: rrn(id),
+            ..payment(kind, 1_000)
+        }
+    }
+
+    fn rrn(id: u64) -> [u8; 12] {
+        let mut out = [b'0'; 12];
+        out.copy_from_slice(format!("{id:012}").as_bytes());
+        out
+    }
+
+    fn key(stan: u32) -> OriginalKey {
+        OriginalKey {
+            merchant: 0,
+            mti: 100,
+            stan,
+            transmission: 1_123_114_959,
+        }
+    }
+
+    fn count(state: &State, status: Status) -> u64 {
+        state.count_by_status()[usize::from(status.to_u8())]
+    }
+
+    fn add(state: &State, payment: Payment, key: Option<OriginalKey>) {
+        state.insert(payment, key, None, |_| ()).unwrap();
+    }
+
+    /// The by-status counts a walk of every payment gives.
+    fn walked(state: &State) -> [u64; Status::ALL.len()] {
+        let mut counts = [0; Status::ALL.len()];
+        state.for_each(|p| counts[usize::from(p.status.to_u8())] += 1);
+        counts
+    }
+
+    #[test]
+    fn status_counts_follow_payments_without_a_walk() {
+        let state = State::new(10);
+        add(&state, made(1, Kind::PreAuth, 0), Some(key(1)));
+        add(&state, made(2, Kind::Sale, 0), None);
+        add(&state, made(3, Kind::PreAuth, 0), None);
+        assert_eq!(count(&state, Status::Uncaptured), 2);
+        assert_eq!(count(&state, Status::Succeeded), 1);
+        // A change of status moves the count; other changes do not.
+        state.with_payment(1, |p| p.status = Status::Cancelled);
+        state.with_payment(3, |p| p.scam = true);
+        assert_eq!(count(&state, Status::Uncaptured), 1);
+        assert_eq!(count(&state, Status::Cancelled), 1);
+        // Recovery's last image wins, and is counted once.
+        state.restore(Payment {
+            status: Status::Refunded,
+            ..made(2, Kind::Sale, 0)
+        });
+        state.restore(made(4, Kind::Sale, 0));
+        assert_eq!(count(&state, Status::Succeeded), 1);
+        assert_eq!(count(&state, Status::Refunded), 1);
+        state.remove(3, None);
+        assert_eq!(count(&state, Status::Uncaptured), 0);
+        assert_eq!(state.count_by_status(), walked(&state));
+        assert_eq!(state.count_by_status().iter().sum::<u64>(), 3);
+        assert_eq!(state.len(), 3);
+    }
+
+    #[test]
+    fn retire_drops_old_final_payments_and_skips_when_none_is_old() {
+        let state = State::new(10);
+        add(&state, made(1, Kind::Sale, 100), Some(key(1)));
+        add(&state, made(2, Kind::PreAuth, 100), Some(key(2)));
+        add(&state, made(3, Kind::Sale, 5_000), Some(key(3)));
+        // Nothing created before 100: nothing to retire.
+        assert_eq!(state.retire(100), 0);
+        assert_eq!(state.len(), 3);
+        // The old sale goes with its index entries; the old pre-authorization
+        // still holds funds and stays.
+        assert_eq!(state.retire(1_000), 1);
+        assert_eq!(state.len(), 2);
+        assert!(state.get(1).is_none());
+        assert_eq!(state.find(&key(1)), None);
+        assert_eq!(state.find_by_rrn(0, rrn(1), *b"000001"), None);
+        assert_eq!(state.find_by_rrn(0, rrn(2), *b"000001"), Some(2));
+        assert!(state.find(&key(2)).is_some());
+        assert_eq!(count(&state, Status::Succeeded), 1);
+        assert_eq!(state.count_by_status(), walked(&state));
+        // Once the pre-authorization ends it is retired too; the newer sale
+        // is not.
+        state.with_payment(2, |p| p.status = Status::Expired);
+        assert_eq!(state.retire(1_000), 1);
+        assert_eq!(state.retire(1_000), 0);
+        assert_eq!(state.len(), 1);
+        // A payment recovered with an old creation time is seen again.
+        state.restore(made(7, Kind::Sale, 10));
+        assert_eq!(state.retire(1_000), 1);
+        assert_eq!(state.count_by_status(), walked(&state));
+        assert_eq!(state.count_by_status().iter().sum::<u64>(), 1);
     }
 }

@@ -23,18 +23,13 @@ pub(crate) struct Sweeper {
     passes: u64,
 }
 
-/// Retiring walks every payment and index entry: every 600th pass (1 min).
+/// Retiring old payments is checked every 600th pass (1 min); once one is
+/// old enough, it walks every payment (and index entry, if some went).
 const RETIRE_EVERY_PASSES: u64 = 600;
 
 impl Sweeper {
     /// One pass at `now_ms`; returns how many holds ended.
-    pub(crate) fn pass(
-        &mut self,
-        engine: &Engine,
-        now_ms: u64,
-        window_ms: u64,
-        retention_ms: u64,
-    ) -> usize {
+    pub(crate) fn pass(&mut self, engine: &Engine, now_ms: u64, window_ms: u64) -> usize {
         engine
             .state
             .drain_new_holds(&mut self.incoming, HOLDS_PER_PASS_MAX);
@@ -66,10 +61,16 @@ impl Sweeper {
             }
         }
         engine.idempotency.rotate_if_due(now_ms, window_ms);
-        if self.passes % RETIRE_EVERY_PASSES == 0 {
-            engine.state.retire(now_ms.saturating_sub(retention_ms));
-        }
-        self.passes += 1;
         ended
+    }
+
+    /// Whether this pass also retires old payments (every
+    /// [`RETIRE_EVERY_PASSES`]th, the first included); the caller runs
+    /// [`crate::state::State::retire`] off the runtime's workers, as it may
+    /// walk the whole state.
+    pub(crate) fn retire_due(&mut self) -> bool {
+        let due = self.passes % RETIRE_EVERY_PASSES == 0;
+        self.passes += 1;
+        due
     }
 }
