@@ -150,13 +150,15 @@ impl FrameHandler {
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let end = self.serve(&cancel).await;
         let more = matches!(end, End::PeerClosed | End::Shutdown | End::Idle);
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.drain(more)).await;
         let (peer, reason) = (self.peer, end.label());
+        // Counted before the socket closes, so a peer that sees the close
+        // and then scrapes /metrics finds it.
+        metrics::counter!("switch_connections_closed_total", "reason" => reason).increment(1);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.drain(more)).await;
         match end {
             End::PeerClosed | End::Shutdown => tracing::debug!(%peer, reason, "connection closed"),
             _ => tracing::warn!(%peer, reason, "connection closed"),
         }
-        metrics::counter!("switch_connections_closed_total", "reason" => reason).increment(1);
     }
 
     async fn serve(&mut self, cancel: &CancellationToken) -> End {

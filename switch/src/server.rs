@@ -167,6 +167,9 @@ impl Handler {
         // Answer what was read (unless the input is broken) and flush what
         // waits for the journal.
         let more = !matches!(end, End::Protocol(_) | End::Io);
+        // Counted before the socket closes, so a peer that sees the close
+        // and then scrapes /metrics finds it (a test did, under load).
+        metrics::counter!("switch_connections_closed_total", "reason" => end.label()).increment(1);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.drain(more)).await;
         match end {
             End::PeerClosed | End::Shutdown => {
@@ -174,7 +177,6 @@ impl Handler {
             }
             _ => tracing::warn!(?peer, reason = end.label(), "connection closed"),
         }
-        metrics::counter!("switch_connections_closed_total", "reason" => end.label()).increment(1);
     }
 
     async fn serve(&mut self, cancel: &CancellationToken) -> End {
