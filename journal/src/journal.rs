@@ -162,6 +162,52 @@ impl Shared {
     }
 }
 
+/// The durable sequence as a connection task sees it: read at once, and
+/// awaited for the writer's next group commit. The writer thread wakes the
+/// holders itself, with no task in between.
+#[derive(Clone)]
+pub struct DurableWatch {
+    /// The writer's published progress.
+    rx: watch::Receiver<Progress>,
+}
+
+impl std::fmt::Debug for DurableWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableWatch")
+            .field("durable_seq", &self.durable_seq())
+            .finish()
+    }
+}
+
+impl DurableWatch {
+    /// Every record at or below this sequence is fsynced.
+    pub fn durable_seq(&self) -> u64 {
+        self.rx.borrow().durable_seq
+    }
+
+    /// Waits for the writer's next publication (a group commit, or the
+    /// journal stopping). A publication made since the last call returns at
+    /// once, so none is missed.
+    ///
+    /// # Errors
+    /// `Failed` or `Closed` once the journal has stopped: nothing more will
+    /// become durable ([`DurableWatch::durable_seq`] gives its last word).
+    pub async fn changed(&mut self) -> Result<(), AppendError> {
+        let stopped = |status| match status {
+            Status::Running => Ok(()),
+            Status::Failed => Err(AppendError::Failed),
+            Status::Closed => Err(AppendError::Closed),
+        };
+        // Stopped before the call: no publication will come.
+        stopped(self.rx.borrow().status)?;
+        if self.rx.changed().await.is_err() {
+            return Err(AppendError::Closed);
+        }
+        let status = self.rx.borrow_and_update().status;
+        stopped(status)
+    }
+}
+
 /// The write-behind journal. Share it as `Arc<Journal>`; every method takes
 /// `&self`.
 pub struct Journal {
@@ -413,6 +459,14 @@ impl Journal {
                 Status::Failed => Err(AppendError::Failed),
                 _ => Ok(()),
             },
+        }
+    }
+
+    /// A watch on the durable sequence, for tasks that hold answers until
+    /// their records are durable.
+    pub fn durable_watch(&self) -> DurableWatch {
+        DurableWatch {
+            rx: self.shared.progress.subscribe(),
         }
     }
 

@@ -50,7 +50,7 @@ pub use format::{
     Record, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, FLUSH_INTERVAL_MS_MAX, JOURNAL_QUEUE_DEPTH_MAX,
     RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SNAPSHOT_BYTES_MAX,
 };
-pub use journal::{AckMode, Config, Journal, Status};
+pub use journal::{AckMode, Config, DurableWatch, Journal, Status};
 pub use recovery::{
     dump, read_state, verify, Damage, RecoveryReport, Replay, SegmentDamage, SegmentSummary,
     VerifyReport,

@@ -103,6 +103,10 @@ async fn async_waiters_see_the_failure() {
     });
     assert_eq!(journal.wait_durable(seq).await, Err(AppendError::Failed));
     assert_eq!(journal.ack(seq).await, Err(AppendError::Failed));
+    // A connection holding an answer hears it too, and does not wait.
+    let mut watch = journal.durable_watch();
+    assert_eq!(watch.changed().await, Err(AppendError::Failed));
+    assert!(watch.durable_seq() < seq);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -117,3 +117,54 @@ fn replay_rate() {
     eprintln!("replayed {records} records of 100 B in {elapsed:?} ({rate:.0} records/s); report {report:?}");
     assert!(rate > 1_000_000.0, "replay below 1M records/s: {rate:.0}");
 }
+
+/// Bursts of appends from two threads, each burst synced in one or more
+/// groups: after every burst a durable watch reaches the burst's last
+/// record. (A task once passed the sequence on to connections and could
+/// skip a group synced while it was publishing the one before; its
+/// answers then waited for a later record, for ever after the last burst.)
+#[test]
+fn a_durable_watch_sees_every_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _, _) = open(Config::new(dir.path()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut watch = journal.durable_watch();
+    for burst in 0..2_000u64 {
+        let last = std::thread::scope(|s| {
+            let appender = || {
+                (0..1 + burst % 3)
+                    .map(|_| journal.append_blocking(1, b"x").unwrap())
+                    .max()
+                    .unwrap_or(0)
+            };
+            let other = s.spawn(appender);
+            appender().max(other.join().unwrap())
+        });
+        let reached = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while watch.durable_seq() < last {
+                    watch.changed().await?;
+                }
+                Ok::<(), journal::AppendError>(())
+            })
+            .await
+        });
+        assert_eq!(
+            reached,
+            Ok(Ok(())),
+            "burst {burst}: record {last} is durable (journal at {}), the watch says {}",
+            journal.durable_seq(),
+            watch.durable_seq()
+        );
+    }
+    journal.shutdown().unwrap();
+    // Closed: the watch says so rather than waiting.
+    assert_eq!(
+        rt.block_on(watch.changed()),
+        Err(journal::AppendError::Closed)
+    );
+}

@@ -30,7 +30,6 @@ use codecs::internal::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +69,7 @@ pub(crate) struct FrameShared {
     /// `limits.idle_timeout_s`.
     pub(crate) idle_timeout: Duration,
     /// Durable journal sequence, when a journal waits.
-    pub(crate) durable: Option<watch::Receiver<u64>>,
+    pub(crate) durable: Option<journal::DurableWatch>,
 }
 
 /// Why a connection ended.
@@ -88,6 +87,8 @@ enum End {
     Refused,
     /// Socket error.
     Io,
+    /// The journal stopped (failed, or closed) with answers held for it.
+    Journal,
 }
 
 impl End {
@@ -99,6 +100,7 @@ impl End {
             End::Framing => "internal_framing_error",
             End::Refused => "internal_auth_refused",
             End::Io => "io_error",
+            End::Journal => "journal_stopped",
         }
     }
 }
@@ -186,7 +188,7 @@ impl FrameHandler {
                 },
                 changed = self.outbox.wait_durable(), if waiting => {
                     if changed.is_err() {
-                        return End::Io;
+                        return End::Journal;
                     }
                 }
                 () = tokio::time::sleep(idle), if !waiting => return End::Idle,

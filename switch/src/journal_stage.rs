@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use journal::{AckMode, AppendError, Journal, Status};
-use tokio::sync::watch;
+use journal::{AckMode, AppendError, DurableWatch, Journal, Status};
 
 use crate::code::Code;
 use crate::lifecycle::Payment;
@@ -103,10 +102,6 @@ impl Epochs {
 pub(crate) struct JournalOn {
     /// The write-behind log.
     pub(crate) journal: Arc<Journal>,
-    /// Durable sequence for connection tasks, fed by a bridge task.
-    durable: watch::Receiver<u64>,
-    /// Sender side, kept to start the bridge.
-    durable_tx: Arc<watch::Sender<u64>>,
 }
 
 /// Where records go.
@@ -121,39 +116,7 @@ pub(crate) enum JournalStage {
 impl JournalStage {
     /// Wraps an opened journal.
     pub(crate) fn on(journal: Arc<Journal>) -> Self {
-        let (tx, rx) = watch::channel(journal.durable_seq());
-        JournalStage::On(JournalOn {
-            journal,
-            durable: rx,
-            durable_tx: Arc::new(tx),
-        })
-    }
-
-    /// Starts the task that publishes the durable sequence to connection
-    /// tasks (one wake-up per group commit).
-    ///
-    /// It waits for the record after the last one it published, never
-    /// after a fresh read of the journal's sequence: a group synced between
-    /// publishing and that read would never be published, and its answers
-    /// would wait for whatever record came next (for ever after the last
-    /// burst; a lifecycle test caught it once in a few hundred runs).
-    ///
-    /// It runs until the journal closes or fails (not on the task tracker:
-    /// connections draining at shutdown still need it).
-    pub(crate) fn spawn_bridge(&self) {
-        let JournalStage::On(on) = self else { return };
-        let (journal, tx) = (on.journal.clone(), on.durable_tx.clone());
-        tokio::spawn(async move {
-            let mut published = *tx.borrow();
-            loop {
-                let r = journal.wait_durable(published + 1).await;
-                published = journal.durable_seq();
-                tx.send_replace(published);
-                if r.is_err() {
-                    return;
-                }
-            }
-        });
+        JournalStage::On(JournalOn { journal })
     }
 
     /// Flushes and closes the journal (after every connection has drained).
@@ -165,11 +128,12 @@ impl JournalStage {
         }
     }
 
-    /// The durable sequence for answers to wait on; `None` when nothing waits.
-    pub(crate) fn durable_watch(&self) -> Option<watch::Receiver<u64>> {
+    /// The durable sequence for answers to wait on, woken by the journal's
+    /// writer itself; `None` when nothing waits.
+    pub(crate) fn durable_watch(&self) -> Option<DurableWatch> {
         match self {
             JournalStage::Off => None,
-            JournalStage::On(on) => Some(on.durable.clone()),
+            JournalStage::On(on) => Some(on.journal.durable_watch()),
         }
     }
 
@@ -213,65 +177,5 @@ impl JournalStage {
                 Err(Code::SYSTEM_MALFUNCTION)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bursts of appends from two threads, each burst synced in one or
-    /// more groups: after every burst the sequence connections wait on
-    /// reaches the burst's last record. (The bridge once re-read the
-    /// journal's sequence after publishing, so a group synced in between
-    /// was never published and its answers waited for a later record.)
-    #[test]
-    fn every_durable_sequence_reaches_the_connections() {
-        let dir = std::env::temp_dir().join(format!("switch-bridge-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (journal, _) = Journal::open(
-            journal::Config::new(&dir),
-            Arc::new(journal::OsStorage),
-            |_| Ok(()),
-        )
-        .expect("journal");
-        let stage = JournalStage::on(Arc::new(journal));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let _enter = rt.enter();
-        stage.spawn_bridge();
-        let JournalStage::On(on) = &stage else {
-            unreachable!("on")
-        };
-        let mut published = stage.durable_watch().expect("a journal");
-        for burst in 0..2_000u64 {
-            let last = std::thread::scope(|s| {
-                let appender = || {
-                    (0..1 + burst % 3)
-                        .map(|_| on.journal.append_blocking(1, b"x").expect("append"))
-                        .max()
-                        .unwrap_or(0)
-                };
-                let other = s.spawn(appender);
-                appender().max(other.join().expect("appender"))
-            });
-            let reached = rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), published.wait_for(|&d| d >= last))
-                    .await
-                    .map(|r| r.is_ok())
-            });
-            assert_eq!(
-                reached,
-                Ok(true),
-                "burst {burst}: record {last} is durable (journal at {}) but connections see {}",
-                on.journal.durable_seq(),
-                *published.borrow()
-            );
-        }
-        stage.shutdown();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -140,7 +140,6 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     engine.journal = journal_stage::JournalStage::on(Arc::new(journal));
     engine.requeue_holds();
     let engine = Arc::new(engine);
-    engine.journal.spawn_bridge();
     let metrics = Arc::new(metrics::Metrics::new());
 
     let bind = |addr: SocketAddr, what: &'static str| async move {

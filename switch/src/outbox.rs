@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf, BytesMut};
+use journal::{AppendError, DurableWatch};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 
 /// Initial size of the ready buffer; it grows to what one read produces.
 const READY_BUFFER_BYTES: usize = 16 * 1024;
@@ -24,7 +24,7 @@ pub(crate) struct Outbox {
     /// (sequence, length) of each answer in `held`.
     held_index: VecDeque<(u64, usize)>,
     /// The journal's durable sequence; `None` when nothing waits.
-    durable: Option<watch::Receiver<u64>>,
+    durable: Option<DurableWatch>,
     /// `switch_requests_in_flight`, registered once per connection rather
     /// than looked up for every held answer.
     in_flight: metrics::Gauge,
@@ -32,7 +32,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// An empty outbox; `held_capacity` is the handler's in-flight limit.
-    pub(crate) fn new(durable: Option<watch::Receiver<u64>>, held_capacity: usize) -> Self {
+    pub(crate) fn new(durable: Option<DurableWatch>, held_capacity: usize) -> Self {
         Outbox {
             ready: BytesMut::with_capacity(READY_BUFFER_BYTES),
             held: BytesMut::new(),
@@ -43,7 +43,9 @@ impl Outbox {
     }
 
     fn durable_now(&self) -> u64 {
-        self.durable.as_ref().map_or(u64::MAX, |d| *d.borrow())
+        self.durable
+            .as_ref()
+            .map_or(u64::MAX, DurableWatch::durable_seq)
     }
 
     /// Queues one answer that may leave once `seq` is durable (0: at once).
@@ -99,8 +101,9 @@ impl Outbox {
     /// Waits for the durable sequence to move; never returns without a journal.
     ///
     /// # Errors
-    /// When the journal's side has gone.
-    pub(crate) async fn wait_durable(&mut self) -> Result<(), watch::error::RecvError> {
+    /// When the journal has stopped (failed or closed): held answers whose
+    /// records are not durable will never leave.
+    pub(crate) async fn wait_durable(&mut self) -> Result<(), AppendError> {
         match self.durable.as_mut() {
             Some(d) => d.changed().await,
             None => std::future::pending().await,
@@ -133,12 +136,25 @@ impl Drop for Outbox {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use journal::{Config, Journal, OsStorage};
+
     use super::*;
+
+    /// A real journal in a fresh directory (removed by the caller).
+    fn journal(name: &str) -> (Journal, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("switch-outbox-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (j, _) =
+            Journal::open(Config::new(&dir), Arc::new(OsStorage), |_| Ok(())).expect("open");
+        (j, dir)
+    }
 
     #[tokio::test]
     async fn held_answers_leave_in_order_once_durable() {
-        let (tx, rx) = watch::channel(0u64);
-        let mut o = Outbox::new(Some(rx), 8);
+        let (j, dir) = journal("order");
+        let mut o = Outbox::new(Some(j.durable_watch()), 8);
         o.push(b"a", 0);
         o.push(b"b", 2);
         o.push(b"c", 0); // must not overtake b
@@ -147,14 +163,32 @@ mod tests {
         o.flush(&mut out).await.expect("write");
         assert_eq!(out, b"a");
         assert_eq!(o.held(), 3);
-        tx.send_replace(1);
+        let first = j.append(1, b"one").await.expect("append");
+        assert_eq!(first, 1);
+        j.wait_durable(first).await.expect("durable");
         o.release_durable();
         o.flush(&mut out).await.expect("write");
         assert_eq!(out, b"a", "b (seq 2) still holds c and d back");
-        tx.send_replace(2);
+        let second = j.append(1, b"two").await.expect("append");
+        assert_eq!(second, 2);
         o.drain(&mut out).await;
         assert_eq!(out, b"abcd");
         assert_eq!(o.held(), 0);
+        j.shutdown().expect("shutdown");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_journal_ends_the_wait() {
+        let (j, dir) = journal("stopped");
+        let mut o = Outbox::new(Some(j.durable_watch()), 8);
+        o.push(b"never durable", 5);
+        j.shutdown().expect("shutdown");
+        assert_eq!(o.wait_durable().await, Err(AppendError::Closed));
+        let mut out = Vec::new();
+        o.drain(&mut out).await;
+        assert!(out.is_empty(), "record 5 was never written");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

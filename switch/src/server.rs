@@ -17,7 +17,7 @@ use codecs::framing::{FrameCodec, FrameConfig};
 use codecs::iso8583::Profile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,7 +47,7 @@ pub(crate) struct IsoShared {
     /// `limits.idle_timeout_s`.
     pub(crate) idle_timeout: Duration,
     /// Durable journal sequence, when a journal waits.
-    pub(crate) durable: Option<watch::Receiver<u64>>,
+    pub(crate) durable: Option<journal::DurableWatch>,
 }
 
 /// Accepts connections up to a limit.
@@ -115,6 +115,8 @@ enum End {
     Protocol(&'static str),
     /// Socket error.
     Io,
+    /// The journal stopped (failed, or closed) with answers held for it.
+    Journal,
 }
 
 impl End {
@@ -125,6 +127,7 @@ impl End {
             End::Idle => "idle_timeout",
             End::Protocol(reason) => reason,
             End::Io => "io_error",
+            End::Journal => "journal_stopped",
         }
     }
 }
@@ -206,7 +209,7 @@ impl Handler {
                 },
                 changed = self.outbox.wait_durable(), if waiting => {
                     if changed.is_err() {
-                        return End::Io;
+                        return End::Journal;
                     }
                 }
                 () = &mut idle, if !waiting => {
