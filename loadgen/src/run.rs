@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::clock::unix_ns_now;
 use crate::config::RunConfig;
-use crate::conn::{closed_loop, open_loop, ConnResult, Control, Ctx, Progress, Slot};
+use crate::conn::{closed_loop, open_loop, Conn, ConnResult, Control, Ctx, Progress, Slot};
 use crate::metrics::{scrape, MetricsCheck};
 use crate::pacer::{pace, OpenPlan};
 use crate::stats::{new_histogram, Latency, Summary, Totals};
@@ -91,15 +91,28 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<Summary> {
 /// Connects, runs every connection, returns their results and the time
 /// from start until the last one ended.
 async fn drive(cfg: &RunConfig) -> anyhow::Result<(Vec<ConnResult>, Duration)> {
-    let mut streams = Vec::with_capacity(cfg.connections);
+    let shape = Arc::new(Shape::new(cfg, unix_ns_now())?);
+    let inflight = if cfg.rate_per_s.is_some() {
+        cfg.inflight_max
+    } else {
+        cfg.depth
+    };
+    // Everything a connection needs exists before the clock starts.
+    let mut conns = Vec::with_capacity(cfg.connections);
     for i in 0..cfg.connections {
         let s = TcpStream::connect(cfg.addr)
             .await
             .with_context(|| format!("connection {i} to {}", cfg.addr))?;
         s.set_nodelay(true).context("TCP_NODELAY")?;
-        streams.push(s);
+        let traffic = Traffic::new(Arc::clone(&shape), i, inflight);
+        // Open loop: write batches are sized for at most 64 requests.
+        let batch = if cfg.rate_per_s.is_some() {
+            inflight.min(64)
+        } else {
+            inflight
+        };
+        conns.push(Conn::new(s, traffic, batch));
     }
-    let shape = Arc::new(Shape::new(cfg, unix_ns_now())?);
     let ctx = Ctx {
         start: Instant::now(),
         control: Arc::new(Control::default()),
@@ -112,25 +125,18 @@ async fn drive(cfg: &RunConfig) -> anyhow::Result<(Vec<ConnResult>, Duration)> {
     });
     let slots: Vec<Arc<Slot>> = (0..cfg.connections).map(|_| Arc::default()).collect();
     let mut tasks = Vec::with_capacity(cfg.connections);
-    for (i, stream) in streams.into_iter().enumerate() {
-        let inflight = if plan.is_some() {
-            cfg.inflight_max
-        } else {
-            cfg.depth
-        };
-        let traffic = Traffic::new(Arc::clone(&shape), i, inflight);
+    for (i, conn) in conns.into_iter().enumerate() {
         let ctx = ctx.clone();
         tasks.push(match plan {
             Some(plan) => tokio::spawn(open_loop(
-                stream,
-                traffic,
+                conn,
                 Arc::clone(&slots[i]),
                 plan,
                 i as u64,
                 cfg.inflight_max,
                 ctx,
             )),
-            None => tokio::spawn(closed_loop(stream, traffic, cfg.depth, ctx)),
+            None => tokio::spawn(closed_loop(conn, cfg.depth, ctx)),
         });
     }
     let pacer = plan.map(|plan| {
