@@ -258,7 +258,7 @@ impl Journal {
         let recovered = recover(&*storage, &dir, config.repair, &mut apply)?;
         let next_seq = recovered.report.next_seq;
         let path = dir.join(segment_name(next_seq));
-        let mut file = storage.create(&path).map_err(io(&path))?;
+        let mut file = storage.create_segment(&path).map_err(io(&path))?;
         file.write_all(&segment_header(next_seq))
             .map_err(io(&path))?;
         file.sync().map_err(io(&path))?;

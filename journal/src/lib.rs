@@ -48,7 +48,8 @@ mod writer;
 pub use error::{AppendError, BoxError, Error};
 pub use format::{
     Record, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, FLUSH_INTERVAL_MS_MAX, JOURNAL_QUEUE_DEPTH_MAX,
-    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SNAPSHOT_BYTES_MAX,
+    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_PREALLOC_BYTES,
+    SNAPSHOT_BYTES_MAX,
 };
 pub use journal::{AckMode, Config, DurableWatch, Journal, Status};
 pub use recovery::{

@@ -158,6 +158,10 @@ fn scan_segment(
     let mut offset = SEGMENT_HEADER_BYTES;
     while offset < bytes.len() {
         match decode_frame(&bytes[offset..]) {
+            // Zeros written ahead of the data: the segment's clean end.
+            Frame::Incomplete | Frame::Invalid(_) if all_zeros(&bytes[offset..]) => {
+                return Ok(scan);
+            }
             Frame::Valid { record, bytes: len } if record.seq == scan.next_seq => {
                 f(record).map_err(|e| (record.seq, e))?;
                 scan.records += 1;
@@ -183,6 +187,10 @@ fn scan_segment(
         }
     }
     Ok(scan)
+}
+
+fn all_zeros(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 /// Journal files in a directory, sorted by sequence.

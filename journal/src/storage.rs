@@ -3,8 +3,11 @@
 //! writes and fails on demand.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+use crate::format::{SEGMENT_FILE_BYTES_MAX, SEGMENT_PREALLOC_BYTES};
 
 /// Directory and file operations the journal needs, and nothing more.
 ///
@@ -31,6 +34,15 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     /// The operating system's error.
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Like [`Storage::create`], for a segment: the file may also hold
+    /// zeros after what was written (see [`crate::SEGMENT_PREALLOC_BYTES`]),
+    /// which readers take as the segment's end.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn create_segment(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        self.create(path)
+    }
     /// Cuts `path` to `len` bytes and makes that durable.
     ///
     /// # Errors
@@ -95,12 +107,11 @@ impl Storage for OsStorage {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(Box::new(OsFile { file }))
+        Ok(Box::new(OsFile::create(path, false)?))
+    }
+
+    fn create_segment(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(OsFile::create(path, true)?))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
@@ -122,15 +133,64 @@ impl Storage for OsStorage {
     }
 }
 
-/// A real file; `sync` is fdatasync (the size change is data for it).
+/// Zeros per write call when extending a segment.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// A real file; `sync` is fdatasync (a size change is data for it).
 struct OsFile {
-    /// The open file, positioned at its end.
+    /// The open file.
     file: fs::File,
+    /// Where the next write goes: the end of what was written.
+    pos: u64,
+    /// File size: `pos` plus any zeros written ahead.
+    len: u64,
+    /// Whether to keep zeros written ahead (segments).
+    prealloc: bool,
+}
+
+impl OsFile {
+    fn create(path: &Path, prealloc: bool) -> io::Result<Self> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(OsFile {
+            file,
+            pos: 0,
+            len: 0,
+            prealloc,
+        })
+    }
+
+    /// Keeps at least half of [`SEGMENT_PREALLOC_BYTES`] of zeros after
+    /// `pos`, so most fdatasyncs find the file size unchanged.
+    fn extend(&mut self) -> io::Result<()> {
+        let want = (self.pos + SEGMENT_PREALLOC_BYTES).min(SEGMENT_FILE_BYTES_MAX);
+        if self.len >= self.pos + SEGMENT_PREALLOC_BYTES / 2 || self.len >= want {
+            return Ok(());
+        }
+        let mut at = self.len.max(self.pos);
+        while at < want {
+            // At most ZEROS.len(): fits usize.
+            let n = (want - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.len = want;
+        Ok(())
+    }
 }
 
 impl StorageFile for OsFile {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)
+        self.file.write_all_at(bytes, self.pos)?;
+        self.pos += bytes.len() as u64;
+        self.len = self.len.max(self.pos);
+        if self.prealloc {
+            self.extend()?;
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {

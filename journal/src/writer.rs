@@ -295,7 +295,7 @@ impl Writer {
         }
         let first_seq = self.next_seq;
         let path = self.dir.join(segment_name(first_seq));
-        let mut file = self.storage.create(&path).map_err(io(&path))?;
+        let mut file = self.storage.create_segment(&path).map_err(io(&path))?;
         file.write_all(&segment_header(first_seq))
             .map_err(io(&path))?;
         file.sync().map_err(io(&path))?;

@@ -150,6 +150,54 @@ fn bit_flips_and_zeroed_ranges_are_detected() {
     assert!(detected > 300);
 }
 
+/// Zeros from a frame position to the end of a segment (what the writer
+/// writes ahead of its data) end the segment cleanly, in any segment; a
+/// single other byte after them makes them damage like any other.
+#[test]
+fn zeros_to_the_end_of_a_segment_are_its_end_and_nothing_else_is() {
+    let records = 300;
+    let clean = build(records, None);
+    let segs = segments(&clean.files());
+    assert!(segs.len() >= 4, "workload spans several segments");
+    let mut rng = Rng(SEED ^ 0x5);
+    for (index, (path, bytes)) in segs.iter().enumerate() {
+        let is_last = index + 1 == segs.len();
+        let zeros = 1 + rng.below(5_000) as usize;
+        let mut padded = bytes.clone();
+        padded.resize(bytes.len() + zeros, 0);
+        let mut state = clean.clone();
+        state.set_file(path, padded.clone());
+        let (result, disk) = recover(state, false);
+        assert_eq!(
+            result.unwrap(),
+            records,
+            "{} + {zeros} zeros",
+            path.display()
+        );
+        assert!(verify(&disk, Path::new(DIR)).unwrap().is_clean());
+        assert_eq!(disk.state().files()[path], padded, "zeros left in place");
+
+        // One non-zero byte anywhere in the zeros: the frame that starts
+        // there fails its check and no valid frame follows.
+        let at = bytes.len() + rng.below(zeros as u64) as usize;
+        let mut dirty = padded;
+        dirty[at] = 1 + rng.below(255) as u8;
+        let mut state = clean.clone();
+        state.set_file(path, dirty);
+        let (result, disk) = recover(state, false);
+        if is_last {
+            // A torn tail: cut back to the last whole frame.
+            assert_eq!(result.unwrap(), records);
+            assert_eq!(disk.state().files()[path], *bytes, "cut at the zeros");
+        } else {
+            match result {
+                Err(Error::Corruption { file, .. }) => assert_eq!(&file, path),
+                other => panic!("{}: byte at {at} not detected: {other:?}", path.display()),
+            }
+        }
+    }
+}
+
 #[test]
 fn corrupt_snapshot_stops_the_start() {
     let clean = build(100, Some(64));
