@@ -89,12 +89,19 @@ fn segments(files: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
-#[test]
-fn bit_flips_and_zeroed_ranges_are_detected() {
+/// A clean journal of 300 records over several segments: the record count,
+/// the image and its segments.
+fn several_segments() -> (u64, State, Vec<(PathBuf, Vec<u8>)>) {
     let records = 300;
     let clean = build(records, None);
     let segs = segments(&clean.files());
     assert!(segs.len() >= 4, "workload spans several segments");
+    (records, clean, segs)
+}
+
+#[test]
+fn bit_flips_and_zeroed_ranges_are_detected() {
+    let (records, clean, segs) = several_segments();
     let mut rng = Rng(SEED);
     let (mut detected, mut truncated) = (0, 0);
     for case in 0..400 {
@@ -155,10 +162,7 @@ fn bit_flips_and_zeroed_ranges_are_detected() {
 /// single other byte after them makes them damage like any other.
 #[test]
 fn zeros_to_the_end_of_a_segment_are_its_end_and_nothing_else_is() {
-    let records = 300;
-    let clean = build(records, None);
-    let segs = segments(&clean.files());
-    assert!(segs.len() >= 4, "workload spans several segments");
+    let (records, clean, segs) = several_segments();
     let mut rng = Rng(SEED ^ 0x5);
     for (index, (path, bytes)) in segs.iter().enumerate() {
         let is_last = index + 1 == segs.len();

@@ -178,16 +178,19 @@ fn prefaulted_histogram() -> Histogram<u32> {
 pub(crate) struct Conn {
     io: Io,
     traffic: Traffic,
-    send_lag: Histogram<u32>,
+    /// Open loop only.
+    send_lag: Option<Histogram<u32>>,
 }
 
 impl Conn {
-    /// Prepares a connection whose write buffer holds `batch` requests.
-    pub(crate) fn new(stream: TcpStream, traffic: Traffic, batch: usize) -> Self {
+    /// Prepares a connection that keeps up to `inflight` requests in
+    /// flight; an open-loop one writes them in batches of at most 64.
+    pub(crate) fn new(stream: TcpStream, traffic: Traffic, inflight: usize, open: bool) -> Self {
+        let batch = if open { inflight.min(64) } else { inflight };
         Conn {
             io: Io::new(stream, batch),
             traffic,
-            send_lag: prefaulted_histogram(),
+            send_lag: open.then(prefaulted_histogram),
         }
     }
 }
@@ -253,8 +256,9 @@ pub(crate) async fn open_loop(
     let Conn {
         mut io,
         mut traffic,
-        mut send_lag,
+        send_lag,
     } = prepared;
+    let mut send_lag = send_lag.unwrap_or_else(prefaulted_histogram);
     let total = plan.sends_for(conn);
     let mut sent = 0u64;
     let mut late_sends = 0u64;

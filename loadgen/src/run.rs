@@ -92,11 +92,8 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<Summary> {
 /// from start until the last one ended.
 async fn drive(cfg: &RunConfig) -> anyhow::Result<(Vec<ConnResult>, Duration)> {
     let shape = Arc::new(Shape::new(cfg, unix_ns_now())?);
-    let inflight = if cfg.rate_per_s.is_some() {
-        cfg.inflight_max
-    } else {
-        cfg.depth
-    };
+    let open = cfg.rate_per_s.is_some();
+    let inflight = if open { cfg.inflight_max } else { cfg.depth };
     // Everything a connection needs exists before the clock starts.
     let mut conns = Vec::with_capacity(cfg.connections);
     for i in 0..cfg.connections {
@@ -105,13 +102,7 @@ async fn drive(cfg: &RunConfig) -> anyhow::Result<(Vec<ConnResult>, Duration)> {
             .with_context(|| format!("connection {i} to {}", cfg.addr))?;
         s.set_nodelay(true).context("TCP_NODELAY")?;
         let traffic = Traffic::new(Arc::clone(&shape), i, inflight);
-        // Open loop: write batches are sized for at most 64 requests.
-        let batch = if cfg.rate_per_s.is_some() {
-            inflight.min(64)
-        } else {
-            inflight
-        };
-        conns.push(Conn::new(s, traffic, batch));
+        conns.push(Conn::new(s, traffic, inflight, open));
     }
     let ctx = Ctx {
         start: Instant::now(),
