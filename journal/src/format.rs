@@ -27,9 +27,8 @@ pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
 /// Zeros the writer keeps written ahead of a segment's data (at least half
 /// this, at most this; never past the largest segment file recovery reads).
 /// Each extension's fdatasync carries the size change; the ones between
-/// carry data only: on the project's 2-core test VM (ext4), a 1 KB write
-/// and fdatasync took 115-130 µs instead of 186-194 µs, with 5.2 KB written
-/// to the disk instead of 9.1 KB (no journal commit for the size).
+/// carry data only (no file-system journal commit for a size): measured in
+/// docs/journal.md, "Zeros ahead" (`benches/fsync_probe.py` runs both ways).
 pub const SEGMENT_PREALLOC_BYTES: u64 = 1 << 20;
 /// Smallest segment size a [`crate::Config`] may ask for (tests use small
 /// segments to exercise rotation).

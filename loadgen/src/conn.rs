@@ -178,8 +178,9 @@ fn prefaulted_histogram() -> Histogram<u32> {
 pub(crate) struct Conn {
     io: Io,
     traffic: Traffic,
-    /// Open loop only.
-    send_lag: Option<Histogram<u32>>,
+    /// Open loop: how late each send was written (closed loop: unused,
+    /// and left unmapped).
+    send_lag: Histogram<u32>,
 }
 
 impl Conn {
@@ -190,7 +191,11 @@ impl Conn {
         Conn {
             io: Io::new(stream, batch),
             traffic,
-            send_lag: open.then(prefaulted_histogram),
+            send_lag: if open {
+                prefaulted_histogram()
+            } else {
+                new_histogram()
+            },
         }
     }
 }
@@ -256,9 +261,8 @@ pub(crate) async fn open_loop(
     let Conn {
         mut io,
         mut traffic,
-        send_lag,
+        mut send_lag,
     } = prepared;
-    let mut send_lag = send_lag.unwrap_or_else(prefaulted_histogram);
     let total = plan.sends_for(conn);
     let mut sent = 0u64;
     let mut late_sends = 0u64;
