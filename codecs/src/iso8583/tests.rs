@@ -317,3 +317,16 @@ proptest::proptest! {
         proptest::prop_assert_eq!(content_ok(FieldType::Ans, &value), all_in(&value, CLASS_ANS));
     }
 }
+
+proptest::proptest! {
+    /// A short value loaded with overlapping loads is its bytes, first
+    /// byte lowest, zeros past its end, at every length under a word.
+    #[test]
+    fn short_word_is_the_bytes_in_order(value in proptest::collection::vec(proptest::num::u8::ANY, 0..8)) {
+        let expected = value
+            .iter()
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+        proptest::prop_assert_eq!(short_word(&value), expected);
+    }
+}

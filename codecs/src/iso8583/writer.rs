@@ -4,7 +4,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::error::{EncodeError, EncodeErrorKind};
 use super::spec::{BinaryEncoding, FieldType, LenKind, Profile};
-use super::{content_ok, Mti, MESSAGE_BYTES_MAX};
+use super::{content_ok, short_word, Mti, MESSAGE_BYTES_MAX};
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -223,10 +223,9 @@ fn put_raw(buf: &mut BytesMut, value: &[u8]) {
             return;
         }
     } else if !value.is_empty() {
-        // Under 8 bytes: shifted into a word whose first bytes are the value
-        // (big-endian), written whole, the unused tail cut off.
-        let word = value.iter().fold(0u64, |w, &b| (w << 8) | u64::from(b));
-        buf.put_u64(word << (8 * (8 - len)));
+        // Under 8 bytes: loaded into a word whose first lanes are the value,
+        // written whole, the unused tail cut off.
+        buf.put_u64_le(short_word(value));
         buf.truncate(buf.len() - (8 - len));
         return;
     }
