@@ -263,10 +263,11 @@ fn slice_words_ok(content: &[u8], word_ok: impl Fn(u64) -> bool) -> bool {
 #[inline(always)]
 pub(crate) fn short_word(content: &[u8]) -> u64 {
     let len = content.len();
+    debug_assert!(len < 8, "callers pass under a word");
     if let (Some(head), Some(tail)) = (content.first_chunk::<4>(), content.last_chunk::<4>()) {
         // len is 4..=7: the tail's shift is at most 24 bits.
         u64::from(u32::from_le_bytes(*head))
-            | u64::from(u32::from_le_bytes(*tail)) << (8 * (len.min(8) - 4))
+            | u64::from(u32::from_le_bytes(*tail)) << (8 * (len - 4))
     } else if let (Some(&first), Some(&mid), Some(&last)) =
         (content.first(), content.get(len / 2), content.last())
     {
