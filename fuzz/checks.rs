@@ -118,10 +118,15 @@ fn exercise(m: &Message<'_>) {
         m.mti().without_repeat(),
     );
     let mut scratch = [0u8; BINARY_BYTES_MAX];
+    assert!(
+        m.fields().map(|(n, _)| n).eq(m.bitmap().fields()),
+        "the walk and the bitmap name different fields"
+    );
     for (n, raw) in m.fields() {
         let Some(spec) = profile.field(n) else {
             panic!("field {n} decoded but not in the dictionary");
         };
+        assert_eq!(m.raw(n), Some(raw), "field {n}: by number and by walk");
         let r = raw.as_ptr_range();
         assert!(
             buf.start <= r.start && r.end <= buf.end,

@@ -33,13 +33,14 @@ fn alphabet(ty: FieldType) -> Vec<u8> {
     }
 }
 
-/// A valid value for field `n`: its length and content follow the dictionary.
-fn value(n: u8) -> BoxedStrategy<Vec<u8>> {
+/// A valid value for field `n`: its length and content follow the
+/// dictionary, a variable field at most `var_max` long.
+fn value(n: u8, var_max: usize) -> BoxedStrategy<Vec<u8>> {
     let spec = DICTIONARY_1987[usize::from(n)];
     let max = usize::from(spec.max_len);
     let len = match spec.len {
         LenKind::Fixed => max..=max,
-        LenKind::LlVar | LenKind::LllVar => 0..=max,
+        LenKind::LlVar | LenKind::LllVar => 0..=max.min(var_max),
     };
     match spec.ty {
         FieldType::B => prop::collection::vec(any::<u8>(), len).boxed(),
@@ -58,10 +59,19 @@ fn value(n: u8) -> BoxedStrategy<Vec<u8>> {
 
 /// An MTI and up to [`FIELDS_MAX`] fields in ascending order.
 fn message() -> impl Strategy<Value = (Mti, Vec<(u8, Vec<u8>)>)> {
+    message_of(0..=FIELDS_MAX, usize::MAX)
+}
+
+/// An MTI and `count` fields in ascending order, variable ones at most
+/// `var_max` long.
+fn message_of(
+    count: std::ops::RangeInclusive<usize>,
+    var_max: usize,
+) -> impl Strategy<Value = (Mti, Vec<(u8, Vec<u8>)>)> {
     let mti = "[0-9]{4}".prop_map(|s| Mti::parse(&s).expect("4 digits"));
-    let fields = prop::collection::btree_set(2u8..=128, 0..=FIELDS_MAX).prop_flat_map(|set| {
+    let fields = prop::collection::btree_set(2u8..=128, count).prop_flat_map(move |set| {
         set.into_iter()
-            .map(|n| value(n).prop_map(move |v| (n, v)))
+            .map(|n| value(n, var_max).prop_map(move |v| (n, v)))
             .collect::<Vec<_>>()
     });
     (mti, fields)
@@ -81,24 +91,51 @@ fn profiles() -> impl Strategy<Value = &'static Profile> {
     select(Profile::ALL.to_vec())
 }
 
+/// Decodes `wire` and checks it holds `mti` and `fields`, read by walking
+/// the message and by field number.
+fn assert_decodes_to(
+    profile: &'static Profile,
+    wire: &[u8],
+    mti: Mti,
+    fields: &[(u8, Vec<u8>)],
+) -> Result<(), TestCaseError> {
+    let m = Message::decode(profile, wire).expect("decodes");
+    prop_assert_eq!(m.mti(), mti);
+    prop_assert_eq!(m.bitmap().has(1), fields.iter().any(|(n, _)| *n > 64));
+    let mut scratch = [0u8; 999];
+    let mut logical = |n: u8, raw: &[u8]| match m.binary(n) {
+        Some(b) => b.bytes(&mut scratch).expect("hex").to_vec(),
+        None => raw.to_vec(),
+    };
+    let decoded: Vec<(u8, Vec<u8>)> = m.fields().map(|(n, raw)| (n, logical(n, raw))).collect();
+    prop_assert_eq!(&decoded, fields);
+    for (n, v) in fields.iter().rev() {
+        let raw = m.raw(*n).expect("present");
+        prop_assert_eq!(&logical(*n, raw), v, "field {}", n);
+    }
+    Ok(())
+}
+
 proptest! {
     #[test]
     fn valid_messages_round_trip((mti, fields) in message(), profile in profiles()) {
         let wire = encode(profile, mti, &fields);
-        let m = Message::decode(profile, &wire).expect("decodes");
-        prop_assert_eq!(m.mti(), mti);
-        prop_assert_eq!(m.bitmap().has(1), fields.iter().any(|(n, _)| *n > 64));
-        let mut scratch = [0u8; 999];
-        let decoded: Vec<(u8, Vec<u8>)> = m
-            .fields()
-            .map(|(n, raw)| match m.binary(n) {
-                Some(b) => (n, b.bytes(&mut scratch).expect("hex").to_vec()),
-                None => (n, raw.to_vec()),
-            })
-            .collect();
-        prop_assert_eq!(&decoded, &fields);
+        assert_decodes_to(profile, &wire, mti, &fields)?;
         // Encoding is deterministic and the decoder's checks all hold.
         prop_assert_eq!(encode(profile, mti, &fields), wire.clone());
+        checks::iso_decode(profile, &wire);
+        checks::iso_round_trip(profile, &wire);
+    }
+
+    /// Messages with more fields than a `Message` keeps offsets for, up to
+    /// all 127: the later ones are found by walking on.
+    #[test]
+    fn messages_with_many_fields_round_trip(
+        (mti, fields) in message_of(30..=127, 12),
+        profile in profiles(),
+    ) {
+        let wire = encode(profile, mti, &fields);
+        assert_decodes_to(profile, &wire, mti, &fields)?;
         checks::iso_decode(profile, &wire);
         checks::iso_round_trip(profile, &wire);
     }

@@ -8,7 +8,7 @@
 pub struct Bitmap(pub u128);
 
 impl Bitmap {
-    const fn mask(n: u8) -> u128 {
+    pub(crate) const fn mask(n: u8) -> u128 {
         1u128 << (128 - n as u32)
     }
 

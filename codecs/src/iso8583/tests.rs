@@ -229,6 +229,91 @@ fn lenient_decode_skips_bad_content_and_keeps_the_rest() {
     assert!(Message::decode_lenient(p, b"01").is_err());
 }
 
+/// Every data element 2..=128 with a valid value: fixed fields full,
+/// variable ones `n % 9` long, so lengths differ from field to field.
+fn every_field() -> Vec<(u8, Vec<u8>)> {
+    (2u8..=128)
+        .map(|n| {
+            let spec = DICTIONARY_1987[usize::from(n)];
+            let len = match spec.len {
+                LenKind::Fixed => usize::from(spec.max_len),
+                _ => usize::from(n % 9).min(usize::from(spec.max_len)),
+            };
+            let mut v = vec![
+                match spec.ty {
+                    FieldType::N | FieldType::XN | FieldType::Z => b'0' + n % 10,
+                    FieldType::An => b'A' + n % 26,
+                    FieldType::Ans => b'!' + n % 90,
+                    FieldType::B => n,
+                };
+                len
+            ];
+            if let (FieldType::XN, Some(sign)) = (spec.ty, v.first_mut()) {
+                *sign = b'C';
+            }
+            (n, v)
+        })
+        .collect()
+}
+
+/// Field `n`'s content as `m` gives it: raw bytes for binary fields.
+fn logical(m: &Message<'_>, n: u8, raw: &[u8]) -> Vec<u8> {
+    let mut scratch = [0u8; 999];
+    match m.binary(n) {
+        Some(b) => b.bytes(&mut scratch).expect("hex").to_vec(),
+        None => raw.to_vec(),
+    }
+}
+
+#[test]
+fn fields_past_the_kept_offsets_are_found() {
+    for profile in Profile::ALL {
+        let fields = every_field();
+        let mut buf = BytesMut::new();
+        let mut w = MessageWriter::new(&mut buf, profile, Mti::parse("0100").expect("mti"));
+        for (n, v) in &fields {
+            w.field(*n, v).expect("a valid value");
+        }
+        w.finish().expect("fits");
+        let m = Message::decode(profile, &buf).expect("decodes");
+        // Each field by number, in an order that is not the wire's, and
+        // all of them by one walk.
+        for (n, v) in fields.iter().rev() {
+            let raw = m.raw(*n).expect("present");
+            assert_eq!(&logical(&m, *n, raw), v, "field {n}");
+        }
+        let walked: Vec<(u8, Vec<u8>)> = m.fields().map(|(n, r)| (n, logical(&m, n, r))).collect();
+        assert_eq!(walked, fields);
+
+        // A bad field at each side of the last kept offset, and far past
+        // it: the lenient decode drops that field only.
+        for bad in [31usize, 32, 33, 40, 126] {
+            let (n, _) = fields[bad];
+            let Some(spec) = profile.field(n) else {
+                panic!("field {n}");
+            };
+            let raw = m.raw(n).expect("present");
+            if raw.is_empty() || (spec.ty == FieldType::B && profile.binary == BinaryEncoding::Raw)
+            {
+                continue;
+            }
+            let at = raw.as_ptr() as usize - buf.as_ptr() as usize;
+            let mut wire = buf.to_vec();
+            wire[at] = 0x01;
+            let (l, err) = Message::decode_lenient(profile, &wire).expect("header readable");
+            assert_eq!(err.map(|e| e.field), Some(n), "rank {bad}");
+            assert!(!l.has(n) && l.raw(n).is_none(), "rank {bad}");
+            let expected: Vec<_> = fields.iter().filter(|(f, _)| *f != n).cloned().collect();
+            let walked: Vec<_> = l.fields().map(|(f, r)| (f, logical(&l, f, r))).collect();
+            assert_eq!(walked, expected, "rank {bad}");
+            for (f, v) in &expected {
+                let raw = l.raw(*f).expect("present");
+                assert_eq!(&logical(&l, *f, raw), v, "rank {bad}, field {f}");
+            }
+        }
+    }
+}
+
 #[test]
 fn word_checks_agree_with_the_byte_table() {
     // Every length up to 20 (short, whole-word and overlapping tails),
