@@ -106,7 +106,7 @@ impl std::fmt::Debug for Mti {
 
 /// Whether `content` is allowed in a text field of type `ty` (binary
 /// content is always allowed).
-#[inline]
+#[inline(always)]
 pub(crate) fn content_ok(ty: FieldType, content: &[u8]) -> bool {
     match ty {
         // The usual types a word at a time, like the decoder.

@@ -105,3 +105,97 @@ pub(crate) fn precomputed(profile: &Profile) -> Option<&'static Plans> {
         BinaryEncoding::Hex => &PLANS_1987_HEX,
     })
 }
+
+/// One field as the writer sees it under one profile: the length test is
+/// one comparison, and numbers that are not fields fail it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WritePlan {
+    /// Shortest value allowed, in bytes (content, before any hex): the
+    /// length of a fixed field, 0 for a variable one, and `u16::MAX` for
+    /// field numbers 0 and 1, which no value fits.
+    pub(crate) min_len: u16,
+    /// Longest value allowed minus the shortest.
+    pub(crate) span: u16,
+    /// Digits of the length prefix; 0 for fixed fields.
+    pub(crate) prefix_digits: u8,
+    /// Binary content written as two hex characters per byte.
+    pub(crate) hex: bool,
+    /// The dictionary type, for the content check.
+    pub(crate) ty: FieldType,
+}
+
+impl WritePlan {
+    /// The plan of field `n` of `fields` with binary content in `binary`.
+    #[allow(clippy::indexing_slicing, reason = "callers pass n < 129")]
+    pub(crate) const fn new(fields: &[FieldSpec; 129], n: usize, binary: BinaryEncoding) -> Self {
+        let spec = &fields[n];
+        let fixed = matches!(spec.len, super::spec::LenKind::Fixed);
+        let min_len = if n < 2 {
+            u16::MAX
+        } else if fixed {
+            spec.max_len
+        } else {
+            0
+        };
+        WritePlan {
+            min_len,
+            span: if n < 2 { 0 } else { spec.max_len - min_len },
+            prefix_digits: spec.len.prefix_digits() as u8,
+            hex: matches!(spec.ty, FieldType::B) && matches!(binary, BinaryEncoding::Hex),
+            ty: spec.ty,
+        }
+    }
+
+    /// Whether a value of `len` bytes has an allowed length.
+    #[inline(always)]
+    pub(crate) fn len_ok(self, len: usize) -> bool {
+        len.wrapping_sub(usize::from(self.min_len)) <= usize::from(self.span)
+    }
+
+    /// The plans of every field of `fields` (0 and 1 fit no value).
+    #[allow(clippy::indexing_slicing, reason = "i < 129 indexes 129-entry arrays")]
+    pub(crate) const fn table(fields: &[FieldSpec; 129], binary: BinaryEncoding) -> WritePlans {
+        let mut out = [WritePlan::new(fields, 0, binary); 129];
+        let mut i = 1;
+        while i < 129 {
+            out[i] = WritePlan::new(fields, i, binary);
+            i += 1;
+        }
+        out
+    }
+
+    /// The plan of field `n` of `profile`: from the precomputed table when
+    /// there is one, else worked out from the dictionary.
+    #[inline(always)]
+    pub(crate) fn of(table: Option<&'static WritePlans>, profile: &Profile, n: u8) -> Option<Self> {
+        match table {
+            Some(plans) => plans.get(usize::from(n)).copied(),
+            None if n <= 128 => Some(WritePlan::new(
+                profile.fields,
+                usize::from(n),
+                profile.binary,
+            )),
+            None => None,
+        }
+    }
+}
+
+/// A write plan per field number.
+pub(crate) type WritePlans = [WritePlan; 129];
+
+/// [`DICTIONARY_1987`] with raw binary fields, for the writer.
+static WRITE_1987_RAW: WritePlans = WritePlan::table(&DICTIONARY_1987, BinaryEncoding::Raw);
+/// [`DICTIONARY_1987`] with hex binary fields, for the writer.
+static WRITE_1987_HEX: WritePlans = WritePlan::table(&DICTIONARY_1987, BinaryEncoding::Hex);
+
+/// The precomputed write plans of `profile`, when it uses the 1987
+/// dictionary; `None` for other dictionaries.
+pub(crate) fn precomputed_write(profile: &Profile) -> Option<&'static WritePlans> {
+    if !std::ptr::eq(profile.fields, &DICTIONARY_1987) {
+        return None;
+    }
+    Some(match profile.binary {
+        BinaryEncoding::Raw => &WRITE_1987_RAW,
+        BinaryEncoding::Hex => &WRITE_1987_HEX,
+    })
+}

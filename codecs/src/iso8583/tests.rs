@@ -182,6 +182,69 @@ fn writer_refuses_bad_values_and_stays_usable() {
 }
 
 #[test]
+fn writer_appends_to_what_is_in_the_buffer() {
+    // What was in the buffer stays; an unfinished writer leaves the MTI,
+    // the bitmap room and the fields written, nothing of a refused one; a
+    // finished one leaves the message only, however large.
+    for profile in Profile::ALL {
+        let half = 8 * Profile::binary_unit(profile.bitmap);
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        let mut w = MessageWriter::new(&mut buf, profile, Mti::parse("0100").expect("mti"));
+        w.field(2, b"4111111111111111").expect("valid");
+        assert!(w.field(3, b"x").is_err());
+        let mut expected = b"keep0100".to_vec();
+        expected.extend(std::iter::repeat_n(0u8, 2 * half));
+        expected.extend_from_slice(b"164111111111111111");
+        assert_eq!(&buf[..], &expected[..]);
+
+        buf.clear();
+        buf.extend_from_slice(b"keep");
+        let mut w = MessageWriter::new(&mut buf, profile, Mti::parse("0100").expect("mti"));
+        for n in [46, 47, 48, 56, 57, 58, 59] {
+            w.field(n, &[b'7'; 90]).expect("valid");
+        }
+        let len = w.finish().expect("fits");
+        assert_eq!(buf.len(), 4 + len);
+        assert_eq!(&buf[..4], b"keep");
+        let m = Message::decode(profile, &buf[4..]).expect("decodes");
+        assert_eq!(m.fields().count(), 7);
+        assert!(m.fields().all(|(_, v)| v == [b'7'; 90]));
+    }
+}
+
+#[test]
+fn write_plans_follow_the_dictionary() {
+    // Every field number (and the numbers around them), every length up
+    // to 1,000, from the precomputed table and worked out on the spot.
+    for profile in Profile::ALL {
+        let table = plan::precomputed_write(profile);
+        assert!(table.is_some());
+        for n in 0..=130u8 {
+            for len in 0..=1000usize {
+                let expected = profile.field(n).is_some_and(|spec| match spec.len {
+                    LenKind::Fixed => len == usize::from(spec.max_len),
+                    _ => len <= usize::from(spec.max_len),
+                });
+                for t in [table, None] {
+                    let got = plan::WritePlan::of(t, profile, n).is_some_and(|p| p.len_ok(len));
+                    assert_eq!(got, expected, "field {n}, {len} bytes");
+                }
+            }
+            if let (Some(p), Some(spec)) =
+                (plan::WritePlan::of(table, profile, n), profile.field(n))
+            {
+                assert_eq!(p.ty, spec.ty);
+                assert_eq!(usize::from(p.prefix_digits), spec.len.prefix_digits());
+                assert_eq!(
+                    p.hex,
+                    spec.ty == FieldType::B && profile.binary == BinaryEncoding::Hex
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn mti_helpers() {
     let m = Mti::parse("0101").expect("mti");
     assert!(m.is_repeat() && m.is_request());

@@ -3,7 +3,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::error::{EncodeError, EncodeErrorKind};
-use super::spec::{BinaryEncoding, FieldType, LenKind, Profile};
+use super::plan::{self, WritePlan, WritePlans};
+use super::spec::{FieldType, LenKind, Profile};
 use super::{content_ok, short_word, Mti, MESSAGE_BYTES_MAX};
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -20,11 +21,18 @@ pub struct MessageWriter<'b> {
     buf: &'b mut BytesMut,
     /// Dictionary and encodings.
     profile: &'static Profile,
+    /// The profile's write plans, when precomputed (every built-in
+    /// profile's are).
+    plans: Option<&'static WritePlans>,
     /// Offset of the MTI in `buf`.
     start: usize,
-    /// Fields written so far, primary then secondary half: two `u64`s set
-    /// more cheaply than one `u128`.
-    halves: [u64; 2],
+    /// Fields written so far, the primary bitmap's (field `n` at bit
+    /// `64 - n`) and the secondary's (bit `128 - n`): two words kept in
+    /// registers, where an array of two was kept in memory and a `u128`
+    /// took a dozen instructions per field to shift.
+    primary: u64,
+    /// See `primary`.
+    secondary: u64,
     /// Last field written, to enforce ascending order.
     last: u8,
 }
@@ -38,8 +46,10 @@ impl<'b> MessageWriter<'b> {
         MessageWriter {
             buf,
             profile,
+            plans: plan::precomputed_write(profile),
             start,
-            halves: [0; 2],
+            primary: 0,
+            secondary: 0,
             last: 1,
         }
     }
@@ -54,27 +64,21 @@ impl<'b> MessageWriter<'b> {
     // restoring registers) was a tenth of an encode.
     #[inline]
     pub fn field(&mut self, n: u8, value: &[u8]) -> Result<&mut Self, EncodeError> {
-        let spec = match self.profile.field(n) {
-            Some(spec) if n > self.last => *spec,
-            _ => return Err(self.refusal(n, value)),
-        };
         let len = value.len();
-        let max = usize::from(spec.max_len);
-        let len_ok = match spec.len {
-            LenKind::Fixed => len == max,
-            LenKind::LlVar | LenKind::LllVar => len <= max,
+        // Order, field number, length and content in one test, so the
+        // usual path has one branch; the reason is worked out again, out
+        // of line, only when a field is refused. Numbers 0 and 1 fit no
+        // length; numbers over 128 have no plan.
+        let plan = match WritePlan::of(self.plans, self.profile, n) {
+            Some(plan) if n > self.last && plan.len_ok(len) && content_ok(plan.ty, value) => plan,
+            _ => return Err(refusal(self.profile, self.last, n, value)),
         };
-        // One test for both, so the usual path has one branch; the reason
-        // is worked out again, out of line, only when a field is refused.
-        if !(len_ok && content_ok(spec.ty, value)) {
-            return Err(self.refusal(n, value));
-        }
-        let hex = spec.ty == FieldType::B && self.profile.binary == BinaryEncoding::Hex;
+        let hex = plan.hex;
         let wire_len = if hex { len * 2 } else { len };
-        match spec.len {
-            LenKind::Fixed => {}
-            LenKind::LlVar => put_digits::<2>(self.buf, wire_len),
-            LenKind::LllVar => put_digits::<3>(self.buf, wire_len),
+        match plan.prefix_digits {
+            0 => {}
+            2 => put_digits::<2>(self.buf, wire_len),
+            _ => put_digits::<3>(self.buf, wire_len),
         }
         if hex {
             put_hex(self.buf, value);
@@ -82,40 +86,14 @@ impl<'b> MessageWriter<'b> {
             put_raw(self.buf, value);
         }
         // n is 2..=128 here (a field of the dictionary).
-        let bit = usize::from(n - 1);
-        if let Some(half) = self.halves.get_mut(bit >> 6) {
-            *half |= 1u64 << (63 - (bit & 63));
+        let bit = 1u64 << ((128 - u32::from(n)) & 63);
+        if n <= 64 {
+            self.primary |= bit;
+        } else {
+            self.secondary |= bit;
         }
         self.last = n;
         Ok(self)
-    }
-
-    /// Why field `n` with `value` is refused: out of order or not a field,
-    /// then the length, then the content.
-    #[cold]
-    #[inline(never)]
-    fn refusal(&self, n: u8, value: &[u8]) -> EncodeError {
-        let err = |kind| EncodeError { field: n, kind };
-        if n <= self.last {
-            return err(EncodeErrorKind::OutOfOrder);
-        }
-        let Some(spec) = self.profile.field(n) else {
-            return err(EncodeErrorKind::NotAField);
-        };
-        let actual = u16::try_from(value.len()).unwrap_or(u16::MAX);
-        match spec.len {
-            LenKind::Fixed if actual != spec.max_len => err(EncodeErrorKind::WrongLength {
-                expected: spec.max_len,
-                actual,
-            }),
-            LenKind::LlVar | LenKind::LllVar if actual > spec.max_len => {
-                err(EncodeErrorKind::TooLong {
-                    max: spec.max_len,
-                    actual,
-                })
-            }
-            _ => err(EncodeErrorKind::BadContent(spec.ty)),
-        }
     }
 
     /// Appends a fixed numeric field from a number, zero-padded.
@@ -164,7 +142,7 @@ impl<'b> MessageWriter<'b> {
     pub fn finish(self) -> Result<usize, EncodeError> {
         let half = 8 * Profile::binary_unit(self.profile.bitmap);
         let bitmap_at = self.start + 4;
-        let [mut primary, secondary] = self.halves;
+        let (mut primary, secondary) = (self.primary, self.secondary);
         if secondary != 0 {
             primary |= 1 << 63;
             write_bitmap(
@@ -190,6 +168,36 @@ impl<'b> MessageWriter<'b> {
             });
         }
         Ok(len)
+    }
+}
+
+/// Why field `n` with `value` is refused after field `last`: out of order
+/// or not a field, then the length, then the content. Out of line, and
+/// given values rather than the writer, so that the writer's address is
+/// not taken and it can stay in registers.
+#[cold]
+#[inline(never)]
+fn refusal(profile: &Profile, last: u8, n: u8, value: &[u8]) -> EncodeError {
+    let err = |kind| EncodeError { field: n, kind };
+    if n <= last {
+        return err(EncodeErrorKind::OutOfOrder);
+    }
+    let Some(spec) = profile.field(n) else {
+        return err(EncodeErrorKind::NotAField);
+    };
+    let actual = u16::try_from(value.len()).unwrap_or(u16::MAX);
+    match spec.len {
+        LenKind::Fixed if actual != spec.max_len => err(EncodeErrorKind::WrongLength {
+            expected: spec.max_len,
+            actual,
+        }),
+        LenKind::LlVar | LenKind::LllVar if actual > spec.max_len => {
+            err(EncodeErrorKind::TooLong {
+                max: spec.max_len,
+                actual,
+            })
+        }
+        _ => err(EncodeErrorKind::BadContent(spec.ty)),
     }
 }
 
