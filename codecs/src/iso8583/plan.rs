@@ -5,7 +5,7 @@
 //! branches on the field type or the binary encoding; the built-in
 //! profiles have their plans as `static` data.
 
-use super::spec::{BinaryEncoding, FieldSpec, FieldType, Profile, DICTIONARY_1987};
+use super::spec::{BinaryEncoding, FieldSpec, FieldType, LenKind, Profile, DICTIONARY_1987};
 
 /// How a field's content is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,12 +97,18 @@ static PLANS_1987_HEX: Plans = FieldPlan::table(&DICTIONARY_1987, BinaryEncoding
 /// The precomputed plans of `profile`, when it uses the 1987 dictionary
 /// (every built-in profile does); `None` for other dictionaries.
 pub(crate) fn precomputed(profile: &Profile) -> Option<&'static Plans> {
+    of_1987(profile, &PLANS_1987_RAW, &PLANS_1987_HEX)
+}
+
+/// `raw` or `hex` after `profile`'s binary encoding, when `profile` uses
+/// the 1987 dictionary; `None` for other dictionaries.
+fn of_1987<T>(profile: &Profile, raw: &'static T, hex: &'static T) -> Option<&'static T> {
     if !std::ptr::eq(profile.fields, &DICTIONARY_1987) {
         return None;
     }
     Some(match profile.binary {
-        BinaryEncoding::Raw => &PLANS_1987_RAW,
-        BinaryEncoding::Hex => &PLANS_1987_HEX,
+        BinaryEncoding::Raw => raw,
+        BinaryEncoding::Hex => hex,
     })
 }
 
@@ -129,7 +135,7 @@ impl WritePlan {
     #[allow(clippy::indexing_slicing, reason = "callers pass n < 129")]
     pub(crate) const fn new(fields: &[FieldSpec; 129], n: usize, binary: BinaryEncoding) -> Self {
         let spec = &fields[n];
-        let fixed = matches!(spec.len, super::spec::LenKind::Fixed);
+        let fixed = matches!(spec.len, LenKind::Fixed);
         let min_len = if n < 2 {
             u16::MAX
         } else if fixed {
@@ -191,11 +197,5 @@ static WRITE_1987_HEX: WritePlans = WritePlan::table(&DICTIONARY_1987, BinaryEnc
 /// The precomputed write plans of `profile`, when it uses the 1987
 /// dictionary; `None` for other dictionaries.
 pub(crate) fn precomputed_write(profile: &Profile) -> Option<&'static WritePlans> {
-    if !std::ptr::eq(profile.fields, &DICTIONARY_1987) {
-        return None;
-    }
-    Some(match profile.binary {
-        BinaryEncoding::Raw => &WRITE_1987_RAW,
-        BinaryEncoding::Hex => &WRITE_1987_HEX,
-    })
+    of_1987(profile, &WRITE_1987_RAW, &WRITE_1987_HEX)
 }
