@@ -122,11 +122,37 @@ impl Default for IsoSettings {
 pub struct Limits {
     /// Open connections per listener; more are refused.
     pub connections_max: usize,
+    /// Open connections per listener from one IP address; more are
+    /// refused, so one address cannot take every slot. Above
+    /// `connections_max` it has no effect.
+    pub connections_per_address_max: usize,
     /// Requests read but not yet answered per connection; reading stops
     /// at the limit.
     pub inflight_per_connection_max: usize,
-    /// A connection with no traffic for this long is closed.
+    /// A connection with no complete request and no completed write for
+    /// this long is closed.
     pub idle_timeout_s: u64,
+    /// Once a frame's first byte has arrived, the rest must follow within
+    /// this long, or the connection is closed.
+    pub frame_read_timeout_ms: u64,
+    /// An internal-frame connection must log in within this long of being
+    /// accepted, whatever it sends meanwhile.
+    pub login_timeout_ms: u64,
+    /// Answers that cannot be written within this long (the peer does not
+    /// read) close the connection.
+    pub write_timeout_ms: u64,
+    /// On shutdown, how long connections get to finish what they read;
+    /// then they are closed, whatever the peers do.
+    pub drain_timeout_ms: u64,
+    /// Open connections to the HTTP listener; at the limit the one waiting
+    /// longest for its request is closed to make room.
+    pub http_connections_max: usize,
+    /// An HTTP request head must arrive within this long.
+    pub http_header_timeout_ms: u64,
+    /// A kept-alive HTTP connection waits this long for its next request.
+    pub http_keepalive_timeout_ms: u64,
+    /// Requests answered on one HTTP connection before it is closed.
+    pub http_requests_per_connection_max: u64,
     /// How long an answered message's key is remembered for repeats.
     pub idempotency_window_s: u64,
     /// Most remembered message keys; beyond it new messages get 96.
@@ -141,8 +167,17 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             connections_max: 1024,
+            connections_per_address_max: 128,
             inflight_per_connection_max: 256,
             idle_timeout_s: 300,
+            frame_read_timeout_ms: 5_000,
+            login_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+            drain_timeout_ms: 5_000,
+            http_connections_max: 64,
+            http_header_timeout_ms: 2_000,
+            http_keepalive_timeout_ms: 5_000,
+            http_requests_per_connection_max: 100,
             idempotency_window_s: 3600,
             idempotency_entries_max: 2_000_000,
             payments_max: 4_000_000,
@@ -383,7 +418,46 @@ impl Config {
                 1,
                 65_536,
             ),
+            (
+                "limits.connections_per_address_max",
+                l.connections_per_address_max as u64,
+                1,
+                100_000,
+            ),
             ("limits.idle_timeout_s", l.idle_timeout_s, 1, 86_400),
+            (
+                "limits.frame_read_timeout_ms",
+                l.frame_read_timeout_ms,
+                10,
+                600_000,
+            ),
+            ("limits.login_timeout_ms", l.login_timeout_ms, 10, 600_000),
+            ("limits.write_timeout_ms", l.write_timeout_ms, 10, 600_000),
+            ("limits.drain_timeout_ms", l.drain_timeout_ms, 10, 600_000),
+            (
+                "limits.http_connections_max",
+                l.http_connections_max as u64,
+                1,
+                10_000,
+            ),
+            (
+                "limits.http_header_timeout_ms",
+                l.http_header_timeout_ms,
+                10,
+                600_000,
+            ),
+            (
+                "limits.http_keepalive_timeout_ms",
+                l.http_keepalive_timeout_ms,
+                10,
+                600_000,
+            ),
+            (
+                "limits.http_requests_per_connection_max",
+                l.http_requests_per_connection_max,
+                1,
+                1_000_000,
+            ),
             (
                 "limits.idempotency_window_s",
                 l.idempotency_window_s,

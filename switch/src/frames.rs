@@ -19,9 +19,9 @@
 //! it is never stored, journaled or logged.
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use codecs::internal::{
@@ -30,23 +30,21 @@ use codecs::internal::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use crate::code::Code;
+use crate::conn::{self, ConnLimits, Deadlines, End};
 use crate::engine::{Engine, ListFilter};
 use crate::keys::{KeyStore, Refusal};
 use crate::lifecycle::{CartItem, Extras, Kind, LineRefund, Operation, Payment, Status};
 use crate::outbox::Outbox;
+use crate::ratelog::warn_limited;
 use crate::request::{Channel, Op, OriginalRef, Request as EngineRequest};
 
 /// Read buffer per connection at start; it grows to one frame at most.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// How long a closing connection waits for held responses to be durable.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection may stay open without logging in: a slot held
-/// by a stranger is a slot a client cannot have.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Page size of a list request without `limit`.
 const LIST_ROWS_DEFAULT: usize = 20;
 
@@ -66,43 +64,10 @@ pub(crate) struct FrameShared {
     pub(crate) keys: Arc<KeyStore>,
     /// `limits.inflight_per_connection_max`.
     pub(crate) inflight_max: usize,
-    /// `limits.idle_timeout_s`.
-    pub(crate) idle_timeout: Duration,
+    /// Log-in, idle, frame, write and drain deadlines.
+    pub(crate) limits: ConnLimits,
     /// Durable journal sequence, when a journal waits.
     pub(crate) durable: Option<journal::DurableWatch>,
-}
-
-/// Why a connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum End {
-    /// The peer closed it.
-    PeerClosed,
-    /// Shutdown.
-    Shutdown,
-    /// No traffic for the idle timeout.
-    Idle,
-    /// A header that cannot be trusted.
-    Framing,
-    /// Not logged in, log-in refused, or the key revoked: answered, closed.
-    Refused,
-    /// Socket error.
-    Io,
-    /// The journal stopped (failed, or closed) with answers held for it.
-    Journal,
-}
-
-impl End {
-    fn label(self) -> &'static str {
-        match self {
-            End::PeerClosed => "peer_closed",
-            End::Shutdown => "shutdown",
-            End::Idle => "idle_timeout",
-            End::Framing => "internal_framing_error",
-            End::Refused => "internal_auth_refused",
-            End::Io => "io_error",
-            End::Journal => "journal_stopped",
-        }
-    }
 }
 
 /// One internal-frame connection.
@@ -125,6 +90,8 @@ pub(crate) struct FrameHandler {
     mids: Vec<String>,
     /// Their merchant indexes (reused).
     scope: Vec<u32>,
+    /// Log-in, frame, idle and write deadlines.
+    deadlines: Deadlines,
 }
 
 impl FrameHandler {
@@ -134,6 +101,7 @@ impl FrameHandler {
             .peer_addr()
             .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let outbox = Outbox::new(shared.durable.clone(), shared.inflight_max);
+        let shared_limits = shared.limits;
         FrameHandler {
             shared,
             stream,
@@ -144,54 +112,66 @@ impl FrameHandler {
             client_id: None,
             mids: Vec::new(),
             scope: Vec::new(),
+            deadlines: Deadlines::new(shared_limits, Instant::now()),
         }
     }
 
-    /// Serves until the peer leaves, shutdown, idle timeout, a broken
+    /// Serves until the peer leaves, shutdown, a deadline, a broken
     /// header, or a refusal.
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
         let end = self.serve(&cancel).await;
+        end.record("frame", Some(self.peer));
         let more = matches!(end, End::PeerClosed | End::Shutdown | End::Idle);
-        let (peer, reason) = (self.peer, end.label());
-        // Counted before the socket closes, so a peer that sees the close
-        // and then scrapes /metrics finds it.
-        metrics::counter!("switch_connections_closed_total", "reason" => reason).increment(1);
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.drain(more)).await;
-        match end {
-            End::PeerClosed | End::Shutdown => tracing::debug!(%peer, reason, "connection closed"),
-            _ => tracing::warn!(%peer, reason, "connection closed"),
+        let drain = self.shared.limits.drain;
+        if tokio::time::timeout(drain, self.drain(more, end.can_write()))
+            .await
+            .is_err()
+        {
+            conn::drain_timed_out("frame", Some(self.peer));
         }
     }
 
     async fn serve(&mut self, cancel: &CancellationToken) -> End {
+        let Err(end) = self.serve_until_end(cancel).await;
+        end
+    }
+
+    async fn serve_until_end(&mut self, cancel: &CancellationToken) -> Result<Infallible, End> {
+        // One timer for the connection's life, re-armed only when it fires
+        // (`conn`'s module comment says why).
+        let first = self.deadlines.check(Instant::now(), true, false, false);
+        let timer = tokio::time::sleep_until(first.unwrap_or_else(|_| Instant::now()));
+        tokio::pin!(timer);
         loop {
             let processed = self.process_input();
             self.outbox.release_durable();
-            if self.outbox.flush(&mut self.stream).await.is_err() {
-                return End::Io;
-            }
-            if let Err(end) = processed {
-                return end;
-            }
+            conn::write_ready(
+                &mut self.outbox,
+                &mut self.stream,
+                &mut self.deadlines,
+                cancel,
+            )
+            .await?;
+            processed?;
             let can_read = self.outbox.held() < self.shared.inflight_max;
             let waiting = self.outbox.held() > 0;
-            let idle = match self.client_id {
-                Some(_) => self.shared.idle_timeout,
-                None => self.shared.idle_timeout.min(LOGIN_TIMEOUT),
-            };
+            let logged_in = self.client_id.is_some();
             tokio::select! {
-                () = cancel.cancelled() => return End::Shutdown,
+                () = cancel.cancelled() => return Err(End::Shutdown),
                 read = self.stream.read_buf(&mut self.input), if can_read => match read {
-                    Ok(0) => return End::PeerClosed,
+                    Ok(0) => return Err(End::PeerClosed),
                     Ok(_) => {}
-                    Err(_) => return End::Io,
+                    Err(_) => return Err(End::Io),
                 },
                 changed = self.outbox.wait_durable(), if waiting => {
                     if changed.is_err() {
-                        return End::Journal;
+                        return Err(End::Journal);
                     }
                 }
-                () = tokio::time::sleep(idle), if !waiting => return End::Idle,
+                () = &mut timer => {
+                    let next = self.deadlines.check(Instant::now(), can_read, waiting, logged_in)?;
+                    timer.as_mut().reset(next);
+                }
             }
         }
     }
@@ -199,23 +179,30 @@ impl FrameHandler {
     /// Answers every whole frame in `input`, while under the in-flight
     /// limit.
     fn process_input(&mut self) -> Result<(), End> {
+        let mut requests = 0;
         while self.outbox.held() < self.shared.inflight_max {
             let frame = match self.codec.decode(&mut self.input) {
                 Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
+                Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(peer = %self.peer, error = %e, "internal frame: broken header");
+                    warn_limited!("internal_framing", peer = %self.peer, error = %e, "internal frame: broken header");
                     metrics::counter!("switch_codec_errors_total", "kind" => "internal_framing")
                         .increment(1);
-                    return Err(End::Framing);
+                    return Err(End::Protocol("internal_framing_error"));
                 }
             };
+            requests += 1;
             let mut out = BytesMut::new();
             let (seq, end) = self.answer_frame(&frame, &mut out);
             self.outbox.push(&out, seq);
             if let Some(end) = end {
                 return Err(end);
             }
+        }
+        let partial = !self.input.is_empty();
+        if requests > 0 || partial {
+            self.deadlines
+                .after_input(requests, partial, Instant::now());
         }
         Ok(())
     }
@@ -290,7 +277,7 @@ impl FrameHandler {
     fn act(&mut self, request: &Request<'_>) -> (Answer, Option<End>) {
         let client_id = self.client_id.as_deref().unwrap_or_default();
         if !self.shared.keys.merchants_for(client_id, &mut self.mids) {
-            tracing::warn!(client_id, peer = %self.peer, "internal-frame key no longer in force");
+            warn_limited!("revoked_in_session", client_id, peer = %self.peer, "internal-frame key no longer in force");
             metrics::counter!("switch_auth_failures_total", "reason" => "revoked_in_session")
                 .increment(1);
             let answer = Answer::refusal(Code::NOT_PERMITTED_TERMINAL, "key revoked".into());
@@ -308,11 +295,13 @@ impl FrameHandler {
 
     /// At the end: answer whole frames already read (when the stream is
     /// still trusted), wait for the journal, write everything.
-    async fn drain(&mut self, process_rest: bool) {
+    async fn drain(&mut self, process_rest: bool, write: bool) {
         if process_rest {
             let _ = self.process_input();
         }
-        self.outbox.drain(&mut self.stream).await;
+        if write {
+            self.outbox.drain(&mut self.stream).await;
+        }
         let _ = self.stream.shutdown().await;
     }
 }

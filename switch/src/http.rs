@@ -1,24 +1,58 @@
 //! A minimal HTTP/1.1 endpoint for SREs: `/metrics` (Prometheus text
 //! exposition), `/healthz` (process up) and `/readyz` (listeners bound and
 //! recovery done, journal healthy).
+//!
+//! Probes and scrapes must get through whatever other clients do, so the
+//! listener has its own limits (`[limits]`, `http_*`): a deadline for each
+//! request head, a keep-alive wait and a request count per connection, and
+//! a connection limit at which the connection that has waited longest for
+//! its request is closed to make room for the new one. A client that
+//! opens connections and sends nothing only ever pushes out its own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::Limits;
+use crate::ratelog::warn_limited;
+
 /// Largest request head read.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
-/// Concurrent HTTP connections (scrapers and probes are few).
-const HTTP_CONNECTIONS_MAX: usize = 64;
-/// Time allowed to send a request head.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTP listener's limits (`[limits]`, `http_*` and `write_timeout_ms`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HttpLimits {
+    /// `limits.http_connections_max`.
+    pub(crate) connections_max: usize,
+    /// `limits.http_header_timeout_ms`: the first request head.
+    pub(crate) header: Duration,
+    /// `limits.http_keepalive_timeout_ms`: each later request head.
+    pub(crate) keepalive: Duration,
+    /// `limits.http_requests_per_connection_max`.
+    pub(crate) requests_per_connection_max: u64,
+    /// `limits.write_timeout_ms`.
+    pub(crate) write: Duration,
+}
+
+impl HttpLimits {
+    /// From `[limits]`.
+    pub(crate) fn new(l: &Limits) -> Self {
+        HttpLimits {
+            connections_max: l.http_connections_max,
+            header: Duration::from_millis(l.http_header_timeout_ms),
+            keepalive: Duration::from_millis(l.http_keepalive_timeout_ms),
+            requests_per_connection_max: l.http_requests_per_connection_max,
+            write: Duration::from_millis(l.write_timeout_ms),
+        }
+    }
+}
 
 /// What the HTTP endpoint reports.
 pub(crate) struct HttpState {
@@ -36,47 +70,270 @@ pub(crate) struct HttpState {
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
+    limits: HttpLimits,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+    let slots = Arc::new(Slots::new(limits.connections_max));
     loop {
         let accepted = tokio::select! {
             () = cancel.cancelled() => return,
             a = listener.accept() => a,
         };
-        let Ok((stream, _)) = accepted else { continue };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let Some(slot) = slots.admit() else {
+            warn_limited!("http_connections_max", %peer, "HTTP connection refused: every connection is answering");
             metrics::counter!("switch_limit_reached_total", "limit" => "http_connections_max")
                 .increment(1);
             continue;
         };
-        let state = state.clone();
+        let (state, cancel) = (state.clone(), cancel.clone());
         tracker.spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &state)).await;
-            drop(permit);
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = slot.evict.cancelled() => {}
+                r = connection(stream, &state, &limits, &slot) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    }
+                }
+            }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
+/// The open HTTP connections, for the limit: each says since when it has
+/// been waiting for a request head (0: answering one).
+struct Slots {
+    /// Open connections, in no order.
+    open: Mutex<Vec<Arc<SlotState>>>,
+    /// `limits.http_connections_max`.
+    max: usize,
+    /// Id of the next connection.
+    next_id: AtomicU64,
+    /// Start of the waiting clocks (only their order matters).
+    epoch: Instant,
+}
+
+/// One connection's place.
+struct SlotState {
+    /// Its id in `Slots::open`.
+    id: u64,
+    /// Milliseconds since `Slots`' start + 1 at which it began waiting for
+    /// a request head; 0 while answering.
+    waiting_since_ms: AtomicU64,
+    /// Cancelled to close it when a newer connection needs the room.
+    evict: CancellationToken,
+}
+
+/// A connection's slot, released on drop.
+struct Slot {
+    /// The state it shares with `Slots`.
+    state: Arc<SlotState>,
+    /// Where it is counted.
+    slots: Arc<Slots>,
+    /// Cancelled when evicted.
+    evict: CancellationToken,
+    /// When the slot's clock started.
+    epoch: Instant,
+}
+
+impl Slots {
+    fn new(max: usize) -> Self {
+        Slots {
+            open: Mutex::new(Vec::with_capacity(max)),
+            max,
+            next_id: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A slot for a new connection: a free one, or the one of the
+    /// connection waiting longest for a request head, which is closed.
+    /// `None` when every connection is answering.
+    fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.len() >= self.max {
+            let oldest = open
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.waiting_since_ms.load(Ordering::Relaxed) > 0)
+                .min_by_key(|(_, s)| s.waiting_since_ms.load(Ordering::Relaxed))
+                .map(|(i, _)| i)?;
+            let evicted = open.swap_remove(oldest);
+            evicted.evict.cancel();
+            warn_limited!(
+                "http_connections_max",
+                "HTTP connection limit: the longest-waiting connection was closed"
+            );
+            metrics::counter!("switch_limit_reached_total", "limit" => "http_connections_max")
+                .increment(1);
+        }
+        let evict = CancellationToken::new();
+        let state = Arc::new(SlotState {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            waiting_since_ms: AtomicU64::new(0),
+            evict: evict.clone(),
+        });
+        open.push(state.clone());
+        Some(Slot {
+            state,
+            slots: self.clone(),
+            evict,
+            epoch: self.epoch,
+        })
+    }
+}
+
+impl Slot {
+    /// Now waiting for a request head, or (`false`) answering one.
+    fn waiting(&self, waiting: bool) {
+        let since = if waiting {
+            self.epoch.elapsed().as_millis() as u64 + 1
+        } else {
+            0
+        };
+        self.state.waiting_since_ms.store(since, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = open.iter().position(|s| s.id == self.state.id) {
+            open.swap_remove(i);
+        }
+    }
+}
+
+/// One connection: requests answered in turn until the client closes, a
+/// deadline passes or the request limit is reached.
+async fn connection(
+    mut stream: TcpStream,
+    state: &HttpState,
+    limits: &HttpLimits,
+    slot: &Slot,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    for n in 1..=limits.requests_per_connection_max {
+        slot.waiting(true);
+        let wait = if n == 1 {
+            limits.header
+        } else {
+            limits.keepalive
+        };
+        let head = match tokio::time::timeout(wait, read_head(&mut stream, &mut buf)).await {
+            Ok(head) => head?,
+            Err(_) => {
+                if n == 1 || !buf.is_empty() {
+                    metrics::counter!("switch_limit_reached_total", "limit" => "http_header_timeout_ms")
+                        .increment(1);
+                    warn_limited!(
+                        "http_header_timeout",
+                        "HTTP request head not received in time"
+                    );
+                }
+                return Ok(());
+            }
+        };
+        slot.waiting(false);
+        let Some(head_len) = head else { return Ok(()) };
+        let head_bytes = buf.get(..head_len).unwrap_or_default();
+        let keep = n < limits.requests_per_connection_max && keep_alive(head_bytes);
+        let reply = answer(head_bytes, state);
+        buf.drain(..head_len);
+        let write = respond(&mut stream, &reply, keep);
+        match tokio::time::timeout(limits.write, write).await {
+            Ok(r) => r?,
+            Err(_) => {
+                metrics::counter!("switch_limit_reached_total", "limit" => "write_timeout_ms")
+                    .increment(1);
+                warn_limited!("http_write_timeout", "HTTP answer not written in time");
+                return Ok(());
+            }
+        }
+        if !keep || reply.close {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// Reads until `buf` holds a whole request head; its length, or `None`
+/// when the client closed first. A head over the limit is answered 431
+/// by the caller through `answer`.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
     let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(i + 4));
+        }
+        if buf.len() > REQUEST_HEAD_BYTES_MAX {
+            return Ok(Some(buf.len()));
+        }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        if head.len() > REQUEST_HEAD_BYTES_MAX {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "request head too large\n",
-            )
-            .await;
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+}
+
+/// Whether the client keeps the connection: HTTP/1.1 unless it says
+/// `Connection: close`; HTTP/1.0 only when it says `keep-alive`.
+fn keep_alive(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let mut lines = text.split("\r\n");
+    let http11 = lines.next().is_some_and(|l| l.ends_with("http/1.1"));
+    let connection = lines
+        .filter_map(|l| l.strip_prefix("connection:"))
+        .map(str::trim)
+        .last();
+    match connection {
+        Some(v) if v.contains("close") => false,
+        Some(v) if v.contains("keep-alive") => true,
+        _ => http11,
+    }
+}
+
+/// A response to write.
+struct Reply {
+    /// Status line's code and reason.
+    status: &'static str,
+    /// `Content-Type`.
+    content_type: &'static str,
+    /// The body.
+    body: String,
+    /// Close after it, whatever the client asked (an unusable request).
+    close: bool,
+}
+
+impl Reply {
+    fn text(status: &'static str, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain",
+            body: body.into(),
+            close: false,
         }
+    }
+}
+
+fn answer(head: &[u8], state: &HttpState) -> Reply {
+    if head.len() > REQUEST_HEAD_BYTES_MAX || !head.ends_with(b"\r\n\r\n") {
+        let mut r = Reply::text(
+            "431 Request Header Fields Too Large",
+            "request head too large\n",
+        );
+        r.close = true;
+        return r;
     }
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
@@ -84,64 +341,51 @@ async fn answer(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    if method != b"GET" {
-        return respond(
-            &mut stream,
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n",
-        )
-        .await;
+    let has_body = String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .split("\r\n")
+        .any(|l| {
+            l.starts_with("transfer-encoding:")
+                || l.strip_prefix("content-length:")
+                    .is_some_and(|v| v.trim() != "0")
+        });
+    if method != b"GET" || has_body {
+        let mut r = Reply::text("405 Method Not Allowed", "only GET\n");
+        r.close = true;
+        return r;
     }
     match path {
         b"/metrics" => {
             (state.refresh)();
-            let body = state.prometheus.render();
-            respond(
-                &mut stream,
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-            )
-            .await
+            Reply {
+                status: "200 OK",
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: state.prometheus.render(),
+                close: false,
+            }
         }
-        b"/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        b"/healthz" => Reply::text("200 OK", "ok\n"),
         b"/readyz" => match ((state.unhealthy)(), state.ready.load(Ordering::Acquire)) {
-            (Some(why), _) => {
-                respond(
-                    &mut stream,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    &format!("{why}\n"),
-                )
-                .await
-            }
-            (None, false) => {
-                respond(
-                    &mut stream,
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "starting\n",
-                )
-                .await
-            }
-            (None, true) => respond(&mut stream, "200 OK", "text/plain", "ready\n").await,
+            (Some(why), _) => Reply::text("503 Service Unavailable", format!("{why}\n")),
+            (None, false) => Reply::text("503 Service Unavailable", "starting\n"),
+            (None, true) => Reply::text("200 OK", "ready\n"),
         },
-        _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+        _ => Reply::text("404 Not Found", "not found\n"),
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+async fn respond(stream: &mut TcpStream, reply: &Reply, keep: bool) -> std::io::Result<()> {
+    let connection = if keep && !reply.close {
+        "keep-alive"
+    } else {
+        "close"
+    };
+    let mut out = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        reply.status,
+        reply.content_type,
+        reply.body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    out.push_str(&reply.body);
+    stream.write_all(out.as_bytes()).await
 }

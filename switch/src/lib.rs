@@ -18,6 +18,7 @@ pub mod bench_api;
 mod clock;
 mod code;
 mod config;
+mod conn;
 mod engine;
 mod frames;
 mod http;
@@ -30,6 +31,7 @@ mod keys;
 mod lifecycle;
 mod metrics;
 mod outbox;
+mod ratelog;
 mod record;
 mod request;
 mod risk_stage;
@@ -58,6 +60,10 @@ pub use keys::{KeyAdmin, KeyInfo, KeysError, Mandate, NewKey, Owner};
 
 /// How often the sweeper runs.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Beyond the drain deadline, how long shutdown waits for the tasks that
+/// are not connections (a snapshot being written) before closing the
+/// journal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A running switch.
 pub struct Running {
@@ -73,15 +79,28 @@ pub struct Running {
     tracker: TaskTracker,
     /// The pipeline, to close its journal last.
     engine: Arc<engine::Engine>,
+    /// `limits.drain_timeout_ms`: how long shutdown waits for connections.
+    drain: Duration,
 }
 
 impl Running {
     /// Stops accepting, answers what is in flight, and returns when every
-    /// connection has finished.
+    /// connection has finished, or at the drain deadline, whatever the
+    /// clients do (each connection also ends at it; the grace covers a
+    /// snapshot or sweep in progress).
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tracker.close();
-        self.tracker.wait().await;
+        let grace = self.drain + SHUTDOWN_GRACE;
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tracker.len(),
+                "shutdown: tasks still running at the drain deadline; closing the journal"
+            );
+        }
         let engine = self.engine.clone();
         let _ = tokio::task::spawn_blocking(move || engine.journal.shutdown()).await;
     }
@@ -157,6 +176,7 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
         engine: engine.clone(),
+        drain: Duration::from_millis(config.limits.drain_timeout_ms),
     };
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
 
@@ -176,14 +196,17 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
             frame_bytes_max: config.iso.frame_bytes_max,
         },
         inflight_max: config.limits.inflight_per_connection_max,
-        idle_timeout: Duration::from_secs(config.limits.idle_timeout_s),
+        limits: conn::ConnLimits::new(&config.limits, false),
         durable: engine.journal.durable_watch(),
     });
-    // `limits.connections_max` holds per listener.
+    // `limits.connections_max` and `connections_per_address_max` hold per
+    // listener.
     let limit = || Arc::new(Semaphore::new(config.limits.connections_max));
+    let per_address = || conn::AddressLimit::new(config.limits.connections_per_address_max);
     let iso = server::Listener {
         listener: iso_listener,
         limit: limit(),
+        per_address: per_address(),
         name: "iso",
     };
     tracker.spawn(
@@ -196,12 +219,13 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
         engine: engine.clone(),
         keys: Arc::new(keys::KeyStore::open(&config.listeners.data_dir)),
         inflight_max: config.limits.inflight_per_connection_max,
-        idle_timeout: Duration::from_secs(config.limits.idle_timeout_s),
+        limits: conn::ConnLimits::new(&config.limits, true),
         durable: engine.journal.durable_watch(),
     });
     let frames = server::Listener {
         listener: frame_listener,
         limit: limit(),
+        per_address: per_address(),
         name: "frame",
     };
     tracker.spawn(
@@ -225,6 +249,7 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     tracker.spawn(http::serve(
         http_listener,
         http_state.clone(),
+        http::HttpLimits::new(&config.limits),
         cancel.clone(),
         tracker.clone(),
     ));

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, BytesMut};
 use journal::{AppendError, DurableWatch};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Initial size of the ready buffer; it grows to what one read produces.
 const READY_BUFFER_BYTES: usize = 16 * 1024;
@@ -83,7 +84,32 @@ impl Outbox {
         }
     }
 
-    /// Writes every ready answer with one write.
+    /// Whether answers are ready to write.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Writes what the socket takes now, without waiting; `true` when
+    /// nothing ready is left.
+    ///
+    /// # Errors
+    /// The socket's, except that it would block.
+    pub(crate) fn try_flush(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+        while !self.ready.is_empty() {
+            match stream.try_write(&self.ready) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes every ready answer, usually with one write. Cancel-safe:
+    /// dropped while waiting, what was not written stays ready, so a
+    /// caller may give up on a peer that does not read and the stream
+    /// stays whole.
     ///
     /// # Errors
     /// The socket's.
@@ -91,11 +117,24 @@ impl Outbox {
         &mut self,
         stream: &mut (impl AsyncWrite + Unpin),
     ) -> std::io::Result<()> {
-        if !self.ready.is_empty() {
-            stream.write_all(&self.ready).await?;
-            self.ready.clear();
+        while !self.ready.is_empty() {
+            let n = stream.write(&self.ready).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.consume(n);
         }
         Ok(())
+    }
+
+    /// `n` ready bytes were written.
+    fn consume(&mut self, n: usize) {
+        if n >= self.ready.len() {
+            // Keeps the allocation at its start for the next answers.
+            self.ready.clear();
+        } else {
+            self.ready.advance(n);
+        }
     }
 
     /// Waits for the durable sequence to move; never returns without a journal.
@@ -189,6 +228,28 @@ mod tests {
         o.drain(&mut out).await;
         assert!(out.is_empty(), "record 5 was never written");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_flush_given_up_on_leaves_the_rest_whole() {
+        use tokio::io::AsyncReadExt;
+        // A peer whose window holds 4 bytes and who reads nothing yet.
+        let (mut ours, mut theirs) = tokio::io::duplex(4);
+        let mut o = Outbox::new(None, 8);
+        o.push(b"abcdefghij", 0);
+        let r = tokio::time::timeout(std::time::Duration::from_millis(20), o.flush(&mut ours));
+        assert!(r.await.is_err(), "the write waits for the peer");
+        assert!(o.has_ready(), "what was not written is kept");
+        let mut got = vec![0u8; 4];
+        theirs.read_exact(&mut got).await.expect("read");
+        let reader = tokio::spawn(async move {
+            let mut rest = vec![0u8; 6];
+            theirs.read_exact(&mut rest).await.expect("read");
+            rest
+        });
+        o.flush(&mut ours).await.expect("write");
+        got.extend(reader.await.expect("join"));
+        assert_eq!(got, b"abcdefghij", "no byte lost or sent twice");
     }
 
     #[tokio::test]

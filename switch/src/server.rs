@@ -1,14 +1,17 @@
 //! Listeners and per-connection handlers.
 //!
-//! A [`Listener`] takes a permit from the connection-limit semaphore for
-//! each accepted connection (refusing it, with a log line and a metric,
-//! when none is left) and spawns a [`Handler`]. A handler reads frames,
-//! runs each through the pipeline, and writes responses in batches: every
-//! response produced from what one read returned is flushed with one write.
-//! Responses that wait for the journal are held, in order, until the
-//! durable sequence reaches them; at the in-flight limit the handler stops
-//! reading (backpressure, not memory growth).
+//! A [`Listener`] takes a permit from the connection-limit semaphore and a
+//! slot of the peer address's limit for each accepted connection (refusing
+//! it, with a log line within a budget and a metric, when none is left)
+//! and spawns a handler. A handler reads frames, runs each through the
+//! pipeline, and writes responses in batches: every response produced from
+//! what one read returned is flushed with one write. Responses that wait
+//! for the journal are held, in order, until the durable sequence reaches
+//! them; at the in-flight limit the handler stops reading (backpressure,
+//! not memory growth). The deadlines no client can stretch are in
+//! [`crate::conn`].
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,19 +21,20 @@ use codecs::iso8583::Profile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::conn::{self, AddressLimit, ConnLimits, Deadlines, End};
 use crate::engine::Engine;
 use crate::iso;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::ratelog::warn_limited;
 
 /// Read buffer size per connection at start; it grows to one frame at most.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
-/// How long a closing connection waits for held responses to become durable.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every ISO 8583 connection shares.
 pub(crate) struct IsoShared {
@@ -44,8 +48,8 @@ pub(crate) struct IsoShared {
     pub(crate) framing: FrameConfig,
     /// `limits.inflight_per_connection_max`.
     pub(crate) inflight_max: usize,
-    /// `limits.idle_timeout_s`.
-    pub(crate) idle_timeout: Duration,
+    /// Idle, frame, write and drain deadlines.
+    pub(crate) limits: ConnLimits,
     /// Durable journal sequence, when a journal waits.
     pub(crate) durable: Option<journal::DurableWatch>,
 }
@@ -56,6 +60,9 @@ pub(crate) struct Listener {
     pub(crate) listener: TcpListener,
     /// Permits for open connections (`limits.connections_max`).
     pub(crate) limit: Arc<Semaphore>,
+    /// Open connections per peer address
+    /// (`limits.connections_per_address_max`).
+    pub(crate) per_address: Arc<AddressLimit>,
     /// Label for logs and metrics (`iso`, `frame`).
     pub(crate) name: &'static str,
 }
@@ -77,14 +84,21 @@ impl Listener {
                 Ok(s) => s,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
-                    tracing::warn!(listener = self.name, error = %e, "accept failed");
+                    warn_limited!("accept", listener = self.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                tracing::warn!(listener = self.name, %peer, "connection refused: connections_max reached");
+                warn_limited!("connections_max", listener = self.name, %peer, "connection refused: connections_max reached");
                 metrics::counter!("switch_limit_reached_total", "limit" => "connections_max")
+                    .increment(1);
+                drop(stream);
+                continue;
+            };
+            let Some(slot) = self.per_address.acquire(peer.ip()) else {
+                warn_limited!("connections_per_address_max", listener = self.name, %peer, "connection refused: connections_per_address_max reached");
+                metrics::counter!("switch_limit_reached_total", "limit" => "connections_per_address_max")
                     .increment(1);
                 drop(stream);
                 continue;
@@ -96,38 +110,8 @@ impl Listener {
             tracker.spawn(async move {
                 fut.await;
                 open.decrement(1.0);
-                drop(permit);
+                drop((permit, slot));
             });
-        }
-    }
-}
-
-/// Why a connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum End {
-    /// The peer closed it.
-    PeerClosed,
-    /// Shutdown.
-    Shutdown,
-    /// No traffic for the idle timeout.
-    Idle,
-    /// A frame that cannot be answered.
-    Protocol(&'static str),
-    /// Socket error.
-    Io,
-    /// The journal stopped (failed, or closed) with answers held for it.
-    Journal,
-}
-
-impl End {
-    fn label(self) -> &'static str {
-        match self {
-            End::PeerClosed => "peer_closed",
-            End::Shutdown => "shutdown",
-            End::Idle => "idle_timeout",
-            End::Protocol(reason) => reason,
-            End::Io => "io_error",
-            End::Journal => "journal_stopped",
         }
     }
 }
@@ -146,6 +130,8 @@ pub(crate) struct Handler {
     outbox: Outbox,
     /// One response being written.
     scratch: BytesMut,
+    /// Frame, idle and write deadlines.
+    deadlines: Deadlines,
 }
 
 impl Handler {
@@ -153,6 +139,7 @@ impl Handler {
     pub(crate) fn new(shared: Arc<IsoShared>, stream: TcpStream) -> Self {
         let codec = FrameCodec::new(shared.framing);
         let outbox = Outbox::new(shared.durable.clone(), shared.inflight_max);
+        let deadlines = Deadlines::new(shared.limits, Instant::now());
         Handler {
             shared,
             stream,
@@ -160,64 +147,65 @@ impl Handler {
             input: BytesMut::with_capacity(READ_BUFFER_BYTES),
             outbox,
             scratch: BytesMut::with_capacity(1024),
+            deadlines,
         }
     }
 
-    /// Serves until the peer leaves, shutdown, idle timeout or a bad frame.
+    /// Serves until the peer leaves, shutdown, a deadline or a bad frame.
     pub(crate) async fn run(mut self, cancel: CancellationToken) {
-        let peer = self.stream.peer_addr().ok();
+        let peer = self.stream.peer_addr().ok().map(|a| a.ip());
         let end = self.serve(&cancel).await;
+        end.record("iso", peer);
         // Answer what was read (unless the input is broken) and flush what
-        // waits for the journal.
-        let more = !matches!(end, End::Protocol(_) | End::Io);
-        // Counted before the socket closes, so a peer that sees the close
-        // and then scrapes /metrics finds it (a test did, under load).
-        metrics::counter!("switch_connections_closed_total", "reason" => end.label()).increment(1);
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.drain(more)).await;
-        match end {
-            End::PeerClosed | End::Shutdown => {
-                tracing::debug!(?peer, reason = end.label(), "connection closed")
-            }
-            _ => tracing::warn!(?peer, reason = end.label(), "connection closed"),
+        // waits for the journal, within the drain deadline.
+        let more = !matches!(end, End::Protocol(_) | End::Io | End::WriteTimeout);
+        let drain = self.shared.limits.drain;
+        if tokio::time::timeout(drain, self.drain(more, end.can_write()))
+            .await
+            .is_err()
+        {
+            conn::drain_timed_out("iso", peer);
         }
     }
 
     async fn serve(&mut self, cancel: &CancellationToken) -> End {
-        // One timer for the connection's life, pushed back only when it
-        // fires early: re-arming it on every read took the runtime's timer
-        // lock once per read batch.
-        let idle_timeout = self.shared.idle_timeout;
-        let idle = tokio::time::sleep(idle_timeout);
-        tokio::pin!(idle);
-        let mut last_read = tokio::time::Instant::now();
+        let Err(end) = self.serve_until_end(cancel).await;
+        end
+    }
+
+    async fn serve_until_end(&mut self, cancel: &CancellationToken) -> Result<Infallible, End> {
+        // One timer for the connection's life, re-armed only when it fires
+        // (`conn`'s module comment says why).
+        let first = self.deadlines.check(Instant::now(), true, false, true);
+        let timer = tokio::time::sleep_until(first.unwrap_or_else(|_| Instant::now()));
+        tokio::pin!(timer);
         loop {
-            if let Err(end) = self.process_input() {
-                return end;
-            }
+            self.process_input()?;
             self.outbox.release_durable();
-            if self.outbox.flush(&mut self.stream).await.is_err() {
-                return End::Io;
-            }
+            conn::write_ready(
+                &mut self.outbox,
+                &mut self.stream,
+                &mut self.deadlines,
+                cancel,
+            )
+            .await?;
             let can_read = self.outbox.held() < self.shared.inflight_max;
             let waiting = self.outbox.held() > 0;
             tokio::select! {
-                () = cancel.cancelled() => return End::Shutdown,
+                () = cancel.cancelled() => return Err(End::Shutdown),
                 read = self.stream.read_buf(&mut self.input), if can_read => match read {
-                    Ok(0) => return End::PeerClosed,
-                    Ok(_) => last_read = tokio::time::Instant::now(),
-                    Err(_) => return End::Io,
+                    Ok(0) => return Err(End::PeerClosed),
+                    Ok(_) => {}
+                    Err(_) => return Err(End::Io),
                 },
                 changed = self.outbox.wait_durable(), if waiting => {
                     if changed.is_err() {
-                        return End::Journal;
+                        return Err(End::Journal);
                     }
                 }
-                () = &mut idle, if !waiting => {
-                    let due = last_read + idle_timeout;
-                    if tokio::time::Instant::now() >= due {
-                        return End::Idle;
-                    }
-                    idle.as_mut().reset(due);
+                () = &mut timer => {
+                    let next = self.deadlines.check(Instant::now(), can_read, waiting, true)?;
+                    timer.as_mut().reset(next);
                 }
             }
         }
@@ -226,17 +214,19 @@ impl Handler {
     /// Runs every whole frame in `input` through the pipeline, while under
     /// the in-flight limit.
     fn process_input(&mut self) -> Result<(), End> {
+        let mut requests = 0;
         while self.outbox.held() < self.shared.inflight_max {
             let frame = match self.codec.decode(&mut self.input) {
                 Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
+                Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "framing error");
+                    warn_limited!("framing", error = %e, "framing error");
                     metrics::counter!("switch_codec_errors_total", "kind" => "framing")
                         .increment(1);
                     return Err(End::Protocol("framing_error"));
                 }
             };
+            requests += 1;
             let sh = &self.shared;
             let seq = iso::handle(
                 &sh.engine,
@@ -251,16 +241,23 @@ impl Handler {
             self.outbox.push(&self.scratch, seq);
             self.scratch.clear();
         }
+        let partial = !self.input.is_empty();
+        if requests > 0 || partial {
+            self.deadlines
+                .after_input(requests, partial, Instant::now());
+        }
         Ok(())
     }
 
     /// At the end: answer whole frames already read, wait for the journal,
-    /// write everything.
-    async fn drain(&mut self, process_rest: bool) {
+    /// write everything (when the peer still reads).
+    async fn drain(&mut self, process_rest: bool, write: bool) {
         if process_rest {
             let _ = self.process_input();
         }
-        self.outbox.drain(&mut self.stream).await;
+        if write {
+            self.outbox.drain(&mut self.stream).await;
+        }
         let _ = self.stream.shutdown().await;
     }
 }

@@ -100,7 +100,7 @@ impl TestSwitch {
 pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.expect("connect http");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .expect("write");
     let mut out = String::new();
@@ -275,6 +275,11 @@ pub struct Client {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::from_stream(stream)
+    }
+
+    /// A client over a connected stream (one bound to another address).
+    pub fn from_stream(stream: TcpStream) -> Client {
         Client {
             framed: Framed::new(stream, FrameCodec::new(FrameConfig::default())),
         }
