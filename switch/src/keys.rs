@@ -17,10 +17,12 @@
 //! 3 characters for display. A fast hash is enough because the secret has
 //! 256 bits of entropy: there is nothing to guess with a dictionary, so a
 //! slow password hash would only slow down every log-in. Comparison is
-//! constant-time. Failed log-ins are counted per client id and per peer IP
-//! (`switch_auth_failures_total{reason}`); after [`FAILURES_MAX`] within
-//! [`FAILURE_WINDOW_MS`] that client id or peer is refused for
-//! [`LOCKOUT_MS`]. Log lines name the client id and peer, never the secret.
+//! constant-time. Failed log-ins (`switch_auth_failures_total{reason}`) are
+//! counted by (client id, address) and by address, so they lock out that
+//! pair, or that address, and never the key from elsewhere (`lockout`).
+//! Log lines name the client id and peer, never the secret.
+
+mod lockout;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -32,6 +34,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use lockout::Limiter;
 
 /// The file, in the data directory.
 const KEYS_FILE: &str = "keys.json";
@@ -45,21 +49,11 @@ pub(crate) const KEYS_MAX: usize = 10_000;
 pub(crate) const MANDATES_MAX: usize = 100_000;
 /// Secret size, bytes of randomness.
 const SECRET_BYTES: usize = 32;
-/// Failed log-ins within the window that lock a client id or peer out.
-pub(crate) const FAILURES_MAX: u32 = 5;
-/// The window failures are counted in.
-pub(crate) const FAILURE_WINDOW_MS: u64 = 60_000;
-/// How long a locked-out client id or peer is refused.
-pub(crate) const LOCKOUT_MS: u64 = 60_000;
-/// Most client ids (and, separately, peers) tracked for failures; beyond,
-/// stale entries are dropped, and new ones are refused while it stays full.
-const TRACKED_MAX: usize = 10_000;
 /// How long a command waits for another command's lock file.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 // Two hex characters per byte, and the wire's secret field holds 16..=64.
 const _: () = assert!(SECRET_BYTES * 2 <= 64 && SECRET_BYTES * 2 >= 16);
-const _: () = assert!(FAILURES_MAX > 1 && LOCKOUT_MS >= FAILURE_WINDOW_MS);
 
 /// Errors of the key and mandate file and its commands.
 #[derive(Debug, thiserror::Error)]
@@ -634,82 +628,6 @@ struct Cache {
     snapshot: Arc<Snapshot>,
 }
 
-/// Failures of one client id or peer.
-#[derive(Clone, Copy, Debug, Default)]
-struct Tally {
-    /// Start of the current counting window, ms.
-    window_start_ms: u64,
-    /// Failures in the window.
-    failures: u32,
-    /// Refused until then, ms.
-    locked_until_ms: u64,
-}
-
-impl Tally {
-    fn stale(&self, now_ms: u64) -> bool {
-        now_ms >= self.locked_until_ms
-            && now_ms.saturating_sub(self.window_start_ms) >= FAILURE_WINDOW_MS
-    }
-
-    fn fail(&mut self, now_ms: u64) {
-        if now_ms.saturating_sub(self.window_start_ms) >= FAILURE_WINDOW_MS {
-            self.window_start_ms = now_ms;
-            self.failures = 0;
-        }
-        self.failures += 1;
-        if self.failures >= FAILURES_MAX {
-            self.locked_until_ms = now_ms + LOCKOUT_MS;
-            self.failures = 0;
-        }
-    }
-}
-
-/// Failure counts, bounded by [`TRACKED_MAX`] per map.
-#[derive(Debug, Default)]
-struct Limiter {
-    /// By client id.
-    clients: HashMap<String, Tally>,
-    /// By peer address.
-    peers: HashMap<IpAddr, Tally>,
-}
-
-impl Limiter {
-    fn locked(&self, client_id: &str, peer: IpAddr, now_ms: u64) -> bool {
-        let locked = |t: Option<&Tally>| t.is_some_and(|t| now_ms < t.locked_until_ms);
-        locked(self.clients.get(client_id)) || locked(self.peers.get(&peer))
-    }
-
-    fn fail(&mut self, client_id: &str, peer: IpAddr, now_ms: u64) {
-        if let Some(t) = tally(&mut self.clients, client_id.to_owned(), now_ms) {
-            t.fail(now_ms);
-        }
-        if let Some(t) = tally(&mut self.peers, peer, now_ms) {
-            t.fail(now_ms);
-        }
-    }
-
-    fn succeed(&mut self, client_id: &str) {
-        self.clients.remove(client_id);
-    }
-}
-
-/// The tally of `key`, making room at the limit by dropping stale ones.
-fn tally<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, Tally>,
-    key: K,
-    now_ms: u64,
-) -> Option<&mut Tally> {
-    if map.len() >= TRACKED_MAX && !map.contains_key(&key) {
-        map.retain(|_, t| !t.stale(now_ms));
-        if map.len() >= TRACKED_MAX {
-            metrics::counter!("switch_limit_reached_total", "limit" => "auth_tracked_max")
-                .increment(1);
-            return None;
-        }
-    }
-    Some(map.entry(key).or_default())
-}
-
 /// The server's view of the keys and mandates, shared by connections.
 #[derive(Debug)]
 pub(crate) struct KeyStore {
@@ -780,7 +698,7 @@ impl KeyStore {
         let result = self.check(client_id, secret, peer, now_ms);
         let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
-            Ok(()) => limiter.succeed(client_id),
+            Ok(()) => limiter.succeed(client_id, peer),
             Err(refusal) => {
                 if refusal != Refusal::LockedOut {
                     limiter.fail(client_id, peer, now_ms);
@@ -858,6 +776,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 #[cfg(test)]
 mod tests {
+    use super::lockout::{ADDRESS_FAILURES_MAX, LOCKOUT_MS, PAIR_FAILURES_MAX};
     use super::*;
 
     fn dir() -> PathBuf {
@@ -869,6 +788,18 @@ mod tests {
     }
 
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    /// Another address than [`PEER`].
+    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    const WRONG: &[u8] = b"wrong-secret-0000";
+
+    /// A store with one merchant key.
+    fn store_with_key() -> (KeyStore, NewKey) {
+        let d = dir();
+        let key = KeyAdmin::new(&d)
+            .create_key(Owner::Merchant("DEMO00000000001".into()), "x")
+            .expect("create");
+        (KeyStore::open(&d), key)
+    }
 
     #[test]
     fn keys_authenticate_until_revoked() {
@@ -934,7 +865,7 @@ mod tests {
         let key = admin
             .create_key(Owner::Merchant("DEMO00000000001".into()), "x")
             .expect("create");
-        for _ in 0..FAILURES_MAX {
+        for _ in 0..PAIR_FAILURES_MAX {
             let r = store.authenticate(&key.client_id, b"wrong-secret-0000", PEER, 1_000);
             assert_eq!(r, Err(Refusal::BadSecret));
         }
@@ -960,5 +891,61 @@ mod tests {
         std::fs::write(d.join(KEYS_FILE), b"{ not json").expect("write");
         let r = store.authenticate(&key.client_id, key.secret.as_bytes(), PEER, 0);
         assert_eq!(r, Err(Refusal::StoreUnavailable));
+    }
+
+    #[test]
+    fn a_pair_locked_out_from_one_address_leaves_another_working() {
+        let (store, key) = store_with_key();
+        let (id, right) = (key.client_id.as_str(), key.secret.as_bytes());
+        for _ in 0..PAIR_FAILURES_MAX {
+            assert_eq!(
+                store.authenticate(id, WRONG, PEER, 1_000),
+                Err(Refusal::BadSecret)
+            );
+        }
+        let locked = store.authenticate(id, right, PEER, 2_000);
+        assert_eq!(locked, Err(Refusal::LockedOut), "the failing pair");
+        assert_eq!(store.authenticate(id, right, OTHER, 2_000), Ok(()));
+        // Refusals while locked out do not count: the lockout is not renewed.
+        assert_eq!(
+            store.authenticate(id, right, PEER, 1_000 + LOCKOUT_MS),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn unknown_ids_from_one_address_lock_no_known_id() {
+        let (store, key) = store_with_key();
+        let (id, right) = (key.client_id.as_str(), key.secret.as_bytes());
+        for _ in 0..PAIR_FAILURES_MAX {
+            let r = store.authenticate("MK-9999-9999", WRONG, PEER, 1_000);
+            assert_eq!(r, Err(Refusal::UnknownClient));
+        }
+        let unknown = store.authenticate("MK-9999-9999", WRONG, PEER, 1_000);
+        assert_eq!(unknown, Err(Refusal::LockedOut), "like a known id's pair");
+        assert_eq!(store.authenticate(id, right, OTHER, 2_000), Ok(()));
+        assert_eq!(store.authenticate(id, right, PEER, 2_000), Ok(()));
+    }
+
+    #[test]
+    fn many_failures_across_ids_lock_the_address() {
+        let (store, key) = store_with_key();
+        let (id, right) = (key.client_id.as_str(), key.secret.as_bytes());
+        // Under every pair's limit, but many ids: the address adds them up.
+        for i in 0..ADDRESS_FAILURES_MAX - 1 {
+            let unknown = format!("MK-9999-{:04}", i / (PAIR_FAILURES_MAX - 1));
+            let r = store.authenticate(&unknown, WRONG, PEER, 1_000);
+            assert_eq!(r, Err(Refusal::UnknownClient), "failure {i}");
+        }
+        assert_eq!(store.authenticate(id, right, PEER, 1_000), Ok(()));
+        let last = store.authenticate(id, WRONG, PEER, 1_000);
+        assert_eq!(last, Err(Refusal::BadSecret));
+        let fresh = store.authenticate("MK-1234-5678", WRONG, PEER, 1_001);
+        assert_eq!(fresh, Err(Refusal::LockedOut), "every id from there");
+        let known = store.authenticate(id, right, PEER, 1_001);
+        assert_eq!(known, Err(Refusal::LockedOut));
+        assert_eq!(store.authenticate(id, right, OTHER, 1_001), Ok(()));
+        let after = store.authenticate(id, right, PEER, 1_000 + LOCKOUT_MS);
+        assert_eq!(after, Ok(()));
     }
 }

@@ -403,7 +403,7 @@ async fn log_in_first_and_rate_limited() {
     assert_code(&c.get_payment(1).await.expect("reply"), "58");
     assert!(c.get_payment(1).await.is_err(), "closed");
 
-    // Five bad secrets lock the client id (and this peer) out for 60 s.
+    // Five bad secrets lock the client id out from this address for 60 s.
     for _ in 0..5 {
         let r = Client::connect(sw.frame, &good.0, "0000000000000000000000000000000000").await;
         assert!(
