@@ -18,7 +18,7 @@ pub(crate) const SESSIONS_MAX_LIMIT: usize = 100_000;
 /// Most terminal ids the form offers.
 const TERMINALS_MAX: usize = 100;
 /// Longest operator name.
-const OPERATOR_NAME_BYTES_MAX: usize = 64;
+pub(crate) const OPERATOR_NAME_BYTES_MAX: usize = 64;
 
 /// Why the configuration was refused: the message names the key.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@
 //! - `web`: routes, the session extractor, cookies, CSRF, headers.
 //! - `session`: signed-in sessions in memory, with a limit and expiry.
 //! - `password`: Argon2 verification, bounded, with lockout.
+//! - `lockout`: failed sign-ins by (name, address) and by address.
 //! - `forms`: what the browser sends, checked into typed requests.
 //! - `pages` (with `html`): server-rendered HTML, every value escaped.
 //! - `link`: the connection to the switch; `payment`: view models.
@@ -21,6 +22,7 @@ mod config;
 mod forms;
 mod html;
 mod link;
+mod lockout;
 mod money;
 mod pages;
 mod password;
@@ -110,7 +112,7 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     });
     let cancel = CancellationToken::new();
     let stop = cancel.clone().cancelled_owned();
-    let service = web::router(app).into_make_service();
+    let service = web::router(app).into_make_service_with_connect_info::<server::Peer>();
     let task = tokio::spawn(async move {
         axum::serve(server::Limited::new(listener), service)
             .with_graceful_shutdown(stop)

@@ -1,8 +1,9 @@
 //! Operator passwords: Argon2id hashes in the configuration, verified off
-//! the async threads, a bounded number at a time, with a lockout after
-//! repeated failures.
+//! the async threads, a bounded number at a time, with lockouts after
+//! repeated failures by (name, address) and by address ([`crate::lockout`]).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::rand_core::OsRng;
@@ -11,15 +12,12 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use tokio::sync::Semaphore;
 
 use crate::config::Operator;
+use crate::lockout::Lockouts;
 
 /// Argon2 verifications running at once: each takes tens of milliseconds
 /// and 19 MiB, so a flood of sign-ins queues instead of exhausting the
 /// machine.
 const VERIFICATIONS_MAX: usize = 2;
-/// Failed sign-ins for one operator name before it is locked out.
-pub(crate) const FAILURES_MAX: u32 = 5;
-/// How long a lockout lasts, and the window failures are counted in.
-pub(crate) const LOCKOUT_S: u64 = 300;
 /// Longest password accepted: Argon2 takes any length, the form does not.
 pub(crate) const PASSWORD_BYTES_MAX: usize = 256;
 
@@ -40,15 +38,6 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
-/// Failures of one operator name within the current window.
-#[derive(Clone, Copy, Debug)]
-struct Failures {
-    /// Failures counted since `since_s`.
-    count: u32,
-    /// Start of the window.
-    since_s: u64,
-}
-
 /// Checks operators' passwords.
 #[derive(Debug)]
 pub(crate) struct Passwords {
@@ -59,9 +48,8 @@ pub(crate) struct Passwords {
     dummy_hash: String,
     /// Bounds concurrent verifications (`VERIFICATIONS_MAX`).
     permits: Arc<Semaphore>,
-    /// Recent failures of configured names (at most one entry per
-    /// operator, so bounded by `OPERATORS_MAX`).
-    failures: Mutex<HashMap<String, Failures>>,
+    /// Recent failures, by (name, address) and by address.
+    lockouts: Mutex<Lockouts>,
 }
 
 /// The result of a sign-in attempt.
@@ -71,7 +59,8 @@ pub(crate) enum Verdict {
     Accepted,
     /// Unknown name or wrong password: the page does not say which.
     Refused,
-    /// Too many recent failures for this name.
+    /// Too many recent failures for this name from this address, or from
+    /// this address.
     LockedOut,
 }
 
@@ -90,49 +79,23 @@ impl Passwords {
             hashes,
             dummy_hash,
             permits: Arc::new(Semaphore::new(VERIFICATIONS_MAX)),
-            failures: Mutex::new(HashMap::new()),
+            lockouts: Mutex::default(),
         }
     }
 
-    fn locked_out(&self, name: &str, now_s: u64) -> bool {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures
-            .get(name)
-            .is_some_and(|f| f.count >= FAILURES_MAX && now_s < f.since_s.saturating_add(LOCKOUT_S))
+    fn lockouts(&self) -> std::sync::MutexGuard<'_, Lockouts> {
+        self.lockouts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, name: &str, accepted: bool, now_s: u64) {
-        if !self.hashes.contains_key(name) {
-            return;
-        }
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if accepted {
-            failures.remove(name);
-            return;
-        }
-        let entry = failures.entry(name.to_string()).or_insert(Failures {
-            count: 0,
-            since_s: now_s,
-        });
-        if now_s >= entry.since_s.saturating_add(LOCKOUT_S) {
-            *entry = Failures {
-                count: 0,
-                since_s: now_s,
-            };
-        }
-        entry.count = entry.count.saturating_add(1);
-        if entry.count == FAILURES_MAX {
-            tracing::warn!(
-                operator = name,
-                lockout_s = LOCKOUT_S,
-                "sign-in failures: operator locked out"
-            );
-        }
-    }
-
-    /// Checks `password` for `name`.
-    pub(crate) async fn verify(&self, name: &str, password: &str, now_s: u64) -> Verdict {
-        if self.locked_out(name, now_s) {
+    /// Checks `password` for `name`, signing in from `peer`.
+    pub(crate) async fn verify(
+        &self,
+        name: &str,
+        password: &str,
+        peer: IpAddr,
+        now_s: u64,
+    ) -> Verdict {
+        if self.lockouts().locked(name, peer, now_s) {
             return Verdict::LockedOut;
         }
         let known = self.hashes.get(name);
@@ -150,11 +113,11 @@ impl Passwords {
         })
         .await
         .unwrap_or(false);
-        let accepted = matches && known.is_some();
-        self.record(name, accepted, now_s);
-        if accepted {
+        if matches && known.is_some() {
+            self.lockouts().succeed(name, peer);
             Verdict::Accepted
         } else {
+            self.lockouts().fail(name, peer, now_s);
             Verdict::Refused
         }
     }
@@ -163,6 +126,10 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lockout::{ADDRESS_FAILURES_MAX, LOCKOUT_S, PAIR_FAILURES_MAX};
+
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const THERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
     fn passwords() -> Passwords {
         let hash = hash_password("correct horse").expect("hash");
@@ -177,28 +144,50 @@ mod tests {
     async fn right_and_wrong_passwords() {
         let p = passwords();
         assert_eq!(
-            p.verify("alice", "correct horse", 0).await,
+            p.verify("alice", "correct horse", HERE, 0).await,
             Verdict::Accepted
         );
-        assert_eq!(p.verify("alice", "wrong", 0).await, Verdict::Refused);
-        assert_eq!(p.verify("bob", "correct horse", 0).await, Verdict::Refused);
-        assert_eq!(p.verify("", "", 0).await, Verdict::Refused);
+        assert_eq!(p.verify("alice", "wrong", HERE, 0).await, Verdict::Refused);
+        assert_eq!(
+            p.verify("bob", "correct horse", HERE, 0).await,
+            Verdict::Refused
+        );
+        assert_eq!(p.verify("", "", HERE, 0).await, Verdict::Refused);
     }
 
     #[tokio::test]
-    async fn repeated_failures_lock_the_name_out_for_a_while() {
+    async fn repeated_failures_lock_the_name_out_from_there_for_a_while() {
         let p = passwords();
-        for _ in 0..FAILURES_MAX {
-            assert_eq!(p.verify("alice", "wrong", 10).await, Verdict::Refused);
+        for _ in 0..PAIR_FAILURES_MAX {
+            assert_eq!(p.verify("alice", "wrong", HERE, 10).await, Verdict::Refused);
         }
         assert_eq!(
-            p.verify("alice", "correct horse", 11).await,
+            p.verify("alice", "correct horse", HERE, 11).await,
             Verdict::LockedOut
         );
         assert_eq!(
-            p.verify("alice", "correct horse", 10 + LOCKOUT_S).await,
+            p.verify("alice", "correct horse", THERE, 11).await,
+            Verdict::Accepted,
+            "the same name from another address"
+        );
+        assert_eq!(
+            p.verify("alice", "correct horse", HERE, 10 + LOCKOUT_S)
+                .await,
             Verdict::Accepted
         );
         assert!(hash_password("").is_err());
+    }
+
+    #[tokio::test]
+    async fn unknown_names_count_for_the_address_not_for_alice_elsewhere() {
+        let p = passwords();
+        for i in 0..ADDRESS_FAILURES_MAX {
+            let name = format!("guess{}", i / (PAIR_FAILURES_MAX - 1));
+            assert_eq!(p.verify(&name, "x", HERE, 10).await, Verdict::Refused);
+        }
+        let here = p.verify("alice", "correct horse", HERE, 11).await;
+        assert_eq!(here, Verdict::LockedOut, "the address tried many names");
+        let there = p.verify("alice", "correct horse", THERE, 11).await;
+        assert_eq!(there, Verdict::Accepted);
     }
 }

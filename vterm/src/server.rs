@@ -2,7 +2,7 @@
 //! connection served by axum until shutdown.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -31,6 +31,17 @@ impl Limited {
             listener,
             permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
         }
+    }
+}
+
+/// The browser's address, for the sign-in lockout (axum's `ConnectInfo`
+/// of a [`Limited`] listener).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub(crate) IpAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Peer {
+        Peer(stream.remote_addr().ip())
     }
 }
 

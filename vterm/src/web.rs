@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, REFERRER_POLICY,
     SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
@@ -19,10 +19,12 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::forms::{self, ActionInput, CsrfInput, FilterInput, PaymentInput, SignInInput};
 use crate::link::{reply_reason, Link, LinkError};
+use crate::lockout::LOCKOUT_S;
 use crate::money::{parse_amount_minor, Currency};
 use crate::pages::{self, Choices, Chrome, PaymentForm, TerminalPage};
-use crate::password::{Passwords, Verdict, LOCKOUT_S};
+use crate::password::{Passwords, Verdict};
 use crate::payment::RowsPage;
+use crate::server::Peer;
 use crate::session::{random_token, tokens_equal, Flash, SessionView, Sessions};
 
 /// Largest request body: the payment form is well under 2 KiB.
@@ -202,6 +204,7 @@ async fn sign_in_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Respon
 
 async fn sign_in(
     State(app): State<Arc<App>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     Form(input): Form<SignInInput>,
 ) -> Response {
@@ -212,11 +215,11 @@ async fn sign_in(
     let now_s = app.clock.now_s();
     match app
         .passwords
-        .verify(&input.name, &input.password, now_s)
+        .verify(&input.name, &input.password, peer, now_s)
         .await
     {
         Verdict::Refused => {
-            tracing::warn!(operator = ?input.name, "sign-in refused");
+            tracing::warn!(operator = ?input.name, %peer, "sign-in refused");
             sign_in_response(
                 &app,
                 StatusCode::UNAUTHORIZED,
@@ -224,8 +227,9 @@ async fn sign_in(
             )
         }
         Verdict::LockedOut => {
+            tracing::warn!(operator = ?input.name, %peer, "sign-in locked out");
             let text = format!(
-                "Too many failed sign-ins for this operator: try again in {} minutes.",
+                "Too many failed sign-ins from here: try again in {} minutes.",
                 LOCKOUT_S / 60
             );
             sign_in_response(&app, StatusCode::TOO_MANY_REQUESTS, Some(&text))

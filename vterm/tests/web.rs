@@ -4,9 +4,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use common::http::{form, request, Response};
+use common::http::{form, request_from, Response};
 use common::{csrf_in, TestSwitch, TestTerminal, MASKED_PAN, OPERATOR, PAN, PASSWORD};
 use vterm::Clock;
 
@@ -16,6 +16,8 @@ const START_S: u64 = 1_795_434_550;
 /// A browser stand-in: keeps cookies between requests.
 struct Agent {
     addr: SocketAddr,
+    /// The browser's own address; any when `None`.
+    source: Option<IpAddr>,
     cookies: BTreeMap<String, String>,
 }
 
@@ -23,7 +25,16 @@ impl Agent {
     fn new(addr: SocketAddr) -> Agent {
         Agent {
             addr,
+            source: None,
             cookies: BTreeMap::new(),
+        }
+    }
+
+    /// A browser on another machine: it connects from `source`.
+    fn from(addr: SocketAddr, source: &str) -> Agent {
+        Agent {
+            source: Some(source.parse().expect("source address")),
+            ..Agent::new(addr)
         }
     }
 
@@ -50,7 +61,15 @@ impl Agent {
         if !cookie.is_empty() {
             headers.push(("Cookie", &cookie));
         }
-        let r = request(self.addr, method, path, &headers, body.as_bytes()).await;
+        let r = request_from(
+            self.source,
+            self.addr,
+            method,
+            path,
+            &headers,
+            body.as_bytes(),
+        )
+        .await;
         self.keep(&r);
         r
     }
@@ -111,6 +130,40 @@ async fn repeated_failures_lock_the_operator_out() {
     assert!(r.body.contains("Too many failed sign-ins"));
     t.clock.advance_s(301);
     assert_eq!(a.sign_in_as(OPERATOR, PASSWORD).await.status, 303);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_locked_out_from_one_address_signs_in_from_another() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut attacker = Agent::from(t.addr, "127.0.0.1");
+    for _ in 0..5 {
+        assert_eq!(attacker.sign_in_as(OPERATOR, "wrong").await.status, 401);
+    }
+    assert_eq!(attacker.sign_in_as(OPERATOR, PASSWORD).await.status, 429);
+
+    let mut operator = Agent::from(t.addr, "127.0.0.2");
+    let r = operator.sign_in_as(OPERATOR, PASSWORD).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/terminal"));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn an_address_trying_many_names_is_locked_out_alone() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut attacker = Agent::from(t.addr, "127.0.0.1");
+    // Four tries a name, under the pair's limit: 20 across names.
+    for i in 0..20 {
+        let name = format!("guess{}", i / 4);
+        assert_eq!(attacker.sign_in_as(&name, "wrong").await.status, 401);
+    }
+    let r = attacker.sign_in_as(OPERATOR, PASSWORD).await;
+    assert_eq!(r.status, 429);
+    assert!(r.body.contains("Too many failed sign-ins"));
+
+    let mut operator = Agent::from(t.addr, "127.0.0.2");
+    assert_eq!(operator.sign_in_as(OPERATOR, PASSWORD).await.status, 303);
     t.stop().await;
 }
 

@@ -2,10 +2,10 @@
 //! (`Connection: close`), `Content-Length` or chunked bodies. Enough for the
 //! terminal's pages and for WebDriver's JSON.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::TIMEOUT;
 
@@ -56,19 +56,45 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    tokio::time::timeout(TIMEOUT, request_inner(addr, method, path, headers, body))
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no response within {TIMEOUT:?}"))
+    request_from(None, addr, method, path, headers, body).await
 }
 
-async fn request_inner(
+/// [`request`] from the local address `source` (any when `None`).
+pub async fn request_from(
+    source: Option<IpAddr>,
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(addr)
+    let inner = request_inner(source, addr, method, path, headers, body);
+    tokio::time::timeout(TIMEOUT, inner)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no response within {TIMEOUT:?}"))
+}
+
+async fn connect(source: Option<IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+async fn request_inner(
+    source: Option<IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut stream = connect(source, addr)
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let mut head = format!(
