@@ -18,26 +18,22 @@ pub mod bench_api;
 mod clock;
 mod code;
 mod config;
-mod conn;
 mod engine;
-mod frames;
-mod http;
 mod idempotency;
-mod iso;
 mod iso_cli;
 mod journal_cli;
 mod journal_stage;
 mod keys;
 mod lifecycle;
 mod metrics;
-mod outbox;
+mod net;
 mod ratelog;
 mod record;
 mod request;
 mod risk_stage;
-mod server;
 mod state;
 mod sweeper;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -159,7 +155,6 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     engine.journal = journal_stage::JournalStage::on(Arc::new(journal));
     engine.requeue_holds();
     let engine = Arc::new(engine);
-    let metrics = Arc::new(metrics::Metrics::new());
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr)
@@ -180,61 +175,9 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     };
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
 
-    let profile = codecs::iso8583::Profile::by_name(&config.iso.profile).context("iso.profile")?;
-    let header = if config.iso.length_header == "ascii4" {
-        LengthHeader::Ascii4
-    } else {
-        LengthHeader::Binary2
-    };
-    let shared = Arc::new(server::IsoShared {
-        engine: engine.clone(),
-        metrics,
-        profile,
-        framing: FrameConfig {
-            header,
-            tpdu: config.iso.tpdu,
-            frame_bytes_max: config.iso.frame_bytes_max,
-        },
-        inflight_max: config.limits.inflight_per_connection_max,
-        limits: conn::ConnLimits::new(&config.limits, false),
-        durable: engine.journal.durable_watch(),
-    });
-    // `limits.connections_max` and `connections_per_address_max` hold per
-    // listener.
-    let limit = || Arc::new(Semaphore::new(config.limits.connections_max));
-    let per_address = || conn::AddressLimit::new(config.limits.connections_per_address_max);
-    let iso = server::Listener {
-        listener: iso_listener,
-        limit: limit(),
-        per_address: per_address(),
-        name: "iso",
-    };
-    tracker.spawn(
-        iso.run(cancel.clone(), tracker.clone(), move |stream, cancel| {
-            server::Handler::new(shared.clone(), stream).run(cancel)
-        }),
-    );
-    // Internal frames: API-key log-in, then MO/TO and back-office requests.
-    let frame_shared = Arc::new(frames::FrameShared {
-        engine: engine.clone(),
-        keys: Arc::new(keys::KeyStore::open(&config.listeners.data_dir)),
-        inflight_max: config.limits.inflight_per_connection_max,
-        limits: conn::ConnLimits::new(&config.limits, true),
-        durable: engine.journal.durable_watch(),
-    });
-    let frames = server::Listener {
-        listener: frame_listener,
-        limit: limit(),
-        per_address: per_address(),
-        name: "frame",
-    };
-    tracker.spawn(
-        frames.run(cancel.clone(), tracker.clone(), move |stream, cancel| {
-            frames::FrameHandler::new(frame_shared.clone(), stream).run(cancel)
-        }),
-    );
-
-    let http_state = Arc::new(http::HttpState {
+    spawn_wire_listeners(&config, &engine, iso_listener, frame_listener, &running)?;
+    let metrics_handle = prometheus.clone();
+    let http_state = Arc::new(net::http::HttpState {
         prometheus,
         ready: false.into(),
         refresh: Box::new({
@@ -246,17 +189,14 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
             move || engine.journal.failure()
         }),
     });
-    tracker.spawn(http::serve(
+    tracker.spawn(net::http::serve(
         http_listener,
         http_state.clone(),
-        http::HttpLimits::new(&config.limits),
+        net::http::HttpLimits::new(&config.limits),
         cancel.clone(),
         tracker.clone(),
     ));
-    tracker.spawn(metrics_upkeep(
-        http_state.prometheus.clone(),
-        cancel.clone(),
-    ));
+    tracker.spawn(metrics_upkeep(metrics_handle, cancel.clone()));
     if engine.risk.source().is_some() {
         tracker.spawn(policy_reloader(engine.clone(), cancel.clone()));
     }
@@ -269,6 +209,72 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     http_state.ready.store(true, Ordering::Release);
     tracing::info!(iso = %running.iso_addr, frame = %running.frame_addr, http = %running.http_addr, "switch ready");
     Ok(running)
+}
+
+/// Starts the ISO 8583 and internal-frame listeners: the same connection
+/// loop over each wire, each listener with its own `limits.connections_max`
+/// and `connections_per_address_max`.
+fn spawn_wire_listeners(
+    config: &Config,
+    engine: &Arc<engine::Engine>,
+    iso_listener: TcpListener,
+    frame_listener: TcpListener,
+    running: &Running,
+) -> anyhow::Result<()> {
+    let profile = codecs::iso8583::Profile::by_name(&config.iso.profile).context("iso.profile")?;
+    let header = if config.iso.length_header == "ascii4" {
+        LengthHeader::Ascii4
+    } else {
+        LengthHeader::Binary2
+    };
+    let iso = Arc::new(wire::iso::IsoShared {
+        engine: engine.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
+        profile,
+        framing: FrameConfig {
+            header,
+            tpdu: config.iso.tpdu,
+            frame_bytes_max: config.iso.frame_bytes_max,
+        },
+    });
+    // Internal frames: API-key log-in, then MO/TO and back-office requests.
+    let frames = Arc::new(wire::frames::FrameShared {
+        engine: engine.clone(),
+        keys: Arc::new(keys::KeyStore::open(&config.listeners.data_dir)),
+    });
+    let l = &config.limits;
+    let listener = |listener, name| net::Listener {
+        listener,
+        limit: Arc::new(Semaphore::new(l.connections_max)),
+        per_address: net::AddressLimit::new(l.connections_per_address_max),
+        name,
+    };
+    let (cancel, tracker) = (&running.cancel, &running.tracker);
+    let (inflight_max, durable) = (
+        l.inflight_per_connection_max,
+        engine.journal.durable_watch(),
+    );
+    let limits = net::ConnLimits::new(l, false);
+    let iso_durable = durable.clone();
+    tracker.spawn(listener(iso_listener, "iso").run(
+        cancel.clone(),
+        tracker.clone(),
+        move |stream, cancel| {
+            let wire = wire::iso::IsoWire::new(iso.clone());
+            net::Connection::new(wire, stream, limits, inflight_max, iso_durable.clone())
+                .run(cancel)
+        },
+    ));
+    let limits = net::ConnLimits::new(l, true);
+    tracker.spawn(listener(frame_listener, "frame").run(
+        cancel.clone(),
+        tracker.clone(),
+        move |stream, cancel| {
+            let wire = wire::frames::FrameWire::new(frames.clone());
+            net::Connection::new(wire, stream, limits, inflight_max, durable.clone()).run(cancel)
+        },
+    ));
+    Ok(())
 }
 
 /// Opens the journal in `<data_dir>/journal` and replays it into `engine`.

@@ -1,9 +1,12 @@
 //! The ISO 8583 edge of the pipeline: decode a frame into a [`Request`],
 //! and encode the [`Outcome`] as the response. Nothing else knows ISO 8583.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use codecs::card::Pan;
-use codecs::framing::{FrameCodec, Tpdu, WriteError};
+use codecs::framing::{Frame, FrameCodec, FrameConfig, Tpdu, WriteError};
 use codecs::iso8583::datetime::{Expiry, TransmissionTime};
 use codecs::iso8583::f90::OriginalData;
 use codecs::iso8583::{f48, DecodeErrorKind, EncodeError, Message, MessageWriter, Mti, Profile};
@@ -12,7 +15,82 @@ use crate::code::Code;
 use crate::engine::Engine;
 use crate::idempotency::MessageKey;
 use crate::metrics::{Metrics, Stage};
+use crate::net::{Answered, End, Wire};
+use crate::ratelog::warn_limited;
 use crate::request::{Channel, Op, OriginalRef, Outcome, Request};
+use tokio_util::codec::Decoder;
+
+/// What every ISO 8583 connection shares.
+pub(crate) struct IsoShared {
+    /// The pipeline.
+    pub(crate) engine: Arc<Engine>,
+    /// Metric handles.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Wire profile.
+    pub(crate) profile: &'static Profile,
+    /// Framing settings.
+    pub(crate) framing: FrameConfig,
+}
+
+/// The ISO 8583 wire on one connection.
+pub(crate) struct IsoWire {
+    /// Shared pipeline and settings.
+    shared: Arc<IsoShared>,
+    /// Length-prefix framing.
+    codec: FrameCodec,
+}
+
+impl IsoWire {
+    /// A connection's wire state.
+    pub(crate) fn new(shared: Arc<IsoShared>) -> Self {
+        let codec = FrameCodec::new(shared.framing);
+        IsoWire { shared, codec }
+    }
+}
+
+impl Wire for IsoWire {
+    type Frame = Frame;
+
+    const NAME: &'static str = "iso";
+
+    fn next_frame(&mut self, input: &mut BytesMut, peer: IpAddr) -> Result<Option<Frame>, End> {
+        self.codec.decode(input).map_err(|e| {
+            warn_limited!("framing", %peer, error = %e, "framing error");
+            metrics::counter!("switch_codec_errors_total", "kind" => "framing").increment(1);
+            End::Protocol("framing_error")
+        })
+    }
+
+    fn answer(&mut self, frame: Frame, _peer: IpAddr, out: &mut BytesMut) -> Answered {
+        let sh = &self.shared;
+        let handled = handle(
+            &sh.engine,
+            &sh.metrics,
+            sh.profile,
+            &self.codec,
+            frame.tpdu,
+            &frame.body,
+            out,
+        );
+        match handled {
+            Ok(seq) => Answered { seq, end: None },
+            Err(u) => {
+                // Nothing is answered; whatever a failed encode left goes.
+                out.clear();
+                Answered {
+                    seq: 0,
+                    end: Some(End::Protocol(u.label())),
+                }
+            }
+        }
+    }
+
+    fn answers_rest(&self, end: End) -> bool {
+        // Not after a broken frame, a broken socket or a peer that does
+        // not read.
+        !matches!(end, End::Protocol(_) | End::Io | End::WriteTimeout)
+    }
+}
 
 /// Why a frame could not be answered; the connection is closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,7 +19,6 @@
 //! it is never stored, journaled or logged.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -28,23 +27,16 @@ use codecs::internal::{
     EventKind, FrameBytes, HistoryEntry, InternalCodec, ListPayments, MotoRequest, PaymentRow,
     PaymentStatus, Repeated, Request, Response, ResultCode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
 
 use crate::code::Code;
-use crate::conn::{self, ConnLimits, Deadlines, End};
 use crate::engine::{Engine, ListFilter};
 use crate::keys::{KeyStore, Refusal};
 use crate::lifecycle::{CartItem, Extras, Kind, LineRefund, Operation, Payment, Status};
-use crate::outbox::Outbox;
+use crate::net::{Answered, End, Wire};
 use crate::ratelog::warn_limited;
 use crate::request::{Channel, Op, OriginalRef, Request as EngineRequest};
 
-/// Read buffer per connection at start; it grows to one frame at most.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Page size of a list request without `limit`.
 const LIST_ROWS_DEFAULT: usize = 20;
 
@@ -62,154 +54,74 @@ pub(crate) struct FrameShared {
     pub(crate) engine: Arc<Engine>,
     /// API keys and mandates.
     pub(crate) keys: Arc<KeyStore>,
-    /// `limits.inflight_per_connection_max`.
-    pub(crate) inflight_max: usize,
-    /// Log-in, idle, frame, write and drain deadlines.
-    pub(crate) limits: ConnLimits,
-    /// Durable journal sequence, when a journal waits.
-    pub(crate) durable: Option<journal::DurableWatch>,
 }
 
-/// One internal-frame connection.
-pub(crate) struct FrameHandler {
-    /// Shared pipeline, keys and settings.
+/// The internal-frame wire on one connection: its log-in and scope.
+pub(crate) struct FrameWire {
+    /// Shared pipeline and keys.
     shared: Arc<FrameShared>,
-    /// The socket.
-    stream: TcpStream,
-    /// The peer's address, for the log-in limiter.
-    peer: IpAddr,
     /// Frame delimiting.
     codec: InternalCodec,
-    /// Bytes read, not yet framed.
-    input: BytesMut,
-    /// Answers ready or held for the journal; at most `inflight_max` held.
-    outbox: Outbox,
     /// The logged-in client id; `None` until Authenticate succeeds.
     client_id: Option<String>,
     /// MIDs the key may act for, refreshed on every request (reused).
     mids: Vec<String>,
     /// Their merchant indexes (reused).
     scope: Vec<u32>,
-    /// Log-in, frame, idle and write deadlines.
-    deadlines: Deadlines,
 }
 
-impl FrameHandler {
-    /// A handler for `stream`.
-    pub(crate) fn new(shared: Arc<FrameShared>, stream: TcpStream) -> Self {
-        let peer = stream
-            .peer_addr()
-            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let outbox = Outbox::new(shared.durable.clone(), shared.inflight_max);
-        let shared_limits = shared.limits;
-        FrameHandler {
+impl Wire for FrameWire {
+    type Frame = FrameBytes;
+
+    const NAME: &'static str = "frame";
+
+    fn next_frame(
+        &mut self,
+        input: &mut BytesMut,
+        peer: IpAddr,
+    ) -> Result<Option<FrameBytes>, End> {
+        self.codec.decode(input).map_err(|e| {
+            warn_limited!("internal_framing", %peer, error = %e, "internal frame: broken header");
+            metrics::counter!("switch_codec_errors_total", "kind" => "internal_framing")
+                .increment(1);
+            End::Protocol("internal_framing_error")
+        })
+    }
+
+    fn answer(&mut self, frame: FrameBytes, peer: IpAddr, out: &mut BytesMut) -> Answered {
+        let (seq, end) = self.answer_frame(&frame, peer, out);
+        Answered { seq, end }
+    }
+
+    fn logged_in(&self) -> bool {
+        self.client_id.is_some()
+    }
+
+    fn answers_rest(&self, end: End) -> bool {
+        matches!(end, End::PeerClosed | End::Shutdown | End::Idle)
+    }
+}
+
+impl FrameWire {
+    /// A connection's wire state, before log-in.
+    pub(crate) fn new(shared: Arc<FrameShared>) -> Self {
+        FrameWire {
             shared,
-            stream,
-            peer,
             codec: InternalCodec::new(),
-            input: BytesMut::with_capacity(READ_BUFFER_BYTES),
-            outbox,
             client_id: None,
             mids: Vec::new(),
             scope: Vec::new(),
-            deadlines: Deadlines::new(shared_limits, Instant::now()),
         }
-    }
-
-    /// Serves until the peer leaves, shutdown, a deadline, a broken
-    /// header, or a refusal.
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
-        let end = self.serve(&cancel).await;
-        end.record("frame", Some(self.peer));
-        let more = matches!(end, End::PeerClosed | End::Shutdown | End::Idle);
-        let drain = self.shared.limits.drain;
-        if tokio::time::timeout(drain, self.drain(more, end.can_write()))
-            .await
-            .is_err()
-        {
-            conn::drain_timed_out("frame", Some(self.peer));
-        }
-    }
-
-    async fn serve(&mut self, cancel: &CancellationToken) -> End {
-        let Err(end) = self.serve_until_end(cancel).await;
-        end
-    }
-
-    async fn serve_until_end(&mut self, cancel: &CancellationToken) -> Result<Infallible, End> {
-        // One timer for the connection's life, re-armed only when it fires
-        // (`conn`'s module comment says why).
-        let first = self.deadlines.check(Instant::now(), true, false, false);
-        let timer = tokio::time::sleep_until(first.unwrap_or_else(|_| Instant::now()));
-        tokio::pin!(timer);
-        loop {
-            let processed = self.process_input();
-            self.outbox.release_durable();
-            conn::write_ready(
-                &mut self.outbox,
-                &mut self.stream,
-                &mut self.deadlines,
-                cancel,
-            )
-            .await?;
-            processed?;
-            let can_read = self.outbox.held() < self.shared.inflight_max;
-            let waiting = self.outbox.held() > 0;
-            let logged_in = self.client_id.is_some();
-            tokio::select! {
-                () = cancel.cancelled() => return Err(End::Shutdown),
-                read = self.stream.read_buf(&mut self.input), if can_read => match read {
-                    Ok(0) => return Err(End::PeerClosed),
-                    Ok(_) => {}
-                    Err(_) => return Err(End::Io),
-                },
-                changed = self.outbox.wait_durable(), if waiting => {
-                    if changed.is_err() {
-                        return Err(End::Journal);
-                    }
-                }
-                () = &mut timer => {
-                    let next = self.deadlines.check(Instant::now(), can_read, waiting, logged_in)?;
-                    timer.as_mut().reset(next);
-                }
-            }
-        }
-    }
-
-    /// Answers every whole frame in `input`, while under the in-flight
-    /// limit.
-    fn process_input(&mut self) -> Result<(), End> {
-        let mut requests = 0;
-        while self.outbox.held() < self.shared.inflight_max {
-            let frame = match self.codec.decode(&mut self.input) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    warn_limited!("internal_framing", peer = %self.peer, error = %e, "internal frame: broken header");
-                    metrics::counter!("switch_codec_errors_total", "kind" => "internal_framing")
-                        .increment(1);
-                    return Err(End::Protocol("internal_framing_error"));
-                }
-            };
-            requests += 1;
-            let mut out = BytesMut::new();
-            let (seq, end) = self.answer_frame(&frame, &mut out);
-            self.outbox.push(&out, seq);
-            if let Some(end) = end {
-                return Err(end);
-            }
-        }
-        let partial = !self.input.is_empty();
-        if requests > 0 || partial {
-            self.deadlines
-                .after_input(requests, partial, Instant::now());
-        }
-        Ok(())
     }
 
     /// Answers one frame into `out`; returns the sequence to wait for and
     /// whether to close the connection afterwards.
-    fn answer_frame(&mut self, frame: &FrameBytes, out: &mut BytesMut) -> (u64, Option<End>) {
+    fn answer_frame(
+        &mut self,
+        frame: &FrameBytes,
+        peer: IpAddr,
+        out: &mut BytesMut,
+    ) -> (u64, Option<End>) {
         let request_id = frame.request_id();
         let view = frame.frame();
         let request = match Request::parse(&view) {
@@ -228,7 +140,7 @@ impl FrameHandler {
             .frame_type()
             .map_or("unknown", |t| frame_type_label(t.code()));
         let (answer, end) = match (&self.client_id, request) {
-            (None, Request::Authenticate(a)) => self.log_in(a.client_id, a.secret.expose()),
+            (None, Request::Authenticate(a)) => self.log_in(a.client_id, a.secret.expose(), peer),
             (None, _) => (
                 Answer::refusal(Code::NOT_PERMITTED_TERMINAL, "authenticate first".into()),
                 Some(End::Refused),
@@ -237,7 +149,7 @@ impl FrameHandler {
                 Answer::refusal(Code::INVALID_TRANSACTION, "already authenticated".into()),
                 None,
             ),
-            (Some(_), request) => self.act(&request),
+            (Some(_), request) => self.act(&request, peer),
         };
         metrics::counter!("switch_frame_requests_total", "type" => type_label, "code" => answer.code.as_str())
             .increment(1);
@@ -245,15 +157,15 @@ impl FrameHandler {
         (answer.seq, end)
     }
 
-    fn log_in(&mut self, client_id: &str, secret: &[u8]) -> (Answer, Option<End>) {
+    fn log_in(&mut self, client_id: &str, secret: &[u8], peer: IpAddr) -> (Answer, Option<End>) {
         let now_ms = self.shared.engine.clock.now_ms();
         match self
             .shared
             .keys
-            .authenticate(client_id, secret, self.peer, now_ms)
+            .authenticate(client_id, secret, peer, now_ms)
         {
             Ok(()) => {
-                tracing::debug!(client_id, peer = %self.peer, "internal-frame log-in");
+                tracing::debug!(client_id, peer = %peer, "internal-frame log-in");
                 self.client_id = Some(client_id.to_owned());
                 (
                     Answer::refusal(Code::APPROVED, "authenticated".into()),
@@ -274,10 +186,10 @@ impl FrameHandler {
     }
 
     /// A request of a logged-in key: refresh its scope, then run it.
-    fn act(&mut self, request: &Request<'_>) -> (Answer, Option<End>) {
+    fn act(&mut self, request: &Request<'_>, peer: IpAddr) -> (Answer, Option<End>) {
         let client_id = self.client_id.as_deref().unwrap_or_default();
         if !self.shared.keys.merchants_for(client_id, &mut self.mids) {
-            warn_limited!("revoked_in_session", client_id, peer = %self.peer, "internal-frame key no longer in force");
+            warn_limited!("revoked_in_session", client_id, peer = %peer, "internal-frame key no longer in force");
             metrics::counter!("switch_auth_failures_total", "reason" => "revoked_in_session")
                 .increment(1);
             let answer = Answer::refusal(Code::NOT_PERMITTED_TERMINAL, "key revoked".into());
@@ -291,18 +203,6 @@ impl FrameHandler {
                 .filter_map(|mid| engine.merchant_index(mid.as_bytes())),
         );
         (run(engine, &self.scope, request), None)
-    }
-
-    /// At the end: answer whole frames already read (when the stream is
-    /// still trusted), wait for the journal, write everything.
-    async fn drain(&mut self, process_rest: bool, write: bool) {
-        if process_rest {
-            let _ = self.process_input();
-        }
-        if write {
-            self.outbox.drain(&mut self.stream).await;
-        }
-        let _ = self.stream.shutdown().await;
     }
 }
 

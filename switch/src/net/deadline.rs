@@ -1,6 +1,5 @@
-//! What the ISO 8583 and internal-frame connections share: the per-address
-//! connection limit, the deadlines no client can stretch, a write that
-//! gives up, and why a connection ended.
+//! The deadlines no client can stretch, a write that gives up, and why a
+//! connection ended.
 //!
 //! A connection's deadlines (`docs/configuration.md`, `[limits]`):
 //! - **frame**: once a frame's first byte has arrived, the whole frame
@@ -22,9 +21,7 @@
 //! quarter of the frame timeout, so a frame that starts between two
 //! firings is closed at most a quarter late.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -32,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
-use crate::outbox::Outbox;
+use crate::net::outbox::Outbox;
 use crate::ratelog::warn_limited;
 
 /// The deadlines of one listener's connections.
@@ -172,6 +169,11 @@ pub(crate) struct Deadlines {
 }
 
 impl Deadlines {
+    /// The listener's limits.
+    pub(crate) fn limits(&self) -> &ConnLimits {
+        &self.limits
+    }
+
     /// Deadlines of a connection accepted `now`.
     pub(crate) fn new(limits: ConnLimits, now: Instant) -> Self {
         Deadlines {
@@ -265,72 +267,6 @@ pub(crate) async fn write_ready(
     Ok(())
 }
 
-/// Open connections per address of one listener, bounded by
-/// `limits.connections_per_address_max`. The map holds one entry per
-/// address with an open connection, so it is bounded by
-/// `limits.connections_max`.
-pub(crate) struct AddressLimit {
-    /// Connections open per address.
-    open: Mutex<HashMap<IpAddr, usize>>,
-    /// `limits.connections_per_address_max`.
-    per_address_max: usize,
-}
-
-impl AddressLimit {
-    /// A limit of `per_address_max` connections per address.
-    pub(crate) fn new(per_address_max: usize) -> Arc<Self> {
-        Arc::new(AddressLimit {
-            open: Mutex::new(HashMap::new()),
-            per_address_max,
-        })
-    }
-
-    /// A slot for a connection from `addr`, or `None` at the limit.
-    pub(crate) fn acquire(self: &Arc<Self>, addr: IpAddr) -> Option<AddressSlot> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(addr).or_insert(0);
-        if *n >= self.per_address_max {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            limit: self.clone(),
-            addr,
-        })
-    }
-
-    /// Connections open from `addr`.
-    #[cfg(test)]
-    fn open(&self, addr: IpAddr) -> usize {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&addr).copied().unwrap_or(0)
-    }
-}
-
-/// One connection's place in its address's count; released on drop.
-pub(crate) struct AddressSlot {
-    /// The limit it counts against.
-    limit: Arc<AddressLimit>,
-    /// The peer's address.
-    addr: IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self
-            .limit
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.addr) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.addr);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,18 +334,5 @@ mod tests {
         let d = Deadlines::new(limits(), t0);
         let next = d.check(t0, true, false, true).expect("no deadline yet");
         assert_eq!(next, t0 + Duration::from_millis(100));
-    }
-
-    #[test]
-    fn addresses_are_counted_apart_and_released() {
-        let limit = AddressLimit::new(2);
-        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
-        let a1 = limit.acquire(a).expect("first");
-        let _a2 = limit.acquire(a).expect("second");
-        assert!(limit.acquire(a).is_none(), "third from a");
-        let _b1 = limit.acquire(b).expect("b is not a");
-        drop(a1);
-        assert_eq!(limit.open(a), 1);
-        assert!(limit.acquire(a).is_some(), "a slot freed");
     }
 }

@@ -1,0 +1,170 @@
+//! The one connection loop, for both wires.
+//!
+//! It reads as much as the socket has, answers every whole frame (the
+//! pipeline never awaits), and writes every answer produced from that read
+//! with one write (TCP_NODELAY is on, so batching is what keeps the packet
+//! count down). Answers that wait for the journal are held, in order; at
+//! the in-flight limit it stops reading.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::deadline::{self, ConnLimits, Deadlines, End};
+use crate::net::outbox::Outbox;
+use crate::net::wire::Wire;
+
+/// Read buffer size per connection at start; it grows to one frame at most.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// Answer buffer at start; it grows to the largest answer.
+const SCRATCH_BYTES: usize = 1024;
+
+/// One connection speaking wire `W`.
+pub(crate) struct Connection<W: Wire> {
+    /// The wire format and its per-connection state (log-in, codec).
+    wire: W,
+    /// The socket.
+    stream: TcpStream,
+    /// The peer's address, for logs and the log-in limiter.
+    peer: IpAddr,
+    /// Bytes read, not yet framed.
+    input: BytesMut,
+    /// Answers ready or held for the journal; at most `inflight_max` held.
+    outbox: Outbox,
+    /// One answer being written, reused.
+    scratch: BytesMut,
+    /// `limits.inflight_per_connection_max`.
+    inflight_max: usize,
+    /// Frame, log-in, idle and write deadlines.
+    deadlines: Deadlines,
+}
+
+impl<W: Wire> Connection<W> {
+    /// A connection over `stream`.
+    pub(crate) fn new(
+        wire: W,
+        stream: TcpStream,
+        limits: ConnLimits,
+        inflight_max: usize,
+        durable: Option<journal::DurableWatch>,
+    ) -> Self {
+        let peer = stream
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        Connection {
+            wire,
+            stream,
+            peer,
+            input: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            outbox: Outbox::new(durable, inflight_max),
+            scratch: BytesMut::with_capacity(SCRATCH_BYTES),
+            inflight_max,
+            deadlines: Deadlines::new(limits, Instant::now()),
+        }
+    }
+
+    /// Serves until the peer leaves, shutdown, a deadline, a bad frame or
+    /// a refusal; then answers what it may within the drain deadline.
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+        let end = self.serve(&cancel).await;
+        end.record(W::NAME, Some(self.peer));
+        let more = self.wire.answers_rest(end);
+        let drain = self.deadlines.limits().drain;
+        if tokio::time::timeout(drain, self.drain(more, end.can_write()))
+            .await
+            .is_err()
+        {
+            deadline::drain_timed_out(W::NAME, Some(self.peer));
+        }
+    }
+
+    async fn serve(&mut self, cancel: &CancellationToken) -> End {
+        let Err(end) = self.serve_until_end(cancel).await;
+        end
+    }
+
+    async fn serve_until_end(&mut self, cancel: &CancellationToken) -> Result<Infallible, End> {
+        // One timer for the connection's life, re-armed only when it fires
+        // (`deadline`'s module comment says why).
+        let logged_in = self.wire.logged_in();
+        let first = self.deadlines.check(Instant::now(), true, false, logged_in);
+        let timer = tokio::time::sleep_until(first.unwrap_or_else(|_| Instant::now()));
+        tokio::pin!(timer);
+        loop {
+            let processed = self.process_input();
+            self.outbox.release_durable();
+            deadline::write_ready(
+                &mut self.outbox,
+                &mut self.stream,
+                &mut self.deadlines,
+                cancel,
+            )
+            .await?;
+            processed?;
+            let can_read = self.outbox.held() < self.inflight_max;
+            let waiting = self.outbox.held() > 0;
+            tokio::select! {
+                () = cancel.cancelled() => return Err(End::Shutdown),
+                read = self.stream.read_buf(&mut self.input), if can_read => match read {
+                    Ok(0) => return Err(End::PeerClosed),
+                    Ok(_) => {}
+                    Err(_) => return Err(End::Io),
+                },
+                changed = self.outbox.wait_durable(), if waiting => {
+                    if changed.is_err() {
+                        return Err(End::Journal);
+                    }
+                }
+                () = &mut timer => {
+                    let logged_in = self.wire.logged_in();
+                    let next = self.deadlines.check(Instant::now(), can_read, waiting, logged_in)?;
+                    timer.as_mut().reset(next);
+                }
+            }
+        }
+    }
+
+    /// Answers every whole frame in `input`, while under the in-flight
+    /// limit.
+    fn process_input(&mut self) -> Result<(), End> {
+        let mut requests = 0;
+        while self.outbox.held() < self.inflight_max {
+            let Some(frame) = self.wire.next_frame(&mut self.input, self.peer)? else {
+                break;
+            };
+            requests += 1;
+            let answered = self.wire.answer(frame, self.peer, &mut self.scratch);
+            if !self.scratch.is_empty() {
+                self.outbox.push(&self.scratch, answered.seq);
+                self.scratch.clear();
+            }
+            if let Some(end) = answered.end {
+                return Err(end);
+            }
+        }
+        let partial = !self.input.is_empty();
+        if requests > 0 || partial {
+            self.deadlines
+                .after_input(requests, partial, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// At the end: answer whole frames already read (when the input is
+    /// still trusted), wait for the journal, write everything (when the
+    /// peer still reads).
+    async fn drain(&mut self, process_rest: bool, write: bool) {
+        if process_rest {
+            let _ = self.process_input();
+        }
+        if write {
+            self.outbox.drain(&mut self.stream).await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}

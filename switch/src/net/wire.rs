@@ -1,0 +1,50 @@
+//! What a wire format gives the connection loop: how a frame is delimited
+//! and answered. Everything else (reading, batching, holding answers for
+//! the journal, deadlines, shutdown) is the loop's, the same for both.
+
+use std::net::IpAddr;
+
+use bytes::BytesMut;
+
+use crate::net::End;
+
+/// What answering one frame produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Answered {
+    /// Journal sequence the answer waits for (0: none).
+    pub(crate) seq: u64,
+    /// Close the connection after this answer (or, with nothing written,
+    /// instead of one).
+    pub(crate) end: Option<End>,
+}
+
+/// One wire format on one connection.
+pub(crate) trait Wire: Send + 'static {
+    /// A delimited frame.
+    type Frame;
+
+    /// The listener's label for logs and metrics (`iso`, `frame`).
+    const NAME: &'static str;
+
+    /// The next whole frame taken from `input`; `Ok(None)` while it is
+    /// incomplete.
+    ///
+    /// # Errors
+    /// The end to close with when the input cannot be delimited.
+    fn next_frame(
+        &mut self,
+        input: &mut BytesMut,
+        peer: IpAddr,
+    ) -> Result<Option<Self::Frame>, End>;
+
+    /// Answers `frame` at the end of `out` (nothing written: no answer).
+    fn answer(&mut self, frame: Self::Frame, peer: IpAddr, out: &mut BytesMut) -> Answered;
+
+    /// Whether the log-in deadline no longer applies.
+    fn logged_in(&self) -> bool {
+        true
+    }
+
+    /// Whether whole frames already read are still answered after `end`.
+    fn answers_rest(&self, end: End) -> bool;
+}

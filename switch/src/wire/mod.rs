@@ -1,0 +1,7 @@
+//! The wire formats: each delimits frames and translates them to and from
+//! the pipeline. `iso`: ISO 8583 (terminals and gateways); `frames`: the
+//! internal frames (the virtual terminal and back offices). Nothing else
+//! knows either format; the connection loop is `crate::net`'s.
+
+pub(crate) mod frames;
+pub(crate) mod iso;
