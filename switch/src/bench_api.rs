@@ -6,19 +6,16 @@ use codecs::iso8583::datetime::Expiry;
 use codecs::iso8583::f90::OriginalData;
 use codecs::iso8583::Mti;
 
+use engine::{Channel, Code, Command, MessageKey, Op, OriginalRef, Query, QueryReply, Request};
+
 use crate::clock::Clock;
-use crate::code::Code;
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::idempotency::MessageKey;
-use crate::journal_stage::JournalStage;
-use crate::request::{Channel, Op, OriginalRef, Request};
-use crate::risk_stage::RiskStage;
+use crate::node::Node;
 
 /// The engine with the embedded default, a manual clock and no journal.
 pub struct Lifecycle {
-    /// The pipeline after decode.
-    engine: Engine,
+    /// The pipeline after decode, behind the shell's door.
+    node: Node,
 }
 
 /// Luhn-valid 16-digit card numbers, one per index (`411111` BIN).
@@ -58,15 +55,9 @@ impl Lifecycle {
         config.limits.idempotency_entries_max = 100_000_000;
         config.limits.payments_max = 100_000_000;
         let key = TokenKey::new(b"bench");
-        let risk = RiskStage::new(&config, &key).expect("risk");
+        let clock = Clock::manual(1_795_434_550_000);
         Lifecycle {
-            engine: Engine::new(
-                &config,
-                Clock::manual(1_795_434_550_000),
-                key,
-                risk,
-                JournalStage::Off,
-            ),
+            node: Node::new(&config, clock, key).expect("engine"),
         }
     }
 
@@ -112,20 +103,23 @@ impl Lifecycle {
     /// were approved.
     pub fn preauth_then_capture(&self, pan: &[u8], terminal: [u8; 8], stan: u32) -> bool {
         let auth = Self::request(Op::PreAuth, Some(pan), stan, terminal, None);
-        let a = self.engine.process(&auth);
+        let a = self.node.apply(Command::Message(auth));
         let original = OriginalRef::Message(OriginalData {
             mti: Mti::parse("0100").unwrap_or_else(|| unreachable!()),
             stan,
             transmission: *b"1123114959",
         });
         let cap = Self::request(Op::Capture, None, stan + 1, terminal, Some(original));
-        let c = self.engine.process(&cap);
+        let c = self.node.apply(Command::Message(cap));
         a.code == Code::APPROVED && c.code == Code::APPROVED
     }
 
     /// Payments held.
     pub fn payments(&self) -> usize {
-        self.engine.state.len()
+        match self.node.query(Query::Stats) {
+            QueryReply::Stats(s) => s.payments,
+            _ => 0,
+        }
     }
 }
 

@@ -12,9 +12,9 @@ use serde_json::json;
 
 use crate::clock::UtcDateTime;
 use crate::config::Config;
-use crate::idempotency::{Answer, MessageKey};
-use crate::lifecycle::Payment;
-use crate::record;
+use engine::record;
+use engine::Payment;
+use engine::{Answer, MessageKey};
 
 /// The journal directory of a data directory (or the directory itself when
 /// it already is one).

@@ -16,23 +16,15 @@
 #[doc(hidden)]
 pub mod bench_api;
 mod clock;
-mod code;
 mod config;
-mod engine;
-mod idempotency;
 mod iso_cli;
 mod journal_cli;
 mod journal_stage;
 mod keys;
-mod lifecycle;
 mod metrics;
 mod net;
+mod node;
 mod ratelog;
-mod record;
-mod request;
-mod risk_stage;
-mod state;
-mod sweeper;
 mod wire;
 
 use std::net::SocketAddr;
@@ -74,7 +66,7 @@ pub struct Running {
     /// Every task, to wait for on shutdown.
     tracker: TaskTracker,
     /// The pipeline, to close its journal last.
-    engine: Arc<engine::Engine>,
+    engine: Arc<node::Node>,
     /// `limits.drain_timeout_ms`: how long shutdown waits for connections.
     drain: Duration,
 }
@@ -148,13 +140,11 @@ fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
 pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
     let prometheus = metrics::install();
     let token_key = token_key(&config)?;
-    let risk = risk_stage::RiskStage::new(&config, &token_key)?;
-    let off = journal_stage::JournalStage::Off;
-    let mut engine = engine::Engine::new(&config, clock.clone(), token_key, risk, off);
-    let journal = open_journal(&config, &engine)?;
-    engine.journal = journal_stage::JournalStage::on(Arc::new(journal));
-    engine.requeue_holds();
-    let engine = Arc::new(engine);
+    let mut node = node::Node::new(&config, clock, token_key)?;
+    let journal = open_journal(&config, &node.engine)?;
+    node.set_journal(journal_stage::JournalStage::On(Arc::new(journal)));
+    node.engine.requeue_holds();
+    let engine = Arc::new(node);
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr)
@@ -197,7 +187,7 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
         tracker.clone(),
     ));
     tracker.spawn(metrics_upkeep(metrics_handle, cancel.clone()));
-    if engine.risk.source().is_some() {
+    if engine.policy_file().is_some() {
         tracker.spawn(policy_reloader(engine.clone(), cancel.clone()));
     }
     tracker.spawn(snapshot_loop(
@@ -216,7 +206,7 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
 /// and `connections_per_address_max`.
 fn spawn_wire_listeners(
     config: &Config,
-    engine: &Arc<engine::Engine>,
+    engine: &Arc<node::Node>,
     iso_listener: TcpListener,
     frame_listener: TcpListener,
     running: &Running,
@@ -228,7 +218,7 @@ fn spawn_wire_listeners(
         LengthHeader::Binary2
     };
     let iso = Arc::new(wire::iso::IsoShared {
-        engine: engine.clone(),
+        node: engine.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
         profile,
         framing: FrameConfig {
@@ -239,7 +229,7 @@ fn spawn_wire_listeners(
     });
     // Internal frames: API-key log-in, then MO/TO and back-office requests.
     let frames = Arc::new(wire::frames::FrameShared {
-        engine: engine.clone(),
+        node: engine.clone(),
         keys: Arc::new(keys::KeyStore::open(&config.listeners.data_dir)),
     });
     let l = &config.limits;
@@ -279,6 +269,13 @@ fn spawn_wire_listeners(
 
 /// Opens the journal in `<data_dir>/journal` and replays it into `engine`.
 fn open_journal(config: &Config, engine: &engine::Engine) -> anyhow::Result<journal::Journal> {
+    let replay = |item: journal::Replay<'_>| -> Result<(), journal::BoxError> {
+        match item {
+            journal::Replay::Snapshot { bytes, .. } => engine.replay_snapshot(bytes)?,
+            journal::Replay::Record(r) => engine.replay_record(r.seq, r.record_type, r.payload)?,
+        }
+        Ok(())
+    };
     let dir = config.listeners.data_dir.join("journal");
     let mut jc = journal::Config::new(&dir);
     jc.ack = if config.journal.ack == "immediate" {
@@ -289,7 +286,7 @@ fn open_journal(config: &Config, engine: &engine::Engine) -> anyhow::Result<jour
     jc.flush_interval = Duration::from_millis(config.journal.flush_interval_ms);
     jc.queue_wait = Duration::from_millis(config.journal.enqueue_timeout_ms);
     jc.repair = config.journal.repair;
-    let (journal, report) = journal::Journal::open(jc, Arc::new(journal::OsStorage), |item| engine.replay(item))
+    let (journal, report) = journal::Journal::open(jc, Arc::new(journal::OsStorage), replay)
         .with_context(|| format!("recovering the journal in {} (see `switch journal verify`; `--repair` keeps the valid prefix)", dir.display()))?;
     if let Some(d) = &report.truncated {
         tracing::warn!(file = %d.file.display(), offset = d.offset, "journal: torn tail truncated");
@@ -301,7 +298,7 @@ fn open_journal(config: &Config, engine: &engine::Engine) -> anyhow::Result<jour
     tracing::info!(
         snapshot_seq = ?report.snapshot_seq,
         records = report.records_replayed,
-        payments = engine.state.len(),
+        payments = stats(engine).payments,
         elapsed_ms = report.elapsed.as_millis() as u64,
         "journal recovered"
     );
@@ -309,7 +306,7 @@ fn open_journal(config: &Config, engine: &engine::Engine) -> anyhow::Result<jour
 }
 
 /// Writes a snapshot every `interval` on a blocking thread.
-async fn snapshot_loop(engine: Arc<engine::Engine>, interval: Duration, cancel: CancellationToken) {
+async fn snapshot_loop(engine: Arc<node::Node>, interval: Duration, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -362,11 +359,11 @@ const POLICY_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reloads the risk policy on SIGHUP and when its file changes (size or
 /// modification time), without stopping traffic.
-async fn policy_reloader(engine: Arc<engine::Engine>, cancel: CancellationToken) {
+async fn policy_reloader(engine: Arc<node::Node>, cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).ok();
-    let stamp = |e: &engine::Engine| {
-        let meta = e.risk.source().and_then(|p| std::fs::metadata(p).ok());
+    let stamp = |e: &node::Node| {
+        let meta = e.policy_file().and_then(|p| std::fs::metadata(p).ok());
         meta.map(|m| (m.len(), m.modified().ok()))
     };
     let mut seen = stamp(&engine);
@@ -382,51 +379,66 @@ async fn policy_reloader(engine: Arc<engine::Engine>, cancel: CancellationToken)
             () = cancel.cancelled() => return,
             _ = hup_fired => {
                 tracing::info!("SIGHUP: reloading the risk policy");
-                engine.risk.reload();
+                engine.reload_policy();
                 seen = stamp(&engine);
             }
             _ = tick.tick() => {
                 let now = stamp(&engine);
                 if now != seen {
                     seen = now;
-                    engine.risk.reload();
+                    engine.reload_policy();
                 }
             }
         }
     }
 }
 
-fn refresh_gauges(engine: &engine::Engine) {
-    ::metrics::gauge!("switch_risk_velocity_keys").set(engine.risk.velocity_keys() as f64);
-    let counts = engine.state.count_by_status();
-    for (status, count) in lifecycle::Status::ALL.iter().zip(counts) {
-        ::metrics::gauge!("switch_payments", "status" => status.label()).set(count as f64);
+/// The engine's counts.
+fn stats(engine: &engine::Engine) -> engine::Stats {
+    match engine.query(engine::Query::Stats) {
+        engine::QueryReply::Stats(s) => s,
+        _ => engine::Stats::default(),
     }
-    ::metrics::gauge!("switch_idempotency_entries").set(engine.idempotency.len() as f64);
 }
 
-async fn sweep_loop(
-    engine: Arc<engine::Engine>,
-    limits: config::Limits,
-    cancel: CancellationToken,
-) {
-    let mut sweeper = sweeper::Sweeper::default();
+fn refresh_gauges(node: &node::Node) {
+    let stats = stats(&node.engine);
+    ::metrics::gauge!("switch_risk_velocity_keys").set(stats.velocity_keys as f64);
+    let counts = stats.payments_by_status;
+    for (status, count) in engine::lifecycle::Status::ALL.iter().zip(counts) {
+        ::metrics::gauge!("switch_payments", "status" => status.label()).set(count as f64);
+    }
+    ::metrics::gauge!("switch_idempotency_entries").set(stats.idempotency_entries as f64);
+}
+
+/// Retiring old payments is checked every 600th timer pass (1 min); once
+/// one is old enough, it walks every payment (and index entry, if some
+/// went).
+const RETIRE_EVERY_PASSES: u64 = 600;
+
+/// The timers: every [`SWEEP_INTERVAL`], one [`engine::Command::Tick`] at
+/// the switch's clock; every [`RETIRE_EVERY_PASSES`]th, one
+/// [`engine::Command::Retire`] on the blocking pool, so no runtime worker
+/// (and none of the connections it serves) stalls for its walk.
+async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let window_ms = limits.idempotency_window_s * 1000;
+    for pass in 0u64.. {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = engine.clock.now_ms();
-        sweeper.pass(&engine, now, limits.idempotency_window_s * 1000);
-        if sweeper.retire_due() {
-            let engine = engine.clone();
-            let cutoff_ms = now.saturating_sub(limits.payment_retention_s * 1000);
-            // A walk of every payment once any is old enough: on the
-            // blocking pool, so no runtime worker (and none of the
-            // connections it serves) stalls for it.
-            let retired = tokio::task::spawn_blocking(move || engine.state.retire(cutoff_ms));
+        node.apply(engine::Command::Tick {
+            idempotency_window_ms: window_ms,
+        });
+        if pass % RETIRE_EVERY_PASSES == 0 {
+            let node = node.clone();
+            let retention_ms = limits.payment_retention_s * 1000;
+            let retired = tokio::task::spawn_blocking(move || {
+                let cutoff_ms = node.clock.now_ms().saturating_sub(retention_ms);
+                node.apply(engine::Command::Retire { cutoff_ms })
+            });
             if let Err(e) = retired.await {
                 tracing::error!(error = %e, "retiring old payments failed");
             }

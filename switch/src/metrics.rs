@@ -8,7 +8,7 @@ use codecs::iso8583::Mti;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::code::Code;
+use engine::Code;
 
 /// MTIs with their own label; others count as `other`.
 const MTIS: [&str; 12] = [

@@ -24,18 +24,20 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use codecs::internal::{
-    EventKind, FrameBytes, HistoryEntry, InternalCodec, ListPayments, MotoRequest, PaymentRow,
-    PaymentStatus, Repeated, Request, Response, ResultCode,
+    FrameBytes, HistoryEntry, InternalCodec, ListPayments, MotoRequest, PaymentRow, PaymentStatus,
+    Repeated, Request, Response, ResultCode,
 };
 use tokio_util::codec::Decoder;
 
-use crate::code::Code;
-use crate::engine::{Engine, ListFilter};
+use engine::{
+    CartItem, Channel, Code, Command, Extras, LineRefund, ListFilter, MerchantRef, Op, OriginalRef,
+    Payment, Query, QueryReply, Request as EngineRequest, Status,
+};
+
 use crate::keys::{KeyStore, Refusal};
-use crate::lifecycle::{CartItem, Extras, Kind, LineRefund, Operation, Payment, Status};
 use crate::net::{Answered, End, Wire};
+use crate::node::Node;
 use crate::ratelog::warn_limited;
-use crate::request::{Channel, Op, OriginalRef, Request as EngineRequest};
 
 /// Page size of a list request without `limit`.
 const LIST_ROWS_DEFAULT: usize = 20;
@@ -44,14 +46,14 @@ const LIST_ROWS_DEFAULT: usize = 20;
 const _: () = assert!(LIST_ROWS_DEFAULT <= codecs::internal::LIST_ROWS_MAX);
 // A merchant reference (64) or description (255 bytes on the wire) is
 // kept whole with the payment.
-const _: () = assert!(255 <= crate::lifecycle::TEXT_BYTES_MAX);
+const _: () = assert!(255 <= engine::TEXT_BYTES_MAX);
 // A request's cart fits what a payment keeps.
-const _: () = assert!(codecs::internal::CART_LINES_MAX <= crate::lifecycle::CART_LINES_MAX);
+const _: () = assert!(codecs::internal::CART_LINES_MAX <= engine::CART_LINES_MAX);
 
 /// What every internal-frame connection shares.
 pub(crate) struct FrameShared {
     /// The pipeline.
-    pub(crate) engine: Arc<Engine>,
+    pub(crate) node: Arc<Node>,
     /// API keys and mandates.
     pub(crate) keys: Arc<KeyStore>,
 }
@@ -158,7 +160,7 @@ impl FrameWire {
     }
 
     fn log_in(&mut self, client_id: &str, secret: &[u8], peer: IpAddr) -> (Answer, Option<End>) {
-        let now_ms = self.shared.engine.clock.now_ms();
+        let now_ms = self.shared.node.clock.now_ms();
         match self
             .shared
             .keys
@@ -195,14 +197,15 @@ impl FrameWire {
             let answer = Answer::refusal(Code::NOT_PERMITTED_TERMINAL, "key revoked".into());
             return (answer, Some(End::Refused));
         }
-        let engine = &self.shared.engine;
+        let node = &self.shared.node;
         self.scope.clear();
-        self.scope.extend(
-            self.mids
-                .iter()
-                .filter_map(|mid| engine.merchant_index(mid.as_bytes())),
-        );
-        (run(engine, &self.scope, request), None)
+        self.scope.extend(self.mids.iter().filter_map(|mid| {
+            match node.query(Query::Merchant(mid.as_bytes())) {
+                QueryReply::Merchant(m) => m.map(|m| m.index),
+                _ => None,
+            }
+        }));
+        (run(node, &self.scope, request), None)
     }
 }
 
@@ -270,62 +273,72 @@ impl Answer {
 }
 
 /// Runs one request for a key that may act for the merchants in `scope`.
-fn run(engine: &Engine, scope: &[u32], request: &Request<'_>) -> Answer {
+fn run(node: &Node, scope: &[u32], request: &Request<'_>) -> Answer {
     match request {
-        Request::AuthorizeMoto(m) => moto(engine, scope, m, Op::Sale),
-        Request::PreauthorizeMoto(m) => moto(engine, scope, m, Op::PreAuth),
+        Request::AuthorizeMoto(m) => moto(node, scope, m, Op::Sale),
+        Request::PreauthorizeMoto(m) => moto(node, scope, m, Op::PreAuth),
         Request::Capture {
             payment_id,
             amount_minor,
-        } => with_payment(engine, scope, *payment_id, |p| match amount_minor {
-            Some(amount) => follow_up(engine, p, Op::Capture, *amount),
+        } => with_payment(node, scope, *payment_id, |p| match amount_minor {
+            Some(amount) => follow_up(node, p, Op::Capture, *amount),
             // "The amount authorized" only means something on a hold; a
             // cancelled one has none left (and 13 would hide the 12).
             None if p.status != Status::Uncaptured => {
                 Answer::of(Code::INVALID_TRANSACTION, Some(p.clone()), None, 0)
             }
-            None => follow_up(engine, p, Op::Capture, p.authorized_minor),
+            None => follow_up(node, p, Op::Capture, p.authorized_minor),
         }),
-        Request::Refund(r) => with_payment(engine, scope, r.payment_id, |p| {
+        Request::Refund(r) => with_payment(node, scope, r.payment_id, |p| {
             if r.lines.is_empty() {
-                follow_up(engine, p, Op::Refund, r.amount_minor)
+                follow_up(node, p, Op::Refund, r.amount_minor)
             } else {
-                refund_lines(engine, p, &r.lines)
+                refund_lines(node, p, &r.lines)
             }
         }),
-        Request::Cancel { payment_id } => with_payment(engine, scope, *payment_id, |p| {
-            follow_up(engine, p, Op::Reversal, 0)
+        Request::Cancel { payment_id } => with_payment(node, scope, *payment_id, |p| {
+            follow_up(node, p, Op::Reversal, 0)
         }),
-        Request::GetPayment { payment_id } => with_payment(engine, scope, *payment_id, |p| {
+        Request::GetPayment { payment_id } => with_payment(node, scope, *payment_id, |p| {
             let mut a = Answer::of(Code::APPROVED, Some(p.clone()), None, 0);
             a.history = true;
             a
         }),
-        Request::MarkScam { payment_id, .. } => with_payment(engine, scope, *payment_id, |p| {
+        Request::MarkScam { payment_id, .. } => with_payment(node, scope, *payment_id, |p| {
             // The reason is for people; the flag records the rule "manual".
-            match engine.mark_scam(p.merchant, p.id, "manual") {
-                Ok(seq) => Answer::of(Code::APPROVED, engine.payment(p.merchant, p.id), None, seq),
-                Err(code) => Answer::of(code, None, None, 0),
-            }
+            let reply = node.apply(Command::MarkScam {
+                merchant: p.merchant,
+                payment: p.id,
+                reason: "manual",
+            });
+            let payment = reply
+                .code
+                .approved()
+                .then(|| payment(node, p.merchant, p.id))
+                .flatten();
+            Answer::of(reply.code, payment, None, reply.wait.journal_seq())
         }),
-        Request::ListPayments(l) => list(engine, scope, l),
+        Request::ListPayments(l) => list(node, scope, l),
         Request::Authenticate(_) => {
             Answer::refusal(Code::INVALID_TRANSACTION, "already authenticated".into())
         }
     }
 }
 
+/// Payment `id` as it now stands, if it belongs to merchant `m`.
+fn payment(node: &Node, m: u32, id: u64) -> Option<Payment> {
+    match node.query(Query::Payment { scope: &[m], id }) {
+        QueryReply::Payment(p) => p,
+        _ => None,
+    }
+}
+
 /// Runs `f` on payment `id` if the key may act for its merchant; else 25,
 /// exactly as for a payment that does not exist.
-fn with_payment(
-    engine: &Engine,
-    scope: &[u32],
-    id: u64,
-    f: impl FnOnce(&Payment) -> Answer,
-) -> Answer {
-    match engine.state.get(id).filter(|p| scope.contains(&p.merchant)) {
-        Some(p) => f(&p),
-        None => Answer::refusal(Code::UNABLE_TO_LOCATE, "no such payment".into()),
+fn with_payment(node: &Node, scope: &[u32], id: u64, f: impl FnOnce(&Payment) -> Answer) -> Answer {
+    match node.query(Query::Payment { scope, id }) {
+        QueryReply::Payment(Some(p)) => f(&p),
+        _ => Answer::refusal(Code::UNABLE_TO_LOCATE, "no such payment".into()),
     }
 }
 
@@ -338,29 +351,17 @@ fn terminal_bytes(id: &str) -> [u8; 8] {
     out
 }
 
-/// MO/TO sale or pre-authorization through the same pipeline as ISO 8583.
-fn moto(engine: &Engine, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
-    // The CVV2 is only checked for form, then dropped with the frame.
-    if let Some(cvv2) = m.cvv2 {
-        let digits = cvv2.expose();
-        if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Answer::refusal(Code::FORMAT_ERROR, "cvv2: 3 or 4 digits".into());
-        }
+/// The merchant of `terminal`, if the key may act for it.
+fn terminal_merchant(node: &Node, scope: &[u32], terminal: [u8; 8]) -> Option<MerchantRef> {
+    match node.query(Query::TerminalMerchant(terminal)) {
+        QueryReply::Merchant(Some(m)) if scope.contains(&m.index) => Some(m),
+        _ => None,
     }
-    let terminal = terminal_bytes(m.terminal_id);
-    let Some(merchant) = engine
-        .terminal_merchant_index(&terminal)
-        .filter(|i| scope.contains(i))
-    else {
-        return Answer::refusal(
-            Code::NOT_PERMITTED_TERMINAL,
-            "terminal unknown or not permitted for this key".into(),
-        );
-    };
-    let Some(pan) = codecs::card::Pan::new(m.pan.expose().as_bytes()) else {
-        return Answer::refusal(Code::FORMAT_ERROR, "pan: 12 to 19 digits".into());
-    };
-    let extras = Extras {
+}
+
+/// The order details kept with a MO/TO payment.
+fn extras(m: &MotoRequest<'_>) -> Extras {
+    Extras {
         merchant_reference: m.merchant_reference.to_owned(),
         description: m.description.unwrap_or_default().to_owned(),
         cart: m
@@ -373,13 +374,29 @@ fn moto(engine: &Engine, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
                 refunded_quantity: 0,
             })
             .collect(),
-    };
-    let Some(mid) = engine.merchants.get(merchant as usize).map(|x| x.id) else {
+    }
+}
+
+/// MO/TO sale or pre-authorization through the same door as ISO 8583.
+fn moto(node: &Node, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
+    // The CVV2 is only checked for form, then dropped with the frame.
+    if let Some(cvv2) = m.cvv2 {
+        let digits = cvv2.expose();
+        if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Answer::refusal(Code::FORMAT_ERROR, "cvv2: 3 or 4 digits".into());
+        }
+    }
+    let terminal = terminal_bytes(m.terminal_id);
+    let Some(merchant) = terminal_merchant(node, scope, terminal) else {
         return Answer::refusal(
-            Code::INVALID_MERCHANT,
-            code_message(Code::INVALID_MERCHANT).into(),
+            Code::NOT_PERMITTED_TERMINAL,
+            "terminal unknown or not permitted for this key".into(),
         );
     };
+    let Some(pan) = codecs::card::Pan::new(m.pan.expose().as_bytes()) else {
+        return Answer::refusal(Code::FORMAT_ERROR, "pan: 12 to 19 digits".into());
+    };
+    let extras = extras(m);
     let request = EngineRequest {
         pan: Some(pan),
         expiry: Some(codecs::iso8583::datetime::Expiry {
@@ -387,21 +404,24 @@ fn moto(engine: &Engine, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
             month: m.expiry.month(),
         }),
         extras: Some(&extras),
-        ..base_request(op, &mid, terminal, m.amount_minor, m.currency, None)
+        ..base_request(op, &merchant.id, terminal, m.amount_minor, m.currency, None)
     };
-    let out = engine.process(&request);
-    let payment = out
-        .auth_code
-        .and_then(|auth| engine.state.find_by_rrn(merchant, out.rrn, auth))
-        .and_then(|id| engine.payment(merchant, id));
-    let mut answer = Answer::of(out.code, payment, out.auth_code, out.seq);
-    if !out.code.approved() {
-        // A declined payment is recorded but not indexed by F37/F38, so
-        // its id is not known here; the status says what happened.
-        answer.payment = None;
+    let reply = node.apply(Command::Message(request));
+    if !reply.code.approved() {
+        // A declined MO/TO is answered with its status, not the payment.
+        let mut answer = Answer::of(reply.code, None, None, reply.wait.journal_seq());
         answer.status = Some(Status::Declined);
+        return answer;
     }
-    answer
+    let payment = reply
+        .payment_id
+        .and_then(|id| payment(node, merchant.index, id));
+    Answer::of(
+        reply.code,
+        payment,
+        reply.auth_code,
+        reply.wait.journal_seq(),
+    )
 }
 
 /// An engine request with no card, key or extras.
@@ -433,9 +453,17 @@ fn base_request<'a>(
     }
 }
 
+/// The F42 of payment `p`'s merchant.
+fn merchant_id(node: &Node, p: &Payment) -> Option<[u8; 15]> {
+    match node.query(Query::MerchantAt(p.merchant)) {
+        QueryReply::Merchant(m) => m.map(|m| m.id),
+        _ => None,
+    }
+}
+
 /// Capture, refund by amount, or cancel (reversal) of payment `p`.
-fn follow_up(engine: &Engine, p: &Payment, op: Op, amount_minor: u64) -> Answer {
-    let Some(mid) = engine.merchants.get(p.merchant as usize).map(|x| x.id) else {
+fn follow_up(node: &Node, p: &Payment, op: Op, amount_minor: u64) -> Answer {
+    let Some(mid) = merchant_id(node, p) else {
         return Answer::refusal(
             Code::INVALID_MERCHANT,
             code_message(Code::INVALID_MERCHANT).into(),
@@ -449,18 +477,18 @@ fn follow_up(engine: &Engine, p: &Payment, op: Op, amount_minor: u64) -> Answer 
         p.currency,
         Some(OriginalRef::Payment(p.id)),
     );
-    let out = engine.process(&request);
+    let reply = node.apply(Command::Message(request));
     Answer::of(
-        out.code,
-        engine.payment(p.merchant, p.id),
-        out.auth_code,
-        out.seq,
+        reply.code,
+        payment(node, p.merchant, p.id),
+        reply.auth_code,
+        reply.wait.journal_seq(),
     )
 }
 
 /// Refund of cart lines of payment `p`.
 fn refund_lines(
-    engine: &Engine,
+    node: &Node,
     p: &Payment,
     lines: &Repeated<'_, codecs::internal::CartLine<'_>>,
 ) -> Answer {
@@ -472,19 +500,21 @@ fn refund_lines(
             unit_price_minor: l.unit_price_minor,
         })
         .collect();
-    match engine.refund_lines(p.merchant, p.id, &lines) {
-        Ok((seq, auth)) => Answer::of(
-            Code::APPROVED,
-            engine.payment(p.merchant, p.id),
-            Some(auth),
-            seq,
-        ),
-        Err(code) => Answer::of(code, engine.payment(p.merchant, p.id), None, 0),
-    }
+    let reply = node.apply(Command::RefundLines {
+        merchant: p.merchant,
+        payment: p.id,
+        lines: &lines,
+    });
+    Answer::of(
+        reply.code,
+        payment(node, p.merchant, p.id),
+        reply.auth_code,
+        reply.wait.journal_seq(),
+    )
 }
 
 /// One page of the key's merchants' payments, newest first.
-fn list(engine: &Engine, scope: &[u32], l: &ListPayments<'_>) -> Answer {
+fn list(node: &Node, scope: &[u32], l: &ListPayments<'_>) -> Answer {
     let filter = ListFilter {
         status: l.status.map(status_of_wire),
         from_ms: l.created_from_unix_s.map(|s| s.saturating_mul(1000)),
@@ -498,7 +528,15 @@ fn list(engine: &Engine, scope: &[u32], l: &ListPayments<'_>) -> Answer {
         terminal: l.terminal_id.map(terminal_bytes),
     };
     let limit = l.limit.map_or(LIST_ROWS_DEFAULT, usize::from);
-    let (rows, more) = engine.list_page(scope, &filter, l.cursor, limit);
+    let query = Query::List {
+        scope,
+        filter,
+        before_id: l.cursor,
+        limit,
+    };
+    let QueryReply::Page { rows, more } = node.query(query) else {
+        return Answer::refusal(Code::SYSTEM_MALFUNCTION, "list failed".into());
+    };
     let next_cursor = rows.last().filter(|_| more).map(|p| p.id);
     Answer {
         rows,
@@ -558,31 +596,12 @@ fn status_to_wire(s: Status) -> PaymentStatus {
 
 /// History entries of `p`, oldest first.
 fn history(p: &Payment) -> Vec<HistoryEntry> {
-    let mut captured = false;
-    p.history
-        .iter()
-        .map(|a| {
-            let kind = match a.op {
-                _ if !a.code.approved() => EventKind::Declined,
-                Operation::Sale => EventKind::Authorized,
-                Operation::PreAuth => EventKind::Preauthorized,
-                Operation::Capture | Operation::AutoCapture => {
-                    captured = true;
-                    EventKind::Captured
-                }
-                Operation::Refund => EventKind::Refunded,
-                // Before capture a reversal releases the hold.
-                Operation::Reversal if p.kind == Kind::PreAuth && !captured => EventKind::Cancelled,
-                Operation::Reversal | Operation::RefundReversal => EventKind::Reversed,
-                Operation::Expiry => EventKind::Expired,
-                Operation::Flag => EventKind::MarkedScam,
-            };
-            HistoryEntry {
-                at_unix_s: a.at_ms / 1000,
-                kind,
-                amount_minor: a.amount_minor,
-                result_code: ResultCode::new(a.code.0).unwrap_or(ResultCode::FORMAT_ERROR),
-            }
+    p.events()
+        .map(|(a, kind)| HistoryEntry {
+            at_unix_s: a.at_ms / 1000,
+            kind,
+            amount_minor: a.amount_minor,
+            result_code: ResultCode::new(a.code.0).unwrap_or(ResultCode::FORMAT_ERROR),
         })
         .collect()
 }

@@ -1,5 +1,6 @@
-//! The ISO 8583 edge of the pipeline: decode a frame into a [`Request`],
-//! and encode the [`Outcome`] as the response. Nothing else knows ISO 8583.
+//! The ISO 8583 edge of the pipeline: decode a frame into a [`Command`],
+//! and encode the engine's [`Reply`] as the response. Nothing else knows
+//! ISO 8583.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,19 +12,18 @@ use codecs::iso8583::datetime::{Expiry, TransmissionTime};
 use codecs::iso8583::f90::OriginalData;
 use codecs::iso8583::{f48, DecodeErrorKind, EncodeError, Message, MessageWriter, Mti, Profile};
 
-use crate::code::Code;
-use crate::engine::Engine;
-use crate::idempotency::MessageKey;
+use engine::{Channel, Code, Command, MessageKey, Op, OriginalRef, Reply, Request, Wait};
+use tokio_util::codec::Decoder;
+
 use crate::metrics::{Metrics, Stage};
 use crate::net::{Answered, End, Wire};
+use crate::node::Node;
 use crate::ratelog::warn_limited;
-use crate::request::{Channel, Op, OriginalRef, Outcome, Request};
-use tokio_util::codec::Decoder;
 
 /// What every ISO 8583 connection shares.
 pub(crate) struct IsoShared {
     /// The pipeline.
-    pub(crate) engine: Arc<Engine>,
+    pub(crate) node: Arc<Node>,
     /// Metric handles.
     pub(crate) metrics: Arc<Metrics>,
     /// Wire profile.
@@ -64,7 +64,7 @@ impl Wire for IsoWire {
     fn answer(&mut self, frame: Frame, _peer: IpAddr, out: &mut BytesMut) -> Answered {
         let sh = &self.shared;
         let handled = handle(
-            &sh.engine,
+            &sh.node,
             &sh.metrics,
             sh.profile,
             &self.codec,
@@ -137,7 +137,7 @@ pub(crate) fn decode_error_label(kind: DecodeErrorKind) -> &'static str {
 /// # Errors
 /// [`Unanswerable`] when no response can be matched; nothing is written.
 pub(crate) fn handle(
-    engine: &Engine,
+    node: &Node,
     metrics: &Metrics,
     profile: &'static Profile,
     codec: &FrameCodec,
@@ -164,16 +164,22 @@ pub(crate) fn handle(
             if !answerable(&msg) {
                 return Err(Unanswerable::NoKeyFields);
             }
-            engine.unprocessed(Code::FORMAT_ERROR, rrn_of(&msg))
+            node.apply(Command::Refuse {
+                code: Code::FORMAT_ERROR,
+                rrn: rrn_of(&msg),
+            })
         }
         None => match to_request(&msg) {
-            Ok(Some(req)) => engine.process(&req),
+            Ok(Some(req)) => node.apply(Command::Message(req)),
             Ok(None) => network_management(&msg),
             Err(code) => {
                 if !answerable(&msg) {
                     return Err(Unanswerable::NoKeyFields);
                 }
-                engine.unprocessed(code, rrn_of(&msg))
+                node.apply(Command::Refuse {
+                    code,
+                    rrn: rrn_of(&msg),
+                })
             }
         },
     };
@@ -195,7 +201,7 @@ pub(crate) fn handle(
         metrics.stage(Stage::Encode, processed);
     }
     metrics.answered(msg.mti(), outcome.code, started);
-    Ok(outcome.seq)
+    Ok(outcome.wait.journal_seq())
 }
 
 /// Whether a client could match an answer: F11, and F41 except for
@@ -208,17 +214,20 @@ fn rrn_of(msg: &Message<'_>) -> Option<[u8; 12]> {
     msg.raw(37).and_then(|r| r.try_into().ok())
 }
 
-fn network_management(msg: &Message<'_>) -> Outcome {
+/// An 0800 is answered here: the engine has nothing to do with it.
+fn network_management(msg: &Message<'_>) -> Reply {
     let code = match msg.raw(70) {
         Some(b"001" | b"002" | b"301") => Code::APPROVED,
         Some(_) => Code::INVALID_TRANSACTION,
         None => Code::FORMAT_ERROR,
     };
-    Outcome {
+    Reply {
         code,
         rrn: [b'0'; 12],
         auth_code: None,
-        seq: 0,
+        payment_id: None,
+        wait: Wait::Nothing,
+        count: 0,
     }
 }
 
@@ -368,7 +377,7 @@ const ECHOED_HIGH: [u8; 3] = [41, 42, 49];
 fn encode_response(
     msg: &Message<'_>,
     mti: Mti,
-    outcome: &Outcome,
+    outcome: &Reply,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     let mut w = MessageWriter::new(buf, msg.profile(), mti);

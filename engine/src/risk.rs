@@ -2,16 +2,14 @@
 //! its decision into a response code and a flag, and holds the compiled
 //! policy behind an atomic pointer so a reload never stops traffic.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use codecs::card::{CardToken, TokenKey};
 
 use crate::code::Code;
-use crate::engine::MerchantRt;
-use crate::request::{Channel, Request};
+use crate::command::{Channel, Request};
+use crate::engine::Merchant;
 
 /// What the risk stage decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,13 +47,11 @@ pub(crate) struct RiskStage {
     policy: ArcSwap<risk::Policy>,
     /// Velocity counters and watch list; kept across reloads.
     state: risk::RiskState,
-    /// Where the policy comes from (`risk.policy_file`), if not embedded.
-    source: Option<PathBuf>,
-    /// Turns block-listed PANs into tokens while compiling.
-    token_key: TokenKey,
 }
 
-fn tokenizer(key: &TokenKey) -> impl Fn(&str) -> risk::CardToken + '_ {
+/// Turns a block-listed PAN into the card token the risk crate compares,
+/// for compiling a policy with `key`.
+pub fn tokenizer(key: &TokenKey) -> impl Fn(&str) -> risk::CardToken + '_ {
     move |pan: &str| risk::CardToken(key.token_of_digits(pan.as_bytes()).0)
 }
 
@@ -69,64 +65,18 @@ fn channel(c: Channel) -> risk::Channel {
 }
 
 impl RiskStage {
-    /// The policy from `risk.policy_file`, or the embedded default.
-    ///
-    /// # Errors
-    /// When the policy file cannot be read or is invalid (the message names
-    /// the file, line and key).
-    pub(crate) fn new(
-        config: &crate::config::Config,
-        token_key: &TokenKey,
-    ) -> anyhow::Result<Self> {
-        let source = config.risk.policy_file.clone();
-        let policy = match &source {
-            None => risk::Policy::embedded(&tokenizer(token_key)),
-            Some(path) => Self::compile_file(path, token_key)?,
-        };
-        Ok(RiskStage {
+    /// Evaluates with `policy` (compiled by the shell, from a file or the
+    /// embedded default).
+    pub(crate) fn new(policy: risk::Policy) -> Self {
+        RiskStage {
             policy: ArcSwap::from_pointee(policy),
             state: risk::RiskState::new(),
-            source,
-            token_key: token_key.clone(),
-        })
-    }
-
-    fn compile_file(path: &std::path::Path, token_key: &TokenKey) -> anyhow::Result<risk::Policy> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading risk policy {}", path.display()))?;
-        risk::Policy::compile(&text, &tokenizer(token_key))
-            .with_context(|| format!("risk policy {}", path.display()))
-    }
-
-    /// The policy file, if any (watched for changes).
-    pub(crate) fn source(&self) -> Option<&std::path::Path> {
-        self.source.as_deref()
-    }
-
-    /// Recompiles the policy file and swaps it in; on error the old policy
-    /// stays, the error is logged and counted.
-    pub(crate) fn reload(&self) -> bool {
-        let Some(path) = &self.source else {
-            return false;
-        };
-        match Self::compile_file(path, &self.token_key) {
-            Ok(policy) => {
-                self.policy.store(Arc::new(policy));
-                metrics::counter!("switch_risk_policy_reloads_total", "result" => "ok")
-                    .increment(1);
-                tracing::info!(file = %path.display(), "risk policy reloaded");
-                true
-            }
-            Err(e) => {
-                metrics::counter!("switch_risk_policy_reloads_total", "result" => "error")
-                    .increment(1);
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "risk policy reload failed; keeping the old policy"
-                );
-                false
-            }
         }
+    }
+
+    /// Swaps in a new policy; velocity counters and the watch list stay.
+    pub(crate) fn replace(&self, policy: risk::Policy) {
+        self.policy.store(Arc::new(policy));
     }
 
     /// Puts a card on the watch list (a payment was marked as scam by hand).
@@ -151,7 +101,7 @@ impl RiskStage {
     pub(crate) fn evaluate(
         &self,
         req: &Request<'_>,
-        merchant: &MerchantRt,
+        merchant: &Merchant,
         token: &CardToken,
         now_ms: u64,
     ) -> RiskVerdict {

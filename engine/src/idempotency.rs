@@ -13,33 +13,33 @@ use crate::state::{new_map, MapHasher};
 
 /// The key of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct MessageKey {
+pub struct MessageKey {
     /// MTI without the repeat digit, as a number (100, 200, 220, 400, 420).
-    pub(crate) mti: u16,
+    pub mti: u16,
     /// F41.
-    pub(crate) terminal: [u8; 8],
+    pub terminal: [u8; 8],
     /// F11.
-    pub(crate) stan: u32,
+    pub stan: u32,
     /// F7 as a number.
-    pub(crate) transmission: u64,
+    pub transmission: u64,
 }
 
 /// The answer given to a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Answer {
+pub struct Answer {
     /// F39.
-    pub(crate) code: Code,
+    pub code: Code,
     /// F37.
-    pub(crate) rrn: [u8; 12],
+    pub rrn: [u8; 12],
     /// F38, on approval.
-    pub(crate) auth_code: Option<[u8; 6]>,
+    pub auth_code: Option<[u8; 6]>,
     /// Checksum of the request's content (bitmap and fields).
-    pub(crate) content_crc: u32,
+    pub content_crc: u32,
     /// Journal sequence of the answer's record (0 when none); a repeat's
     /// answer waits for it like the original's.
-    pub(crate) seq: u64,
+    pub seq: u64,
     /// When answered, for ageing out.
-    pub(crate) at_ms: u64,
+    pub at_ms: u64,
 }
 
 /// What the index says about a message.

@@ -2,18 +2,19 @@
 //! [`Payment`], no I/O, no clock of its own (`now_ms` is a parameter).
 
 use codecs::card::{CardToken, MaskedPan};
+use codecs::internal::EventKind;
 
 use crate::code::Code;
 
 /// Most activity entries kept per payment; older ones are dropped first
 /// (the journal keeps them all).
-pub(crate) const HISTORY_MAX: usize = 32;
+pub const HISTORY_MAX: usize = 32;
 /// Most refunds per payment.
-pub(crate) const REFUNDS_PER_PAYMENT_MAX: usize = 64;
+pub const REFUNDS_PER_PAYMENT_MAX: usize = 64;
 
 /// Where a payment is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Status {
+pub enum Status {
     /// A pre-authorization holding funds.
     Uncaptured,
     /// Captured (sale, or captured pre-authorization).
@@ -34,7 +35,7 @@ pub(crate) enum Status {
 
 impl Status {
     /// All statuses, for metrics.
-    pub(crate) const ALL: [Status; 8] = [
+    pub const ALL: [Status; 8] = [
         Status::Uncaptured,
         Status::Succeeded,
         Status::PartiallyRefunded,
@@ -46,7 +47,7 @@ impl Status {
     ];
 
     /// Label for metrics and exports.
-    pub(crate) const fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             Status::Uncaptured => "uncaptured",
             Status::Succeeded => "succeeded",
@@ -60,12 +61,12 @@ impl Status {
     }
 
     /// Code for records.
-    pub(crate) const fn to_u8(self) -> u8 {
+    pub const fn to_u8(self) -> u8 {
         self as u8
     }
 
     /// From a record's code.
-    pub(crate) fn from_u8(v: u8) -> Option<Status> {
+    pub fn from_u8(v: u8) -> Option<Status> {
         Status::ALL.get(usize::from(v)).copied()
     }
 
@@ -79,7 +80,7 @@ impl Status {
 
     /// Whether moving from `self` to `to` is an allowed transition.
     #[cfg(test)]
-    pub(crate) fn may_become(self, to: Status) -> bool {
+    pub fn may_become(self, to: Status) -> bool {
         use Status::*;
         self == to
             || matches!(
@@ -94,7 +95,7 @@ impl Status {
 
 /// How the payment started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// 0100: hold, then capture.
     PreAuth,
     /// 0200: authorized and captured at once.
@@ -103,7 +104,7 @@ pub(crate) enum Kind {
 
 /// What happened to a payment, for its history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Operation {
+pub enum Operation {
     /// Pre-authorization.
     PreAuth,
     /// Sale.
@@ -126,7 +127,7 @@ pub(crate) enum Operation {
 
 impl Operation {
     /// Label for records and exports.
-    pub(crate) const fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             Operation::PreAuth => "preauth",
             Operation::Sale => "sale",
@@ -143,107 +144,133 @@ impl Operation {
 
 /// One entry of a payment's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Activity {
+pub struct Activity {
     /// What was done.
-    pub(crate) op: Operation,
+    pub op: Operation,
     /// Amount involved, minor units.
-    pub(crate) amount_minor: u64,
+    pub amount_minor: u64,
     /// When, ms since the epoch.
-    pub(crate) at_ms: u64,
+    pub at_ms: u64,
     /// Response code given.
-    pub(crate) code: Code,
+    pub code: Code,
 }
 
 /// One refund of a payment, so it can be reversed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Refund {
+pub struct Refund {
     /// Amount refunded.
-    pub(crate) amount_minor: u64,
+    pub amount_minor: u64,
     /// Whether it has been reversed.
-    pub(crate) reversed: bool,
+    pub reversed: bool,
 }
 
 /// A payment and everything needed to decide on its next operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Payment {
+pub struct Payment {
     /// Switch-assigned id.
-    pub(crate) id: u64,
+    pub id: u64,
     /// Index of the merchant in the configuration.
-    pub(crate) merchant: u32,
+    pub merchant: u32,
     /// F41 of the terminal that started it.
-    pub(crate) terminal: [u8; 8],
+    pub terminal: [u8; 8],
     /// Pre-authorization or sale.
-    pub(crate) kind: Kind,
+    pub kind: Kind,
     /// Current status.
-    pub(crate) status: Status,
+    pub status: Status,
     /// ISO 4217 numeric currency.
-    pub(crate) currency: u16,
+    pub currency: u16,
     /// Amount authorized (held), minor units.
-    pub(crate) authorized_minor: u64,
+    pub authorized_minor: u64,
     /// Amount captured, minor units.
-    pub(crate) captured_minor: u64,
+    pub captured_minor: u64,
     /// Refunds, in order; their sum (less reversed ones) is refunded.
-    pub(crate) refunds: Vec<Refund>,
+    pub refunds: Vec<Refund>,
     /// Keyed token of the card.
-    pub(crate) card_token: CardToken,
+    pub card_token: CardToken,
     /// Masked card number for display.
-    pub(crate) masked_pan: MaskedPan,
+    pub masked_pan: MaskedPan,
     /// When it was authorized.
-    pub(crate) created_ms: u64,
+    pub created_ms: u64,
     /// F38 given at approval.
-    pub(crate) auth_code: [u8; 6],
+    pub auth_code: [u8; 6],
     /// F37 of the authorization.
-    pub(crate) rrn: [u8; 12],
+    pub rrn: [u8; 12],
     /// Whether it is flagged as scam.
-    pub(crate) scam: bool,
+    pub scam: bool,
     /// Why it was flagged (rule names), comma-separated; bounded.
-    pub(crate) flag_reasons: String,
+    pub flag_reasons: String,
     /// Last [`HISTORY_MAX`] operations.
-    pub(crate) history: Vec<Activity>,
+    pub history: Vec<Activity>,
     /// What internal-frame (MO/TO) payments carry besides; boxed so ISO
     /// 8583 payments pay one pointer for it.
-    pub(crate) extras: Option<Box<Extras>>,
+    pub extras: Option<Box<Extras>>,
 }
 
 /// Most cart lines kept per payment.
-pub(crate) const CART_LINES_MAX: usize = 50;
+pub const CART_LINES_MAX: usize = 50;
 /// Longest merchant reference or description kept, in bytes.
-pub(crate) const TEXT_BYTES_MAX: usize = 256;
+pub const TEXT_BYTES_MAX: usize = 256;
 
 /// Merchant-facing details of a payment taken over internal frames.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Extras {
+pub struct Extras {
     /// The merchant's order reference.
-    pub(crate) merchant_reference: String,
+    pub merchant_reference: String,
     /// What was sold.
-    pub(crate) description: String,
+    pub description: String,
     /// Itemization, at most [`CART_LINES_MAX`] lines.
-    pub(crate) cart: Vec<CartItem>,
+    pub cart: Vec<CartItem>,
 }
 
 /// One cart line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct CartItem {
+pub struct CartItem {
     /// Item name or SKU.
-    pub(crate) item: String,
+    pub item: String,
     /// Quantity bought.
-    pub(crate) quantity: u32,
+    pub quantity: u32,
     /// Price of one, minor units.
-    pub(crate) unit_price_minor: u64,
+    pub unit_price_minor: u64,
     /// Quantity refunded so far.
-    pub(crate) refunded_quantity: u32,
+    pub refunded_quantity: u32,
 }
 
 /// The highest capture for `authorized_minor` with `over_capture_pct`:
 /// authorized × (1 + pct/100), rounded down to the minor unit.
-pub(crate) fn capture_limit_minor(authorized_minor: u64, over_capture_pct: u32) -> u64 {
+pub fn capture_limit_minor(authorized_minor: u64, over_capture_pct: u32) -> u64 {
     let extra = u128::from(authorized_minor) * u128::from(over_capture_pct) / 100;
     authorized_minor.saturating_add(u64::try_from(extra).unwrap_or(u64::MAX))
 }
 
 impl Payment {
+    /// The history as the internal frames' events, oldest first: a
+    /// reversal before any capture releases a hold (cancelled), after one
+    /// it reverses the payment.
+    pub fn events(&self) -> impl Iterator<Item = (&Activity, EventKind)> + '_ {
+        let mut captured = false;
+        self.history.iter().map(move |a| {
+            let kind = match a.op {
+                _ if !a.code.approved() => EventKind::Declined,
+                Operation::Sale => EventKind::Authorized,
+                Operation::PreAuth => EventKind::Preauthorized,
+                Operation::Capture | Operation::AutoCapture => {
+                    captured = true;
+                    EventKind::Captured
+                }
+                Operation::Refund => EventKind::Refunded,
+                Operation::Reversal if self.kind == Kind::PreAuth && !captured => {
+                    EventKind::Cancelled
+                }
+                Operation::Reversal | Operation::RefundReversal => EventKind::Reversed,
+                Operation::Expiry => EventKind::Expired,
+                Operation::Flag => EventKind::MarkedScam,
+            };
+            (a, kind)
+        })
+    }
+
     /// Sum of refunds not reversed.
-    pub(crate) fn refunded_minor(&self) -> u64 {
+    pub fn refunded_minor(&self) -> u64 {
         self.refunds
             .iter()
             .filter(|r| !r.reversed)
@@ -252,7 +279,7 @@ impl Payment {
     }
 
     /// Adds to the history, dropping the oldest entry at the limit.
-    pub(crate) fn record(&mut self, op: Operation, amount_minor: u64, at_ms: u64, code: Code) {
+    pub fn record(&mut self, op: Operation, amount_minor: u64, at_ms: u64, code: Code) {
         if self.history.len() == HISTORY_MAX {
             self.history.remove(0);
         }
@@ -277,7 +304,7 @@ impl Payment {
     /// # Errors
     /// 12 unless an uncaptured pre-authorization in the same currency;
     /// 13 for zero or above the over-capture limit.
-    pub(crate) fn capture(
+    pub fn capture(
         &mut self,
         amount_minor: u64,
         currency: u16,
@@ -307,12 +334,7 @@ impl Payment {
     /// 12 when not captured or another currency; 13 for zero, for more than
     /// is left to refund, or when already refunded in full; 96 at the
     /// refund-count limit.
-    pub(crate) fn refund(
-        &mut self,
-        amount_minor: u64,
-        currency: u16,
-        now_ms: u64,
-    ) -> Result<u8, Code> {
+    pub fn refund(&mut self, amount_minor: u64, currency: u16, now_ms: u64) -> Result<u8, Code> {
         if !self.status.captured() || currency != self.currency {
             return Err(Code::INVALID_TRANSACTION);
         }
@@ -338,11 +360,7 @@ impl Payment {
     /// 12 when the status forbids it (already cancelled, reversed, expired,
     /// declined, or refunds outstanding); 13 when the replacement amount is
     /// not below the current amount or below what was refunded.
-    pub(crate) fn reverse(
-        &mut self,
-        replacement_minor: Option<u64>,
-        now_ms: u64,
-    ) -> Result<(), Code> {
+    pub fn reverse(&mut self, replacement_minor: Option<u64>, now_ms: u64) -> Result<(), Code> {
         match self.status {
             Status::Uncaptured => {
                 let keep = replacement_minor.unwrap_or(0);
@@ -394,7 +412,7 @@ impl Payment {
     ///
     /// # Errors
     /// 12 when it was already reversed, or the payment has been reversed.
-    pub(crate) fn reverse_refund(&mut self, index: u8, now_ms: u64) -> Result<(), Code> {
+    pub fn reverse_refund(&mut self, index: u8, now_ms: u64) -> Result<(), Code> {
         if !self.status.captured() {
             return Err(Code::INVALID_TRANSACTION);
         }
@@ -414,7 +432,7 @@ impl Payment {
 
     /// Ends an uncaptured hold: expired, or captured in full when
     /// `auto_capture`. Returns whether anything changed.
-    pub(crate) fn end_hold(&mut self, auto_capture: bool, now_ms: u64) -> bool {
+    pub fn end_hold(&mut self, auto_capture: bool, now_ms: u64) -> bool {
         if self.status != Status::Uncaptured {
             return false;
         }
@@ -440,7 +458,7 @@ impl Payment {
     }
 
     /// Marks the payment as scam with a reason (rule name).
-    pub(crate) fn flag(&mut self, reason: &str, now_ms: u64) {
+    pub fn flag(&mut self, reason: &str, now_ms: u64) {
         self.scam = true;
         if self.flag_reasons.len() + reason.len() < 256
             && !self.flag_reasons.split(',').any(|r| r == reason)
@@ -457,13 +475,13 @@ impl Payment {
 /// One cart line to refund, as a refund request names it: the item and
 /// unit price of a line sold with the payment, and how many to refund.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LineRefund<'a> {
+pub struct LineRefund<'a> {
     /// Item name or SKU, as sold.
-    pub(crate) item: &'a str,
+    pub item: &'a str,
     /// How many to refund.
-    pub(crate) quantity: u32,
+    pub quantity: u32,
     /// Price of one, as sold, minor units.
-    pub(crate) unit_price_minor: u64,
+    pub unit_price_minor: u64,
 }
 
 impl Payment {
@@ -475,11 +493,7 @@ impl Payment {
     /// 12 when the payment has no cart or a line matches none of it; 13
     /// when a line asks more than is left to refund on it; then as
     /// [`Payment::refund`].
-    pub(crate) fn refund_lines(
-        &mut self,
-        lines: &[LineRefund<'_>],
-        now_ms: u64,
-    ) -> Result<u8, Code> {
+    pub fn refund_lines(&mut self, lines: &[LineRefund<'_>], now_ms: u64) -> Result<u8, Code> {
         let cart = self.extras.as_ref().map_or(&[][..], |e| e.cart.as_slice());
         if cart.is_empty() || lines.is_empty() || lines.len() > CART_LINES_MAX {
             return Err(Code::INVALID_TRANSACTION);

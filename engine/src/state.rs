@@ -12,25 +12,25 @@ use crate::lifecycle::{Payment, Status};
 
 /// Where an original message's effect lives: a payment, or one of its refunds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Target {
+pub struct Target {
     /// The payment.
-    pub(crate) payment: u64,
+    pub payment: u64,
     /// The refund, when the original was a refund.
-    pub(crate) refund: Option<u8>,
+    pub refund: Option<u8>,
 }
 
 /// How an original message is found: merchant, MTI without repeat, STAN, F7
 /// (what F90 carries), as the contract requires, within one merchant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct OriginalKey {
+pub struct OriginalKey {
     /// Merchant index.
-    pub(crate) merchant: u32,
+    pub merchant: u32,
     /// MTI without the repeat digit, as a number (100, 200, 220).
-    pub(crate) mti: u16,
+    pub mti: u16,
     /// F11.
-    pub(crate) stan: u32,
+    pub stan: u32,
     /// F7 as a number (MMDDhhmmss).
-    pub(crate) transmission: u64,
+    pub transmission: u64,
 }
 
 /// A pre-authorization waiting for its hold to end.

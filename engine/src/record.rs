@@ -14,7 +14,7 @@ use crate::lifecycle::{Activity, CartItem, Extras, Kind, Operation, Payment, Ref
 use crate::state::{OriginalKey, Target};
 
 /// Record type of a payment image.
-pub(crate) const RECORD_PAYMENT: u8 = 1;
+pub const RECORD_PAYMENT: u8 = 1;
 /// Format version written first in every payload and snapshot.
 const VERSION: u8 = 1;
 /// Magic at the start of a snapshot.
@@ -23,21 +23,21 @@ const SNAPSHOT_MAGIC: &[u8; 4] = b"SWSN";
 /// Why a payload could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("journal payload: {0}")]
-pub(crate) struct DecodeError(&'static str);
+pub struct DecodeError(&'static str);
 
 /// A change as written: the payment after it, and how to find and answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PaymentRecord {
+pub struct PaymentRecord {
     /// The payment after the change.
-    pub(crate) payment: Payment,
+    pub payment: Payment,
     /// The message key under which the change can be referenced (F90).
-    pub(crate) index: Option<(OriginalKey, Target)>,
+    pub index: Option<(OriginalKey, Target)>,
     /// The answer given, for repeats after a restart.
-    pub(crate) answer: Option<(MessageKey, Answer)>,
+    pub answer: Option<(MessageKey, Answer)>,
 }
 
 /// Appends big-endian values to a buffer.
-pub(crate) struct Out<'a>(pub(crate) &'a mut Vec<u8>);
+pub struct Out<'a>(pub &'a mut Vec<u8>);
 
 impl Out<'_> {
     fn u8(&mut self, v: u8) {
@@ -63,7 +63,7 @@ impl Out<'_> {
 }
 
 /// Reads big-endian values, checking every length.
-pub(crate) struct In<'a>(pub(crate) &'a [u8]);
+pub struct In<'a>(pub &'a [u8]);
 
 impl<'a> In<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
@@ -103,7 +103,7 @@ impl<'a> In<'a> {
         }
     }
     /// Whether everything was read.
-    pub(crate) fn done(&self) -> bool {
+    pub fn done(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -321,7 +321,7 @@ fn get_answer(i: &mut In<'_>) -> Result<(MessageKey, Answer), DecodeError> {
 }
 
 /// Encodes a record payload into `buf` (cleared first).
-pub(crate) fn encode(rec: &PaymentRecordRef<'_>, buf: &mut Vec<u8>) {
+pub fn encode(rec: &PaymentRecordRef<'_>, buf: &mut Vec<u8>) {
     buf.clear();
     let mut o = Out(buf);
     o.u8(VERSION);
@@ -344,20 +344,20 @@ pub(crate) fn encode(rec: &PaymentRecordRef<'_>, buf: &mut Vec<u8>) {
 
 /// A record to encode, borrowing the payment.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PaymentRecordRef<'a> {
+pub struct PaymentRecordRef<'a> {
     /// The payment after the change.
-    pub(crate) payment: &'a Payment,
+    pub payment: &'a Payment,
     /// Index entry.
-    pub(crate) index: Option<(OriginalKey, Target)>,
+    pub index: Option<(OriginalKey, Target)>,
     /// Answer.
-    pub(crate) answer: Option<(MessageKey, Answer)>,
+    pub answer: Option<(MessageKey, Answer)>,
 }
 
 /// Decodes a record payload.
 ///
 /// # Errors
 /// [`DecodeError`] on an unknown version, truncation or bad values.
-pub(crate) fn decode(payload: &[u8]) -> Result<PaymentRecord, DecodeError> {
+pub fn decode(payload: &[u8]) -> Result<PaymentRecord, DecodeError> {
     let mut i = In(payload);
     if i.u8()? != VERSION {
         return Err(DecodeError("unknown record version"));
@@ -385,13 +385,13 @@ pub(crate) fn decode(payload: &[u8]) -> Result<PaymentRecord, DecodeError> {
 
 /// What a snapshot holds.
 #[derive(Debug, Default)]
-pub(crate) struct SnapshotContents {
+pub struct SnapshotContents {
     /// Every payment.
-    pub(crate) payments: Vec<Payment>,
+    pub payments: Vec<Payment>,
     /// Every index entry.
-    pub(crate) index: Vec<(OriginalKey, Target)>,
+    pub index: Vec<(OriginalKey, Target)>,
     /// Every remembered answer.
-    pub(crate) answers: Vec<(MessageKey, Answer)>,
+    pub answers: Vec<(MessageKey, Answer)>,
 }
 
 /// Writes a snapshot from walks over the state: each argument calls the
@@ -400,7 +400,7 @@ pub(crate) struct SnapshotContents {
     clippy::type_complexity,
     reason = "three walks, each a visitor over one map"
 )]
-pub(crate) fn encode_snapshot(
+pub fn encode_snapshot(
     buf: &mut Vec<u8>,
     payments: &mut dyn FnMut(&mut dyn FnMut(&Payment)),
     index: &mut dyn FnMut(&mut dyn FnMut(&OriginalKey, &Target)),
@@ -446,7 +446,7 @@ pub(crate) fn encode_snapshot(
 ///
 /// # Errors
 /// [`DecodeError`] on a bad magic, version, truncation or bad values.
-pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotContents, DecodeError> {
+pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotContents, DecodeError> {
     let mut i = In(bytes);
     if i.take(4)? != SNAPSHOT_MAGIC || i.u8()? != VERSION {
         return Err(DecodeError("not a snapshot of this version"));

@@ -2,48 +2,48 @@
 
 /// A two-character response code.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Code(pub(crate) [u8; 2]);
+pub struct Code(pub [u8; 2]);
 
 impl Code {
     /// 00 approved.
-    pub(crate) const APPROVED: Code = Code(*b"00");
+    pub const APPROVED: Code = Code(*b"00");
     /// 03 invalid merchant.
-    pub(crate) const INVALID_MERCHANT: Code = Code(*b"03");
+    pub const INVALID_MERCHANT: Code = Code(*b"03");
     /// 05 do not honor.
-    pub(crate) const DO_NOT_HONOR: Code = Code(*b"05");
+    pub const DO_NOT_HONOR: Code = Code(*b"05");
     /// 12 invalid transaction.
-    pub(crate) const INVALID_TRANSACTION: Code = Code(*b"12");
+    pub const INVALID_TRANSACTION: Code = Code(*b"12");
     /// 13 invalid amount.
-    pub(crate) const INVALID_AMOUNT: Code = Code(*b"13");
+    pub const INVALID_AMOUNT: Code = Code(*b"13");
     /// 14 invalid card number (Luhn).
-    pub(crate) const INVALID_CARD: Code = Code(*b"14");
+    pub const INVALID_CARD: Code = Code(*b"14");
     /// 25 unable to locate original.
-    pub(crate) const UNABLE_TO_LOCATE: Code = Code(*b"25");
+    pub const UNABLE_TO_LOCATE: Code = Code(*b"25");
     /// 30 format error.
-    pub(crate) const FORMAT_ERROR: Code = Code(*b"30");
+    pub const FORMAT_ERROR: Code = Code(*b"30");
     /// 54 expired card.
-    pub(crate) const EXPIRED_CARD: Code = Code(*b"54");
+    pub const EXPIRED_CARD: Code = Code(*b"54");
     /// 57 not permitted to cardholder.
-    pub(crate) const NOT_PERMITTED_CARDHOLDER: Code = Code(*b"57");
+    pub const NOT_PERMITTED_CARDHOLDER: Code = Code(*b"57");
     /// 58 not permitted to terminal or merchant.
-    pub(crate) const NOT_PERMITTED_TERMINAL: Code = Code(*b"58");
+    pub const NOT_PERMITTED_TERMINAL: Code = Code(*b"58");
     /// 59 suspected fraud.
-    pub(crate) const SUSPECTED_FRAUD: Code = Code(*b"59");
+    pub const SUSPECTED_FRAUD: Code = Code(*b"59");
     /// 61 exceeds amount limit.
-    pub(crate) const EXCEEDS_AMOUNT: Code = Code(*b"61");
+    pub const EXCEEDS_AMOUNT: Code = Code(*b"61");
     /// 65 exceeds frequency limit.
-    pub(crate) const EXCEEDS_FREQUENCY: Code = Code(*b"65");
+    pub const EXCEEDS_FREQUENCY: Code = Code(*b"65");
     /// 1A additional customer authentication required.
-    pub(crate) const SCA_REQUIRED: Code = Code(*b"1A");
+    pub const SCA_REQUIRED: Code = Code(*b"1A");
     /// 91 issuer or switch unavailable.
-    pub(crate) const UNAVAILABLE: Code = Code(*b"91");
+    pub const UNAVAILABLE: Code = Code(*b"91");
     /// 94 duplicate transmission.
-    pub(crate) const DUPLICATE: Code = Code(*b"94");
+    pub const DUPLICATE: Code = Code(*b"94");
     /// 96 system malfunction.
-    pub(crate) const SYSTEM_MALFUNCTION: Code = Code(*b"96");
+    pub const SYSTEM_MALFUNCTION: Code = Code(*b"96");
 
     /// Every code the switch gives, for metrics.
-    pub(crate) const ALL: [Code; 18] = [
+    pub const ALL: [Code; 18] = [
         Code::APPROVED,
         Code::INVALID_MERCHANT,
         Code::DO_NOT_HONOR,
@@ -65,7 +65,7 @@ impl Code {
     ];
 
     /// As text.
-    pub(crate) fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match Code::ALL.iter().position(|c| c == self) {
             Some(i) => CODE_TEXT.get(i).copied().unwrap_or("??"),
             None => "??",
@@ -73,7 +73,7 @@ impl Code {
     }
 
     /// Whether the code approves.
-    pub(crate) fn approved(&self) -> bool {
+    pub fn approved(&self) -> bool {
         *self == Code::APPROVED
     }
 }

@@ -1,0 +1,238 @@
+//! A payment message's first stages: validate (merchant, terminal,
+//! currency, amount, card), then for a pre-authorization or sale the risk
+//! stage and a new payment, journaled before it is indexed.
+
+use codecs::card::{CardToken, MaskedPan};
+use codecs::iso8583::datetime::civil_from_days;
+
+use crate::code::Code;
+use crate::command::{Channel, Op, Reply, Request, Wait};
+use crate::commit::{self, Change};
+use crate::engine::{Engine, Merchant};
+use crate::idempotency::Answer;
+use crate::lifecycle::{Kind, Payment, Status};
+use crate::record::PaymentRecordRef;
+use crate::risk::RiskVerdict;
+use crate::state::{OriginalKey, Target};
+
+/// (Year within the century, month) of `now_ms`, for card expiry.
+fn year_month(now_ms: u64) -> (u8, u8) {
+    let (year, month, _) = civil_from_days(now_ms / 86_400_000);
+    ((year % 100) as u8, month as u8)
+}
+
+impl Engine {
+    /// Validate, then the operation's own stages.
+    pub(crate) fn decide(&self, req: &Request<'_>, now_ms: u64) -> Reply {
+        let merchant = match self.validate(req, now_ms) {
+            Ok(m) => m,
+            Err(code) => return self.refusal(req, code),
+        };
+        match req.op {
+            Op::PreAuth | Op::Sale => self.authorize(req, merchant, now_ms),
+            Op::Capture | Op::Refund | Op::Reversal => self.follow_up(req, merchant, now_ms),
+        }
+    }
+
+    /// Merchant, terminal, currency, amount and card checks.
+    fn validate(&self, req: &Request<'_>, now_ms: u64) -> Result<u32, Code> {
+        let mid: [u8; 15] = req
+            .merchant_id
+            .try_into()
+            .map_err(|_| Code::INVALID_MERCHANT)?;
+        let m = self
+            .query_merchant_index(&mid)
+            .ok_or(Code::INVALID_MERCHANT)?;
+        let merchant = self
+            .merchants
+            .get(m as usize)
+            .ok_or(Code::INVALID_MERCHANT)?;
+        if !merchant.enabled {
+            return Err(Code::INVALID_MERCHANT);
+        }
+        if self.terminal_index(&req.terminal_id) != Some(m) {
+            return Err(Code::NOT_PERMITTED_TERMINAL);
+        }
+        if req.op == Op::Refund && !merchant.refunds_allowed {
+            return Err(Code::NOT_PERMITTED_TERMINAL);
+        }
+        if req.op == Op::Reversal {
+            return Ok(m);
+        }
+        if !merchant.currencies.contains(&req.currency) {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        if req.amount_minor == 0 {
+            return Err(Code::INVALID_AMOUNT);
+        }
+        if req.op.authorizes() {
+            Self::validate_card(req, merchant, now_ms)?;
+        }
+        Ok(m)
+    }
+
+    fn validate_card(req: &Request<'_>, merchant: &Merchant, now_ms: u64) -> Result<(), Code> {
+        if req.channel == Channel::MoTo && !merchant.moto_allowed {
+            return Err(Code::NOT_PERMITTED_TERMINAL);
+        }
+        let pan = req.pan.ok_or(Code::FORMAT_ERROR)?;
+        if !pan.luhn_ok() {
+            return Err(Code::INVALID_CARD);
+        }
+        let (year, month) = year_month(now_ms);
+        let expiry = req.expiry.ok_or(Code::FORMAT_ERROR)?;
+        if expiry.is_expired_at(year, month) {
+            return Err(Code::EXPIRED_CARD);
+        }
+        Ok(())
+    }
+
+    /// The key a message is found by as an original, within its merchant.
+    pub(crate) fn own_key(req: &Request<'_>, merchant: u32) -> Option<OriginalKey> {
+        req.key.map(|k| OriginalKey {
+            merchant,
+            mti: k.mti,
+            stan: k.stan,
+            transmission: k.transmission,
+        })
+    }
+
+    /// Pre-authorization or sale: risk, then a new payment.
+    fn authorize(&self, req: &Request<'_>, m: u32, now_ms: u64) -> Reply {
+        let Some(pan) = req.pan else {
+            return self.refusal(req, Code::FORMAT_ERROR);
+        };
+        let token = self.token_key.token(&pan);
+        let merchant = &self.merchants[m as usize];
+        let verdict = self.risk.evaluate(req, merchant, &token, now_ms);
+        let code = match verdict {
+            RiskVerdict::Decline { code, .. } => code,
+            _ => Code::APPROVED,
+        };
+        let approved = code.approved();
+        let auth_code = if approved {
+            self.assign_auth_code()
+        } else {
+            [b' '; 6]
+        };
+        let rrn = self.rrn_of(req);
+        let card = (token, pan.masked());
+        let mut payment = self.new_payment(req, m, code, card, (auth_code, rrn), now_ms);
+        payment.record(req.op.operation(), req.amount_minor, now_ms, code);
+        if let Some(reason) = verdict.flag() {
+            payment.flag(reason, now_ms);
+            metrics::counter!("switch_flagged_payments_total").increment(1);
+        }
+        let hold_due = (payment.status == Status::Uncaptured).then(|| merchant.hold_end(now_ms).0);
+        let answer = req.key.map(|k| {
+            let a = Answer {
+                code,
+                rrn,
+                auth_code: approved.then_some(auth_code),
+                content_crc: req.content_crc,
+                seq: 0,
+                at_ms: now_ms,
+            };
+            (k, a)
+        });
+        let key = Self::own_key(req, m).filter(|_| approved);
+        let reply = Reply {
+            auth_code: approved.then_some(auth_code),
+            payment_id: Some(payment.id),
+            ..Reply::of(code, rrn)
+        };
+        self.insert(payment, key, hold_due, answer, reply)
+    }
+
+    /// A payment of merchant `m` as `req` starts it, with its card (token,
+    /// masked PAN) and numbers (F38, F37), before risk's flags and its
+    /// history; declined payments keep no amount.
+    fn new_payment(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        code: Code,
+        (card_token, masked_pan): (CardToken, MaskedPan),
+        (auth_code, rrn): ([u8; 6], [u8; 12]),
+        now_ms: u64,
+    ) -> Payment {
+        let approved = code.approved();
+        let kind = if req.op == Op::Sale {
+            Kind::Sale
+        } else {
+            Kind::PreAuth
+        };
+        let status = match (kind, approved) {
+            (_, false) => Status::Declined,
+            (Kind::Sale, true) => Status::Succeeded,
+            (Kind::PreAuth, true) => Status::Uncaptured,
+        };
+        Payment {
+            id: self.state.allocate_id(),
+            merchant: m,
+            terminal: req.terminal_id,
+            kind,
+            status,
+            currency: req.currency,
+            authorized_minor: if approved { req.amount_minor } else { 0 },
+            captured_minor: if status == Status::Succeeded {
+                req.amount_minor
+            } else {
+                0
+            },
+            refunds: Vec::new(),
+            card_token,
+            masked_pan,
+            created_ms: now_ms,
+            auth_code,
+            rrn,
+            scam: false,
+            flag_reasons: String::new(),
+            history: Vec::with_capacity(4),
+            extras: req.extras.map(|e| Box::new(e.clone())),
+        }
+    }
+
+    /// In memory first, journaled under the payment's lock, then indexed
+    /// (see `commit` on snapshots); not journaled, so not done.
+    fn insert(
+        &self,
+        payment: Payment,
+        key: Option<OriginalKey>,
+        hold_due: Option<u64>,
+        answer: Option<(crate::idempotency::MessageKey, Answer)>,
+        reply: Reply,
+    ) -> Reply {
+        let id = payment.id;
+        let approved = reply.code.approved();
+        let index = key.map(|k| {
+            (
+                k,
+                Target {
+                    payment: id,
+                    refund: None,
+                },
+            )
+        });
+        let journal = &*self.journal;
+        let recorded = self.state.insert(payment, key, hold_due, |p| {
+            let change = Change::Answered(PaymentRecordRef {
+                payment: p,
+                index,
+                answer,
+            });
+            commit::record(journal, &change, approved)
+        });
+        match recorded {
+            Ok(Ok(seq)) => Reply {
+                wait: Wait::of_seq(seq),
+                ..reply
+            },
+            Ok(Err(code)) => {
+                self.state.remove(id, key);
+                Reply::of(code, reply.rrn)
+            }
+            Err(code) => Reply::of(code, reply.rrn),
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! What the engine is asked and what it answers: the one mutating door
+//! ([`Command`] → [`Reply`]) and the one read door ([`Query`] →
+//! [`QueryReply`]). Every edge (ISO 8583, internal frames, the timers)
+//! speaks to the engine in these types only.
+//!
+//! A request that must wait for something outside the engine says so in
+//! [`Reply::wait`]; today that is the journal's durable sequence. An
+//! answer from outside (an issuer's, a webhook delivery's) will come back
+//! as a new [`Command`] naming the payment, and its [`Reply`] resumes the
+//! request: no new door.
+
+use codecs::card::Pan;
+use codecs::iso8583::datetime::Expiry;
+use codecs::iso8583::f48::Eci;
+use codecs::iso8583::f90::OriginalData;
+
+use crate::code::Code;
+use crate::idempotency::MessageKey;
+use crate::lifecycle::{Extras, LineRefund, Operation, Payment, Status};
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Pre-authorization (0100): places a hold.
+    PreAuth,
+    /// Sale (0200, F3 00): authorized and captured.
+    Sale,
+    /// Refund (0200, F3 20) of a captured payment.
+    Refund,
+    /// Capture (0220) of a pre-authorization.
+    Capture,
+    /// Reversal (0400, 0420) of a pre-authorization, sale or refund.
+    Reversal,
+}
+
+impl Op {
+    /// The history entry this operation makes.
+    pub fn operation(self) -> Operation {
+        match self {
+            Op::PreAuth => Operation::PreAuth,
+            Op::Sale => Operation::Sale,
+            Op::Refund => Operation::Refund,
+            Op::Capture => Operation::Capture,
+            Op::Reversal => Operation::Reversal,
+        }
+    }
+
+    /// Whether it starts a payment (and so is an authorization attempt).
+    pub fn authorizes(self) -> bool {
+        matches!(self, Op::PreAuth | Op::Sale)
+    }
+}
+
+/// How the card was presented (F25).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// 00: normal presentment.
+    CardPresent,
+    /// 08: mail or telephone order.
+    MoTo,
+    /// 59: e-commerce.
+    Ecommerce,
+    /// Anything else.
+    Other,
+}
+
+/// How a follow-up message names its original.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OriginalRef {
+    /// F90: original MTI, STAN and F7.
+    Message(OriginalData),
+    /// The original's F37 and F38.
+    Rrn([u8; 12], [u8; 6]),
+    /// A payment id (internal frames), within the request's merchant.
+    Payment(u64),
+}
+
+/// A validated request, borrowing card data from the frame buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// What is asked.
+    pub op: Op,
+    /// Idempotency key, when the message has one.
+    pub key: Option<MessageKey>,
+    /// Whether the MTI marks a repeat.
+    pub repeat: bool,
+    /// Checksum of the content, to tell duplicates from conflicts.
+    pub content_crc: u32,
+    /// F42.
+    pub merchant_id: &'a [u8],
+    /// F41.
+    pub terminal_id: [u8; 8],
+    /// The card, for authorizations.
+    pub pan: Option<Pan<'a>>,
+    /// Card expiry, for authorizations.
+    pub expiry: Option<Expiry>,
+    /// F4, minor units.
+    pub amount_minor: u64,
+    /// F49.
+    pub currency: u16,
+    /// The original, for captures, refunds and reversals.
+    pub original: Option<OriginalRef>,
+    /// F95's replacement amount, for partial reversals.
+    pub replacement_minor: Option<u64>,
+    /// F25.
+    pub channel: Channel,
+    /// F48.42.
+    pub eci: Option<Eci>,
+    /// F37 of the request, if it has one.
+    pub rrn: Option<[u8; 12]>,
+    /// MO/TO details to keep with a new payment (internal frames).
+    pub extras: Option<&'a Extras>,
+}
+
+/// A change asked of the engine, through [`crate::Engine::apply`].
+#[derive(Clone, Copy, Debug)]
+pub enum Command<'a> {
+    /// A payment message: pre-authorization, sale, capture, refund by
+    /// amount, reversal or cancel (ISO 8583, or MO/TO and back office).
+    Message(Request<'a>),
+    /// A message refused before processing (a format error): answered
+    /// with `code` and its F37, or a fresh one.
+    Refuse {
+        /// The response code.
+        code: Code,
+        /// The request's F37, when it has one.
+        rrn: Option<[u8; 12]>,
+    },
+    /// A refund of cart lines of a payment of `merchant`.
+    RefundLines {
+        /// The merchant the caller acts for.
+        merchant: u32,
+        /// The payment.
+        payment: u64,
+        /// The lines and quantities to refund.
+        lines: &'a [LineRefund<'a>],
+    },
+    /// Marks a payment of `merchant` as scam by hand; its card goes on the
+    /// risk watch list.
+    MarkScam {
+        /// The merchant the caller acts for.
+        merchant: u32,
+        /// The payment.
+        payment: u64,
+        /// The rule name recorded with the flag.
+        reason: &'a str,
+    },
+    /// The timers: ends the holds due by now (expiry or auto-capture) and
+    /// ages out remembered answers older than the window.
+    Tick {
+        /// `limits.idempotency_window_s`, in ms.
+        idempotency_window_ms: u64,
+    },
+    /// Drops from memory the payments in a final state created before
+    /// `cutoff_ms` (the journal keeps them). Walks every payment: run it
+    /// off the request path.
+    Retire {
+        /// Creation time before which final payments go.
+        cutoff_ms: u64,
+    },
+}
+
+/// What an answer waits for before it may leave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Nothing: answer at once.
+    #[default]
+    Nothing,
+    /// The journal's durable sequence reaching this record.
+    Journal(u64),
+}
+
+impl Wait {
+    /// The journal sequence to wait for (0: none).
+    pub fn journal_seq(self) -> u64 {
+        match self {
+            Wait::Nothing => 0,
+            Wait::Journal(seq) => seq,
+        }
+    }
+
+    pub(crate) fn of_seq(seq: u64) -> Wait {
+        if seq == 0 {
+            Wait::Nothing
+        } else {
+            Wait::Journal(seq)
+        }
+    }
+}
+
+/// What the engine answers a [`Command`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// F39.
+    pub code: Code,
+    /// F37.
+    pub rrn: [u8; 12],
+    /// F38 on approval.
+    pub auth_code: Option<[u8; 6]>,
+    /// The payment made or changed, when there is one (a declined
+    /// authorization has one too).
+    pub payment_id: Option<u64>,
+    /// What the answer waits for.
+    pub wait: Wait,
+    /// Holds ended by a [`Command::Tick`], payments dropped by a
+    /// [`Command::Retire`]; 0 otherwise.
+    pub count: usize,
+}
+
+impl Reply {
+    /// An answer with nothing to wait for and no payment.
+    pub(crate) fn of(code: Code, rrn: [u8; 12]) -> Reply {
+        Reply {
+            code,
+            rrn,
+            auth_code: None,
+            payment_id: None,
+            wait: Wait::Nothing,
+            count: 0,
+        }
+    }
+}
+
+/// Filters of a payment listing; all optional.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ListFilter<'a> {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Created at or after, ms.
+    pub from_ms: Option<u64>,
+    /// Created before, ms.
+    pub to_ms: Option<u64>,
+    /// Authorized amount at least.
+    pub amount_min_minor: Option<u64>,
+    /// Authorized amount at most.
+    pub amount_max_minor: Option<u64>,
+    /// Exactly this merchant reference.
+    pub merchant_reference: Option<&'a str>,
+    /// Only this terminal.
+    pub terminal: Option<[u8; 8]>,
+}
+
+impl ListFilter<'_> {
+    pub(crate) fn matches(&self, p: &Payment) -> bool {
+        let amount = p.authorized_minor.max(p.captured_minor);
+        self.status.is_none_or(|s| s == p.status)
+            && self.from_ms.is_none_or(|t| p.created_ms >= t)
+            && self.to_ms.is_none_or(|t| p.created_ms < t)
+            && self.amount_min_minor.is_none_or(|a| amount >= a)
+            && self.amount_max_minor.is_none_or(|a| amount <= a)
+            && self.terminal.is_none_or(|t| t == p.terminal)
+            && self
+                .merchant_reference
+                .is_none_or(|r| p.extras.as_ref().is_some_and(|e| e.merchant_reference == r))
+    }
+}
+
+/// A read asked of the engine, through [`crate::Engine::query`].
+#[derive(Clone, Copy, Debug)]
+pub enum Query<'a> {
+    /// The merchant with F42 `id`.
+    Merchant(&'a [u8]),
+    /// The merchant owning terminal F41 `id`.
+    TerminalMerchant([u8; 8]),
+    /// The merchant at index `index` (a payment's).
+    MerchantAt(u32),
+    /// Payment `id`, if it belongs to one of `scope`'s merchants.
+    Payment {
+        /// Merchants the caller may see.
+        scope: &'a [u32],
+        /// The payment.
+        id: u64,
+    },
+    /// One page of `scope`'s payments matching `filter`, newest first,
+    /// with ids below `before_id`.
+    List {
+        /// Merchants the caller may see.
+        scope: &'a [u32],
+        /// What to keep.
+        filter: ListFilter<'a>,
+        /// The cursor: only ids below it.
+        before_id: Option<u64>,
+        /// Page size.
+        limit: usize,
+    },
+    /// Counts for the gauges.
+    Stats,
+}
+
+/// A merchant as an edge needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MerchantRef {
+    /// Its index, for scopes and commands.
+    pub index: u32,
+    /// F42.
+    pub id: [u8; 15],
+}
+
+/// Counts for the gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Payments in memory by status, in [`Status::ALL`] order.
+    pub payments_by_status: [u64; 8],
+    /// Payments in memory.
+    pub payments: usize,
+    /// Remembered answers.
+    pub idempotency_entries: usize,
+    /// Tracked velocity keys.
+    pub velocity_keys: usize,
+}
+
+/// What the engine answers a [`Query`].
+#[derive(Clone, Debug)]
+pub enum QueryReply {
+    /// A merchant, if known.
+    Merchant(Option<MerchantRef>),
+    /// A payment as it stands, if visible.
+    Payment(Option<Payment>),
+    /// A page and whether more follow.
+    Page {
+        /// The rows, newest first.
+        rows: Vec<Payment>,
+        /// Whether more follow.
+        more: bool,
+    },
+    /// Counts.
+    Stats(Stats),
+}

@@ -1,0 +1,309 @@
+//! The engine: its tables, the one mutating door ([`Engine::apply`]) and
+//! the one read door ([`Engine::query`]). Each command's stages are in
+//! their own module (`authorize`, `follow_up`, `backoffice`, `timers`);
+//! every change of an existing payment goes through
+//! [`crate::commit::commit_update`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use codecs::card::TokenKey;
+
+use crate::code::Code;
+use crate::command::{Command, MerchantRef, Query, QueryReply, Reply, Stats, Wait};
+use crate::commit::{Epochs, Journal, NoJournal};
+use crate::idempotency::{Answer, Idempotency, Seen};
+use crate::risk::RiskStage;
+use crate::state::State;
+use crate::timers::Timers;
+
+/// A merchant and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merchant {
+    /// F42.
+    pub id: [u8; 15],
+    /// F41 of its terminals; a terminal belongs to one merchant.
+    pub terminals: Vec<[u8; 8]>,
+    /// Whether it may transact.
+    pub enabled: bool,
+    /// Accepted ISO 4217 numeric currencies.
+    pub currencies: Vec<u16>,
+    /// A capture may exceed the authorized amount by this percentage.
+    pub over_capture_pct: u32,
+    /// Whether refunds are allowed.
+    pub refunds_allowed: bool,
+    /// Whether MO/TO is allowed.
+    pub moto_allowed: bool,
+    /// Hold period of a pre-authorization, ms.
+    pub hold_period_ms: u64,
+    /// Auto-capture delay, ms, when on.
+    pub auto_capture_ms: Option<u64>,
+}
+
+impl Merchant {
+    /// When a hold placed at `created_ms` ends, and whether it is captured then.
+    pub(crate) fn hold_end(&self, created_ms: u64) -> (u64, bool) {
+        match self.auto_capture_ms {
+            Some(ms) => (created_ms + ms, true),
+            None => (created_ms + self.hold_period_ms, false),
+        }
+    }
+}
+
+/// What the engine is built from.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The merchants, by index.
+    pub merchants: Vec<Merchant>,
+    /// Most payments held in memory; beyond it new payments get 96.
+    pub payments_max: usize,
+    /// Most remembered answers; beyond it new messages get 96.
+    pub idempotency_entries_max: usize,
+}
+
+/// The deterministic core, shared by every connection: no I/O, no clock;
+/// every change through [`Engine::apply`], every read through
+/// [`Engine::query`].
+pub struct Engine {
+    /// Merchants by index.
+    pub(crate) merchants: Vec<Merchant>,
+    /// F42 → merchant index.
+    merchant_by_id: HashMap<[u8; 15], u32>,
+    /// F41 → merchant index.
+    terminal_merchant: HashMap<[u8; 8], u32>,
+    /// Payments.
+    pub(crate) state: State,
+    /// Answers for repeats.
+    pub(crate) idempotency: Idempotency,
+    /// Risk rules.
+    pub(crate) risk: RiskStage,
+    /// Where records go.
+    pub(crate) journal: Box<dyn Journal>,
+    /// Key for card tokens.
+    pub(crate) token_key: TokenKey,
+    /// Next F37 the switch assigns.
+    rrn_counter: AtomicU64,
+    /// Next F38 the switch assigns.
+    auth_counter: AtomicU64,
+    /// Guards changes so snapshots see every journaled one.
+    pub(crate) epochs: Epochs,
+    /// Holds by due time; one timer pass at a time.
+    pub(crate) timers: Mutex<Timers>,
+}
+
+/// Fixed-width decimal digits of `v` (lowest `N` digits).
+pub(crate) fn digits<const N: usize>(mut v: u64) -> [u8; N] {
+    let mut out = [b'0'; N];
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out
+}
+
+impl Engine {
+    /// An engine with no payments, evaluating risk with `policy`, and no
+    /// journal until [`Engine::set_journal`]. `now_ms` seeds the F37 and
+    /// F38 counters, so numbers differ across restarts.
+    pub fn new(settings: Settings, token_key: TokenKey, policy: risk::Policy, now_ms: u64) -> Self {
+        let mut merchant_by_id = HashMap::new();
+        let mut terminal_merchant = HashMap::new();
+        for (i, m) in settings.merchants.iter().enumerate() {
+            merchant_by_id.insert(m.id, i as u32);
+            for t in &m.terminals {
+                terminal_merchant.insert(*t, i as u32);
+            }
+        }
+        Engine {
+            merchants: settings.merchants,
+            merchant_by_id,
+            terminal_merchant,
+            state: State::new(settings.payments_max),
+            idempotency: Idempotency::new(settings.idempotency_entries_max, now_ms),
+            risk: RiskStage::new(policy),
+            journal: Box::new(NoJournal),
+            rrn_counter: AtomicU64::new((now_ms / 1000 % 100_000_000) * 10_000),
+            auth_counter: AtomicU64::new(now_ms % 1_000_000),
+            token_key,
+            epochs: Epochs::default(),
+            timers: Mutex::new(Timers::default()),
+        }
+    }
+
+    /// Sends every later change's record to `journal` (after recovery).
+    pub fn set_journal(&mut self, journal: Box<dyn Journal>) {
+        self.journal = journal;
+    }
+
+    /// Swaps in a new risk policy; velocity counters and the watch list stay.
+    pub fn replace_policy(&self, policy: risk::Policy) {
+        self.risk.replace(policy);
+    }
+
+    /// The one mutating door: applies `command` at `now_ms`, inside the
+    /// epoch guard that snapshots rely on.
+    pub fn apply(&self, command: Command<'_>, now_ms: u64) -> Reply {
+        let _epoch = self.epochs.enter();
+        match command {
+            Command::Message(req) => self.message(&req, now_ms),
+            Command::Refuse { code, rrn } => {
+                Reply::of(code, rrn.unwrap_or_else(|| self.assign_rrn()))
+            }
+            Command::RefundLines {
+                merchant,
+                payment,
+                lines,
+            } => self.refund_lines(merchant, payment, lines, now_ms),
+            Command::MarkScam {
+                merchant,
+                payment,
+                reason,
+            } => self.mark_scam(merchant, payment, reason, now_ms),
+            Command::Tick {
+                idempotency_window_ms,
+            } => self.tick(now_ms, idempotency_window_ms),
+            Command::Retire { cutoff_ms } => Reply {
+                count: self.state.retire(cutoff_ms),
+                ..Reply::of(Code::APPROVED, [b'0'; 12])
+            },
+        }
+    }
+
+    /// The one read door.
+    pub fn query(&self, query: Query<'_>) -> QueryReply {
+        match query {
+            Query::Merchant(id) => QueryReply::Merchant(
+                self.merchant_ref(
+                    id.try_into()
+                        .ok()
+                        .and_then(|mid: [u8; 15]| self.merchant_by_id.get(&mid).copied()),
+                ),
+            ),
+            Query::MerchantAt(index) => QueryReply::Merchant(self.merchant_ref(Some(index))),
+            Query::TerminalMerchant(tid) => {
+                QueryReply::Merchant(self.merchant_ref(self.terminal_merchant.get(&tid).copied()))
+            }
+            Query::Payment { scope, id } => {
+                QueryReply::Payment(self.state.get(id).filter(|p| scope.contains(&p.merchant)))
+            }
+            Query::List {
+                scope,
+                filter,
+                before_id,
+                limit,
+            } => {
+                let (rows, more) = self.list_page(scope, &filter, before_id, limit);
+                QueryReply::Page { rows, more }
+            }
+            Query::Stats => QueryReply::Stats(Stats {
+                payments_by_status: self.state.count_by_status(),
+                payments: self.state.len(),
+                idempotency_entries: self.idempotency.len(),
+                velocity_keys: self.risk.velocity_keys(),
+            }),
+        }
+    }
+
+    /// The index of the merchant with F42 `mid`.
+    pub(crate) fn query_merchant_index(&self, mid: &[u8; 15]) -> Option<u32> {
+        self.merchant_by_id.get(mid).copied()
+    }
+
+    /// The index of the merchant owning terminal F41 `tid`.
+    pub(crate) fn terminal_index(&self, tid: &[u8; 8]) -> Option<u32> {
+        self.terminal_merchant.get(tid).copied()
+    }
+
+    fn merchant_ref(&self, index: Option<u32>) -> Option<MerchantRef> {
+        let index = index?;
+        let m = self.merchants.get(index as usize)?;
+        Some(MerchantRef { index, id: m.id })
+    }
+
+    /// A payment message: its answer again when it is a repeat, else
+    /// decided and remembered.
+    fn message(&self, req: &crate::command::Request<'_>, now_ms: u64) -> Reply {
+        let Some(key) = req.key else {
+            return self.decide(req, now_ms);
+        };
+        match self.idempotency.check(&key, req.repeat, req.content_crc) {
+            Seen::Again(a) => {
+                metrics::counter!("switch_repeats_total").increment(1);
+                return Reply {
+                    auth_code: a.auth_code,
+                    wait: Wait::of_seq(a.seq),
+                    ..Reply::of(a.code, a.rrn)
+                };
+            }
+            Seen::Conflict => return self.refusal(req, Code::DUPLICATE),
+            Seen::New => {}
+        }
+        if let Err(code) = self.idempotency.room() {
+            return self.refusal(req, code);
+        }
+        let out = self.decide(req, now_ms);
+        let answer = Answer {
+            code: out.code,
+            rrn: out.rrn,
+            auth_code: out.auth_code,
+            content_crc: req.content_crc,
+            seq: out.wait.journal_seq(),
+            at_ms: now_ms,
+        };
+        self.idempotency.store(key, answer);
+        out
+    }
+
+    /// A refusal of `req` with `code`: its F37 or a fresh one.
+    pub(crate) fn refusal(&self, req: &crate::command::Request<'_>, code: Code) -> Reply {
+        Reply::of(code, self.rrn_of(req))
+    }
+
+    /// The request's F37, or a fresh one.
+    pub(crate) fn rrn_of(&self, req: &crate::command::Request<'_>) -> [u8; 12] {
+        req.rrn.unwrap_or_else(|| self.assign_rrn())
+    }
+
+    fn assign_rrn(&self) -> [u8; 12] {
+        digits::<12>(self.rrn_counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn assign_auth_code(&self) -> [u8; 6] {
+        digits::<6>(self.auth_counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// One page of payments of any merchant in `merchants` matching
+    /// `filter`, newest (highest id) first, with ids below `before_id`;
+    /// and whether more follow. Walks every payment, keeping only ids, then
+    /// copies the page: for back-office use, not the authorization path.
+    fn list_page(
+        &self,
+        merchants: &[u32],
+        filter: &crate::command::ListFilter<'_>,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> (Vec<crate::lifecycle::Payment>, bool) {
+        let before = before_id.unwrap_or(u64::MAX);
+        let mut ids = Vec::new();
+        self.state.for_each(|p| {
+            if p.id < before && merchants.contains(&p.merchant) && filter.matches(p) {
+                ids.push(p.id);
+            }
+        });
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let more = ids.len() > limit;
+        let page = ids
+            .iter()
+            .take(limit)
+            .filter_map(|&id| self.state.get(id))
+            .collect();
+        (page, more)
+    }
+
+    /// Runs `f` on the timers, one pass at a time.
+    pub(crate) fn with_timers<R>(&self, f: impl FnOnce(&mut Timers) -> R) -> R {
+        let mut timers = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut timers)
+    }
+}

@@ -1,0 +1,55 @@
+//! The switch's deterministic core, sans I/O: validate → risk → lifecycle →
+//! journal record, over lock-free in-memory state. It never touches a
+//! socket, a file, an async runtime or a clock: every call takes `now_ms`,
+//! and records leave through the [`Journal`] trait the shell implements.
+//! The compiler enforces this (no tokio in `Cargo.toml`).
+//!
+//! One mutating door, [`Engine::apply`] ([`Command`] → [`Reply`]), for
+//! every change: payment messages, refunds by cart line, marking scam, the
+//! timers. One read door, [`Engine::query`] ([`Query`] → [`QueryReply`]).
+//! Recovery replays records and snapshots ([`Engine::replay_record`],
+//! [`Engine::replay_snapshot`]).
+//!
+//! Layout (one module per concept):
+//! - `command`: the door's types; `code`: response codes.
+//! - `engine`: the tables and the doors; `authorize`, `follow_up`,
+//!   `backoffice`, `timers`: each command's stages.
+//! - `commit`: the one sequence every change goes through (epoch guard,
+//!   transition, record, roll back).
+//! - `lifecycle`: the pure payment transitions; `state`: the sharded maps;
+//!   `idempotency`: answers for repeats; `risk`: the risk stage.
+//! - `record`: the journal's record and snapshot format; `recovery`.
+
+mod authorize;
+mod backoffice;
+pub mod code;
+pub mod command;
+mod commit;
+mod engine;
+mod follow_up;
+mod idempotency;
+pub mod lifecycle;
+#[cfg(test)]
+mod props;
+pub mod record;
+mod recovery;
+mod risk;
+mod state;
+#[cfg(test)]
+mod testing;
+mod timers;
+
+pub use code::Code;
+pub use command::{
+    Channel, Command, ListFilter, MerchantRef, Op, OriginalRef, Query, QueryReply, Reply, Request,
+    Stats, Wait,
+};
+pub use commit::{Journal, NoJournal};
+pub use engine::{Engine, Merchant, Settings};
+pub use idempotency::{Answer, MessageKey};
+pub use lifecycle::{
+    CartItem, Extras, LineRefund, Payment, Status, CART_LINES_MAX, TEXT_BYTES_MAX,
+};
+pub use recovery::ReplayError;
+pub use risk::tokenizer;
+pub use state::{OriginalKey, Target};

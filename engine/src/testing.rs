@@ -1,0 +1,51 @@
+//! A fixture for the engine's own tests: the contract's two demo merchants
+//! (as the switch's embedded default configures them) and the embedded
+//! risk policy, without a journal.
+
+use codecs::card::TokenKey;
+
+use crate::engine::{Engine, Merchant, Settings};
+
+/// Merchant `id` with `terminals`.
+fn merchant(
+    id: &[u8; 15],
+    terminals: Vec<[u8; 8]>,
+    currencies: Vec<u16>,
+    pct: u32,
+    refunds: bool,
+) -> Merchant {
+    Merchant {
+        id: *id,
+        terminals,
+        enabled: true,
+        currencies,
+        over_capture_pct: pct,
+        refunds_allowed: refunds,
+        moto_allowed: true,
+        hold_period_ms: 168 * 3_600_000,
+        auto_capture_ms: None,
+    }
+}
+
+/// The engine of the demo merchants at `now_ms`.
+pub(crate) fn engine(now_ms: u64) -> Engine {
+    let terminals = (1..=10)
+        .map(|i| {
+            let mut t = *b"DEMO0000";
+            t[6] = b'0' + (i / 10) as u8;
+            t[7] = b'0' + (i % 10) as u8;
+            t
+        })
+        .collect();
+    let settings = Settings {
+        merchants: vec![
+            merchant(b"DEMO00000000001", terminals, vec![978, 840, 752], 20, true),
+            merchant(b"DEMO00000000002", vec![*b"DEMO0101"], vec![978], 0, false),
+        ],
+        payments_max: 1_000_000,
+        idempotency_entries_max: 1_000_000,
+    };
+    let key = TokenKey::new(b"test");
+    let policy = risk::Policy::embedded(&crate::risk::tokenizer(&key));
+    Engine::new(settings, key, policy, now_ms)
+}

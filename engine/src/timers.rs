@@ -1,0 +1,77 @@
+//! The timers, driven by [`crate::Command::Tick`] at the shell's clock:
+//! end holds (expiry or auto-capture) and age out idempotency entries.
+//! Each pass is bounded; tests drive it with a manual clock.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::code::Code;
+use crate::command::Reply;
+use crate::commit::{self, ChangeParts};
+use crate::engine::Engine;
+use crate::state::Hold;
+
+/// Most holds taken from the queue per pass.
+const HOLDS_PER_PASS_MAX: usize = 100_000;
+
+/// Holds ordered by due time.
+#[derive(Default)]
+pub(crate) struct Timers {
+    /// Min-heap of (due, payment).
+    due: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Scratch for draining the state's queue.
+    incoming: Vec<Hold>,
+}
+
+impl Engine {
+    /// One pass at `now_ms`: ends the holds due (at most
+    /// [`HOLDS_PER_PASS_MAX`]) and ages out old answers; the reply counts
+    /// the holds ended.
+    pub(crate) fn tick(&self, now_ms: u64, window_ms: u64) -> Reply {
+        let ended = self.with_timers(|t| {
+            self.state
+                .drain_new_holds(&mut t.incoming, HOLDS_PER_PASS_MAX);
+            for h in t.incoming.drain(..) {
+                t.due.push(Reverse((h.due_ms, h.payment)));
+            }
+            let mut ended = 0;
+            while let Some(&Reverse((due, id))) = t.due.peek() {
+                if due > now_ms || ended == HOLDS_PER_PASS_MAX {
+                    break;
+                }
+                t.due.pop();
+                if self.end_hold(id, now_ms) {
+                    ended += 1;
+                }
+            }
+            ended
+        });
+        self.idempotency.rotate_if_due(now_ms, window_ms);
+        Reply {
+            count: ended,
+            ..Reply::of(Code::APPROVED, [b'0'; 12])
+        }
+    }
+
+    /// Ends payment `id`'s hold if it is still held: captured in full when
+    /// its merchant auto-captures, else expired. Holds end whatever the
+    /// journal says (a failed journal is reported by the shell's health
+    /// check and its own metrics), so the change is kept even when its
+    /// record is refused.
+    fn end_hold(&self, id: u64, now_ms: u64) -> bool {
+        let journal = &*self.journal;
+        let changed = self.state.with_payment(id, |p| {
+            let auto = self
+                .merchants
+                .get(p.merchant as usize)
+                .is_some_and(|m| m.auto_capture_ms.is_some());
+            if !p.end_hold(auto, now_ms) {
+                return false;
+            }
+            let change = ChangeParts::default().into_change(p);
+            let _ = commit::record(journal, &change, false);
+            true
+        });
+        changed == Some(true)
+    }
+}
