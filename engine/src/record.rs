@@ -181,14 +181,7 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
     let currency = i.u16()?;
     let authorized_minor = i.u64()?;
     let captured_minor = i.u64()?;
-    let n = i.u8()?;
-    let mut refunds = Vec::with_capacity(usize::from(n));
-    for _ in 0..n {
-        refunds.push(Refund {
-            amount_minor: i.u64()?,
-            reversed: i.flag()?,
-        });
-    }
+    let refunds = get_refunds(i)?;
     let card_token = CardToken(i.arr()?);
     let masked_pan =
         MaskedPan::from_masked(&i.text()?).ok_or(DecodeError("masked PAN shows too much"))?;
@@ -197,37 +190,9 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
     let rrn = i.arr()?;
     let scam = i.flag()?;
     let flag_reasons = i.text()?;
-    let n = i.u8()?;
-    let mut history = Vec::with_capacity(usize::from(n));
-    for _ in 0..n {
-        let op = *OPS
-            .get(usize::from(i.u8()?))
-            .ok_or(DecodeError("unknown operation"))?;
-        history.push(Activity {
-            op,
-            amount_minor: i.u64()?,
-            at_ms: i.u64()?,
-            code: Code(i.arr()?),
-        });
-    }
+    let history = get_history(i)?;
     let extras = if i.flag()? {
-        let merchant_reference = i.text()?;
-        let description = i.text()?;
-        let n = i.u8()?;
-        let mut cart = Vec::with_capacity(usize::from(n));
-        for _ in 0..n {
-            cart.push(CartItem {
-                item: i.text()?,
-                quantity: i.u32()?,
-                unit_price_minor: i.u64()?,
-                refunded_quantity: i.u32()?,
-            });
-        }
-        Some(Box::new(Extras {
-            merchant_reference,
-            description,
-            cart,
-        }))
+        Some(Box::new(get_extras(i)?))
     } else {
         None
     };
@@ -250,6 +215,55 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
         flag_reasons,
         history,
         extras,
+    })
+}
+
+fn get_refunds(i: &mut In<'_>) -> Result<Vec<Refund>, DecodeError> {
+    let n = i.u8()?;
+    let mut refunds = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        refunds.push(Refund {
+            amount_minor: i.u64()?,
+            reversed: i.flag()?,
+        });
+    }
+    Ok(refunds)
+}
+
+fn get_history(i: &mut In<'_>) -> Result<Vec<Activity>, DecodeError> {
+    let n = i.u8()?;
+    let mut history = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        let op = *OPS
+            .get(usize::from(i.u8()?))
+            .ok_or(DecodeError("unknown operation"))?;
+        history.push(Activity {
+            op,
+            amount_minor: i.u64()?,
+            at_ms: i.u64()?,
+            code: Code(i.arr()?),
+        });
+    }
+    Ok(history)
+}
+
+fn get_extras(i: &mut In<'_>) -> Result<Extras, DecodeError> {
+    let merchant_reference = i.text()?;
+    let description = i.text()?;
+    let n = i.u8()?;
+    let mut cart = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        cart.push(CartItem {
+            item: i.text()?,
+            quantity: i.u32()?,
+            unit_price_minor: i.u64()?,
+            refunded_quantity: i.u32()?,
+        });
+    }
+    Ok(Extras {
+        merchant_reference,
+        description,
+        cart,
     })
 }
 

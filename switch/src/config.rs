@@ -404,6 +404,26 @@ impl Config {
     /// [`ConfigError::Invalid`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_wire()?;
+        self.validate_ranges()?;
+        if !matches!(self.journal.ack.as_str(), "durable" | "immediate") {
+            return Err(invalid(
+                "journal.ack",
+                format!("`{}`: expected `durable` or `immediate`", self.journal.ack),
+            ));
+        }
+        if let Some(hex) = &self.security.token_key_hex {
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "security.token_key_hex",
+                    "expected 64 hex characters",
+                ));
+            }
+        }
+        self.validate_merchants()
+    }
+
+    /// Every numeric key within its range: a table, checked in order.
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         for (key, value, lo, hi) in [
             (
@@ -500,21 +520,7 @@ impl Config {
                 return Err(invalid(key, format!("{value} is outside {lo}..={hi}")));
             }
         }
-        if !matches!(self.journal.ack.as_str(), "durable" | "immediate") {
-            return Err(invalid(
-                "journal.ack",
-                format!("`{}`: expected `durable` or `immediate`", self.journal.ack),
-            ));
-        }
-        if let Some(hex) = &self.security.token_key_hex {
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(
-                    "security.token_key_hex",
-                    "expected 64 hex characters",
-                ));
-            }
-        }
-        self.validate_merchants()
+        Ok(())
     }
 
     fn validate_wire(&self) -> Result<(), ConfigError> {

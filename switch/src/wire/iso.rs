@@ -243,24 +243,8 @@ const REQUIRED_FINANCIAL: [u8; 4] = [7, 11, 41, 42];
 pub(crate) fn to_request<'a>(msg: &Message<'a>) -> Result<Option<Request<'a>>, Code> {
     let mti = msg.mti();
     let base = mti.without_repeat();
-    let op = match (base.as_bytes(), msg.raw(3).and_then(|p| p.get(..2))) {
-        (b"0800", _) => {
-            if msg.has(7)
-                && msg.has(11)
-                && TransmissionTime::parse(msg.raw(7).unwrap_or_default()).is_some()
-            {
-                return Ok(None);
-            }
-            return Err(Code::FORMAT_ERROR);
-        }
-        (b"0100", Some(b"00")) => Op::PreAuth,
-        (b"0200", Some(b"00")) => Op::Sale,
-        (b"0200", Some(b"20")) => Op::Refund,
-        (b"0100" | b"0200", None) => return Err(Code::FORMAT_ERROR),
-        (b"0100" | b"0200", Some(_)) => return Err(Code::INVALID_TRANSACTION),
-        (b"0220", _) => Op::Capture,
-        (b"0400" | b"0420", _) => Op::Reversal,
-        _ => return Err(Code::INVALID_TRANSACTION),
+    let Some(op) = op_of(msg)? else {
+        return Ok(None);
     };
     if REQUIRED_FINANCIAL.iter().any(|&n| !msg.has(n)) {
         return Err(Code::FORMAT_ERROR);
@@ -291,24 +275,7 @@ pub(crate) fn to_request<'a>(msg: &Message<'a>) -> Result<Option<Request<'a>>, C
         Op::PreAuth | Op::Sale => None,
         _ => Some(original(msg, op)?),
     };
-    let replacement_minor = match msg.raw(95) {
-        Some(f95) => Some(
-            f95.get(..12)
-                .and_then(|a| codecs::iso8583::amount::parse_digits(a, 12))
-                .ok_or(Code::FORMAT_ERROR)?,
-        ),
-        None => None,
-    };
-    let eci = match msg.raw(48) {
-        Some(f) => f48::eci(f).map_err(|_| Code::FORMAT_ERROR)?,
-        None => None,
-    };
-    let channel = match msg.raw(25) {
-        Some(b"00") | None => Channel::CardPresent,
-        Some(b"08") => Channel::MoTo,
-        Some(b"59") => Channel::Ecommerce,
-        Some(_) => Channel::Other,
-    };
+    let (replacement_minor, eci, channel) = extras_of(msg)?;
     Ok(Some(Request {
         op,
         key: Some(key),
@@ -327,6 +294,64 @@ pub(crate) fn to_request<'a>(msg: &Message<'a>) -> Result<Option<Request<'a>>, C
         rrn: msg.raw(37).and_then(|r| r.try_into().ok()),
         extras: None,
     }))
+}
+
+/// What a message asks for; `Ok(None)` for a well-formed 0800.
+///
+/// # Errors
+/// 30 for a missing processing code or a malformed 0800, 12 for a
+/// message type or processing code the switch does not handle.
+fn op_of(msg: &Message<'_>) -> Result<Option<Op>, Code> {
+    Ok(Some(
+        match (
+            msg.mti().without_repeat().as_bytes(),
+            msg.raw(3).and_then(|p| p.get(..2)),
+        ) {
+            (b"0800", _) => {
+                if msg.has(7)
+                    && msg.has(11)
+                    && TransmissionTime::parse(msg.raw(7).unwrap_or_default()).is_some()
+                {
+                    return Ok(None);
+                }
+                return Err(Code::FORMAT_ERROR);
+            }
+            (b"0100", Some(b"00")) => Op::PreAuth,
+            (b"0200", Some(b"00")) => Op::Sale,
+            (b"0200", Some(b"20")) => Op::Refund,
+            (b"0100" | b"0200", None) => return Err(Code::FORMAT_ERROR),
+            (b"0100" | b"0200", Some(_)) => return Err(Code::INVALID_TRANSACTION),
+            (b"0220", _) => Op::Capture,
+            (b"0400" | b"0420", _) => Op::Reversal,
+            _ => return Err(Code::INVALID_TRANSACTION),
+        },
+    ))
+}
+
+/// F95's replacement amount, F48.42's ECI and F25's channel.
+///
+/// # Errors
+/// 30 for a malformed F95 or F48.
+fn extras_of(msg: &Message<'_>) -> Result<(Option<u64>, Option<f48::Eci>, Channel), Code> {
+    let replacement_minor = match msg.raw(95) {
+        Some(f95) => Some(
+            f95.get(..12)
+                .and_then(|a| codecs::iso8583::amount::parse_digits(a, 12))
+                .ok_or(Code::FORMAT_ERROR)?,
+        ),
+        None => None,
+    };
+    let eci = match msg.raw(48) {
+        Some(f) => f48::eci(f).map_err(|_| Code::FORMAT_ERROR)?,
+        None => None,
+    };
+    let channel = match msg.raw(25) {
+        Some(b"00") | None => Channel::CardPresent,
+        Some(b"08") => Channel::MoTo,
+        Some(b"59") => Channel::Ecommerce,
+        Some(_) => Channel::Other,
+    };
+    Ok((replacement_minor, eci, channel))
 }
 
 /// PAN and expiry from F2 and F14, or from track 2 (F35).
