@@ -13,54 +13,11 @@ use codecs::card::TokenKey;
 use crate::code::Code;
 use crate::command::{Command, MerchantRef, Query, QueryReply, Reply, Stats, Wait};
 use crate::commit::{Epochs, Journal, NoJournal};
+use crate::holds::Holds;
 use crate::idempotency::{Answer, Idempotency, Seen};
+use crate::merchant::{Merchant, Settings};
 use crate::risk::RiskStage;
 use crate::state::State;
-use crate::timers::Timers;
-
-/// A merchant and what it may do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Merchant {
-    /// F42.
-    pub id: [u8; 15],
-    /// F41 of its terminals; a terminal belongs to one merchant.
-    pub terminals: Vec<[u8; 8]>,
-    /// Whether it may transact.
-    pub enabled: bool,
-    /// Accepted ISO 4217 numeric currencies.
-    pub currencies: Vec<u16>,
-    /// A capture may exceed the authorized amount by this percentage.
-    pub over_capture_pct: u32,
-    /// Whether refunds are allowed.
-    pub refunds_allowed: bool,
-    /// Whether MO/TO is allowed.
-    pub moto_allowed: bool,
-    /// Hold period of a pre-authorization, ms.
-    pub hold_period_ms: u64,
-    /// Auto-capture delay, ms, when on.
-    pub auto_capture_ms: Option<u64>,
-}
-
-impl Merchant {
-    /// When a hold placed at `created_ms` ends, and whether it is captured then.
-    pub(crate) fn hold_end(&self, created_ms: u64) -> (u64, bool) {
-        match self.auto_capture_ms {
-            Some(ms) => (created_ms + ms, true),
-            None => (created_ms + self.hold_period_ms, false),
-        }
-    }
-}
-
-/// What the engine is built from.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The merchants, by index.
-    pub merchants: Vec<Merchant>,
-    /// Most payments held in memory; beyond it new payments get 96.
-    pub payments_max: usize,
-    /// Most remembered answers; beyond it new messages get 96.
-    pub idempotency_entries_max: usize,
-}
 
 /// The deterministic core, shared by every connection: no I/O, no clock;
 /// every change through [`Engine::apply`], every read through
@@ -89,7 +46,7 @@ pub struct Engine {
     /// Guards changes so snapshots see every journaled one.
     pub(crate) epochs: Epochs,
     /// Holds by due time; one timer pass at a time.
-    pub(crate) timers: Mutex<Timers>,
+    pub(crate) timers: Mutex<Holds>,
 }
 
 /// Fixed-width decimal digits of `v` (lowest `N` digits).
@@ -127,7 +84,7 @@ impl Engine {
             auth_counter: AtomicU64::new(now_ms % 1_000_000),
             token_key,
             epochs: Epochs::default(),
-            timers: Mutex::new(Timers::default()),
+            timers: Mutex::new(Holds::default()),
         }
     }
 
@@ -302,7 +259,7 @@ impl Engine {
     }
 
     /// Runs `f` on the timers, one pass at a time.
-    pub(crate) fn with_timers<R>(&self, f: impl FnOnce(&mut Timers) -> R) -> R {
+    pub(crate) fn with_timers<R>(&self, f: impl FnOnce(&mut Holds) -> R) -> R {
         let mut timers = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut timers)
     }

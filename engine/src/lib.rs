@@ -27,8 +27,10 @@ pub mod command;
 mod commit;
 mod engine;
 mod follow_up;
+mod holds;
 mod idempotency;
 pub mod lifecycle;
+mod merchant;
 #[cfg(test)]
 mod props;
 pub mod record;
@@ -45,11 +47,12 @@ pub use command::{
     Stats, Wait,
 };
 pub use commit::{Journal, NoJournal};
-pub use engine::{Engine, Merchant, Settings};
+pub use engine::Engine;
 pub use idempotency::{Answer, MessageKey};
 pub use lifecycle::{
     CartItem, Extras, LineRefund, Payment, Status, CART_LINES_MAX, TEXT_BYTES_MAX,
 };
+pub use merchant::{Merchant, Settings};
 pub use recovery::ReplayError;
 pub use risk::tokenizer;
 pub use state::{OriginalKey, Target};

@@ -9,7 +9,7 @@ use codecs::card::{CardToken, TokenKey};
 
 use crate::code::Code;
 use crate::command::{Channel, Request};
-use crate::engine::Merchant;
+use crate::merchant::Merchant;
 
 /// What the risk stage decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 
 use codecs::card::TokenKey;
 
-use crate::engine::{Engine, Merchant, Settings};
+use crate::engine::Engine;
+use crate::merchant::{Merchant, Settings};
 
 /// Merchant `id` with `terminals`.
 fn merchant(

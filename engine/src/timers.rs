@@ -3,25 +3,12 @@
 //! Each pass is bounded; tests drive it with a manual clock.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 use crate::code::Code;
 use crate::command::Reply;
 use crate::commit::{self, ChangeParts};
 use crate::engine::Engine;
-use crate::state::Hold;
-
-/// Most holds taken from the queue per pass.
-const HOLDS_PER_PASS_MAX: usize = 100_000;
-
-/// Holds ordered by due time.
-#[derive(Default)]
-pub(crate) struct Timers {
-    /// Min-heap of (due, payment).
-    due: BinaryHeap<Reverse<(u64, u64)>>,
-    /// Scratch for draining the state's queue.
-    incoming: Vec<Hold>,
-}
+use crate::holds::HOLDS_PER_PASS_MAX;
 
 impl Engine {
     /// One pass at `now_ms`: ends the holds due (at most
@@ -29,17 +16,17 @@ impl Engine {
     /// the holds ended.
     pub(crate) fn tick(&self, now_ms: u64, window_ms: u64) -> Reply {
         let ended = self.with_timers(|t| {
-            self.state
-                .drain_new_holds(&mut t.incoming, HOLDS_PER_PASS_MAX);
-            for h in t.incoming.drain(..) {
-                t.due.push(Reverse((h.due_ms, h.payment)));
+            let (due, incoming) = (&mut t.due, &mut t.incoming);
+            self.state.drain_new_holds(incoming, HOLDS_PER_PASS_MAX);
+            for h in incoming.drain(..) {
+                due.push(Reverse((h.due_ms, h.payment)));
             }
             let mut ended = 0;
-            while let Some(&Reverse((due, id))) = t.due.peek() {
-                if due > now_ms || ended == HOLDS_PER_PASS_MAX {
+            while let Some(&Reverse((due_ms, id))) = due.peek() {
+                if due_ms > now_ms || ended == HOLDS_PER_PASS_MAX {
                     break;
                 }
-                t.due.pop();
+                due.pop();
                 if self.end_hold(id, now_ms) {
                     ended += 1;
                 }
