@@ -4,7 +4,7 @@
 
 use crate::code::Code;
 use crate::command::{Reply, Wait};
-use crate::commit::{self, ChangeParts};
+use crate::commit::ChangeParts;
 use crate::engine::Engine;
 use crate::lifecycle::LineRefund;
 
@@ -30,26 +30,19 @@ impl Engine {
         if !merchant.refunds_allowed {
             return Reply::of(Code::NOT_PERMITTED_TERMINAL, none);
         }
-        let journal = &*self.journal;
-        let committed = self.state.with_payment(id, |p| {
-            if p.merchant != m {
-                return Err(Code::UNABLE_TO_LOCATE);
-            }
-            commit::commit_update(
-                journal,
-                p,
-                true,
-                |p| p.refund_lines(lines, now_ms),
-                |_, _| ChangeParts::default(),
-            )
-        });
+        let committed = self.commit_existing(
+            m,
+            id,
+            |p| p.refund_lines(lines, now_ms),
+            |_, _| ChangeParts::default(),
+        );
         match committed {
-            None => Reply::of(Code::UNABLE_TO_LOCATE, none),
-            Some(Err(code)) => Reply {
+            Err(Code::UNABLE_TO_LOCATE) => Reply::of(Code::UNABLE_TO_LOCATE, none),
+            Err(code) => Reply {
                 payment_id: Some(id),
                 ..Reply::of(code, none)
             },
-            Some(Ok((_, seq))) => Reply {
+            Ok((_, seq)) => Reply {
                 auth_code: Some(self.assign_auth_code()),
                 payment_id: Some(id),
                 wait: Wait::of_seq(seq),
@@ -63,26 +56,13 @@ impl Engine {
     /// when the journal fails.
     pub(crate) fn mark_scam(&self, m: u32, id: u64, reason: &str, now_ms: u64) -> Reply {
         let none = [b'0'; 12];
-        let journal = &*self.journal;
-        let committed = self.state.with_payment(id, |p| {
-            if p.merchant != m {
-                return Err(Code::UNABLE_TO_LOCATE);
-            }
-            commit::commit_update(
-                journal,
-                p,
-                true,
-                |p| {
-                    p.flag(reason, now_ms);
-                    Ok(p.card_token)
-                },
-                |_, _| ChangeParts::default(),
-            )
-        });
-        match committed {
-            None | Some(Err(Code::UNABLE_TO_LOCATE)) => Reply::of(Code::UNABLE_TO_LOCATE, none),
-            Some(Err(code)) => Reply::of(code, none),
-            Some(Ok((token, seq))) => {
+        let flag = |p: &mut crate::lifecycle::Payment| {
+            p.flag(reason, now_ms);
+            Ok(p.card_token)
+        };
+        match self.commit_existing(m, id, flag, |_, _| ChangeParts::default()) {
+            Err(code) => Reply::of(code, none),
+            Ok((token, seq)) => {
                 self.risk.watch(&token);
                 metrics::counter!("switch_flagged_payments_total").increment(1);
                 Reply {

@@ -116,6 +116,32 @@ pub(crate) fn commit_update<R>(
     }
 }
 
+impl crate::engine::Engine {
+    /// [`commit_update`] on payment `id`, which must belong to merchant
+    /// `m` (another merchant's payment does not exist for it: 25, as a
+    /// missing one).
+    ///
+    /// # Errors
+    /// 25, the transition's code, or the journal's (96).
+    pub(crate) fn commit_existing<R>(
+        &self,
+        m: u32,
+        id: u64,
+        transition: impl FnOnce(&mut Payment) -> Result<R, Code>,
+        change: impl FnOnce(&Payment, &R) -> ChangeParts,
+    ) -> Result<(R, u64), Code> {
+        let journal = &*self.journal;
+        self.state
+            .with_payment(id, |p| {
+                if p.merchant != m {
+                    return Err(Code::UNABLE_TO_LOCATE);
+                }
+                commit_update(journal, p, true, transition, change)
+            })
+            .unwrap_or(Err(Code::UNABLE_TO_LOCATE))
+    }
+}
+
 /// What a keyed message adds to a payment's record: its index entry and
 /// answer (both absent for timers and internal-frame changes).
 #[derive(Clone, Copy, Debug, Default)]

@@ -4,7 +4,7 @@
 
 use crate::code::Code;
 use crate::command::{Op, OriginalRef, Reply, Request, Wait};
-use crate::commit::{self, ChangeParts};
+use crate::commit::ChangeParts;
 use crate::engine::Engine;
 use crate::idempotency::Answer;
 use crate::lifecycle::Payment;
@@ -45,49 +45,40 @@ impl Engine {
         let own = Self::own_key(req, m);
         let rrn = self.rrn_of(req);
         let fresh_auth = self.assign_auth_code();
-        let journal = &*self.journal;
-        let applied = self.state.with_payment(target.payment, |p| {
-            if p.merchant != m {
-                // Another merchant's payment does not exist for this one.
-                return Err(Code::UNABLE_TO_LOCATE);
-            }
-            commit::commit_update(
-                journal,
-                p,
-                true,
-                |p| self.transition(p, req, target, now_ms),
-                |p, &refund| {
-                    let auth_code = Self::auth_code_of(req, p, fresh_auth);
-                    ChangeParts {
-                        index: own.map(|k| {
-                            (
-                                k,
-                                Target {
-                                    payment: p.id,
-                                    refund,
-                                },
-                            )
-                        }),
-                        answer: req.key.map(|k| {
-                            let answer = Answer {
-                                code: Code::APPROVED,
-                                rrn,
-                                auth_code: Some(auth_code),
-                                content_crc: req.content_crc,
-                                seq: 0,
-                                at_ms: now_ms,
-                            };
-                            (k, answer)
-                        }),
-                    }
-                },
-            )
-            .map(|(refund, seq)| (refund, seq, Self::auth_code_of(req, p, fresh_auth)))
-        });
+        let mut auth_code = fresh_auth;
+        let applied = self.commit_existing(
+            m,
+            target.payment,
+            |p| self.transition(p, req, target, now_ms),
+            |p, &refund| {
+                auth_code = Self::auth_code_of(req, p, fresh_auth);
+                ChangeParts {
+                    index: own.map(|k| {
+                        (
+                            k,
+                            Target {
+                                payment: p.id,
+                                refund,
+                            },
+                        )
+                    }),
+                    answer: req.key.map(|k| {
+                        let answer = Answer {
+                            code: Code::APPROVED,
+                            rrn,
+                            auth_code: Some(auth_code),
+                            content_crc: req.content_crc,
+                            seq: 0,
+                            at_ms: now_ms,
+                        };
+                        (k, answer)
+                    }),
+                }
+            },
+        );
         match applied {
-            None => Reply::of(Code::UNABLE_TO_LOCATE, rrn),
-            Some(Err(code)) => Reply::of(code, rrn),
-            Some(Ok((refund, seq, auth_code))) => {
+            Err(code) => Reply::of(code, rrn),
+            Ok((refund, seq)) => {
                 if let Some(own) = own {
                     let target = Target {
                         payment: target.payment,
