@@ -56,17 +56,42 @@ impl std::fmt::Debug for Pan<'_> {
 }
 
 /// Luhn (mod 10) check over ASCII digits; false for non-digits or empty.
+///
+/// The one Luhn of the workspace: the switch, the risk policy, the virtual
+/// terminal and the test-card generators all call it, so they cannot
+/// disagree on which card numbers are well typed.
 pub fn luhn_valid(digits: &[u8]) -> bool {
+    // The check digit is the last one, at position 0 from the right.
+    luhn_sum(digits, 1).is_some_and(|sum| sum % 10 == 0)
+}
+
+/// The check digit (ASCII) that makes `body` followed by it Luhn-valid;
+/// `None` if `body` is empty or holds a non-digit.
+///
+/// For making test and load-generator card numbers from a body, so they
+/// are valid by the same rule [`luhn_valid`] checks.
+pub fn luhn_check_digit(body: &[u8]) -> Option<u8> {
+    // The check digit will take position 0, so the body's last digit is at
+    // position 1 and is doubled.
+    let sum = luhn_sum(body, 0)?;
+    // Below 10 after the last `% 10`, so the cast keeps every bit.
+    Some(b'0' + ((10 - sum % 10) % 10) as u8)
+}
+
+/// The Luhn sum of `digits`, doubling those whose position from the right
+/// has parity `doubled_parity`; `None` for non-digits or empty.
+#[inline]
+fn luhn_sum(digits: &[u8], doubled_parity: usize) -> Option<u32> {
     if digits.is_empty() {
-        return false;
+        return None;
     }
     let mut sum = 0u32;
     for (i, &c) in digits.iter().rev().enumerate() {
         if !c.is_ascii_digit() {
-            return false;
+            return None;
         }
         let mut d = u32::from(c - b'0');
-        if i % 2 == 1 {
+        if i % 2 == doubled_parity {
             d *= 2;
             if d > 9 {
                 d -= 9;
@@ -74,7 +99,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    Some(sum)
 }
 
 /// A PAN with everything but the BIN (first 6) and last 4 replaced by `*`;
@@ -219,8 +244,30 @@ mod tests {
         assert!(luhn_valid(b"4111111111111111"));
         assert!(luhn_valid(b"4000000000000002"));
         assert!(!luhn_valid(b"4111111111111112"));
+        assert!(!luhn_valid(b"4000000000000003"));
         assert!(!luhn_valid(b"41111111x1111111"));
         assert!(!luhn_valid(b""));
+    }
+
+    #[test]
+    fn check_digit_completes_a_luhn_valid_number() {
+        assert_eq!(luhn_check_digit(b"411111111111111"), Some(b'1'));
+        assert_eq!(luhn_check_digit(b"400000000000000"), Some(b'2'));
+        // A body whose sum is already a multiple of 10 takes 0, not 10.
+        assert_eq!(luhn_check_digit(b"0"), Some(b'0'));
+        assert_eq!(luhn_check_digit(b""), None);
+        assert_eq!(luhn_check_digit(b"41x1"), None);
+        for seed in 0..2_000u32 {
+            let mut pan = format!("411111{seed:09}").into_bytes();
+            let check = luhn_check_digit(&pan).expect("digits");
+            pan.push(check);
+            assert!(luhn_valid(&pan), "{}", String::from_utf8_lossy(&pan));
+            // Any other check digit fails: the check digit is unique.
+            for other in (b'0'..=b'9').filter(|&d| d != check) {
+                *pan.last_mut().expect("pushed") = other;
+                assert!(!luhn_valid(&pan));
+            }
+        }
     }
 
     #[test]

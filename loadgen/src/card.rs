@@ -22,27 +22,12 @@ pub(crate) fn pan(index: u64) -> [u8; PAN_DIGITS] {
         *slot = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    out[PAN_DIGITS - 1] = luhn_check_digit(&out[..PAN_DIGITS - 1]);
+    // The body is all ASCII digits (the prefix and `b'0' + v % 10`), so it
+    // always has a check digit: `None` would be a bug here, not bad input.
+    out[PAN_DIGITS - 1] =
+        codecs::card::luhn_check_digit(&out[..PAN_DIGITS - 1]).expect("a PAN body of ASCII digits");
     debug_assert!(codecs::card::luhn_valid(&out));
     out
-}
-
-/// The check digit that makes `payload` followed by it Luhn-valid.
-fn luhn_check_digit(payload: &[u8]) -> u8 {
-    let mut sum = 0u32;
-    for (i, &c) in payload.iter().rev().enumerate() {
-        let mut d = u32::from(c - b'0');
-        // The check digit will take position 0, so the payload's last digit
-        // is at an odd position and is doubled.
-        if i % 2 == 0 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
-    }
-    b'0' + ((10 - sum % 10) % 10) as u8
 }
 
 #[cfg(test)]

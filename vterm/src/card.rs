@@ -64,7 +64,7 @@ impl CardNumber {
         {
             return Err(CardError::PanLength);
         }
-        if !luhn_ok(&digits) {
+        if !codecs::card::luhn_valid(digits.as_bytes()) {
             return Err(CardError::PanCheckDigit);
         }
         Ok(CardNumber(digits))
@@ -158,29 +158,6 @@ pub(crate) fn mask_pan(pan: &str) -> String {
             }
         })
         .collect()
-}
-
-/// The Luhn (mod 10) check of a digit string.
-fn luhn_ok(digits: &str) -> bool {
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 1 {
-                let twice = d * 2;
-                if twice > 9 {
-                    twice - 9
-                } else {
-                    twice
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum % 10 == 0
 }
 
 #[cfg(test)]

@@ -201,19 +201,8 @@ pub fn stan() -> String {
 /// A Luhn-valid test card number from a seed (not the blocklisted one).
 pub fn card(seed: u64) -> String {
     let body = format!("411111{:09}", seed % 1_000_000_000);
-    let digits: Vec<u32> = body.bytes().map(|b| u32::from(b - b'0')).collect();
-    let mut sum = 0;
-    for (i, d) in digits.iter().rev().enumerate() {
-        let mut v = *d;
-        if i % 2 == 0 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
-            }
-        }
-        sum += v;
-    }
-    format!("{body}{}", (10 - sum % 10) % 10)
+    let check = codecs::card::luhn_check_digit(body.as_bytes()).expect("a body of digits");
+    format!("{body}{}", char::from(check))
 }
 
 /// A pre-authorization (0100) of `amount` minor units of EUR.
