@@ -1,41 +1,9 @@
-//! The switch's clock, injectable so lifecycle tests never sleep.
+//! The switch's clock (the workspace's one `Clock`, injectable so lifecycle
+//! tests never sleep) and the calendar view of its milliseconds.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-/// Milliseconds since the Unix epoch, from the system or from a test.
-#[derive(Clone, Debug)]
-pub enum Clock {
-    /// The system's real-time clock.
-    System,
-    /// A clock that moves only when told (tests, simulations).
-    Manual(Arc<AtomicU64>),
-}
-
-impl Clock {
-    /// A manual clock starting at `start_ms`.
-    pub fn manual(start_ms: u64) -> Clock {
-        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
-    }
-
-    /// Now, in milliseconds since the Unix epoch.
-    pub fn now_ms(&self) -> u64 {
-        match self {
-            Clock::System => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            Clock::Manual(t) => t.load(Ordering::Acquire),
-        }
-    }
-
-    /// Moves a manual clock forward; no effect on the system clock.
-    pub fn advance_ms(&self, by_ms: u64) {
-        if let Clock::Manual(t) = self {
-            t.fetch_add(by_ms, Ordering::AcqRel);
-        }
-    }
-}
+/// The workspace's one clock (the `clock` crate), re-exported so
+/// `switch::Clock` stays the switch's public name for it.
+pub use ::clock::Clock;
 
 /// A calendar date and time in UTC, from milliseconds since the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,14 +65,5 @@ mod tests {
         // 2024-02-29T23:59:59Z
         let t = UtcDateTime::from_ms(1_709_251_199_000);
         assert_eq!((t.year, t.month, t.day), (2024, 2, 29));
-    }
-
-    #[test]
-    fn manual_clock_moves_only_when_told() {
-        let c = Clock::manual(5);
-        assert_eq!(c.now_ms(), 5);
-        c.advance_ms(10);
-        assert_eq!(c.now_ms(), 15);
-        assert!(Clock::System.now_ms() > 1_700_000_000_000);
     }
 }

@@ -17,7 +17,6 @@
 
 mod calendar;
 mod card;
-mod clock;
 mod config;
 mod forms;
 mod html;
@@ -38,6 +37,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The workspace's one clock, read here in seconds (sessions, lockouts).
 pub use clock::Clock;
 pub use config::{Config, ConfigError, Operator};
 pub use password::hash_password;

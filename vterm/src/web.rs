@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{AppendHeaders, Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use clock::Clock;
 
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::forms::{self, ActionInput, CsrfInput, FilterInput, PaymentInput, SignInInput};
 use crate::link::{reply_reason, Link, LinkError};

@@ -11,7 +11,7 @@ use common::{csrf_in, TestSwitch, TestTerminal, MASKED_PAN, OPERATOR, PAN, PASSW
 use vterm::Clock;
 
 /// 2026-11-23T11:49:10Z.
-const START_S: u64 = 1_795_434_550;
+const START_MS: u64 = 1_795_434_550_000;
 
 /// A browser stand-in: keeps cookies between requests.
 struct Agent {
@@ -106,7 +106,7 @@ impl Agent {
 
 #[tokio::test]
 async fn a_wrong_password_or_unknown_operator_is_refused() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut a = Agent::new(t.addr);
     for (name, password) in [(OPERATOR, "wrong"), ("mallory", PASSWORD), (OPERATOR, "")] {
         let r = a.sign_in_as(name, password).await;
@@ -120,7 +120,7 @@ async fn a_wrong_password_or_unknown_operator_is_refused() {
 
 #[tokio::test]
 async fn repeated_failures_lock_the_operator_out() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut a = Agent::new(t.addr);
     for _ in 0..5 {
         assert_eq!(a.sign_in_as(OPERATOR, "wrong").await.status, 401);
@@ -135,7 +135,7 @@ async fn repeated_failures_lock_the_operator_out() {
 
 #[tokio::test]
 async fn an_operator_locked_out_from_one_address_signs_in_from_another() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut attacker = Agent::from(t.addr, "127.0.0.1");
     for _ in 0..5 {
         assert_eq!(attacker.sign_in_as(OPERATOR, "wrong").await.status, 401);
@@ -151,7 +151,7 @@ async fn an_operator_locked_out_from_one_address_signs_in_from_another() {
 
 #[tokio::test]
 async fn an_address_trying_many_names_is_locked_out_alone() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut attacker = Agent::from(t.addr, "127.0.0.1");
     // Four tries a name, under the pair's limit: 20 across names.
     for i in 0..20 {
@@ -169,7 +169,7 @@ async fn an_address_trying_many_names_is_locked_out_alone() {
 
 #[tokio::test]
 async fn the_session_cookie_is_http_only_and_strict() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut a = Agent::new(t.addr);
     let r = a.sign_in_as(OPERATOR, PASSWORD).await;
     let session = r
@@ -207,7 +207,7 @@ async fn the_session_cookie_is_http_only_and_strict() {
 
 #[tokio::test]
 async fn posts_without_the_right_csrf_token_are_forbidden() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut a = Agent::new(t.addr);
     // Sign-in: the form's token must match the sign-in cookie.
     a.get("/login").await;
@@ -263,7 +263,7 @@ async fn posts_without_the_right_csrf_token_are_forbidden() {
 
 #[tokio::test]
 async fn sessions_expire_when_idle() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut a = Agent::new(t.addr);
     a.sign_in().await;
     t.clock.advance_s(599);
@@ -292,7 +292,7 @@ async fn sessions_expire_when_idle() {
 
 #[tokio::test]
 async fn sessions_end_at_their_lifetime_even_when_used() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut a = Agent::new(t.addr);
     a.sign_in().await;
     for _ in 0..6 {
@@ -310,7 +310,7 @@ async fn sessions_end_at_their_lifetime_even_when_used() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let mut t = TestTerminal::without_switch(Clock::manual(START_S)).await;
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
     let mut a = Agent::new(t.addr);
     let csrf = a.sign_in().await;
     let big = "x".repeat(20 * 1024);
