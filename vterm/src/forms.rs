@@ -2,7 +2,9 @@
 //! missing or odd field is an error message on the page, not a rejection)
 //! into typed requests. Messages never repeat card data.
 
+use codecs::internal::tag;
 use serde::Deserialize;
+use switch_client::PaymentStatus;
 
 use crate::calendar::{end_of_day_s, parse_date_s};
 use crate::card::{parse_expiry_yymm, CardNumber, Cvv2};
@@ -10,7 +12,7 @@ use crate::config::Config;
 use crate::link::NewPayment;
 use crate::money::{parse_amount_minor, Currency};
 use crate::pages::{FilterForm, PaymentForm};
-use crate::payment::{Filters, Kind, Status};
+use crate::payment::{Filters, Kind};
 
 /// Longest merchant reference (internal frames).
 const REFERENCE_BYTES_MAX: usize = 64;
@@ -257,7 +259,8 @@ fn optional_text(
 pub(crate) fn check_filters(input: &FilterInput, config: &Config) -> Result<Filters, String> {
     let mut filters = Filters::default();
     if !input.status.is_empty() {
-        let status = input.status.parse::<u8>().ok().and_then(Status::from_code);
+        let code = input.status.parse::<u8>().ok();
+        let status = code.and_then(|c| PaymentStatus::from_code(tag::STATUS, c).ok());
         filters.status = Some(status.ok_or("unknown status")?);
     }
     let date = |text: &str| -> Result<Option<u64>, String> {
@@ -439,7 +442,7 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0jRGZcxBpeaDh9W
             cursor: "77".into(),
         };
         let f = check_filters(&input, &config()).expect("valid");
-        assert_eq!(f.status, Some(Status::Succeeded));
+        assert_eq!(f.status, Some(PaymentStatus::Succeeded));
         assert_eq!(f.created_from_s, Some(1_793_491_200));
         assert_eq!(f.created_to_s, Some(1_796_083_199));
         assert_eq!(

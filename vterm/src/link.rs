@@ -7,12 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switch_client::{Client, ClientError, ListQuery, MotoPayment, PaymentStatus, Reply};
+use switch_client::{Client, ClientError, ListQuery, MotoPayment, Reply};
 
 use crate::card::{CardNumber, Cvv2};
-use crate::payment::{
-    activity_label, Activity, Detail, Filters, Kind, Outcome, Row, RowsPage, Status,
-};
+use crate::payment::{activity_label, Activity, Detail, Filters, Kind, Outcome, Row, RowsPage};
 
 /// How long one request waits for the switch: an operator is watching.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -241,9 +239,7 @@ impl Link {
     /// One page of the table.
     pub(crate) async fn list(&self, filters: &Filters) -> Result<RowsPage, LinkError> {
         let query = ListQuery {
-            status: filters.status.and_then(|s| {
-                PaymentStatus::from_code(codecs::internal::tag::STATUS, s.code()).ok()
-            }),
+            status: filters.status,
             created_from_unix_s: filters.created_from_s,
             created_to_unix_s: filters.created_to_s,
             amount_min_minor: filters.amount_min_minor,
@@ -272,10 +268,6 @@ pub(crate) fn reply_reason(reply: &Reply) -> String {
     }
 }
 
-fn status_of(s: Option<PaymentStatus>) -> Option<Status> {
-    s.and_then(|s| Status::from_code(s.code()))
-}
-
 fn outcome(p: &NewPayment, reply: &Reply) -> Outcome {
     // The switch masks the card; when it did not send one (a refusal
     // before its card stage), the same mask is made here.
@@ -287,7 +279,7 @@ fn outcome(p: &NewPayment, reply: &Reply) -> Outcome {
         message: reply.message.clone(),
         payment_id: reply.payment_id,
         auth_code: reply.auth_code.clone(),
-        status: status_of(reply.status),
+        status: reply.status,
         amount_minor: reply
             .amount_authorized_minor
             .filter(|a| *a > 0)
@@ -306,7 +298,7 @@ fn rows_page(reply: &Reply) -> RowsPage {
             .map(|r| Row {
                 payment_id: r.payment_id,
                 created_s: r.created_unix_s,
-                status: Status::from_code(r.status.code()),
+                status: Some(r.status),
                 scam: r.scam,
                 currency: r.currency,
                 authorized_minor: r.amount_authorized_minor,
@@ -324,7 +316,7 @@ fn detail(payment_id: u64, reply: &Reply) -> Detail {
         row: Row {
             payment_id: reply.payment_id.unwrap_or(payment_id),
             created_s: reply.created_unix_s.unwrap_or(0),
-            status: status_of(reply.status),
+            status: reply.status,
             scam: reply.scam.unwrap_or(false),
             currency: reply.currency.unwrap_or(0),
             authorized_minor: reply.amount_authorized_minor.unwrap_or(0),

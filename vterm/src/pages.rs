@@ -4,10 +4,14 @@
 
 use std::fmt::Write;
 
+use switch_client::PaymentStatus;
+
 use crate::calendar::format_utc;
 use crate::html::{esc, url_param};
 use crate::money::{format_amount, format_amount_plain, Currency};
-use crate::payment::{Detail, Outcome, Row, RowsPage, Status, STATUSES};
+use crate::payment::{
+    cancellable, capturable, refundable, status_text, Detail, Outcome, Row, RowsPage,
+};
 use crate::session::Flash;
 
 /// What every signed-in page needs: who, and the token for its forms.
@@ -189,7 +193,7 @@ fn outcome_html(o: &Outcome) -> String {
         let _ = write!(
             out,
             r#"<dt>Status</dt><dd id="result-status">{}</dd>"#,
-            status.label()
+            status_text(status)
         );
     }
     out.push_str("</dl></section>");
@@ -275,11 +279,11 @@ fn payment_form_html(csrf: &str, choices: Choices<'_>, form: &PaymentForm) -> St
 fn filter_form_html(choices: Choices<'_>, f: &FilterForm, error: Option<&str>) -> String {
     let statuses = options(
         std::iter::once((String::new(), String::new(), "any".to_string())).chain(
-            STATUSES.iter().map(|s| {
+            PaymentStatus::ALL.iter().map(|&s| {
                 (
                     s.code().to_string(),
                     s.code().to_string(),
-                    s.label().to_string(),
+                    status_text(s).to_string(),
                 )
             }),
         ),
@@ -327,14 +331,14 @@ fn actions_html(csrf: &str, row: &Row, back: &str) -> String {
         esc(back)
     );
     let mut out = String::new();
-    if status.capturable() {
+    if capturable(status) {
         let _ = write!(
             out,
             r#"<form method="post" action="/payments/{id}/capture" class="inline capture">{hidden}<input name="amount" class="amount" maxlength="13" inputmode="decimal" placeholder="{}" title="Amount to capture; empty: all"><button type="submit">Capture</button></form>"#,
             esc(&format_amount_plain(row.authorized_minor, row.currency))
         );
     }
-    if status.refundable() {
+    if refundable(status) {
         let left = row.captured_minor.saturating_sub(row.refunded_minor);
         let _ = write!(
             out,
@@ -342,7 +346,7 @@ fn actions_html(csrf: &str, row: &Row, back: &str) -> String {
             esc(&format_amount_plain(left, row.currency))
         );
     }
-    if status.cancellable() {
+    if cancellable(status) {
         let _ = write!(
             out,
             r#"<form method="post" action="/payments/{id}/cancel" class="inline cancel">{hidden}<button type="submit">Cancel</button></form>"#
@@ -352,7 +356,7 @@ fn actions_html(csrf: &str, row: &Row, back: &str) -> String {
 }
 
 fn row_html(csrf: &str, row: &Row, back: &str) -> String {
-    let status = row.status.map_or("Unknown", Status::label);
+    let status = row.status.map_or("Unknown", status_text);
     let scam = if row.scam {
         r#" <span class="scam">scam</span>"#
     } else {
@@ -443,7 +447,7 @@ pub(crate) fn detail(chrome: Chrome<'_>, flash: Option<&Flash>, d: &Detail) -> S
     facts.push_str(&field(
         "Status",
         "detail-status",
-        row.status.map_or("Unknown", Status::label),
+        row.status.map_or("Unknown", status_text),
     ));
     facts.push_str(&field(
         "Created (UTC)",

@@ -1,79 +1,41 @@
 //! What the pages show of payments: view models filled from the switch's
 //! answers. They hold the masked PAN only.
 
-/// A payment's status, as the internal frames number it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Status {
-    /// A pre-authorization's hold, not yet captured.
-    Uncaptured,
-    /// Captured (or a sale).
-    Succeeded,
-    /// Captured, part refunded.
-    PartiallyRefunded,
-    /// Captured, wholly refunded.
-    Refunded,
-    /// Voided.
-    Cancelled,
-    /// Reversed by the acquirer side.
-    Reversed,
-    /// A hold that ran out.
-    Expired,
-    /// Refused at authorization.
-    Declined,
+use switch_client::PaymentStatus;
+
+/// What operators read for a status. The type is the wire's (one status
+/// type in the workspace); its `label` is for machines, this is for people.
+pub(crate) fn status_text(status: PaymentStatus) -> &'static str {
+    match status {
+        PaymentStatus::Uncaptured => "Uncaptured",
+        PaymentStatus::Succeeded => "Succeeded",
+        PaymentStatus::PartiallyRefunded => "Partially refunded",
+        PaymentStatus::Refunded => "Refunded",
+        PaymentStatus::Cancelled => "Cancelled",
+        PaymentStatus::Reversed => "Reversed",
+        PaymentStatus::Expired => "Expired",
+        PaymentStatus::Declined => "Declined",
+    }
 }
 
-/// Every status, in wire order, for the filter's choices.
-pub(crate) const STATUSES: [Status; 8] = [
-    Status::Uncaptured,
-    Status::Succeeded,
-    Status::PartiallyRefunded,
-    Status::Refunded,
-    Status::Cancelled,
-    Status::Reversed,
-    Status::Expired,
-    Status::Declined,
-];
+/// A hold can be captured (offered as a button; the switch has the last
+/// word).
+pub(crate) fn capturable(status: PaymentStatus) -> bool {
+    status == PaymentStatus::Uncaptured
+}
 
-impl Status {
-    /// From the wire's `u8`; `None` for a code this version does not know.
-    pub(crate) fn from_code(code: u8) -> Option<Status> {
-        STATUSES.get(usize::from(code).checked_sub(1)?).copied()
-    }
+/// Captured money can be refunded.
+pub(crate) fn refundable(status: PaymentStatus) -> bool {
+    matches!(
+        status,
+        PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
+    )
+}
 
-    /// The wire's `u8`.
-    pub(crate) fn code(self) -> u8 {
-        self as u8 + 1
-    }
-
-    /// What operators read.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Status::Uncaptured => "Uncaptured",
-            Status::Succeeded => "Succeeded",
-            Status::PartiallyRefunded => "Partially refunded",
-            Status::Refunded => "Refunded",
-            Status::Cancelled => "Cancelled",
-            Status::Reversed => "Reversed",
-            Status::Expired => "Expired",
-            Status::Declined => "Declined",
-        }
-    }
-
-    /// A hold can be captured.
-    pub(crate) fn capturable(self) -> bool {
-        self == Status::Uncaptured
-    }
-
-    /// Captured money can be refunded.
-    pub(crate) fn refundable(self) -> bool {
-        matches!(self, Status::Succeeded | Status::PartiallyRefunded)
-    }
-
-    /// A hold, or a capture not yet refunded, can be voided (the switch has
-    /// the last word).
-    pub(crate) fn cancellable(self) -> bool {
-        matches!(self, Status::Uncaptured | Status::Succeeded)
-    }
+/// A hold, or a capture not yet refunded, can be voided (the switch has
+/// the last word).
+pub(crate) fn cancellable(status: PaymentStatus) -> bool {
+    matches!(status, PaymentStatus::Uncaptured | PaymentStatus::Succeeded)
 }
 
 /// Sale or pre-authorization.
@@ -111,7 +73,7 @@ pub(crate) struct Outcome {
     /// Approval code (F38).
     pub(crate) auth_code: Option<String>,
     /// Status after the request.
-    pub(crate) status: Option<Status>,
+    pub(crate) status: Option<PaymentStatus>,
     /// Amount asked.
     pub(crate) amount_minor: u64,
     /// ISO 4217 numeric.
@@ -129,8 +91,8 @@ pub(crate) struct Row {
     pub(crate) payment_id: u64,
     /// Creation time, Unix seconds.
     pub(crate) created_s: u64,
-    /// `None` for a status this version does not know.
-    pub(crate) status: Option<Status>,
+    /// `None` when the switch's answer carried no status.
+    pub(crate) status: Option<PaymentStatus>,
     /// Flagged as a scam.
     pub(crate) scam: bool,
     /// ISO 4217 numeric.
@@ -202,7 +164,7 @@ pub(crate) struct Detail {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Filters {
     /// Only this status.
-    pub(crate) status: Option<Status>,
+    pub(crate) status: Option<PaymentStatus>,
     /// Created at or after, Unix seconds.
     pub(crate) created_from_s: Option<u64>,
     /// Created at or before, Unix seconds.
@@ -224,13 +186,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_codes_round_trip() {
-        for status in STATUSES {
-            assert_eq!(Status::from_code(status.code()), Some(status));
+    fn every_status_has_its_own_text_and_actions() {
+        let texts = PaymentStatus::ALL.map(status_text);
+        for (i, t) in texts.iter().enumerate() {
+            assert!(!texts[..i].contains(t), "{t} twice");
         }
-        assert_eq!(Status::from_code(0), None);
-        assert_eq!(Status::from_code(9), None);
-        assert_eq!(Status::Uncaptured.code(), 1);
-        assert_eq!(Status::Declined.code(), 8);
+        assert_eq!(
+            status_text(PaymentStatus::PartiallyRefunded),
+            "Partially refunded"
+        );
+        let actions = |s| (capturable(s), refundable(s), cancellable(s));
+        assert_eq!(actions(PaymentStatus::Uncaptured), (true, false, true));
+        assert_eq!(actions(PaymentStatus::Succeeded), (false, true, true));
+        assert_eq!(
+            actions(PaymentStatus::PartiallyRefunded),
+            (false, true, false)
+        );
+        for s in [
+            PaymentStatus::Refunded,
+            PaymentStatus::Cancelled,
+            PaymentStatus::Reversed,
+            PaymentStatus::Expired,
+            PaymentStatus::Declined,
+        ] {
+            assert_eq!(actions(s), (false, false, false), "{s:?}");
+        }
     }
 }

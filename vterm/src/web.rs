@@ -408,10 +408,7 @@ fn flash_action(
 ) {
     let flash = match result {
         Ok(reply) if reply.approved() => {
-            let status = reply
-                .status
-                .and_then(|s| crate::payment::Status::from_code(s.code()))
-                .map_or("", |s| s.label());
+            let status = reply.status.map_or("", crate::payment::status_text);
             Flash::Notice(format!("{what} of payment {id} done. Status: {status}."))
         }
         Ok(reply) => Flash::Error(format!(

@@ -82,9 +82,37 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    /// Every status in code order (`ALL[i]` has code `i + 1`), for the
+    /// screens and reports that list them all, such as a status filter.
+    pub const ALL: [PaymentStatus; 8] = [
+        PaymentStatus::Uncaptured,
+        PaymentStatus::Succeeded,
+        PaymentStatus::PartiallyRefunded,
+        PaymentStatus::Refunded,
+        PaymentStatus::Cancelled,
+        PaymentStatus::Reversed,
+        PaymentStatus::Expired,
+        PaymentStatus::Declined,
+    ];
+
     /// The code on the wire.
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// A stable lowercase name (`partially_refunded`) for logs, metrics and
+    /// machine-read output, where a number would need a table to read.
+    pub const fn label(self) -> &'static str {
+        match self {
+            PaymentStatus::Uncaptured => "uncaptured",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::PartiallyRefunded => "partially_refunded",
+            PaymentStatus::Refunded => "refunded",
+            PaymentStatus::Cancelled => "cancelled",
+            PaymentStatus::Reversed => "reversed",
+            PaymentStatus::Expired => "expired",
+            PaymentStatus::Declined => "declined",
+        }
     }
 
     /// The status for a code.
@@ -177,5 +205,31 @@ mod tests {
         assert_eq!(ResultCode::new(*b"1A").unwrap().as_str(), "1A");
         assert!(ResultCode::new(*b"1a").is_err());
         assert_eq!(ResultCode::FORMAT_ERROR.to_string(), "30");
+    }
+
+    #[test]
+    fn every_status_in_code_order_with_its_label() {
+        for (i, s) in PaymentStatus::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(s.code()), i + 1, "{s:?}");
+            assert_eq!(PaymentStatus::from_code(tag::STATUS, s.code()), Ok(s));
+        }
+        assert!(PaymentStatus::from_code(tag::STATUS, 0).is_err());
+        assert!(PaymentStatus::from_code(tag::STATUS, 9).is_err());
+        assert_eq!(PaymentStatus::Uncaptured.code(), 1);
+        assert_eq!(PaymentStatus::Declined.code(), 8);
+        let labels = PaymentStatus::ALL.map(PaymentStatus::label);
+        assert_eq!(
+            labels,
+            [
+                "uncaptured",
+                "succeeded",
+                "partially_refunded",
+                "refunded",
+                "cancelled",
+                "reversed",
+                "expired",
+                "declined",
+            ]
+        );
     }
 }
