@@ -12,85 +12,43 @@ pub const HISTORY_MAX: usize = 32;
 /// Most refunds per payment.
 pub const REFUNDS_PER_PAYMENT_MAX: usize = 64;
 
-/// Where a payment is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// A pre-authorization holding funds.
-    Uncaptured,
-    /// Captured (sale, or captured pre-authorization).
-    Succeeded,
-    /// Captured, then refunded in part.
-    PartiallyRefunded,
-    /// Captured, then refunded in full.
-    Refunded,
-    /// A pre-authorization reversed before capture.
-    Cancelled,
-    /// A sale (or captured pre-authorization) reversed.
-    Reversed,
-    /// A pre-authorization not captured within the hold period.
-    Expired,
-    /// Declined at authorization.
-    Declined,
+/// Where a payment is in its life: the one status type, shared with the
+/// internal frames' wire (`codecs::internal::PaymentStatus`, whose codes and
+/// labels it has) and the virtual terminal.
+pub use codecs::internal::PaymentStatus as Status;
+
+/// A status's code in journal records: its position in [`Status::ALL`]
+/// (the wire code less one; records written before the types were merged
+/// read the same).
+pub fn status_record_code(s: Status) -> u8 {
+    s.code() - 1
 }
 
-impl Status {
-    /// All statuses, for metrics.
-    pub const ALL: [Status; 8] = [
-        Status::Uncaptured,
-        Status::Succeeded,
-        Status::PartiallyRefunded,
-        Status::Refunded,
-        Status::Cancelled,
-        Status::Reversed,
-        Status::Expired,
-        Status::Declined,
-    ];
+/// The status of a record's code.
+pub fn status_of_record_code(v: u8) -> Option<Status> {
+    Status::ALL.get(usize::from(v)).copied()
+}
 
-    /// Label for metrics and exports.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Status::Uncaptured => "uncaptured",
-            Status::Succeeded => "succeeded",
-            Status::PartiallyRefunded => "partially_refunded",
-            Status::Refunded => "refunded",
-            Status::Cancelled => "cancelled",
-            Status::Reversed => "reversed",
-            Status::Expired => "expired",
-            Status::Declined => "declined",
-        }
-    }
+/// Whether the payment has been captured (refunds allowed).
+const fn is_captured(s: Status) -> bool {
+    matches!(
+        s,
+        Status::Succeeded | Status::PartiallyRefunded | Status::Refunded
+    )
+}
 
-    /// Code for records.
-    pub const fn to_u8(self) -> u8 {
-        self as u8
-    }
-
-    /// From a record's code.
-    pub fn from_u8(v: u8) -> Option<Status> {
-        Status::ALL.get(usize::from(v)).copied()
-    }
-
-    /// Whether the payment has been captured (refunds allowed).
-    const fn captured(self) -> bool {
-        matches!(
-            self,
-            Status::Succeeded | Status::PartiallyRefunded | Status::Refunded
+/// Whether moving from `from` to `to` is an allowed transition.
+#[cfg(test)]
+pub(crate) fn may_become(from: Status, to: Status) -> bool {
+    use Status::*;
+    from == to
+        || matches!(
+            (from, to),
+            (Uncaptured, Succeeded | Cancelled | Expired)
+                | (Succeeded, PartiallyRefunded | Refunded | Reversed)
+                | (PartiallyRefunded, Refunded | Succeeded | Reversed)
+                | (Refunded, PartiallyRefunded | Succeeded)
         )
-    }
-
-    /// Whether moving from `self` to `to` is an allowed transition.
-    #[cfg(test)]
-    pub fn may_become(self, to: Status) -> bool {
-        use Status::*;
-        self == to
-            || matches!(
-                (self, to),
-                (Uncaptured, Succeeded | Cancelled | Expired)
-                    | (Succeeded, PartiallyRefunded | Refunded | Reversed)
-                    | (PartiallyRefunded, Refunded | Succeeded | Reversed)
-                    | (Refunded, PartiallyRefunded | Succeeded)
-            )
-    }
 }
 
 /// How the payment started.
@@ -335,7 +293,7 @@ impl Payment {
     /// is left to refund, or when already refunded in full; 96 at the
     /// refund-count limit.
     pub fn refund(&mut self, amount_minor: u64, currency: u16, now_ms: u64) -> Result<u8, Code> {
-        if !self.status.captured() || currency != self.currency {
+        if !is_captured(self.status) || currency != self.currency {
             return Err(Code::INVALID_TRANSACTION);
         }
         let refunded = self.refunded_minor();
@@ -413,7 +371,7 @@ impl Payment {
     /// # Errors
     /// 12 when it was already reversed, or the payment has been reversed.
     pub fn reverse_refund(&mut self, index: u8, now_ms: u64) -> Result<(), Code> {
-        if !self.status.captured() {
+        if !is_captured(self.status) {
             return Err(Code::INVALID_TRANSACTION);
         }
         let refund = self

@@ -164,7 +164,7 @@ mod tests {
                     prop_assert!(p.refunded_minor() <= p.captured_minor,
                         "refunded {} over captured {}", p.refunded_minor(), p.captured_minor);
                     if let Some(old) = before.get(id) {
-                        prop_assert!(old.status.may_become(p.status), "{:?} -> {:?}", old.status, p.status);
+                        prop_assert!(crate::lifecycle::may_become(old.status, p.status), "{:?} -> {:?}", old.status, p.status);
                     }
                 }
             }

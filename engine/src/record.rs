@@ -10,7 +10,10 @@ use codecs::card::{CardToken, MaskedPan};
 
 use crate::code::Code;
 use crate::idempotency::{Answer, MessageKey};
-use crate::lifecycle::{Activity, CartItem, Extras, Kind, Operation, Payment, Refund, Status};
+use crate::lifecycle::{
+    status_of_record_code, status_record_code, Activity, CartItem, Extras, Kind, Operation,
+    Payment, Refund,
+};
 use crate::state::{OriginalKey, Target};
 
 /// Record type of a payment image.
@@ -128,7 +131,7 @@ fn put_payment(o: &mut Out<'_>, p: &Payment) {
         Kind::PreAuth => 0,
         Kind::Sale => 1,
     });
-    o.u8(p.status.to_u8());
+    o.u8(status_record_code(p.status));
     o.u16(p.currency);
     o.u64(p.authorized_minor);
     o.u64(p.captured_minor);
@@ -177,7 +180,7 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
         1 => Kind::Sale,
         _ => return Err(DecodeError("unknown payment kind")),
     };
-    let status = Status::from_u8(i.u8()?).ok_or(DecodeError("unknown status"))?;
+    let status = status_of_record_code(i.u8()?).ok_or(DecodeError("unknown status"))?;
     let currency = i.u16()?;
     let authorized_minor = i.u64()?;
     let captured_minor = i.u64()?;

@@ -76,7 +76,7 @@ pub(crate) struct State {
     payments: DashMap<u64, Box<Payment>, MapHasher>,
     /// Payments held: [`DashMap::len`] would take every shard's lock.
     payments_len: AtomicUsize,
-    /// Payments held by status ([`Status::to_u8`]), kept as payments come,
+    /// Payments held by status ([`crate::lifecycle::status_record_code`]), kept as payments come,
     /// change and go: the `switch_payments` gauge is read on every scrape,
     /// and walking 1.8 M payments for it held a runtime worker 0.15–0.5 s.
     by_status: [AtomicU64; Status::ALL.len()],
@@ -129,7 +129,10 @@ impl State {
 
     /// Counts a payment in `status` (`came`) or out of it.
     fn count(&self, status: Status, came: bool) {
-        if let Some(c) = self.by_status.get(usize::from(status.to_u8())) {
+        if let Some(c) = self
+            .by_status
+            .get(usize::from(crate::lifecycle::status_record_code(status)))
+        {
             if came {
                 c.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -396,7 +399,7 @@ mod tests {
     }
 
     fn count(state: &State, status: Status) -> u64 {
-        state.count_by_status()[usize::from(status.to_u8())]
+        state.count_by_status()[usize::from(crate::lifecycle::status_record_code(status))]
     }
 
     fn add(state: &State, payment: Payment, key: Option<OriginalKey>) {
@@ -406,7 +409,8 @@ mod tests {
     /// The by-status counts a walk of every payment gives.
     fn walked(state: &State) -> [u64; Status::ALL.len()] {
         let mut counts = [0; Status::ALL.len()];
-        state.for_each(|p| counts[usize::from(p.status.to_u8())] += 1);
+        state
+            .for_each(|p| counts[usize::from(crate::lifecycle::status_record_code(p.status))] += 1);
         counts
     }
 

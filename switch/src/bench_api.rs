@@ -23,24 +23,7 @@ pub fn card(i: u64) -> [u8; 16] {
     let mut d = [0u8; 16];
     let body = format!("411111{:09}", i % 1_000_000_000);
     d[..15].copy_from_slice(body.as_bytes());
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(k, c)| {
-            let v = u32::from(c - b'0');
-            if k % 2 == 0 {
-                if v * 2 > 9 {
-                    v * 2 - 9
-                } else {
-                    v * 2
-                }
-            } else {
-                v
-            }
-        })
-        .sum();
-    d[15] = b'0' + ((10 - sum % 10) % 10) as u8;
+    d[15] = codecs::card::luhn_check_digit(body.as_bytes()).unwrap_or(b'0');
     d
 }
 

@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use codecs::internal::{
-    FrameBytes, HistoryEntry, InternalCodec, ListPayments, MotoRequest, PaymentRow, PaymentStatus,
-    Repeated, Request, Response, ResultCode,
+    FrameBytes, HistoryEntry, InternalCodec, ListPayments, MotoRequest, PaymentRow, Repeated,
+    Request, Response, ResultCode,
 };
 use tokio_util::codec::Decoder;
 
@@ -516,7 +516,7 @@ fn refund_lines(
 /// One page of the key's merchants' payments, newest first.
 fn list(node: &Node, scope: &[u32], l: &ListPayments<'_>) -> Answer {
     let filter = ListFilter {
-        status: l.status.map(status_of_wire),
+        status: l.status,
         from_ms: l.created_from_unix_s.map(|s| s.saturating_mul(1000)),
         // "At or before" that second: before the next one.
         to_ms: l
@@ -568,32 +568,6 @@ fn code_message(code: Code) -> &'static str {
     }
 }
 
-fn status_of_wire(s: PaymentStatus) -> Status {
-    match s {
-        PaymentStatus::Uncaptured => Status::Uncaptured,
-        PaymentStatus::Succeeded => Status::Succeeded,
-        PaymentStatus::PartiallyRefunded => Status::PartiallyRefunded,
-        PaymentStatus::Refunded => Status::Refunded,
-        PaymentStatus::Cancelled => Status::Cancelled,
-        PaymentStatus::Reversed => Status::Reversed,
-        PaymentStatus::Expired => Status::Expired,
-        PaymentStatus::Declined => Status::Declined,
-    }
-}
-
-fn status_to_wire(s: Status) -> PaymentStatus {
-    match s {
-        Status::Uncaptured => PaymentStatus::Uncaptured,
-        Status::Succeeded => PaymentStatus::Succeeded,
-        Status::PartiallyRefunded => PaymentStatus::PartiallyRefunded,
-        Status::Refunded => PaymentStatus::Refunded,
-        Status::Cancelled => PaymentStatus::Cancelled,
-        Status::Reversed => PaymentStatus::Reversed,
-        Status::Expired => PaymentStatus::Expired,
-        Status::Declined => PaymentStatus::Declined,
-    }
-}
-
 /// History entries of `p`, oldest first.
 fn history(p: &Payment) -> Vec<HistoryEntry> {
     p.events()
@@ -617,7 +591,7 @@ fn encode(request_id: u64, answer: &Answer, out: &mut BytesMut) {
     let rows: Vec<PaymentRow<'_>> = answer.rows.iter().map(row).collect();
     let mut r = Response::new(ResultCode::new(answer.code.0).unwrap_or(ResultCode::FORMAT_ERROR));
     r.message = answer.message.as_deref();
-    r.status = answer.status.map(status_to_wire);
+    r.status = answer.status;
     if let Some(p) = &answer.payment {
         fill_payment(&mut r, p);
     }
@@ -643,7 +617,7 @@ fn encode(request_id: u64, answer: &Answer, out: &mut BytesMut) {
 /// The single-valued fields of a payment.
 fn fill_payment<'a>(r: &mut Response<'a>, p: &'a Payment) {
     r.payment_id = Some(p.id);
-    r.status = Some(status_to_wire(p.status));
+    r.status = Some(p.status);
     r.currency = Some(p.currency);
     r.amount_authorized_minor = Some(p.authorized_minor);
     r.amount_captured_minor = Some(p.captured_minor);
@@ -666,7 +640,7 @@ fn row(p: &Payment) -> PaymentRow<'_> {
     PaymentRow {
         payment_id: p.id,
         created_unix_s: p.created_ms / 1000,
-        status: status_to_wire(p.status),
+        status: p.status,
         scam: p.scam,
         currency: p.currency,
         amount_authorized_minor: p.authorized_minor,
