@@ -439,7 +439,14 @@ fn drop_file(
 }
 
 /// Deletes segments covered by the snapshot, and an empty last segment (the
-/// writer recreates it), then makes the deletions durable.
+/// writer recreates it), then makes the deletions durable, and the last
+/// segment kept.
+///
+/// The last segment may end in records whose fsync failed or never came
+/// (the process stopped first): their answers were never sent, and their
+/// durability is unknown. Recovery replays them, so they are made durable
+/// here, before a repeat can be answered from them; a failing fsync stops
+/// the start instead.
 fn remove_covered(
     storage: &dyn Storage,
     dir: &Path,
@@ -454,6 +461,8 @@ fn remove_covered(
         if let Some((_, path)) = live.pop() {
             storage.remove(&path).map_err(io(&path))?;
         }
+    } else if let Some((_, path)) = live.last() {
+        storage.sync_file(path).map_err(io(path))?;
     }
     storage.sync_dir(dir).map_err(io(dir))
 }

@@ -290,6 +290,16 @@ impl Storage for SimDisk {
         Ok(())
     }
 
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.lock();
+        if inner.faults.fail_syncs {
+            return Err(eio());
+        }
+        let inode = *inner.state.names.get(path).ok_or(io::ErrorKind::NotFound)?;
+        SimDisk::record(&mut inner, Op::Sync { inode });
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut inner = self.lock();
         if !inner.state.names.contains_key(from) {
