@@ -514,7 +514,36 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> Result<VerifyReport, Error> 
             damage,
         });
     }
+    check_reach(&mut report, expected);
     Ok(report)
+}
+
+/// A snapshot at `seq` is written only once every record up to `seq` is
+/// durable, and it never deletes the active segment: so the segments must
+/// reach at least `seq`. Ending below it, the last segment lost durable
+/// records (truncated at a frame boundary, which its frames alone cannot
+/// show). `next_seq` is the sequence after the last valid record read.
+fn check_reach(report: &mut VerifyReport, next_seq: Option<u64>) {
+    let claimed = report
+        .snapshots
+        .iter()
+        .filter(|(_, _, problem)| problem.is_none())
+        .map(|(_, seq, _)| *seq)
+        .max();
+    let Some(claimed) = claimed else {
+        return;
+    };
+    match next_seq {
+        Some(next) if next <= claimed => report.gaps.push(format!(
+            "segments end at seq {}, short of snapshot seq {claimed} (durable when it was \
+             written): a segment was truncated",
+            next - 1
+        )),
+        None => report.gaps.push(format!(
+            "no segment after snapshot seq {claimed}: the active segment is missing"
+        )),
+        _ => {}
+    }
 }
 
 /// Calls `f` for every record in every segment of `dir`, in sequence order,

@@ -220,3 +220,83 @@ fn zeros_written_ahead_are_a_clean_end() {
     // The zeros stayed where they were: nothing was cut.
     assert_eq!(std::fs::metadata(&segments[0]).unwrap().len(), on_disk);
 }
+
+/// The `.seg` files of `dir`, oldest first.
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
+
+#[test]
+fn verify_finds_a_segment_cut_short_of_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::new(dir.path());
+    let records = 100u64;
+    let (journal, _, _) = open(config.clone());
+    for seq in 1..=records {
+        assert_eq!(journal.try_append(3, &seq.to_le_bytes()).unwrap(), seq);
+    }
+    journal.wait_durable_blocking(records).unwrap();
+    journal.snapshot(records, b"state").unwrap();
+    journal.shutdown().unwrap();
+    assert!(verify(&OsStorage, dir.path()).unwrap().is_clean());
+
+    // Cut the segment at a frame boundary (header 24 B, frames 25 B) below
+    // what the snapshot says was durable: every frame left is valid.
+    let segment = &segments(dir.path())[0];
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .unwrap();
+    file.set_len(24 + 40 * 25).unwrap();
+    let report = verify(&OsStorage, dir.path()).unwrap();
+    assert!(
+        report.segments.iter().all(|s| s.damage.is_none()),
+        "{report:?}"
+    );
+    assert!(!report.is_clean(), "{report:?}");
+    assert!(
+        report
+            .gaps
+            .iter()
+            .any(|g| g.contains("end at seq 40") && g.contains("snapshot seq 100")),
+        "{report:?}"
+    );
+
+    // Without its segment at all, the snapshot still says one was there.
+    std::fs::remove_file(segment).unwrap();
+    let report = verify(&OsStorage, dir.path()).unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+}
+
+#[test]
+fn files_are_created_for_the_owner_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("journal");
+    let (journal, _, _) = open(Config::new(&dir));
+    let seq = journal.try_append(3, &1u64.to_le_bytes()).unwrap();
+    journal.wait_durable_blocking(seq).unwrap();
+    journal.snapshot(seq, b"state").unwrap();
+    journal.shutdown().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "snap")));
+    assert!(files
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "seg")));
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
