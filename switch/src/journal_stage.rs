@@ -19,12 +19,18 @@ pub(crate) enum JournalStage {
 
 impl JournalStage {
     /// Flushes and closes the journal (after every connection has drained).
-    pub(crate) fn shutdown(&self) {
+    ///
+    /// # Errors
+    /// When the journal failed (now or earlier) on a write or fsync: the
+    /// process must not report a clean stop.
+    pub(crate) fn shutdown(&self) -> Result<(), journal::Error> {
         if let JournalStage::On(journal) = self {
             if let Err(e) = journal.shutdown() {
                 tracing::error!(error = %e, "journal shutdown failed");
+                return Err(e);
             }
         }
+        Ok(())
     }
 
     /// The durable sequence for answers to wait on, woken by the journal's

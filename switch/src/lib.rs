@@ -75,8 +75,13 @@ impl Running {
     /// Stops accepting, answers what is in flight, and returns when every
     /// connection has finished, or at the drain deadline, whatever the
     /// clients do (each connection also ends at it; the grace covers a
-    /// snapshot or sweep in progress).
-    pub async fn shutdown(self) {
+    /// snapshot or sweep in progress); then flushes and closes the journal.
+    ///
+    /// # Errors
+    /// When the journal could not be flushed and closed (it failed on a
+    /// write or fsync, now or earlier): what it acknowledged stays durable,
+    /// but answers held for later records were never sent.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
         self.cancel.cancel();
         self.tracker.close();
         let grace = self.drain + SHUTDOWN_GRACE;
@@ -90,7 +95,10 @@ impl Running {
             );
         }
         let engine = self.engine.clone();
-        let _ = tokio::task::spawn_blocking(move || engine.journal.shutdown()).await;
+        tokio::task::spawn_blocking(move || engine.journal.shutdown())
+            .await
+            .context("closing the journal")?
+            .context("closing the journal")
     }
 
     /// A token that shuts the switch down when cancelled.
@@ -99,9 +107,12 @@ impl Running {
     }
 
     /// Waits until shutdown completes (after the token is cancelled).
-    pub async fn wait(self) {
+    ///
+    /// # Errors
+    /// As [`Running::shutdown`].
+    pub async fn wait(self) -> anyhow::Result<()> {
         self.cancel.cancelled().await;
-        self.shutdown().await;
+        self.shutdown().await
     }
 }
 

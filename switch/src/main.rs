@@ -291,7 +291,15 @@ fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down: answering what is in flight");
             cancel.cancel();
         });
-        running.wait().await;
+        // A journal that could not be flushed and closed is a failed stop:
+        // the exit status says so (non-zero), not only the log.
+        if let Err(e) = running.wait().await {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "stopped with the journal not closed cleanly"
+            );
+            return Err(e);
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -87,7 +87,8 @@ impl TestSwitch {
         if let Some(r) = self.running.take() {
             tokio::time::timeout(TIMEOUT, r.shutdown())
                 .await
-                .expect("shutdown in time");
+                .expect("shutdown in time")
+                .expect("journal closed cleanly");
         }
     }
 

@@ -91,7 +91,8 @@ impl TestSwitch {
         if let Some(r) = self.running.take() {
             tokio::time::timeout(TIMEOUT, r.shutdown())
                 .await
-                .expect("switch shutdown in time");
+                .expect("switch shutdown in time")
+                .expect("journal closed cleanly");
         }
     }
 }
