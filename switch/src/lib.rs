@@ -12,11 +12,13 @@
 //! - `sweeper`: hold expiry and auto-capture on the `clock`.
 //! - `http`, `metrics`: Prometheus exposition, health and readiness.
 //! - `iso_cli`: the `switch iso decode|encode` operator tool.
+//! - `datadir`: the data directory's lock (one switch at a time) and modes.
 
 #[doc(hidden)]
 pub mod bench_api;
 mod clock;
 mod config;
+mod datadir;
 mod iso_cli;
 mod journal_cli;
 mod journal_stage;
@@ -69,6 +71,9 @@ pub struct Running {
     engine: Arc<node::Node>,
     /// `limits.drain_timeout_ms`: how long shutdown waits for connections.
     drain: Duration,
+    /// The data directory's lock: held until the journal is closed (the
+    /// last field, so dropped last).
+    _dir_lock: datadir::DirLock,
 }
 
 impl Running {
@@ -146,13 +151,28 @@ fn token_key(config: &Config) -> anyhow::Result<TokenKey> {
 /// returned [`Running`] is shut down.
 ///
 /// # Errors
-/// When a listener cannot bind or the data directory is unusable; the
-/// message names the address or file.
+/// When another process holds the data directory (the message names it and
+/// the holder's pid), a listener cannot bind or the data directory is
+/// unusable; the message names the address or file.
 pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
+    start_on(config, clock, Arc::new(journal::OsStorage)).await
+}
+
+/// [`start`] with the journal on `storage`: for tests that inject disk
+/// faults. Not part of the switch's API.
+#[doc(hidden)]
+pub async fn start_on(
+    config: Config,
+    clock: Clock,
+    storage: Arc<dyn journal::Storage>,
+) -> anyhow::Result<Running> {
+    // Before anything reads or writes the journal, snapshots or token key.
+    let dir_lock = datadir::lock(&config.listeners.data_dir)?;
+    datadir::tighten_modes(&config.listeners.data_dir)?;
     let prometheus = metrics::install();
     let token_key = token_key(&config)?;
     let mut node = node::Node::new(&config, clock, token_key)?;
-    let journal = open_journal(&config, &node.engine)?;
+    let journal = open_journal(&config, &node.engine, storage)?;
     node.set_journal(journal_stage::JournalStage::On(Arc::new(journal)));
     node.engine.requeue_holds();
     let engine = Arc::new(node);
@@ -173,6 +193,7 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
         tracker: TaskTracker::new(),
         engine: engine.clone(),
         drain: Duration::from_millis(config.limits.drain_timeout_ms),
+        _dir_lock: dir_lock,
     };
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
 
@@ -279,7 +300,11 @@ fn spawn_wire_listeners(
 }
 
 /// Opens the journal in `<data_dir>/journal` and replays it into `engine`.
-fn open_journal(config: &Config, engine: &engine::Engine) -> anyhow::Result<journal::Journal> {
+fn open_journal(
+    config: &Config,
+    engine: &engine::Engine,
+    storage: Arc<dyn journal::Storage>,
+) -> anyhow::Result<journal::Journal> {
     let replay = |item: journal::Replay<'_>| -> Result<(), journal::BoxError> {
         match item {
             journal::Replay::Snapshot { bytes, .. } => engine.replay_snapshot(bytes)?,
@@ -297,7 +322,7 @@ fn open_journal(config: &Config, engine: &engine::Engine) -> anyhow::Result<jour
     jc.flush_interval = Duration::from_millis(config.journal.flush_interval_ms);
     jc.queue_wait = Duration::from_millis(config.journal.enqueue_timeout_ms);
     jc.repair = config.journal.repair;
-    let (journal, report) = journal::Journal::open(jc, Arc::new(journal::OsStorage), replay)
+    let (journal, report) = journal::Journal::open(jc, storage, replay)
         .with_context(|| format!("recovering the journal in {} (see `switch journal verify`; `--repair` keeps the valid prefix)", dir.display()))?;
     if let Some(d) = &report.truncated {
         tracing::warn!(file = %d.file.display(), offset = d.offset, "journal: torn tail truncated");
