@@ -1,26 +1,29 @@
-//! The switch: ISO 8583 and internal-frame listeners in front of one
-//! straight pipeline, decode → validate → risk → lifecycle → journal →
-//! encode, over lock-free in-memory state.
+//! The switch: the shell around the deterministic `engine` crate. ISO 8583
+//! and internal-frame listeners feed one pipeline, decode → validate →
+//! risk → lifecycle → journal → encode; everything that touches a socket,
+//! a file or the clock is here, everything that decides is in `engine`.
 //!
-//! Layout (one module per concept, all private):
+//! Layout (one module per concept, all private but `cli`):
 //! - `config`: embedded default, TOML file, environment, flags.
-//! - `server`: listeners (connection limit) and per-connection handlers
-//!   (pipelining, batching, backpressure, shutdown).
-//! - `iso`: the ISO 8583 edge: frame → [`request`] → response.
-//! - `engine`: validate, then risk (`risk_stage`), the payment
-//!   `lifecycle` on `state`, the `journal_stage`, and `idempotency`.
-//! - `sweeper`: hold expiry and auto-capture on the `clock`.
-//! - `http`, `metrics`: Prometheus exposition, health and readiness.
-//! - `iso_cli`: the `switch iso decode|encode` operator tool.
+//! - `net`: listeners (connection limits per listener and per address),
+//!   the one connection loop for both wires, deadlines, the outbox, and
+//!   the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+//! - `wire`: the ISO 8583 and internal-frame translators, frame ⇄
+//!   `engine::Command`/`Reply`.
+//! - `node`: the engine with its clock (read once per command), journal
+//!   and risk policy file.
+//! - `journal_stage`: `engine::Journal` over the `journal` crate.
+//! - `keys`: API keys and mandates (file, store, admin, log-in lockout).
+//! - `metrics`, `ratelog`: Prometheus handles; warnings within a budget.
+//! - `cli`: the command line: the switch and its operator tools.
 //! - `datadir`: the data directory's lock (one switch at a time) and modes.
 
 #[doc(hidden)]
 pub mod bench_api;
+pub mod cli;
 mod clock;
 mod config;
 mod datadir;
-mod iso_cli;
-mod journal_cli;
 mod journal_stage;
 mod keys;
 mod metrics;
@@ -44,8 +47,6 @@ use tokio_util::task::TaskTracker;
 
 pub use clock::Clock;
 pub use config::{Config, ConfigError, Overrides, EMBEDDED_DEFAULT};
-pub use iso_cli::{decode_lines, encode_lines};
-pub use journal_cli::{export, journal_dump, journal_verify, ExportFormat};
 pub use keys::{KeyAdmin, KeyInfo, KeysError, Mandate, NewKey, Owner};
 
 /// How often the sweeper runs.
@@ -199,25 +200,7 @@ pub async fn start_on(
 
     spawn_wire_listeners(&config, &engine, iso_listener, frame_listener, &running)?;
     let metrics_handle = prometheus.clone();
-    let http_state = Arc::new(net::http::HttpState {
-        prometheus,
-        ready: false.into(),
-        refresh: Box::new({
-            let engine = engine.clone();
-            move || refresh_gauges(&engine)
-        }),
-        unhealthy: Box::new({
-            let engine = engine.clone();
-            move || engine.journal.failure()
-        }),
-    });
-    tracker.spawn(net::http::serve(
-        http_listener,
-        http_state.clone(),
-        net::http::HttpLimits::new(&config.limits),
-        cancel.clone(),
-        tracker.clone(),
-    ));
+    let http_state = spawn_http(&config, &engine, http_listener, prometheus, &running);
     tracker.spawn(metrics_upkeep(metrics_handle, cancel.clone()));
     if engine.policy_file().is_some() {
         tracker.spawn(policy_reloader(engine.clone(), cancel.clone()));
@@ -231,6 +214,37 @@ pub async fn start_on(
     http_state.ready.store(true, Ordering::Release);
     tracing::info!(iso = %running.iso_addr, frame = %running.frame_addr, http = %running.http_addr, "switch ready");
     Ok(running)
+}
+
+/// Starts the HTTP listener: `/metrics` from `prometheus`, `/readyz` from
+/// the journal's health; ready is set by the caller once all is started.
+fn spawn_http(
+    config: &Config,
+    node: &Arc<node::Node>,
+    listener: TcpListener,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    running: &Running,
+) -> Arc<net::http::HttpState> {
+    let http_state = Arc::new(net::http::HttpState {
+        prometheus,
+        ready: false.into(),
+        refresh: Box::new({
+            let node = node.clone();
+            move || refresh_gauges(&node)
+        }),
+        unhealthy: Box::new({
+            let node = node.clone();
+            move || node.journal.failure()
+        }),
+    });
+    running.tracker.spawn(net::http::serve(
+        listener,
+        http_state.clone(),
+        net::http::HttpLimits::new(&config.limits),
+        running.cancel.clone(),
+        running.tracker.clone(),
+    ));
+    http_state
 }
 
 /// Starts the ISO 8583 and internal-frame listeners: the same connection

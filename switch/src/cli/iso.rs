@@ -62,7 +62,7 @@ fn field_json(msg: &Message<'_>, n: u8, unmasked: bool) -> Value {
 ///
 /// # Errors
 /// Only I/O errors; bad lines are reported in the output.
-pub fn decode_lines(
+pub(crate) fn decode_lines(
     profile: &'static Profile,
     unmasked: bool,
     mut input: impl BufRead,
@@ -131,7 +131,7 @@ fn encode_one(profile: &'static Profile, value: &Value, buf: &mut BytesMut) -> R
 ///
 /// # Errors
 /// Only I/O errors; bad lines are reported in the output.
-pub fn encode_lines(
+pub(crate) fn encode_lines(
     profile: &'static Profile,
     mut input: impl BufRead,
     mut output: impl Write,

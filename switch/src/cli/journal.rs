@@ -32,7 +32,7 @@ fn journal_dir(dir: &Path) -> PathBuf {
 ///
 /// # Errors
 /// When the directory cannot be read.
-pub fn journal_verify(dir: &Path, mut out: impl Write) -> anyhow::Result<bool> {
+pub(crate) fn journal_verify(dir: &Path, mut out: impl Write) -> anyhow::Result<bool> {
     let dir = journal_dir(dir);
     let report = journal::verify(&journal::OsStorage, &dir)
         .with_context(|| format!("verifying {}", dir.display()))?;
@@ -86,7 +86,7 @@ fn answer_json(k: &MessageKey, a: &Answer) -> serde_json::Value {
 ///
 /// # Errors
 /// At damage other than a torn tail, or a record that does not decode.
-pub fn journal_dump(dir: &Path, mut out: impl Write) -> anyhow::Result<u64> {
+pub(crate) fn journal_dump(dir: &Path, mut out: impl Write) -> anyhow::Result<u64> {
     let dir = journal_dir(dir);
     let mut failure = None;
     let n = journal::dump(&journal::OsStorage, &dir, |r| {
@@ -115,7 +115,7 @@ pub fn journal_dump(dir: &Path, mut out: impl Write) -> anyhow::Result<u64> {
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(crate) enum ExportFormat {
     /// Comma-separated, one payment per line, with a header.
     Csv,
     /// `<payments>` with one `<payment>` element each.
@@ -161,14 +161,13 @@ fn csv_field(s: &str) -> String {
 ///
 /// # Errors
 /// Bad dates, an unknown merchant, or a journal that cannot be read.
-pub fn export(
+pub(crate) fn export(
     data_dir: &Path,
     config: &Config,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
     merchant: Option<&str>,
     format: ExportFormat,
-    mut out: impl Write,
+    out: impl Write,
 ) -> anyhow::Result<usize> {
     let (from_ms, to_ms) = (date_ms(from)?, date_ms(to)? + 86_400_000);
     let merchant_index = match merchant {
@@ -181,6 +180,19 @@ pub fn export(
                 .with_context(|| format!("--merchant `{mid}` is not configured"))?,
         ),
     };
+    let payments = read_payments(data_dir)?;
+    let rows: Vec<ExportRow> = payments
+        .values()
+        .filter(|p| p.created_ms >= from_ms && p.created_ms < to_ms)
+        .filter(|p| merchant_index.is_none_or(|m| p.merchant as usize == m))
+        .map(|p| ExportRow::new(p, config))
+        .collect();
+    write_rows(&rows, format, (from, to), out)?;
+    Ok(rows.len())
+}
+
+/// Every payment in the journal and its newest snapshot, as last recorded.
+fn read_payments(data_dir: &Path) -> anyhow::Result<BTreeMap<u64, Payment>> {
     let mut payments: BTreeMap<u64, Payment> = BTreeMap::new();
     let dir = journal_dir(data_dir);
     journal::read_state(&journal::OsStorage, &dir, |item| {
@@ -198,16 +210,19 @@ pub fn export(
         Ok(())
     })
     .with_context(|| format!("reading {}", dir.display()))?;
-    let selected: Vec<&Payment> = payments
-        .values()
-        .filter(|p| p.created_ms >= from_ms && p.created_ms < to_ms)
-        .filter(|p| merchant_index.is_none_or(|m| p.merchant as usize == m))
-        .collect();
-    let rows: Vec<ExportRow> = selected.iter().map(|p| ExportRow::new(p, config)).collect();
+    Ok(payments)
+}
+
+fn write_rows(
+    rows: &[ExportRow],
+    format: ExportFormat,
+    (from, to): (&str, &str),
+    mut out: impl Write,
+) -> std::io::Result<()> {
     match format {
         ExportFormat::Csv => {
             writeln!(out, "{}", ExportRow::COLUMNS.join(","))?;
-            for row in &rows {
+            for row in rows {
                 let cells: Vec<String> = row.cells().iter().map(|c| csv_field(c)).collect();
                 writeln!(out, "{}", cells.join(","))?;
             }
@@ -221,7 +236,7 @@ pub fn export(
                 xml_escape(to),
                 rows.len()
             )?;
-            for row in &rows {
+            for row in rows {
                 let attrs: Vec<String> = ExportRow::COLUMNS
                     .iter()
                     .zip(row.cells())
@@ -232,7 +247,7 @@ pub fn export(
             writeln!(out, "</payments>")?;
         }
     }
-    Ok(selected.len())
+    out.flush()
 }
 
 /// One exported payment, as text cells in [`ExportRow::COLUMNS`] order.

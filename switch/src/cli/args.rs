@@ -1,0 +1,181 @@
+//! The command line: the switch itself, and its operator tools.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Card-payment authorization switch.
+#[derive(Parser)]
+#[command(version, about)]
+pub(crate) struct Cli {
+    /// ISO 8583 listener address (default 127.0.0.1:8583).
+    #[arg(long)]
+    pub(crate) iso_addr: Option<SocketAddr>,
+    /// Internal-frame listener address (default 127.0.0.1:8584).
+    #[arg(long)]
+    pub(crate) frame_addr: Option<SocketAddr>,
+    /// HTTP address for /metrics, /healthz, /readyz (default 127.0.0.1:9583).
+    #[arg(long)]
+    pub(crate) http_addr: Option<SocketAddr>,
+    /// Data directory (default ./data).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Configuration file (TOML); the embedded default when absent.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Journal acknowledgement: durable or immediate.
+    #[arg(long)]
+    pub(crate) journal_ack: Option<String>,
+    /// Start from the valid prefix of a corrupt journal, reporting what is dropped.
+    #[arg(long)]
+    pub(crate) repair: bool,
+    /// Operator tools; without one, the switch runs.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// ISO 8583 operator tools.
+    Iso {
+        #[command(subcommand)]
+        action: IsoAction,
+    },
+    /// Prints the embedded default configuration.
+    DefaultConfig,
+    /// API keys of the internal-frame listener.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Service-provider mandates: which merchants a provider's keys act for.
+    Mandates {
+        #[command(subcommand)]
+        action: MandatesAction,
+    },
+    /// Journal operator tools (read-only; safe beside a running switch).
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
+    /// Payments of a period with masked cards, for reconciliation.
+    Export {
+        /// First day, YYYY-MM-DD (UTC), inclusive.
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC), inclusive.
+        #[arg(long)]
+        to: String,
+        /// csv or xml.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Only this merchant (MID).
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JournalAction {
+    /// Checks every segment and snapshot; exits 1 when damaged.
+    Verify {
+        /// Data directory (or its journal directory).
+        dir: PathBuf,
+    },
+    /// Every record as a JSON line, card data masked.
+    Dump {
+        /// Data directory (or its journal directory).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeysAction {
+    /// Creates a key; prints its client id and secret (shown this once).
+    Create {
+        /// Data directory of the switch (as the server's `--data-dir`).
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The merchant's MID (15 characters); or `--provider`.
+        #[arg(
+            long,
+            required_unless_present = "provider",
+            conflicts_with = "provider"
+        )]
+        merchant: Option<String>,
+        /// A service provider's id (`XX-0000-0000`).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Who or what uses the key.
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists keys, secrets masked.
+    List {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Revokes a key at once and for good.
+    Revoke {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The key's client id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum MandatesAction {
+    /// Grants a provider a mandate for a merchant.
+    Grant {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The merchant's MID.
+        #[arg(long)]
+        merchant: String,
+        /// The provider id.
+        #[arg(long)]
+        provider: String,
+    },
+    /// Revokes a mandate; the provider's next request is refused.
+    Revoke {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The merchant's MID.
+        #[arg(long)]
+        merchant: String,
+        /// The provider id.
+        #[arg(long)]
+        provider: String,
+    },
+    /// Lists mandates, revoked ones included.
+    List {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum IsoAction {
+    /// Hex message per line on stdin → JSON per line on stdout.
+    Decode {
+        /// ascii or ascii-hex.
+        #[arg(long, default_value = "ascii")]
+        profile: String,
+        /// Show card data in clear.
+        #[arg(long)]
+        unmasked: bool,
+    },
+    /// JSON per line on stdin → hex message per line on stdout.
+    Encode {
+        /// ascii or ascii-hex.
+        #[arg(long, default_value = "ascii")]
+        profile: String,
+    },
+}

@@ -1,0 +1,95 @@
+//! The `switch` command line in one place: the switch itself (`serve`) and
+//! its operator tools (`iso`, `journal` with `export`, `keys`).
+
+mod args;
+mod iso;
+mod journal;
+mod keys;
+mod serve;
+
+use std::io::{stdin, stdout, BufWriter};
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::{Config, Overrides};
+use args::{Cli, Command, IsoAction, JournalAction};
+
+fn profile(name: &str) -> anyhow::Result<&'static codecs::iso8583::Profile> {
+    codecs::iso8583::Profile::by_name(name)
+        .with_context(|| format!("--profile `{name}`: expected ascii or ascii-hex"))
+}
+
+/// Parses the command line and runs the switch or the tool it names.
+///
+/// # Errors
+/// What the switch or the tool failed with, with its context.
+pub fn run() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    let Some(command) = cli.command.take() else {
+        return serve::serve(cli);
+    };
+    match command {
+        Command::Iso { action } => iso_tool(action),
+        Command::DefaultConfig => {
+            print!("{}", crate::EMBEDDED_DEFAULT);
+            Ok(())
+        }
+        Command::Keys { action } => keys::keys_command(action),
+        Command::Mandates { action } => keys::mandates_command(action),
+        Command::Journal { action } => journal_tool(action),
+        Command::Export {
+            from,
+            to,
+            format,
+            merchant,
+        } => {
+            let format = match format.as_str() {
+                "csv" => journal::ExportFormat::Csv,
+                "xml" => journal::ExportFormat::Xml,
+                other => anyhow::bail!("--format `{other}`: expected csv or xml"),
+            };
+            let overrides = Overrides::from_env()?.then(Overrides {
+                data_dir: cli.data_dir.clone(),
+                ..Default::default()
+            });
+            let config = Config::load(cli.config.as_deref(), overrides)?;
+            let out = BufWriter::new(stdout().lock());
+            let (dir, range) = (&config.listeners.data_dir, (from.as_str(), to.as_str()));
+            let n = journal::export(dir, &config, range, merchant.as_deref(), format, out)?;
+            eprintln!("exported {n} payments");
+            Ok(())
+        }
+    }
+}
+
+fn iso_tool(action: IsoAction) -> anyhow::Result<()> {
+    let out = BufWriter::new(stdout().lock());
+    match action {
+        IsoAction::Decode {
+            profile: p,
+            unmasked,
+        } => Ok(iso::decode_lines(
+            profile(&p)?,
+            unmasked,
+            stdin().lock(),
+            out,
+        )?),
+        IsoAction::Encode { profile: p } => {
+            Ok(iso::encode_lines(profile(&p)?, stdin().lock(), out)?)
+        }
+    }
+}
+
+fn journal_tool(action: JournalAction) -> anyhow::Result<()> {
+    match action {
+        JournalAction::Verify { dir } => {
+            let clean = journal::journal_verify(&dir, stdout().lock())?;
+            std::process::exit(if clean { 0 } else { 1 });
+        }
+        JournalAction::Dump { dir } => {
+            journal::journal_dump(&dir, BufWriter::new(stdout().lock()))?;
+            Ok(())
+        }
+    }
+}
