@@ -19,14 +19,6 @@ use common::*;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 struct Proc {
     child: Child,
     iso: std::net::SocketAddr,

@@ -17,14 +17,6 @@ use std::time::Duration;
 use common::*;
 use switch::{Clock, Config, Overrides};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// A switch process, killed if a test ends (or fails) with it running.
 struct Proc(Child);
 

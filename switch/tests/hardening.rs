@@ -208,14 +208,6 @@ async fn a_client_that_never_reads_is_closed_at_the_write_deadline() {
     sw.stop().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_completes_within_the_drain_deadline_while_a_client_never_reads() {
     let dir = data_dir();

@@ -9,14 +9,6 @@ use std::time::Duration;
 use common::*;
 use tokio::io::AsyncWriteExt;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_what_was_read_and_exits_zero() {
     let (iso, frame, http) = (free_port(), free_port(), free_port());

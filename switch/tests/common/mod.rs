@@ -23,6 +23,15 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
+/// A loopback port free now (for a switch process started with flags).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 /// A fresh data directory under the system temp dir.
 pub fn data_dir() -> PathBuf {
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
