@@ -46,6 +46,7 @@ impl Engine {
     /// check and its own metrics), so the change is kept even when its
     /// record is refused.
     fn end_hold(&self, id: u64, now_ms: u64) -> bool {
+        let _epoch = self.epochs.enter();
         let journal = &*self.journal;
         let changed = self.state.with_payment(id, |p| {
             let auto = self
