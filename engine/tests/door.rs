@@ -1,0 +1,215 @@
+//! The engine through its public doors only, as the shell uses it: replies
+//! name what they made, a record the journal refuses undoes its change,
+//! the timers end holds when due, and a journal replayed into a new engine
+//! answers repeats as the first one did.
+
+use std::sync::{Arc, Mutex};
+
+use codecs::card::{Pan, TokenKey};
+use codecs::iso8583::datetime::Expiry;
+use engine::{
+    Channel, Code, Command, Engine, Journal, Merchant, MessageKey, Op, OriginalRef, Query,
+    QueryReply, Reply, Request, Settings, Stats, Status, Wait,
+};
+
+/// 2026-11-23T11:49:10Z.
+const NOW_MS: u64 = 1_795_434_550_000;
+const HOLD_MS: u64 = 7 * 86_400_000;
+const MID: &[u8; 15] = b"DEMO00000000001";
+const TID: [u8; 8] = *b"DEMO0001";
+
+/// Records as appended: (record type, payload).
+type Records = Vec<(u8, Vec<u8>)>;
+
+/// A journal that keeps what it is given, or refuses everything.
+#[derive(Clone, Default)]
+struct Recorder {
+    /// What was appended, in order.
+    records: Arc<Mutex<Records>>,
+    /// Refuse every append with 96.
+    refuse: Arc<Mutex<bool>>,
+}
+
+impl Journal for Recorder {
+    fn append(&self, record_type: u8, payload: &[u8], _wait: bool) -> Result<u64, Code> {
+        if *self.refuse.lock().expect("lock") {
+            return Err(Code::SYSTEM_MALFUNCTION);
+        }
+        let mut records = self.records.lock().expect("lock");
+        records.push((record_type, payload.to_vec()));
+        Ok(records.len() as u64)
+    }
+}
+
+fn engine(journal: &Recorder) -> Engine {
+    let merchant = Merchant {
+        id: *MID,
+        terminals: vec![TID],
+        enabled: true,
+        currencies: vec![978],
+        over_capture_pct: 0,
+        refunds_allowed: true,
+        moto_allowed: true,
+        hold_period_ms: HOLD_MS,
+        auto_capture_ms: None,
+    };
+    let settings = Settings {
+        merchants: vec![merchant],
+        payments_max: 1_000,
+        idempotency_entries_max: 1_000,
+    };
+    let key = TokenKey::new(b"door");
+    let policy = risk::Policy::embedded(&engine::tokenizer(&key));
+    let mut e = Engine::new(settings, key, policy, NOW_MS);
+    e.set_journal(Box::new(journal.clone()));
+    e
+}
+
+fn request(op: Op, stan: u32, original: Option<OriginalRef>) -> Request<'static> {
+    let mti = match op {
+        Op::PreAuth => 100,
+        Op::Capture => 220,
+        _ => 200,
+    };
+    Request {
+        op,
+        key: Some(MessageKey {
+            mti,
+            terminal: TID,
+            stan,
+            transmission: 1_123_114_959,
+        }),
+        repeat: false,
+        content_crc: stan,
+        merchant_id: MID,
+        terminal_id: TID,
+        pan: original
+            .is_none()
+            .then(|| Pan::new(b"4111111111111111"))
+            .flatten(),
+        expiry: Expiry::parse(b"2812"),
+        amount_minor: 1_000,
+        currency: 978,
+        original,
+        replacement_minor: None,
+        channel: Channel::CardPresent,
+        eci: None,
+        rrn: None,
+        extras: None,
+    }
+}
+
+fn payment(e: &Engine, id: u64) -> engine::Payment {
+    match e.query(Query::Payment { scope: &[0], id }) {
+        QueryReply::Payment(Some(p)) => p,
+        other => panic!("payment {id}: {other:?}"),
+    }
+}
+
+fn stats(e: &Engine) -> Stats {
+    match e.query(Query::Stats) {
+        QueryReply::Stats(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_reply_names_the_payment_it_made_and_what_it_waits_for() {
+    let journal = Recorder::default();
+    let e = engine(&journal);
+    let r = e.apply(Command::Message(request(Op::Sale, 1, None)), NOW_MS);
+    assert_eq!(r.code, Code::APPROVED);
+    assert_eq!(r.wait, Wait::Journal(1), "the sale's record is the first");
+    let id = r.payment_id.expect("a payment id");
+    let p = payment(&e, id);
+    assert_eq!((p.rrn, Some(p.auth_code)), (r.rrn, r.auth_code));
+    assert_eq!(p.status, Status::Succeeded);
+    let other = e.query(Query::Payment { scope: &[1], id });
+    assert!(
+        matches!(other, QueryReply::Payment(None)),
+        "not another merchant's"
+    );
+}
+
+#[test]
+fn a_record_the_journal_refuses_undoes_its_change() {
+    let journal = Recorder::default();
+    let e = engine(&journal);
+    let auth = e.apply(Command::Message(request(Op::PreAuth, 1, None)), NOW_MS);
+    let id = auth.payment_id.expect("id");
+    let before = payment(&e, id);
+    *journal.refuse.lock().expect("lock") = true;
+    let of_it = Some(OriginalRef::Payment(id));
+    let capture = e.apply(Command::Message(request(Op::Capture, 2, of_it)), NOW_MS);
+    assert_eq!(capture.code, Code::SYSTEM_MALFUNCTION);
+    let scam = Command::MarkScam {
+        merchant: 0,
+        payment: id,
+        reason: "manual",
+    };
+    assert_eq!(e.apply(scam, NOW_MS).code, Code::SYSTEM_MALFUNCTION);
+    assert_eq!(payment(&e, id), before, "capture and flag both undone");
+    let payments = stats(&e).payments;
+    let sale = e.apply(Command::Message(request(Op::Sale, 3, None)), NOW_MS);
+    assert_eq!(
+        (sale.code, sale.payment_id),
+        (Code::SYSTEM_MALFUNCTION, None)
+    );
+    assert_eq!(stats(&e).payments, payments, "the refused sale is not kept");
+}
+
+#[test]
+fn the_timers_end_a_hold_when_it_is_due() {
+    let journal = Recorder::default();
+    let e = engine(&journal);
+    let auth = e.apply(Command::Message(request(Op::PreAuth, 1, None)), NOW_MS);
+    let id = auth.payment_id.expect("id");
+    let tick = |at| {
+        e.apply(
+            Command::Tick {
+                idempotency_window_ms: 3_600_000,
+            },
+            at,
+        )
+    };
+    assert_eq!(tick(NOW_MS + HOLD_MS - 1).count, 0);
+    assert_eq!(payment(&e, id).status, Status::Uncaptured);
+    assert_eq!(tick(NOW_MS + HOLD_MS).count, 1);
+    assert_eq!(payment(&e, id).status, Status::Expired);
+    assert_eq!(tick(NOW_MS + 2 * HOLD_MS).count, 0, "once");
+}
+
+#[test]
+fn a_replayed_journal_answers_repeats_as_the_first_engine_did() {
+    let journal = Recorder::default();
+    let first = engine(&journal);
+    let auth = first.apply(Command::Message(request(Op::PreAuth, 1, None)), NOW_MS);
+    let of_it = Some(OriginalRef::Payment(auth.payment_id.expect("id")));
+    let capture = first.apply(Command::Message(request(Op::Capture, 2, of_it)), NOW_MS);
+    assert_eq!(capture.code, Code::APPROVED);
+
+    let second = engine(&Recorder::default());
+    let records = journal.records.lock().expect("lock").clone();
+    for (seq, (record_type, payload)) in records.iter().enumerate() {
+        second
+            .replay_record(seq as u64 + 1, *record_type, payload)
+            .expect("replays");
+    }
+    let repeat = |r: &Reply, req: Request<'static>| {
+        let again = second.apply(
+            Command::Message(Request {
+                repeat: true,
+                ..req
+            }),
+            NOW_MS,
+        );
+        assert_eq!(
+            (again.code, again.rrn, again.auth_code),
+            (r.code, r.rrn, r.auth_code)
+        );
+    };
+    repeat(&auth, request(Op::PreAuth, 1, None));
+    repeat(&capture, request(Op::Capture, 2, of_it));
+    let bad = second.replay_record(99, 7, b"");
+    assert!(bad.is_err(), "an unknown record type stops recovery");
+}
