@@ -389,3 +389,66 @@ async fn respond(stream: &mut TcpStream, reply: &Reply, keep: bool) -> std::io::
     out.push_str(&reply.body);
     stream.write_all(out.as_bytes()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn state() -> HttpState {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        HttpState {
+            prometheus: recorder.handle(),
+            ready: true.into(),
+            refresh: Box::new(|| {}),
+            unhealthy: Box::new(|| None),
+        }
+    }
+
+    #[test]
+    fn heads_are_answered_by_method_path_and_connection() {
+        let s = state();
+        let get = |head: &str| {
+            let r = answer(head.as_bytes(), &s);
+            (r.status, r.close, keep_alive(head.as_bytes()))
+        };
+        assert_eq!(
+            get("GET /healthz HTTP/1.1\r\n\r\n"),
+            ("200 OK", false, true)
+        );
+        assert_eq!(
+            get("GET /readyz HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            ("200 OK", false, false)
+        );
+        assert_eq!(
+            get("GET /healthz HTTP/1.0\r\n\r\n"),
+            ("200 OK", false, false)
+        );
+        assert_eq!(
+            get("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+            ("200 OK", false, true)
+        );
+        assert_eq!(get("GET /nope HTTP/1.1\r\n\r\n").0, "404 Not Found");
+        assert!(get("POST /metrics HTTP/1.1\r\n\r\n").1, "closed after");
+        let with_body = "GET /healthz HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(get(with_body).0, "405 Method Not Allowed");
+        let empty_body = "GET /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(get(empty_body).0, "200 OK");
+    }
+
+    proptest! {
+        /// Whatever the head holds, it is answered with a status and
+        /// never panics; a head that is not whole is refused and closed.
+        #[test]
+        fn any_head_gets_an_answer(head in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let s = state();
+            let r = answer(&head, &s);
+            prop_assert!(!r.status.is_empty());
+            let _ = keep_alive(&head);
+            if !head.ends_with(b"\r\n\r\n") {
+                prop_assert!(r.close);
+            }
+        }
+    }
+}
