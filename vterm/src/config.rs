@@ -1,7 +1,7 @@
 //! The terminal's configuration: a TOML file (`--config`), checked as a
 //! whole at start-up so a bad value stops the program with its name.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -17,6 +17,8 @@ pub(crate) const SESSIONS_MAX_DEFAULT: usize = 1_000;
 pub(crate) const SESSIONS_MAX_LIMIT: usize = 100_000;
 /// Most terminal ids the form offers.
 const TERMINALS_MAX: usize = 100;
+/// Most trusted proxies: the list is scanned per sign-in.
+pub(crate) const TRUSTED_PROXIES_MAX: usize = 16;
 /// Longest operator name.
 pub(crate) const OPERATOR_NAME_BYTES_MAX: usize = 64;
 
@@ -74,6 +76,12 @@ pub struct Config {
     /// Most signed-in sessions at once; sign-in is refused beyond.
     #[serde(default = "default_sessions_max")]
     pub sessions_max: usize,
+    /// Addresses of the TLS proxies in front of the terminal: a sign-in
+    /// that comes through one of them is counted for lockouts by the
+    /// client address the proxy adds to `X-Forwarded-For`; from any other
+    /// peer that header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
     /// Who may sign in.
     pub operators: Vec<Operator>,
 }
@@ -176,6 +184,12 @@ impl Config {
             return Err(invalid(
                 "session_idle_s",
                 "above 0 and not above session_lifetime_s",
+            ));
+        }
+        if self.trusted_proxies.len() > TRUSTED_PROXIES_MAX {
+            return Err(invalid(
+                "trusted_proxies",
+                format!("at most {TRUSTED_PROXIES_MAX} addresses"),
             ));
         }
         if !(1..=SESSIONS_MAX_LIMIT).contains(&self.sessions_max) {

@@ -24,7 +24,7 @@ use crate::money::{parse_amount_minor, Currency};
 use crate::pages::{self, Choices, Chrome, PaymentForm, TerminalPage};
 use crate::password::{Passwords, Verdict};
 use crate::payment::RowsPage;
-use crate::server::Peer;
+use crate::server::{client_address, Peer};
 use crate::session::{random_token, tokens_equal, Flash, SessionView, Sessions};
 
 /// Largest request body: the payment form is well under 2 KiB.
@@ -212,6 +212,11 @@ async fn sign_in(
     if expected.is_empty() || !tokens_equal(&input.csrf, expected) {
         return forbidden();
     }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let peer = client_address(peer, forwarded, &app.config.trusted_proxies);
     let now_s = app.clock.now_s();
     match app
         .passwords

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use common::http::{form, request_from, Response};
-use common::{csrf_in, TestSwitch, TestTerminal, MASKED_PAN, OPERATOR, PAN, PASSWORD};
+use common::{config_text, csrf_in, TestSwitch, TestTerminal, MASKED_PAN, OPERATOR, PAN, PASSWORD};
 use vterm::Clock;
 
 /// 2026-11-23T11:49:10Z.
@@ -18,6 +18,8 @@ struct Agent {
     addr: SocketAddr,
     /// The browser's own address; any when `None`.
     source: Option<IpAddr>,
+    /// `X-Forwarded-For` to send (as a proxy in front would add it).
+    forwarded_for: Option<String>,
     cookies: BTreeMap<String, String>,
 }
 
@@ -26,6 +28,7 @@ impl Agent {
         Agent {
             addr,
             source: None,
+            forwarded_for: None,
             cookies: BTreeMap::new(),
         }
     }
@@ -60,6 +63,9 @@ impl Agent {
         let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
         if !cookie.is_empty() {
             headers.push(("Cookie", &cookie));
+        }
+        if let Some(xff) = &self.forwarded_for {
+            headers.push(("X-Forwarded-For", xff));
         }
         let r = request_from(
             self.source,
@@ -146,6 +152,48 @@ async fn an_operator_locked_out_from_one_address_signs_in_from_another() {
     let r = operator.sign_in_as(OPERATOR, PASSWORD).await;
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location"), Some("/terminal"));
+    t.stop().await;
+}
+
+/// A browser behind the proxy at 127.0.0.1, which says it is `client`.
+fn behind_proxy(addr: SocketAddr, client: &str) -> Agent {
+    Agent {
+        forwarded_for: Some(client.to_string()),
+        ..Agent::from(addr, "127.0.0.1")
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_browser_is_counted_by_its_own_address() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let switch_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let text = config_text(switch_addr, "DM-0000-0001", &"ab".repeat(32)).replace(
+        "sessions_max = 10",
+        "sessions_max = 10\ntrusted_proxies = [\"127.0.0.1\"]",
+    );
+    let mut t = TestTerminal::start(&text, Clock::manual(START_MS)).await;
+    let mut attacker = behind_proxy(t.addr, "203.0.113.9");
+    for i in 0..20 {
+        let name = format!("guess{}", i / 4);
+        assert_eq!(attacker.sign_in_as(&name, "wrong").await.status, 401);
+    }
+    assert_eq!(attacker.sign_in_as(OPERATOR, PASSWORD).await.status, 429);
+    // Another browser through the same proxy is not locked out.
+    let mut operator = behind_proxy(t.addr, "203.0.113.10");
+    assert_eq!(operator.sign_in_as(OPERATOR, PASSWORD).await.status, 303);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_escape_a_lockout_with_x_forwarded_for() {
+    let mut t = TestTerminal::without_switch(Clock::manual(START_MS)).await;
+    for i in 0..5 {
+        let mut forger = behind_proxy(t.addr, &format!("203.0.113.{i}"));
+        assert_eq!(forger.sign_in_as(OPERATOR, "wrong").await.status, 401);
+    }
+    let mut forger = behind_proxy(t.addr, "198.51.100.1");
+    assert_eq!(forger.sign_in_as(OPERATOR, PASSWORD).await.status, 429);
     t.stop().await;
 }
 
