@@ -17,7 +17,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// Failed log-ins for one (client id, address) within the window that lock
 /// that pair out.
@@ -242,14 +242,10 @@ fn lockout_began(scope: Scope, client_id: &str, address: IpAddr) {
     );
 }
 
-/// The address failures are charged to: an IPv4 address (IPv4-mapped IPv6
-/// included), or the /64 of an IPv6 address, which one host usually holds
-/// whole and can rotate through at will.
+/// The address failures are charged to: the host
+/// ([`crate::net::host_of`]: an IPv4 address, or an IPv6 /64).
 fn address(peer: IpAddr) -> IpAddr {
-    match peer.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
-        v4 => v4,
-    }
+    crate::net::host_of(peer)
 }
 
 /// The first [`CLIENT_ID_BYTES`] of `client_id`, zero-padded. A longer id

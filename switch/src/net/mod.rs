@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub(crate) use address::AddressLimit;
+pub(crate) use address::{host_of, AddressLimit};
 pub(crate) use connection::Connection;
 pub(crate) use deadline::{ConnLimits, End};
 pub(crate) use wire::{Answered, Wire};
