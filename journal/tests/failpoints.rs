@@ -109,6 +109,15 @@ async fn async_waiters_see_the_failure() {
     assert!(watch.durable_seq() < seq);
 }
 
+/// Clears the disk's faults when dropped.
+struct Unstall(SimDisk);
+
+impl Drop for Unstall {
+    fn drop(&mut self) {
+        self.0.set_faults(Faults::default());
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn full_queue_waits_a_bounded_time_then_refuses() {
     let disk = SimDisk::new();
@@ -117,9 +126,23 @@ async fn full_queue_waits_a_bounded_time_then_refuses() {
         stalled: true,
         ..Faults::default()
     });
-    // The writer takes up to one batch and blocks writing it on the stalled
-    // disk; the queue then holds JOURNAL_QUEUE_DEPTH_MAX more before refusing.
-    let mut accepted = 0;
+    // Whatever happens below, the disk comes back before the journal is
+    // dropped: dropping joins a writer that would otherwise wait for ever.
+    let _unstall = Unstall(disk.clone());
+    // The writer takes the first record and blocks writing it on the
+    // stalled disk; only then is what the queue holds up to the test
+    // alone (on a loaded machine the writer may start late, and would
+    // otherwise take a batch out of a queue the test thinks is full).
+    journal.try_append(1, b"r").expect("room");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while disk.stalled_waiters() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never reached the disk"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut accepted = 1;
     while journal.try_append(1, b"r").is_ok() {
         accepted += 1;
         assert!(

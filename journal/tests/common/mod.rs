@@ -171,6 +171,8 @@ struct Inner {
     faults: Faults,
     /// Calls to `StorageFile::sync`, failed ones included.
     sync_calls: u64,
+    /// Writes and fsyncs waiting on a stalled disk now.
+    stalled_waiters: usize,
 }
 
 /// The simulated disk; clones share it.
@@ -220,11 +222,20 @@ impl SimDisk {
         self.inner.1.notify_all();
     }
 
+    /// Writes and fsyncs waiting on the stalled disk now.
+    pub fn stalled_waiters(&self) -> usize {
+        self.lock().stalled_waiters
+    }
+
     /// Waits while the disk is stalled; returns the guard.
     fn ready(&self) -> MutexGuard<'_, Inner> {
         let mut inner = self.lock();
-        while inner.faults.stalled {
-            inner = self.inner.1.wait(inner).unwrap_or_else(|e| e.into_inner());
+        if inner.faults.stalled {
+            inner.stalled_waiters += 1;
+            while inner.faults.stalled {
+                inner = self.inner.1.wait(inner).unwrap_or_else(|e| e.into_inner());
+            }
+            inner.stalled_waiters -= 1;
         }
         inner
     }
