@@ -1,0 +1,29 @@
+//! The archive store: where every payment lives after it leaves memory,
+//! for `[archive] retention_days`, fed from the journal (write-behind,
+//! batched) and looked up when memory has no answer (issue 18).
+//!
+//! One trait, [`Archive`], with idempotent upserts keyed by payment id and
+//! versioned by journal seq, so the archive can be rebuilt from the
+//! journal and a batch applied twice changes nothing. Implementations:
+//! [`SqliteArchive`] (embedded, bundled SQLite); PostgreSQL is to come and
+//! must pass the same [`contract`] suite.
+//!
+//! Layout (one module per concept):
+//! - `store`: the trait, its page type and the callers' limits.
+//! - `error`: [`ArchiveError`].
+//! - `sqlite`: the SQLite file (`schema`: tables, indexes, durability;
+//!   `list`: list pages).
+//! - `contract` (feature `contract`): the suite every implementation runs.
+
+#[cfg(feature = "contract")]
+#[doc(hidden)]
+pub mod contract;
+mod error;
+mod sqlite;
+mod store;
+
+pub use error::ArchiveError;
+pub use sqlite::{SqliteArchive, FILE_NAME};
+pub use store::{
+    Archive, Page, BATCH_RECORDS_MAX, DELETE_PAYMENTS_MAX, PAGE_PAYMENTS_MAX, SCOPE_MERCHANTS_MAX,
+};

@@ -1,0 +1,404 @@
+//! The embedded archive: one SQLite file in the data directory, bundled
+//! SQLite (nothing to install), WAL, `synchronous=FULL`, one transaction
+//! per batch. The schema and why each index exists: `schema.rs`.
+
+mod list;
+mod schema;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use engine::lifecycle::status_record_code;
+use engine::record::{self, PaymentRecord};
+use engine::{Answer, Code, ListFilter, MessageKey, OriginalKey, Payment, Target};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+
+use crate::store::{Page, BATCH_RECORDS_MAX, DELETE_PAYMENTS_MAX};
+use crate::{Archive, ArchiveError};
+
+/// The archive's file name inside the directory the caller gives.
+pub const FILE_NAME: &str = "archive.sqlite";
+/// The file's mode when this creates it: payments carry card tokens and
+/// masked PANs, readable by the switch's user only.
+const FILE_MODE: u32 = 0o600;
+
+/// The SQLite archive. Open it with [`SqliteArchive::open`].
+#[derive(Debug)]
+pub struct SqliteArchive {
+    /// The one connection: the trait is `Send`, not `Sync`, so one
+    /// connection serves every call and its statement cache stays warm.
+    conn: Connection,
+    /// The file, named in every error.
+    path: PathBuf,
+}
+
+impl SqliteArchive {
+    /// Opens `dir/archive.sqlite`, creating it (mode 0600) and its tables
+    /// when it does not exist. `dir` must exist.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Io`] when the file cannot be created or opened,
+    /// [`ArchiveError::Corrupt`] when it is not SQLite, not a switch
+    /// archive, of another schema version, or cannot be made durable
+    /// (WAL, `synchronous=FULL`).
+    pub fn open(dir: &Path) -> Result<Self, ArchiveError> {
+        let path = dir.join(FILE_NAME);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(|source| ArchiveError::Io {
+                location: path.display().to_string(),
+                source,
+            })?;
+        let conn = Connection::open(&path).map_err(|e| store_error(&path, e))?;
+        let mut archive = SqliteArchive { conn, path };
+        archive.prepare()?;
+        Ok(archive)
+    }
+
+    /// Checks what the file is, makes it durable, lays it out if new.
+    fn prepare(&mut self) -> Result<(), ArchiveError> {
+        let kind = schema::kind(&self.conn).map_err(|e| self.fail(e))?;
+        if let schema::Kind::Other(reason) = kind {
+            return Err(self.corrupt(reason));
+        }
+        if let Err(reason) = schema::durable(&self.conn).map_err(|e| self.fail(e))? {
+            return Err(self.corrupt(reason));
+        }
+        if let schema::Kind::New = kind {
+            schema::create(&mut self.conn).map_err(|e| store_error(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn fail(&self, e: rusqlite::Error) -> ArchiveError {
+        store_error(&self.path, e)
+    }
+
+    fn corrupt(&self, reason: String) -> ArchiveError {
+        ArchiveError::Corrupt {
+            location: self.path.display().to_string(),
+            reason,
+        }
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The payment in a stored record, checked against the id it was
+    /// stored under (the pair of the check made before writing it).
+    fn image(&self, id: u64, bytes: &[u8]) -> Result<Payment, ArchiveError> {
+        let rec = record::decode(bytes)
+            .map_err(|e| self.corrupt(format!("payment {id}: stored record: {e}")))?;
+        if rec.payment.id != id {
+            return Err(self.corrupt(format!(
+                "payment {id}: stored record is payment {}",
+                rec.payment.id
+            )));
+        }
+        Ok(rec.payment)
+    }
+
+    /// Decodes every record of a batch before the transaction starts, so
+    /// a bad one costs no write.
+    fn decode_batch<'a>(&self, records: &[(u64, &'a [u8])]) -> Result<Vec<Row<'a>>, ArchiveError> {
+        if records.len() > BATCH_RECORDS_MAX {
+            return Err(ArchiveError::Limit {
+                location: self.location(),
+                what: "batch records",
+                got: records.len() as u64,
+                max: BATCH_RECORDS_MAX as u64,
+            });
+        }
+        let mut rows = Vec::with_capacity(records.len());
+        for &(seq, payload) in records {
+            let rec = record::decode(payload).map_err(|source| ArchiveError::Record {
+                location: self.location(),
+                seq,
+                source,
+            })?;
+            let version = self.exact("journal seq", seq)?;
+            self.exact("payment id", rec.payment.id)?;
+            rows.push(Row {
+                version,
+                rec,
+                payload,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// `v` as an SQLite integer, for values whose order matters (ids,
+    /// versions): beyond `i64::MAX` is refused, not wrapped.
+    fn exact(&self, what: &'static str, v: u64) -> Result<i64, ArchiveError> {
+        i64::try_from(v).map_err(|_| ArchiveError::Limit {
+            location: self.location(),
+            what,
+            got: v,
+            max: i64::MAX as u64,
+        })
+    }
+}
+
+/// A decoded record of a batch.
+struct Row<'a> {
+    /// Its journal seq, as stored.
+    version: i64,
+    /// What it says.
+    rec: PaymentRecord,
+    /// Its bytes, stored as the payment's image.
+    payload: &'a [u8],
+}
+
+/// Sorts an SQLite error into the archive's kinds, naming the file.
+fn store_error(path: &Path, e: rusqlite::Error) -> ArchiveError {
+    let location = path.display().to_string();
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::DiskFull) => ArchiveError::Full { location },
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => ArchiveError::Corrupt {
+            location,
+            reason: e.to_string(),
+        },
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly,
+        ) => ArchiveError::Io {
+            location,
+            source: std::io::Error::other(e.to_string()),
+        },
+        _ => ArchiveError::Store {
+            location,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// For columns that only filter by range (amounts, times): past
+/// `i64::MAX` they read as `i64::MAX`, which keeps their order; the record
+/// keeps the exact value.
+fn clamped(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Writes one record's payment, index entry and answer.
+fn upsert(tx: &Transaction<'_>, row: &Row<'_>) -> rusqlite::Result<()> {
+    let p = &row.rec.payment;
+    let reference = p.extras.as_ref().map(|e| e.merchant_reference.as_str());
+    tx.prepare_cached(schema::UPSERT_PAYMENT)?.execute(params![
+        p.id as i64,
+        row.version,
+        p.merchant,
+        &p.terminal[..],
+        status_record_code(p.status),
+        clamped(p.created_ms),
+        clamped(p.authorized_minor),
+        clamped(p.captured_minor),
+        clamped(p.authorized_minor.max(p.captured_minor)),
+        &p.rrn[..],
+        &p.auth_code[..],
+        reference,
+        row.payload,
+    ])?;
+    if let Some((k, t)) = &row.rec.index {
+        tx.prepare_cached(schema::UPSERT_ORIGINAL)?
+            .execute(params![
+                k.merchant,
+                k.mti,
+                k.stan,
+                k.transmission as i64,
+                row.version,
+                t.payment as i64,
+                t.refund,
+            ])?;
+    }
+    if let Some((k, a)) = &row.rec.answer {
+        tx.prepare_cached(schema::UPSERT_ANSWER)?.execute(params![
+            k.mti,
+            &k.terminal[..],
+            k.stan,
+            k.transmission as i64,
+            row.version,
+            p.id as i64,
+            &a.code.0[..],
+            &a.rrn[..],
+            a.auth_code.as_ref().map(|c| &c[..]),
+            a.content_crc,
+            clamped(a.at_ms),
+        ])?;
+    }
+    Ok(())
+}
+
+/// A blob column of a fixed size; another size is damage.
+fn fixed<const N: usize>(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
+    let v: Vec<u8> = row.get(i)?;
+    v.try_into().map_err(|v: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            format!("{} bytes, expected {N}", v.len()).into(),
+        )
+    })
+}
+
+impl Archive for SqliteArchive {
+    fn apply(&mut self, records: &[(u64, &[u8])]) -> Result<u64, ArchiveError> {
+        let rows = self.decode_batch(records)?;
+        let top = rows.iter().map(|r| r.version).max().unwrap_or(0);
+        let path = self.path.clone();
+        let fail = |e| store_error(&path, e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        for row in &rows {
+            upsert(&tx, row).map_err(fail)?;
+        }
+        tx.prepare_cached(schema::RAISE_WATERMARK)
+            .and_then(|mut s| s.execute([top]))
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        self.watermark()
+    }
+
+    fn watermark(&self) -> Result<u64, ArchiveError> {
+        let v: i64 = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'watermark'")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.fail(e))?;
+        u64::try_from(v).map_err(|_| self.corrupt(format!("watermark {v} is negative")))
+    }
+
+    fn payment(&self, id: u64) -> Result<Option<Payment>, ArchiveError> {
+        let Ok(key) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT record FROM payments WHERE id = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(|e| self.fail(e))?;
+        bytes.map(|b| self.image(id, &b)).transpose()
+    }
+
+    fn target(&self, key: &OriginalKey) -> Result<Option<Target>, ArchiveError> {
+        let sql = "SELECT payment, refund FROM originals
+            WHERE merchant = ?1 AND mti = ?2 AND stan = ?3 AND transmission = ?4";
+        let found: Option<(i64, Option<u8>)> = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                let k = params![key.merchant, key.mti, key.stan, key.transmission as i64];
+                s.query_row(k, |r| Ok((r.get(0)?, r.get(1)?))).optional()
+            })
+            .map_err(|e| self.fail(e))?;
+        Ok(found.map(|(payment, refund)| Target {
+            payment: payment as u64,
+            refund,
+        }))
+    }
+
+    fn payment_by_rrn(
+        &self,
+        merchant: u32,
+        rrn: &[u8; 12],
+        auth_code: &[u8; 6],
+    ) -> Result<Option<Payment>, ArchiveError> {
+        let sql = "SELECT id, record FROM payments
+            WHERE merchant = ?1 AND rrn = ?2 AND auth_code = ?3 ORDER BY id DESC LIMIT 1";
+        let found: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                s.query_row(params![merchant, &rrn[..], &auth_code[..]], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.fail(e))?;
+        found.map(|(id, b)| self.image(id as u64, &b)).transpose()
+    }
+
+    fn answer(&self, key: &MessageKey) -> Result<Option<Answer>, ArchiveError> {
+        let sql = "SELECT code, rrn, auth_code, content_crc, at_ms FROM answers
+            WHERE mti = ?1 AND terminal = ?2 AND stan = ?3 AND transmission = ?4";
+        let k = params![
+            key.mti,
+            &key.terminal[..],
+            key.stan,
+            key.transmission as i64
+        ];
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                s.query_row(k, |r| {
+                    let auth: Option<Vec<u8>> = r.get(2)?;
+                    Ok(Answer {
+                        code: Code(fixed(r, 0)?),
+                        rrn: fixed(r, 1)?,
+                        auth_code: match auth {
+                            None => None,
+                            Some(_) => Some(fixed(r, 2)?),
+                        },
+                        content_crc: r.get(3)?,
+                        seq: 0,
+                        at_ms: r.get::<_, i64>(4)? as u64,
+                    })
+                })
+                .optional()
+            })
+            .map_err(|e| self.fail(e))
+    }
+
+    fn list(
+        &self,
+        scope: &[u32],
+        filter: &ListFilter<'_>,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Page, ArchiveError> {
+        list::page(self, scope, filter, before_id, limit)
+    }
+
+    fn delete_created_before(&mut self, cutoff_ms: u64) -> Result<usize, ArchiveError> {
+        let path = self.path.clone();
+        let fail = |e| store_error(&path, e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        let ids: Vec<i64> = {
+            let mut s = tx
+                .prepare_cached(
+                    "SELECT id FROM payments WHERE created_ms < ?1 ORDER BY created_ms LIMIT ?2",
+                )
+                .map_err(fail)?;
+            let rows = s
+                .query_map(
+                    params![clamped(cutoff_ms), DELETE_PAYMENTS_MAX as i64],
+                    |r| r.get(0),
+                )
+                .map_err(fail)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(fail)?
+        };
+        for id in &ids {
+            for sql in [
+                "DELETE FROM originals WHERE payment = ?1",
+                "DELETE FROM answers WHERE payment = ?1",
+                "DELETE FROM payments WHERE id = ?1",
+            ] {
+                tx.prepare_cached(sql)
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)?;
+        Ok(ids.len())
+    }
+}
