@@ -77,9 +77,14 @@ fn refuses_bad_input() {
 #[test]
 fn file_is_private() {
     let files = Files::new();
-    drop(files.create("mode"));
-    let meta = std::fs::metadata(files.dir("mode").join(FILE_NAME)).expect("file");
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut a = files.create("mode");
+    let p = contract::record(&contract::payment(1, 1, 1, 1));
+    a.apply(&[(1, &p[..])]).expect("apply");
+    // While open, SQLite's WAL files sit beside it, with its mode.
+    for name in [FILE_NAME.to_owned(), format!("{FILE_NAME}-wal")] {
+        let meta = std::fs::metadata(files.dir("mode").join(&name)).expect("file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+    }
 }
 
 fn open_error(contents: &[u8]) -> (String, ArchiveError) {
