@@ -54,6 +54,10 @@ impl JournalStage {
 }
 
 impl engine::Journal for JournalStage {
+    fn keeps_records(&self) -> bool {
+        matches!(self, JournalStage::On(_))
+    }
+
     /// Appends the record; the sequence to wait for in `durable` mode.
     /// 96 when the journal cannot take it (full past the enqueue timeout,
     /// failed or closed).
