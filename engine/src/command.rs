@@ -285,6 +285,9 @@ pub enum Query<'a> {
     },
     /// Counts for the gauges.
     Stats,
+    /// How full the bounded tables are: cheap (a few atomic loads), for
+    /// readiness and saturation warnings.
+    Fill,
 }
 
 /// A merchant as an edge needs it.
@@ -309,6 +312,33 @@ pub struct Stats {
     pub velocity_keys: usize,
 }
 
+/// How full the tables are whose limit turns new messages into 96.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fill {
+    /// Payments in memory.
+    pub payments: usize,
+    /// `limits.payments_max`.
+    pub payments_max: usize,
+    /// Remembered answers.
+    pub idempotency_entries: usize,
+    /// `limits.idempotency_entries_max`.
+    pub idempotency_entries_max: usize,
+}
+
+impl Fill {
+    /// The limit reached, if any: while it is, new payments (or new
+    /// financial messages) are answered 96.
+    pub fn saturated(&self) -> Option<&'static str> {
+        if self.idempotency_entries >= self.idempotency_entries_max {
+            Some("idempotency_entries_max")
+        } else if self.payments >= self.payments_max {
+            Some("payments_max")
+        } else {
+            None
+        }
+    }
+}
+
 /// What the engine answers a [`Query`].
 #[derive(Clone, Debug)]
 pub enum QueryReply {
@@ -325,4 +355,6 @@ pub enum QueryReply {
     },
     /// Counts.
     Stats(Stats),
+    /// Fill of the bounded tables.
+    Fill(Fill),
 }

@@ -11,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 use codecs::card::TokenKey;
 
 use crate::code::Code;
-use crate::command::{Command, MerchantRef, Query, QueryReply, Reply, Stats, Wait};
+use crate::command::{Command, Fill, MerchantRef, Query, QueryReply, Reply, Stats, Wait};
 use crate::commit::{Epochs, Journal, NoJournal};
 use crate::holds::Holds;
 use crate::idempotency::{Answer, Idempotency, Seen};
@@ -165,6 +165,12 @@ impl Engine {
                 let (rows, more) = self.list_page(scope, &filter, before_id, limit);
                 QueryReply::Page { rows, more }
             }
+            Query::Fill => QueryReply::Fill(Fill {
+                payments: self.state.len(),
+                payments_max: self.state.len_max(),
+                idempotency_entries: self.idempotency.len(),
+                idempotency_entries_max: self.idempotency.len_max(),
+            }),
             Query::Stats => QueryReply::Stats(Stats {
                 payments_by_status: self.state.count_by_status(),
                 payments: self.state.len(),

@@ -140,6 +140,11 @@ impl Idempotency {
         self.lens[0].load(Ordering::Relaxed) + self.lens[1].load(Ordering::Relaxed)
     }
 
+    /// Most remembered answers (`limits.idempotency_entries_max`).
+    pub(crate) fn len_max(&self) -> usize {
+        self.entries_max
+    }
+
     /// Once `window_ms` has passed since the last rotation, drops the older
     /// generation (cleared, not walked) and makes it the current one.
     /// Returns how many answers were dropped.

@@ -127,6 +127,11 @@ impl State {
         self.payments_len.load(Ordering::Relaxed)
     }
 
+    /// Most payments held (`limits.payments_max`).
+    pub(crate) fn len_max(&self) -> usize {
+        self.payments_max
+    }
+
     /// Counts a payment in `status` (`came`) or out of it.
     fn count(&self, status: Status, came: bool) {
         if let Some(c) = self

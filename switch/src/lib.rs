@@ -234,7 +234,7 @@ fn spawn_http(
         }),
         unhealthy: Box::new({
             let node = node.clone();
-            move || node.journal.failure()
+            move || node.unready()
         }),
     });
     running.tracker.spawn(net::http::serve(
@@ -461,6 +461,29 @@ fn refresh_gauges(node: &node::Node) {
     ::metrics::gauge!("switch_idempotency_entries").set(stats.idempotency_entries as f64);
 }
 
+/// How often a saturated table is logged while it stays full.
+const SATURATION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Logs a full table at most once per [`SATURATION_WARNING_INTERVAL`]
+/// (and when it clears), so a switch answering 96 to everything says so in
+/// its log, not only in `switch_limit_reached_total`.
+fn warn_saturation(node: &node::Node, last_warned: &mut Option<tokio::time::Instant>) {
+    match node.saturation() {
+        Some(why) => {
+            let now = tokio::time::Instant::now();
+            if last_warned.is_none_or(|t| now >= t + SATURATION_WARNING_INTERVAL) {
+                tracing::warn!("{why}");
+                *last_warned = Some(now);
+            }
+        }
+        None => {
+            if last_warned.take().is_some() {
+                tracing::info!("no longer saturated: new messages are processed again");
+            }
+        }
+    }
+}
+
 /// Retiring old payments is checked every 600th timer pass (1 min); once
 /// one is old enough, it walks every payment (and index entry, if some
 /// went).
@@ -474,6 +497,7 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let window_ms = limits.idempotency_window_s * 1000;
+    let mut last_warned = None;
     for pass in 0u64.. {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -482,6 +506,7 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
         node.apply(engine::Command::Tick {
             idempotency_window_ms: window_ms,
         });
+        warn_saturation(&node, &mut last_warned);
         if pass % RETIRE_EVERY_PASSES == 0 {
             let node = node.clone();
             let retention_ms = limits.payment_retention_s * 1000;

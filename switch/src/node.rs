@@ -106,6 +106,29 @@ impl Node {
         self.engine.query(query)
     }
 
+    /// Why new messages get 96 now, when a bounded table is full
+    /// (`limits.payments_max`, `limits.idempotency_entries_max`).
+    pub(crate) fn saturation(&self) -> Option<String> {
+        let QueryReply::Fill(fill) = self.engine.query(Query::Fill) else {
+            return None;
+        };
+        let limit = fill.saturated()?;
+        let (n, max) = if limit == "payments_max" {
+            (fill.payments, fill.payments_max)
+        } else {
+            (fill.idempotency_entries, fill.idempotency_entries_max)
+        };
+        Some(format!(
+            "saturated: limits.{limit} reached ({n} of {max}); new messages are answered 96"
+        ))
+    }
+
+    /// Why the switch should not be sent traffic now: a failed journal, or
+    /// a full table.
+    pub(crate) fn unready(&self) -> Option<String> {
+        self.journal.failure().or_else(|| self.saturation())
+    }
+
     /// The policy file, if any (watched for changes).
     pub(crate) fn policy_file(&self) -> Option<&Path> {
         self.policy_file.as_deref()

@@ -330,3 +330,38 @@ async fn http_keeps_alive_within_its_limits() {
     assert!(t >= Duration::from_millis(1_500), "{t:?}");
     sw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_is_visible_in_readyz_until_it_clears() {
+    let mut sw = TestSwitch::start_with(|c| {
+        c.limits.idempotency_entries_max = 2;
+        c.limits.idempotency_window_s = 60;
+    })
+    .await;
+    let mut c = sw.client().await;
+    assert_eq!(c.call(&sale(&card(7101), 100)).await.code(), "00");
+    assert_eq!(c.call(&sale(&card(7102), 100)).await.code(), "00");
+    assert_eq!(
+        (sw.http_get("/readyz").await.0).as_str(),
+        "HTTP/1.1 503 Service Unavailable"
+    );
+    let (_, why) = sw.http_get("/readyz").await;
+    assert!(why.contains("limits.idempotency_entries_max"), "{why}");
+    assert_eq!(c.call(&sale(&card(7103), 100)).await.code(), "96");
+    let (status, _) = sw.http_get("/healthz").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "alive, only not ready");
+    // Answers age out a generation per window (the timers run every
+    // 100 ms of real time): two windows later both are gone.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (status, why) = sw.http_get("/readyz").await;
+        if status == "HTTP/1.1 200 OK" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ready again once clear: {why}");
+        sw.clock.advance_ms(60_001);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(c.call(&sale(&card(7104), 100)).await.code(), "00");
+    sw.stop().await;
+}
