@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::*;
@@ -26,24 +26,14 @@ struct Proc {
 }
 
 fn spawn(dir: &std::path::Path, run: usize, life: usize, attempt: usize) -> Proc {
-    let (iso, frame, http) = (free_port(), free_port(), free_port());
     let log = dir.join(format!("switch-{run}-{life}-{attempt}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args(["--iso-addr", &format!("127.0.0.1:{iso}")])
-        .args(["--frame-addr", &format!("127.0.0.1:{frame}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .arg("--data-dir")
-        .arg(dir)
+    let (mut command, iso) = switch_command(dir);
+    let child = command
         .env("SWITCH_LOG", "debug")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("switch starts");
-    Proc {
-        child,
-        iso: format!("127.0.0.1:{iso}").parse().expect("addr"),
-        log,
-    }
+    Proc { child, iso, log }
 }
 
 /// Starts the switch and connects to it. A port picked by `free_port` can

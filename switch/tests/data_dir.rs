@@ -31,19 +31,12 @@ impl Drop for Proc {
 
 /// The switch binary on fresh loopback ports; the ISO address and process.
 fn spawn(dir: &Path, extra: &[&str]) -> (std::net::SocketAddr, Proc) {
-    let (iso, frame, http) = (free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args(["--iso-addr", &format!("127.0.0.1:{iso}")])
-        .args(["--frame-addr", &format!("127.0.0.1:{frame}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .arg("--data-dir")
-        .arg(dir)
+    let (mut command, iso) = switch_command(dir);
+    let child = command
         .args(extra)
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("switch starts");
-    let iso = format!("127.0.0.1:{iso}").parse().expect("addr");
     (iso, Proc(child))
 }
 

@@ -218,20 +218,13 @@ async fn sigterm_completes_within_the_drain_deadline_while_a_client_never_reads(
     assert!(config.contains("write_timeout_ms = 600000"));
     let config_path = dir.join("switch.toml");
     std::fs::write(&config_path, config).expect("config");
-    let (iso, frame, http) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
+    let (mut command, addr) = switch_command(&dir.join("data"));
+    let mut child = command
         .arg("--config")
         .arg(&config_path)
-        .args(["--iso-addr", &format!("127.0.0.1:{iso}")])
-        .args(["--frame-addr", &format!("127.0.0.1:{frame}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("switch starts");
-    let addr: SocketAddr = format!("127.0.0.1:{iso}").parse().expect("addr");
     let deadline = Instant::now() + TIMEOUT;
     let stream = loop {
         match TcpStream::connect(addr).await {

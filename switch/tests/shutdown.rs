@@ -11,19 +11,12 @@ use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_what_was_read_and_exits_zero() {
-    let (iso, frame, http) = (free_port(), free_port(), free_port());
     let dir = data_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args(["--iso-addr", &format!("127.0.0.1:{iso}")])
-        .args(["--frame-addr", &format!("127.0.0.1:{frame}")])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
+    let (mut command, addr) = switch_command(&dir);
+    let mut child = command
         .stderr(Stdio::piped())
         .spawn()
         .expect("switch starts");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{iso}").parse().expect("addr");
     let deadline = std::time::Instant::now() + TIMEOUT;
     let mut c = loop {
         match tokio::net::TcpStream::connect(addr).await {

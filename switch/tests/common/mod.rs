@@ -32,6 +32,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The switch binary on fresh loopback ports with data directory `dir`,
+/// its stdout discarded; the caller adds flags, stderr and environment.
+/// Returns the command and the ISO 8583 address it will listen on.
+pub fn switch_command(dir: &std::path::Path) -> (std::process::Command, SocketAddr) {
+    let (iso, frame, http) = (free_port(), free_port(), free_port());
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switch"));
+    command
+        .args(["--iso-addr", &format!("127.0.0.1:{iso}")])
+        .args(["--frame-addr", &format!("127.0.0.1:{frame}")])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null());
+    let addr = format!("127.0.0.1:{iso}").parse().expect("addr");
+    (command, addr)
+}
+
 /// A fresh data directory under the system temp dir.
 pub fn data_dir() -> PathBuf {
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
