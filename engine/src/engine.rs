@@ -103,23 +103,10 @@ impl Engine {
     /// (a timer pass takes it per hold it ends, so a snapshot never waits
     /// for a whole pass; retiring forgets, it records nothing).
     pub fn apply(&self, command: Command<'_>, now_ms: u64) -> Reply {
-        match command {
-            Command::Tick {
-                idempotency_window_ms,
-            } => self.tick(now_ms, idempotency_window_ms),
-            Command::Retire { cutoff_ms } => Reply {
-                count: self.state.retire(cutoff_ms),
-                ..Reply::of(Code::APPROVED, [b'0'; 12])
-            },
-            change => {
-                let _epoch = self.epochs.enter();
-                self.change(change, now_ms)
-            }
-        }
-    }
-
-    /// A request's change, inside the epoch guard.
-    fn change(&self, command: Command<'_>, now_ms: u64) -> Reply {
+        let _epoch = match command {
+            Command::Tick { .. } | Command::Retire { .. } => None,
+            _ => Some(self.epochs.enter()),
+        };
         match command {
             Command::Message(req) => self.message(&req, now_ms),
             Command::Refuse { code, rrn } => {
@@ -135,7 +122,13 @@ impl Engine {
                 payment,
                 reason,
             } => self.mark_scam(merchant, payment, reason, now_ms),
-            Command::Tick { .. } | Command::Retire { .. } => self.apply(command, now_ms),
+            Command::Tick {
+                idempotency_window_ms,
+            } => self.tick(now_ms, idempotency_window_ms),
+            Command::Retire { cutoff_ms } => Reply {
+                count: self.state.retire(cutoff_ms),
+                ..Reply::of(Code::APPROVED, [b'0'; 12])
+            },
         }
     }
 
