@@ -93,7 +93,7 @@ pub(crate) async fn serve(
         tracker.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = slot.evict.cancelled() => {}
+                () = slot.state.evict.cancelled() => {}
                 r = connection(stream, &state, &limits, &slot) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "HTTP connection ended");
@@ -134,10 +134,6 @@ struct Slot {
     state: Arc<SlotState>,
     /// Where it is counted.
     slots: Arc<Slots>,
-    /// Cancelled when evicted.
-    evict: CancellationToken,
-    /// When the slot's clock started.
-    epoch: Instant,
 }
 
 impl Slots {
@@ -171,18 +167,15 @@ impl Slots {
             metrics::counter!("switch_limit_reached_total", "limit" => "http_connections_max")
                 .increment(1);
         }
-        let evict = CancellationToken::new();
         let state = Arc::new(SlotState {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             waiting_since_ms: AtomicU64::new(0),
-            evict: evict.clone(),
+            evict: CancellationToken::new(),
         });
         open.push(state.clone());
         Some(Slot {
             state,
             slots: self.clone(),
-            evict,
-            epoch: self.epoch,
         })
     }
 }
@@ -191,7 +184,7 @@ impl Slot {
     /// Now waiting for a request head, or (`false`) answering one.
     fn waiting(&self, waiting: bool) {
         let since = if waiting {
-            self.epoch.elapsed().as_millis() as u64 + 1
+            self.slots.epoch.elapsed().as_millis() as u64 + 1
         } else {
             0
         };
