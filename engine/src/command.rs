@@ -326,13 +326,14 @@ pub struct Fill {
 }
 
 impl Fill {
-    /// The limit reached, if any: while it is, new payments (or new
-    /// financial messages) are answered 96.
-    pub fn saturated(&self) -> Option<&'static str> {
+    /// The limit reached, if any, with the count and the limit: while it
+    /// is, new payments (or new financial messages) are answered 96.
+    pub fn saturated(&self) -> Option<(&'static str, usize, usize)> {
         if self.idempotency_entries >= self.idempotency_entries_max {
-            Some("idempotency_entries_max")
+            let (n, max) = (self.idempotency_entries, self.idempotency_entries_max);
+            Some(("idempotency_entries_max", n, max))
         } else if self.payments >= self.payments_max {
-            Some("payments_max")
+            Some(("payments_max", self.payments, self.payments_max))
         } else {
             None
         }

@@ -112,12 +112,7 @@ impl Node {
         let QueryReply::Fill(fill) = self.engine.query(Query::Fill) else {
             return None;
         };
-        let limit = fill.saturated()?;
-        let (n, max) = if limit == "payments_max" {
-            (fill.payments, fill.payments_max)
-        } else {
-            (fill.idempotency_entries, fill.idempotency_entries_max)
-        };
+        let (limit, n, max) = fill.saturated()?;
         Some(format!(
             "saturated: limits.{limit} reached ({n} of {max}); new messages are answered 96"
         ))
