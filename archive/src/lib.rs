@@ -11,6 +11,8 @@
 //! Layout (one module per concept):
 //! - `store`: the trait, its page type and the callers' limits.
 //! - `error`: [`ArchiveError`].
+//! - `records`: journal records decoded and checked before a write, stored
+//!   images checked when read back; the same for every store.
 //! - `sqlite`: the SQLite file (`schema`: tables, indexes, durability;
 //!   `list`: list pages).
 //! - `contract` (feature `contract`): the suite every implementation runs.
@@ -19,6 +21,7 @@
 #[doc(hidden)]
 pub mod contract;
 mod error;
+mod records;
 mod sqlite;
 mod store;
 

@@ -6,7 +6,8 @@ use engine::lifecycle::status_record_code;
 use engine::ListFilter;
 use rusqlite::types::Value;
 
-use super::{clamped, SqliteArchive};
+use super::SqliteArchive;
+use crate::records::clamped;
 use crate::store::{Page, PAGE_PAYMENTS_MAX, SCOPE_MERCHANTS_MAX};
 use crate::ArchiveError;
 

@@ -10,11 +10,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use engine::lifecycle::status_record_code;
-use engine::record::{self, PaymentRecord};
 use engine::{Answer, Code, ListFilter, MessageKey, OriginalKey, Payment, Target};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 
-use crate::store::{Page, BATCH_RECORDS_MAX, DELETE_PAYMENTS_MAX};
+use crate::records::{self, clamped, Row};
+use crate::store::{Page, DELETE_PAYMENTS_MAX};
 use crate::{Archive, ArchiveError};
 
 /// The archive's file name inside the directory the caller gives.
@@ -90,69 +90,10 @@ impl SqliteArchive {
         self.path.display().to_string()
     }
 
-    /// The payment in a stored record, checked against the id it was
-    /// stored under (the pair of the check made before writing it).
+    /// The payment in a stored record, checked against its id.
     fn image(&self, id: u64, bytes: &[u8]) -> Result<Payment, ArchiveError> {
-        let rec = record::decode(bytes)
-            .map_err(|e| self.corrupt(format!("payment {id}: stored record: {e}")))?;
-        if rec.payment.id != id {
-            return Err(self.corrupt(format!(
-                "payment {id}: stored record is payment {}",
-                rec.payment.id
-            )));
-        }
-        Ok(rec.payment)
+        records::image(&self.location(), id, bytes)
     }
-
-    /// Decodes every record of a batch before the transaction starts, so
-    /// a bad one costs no write.
-    fn decode_batch<'a>(&self, records: &[(u64, &'a [u8])]) -> Result<Vec<Row<'a>>, ArchiveError> {
-        if records.len() > BATCH_RECORDS_MAX {
-            return Err(ArchiveError::Limit {
-                location: self.location(),
-                what: "batch records",
-                got: records.len() as u64,
-                max: BATCH_RECORDS_MAX as u64,
-            });
-        }
-        let mut rows = Vec::with_capacity(records.len());
-        for &(seq, payload) in records {
-            let rec = record::decode(payload).map_err(|source| ArchiveError::Record {
-                location: self.location(),
-                seq,
-                source,
-            })?;
-            let version = self.exact("journal seq", seq)?;
-            self.exact("payment id", rec.payment.id)?;
-            rows.push(Row {
-                version,
-                rec,
-                payload,
-            });
-        }
-        Ok(rows)
-    }
-
-    /// `v` as an SQLite integer, for values whose order matters (ids,
-    /// versions): beyond `i64::MAX` is refused, not wrapped.
-    fn exact(&self, what: &'static str, v: u64) -> Result<i64, ArchiveError> {
-        i64::try_from(v).map_err(|_| ArchiveError::Limit {
-            location: self.location(),
-            what,
-            got: v,
-            max: i64::MAX as u64,
-        })
-    }
-}
-
-/// A decoded record of a batch.
-struct Row<'a> {
-    /// Its journal seq, as stored.
-    version: i64,
-    /// What it says.
-    rec: PaymentRecord,
-    /// Its bytes, stored as the payment's image.
-    payload: &'a [u8],
 }
 
 /// Sorts an SQLite error into the archive's kinds, naming the file.
@@ -182,13 +123,6 @@ fn store_error(path: &Path, e: rusqlite::Error) -> ArchiveError {
             reason: e.to_string(),
         },
     }
-}
-
-/// For columns that only filter by range (amounts, times): past
-/// `i64::MAX` they read as `i64::MAX`, which keeps their order; the record
-/// keeps the exact value.
-fn clamped(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Writes one record's payment, index entry and answer.
@@ -254,7 +188,7 @@ fn fixed<const N: usize>(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<
 
 impl Archive for SqliteArchive {
     fn apply(&mut self, records: &[(u64, &[u8])]) -> Result<u64, ArchiveError> {
-        let rows = self.decode_batch(records)?;
+        let rows = records::decode_batch(&self.location(), records)?;
         let top = rows.iter().map(|r| r.version).max().unwrap_or(0);
         let path = self.path.clone();
         let fail = |e| store_error(&path, e);
