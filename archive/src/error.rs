@@ -15,6 +15,17 @@ pub enum ArchiveError {
         /// What the system said.
         source: std::io::Error,
     },
+    /// The server could not be reached, refused the login or the
+    /// database, or the connection broke (a restart). A write that failed
+    /// so may or may not have committed: applying it again is harmless
+    /// (upserts are versioned). The next call connects again.
+    #[error("archive {location}: connection: {reason}")]
+    Connect {
+        /// The server's URL, without its password.
+        location: String,
+        /// What the driver or the server said.
+        reason: String,
+    },
     /// The store is not an archive of this version, or is damaged.
     #[error("archive {location} is not a usable archive: {reason}")]
     Corrupt {

@@ -5,8 +5,8 @@
 //! One trait, [`Archive`], with idempotent upserts keyed by payment id and
 //! versioned by journal seq, so the archive can be rebuilt from the
 //! journal and a batch applied twice changes nothing. Implementations:
-//! [`SqliteArchive`] (embedded, bundled SQLite); PostgreSQL is to come and
-//! must pass the same [`contract`] suite.
+//! [`SqliteArchive`] (embedded, bundled SQLite) and [`PgArchive`] (a
+//! PostgreSQL server); both pass the same [`contract`] suite.
 //!
 //! Layout (one module per concept):
 //! - `store`: the trait, its page type and the callers' limits.
@@ -15,17 +15,21 @@
 //!   images checked when read back; the same for every store.
 //! - `sqlite`: the SQLite file (`schema`: tables, indexes, durability;
 //!   `list`: list pages).
+//! - `pg`: the PostgreSQL server (`schema`, `list` likewise; `batch`: a
+//!   batch as column arrays; `redact`: the URL without its password).
 //! - `contract` (feature `contract`): the suite every implementation runs.
 
 #[cfg(feature = "contract")]
 #[doc(hidden)]
 pub mod contract;
 mod error;
+mod pg;
 mod records;
 mod sqlite;
 mod store;
 
 pub use error::ArchiveError;
+pub use pg::PgArchive;
 pub use sqlite::{SqliteArchive, FILE_NAME};
 pub use store::{
     Archive, Page, BATCH_RECORDS_MAX, DELETE_PAYMENTS_MAX, PAGE_PAYMENTS_MAX, SCOPE_MERCHANTS_MAX,
