@@ -17,7 +17,8 @@
 //!   `list`: list pages).
 //! - `pg`: the PostgreSQL server (`schema`, `list` likewise; `batch`: a
 //!   batch as column arrays; `redact`: the URL without its password).
-//! - `contract` (feature `contract`): the suite every implementation runs.
+//! - `contract` (feature `contract`): the suite every implementation runs;
+//!   `testing` (same feature): a throwaway PostgreSQL server for tests.
 
 #[cfg(feature = "contract")]
 #[doc(hidden)]
@@ -27,6 +28,9 @@ mod pg;
 mod records;
 mod sqlite;
 mod store;
+#[cfg(feature = "contract")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::ArchiveError;
 pub use pg::PgArchive;
