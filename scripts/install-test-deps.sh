@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond cargo: pyiso8583 (the
-# independent ISO 8583 implementation for interoperability tests) and
-# Debian's chromium with chromedriver (the virtual terminal's browser test).
+# independent ISO 8583 implementation for interoperability tests),
+# Debian's chromium with chromedriver (the virtual terminal's browser test)
+# and Debian's postgresql server binaries (the archive's PostgreSQL tests).
 # Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +12,23 @@ if ! python3 -c 'import iso8583' 2>/dev/null; then
 fi
 if [ -f .ci/install-browser.sh ]; then
   bash .ci/install-browser.sh
+fi
+
+# The archive's PostgreSQL tests (archive/tests/postgres.rs) start their own
+# throwaway server from /usr/lib/postgresql/<version>/bin, so no cluster is
+# created or started here: createcluster.conf says so before the package's
+# postinst reads it, and dpkg/ucf keep that file rather than ask.
+if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+  fi
+  if [ ! -f /etc/postgresql-common/createcluster.conf ]; then
+    $SUDO mkdir -p /etc/postgresql-common
+    echo 'create_main_cluster = false' | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 \
+    apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confold postgresql
 fi
