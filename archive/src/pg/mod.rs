@@ -160,16 +160,13 @@ impl PgArchive {
             reason: describe(&e),
         })?;
         bound_waits(&mut config);
-        let archive = PgArchive {
+        let mut archive = PgArchive {
             config,
             location,
             session: RefCell::new(None),
         };
         let session = archive.open()?;
-        *archive
-            .session
-            .try_borrow_mut()
-            .map_err(|_| archive.in_use())? = Some(session);
+        *archive.session.get_mut() = Some(session);
         Ok(archive)
     }
 
