@@ -56,4 +56,4 @@ pub use recovery::{
     dump, read_state, verify, Damage, RecoveryReport, Replay, SegmentDamage, SegmentSummary,
     VerifyReport,
 };
-pub use storage::{OsStorage, Storage, StorageFile};
+pub use storage::{OsStorage, Storage, StorageFile, StorageReader};

@@ -70,6 +70,31 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     /// The operating system's error.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Opens `path` for reading at any offset: the tail reader keeps a
+    /// segment open and reads on from where it stopped while the writer
+    /// appends, instead of reading the whole file again.
+    ///
+    /// # Errors
+    /// The operating system's error (`NotFound` when `path` is gone).
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReader>>;
+}
+
+/// A file open for positional reads. It keeps reading what it opened even
+/// after the name is removed (as an open file does on Unix), so a reader is
+/// never cut off mid-file by a deletion.
+pub trait StorageReader: Send {
+    /// Reads up to `buf.len()` bytes starting at `offset`; returns how many
+    /// (0 at or past the end of the file). Sees everything written to the
+    /// file before the call, synced or not.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// The file's current length in bytes (zeros written ahead included).
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn len_bytes(&self) -> io::Result<u64>;
 }
 
 /// A file open for appending.
@@ -146,6 +171,33 @@ impl Storage for OsStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         fs::File::open(dir)?.sync_all()
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReader>> {
+        Ok(Box::new(OsReader {
+            file: fs::File::open(path)?,
+        }))
+    }
+}
+
+/// A real file open read-only (pread).
+struct OsReader {
+    /// The open file.
+    file: fs::File,
+}
+
+impl StorageReader for OsReader {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buf, offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
+
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
     }
 }
 

@@ -343,6 +343,9 @@ impl journal::Storage for FailingSyncs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         journal::OsStorage.sync_dir(dir)
     }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn journal::StorageReader>> {
+        journal::OsStorage.open_read(path)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use journal::{Storage, StorageFile};
+use journal::{Storage, StorageFile, StorageReader};
 
 /// splitmix64: a seeded generator, enough for tests and reproducible.
 #[derive(Debug, Clone)]
@@ -347,6 +347,39 @@ impl Storage for SimDisk {
         }
         SimDisk::record(&mut inner, Op::SyncDir);
         Ok(())
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn StorageReader>> {
+        let inner = self.lock();
+        let inode = *inner.state.names.get(path).ok_or(io::ErrorKind::NotFound)?;
+        Ok(Box::new(SimReader {
+            disk: self.clone(),
+            inode,
+        }))
+    }
+}
+
+/// A file open for reading: keeps its inode when the name goes.
+struct SimReader {
+    disk: SimDisk,
+    inode: u64,
+}
+
+impl StorageReader for SimReader {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let inner = self.disk.lock();
+        let inode = inner.state.inodes.get(&self.inode);
+        let data = &inode.ok_or(io::ErrorKind::NotFound)?.data;
+        let start = (offset as usize).min(data.len());
+        let n = (data.len() - start).min(buf.len());
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+
+    fn len_bytes(&self) -> io::Result<u64> {
+        let inner = self.disk.lock();
+        let inode = inner.state.inodes.get(&self.inode);
+        Ok(inode.ok_or(io::ErrorKind::NotFound)?.data.len() as u64)
     }
 }
 
