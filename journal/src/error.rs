@@ -48,6 +48,26 @@ pub enum Error {
         /// The durable sequence at the time.
         durable_seq: u64,
     },
+    /// A tail was asked to start at records the journal no longer holds:
+    /// the segments were deleted (covered by a snapshot). Seed from the
+    /// snapshot, then tail from its seq.
+    #[error("journal tail gap: record {wanted} is gone; the first segment on disk starts at {first_available}")]
+    TailGap {
+        /// The first sequence the tail needed.
+        wanted: u64,
+        /// The first sequence a segment on disk still holds.
+        first_available: u64,
+    },
+    /// A tail was asked to start after records the journal has not made
+    /// durable: whoever keeps that position (the archive watermark) holds
+    /// records this journal does not.
+    #[error("journal tail after seq {after_seq} is ahead of the durable seq {durable_seq}")]
+    TailAhead {
+        /// The position asked for.
+        after_seq: u64,
+        /// The journal's durable sequence at the time.
+        durable_seq: u64,
+    },
     /// The replay callback refused a snapshot or record.
     #[error("replay stopped at seq {seq}: {source}")]
     Apply {

@@ -45,6 +45,11 @@ pub const BATCH_BYTES_MAX: usize = 1 << 20;
 pub const FLUSH_INTERVAL_MS_MAX: u64 = 5;
 /// Largest snapshot the journal writes or reads back.
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
+/// Largest read the tail reader makes, and the size of its one buffer
+/// (allocated when it opens): four group commits' worth, so a tail that is
+/// far behind reads in few calls while its memory stays bounded. Measured
+/// in docs/journal.md, "Tail".
+pub const TAIL_READ_BYTES_MAX: usize = 4 << 20;
 
 /// Frame header: crc u32, len u32, seq u64, type u8.
 pub(crate) const FRAME_HEADER_BYTES: usize = 4 + 4 + 8 + 1;
@@ -54,6 +59,10 @@ pub(crate) const FRAME_BYTES_MAX: usize = FRAME_HEADER_BYTES + RECORD_PAYLOAD_BY
 pub(crate) const SEGMENT_HEADER_BYTES: usize = 8 + 2 + 2 + 8 + 4;
 /// Snapshot header: magic, version, reserved, seq, len, payload crc, header crc.
 pub(crate) const SNAPSHOT_HEADER_BYTES: usize = 8 + 2 + 2 + 8 + 8 + 4 + 4;
+/// The tail reader's first read after it caught up: holds any one frame,
+/// so a read that starts at a frame always holds the whole frame; the size
+/// doubles (to [`TAIL_READ_BYTES_MAX`]) while the tail is behind.
+pub(crate) const TAIL_READ_BYTES_MIN: usize = 128 << 10;
 /// Largest segment file recovery will read: target plus one overshooting frame.
 pub(crate) const SEGMENT_FILE_BYTES_MAX: u64 =
     SEGMENT_BYTES_MAX + SEGMENT_HEADER_BYTES as u64 + FRAME_BYTES_MAX as u64;
@@ -70,6 +79,9 @@ const _: () = assert!(SEGMENT_BYTES_MIN < SEGMENT_BYTES_MAX);
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(FRAME_HEADER_BYTES < SEGMENT_BYTES_MIN as usize);
 const _: () = assert!(SEGMENT_PREALLOC_BYTES < SEGMENT_FILE_BYTES_MAX);
+const _: () = assert!(FRAME_BYTES_MAX <= TAIL_READ_BYTES_MIN);
+const _: () = assert!(TAIL_READ_BYTES_MIN <= TAIL_READ_BYTES_MAX);
+const _: () = assert!(SEGMENT_HEADER_BYTES <= TAIL_READ_BYTES_MIN);
 
 /// One journal record, borrowed from a segment buffer during replay or dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

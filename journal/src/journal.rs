@@ -9,6 +9,11 @@
 //! and awaits `wait_durable(seq)`; the writer publishes the durable sequence
 //! after every group fsync through an atomic, a tokio `watch` (async
 //! waiters) and a condvar (blocking waiters).
+//!
+//! Retention: a segment is deleted only when every record in it is at or
+//! below both the newest snapshot's seq and the retain floor (the archive's
+//! watermark, when an archive is fed from the journal through a
+//! [`crate::Tail`]); with no floor set, the snapshot alone decides.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -29,6 +34,7 @@ use crate::format::{
 use crate::metric;
 use crate::recovery::{recover, RecoveryReport, Replay};
 use crate::storage::Storage;
+use crate::tail::Tail;
 use crate::writer::{Msg, Writer};
 
 /// When a state-changing response may leave.
@@ -68,6 +74,10 @@ pub struct Config {
     pub queue_wait: Duration,
     /// Keep the valid prefix of a corrupt journal instead of refusing to open.
     pub repair: bool,
+    /// The retain floor at open (see [`Journal::set_retain_floor`]): the
+    /// archive watermark, read before the journal opens, so recovery keeps
+    /// the segments the archive has not taken yet. `None`: no floor.
+    pub retain_floor: Option<u64>,
 }
 
 impl Config {
@@ -81,6 +91,7 @@ impl Config {
             segment_bytes: SEGMENT_BYTES_MAX,
             queue_wait: Duration::from_millis(20),
             repair: false,
+            retain_floor: None,
         }
     }
 
@@ -146,6 +157,11 @@ impl Shared {
             let _guard = self.blocking.0.lock().unwrap_or_else(|e| e.into_inner());
             self.blocking.1.notify_all();
         }
+    }
+
+    /// Every record at or below this sequence is fsynced.
+    pub(crate) fn durable_seq(&self) -> u64 {
+        self.durable_seq.load(Ordering::SeqCst)
     }
 
     fn status(&self) -> Status {
@@ -228,6 +244,13 @@ pub struct Journal {
     queue_wait: Duration,
     /// One snapshot at a time.
     snapshot_lock: Mutex<()>,
+    /// Seq of the newest snapshot on disk (0 for none): half of the
+    /// retention bound.
+    snapshot_seq: AtomicU64,
+    /// The retain floor (`None`: no floor): the other half. A mutex, not an
+    /// atomic, so that "not set" and a monotonic raise stay simple; held
+    /// for a comparison only, never across I/O.
+    retain_floor: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -255,7 +278,8 @@ impl Journal {
     ) -> Result<(Journal, RecoveryReport), Error> {
         config.check()?;
         let dir = config.dir.clone();
-        let recovered = recover(&*storage, &dir, config.repair, &mut apply)?;
+        let floor = config.retain_floor.unwrap_or(u64::MAX);
+        let recovered = recover(&*storage, &dir, config.repair, floor, &mut apply)?;
         let next_seq = recovered.report.next_seq;
         let path = dir.join(segment_name(next_seq));
         let mut file = storage.create_segment(&path).map_err(io(&path))?;
@@ -301,6 +325,8 @@ impl Journal {
             ack: config.ack,
             queue_wait: config.queue_wait,
             snapshot_lock: Mutex::new(()),
+            snapshot_seq: AtomicU64::new(recovered.report.snapshot_seq.unwrap_or(0)),
+            retain_floor: Mutex::new(config.retain_floor),
         };
         Ok((journal, recovered.report))
     }
@@ -491,9 +517,10 @@ impl Journal {
     }
 
     /// Durably stores `bytes` as the switch state covering every record up to
-    /// `seq` (tmp file, fsync, rename, directory fsync), then deletes the
-    /// segments and older snapshots it covers. Blocking I/O: call it from a
-    /// blocking thread (`spawn_blocking`).
+    /// `seq` (tmp file, fsync, rename, directory fsync), then deletes older
+    /// snapshots and the segments it covers, except those holding records
+    /// above the retain floor. Blocking I/O: call it from a blocking thread
+    /// (`spawn_blocking`).
     ///
     /// # Errors
     /// [`Error::SnapshotAhead`] when `seq > durable_seq()` (await it first),
@@ -519,7 +546,9 @@ impl Journal {
         written?;
         self.storage.rename(&temp, &path).map_err(io(&path))?;
         self.storage.sync_dir(&self.dir).map_err(io(&self.dir))?;
-        self.remove_covered(seq)?;
+        self.snapshot_seq.fetch_max(seq, Ordering::SeqCst);
+        self.remove_segments(self.retention_bound())?;
+        self.remove_older_snapshots(seq)?;
         metrics::histogram!(metric::SNAPSHOT_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(())
     }
@@ -532,19 +561,119 @@ impl Journal {
         file.sync().map_err(io(temp))
     }
 
-    /// Deletes segments whose every record is at or below `seq` (never the
-    /// active one) and snapshots older than `seq`.
-    fn remove_covered(&self, seq: u64) -> Result<(), Error> {
+    /// Sets the retain floor: segments holding any record above `seq` are
+    /// kept even when a snapshot covers them, so a [`crate::Tail`] reading
+    /// above `seq` finds them. The drainer sets it to the archive's
+    /// watermark after each batch it applies. Monotonic: a lower `seq` than
+    /// the floor already set changes nothing; `u64::MAX` means no floor
+    /// (as before any call, unless [`Config::retain_floor`] set one).
+    ///
+    /// Memory only, no I/O: segments the raised floor uncovers are deleted
+    /// by the next [`Journal::snapshot`] or [`Journal::release_covered`].
+    pub fn set_retain_floor(&self, seq: u64) {
+        let mut floor = self.retain_floor.lock().unwrap_or_else(|e| e.into_inner());
+        *floor = Some(floor.map_or(seq, |old| old.max(seq)));
+    }
+
+    /// The seq up to which records may leave the disk: the lower of the
+    /// newest snapshot's seq (0 for none) and the retain floor.
+    fn retention_bound(&self) -> u64 {
+        let floor = *self.retain_floor.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot_seq = self.snapshot_seq.load(Ordering::SeqCst);
+        snapshot_seq.min(floor.unwrap_or(u64::MAX))
+    }
+
+    /// Deletes the segments that became covered since the last snapshot
+    /// because the retain floor rose; returns how many. Blocking I/O (a
+    /// delete per segment and a directory fsync when any went): call it
+    /// from a blocking thread, after [`Journal::set_retain_floor`].
+    ///
+    /// A tail is never cut off by this: the floor is the archive watermark,
+    /// the drainer's tail reads only above it, and a segment goes only when
+    /// all its records are at or below the floor. (A tail keeps reading a
+    /// segment it has open even if the name goes.)
+    ///
+    /// # Errors
+    /// [`Error::Io`]; the journal stays usable.
+    pub fn release_covered(&self) -> Result<usize, Error> {
+        let removed = self.remove_segments(self.retention_bound())?;
+        if removed > 0 {
+            self.storage.sync_dir(&self.dir).map_err(io(&self.dir))?;
+        }
+        Ok(removed)
+    }
+
+    /// Segments on disk and their bytes (zeros written ahead included), for
+    /// a gauge of the journal kept for the archive. Opens each segment to
+    /// read its length: call it from a blocking thread, now and then.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn disk_segments(&self) -> Result<(usize, u64), Error> {
+        let paths: Vec<PathBuf> = self
+            .shared
+            .segments_lock()
+            .iter()
+            .map(|s| s.1.clone())
+            .collect();
+        let (mut count, mut bytes) = (0, 0);
+        for path in &paths {
+            let file = match self.storage.open_read(path) {
+                Ok(file) => file,
+                // Deleted since the list was copied: not on disk.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(path)(e)),
+            };
+            count += 1;
+            bytes += file.len_bytes().map_err(io(path))?;
+        }
+        Ok((count, bytes))
+    }
+
+    /// A reader of the records after `after_seq`, following this journal as
+    /// it grows: see [`Tail`].
+    ///
+    /// # Errors
+    /// [`Error::TailGap`] when record `after_seq + 1` is no longer on disk,
+    /// [`Error::TailAhead`] when `after_seq` is above the durable seq,
+    /// [`Error::Corruption`] for a bad segment header, [`Error::Io`].
+    pub fn tail(&self, after_seq: u64) -> Result<Tail, Error> {
+        let durable_seq = self.durable_seq();
+        if after_seq > durable_seq {
+            return Err(Error::TailAhead {
+                after_seq,
+                durable_seq,
+            });
+        }
+        Tail::start(
+            self.storage.clone(),
+            &self.dir,
+            after_seq,
+            Some(self.shared.clone()),
+        )
+    }
+
+    /// Deletes segments whose every record is at or below `bound` (never the
+    /// active one); returns how many. The caller fsyncs the directory.
+    fn remove_segments(&self, bound: u64) -> Result<usize, Error> {
+        // Taken off the list under the lock, so concurrent callers delete
+        // disjoint sets.
         let covered: Vec<PathBuf> = {
             let mut segments = self.shared.segments_lock();
             let count = (1..segments.len())
-                .take_while(|&i| segments[i].0 <= seq + 1)
+                .take_while(|&i| segments[i].0 <= bound.saturating_add(1))
                 .count();
             segments.drain(..count).map(|s| s.1).collect()
         };
         for path in &covered {
             self.storage.remove(path).map_err(io(path))?;
         }
+        Ok(covered.len())
+    }
+
+    /// Deletes snapshots older than `seq`, then fsyncs the directory (for
+    /// these and the segments deleted before).
+    fn remove_older_snapshots(&self, seq: u64) -> Result<(), Error> {
         for name in self.storage.list(&self.dir).map_err(io(&self.dir))? {
             if let Some((FileKind::Snapshot, older)) = parse_name(&name) {
                 if older < seq {

@@ -10,11 +10,13 @@
 //! - `storage`: the [`Storage`] file-layer trait the journal writes through;
 //!   [`OsStorage`] is the real one. Tests plug in a simulated disk.
 //! - `journal`: the [`Journal`] handle: open + recover, append, await
-//!   durability, snapshot, shutdown, failed state.
+//!   durability, snapshot, retention floor, tail, shutdown, failed state.
 //! - `writer`: the writer thread (reorder, batch, write, fsync, rotate,
 //!   publish).
 //! - `recovery`: snapshot + replay at open, torn-tail truncation, repair, and
 //!   the operator tools [`verify`] and [`dump`].
+//! - `tail`: the [`Tail`] reader: records after a position, following the
+//!   live journal (the archive's drainer) or a directory offline.
 //! - `metric`: `switch_journal_*` metric names.
 //! - `error`: [`Error`] and the hot path's [`AppendError`].
 //!
@@ -43,13 +45,14 @@ mod journal;
 mod metric;
 mod recovery;
 mod storage;
+mod tail;
 mod writer;
 
 pub use error::{AppendError, BoxError, Error};
 pub use format::{
     Record, BATCH_BYTES_MAX, BATCH_RECORDS_MAX, FLUSH_INTERVAL_MS_MAX, JOURNAL_QUEUE_DEPTH_MAX,
     RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_PREALLOC_BYTES,
-    SNAPSHOT_BYTES_MAX,
+    SNAPSHOT_BYTES_MAX, TAIL_READ_BYTES_MAX,
 };
 pub use journal::{AckMode, Config, DurableWatch, Journal, Status};
 pub use recovery::{
@@ -57,3 +60,4 @@ pub use recovery::{
     VerifyReport,
 };
 pub use storage::{OsStorage, Storage, StorageFile, StorageReader};
+pub use tail::Tail;

@@ -189,7 +189,9 @@ fn scan_segment(
     Ok(scan)
 }
 
-fn all_zeros(bytes: &[u8]) -> bool {
+/// True when `bytes` holds nothing but zeros (or nothing): a segment's
+/// clean end when it runs to the end of the file.
+pub(crate) fn all_zeros(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b == 0)
 }
 
@@ -220,6 +222,14 @@ fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing, Error> {
     Ok(listing)
 }
 
+/// The `.seg` files of `dir`, `(first_seq, path)`, oldest first.
+pub(crate) fn list_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<Vec<(u64, PathBuf)>, Error> {
+    Ok(list(storage, dir)?.segments)
+}
+
 fn read_segment(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>, Error> {
     let bytes = storage.read(path).map_err(io(path))?;
     if bytes.len() as u64 > SEGMENT_FILE_BYTES_MAX {
@@ -243,10 +253,13 @@ pub(crate) struct Recovered {
 
 /// Loads the newest valid snapshot and replays later records through
 /// `apply`, truncating a torn tail and (with `repair`) dropping corruption.
+/// Segments the snapshot covers are deleted only up to `retain_floor`
+/// (`u64::MAX`: no floor): the rest are kept, unread, for the tail.
 pub(crate) fn recover(
     storage: &dyn Storage,
     dir: &Path,
     repair: bool,
+    retain_floor: u64,
     apply: &mut dyn FnMut(Replay<'_>) -> Result<(), BoxError>,
 ) -> Result<Recovered, Error> {
     let started = Instant::now();
@@ -266,7 +279,16 @@ pub(crate) fn recover(
     let first_live = (0..segs.len())
         .find(|&i| segs.get(i + 1).is_none_or(|next| next.0 > snapshot_seq + 1))
         .unwrap_or(segs.len());
-    let mut live: Vec<(u64, PathBuf)> = Vec::new();
+    // Of those, the ones holding records above the floor stay, unread:
+    // the archive has not taken them yet.
+    let bound = snapshot_seq.min(retain_floor);
+    let deletable = (0..first_live)
+        .take_while(|&i| {
+            segs.get(i + 1)
+                .is_some_and(|next| next.0 <= bound.saturating_add(1))
+        })
+        .count();
+    let mut live: Vec<(u64, PathBuf)> = segs[deletable..first_live].to_vec();
     let mut next_seq = snapshot_seq + 1;
     if let Some(first) = segs.get(first_live) {
         if first.0 > snapshot_seq + 1 {
@@ -335,7 +357,7 @@ pub(crate) fn recover(
             last_empty = scan.records == 0;
         }
     }
-    remove_covered(storage, dir, &segs[..first_live], &mut live, last_empty)?;
+    remove_covered(storage, dir, &segs[..deletable], &mut live, last_empty)?;
     report.next_seq = next_seq.max(snapshot_seq + 1);
     report.elapsed = started.elapsed();
     metric::replay(report.elapsed, report.records_replayed);
@@ -438,7 +460,7 @@ fn drop_file(
     Ok(())
 }
 
-/// Deletes segments covered by the snapshot, and an empty last segment (the
+/// Deletes segments the snapshot and the floor cover, and an empty last segment (the
 /// writer recreates it), then makes the deletions durable, and the last
 /// segment kept.
 ///
