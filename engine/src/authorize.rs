@@ -24,14 +24,21 @@ fn year_month(now_ms: u64) -> (u8, u8) {
 
 impl Engine {
     /// Validate, then the operation's own stages.
-    pub(crate) fn decide(&self, req: &Request<'_>, now_ms: u64) -> Reply {
+    pub(crate) fn decide(
+        &self,
+        req: &Request<'_>,
+        fetched: Option<&crate::command::Fetched>,
+        now_ms: u64,
+    ) -> Reply {
         let merchant = match self.validate(req, now_ms) {
             Ok(m) => m,
             Err(code) => return self.refusal(req, code),
         };
         match req.op {
             Op::PreAuth | Op::Sale => self.authorize(req, merchant, now_ms),
-            Op::Capture | Op::Refund | Op::Reversal => self.follow_up(req, merchant, now_ms),
+            Op::Capture | Op::Refund | Op::Reversal => {
+                self.follow_up(req, merchant, fetched, now_ms)
+            }
         }
     }
 
@@ -191,6 +198,7 @@ impl Engine {
             flag_reasons: String::new(),
             history: Vec::with_capacity(4),
             extras: req.extras.map(|e| Box::new(e.clone())),
+            journal_seq: 0,
         }
     }
 
@@ -222,11 +230,16 @@ impl Engine {
                 index,
                 answer,
             });
-            commit::record(journal, &change, approved)
+            let recorded = commit::record(journal, &change, approved);
+            if let Ok(r) = recorded {
+                p.journal_seq = r.seq;
+            }
+            recorded
         });
         match recorded {
-            Ok(Ok(seq)) => Reply {
-                wait: Wait::of_seq(seq),
+            Ok(Ok(r)) => Reply {
+                wait: Wait::of_seq(r.wait),
+                record_seq: r.seq,
                 ..reply
             },
             Ok(Err(code)) => {

@@ -3,7 +3,7 @@
 //! every other change.
 
 use crate::code::Code;
-use crate::command::{Reply, Wait};
+use crate::command::{Fetched, Reply, Wait};
 use crate::commit::ChangeParts;
 use crate::engine::Engine;
 use crate::lifecycle::LineRefund;
@@ -18,6 +18,7 @@ impl Engine {
         m: u32,
         id: u64,
         lines: &[LineRefund<'_>],
+        fetched: Option<&Fetched>,
         now_ms: u64,
     ) -> Reply {
         let none = [b'0'; 12];
@@ -29,6 +30,9 @@ impl Engine {
         }
         if !merchant.refunds_allowed {
             return Reply::of(Code::NOT_PERMITTED_TERMINAL, none);
+        }
+        if let Err(not_here) = self.ensure_payment(id, fetched) {
+            return not_here.reply(none);
         }
         let committed = self.commit_existing(
             m,
@@ -42,10 +46,11 @@ impl Engine {
                 payment_id: Some(id),
                 ..Reply::of(code, none)
             },
-            Ok((_, seq)) => Reply {
+            Ok((_, recorded)) => Reply {
                 auth_code: Some(self.assign_auth_code()),
                 payment_id: Some(id),
-                wait: Wait::of_seq(seq),
+                wait: Wait::of_seq(recorded.wait),
+                record_seq: recorded.seq,
                 ..Reply::of(Code::APPROVED, none)
             },
         }
@@ -54,20 +59,31 @@ impl Engine {
     /// Marks payment `id` of merchant `m` as scam by hand; its card goes on
     /// the risk watch list. 25 when there is no such payment for `m`; 96
     /// when the journal fails.
-    pub(crate) fn mark_scam(&self, m: u32, id: u64, reason: &str, now_ms: u64) -> Reply {
+    pub(crate) fn mark_scam(
+        &self,
+        m: u32,
+        id: u64,
+        reason: &str,
+        fetched: Option<&Fetched>,
+        now_ms: u64,
+    ) -> Reply {
         let none = [b'0'; 12];
+        if let Err(not_here) = self.ensure_payment(id, fetched) {
+            return not_here.reply(none);
+        }
         let flag = |p: &mut crate::lifecycle::Payment| {
             p.flag(reason, now_ms);
             Ok(p.card_token)
         };
         match self.commit_existing(m, id, flag, |_, _| ChangeParts::default()) {
             Err(code) => Reply::of(code, none),
-            Ok((token, seq)) => {
+            Ok((token, recorded)) => {
                 self.risk.watch(&token);
                 metrics::counter!("switch_flagged_payments_total").increment(1);
                 Reply {
                     payment_id: Some(id),
-                    wait: Wait::of_seq(seq),
+                    wait: Wait::of_seq(recorded.wait),
+                    record_seq: recorded.seq,
                     ..Reply::of(Code::APPROVED, none)
                 }
             }

@@ -4,10 +4,11 @@
 //! speaks to the engine in these types only.
 //!
 //! A request that must wait for something outside the engine says so in
-//! [`Reply::wait`]; today that is the journal's durable sequence. An
-//! answer from outside (an issuer's, a webhook delivery's) will come back
-//! as a new [`Command`] naming the payment, and its [`Reply`] resumes the
-//! request: no new door.
+//! [`Reply::wait`]: the journal's durable sequence, or a lookup in the
+//! archive ([`Wait::Archive`]). What the archive returned comes back as
+//! [`Command::Resume`] (or in the `fetched` field of the back office's
+//! commands), and its [`Reply`] answers the request: no new door. An
+//! issuer's answer will come back the same way.
 
 use codecs::card::Pan;
 use codecs::iso8583::datetime::Expiry;
@@ -15,8 +16,9 @@ use codecs::iso8583::f48::Eci;
 use codecs::iso8583::f90::OriginalData;
 
 use crate::code::Code;
-use crate::idempotency::MessageKey;
+use crate::idempotency::{Answer, MessageKey};
 use crate::lifecycle::{Extras, LineRefund, Operation, Payment, Status};
+use crate::state::{OriginalKey, Target};
 
 /// What a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +128,14 @@ pub enum Command<'a> {
         /// The request's F37, when it has one.
         rrn: Option<[u8; 12]>,
     },
+    /// A payment message again, with what the archive returned for the
+    /// [`Wait::Archive`] its last reply asked for (and for earlier ones).
+    Resume {
+        /// The message, as first applied.
+        request: Request<'a>,
+        /// What the archive had.
+        fetched: &'a Fetched,
+    },
     /// A refund of cart lines of a payment of `merchant`.
     RefundLines {
         /// The merchant the caller acts for.
@@ -134,6 +144,8 @@ pub enum Command<'a> {
         payment: u64,
         /// The lines and quantities to refund.
         lines: &'a [LineRefund<'a>],
+        /// What the archive had, when the last reply asked.
+        fetched: Option<&'a Fetched>,
     },
     /// Marks a payment of `merchant` as scam by hand; its card goes on the
     /// risk watch list.
@@ -144,20 +156,59 @@ pub enum Command<'a> {
         payment: u64,
         /// The rule name recorded with the flag.
         reason: &'a str,
+        /// What the archive had, when the last reply asked.
+        fetched: Option<&'a Fetched>,
     },
     /// The timers: ends the holds due by now (expiry or auto-capture) and
-    /// ages out remembered answers older than the window.
+    /// lets remembered answers go when their window has passed or memory
+    /// is full, once the archive holds them.
     Tick {
-        /// `limits.idempotency_window_s`, in ms.
-        idempotency_window_ms: u64,
+        /// The archive's watermark: every journal record up to it is in
+        /// the archive.
+        archived_seq: u64,
     },
-    /// Drops from memory the payments in a final state created before
-    /// `cutoff_ms` (the journal keeps them). Walks every payment: run it
+    /// Lets payments go from memory: final ones whose last change was
+    /// before `cutoff_ms`, or any final one while memory is nearly full,
+    /// once the archive holds their last change. Bounded per call; run it
     /// off the request path.
     Retire {
-        /// Creation time before which final payments go.
+        /// Last-change time before which final payments go.
         cutoff_ms: u64,
+        /// The archive's watermark.
+        archived_seq: u64,
     },
+}
+
+/// What the engine needs from the archive to go on with a request: memory
+/// no longer holds it, or may not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// The answer given to this message, if any.
+    Answer(MessageKey),
+    /// What an original message (F90) refers to, and its payment.
+    Original(OriginalKey),
+    /// The payment of `merchant` approved with F37 and F38.
+    Rrn {
+        /// Merchant index.
+        merchant: u32,
+        /// F37.
+        rrn: [u8; 12],
+        /// F38.
+        auth_code: [u8; 6],
+    },
+    /// Payment `id` (an index entry or a back-office request names it).
+    Payment(u64),
+}
+
+/// What the archive returned, accumulated over the lookups one request
+/// asked for. `None`: not asked; `Some(None)`: asked, and it had nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The answer given to the message.
+    pub answer: Option<Option<Answer>>,
+    /// The original's target and payment (for [`Fetch::Original`],
+    /// [`Fetch::Rrn`] and [`Fetch::Payment`]).
+    pub original: Option<Option<(Target, Payment)>>,
 }
 
 /// What an answer waits for before it may leave.
@@ -168,13 +219,17 @@ pub enum Wait {
     Nothing,
     /// The journal's durable sequence reaching this record.
     Journal(u64),
+    /// A lookup in the archive: nothing was decided; apply the request
+    /// again with what it returned ([`Command::Resume`]). An edge that
+    /// cannot ask answers with the reply's code (96).
+    Archive(Fetch),
 }
 
 impl Wait {
     /// The journal sequence to wait for (0: none).
     pub fn journal_seq(self) -> u64 {
         match self {
-            Wait::Nothing => 0,
+            Wait::Nothing | Wait::Archive(_) => 0,
             Wait::Journal(seq) => seq,
         }
     }
@@ -202,7 +257,9 @@ pub struct Reply {
     pub payment_id: Option<u64>,
     /// What the answer waits for.
     pub wait: Wait,
-    /// Holds ended by a [`Command::Tick`], payments dropped by a
+    /// Sequence of the journal record the change made (0: none).
+    pub record_seq: u64,
+    /// Holds ended by a [`Command::Tick`], payments let go by a
     /// [`Command::Retire`]; 0 otherwise.
     pub count: usize,
 }
@@ -216,7 +273,17 @@ impl Reply {
             auth_code: None,
             payment_id: None,
             wait: Wait::Nothing,
+            record_seq: 0,
             count: 0,
+        }
+    }
+
+    /// A request that waits for `fetch` from the archive: nothing decided,
+    /// 96 if the edge cannot ask.
+    pub(crate) fn fetch(fetch: Fetch, rrn: [u8; 12]) -> Reply {
+        Reply {
+            wait: Wait::Archive(fetch),
+            ..Reply::of(Code::SYSTEM_MALFUNCTION, rrn)
         }
     }
 }

@@ -18,17 +18,23 @@ use crate::lifecycle::Payment;
 use crate::record::{self, PaymentRecordRef};
 
 /// Where the engine's records go: the shell's write-behind journal. The
-/// engine never waits on it; it only learns the sequence an answer must
-/// wait for.
+/// engine never waits on it; it only learns each record's sequence, which
+/// an answer may wait for and which the archive's watermark is compared
+/// with before a payment leaves memory.
 pub trait Journal: Send + Sync {
-    /// Appends one record of `record_type`; returns the sequence an answer
-    /// must wait for before it leaves (0: nothing to wait for). `wait` is
-    /// false for changes whose answer need not wait (declines, timers).
+    /// Appends one record of `record_type`; returns its sequence (0 when
+    /// records are not kept).
     ///
     /// # Errors
     /// The response code to answer with when the record cannot be taken
     /// (96: the journal is full past its wait, failed or closed).
-    fn append(&self, record_type: u8, payload: &[u8], wait: bool) -> Result<u64, Code>;
+    fn append(&self, record_type: u8, payload: &[u8]) -> Result<u64, Code>;
+
+    /// Whether an answer waits for its record to be durable (`durable`
+    /// acknowledgement) before it leaves.
+    fn answers_wait(&self) -> bool {
+        true
+    }
 
     /// Whether records are kept at all: when not, the engine does not
     /// encode them (tests and benchmarks of the pipeline alone).
@@ -43,8 +49,12 @@ pub trait Journal: Send + Sync {
 pub struct NoJournal;
 
 impl Journal for NoJournal {
-    fn append(&self, _record_type: u8, _payload: &[u8], _wait: bool) -> Result<u64, Code> {
+    fn append(&self, _record_type: u8, _payload: &[u8]) -> Result<u64, Code> {
         Ok(0)
+    }
+
+    fn answers_wait(&self) -> bool {
+        false
     }
 
     fn keeps_records(&self) -> bool {
@@ -80,21 +90,44 @@ thread_local! {
     static ENCODE_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
 }
 
-/// Encodes `change` and appends it to `journal`.
-pub(crate) fn record(journal: &dyn Journal, change: &Change<'_>, wait: bool) -> Result<u64, Code> {
+/// A record the journal took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    /// Its sequence (0: records are not kept).
+    pub(crate) seq: u64,
+    /// The sequence the answer waits for (0: none): `seq` when the change
+    /// asked to wait and the journal acknowledges durably.
+    pub(crate) wait: u64,
+}
+
+/// Encodes `change` and appends it to `journal`; `wait` is false for
+/// changes whose answer need not wait (declines, timers).
+pub(crate) fn record(
+    journal: &dyn Journal,
+    change: &Change<'_>,
+    wait: bool,
+) -> Result<Recorded, Code> {
     if !journal.keeps_records() {
-        return Ok(0);
+        return Ok(Recorded::default());
     }
-    ENCODE_BUF.with(|buf| {
+    let seq = ENCODE_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         record::encode(&change.as_record(), &mut buf);
-        journal.append(record::RECORD_PAYMENT, &buf, wait)
-    })
+        journal.append(record::RECORD_PAYMENT, &buf)
+    })?;
+    let wait = if wait && journal.answers_wait() {
+        seq
+    } else {
+        0
+    };
+    Ok(Recorded { seq, wait })
 }
 
 /// Applies `transition` to `p`, then journals the change it describes;
 /// when the journal refuses it, `p` is put back as it was. The one
-/// sequence every change of an existing payment goes through.
+/// sequence every change of an existing payment goes through. Returns the
+/// transition's result and the record; its sequence also goes into
+/// [`Payment::journal_seq`].
 ///
 /// `transition` returns its result and the change to record (built from
 /// the payment after the transition).
@@ -107,7 +140,7 @@ pub(crate) fn commit_update<R>(
     wait: bool,
     transition: impl FnOnce(&mut Payment) -> Result<R, Code>,
     change: impl FnOnce(&Payment, &R) -> ChangeParts,
-) -> Result<(R, u64), Code> {
+) -> Result<(R, Recorded), Code> {
     let saved = p.clone();
     let result = match transition(p) {
         Ok(r) => r,
@@ -120,7 +153,10 @@ pub(crate) fn commit_update<R>(
     let parts = change(p, &result);
     let recorded = record(journal, &parts.into_change(p), wait);
     match recorded {
-        Ok(seq) => Ok((result, seq)),
+        Ok(r) => {
+            p.journal_seq = r.seq;
+            Ok((result, r))
+        }
         Err(code) => {
             // Not journaled, so not done: put the payment back.
             *p = saved;
@@ -142,7 +178,7 @@ impl crate::engine::Engine {
         id: u64,
         transition: impl FnOnce(&mut Payment) -> Result<R, Code>,
         change: impl FnOnce(&Payment, &R) -> ChangeParts,
-    ) -> Result<(R, u64), Code> {
+    ) -> Result<(R, Recorded), Code> {
         let journal = &*self.journal;
         self.state
             .with_payment(id, |p| {

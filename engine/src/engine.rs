@@ -11,7 +11,9 @@ use std::sync::{Mutex, PoisonError};
 use codecs::card::TokenKey;
 
 use crate::code::Code;
-use crate::command::{Command, Fill, MerchantRef, Query, QueryReply, Reply, Stats, Wait};
+use crate::command::{
+    Command, Fetch, Fetched, Fill, MerchantRef, Query, QueryReply, Reply, Stats, Wait,
+};
 use crate::commit::{Epochs, Journal, NoJournal};
 use crate::holds::Holds;
 use crate::idempotency::{Answer, Idempotency, Seen};
@@ -47,6 +49,8 @@ pub struct Engine {
     pub(crate) epochs: Epochs,
     /// Holds by due time; one timer pass at a time.
     pub(crate) timers: Mutex<Holds>,
+    /// `limits.idempotency_window_s`, ms.
+    pub(crate) idempotency_window_ms: u64,
 }
 
 /// Fixed-width decimal digits of `v` (lowest `N` digits).
@@ -85,6 +89,7 @@ impl Engine {
             token_key,
             epochs: Epochs::default(),
             timers: Mutex::new(Holds::default()),
+            idempotency_window_ms: settings.idempotency_window_ms,
         }
     }
 
@@ -108,7 +113,8 @@ impl Engine {
             _ => Some(self.epochs.enter()),
         };
         match command {
-            Command::Message(req) => self.message(&req, now_ms),
+            Command::Message(req) => self.message(&req, None, now_ms),
+            Command::Resume { request, fetched } => self.message(&request, Some(fetched), now_ms),
             Command::Refuse { code, rrn } => {
                 Reply::of(code, rrn.unwrap_or_else(|| self.assign_rrn()))
             }
@@ -116,17 +122,20 @@ impl Engine {
                 merchant,
                 payment,
                 lines,
-            } => self.refund_lines(merchant, payment, lines, now_ms),
+                fetched,
+            } => self.refund_lines(merchant, payment, lines, fetched, now_ms),
             Command::MarkScam {
                 merchant,
                 payment,
                 reason,
-            } => self.mark_scam(merchant, payment, reason, now_ms),
-            Command::Tick {
-                idempotency_window_ms,
-            } => self.tick(now_ms, idempotency_window_ms),
-            Command::Retire { cutoff_ms } => Reply {
-                count: self.state.retire(cutoff_ms),
+                fetched,
+            } => self.mark_scam(merchant, payment, reason, fetched, now_ms),
+            Command::Tick { archived_seq } => self.tick(now_ms, archived_seq),
+            Command::Retire {
+                cutoff_ms,
+                archived_seq,
+            } => Reply {
+                count: self.state.retire(cutoff_ms, archived_seq),
                 ..Reply::of(Code::APPROVED, [b'0'; 12])
             },
         }
@@ -189,18 +198,45 @@ impl Engine {
         Some(MerchantRef { index, id: m.id })
     }
 
-    /// A payment message: its answer again when it is a repeat, else
-    /// decided and remembered.
-    fn message(&self, req: &crate::command::Request<'_>, now_ms: u64) -> Reply {
+    /// A payment message: its answer again when it is a repeat (from
+    /// memory, or from the archive when memory may have let it go), else
+    /// decided and remembered. `fetched`: what the archive returned for
+    /// this message's earlier [`Wait::Archive`] replies.
+    fn message(
+        &self,
+        req: &crate::command::Request<'_>,
+        fetched: Option<&Fetched>,
+        now_ms: u64,
+    ) -> Reply {
         let Some(key) = req.key else {
-            return self.decide(req, now_ms);
+            return self.decide(req, fetched, now_ms);
         };
-        match self.idempotency.check(&key, req.repeat, req.content_crc) {
+        let mut seen = self.idempotency.check(&key, req.repeat, req.content_crc);
+        if seen == Seen::New {
+            match fetched.and_then(|f| f.answer) {
+                None if self.idempotency.may_be_archived(&key, now_ms) => {
+                    metrics::counter!("switch_archive_lookups_total", "what" => "answer")
+                        .increment(1);
+                    return Reply::fetch(Fetch::Answer(key), self.rrn_of(req));
+                }
+                Some(Some(a)) if now_ms.saturating_sub(a.at_ms) < self.idempotency_window_ms => {
+                    self.idempotency.restore(key, a);
+                    seen = self.idempotency.check(&key, req.repeat, req.content_crc);
+                }
+                _ => {}
+            }
+        }
+        match seen {
             Seen::Again(a) => {
                 metrics::counter!("switch_repeats_total").increment(1);
+                let wait = if self.journal.answers_wait() {
+                    a.seq
+                } else {
+                    0
+                };
                 return Reply {
                     auth_code: a.auth_code,
-                    wait: Wait::of_seq(a.seq),
+                    wait: Wait::of_seq(wait),
                     ..Reply::of(a.code, a.rrn)
                 };
             }
@@ -210,13 +246,16 @@ impl Engine {
         if let Err(code) = self.idempotency.room() {
             return self.refusal(req, code);
         }
-        let out = self.decide(req, now_ms);
+        let out = self.decide(req, fetched, now_ms);
+        if matches!(out.wait, Wait::Archive(_)) {
+            return out;
+        }
         let answer = Answer {
             code: out.code,
             rrn: out.rrn,
             auth_code: out.auth_code,
             content_crc: req.content_crc,
-            seq: out.wait.journal_seq(),
+            seq: out.record_seq,
             at_ms: now_ms,
         };
         self.idempotency.store(key, answer);

@@ -3,44 +3,145 @@
 //! message.
 
 use crate::code::Code;
-use crate::command::{Op, OriginalRef, Reply, Request, Wait};
+use crate::command::{Fetch, Fetched, Op, OriginalRef, Reply, Request, Wait};
 use crate::commit::ChangeParts;
 use crate::engine::Engine;
 use crate::idempotency::Answer;
 use crate::lifecycle::Payment;
 use crate::state::{OriginalKey, Target};
 
+/// Why a payment a request names is not in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NotHere {
+    /// The archive may hold it: ask.
+    Ask(Fetch),
+    /// Answer with this code (25: neither memory nor the archive has it;
+    /// 96: memory is full).
+    Refuse(Code),
+}
+
+impl NotHere {
+    /// The reply for it, with F37 `rrn`.
+    pub(crate) fn reply(self, rrn: [u8; 12]) -> Reply {
+        match self {
+            NotHere::Ask(fetch) => Reply::fetch(fetch, rrn),
+            NotHere::Refuse(code) => Reply::of(code, rrn),
+        }
+    }
+}
+
 impl Engine {
+    /// What the archive returned for the original, if it was asked.
+    fn fetched_original(fetched: Option<&Fetched>) -> Option<Option<&(Target, Payment)>> {
+        fetched
+            .and_then(|f| f.original.as_ref())
+            .map(Option::as_ref)
+    }
+
+    /// Makes sure payment `id` is in memory: it is, or the archive's copy
+    /// in `fetched` is brought back; else the archive is to be asked.
+    ///
+    /// # Errors
+    /// [`NotHere::Ask`] when the archive was not asked yet; 25 when it has
+    /// no such payment; 96 when memory is full.
+    pub(crate) fn ensure_payment(&self, id: u64, fetched: Option<&Fetched>) -> Result<(), NotHere> {
+        if self.state.contains(id) {
+            return Ok(());
+        }
+        match Self::fetched_original(fetched) {
+            None => {
+                metrics::counter!("switch_archive_lookups_total", "what" => "payment").increment(1);
+                Err(NotHere::Ask(Fetch::Payment(id)))
+            }
+            Some(Some((_, p))) if p.id == id => {
+                self.state.bring_back(p.clone()).map_err(NotHere::Refuse)
+            }
+            Some(_) => Err(NotHere::Refuse(Code::UNABLE_TO_LOCATE)),
+        }
+    }
+
     /// The payment (and refund) `req` names as its original, within
-    /// merchant `m`.
-    fn original(&self, req: &Request<'_>, m: u32) -> Option<Target> {
-        match req.original? {
-            OriginalRef::Message(o) => self.state.find(&OriginalKey {
-                merchant: m,
-                mti: o.mti.without_repeat().number(),
-                stan: o.stan,
-                transmission: o
-                    .transmission
-                    .iter()
-                    .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0')),
-            }),
-            OriginalRef::Rrn(rrn, auth) => {
-                self.state.find_by_rrn(m, rrn, auth).map(|payment| Target {
+    /// merchant `m`, in memory (brought back from the archive if need be).
+    ///
+    /// # Errors
+    /// As [`Engine::ensure_payment`].
+    fn original(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        fetched: Option<&Fetched>,
+    ) -> Result<Target, NotHere> {
+        let Some(original) = req.original else {
+            return Err(NotHere::Refuse(Code::UNABLE_TO_LOCATE));
+        };
+        let (found, fetch, key) = match original {
+            OriginalRef::Message(o) => {
+                let key = OriginalKey {
+                    merchant: m,
+                    mti: o.mti.without_repeat().number(),
+                    stan: o.stan,
+                    transmission: o
+                        .transmission
+                        .iter()
+                        .fold(0u64, |v, &d| v * 10 + u64::from(d.wrapping_sub(b'0'))),
+                };
+                (self.state.find(&key), Fetch::Original(key), Some(key))
+            }
+            OriginalRef::Rrn(rrn, auth_code) => {
+                let found = self
+                    .state
+                    .find_by_rrn(m, rrn, auth_code)
+                    .map(|payment| Target {
+                        payment,
+                        refund: None,
+                    });
+                let fetch = Fetch::Rrn {
+                    merchant: m,
+                    rrn,
+                    auth_code,
+                };
+                (found, fetch, None)
+            }
+            OriginalRef::Payment(payment) => {
+                let target = Target {
                     payment,
                     refund: None,
-                })
+                };
+                (Some(target), Fetch::Payment(payment), None)
             }
-            OriginalRef::Payment(payment) => Some(Target {
-                payment,
-                refund: None,
-            }),
+        };
+        if let Some(target) = found {
+            self.ensure_payment(target.payment, fetched)?;
+            return Ok(target);
+        }
+        match Self::fetched_original(fetched) {
+            None => {
+                metrics::counter!("switch_archive_lookups_total", "what" => "original")
+                    .increment(1);
+                Err(NotHere::Ask(fetch))
+            }
+            Some(Some((target, p))) => {
+                self.state.bring_back(p.clone()).map_err(NotHere::Refuse)?;
+                if let Some(key) = key {
+                    self.state.index(key, *target);
+                }
+                Ok(*target)
+            }
+            Some(None) => Err(NotHere::Refuse(Code::UNABLE_TO_LOCATE)),
         }
     }
 
     /// Capture, refund or reversal of an earlier payment.
-    pub(crate) fn follow_up(&self, req: &Request<'_>, m: u32, now_ms: u64) -> Reply {
-        let Some(target) = self.original(req, m) else {
-            return self.refusal(req, Code::UNABLE_TO_LOCATE);
+    pub(crate) fn follow_up(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        fetched: Option<&Fetched>,
+        now_ms: u64,
+    ) -> Reply {
+        let target = match self.original(req, m, fetched) {
+            Ok(target) => target,
+            Err(not_here) => return not_here.reply(self.rrn_of(req)),
         };
         let own = Self::own_key(req, m);
         let rrn = self.rrn_of(req);
@@ -78,7 +179,7 @@ impl Engine {
         );
         match applied {
             Err(code) => Reply::of(code, rrn),
-            Ok((refund, seq)) => {
+            Ok((refund, recorded)) => {
                 if let Some(own) = own {
                     let target = Target {
                         payment: target.payment,
@@ -89,7 +190,8 @@ impl Engine {
                 Reply {
                     auth_code: Some(auth_code),
                     payment_id: Some(target.payment),
-                    wait: Wait::of_seq(seq),
+                    wait: Wait::of_seq(recorded.wait),
+                    record_seq: recorded.seq,
                     ..Reply::of(Code::APPROVED, rrn)
                 }
             }

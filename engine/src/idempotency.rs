@@ -2,6 +2,16 @@
 //!
 //! The key is the MTI without its repeat digit, F41, F11 and F7. Entries
 //! age out after the configured window and the map is bounded.
+//!
+//! Two tiers: memory keeps the recent answers; every answer with a journal
+//! record also reaches the archive, which keeps it for the window. A
+//! generation leaves memory early when memory is full, but only once the
+//! archive holds every answer in it; what left is summarised per terminal
+//! (the latest F7 among its answers that left), so a new message whose F7
+//! is later than that cannot be a repeat of one of them and is decided
+//! without asking the archive. Only messages at or before it (repeats of
+//! old messages, terminals whose clock went back) wait for an archive
+//! lookup ([`Idempotency::may_be_archived`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -35,8 +45,9 @@ pub struct Answer {
     pub auth_code: Option<[u8; 6]>,
     /// Checksum of the request's content (bitmap and fields).
     pub content_crc: u32,
-    /// Journal sequence of the answer's record (0 when none); a repeat's
-    /// answer waits for it like the original's.
+    /// Journal sequence of the answer's record (0 when none): a repeat's
+    /// answer waits for it like the original's (in `durable` mode), and
+    /// the answer leaves memory only once the archive holds it.
     pub seq: u64,
     /// When answered, for ageing out.
     pub at_ms: u64,
@@ -53,10 +64,22 @@ pub(crate) enum Seen {
     Conflict,
 }
 
+/// Buckets of terminals for [`Idempotency::may_be_archived`]: terminals
+/// sharing a bucket share its latest F7, which can only make lookups more
+/// frequent, never miss one.
+const EVICTED_BUCKETS: usize = 4_096;
+
+/// A message whose F7 lies within this of the latest F7 that left memory
+/// for its terminal's bucket is also looked up: F7 has one-second
+/// resolution and two messages of a second may leave in different passes.
+const EVICTED_SLACK_MS: u64 = 1_000;
+
 /// The bounded index, in two generations so that ageing out never walks
-/// the entries: answers go into the current generation; every window the
-/// older one is cleared and becomes the current one. An answer is therefore
-/// kept at least one window and less than two.
+/// the entries on the request path: answers go into the current
+/// generation; every window, or sooner when the current generation holds
+/// half of `limits.idempotency_entries_max`, the older one is dropped and
+/// becomes the current one, provided the archive holds every answer in
+/// it. Without pressure an answer is kept at least one window.
 pub(crate) struct Idempotency {
     /// The two generations; `current` says which one takes new answers.
     generations: [DashMap<MessageKey, Answer, MapHasher>; 2],
@@ -70,6 +93,38 @@ pub(crate) struct Idempotency {
     rotated_at_ms: AtomicU64,
     /// Most entries over both generations (`limits.idempotency_entries_max`).
     entries_max: usize,
+    /// Per bucket of terminals, the latest F7 (ms since the epoch) among
+    /// answers that left memory; 0 when none did.
+    evicted_f7_ms: Box<[AtomicU64]>,
+}
+
+/// The bucket of terminal `t`.
+fn bucket(t: &[u8; 8]) -> usize {
+    // FNV-1a: stable across runs, cheap, spreads eight ASCII bytes.
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in t {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h as usize % EVICTED_BUCKETS
+}
+
+/// F7 (`MMDDhhmmss` as a number, no year) as ms since the epoch: the year
+/// that puts it nearest to `now_ms`. `None` for an impossible date.
+pub(crate) fn f7_ms(transmission: u64, now_ms: u64) -> Option<u64> {
+    let (month, day) = (
+        (transmission / 100_000_000) as u32,
+        (transmission / 1_000_000 % 100) as u32,
+    );
+    let secs = (transmission / 10_000 % 100) * 3_600
+        + (transmission / 100 % 100) * 60
+        + transmission % 100;
+    let (year, _, _) = codecs::iso8583::datetime::civil_from_days(now_ms / 86_400_000);
+    let year = u32::try_from(year).ok()?;
+    [year.saturating_sub(1), year, year + 1]
+        .into_iter()
+        .filter_map(|y| codecs::iso8583::datetime::days_from_civil(y, month, day))
+        .map(|d| d * 86_400_000 + secs * 1_000)
+        .min_by_key(|&ms| ms.abs_diff(now_ms))
 }
 
 impl Idempotency {
@@ -82,6 +137,7 @@ impl Idempotency {
             current: AtomicUsize::new(0),
             rotated_at_ms: AtomicU64::new(now_ms),
             entries_max,
+            evicted_f7_ms: (0..EVICTED_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -145,17 +201,61 @@ impl Idempotency {
         self.entries_max
     }
 
-    /// Once `window_ms` has passed since the last rotation, drops the older
-    /// generation (cleared, not walked) and makes it the current one.
+    /// Whether the answer to `key` may have left memory for the archive:
+    /// its F7 is at or before (within [`EVICTED_SLACK_MS`]) the latest F7
+    /// that left for its terminal's bucket. One atomic load.
+    pub(crate) fn may_be_archived(&self, key: &MessageKey, now_ms: u64) -> bool {
+        let evicted = self.evicted_f7_ms[bucket(&key.terminal)].load(Ordering::Relaxed);
+        if evicted == 0 {
+            return false;
+        }
+        f7_ms(key.transmission, now_ms).is_none_or(|f7| f7 <= evicted + EVICTED_SLACK_MS)
+    }
+
+    /// Puts an answer read back from the archive in memory (first wins),
+    /// so the next repeat finds it here.
+    pub(crate) fn restore(&self, key: MessageKey, answer: Answer) {
+        self.store(key, answer);
+    }
+
+    /// Rotates the generations when due: `window_ms` since the last
+    /// rotation, or the current generation holding half of
+    /// `limits.idempotency_entries_max`. The older generation is dropped
+    /// (and becomes the current one) only when every answer in it has a
+    /// journal sequence at or below `archived_seq`, so the archive can
+    /// answer for it; its F7s are summarised per terminal bucket first.
+    /// Walks the older generation (off the request path: the timers).
     /// Returns how many answers were dropped.
-    pub(crate) fn rotate_if_due(&self, now_ms: u64, window_ms: u64) -> usize {
+    pub(crate) fn rotate_if_due(&self, now_ms: u64, window_ms: u64, archived_seq: u64) -> usize {
         let last = self.rotated_at_ms.load(Ordering::Acquire);
-        if now_ms.saturating_sub(last) < window_ms {
+        let current = self.current.load(Ordering::Acquire) & 1;
+        let full = self.lens[current].load(Ordering::Relaxed) >= self.entries_max / 2;
+        if now_ms.saturating_sub(last) < window_ms && !full {
             return 0;
         }
+        let older = (current + 1) & 1;
+        let mut latest = vec![0u64; EVICTED_BUCKETS];
+        let mut archived = true;
+        for e in self.generations[older].iter() {
+            if e.value().seq > archived_seq {
+                archived = false;
+                break;
+            }
+            if let Some(f7) = f7_ms(e.key().transmission, now_ms) {
+                let b = &mut latest[bucket(&e.key().terminal)];
+                *b = (*b).max(f7);
+            }
+        }
+        if !archived {
+            metrics::counter!("switch_idempotency_rotations_deferred_total").increment(1);
+            return 0;
+        }
+        for (slot, f7) in self.evicted_f7_ms.iter().zip(latest) {
+            if f7 > 0 {
+                slot.fetch_max(f7, Ordering::Relaxed);
+            }
+        }
         self.rotated_at_ms.store(now_ms, Ordering::Release);
-        let older = (self.current.load(Ordering::Acquire) + 1) & 1;
-        // Walked once a window, not per message.
         let dropped = self.generations[older].len();
         self.generations[older].clear();
         self.lens[older].store(0, Ordering::Relaxed);
@@ -220,23 +320,94 @@ mod tests {
 
     #[test]
     fn bounded_and_ageing_by_generation() {
-        let idx = Idempotency::new(2, 0);
+        let idx = Idempotency::new(8, 0);
+        let all = u64::MAX;
         idx.store(key(1), answer(1, 10));
         idx.store(key(2), answer(1, 20));
-        assert_eq!(idx.room(), Err(Code::SYSTEM_MALFUNCTION));
-        assert_eq!(idx.rotate_if_due(999, 1_000), 0, "not a window yet");
+        assert_eq!(idx.rotate_if_due(999, 1_000, all), 0, "not a window yet");
         // One window: the answers move to the older generation, still found.
-        assert_eq!(idx.rotate_if_due(1_000, 1_000), 0);
+        assert_eq!(idx.rotate_if_due(1_000, 1_000, all), 0);
         assert_eq!(idx.check(&key(1), true, 1), Seen::Again(answer(1, 10)));
         idx.store(key(3), answer(1, 1_500));
         assert_eq!(idx.len(), 3);
         // Two windows: the first two are gone, the third is kept.
-        assert_eq!(idx.rotate_if_due(2_000, 1_000), 2);
+        assert_eq!(idx.rotate_if_due(2_000, 1_000, all), 2);
         assert_eq!(idx.check(&key(1), true, 1), Seen::New);
         assert_eq!(idx.check(&key(3), true, 1), Seen::Again(answer(1, 1_500)));
         assert_eq!(idx.room(), Ok(()));
         // First answer wins across generations too.
         idx.store(key(3), answer(9, 2_100));
         assert_eq!(idx.check(&key(3), false, 1), Seen::Again(answer(1, 1_500)));
+    }
+
+    fn recorded(seq: u64) -> Answer {
+        Answer {
+            seq,
+            ..answer(1, 0)
+        }
+    }
+
+    #[test]
+    fn a_full_generation_goes_early_only_once_archived() {
+        let idx = Idempotency::new(4, 0);
+        idx.store(key(1), recorded(1));
+        idx.store(key(2), recorded(2));
+        // Half the limit in the current generation: it becomes the older.
+        assert_eq!(idx.rotate_if_due(10, 3_600_000, 0), 0);
+        idx.store(key(3), recorded(3));
+        idx.store(key(4), recorded(4));
+        assert_eq!(idx.room(), Err(Code::SYSTEM_MALFUNCTION));
+        // The older generation holds seq 2; the archive only has 1.
+        assert_eq!(idx.rotate_if_due(20, 3_600_000, 1), 0);
+        assert_eq!(idx.check(&key(1), true, 1), Seen::Again(recorded(1)));
+        assert_eq!(idx.room(), Err(Code::SYSTEM_MALFUNCTION));
+        // Archived: the first two go; memory has room again.
+        assert_eq!(idx.rotate_if_due(30, 3_600_000, 2), 2);
+        assert_eq!(idx.check(&key(1), true, 1), Seen::New);
+        assert_eq!(idx.room(), Ok(()));
+    }
+
+    #[test]
+    fn only_messages_at_or_before_what_left_may_be_archived() {
+        // F7 11-23 11:49:59 of the year of `now`.
+        let now = f7_ms(1_123_114_959, 1_700_000_000_000).unwrap();
+        let idx = Idempotency::new(4, now);
+        assert!(!idx.may_be_archived(&key(1), now), "nothing left memory");
+        idx.store(key(1), recorded(1));
+        idx.store(key(2), recorded(2));
+        assert_eq!(idx.rotate_if_due(now, 3_600_000, 2), 0);
+        assert_eq!(idx.rotate_if_due(now + 1, 1, 2), 2);
+        // Same F7 (a repeat, or a STAN reused within the second): ask.
+        assert!(idx.may_be_archived(&key(9), now));
+        // An older F7 from the same terminal: ask.
+        let older = MessageKey {
+            transmission: 1_123_104_959,
+            ..key(9)
+        };
+        assert!(idx.may_be_archived(&older, now));
+        // A later F7 (past the slack): cannot be a repeat of what left.
+        let later = MessageKey {
+            transmission: 1_123_115_001,
+            ..key(9)
+        };
+        assert!(!idx.may_be_archived(&later, now));
+        // Another terminal (in another bucket) is not affected.
+        let other = MessageKey {
+            terminal: *b"OTHER001",
+            ..key(9)
+        };
+        assert_ne!(bucket(&other.terminal), bucket(&key(9).terminal));
+        assert!(!idx.may_be_archived(&other, now));
+    }
+
+    #[test]
+    fn f7_takes_the_year_nearest_now() {
+        // 2023-11-14T22:13:20Z.
+        let now = 1_700_000_000_000;
+        assert_eq!(f7_ms(1_114_221_320, now), Some(now));
+        // 31 December seen on 1 January is last year's.
+        let new_year = 1_704_067_200_000; // 2024-01-01T00:00:00Z
+        assert_eq!(f7_ms(1_231_235_959, new_year), Some(new_year - 1_000));
+        assert_eq!(f7_ms(1_332_000_000, now), None, "no month 13");
     }
 }

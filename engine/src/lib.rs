@@ -43,8 +43,8 @@ mod timers;
 
 pub use code::Code;
 pub use command::{
-    Channel, Command, Fill, ListFilter, MerchantRef, Op, OriginalRef, Query, QueryReply, Reply,
-    Request, Stats, Wait,
+    Channel, Command, Fetch, Fetched, Fill, ListFilter, MerchantRef, Op, OriginalRef, Query,
+    QueryReply, Reply, Request, Stats, Wait,
 };
 pub use commit::{Journal, NoJournal};
 pub use engine::Engine;

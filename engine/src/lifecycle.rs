@@ -162,6 +162,10 @@ pub struct Payment {
     /// What internal-frame (MO/TO) payments carry besides; boxed so ISO
     /// 8583 payments pay one pointer for it.
     pub extras: Option<Box<Extras>>,
+    /// Sequence of the journal record of its last change, in memory only
+    /// (not in the record; 0 when none, or read back from the archive): it
+    /// leaves memory only once the archive's watermark reaches it.
+    pub journal_seq: u64,
 }
 
 /// Most cart lines kept per payment.
@@ -516,6 +520,7 @@ pub(crate) mod tests {
             flag_reasons: String::new(),
             history: Vec::new(),
             extras: None,
+            journal_seq: 0,
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Settings {
     pub merchants: Vec<Merchant>,
     /// Most payments held in memory; beyond it new payments get 96.
     pub payments_max: usize,
-    /// Most remembered answers; beyond it new messages get 96.
+    /// Most remembered answers in memory; beyond it new messages get 96.
     pub idempotency_entries_max: usize,
+    /// How long a message's answer is given again to its repeats
+    /// (`limits.idempotency_window_s`), ms.
+    pub idempotency_window_ms: u64,
 }

@@ -16,7 +16,7 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::code::Code;
-    use crate::command::{Channel, Command, Op, OriginalRef, Reply, Request};
+    use crate::command::{Channel, Op, OriginalRef, Reply, Request};
     use crate::engine::Engine;
     use crate::idempotency::MessageKey;
     use crate::lifecycle::Payment;
@@ -143,7 +143,7 @@ mod tests {
                 if matches!(s.op, Op::Capture | Op::Refund | Op::Reversal) && s.original.is_none() {
                     continue;
                 }
-                let out = e.apply(Command::Message(request(&s, repeat)), NOW_MS);
+                let out = crate::testing::apply_message(&e, request(&s, repeat), NOW_MS);
                 let after = snapshot(&e);
                 if repeat {
                     // A repeat names no payment: it is answered from memory.

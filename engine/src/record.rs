@@ -218,6 +218,7 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
         flag_reasons,
         history,
         extras,
+        journal_seq: 0,
     })
 }
 

@@ -22,13 +22,17 @@ pub enum ReplayError {
 }
 
 impl Engine {
-    /// Applies a recovered snapshot to the state.
+    /// Applies a recovered snapshot, covering journal records up to `seq`,
+    /// to the state.
     ///
     /// # Errors
     /// When the snapshot does not decode.
-    pub fn replay_snapshot(&self, bytes: &[u8]) -> Result<(), ReplayError> {
+    pub fn replay_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<(), ReplayError> {
         let s = record::decode_snapshot(bytes)?;
-        for p in s.payments {
+        for mut p in s.payments {
+            // Its last change is at or below `seq`; a later one is replayed
+            // after and sets its own.
+            p.journal_seq = seq;
             self.state.restore(p);
         }
         for (k, t) in s.index {
@@ -53,7 +57,8 @@ impl Engine {
         if record_type != record::RECORD_PAYMENT {
             return Err(ReplayError::UnknownType { seq, record_type });
         }
-        let rec = record::decode(payload)?;
+        let mut rec = record::decode(payload)?;
+        rec.payment.journal_seq = seq;
         self.state.restore(rec.payment);
         if let Some((k, t)) = rec.index {
             self.state.index(k, t);
@@ -83,6 +88,34 @@ impl Engine {
     /// Whether every change of epoch `old` has finished.
     pub fn epoch_drained(&self, old: usize) -> bool {
         self.epochs.drained(old)
+    }
+
+    /// Every payment in memory as a journal record, then every index entry
+    /// with its payment, each under the payment's last journal sequence:
+    /// for an archive that lacks records a snapshot covers (a new archive
+    /// beside an old journal). Calls `f(seq, payload)`.
+    pub fn export_records(&self, mut f: impl FnMut(u64, &[u8])) {
+        let mut buf = Vec::with_capacity(512);
+        self.state.for_each(|p| {
+            let rec = record::PaymentRecordRef {
+                payment: p,
+                index: None,
+                answer: None,
+            };
+            record::encode(&rec, &mut buf);
+            f(p.journal_seq, &buf);
+        });
+        self.state.for_each_index(|k, t| {
+            if let Some(p) = self.state.get(t.payment) {
+                let rec = record::PaymentRecordRef {
+                    payment: &p,
+                    index: Some((*k, *t)),
+                    answer: None,
+                };
+                record::encode(&rec, &mut buf);
+                f(p.journal_seq, &buf);
+            }
+        });
     }
 
     /// Writes the whole state as a snapshot into `buf`.

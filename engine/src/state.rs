@@ -2,6 +2,7 @@
 //! message keys to payments, and the queue of holds waiting to end.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crossbeam::queue::SegQueue;
 use dashmap::mapref::entry::Entry;
@@ -42,6 +43,25 @@ pub(crate) struct Hold {
     pub(crate) payment: u64,
 }
 
+/// A payment in the order [`State::retire`] considers them.
+#[derive(Clone, Copy, Debug)]
+struct Arrival {
+    /// When it came, or last changed when it was put back in the queue.
+    at_ms: u64,
+    /// The payment.
+    payment: u64,
+}
+
+/// Most payments [`State::retire`] looks at in one pass, so a pass is
+/// bounded however many there are (open pre-authorizations go back to the
+/// end of the queue).
+pub(crate) const RETIRE_PER_PASS_MAX: usize = 1 << 20;
+
+/// Above this share of `limits.payments_max` (in %), [`State::retire`]
+/// takes final, archived payments however recent: memory is for what can
+/// change, and the archive answers for the rest.
+pub(crate) const RETIRE_PRESSURE_PCT: usize = 75;
+
 /// The hasher of every in-memory map: foldhash, seeded per process. SipHash
 /// (std's) was 2% of the switch's CPU under load for no gain: the keys are
 /// small and a per-process seed already keeps collisions unpredictable.
@@ -80,10 +100,12 @@ pub(crate) struct State {
     /// change and go: the `switch_payments` gauge is read on every scrape,
     /// and walking 1.8 M payments for it held a runtime worker 0.15–0.5 s.
     by_status: [AtomicU64; Status::ALL.len()],
-    /// No payment held was created before this (ms; `u64::MAX` when none
-    /// was): [`State::retire`] skips its walks while its cutoff is at or
-    /// below it.
-    oldest_created_ms: AtomicU64,
+    /// Payments in the order they came (created or read back), with when:
+    /// [`State::retire`] takes them from the front.
+    arrivals: SegQueue<Arrival>,
+    /// The arrival [`State::retire`] stopped at (too recent, or not yet
+    /// archived), taken first on the next pass; one pass at a time.
+    retire_front: Mutex<Option<Arrival>>,
     /// Original message → payment (and refund).
     by_original: DashMap<OriginalKey, Target, MapHasher>,
     /// (merchant, F37, F38) → payment, for captures that reference those.
@@ -103,7 +125,8 @@ impl State {
             payments: new_map(payments_max),
             payments_len: AtomicUsize::new(0),
             by_status: Default::default(),
-            oldest_created_ms: AtomicU64::new(u64::MAX),
+            arrivals: SegQueue::new(),
+            retire_front: Mutex::new(None),
             by_original: new_map(payments_max),
             by_rrn: new_map(payments_max),
             next_id: AtomicU64::new(1),
@@ -146,21 +169,16 @@ impl State {
         }
     }
 
-    /// Counts a payment that came, created at `created_ms`.
-    fn came(&self, status: Status, created_ms: u64) {
+    /// Counts a payment that came at `at_ms` and queues it for
+    /// [`State::retire`].
+    fn came(&self, status: Status, id: u64, at_ms: u64) {
         self.count(status, true);
-        // Loaded first: a new payment is rarely the oldest, and a load
-        // leaves the line shared between the cores where an atomic
-        // read-modify-write on every authorization would move it.
-        if created_ms < self.oldest_created_ms.load(Ordering::Relaxed) {
-            self.oldest_created_ms
-                .fetch_min(created_ms, Ordering::Relaxed);
-        }
+        self.arrivals.push(Arrival { at_ms, payment: id });
     }
 
     /// Adds a payment, runs `journal` on it under its shard's lock (so
-    /// the record is made without looking the payment up again), then
-    /// indexes it; returns what `journal` returned.
+    /// the record is made, and its sequence kept, without looking the
+    /// payment up again), then indexes it; returns what `journal` returned.
     ///
     /// # Errors
     /// 96 when [`Self::len`] is at `payments_max`.
@@ -169,7 +187,7 @@ impl State {
         payment: Payment,
         key: Option<OriginalKey>,
         hold_due_ms: Option<u64>,
-        journal: impl FnOnce(&Payment) -> R,
+        journal: impl FnOnce(&mut Payment) -> R,
     ) -> Result<R, Code> {
         // Counted before inserting, so racing inserts cannot pass the limit.
         if self.payments_len.fetch_add(1, Ordering::Relaxed) >= self.payments_max {
@@ -192,17 +210,17 @@ impl State {
         self.bump_id(id);
         let journaled = match self.payments.entry(id) {
             Entry::Vacant(v) => {
-                self.came(status, created_ms);
-                journal(&v.insert(Box::new(payment)))
+                self.came(status, id, created_ms);
+                journal(&mut v.insert(Box::new(payment)))
             }
             Entry::Occupied(mut o) => {
                 // Ids are fresh: a replaced payment would be a bug, but
                 // keep the counts true.
                 self.payments_len.fetch_sub(1, Ordering::Relaxed);
                 self.count(o.get().status, false);
-                self.came(status, created_ms);
+                self.came(status, id, created_ms);
                 o.insert(Box::new(payment));
-                journal(o.get())
+                journal(o.get_mut())
             }
         };
         if let Some(k) = rrn_key {
@@ -246,13 +264,47 @@ impl State {
                 .insert((payment.merchant, payment.rrn, payment.auth_code), id);
         }
         self.bump_id(id);
-        self.came(payment.status, payment.created_ms);
+        let status = payment.status;
+        let at_ms = last_change_ms(&payment);
         match self.payments.insert(id, Box::new(payment)) {
             None => {
                 self.payments_len.fetch_add(1, Ordering::Relaxed);
+                self.came(status, id, at_ms);
             }
-            Some(old) => self.count(old.status, false),
+            Some(old) => {
+                self.count(old.status, false);
+                self.count(status, true);
+            }
         }
+    }
+
+    /// Puts a payment read back from the archive in memory, unless memory
+    /// holds it already (memory is never older than the archive). Counted
+    /// against `limits.payments_max` like a new one.
+    ///
+    /// # Errors
+    /// 96 when memory is full.
+    pub(crate) fn bring_back(&self, payment: Payment) -> Result<(), Code> {
+        if self.payments.contains_key(&payment.id) {
+            return Ok(());
+        }
+        if self.payments_len.load(Ordering::Relaxed) >= self.payments_max {
+            metrics::counter!("switch_limit_reached_total", "limit" => "payments_max").increment(1);
+            return Err(Code::SYSTEM_MALFUNCTION);
+        }
+        let id = payment.id;
+        let rrn_key = (payment.merchant, payment.rrn, payment.auth_code);
+        let (status, at_ms) = (payment.status, last_change_ms(&payment));
+        if let Entry::Vacant(v) = self.payments.entry(id) {
+            self.payments_len.fetch_add(1, Ordering::Relaxed);
+            self.came(status, id, at_ms);
+            v.insert(Box::new(payment));
+        }
+        if status != Status::Declined {
+            self.by_rrn.insert(rrn_key, id);
+        }
+        self.bump_id(id);
+        Ok(())
     }
 
     /// Queues the hold of every uncaptured payment (after recovery).
@@ -307,6 +359,11 @@ impl State {
         })
     }
 
+    /// Whether payment `id` is in memory.
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.payments.contains_key(&id)
+    }
+
     /// A copy of payment `id`.
     pub(crate) fn get(&self, id: u64) -> Option<Payment> {
         self.payments.get(&id).map(|p| Payment::clone(&p))
@@ -334,43 +391,86 @@ impl State {
         }
     }
 
-    /// Drops payments in a final state created before `cutoff_ms`; returns
-    /// how many. Their index entries go with them.
+    /// Drops from memory payments in a final state whose last change was
+    /// before `cutoff_ms` (or any final one while memory is above
+    /// [`RETIRE_PRESSURE_PCT`] of its limit), provided the archive holds
+    /// their last change (`journal_seq` at or below `archived_seq`);
+    /// returns how many went. Takes payments in the order they came, at
+    /// most [`RETIRE_PER_PASS_MAX`]; stops at the first that is too recent
+    /// or not archived yet, so a pass costs little when nothing is due.
+    /// Open pre-authorizations, and payments changed since they came, go
+    /// back to the end of the queue (so one may wait behind newer ones, at
+    /// most one retention period longer).
     ///
-    /// Walks every payment, and every index entry when some were dropped,
-    /// unless no payment is that old: until the first reaches the retention
-    /// age (30 days by default) a call costs one load. (It used to walk
-    /// everything once a minute on a runtime worker; one walk of 1.8 M
-    /// payments, for the status gauge, took 0.15–0.5 s.)
-    pub(crate) fn retire(&self, cutoff_ms: u64) -> usize {
-        if cutoff_ms <= self.oldest_created_ms.load(Ordering::Relaxed) {
-            return 0;
-        }
-        // Payments added during the walk lower it again with `came`.
-        self.oldest_created_ms.store(u64::MAX, Ordering::Relaxed);
+    /// Index entries of a retired payment stay until the index is swept
+    /// (when it holds more than twice the payments): a follow-up that
+    /// finds one reads the payment back from the archive by id.
+    pub(crate) fn retire(&self, cutoff_ms: u64, archived_seq: u64) -> usize {
+        let mut front = self
+            .retire_front
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pressure = self.payments_max * RETIRE_PRESSURE_PCT / 100;
         let mut retired = 0;
-        let mut oldest_kept = u64::MAX;
-        self.payments.retain(|_, p| {
-            let keep = p.created_ms >= cutoff_ms || p.status == Status::Uncaptured;
-            if keep {
-                oldest_kept = oldest_kept.min(p.created_ms);
-            } else {
-                retired += 1;
-                self.count(p.status, false);
+        for _ in 0..RETIRE_PER_PASS_MAX {
+            let Some(a) = front.take().or_else(|| self.arrivals.pop()) else {
+                break;
+            };
+            let under_pressure = self.len() > pressure;
+            if a.at_ms >= cutoff_ms && !under_pressure {
+                *front = Some(a);
+                break;
             }
-            keep
-        });
-        self.oldest_created_ms
-            .fetch_min(oldest_kept, Ordering::Relaxed);
-        if retired == 0 {
-            return 0;
+            let mut blocked = false;
+            let mut again = None;
+            let removed = self.payments.remove_if(&a.payment, |_, p| {
+                if p.status == Status::Uncaptured {
+                    again = Some(last_change_ms(p).max(a.at_ms));
+                    return false;
+                }
+                let last = last_change_ms(p);
+                if last >= cutoff_ms && !under_pressure {
+                    again = Some(last);
+                    return false;
+                }
+                if p.journal_seq > archived_seq {
+                    blocked = true;
+                    return false;
+                }
+                true
+            });
+            if blocked {
+                *front = Some(a);
+                break;
+            }
+            if let Some(at_ms) = again {
+                self.arrivals.push(Arrival {
+                    at_ms,
+                    payment: a.payment,
+                });
+            }
+            if let Some((_, p)) = removed {
+                retired += 1;
+                self.payments_len.fetch_sub(1, Ordering::Relaxed);
+                self.count(p.status, false);
+                self.by_rrn.remove(&(p.merchant, p.rrn, p.auth_code));
+            }
         }
-        self.payments_len.fetch_sub(retired, Ordering::Relaxed);
-        self.by_original
-            .retain(|_, t| self.payments.contains_key(&t.payment));
-        self.by_rrn.retain(|_, id| self.payments.contains_key(id));
+        drop(front);
+        if retired > 0 && self.by_original.len() > 2 * self.len() + MAP_SHARDS {
+            self.by_original
+                .retain(|_, t| self.payments.contains_key(&t.payment));
+        }
         retired
     }
+}
+
+/// When `p` last changed: its last operation, or its creation.
+pub(crate) fn last_change_ms(p: &Payment) -> u64 {
+    p.history
+        .last()
+        .map_or(p.created_ms, |a| a.at_ms)
+        .max(p.created_ms)
 }
 
 #[cfg(test)]
@@ -448,35 +548,92 @@ mod tests {
     }
 
     #[test]
-    fn retire_drops_old_final_payments_and_skips_when_none_is_old() {
-        let state = State::new(10);
-        add(&state, made(1, Kind::Sale, 100), Some(key(1)));
+    fn retire_lets_old_final_archived_payments_go_in_order() {
+        let state = State::new(100);
+        let sale = |id, created_ms, journal_seq| Payment {
+            journal_seq,
+            ..made(id, Kind::Sale, created_ms)
+        };
+        add(&state, sale(1, 100, 5), Some(key(1)));
         add(&state, made(2, Kind::PreAuth, 100), Some(key(2)));
-        add(&state, made(3, Kind::Sale, 5_000), Some(key(3)));
-        // Nothing created before 100: nothing to retire.
-        assert_eq!(state.retire(100), 0);
-        assert_eq!(state.len(), 3);
-        // The old sale goes with its index entries; the old pre-authorization
-        // still holds funds and stays.
-        assert_eq!(state.retire(1_000), 1);
-        assert_eq!(state.len(), 2);
+        add(&state, sale(3, 200, 9), Some(key(3)));
+        add(&state, sale(4, 5_000, 10), None);
+        // Nothing changed before 100: nothing goes, and the pass stops at
+        // the first payment.
+        assert_eq!(state.retire(100, u64::MAX), 0);
+        assert_eq!(state.len(), 4);
+        // Old enough, but the archive holds only up to seq 4: nothing goes.
+        assert_eq!(state.retire(1_000, 4), 0);
+        assert!(state.get(1).is_some());
+        // The archive reaches 5: the first sale goes, the pass stops at the
+        // third (seq 9 not archived); the open pre-authorization stays.
+        assert_eq!(state.retire(1_000, 5), 1);
         assert!(state.get(1).is_none());
-        assert_eq!(state.find(&key(1)), None);
+        assert!(state.get(3).is_some());
         assert_eq!(state.find_by_rrn(0, rrn(1), *b"000001"), None);
-        assert_eq!(state.find_by_rrn(0, rrn(2), *b"000001"), Some(2));
-        assert!(state.find(&key(2)).is_some());
+        assert_eq!(state.find_by_rrn(0, rrn(3), *b"000001"), Some(3));
+        assert_eq!(count(&state, Status::Succeeded), 2);
+        assert_eq!(state.count_by_status(), walked(&state));
+        assert_eq!(state.retire(1_000, 9), 1);
+        assert_eq!(
+            state.retire(1_000, u64::MAX),
+            0,
+            "the newer sale is too recent"
+        );
+        assert_eq!(state.len(), 2);
+        // Once the pre-authorization ends it goes too; its change time counts.
+        state.with_payment(2, |p| {
+            p.status = Status::Expired;
+            p.record(
+                crate::lifecycle::Operation::Expiry,
+                0,
+                1_500,
+                Code::APPROVED,
+            );
+        });
+        assert_eq!(state.retire(1_000, u64::MAX), 0, "changed at 1,500");
+        // It went back to the end of the queue, behind the newer sale: it
+        // goes when that one does (at most one retention period late).
+        assert_eq!(state.retire(2_000, u64::MAX), 0);
+        assert_eq!(state.retire(6_000, u64::MAX), 2);
+        assert!(state.get(2).is_none());
+        // A payment read back from the archive is counted and goes again.
+        state.bring_back(made(1, Kind::Sale, 100)).unwrap();
+        assert!(state.get(1).is_some());
         assert_eq!(count(&state, Status::Succeeded), 1);
+        assert_eq!(state.retire(6_000, u64::MAX), 1);
         assert_eq!(state.count_by_status(), walked(&state));
-        // Once the pre-authorization ends it is retired too; the newer sale
-        // is not.
-        state.with_payment(2, |p| p.status = Status::Expired);
-        assert_eq!(state.retire(1_000), 1);
-        assert_eq!(state.retire(1_000), 0);
-        assert_eq!(state.len(), 1);
-        // A payment recovered with an old creation time is seen again.
-        state.restore(made(7, Kind::Sale, 10));
-        assert_eq!(state.retire(1_000), 1);
-        assert_eq!(state.count_by_status(), walked(&state));
-        assert_eq!(state.count_by_status().iter().sum::<u64>(), 1);
+        assert_eq!(state.count_by_status().iter().sum::<u64>(), 0);
+        assert_eq!(state.len(), 0);
+    }
+
+    #[test]
+    fn retire_under_pressure_takes_recent_final_payments_but_never_open_holds() {
+        let state = State::new(8);
+        for id in 1..=4 {
+            add(&state, made(id, Kind::PreAuth, 100), None);
+        }
+        for id in 5..=8 {
+            add(&state, made(id, Kind::Sale, 100), None);
+        }
+        // 8 held, 75% of 8 is 6: recent sales go until 6 are held.
+        assert_eq!(state.retire(0, u64::MAX), 2);
+        assert_eq!(state.len(), 6);
+        assert_eq!(count(&state, Status::Uncaptured), 4);
+        // Memory full of open holds only: nothing more can go.
+        for id in 7..=8 {
+            state.with_payment(id, |p| p.status = Status::Uncaptured);
+        }
+        assert_eq!(state.retire(0, u64::MAX), 0);
+        assert_eq!(state.len(), 6);
+        assert_eq!(count(&state, Status::Uncaptured), 6);
+        // A payment brought back while memory is full is refused with 96.
+        for id in 9..=10 {
+            add(&state, made(id, Kind::PreAuth, 100), None);
+        }
+        assert_eq!(
+            state.bring_back(made(5, Kind::Sale, 0)),
+            Err(Code::SYSTEM_MALFUNCTION)
+        );
     }
 }

@@ -4,8 +4,36 @@
 
 use codecs::card::TokenKey;
 
+use crate::command::{Command, Fetch, Fetched, Reply, Request, Wait};
 use crate::engine::Engine;
 use crate::merchant::{Merchant, Settings};
+
+/// Most lookups one message asks of the archive: its answer, then its
+/// original.
+const LOOKUPS_MAX: usize = 2;
+
+/// Applies message `req` at `now_ms`, answering the engine's archive
+/// lookups as an empty archive would (what a switch without archived
+/// payments sees).
+pub(crate) fn apply_message(e: &Engine, req: Request<'_>, now_ms: u64) -> Reply {
+    let mut fetched = Fetched::default();
+    let mut reply = e.apply(Command::Message(req), now_ms);
+    for _ in 0..LOOKUPS_MAX {
+        let Wait::Archive(fetch) = reply.wait else {
+            return reply;
+        };
+        match fetch {
+            Fetch::Answer(_) => fetched.answer = Some(None),
+            _ => fetched.original = Some(None),
+        }
+        let resume = Command::Resume {
+            request: req,
+            fetched: &fetched,
+        };
+        reply = e.apply(resume, now_ms);
+    }
+    reply
+}
 
 /// Merchant `id` with `terminals`.
 fn merchant(
@@ -45,6 +73,7 @@ pub(crate) fn engine(now_ms: u64) -> Engine {
         ],
         payments_max: 1_000_000,
         idempotency_entries_max: 1_000_000,
+        idempotency_window_ms: 3_600_000,
     };
     let key = TokenKey::new(b"test");
     let policy = risk::Policy::embedded(&crate::risk::tokenizer(&key));

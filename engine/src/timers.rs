@@ -12,9 +12,9 @@ use crate::holds::HOLDS_PER_PASS_MAX;
 
 impl Engine {
     /// One pass at `now_ms`: ends the holds due (at most
-    /// [`HOLDS_PER_PASS_MAX`]) and ages out old answers; the reply counts
-    /// the holds ended.
-    pub(crate) fn tick(&self, now_ms: u64, window_ms: u64) -> Reply {
+    /// [`HOLDS_PER_PASS_MAX`]) and lets old answers go once the archive
+    /// holds them (`archived_seq`); the reply counts the holds ended.
+    pub(crate) fn tick(&self, now_ms: u64, archived_seq: u64) -> Reply {
         let ended = self.with_timers(|t| {
             let (due, incoming) = (&mut t.due, &mut t.incoming);
             self.state.drain_new_holds(incoming, HOLDS_PER_PASS_MAX);
@@ -33,7 +33,8 @@ impl Engine {
             }
             ended
         });
-        self.idempotency.rotate_if_due(now_ms, window_ms);
+        self.idempotency
+            .rotate_if_due(now_ms, self.idempotency_window_ms, archived_seq);
         Reply {
             count: ended,
             ..Reply::of(Code::APPROVED, [b'0'; 12])
@@ -57,7 +58,9 @@ impl Engine {
                 return false;
             }
             let change = ChangeParts::default().into_change(p);
-            let _ = commit::record(journal, &change, false);
+            if let Ok(r) = commit::record(journal, &change, false) {
+                p.journal_seq = r.seq;
+            }
             true
         });
         changed == Some(true)

@@ -31,7 +31,7 @@ struct Recorder {
 }
 
 impl Journal for Recorder {
-    fn append(&self, record_type: u8, payload: &[u8], _wait: bool) -> Result<u64, Code> {
+    fn append(&self, record_type: u8, payload: &[u8]) -> Result<u64, Code> {
         if *self.refuse.lock().expect("lock") {
             return Err(Code::SYSTEM_MALFUNCTION);
         }
@@ -57,6 +57,7 @@ fn engine(journal: &Recorder) -> Engine {
         merchants: vec![merchant],
         payments_max: 1_000,
         idempotency_entries_max: 1_000,
+        idempotency_window_ms: 3_600_000,
     };
     let key = TokenKey::new(b"door");
     let policy = risk::Policy::embedded(&engine::tokenizer(&key));
@@ -146,6 +147,7 @@ fn a_record_the_journal_refuses_undoes_its_change() {
         merchant: 0,
         payment: id,
         reason: "manual",
+        fetched: None,
     };
     assert_eq!(e.apply(scam, NOW_MS).code, Code::SYSTEM_MALFUNCTION);
     assert_eq!(payment(&e, id), before, "capture and flag both undone");
@@ -167,7 +169,7 @@ fn the_timers_end_a_hold_when_it_is_due() {
     let tick = |at| {
         e.apply(
             Command::Tick {
-                idempotency_window_ms: 3_600_000,
+                archived_seq: u64::MAX,
             },
             at,
         )
