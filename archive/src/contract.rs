@@ -56,6 +56,7 @@ pub fn payment(id: u64, merchant: u32, created_ms: u64, amount_minor: u64) -> Pa
         flag_reasons: String::new(),
         history: Vec::new(),
         extras: None,
+        journal_seq: 0,
     }
 }
 

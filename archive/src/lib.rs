@@ -13,6 +13,7 @@
 //! - `error`: [`ArchiveError`].
 //! - `records`: journal records decoded and checked before a write, stored
 //!   images checked when read back; the same for every store.
+//! - `fetch`: the engine's lookups answered from a store.
 //! - `sqlite`: the SQLite file (`schema`: tables, indexes, durability;
 //!   `list`: list pages).
 //! - `pg`: the PostgreSQL server (`schema`, `list` likewise; `batch`: a
@@ -24,6 +25,7 @@
 #[doc(hidden)]
 pub mod contract;
 mod error;
+mod fetch;
 mod pg;
 mod records;
 mod sqlite;
@@ -33,6 +35,8 @@ mod store;
 pub mod testing;
 
 pub use error::ArchiveError;
+pub use fetch::fetch;
+pub use pg::redact::redact as redact_url;
 pub use pg::PgArchive;
 pub use sqlite::{SqliteArchive, FILE_NAME};
 pub use store::{

@@ -14,7 +14,7 @@
 
 mod batch;
 mod list;
-mod redact;
+pub(crate) mod redact;
 mod schema;
 
 use std::cell::RefCell;

@@ -13,7 +13,7 @@ const SCRUB_PASSWORD_BYTES_MIN: usize = 4;
 
 /// `url` with any password replaced by `***`; the rest (user, hosts,
 /// ports, database, options) kept so an error says where it went.
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     for scheme in SCHEMES {
         if let Some(rest) = url.strip_prefix(scheme) {
             return format!("{scheme}{}", redact_uri(rest));

@@ -1,0 +1,420 @@
+//! Forty simulated days of mixed traffic through the engine on an
+//! injected clock, its journal drained into a real SQLite archive as the
+//! switch's drainer does: memory holds only what can still change, and
+//! every lookup that memory can no longer answer is answered by the
+//! archive. At the end: a refund of a 35-day-old sale is approved, a
+//! repeat whose answer left memory within the window gets the very same
+//! answer, and every payment of the period is found exactly once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use archive::{Archive, SqliteArchive, BATCH_RECORDS_MAX, PAGE_PAYMENTS_MAX};
+use codecs::card::{Pan, TokenKey};
+use codecs::iso8583::datetime::{civil_from_days, Expiry};
+use codecs::iso8583::f90::OriginalData;
+use engine::{
+    Channel, Code, Command, Engine, Fetched, Journal, ListFilter, Merchant, MessageKey, Op,
+    OriginalRef, Query, QueryReply, Reply, Request, Settings, Wait,
+};
+
+/// 2026-01-05T00:00:00Z.
+const START_MS: u64 = 1_767_571_200_000;
+const MINUTE_MS: u64 = 60_000;
+const DAY_MS: u64 = 86_400_000;
+const DAYS: u64 = 40;
+const MID: &[u8; 15] = b"DEMO00000000001";
+const TERMINALS: [[u8; 8]; 2] = [*b"DEMO0001", *b"DEMO0002"];
+/// Final payments stay in memory this long after their last change.
+const RETENTION_MS: u64 = 5 * MINUTE_MS;
+const WINDOW_MS: u64 = 3_600_000;
+/// Small tables, so memory must let go many times over the period.
+const PAYMENTS_MAX: usize = 2_000;
+const ANSWERS_MAX: usize = 1_000;
+
+/// The journal: every record, its seq its position.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Journal for Recorder {
+    fn append(&self, _record_type: u8, payload: &[u8]) -> Result<u64, Code> {
+        let mut records = self.0.lock().expect("lock");
+        records.push(payload.to_vec());
+        Ok(records.len() as u64)
+    }
+}
+
+/// A message sent, to refer to or repeat later.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    op: Op,
+    terminal: usize,
+    stan: u32,
+    f7: [u8; 10],
+    amount: u64,
+    reply: Reply,
+}
+
+struct World {
+    engine: Engine,
+    journal: Recorder,
+    archive: SqliteArchive,
+    /// Records applied to the archive.
+    drained: usize,
+    now_ms: u64,
+    stan: u32,
+    /// Every payment a reply named.
+    payments: BTreeSet<u64>,
+    lookups: usize,
+    _dir: tempfile::TempDir,
+}
+
+fn f7_of(ms: u64) -> [u8; 10] {
+    let (_, month, day) = civil_from_days(ms / DAY_MS);
+    let s = ms / 1000 % 86_400;
+    let text = format!(
+        "{month:02}{day:02}{:02}{:02}{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+    text.as_bytes().try_into().expect("10 digits")
+}
+
+fn number(digits: &[u8]) -> u64 {
+    digits.iter().fold(0, |v, d| v * 10 + u64::from(d - b'0'))
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let merchant = Merchant {
+            id: *MID,
+            terminals: TERMINALS.to_vec(),
+            enabled: true,
+            currencies: vec![978],
+            over_capture_pct: 10,
+            refunds_allowed: true,
+            moto_allowed: true,
+            hold_period_ms: 7 * DAY_MS,
+            auto_capture_ms: None,
+        };
+        let settings = Settings {
+            merchants: vec![merchant],
+            payments_max: PAYMENTS_MAX,
+            idempotency_entries_max: ANSWERS_MAX,
+            idempotency_window_ms: WINDOW_MS,
+        };
+        let key = TokenKey::new(b"forty days");
+        let policy = risk::Policy::embedded(&engine::tokenizer(&key));
+        let mut engine = Engine::new(settings, key, policy, START_MS);
+        let journal = Recorder::default();
+        engine.set_journal(Box::new(journal.clone()));
+        World {
+            engine,
+            journal,
+            archive: SqliteArchive::open(dir.path()).expect("archive"),
+            drained: 0,
+            now_ms: START_MS,
+            stan: 0,
+            payments: BTreeSet::new(),
+            lookups: 0,
+            _dir: dir,
+        }
+    }
+
+    fn request<'a>(&self, s: &Sent, original: Option<OriginalRef>, pan: &'a [u8]) -> Request<'a> {
+        let mti = match s.op {
+            Op::PreAuth => 100,
+            Op::Capture => 220,
+            Op::Reversal => 400,
+            _ => 200,
+        };
+        Request {
+            op: s.op,
+            key: Some(MessageKey {
+                mti,
+                terminal: TERMINALS[s.terminal],
+                stan: s.stan,
+                transmission: number(&s.f7),
+            }),
+            repeat: false,
+            content_crc: s.stan ^ (s.amount as u32),
+            merchant_id: MID,
+            terminal_id: TERMINALS[s.terminal],
+            pan: original.is_none().then(|| Pan::new(pan)).flatten(),
+            expiry: Expiry::parse(b"3012"),
+            amount_minor: s.amount,
+            currency: 978,
+            original,
+            replacement_minor: None,
+            channel: Channel::CardPresent,
+            eci: None,
+            rrn: None,
+            extras: None,
+        }
+    }
+
+    /// Applies `req` now, answering the engine's lookups from the archive
+    /// as the switch does.
+    fn apply(&mut self, req: Request<'_>) -> Reply {
+        let mut fetched = Fetched::default();
+        let mut reply = self.engine.apply(Command::Message(req), self.now_ms);
+        for _ in 0..2 {
+            let Wait::Archive(fetch) = reply.wait else {
+                break;
+            };
+            self.lookups += 1;
+            archive::fetch(&self.archive, fetch, &mut fetched).expect("archive lookup");
+            let resume = Command::Resume {
+                request: req,
+                fetched: &fetched,
+            };
+            reply = self.engine.apply(resume, self.now_ms);
+        }
+        assert!(
+            !matches!(reply.wait, Wait::Archive(_)),
+            "at most two lookups"
+        );
+        reply
+    }
+
+    /// Sends a new message of `op` from `terminal`.
+    fn send(&mut self, op: Op, terminal: usize, amount: u64, original: Option<&Sent>) -> Sent {
+        self.stan = self.stan % 999_999 + 1;
+        let mut s = Sent {
+            op,
+            terminal,
+            stan: self.stan,
+            f7: f7_of(self.now_ms),
+            amount,
+            reply: Reply {
+                code: Code::APPROVED,
+                rrn: [b'0'; 12],
+                auth_code: None,
+                payment_id: None,
+                wait: Wait::Nothing,
+                record_seq: 0,
+                count: 0,
+            },
+        };
+        let reference = original.map(f90);
+        // Distinct cards, so velocity rules do not decline.
+        let pan = luhn_pan(u64::from(self.stan) + self.now_ms / MINUTE_MS * 7);
+        let req = self.request(&s, reference, &pan);
+        s.reply = self.apply(req);
+        if op.authorizes() {
+            self.payments.insert(
+                s.reply
+                    .payment_id
+                    .expect("an authorization names its payment"),
+            );
+        }
+        s
+    }
+
+    /// The archive drainer: what the journal holds, in batches.
+    fn drain(&mut self) -> u64 {
+        let records = self.journal.0.lock().expect("lock").clone();
+        for chunk in records[self.drained..].chunks(BATCH_RECORDS_MAX) {
+            let first = self.drained as u64 + 1;
+            let batch: Vec<(u64, &[u8])> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (first + i as u64, r.as_slice()))
+                .collect();
+            self.archive.apply(&batch).expect("archive apply");
+            self.drained += chunk.len();
+        }
+        self.drained as u64
+    }
+
+    /// One minute passes: the drainer runs (every fifth minute: one
+    /// fsync each), then the timers.
+    fn minute(&mut self) {
+        self.now_ms += MINUTE_MS;
+        let archived_seq = if self.now_ms / MINUTE_MS % 5 == 0 {
+            self.drain()
+        } else {
+            self.drained as u64
+        };
+        self.engine
+            .apply(Command::Tick { archived_seq }, self.now_ms);
+        let cutoff_ms = self.now_ms - RETENTION_MS;
+        self.engine.apply(
+            Command::Retire {
+                cutoff_ms,
+                archived_seq,
+            },
+            self.now_ms,
+        );
+    }
+
+    fn in_memory(&self, id: u64) -> bool {
+        matches!(
+            self.engine.query(Query::Payment { scope: &[0], id }),
+            QueryReply::Payment(Some(_))
+        )
+    }
+}
+
+/// F90 naming `s`.
+fn f90(s: &Sent) -> OriginalRef {
+    let mti = match s.op {
+        Op::PreAuth => "0100",
+        Op::Capture => "0220",
+        _ => "0200",
+    };
+    let text = format!(
+        "{mti}{:06}{}{}",
+        s.stan,
+        std::str::from_utf8(&s.f7).expect("digits"),
+        "0".repeat(22)
+    );
+    OriginalRef::Message(OriginalData::parse(text.as_bytes()).expect("F90"))
+}
+
+/// A 16-digit PAN with a valid check digit, from `n`.
+fn luhn_pan(n: u64) -> Vec<u8> {
+    let body = format!("411111{:09}", n % 1_000_000_000);
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    let check = (10 - sum % 10) % 10;
+    format!("{body}{check}").into_bytes()
+}
+
+#[test]
+fn forty_days_then_an_old_refund_a_repeat_from_the_archive_and_a_full_export() {
+    let mut w = World::new();
+    let mut sales: Vec<Sent> = Vec::new();
+    let mut open_holds: Vec<Sent> = Vec::new();
+    let mut by_day: HashMap<u64, Vec<Sent>> = HashMap::new();
+    let mut peak_in_memory = 0;
+    for minute in 0..DAYS * 1_440 {
+        let day = minute / 1_440;
+        // About 290 authorizations a day, with captures and refunds.
+        if minute % 5 == 0 {
+            let terminal = (minute / 5 % 2) as usize;
+            let amount = 1_000 + minute % 9_000;
+            if minute % 3 == 0 {
+                let s = w.send(Op::PreAuth, terminal, amount, None);
+                if s.reply.code == Code::APPROVED {
+                    open_holds.push(s);
+                }
+            } else {
+                let s = w.send(Op::Sale, terminal, amount, None);
+                if s.reply.code == Code::APPROVED {
+                    sales.push(s);
+                    by_day.entry(day).or_default().push(s);
+                }
+            }
+        }
+        // Capture half of the holds an hour after they were placed; the
+        // rest expire after 7 days through the timers.
+        if minute % 10 == 7 && open_holds.len() > 12 {
+            let hold = open_holds.remove(0);
+            if hold.stan % 2 == 0 {
+                let c = w.send(Op::Capture, hold.terminal, hold.amount, Some(&hold));
+                assert_eq!(c.reply.code, Code::APPROVED, "capture of {hold:?}");
+            }
+        }
+        // Refund a sale of 2 days ago, now and then (the archive answers).
+        if minute % 240 == 120 && day >= 2 {
+            let slot = (minute % 1_440 / 240) as usize;
+            if let Some(old) = by_day
+                .get(&(day - 2))
+                .and_then(|v| v.get(slot + 1))
+                .copied()
+            {
+                let r = w.send(Op::Refund, old.terminal, old.amount / 2, Some(&old));
+                assert_eq!(r.reply.code, Code::APPROVED, "refund of {old:?}");
+            }
+        }
+        w.minute();
+        let QueryReply::Stats(stats) = w.engine.query(Query::Stats) else {
+            panic!("stats")
+        };
+        peak_in_memory = peak_in_memory.max(stats.payments);
+    }
+    assert!(w.payments.len() > 10_000, "{} payments", w.payments.len());
+    assert!(
+        peak_in_memory < PAYMENTS_MAX,
+        "memory peaked at {peak_in_memory} of {PAYMENTS_MAX}: it must let go"
+    );
+    assert!(w.lookups > 0, "the archive answered some lookups");
+
+    // A refund of a 35-day-old sale: only the archive has it.
+    let old = by_day[&(DAYS - 35)][0];
+    let id = old.reply.payment_id.expect("id");
+    assert!(!w.in_memory(id), "a 35-day-old sale is no longer in memory");
+    let refund = w.send(Op::Refund, old.terminal, old.amount, Some(&old));
+    assert_eq!(refund.reply.code, Code::APPROVED);
+    assert_eq!(refund.reply.payment_id, Some(id));
+    assert!(w.in_memory(id), "the refunded payment is back in memory");
+
+    // A burst fills memory's answers; the first answer leaves memory within
+    // the window, and its repeat gets the very same answer from the archive.
+    let first = w.send(Op::Sale, 0, 4_242, None);
+    for _ in 0..ANSWERS_MAX {
+        w.send(Op::Sale, 1, 1_000, None);
+        w.drain();
+        w.engine.apply(
+            Command::Tick {
+                archived_seq: w.drained as u64,
+            },
+            w.now_ms,
+        );
+    }
+    let lookups = w.lookups;
+    let pan = luhn_pan(1);
+    let mut again = w.request(&first, None, &pan);
+    again.repeat = true;
+    let repeat = w.apply(again);
+    assert_eq!(
+        w.lookups,
+        lookups + 1,
+        "the answer was asked of the archive"
+    );
+    assert_eq!(
+        (repeat.code, repeat.rrn, repeat.auth_code),
+        (first.reply.code, first.reply.rrn, first.reply.auth_code)
+    );
+
+    // Every payment of the period, exactly once: the archive's pages and
+    // what memory holds that is not archived yet.
+    w.drain();
+    let mut seen = BTreeSet::new();
+    let mut cursor = None;
+    loop {
+        let page = w
+            .archive
+            .list(&[0], &ListFilter::default(), cursor, PAGE_PAYMENTS_MAX)
+            .expect("list");
+        for p in &page.payments {
+            assert!(seen.insert(p.id), "payment {} listed twice", p.id);
+        }
+        cursor = page.payments.last().map(|p| p.id);
+        if !page.more {
+            break;
+        }
+    }
+    let missing: Vec<_> = w.payments.difference(&seen).take(5).collect();
+    assert!(missing.is_empty(), "not exported: {missing:?}");
+    assert_eq!(seen.len(), w.payments.len());
+}
