@@ -69,6 +69,9 @@ pub struct Config {
     /// Risk policy settings.
     #[serde(default)]
     pub risk: RiskSettings,
+    /// The archive store: every payment after it leaves memory.
+    #[serde(default)]
+    pub archive: ArchiveSettings,
     /// Card-token key.
     #[serde(default)]
     pub security: Security,
@@ -153,13 +156,18 @@ pub struct Limits {
     pub http_keepalive_timeout_ms: u64,
     /// Requests answered on one HTTP connection before it is closed.
     pub http_requests_per_connection_max: u64,
-    /// How long an answered message's key is remembered for repeats.
+    /// How long an answered message's key is remembered for repeats (in
+    /// memory, then in the archive).
     pub idempotency_window_s: u64,
-    /// Most remembered message keys; beyond it new messages get 96.
+    /// Most answers remembered in memory; older ones are in the archive.
+    /// Beyond it (the archive behind) new messages get 96.
     pub idempotency_entries_max: usize,
-    /// Most payments held in memory; beyond it new payments get 96.
+    /// Most payments held in memory; above 75% of it final payments leave
+    /// for the archive however recent; beyond it (open pre-authorizations,
+    /// or the archive behind) new payments get 96.
     pub payments_max: usize,
-    /// Payments in a final state older than this are dropped from memory.
+    /// How long a payment in a final state stays in memory after its last
+    /// change before it lives only in the archive.
     pub payment_retention_s: u64,
 }
 
@@ -180,9 +188,40 @@ impl Default for Limits {
             http_requests_per_connection_max: 100,
             idempotency_window_s: 3600,
             idempotency_entries_max: 2_000_000,
-            payments_max: 4_000_000,
-            payment_retention_s: 30 * 86_400,
+            payments_max: 2_000_000,
+            payment_retention_s: 300,
         }
+    }
+}
+
+/// The archive store (docs/archive.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveSettings {
+    /// Empty: SQLite in `<data_dir>/archive.sqlite` (embedded, nothing to
+    /// install); `postgres://user:password@host:port/database`: PostgreSQL.
+    pub url: String,
+    /// Payments are kept this many days after they were created.
+    pub retention_days: u64,
+    /// Journal records the archive may be behind before the switch says it
+    /// is not ready (and memory, which waits for the archive, fills).
+    pub lag_records_max: u64,
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        ArchiveSettings {
+            url: String::new(),
+            retention_days: 400,
+            lag_records_max: 1_000_000,
+        }
+    }
+}
+
+impl ArchiveSettings {
+    /// The URL with any password replaced by `***`, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        archive::redact_url(&self.url)
     }
 }
 
@@ -411,6 +450,16 @@ impl Config {
                 format!("`{}`: expected `durable` or `immediate`", self.journal.ack),
             ));
         }
+        let url = &self.archive.url;
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid(
+                "archive.url",
+                format!(
+                    "`{}`: expected empty (SQLite in the data directory) or `postgres://…`",
+                    self.archive.redacted_url()
+                ),
+            ));
+        }
         if let Some(hex) = &self.security.token_key_hex {
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(
@@ -496,6 +545,18 @@ impl Config {
                 l.payment_retention_s,
                 1,
                 400 * 86_400,
+            ),
+            (
+                "archive.retention_days",
+                self.archive.retention_days,
+                1,
+                3_650,
+            ),
+            (
+                "archive.lag_records_max",
+                self.archive.lag_records_max,
+                1_000,
+                1_000_000_000,
             ),
             (
                 "journal.flush_interval_ms",

@@ -42,6 +42,14 @@ impl JournalStage {
         }
     }
 
+    /// The last sequence handed out (0 without a journal).
+    pub(crate) fn last_seq(&self) -> u64 {
+        match self {
+            JournalStage::Off => 0,
+            JournalStage::On(journal) => journal.last_seq(),
+        }
+    }
+
     /// Why the journal cannot take records, when it has failed.
     pub(crate) fn failure(&self) -> Option<String> {
         match self {
@@ -58,16 +66,18 @@ impl engine::Journal for JournalStage {
         matches!(self, JournalStage::On(_))
     }
 
-    /// Appends the record; the sequence to wait for in `durable` mode.
-    /// 96 when the journal cannot take it (full past the enqueue timeout,
-    /// failed or closed).
-    fn append(&self, record_type: u8, payload: &[u8], wait: bool) -> Result<u64, Code> {
+    fn answers_wait(&self) -> bool {
+        matches!(self, JournalStage::On(j) if j.ack_mode() == AckMode::Durable)
+    }
+
+    /// Appends the record; its sequence. 96 when the journal cannot take
+    /// it (full past the enqueue timeout, failed or closed).
+    fn append(&self, record_type: u8, payload: &[u8]) -> Result<u64, Code> {
         let JournalStage::On(journal) = self else {
             return Ok(0);
         };
         match journal.append_blocking(record_type, payload) {
-            Ok(seq) if wait && journal.ack_mode() == AckMode::Durable => Ok(seq),
-            Ok(_) => Ok(0),
+            Ok(seq) => Ok(seq),
             Err(e) => {
                 let reason = match e {
                     AppendError::Full => "full",

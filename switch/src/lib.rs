@@ -13,17 +13,22 @@
 //! - `node`: the engine with its clock (read once per command), journal
 //!   and risk policy file.
 //! - `journal_stage`: `engine::Journal` over the `journal` crate.
+//! - `archive_stage`, `drainer`: the archive store (SQLite in the data
+//!   directory, or PostgreSQL), fed from the journal by the drainer's
+//!   thread, read when memory has let a payment or answer go.
 //! - `keys`: API keys and mandates (file, store, admin, log-in lockout).
 //! - `metrics`, `ratelog`: Prometheus handles; warnings within a budget.
 //! - `cli`: the command line: the switch and its operator tools.
 //! - `datadir`: the data directory's lock (one switch at a time) and modes.
 
+mod archive_stage;
 #[doc(hidden)]
 pub mod bench_api;
 pub mod cli;
 mod clock;
 mod config;
 mod datadir;
+mod drainer;
 mod journal_stage;
 mod keys;
 mod metrics;
@@ -70,6 +75,8 @@ pub struct Running {
     tracker: TaskTracker,
     /// The pipeline, to close its journal last.
     engine: Arc<node::Node>,
+    /// The archive drainer, stopped before the journal closes.
+    drainer: std::sync::Mutex<Option<drainer::Drainer>>,
     /// `limits.drain_timeout_ms`: how long shutdown waits for connections.
     drain: Duration,
     /// The data directory's lock: held until the journal is closed (the
@@ -101,10 +108,20 @@ impl Running {
             );
         }
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.journal.shutdown())
-            .await
-            .context("closing the journal")?
-            .context("closing the journal")
+        let drainer = self
+            .drainer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        tokio::task::spawn_blocking(move || {
+            if let Some(mut d) = drainer {
+                d.stop();
+            }
+            engine.journal.shutdown()
+        })
+        .await
+        .context("closing the journal")?
+        .context("closing the journal")
     }
 
     /// A token that shuts the switch down when cancelled.
@@ -172,10 +189,35 @@ pub async fn start_on(
     datadir::tighten_modes(&config.listeners.data_dir)?;
     let prometheus = metrics::install();
     let token_key = token_key(&config)?;
-    let mut node = node::Node::new(&config, clock, token_key)?;
-    let journal = open_journal(&config, &node.engine, storage)?;
-    node.set_journal(journal_stage::JournalStage::On(Arc::new(journal)));
+    let mut node = node::Node::new(&config, clock.clone(), token_key)?;
+    // The archive before the journal: a wrong `archive.url` fails at once.
+    let data_dir = &config.listeners.data_dir;
+    let mut store = archive_stage::open_store(&config.archive, data_dir)?;
+    let reader = archive_stage::open_store(&config.archive, data_dir)?;
+    // Segments the archive still needs survive recovery's clean-up.
+    let floor = archive_stage::off_runtime(|| store.get().watermark())
+        .context("reading the archive's watermark")?;
+    let journal = Arc::new(open_journal(&config, &node.engine, storage, floor)?);
+    node.set_journal(journal_stage::JournalStage::On(journal.clone()));
     node.engine.requeue_holds();
+    let progress = Arc::new(archive_stage::Progress::default());
+    let retention_ms = config.archive.retention_days * 86_400_000;
+    let engine_ref = &node.engine;
+    let drainer = archive_stage::off_runtime(|| {
+        drainer::Drainer::start(
+            journal,
+            store,
+            progress.clone(),
+            |store| seed_archive(engine_ref, store),
+            clock,
+            retention_ms,
+        )
+    })?;
+    node.archive = Some(archive_stage::ArchiveStage::new(
+        reader,
+        progress,
+        config.archive.lag_records_max,
+    ));
     let engine = Arc::new(node);
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -193,6 +235,7 @@ pub async fn start_on(
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
         engine: engine.clone(),
+        drainer: std::sync::Mutex::new(Some(drainer)),
         drain: Duration::from_millis(config.limits.drain_timeout_ms),
         _dir_lock: dir_lock,
     };
@@ -314,14 +357,17 @@ fn spawn_wire_listeners(
 }
 
 /// Opens the journal in `<data_dir>/journal` and replays it into `engine`.
+/// Segments with records above `retain_floor` (the archive's watermark)
+/// are kept, whatever a snapshot covers.
 fn open_journal(
     config: &Config,
     engine: &engine::Engine,
     storage: Arc<dyn journal::Storage>,
+    retain_floor: u64,
 ) -> anyhow::Result<journal::Journal> {
     let replay = |item: journal::Replay<'_>| -> Result<(), journal::BoxError> {
         match item {
-            journal::Replay::Snapshot { bytes, .. } => engine.replay_snapshot(bytes)?,
+            journal::Replay::Snapshot { seq, bytes } => engine.replay_snapshot(seq, bytes)?,
             journal::Replay::Record(r) => engine.replay_record(r.seq, r.record_type, r.payload)?,
         }
         Ok(())
@@ -336,6 +382,7 @@ fn open_journal(
     jc.flush_interval = Duration::from_millis(config.journal.flush_interval_ms);
     jc.queue_wait = Duration::from_millis(config.journal.enqueue_timeout_ms);
     jc.repair = config.journal.repair;
+    jc.retain_floor = Some(retain_floor);
     let (journal, report) = journal::Journal::open(jc, storage, replay)
         .with_context(|| format!("recovering the journal in {} (see `switch journal verify`; `--repair` keeps the valid prefix)", dir.display()))?;
     if let Some(d) = &report.truncated {
@@ -484,39 +531,76 @@ fn warn_saturation(node: &node::Node, last_warned: &mut Option<tokio::time::Inst
     }
 }
 
-/// Retiring old payments is checked every 600th timer pass (1 min); once
-/// one is old enough, it walks every payment (and index entry, if some
-/// went).
-const RETIRE_EVERY_PASSES: u64 = 600;
+/// Letting payments go from memory is tried every 10th timer pass (1 s):
+/// a pass stops at the first payment too recent or not yet archived, so
+/// it costs little when nothing is due.
+const RETIRE_EVERY_PASSES: u64 = 10;
 
-/// The timers: every [`SWEEP_INTERVAL`], one [`engine::Command::Tick`] at
-/// the switch's clock; every [`RETIRE_EVERY_PASSES`]th, one
-/// [`engine::Command::Retire`] on the blocking pool, so no runtime worker
-/// (and none of the connections it serves) stalls for its walk.
+/// Writes every payment in memory (and its index entries) to `store`, in
+/// batches (see [`drainer::Drainer::start`]).
+fn seed_archive(engine: &engine::Engine, store: &mut dyn archive::Archive) -> anyhow::Result<()> {
+    let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(archive::BATCH_RECORDS_MAX);
+    let mut failed = None;
+    let mut written = 0u64;
+    let mut flush = |batch: &mut Vec<(u64, Vec<u8>)>, store: &mut dyn archive::Archive| {
+        let records: Vec<(u64, &[u8])> = batch.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+        let r = store.apply(&records);
+        written += records.len() as u64;
+        batch.clear();
+        r
+    };
+    engine.export_records(|seq, payload| {
+        if failed.is_some() {
+            return;
+        }
+        batch.push((seq, payload.to_vec()));
+        if batch.len() == archive::BATCH_RECORDS_MAX {
+            if let Err(e) = flush(&mut batch, store) {
+                failed = Some(e);
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    flush(&mut batch, store)?;
+    tracing::info!(records = written, "archive: payments in memory written");
+    Ok(())
+}
+
+/// The timers: every [`SWEEP_INTERVAL`], one [`engine::Command::Tick`];
+/// every [`RETIRE_EVERY_PASSES`]th, one [`engine::Command::Retire`]; both
+/// at the switch's clock with the archive's watermark, on the blocking
+/// pool, so no runtime worker (and none of the connections it serves)
+/// stalls for a pass.
 async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let window_ms = limits.idempotency_window_s * 1000;
+    let retention_ms = limits.payment_retention_s * 1000;
     let mut last_warned = None;
     for pass in 0u64.. {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        node.apply(engine::Command::Tick {
-            idempotency_window_ms: window_ms,
-        });
-        warn_saturation(&node, &mut last_warned);
-        if pass % RETIRE_EVERY_PASSES == 0 {
-            let node = node.clone();
-            let retention_ms = limits.payment_retention_s * 1000;
-            let retired = tokio::task::spawn_blocking(move || {
-                let cutoff_ms = node.clock.now_ms().saturating_sub(retention_ms);
-                node.apply(engine::Command::Retire { cutoff_ms })
-            });
-            if let Err(e) = retired.await {
-                tracing::error!(error = %e, "retiring old payments failed");
+        let n = node.clone();
+        let timers = tokio::task::spawn_blocking(move || {
+            let archived_seq = n.archived_seq();
+            n.apply(engine::Command::Tick { archived_seq });
+            if pass % RETIRE_EVERY_PASSES == 0 {
+                let cutoff_ms = n.clock.now_ms().saturating_sub(retention_ms);
+                let r = n.apply(engine::Command::Retire {
+                    cutoff_ms,
+                    archived_seq,
+                });
+                if r.count > 0 {
+                    ::metrics::counter!("switch_payments_retired_total").increment(r.count as u64);
+                }
             }
+        });
+        if let Err(e) = timers.await {
+            tracing::error!(error = %e, "a timer pass failed");
         }
+        warn_saturation(&node, &mut last_warned);
     }
 }

@@ -7,11 +7,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use codecs::card::TokenKey;
-use engine::{Command, Engine, Query, QueryReply, Reply};
+use engine::{Command, Engine, Fetched, ListFilter, Payment, Query, QueryReply, Reply, Wait};
 
+use crate::archive_stage::ArchiveStage;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::journal_stage::JournalStage;
+
+/// Most archive lookups one request makes: its answer, then its original.
+const LOOKUPS_PER_REQUEST_MAX: usize = 2;
 
 /// How long a snapshot waits for changes in progress before it is skipped.
 const SNAPSHOT_FLIP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -24,6 +28,9 @@ pub(crate) struct Node {
     pub(crate) clock: Clock,
     /// Where records go (the engine holds a handle to the same journal).
     pub(crate) journal: JournalStage,
+    /// Where payments live after memory; `None` before start-up opens it
+    /// (and in tests of the pipeline alone).
+    pub(crate) archive: Option<ArchiveStage>,
     /// The risk policy file, if not the embedded default.
     policy_file: Option<PathBuf>,
     /// Turns block-listed PANs into tokens when a policy is compiled.
@@ -64,6 +71,7 @@ fn settings(config: &Config) -> engine::Settings {
         merchants,
         payments_max: config.limits.payments_max,
         idempotency_entries_max: config.limits.idempotency_entries_max,
+        idempotency_window_ms: config.limits.idempotency_window_s * 1000,
     }
 }
 
@@ -85,6 +93,7 @@ impl Node {
             engine,
             clock,
             journal: JournalStage::Off,
+            archive: None,
             policy_file,
             token_key,
         })
@@ -96,14 +105,110 @@ impl Node {
         self.journal = journal;
     }
 
-    /// Applies `command` now.
+    /// Applies `command` now. Commands that may name payments memory let
+    /// go go through [`Node::apply_resolving`] instead.
     pub(crate) fn apply(&self, command: Command<'_>) -> Reply {
         self.engine.apply(command, self.clock.now_ms())
+    }
+
+    /// Applies payment message `request`, answering the engine's archive
+    /// lookups ([`Wait::Archive`]).
+    pub(crate) fn apply_message(&self, request: engine::Request<'_>) -> Reply {
+        self.resolving(|fetched| self.apply(Command::Resume { request, fetched }))
+    }
+
+    /// Runs `apply` (which applies one command with what the archive
+    /// returned so far), again each time the engine asks for a lookup, at
+    /// most [`LOOKUPS_PER_REQUEST_MAX`] times. When the archive cannot be
+    /// read the engine's reply stands: 96, with a warning and a metric.
+    pub(crate) fn resolving(&self, apply: impl Fn(&Fetched) -> Reply) -> Reply {
+        let mut fetched = Fetched::default();
+        let mut reply = apply(&fetched);
+        for _ in 0..LOOKUPS_PER_REQUEST_MAX {
+            let Wait::Archive(fetch) = reply.wait else {
+                return reply;
+            };
+            let Some(archive) = &self.archive else {
+                break;
+            };
+            if let Err(e) = archive.lookup(fetch, &mut fetched) {
+                ::metrics::counter!("switch_archive_errors_total", "op" => "lookup").increment(1);
+                crate::ratelog::warn_limited!(
+                    "archive_lookup",
+                    error = %e,
+                    "archive lookup failed; answering 96"
+                );
+                break;
+            }
+            reply = apply(&fetched);
+        }
+        Reply {
+            wait: Wait::Nothing,
+            ..reply
+        }
+    }
+
+    /// The archive's watermark: every journal record up to it is in the
+    /// archive (all of them without an archive: nothing waits for it).
+    pub(crate) fn archived_seq(&self) -> u64 {
+        self.archive
+            .as_ref()
+            .map_or(u64::MAX, |a| a.progress.watermark())
     }
 
     /// Reads from the engine.
     pub(crate) fn query(&self, query: Query<'_>) -> QueryReply {
         self.engine.query(query)
+    }
+
+    /// Payment `id` if it belongs to one of `scope`'s merchants: from
+    /// memory, else from the archive.
+    ///
+    /// # Errors
+    /// When memory does not hold it and the archive cannot be read.
+    pub(crate) fn payment(&self, scope: &[u32], id: u64) -> anyhow::Result<Option<Payment>> {
+        if let QueryReply::Payment(Some(p)) = self.query(Query::Payment { scope, id }) {
+            return Ok(Some(p));
+        }
+        match &self.archive {
+            Some(archive) => Ok(archive.payment(scope, id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// One page of `scope`'s payments matching `filter`, newest first,
+    /// ids below `before_id`: memory's and the archive's merged (memory's
+    /// copy wins: it is never older). Whether more follow.
+    ///
+    /// # Errors
+    /// When the archive cannot be read.
+    pub(crate) fn list(
+        &self,
+        scope: &[u32],
+        filter: ListFilter<'_>,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<Payment>, bool)> {
+        let query = Query::List {
+            scope,
+            filter,
+            before_id,
+            limit,
+        };
+        let QueryReply::Page { rows, more } = self.query(query) else {
+            anyhow::bail!("the engine answered a list with something else");
+        };
+        let Some(archive) = &self.archive else {
+            return Ok((rows, more));
+        };
+        let archived = archive.list(scope, &filter, before_id, limit)?;
+        Ok(merge_pages(
+            rows,
+            more,
+            archived.payments,
+            archived.more,
+            limit,
+        ))
     }
 
     /// Why new messages get 96 now, when a bounded table is full
@@ -118,10 +223,16 @@ impl Node {
         ))
     }
 
-    /// Why the switch should not be sent traffic now: a failed journal, or
-    /// a full table.
+    /// Why the switch should not be sent traffic now: a failed journal, a
+    /// failing or lagging archive, or a full table.
     pub(crate) fn unready(&self) -> Option<String> {
-        self.journal.failure().or_else(|| self.saturation())
+        self.journal
+            .failure()
+            .or_else(|| {
+                let archive = self.archive.as_ref()?;
+                archive.unready(self.journal.last_seq())
+            })
+            .or_else(|| self.saturation())
     }
 
     /// The policy file, if any (watched for changes).
@@ -179,5 +290,91 @@ impl Node {
         self.engine.encode_snapshot(buf);
         journal.snapshot(seq, buf)?;
         Ok(Some(seq))
+    }
+}
+
+/// Two pages, each newest first, merged into one of at most `limit`: a
+/// payment in both is taken from `memory`. More follow when either page
+/// had more, or rows were left over.
+fn merge_pages(
+    memory: Vec<Payment>,
+    memory_more: bool,
+    archived: Vec<Payment>,
+    archived_more: bool,
+    limit: usize,
+) -> (Vec<Payment>, bool) {
+    let mut out = Vec::with_capacity(limit.min(memory.len() + archived.len()));
+    let (mut m, mut a) = (
+        memory.into_iter().peekable(),
+        archived.into_iter().peekable(),
+    );
+    let mut left_over = false;
+    loop {
+        let next = match (m.peek(), a.peek()) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x.id == y.id => {
+                a.next();
+                m.next()
+            }
+            (Some(x), Some(y)) if x.id > y.id => m.next(),
+            (Some(_), None) => m.next(),
+            _ => a.next(),
+        };
+        let Some(p) = next else { break };
+        if out.len() == limit {
+            left_over = true;
+            break;
+        }
+        out.push(p);
+    }
+    (out, left_over || memory_more || archived_more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(ps: &[Payment]) -> Vec<u64> {
+        ps.iter().map(|p| p.id).collect()
+    }
+
+    /// Payments with these ids (only ids matter to the merge).
+    fn page(ids: &[u64]) -> Vec<Payment> {
+        ids.iter()
+            .map(|&id| Payment {
+                id,
+                merchant: 0,
+                terminal: *b"DEMO0001",
+                kind: engine::lifecycle::Kind::Sale,
+                status: engine::Status::Succeeded,
+                currency: 978,
+                authorized_minor: 100,
+                captured_minor: 100,
+                refunds: Vec::new(),
+                card_token: codecs::card::CardToken([0; 32]),
+                masked_pan: codecs::card::MaskedPan::new(b"4111111111111111"),
+                created_ms: 0,
+                auth_code: *b"000001",
+                rrn: *b"000000000001",
+                scam: false,
+                flag_reasons: String::new(),
+                history: Vec::new(),
+                extras: None,
+                journal_seq: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_merge_newest_first_without_duplicates() {
+        let (rows, more) = merge_pages(page(&[9, 7, 4]), false, page(&[8, 7, 5, 1]), false, 10);
+        assert_eq!(ids(&rows), [9, 8, 7, 5, 4, 1]);
+        assert!(!more);
+        let (rows, more) = merge_pages(page(&[9, 7]), false, page(&[8, 5]), false, 3);
+        assert_eq!(ids(&rows), [9, 8, 7]);
+        assert!(more, "a row was left over");
+        let (rows, more) = merge_pages(page(&[9]), false, page(&[]), true, 3);
+        assert_eq!(ids(&rows), [9]);
+        assert!(more, "the archive had more");
     }
 }

@@ -59,6 +59,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
+    /// The archive store (`[archive]`).
+    Archive {
+        #[command(subcommand)]
+        action: ArchiveAction,
+    },
     /// Payments of a period with masked cards, for reconciliation.
     Export {
         /// First day, YYYY-MM-DD (UTC), inclusive.
@@ -74,6 +79,14 @@ pub(crate) enum Command {
         #[arg(long)]
         merchant: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ArchiveAction {
+    /// Writes every payment the data directory's journal and snapshot
+    /// hold into the archive again (idempotent; run with the switch
+    /// stopped). Takes `--data-dir` and `--config` before `archive`.
+    Rebuild,
 }
 
 #[derive(Subcommand)]

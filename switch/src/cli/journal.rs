@@ -180,7 +180,9 @@ pub(crate) fn export(
                 .with_context(|| format!("--merchant `{mid}` is not configured"))?,
         ),
     };
-    let payments = read_payments(data_dir)?;
+    let mut payments = archived_payments(config, (from_ms, to_ms), merchant_index)?;
+    // The journal's newer images win: what the archive has not drained yet.
+    payments.extend(read_payments(data_dir)?);
     let rows: Vec<ExportRow> = payments
         .values()
         .filter(|p| p.created_ms >= from_ms && p.created_ms < to_ms)
@@ -189,6 +191,108 @@ pub(crate) fn export(
         .collect();
     write_rows(&rows, format, (from, to), out)?;
     Ok(rows.len())
+}
+
+/// The archive's payments created in `[from_ms, to_ms)`, of one merchant
+/// or all, paged through (beside a running switch: SQLite's WAL lets this
+/// read while the drainer writes).
+fn archived_payments(
+    config: &Config,
+    (from_ms, to_ms): (u64, u64),
+    merchant: Option<usize>,
+) -> anyhow::Result<BTreeMap<u64, Payment>> {
+    let mut store = crate::archive_stage::open_store(&config.archive, &config.listeners.data_dir)?;
+    let all: Vec<u32> = match merchant {
+        Some(m) => vec![m as u32],
+        None => (0..config.merchants.len() as u32).collect(),
+    };
+    let filter = engine::ListFilter {
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        ..Default::default()
+    };
+    let mut payments = BTreeMap::new();
+    for scope in all.chunks(archive::SCOPE_MERCHANTS_MAX) {
+        let mut cursor = None;
+        loop {
+            let page = store
+                .get()
+                .list(scope, &filter, cursor, archive::PAGE_PAYMENTS_MAX)
+                .context("reading the archive")?;
+            cursor = page.payments.last().map(|p| p.id);
+            payments.extend(page.payments.into_iter().map(|p| (p.id, p)));
+            if !page.more {
+                break;
+            }
+        }
+    }
+    Ok(payments)
+}
+
+/// `switch archive rebuild`: every payment the data directory still has
+/// (the newest snapshot's, then every record of every segment, the ones a
+/// snapshot covers included) written into the archive again, as idempotent
+/// upserts: what is there already and as new stays. Returns how many
+/// records were applied. Run it with the switch stopped (the data
+/// directory's lock is taken).
+///
+/// # Errors
+/// When the directory is in use, the journal cannot be read, or the
+/// archive cannot be written.
+pub(crate) fn archive_rebuild(config: &Config) -> anyhow::Result<u64> {
+    let data_dir = &config.listeners.data_dir;
+    let _lock = crate::datadir::lock(data_dir)?;
+    let mut store = crate::archive_stage::open_store(&config.archive, data_dir)?;
+    let dir = journal_dir(data_dir);
+    let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut applied = 0u64;
+    let mut flush = |batch: &mut Vec<(u64, Vec<u8>)>| -> anyhow::Result<()> {
+        let records: Vec<(u64, &[u8])> = batch.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+        store.get().apply(&records).context("writing the archive")?;
+        applied += records.len() as u64;
+        batch.clear();
+        Ok(())
+    };
+    let mut failed = None;
+    let mut buf = Vec::new();
+    // The snapshot's payments first, under its seq: a record after it wins.
+    journal::read_state(&journal::OsStorage, &dir, |item| {
+        if let journal::Replay::Snapshot { seq, bytes } = item {
+            let snapshot = record::decode_snapshot(bytes)?;
+            for p in &snapshot.payments {
+                let rec = record::PaymentRecordRef {
+                    payment: p,
+                    index: None,
+                    answer: None,
+                };
+                record::encode(&rec, &mut buf);
+                batch.push((seq, buf.clone()));
+            }
+        }
+        Ok(())
+    })
+    .with_context(|| format!("reading {}", dir.display()))?;
+    for chunk in std::mem::take(&mut batch).chunks(archive::BATCH_RECORDS_MAX) {
+        batch.extend_from_slice(chunk);
+        flush(&mut batch)?;
+    }
+    journal::dump(&journal::OsStorage, &dir, |r| {
+        if failed.is_some() {
+            return;
+        }
+        batch.push((r.seq, r.payload.to_vec()));
+        if batch.len() == archive::BATCH_RECORDS_MAX {
+            if let Err(e) = flush(&mut batch) {
+                failed = Some(e);
+            }
+        }
+    })
+    .with_context(|| format!("reading {}", dir.display()))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    flush(&mut batch)?;
+    Ok(applied)
 }
 
 /// Every payment in the journal and its newest snapshot, as last recorded.

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use crate::{Config, Overrides};
-use args::{Cli, Command, IsoAction, JournalAction};
+use args::{ArchiveAction, Cli, Command, IsoAction, JournalAction};
 
 fn profile(name: &str) -> anyhow::Result<&'static codecs::iso8583::Profile> {
     codecs::iso8583::Profile::by_name(name)
@@ -38,6 +38,18 @@ pub fn run() -> anyhow::Result<()> {
         Command::Keys { action } => keys::keys_command(action),
         Command::Mandates { action } => keys::mandates_command(action),
         Command::Journal { action } => journal_tool(action),
+        Command::Archive {
+            action: ArchiveAction::Rebuild,
+        } => {
+            let overrides = Overrides::from_env()?.then(Overrides {
+                data_dir: cli.data_dir.clone(),
+                ..Default::default()
+            });
+            let config = Config::load(cli.config.as_deref(), overrides)?;
+            let n = journal::archive_rebuild(&config)?;
+            eprintln!("archive rebuilt: {n} records applied");
+            Ok(())
+        }
         Command::Export {
             from,
             to,

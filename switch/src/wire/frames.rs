@@ -306,10 +306,13 @@ fn run(node: &Node, scope: &[u32], request: &Request<'_>) -> Answer {
         }),
         Request::MarkScam { payment_id, .. } => with_payment(node, scope, *payment_id, |p| {
             // The reason is for people; the flag records the rule "manual".
-            let reply = node.apply(Command::MarkScam {
-                merchant: p.merchant,
-                payment: p.id,
-                reason: "manual",
+            let reply = node.resolving(|fetched| {
+                node.apply(Command::MarkScam {
+                    merchant: p.merchant,
+                    payment: p.id,
+                    reason: "manual",
+                    fetched: Some(fetched),
+                })
             });
             let payment = reply
                 .code
@@ -325,20 +328,28 @@ fn run(node: &Node, scope: &[u32], request: &Request<'_>) -> Answer {
     }
 }
 
-/// Payment `id` as it now stands, if it belongs to merchant `m`.
+/// Payment `id` as it now stands, if it belongs to merchant `m` (from
+/// memory, else the archive; `None` when the archive cannot be read).
 fn payment(node: &Node, m: u32, id: u64) -> Option<Payment> {
-    match node.query(Query::Payment { scope: &[m], id }) {
-        QueryReply::Payment(p) => p,
-        _ => None,
-    }
+    node.payment(&[m], id).ok().flatten()
 }
 
-/// Runs `f` on payment `id` if the key may act for its merchant; else 25,
-/// exactly as for a payment that does not exist.
+/// Runs `f` on payment `id` if the key may act for its merchant (from
+/// memory, else the archive); else 25, exactly as for a payment that does
+/// not exist; 96 when the archive cannot be read.
 fn with_payment(node: &Node, scope: &[u32], id: u64, f: impl FnOnce(&Payment) -> Answer) -> Answer {
-    match node.query(Query::Payment { scope, id }) {
-        QueryReply::Payment(Some(p)) => f(&p),
-        _ => Answer::refusal(Code::UNABLE_TO_LOCATE, "no such payment".into()),
+    match node.payment(scope, id) {
+        Ok(Some(p)) => f(&p),
+        Ok(None) => Answer::refusal(Code::UNABLE_TO_LOCATE, "no such payment".into()),
+        Err(e) => {
+            ::metrics::counter!("switch_archive_errors_total", "op" => "get").increment(1);
+            crate::ratelog::warn_limited!(
+                "archive_get",
+                error = format!("{e:#}"),
+                "archive read failed; answering 96"
+            );
+            Answer::refusal(Code::SYSTEM_MALFUNCTION, "archive unavailable".into())
+        }
     }
 }
 
@@ -406,7 +417,7 @@ fn moto(node: &Node, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
         extras: Some(&extras),
         ..base_request(op, &merchant.id, terminal, m.amount_minor, m.currency, None)
     };
-    let reply = node.apply(Command::Message(request));
+    let reply = node.apply_message(request);
     if !reply.code.approved() {
         // A declined MO/TO is answered with its status, not the payment.
         let mut answer = Answer::of(reply.code, None, None, reply.wait.journal_seq());
@@ -477,7 +488,7 @@ fn follow_up(node: &Node, p: &Payment, op: Op, amount_minor: u64) -> Answer {
         p.currency,
         Some(OriginalRef::Payment(p.id)),
     );
-    let reply = node.apply(Command::Message(request));
+    let reply = node.apply_message(request);
     Answer::of(
         reply.code,
         payment(node, p.merchant, p.id),
@@ -500,10 +511,13 @@ fn refund_lines(
             unit_price_minor: l.unit_price_minor,
         })
         .collect();
-    let reply = node.apply(Command::RefundLines {
-        merchant: p.merchant,
-        payment: p.id,
-        lines: &lines,
+    let reply = node.resolving(|fetched| {
+        node.apply(Command::RefundLines {
+            merchant: p.merchant,
+            payment: p.id,
+            lines: &lines,
+            fetched: Some(fetched),
+        })
     });
     Answer::of(
         reply.code,
@@ -528,14 +542,17 @@ fn list(node: &Node, scope: &[u32], l: &ListPayments<'_>) -> Answer {
         terminal: l.terminal_id.map(terminal_bytes),
     };
     let limit = l.limit.map_or(LIST_ROWS_DEFAULT, usize::from);
-    let query = Query::List {
-        scope,
-        filter,
-        before_id: l.cursor,
-        limit,
-    };
-    let QueryReply::Page { rows, more } = node.query(query) else {
-        return Answer::refusal(Code::SYSTEM_MALFUNCTION, "list failed".into());
+    let (rows, more) = match node.list(scope, filter, l.cursor, limit) {
+        Ok(page) => page,
+        Err(e) => {
+            ::metrics::counter!("switch_archive_errors_total", "op" => "list").increment(1);
+            crate::ratelog::warn_limited!(
+                "archive_list",
+                error = format!("{e:#}"),
+                "archive list failed; answering 96"
+            );
+            return Answer::refusal(Code::SYSTEM_MALFUNCTION, "archive unavailable".into());
+        }
     };
     let next_cursor = rows.last().filter(|_| more).map(|p| p.id);
     Answer {

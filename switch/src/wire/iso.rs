@@ -170,7 +170,7 @@ pub(crate) fn handle(
             })
         }
         None => match to_request(&msg) {
-            Ok(Some(req)) => node.apply(Command::Message(req)),
+            Ok(Some(req)) => node.apply_message(req),
             Ok(None) => network_management(&msg),
             Err(code) => {
                 if !answerable(&msg) {
@@ -227,6 +227,7 @@ fn network_management(msg: &Message<'_>) -> Reply {
         auth_code: None,
         payment_id: None,
         wait: Wait::Nothing,
+        record_seq: 0,
         count: 0,
     }
 }

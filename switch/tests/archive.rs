@@ -1,0 +1,151 @@
+//! The two tiers through the running switch: a payment memory has let go
+//! is refunded by F90 and read over internal frames from the archive; a
+//! wrong `archive.url` is a start-up error naming the key; with
+//! PostgreSQL, a server restart while draining loses nothing and shows in
+//! `/readyz` while it lasts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Runs `f` on a thread of its own: the PostgreSQL client blocks on a
+/// runtime of its own, which tokio forbids inside the test's.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("no panic"))
+}
+
+/// Polls `/metrics` until `name` (a counter or gauge without labels) is at
+/// least `min`.
+async fn wait_metric(t: &TestSwitch, name: &str, min: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = t.http_get("/metrics").await;
+        let value = body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if value >= min {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed below {min}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `/readyz` until its status line contains `status`; its body.
+async fn wait_ready(t: &TestSwitch, status: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (line, body) = t.http_get("/readyz").await;
+        if line.contains(status) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {line}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A sale, then memory lets it go (retention 1 s, clock moved on), then
+/// its refund by F90 is approved from the archive and names it again.
+async fn refund_after_memory_let_go(t: &TestSwitch, seed: u64) {
+    let mut client = t.client().await;
+    let sale = sale(&card(seed), 5_000);
+    let approved = client.call(&sale).await;
+    assert_eq!(approved.code(), "00");
+    t.clock.advance_s(10);
+    wait_metric(t, "switch_payments_retired_total", 1.0).await;
+    let refunded = client.call(&refund(&sale, 5_000)).await;
+    assert_eq!(
+        refunded.code(),
+        "00",
+        "refund of a payment only the archive holds"
+    );
+    // Brought back: a second refund finds it in memory, fully refunded.
+    let again = client.call(&refund(&sale, 1)).await;
+    assert_eq!(again.code(), "13");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_memory_let_go_is_refunded_from_the_sqlite_archive() {
+    let mut t = TestSwitch::start_with(|c| c.limits.payment_retention_s = 1).await;
+    refund_after_memory_let_go(&t, 11).await;
+    t.stop().await;
+    assert!(t.dir.join(archive::FILE_NAME).exists());
+}
+
+#[tokio::test]
+async fn a_wrong_archive_url_is_a_start_up_error_naming_the_key() {
+    let overrides = switch::Overrides {
+        iso_addr: local(),
+        frame_addr: local(),
+        http_addr: local(),
+        data_dir: Some(data_dir()),
+        ..Default::default()
+    };
+    let mut config = switch::Config::load(None, overrides).expect("config");
+    config.archive.url = format!("postgres://switch:s3cret@127.0.0.1:{}/none", free_port());
+    let started = Instant::now();
+    let err = match switch::start(config, switch::Clock::manual(START_MS)).await {
+        Ok(_) => panic!("a switch started without its archive"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("archive.url"), "{err}");
+    assert!(!err.contains("s3cret"), "the password is printed: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut config = switch::Config::load(None, switch::Overrides::default()).expect("config");
+    config.archive.url = "mysql://localhost/x".into();
+    let err = config
+        .validate()
+        .expect_err("not a supported URL")
+        .to_string();
+    assert!(err.contains("archive.url"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restarting_while_draining_loses_nothing_and_shows_in_readyz() {
+    let (mut pg, url) = off_runtime(|| {
+        let pg = archive::testing::PgServer::new()
+            .expect("PostgreSQL for tests (run scripts/install-test-deps.sh)");
+        let url = pg.create_database("switch_tiers").expect("database");
+        (pg, url)
+    });
+    let mut t = TestSwitch::start_with(|c| {
+        c.archive.url = url.clone();
+        c.limits.payment_retention_s = 1;
+    })
+    .await;
+    refund_after_memory_let_go(&t, 21).await;
+
+    // The server goes away: approvals go on (the journal has them), the
+    // archive falls behind and /readyz says so.
+    off_runtime(|| pg.stop()).expect("stop PostgreSQL");
+    let mut client = t.client().await;
+    let sales: Vec<Req> = (0..20).map(|i| sale(&card(100 + i), 1_000 + i)).collect();
+    for s in &sales {
+        assert_eq!(client.call(s).await.code(), "00");
+    }
+    let body = wait_ready(&t, "503").await;
+    assert!(body.contains("archive"), "{body}");
+
+    // Back: the drainer resumes, nothing is lost, memory lets go again.
+    off_runtime(|| pg.start()).expect("start PostgreSQL");
+    wait_ready(&t, "200").await;
+    t.clock.advance_s(10);
+    wait_metric(&t, "switch_payments_retired_total", 21.0).await;
+    for s in &sales {
+        let refunded = client.call(&refund(s, 1)).await;
+        assert_eq!(
+            refunded.code(),
+            "00",
+            "refund of an archived sale after the restart"
+        );
+    }
+    t.stop().await;
+    off_runtime(move || drop(pg));
+}
