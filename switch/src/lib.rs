@@ -335,13 +335,23 @@ fn spawn_wire_listeners(
     );
     let limits = net::ConnLimits::new(l, false);
     let iso_durable = durable.clone();
+    let pressure = engine.pressure.clone();
+    let iso_pressure = pressure.clone();
     tracker.spawn(listener(iso_listener, "iso").run(
         cancel.clone(),
         tracker.clone(),
         move |stream, cancel| {
             let wire = wire::iso::IsoWire::new(iso.clone());
-            net::Connection::new(wire, stream, limits, inflight_max, iso_durable.clone())
-                .run(cancel)
+            let pressure = iso_pressure.clone();
+            net::Connection::new(
+                wire,
+                stream,
+                limits,
+                inflight_max,
+                iso_durable.clone(),
+                pressure,
+            )
+            .run(cancel)
         },
     ));
     let limits = net::ConnLimits::new(l, true);
@@ -350,7 +360,16 @@ fn spawn_wire_listeners(
         tracker.clone(),
         move |stream, cancel| {
             let wire = wire::frames::FrameWire::new(frames.clone());
-            net::Connection::new(wire, stream, limits, inflight_max, durable.clone()).run(cancel)
+            let pressure = pressure.clone();
+            net::Connection::new(
+                wire,
+                stream,
+                limits,
+                inflight_max,
+                durable.clone(),
+                pressure,
+            )
+            .run(cancel)
         },
     ));
     Ok(())
@@ -511,6 +530,35 @@ fn refresh_gauges(node: &node::Node) {
 /// How often a saturated table is logged while it stays full.
 const SATURATION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Turns backpressure on or off from the fuller of the two bounded tables,
+/// with a line in the log and the `switch_backpressure` gauge.
+fn update_pressure(node: &node::Node) {
+    let engine::QueryReply::Fill(fill) = node.query(engine::Query::Fill) else {
+        return;
+    };
+    let payments = fill.payments * 100 / fill.payments_max.max(1);
+    let answers = fill.idempotency_entries * 100 / fill.idempotency_entries_max.max(1);
+    let (n, max) = if payments >= answers {
+        (fill.payments, fill.payments_max)
+    } else {
+        (fill.idempotency_entries, fill.idempotency_entries_max)
+    };
+    match node.pressure.update(n, max) {
+        Some(true) => {
+            ::metrics::counter!("switch_backpressure_total").increment(1);
+            tracing::warn!(
+                payments = fill.payments,
+                answers = fill.idempotency_entries,
+                archived_seq = node.archived_seq(),
+                "backpressure on: memory nearly full while the archive catches up; connections stop reading"
+            );
+        }
+        Some(false) => tracing::info!("backpressure off: connections read again"),
+        None => {}
+    }
+    ::metrics::gauge!("switch_backpressure").set(if node.pressure.is_on() { 1.0 } else { 0.0 });
+}
+
 /// Logs a full table at most once per [`SATURATION_WARNING_INTERVAL`]
 /// (and when it clears), so a switch answering 96 to everything says so in
 /// its log, not only in `switch_limit_reached_total`.
@@ -601,6 +649,7 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
         if let Err(e) = timers.await {
             tracing::error!(error = %e, "a timer pass failed");
         }
+        update_pressure(&node);
         warn_saturation(&node, &mut last_warned);
     }
 }

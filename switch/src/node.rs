@@ -31,6 +31,8 @@ pub(crate) struct Node {
     /// Where payments live after memory; `None` before start-up opens it
     /// (and in tests of the pipeline alone).
     pub(crate) archive: Option<ArchiveStage>,
+    /// Whether connections hold off reading (set by the timers).
+    pub(crate) pressure: crate::net::Pressure,
     /// The risk policy file, if not the embedded default.
     policy_file: Option<PathBuf>,
     /// Turns block-listed PANs into tokens when a policy is compiled.
@@ -94,6 +96,7 @@ impl Node {
             clock,
             journal: JournalStage::Off,
             archive: None,
+            pressure: crate::net::Pressure::default(),
             policy_file,
             token_key,
         })
@@ -224,7 +227,7 @@ impl Node {
     }
 
     /// Why the switch should not be sent traffic now: a failed journal, a
-    /// failing or lagging archive, or a full table.
+    /// failing or lagging archive, a full table, or backpressure.
     pub(crate) fn unready(&self) -> Option<String> {
         self.journal
             .failure()
@@ -233,6 +236,11 @@ impl Node {
                 archive.unready(self.journal.last_seq())
             })
             .or_else(|| self.saturation())
+            .or_else(|| {
+                self.pressure.is_on().then(|| {
+                    "backpressure: memory nearly full while the archive catches up; new requests wait".to_owned()
+                })
+            })
     }
 
     /// The policy file, if any (watched for changes).

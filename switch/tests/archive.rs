@@ -149,3 +149,62 @@ async fn postgresql_restarting_while_draining_loses_nothing_and_shows_in_readyz(
     t.stop().await;
     off_runtime(move || drop(pg));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_full_while_the_archive_is_down_holds_requests_back_instead_of_96() {
+    let (mut pg, url) = off_runtime(|| {
+        let pg = archive::testing::PgServer::new()
+            .expect("PostgreSQL for tests (run scripts/install-test-deps.sh)");
+        let url = pg.create_database("switch_pressure").expect("database");
+        (pg, url)
+    });
+    let mut t = TestSwitch::start_with(|c| {
+        c.archive.url = url.clone();
+        c.limits.payment_retention_s = 1;
+        c.limits.payments_max = 100;
+    })
+    .await;
+    off_runtime(|| pg.stop()).expect("stop PostgreSQL");
+    let mut client = t.client().await;
+    // Paced, so the timers (every 100 ms) see memory fill: at 90% of
+    // payments_max connections stop reading.
+    let mut answered = 0;
+    let mut held = None;
+    for i in 0..100 {
+        let s = sale(&card(300 + i), 1_000 + i);
+        client.send_raw(&s.encode()).await;
+        match tokio::time::timeout(Duration::from_millis(1_000), client.recv()).await {
+            Ok(Some(r)) => {
+                assert_eq!(r.code(), "00", "sale {i} answered {}", r.code());
+                answered += 1;
+            }
+            Ok(None) => panic!("connection closed"),
+            Err(_) => {
+                held = Some(s);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(held.is_some(), "all {answered} answered: no backpressure");
+    assert!((85..100).contains(&answered), "held back after {answered}");
+    let body = wait_ready(&t, "503").await;
+    assert!(
+        body.contains("archive") || body.contains("backpressure"),
+        "{body}"
+    );
+    // The archive comes back: memory lets go, the held request is read and
+    // approved.
+    off_runtime(|| pg.start()).expect("start PostgreSQL");
+    t.clock.advance_s(10);
+    let r = client.recv().await.expect("the held request is answered");
+    assert_eq!(r.code(), "00");
+    wait_ready(&t, "200").await;
+    let (_, metrics) = t.http_get("/metrics").await;
+    assert!(
+        !metrics.contains("switch_limit_reached_total{limit=\"payments_max\"}"),
+        "a 96 was given"
+    );
+    t.stop().await;
+    off_runtime(move || drop(pg));
+}

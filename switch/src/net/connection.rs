@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::net::deadline::{self, ConnLimits, Deadlines, End};
 use crate::net::outbox::Outbox;
+use crate::net::pressure::{Pressure, PRESSURE_RECHECK};
 use crate::net::wire::Wire;
 
 /// Read buffer size per connection at start; it grows to one frame at most.
@@ -42,6 +43,8 @@ pub(crate) struct Connection<W: Wire> {
     inflight_max: usize,
     /// Frame, log-in, idle and write deadlines.
     deadlines: Deadlines,
+    /// While on, no new request is read.
+    pressure: Pressure,
 }
 
 impl<W: Wire> Connection<W> {
@@ -52,6 +55,7 @@ impl<W: Wire> Connection<W> {
         limits: ConnLimits,
         inflight_max: usize,
         durable: Option<journal::DurableWatch>,
+        pressure: Pressure,
     ) -> Self {
         let peer = stream
             .peer_addr()
@@ -65,6 +69,7 @@ impl<W: Wire> Connection<W> {
             scratch: BytesMut::with_capacity(SCRATCH_BYTES),
             inflight_max,
             deadlines: Deadlines::new(limits, Instant::now()),
+            pressure,
         }
     }
 
@@ -106,8 +111,10 @@ impl<W: Wire> Connection<W> {
             )
             .await?;
             processed?;
-            let can_read = self.outbox.held() < self.inflight_max;
-            let waiting = self.outbox.held() > 0;
+            let pressed = self.pressure.is_on();
+            let can_read = self.outbox.held() < self.inflight_max && !pressed;
+            // Held off by backpressure is waiting, not idle.
+            let waiting = self.outbox.held() > 0 || pressed;
             tokio::select! {
                 () = cancel.cancelled() => return Err(End::Shutdown),
                 read = self.stream.read_buf(&mut self.input), if can_read => match read {
@@ -120,6 +127,7 @@ impl<W: Wire> Connection<W> {
                         return Err(End::Journal);
                     }
                 }
+                () = tokio::time::sleep(PRESSURE_RECHECK), if pressed => {}
                 () = &mut timer => {
                     let logged_in = self.wire.logged_in();
                     let next = self.deadlines.check(Instant::now(), can_read, waiting, logged_in)?;

@@ -19,6 +19,7 @@ mod connection;
 mod deadline;
 pub(crate) mod http;
 mod outbox;
+mod pressure;
 mod wire;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use tokio_util::task::TaskTracker;
 pub(crate) use address::{host_of, AddressLimit};
 pub(crate) use connection::Connection;
 pub(crate) use deadline::{ConnLimits, End};
+pub(crate) use pressure::Pressure;
 pub(crate) use wire::{Answered, Wire};
 
 use crate::ratelog::warn_limited;
