@@ -29,6 +29,7 @@ pub fn run(h: &dyn Harness) {
     replay_is_idempotent(h);
     watermark(h);
     delete_by_cutoff(h);
+    open_holds(h);
     list_pages(h);
     list_filters(h);
     survives_reopen(h);
@@ -270,6 +271,47 @@ pub fn delete_by_cutoff(h: &dyn Harness) {
         assert_eq!(a.answer(&message).expect("answer").is_some(), kept);
     }
     assert_eq!(a.watermark().expect("watermark"), 3);
+}
+
+/// Open pre-authorizations of one merchant created before the cutoff,
+/// oldest first, within the limit; a hold that ended (a newer image) is no
+/// longer open.
+pub fn open_holds(h: &dyn Harness) {
+    let mut a = h.create("open_holds");
+    let hold = |id: u64, merchant: u32, created_ms: u64| Payment {
+        kind: Kind::PreAuth,
+        status: Status::Uncaptured,
+        captured_minor: 0,
+        ..payment(id, merchant, created_ms, 10)
+    };
+    let ps = [
+        hold(1, 1, 300),
+        hold(2, 1, 100),
+        hold(3, 2, 100),
+        payment(4, 1, 50, 10),
+        hold(5, 1, 900),
+        hold(6, 1, 200),
+    ];
+    let recs: Vec<_> = ps.iter().zip(1..).map(|(p, s)| (s, record(p))).collect();
+    apply(&mut *a, &recs);
+    let ids = |a: &dyn Archive, before, limit| -> Vec<u64> {
+        let found = a.open_holds(1, before, limit).expect("open holds");
+        found.iter().map(|p| p.id).collect()
+    };
+    assert_eq!(ids(&*a, 500, 10), [2, 6, 1]);
+    assert_eq!(ids(&*a, 500, 2), [2, 6]);
+    assert_eq!(ids(&*a, 100, 10), Vec::<u64>::new());
+    // Payment 2's hold ends: a newer image, not open any more.
+    let ended = Payment {
+        status: Status::Expired,
+        ..ps[1].clone()
+    };
+    apply(&mut *a, &[(10, record(&ended))]);
+    assert_eq!(ids(&*a, 500, 10), [6, 1]);
+    assert!(matches!(
+        a.open_holds(1, 500, crate::OPEN_HOLDS_MAX + 1),
+        Err(ArchiveError::Limit { .. })
+    ));
 }
 
 /// Pages come newest first and the cursor walks them without a gap or a

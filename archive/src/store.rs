@@ -17,6 +17,9 @@ pub const PAGE_PAYMENTS_MAX: usize = 1_000;
 /// Most merchants in one list scope: a service provider's own merchant
 /// plus its mandates. Each is one indexed walk per page.
 pub const SCOPE_MERCHANTS_MAX: usize = 64;
+/// Most open pre-authorizations one [`Archive::open_holds`] returns: the
+/// timers end them in steps.
+pub const OPEN_HOLDS_MAX: usize = 10_000;
 /// Most payments removed by one [`Archive::delete_created_before`]: the
 /// retention pass calls it until it returns fewer, so no transaction
 /// holds the write lock for long while the drainer waits.
@@ -106,6 +109,21 @@ pub trait Archive: Send {
         limit: usize,
     ) -> Result<Page, ArchiveError>;
 
+    /// Open pre-authorizations (status uncaptured) of `merchant` created
+    /// before `created_before_ms`, oldest first, at most `limit`: the ones
+    /// memory let go whose hold has ended, for the timers to expire or
+    /// capture.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Limit`] past [`OPEN_HOLDS_MAX`]; when the store
+    /// cannot be read, or holds a damaged image.
+    fn open_holds(
+        &self,
+        merchant: u32,
+        created_before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Payment>, ArchiveError>;
+
     /// Removes up to [`DELETE_PAYMENTS_MAX`] payments created before
     /// `cutoff_ms`, with their index entries and answers, and answers
     /// given before it; returns how many payments went (call again while
@@ -115,4 +133,17 @@ pub trait Archive: Send {
     /// # Errors
     /// When the store fails; then nothing was removed.
     fn delete_created_before(&mut self, cutoff_ms: u64) -> Result<usize, ArchiveError>;
+}
+
+/// [`ArchiveError::Limit`] when `limit` is past [`OPEN_HOLDS_MAX`].
+pub(crate) fn check_open_holds_limit(location: &str, limit: usize) -> Result<(), ArchiveError> {
+    if limit > OPEN_HOLDS_MAX {
+        return Err(ArchiveError::Limit {
+            location: location.to_owned(),
+            what: "open holds asked for",
+            got: limit as u64,
+            max: OPEN_HOLDS_MAX as u64,
+        });
+    }
+    Ok(())
 }

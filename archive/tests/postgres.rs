@@ -90,6 +90,11 @@ fn watermark() {
 }
 
 #[test]
+fn open_holds() {
+    contract::open_holds(&Schemas::new("open_holds"));
+}
+
+#[test]
 fn delete_by_cutoff() {
     contract::delete_by_cutoff(&Schemas::new("delete_by_cutoff"));
 }

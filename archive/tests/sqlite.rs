@@ -50,6 +50,11 @@ fn watermark() {
 }
 
 #[test]
+fn open_holds() {
+    contract::open_holds(&Files::new());
+}
+
+#[test]
 fn delete_by_cutoff() {
     contract::delete_by_cutoff(&Files::new());
 }

@@ -167,10 +167,18 @@ pub enum Command<'a> {
         /// the archive.
         archived_seq: u64,
     },
+    /// Ends the holds of open pre-authorizations the archive holds (memory
+    /// let them go) whose hold has ended: read by the shell from the
+    /// archive, brought back and expired or captured as the timers would.
+    EndHolds {
+        /// The payments, as the archive has them.
+        payments: &'a [Payment],
+    },
     /// Lets payments go from memory: final ones whose last change was
-    /// before `cutoff_ms`, or any final one while memory is nearly full,
-    /// once the archive holds their last change. Bounded per call; run it
-    /// off the request path.
+    /// before `cutoff_ms`; while memory is nearly full, any final one and
+    /// the oldest open pre-authorizations (their holds are then ended from
+    /// the archive: [`Command::EndHolds`]); each once the archive holds its
+    /// last change. Bounded per call; run it off the request path.
     Retire {
         /// Last-change time before which final payments go.
         cutoff_ms: u64,

@@ -109,7 +109,7 @@ impl Engine {
     /// for a whole pass; retiring forgets, it records nothing).
     pub fn apply(&self, command: Command<'_>, now_ms: u64) -> Reply {
         let _epoch = match command {
-            Command::Tick { .. } | Command::Retire { .. } => None,
+            Command::Tick { .. } | Command::Retire { .. } | Command::EndHolds { .. } => None,
             _ => Some(self.epochs.enter()),
         };
         match command {
@@ -131,13 +131,11 @@ impl Engine {
                 fetched,
             } => self.mark_scam(merchant, payment, reason, fetched, now_ms),
             Command::Tick { archived_seq } => self.tick(now_ms, archived_seq),
+            Command::EndHolds { payments } => self.end_archived_holds(payments, now_ms),
             Command::Retire {
                 cutoff_ms,
                 archived_seq,
-            } => Reply {
-                count: self.state.retire(cutoff_ms, archived_seq),
-                ..Reply::of(Code::APPROVED, [b'0'; 12])
-            },
+            } => self.retire(cutoff_ms, archived_seq),
         }
     }
 
@@ -306,6 +304,28 @@ impl Engine {
             .filter_map(|&id| self.state.get(id))
             .collect();
         (page, more)
+    }
+
+    /// [`Command::Retire`]: the state lets payments go; the holds of open
+    /// pre-authorizations that went leave the timers with them.
+    fn retire(&self, cutoff_ms: u64, archived_seq: u64) -> Reply {
+        let mut open = Vec::new();
+        let count = self.state.retire(cutoff_ms, archived_seq, &mut open);
+        if !open.is_empty() {
+            self.with_timers(|t| {
+                for p in &open {
+                    let due = self
+                        .merchants
+                        .get(p.merchant as usize)
+                        .map_or(p.created_ms, |m| m.hold_end(p.created_ms).0);
+                    t.due.remove(&(due, p.payment));
+                }
+            });
+        }
+        Reply {
+            count,
+            ..Reply::of(Code::APPROVED, [b'0'; 12])
+        }
     }
 
     /// Runs `f` on the timers, one pass at a time.

@@ -77,7 +77,7 @@ const EVICTED_SLACK_MS: u64 = 1_000;
 /// The bounded index, in two generations so that ageing out never walks
 /// the entries on the request path: answers go into the current
 /// generation; every window, or sooner when the current generation holds
-/// half of `limits.idempotency_entries_max`, the older one is dropped and
+/// 40% of `limits.idempotency_entries_max`, the older one is dropped and
 /// becomes the current one, provided the archive holds every answer in
 /// it. Without pressure an answer is kept at least one window.
 pub(crate) struct Idempotency {
@@ -96,6 +96,14 @@ pub(crate) struct Idempotency {
     /// Per bucket of terminals, the latest F7 (ms since the epoch) among
     /// answers that left memory; 0 when none did.
     evicted_f7_ms: Box<[AtomicU64]>,
+}
+
+/// Answers in the current generation at which it rotates without waiting
+/// for the window: 40% of the limit, so the two generations stay under
+/// the switch's backpressure threshold (85% to turn it off) while the
+/// archive keeps up.
+fn generation_full(entries_max: usize) -> usize {
+    entries_max / 5 * 2
 }
 
 /// The bucket of terminal `t`.
@@ -219,7 +227,7 @@ impl Idempotency {
     }
 
     /// Rotates the generations when due: `window_ms` since the last
-    /// rotation, or the current generation holding half of
+    /// rotation, or the current generation holding 40% of
     /// `limits.idempotency_entries_max`. The older generation is dropped
     /// (and becomes the current one) only when every answer in it has a
     /// journal sequence at or below `archived_seq`, so the archive can
@@ -229,7 +237,7 @@ impl Idempotency {
     pub(crate) fn rotate_if_due(&self, now_ms: u64, window_ms: u64, archived_seq: u64) -> usize {
         let last = self.rotated_at_ms.load(Ordering::Acquire);
         let current = self.current.load(Ordering::Acquire) & 1;
-        let full = self.lens[current].load(Ordering::Relaxed) >= self.entries_max / 2;
+        let full = self.lens[current].load(Ordering::Relaxed) >= generation_full(self.entries_max);
         if now_ms.saturating_sub(last) < window_ms && !full {
             return 0;
         }
@@ -349,13 +357,14 @@ mod tests {
 
     #[test]
     fn a_full_generation_goes_early_only_once_archived() {
-        let idx = Idempotency::new(4, 0);
+        let idx = Idempotency::new(5, 0);
         idx.store(key(1), recorded(1));
         idx.store(key(2), recorded(2));
-        // Half the limit in the current generation: it becomes the older.
+        // 40% of the limit in the current generation: it becomes the older.
         assert_eq!(idx.rotate_if_due(10, 3_600_000, 0), 0);
         idx.store(key(3), recorded(3));
         idx.store(key(4), recorded(4));
+        idx.store(key(5), recorded(5));
         assert_eq!(idx.room(), Err(Code::SYSTEM_MALFUNCTION));
         // The older generation holds seq 2; the archive only has 1.
         assert_eq!(idx.rotate_if_due(20, 3_600_000, 1), 0);
@@ -371,7 +380,7 @@ mod tests {
     fn only_messages_at_or_before_what_left_may_be_archived() {
         // F7 11-23 11:49:59 of the year of `now`.
         let now = f7_ms(1_123_114_959, 1_700_000_000_000).unwrap();
-        let idx = Idempotency::new(4, now);
+        let idx = Idempotency::new(5, now);
         assert!(!idx.may_be_archived(&key(1), now), "nothing left memory");
         idx.store(key(1), recorded(1));
         idx.store(key(2), recorded(2));

@@ -52,6 +52,18 @@ struct Arrival {
     payment: u64,
 }
 
+/// An open pre-authorization [`State::retire`] let go: its hold leaves
+/// the timers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpenHold {
+    /// The payment.
+    pub(crate) payment: u64,
+    /// Its merchant.
+    pub(crate) merchant: u32,
+    /// When it was created.
+    pub(crate) created_ms: u64,
+}
+
 /// Most payments [`State::retire`] looks at in one pass, so a pass is
 /// bounded however many there are (open pre-authorizations go back to the
 /// end of the queue).
@@ -392,9 +404,9 @@ impl State {
     }
 
     /// Drops from memory payments in a final state whose last change was
-    /// before `cutoff_ms` (or any final one while memory is above
-    /// [`RETIRE_PRESSURE_PCT`] of its limit), provided the archive holds
-    /// their last change (`journal_seq` at or below `archived_seq`);
+    /// before `cutoff_ms` (or, while memory is above [`RETIRE_PRESSURE_PCT`]
+    /// of its limit, any payment, open pre-authorizations included, which
+    /// are added to `open`), provided the archive holds their last change (`journal_seq` at or below `archived_seq`);
     /// returns how many went. Takes payments in the order they came, at
     /// most [`RETIRE_PER_PASS_MAX`]; stops at the first that is too recent
     /// or not archived yet, so a pass costs little when nothing is due.
@@ -405,7 +417,12 @@ impl State {
     /// Index entries of a retired payment stay until the index is swept
     /// (when it holds more than twice the payments): a follow-up that
     /// finds one reads the payment back from the archive by id.
-    pub(crate) fn retire(&self, cutoff_ms: u64, archived_seq: u64) -> usize {
+    pub(crate) fn retire(
+        &self,
+        cutoff_ms: u64,
+        archived_seq: u64,
+        open: &mut Vec<OpenHold>,
+    ) -> usize {
         let mut front = self
             .retire_front
             .lock()
@@ -424,7 +441,7 @@ impl State {
             let mut blocked = false;
             let mut again = None;
             let removed = self.payments.remove_if(&a.payment, |_, p| {
-                if p.status == Status::Uncaptured {
+                if p.status == Status::Uncaptured && !under_pressure {
                     again = Some(last_change_ms(p).max(a.at_ms));
                     return false;
                 }
@@ -451,6 +468,13 @@ impl State {
             }
             if let Some((_, p)) = removed {
                 retired += 1;
+                if p.status == Status::Uncaptured {
+                    open.push(OpenHold {
+                        payment: p.id,
+                        merchant: p.merchant,
+                        created_ms: p.created_ms,
+                    });
+                }
                 self.payments_len.fetch_sub(1, Ordering::Relaxed);
                 self.count(p.status, false);
                 self.by_rrn.remove(&(p.merchant, p.rrn, p.auth_code));
@@ -560,23 +584,23 @@ mod tests {
         add(&state, sale(4, 5_000, 10), None);
         // Nothing changed before 100: nothing goes, and the pass stops at
         // the first payment.
-        assert_eq!(state.retire(100, u64::MAX), 0);
+        assert_eq!(state.retire(100, u64::MAX, &mut Vec::new()), 0);
         assert_eq!(state.len(), 4);
         // Old enough, but the archive holds only up to seq 4: nothing goes.
-        assert_eq!(state.retire(1_000, 4), 0);
+        assert_eq!(state.retire(1_000, 4, &mut Vec::new()), 0);
         assert!(state.get(1).is_some());
         // The archive reaches 5: the first sale goes, the pass stops at the
         // third (seq 9 not archived); the open pre-authorization stays.
-        assert_eq!(state.retire(1_000, 5), 1);
+        assert_eq!(state.retire(1_000, 5, &mut Vec::new()), 1);
         assert!(state.get(1).is_none());
         assert!(state.get(3).is_some());
         assert_eq!(state.find_by_rrn(0, rrn(1), *b"000001"), None);
         assert_eq!(state.find_by_rrn(0, rrn(3), *b"000001"), Some(3));
         assert_eq!(count(&state, Status::Succeeded), 2);
         assert_eq!(state.count_by_status(), walked(&state));
-        assert_eq!(state.retire(1_000, 9), 1);
+        assert_eq!(state.retire(1_000, 9, &mut Vec::new()), 1);
         assert_eq!(
-            state.retire(1_000, u64::MAX),
+            state.retire(1_000, u64::MAX, &mut Vec::new()),
             0,
             "the newer sale is too recent"
         );
@@ -591,24 +615,28 @@ mod tests {
                 Code::APPROVED,
             );
         });
-        assert_eq!(state.retire(1_000, u64::MAX), 0, "changed at 1,500");
+        assert_eq!(
+            state.retire(1_000, u64::MAX, &mut Vec::new()),
+            0,
+            "changed at 1,500"
+        );
         // It went back to the end of the queue, behind the newer sale: it
         // goes when that one does (at most one retention period late).
-        assert_eq!(state.retire(2_000, u64::MAX), 0);
-        assert_eq!(state.retire(6_000, u64::MAX), 2);
+        assert_eq!(state.retire(2_000, u64::MAX, &mut Vec::new()), 0);
+        assert_eq!(state.retire(6_000, u64::MAX, &mut Vec::new()), 2);
         assert!(state.get(2).is_none());
         // A payment read back from the archive is counted and goes again.
         state.bring_back(made(1, Kind::Sale, 100)).unwrap();
         assert!(state.get(1).is_some());
         assert_eq!(count(&state, Status::Succeeded), 1);
-        assert_eq!(state.retire(6_000, u64::MAX), 1);
+        assert_eq!(state.retire(6_000, u64::MAX, &mut Vec::new()), 1);
         assert_eq!(state.count_by_status(), walked(&state));
         assert_eq!(state.count_by_status().iter().sum::<u64>(), 0);
         assert_eq!(state.len(), 0);
     }
 
     #[test]
-    fn retire_under_pressure_takes_recent_final_payments_but_never_open_holds() {
+    fn retire_under_pressure_takes_the_oldest_payments_open_holds_included() {
         let state = State::new(8);
         for id in 1..=4 {
             add(&state, made(id, Kind::PreAuth, 100), None);
@@ -616,23 +644,23 @@ mod tests {
         for id in 5..=8 {
             add(&state, made(id, Kind::Sale, 100), None);
         }
-        // 8 held, 75% of 8 is 6: recent sales go until 6 are held.
-        assert_eq!(state.retire(0, u64::MAX), 2);
+        // 8 held, 75% of 8 is 6: the two oldest go, though recent and
+        // open; their holds are reported, for the timers to drop.
+        let mut open = Vec::new();
+        assert_eq!(state.retire(0, u64::MAX, &mut open), 2);
         assert_eq!(state.len(), 6);
-        assert_eq!(count(&state, Status::Uncaptured), 4);
-        // Memory full of open holds only: nothing more can go.
-        for id in 7..=8 {
-            state.with_payment(id, |p| p.status = Status::Uncaptured);
-        }
-        assert_eq!(state.retire(0, u64::MAX), 0);
-        assert_eq!(state.len(), 6);
-        assert_eq!(count(&state, Status::Uncaptured), 6);
-        // A payment brought back while memory is full is refused with 96.
-        for id in 9..=10 {
-            add(&state, made(id, Kind::PreAuth, 100), None);
-        }
+        assert_eq!(open.iter().map(|h| h.payment).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(count(&state, Status::Uncaptured), 2);
+        // Not archived yet: nothing goes, whatever the pressure.
+        add(&state, made(9, Kind::Sale, 100), None);
+        state.with_payment(9, |p| p.journal_seq = 50);
+        state.with_payment(3, |p| p.journal_seq = 50);
+        assert_eq!(state.retire(0, 49, &mut Vec::new()), 0);
+        assert_eq!(state.len(), 7);
+        // Memory full: a payment brought back is refused with 96.
+        add(&state, made(10, Kind::Sale, 100), None);
         assert_eq!(
-            state.bring_back(made(5, Kind::Sale, 0)),
+            state.bring_back(made(1, Kind::Sale, 0)),
             Err(Code::SYSTEM_MALFUNCTION)
         );
     }

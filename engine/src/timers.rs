@@ -2,8 +2,6 @@
 //! end holds (expiry or auto-capture) and age out idempotency entries.
 //! Each pass is bounded; tests drive it with a manual clock.
 
-use std::cmp::Reverse;
-
 use crate::code::Code;
 use crate::command::Reply;
 use crate::commit::{self, ChangeParts};
@@ -19,14 +17,14 @@ impl Engine {
             let (due, incoming) = (&mut t.due, &mut t.incoming);
             self.state.drain_new_holds(incoming, HOLDS_PER_PASS_MAX);
             for h in incoming.drain(..) {
-                due.push(Reverse((h.due_ms, h.payment)));
+                due.insert((h.due_ms, h.payment));
             }
             let mut ended = 0;
-            while let Some(&Reverse((due_ms, id))) = due.peek() {
+            while let Some(&(due_ms, id)) = due.first() {
                 if due_ms > now_ms || ended == HOLDS_PER_PASS_MAX {
                     break;
                 }
-                due.pop();
+                due.pop_first();
                 if self.end_hold(id, now_ms) {
                     ended += 1;
                 }
@@ -35,6 +33,38 @@ impl Engine {
         });
         self.idempotency
             .rotate_if_due(now_ms, self.idempotency_window_ms, archived_seq);
+        Reply {
+            count: ended,
+            ..Reply::of(Code::APPROVED, [b'0'; 12])
+        }
+    }
+
+    /// Ends the holds of `payments`, open pre-authorizations the archive
+    /// holds whose hold has ended (memory let them go): each is brought
+    /// back into memory (unless memory has it, or is full) and its hold
+    /// ended as the timers would. The reply counts the holds ended.
+    pub(crate) fn end_archived_holds(
+        &self,
+        payments: &[crate::lifecycle::Payment],
+        now_ms: u64,
+    ) -> Reply {
+        let mut ended = 0;
+        for p in payments {
+            let Some(m) = self.merchants.get(p.merchant as usize) else {
+                continue;
+            };
+            if m.hold_end(p.created_ms).0 > now_ms
+                || p.status != crate::lifecycle::Status::Uncaptured
+            {
+                continue;
+            }
+            if self.state.bring_back(p.clone()).is_err() {
+                break;
+            }
+            if self.end_hold(p.id, now_ms) {
+                ended += 1;
+            }
+        }
         Reply {
             count: ended,
             ..Reply::of(Code::APPROVED, [b'0'; 12])

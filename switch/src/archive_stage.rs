@@ -187,6 +187,20 @@ impl ArchiveStage {
         self.with_reader(|a| a.list(scope, filter, before_id, limit))
     }
 
+    /// Open pre-authorizations of `merchant` created before
+    /// `created_before_ms` (see [`Archive::open_holds`]).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub(crate) fn open_holds(
+        &self,
+        merchant: u32,
+        created_before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Payment>, ArchiveError> {
+        self.with_reader(|a| a.open_holds(merchant, created_before_ms, limit))
+    }
+
     /// Why the switch should not take traffic because of the archive:
     /// the drainer cannot write, or it is more than
     /// `archive.lag_records_max` records behind the journal's `last_seq`.

@@ -579,10 +579,9 @@ fn warn_saturation(node: &node::Node, last_warned: &mut Option<tokio::time::Inst
     }
 }
 
-/// Letting payments go from memory is tried every 10th timer pass (1 s):
-/// a pass stops at the first payment too recent or not yet archived, so
-/// it costs little when nothing is due.
-const RETIRE_EVERY_PASSES: u64 = 10;
+/// Ended holds in the archive are looked for every this many timer passes
+/// (1 s).
+const ARCHIVED_HOLDS_EVERY_PASSES: u64 = 10;
 
 /// Writes every payment in memory (and its index entries) to `store`, in
 /// batches (see [`drainer::Drainer::start`]).
@@ -616,11 +615,14 @@ fn seed_archive(engine: &engine::Engine, store: &mut dyn archive::Archive) -> an
     Ok(())
 }
 
-/// The timers: every [`SWEEP_INTERVAL`], one [`engine::Command::Tick`];
-/// every [`RETIRE_EVERY_PASSES`]th, one [`engine::Command::Retire`]; both
-/// at the switch's clock with the archive's watermark, on the blocking
-/// pool, so no runtime worker (and none of the connections it serves)
-/// stalls for a pass.
+/// The timers: every [`SWEEP_INTERVAL`], one [`engine::Command::Tick`]
+/// and one [`engine::Command::Retire`] (a pass stops at the first payment
+/// too recent or not yet archived, so it costs little when nothing is due,
+/// and at peak rate memory stays below the backpressure threshold), at the
+/// switch's clock with the archive's watermark; every
+/// [`ARCHIVED_HOLDS_EVERY_PASSES`]th, the ended holds of archived
+/// pre-authorizations. On the blocking pool, so no runtime worker (and
+/// none of the connections it serves) stalls for a pass.
 async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -635,14 +637,19 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
         let timers = tokio::task::spawn_blocking(move || {
             let archived_seq = n.archived_seq();
             n.apply(engine::Command::Tick { archived_seq });
-            if pass % RETIRE_EVERY_PASSES == 0 {
-                let cutoff_ms = n.clock.now_ms().saturating_sub(retention_ms);
-                let r = n.apply(engine::Command::Retire {
-                    cutoff_ms,
-                    archived_seq,
-                });
-                if r.count > 0 {
-                    ::metrics::counter!("switch_payments_retired_total").increment(r.count as u64);
+            let cutoff_ms = n.clock.now_ms().saturating_sub(retention_ms);
+            let r = n.apply(engine::Command::Retire {
+                cutoff_ms,
+                archived_seq,
+            });
+            if r.count > 0 {
+                ::metrics::counter!("switch_payments_retired_total").increment(r.count as u64);
+            }
+            if pass % ARCHIVED_HOLDS_EVERY_PASSES == 0 {
+                let ended = n.end_archived_holds();
+                if ended > 0 {
+                    ::metrics::counter!("switch_archived_holds_ended_total")
+                        .increment(ended as u64);
                 }
             }
         });

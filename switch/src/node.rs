@@ -14,6 +14,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::journal_stage::JournalStage;
 
+/// Most archived open pre-authorizations whose hold ended that one timer
+/// pass ends per merchant.
+const OPEN_HOLDS_PER_PASS: usize = 1_000;
+
 /// Most archive lookups one request makes: its answer, then its original.
 const LOOKUPS_PER_REQUEST_MAX: usize = 2;
 
@@ -33,6 +37,9 @@ pub(crate) struct Node {
     pub(crate) archive: Option<ArchiveStage>,
     /// Whether connections hold off reading (set by the timers).
     pub(crate) pressure: crate::net::Pressure,
+    /// Per merchant (by index), how long after creation a hold ends
+    /// (auto-capture, else the hold period), ms.
+    hold_periods_ms: Vec<u64>,
     /// The risk policy file, if not the embedded default.
     policy_file: Option<PathBuf>,
     /// Turns block-listed PANs into tokens when a policy is compiled.
@@ -97,6 +104,11 @@ impl Node {
             journal: JournalStage::Off,
             archive: None,
             pressure: crate::net::Pressure::default(),
+            hold_periods_ms: config
+                .merchants
+                .iter()
+                .map(|m| m.auto_capture_h.unwrap_or(m.hold_period_h) * 3_600_000)
+                .collect(),
             policy_file,
             token_key,
         })
@@ -157,6 +169,41 @@ impl Node {
         self.archive
             .as_ref()
             .map_or(u64::MAX, |a| a.progress.watermark())
+    }
+
+    /// Ends the holds that have ended of open pre-authorizations memory let
+    /// go (they are in the archive only): per merchant, the oldest first,
+    /// at most [`OPEN_HOLDS_PER_PASS`]. Returns how many ended. Blocking.
+    pub(crate) fn end_archived_holds(&self) -> usize {
+        let Some(archive) = &self.archive else {
+            return 0;
+        };
+        let now_ms = self.clock.now_ms();
+        let mut ended = 0;
+        for (index, period_ms) in self.hold_periods_ms.iter().enumerate() {
+            let created_before_ms = now_ms.saturating_sub(*period_ms) + 1;
+            match archive.open_holds(index as u32, created_before_ms, OPEN_HOLDS_PER_PASS) {
+                Ok(payments) if payments.is_empty() => {}
+                Ok(payments) => {
+                    ended += self
+                        .apply(Command::EndHolds {
+                            payments: &payments,
+                        })
+                        .count;
+                }
+                Err(e) => {
+                    ::metrics::counter!("switch_archive_errors_total", "op" => "open_holds")
+                        .increment(1);
+                    crate::ratelog::warn_limited!(
+                        "archive_open_holds",
+                        error = %e,
+                        "archive: reading ended holds failed; retrying"
+                    );
+                    break;
+                }
+            }
+        }
+        ended
     }
 
     /// Reads from the engine.

@@ -509,6 +509,30 @@ impl Archive for PgArchive {
         list::page(self, scope, filter, before_id, limit)
     }
 
+    fn open_holds(
+        &self,
+        merchant: u32,
+        created_before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Payment>, ArchiveError> {
+        crate::store::check_open_holds_limit(&self.location, limit)?;
+        // `status = 0` (uncaptured) matches the partial index `payments_open`.
+        let sql = "SELECT id, record FROM payments
+            WHERE merchant = $1 AND status = 0 AND created_ms < $2
+            ORDER BY created_ms LIMIT $3";
+        let (merchant, before, limit) =
+            (i64::from(merchant), created_before_ms as i64, limit as i64);
+        let rows: Vec<(i64, Vec<u8>)> = self.with_session(|s| {
+            let rows = s.client.query(sql, &[&merchant, &before, &limit])?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })?;
+        rows.iter()
+            .map(|(id, b)| self.image(*id as u64, b))
+            .collect()
+    }
+
     fn delete_created_before(&mut self, cutoff_ms: u64) -> Result<usize, ArchiveError> {
         let cutoff = clamped(cutoff_ms);
         let most = DELETE_PAYMENTS_MAX as i64;

@@ -58,6 +58,7 @@ CREATE INDEX payments_rrn ON payments (merchant, rrn, auth_code);
 CREATE INDEX payments_reference ON payments (merchant, merchant_reference, id)
     WHERE merchant_reference IS NOT NULL;
 CREATE INDEX payments_created ON payments (created_ms);
+CREATE INDEX payments_open ON payments (merchant, created_ms) WHERE status = 0;
 CREATE TABLE originals (
     merchant BIGINT NOT NULL,
     mti INTEGER NOT NULL,

@@ -303,6 +303,33 @@ impl Archive for SqliteArchive {
         list::page(self, scope, filter, before_id, limit)
     }
 
+    fn open_holds(
+        &self,
+        merchant: u32,
+        created_before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Payment>, ArchiveError> {
+        crate::store::check_open_holds_limit(&self.location(), limit)?;
+        // `status = 0` (uncaptured) matches the partial index `payments_open`.
+        let sql = "SELECT id, record FROM payments
+            WHERE merchant = ?1 AND status = 0 AND created_ms < ?2
+            ORDER BY created_ms LIMIT ?3";
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                let rows = s.query_map(
+                    params![merchant, created_before_ms as i64, limit as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                rows.collect()
+            })
+            .map_err(|e| self.fail(e))?;
+        rows.iter()
+            .map(|(id, b)| self.image(*id as u64, b))
+            .collect()
+    }
+
     fn delete_created_before(&mut self, cutoff_ms: u64) -> Result<usize, ArchiveError> {
         let path = self.path.clone();
         let fail = |e| store_error(&path, e);
