@@ -56,8 +56,6 @@ pub struct Answer {
 /// What the index says about a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Seen {
-    /// Never answered: process it.
-    New,
     /// Answered before with the same content, or a repeat: answer again.
     Again(Answer),
     /// A new message with an answered key but other content: 94.
@@ -106,6 +104,16 @@ fn generation_full(entries_max: usize) -> usize {
     entries_max / 5 * 2
 }
 
+/// What an answer found for a message means: the same message again (or
+/// a repeat) gets it; other content under the same key is a conflict.
+pub(crate) fn judge(a: Answer, repeat: bool, content_crc: u32) -> Seen {
+    if repeat || a.content_crc == content_crc {
+        Seen::Again(a)
+    } else {
+        Seen::Conflict
+    }
+}
+
 /// The bucket of terminal `t`.
 fn bucket(t: &[u8; 8]) -> usize {
     // FNV-1a: stable across runs, cheap, spreads eight ASCII bytes.
@@ -149,29 +157,53 @@ impl Idempotency {
         }
     }
 
-    fn newer(&self) -> &DashMap<MessageKey, Answer, MapHasher> {
-        &self.generations[self.current.load(Ordering::Acquire) & 1]
-    }
-
-    fn older(&self) -> &DashMap<MessageKey, Answer, MapHasher> {
-        &self.generations[(self.current.load(Ordering::Acquire) + 1) & 1]
-    }
-
-    /// The older generation first: it holds the first answer when a race
-    /// left one in each, so `store` need not look there.
-    fn find(&self, key: &MessageKey) -> Option<Answer> {
-        self.older()
+    /// Looks a message up (the older generation first, as
+    /// [`Idempotency::answer_once`]); `None` when never answered. `repeat`
+    /// is whether its MTI says so.
+    #[cfg(test)]
+    pub(crate) fn check(&self, key: &MessageKey, repeat: bool, content_crc: u32) -> Option<Seen> {
+        let current = self.current.load(Ordering::Acquire) & 1;
+        let found = self.generations[(current + 1) & 1]
             .get(key)
-            .or_else(|| self.newer().get(key))
-            .map(|a| *a)
+            .or_else(|| self.generations[current].get(key))
+            .map(|a| *a)?;
+        Some(judge(found, repeat, content_crc))
     }
 
-    /// Looks a message up. `repeat` is whether its MTI says so.
-    pub(crate) fn check(&self, key: &MessageKey, repeat: bool, content_crc: u32) -> Seen {
-        match self.find(key) {
-            None => Seen::New,
-            Some(a) if repeat || a.content_crc == content_crc => Seen::Again(a),
-            Some(_) => Seen::Conflict,
+    /// Answers message `key` once: the answer memory has (as [`Seen`]),
+    /// or, when it has none, what `make` returns, storing the answer `make`
+    /// gives (none: nothing remembered, e.g. a lookup in the archive comes
+    /// first). `make` runs holding the key's slot in the current
+    /// generation, so a repeat racing it waits and gets its answer; the
+    /// common path is one lookup in the older generation (none while it is
+    /// empty) and one entry in the current, where a check and a store took
+    /// three. `make` must not touch this index.
+    pub(crate) fn answer_once<R>(
+        &self,
+        key: &MessageKey,
+        repeat: bool,
+        content_crc: u32,
+        make: impl FnOnce() -> (R, Option<Answer>),
+    ) -> Result<R, Seen> {
+        // The older generation first: it holds the first answer when a race
+        // left one in each.
+        let current = self.current.load(Ordering::Acquire) & 1;
+        let older = (current + 1) & 1;
+        if self.lens[older].load(Ordering::Relaxed) > 0 {
+            if let Some(a) = self.generations[older].get(key).map(|a| *a) {
+                return Err(judge(a, repeat, content_crc));
+            }
+        }
+        match self.generations[current].entry(*key) {
+            Entry::Occupied(o) => Err(judge(*o.get(), repeat, content_crc)),
+            Entry::Vacant(v) => {
+                let (made, answer) = make();
+                if let Some(a) = answer {
+                    v.insert(a);
+                    self.lens[current].fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(made)
+            }
         }
     }
 
@@ -218,12 +250,6 @@ impl Idempotency {
             return false;
         }
         f7_ms(key.transmission, now_ms).is_none_or(|f7| f7 <= evicted + EVICTED_SLACK_MS)
-    }
-
-    /// Puts an answer read back from the archive in memory (first wins),
-    /// so the next repeat finds it here.
-    pub(crate) fn restore(&self, key: MessageKey, answer: Answer) {
-        self.store(key, answer);
     }
 
     /// Rotates the generations when due: `window_ms` since the last
@@ -309,19 +335,22 @@ mod tests {
     #[test]
     fn repeats_and_conflicts() {
         let idx = Idempotency::new(2, 0);
-        assert_eq!(idx.check(&key(1), false, 7), Seen::New);
+        assert_eq!(idx.check(&key(1), false, 7), None);
         idx.store(key(1), answer(7, 10));
-        assert_eq!(idx.check(&key(1), false, 7), Seen::Again(answer(7, 10)));
+        assert_eq!(
+            idx.check(&key(1), false, 7),
+            Some(Seen::Again(answer(7, 10)))
+        );
         assert_eq!(
             idx.check(&key(1), true, 8),
-            Seen::Again(answer(7, 10)),
+            Some(Seen::Again(answer(7, 10))),
             "a repeat gets the answer"
         );
-        assert_eq!(idx.check(&key(1), false, 8), Seen::Conflict);
+        assert_eq!(idx.check(&key(1), false, 8), Some(Seen::Conflict));
         idx.store(key(1), answer(9, 11));
         assert_eq!(
             idx.check(&key(1), false, 7),
-            Seen::Again(answer(7, 10)),
+            Some(Seen::Again(answer(7, 10))),
             "first answer wins"
         );
     }
@@ -335,17 +364,26 @@ mod tests {
         assert_eq!(idx.rotate_if_due(999, 1_000, all), 0, "not a window yet");
         // One window: the answers move to the older generation, still found.
         assert_eq!(idx.rotate_if_due(1_000, 1_000, all), 0);
-        assert_eq!(idx.check(&key(1), true, 1), Seen::Again(answer(1, 10)));
+        assert_eq!(
+            idx.check(&key(1), true, 1),
+            Some(Seen::Again(answer(1, 10)))
+        );
         idx.store(key(3), answer(1, 1_500));
         assert_eq!(idx.len(), 3);
         // Two windows: the first two are gone, the third is kept.
         assert_eq!(idx.rotate_if_due(2_000, 1_000, all), 2);
-        assert_eq!(idx.check(&key(1), true, 1), Seen::New);
-        assert_eq!(idx.check(&key(3), true, 1), Seen::Again(answer(1, 1_500)));
+        assert_eq!(idx.check(&key(1), true, 1), None);
+        assert_eq!(
+            idx.check(&key(3), true, 1),
+            Some(Seen::Again(answer(1, 1_500)))
+        );
         assert_eq!(idx.room(), Ok(()));
         // First answer wins across generations too.
         idx.store(key(3), answer(9, 2_100));
-        assert_eq!(idx.check(&key(3), false, 1), Seen::Again(answer(1, 1_500)));
+        assert_eq!(
+            idx.check(&key(3), false, 1),
+            Some(Seen::Again(answer(1, 1_500)))
+        );
     }
 
     fn recorded(seq: u64) -> Answer {
@@ -368,11 +406,11 @@ mod tests {
         assert_eq!(idx.room(), Err(Code::SYSTEM_MALFUNCTION));
         // The older generation holds seq 2; the archive only has 1.
         assert_eq!(idx.rotate_if_due(20, 3_600_000, 1), 0);
-        assert_eq!(idx.check(&key(1), true, 1), Seen::Again(recorded(1)));
+        assert_eq!(idx.check(&key(1), true, 1), Some(Seen::Again(recorded(1))));
         assert_eq!(idx.room(), Err(Code::SYSTEM_MALFUNCTION));
         // Archived: the first two go; memory has room again.
         assert_eq!(idx.rotate_if_due(30, 3_600_000, 2), 2);
-        assert_eq!(idx.check(&key(1), true, 1), Seen::New);
+        assert_eq!(idx.check(&key(1), true, 1), None);
         assert_eq!(idx.room(), Ok(()));
     }
 
