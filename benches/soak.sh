@@ -11,6 +11,8 @@
 #   DURATION_S=600 benches/soak.sh                      # the issue's run
 #   SWITCH_BIN=/path/to/switch DURATION_S=60 benches/soak.sh
 #   ARCHIVE_URL=postgres://… benches/soak.sh
+#   PG=1 benches/soak.sh        # a throwaway PostgreSQL server (Debian's
+#                               # postgresql, run as the postgres user)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,23 @@ FRAME=127.0.0.1:$((BASE_PORT + 1))
 HTTP=127.0.0.1:$((BASE_PORT + 2))
 CONFIG=$WORK/switch.toml
 "$SWITCH_BIN" default-config >"$CONFIG"
+PG=${PG:-0}
+PG_PID=
+if [[ $PG == 1 ]]; then
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    PG_DIR=$WORK/pg
+    PG_PORT=$((BASE_PORT + 3))
+    chmod 755 "$WORK" && mkdir -p "$PG_DIR" && chown postgres: "$PG_DIR"
+    runuser -u postgres -- "$PG_BIN/initdb" -A trust --no-sync -U postgres -D "$PG_DIR/data" >/dev/null
+    runuser -u postgres -- "$PG_BIN/postgres" -D "$PG_DIR/data" -k "$PG_DIR" -p "$PG_PORT" \
+        -c listen_addresses=127.0.0.1 -c fsync=on >"$WORK/pg.log" 2>&1 &
+    PG_PID=$!
+    for _ in $(seq 1 100); do
+        runuser -u postgres -- "$PG_BIN/pg_isready" -h 127.0.0.1 -p "$PG_PORT" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    ARCHIVE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+fi
 if [[ -n $ARCHIVE_URL ]]; then
     sed -i "s|^url = \"\"|url = \"$ARCHIVE_URL\"|" "$CONFIG"
 fi
@@ -42,6 +61,10 @@ SWITCH_PID=$!
 cleanup() {
     kill "$SWITCH_PID" 2>/dev/null || true
     wait "$SWITCH_PID" 2>/dev/null || true
+    if [[ -n $PG_PID ]]; then
+        kill "$PG_PID" 2>/dev/null || true
+        wait "$PG_PID" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 for _ in $(seq 1 200); do

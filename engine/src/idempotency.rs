@@ -94,6 +94,9 @@ pub(crate) struct Idempotency {
     /// Per bucket of terminals, the latest F7 (ms since the epoch) among
     /// answers that left memory; 0 when none did.
     evicted_f7_ms: Box<[AtomicU64]>,
+    /// The older generation's highest journal seq and latest F7 per
+    /// bucket, once walked; cleared when it is dropped.
+    older_summary: std::sync::Mutex<Option<(u64, Vec<u64>)>>,
 }
 
 /// Answers in the current generation at which it rotates without waiting
@@ -154,6 +157,7 @@ impl Idempotency {
             rotated_at_ms: AtomicU64::new(now_ms),
             entries_max,
             evicted_f7_ms: (0..EVICTED_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            older_summary: std::sync::Mutex::new(None),
         }
     }
 
@@ -268,22 +272,34 @@ impl Idempotency {
             return 0;
         }
         let older = (current + 1) & 1;
-        let mut latest = vec![0u64; EVICTED_BUCKETS];
-        let mut archived = true;
-        for e in self.generations[older].iter() {
-            if e.value().seq > archived_seq {
-                archived = false;
-                break;
+        let mut summary = self
+            .older_summary
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Walked once per generation, not once per timer pass while the
+        // archive catches up (a walk of a million answers is tens of ms).
+        // Answers stored into it after the walk would be missed: only a
+        // store racing the rotation itself does that, microseconds after
+        // it, while the walk comes a timer pass later.
+        let (max_seq, latest) = summary.get_or_insert_with(|| {
+            let mut latest = vec![0u64; EVICTED_BUCKETS];
+            let mut max_seq = 0;
+            for e in self.generations[older].iter() {
+                max_seq = max_seq.max(e.value().seq);
+                if let Some(f7) = f7_ms(e.key().transmission, now_ms) {
+                    let b = &mut latest[bucket(&e.key().terminal)];
+                    *b = (*b).max(f7);
+                }
             }
-            if let Some(f7) = f7_ms(e.key().transmission, now_ms) {
-                let b = &mut latest[bucket(&e.key().terminal)];
-                *b = (*b).max(f7);
-            }
-        }
-        if !archived {
+            (max_seq, latest)
+        });
+        if *max_seq > archived_seq {
             metrics::counter!("switch_idempotency_rotations_deferred_total").increment(1);
             return 0;
         }
+        let latest = std::mem::take(latest);
+        *summary = None;
+        drop(summary);
         for (slot, f7) in self.evicted_f7_ms.iter().zip(latest) {
             if f7 > 0 {
                 slot.fetch_max(f7, Ordering::Relaxed);

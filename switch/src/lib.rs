@@ -543,14 +543,16 @@ fn update_pressure(node: &node::Node) {
     } else {
         (fill.idempotency_entries, fill.idempotency_entries_max)
     };
-    match node.pressure.update(n, max) {
+    let lag = node.journal.last_seq().saturating_sub(node.archived_seq());
+    match node.pressure.update(n, max, lag) {
         Some(true) => {
             ::metrics::counter!("switch_backpressure_total").increment(1);
             tracing::warn!(
                 payments = fill.payments,
                 answers = fill.idempotency_entries,
                 archived_seq = node.archived_seq(),
-                "backpressure on: memory nearly full while the archive catches up; connections stop reading"
+                lag,
+                "backpressure on: the archive is behind (or memory nearly full waiting for it); connections stop reading"
             );
         }
         Some(false) => tracing::info!("backpressure off: connections read again"),

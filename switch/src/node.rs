@@ -285,7 +285,7 @@ impl Node {
             .or_else(|| self.saturation())
             .or_else(|| {
                 self.pressure.is_on().then(|| {
-                    "backpressure: memory nearly full while the archive catches up; new requests wait".to_owned()
+                    "backpressure: the archive is behind (or memory nearly full waiting for it); new requests wait".to_owned()
                 })
             })
     }

@@ -35,6 +35,9 @@ pub(super) const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// query's variants (one per combination of filters in use).
 pub(super) const STATEMENTS_CACHED_MAX: usize = 64;
 
+/// Page cache per connection, KiB (SQLite's default is 2 MiB).
+const CACHE_KIB: i64 = 128 * 1024;
+
 /// The tables and indexes of [`SCHEMA_VERSION`].
 pub(super) const SCHEMA: &str = "
 CREATE TABLE payments (
@@ -179,6 +182,11 @@ pub(super) fn durable(conn: &Connection) -> rusqlite::Result<Result<(), String>>
     let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED_MAX);
+    // Index pages stay in SQLite's own cache instead of being read back
+    // from the file (the kernel's copy) on every batch: past a gigabyte of
+    // archive, SQLite's default 2 MiB made the drainer 3x slower. Pages are
+    // allocated as used, so an idle connection costs nothing.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Ok(Err(format!("journal_mode is {mode}, expected wal")));
     }
