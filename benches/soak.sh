@@ -6,7 +6,11 @@
 # SAMPLE_S seconds it prints one CSV line: elapsed seconds, answers/s over
 # the interval, the switch's RSS (MiB), payments in memory, remembered
 # answers, the archive's lag (records), answers with 96 so far, whether
-# backpressure is on. At the end, loadgen's summary (every answer checked).
+# backpressure is on. At the end, loadgen's summary (every answer checked),
+# then the switch is stopped and started again on the same data directory
+# to time its recovery (journal replay after the newest snapshot), and the
+# data directory is deleted (KEEP=1 keeps it: at peak rate the archive and
+# the journal grow by tens of MB a second).
 #
 #   DURATION_S=600 benches/soak.sh                      # the issue's run
 #   SWITCH_BIN=/path/to/switch DURATION_S=60 benches/soak.sh
@@ -65,6 +69,9 @@ cleanup() {
         kill "$PG_PID" 2>/dev/null || true
         wait "$PG_PID" 2>/dev/null || true
     fi
+    if [[ ${KEEP:-0} != 1 ]]; then
+        rm -rf "$WORK/data" "$WORK/pg"
+    fi
 }
 trap cleanup EXIT
 for _ in $(seq 1 200); do
@@ -94,6 +101,16 @@ while kill -0 "$LOADGEN_PID" 2>/dev/null; do
 done
 wait "$LOADGEN_PID" || true
 cat "$WORK/loadgen.json"
+kill "$SWITCH_PID" && wait "$SWITCH_PID" || true
+du -sh "$WORK/data/journal" "$WORK/data"/archive.sqlite* 2>/dev/null | sed 's/^/on disk: /'
+restart_start=$(date +%s.%N)
+"$SWITCH_BIN" --config "$CONFIG" --iso-addr "$ISO" --frame-addr "$FRAME" \
+    --http-addr "$HTTP" --data-dir "$WORK/data" 2>"$WORK/restart.log" &
+SWITCH_PID=$!
+until curl -sf "http://$HTTP/healthz" >/dev/null; do sleep 0.05; done
+echo "restart to serving (/healthz): $(echo "$(date +%s.%N) - $restart_start" | bc) s"
+grep "journal recovered" "$WORK/restart.log" | sed 's/\x1b\[[0-9;]*m//g'
+
 grep -c "WARN" "$WORK/switch.log" | sed 's/^/warnings in the log: /'
 grep "WARN" "$WORK/switch.log" | head -5
 echo "work directory: $WORK"

@@ -418,3 +418,99 @@ fn forty_days_then_an_old_refund_a_repeat_from_the_archive_and_a_full_export() {
     assert!(missing.is_empty(), "not exported: {missing:?}");
     assert_eq!(seen.len(), w.payments.len());
 }
+
+/// A second engine recovered from the first's snapshot and journal, with
+/// the records the archive holds not put back in memory.
+fn recover(w: &World, snapshot: Option<(u64, &[u8])>) -> Engine {
+    let merchant = Merchant {
+        id: *MID,
+        terminals: TERMINALS.to_vec(),
+        enabled: true,
+        currencies: vec![978],
+        over_capture_pct: 10,
+        refunds_allowed: true,
+        moto_allowed: true,
+        hold_period_ms: 7 * DAY_MS,
+        auto_capture_ms: None,
+    };
+    let settings = Settings {
+        merchants: vec![merchant],
+        payments_max: PAYMENTS_MAX,
+        idempotency_entries_max: ANSWERS_MAX,
+        idempotency_window_ms: WINDOW_MS,
+    };
+    let key = TokenKey::new(b"forty days");
+    let policy = risk::Policy::embedded(&engine::tokenizer(&key));
+    let mut e = Engine::new(settings, key, policy, w.now_ms);
+    let floor = w.drained as u64;
+    let from = match snapshot {
+        Some((seq, bytes)) => {
+            e.replay_snapshot(seq, bytes).expect("snapshot");
+            seq
+        }
+        None => 0,
+    };
+    let records = w.journal.0.lock().expect("lock").clone();
+    for (i, r) in records.iter().enumerate().skip(from as usize) {
+        let seq = i as u64 + 1;
+        if seq <= floor {
+            e.replay_archived_record(seq, engine::record::RECORD_PAYMENT, r)
+                .expect("archived record");
+        } else {
+            e.replay_record(seq, engine::record::RECORD_PAYMENT, r)
+                .expect("record");
+        }
+    }
+    e.after_archived_replay(w.now_ms);
+    e.set_journal(Box::new(w.journal.clone()));
+    e
+}
+
+#[test]
+fn recovery_leaves_archived_payments_in_the_archive_and_answers_as_before() {
+    let mut w = World::new();
+    let hold = w.send(Op::PreAuth, 0, 5_000, None);
+    let mut snapshot = Vec::new();
+    w.engine.encode_snapshot(&mut snapshot);
+    let snapshot_seq = w.journal.0.lock().expect("lock").len() as u64;
+    // After the snapshot: the hold is captured, and sales are answered.
+    let capture = w.send(Op::Capture, 0, 5_000, Some(&hold));
+    assert_eq!(capture.reply.code, Code::APPROVED);
+    let sales: Vec<Sent> = (0..50)
+        .map(|i| w.send(Op::Sale, 1, 100 + i, None))
+        .collect();
+    w.drain();
+    let last = w.send(Op::Sale, 1, 999, None);
+    let highest_id = last.reply.payment_id.expect("id");
+
+    // Everything but the last sale is archived: recovery keeps it out of
+    // memory, but brings the snapshot's hold up to date with its capture.
+    w.engine = recover(&w, Some((snapshot_seq, &snapshot)));
+    let QueryReply::Stats(stats) = w.engine.query(Query::Stats) else {
+        panic!("stats")
+    };
+    assert_eq!(
+        stats.payments, 2,
+        "the snapshot's hold and the unarchived sale"
+    );
+    let again = w.send(Op::Capture, 0, 5_000, Some(&hold));
+    assert_eq!(
+        again.reply.code,
+        Code::INVALID_TRANSACTION,
+        "captured once only"
+    );
+    // A repeat of an archived answer gets it from the archive.
+    let lookups = w.lookups;
+    let pan = luhn_pan(7);
+    let mut repeat = w.request(&sales[3], None, &pan);
+    repeat.repeat = true;
+    let r = w.apply(repeat);
+    assert_eq!(w.lookups, lookups + 1, "asked the archive");
+    assert_eq!((r.code, r.rrn), (sales[3].reply.code, sales[3].reply.rrn));
+    // New payments get new ids.
+    let next = w.send(Op::Sale, 1, 1_234, None);
+    assert!(next.reply.payment_id.expect("id") > highest_id);
+    // A refund of an archived sale is found there.
+    let refund = w.send(Op::Refund, 1, 10, Some(&sales[0]));
+    assert_eq!(refund.reply.code, Code::APPROVED);
+}

@@ -256,6 +256,15 @@ impl Idempotency {
         f7_ms(key.transmission, now_ms).is_none_or(|f7| f7 <= evicted + EVICTED_SLACK_MS)
     }
 
+    /// Every terminal bucket: answers to messages with an F7 up to `f7_ms`
+    /// may be in the archive only (after a recovery that skipped archived
+    /// records).
+    pub(crate) fn all_may_be_archived_until(&self, f7_ms: u64) {
+        for slot in self.evicted_f7_ms.iter() {
+            slot.fetch_max(f7_ms, Ordering::Relaxed);
+        }
+    }
+
     /// Rotates the generations when due: `window_ms` since the last
     /// rotation, or the current generation holding 40% of
     /// `limits.idempotency_entries_max`. The older generation is dropped

@@ -371,6 +371,19 @@ pub struct PaymentRecordRef<'a> {
     pub answer: Option<(MessageKey, Answer)>,
 }
 
+/// The payment id of a payment record, read without decoding the rest
+/// (recovery of records the archive already holds).
+///
+/// # Errors
+/// When the payload is too short or of another version.
+pub fn payment_id(payload: &[u8]) -> Result<u64, DecodeError> {
+    let mut i = In(payload);
+    if i.u8()? != VERSION {
+        return Err(DecodeError("unknown record version"));
+    }
+    i.u64()
+}
+
 /// Decodes a record payload.
 ///
 /// # Errors

@@ -69,6 +69,40 @@ impl Engine {
         Ok(())
     }
 
+    /// Recovered record `seq` that the archive already holds (at or below
+    /// its watermark): not put in memory, which the archive answers for
+    /// (lookups, open holds), unless memory holds its payment (from the
+    /// snapshot), which it then brings up to date; else only its payment
+    /// id is kept from reuse. With [`Engine::after_archived_replay`],
+    /// recovery then costs what the archive does not hold yet, and memory
+    /// stays within its limit.
+    ///
+    /// # Errors
+    /// When the record's type is unknown or its payload does not decode.
+    pub fn replay_archived_record(
+        &self,
+        seq: u64,
+        record_type: u8,
+        payload: &[u8],
+    ) -> Result<(), ReplayError> {
+        if record_type != record::RECORD_PAYMENT {
+            return Err(ReplayError::UnknownType { seq, record_type });
+        }
+        let id = record::payment_id(payload)?;
+        if self.state.contains(id) {
+            return self.replay_record(seq, record_type, payload);
+        }
+        self.state.bump_id(id);
+        Ok(())
+    }
+
+    /// After a recovery that skipped archived records: any message sent
+    /// up to `now_ms` (by its F7) may have an answer only the archive has,
+    /// so repeats of those are looked up there; later ones are not.
+    pub fn after_archived_replay(&self, now_ms: u64) {
+        self.idempotency.all_may_be_archived_until(now_ms);
+    }
+
     /// After recovery: queue the holds of uncaptured payments for the timers.
     pub fn requeue_holds(&self) {
         self.state.requeue_holds(|p| {

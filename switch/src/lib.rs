@@ -197,7 +197,8 @@ pub async fn start_on(
     // Segments the archive still needs survive recovery's clean-up.
     let floor = archive_stage::off_runtime(|| store.get().watermark())
         .context("reading the archive's watermark")?;
-    let journal = Arc::new(open_journal(&config, &node.engine, storage, floor)?);
+    let now_ms = node.clock.now_ms();
+    let journal = Arc::new(open_journal(&config, &node.engine, storage, floor, now_ms)?);
     node.set_journal(journal_stage::JournalStage::On(journal.clone()));
     node.engine.requeue_holds();
     let progress = Arc::new(archive_stage::Progress::default());
@@ -383,10 +384,18 @@ fn open_journal(
     engine: &engine::Engine,
     storage: Arc<dyn journal::Storage>,
     retain_floor: u64,
+    now_ms: u64,
 ) -> anyhow::Result<journal::Journal> {
+    // Records the archive holds are not put back in memory (the archive
+    // answers for them): recovery stays fast and within payments_max.
+    let mut skipped = 0u64;
     let replay = |item: journal::Replay<'_>| -> Result<(), journal::BoxError> {
         match item {
             journal::Replay::Snapshot { seq, bytes } => engine.replay_snapshot(seq, bytes)?,
+            journal::Replay::Record(r) if r.seq <= retain_floor => {
+                skipped += 1;
+                engine.replay_archived_record(r.seq, r.record_type, r.payload)?;
+            }
             journal::Replay::Record(r) => engine.replay_record(r.seq, r.record_type, r.payload)?,
         }
         Ok(())
@@ -410,10 +419,14 @@ fn open_journal(
     for d in &report.dropped {
         tracing::warn!(file = %d.file.display(), offset = d.offset, "journal --repair: dropped damaged data");
     }
+    if skipped > 0 {
+        engine.after_archived_replay(now_ms);
+    }
     ::metrics::gauge!("switch_journal_replay_seconds").set(report.elapsed.as_secs_f64());
     tracing::info!(
         snapshot_seq = ?report.snapshot_seq,
         records = report.records_replayed,
+        archived_not_loaded = skipped,
         payments = stats(engine).payments,
         elapsed_ms = report.elapsed.as_millis() as u64,
         "journal recovered"
@@ -525,6 +538,31 @@ fn refresh_gauges(node: &node::Node) {
         ::metrics::gauge!("switch_payments", "status" => status.label()).set(count as f64);
     }
     ::metrics::gauge!("switch_idempotency_entries").set(stats.idempotency_entries as f64);
+    if let engine::QueryReply::Fill(fill) = node.query(engine::Query::Fill) {
+        ::metrics::gauge!("switch_limit", "limit" => "payments_max").set(fill.payments_max as f64);
+        ::metrics::gauge!("switch_limit", "limit" => "idempotency_entries_max")
+            .set(fill.idempotency_entries_max as f64);
+        ::metrics::gauge!("switch_memory_bound_bytes").set(memory_bound_bytes(&fill) as f64);
+    }
+}
+
+/// Memory the switch process stays within whatever the traffic, from the
+/// sizing formula in docs/configuration.md ("Two tiers"): a base, plus
+/// bytes per payment and per remembered answer at their limits, plus
+/// SQLite's page caches.
+fn memory_bound_bytes(fill: &engine::Fill) -> u64 {
+    /// The process without payments: runtime, maps' initial room, buffers.
+    const BASE_BYTES: u64 = 150 << 20;
+    /// A payment in memory with its history, map slot and index entries.
+    const PAYMENT_BYTES: u64 = 550;
+    /// A remembered answer with its key and map slot.
+    const ANSWER_BYTES: u64 = 90;
+    /// Two SQLite connections' page caches, at most.
+    const ARCHIVE_CACHE_BYTES: u64 = 2 * (128 << 20);
+    BASE_BYTES
+        + fill.payments_max as u64 * PAYMENT_BYTES
+        + fill.idempotency_entries_max as u64 * ANSWER_BYTES
+        + ARCHIVE_CACHE_BYTES
 }
 
 /// How often a saturated table is logged while it stays full.
