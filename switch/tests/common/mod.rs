@@ -16,6 +16,11 @@ use switch::{Clock, Config, Overrides, Running};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+mod process;
+// Not every test target uses the child-process helpers.
+#[allow(unused_imports)]
+pub use process::*;
+
 /// 2026-11-23T11:49:10Z.
 pub const START_MS: u64 = 1_795_434_550_000;
 /// Bound on every wait in these tests.
@@ -36,6 +41,15 @@ pub fn free_port() -> u16 {
 /// its stdout discarded; the caller adds flags, stderr and environment.
 /// Returns the command and the ISO 8583 address it will listen on.
 pub fn switch_command(dir: &std::path::Path) -> (std::process::Command, SocketAddr) {
+    let (command, iso, _) = switch_command_addrs(dir);
+    (command, iso)
+}
+
+/// As [`switch_command`], with the HTTP address (/metrics, /readyz) too:
+/// the command, the ISO 8583 address and the HTTP address.
+pub fn switch_command_addrs(
+    dir: &std::path::Path,
+) -> (std::process::Command, SocketAddr, SocketAddr) {
     let (iso, frame, http) = (free_port(), free_port(), free_port());
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switch"));
     command
@@ -46,7 +60,8 @@ pub fn switch_command(dir: &std::path::Path) -> (std::process::Command, SocketAd
         .arg(dir)
         .stdout(std::process::Stdio::null());
     let addr = format!("127.0.0.1:{iso}").parse().expect("addr");
-    (command, addr)
+    let http = format!("127.0.0.1:{http}").parse().expect("addr");
+    (command, addr, http)
 }
 
 /// A fresh data directory under the system temp dir.
