@@ -28,6 +28,7 @@ pub fn run(h: &dyn Harness) {
     versions(h);
     replay_is_idempotent(h);
     watermark(h);
+    payment_id_max(h);
     delete_by_cutoff(h);
     open_holds(h);
     list_pages(h);
@@ -252,6 +253,19 @@ pub fn watermark(h: &dyn Harness) {
     drop(a);
     let a = h.reopen("watermark");
     assert_eq!(a.watermark().expect("watermark"), 9);
+}
+
+/// The highest payment id is 0 for a new store, follows what is applied
+/// (in any order), and survives a reopen.
+pub fn payment_id_max(h: &dyn Harness) {
+    let mut a = h.create("id_max");
+    assert_eq!(a.payment_id_max().expect("id max"), 0);
+    let (p7, p3) = (payment(7, 1, 1_000, 500), payment(3, 1, 1_000, 500));
+    apply(&mut *a, &[(1, record(&p7)), (2, record(&p3))]);
+    assert_eq!(a.payment_id_max().expect("id max"), 7);
+    drop(a);
+    let a = h.reopen("id_max");
+    assert_eq!(a.payment_id_max().expect("id max"), 7);
 }
 
 /// Payments created before the cutoff go, with their index entries and

@@ -65,6 +65,16 @@ pub trait Archive: Send {
     /// When the store cannot be read.
     fn watermark(&self) -> Result<u64, ArchiveError>;
 
+    /// The highest payment id stored (0 for none). Memory is rebuilt at
+    /// start from the newest snapshot and the records after it, which no
+    /// longer hold the payments memory let go: the switch allocates new
+    /// ids above this too, or a new payment would take an archived one's
+    /// id and overwrite it here.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn payment_id_max(&self) -> Result<u64, ArchiveError>;
+
     /// Payment `id`.
     ///
     /// # Errors

@@ -103,6 +103,14 @@ impl Engine {
         self.idempotency.all_may_be_archived_until(now_ms);
     }
 
+    /// After recovery: payment ids allocated from now on are above `id`,
+    /// the archive's highest ([`Engine::replay_snapshot`] and
+    /// [`Engine::replay_record`] only see the payments memory still holds;
+    /// one it let go may have the highest id).
+    pub fn reserve_ids_through(&self, id: u64) {
+        self.state.bump_id(id);
+    }
+
     /// After recovery: queue the holds of uncaptured payments for the timers.
     pub fn requeue_holds(&self) {
         self.state.requeue_holds(|p| {

@@ -199,6 +199,11 @@ pub async fn start_on(
         .context("reading the archive's watermark")?;
     let now_ms = node.clock.now_ms();
     let journal = Arc::new(open_journal(&config, &node.engine, storage, floor, now_ms)?);
+    // Recovery saw only what memory still held; payments it let go may
+    // have the highest ids, and a new payment must not take one of them.
+    let id_max = archive_stage::off_runtime(|| store.get().payment_id_max())
+        .context("reading the archive's highest payment id")?;
+    node.engine.reserve_ids_through(id_max);
     node.set_journal(journal_stage::JournalStage::On(journal.clone()));
     node.engine.requeue_holds();
     let progress = Arc::new(archive_stage::Progress::default());

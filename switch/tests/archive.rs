@@ -229,3 +229,71 @@ async fn open_holds_leave_a_full_memory_and_still_expire_from_the_archive() {
     assert_eq!(late.code(), "12", "capture after the hold ended");
     t.stop().await;
 }
+
+/// A restart after memory let a payment go and a snapshot no longer holds
+/// it: a new payment takes a new id, and does not overwrite the archived
+/// one (ids once came from what memory held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_reuse_the_id_of_a_payment_only_the_archive_holds() {
+    let edit = |c: &mut switch::Config| {
+        c.limits.payment_retention_s = 1;
+        c.journal.snapshot_interval_s = 1;
+    };
+    let mut t = TestSwitch::start_with(edit).await;
+    let dir = t.dir.clone();
+    let first = t.client().await.call(&sale(&card(31), 3_100)).await;
+    assert_eq!(first.code(), "00");
+    t.clock.advance_s(10);
+    // (The metrics are the process's, shared with the other tests: the
+    // data directory says when memory let it go.)
+    wait_for("a snapshot without the sale", || {
+        snapshot_state(&dir) == Some((0, 0))
+    })
+    .await;
+    t.stop().await;
+
+    let mut t = TestSwitch::start_in(dir.clone(), edit).await;
+    let second = t.client().await.call(&sale(&card(32), 3_200)).await;
+    assert_eq!(second.code(), "00");
+    wait_for("both sales in the archive", || {
+        let mut amounts: Vec<u64> = off_runtime(|| {
+            let a = archive::SqliteArchive::open(&dir).expect("archive");
+            archive::Archive::list(&a, &[0], &Default::default(), None, 10)
+                .expect("list")
+                .payments
+        })
+        .iter()
+        .map(|p| p.authorized_minor)
+        .collect();
+        amounts.sort_unstable();
+        amounts == [3_100, 3_200]
+    })
+    .await;
+    t.stop().await;
+}
+
+/// The newest snapshot's payments and the records after it; `None`
+/// before the first snapshot.
+fn snapshot_state(dir: &std::path::Path) -> Option<(usize, usize)> {
+    let (mut snapshot, mut records) = (None, 0);
+    journal::read_state(&journal::OsStorage, &dir.join("journal"), |item| {
+        match item {
+            journal::Replay::Snapshot { bytes, .. } => {
+                snapshot = Some(engine::record::decode_snapshot(bytes)?.payments.len());
+            }
+            journal::Replay::Record(_) => records += 1,
+        }
+        Ok(())
+    })
+    .expect("the journal reads");
+    snapshot.map(|payments| (payments, records))
+}
+
+/// Polls `done` until it holds, at most 20 s.
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

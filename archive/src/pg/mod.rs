@@ -99,6 +99,8 @@ struct Statements {
     raise_watermark: Statement,
     /// [`schema::WATERMARK`].
     watermark: Statement,
+    /// [`schema::PAYMENT_ID_MAX`].
+    payment_id_max: Statement,
     /// A payment's image by id.
     payment: Statement,
     /// An index entry by F90 key.
@@ -120,6 +122,7 @@ impl Statements {
             upsert_answers: client.prepare(schema::UPSERT_ANSWERS)?,
             raise_watermark: client.prepare(schema::RAISE_WATERMARK)?,
             watermark: client.prepare(schema::WATERMARK)?,
+            payment_id_max: client.prepare(schema::PAYMENT_ID_MAX)?,
             payment: client.prepare("SELECT record FROM payments WHERE id = $1::int8")?,
             target: client.prepare(
                 "SELECT payment, refund FROM originals WHERE merchant = $1::int8
@@ -430,6 +433,15 @@ impl Archive for PgArchive {
         let value: i64 =
             self.with_session(|s| s.client.query_one(&s.statements.watermark, &[])?.try_get(0))?;
         self.watermark_from(value)
+    }
+
+    fn payment_id_max(&self) -> Result<u64, ArchiveError> {
+        let value: i64 = self.with_session(|s| {
+            s.client
+                .query_one(&s.statements.payment_id_max, &[])?
+                .try_get(0)
+        })?;
+        u64::try_from(value).map_err(|_| self.corrupt(format!("payment id {value} is negative")))
     }
 
     fn payment(&self, id: u64) -> Result<Option<Payment>, ArchiveError> {

@@ -142,6 +142,9 @@ RETURNING value";
 /// The watermark.
 pub(super) const WATERMARK: &str = "SELECT value FROM meta WHERE key = 'watermark'";
 
+/// The highest payment id (0 for none): the primary key's last entry.
+pub(super) const PAYMENT_ID_MAX: &str = "SELECT COALESCE(MAX(id), 0)::int8 FROM payments";
+
 /// Up to `$2` payments created before `$1`, with their index entries and
 /// answers, in one statement (the CTEs all run, in one snapshot).
 pub(super) const DELETE_CREATED_BEFORE: &str = "

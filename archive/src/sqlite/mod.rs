@@ -212,6 +212,15 @@ impl Archive for SqliteArchive {
         u64::try_from(v).map_err(|_| self.corrupt(format!("watermark {v} is negative")))
     }
 
+    fn payment_id_max(&self) -> Result<u64, ArchiveError> {
+        let v: i64 = self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM payments")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.fail(e))?;
+        u64::try_from(v).map_err(|_| self.corrupt(format!("payment id {v} is negative")))
+    }
+
     fn payment(&self, id: u64) -> Result<Option<Payment>, ArchiveError> {
         let Ok(key) = i64::try_from(id) else {
             return Ok(None);
