@@ -224,6 +224,13 @@ pub async fn start_on(
         progress,
         config.archive.lag_records_max,
     ));
+    // Memory within its limits before the first request: recovery brought
+    // back every payment changed since the last snapshot, more than
+    // `limits.payments_max` after a while without one (a crash loop); the
+    // archived ones leave now, not at the first timer pass, which would
+    // race the first requests (answered 96, with /readyz still 200).
+    retire(&node, config.limits.payment_retention_s * 1000);
+    update_pressure(&node);
     let engine = Arc::new(node);
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -604,6 +611,22 @@ fn update_pressure(node: &node::Node) {
     ::metrics::gauge!("switch_backpressure").set(if node.pressure.is_on() { 1.0 } else { 0.0 });
 }
 
+/// One [`engine::Command::Retire`] pass at the switch's clock with the
+/// archive's watermark: payments final for `retention_ms`, or any archived
+/// final ones while memory is above 75% of `limits.payments_max`, leave
+/// memory.
+fn retire(node: &node::Node, retention_ms: u64) {
+    let archived_seq = node.archived_seq();
+    let cutoff_ms = node.clock.now_ms().saturating_sub(retention_ms);
+    let r = node.apply(engine::Command::Retire {
+        cutoff_ms,
+        archived_seq,
+    });
+    if r.count > 0 {
+        ::metrics::counter!("switch_payments_retired_total").increment(r.count as u64);
+    }
+}
+
 /// Logs a full table at most once per [`SATURATION_WARNING_INTERVAL`]
 /// (and when it clears), so a switch answering 96 to everything says so in
 /// its log, not only in `switch_limit_reached_total`.
@@ -680,16 +703,10 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
         }
         let n = node.clone();
         let timers = tokio::task::spawn_blocking(move || {
-            let archived_seq = n.archived_seq();
-            n.apply(engine::Command::Tick { archived_seq });
-            let cutoff_ms = n.clock.now_ms().saturating_sub(retention_ms);
-            let r = n.apply(engine::Command::Retire {
-                cutoff_ms,
-                archived_seq,
+            n.apply(engine::Command::Tick {
+                archived_seq: n.archived_seq(),
             });
-            if r.count > 0 {
-                ::metrics::counter!("switch_payments_retired_total").increment(r.count as u64);
-            }
+            retire(&n, retention_ms);
             if pass % ARCHIVED_HOLDS_EVERY_PASSES == 0 {
                 let ended = n.end_archived_holds();
                 if ended > 0 {
