@@ -267,7 +267,10 @@ impl Idempotency {
 
     /// Rotates the generations when due: `window_ms` since the last
     /// rotation, or the current generation holding 40% of
-    /// `limits.idempotency_entries_max`. The older generation is dropped
+    /// `limits.idempotency_entries_max`, or both together 80% of it (after
+    /// recovery, which puts every answer of a snapshot in one generation:
+    /// then the older must go too, not wait for new answers, which the
+    /// switch's backpressure at 90% keeps from coming). The older generation is dropped
     /// (and becomes the current one) only when every answer in it has a
     /// journal sequence at or below `archived_seq`, so the archive can
     /// answer for it; its F7s are summarised per terminal bucket first.
@@ -276,7 +279,9 @@ impl Idempotency {
     pub(crate) fn rotate_if_due(&self, now_ms: u64, window_ms: u64, archived_seq: u64) -> usize {
         let last = self.rotated_at_ms.load(Ordering::Acquire);
         let current = self.current.load(Ordering::Acquire) & 1;
-        let full = self.lens[current].load(Ordering::Relaxed) >= generation_full(self.entries_max);
+        let generation_max = generation_full(self.entries_max);
+        let full = self.lens[current].load(Ordering::Relaxed) >= generation_max
+            || self.len() >= 2 * generation_max;
         if now_ms.saturating_sub(last) < window_ms && !full {
             return 0;
         }
@@ -437,6 +442,23 @@ mod tests {
         assert_eq!(idx.rotate_if_due(30, 3_600_000, 2), 2);
         assert_eq!(idx.check(&key(1), true, 1), None);
         assert_eq!(idx.room(), Ok(()));
+    }
+
+    #[test]
+    fn answers_recovered_into_one_generation_leave_without_new_ones() {
+        let idx = Idempotency::new(10, 0);
+        // As recovery leaves it: 90% of the limit, all in one generation.
+        for i in 1..=9 {
+            idx.store(key(i), recorded(u64::from(i)));
+        }
+        assert_eq!(
+            idx.rotate_if_due(10, 3_600_000, 9),
+            0,
+            "the empty one goes first"
+        );
+        // No new answer comes (backpressure): the recovered ones go next.
+        assert_eq!(idx.rotate_if_due(20, 3_600_000, 9), 9);
+        assert_eq!(idx.len(), 0);
     }
 
     #[test]
