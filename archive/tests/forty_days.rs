@@ -461,7 +461,7 @@ fn recover(w: &World, snapshot: Option<(u64, &[u8])>) -> Engine {
                 .expect("record");
         }
     }
-    e.after_archived_replay(w.now_ms);
+    e.assume_answers_archived_through(w.now_ms);
     e.set_journal(Box::new(w.journal.clone()));
     e
 }

@@ -256,12 +256,13 @@ impl Idempotency {
         f7_ms(key.transmission, now_ms).is_none_or(|f7| f7 <= evicted + EVICTED_SLACK_MS)
     }
 
-    /// Every terminal bucket: answers to messages with an F7 up to `f7_ms`
-    /// may be in the archive only (after a recovery that skipped archived
-    /// records).
-    pub(crate) fn all_may_be_archived_until(&self, f7_ms: u64) {
+    /// After a restart beside an archive: which answers left memory in an
+    /// earlier life is not known (the per-terminal summary starts empty),
+    /// so every F7 up to `now_ms` may be archived and is asked of it;
+    /// later ones cannot repeat an answer given before the restart.
+    pub(crate) fn assume_left_through(&self, now_ms: u64) {
         for slot in self.evicted_f7_ms.iter() {
-            slot.fetch_max(f7_ms, Ordering::Relaxed);
+            slot.fetch_max(now_ms, Ordering::Relaxed);
         }
     }
 
@@ -442,6 +443,23 @@ mod tests {
         assert_eq!(idx.rotate_if_due(30, 3_600_000, 2), 2);
         assert_eq!(idx.check(&key(1), true, 1), None);
         assert_eq!(idx.room(), Ok(()));
+    }
+
+    #[test]
+    fn after_a_restart_every_earlier_f7_may_be_archived() {
+        let now = f7_ms(1_123_114_959, 1_700_000_000_000).unwrap();
+        let idx = Idempotency::new(5, now);
+        assert!(!idx.may_be_archived(&key(1), now));
+        idx.assume_left_through(now);
+        assert!(
+            idx.may_be_archived(&key(1), now),
+            "given before the restart"
+        );
+        let later = MessageKey {
+            transmission: 1_123_115_959,
+            ..key(1)
+        };
+        assert!(!idx.may_be_archived(&later, now), "after it: new");
     }
 
     #[test]

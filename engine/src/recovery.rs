@@ -73,9 +73,10 @@ impl Engine {
     /// its watermark): not put in memory, which the archive answers for
     /// (lookups, open holds), unless memory holds its payment (from the
     /// snapshot), which it then brings up to date; else only its payment
-    /// id is kept from reuse. With [`Engine::after_archived_replay`],
-    /// recovery then costs what the archive does not hold yet, and memory
-    /// stays within its limit.
+    /// id is kept from reuse. With
+    /// [`Engine::assume_answers_archived_through`] and
+    /// [`Engine::reserve_ids_through`], recovery then costs what the
+    /// archive does not hold yet, and memory stays within its limit.
     ///
     /// # Errors
     /// When the record's type is unknown or its payload does not decode.
@@ -96,19 +97,21 @@ impl Engine {
         Ok(())
     }
 
-    /// After a recovery that skipped archived records: any message sent
-    /// up to `now_ms` (by its F7) may have an answer only the archive has,
-    /// so repeats of those are looked up there; later ones are not.
-    pub fn after_archived_replay(&self, now_ms: u64) {
-        self.idempotency.all_may_be_archived_until(now_ms);
-    }
-
     /// After recovery: payment ids allocated from now on are above `id`,
     /// the archive's highest ([`Engine::replay_snapshot`] and
     /// [`Engine::replay_record`] only see the payments memory still holds;
     /// one it let go may have the highest id).
     pub fn reserve_ids_through(&self, id: u64) {
         self.state.bump_id(id);
+    }
+
+    /// After recovery beside an archive that holds payments: answers that
+    /// left memory in an earlier life may be there, so a repeat whose F7
+    /// is at or before `now_ms` asks it (the summary of what left memory
+    /// starts empty; without this such a repeat was taken for a new
+    /// message and approved again).
+    pub fn assume_answers_archived_through(&self, now_ms: u64) {
+        self.idempotency.assume_left_through(now_ms);
     }
 
     /// After recovery: queue the holds of uncaptured payments for the timers.

@@ -197,13 +197,16 @@ pub async fn start_on(
     // Segments the archive still needs survive recovery's clean-up.
     let floor = archive_stage::off_runtime(|| store.get().watermark())
         .context("reading the archive's watermark")?;
-    let now_ms = node.clock.now_ms();
-    let journal = Arc::new(open_journal(&config, &node.engine, storage, floor, now_ms)?);
+    let journal = Arc::new(open_journal(&config, &node.engine, storage, floor)?);
     // Recovery saw only what memory still held; payments it let go may
     // have the highest ids, and a new payment must not take one of them.
     let id_max = archive_stage::off_runtime(|| store.get().payment_id_max())
         .context("reading the archive's highest payment id")?;
     node.engine.reserve_ids_through(id_max);
+    if id_max > 0 {
+        node.engine
+            .assume_answers_archived_through(node.clock.now_ms());
+    }
     node.set_journal(journal_stage::JournalStage::On(journal.clone()));
     node.engine.requeue_holds();
     let progress = Arc::new(archive_stage::Progress::default());
@@ -396,7 +399,6 @@ fn open_journal(
     engine: &engine::Engine,
     storage: Arc<dyn journal::Storage>,
     retain_floor: u64,
-    now_ms: u64,
 ) -> anyhow::Result<journal::Journal> {
     // Records the archive holds are not put back in memory (the archive
     // answers for them): recovery stays fast and within payments_max.
@@ -430,9 +432,6 @@ fn open_journal(
     }
     for d in &report.dropped {
         tracing::warn!(file = %d.file.display(), offset = d.offset, "journal --repair: dropped damaged data");
-    }
-    if skipped > 0 {
-        engine.after_archived_replay(now_ms);
     }
     ::metrics::gauge!("switch_journal_replay_seconds").set(report.elapsed.as_secs_f64());
     tracing::info!(
