@@ -146,13 +146,14 @@ impl Proc {
         }
     }
 
-    /// The sum of every series of metric `name` (all label values).
+    /// The sum of every series of metric `name` (all label values, or
+    /// the ones `name` spells: `name{label="value"}`); 0 when absent.
     pub async fn metric(&self, name: &str) -> f64 {
-        metric_sum(&http_get(self.http, "/metrics").await.1, name)
+        metric_sum(&http_get(self.http, "/metrics").await.1, name).unwrap_or(0.0)
     }
 
-    /// Polls `/metrics` until `holds` is true of metric `name` (summed
-    /// over its labels), at most `bound`; the last value.
+    /// Polls `/metrics` until metric `name` is published and `holds` of
+    /// its sum, at most `bound`; the last value.
     pub async fn wait_metric(
         &self,
         name: &str,
@@ -161,13 +162,13 @@ impl Proc {
     ) -> f64 {
         let deadline = Instant::now() + bound;
         loop {
-            let value = self.metric(name).await;
-            if holds(value) {
-                return value;
+            let value = metric_sum(&http_get(self.http, "/metrics").await.1, name);
+            if let Some(v) = value.filter(|v| holds(*v)) {
+                return v;
             }
             assert!(
                 Instant::now() < deadline,
-                "{name} is {value} after {bound:?}; see {}",
+                "{name} is {value:?} after {bound:?}; see {}",
                 self.log.display()
             );
             tokio::time::sleep(POLL_PAUSE).await;
@@ -183,8 +184,9 @@ impl Drop for Proc {
     }
 }
 
-/// The sum of every series of metric `name` in a Prometheus text body.
-pub fn metric_sum(body: &str, name: &str) -> f64 {
+/// The sum of every series of metric `name` in a Prometheus text body;
+/// `None` when it has none.
+pub fn metric_sum(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -195,7 +197,7 @@ pub fn metric_sum(body: &str, name: &str) -> f64 {
             };
             value.trim().parse::<f64>().ok()
         })
-        .sum()
+        .reduce(|a, b| a + b)
 }
 
 /// xorshift64*: small, seeded, reproducible.
@@ -355,4 +357,10 @@ pub fn set(config: &mut toml::Table, section: &str, key: &str, value: impl Into<
 /// Writes `config` to `path`.
 pub fn write_config(config: &toml::Table, path: &Path) {
     std::fs::write(path, toml::to_string(config).expect("serializes")).expect("config written");
+}
+
+/// Runs `f` on a thread of its own: the PostgreSQL client blocks on a
+/// runtime of its own, which tokio forbids inside the test's.
+pub fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("no panic"))
 }
