@@ -365,11 +365,14 @@ impl Crash<'_> {
             assert_eq!(
                 (p.authorized_minor, p.captured_minor, refunded),
                 (amount, amount, s.refunded_minor),
-                "{} (seed {}): sale {} (round {}) amounts",
+                "{} (seed {}): sale {} (round {}, payment {}, F37 {}, {}) amounts (authorized, captured, refunded)",
                 self.name,
                 self.seed,
                 stan_of(&s.req.fields),
-                s.run
+                s.run,
+                p.id,
+                s.resp.text(37),
+                if journaled.contains_key(&p.id) { "in the journal's state" } else { "only in the archive" }
             );
             only_archived += usize::from(!journaled.contains_key(&p.id));
         }
