@@ -8,7 +8,8 @@ use crate::{Archive, ArchiveError};
 
 /// Reads what `fetch` asks for from `archive` and adds it to `into` (the
 /// answer, or the original's target and payment), ready for
-/// [`engine::Command::Resume`].
+/// [`engine::Command::Resume`]. The caller sets `into.archived_seq` to the
+/// watermark it saw before the call.
 ///
 /// # Errors
 /// When the store cannot be read, or holds a damaged image.

@@ -160,11 +160,12 @@ impl World {
     fn apply(&mut self, req: Request<'_>) -> Reply {
         let mut fetched = Fetched::default();
         let mut reply = self.engine.apply(Command::Message(req), self.now_ms);
-        for _ in 0..2 {
+        for _ in 0..3 {
             let Wait::Archive(fetch) = reply.wait else {
                 break;
             };
             self.lookups += 1;
+            fetched.archived_seq = self.drained as u64;
             archive::fetch(&self.archive, fetch, &mut fetched).expect("archive lookup");
             let resume = Command::Resume {
                 request: req,
@@ -513,4 +514,56 @@ fn recovery_leaves_archived_payments_in_the_archive_and_answers_as_before() {
     // A refund of an archived sale is found there.
     let refund = w.send(Op::Refund, 1, 10, Some(&sales[0]));
     assert_eq!(refund.reply.code, Code::APPROVED);
+}
+
+#[test]
+fn a_copy_read_before_a_change_memory_let_go_is_read_again() {
+    let mut w = World::new();
+    let sale = w.send(Op::Sale, 0, 1_000, None);
+    let id = sale.reply.payment_id.expect("id");
+    // Archived and let go.
+    w.drain();
+    w.now_ms += 10 * MINUTE_MS;
+    w.minute();
+    assert!(!w.in_memory(id));
+    // A lookup reads the sale as it is now...
+    let pan = luhn_pan(3);
+    let late = Sent {
+        op: Op::Refund,
+        stan: 900_001,
+        amount: 200,
+        ..sale
+    };
+    let req = w.request(&late, Some(f90(&sale)), &pan);
+    let Wait::Archive(fetch) = w.engine.apply(Command::Message(req), w.now_ms).wait else {
+        panic!("memory let the sale go: the archive is asked");
+    };
+    let mut stale = Fetched {
+        archived_seq: w.drained as u64,
+        ..Fetched::default()
+    };
+    archive::fetch(&w.archive, fetch, &mut stale).expect("lookup");
+    // ... then another refund changes it, is archived and let go.
+    let first = w.send(Op::Refund, 0, 900, Some(&sale));
+    assert_eq!(first.reply.code, Code::APPROVED);
+    w.drain();
+    w.now_ms += 10 * MINUTE_MS;
+    w.minute();
+    assert!(!w.in_memory(id));
+    // The older copy is not brought back (it lacks the first refund): the
+    // archive is asked again, and the second refund sees the first.
+    let resumed = w.engine.apply(
+        Command::Resume {
+            request: req,
+            fetched: &stale,
+        },
+        w.now_ms,
+    );
+    assert!(matches!(resumed.wait, Wait::Archive(_)), "{resumed:?}");
+    let again = w.apply(req);
+    assert_eq!(
+        again.code,
+        Code::INVALID_AMOUNT,
+        "200 on the stale copy (nothing refunded) would pass; 900 + 200 of 1,000 does not"
+    );
 }

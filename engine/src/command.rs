@@ -217,6 +217,10 @@ pub struct Fetched {
     /// The original's target and payment (for [`Fetch::Original`],
     /// [`Fetch::Rrn`] and [`Fetch::Payment`]).
     pub original: Option<Option<(Target, Payment)>>,
+    /// The archive's watermark read before the lookup: the copy read holds
+    /// every change up to it. A payment memory let go after a newer change
+    /// (above it) is read again, so a stale copy is never brought back.
+    pub archived_seq: u64,
 }
 
 /// What an answer waits for before it may leave.

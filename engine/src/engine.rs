@@ -67,7 +67,8 @@ pub(crate) fn digits<const N: usize>(mut v: u64) -> [u8; N] {
 impl Engine {
     /// An engine with no payments, evaluating risk with `policy`, and no
     /// journal until [`Engine::set_journal`]. `now_ms` seeds the F37 and
-    /// F38 counters, so numbers differ across restarts.
+    /// F38 counters, so numbers differ across restarts (F37s unless more
+    /// than 10,000 were handed out per millisecond of the previous life).
     pub fn new(settings: Settings, token_key: TokenKey, policy: risk::Policy, now_ms: u64) -> Self {
         let mut merchant_by_id = HashMap::with_hasher(MapHasher::default());
         let mut terminal_merchant = HashMap::with_hasher(MapHasher::default());
@@ -85,7 +86,12 @@ impl Engine {
             idempotency: Idempotency::new(settings.idempotency_entries_max, now_ms),
             risk: RiskStage::new(policy),
             journal: Box::new(NoJournal),
-            rrn_counter: AtomicU64::new((now_ms / 1000 % 100_000_000) * 10_000),
+            // Seeded by the millisecond, 10,000 numbers apart: a switch
+            // restarted within the same second (kill -9, then start) used
+            // to hand out the F37s of its previous life again, so two
+            // payments shared an F37 and F38 (found by the crash rounds of
+            // tests/crash_archive.rs). It repeats after 27.7 hours.
+            rrn_counter: AtomicU64::new((now_ms % 100_000_000) * 10_000),
             auth_counter: AtomicU64::new(now_ms % 1_000_000),
             token_key,
             epochs: Epochs::default(),

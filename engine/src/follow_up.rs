@@ -31,11 +31,20 @@ impl NotHere {
 }
 
 impl Engine {
-    /// What the archive returned for the original, if it was asked.
-    fn fetched_original(fetched: Option<&Fetched>) -> Option<Option<&(Target, Payment)>> {
-        fetched
-            .and_then(|f| f.original.as_ref())
-            .map(Option::as_ref)
+    /// What the archive returned for the original, if it was asked and
+    /// the answer cannot predate a change memory had (else it is asked
+    /// again: a payment let go after a change the copy lacks).
+    fn fetched_original<'f>(
+        &self,
+        fetched: Option<&'f Fetched>,
+    ) -> Option<Option<&'f (Target, Payment)>> {
+        let f = fetched?;
+        let found = f.original.as_ref()?;
+        if found.is_some() && self.state.may_be_stale(f.archived_seq) {
+            metrics::counter!("switch_archive_lookups_stale_total").increment(1);
+            return None;
+        }
+        Some(found.as_ref())
     }
 
     /// Makes sure payment `id` is in memory: it is, or the archive's copy
@@ -48,7 +57,7 @@ impl Engine {
         if self.state.contains(id) {
             return Ok(());
         }
-        match Self::fetched_original(fetched) {
+        match self.fetched_original(fetched) {
             None => {
                 metrics::counter!("switch_archive_lookups_total", "what" => "payment").increment(1);
                 Err(NotHere::Ask(Fetch::Payment(id)))
@@ -114,7 +123,7 @@ impl Engine {
             self.ensure_payment(target.payment, fetched)?;
             return Ok(target);
         }
-        match Self::fetched_original(fetched) {
+        match self.fetched_original(fetched) {
             None => {
                 metrics::counter!("switch_archive_lookups_total", "what" => "original")
                     .increment(1);

@@ -128,6 +128,10 @@ pub(crate) struct State {
     holds: SegQueue<Hold>,
     /// Most payments held (`limits.payments_max`).
     payments_max: usize,
+    /// The highest archive watermark a retire pass let a payment go at: a
+    /// copy read from the archive at a lower watermark may predate a change
+    /// memory had (see [`crate::Fetched::archived_seq`]).
+    retired_through: AtomicU64,
 }
 
 impl State {
@@ -144,6 +148,7 @@ impl State {
             next_id: AtomicU64::new(1),
             holds: SegQueue::new(),
             payments_max,
+            retired_through: AtomicU64::new(0),
         }
     }
 
@@ -371,6 +376,12 @@ impl State {
         })
     }
 
+    /// Whether a copy read from the archive at watermark `archived_seq`
+    /// may predate a change memory had of a payment it let go since.
+    pub(crate) fn may_be_stale(&self, archived_seq: u64) -> bool {
+        archived_seq < self.retired_through.load(Ordering::Acquire)
+    }
+
     /// Whether payment `id` is in memory.
     pub(crate) fn contains(&self, id: u64) -> bool {
         self.payments.contains_key(&id)
@@ -481,6 +492,10 @@ impl State {
             }
         }
         drop(front);
+        if retired > 0 {
+            self.retired_through
+                .fetch_max(archived_seq, Ordering::AcqRel);
+        }
         if retired > 0 && self.by_original.len() > 2 * self.len() + MAP_SHARDS {
             self.by_original
                 .retain(|_, t| self.payments.contains_key(&t.payment));

@@ -9,8 +9,8 @@ use crate::engine::Engine;
 use crate::merchant::{Merchant, Settings};
 
 /// Most lookups one message asks of the archive: its answer, then its
-/// original.
-const LOOKUPS_MAX: usize = 2;
+/// original (again when the first copy may be stale).
+const LOOKUPS_MAX: usize = 3;
 
 /// Applies message `req` at `now_ms`, answering the engine's archive
 /// lookups as an empty archive would (what a switch without archived

@@ -157,6 +157,8 @@ impl ArchiveStage {
     /// When the store cannot be read.
     pub(crate) fn lookup(&self, fetch: Fetch, into: &mut Fetched) -> Result<(), ArchiveError> {
         let started = std::time::Instant::now();
+        // Before the read: the copy read holds at least this much.
+        into.archived_seq = self.progress.watermark();
         let found = self.with_reader(|a| archive::fetch(a, fetch, into));
         ::metrics::histogram!("switch_archive_lookup_seconds")
             .record(started.elapsed().as_secs_f64());

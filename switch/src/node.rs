@@ -18,8 +18,9 @@ use crate::journal_stage::JournalStage;
 /// pass ends per merchant.
 const OPEN_HOLDS_PER_PASS: usize = 1_000;
 
-/// Most archive lookups one request makes: its answer, then its original.
-const LOOKUPS_PER_REQUEST_MAX: usize = 2;
+/// Most archive lookups one request makes: its answer, then its original
+/// (read again when the first copy may be stale).
+const LOOKUPS_PER_REQUEST_MAX: usize = 3;
 
 /// How long a snapshot waits for changes in progress before it is skipped.
 const SNAPSHOT_FLIP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -343,12 +343,13 @@ impl Crash<'_> {
             match by_reference.get(&key).map(Vec::as_slice) {
                 Some([p]) => p,
                 found => panic!(
-                    "{} (seed {}): acknowledged {what} F37 {} F38 {} found {} times in archive ∪ journal",
+                    "{} (seed {}): acknowledged {what} F37 {} F38 {} found {} times in archive ∪ journal: {:?}",
                     self.name,
                     self.seed,
                     resp.text(37),
                     resp.text(38),
-                    found.map_or(0, <[_]>::len)
+                    found.map_or(0, <[_]>::len),
+                    found.unwrap_or_default().iter().map(|p| (p.id, p.created_ms, p.status, p.authorized_minor, p.history.len(), archived.contains_key(&p.id))).collect::<Vec<_>>()
                 ),
             }
         };
