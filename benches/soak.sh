@@ -102,7 +102,7 @@ done
 wait "$LOADGEN_PID" || true
 cat "$WORK/loadgen.json"
 kill "$SWITCH_PID" && wait "$SWITCH_PID" || true
-du -sh "$WORK/data/journal" "$WORK/data"/archive.sqlite* 2>/dev/null | sed 's/^/on disk: /'
+{ du -sh "$WORK/data/journal" "$WORK/data"/archive.sqlite* 2>/dev/null || true; } | sed 's/^/on disk: /'
 restart_start=$(date +%s.%N)
 "$SWITCH_BIN" --config "$CONFIG" --iso-addr "$ISO" --frame-addr "$FRAME" \
     --http-addr "$HTTP" --data-dir "$WORK/data" 2>"$WORK/restart.log" &
