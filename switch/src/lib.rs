@@ -233,7 +233,7 @@ pub async fn start_on(
     // archived ones leave now, not at the first timer pass, which would
     // race the first requests (answered 96, with /readyz still 200).
     retire(&node, config.limits.payment_retention_s * 1000);
-    update_pressure(&node);
+    update_pressure(&node, &mut PressureWarnings::default());
     let engine = Arc::new(node);
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -581,7 +581,7 @@ const SATURATION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Turns backpressure on or off from the fuller of the two bounded tables,
 /// with a line in the log and the `switch_backpressure` gauge.
-fn update_pressure(node: &node::Node) {
+fn update_pressure(node: &node::Node, warned: &mut PressureWarnings) {
     let engine::QueryReply::Fill(fill) = node.query(engine::Query::Fill) else {
         return;
     };
@@ -596,18 +596,39 @@ fn update_pressure(node: &node::Node) {
     match node.pressure.update(n, max, lag) {
         Some(true) => {
             ::metrics::counter!("switch_backpressure_total").increment(1);
-            tracing::warn!(
-                payments = fill.payments,
-                answers = fill.idempotency_entries,
-                archived_seq = node.archived_seq(),
-                lag,
-                "backpressure on: the archive is behind (or memory nearly full waiting for it); connections stop reading"
-            );
+            warned.since_last += 1;
+            let now = tokio::time::Instant::now();
+            if warned
+                .last
+                .is_none_or(|t| now >= t + SATURATION_WARNING_INTERVAL)
+            {
+                tracing::warn!(
+                    payments = fill.payments,
+                    answers = fill.idempotency_entries,
+                    archived_seq = node.archived_seq(),
+                    lag,
+                    times_since_last_warning = warned.since_last,
+                    "backpressure on: the archive is behind (or memory nearly full waiting for it); connections stop reading"
+                );
+                warned.last = Some(now);
+                warned.since_last = 0;
+            }
         }
-        Some(false) => tracing::info!("backpressure off: connections read again"),
+        Some(false) => tracing::debug!("backpressure off: connections read again"),
         None => {}
     }
     ::metrics::gauge!("switch_backpressure").set(if node.pressure.is_on() { 1.0 } else { 0.0 });
+}
+
+/// Backpressure warnings within a budget: at most one a minute (with how
+/// many times it came on since the last one); `switch_backpressure_total`
+/// counts every time.
+#[derive(Default)]
+struct PressureWarnings {
+    /// When the last warning was logged.
+    last: Option<tokio::time::Instant>,
+    /// Times backpressure came on since then.
+    since_last: u64,
 }
 
 /// One [`engine::Command::Retire`] pass at the switch's clock with the
@@ -695,6 +716,7 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let retention_ms = limits.payment_retention_s * 1000;
     let mut last_warned = None;
+    let mut pressure_warned = PressureWarnings::default();
     for pass in 0u64.. {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -717,7 +739,7 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
         if let Err(e) = timers.await {
             tracing::error!(error = %e, "a timer pass failed");
         }
-        update_pressure(&node);
+        update_pressure(&node, &mut pressure_warned);
         warn_saturation(&node, &mut last_warned);
     }
 }
