@@ -14,6 +14,7 @@
 //! - `records`: journal records decoded and checked before a write, stored
 //!   images checked when read back; the same for every store.
 //! - `fetch`: the engine's lookups answered from a store.
+//! - `batches`: records applied a full batch at a time, for one-off writers.
 //! - `sqlite`: the SQLite file (`schema`: tables, indexes, durability;
 //!   `list`: list pages).
 //! - `pg`: the PostgreSQL server (`schema`, `list` likewise; `batch`: a
@@ -21,6 +22,7 @@
 //! - `contract` (feature `contract`): the suite every implementation runs;
 //!   `testing` (same feature): a throwaway PostgreSQL server for tests.
 
+mod batches;
 #[cfg(feature = "contract")]
 #[doc(hidden)]
 pub mod contract;
@@ -34,6 +36,7 @@ mod store;
 #[doc(hidden)]
 pub mod testing;
 
+pub use batches::Batches;
 pub use error::ArchiveError;
 pub use fetch::fetch;
 pub use pg::redact::redact as redact_url;

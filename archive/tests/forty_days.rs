@@ -85,29 +85,35 @@ fn number(digits: &[u8]) -> u64 {
     digits.iter().fold(0, |v, d| v * 10 + u64::from(d - b'0'))
 }
 
+/// An engine of the test's merchant and limits, at `now_ms`, without a
+/// journal.
+fn new_engine(now_ms: u64) -> Engine {
+    let merchant = Merchant {
+        id: *MID,
+        terminals: TERMINALS.to_vec(),
+        enabled: true,
+        currencies: vec![978],
+        over_capture_pct: 10,
+        refunds_allowed: true,
+        moto_allowed: true,
+        hold_period_ms: 7 * DAY_MS,
+        auto_capture_ms: None,
+    };
+    let settings = Settings {
+        merchants: vec![merchant],
+        payments_max: PAYMENTS_MAX,
+        idempotency_entries_max: ANSWERS_MAX,
+        idempotency_window_ms: WINDOW_MS,
+    };
+    let key = TokenKey::new(b"forty days");
+    let policy = risk::Policy::embedded(&engine::tokenizer(&key));
+    Engine::new(settings, key, policy, now_ms)
+}
+
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().expect("temp dir");
-        let merchant = Merchant {
-            id: *MID,
-            terminals: TERMINALS.to_vec(),
-            enabled: true,
-            currencies: vec![978],
-            over_capture_pct: 10,
-            refunds_allowed: true,
-            moto_allowed: true,
-            hold_period_ms: 7 * DAY_MS,
-            auto_capture_ms: None,
-        };
-        let settings = Settings {
-            merchants: vec![merchant],
-            payments_max: PAYMENTS_MAX,
-            idempotency_entries_max: ANSWERS_MAX,
-            idempotency_window_ms: WINDOW_MS,
-        };
-        let key = TokenKey::new(b"forty days");
-        let policy = risk::Policy::embedded(&engine::tokenizer(&key));
-        let mut engine = Engine::new(settings, key, policy, START_MS);
+        let mut engine = new_engine(START_MS);
         let journal = Recorder::default();
         engine.set_journal(Box::new(journal.clone()));
         World {
@@ -423,26 +429,7 @@ fn forty_days_then_an_old_refund_a_repeat_from_the_archive_and_a_full_export() {
 /// A second engine recovered from the first's snapshot and journal, with
 /// the records the archive holds not put back in memory.
 fn recover(w: &World, snapshot: Option<(u64, &[u8])>) -> Engine {
-    let merchant = Merchant {
-        id: *MID,
-        terminals: TERMINALS.to_vec(),
-        enabled: true,
-        currencies: vec![978],
-        over_capture_pct: 10,
-        refunds_allowed: true,
-        moto_allowed: true,
-        hold_period_ms: 7 * DAY_MS,
-        auto_capture_ms: None,
-    };
-    let settings = Settings {
-        merchants: vec![merchant],
-        payments_max: PAYMENTS_MAX,
-        idempotency_entries_max: ANSWERS_MAX,
-        idempotency_window_ms: WINDOW_MS,
-    };
-    let key = TokenKey::new(b"forty days");
-    let policy = risk::Policy::embedded(&engine::tokenizer(&key));
-    let mut e = Engine::new(settings, key, policy, w.now_ms);
+    let mut e = new_engine(w.now_ms);
     let floor = w.drained as u64;
     let from = match snapshot {
         Some((seq, bytes)) => {

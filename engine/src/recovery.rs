@@ -21,6 +21,18 @@ pub enum ReplayError {
     },
 }
 
+/// The one record type this version writes.
+///
+/// # Errors
+/// [`ReplayError::UnknownType`] for any other.
+fn payment_record(seq: u64, record_type: u8) -> Result<(), ReplayError> {
+    if record_type == record::RECORD_PAYMENT {
+        Ok(())
+    } else {
+        Err(ReplayError::UnknownType { seq, record_type })
+    }
+}
+
 impl Engine {
     /// Applies a recovered snapshot, covering journal records up to `seq`,
     /// to the state.
@@ -54,9 +66,7 @@ impl Engine {
         record_type: u8,
         payload: &[u8],
     ) -> Result<(), ReplayError> {
-        if record_type != record::RECORD_PAYMENT {
-            return Err(ReplayError::UnknownType { seq, record_type });
-        }
+        payment_record(seq, record_type)?;
         let mut rec = record::decode(payload)?;
         rec.payment.journal_seq = seq;
         self.state.restore(rec.payment);
@@ -86,9 +96,7 @@ impl Engine {
         record_type: u8,
         payload: &[u8],
     ) -> Result<(), ReplayError> {
-        if record_type != record::RECORD_PAYMENT {
-            return Err(ReplayError::UnknownType { seq, record_type });
-        }
+        payment_record(seq, record_type)?;
         let id = record::payment_id(payload)?;
         if self.state.contains(id) {
             return self.replay_record(seq, record_type, payload);

@@ -113,7 +113,10 @@ pub(crate) struct State {
     /// and walking 1.8 M payments for it held a runtime worker 0.15–0.5 s.
     by_status: [AtomicU64; Status::ALL.len()],
     /// Payments in the order they came (created or read back), with when:
-    /// [`State::retire`] takes them from the front.
+    /// [`State::retire`] takes them from the front. One entry per payment
+    /// held (a payment goes back in only when taken out), so bounded by
+    /// `limits.payments_max`, plus the payments rolled back since the last
+    /// pass.
     arrivals: SegQueue<Arrival>,
     /// The arrival [`State::retire`] stopped at (too recent, or not yet
     /// archived), taken first on the next pass; one pass at a time.

@@ -674,31 +674,9 @@ const ARCHIVED_HOLDS_EVERY_PASSES: u64 = 10;
 /// Writes every payment in memory (and its index entries) to `store`, in
 /// batches (see [`drainer::Drainer::start`]).
 fn seed_archive(engine: &engine::Engine, store: &mut dyn archive::Archive) -> anyhow::Result<()> {
-    let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(archive::BATCH_RECORDS_MAX);
-    let mut failed = None;
-    let mut written = 0u64;
-    let mut flush = |batch: &mut Vec<(u64, Vec<u8>)>, store: &mut dyn archive::Archive| {
-        let records: Vec<(u64, &[u8])> = batch.iter().map(|(s, p)| (*s, p.as_slice())).collect();
-        let r = store.apply(&records);
-        written += records.len() as u64;
-        batch.clear();
-        r
-    };
-    engine.export_records(|seq, payload| {
-        if failed.is_some() {
-            return;
-        }
-        batch.push((seq, payload.to_vec()));
-        if batch.len() == archive::BATCH_RECORDS_MAX {
-            if let Err(e) = flush(&mut batch, store) {
-                failed = Some(e);
-            }
-        }
-    });
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    flush(&mut batch, store)?;
+    let mut batches = archive::Batches::new(store);
+    engine.export_records(|seq, payload| batches.push(seq, payload));
+    let written = batches.finish()?;
     tracing::info!(records = written, "archive: payments in memory written");
     Ok(())
 }

@@ -397,27 +397,7 @@ mod tests {
     /// Payments with these ids (only ids matter to the merge).
     fn page(ids: &[u64]) -> Vec<Payment> {
         ids.iter()
-            .map(|&id| Payment {
-                id,
-                merchant: 0,
-                terminal: *b"DEMO0001",
-                kind: engine::lifecycle::Kind::Sale,
-                status: engine::Status::Succeeded,
-                currency: 978,
-                authorized_minor: 100,
-                captured_minor: 100,
-                refunds: Vec::new(),
-                card_token: codecs::card::CardToken([0; 32]),
-                masked_pan: codecs::card::MaskedPan::new(b"4111111111111111"),
-                created_ms: 0,
-                auth_code: *b"000001",
-                rrn: *b"000000000001",
-                scam: false,
-                flag_reasons: String::new(),
-                history: Vec::new(),
-                extras: None,
-                journal_seq: 0,
-            })
+            .map(|&id| archive::contract::payment(id, 0, 0, 100))
             .collect()
     }
 

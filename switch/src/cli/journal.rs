@@ -244,55 +244,29 @@ pub(crate) fn archive_rebuild(config: &Config) -> anyhow::Result<u64> {
     let _lock = crate::datadir::lock(data_dir)?;
     let mut store = crate::archive_stage::open_store(&config.archive, data_dir)?;
     let dir = journal_dir(data_dir);
-    let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut applied = 0u64;
-    let mut flush = |batch: &mut Vec<(u64, Vec<u8>)>| -> anyhow::Result<()> {
-        let records: Vec<(u64, &[u8])> = batch.iter().map(|(s, p)| (*s, p.as_slice())).collect();
-        store.get().apply(&records).context("writing the archive")?;
-        applied += records.len() as u64;
-        batch.clear();
-        Ok(())
-    };
-    let mut failed = None;
+    let mut batches = archive::Batches::new(store.get());
     let mut buf = Vec::new();
     // The snapshot's payments first, under its seq: a record after it wins.
     journal::read_state(&journal::OsStorage, &dir, |item| {
         if let journal::Replay::Snapshot { seq, bytes } = item {
-            let snapshot = record::decode_snapshot(bytes)?;
-            for p in &snapshot.payments {
+            for p in &record::decode_snapshot(bytes)?.payments {
                 let rec = record::PaymentRecordRef {
                     payment: p,
                     index: None,
                     answer: None,
                 };
                 record::encode(&rec, &mut buf);
-                batch.push((seq, buf.clone()));
+                batches.push(seq, &buf);
             }
         }
         Ok(())
     })
     .with_context(|| format!("reading {}", dir.display()))?;
-    for chunk in std::mem::take(&mut batch).chunks(archive::BATCH_RECORDS_MAX) {
-        batch.extend_from_slice(chunk);
-        flush(&mut batch)?;
-    }
     journal::dump(&journal::OsStorage, &dir, |r| {
-        if failed.is_some() {
-            return;
-        }
-        batch.push((r.seq, r.payload.to_vec()));
-        if batch.len() == archive::BATCH_RECORDS_MAX {
-            if let Err(e) = flush(&mut batch) {
-                failed = Some(e);
-            }
-        }
+        batches.push(r.seq, r.payload)
     })
     .with_context(|| format!("reading {}", dir.display()))?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    flush(&mut batch)?;
-    Ok(applied)
+    batches.finish().context("writing the archive")
 }
 
 /// Every payment in the journal and its newest snapshot, as last recorded.

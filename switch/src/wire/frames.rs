@@ -341,16 +341,21 @@ fn with_payment(node: &Node, scope: &[u32], id: u64, f: impl FnOnce(&Payment) ->
     match node.payment(scope, id) {
         Ok(Some(p)) => f(&p),
         Ok(None) => Answer::refusal(Code::UNABLE_TO_LOCATE, "no such payment".into()),
-        Err(e) => {
-            ::metrics::counter!("switch_archive_errors_total", "op" => "get").increment(1);
-            crate::ratelog::warn_limited!(
-                "archive_get",
-                error = format!("{e:#}"),
-                "archive read failed; answering 96"
-            );
-            Answer::refusal(Code::SYSTEM_MALFUNCTION, "archive unavailable".into())
-        }
+        Err(e) => archive_unavailable("get", &e),
     }
+}
+
+/// The answer when the archive cannot be read for operation `op` (`get`,
+/// `list`): 96, counted and logged within a budget.
+fn archive_unavailable(op: &'static str, e: &anyhow::Error) -> Answer {
+    ::metrics::counter!("switch_archive_errors_total", "op" => op).increment(1);
+    crate::ratelog::warn_limited!(
+        "archive_read",
+        op,
+        error = format!("{e:#}"),
+        "archive read failed; answering 96"
+    );
+    Answer::refusal(Code::SYSTEM_MALFUNCTION, "archive unavailable".into())
 }
 
 /// F41 as stored: the id, space-padded to 8.
@@ -544,15 +549,7 @@ fn list(node: &Node, scope: &[u32], l: &ListPayments<'_>) -> Answer {
     let limit = l.limit.map_or(LIST_ROWS_DEFAULT, usize::from);
     let (rows, more) = match node.list(scope, filter, l.cursor, limit) {
         Ok(page) => page,
-        Err(e) => {
-            ::metrics::counter!("switch_archive_errors_total", "op" => "list").increment(1);
-            crate::ratelog::warn_limited!(
-                "archive_list",
-                error = format!("{e:#}"),
-                "archive list failed; answering 96"
-            );
-            return Answer::refusal(Code::SYSTEM_MALFUNCTION, "archive unavailable".into());
-        }
+        Err(e) => return archive_unavailable("list", &e),
     };
     let next_cursor = rows.last().filter(|_| more).map(|p| p.id);
     Answer {
