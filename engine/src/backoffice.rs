@@ -41,7 +41,9 @@ impl Engine {
             |_, _| ChangeParts::default(),
         );
         match committed {
-            Err(Code::UNABLE_TO_LOCATE) => Reply::of(Code::UNABLE_TO_LOCATE, none),
+            Err(Code::UNABLE_TO_LOCATE) => self
+                .let_go_meanwhile(id, Code::UNABLE_TO_LOCATE)
+                .reply(none),
             Err(code) => Reply {
                 payment_id: Some(id),
                 ..Reply::of(code, none)
@@ -76,7 +78,7 @@ impl Engine {
             Ok(p.card_token)
         };
         match self.commit_existing(m, id, flag, |_, _| ChangeParts::default()) {
-            Err(code) => Reply::of(code, none),
+            Err(code) => self.let_go_meanwhile(id, code).reply(none),
             Ok((token, recorded)) => {
                 self.risk.watch(&token);
                 metrics::counter!("switch_flagged_payments_total").increment(1);

@@ -47,6 +47,19 @@ impl Engine {
         Some(found.as_ref())
     }
 
+    /// What a refusal of a change of payment `id` with `code` means: a 25
+    /// for a payment memory let go between [`Engine::ensure_payment`] and
+    /// the change (a retire pass on another thread took it, archived) is
+    /// not an answer, the archive is asked again for it; anything else is
+    /// the answer.
+    pub(crate) fn let_go_meanwhile(&self, id: u64, code: Code) -> NotHere {
+        if code == Code::UNABLE_TO_LOCATE && !self.state.contains(id) {
+            metrics::counter!("switch_archive_lookups_total", "what" => "payment").increment(1);
+            return NotHere::Ask(Fetch::Payment(id));
+        }
+        NotHere::Refuse(code)
+    }
+
     /// Makes sure payment `id` is in memory: it is, or the archive's copy
     /// in `fetched` is brought back; else the archive is to be asked.
     ///
@@ -187,7 +200,7 @@ impl Engine {
             },
         );
         match applied {
-            Err(code) => Reply::of(code, rrn),
+            Err(code) => self.let_go_meanwhile(target.payment, code).reply(rrn),
             Ok((refund, recorded)) => {
                 if let Some(own) = own {
                     let target = Target {
@@ -239,5 +252,32 @@ impl Engine {
         } else {
             p.auth_code
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payment_let_go_before_its_change_is_asked_for_again() {
+        let e = crate::testing::engine(1_795_434_550_000);
+        // Not in memory (a retire pass took it): ask the archive again.
+        assert_eq!(
+            e.let_go_meanwhile(42, Code::UNABLE_TO_LOCATE),
+            NotHere::Ask(Fetch::Payment(42))
+        );
+        // Any other refusal is the answer.
+        assert_eq!(
+            e.let_go_meanwhile(42, Code::INVALID_AMOUNT),
+            NotHere::Refuse(Code::INVALID_AMOUNT)
+        );
+        // In memory, a 25 stands (another merchant's payment).
+        let p = crate::lifecycle::tests::payment(crate::lifecycle::Kind::Sale, 100);
+        e.state.insert(p, None, None, |_| ()).expect("room");
+        assert_eq!(
+            e.let_go_meanwhile(1, Code::UNABLE_TO_LOCATE),
+            NotHere::Refuse(Code::UNABLE_TO_LOCATE)
+        );
     }
 }
