@@ -277,18 +277,22 @@ impl Node {
     /// Why the switch should not be sent traffic now: a failed journal, a
     /// failing or lagging archive, a full table, or backpressure.
     pub(crate) fn unready(&self) -> Option<String> {
-        self.journal
-            .failure()
-            .or_else(|| {
-                let archive = self.archive.as_ref()?;
-                archive.unready(self.journal.last_seq())
-            })
-            .or_else(|| self.saturation())
-            .or_else(|| {
-                self.pressure.is_on().then(|| {
-                    "backpressure: the archive is behind (or memory nearly full waiting for it); new requests wait".to_owned()
-                })
-            })
+        // Every reason, not only the first: an SRE looking at a failing
+        // archive also wants to know the switch has stopped reading.
+        let reasons: Vec<String> = [
+            self.journal.failure(),
+            self.archive
+                .as_ref()
+                .and_then(|a| a.unready(self.journal.last_seq())),
+            self.saturation(),
+            self.pressure.is_on().then(|| {
+                "backpressure: the archive is behind (or memory nearly full waiting for it); new requests wait".to_owned()
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!reasons.is_empty()).then(|| reasons.join("\n"))
     }
 
     /// The policy file, if any (watched for changes).

@@ -331,6 +331,12 @@ async fn a_full_table_is_visible_in_readyz_until_it_clears() {
         c.limits.idempotency_window_s = 60;
     })
     .await;
+    // Answers leave memory only once the archive holds them. Another
+    // writer holding SQLite's write lock keeps the archive from catching
+    // up, so the table stays full until that writer lets go.
+    let lock = rusqlite::Connection::open(sw.dir.join("archive.sqlite")).expect("open archive");
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
     let mut c = sw.client().await;
     assert_eq!(c.call(&sale(&card(7101), 100)).await.code(), "00");
     assert_eq!(c.call(&sale(&card(7102), 100)).await.code(), "00");
@@ -340,11 +346,33 @@ async fn a_full_table_is_visible_in_readyz_until_it_clears() {
     );
     let (_, why) = sw.http_get("/readyz").await;
     assert!(why.contains("limits.idempotency_entries_max"), "{why}");
-    assert_eq!(c.call(&sale(&card(7103), 100)).await.code(), "96");
+    // Two windows on, the answers would have aged out, but the archive
+    // does not hold them yet: still full, and once the timers see it
+    // (every 100 ms) connections stop reading instead of answering 96.
+    sw.clock.advance_ms(120_002);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, why) = sw.http_get("/readyz").await;
+        if why.contains("backpressure") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backpressure on: {why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut held = sw.client().await;
+    held.send_raw(&sale(&card(7103), 100).encode()).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1_000), held.recv())
+            .await
+            .is_err(),
+        "held back while the archive is behind"
+    );
     let (status, _) = sw.http_get("/healthz").await;
     assert_eq!(status, "HTTP/1.1 200 OK", "alive, only not ready");
-    // Answers age out a generation per window (the timers run every
-    // 100 ms of real time): two windows later both are gone.
+    lock.execute_batch("ROLLBACK").expect("let go");
+    drop(lock);
+    // Answers age out a generation per window once archived (the timers
+    // run every 100 ms of real time).
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let (status, why) = sw.http_get("/readyz").await;
@@ -355,6 +383,8 @@ async fn a_full_table_is_visible_in_readyz_until_it_clears() {
         sw.clock.advance_ms(60_001);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let r = held.recv().await.expect("the held sale is answered");
+    assert_eq!(r.code(), "00");
     assert_eq!(c.call(&sale(&card(7104), 100)).await.code(), "00");
     sw.stop().await;
 }
