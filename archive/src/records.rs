@@ -40,6 +40,11 @@ pub(crate) fn decode_batch<'a>(
     }
     let mut rows = Vec::with_capacity(records.len());
     for &(seq, payload) in records {
+        if payload.is_empty() {
+            // A record of another kind (upstream forwards and SAF): the
+            // archive holds payments only; the drainer passes it empty.
+            continue;
+        }
         let rec = record::decode(payload).map_err(|source| ArchiveError::Record {
             location: location.to_owned(),
             seq,

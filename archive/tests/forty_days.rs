@@ -104,6 +104,10 @@ fn new_engine(now_ms: u64) -> Engine {
         payments_max: PAYMENTS_MAX,
         idempotency_entries_max: ANSWERS_MAX,
         idempotency_window_ms: WINDOW_MS,
+        routing: Default::default(),
+        stand_in: Default::default(),
+        forwards_max: 1_000,
+        saf_max: 1_000,
     };
     let key = TokenKey::new(b"forty days");
     let policy = risk::Policy::embedded(&engine::tokenizer(&key));

@@ -15,6 +15,7 @@ use crate::merchant::Merchant;
 use crate::record::PaymentRecordRef;
 use crate::risk::RiskVerdict;
 use crate::state::{OriginalKey, Target};
+use crate::upstream::Route;
 
 /// (Year within the century, month) of `now_ms`, for card expiry.
 fn year_month(now_ms: u64) -> (u8, u8) {
@@ -113,10 +114,21 @@ impl Engine {
         let token = self.token_key.token(&pan);
         let merchant = &self.merchants[m as usize];
         let verdict = self.risk.evaluate(req, merchant, &token, now_ms);
-        let code = match verdict {
+        let mut code = match verdict {
             RiskVerdict::Decline { code, .. } => code,
             _ => Code::APPROVED,
         };
+        // A local decline never goes upstream.
+        if code.approved() {
+            match self.routing.route(pan.expose()) {
+                Route::Local => {}
+                Route::Decline => code = Code::UNAVAILABLE,
+                Route::Upstream(u) => {
+                    let card = (token, pan.masked());
+                    return self.forward(req, m, u, card, verdict.flag(), now_ms);
+                }
+            }
+        }
         let approved = code.approved();
         let auth_code = if approved {
             self.assign_auth_code()
@@ -155,7 +167,7 @@ impl Engine {
     /// A payment of merchant `m` as `req` starts it, with its card (token,
     /// masked PAN) and numbers (F38, F37), before risk's flags and its
     /// history; declined payments keep no amount.
-    fn new_payment(
+    pub(crate) fn new_payment(
         &self,
         req: &Request<'_>,
         m: u32,
@@ -199,12 +211,13 @@ impl Engine {
             history: Vec::with_capacity(4),
             extras: req.extras.map(|e| Box::new(e.clone())),
             journal_seq: 0,
+            upstream: None,
         }
     }
 
     /// In memory first, journaled under the payment's lock, then indexed
     /// (see `commit` on snapshots); not journaled, so not done.
-    fn insert(
+    pub(crate) fn insert(
         &self,
         payment: Payment,
         key: Option<OriginalKey>,

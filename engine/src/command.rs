@@ -185,6 +185,27 @@ pub enum Command<'a> {
         /// The archive's watermark.
         archived_seq: u64,
     },
+    /// How a forwarded authorization ([`Wait::Upstream`]) ended: the
+    /// issuer's answer, a timeout or never sent. Makes the payment with
+    /// the issuer's decision (or 91, or a stand-in approval), queues the
+    /// reversal of a timed-out request and the advice of a stand-in in the
+    /// SAF, and answers the terminal's message.
+    Upstream {
+        /// The pending forward.
+        forward: u64,
+        /// What happened.
+        outcome: crate::upstream::Outcome,
+    },
+    /// A SAF entry is done: the issuer answered it, it expired, or an
+    /// operator dropped it.
+    SafDone {
+        /// The entry.
+        id: u64,
+    },
+    /// After recovery: every forward still pending was in flight at a
+    /// crash (its issuer answer was never journaled) and gets a reversal
+    /// in the SAF; `count` says how many.
+    ReverseOrphans,
 }
 
 /// What the engine needs from the archive to go on with a request: memory
@@ -235,13 +256,23 @@ pub enum Wait {
     /// again with what it returned ([`Command::Resume`]). An edge that
     /// cannot ask answers with the reply's code (96).
     Archive(Fetch),
+    /// Send to an issuer once the journal's durable sequence reaches the
+    /// reply's `record_seq` (the forward is journaled before it leaves, so
+    /// a crash cannot orphan it), then [`Command::Upstream`] with how it
+    /// ended. An edge that cannot forward answers [`Command::Upstream`]
+    /// with [`crate::upstream::Outcome::NotSent`].
+    Upstream(crate::upstream::ForwardRef),
+    /// A repeat of a message whose forward is still waiting for its
+    /// issuer: wait for that forward to end, then apply the message again
+    /// (it is then answered like any repeat). Never a second forward.
+    Joined(u64),
 }
 
 impl Wait {
     /// The journal sequence to wait for (0: none).
     pub fn journal_seq(self) -> u64 {
         match self {
-            Wait::Nothing | Wait::Archive(_) => 0,
+            Wait::Nothing | Wait::Archive(_) | Wait::Upstream(_) | Wait::Joined(_) => 0,
             Wait::Journal(seq) => seq,
         }
     }
@@ -367,6 +398,13 @@ pub enum Query<'a> {
     /// How full the bounded tables are: cheap (a few atomic loads), for
     /// readiness and saturation warnings.
     Fill,
+    /// Up to `limit` SAF entries, oldest first; of one upstream if given.
+    Saf {
+        /// Only this upstream's.
+        upstream: Option<&'a str>,
+        /// Most entries.
+        limit: usize,
+    },
 }
 
 /// A merchant as an edge needs it.
@@ -402,6 +440,14 @@ pub struct Fill {
     pub idempotency_entries: usize,
     /// `limits.idempotency_entries_max`.
     pub idempotency_entries_max: usize,
+    /// Forwards waiting for an issuer.
+    pub forwards: usize,
+    /// Their limit.
+    pub forwards_max: usize,
+    /// SAF entries.
+    pub saf: usize,
+    /// `saf.entries_max`.
+    pub saf_max: usize,
 }
 
 impl Fill {
@@ -437,4 +483,6 @@ pub enum QueryReply {
     Stats(Stats),
     /// Fill of the bounded tables.
     Fill(Fill),
+    /// SAF entries.
+    Saf(Vec<crate::upstream::SafEntry>),
 }

@@ -52,6 +52,12 @@ pub struct Engine {
     pub(crate) timers: Mutex<Holds>,
     /// `limits.idempotency_window_s`, ms.
     pub(crate) idempotency_window_ms: u64,
+    /// Where PANs go.
+    pub(crate) routing: crate::upstream::Routing,
+    /// Stand-in rules.
+    pub(crate) stand_in: crate::upstream::StandIn,
+    /// Forwards waiting for an issuer, and the SAF.
+    pub(crate) upstream: crate::upstream::UpstreamState,
 }
 
 /// Fixed-width decimal digits of `v` (lowest `N` digits).
@@ -97,6 +103,14 @@ impl Engine {
             epochs: Epochs::default(),
             timers: Mutex::new(Holds::default()),
             idempotency_window_ms: settings.idempotency_window_ms,
+            upstream: crate::upstream::UpstreamState::new(
+                settings.routing.upstreams.len(),
+                settings.forwards_max,
+                settings.saf_max,
+                now_ms,
+            ),
+            routing: settings.routing,
+            stand_in: settings.stand_in,
         }
     }
 
@@ -143,6 +157,9 @@ impl Engine {
                 cutoff_ms,
                 archived_seq,
             } => self.retire(cutoff_ms, archived_seq),
+            Command::Upstream { forward, outcome } => self.upstream_ended(forward, outcome, now_ms),
+            Command::SafDone { id } => self.saf_done(id),
+            Command::ReverseOrphans => self.reverse_orphans(now_ms),
         }
     }
 
@@ -177,7 +194,14 @@ impl Engine {
                 payments_max: self.state.len_max(),
                 idempotency_entries: self.idempotency.len(),
                 idempotency_entries_max: self.idempotency.len_max(),
+                forwards: self.upstream.forwards_len(),
+                forwards_max: self.upstream.forwards_max,
+                saf: self.upstream.saf_len(),
+                saf_max: self.upstream.saf_max,
             }),
+            Query::Saf { upstream, limit } => {
+                QueryReply::Saf(self.upstream.saf_list(upstream, limit))
+            }
             Query::Stats => QueryReply::Stats(Stats {
                 payments_by_status: self.state.count_by_status(),
                 payments: self.state.len(),
@@ -250,11 +274,22 @@ impl Engine {
             }
             _ => {}
         }
+        if let Some(forward) = self.upstream.pending_for(&key) {
+            // Still with its issuer: wait for that answer, never a second
+            // forward.
+            return (
+                Ok(Reply {
+                    wait: Wait::Joined(forward),
+                    ..Reply::of(Code::UNAVAILABLE, self.rrn_of(req))
+                }),
+                None,
+            );
+        }
         if let Err(code) = self.idempotency.room() {
             return (Ok(self.refusal(req, code)), None);
         }
         let out = self.decide(req, fetched, now_ms);
-        if matches!(out.wait, Wait::Archive(_)) {
+        if matches!(out.wait, Wait::Archive(_) | Wait::Upstream(_)) {
             return (Ok(out), None);
         }
         let answer = Answer {

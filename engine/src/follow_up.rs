@@ -169,11 +169,26 @@ impl Engine {
         let rrn = self.rrn_of(req);
         let fresh_auth = self.assign_auth_code();
         let mut auth_code = fresh_auth;
+        let mut advice = None;
         let applied = self.commit_existing(
             m,
             target.payment,
-            |p| self.transition(p, req, target, now_ms),
+            |p| {
+                // An issuer-decided payment's capture or reversal is
+                // advised through the SAF: no room, no change (96, the
+                // terminal tries again).
+                if p.upstream.is_some()
+                    && matches!(req.op, Op::Capture | Op::Reversal)
+                    && !self.upstream.saf_room()
+                {
+                    metrics::counter!("switch_limit_reached_total", "limit" => "saf_entries_max")
+                        .increment(1);
+                    return Err(Code::SYSTEM_MALFUNCTION);
+                }
+                self.transition(p, req, target, now_ms)
+            },
             |p, &refund| {
+                advice = self.saf_of_follow_up(p, req.op, req.amount_minor, now_ms);
                 auth_code = Self::auth_code_of(req, p, fresh_auth);
                 ChangeParts {
                     index: own.map(|k| {
@@ -209,11 +224,23 @@ impl Engine {
                     };
                     self.state.index(own, target);
                 }
+                let mut wait = recorded.wait;
+                let mut record_seq = recorded.seq;
+                if let Some(e) = advice {
+                    // After the change's record, so the answer waiting for
+                    // the advice waits for both.
+                    if let Ok(seq) = self.queue_saf(e, true) {
+                        record_seq = record_seq.max(seq);
+                        if wait != 0 {
+                            wait = seq;
+                        }
+                    }
+                }
                 Reply {
                     auth_code: Some(auth_code),
                     payment_id: Some(target.payment),
-                    wait: Wait::of_seq(recorded.wait),
-                    record_seq: recorded.seq,
+                    wait: Wait::of_seq(wait),
+                    record_seq,
                     ..Reply::of(Code::APPROVED, rrn)
                 }
             }

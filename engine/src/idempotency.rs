@@ -224,6 +224,11 @@ impl Idempotency {
         Ok(())
     }
 
+    /// The answer remembered for `key`, if any.
+    pub(crate) fn get(&self, key: &MessageKey) -> Option<Answer> {
+        self.generations.iter().find_map(|g| g.get(key).map(|a| *a))
+    }
+
     /// Stores the answer to `key` unless one is there (first wins).
     pub(crate) fn store(&self, key: MessageKey, answer: Answer) {
         // An answer already in the older generation is found first, so

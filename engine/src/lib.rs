@@ -27,6 +27,7 @@ pub mod command;
 mod commit;
 mod engine;
 mod follow_up;
+mod forward;
 mod holds;
 mod idempotency;
 pub mod lifecycle;
@@ -40,6 +41,7 @@ mod state;
 #[cfg(test)]
 mod testing;
 mod timers;
+pub mod upstream;
 
 pub use code::Code;
 pub use command::{

@@ -166,6 +166,9 @@ pub struct Payment {
     /// (not in the record; 0 when none, or read back from the archive): it
     /// leaves memory only once the archive's watermark reaches it.
     pub journal_seq: u64,
+    /// For a payment an issuer decided (or the switch in its stead): how
+    /// it was forwarded, for the advices of its captures and reversals.
+    pub upstream: Option<Box<crate::upstream::Forwarded>>,
 }
 
 /// Most cart lines kept per payment.
@@ -521,6 +524,7 @@ pub(crate) mod tests {
             history: Vec::new(),
             extras: None,
             journal_seq: 0,
+            upstream: None,
         }
     }
 

@@ -46,4 +46,12 @@ pub struct Settings {
     /// How long a message's answer is given again to its repeats
     /// (`limits.idempotency_window_s`), ms.
     pub idempotency_window_ms: u64,
+    /// Where PANs go (everything local by default).
+    pub routing: crate::upstream::Routing,
+    /// Stand-in when an issuer cannot answer.
+    pub stand_in: crate::upstream::StandIn,
+    /// Most forwards waiting for an issuer.
+    pub forwards_max: usize,
+    /// Most SAF entries (`saf.entries_max`).
+    pub saf_max: usize,
 }

@@ -18,15 +18,20 @@ use crate::state::{OriginalKey, Target};
 
 /// Record type of a payment image.
 pub const RECORD_PAYMENT: u8 = 1;
-/// Format version written first in every payload and snapshot.
-const VERSION: u8 = 1;
+/// Format version written first in every payload and snapshot. Version 2
+/// added what an issuer-decided payment remembers of its forwarding
+/// (right after the id, so [`forward_id`] reads it without the rest);
+/// version 1 payloads and snapshots are still read.
+const VERSION: u8 = 2;
+/// The version before upstream routing.
+const VERSION_1: u8 = 1;
 /// Magic at the start of a snapshot.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWSN";
 
 /// Why a payload could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("journal payload: {0}")]
-pub struct DecodeError(&'static str);
+pub struct DecodeError(pub(crate) &'static str);
 
 /// A change as written: the payment after it, and how to find and answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,22 +48,22 @@ pub struct PaymentRecord {
 pub struct Out<'a>(pub &'a mut Vec<u8>);
 
 impl Out<'_> {
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u16(&mut self, v: u16) {
+    pub(crate) fn u16(&mut self, v: u16) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         self.0.extend_from_slice(v);
     }
-    fn text(&mut self, s: &str) {
+    pub(crate) fn text(&mut self, s: &str) {
         let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
         self.u16(b.len() as u16);
         self.bytes(b);
@@ -69,7 +74,7 @@ impl Out<'_> {
 pub struct In<'a>(pub &'a [u8]);
 
 impl<'a> In<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < n {
             return Err(DecodeError("truncated"));
         }
@@ -77,28 +82,28 @@ impl<'a> In<'a> {
         self.0 = rest;
         Ok(head)
     }
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn arr<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         self.take(N)?
             .try_into()
             .map_err(|_| DecodeError("truncated"))
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.arr::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.arr()?))
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.arr()?))
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.arr()?))
     }
-    fn text(&mut self) -> Result<String, DecodeError> {
+    pub(crate) fn text(&mut self) -> Result<String, DecodeError> {
         let n = usize::from(self.u16()?);
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| DecodeError("text is not UTF-8"))
     }
-    fn flag(&mut self) -> Result<bool, DecodeError> {
+    pub(crate) fn flag(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
@@ -125,6 +130,18 @@ const OPS: [Operation; 9] = [
 
 fn put_payment(o: &mut Out<'_>, p: &Payment) {
     o.u64(p.id);
+    match &p.upstream {
+        None => o.u8(0),
+        Some(f) => {
+            o.u8(1);
+            o.u64(f.forward);
+            o.text(&f.upstream);
+            o.u32(f.stan);
+            o.u64(f.transmission);
+            o.u16(f.mti);
+            o.u8(u8::from(f.stood_in));
+        }
+    }
     o.u32(p.merchant);
     o.bytes(&p.terminal);
     o.u8(match p.kind {
@@ -171,8 +188,20 @@ fn put_payment(o: &mut Out<'_>, p: &Payment) {
     }
 }
 
-fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
+fn get_payment(i: &mut In<'_>, version: u8) -> Result<Payment, DecodeError> {
     let id = i.u64()?;
+    let upstream = if version >= VERSION && i.flag()? {
+        Some(Box::new(crate::upstream::Forwarded {
+            forward: i.u64()?,
+            upstream: i.text()?,
+            stan: i.u32()?,
+            transmission: i.u64()?,
+            mti: i.u16()?,
+            stood_in: i.flag()?,
+        }))
+    } else {
+        None
+    };
     let merchant = i.u32()?;
     let terminal = i.arr()?;
     let kind = match i.u8()? {
@@ -219,6 +248,7 @@ fn get_payment(i: &mut In<'_>) -> Result<Payment, DecodeError> {
         history,
         extras,
         journal_seq: 0,
+        upstream,
     })
 }
 
@@ -378,10 +408,32 @@ pub struct PaymentRecordRef<'a> {
 /// When the payload is too short or of another version.
 pub fn payment_id(payload: &[u8]) -> Result<u64, DecodeError> {
     let mut i = In(payload);
-    if i.u8()? != VERSION {
+    if !matches!(i.u8()?, VERSION | VERSION_1) {
         return Err(DecodeError("unknown record version"));
     }
     i.u64()
+}
+
+/// The pending forward a payment record ends (an issuer-decided payment's
+/// first record), read without decoding the rest: recovery of records the
+/// archive already holds still closes their forwards.
+///
+/// # Errors
+/// When the payload is too short or of an unknown version.
+pub fn forward_id(payload: &[u8]) -> Result<Option<u64>, DecodeError> {
+    let mut i = In(payload);
+    match i.u8()? {
+        VERSION_1 => Ok(None),
+        VERSION => {
+            i.u64()?;
+            if i.flag()? {
+                Ok(Some(i.u64()?))
+            } else {
+                Ok(None)
+            }
+        }
+        _ => Err(DecodeError("unknown record version")),
+    }
 }
 
 /// Decodes a record payload.
@@ -390,10 +442,11 @@ pub fn payment_id(payload: &[u8]) -> Result<u64, DecodeError> {
 /// [`DecodeError`] on an unknown version, truncation or bad values.
 pub fn decode(payload: &[u8]) -> Result<PaymentRecord, DecodeError> {
     let mut i = In(payload);
-    if i.u8()? != VERSION {
+    let version = i.u8()?;
+    if !matches!(version, VERSION | VERSION_1) {
         return Err(DecodeError("unknown record version"));
     }
-    let payment = get_payment(&mut i)?;
+    let payment = get_payment(&mut i, version)?;
     let index = if i.flag()? {
         Some(get_original_key(&mut i)?)
     } else {
@@ -423,6 +476,10 @@ pub struct SnapshotContents {
     pub index: Vec<(OriginalKey, Target)>,
     /// Every remembered answer.
     pub answers: Vec<(MessageKey, Answer)>,
+    /// Pending forwards (version 2).
+    pub forwards: Vec<crate::upstream::Pending>,
+    /// SAF entries (version 2).
+    pub saf: Vec<crate::upstream::SafEntry>,
 }
 
 /// Writes a snapshot from walks over the state: each argument calls the
@@ -436,6 +493,7 @@ pub fn encode_snapshot(
     payments: &mut dyn FnMut(&mut dyn FnMut(&Payment)),
     index: &mut dyn FnMut(&mut dyn FnMut(&OriginalKey, &Target)),
     answers: &mut dyn FnMut(&mut dyn FnMut(&MessageKey, &Answer)),
+    upstream: (&[crate::upstream::Pending], &[crate::upstream::SafEntry]),
 ) {
     buf.clear();
     buf.extend_from_slice(SNAPSHOT_MAGIC);
@@ -471,6 +529,7 @@ pub fn encode_snapshot(
         });
         n
     });
+    crate::upstream::put_snapshot(&mut Out(buf), upstream.0, upstream.1);
 }
 
 /// Reads a snapshot.
@@ -479,8 +538,12 @@ pub fn encode_snapshot(
 /// [`DecodeError`] on a bad magic, version, truncation or bad values.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotContents, DecodeError> {
     let mut i = In(bytes);
-    if i.take(4)? != SNAPSHOT_MAGIC || i.u8()? != VERSION {
-        return Err(DecodeError("not a snapshot of this version"));
+    if i.take(4)? != SNAPSHOT_MAGIC {
+        return Err(DecodeError("not a snapshot"));
+    }
+    let version = i.u8()?;
+    if !matches!(version, VERSION | VERSION_1) {
+        return Err(DecodeError("not a snapshot of a known version"));
     }
     let mut out = SnapshotContents::default();
     // Each entry is at least 8 bytes, which bounds every count by the input.
@@ -493,7 +556,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotContents, DecodeError> {
     };
     let n = bounded(i.u64()?, &i)?;
     for _ in 0..n {
-        out.payments.push(get_payment(&mut i)?);
+        out.payments.push(get_payment(&mut i, version)?);
     }
     let n = bounded(i.u64()?, &i)?;
     for _ in 0..n {
@@ -502,6 +565,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotContents, DecodeError> {
     let n = bounded(i.u64()?, &i)?;
     for _ in 0..n {
         out.answers.push(get_answer(&mut i)?);
+    }
+    if version >= VERSION {
+        (out.forwards, out.saf) = crate::upstream::get_snapshot(&mut i)?;
     }
     if !i.done() {
         return Err(DecodeError("trailing bytes"));
@@ -597,6 +663,7 @@ mod tests {
             &mut |f| f(&rec.payment),
             &mut |f| f(&k, &t),
             &mut |f| f(&mk, &a),
+            (&[], &[]),
         );
         let s = decode_snapshot(&buf).expect("decodes");
         assert_eq!(

@@ -21,12 +21,12 @@ pub enum ReplayError {
     },
 }
 
-/// The one record type this version writes.
+/// The record types this version writes: payments and upstream tables.
 ///
 /// # Errors
 /// [`ReplayError::UnknownType`] for any other.
-fn payment_record(seq: u64, record_type: u8) -> Result<(), ReplayError> {
-    if record_type == record::RECORD_PAYMENT {
+fn known_record(seq: u64, record_type: u8) -> Result<(), ReplayError> {
+    if record_type == record::RECORD_PAYMENT || record_type == crate::upstream::RECORD_UPSTREAM {
         Ok(())
     } else {
         Err(ReplayError::UnknownType { seq, record_type })
@@ -53,6 +53,12 @@ impl Engine {
         for (k, a) in s.answers {
             self.idempotency.store(k, a);
         }
+        for p in s.forwards {
+            self.upstream.add_forward(p);
+        }
+        for e in s.saf {
+            self.upstream.add_saf(e);
+        }
         Ok(())
     }
 
@@ -66,9 +72,17 @@ impl Engine {
         record_type: u8,
         payload: &[u8],
     ) -> Result<(), ReplayError> {
-        payment_record(seq, record_type)?;
+        known_record(seq, record_type)?;
+        if record_type == crate::upstream::RECORD_UPSTREAM {
+            self.replay_upstream(crate::upstream::decode(payload)?);
+            return Ok(());
+        }
         let mut rec = record::decode(payload)?;
         rec.payment.journal_seq = seq;
+        if let Some(f) = &rec.payment.upstream {
+            // The issuer's answer is journaled: its forward has ended.
+            self.upstream.take_forward(f.forward);
+        }
         self.state.restore(rec.payment);
         if let Some((k, t)) = rec.index {
             self.state.index(k, t);
@@ -96,7 +110,13 @@ impl Engine {
         record_type: u8,
         payload: &[u8],
     ) -> Result<(), ReplayError> {
-        payment_record(seq, record_type)?;
+        known_record(seq, record_type)?;
+        if record_type == crate::upstream::RECORD_UPSTREAM {
+            return self.replay_record(seq, record_type, payload);
+        }
+        if let Some(forward) = record::forward_id(payload)? {
+            self.upstream.take_forward(forward);
+        }
         let id = record::payment_id(payload)?;
         if self.state.contains(id) {
             return self.replay_record(seq, record_type, payload);
@@ -178,6 +198,10 @@ impl Engine {
             &mut |f| self.state.for_each(|p| f(p)),
             &mut |f| self.state.for_each_index(|k, t| f(k, t)),
             &mut |f| self.idempotency.for_each(|k, a| f(k, a)),
+            (
+                &self.upstream.forwards_list(),
+                &self.upstream.saf_list(None, usize::MAX),
+            ),
         );
     }
 }

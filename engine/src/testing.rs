@@ -74,6 +74,10 @@ pub(crate) fn engine(now_ms: u64) -> Engine {
         payments_max: 1_000_000,
         idempotency_entries_max: 1_000_000,
         idempotency_window_ms: 3_600_000,
+        routing: Default::default(),
+        stand_in: Default::default(),
+        forwards_max: 1_000,
+        saf_max: 1_000,
     };
     let key = TokenKey::new(b"test");
     let policy = risk::Policy::embedded(&crate::risk::tokenizer(&key));

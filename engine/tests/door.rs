@@ -58,6 +58,10 @@ fn engine(journal: &Recorder) -> Engine {
         payments_max: 1_000,
         idempotency_entries_max: 1_000,
         idempotency_window_ms: 3_600_000,
+        routing: Default::default(),
+        stand_in: Default::default(),
+        forwards_max: 1_000,
+        saf_max: 1_000,
     };
     let key = TokenKey::new(b"door");
     let policy = risk::Policy::embedded(&engine::tokenizer(&key));

@@ -158,7 +158,14 @@ impl Run {
             batch.clear();
             let upto = self.journal.durable_seq();
             let read = self.tail.read(upto, BATCH_RECORDS_MAX, |r| {
-                batch.push((r.seq, r.payload.to_vec()));
+                // Only payments go to the archive; other records (upstream
+                // forwards and SAF) pass empty and are skipped there.
+                let payload = if r.record_type == engine::record::RECORD_PAYMENT {
+                    r.payload.to_vec()
+                } else {
+                    Vec::new()
+                };
+                batch.push((r.seq, payload));
             });
             if let Err(e) = read {
                 // The journal itself is damaged or gone under the tail: the

@@ -82,6 +82,10 @@ fn settings(config: &Config) -> engine::Settings {
         payments_max: config.limits.payments_max,
         idempotency_entries_max: config.limits.idempotency_entries_max,
         idempotency_window_ms: config.limits.idempotency_window_s * 1000,
+        routing: Default::default(),
+        stand_in: Default::default(),
+        forwards_max: engine::upstream::FORWARDS_MAX_DEFAULT,
+        saf_max: 100_000,
     }
 }
 

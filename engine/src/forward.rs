@@ -1,0 +1,425 @@
+//! Forwarding's stages: an authorization routed to an issuer becomes a
+//! pending forward (journaled before it leaves); how it ended makes the
+//! payment, the SAF entries it needs and the terminal's answer; captures
+//! and reversals of issuer-decided payments queue their advices.
+//!
+//! Every table change is made in memory first, then journaled (undone if
+//! the journal refuses), inside the epoch guard of [`Engine::apply`], as
+//! for payments (`commit`'s module comment says why).
+
+use std::cell::RefCell;
+
+use crate::code::Code;
+use crate::command::{Op, Reply, Request, Wait};
+use crate::engine::Engine;
+use crate::idempotency::Answer;
+use crate::lifecycle::{Payment, Status};
+use crate::state::OriginalKey;
+use crate::upstream::{
+    transmission_of, ForwardRef, Forwarded, Making, Outcome, Pending, SafEntry, SafKind,
+    UpstreamRecord, RECORD_UPSTREAM,
+};
+
+thread_local! {
+    static ENCODE_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+}
+
+impl Engine {
+    /// Journals an upstream record; its sequence (0: records not kept).
+    fn record_upstream(&self, rec: &UpstreamRecord) -> Result<u64, Code> {
+        if !self.journal.keeps_records() {
+            return Ok(0);
+        }
+        ENCODE_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            crate::upstream::encode(rec, &mut buf);
+            self.journal.append(RECORD_UPSTREAM, &buf)
+        })
+    }
+
+    /// The sequence an answer waits for, given the record it depends on.
+    fn answer_wait(&self, seq: u64) -> Wait {
+        if self.journal.answers_wait() {
+            Wait::of_seq(seq)
+        } else {
+            Wait::Nothing
+        }
+    }
+
+    /// A routed authorization: a pending forward, journaled; the shell
+    /// sends it once durable ([`Wait::Upstream`]). 91 at once when the
+    /// forwards or the SAF are full (a forward that times out needs room
+    /// for its reversal).
+    pub(crate) fn forward(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        upstream: u16,
+        card: (codecs::card::CardToken, codecs::card::MaskedPan),
+        flag: Option<&'static str>,
+        now_ms: u64,
+    ) -> Reply {
+        let rrn = self.rrn_of(req);
+        if !self.upstream.forward_room() {
+            metrics::counter!("switch_limit_reached_total", "limit" => "forwards_max").increment(1);
+            return Reply::of(Code::UNAVAILABLE, rrn);
+        }
+        let Some(name) = self.routing.upstreams.get(usize::from(upstream)) else {
+            return Reply::of(Code::UNAVAILABLE, rrn);
+        };
+        let id = self.upstream.next_id();
+        let stan = self.upstream.next_stan(usize::from(upstream));
+        let transmission = transmission_of(now_ms);
+        let pending = Pending {
+            id,
+            upstream: name.clone(),
+            stan,
+            transmission,
+            mti: if req.op == Op::Sale { 200 } else { 100 },
+            key: req.key,
+            created_ms: now_ms,
+            merchant: m,
+            merchant_id: self.merchants[m as usize].id,
+            terminal: req.terminal_id,
+            amount_minor: req.amount_minor,
+            currency: req.currency,
+            rrn,
+            making: Some(Box::new(Making {
+                op: req.op,
+                terminal: req.terminal_id,
+                card,
+                content_crc: req.content_crc,
+                flag,
+                extras: req.extras.map(|e| Box::new(e.clone())),
+            })),
+        };
+        let rec = UpstreamRecord::Forward(pending);
+        let seq = self.record_upstream(&rec);
+        let UpstreamRecord::Forward(pending) = rec else {
+            return Reply::of(Code::SYSTEM_MALFUNCTION, rrn);
+        };
+        // In memory before the shell can send it (it sends only once the
+        // record is durable, after this returns).
+        self.upstream.add_forward(pending);
+        match seq {
+            Ok(seq) => Reply {
+                wait: Wait::Upstream(ForwardRef {
+                    id,
+                    upstream,
+                    stan,
+                    transmission,
+                }),
+                record_seq: seq,
+                ..Reply::of(Code::UNAVAILABLE, rrn)
+            },
+            Err(code) => {
+                self.upstream.take_forward(id);
+                Reply::of(code, rrn)
+            }
+        }
+    }
+
+    /// [`crate::Command::Upstream`]: the payment with the issuer's
+    /// decision, or 91 (reversed when it was sent), or a stand-in approval
+    /// (with its 0120 advice). The answer waits for every record it made.
+    pub(crate) fn upstream_ended(&self, forward: u64, outcome: Outcome, now_ms: u64) -> Reply {
+        let Some((p, making)) = self.upstream.begin_end(forward) else {
+            // Ended already, or unknown: nothing to answer.
+            return Reply::of(Code::SYSTEM_MALFUNCTION, [b'0'; 12]);
+        };
+        let mut last_seq = 0;
+        if outcome == Outcome::TimedOut {
+            match self.queue_saf(
+                self.saf_of_forward(&p, SafKind::TimeoutReversal, now_ms),
+                true,
+            ) {
+                Ok(seq) => last_seq = seq,
+                Err(code) => {
+                    // Not journaled: the forward stays pending, so a crash
+                    // or the next attempt still reverses it.
+                    self.upstream.restore_making(forward, making);
+                    return Reply::of(code, p.rrn);
+                }
+            }
+        }
+        let (code, auth_code, stood_in) = match outcome {
+            Outcome::Answered { code, auth_code } => {
+                (code, auth_code.filter(|_| code.approved()), false)
+            }
+            Outcome::TimedOut | Outcome::NotSent => {
+                if self.stand_in.allows(p.currency, p.amount_minor) {
+                    metrics::counter!("switch_upstream_stand_in_total", "upstream" => p.upstream.clone())
+                        .increment(1);
+                    (Code::APPROVED, Some(self.assign_auth_code()), true)
+                } else {
+                    (Code::UNAVAILABLE, None, false)
+                }
+            }
+        };
+        let reply = self.make_forwarded_payment(&p, &making, code, auth_code, stood_in, now_ms);
+        last_seq = last_seq.max(reply.record_seq);
+        let made = reply.code == code;
+        if made && stood_in {
+            let mut advice = self.saf_of_forward(&p, SafKind::StandIn, now_ms);
+            advice.auth_code = auth_code.unwrap_or([b' '; 6]);
+            advice.code = code;
+            if let Ok(seq) = self.queue_saf(advice, true) {
+                last_seq = last_seq.max(seq);
+            }
+        }
+        if !made && code.approved() && !stood_in {
+            // The issuer approved but the payment could not be kept (memory
+            // or journal full): the terminal gets 96, and the issuer's hold
+            // is reversed rather than left orphaned.
+            if let Ok(seq) = self.queue_saf(
+                self.saf_of_forward(&p, SafKind::TimeoutReversal, now_ms),
+                true,
+            ) {
+                last_seq = last_seq.max(seq);
+            }
+        }
+        self.upstream.take_forward(forward);
+        if !made {
+            let _ = self.record_upstream(&UpstreamRecord::ForwardDone(forward));
+        }
+        Reply {
+            wait: self.answer_wait(last_seq),
+            record_seq: last_seq,
+            ..reply
+        }
+    }
+
+    /// The payment an issuer (or stand-in) decided, recorded with the
+    /// terminal's answer; its reply.
+    fn make_forwarded_payment(
+        &self,
+        p: &Pending,
+        making: &Making,
+        code: Code,
+        auth_code: Option<[u8; 6]>,
+        stood_in: bool,
+        now_ms: u64,
+    ) -> Reply {
+        let req = Request {
+            op: making.op,
+            key: p.key,
+            repeat: false,
+            content_crc: making.content_crc,
+            merchant_id: &p.merchant_id,
+            terminal_id: making.terminal,
+            pan: None,
+            expiry: None,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+            original: None,
+            replacement_minor: None,
+            channel: crate::command::Channel::Other,
+            eci: None,
+            rrn: Some(p.rrn),
+            extras: making.extras.as_deref(),
+        };
+        let approved = code.approved();
+        let auth = auth_code.unwrap_or([b' '; 6]);
+        let mut payment =
+            self.new_payment(&req, p.merchant, code, making.card, (auth, p.rrn), now_ms);
+        payment.record(making.op.operation(), p.amount_minor, now_ms, code);
+        if let Some(reason) = making.flag {
+            payment.flag(reason, now_ms);
+        }
+        payment.upstream = Some(Box::new(Forwarded {
+            forward: p.id,
+            upstream: p.upstream.clone(),
+            stan: p.stan,
+            transmission: p.transmission,
+            mti: p.mti,
+            stood_in,
+        }));
+        let hold_due = (payment.status == Status::Uncaptured).then(|| {
+            self.merchants
+                .get(p.merchant as usize)
+                .map_or(now_ms, |m| m.hold_end(now_ms).0)
+        });
+        let answer = p.key.map(|k| {
+            let a = Answer {
+                code,
+                rrn: p.rrn,
+                auth_code: approved.then_some(auth),
+                content_crc: making.content_crc,
+                seq: 0,
+                at_ms: now_ms,
+            };
+            (k, a)
+        });
+        let key = p
+            .key
+            .map(|k| OriginalKey {
+                merchant: p.merchant,
+                mti: k.mti,
+                stan: k.stan,
+                transmission: k.transmission,
+            })
+            .filter(|_| approved);
+        let reply = Reply {
+            auth_code: approved.then_some(auth),
+            payment_id: Some(payment.id),
+            ..Reply::of(code, p.rrn)
+        };
+        let out = self.insert(payment, key, hold_due, answer, reply);
+        if out.code == code {
+            if let Some((k, mut a)) = answer {
+                a.seq = out.record_seq;
+                self.idempotency.store(k, a);
+            }
+        }
+        out
+    }
+
+    /// A SAF entry for forward `p`.
+    fn saf_of_forward(&self, p: &Pending, kind: SafKind, now_ms: u64) -> SafEntry {
+        let u = self.routing.index_of(&p.upstream).unwrap_or(0);
+        SafEntry {
+            id: self.upstream.next_id(),
+            kind,
+            upstream: p.upstream.clone(),
+            stan: self.upstream.next_stan(usize::from(u)),
+            transmission: transmission_of(now_ms),
+            created_ms: now_ms,
+            original_mti: p.mti,
+            original_stan: p.stan,
+            original_transmission: p.transmission,
+            forward: p.id,
+            processing: 0,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+            terminal: p.terminal,
+            merchant_id: p.merchant_id,
+            rrn: p.rrn,
+            auth_code: [b' '; 6],
+            code: Code::UNAVAILABLE,
+        }
+    }
+
+    /// The advice of a capture or reversal of issuer-decided payment `p`.
+    pub(crate) fn saf_of_follow_up(
+        &self,
+        p: &Payment,
+        op: Op,
+        amount_minor: u64,
+        now_ms: u64,
+    ) -> Option<SafEntry> {
+        let f = p.upstream.as_ref()?;
+        let kind = match op {
+            Op::Capture => SafKind::Capture,
+            Op::Reversal => SafKind::Reversal,
+            _ => return None,
+        };
+        let u = self.routing.index_of(&f.upstream).unwrap_or(0);
+        Some(SafEntry {
+            id: self.upstream.next_id(),
+            kind,
+            upstream: f.upstream.clone(),
+            stan: self.upstream.next_stan(usize::from(u)),
+            transmission: transmission_of(now_ms),
+            created_ms: now_ms,
+            original_mti: f.mti,
+            original_stan: f.stan,
+            original_transmission: f.transmission,
+            forward: 0,
+            processing: 0,
+            amount_minor: if op == Op::Capture {
+                amount_minor
+            } else {
+                p.authorized_minor.max(p.captured_minor)
+            },
+            currency: p.currency,
+            terminal: p.terminal,
+            merchant_id: self
+                .merchants
+                .get(p.merchant as usize)
+                .map_or([b' '; 15], |m| m.id),
+            rrn: p.rrn,
+            auth_code: p.auth_code,
+            code: Code::APPROVED,
+        })
+    }
+
+    /// Queues `e`; beyond `saf.entries_max` only when `force` (a reversal
+    /// or advice of something already done, which must not be lost: the
+    /// forwards stop before the limit, so these stay bounded by them).
+    pub(crate) fn queue_saf(&self, e: SafEntry, force: bool) -> Result<u64, Code> {
+        if !force && !self.upstream.saf_room() {
+            metrics::counter!("switch_limit_reached_total", "limit" => "saf_entries_max")
+                .increment(1);
+            return Err(Code::SYSTEM_MALFUNCTION);
+        }
+        let id = e.id;
+        let rec = UpstreamRecord::SafQueued(e);
+        let seq = self.record_upstream(&rec);
+        let UpstreamRecord::SafQueued(e) = rec else {
+            return Err(Code::SYSTEM_MALFUNCTION);
+        };
+        self.upstream.add_saf(e);
+        match seq {
+            Ok(seq) => Ok(seq),
+            Err(code) => {
+                self.upstream.remove_saf(id);
+                Err(code)
+            }
+        }
+    }
+
+    /// [`crate::Command::SafDone`].
+    pub(crate) fn saf_done(&self, id: u64) -> Reply {
+        let Some(e) = self.upstream.remove_saf(id) else {
+            return Reply::of(Code::UNABLE_TO_LOCATE, [b'0'; 12]);
+        };
+        match self.record_upstream(&UpstreamRecord::SafDone(id)) {
+            Ok(seq) => Reply {
+                count: 1,
+                record_seq: seq,
+                ..Reply::of(Code::APPROVED, e.rrn)
+            },
+            Err(code) => {
+                self.upstream.add_saf(e);
+                Reply::of(code, [b'0'; 12])
+            }
+        }
+    }
+
+    /// [`crate::Command::ReverseOrphans`]: each forward still pending after
+    /// recovery whose answer was not journaled gets a reversal; the rest
+    /// (answered, the closing record lost) just end.
+    pub(crate) fn reverse_orphans(&self, now_ms: u64) -> Reply {
+        let mut reversed = 0;
+        for p in self.upstream.forwards_list() {
+            let answered = p.key.is_some_and(|k| self.idempotency.get(&k).is_some());
+            if !answered && !self.upstream.saf_has_forward(p.id) {
+                let e = self.saf_of_forward(&p, SafKind::TimeoutReversal, now_ms);
+                if self.queue_saf(e, true).is_err() {
+                    continue;
+                }
+                reversed += 1;
+            }
+            self.upstream.take_forward(p.id);
+            let _ = self.record_upstream(&UpstreamRecord::ForwardDone(p.id));
+        }
+        Reply {
+            count: reversed,
+            ..Reply::of(Code::APPROVED, [b'0'; 12])
+        }
+    }
+
+    /// Replays an upstream record (recovery).
+    pub(crate) fn replay_upstream(&self, rec: UpstreamRecord) {
+        match rec {
+            UpstreamRecord::Forward(p) => self.upstream.add_forward(p),
+            UpstreamRecord::ForwardDone(id) => {
+                self.upstream.take_forward(id);
+            }
+            UpstreamRecord::SafQueued(e) => self.upstream.add_saf(e),
+            UpstreamRecord::SafDone(id) => {
+                self.upstream.remove_saf(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! Forwarding through the engine's public doors, as the shell drives it:
+//! a routed authorization waits for its issuer, repeats join it, how it
+//! ended makes the payment and the SAF entries the contract asks for
+//! (`../shared/upstream.md`), and a journal replayed after a crash reverses
+//! every forward whose answer it does not hold.
+
+use std::sync::{Arc, Mutex};
+
+use codecs::card::{Pan, TokenKey};
+use codecs::iso8583::datetime::Expiry;
+use engine::upstream::{Outcome, SafEntry, SafKind, StandIn, RECORD_UPSTREAM};
+use engine::{
+    Channel, Code, Command, Engine, Journal, Merchant, MessageKey, Op, OriginalRef, Query,
+    QueryReply, Reply, Request, Settings, Status, Wait,
+};
+
+/// 2026-11-23T11:49:10Z.
+const NOW_MS: u64 = 1_795_434_550_000;
+const HOLD_MS: u64 = 7 * 86_400_000;
+const MID: &[u8; 15] = b"DEMO00000000001";
+const TID: [u8; 8] = *b"DEMO0001";
+
+/// Records as appended: (record type, payload).
+type Records = Vec<(u8, Vec<u8>)>;
+
+/// A journal that keeps what it is given, or refuses everything.
+#[derive(Clone, Default)]
+struct Recorder {
+    /// What was appended, in order.
+    records: Arc<Mutex<Records>>,
+    /// Refuse every append with 96.
+    refuse: Arc<Mutex<bool>>,
+}
+
+impl Journal for Recorder {
+    fn append(&self, record_type: u8, payload: &[u8]) -> Result<u64, Code> {
+        if *self.refuse.lock().expect("lock") {
+            return Err(Code::SYSTEM_MALFUNCTION);
+        }
+        let mut records = self.records.lock().expect("lock");
+        records.push((record_type, payload.to_vec()));
+        Ok(records.len() as u64)
+    }
+}
+
+fn engine(journal: &Recorder, stand_in: &StandIn) -> Engine {
+    let merchant = Merchant {
+        id: *MID,
+        terminals: vec![TID],
+        enabled: true,
+        currencies: vec![978],
+        over_capture_pct: 0,
+        refunds_allowed: true,
+        moto_allowed: true,
+        hold_period_ms: HOLD_MS,
+        auto_capture_ms: None,
+    };
+    let settings = Settings {
+        merchants: vec![merchant],
+        payments_max: 1_000,
+        idempotency_entries_max: 1_000,
+        idempotency_window_ms: 3_600_000,
+        routing: engine::upstream::Routing {
+            rules: vec![engine::upstream::RouteRule {
+                digits: 1,
+                lo: 4,
+                hi: 4,
+                route: engine::upstream::Route::Upstream(0),
+            }],
+            default: engine::upstream::Route::Local,
+            upstreams: vec!["visa-sim".into()],
+        },
+        stand_in: stand_in.clone(),
+        forwards_max: 1_000,
+        saf_max: 1_000,
+    };
+    let key = TokenKey::new(b"door");
+    let policy = risk::Policy::embedded(&engine::tokenizer(&key));
+    let mut e = Engine::new(settings, key, policy, NOW_MS);
+    e.set_journal(Box::new(journal.clone()));
+    e
+}
+
+fn request(
+    op: Op,
+    stan: u32,
+    original: Option<OriginalRef>,
+    pan: &'static [u8],
+) -> Request<'static> {
+    let mti = match op {
+        Op::PreAuth => 100,
+        Op::Capture => 220,
+        _ => 200,
+    };
+    Request {
+        op,
+        key: Some(MessageKey {
+            mti,
+            terminal: TID,
+            stan,
+            transmission: 1_123_114_959,
+        }),
+        repeat: false,
+        content_crc: stan,
+        merchant_id: MID,
+        terminal_id: TID,
+        pan: original.is_none().then(|| Pan::new(pan)).flatten(),
+        expiry: Expiry::parse(b"2812"),
+        amount_minor: 1_000,
+        currency: 978,
+        original,
+        replacement_minor: None,
+        channel: Channel::CardPresent,
+        eci: None,
+        rrn: None,
+        extras: None,
+    }
+}
+
+fn payment(e: &Engine, id: u64) -> engine::Payment {
+    match e.query(Query::Payment { scope: &[0], id }) {
+        QueryReply::Payment(Some(p)) => p,
+        other => panic!("payment {id}: {other:?}"),
+    }
+}
+
+const VISA: &[u8] = b"4111111111111111";
+const LOCAL: &[u8] = b"5555555555554444";
+
+fn saf(e: &Engine) -> Vec<SafEntry> {
+    match e.query(Query::Saf {
+        upstream: None,
+        limit: 100,
+    }) {
+        QueryReply::Saf(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn forwarded(e: &Engine, req: Request<'_>) -> (u64, Reply) {
+    let r = e.apply(Command::Message(req), NOW_MS);
+    match r.wait {
+        Wait::Upstream(f) => (f.id, r),
+        other => panic!("not forwarded: {other:?} {r:?}"),
+    }
+}
+
+#[test]
+fn a_routed_sale_waits_for_its_issuer_and_takes_its_decision() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let sale = request(Op::Sale, 1, None, VISA);
+    let (id, r) = forwarded(&e, sale);
+    let Wait::Upstream(f) = r.wait else {
+        unreachable!()
+    };
+    assert_eq!(f.upstream, 0);
+    assert!((1..=999_999).contains(&f.stan));
+    {
+        let records = journal.records.lock().expect("lock");
+        assert_eq!(
+            records.len(),
+            1,
+            "the forward is journaled before it leaves"
+        );
+        assert_eq!(records[0].0, RECORD_UPSTREAM);
+        assert_eq!(r.record_seq, 1);
+    }
+    // A repeat while the issuer has it joins it: no second forward.
+    let repeat = Request {
+        repeat: true,
+        ..sale
+    };
+    let j = e.apply(Command::Message(repeat), NOW_MS);
+    assert_eq!(j.wait, Wait::Joined(id));
+    assert_eq!(journal.records.lock().expect("lock").len(), 1);
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS001"),
+            },
+        },
+        NOW_MS + 5,
+    );
+    assert_eq!(done.code, Code::APPROVED);
+    assert_eq!(done.auth_code, Some(*b"ISS001"), "the issuer's F38");
+    assert_eq!(done.rrn, r.rrn, "the F37 given when it was forwarded");
+    assert_eq!(
+        done.wait,
+        Wait::Journal(2),
+        "waits for the payment's record"
+    );
+    let p = payment(&e, done.payment_id.expect("payment"));
+    assert_eq!(p.status, Status::Succeeded);
+    let up = p.upstream.as_ref().expect("forwarding remembered");
+    assert_eq!(
+        (up.stan, up.transmission, up.mti),
+        (f.stan, f.transmission, 200)
+    );
+    // Ended once: a second end (a late duplicate) changes nothing.
+    let again = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::TimedOut,
+        },
+        NOW_MS + 6,
+    );
+    assert_eq!(again.code, Code::SYSTEM_MALFUNCTION);
+    assert!(saf(&e).is_empty());
+    // The repeat now gets the same answer, from memory.
+    let j = e.apply(Command::Message(repeat), NOW_MS + 7);
+    assert_eq!(
+        (j.code, j.auth_code, j.rrn),
+        (done.code, done.auth_code, done.rrn)
+    );
+    assert!(!matches!(j.wait, Wait::Upstream(_) | Wait::Joined(_)));
+}
+
+#[test]
+fn an_issuer_decline_is_the_terminals_answer() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, _) = forwarded(&e, request(Op::PreAuth, 1, None, VISA));
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::Answered {
+                code: Code(*b"51"),
+                auth_code: Some(*b"IGNORE"),
+            },
+        },
+        NOW_MS,
+    );
+    assert_eq!(done.code, Code(*b"51"));
+    assert_eq!(done.auth_code, None, "no F38 on a decline");
+    assert_eq!(
+        payment(&e, done.payment_id.expect("id")).status,
+        Status::Declined
+    );
+}
+
+#[test]
+fn a_timeout_is_91_and_its_reversal_is_journaled_before_the_answer() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, r) = forwarded(&e, request(Op::PreAuth, 1, None, VISA));
+    let Wait::Upstream(f) = r.wait else {
+        unreachable!()
+    };
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::TimedOut,
+        },
+        NOW_MS + 2_000,
+    );
+    assert_eq!(done.code, Code::UNAVAILABLE);
+    let queued = saf(&e);
+    assert_eq!(queued.len(), 1);
+    let rev = &queued[0];
+    assert_eq!(rev.kind, SafKind::TimeoutReversal);
+    assert_eq!(
+        (
+            rev.original_mti,
+            rev.original_stan,
+            rev.original_transmission
+        ),
+        (100, f.stan, f.transmission),
+        "F90 names the forwarded request"
+    );
+    assert_ne!(rev.stan, f.stan, "its own F11");
+    let records = journal.records.lock().expect("lock");
+    let saf_seq = records
+        .iter()
+        .position(|(t, p)| {
+            *t == RECORD_UPSTREAM
+                && matches!(
+                    engine::upstream::decode(p),
+                    Ok(engine::upstream::UpstreamRecord::SafQueued(_))
+                )
+        })
+        .expect("the reversal is journaled") as u64
+        + 1;
+    assert!(
+        matches!(done.wait, Wait::Journal(s) if s >= saf_seq),
+        "the 91 waits for the reversal's record: {:?} vs {saf_seq}",
+        done.wait
+    );
+    drop(records);
+    // Delivered: the issuer answered it.
+    assert_eq!(e.apply(Command::SafDone { id: rev.id }, NOW_MS).count, 1);
+    assert!(saf(&e).is_empty());
+    assert_eq!(e.apply(Command::SafDone { id: rev.id }, NOW_MS).count, 0);
+}
+
+#[test]
+fn never_sent_is_91_without_a_reversal() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, _) = forwarded(&e, request(Op::Sale, 1, None, VISA));
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::NotSent,
+        },
+        NOW_MS,
+    );
+    assert_eq!(done.code, Code::UNAVAILABLE);
+    assert!(saf(&e).is_empty());
+}
+
+#[test]
+fn stand_in_approves_within_its_limit_with_an_advice_and_not_above() {
+    let journal = Recorder::default();
+    let stand_in = StandIn {
+        enabled: true,
+        amount_max_minor: vec![(978, 1_000)],
+    };
+    let e = engine(&journal, &stand_in);
+    let (id, _) = forwarded(&e, request(Op::Sale, 1, None, VISA));
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::NotSent,
+        },
+        NOW_MS,
+    );
+    assert_eq!(done.code, Code::APPROVED);
+    assert!(done.auth_code.is_some(), "the switch's own F38");
+    let p = payment(&e, done.payment_id.expect("id"));
+    assert!(p.upstream.as_ref().is_some_and(|u| u.stood_in));
+    let kinds: Vec<SafKind> = saf(&e).iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, vec![SafKind::StandIn]);
+    let mut above = request(Op::Sale, 2, None, VISA);
+    above.amount_minor = 1_001;
+    let (id, _) = forwarded(&e, above);
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::TimedOut,
+        },
+        NOW_MS,
+    );
+    assert_eq!(done.code, Code::UNAVAILABLE);
+    let kinds: Vec<SafKind> = saf(&e).iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, vec![SafKind::StandIn, SafKind::TimeoutReversal]);
+}
+
+#[test]
+fn a_capture_of_an_issuer_payment_is_advised_and_a_local_ones_is_not() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let auth = request(Op::PreAuth, 1, None, VISA);
+    let (id, _) = forwarded(&e, auth);
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS002"),
+            },
+        },
+        NOW_MS,
+    );
+    assert_eq!(done.code, Code::APPROVED);
+    let original = OriginalRef::Message(codecs::iso8583::f90::OriginalData {
+        mti: codecs::iso8583::Mti::parse("0100").expect("mti"),
+        stan: 1,
+        transmission: *b"1123114959",
+    });
+    let capture = e.apply(
+        Command::Message(request(Op::Capture, 2, Some(original), VISA)),
+        NOW_MS + 10,
+    );
+    assert_eq!(capture.code, Code::APPROVED, "{capture:?}");
+    let queued = saf(&e);
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].kind, SafKind::Capture);
+    assert_eq!(queued[0].auth_code, *b"ISS002");
+    assert!(
+        matches!(capture.wait, Wait::Journal(s) if s == journal.records.lock().expect("lock").len() as u64)
+    );
+    // A local payment's capture queues nothing.
+    let local = e.apply(
+        Command::Message(request(Op::PreAuth, 3, None, LOCAL)),
+        NOW_MS,
+    );
+    assert_eq!(local.code, Code::APPROVED);
+    assert!(matches!(local.wait, Wait::Journal(_)), "decided locally");
+    let original = OriginalRef::Message(codecs::iso8583::f90::OriginalData {
+        mti: codecs::iso8583::Mti::parse("0100").expect("mti"),
+        stan: 3,
+        transmission: *b"1123114959",
+    });
+    let c = e.apply(
+        Command::Message(request(Op::Capture, 4, Some(original), LOCAL)),
+        NOW_MS + 10,
+    );
+    assert_eq!(c.code, Code::APPROVED);
+    assert_eq!(saf(&e).len(), 1);
+}
+
+/// A new engine with `records` replayed, as recovery does.
+fn replayed(records: &[(u8, Vec<u8>)]) -> (Recorder, Engine) {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    for (i, (t, p)) in records.iter().enumerate() {
+        e.replay_record(i as u64 + 1, *t, p).expect("replays");
+    }
+    (journal, e)
+}
+
+#[test]
+fn after_a_crash_forwards_without_a_journaled_answer_are_reversed() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (answered, _) = forwarded(&e, request(Op::Sale, 1, None, VISA));
+    let (orphan, r) = forwarded(&e, request(Op::Sale, 2, None, VISA));
+    let Wait::Upstream(f) = r.wait else {
+        unreachable!()
+    };
+    e.apply(
+        Command::Upstream {
+            forward: answered,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS003"),
+            },
+        },
+        NOW_MS,
+    );
+    let records = journal.records.lock().expect("lock").clone();
+    let (_, back) = replayed(&records);
+    let r = back.apply(Command::ReverseOrphans, NOW_MS + 60_000);
+    assert_eq!(r.count, 1, "only the forward whose answer was lost");
+    let queued = saf(&back);
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].forward, orphan);
+    assert_eq!(queued[0].original_stan, f.stan);
+    assert_eq!(back.apply(Command::ReverseOrphans, NOW_MS).count, 0, "once");
+    // A snapshot carries the SAF to the next life.
+    let mut snap = Vec::new();
+    back.encode_snapshot(&mut snap);
+    let (_, third) = replayed(&[]);
+    third.replay_snapshot(10, &snap).expect("snapshot");
+    assert_eq!(saf(&third), queued);
+}
