@@ -44,7 +44,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         problem: problem.into(),
@@ -78,6 +78,21 @@ pub struct Config {
     /// Merchants and their terminals.
     #[serde(default)]
     pub merchants: Vec<Merchant>,
+    /// Issuer hosts (`../shared/upstream.md`).
+    #[serde(default)]
+    pub upstreams: Vec<crate::routing_config::UpstreamSettings>,
+    /// Routing rules by PAN, first match wins.
+    #[serde(default)]
+    pub routes: Vec<crate::routing_config::RouteSettings>,
+    /// Where a PAN matching no route goes.
+    #[serde(default)]
+    pub routing: crate::routing_config::RoutingSettings,
+    /// Stand-in when an issuer cannot answer.
+    #[serde(default)]
+    pub stand_in: crate::routing_config::StandInSettings,
+    /// The store-and-forward queue of advices and reversals.
+    #[serde(default)]
+    pub saf: crate::routing_config::SafSettings,
 }
 
 /// Listener addresses and the data directory.
@@ -468,7 +483,14 @@ impl Config {
                 ));
             }
         }
-        self.validate_merchants()
+        self.validate_merchants()?;
+        crate::routing_config::validate(
+            &self.upstreams,
+            &self.routes,
+            &self.routing,
+            &self.stand_in,
+            &self.saf,
+        )
     }
 
     /// Every numeric key within its range: a table, checked in order.

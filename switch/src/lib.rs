@@ -35,6 +35,7 @@ mod metrics;
 mod net;
 mod node;
 mod ratelog;
+mod routing_config;
 mod wire;
 
 use std::net::SocketAddr;
@@ -53,6 +54,9 @@ use tokio_util::task::TaskTracker;
 pub use clock::Clock;
 pub use config::{Config, ConfigError, Overrides, EMBEDDED_DEFAULT};
 pub use keys::{KeyAdmin, KeyInfo, KeysError, Mandate, NewKey, Owner};
+pub use routing_config::{
+    RouteSettings, RoutingSettings, SafSettings, StandInSettings, UpstreamSettings,
+};
 
 /// How often the sweeper runs.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);

@@ -82,10 +82,10 @@ fn settings(config: &Config) -> engine::Settings {
         payments_max: config.limits.payments_max,
         idempotency_entries_max: config.limits.idempotency_entries_max,
         idempotency_window_ms: config.limits.idempotency_window_s * 1000,
-        routing: Default::default(),
-        stand_in: Default::default(),
+        routing: crate::routing_config::routing(&config.upstreams, &config.routes, &config.routing),
+        stand_in: crate::routing_config::stand_in(&config.stand_in),
         forwards_max: engine::upstream::FORWARDS_MAX_DEFAULT,
-        saf_max: 100_000,
+        saf_max: config.saf.entries_max,
     }
 }
 
