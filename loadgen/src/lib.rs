@@ -15,12 +15,16 @@
 //! - `metrics`: scrapes the switch's `/metrics` before and after a run.
 //! - `echo`, `peer`: the reference servers (raw echo, iso8583_rs approve-all).
 //! - `report`: one table from several JSON summaries, with ratios.
+//! - [`issuer`]: an issuer simulator, the far side of the switch's
+//!   upstream links (latency, decline rate, silent and late answers,
+//!   link loss), for tests and the `loadgen issuer` command.
 
 mod card;
 mod clock;
 mod config;
 mod conn;
 mod echo;
+pub mod issuer;
 mod metrics;
 mod pacer;
 mod peer;

@@ -1,0 +1,380 @@
+//! One connection: the reader decodes each request, logs and counts it,
+//! asks the decider, and queues the answer at once (latency 0) or from a
+//! task that sleeps first; the writer writes whatever is queued in
+//! batches. Each answer holds a pending slot from decision to write, so a
+//! link never has more than [`PENDING_ANSWERS_PER_LINK_MAX`] answers in
+//! flight: at the cap the reader stops reading.
+//!
+//! Closing: the link's token (a child of the issuer's) is cancelled by
+//! `disconnect_all`, shutdown, the peer closing, or a bad frame; delayed
+//! answers then drop. `disconnect_after` instead queues a `Close` behind
+//! the answers already queued, so those are written first.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use codecs::framing::FrameCodec;
+use codecs::iso8583::{Message, MessageWriter, Mti};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use super::answer::{encode_answer, Facts, Plan};
+use super::counts::Stats;
+use super::{Received, Shared, PENDING_ANSWERS_PER_LINK_MAX};
+use crate::clock::{format_f7, unix_ns_now};
+
+/// Bytes read at a time per link.
+const READ_BUF_BYTES: usize = 16 * 1024;
+/// A writer batch stops growing past this many bytes.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// The issuer's own echoes queued per link beyond the answers; more are
+/// not sent (counted as not sent: `send_echo` returns fewer links).
+const ECHOES_QUEUED_MAX: usize = 16;
+/// F11 of the issuer's echoes cycles through 1..=this.
+const STAN_SPACE: u64 = 999_999;
+
+/// A link as the handle sees it.
+#[derive(Debug)]
+pub(crate) struct LinkEntry {
+    /// Closes the link.
+    pub(crate) cancel: CancellationToken,
+    /// Queues the issuer's own requests.
+    tx: mpsc::Sender<Outgoing>,
+}
+
+/// What the writer is given.
+enum Outgoing {
+    /// An answer frame, holding its pending slot until written.
+    Answer(Bytes, PendingSlot),
+    /// A request of the issuer's own (echo).
+    Request(Bytes),
+    /// Write what came before, then close the link.
+    Close,
+}
+
+/// An answer between decision and write: a permit of the link's cap and
+/// a count in the issuer-wide `pending_answers` gauge. Dropped unwritten,
+/// it counts as `answers_dropped`.
+struct PendingSlot {
+    /// The link's cap.
+    _permit: OwnedSemaphorePermit,
+    /// Counters.
+    shared: Arc<Shared>,
+    /// Set once the bytes left.
+    written: bool,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let s = &self.shared.stats;
+        Stats::drop_one(&s.pending_answers);
+        Stats::bump(if self.written {
+            &s.answers_sent
+        } else {
+            &s.answers_dropped
+        });
+    }
+}
+
+/// How the reader ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Close at once.
+    Now,
+    /// A `Close` is queued: let the writer finish.
+    AfterQueued,
+}
+
+/// Registers and serves one accepted connection; `permit` is its slot in
+/// the connection cap, freed when the link ends.
+pub(crate) fn spawn(
+    stream: TcpStream,
+    id: u64,
+    shared: &Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let cancel = shared.root.child_token();
+    let (tx, rx) = mpsc::channel(PENDING_ANSWERS_PER_LINK_MAX + ECHOES_QUEUED_MAX);
+    shared.links().insert(
+        id,
+        LinkEntry {
+            cancel: cancel.clone(),
+            tx: tx.clone(),
+        },
+    );
+    Stats::bump(&shared.stats.connections_current);
+    let shared = shared.clone();
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move {
+        let (rd, wr) = stream.into_split();
+        let writer = shared.tasks.spawn(writer(wr, rx, cancel.clone()));
+        let link = Link {
+            id,
+            shared: shared.clone(),
+            tx,
+            cancel: cancel.clone(),
+            pending: Arc::new(Semaphore::new(PENDING_ANSWERS_PER_LINK_MAX)),
+            requests: 0,
+        };
+        if link.read(rd).await == End::Now {
+            cancel.cancel();
+        }
+        // The writer ends on the token or after its `Close`.
+        let _ = writer.await;
+        cancel.cancel();
+        shared.links().remove(&id);
+        Stats::drop_one(&shared.stats.connections_current);
+        drop(permit);
+    });
+}
+
+/// The reader side of a link.
+struct Link {
+    /// Link id (for the log).
+    id: u64,
+    /// Issuer state.
+    shared: Arc<Shared>,
+    /// To the writer.
+    tx: mpsc::Sender<Outgoing>,
+    /// The link's token.
+    cancel: CancellationToken,
+    /// [`PENDING_ANSWERS_PER_LINK_MAX`] permits.
+    pending: Arc<Semaphore>,
+    /// Requests read so far (for `disconnect_after`).
+    requests: u64,
+}
+
+impl Link {
+    /// Reads and handles frames until the link ends.
+    async fn read(mut self, mut rd: OwnedReadHalf) -> End {
+        let mut codec = FrameCodec::new(self.shared.framing);
+        let mut buf = BytesMut::with_capacity(READ_BUF_BYTES);
+        loop {
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(frame)) => {
+                        if let Some(end) = self.on_frame(&frame.body).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        Stats::bump(&self.shared.stats.bad_messages);
+                        return End::Now;
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < READ_BUF_BYTES / 2 {
+                buf.reserve(READ_BUF_BYTES);
+            }
+            let read = tokio::select! {
+                () = self.cancel.cancelled() => return End::Now,
+                r = rd.read_buf(&mut buf) => r,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return End::Now;
+            }
+        }
+    }
+
+    /// Handles one message; `Some` when the link must end.
+    async fn on_frame(&mut self, body: &[u8]) -> Option<End> {
+        let stats = &self.shared.stats;
+        let Ok(msg) = Message::decode(self.shared.profile, body) else {
+            Stats::bump(&stats.bad_messages);
+            return Some(End::Now);
+        };
+        let mti = msg.mti();
+        self.shared.log(Received {
+            link: self.id,
+            mti,
+            fields: msg
+                .fields()
+                .map(|(n, v)| (u16::from(n), v.to_vec()))
+                .collect(),
+        });
+        if !mti.is_request() {
+            Stats::bump(if mti.as_bytes() == b"0810" {
+                &stats.echo_answers
+            } else {
+                &stats.responses_other
+            });
+            return None;
+        }
+        Stats::bump(stats.request_counter(mti, msg.raw(70)));
+        self.requests += 1;
+        let facts = Facts {
+            mti,
+            amount_minor: msg.number(4),
+        };
+        let (plan, disconnect_after) = {
+            let mut b = self.shared.behaviour();
+            let disconnect_after = b.config.disconnect_after;
+            if disconnect_after.is_some_and(|n| self.requests >= n) {
+                (None, true)
+            } else {
+                let b = &mut *b;
+                (b.decider.plan(&b.config, facts), false)
+            }
+        };
+        if disconnect_after {
+            Stats::bump(&stats.disconnects_after_limit);
+            return Some(match self.tx.send(Outgoing::Close).await {
+                Ok(()) => End::AfterQueued,
+                Err(_) => End::Now,
+            });
+        }
+        match plan {
+            Some(Plan::Answer { delay_ms, response }) => {
+                count_decision(stats, mti, &response.code);
+                let mut out = BytesMut::new();
+                let codec = FrameCodec::new(self.shared.framing);
+                if encode_answer(&msg, &response, &codec, &mut out).is_err() {
+                    Stats::bump(&stats.bad_messages);
+                    return Some(End::Now);
+                }
+                self.queue(out.freeze(), delay_ms).await
+            }
+            Some(Plan::Silent) => {
+                Stats::bump(&stats.silent);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Queues an answer now or after `delay_ms`, once a pending slot is free.
+    async fn queue(&self, frame: Bytes, delay_ms: u64) -> Option<End> {
+        let permit = tokio::select! {
+            () = self.cancel.cancelled() => return Some(End::Now),
+            p = self.pending.clone().acquire_owned() => p.ok()?,
+        };
+        Stats::bump(&self.shared.stats.pending_answers);
+        let slot = PendingSlot {
+            _permit: permit,
+            shared: self.shared.clone(),
+            written: false,
+        };
+        if delay_ms == 0 {
+            return match self.tx.send(Outgoing::Answer(frame, slot)).await {
+                Ok(()) => None,
+                Err(_) => Some(End::Now),
+            };
+        }
+        let (tx, cancel) = (self.tx.clone(), self.cancel.clone());
+        self.shared.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(delay_ms)) => {
+                    // A closed writer drops the slot: counted as dropped.
+                    let _ = tx.send(Outgoing::Answer(frame, slot)).await;
+                }
+            }
+        });
+        None
+    }
+}
+
+/// Counts an authorization's approval or decline.
+fn count_decision(stats: &Stats, mti: Mti, code: &[u8; 2]) {
+    if matches!(mti.without_repeat().as_bytes(), b"0100" | b"0200") {
+        Stats::bump(if code == b"00" {
+            &stats.approvals
+        } else {
+            &stats.declines
+        });
+    }
+}
+
+/// Writes what is queued, a batch at a time, until the token is cancelled,
+/// the queue closes, a write fails, or a `Close` comes; then cancels the
+/// link's token.
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    cancel: CancellationToken,
+) {
+    let mut out = BytesMut::with_capacity(WRITE_BATCH_BYTES);
+    let mut slots: Vec<PendingSlot> = Vec::new();
+    'link: loop {
+        let first = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            m = rx.recv() => m,
+        };
+        let mut next = first;
+        let mut close = false;
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Answer(frame, slot) => {
+                    out.extend_from_slice(&frame);
+                    slots.push(slot);
+                }
+                Outgoing::Request(frame) => out.extend_from_slice(&frame),
+                Outgoing::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if out.len() < WRITE_BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if out.is_empty() && !close {
+            // The queue closed (every sender gone).
+            break;
+        }
+        let written = tokio::select! {
+            () = cancel.cancelled() => break 'link,
+            r = wr.write_all(&out) => r.is_ok(),
+        };
+        out.clear();
+        if !written {
+            break;
+        }
+        // Dropped as written: counted as sent.
+        slots.iter_mut().for_each(|s| s.written = true);
+        slots.clear();
+        if close {
+            let _ = wr.shutdown().await;
+            break;
+        }
+    }
+    // Unwritten slots drop here and count as dropped.
+    slots.clear();
+    cancel.cancel();
+}
+
+/// Queues an 0800/301 on every open link; returns on how many.
+pub(crate) fn send_echo(shared: &Arc<Shared>) -> usize {
+    let f7 = format_f7(unix_ns_now() / 1_000_000_000);
+    let links = shared.links();
+    let mut sent = 0;
+    for entry in links.values() {
+        let stan = next_stan(&shared.echo_stan);
+        let mut out = BytesMut::new();
+        let codec = FrameCodec::new(shared.framing);
+        let written = codec.write_frame(&mut out, None, |buf| {
+            let mti = Mti::parse("0800").unwrap_or_else(|| unreachable!("MTI literal"));
+            let mut w = MessageWriter::new(buf, shared.profile, mti);
+            w.field(7, &f7)?.number(11, stan)?.field(70, b"301")?;
+            w.finish().map(|_| ())
+        });
+        if written.is_ok() && entry.tx.try_send(Outgoing::Request(out.freeze())).is_ok() {
+            Stats::bump(&shared.stats.echoes_sent);
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// The next STAN of the issuer's own requests, 1..=[`STAN_SPACE`].
+fn next_stan(counter: &AtomicU64) -> u64 {
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STAN_SPACE + 1
+}
