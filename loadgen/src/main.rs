@@ -1,5 +1,6 @@
 //! The `loadgen` binary: drive ISO 8583 load (`run`), serve the reference
-//! servers (`echo`, `peer`), and tabulate summaries (`report`).
+//! servers (`echo`, `peer`), simulate an issuer host (`issuer`), and
+//! tabulate summaries (`report`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -8,6 +9,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use clap::{Parser, Subcommand, ValueEnum};
+use codecs::framing::LengthHeader;
+use codecs::iso8583::Profile;
+use loadgen::issuer::{IssuerConfig, Latency};
 use loadgen::{render_table, run, spawn_echo, start_peer, Mix, RunConfig, Summary, Target};
 
 #[derive(Parser)]
@@ -36,6 +40,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7584")]
         addr: SocketAddr,
     },
+    /// Simulate an issuer host for the switch's upstream links; prints
+    /// its counters as a JSON line every 10 s and on SIGINT/SIGTERM.
+    Issuer(Box<IssuerArgs>),
     /// Print one table from JSON summaries (files, or `-` for stdin lines).
     Report {
         /// Summary files (one JSON object per line).
@@ -48,6 +55,131 @@ enum TargetArg {
     Switch,
     Echo,
     Peer,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LengthHeaderArg {
+    Binary2,
+    Ascii4,
+}
+
+#[derive(clap::Args)]
+struct IssuerArgs {
+    /// Address to listen on (port 0 picks one; printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    addr: SocketAddr,
+    /// Wire profile, as the switch's `[iso].profile` (`ascii`, `ascii-hex`).
+    #[arg(long, default_value = "ascii")]
+    profile: String,
+    /// Length header, as the switch's `[iso].length_header`.
+    #[arg(long, value_enum, default_value = "binary2")]
+    length_header: LengthHeaderArg,
+    /// Share of authorizations (0100/0200) approved, 0..=100; exact over
+    /// every 100 in a row (decided by a counter).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    approve_pct: u8,
+    /// F39 of declines, comma-separated, taken in turn.
+    #[arg(long, value_delimiter = ',', default_value = "05")]
+    decline_codes: Vec<String>,
+    /// Fixed delay before each answer, ms.
+    #[arg(long, conflicts_with = "latency")]
+    latency_ms: Option<u64>,
+    /// Delay before each answer: `fixed:MS`, `uniform:MIN:MAX` or `exp:MEAN` (ms).
+    #[arg(long)]
+    latency: Option<Latency>,
+    /// Requests with these F4 amounts (minor units) are never answered.
+    #[arg(long, value_delimiter = ',')]
+    silent_amounts: Vec<u64>,
+    /// Requests with these F4 amounts are answered after `--late-ms`.
+    #[arg(long, value_delimiter = ',')]
+    late_amounts: Vec<u64>,
+    /// Delay of the late amounts' answers, ms.
+    #[arg(long, default_value_t = 3000)]
+    late_ms: u64,
+    /// Close a link right after reading its N-th request (left unanswered).
+    #[arg(long)]
+    disconnect_after: Option<u64>,
+    /// Never answer 0800 (to test the switch's dead-link detection).
+    #[arg(long)]
+    no_answer_echo: bool,
+    /// Seed of the latency samples.
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+impl IssuerArgs {
+    fn config(&self) -> anyhow::Result<IssuerConfig> {
+        let profile = Profile::by_name(&self.profile)
+            .with_context(|| format!("profile {:?}: expected ascii or ascii-hex", self.profile))?;
+        let latency = match (self.latency, self.latency_ms) {
+            (Some(l), _) => l,
+            (None, Some(ms)) => Latency::Fixed(ms),
+            (None, None) => Latency::Fixed(0),
+        };
+        Ok(IssuerConfig {
+            addr: self.addr,
+            profile,
+            length_header: match self.length_header {
+                LengthHeaderArg::Binary2 => LengthHeader::Binary2,
+                LengthHeaderArg::Ascii4 => LengthHeader::Ascii4,
+            },
+            approve_pct: self.approve_pct,
+            decline_codes: self.decline_codes.clone(),
+            latency,
+            silent_amounts: self.silent_amounts.clone(),
+            late: (!self.late_amounts.is_empty())
+                .then(|| (self.late_amounts.clone(), self.late_ms)),
+            disconnect_after: self.disconnect_after,
+            answer_echo: !self.no_answer_echo,
+            seed: self.seed,
+        })
+    }
+}
+
+/// Seconds between two counter lines of `loadgen issuer`.
+const ISSUER_REPORT_INTERVAL_S: u64 = 10;
+
+/// Serves the issuer until SIGINT or SIGTERM, printing its counters.
+fn issuer_command(args: &IssuerArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.clamp(1, 64))
+        .enable_all()
+        .thread_name("issuer")
+        .build()
+        .context("building the issuer runtime")?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let issuer = loadgen::issuer::start(config).await?;
+        println!("issuer listening on {}", issuer.addr());
+        let _ = std::io::stdout().flush();
+        let period = Duration::from_secs(ISSUER_REPORT_INTERVAL_S);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => print_counts(&issuer.counts())?,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        let last = issuer.counts();
+        issuer.shutdown().await;
+        print_counts(&last)
+    })
+}
+
+fn print_counts(c: &loadgen::issuer::IssuerCounts) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string(c).context("serializing the counters")?
+    );
+    let _ = std::io::stdout().flush();
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -254,6 +386,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Echo { addr, threads } => serve_forever("echo", spawn_echo(addr, threads)?),
         Command::Peer { addr } => serve_forever("peer", start_peer(addr)?),
+        Command::Issuer(args) => issuer_command(&args),
         Command::Report { files } => report(&files),
     }
 }

@@ -11,7 +11,7 @@ macro_rules! counters {
         /// A snapshot of the issuer's counters (each read on its own, so
         /// a snapshot taken while traffic flows may be off by in-flight
         /// messages).
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
         pub struct IssuerCounts {
             $( $(#[doc = $doc])* pub $name: u64, )*
         }
