@@ -1,5 +1,5 @@
-//! An issuer simulator: the far side of the switch's upstream links
-//! (`/docs` upstream contract). It listens on TCP, reads ISO 8583 requests
+//! An issuer simulator: the far side of the switch's upstream links, as
+//! the upstream contract describes them (routing to issuer hosts). It listens on TCP, reads ISO 8583 requests
 //! with the same framing and profiles as the switch's ISO listener, and
 //! answers each one on its own after a configurable latency, so answers
 //! leave in any order on a pipelined link.
@@ -423,7 +423,7 @@ impl Drop for IssuerHandle {
     }
 }
 
-/// Counts a new link and hands out its id.
+/// Hands out the next link id (1, 2, ... in accept order).
 fn next_link_id(shared: &Shared) -> u64 {
     shared.next_link.fetch_add(1, Ordering::Relaxed)
 }
