@@ -18,6 +18,8 @@
 //!   thread, read when memory has let a payment or answer go.
 //! - `keys`: API keys and mandates (file, store, admin, log-in lockout).
 //! - `metrics`, `ratelog`: Prometheus handles; warnings within a budget.
+//! - `upstream`: links to issuer hosts (connect, sign-on, echo, answers
+//!   matched by F11).
 //! - `cli`: the command line: the switch and its operator tools.
 //! - `datadir`: the data directory's lock (one switch at a time) and modes.
 
@@ -36,6 +38,7 @@ mod net;
 mod node;
 mod ratelog;
 mod routing_config;
+mod upstream;
 mod wire;
 
 use std::net::SocketAddr;
