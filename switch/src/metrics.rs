@@ -32,6 +32,13 @@ pub(crate) fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS_S)
+                // A full name is matched before a suffix.
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switch_upstream_answer_seconds".into()),
+                        &crate::upstream::ANSWER_BUCKETS_S,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(h) => h,
