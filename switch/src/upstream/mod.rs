@@ -168,7 +168,8 @@ impl Upstreams {
     /// timeout. The answer deadline is the timeout from sending.
     ///
     /// # Errors
-    /// [`ExchangeError`]: `NoLink` at once when no link is up; `Full`,
+    /// [`ExchangeError`]: `NoLink` at once when no link is up (or there
+    /// is no host `upstream`); `Full`,
     /// `Duplicate`, `Refused` when nothing was sent; `TimedOut`,
     /// `LinkLost` when it was (the issuer may have it).
     pub(crate) async fn exchange(

@@ -63,8 +63,7 @@ impl Ctl {
     fn seen_with(&self, mti: &str, f70: Option<&str>) -> Vec<Seen> {
         self.seen()
             .into_iter()
-            .filter(|s| s.mti == mti && s.f70.as_deref() == f70.or(s.f70.as_deref()))
-            .filter(|s| f70.is_none() || s.f70.as_deref() == f70)
+            .filter(|s| s.mti == mti && (f70.is_none() || s.f70.as_deref() == f70))
             .collect()
     }
 }
