@@ -31,6 +31,7 @@ mod clock;
 mod config;
 mod datadir;
 mod drainer;
+mod forwarding;
 mod journal_stage;
 mod keys;
 mod metrics;
@@ -38,6 +39,7 @@ mod net;
 mod node;
 mod ratelog;
 mod routing_config;
+mod saf;
 mod upstream;
 mod wire;
 
@@ -216,6 +218,15 @@ pub async fn start_on(
     }
     node.set_journal(journal_stage::JournalStage::On(journal.clone()));
     node.engine.requeue_holds();
+    // Forwards in flight at a crash: their issuer answers were never
+    // journaled, so the issuer may hold them; each gets a reversal.
+    let orphans = node.apply(engine::Command::ReverseOrphans).count;
+    if orphans > 0 {
+        tracing::warn!(
+            orphans,
+            "forwards in flight at the last stop get reversals through the SAF"
+        );
+    }
     let progress = Arc::new(archive_stage::Progress::default());
     let retention_ms = config.archive.retention_days * 86_400_000;
     let engine_ref = &node.engine;
@@ -263,6 +274,20 @@ pub async fn start_on(
         _dir_lock: dir_lock,
     };
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
+    if let Some(fw) = forwarding::Forwarder::start(
+        &config,
+        engine.clock.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    ) {
+        let _ = engine.forwarder.set(fw.clone());
+        tracker.spawn(saf::run(
+            engine.clone(),
+            fw,
+            saf::Retry::of(&config),
+            cancel.clone(),
+        ));
+    }
 
     spawn_wire_listeners(&config, &engine, iso_listener, frame_listener, &running)?;
     let metrics_handle = prometheus.clone();

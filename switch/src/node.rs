@@ -38,6 +38,9 @@ pub(crate) struct Node {
     pub(crate) archive: Option<ArchiveStage>,
     /// Whether connections hold off reading (set by the timers).
     pub(crate) pressure: crate::net::Pressure,
+    /// The links to issuer hosts; unset without `[[upstreams]]` (every
+    /// forward then ends as never sent).
+    pub(crate) forwarder: std::sync::OnceLock<std::sync::Arc<crate::forwarding::Forwarder>>,
     /// Per merchant (by index), how long after creation a hold ends
     /// (auto-capture, else the hold period), ms.
     hold_periods_ms: Vec<u64>,
@@ -109,6 +112,7 @@ impl Node {
             journal: JournalStage::Off,
             archive: None,
             pressure: crate::net::Pressure::default(),
+            forwarder: std::sync::OnceLock::new(),
             hold_periods_ms: config
                 .merchants
                 .iter()
@@ -135,6 +139,24 @@ impl Node {
     /// lookups ([`Wait::Archive`]).
     pub(crate) fn apply_message(&self, request: engine::Request<'_>) -> Reply {
         self.resolving(|fetched| self.apply(Command::Resume { request, fetched }))
+    }
+
+    /// As [`Node::apply_message`], for an edge that cannot wait for an
+    /// issuer (internal frames, for now): a routed authorization ends as
+    /// never sent (stand-in, or 91), a repeat of one still upstream is 91.
+    pub(crate) fn apply_message_here(&self, request: engine::Request<'_>) -> Reply {
+        let reply = self.apply_message(request);
+        match reply.wait {
+            Wait::Upstream(f) => self.apply(Command::Upstream {
+                forward: f.id,
+                outcome: engine::upstream::Outcome::NotSent,
+            }),
+            Wait::Joined(_) => Reply {
+                wait: Wait::Nothing,
+                ..reply
+            },
+            _ => reply,
+        }
     }
 
     /// Runs `apply` (which applies one command with what the archive
@@ -289,6 +311,7 @@ impl Node {
                 .as_ref()
                 .and_then(|a| a.unready(self.journal.last_seq())),
             self.saturation(),
+            self.saf_full(),
             self.pressure.is_on().then(|| {
                 "backpressure: the archive is behind (or memory nearly full waiting for it); new requests wait".to_owned()
             }),
@@ -297,6 +320,20 @@ impl Node {
         .flatten()
         .collect();
         (!reasons.is_empty()).then(|| reasons.join("\n"))
+    }
+
+    /// Whether the SAF is at the point where no new authorization is
+    /// forwarded (`saf.entries_max`, less the share kept for advices).
+    fn saf_full(&self) -> Option<String> {
+        let engine::QueryReply::Fill(f) = self.query(engine::Query::Fill) else {
+            return None;
+        };
+        (f.saf * 100 >= f.saf_max * engine::upstream::SAF_FORWARD_STOP_PCT).then(|| {
+            format!(
+                "saf: {} of saf.entries_max {} queued; routed authorizations get 91 until the issuers take them",
+                f.saf, f.saf_max
+            )
+        })
     }
 
     /// The policy file, if any (watched for changes).

@@ -45,6 +45,11 @@ pub(crate) struct Connection<W: Wire> {
     deadlines: Deadlines,
     /// While on, no new request is read.
     pressure: Pressure,
+    /// Answers an issuer decides come back here (the sender is the wire's).
+    later: tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, u64)>,
+    /// Requests deferred to an issuer and not answered yet; they count
+    /// toward `inflight_max` with the held answers.
+    deferred: usize,
 }
 
 impl<W: Wire> Connection<W> {
@@ -57,6 +62,9 @@ impl<W: Wire> Connection<W> {
         durable: Option<journal::DurableWatch>,
         pressure: Pressure,
     ) -> Self {
+        let mut wire = wire;
+        let (later_tx, later) = tokio::sync::mpsc::unbounded_channel();
+        wire.set_later(later_tx);
         let peer = stream
             .peer_addr()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
@@ -70,6 +78,8 @@ impl<W: Wire> Connection<W> {
             inflight_max,
             deadlines: Deadlines::new(limits, Instant::now()),
             pressure,
+            later,
+            deferred: 0,
         }
     }
 
@@ -112,9 +122,9 @@ impl<W: Wire> Connection<W> {
             .await?;
             processed?;
             let pressed = self.pressure.is_on();
-            let can_read = self.outbox.held() < self.inflight_max && !pressed;
+            let can_read = self.unanswered() < self.inflight_max && !pressed;
             // Held off by backpressure is waiting, not idle.
-            let waiting = self.outbox.held() > 0 || pressed;
+            let waiting = self.unanswered() > 0 || pressed;
             tokio::select! {
                 () = cancel.cancelled() => return Err(End::Shutdown),
                 read = self.stream.read_buf(&mut self.input), if can_read => match read {
@@ -128,6 +138,10 @@ impl<W: Wire> Connection<W> {
                     }
                 }
                 () = tokio::time::sleep(PRESSURE_RECHECK), if pressed => {}
+                Some((answer, seq)) = self.later.recv(), if self.deferred > 0 => {
+                    self.deferred -= 1;
+                    self.outbox.push(&answer, seq);
+                }
                 () = &mut timer => {
                     let logged_in = self.wire.logged_in();
                     let next = self.deadlines.check(Instant::now(), can_read, waiting, logged_in)?;
@@ -137,16 +151,25 @@ impl<W: Wire> Connection<W> {
         }
     }
 
+    /// Requests read and not answered: held for the journal, or with an
+    /// issuer.
+    fn unanswered(&self) -> usize {
+        self.outbox.held() + self.deferred
+    }
+
     /// Answers every whole frame in `input`, while under the in-flight
     /// limit.
     fn process_input(&mut self) -> Result<(), End> {
         let mut requests = 0;
-        while self.outbox.held() < self.inflight_max {
+        while self.unanswered() < self.inflight_max {
             let Some(frame) = self.wire.next_frame(&mut self.input, self.peer)? else {
                 break;
             };
             requests += 1;
             let answered = self.wire.answer(frame, self.peer, &mut self.scratch);
+            if answered.deferred {
+                self.deferred += 1;
+            }
             if !self.scratch.is_empty() {
                 self.outbox.push(&self.scratch, answered.seq);
                 self.scratch.clear();
@@ -169,6 +192,15 @@ impl<W: Wire> Connection<W> {
     async fn drain(&mut self, process_rest: bool, write: bool) {
         if process_rest {
             let _ = self.process_input();
+        }
+        // Answers still with an issuer come within its timeout (the
+        // caller bounds the whole drain).
+        while self.deferred > 0 {
+            let Some((answer, seq)) = self.later.recv().await else {
+                break;
+            };
+            self.deferred -= 1;
+            self.outbox.push(&answer, seq);
         }
         if write {
             self.outbox.drain(&mut self.stream).await;

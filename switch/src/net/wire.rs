@@ -16,6 +16,9 @@ pub(crate) struct Answered {
     /// Close the connection after this answer (or, with nothing written,
     /// instead of one).
     pub(crate) end: Option<End>,
+    /// Nothing written now: the answer comes later through the
+    /// connection's [`crate::forwarding::Later`] (an issuer has it).
+    pub(crate) deferred: bool,
 }
 
 /// One wire format on one connection.
@@ -39,6 +42,9 @@ pub(crate) trait Wire: Send + 'static {
 
     /// Answers `frame` at the end of `out` (nothing written: no answer).
     fn answer(&mut self, frame: Self::Frame, peer: IpAddr, out: &mut BytesMut) -> Answered;
+
+    /// Gives the wire the channel its deferred answers go back through.
+    fn set_later(&mut self, _later: crate::forwarding::Later) {}
 
     /// Whether the log-in deadline no longer applies.
     fn logged_in(&self) -> bool {

@@ -10,7 +10,6 @@
 //! deadline. Nothing here spawns per request: a caller's future is its
 //! own slot in the link's in-flight map (`inflight`), woken by the link's
 //! reader (`links`).
-#![allow(dead_code, reason = "wired by the forwarding stage")]
 
 mod inflight;
 mod links;
@@ -111,6 +110,10 @@ pub(crate) enum ExchangeError {
 
 /// Counts per host since start, for tests and `/readyz`; the metrics
 /// carry the same.
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "read by the tests; the metrics carry the same")
+)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct UpstreamStats {
     /// Connections made.
@@ -226,6 +229,10 @@ impl Upstreams {
     }
 
     /// Counts of host `upstream` since start.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "read by the tests; the metrics carry the same")
+    )]
     pub(crate) fn stats(&self, upstream: usize) -> Option<UpstreamStats> {
         self.hosts.get(upstream).map(|h| h.stats.snapshot())
     }
@@ -596,6 +603,7 @@ struct Stats {
 }
 
 impl Stats {
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by the tests"))]
     fn snapshot(&self) -> UpstreamStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         UpstreamStats {

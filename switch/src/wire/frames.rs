@@ -92,7 +92,11 @@ impl Wire for FrameWire {
 
     fn answer(&mut self, frame: FrameBytes, peer: IpAddr, out: &mut BytesMut) -> Answered {
         let (seq, end) = self.answer_frame(&frame, peer, out);
-        Answered { seq, end }
+        Answered {
+            seq,
+            end,
+            deferred: false,
+        }
     }
 
     fn logged_in(&self) -> bool {
@@ -422,7 +426,7 @@ fn moto(node: &Node, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
         extras: Some(&extras),
         ..base_request(op, &merchant.id, terminal, m.amount_minor, m.currency, None)
     };
-    let reply = node.apply_message(request);
+    let reply = node.apply_message_here(request);
     if !reply.code.approved() {
         // A declined MO/TO is answered with its status, not the payment.
         let mut answer = Answer::of(reply.code, None, None, reply.wait.journal_seq());
@@ -493,7 +497,7 @@ fn follow_up(node: &Node, p: &Payment, op: Op, amount_minor: u64) -> Answer {
         p.currency,
         Some(OriginalRef::Payment(p.id)),
     );
-    let reply = node.apply_message(request);
+    let reply = node.apply_message_here(request);
     Answer::of(
         reply.code,
         payment(node, p.merchant, p.id),

@@ -38,13 +38,19 @@ pub(crate) struct IsoWire {
     shared: Arc<IsoShared>,
     /// Length-prefix framing.
     codec: FrameCodec,
+    /// Where answers an issuer decides come back to the connection.
+    later: Option<crate::forwarding::Later>,
 }
 
 impl IsoWire {
     /// A connection's wire state.
     pub(crate) fn new(shared: Arc<IsoShared>) -> Self {
         let codec = FrameCodec::new(shared.framing);
-        IsoWire { shared, codec }
+        IsoWire {
+            shared,
+            codec,
+            later: None,
+        }
     }
 }
 
@@ -73,16 +79,54 @@ impl Wire for IsoWire {
             out,
         );
         match handled {
-            Ok(seq) => Answered { seq, end: None },
+            Ok(Handled::Now(seq)) => Answered {
+                seq,
+                end: None,
+                deferred: false,
+            },
+            Ok(Handled::Later(reply)) => {
+                let deferred = crate::forwarding::Deferred {
+                    body: frame.body,
+                    tpdu: frame.tpdu,
+                    profile: sh.profile,
+                    framing: sh.framing,
+                };
+                match &self.later {
+                    Some(later) => {
+                        crate::forwarding::spawn(
+                            sh.node.clone(),
+                            sh.metrics.clone(),
+                            deferred,
+                            reply,
+                            later.clone(),
+                        );
+                        Answered {
+                            seq: 0,
+                            end: None,
+                            deferred: true,
+                        }
+                    }
+                    None => Answered {
+                        seq: 0,
+                        end: Some(End::Protocol("no_later_channel")),
+                        deferred: false,
+                    },
+                }
+            }
             Err(u) => {
                 // Nothing is answered; whatever a failed encode left goes.
                 out.clear();
                 Answered {
                     seq: 0,
                     end: Some(End::Protocol(u.label())),
+                    deferred: false,
                 }
             }
         }
+    }
+
+    fn set_later(&mut self, later: crate::forwarding::Later) {
+        self.later = Some(later);
     }
 
     fn answers_rest(&self, end: End) -> bool {
@@ -131,8 +175,18 @@ pub(crate) fn decode_error_label(kind: DecodeErrorKind) -> &'static str {
     }
 }
 
+/// What handling a frame did.
+#[derive(Debug)]
+pub(crate) enum Handled {
+    /// A response was written; the journal sequence it waits for (0: none).
+    Now(u64),
+    /// Nothing written: an issuer decides it (the forwarding stage answers).
+    Later(Reply),
+}
+
 /// Handles one frame: writes exactly one response frame at the end of
-/// `out` and returns the journal sequence it must wait for (0: none).
+/// `out` and returns the journal sequence it must wait for (0: none), or
+/// writes nothing when the engine deferred it to an issuer.
 ///
 /// # Errors
 /// [`Unanswerable`] when no response can be matched; nothing is written.
@@ -144,7 +198,7 @@ pub(crate) fn handle(
     tpdu: Option<Tpdu>,
     body: &[u8],
     out: &mut BytesMut,
-) -> Result<u64, Unanswerable> {
+) -> Result<Handled, Unanswerable> {
     let started = std::time::Instant::now();
     let (msg, error) = Message::decode_lenient(profile, body).map_err(|e| {
         metrics.codec_error(decode_error_label(e.kind));
@@ -170,7 +224,13 @@ pub(crate) fn handle(
             })
         }
         None => match to_request(&msg) {
-            Ok(Some(req)) => node.apply_message(req),
+            Ok(Some(req)) => {
+                let reply = node.apply_message(req);
+                if matches!(reply.wait, Wait::Upstream(_) | Wait::Joined(_)) {
+                    return Ok(Handled::Later(reply));
+                }
+                reply
+            }
             Ok(None) => network_management(&msg),
             Err(code) => {
                 if !answerable(&msg) {
@@ -201,7 +261,7 @@ pub(crate) fn handle(
         metrics.stage(Stage::Encode, processed);
     }
     metrics.answered(msg.mti(), outcome.code, started);
-    Ok(outcome.wait.journal_seq())
+    Ok(Handled::Now(outcome.wait.journal_seq()))
 }
 
 /// Whether a client could match an answer: F11, and F41 except for
@@ -400,7 +460,7 @@ const ECHOED_LOW: [u8; 6] = [3, 4, 7, 11, 12, 13];
 const ECHOED_HIGH: [u8; 3] = [41, 42, 49];
 
 /// Writes the response: echoed fields, F37, F38 on approval, F39; no card data.
-fn encode_response(
+pub(crate) fn encode_response(
     msg: &Message<'_>,
     mti: Mti,
     outcome: &Reply,

@@ -1,0 +1,306 @@
+//! The forwarding stage: what the shell does for a terminal's message the
+//! engine routed to an issuer ([`Wait::Upstream`]) or that repeats one
+//! still with its issuer ([`Wait::Joined`]). One task per such message:
+//! wait for the forward's record to be durable, send the request over a
+//! link ([`Upstreams::exchange`]), resume the engine with how it ended
+//! ([`Command::Upstream`]) and hand the terminal's answer back to its
+//! connection ([`Later`]), which writes it once its records are durable.
+//!
+//! The upstream request is the terminal's message with the switch's F11
+//! (unique among the link's requests in flight), a fresh F7 and the
+//! upstream's F32; its answer's F39 and F38 reach the terminal, with the
+//! terminal's own F11 and F7 (`../shared/upstream.md`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use codecs::framing::{FrameCodec, FrameConfig, Tpdu};
+use codecs::iso8583::{EncodeError, Message, MessageWriter, Mti, Profile};
+use engine::upstream::{ForwardRef, Outcome};
+use engine::{Code, Command, Reply, Wait};
+use tokio::sync::mpsc;
+
+use crate::node::Node;
+use crate::upstream::{ExchangeError, LinkConfig, Upstreams};
+
+/// A deferred answer for a connection: its framed bytes and the journal
+/// sequence it waits for (0: none). Each connection holds at most
+/// `limits.inflight_per_connection_max` requests unanswered, deferred
+/// ones included, so its channel holds at most that many.
+pub(crate) type Later = mpsc::UnboundedSender<(Vec<u8>, u64)>;
+
+/// How often a repeat joined to a forward looks whether it ended.
+const JOIN_POLL: Duration = Duration::from_millis(5);
+/// Longest wait of a repeat for the forward it joined, past the
+/// upstream's timeout (the forward's own task ends it by then).
+const JOIN_SLACK: Duration = Duration::from_secs(1);
+/// Largest decoded binary field copied into an upstream request.
+const BINARY_FIELD_BYTES_MAX: usize = 1024;
+
+/// What one upstream needs besides its links.
+pub(crate) struct UpstreamWire {
+    /// Encoding of its messages.
+    pub(crate) profile: &'static Profile,
+    /// F32 (empty: none).
+    pub(crate) acquirer_id: String,
+    /// Answer deadline.
+    pub(crate) timeout: Duration,
+}
+
+/// The links and what encoding for each needs.
+pub(crate) struct Forwarder {
+    /// Every upstream's links.
+    pub(crate) upstreams: Arc<Upstreams>,
+    /// Per upstream, by index.
+    pub(crate) wires: Vec<UpstreamWire>,
+}
+
+impl Forwarder {
+    /// Starts the links of every `[[upstreams]]` entry.
+    pub(crate) fn start(
+        config: &crate::config::Config,
+        clock: crate::clock::Clock,
+        cancel: tokio_util::sync::CancellationToken,
+        tracker: tokio_util::task::TaskTracker,
+    ) -> Option<Arc<Forwarder>> {
+        if config.upstreams.is_empty() {
+            return None;
+        }
+        let mut links = Vec::new();
+        let mut wires = Vec::new();
+        for u in &config.upstreams {
+            let profile = Profile::by_name(&u.profile).unwrap_or(&Profile::ASCII);
+            let framing = FrameConfig {
+                header: if u.length_header == "ascii4" {
+                    codecs::framing::LengthHeader::Ascii4
+                } else {
+                    codecs::framing::LengthHeader::Binary2
+                },
+                ..FrameConfig::default()
+            };
+            let timeout = Duration::from_millis(u.timeout_ms);
+            links.push(LinkConfig {
+                name: u.name.clone(),
+                addr: u.addr.clone(),
+                profile,
+                framing,
+                connections: u.connections,
+                inflight_per_link_max: u.inflight_per_link_max,
+                timeout,
+                echo_interval: (u.echo_interval_s > 0)
+                    .then(|| Duration::from_secs(u.echo_interval_s)),
+                sign_on: u.sign_on,
+                acquirer_id: u.acquirer_id.clone(),
+                clock: clock.clone(),
+            });
+            wires.push(UpstreamWire {
+                profile,
+                acquirer_id: u.acquirer_id.clone(),
+                timeout,
+            });
+        }
+        Some(Arc::new(Forwarder {
+            upstreams: Upstreams::start(links, cancel, tracker),
+            wires,
+        }))
+    }
+}
+
+/// What answering a deferred message needs from its ISO connection.
+pub(crate) struct Deferred {
+    /// The terminal's message, as read.
+    pub(crate) body: Bytes,
+    /// Its TPDU, if the listener has them.
+    pub(crate) tpdu: Option<Tpdu>,
+    /// The listener's profile.
+    pub(crate) profile: &'static Profile,
+    /// The listener's framing.
+    pub(crate) framing: FrameConfig,
+}
+
+/// Finishes a message the engine deferred (`reply.wait` is
+/// [`Wait::Upstream`] or [`Wait::Joined`]) on a task of its own, and sends
+/// the terminal's answer to `later`.
+pub(crate) fn spawn(
+    node: Arc<Node>,
+    metrics: Arc<crate::metrics::Metrics>,
+    deferred: Deferred,
+    reply: Reply,
+    later: Later,
+) {
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let reply = complete(&node, &deferred, reply).await;
+        let Ok(msg) = Message::decode(deferred.profile, &deferred.body) else {
+            return;
+        };
+        let Some(response_mti) = msg.mti().response() else {
+            return;
+        };
+        let mut out = BytesMut::with_capacity(256);
+        let codec = FrameCodec::new(deferred.framing);
+        let written = codec.write_frame(&mut out, deferred.tpdu.map(Tpdu::response), |buf| {
+            crate::wire::iso::encode_response(&msg, response_mti, &reply, buf)
+        });
+        if written.is_err() {
+            return;
+        }
+        metrics.answered(msg.mti(), reply.code, started);
+        // The connection may have gone meanwhile: then nobody waits.
+        let _ = later.send((out.to_vec(), reply.wait.journal_seq()));
+    });
+}
+
+/// The final reply of a deferred message.
+async fn complete(node: &Node, d: &Deferred, mut reply: Reply) -> Reply {
+    let join_deadline = tokio::time::Instant::now()
+        + node
+            .forwarder
+            .get()
+            .and_then(|f| f.wires.iter().map(|w| w.timeout).max())
+            .unwrap_or_default()
+        + JOIN_SLACK;
+    loop {
+        match reply.wait {
+            Wait::Upstream(f) => return forward(node, d, f, reply).await,
+            Wait::Joined(_) => {
+                if tokio::time::Instant::now() >= join_deadline {
+                    return Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    };
+                }
+                tokio::time::sleep(JOIN_POLL).await;
+                let Ok(msg) = Message::decode(d.profile, &d.body) else {
+                    return Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    };
+                };
+                reply = match crate::wire::iso::to_request(&msg) {
+                    Ok(Some(req)) => node.apply_message(req),
+                    _ => Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    },
+                };
+            }
+            _ => return reply,
+        }
+    }
+}
+
+/// Sends forward `f` once its record is durable, and resumes the engine
+/// with how it ended.
+async fn forward(node: &Node, d: &Deferred, f: ForwardRef, reply: Reply) -> Reply {
+    let outcome = match node.forwarder.get() {
+        None => Outcome::NotSent,
+        Some(fw) => {
+            if durable(node, reply.record_seq).await {
+                exchange(fw, d, f).await
+            } else {
+                Outcome::NotSent
+            }
+        }
+    };
+    node.apply(Command::Upstream {
+        forward: f.id,
+        outcome,
+    })
+}
+
+/// Waits until the journal's durable sequence reaches `seq`; false when
+/// the journal failed (nothing may leave then).
+async fn durable(node: &Node, seq: u64) -> bool {
+    let Some(mut watch) = node.journal.durable_watch() else {
+        return true;
+    };
+    while watch.durable_seq() < seq {
+        if watch.changed().await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// One exchange with the issuer, as an [`Outcome`].
+async fn exchange(fw: &Forwarder, d: &Deferred, f: ForwardRef) -> Outcome {
+    let Some(wire) = fw.wires.get(usize::from(f.upstream)) else {
+        return Outcome::NotSent;
+    };
+    let Ok(msg) = Message::decode(d.profile, &d.body) else {
+        return Outcome::NotSent;
+    };
+    let mut buf = BytesMut::with_capacity(d.body.len() + 32);
+    if upstream_request(&msg, f, wire, &mut buf).is_err() {
+        return Outcome::NotSent;
+    }
+    let terminal = msg.raw(41).and_then(|t| t.try_into().ok());
+    match fw
+        .upstreams
+        .exchange(usize::from(f.upstream), f.stan, terminal, buf.freeze())
+        .await
+    {
+        Ok(answer) => issuer_decision(wire.profile, &answer),
+        Err(ExchangeError::TimedOut | ExchangeError::LinkLost) => Outcome::TimedOut,
+        Err(_) => Outcome::NotSent,
+    }
+}
+
+/// The issuer's F39 and F38; an answer without a readable F39 is taken
+/// as no answer (the issuer may still hold the request: it is reversed).
+fn issuer_decision(profile: &'static Profile, answer: &[u8]) -> Outcome {
+    let Ok(msg) = Message::decode(profile, answer) else {
+        return Outcome::TimedOut;
+    };
+    let Some(code) = msg.raw(39).and_then(|c| <[u8; 2]>::try_from(c).ok()) else {
+        return Outcome::TimedOut;
+    };
+    Outcome::Answered {
+        code: Code(code),
+        auth_code: msg.raw(38).and_then(|a| a.try_into().ok()),
+    }
+}
+
+/// The upstream request: the terminal's message (first sending: a repeat
+/// MTI becomes its original), F7 and F11 the forward's, F32 the
+/// upstream's; binary fields re-encoded for the upstream's profile.
+pub(crate) fn upstream_request(
+    msg: &Message<'_>,
+    f: ForwardRef,
+    wire: &UpstreamWire,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let mti: Mti = msg.mti().without_repeat();
+    let mut w = MessageWriter::new(buf, wire.profile, mti);
+    let mut scratch = [0u8; BINARY_FIELD_BYTES_MAX];
+    let mut f32_written = wire.acquirer_id.is_empty();
+    for (n, raw) in msg.fields() {
+        if n > 32 && !f32_written {
+            w.field(32, wire.acquirer_id.as_bytes())?;
+            f32_written = true;
+        }
+        match n {
+            7 => {
+                w.number(7, f.transmission)?;
+            }
+            11 => {
+                w.number(11, u64::from(f.stan))?;
+            }
+            32 => {}
+            _ => {
+                let value = match msg.binary(n) {
+                    Some(b) => b.bytes(&mut scratch).unwrap_or(raw),
+                    None => raw,
+                };
+                w.field(n, value)?;
+            }
+        }
+    }
+    if !f32_written {
+        w.field(32, wire.acquirer_id.as_bytes())?;
+    }
+    w.finish()?;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Routing to issuers over real TCP (`../shared/upstream.md`): terminals
+//! talk to the switch, the switch to the issuer simulator
+//! (`loadgen::issuer`), all on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{capture, card, preauth, sale, TestSwitch};
+use loadgen::issuer::{self, IssuerConfig, IssuerHandle};
+use switch::{RouteSettings, UpstreamSettings};
+use tokio::time::Instant;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Cards routed to the issuer (the test cards' 7th digit is 2).
+const ROUTED: u64 = 200_000_000;
+
+fn upstream(addr: std::net::SocketAddr, timeout_ms: u64) -> UpstreamSettings {
+    UpstreamSettings {
+        name: "visa-sim".into(),
+        addr: addr.to_string(),
+        profile: "ascii".into(),
+        length_header: "binary2".into(),
+        connections: 2,
+        inflight_per_link_max: 64,
+        timeout_ms,
+        echo_interval_s: 30,
+        sign_on: false,
+        acquirer_id: "123456".into(),
+        tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
+    }
+}
+
+async fn issuer(edit: impl FnOnce(&mut IssuerConfig)) -> IssuerHandle {
+    let mut c = IssuerConfig::default();
+    edit(&mut c);
+    issuer::start(c).await.expect("issuer simulator")
+}
+
+/// A switch routing `4111112…` to `addr` (answer deadline `timeout_ms`),
+/// everything else local.
+async fn switch_to(addr: std::net::SocketAddr, timeout_ms: u64) -> TestSwitch {
+    TestSwitch::start_with(|c| {
+        c.upstreams.push(upstream(addr, timeout_ms));
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: "visa-sim".into(),
+        });
+        c.saf.retry_interval_ms = 100;
+        c.saf.retry_interval_max_ms = 400;
+    })
+    .await
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the switch has a link up (its metric says so).
+async fn linked(sw: &TestSwitch) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, body) = sw.http_get("/metrics").await;
+        if body.lines().any(|l| {
+            l.starts_with("switch_upstream_links_connected{")
+                && l.contains("visa-sim")
+                && !l.ends_with(" 0")
+        }) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no link up: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuers_decision_reaches_the_terminal_with_its_own_stan() {
+    let iss = issuer(|_| {}).await;
+    let mut sw = switch_to(iss.addr(), 2_000).await;
+    linked(&sw).await;
+    let mut c = sw.client().await;
+    sw.clock.advance_ms(5_000);
+    let req = preauth(&card(ROUTED + 1), 1_000);
+    let r = c.call(&req).await;
+    assert_eq!(r.code(), "00");
+    assert_eq!(
+        r.text(11),
+        String::from_utf8_lossy(&req.fields[&11]),
+        "the terminal's F11"
+    );
+    assert_eq!(r.text(7), "1123114910", "the terminal's F7");
+    let got = iss.received();
+    let fwd = got
+        .iter()
+        .find(|m| m.mti.as_bytes() == b"0100")
+        .expect("forwarded");
+    assert_eq!(r.text(38), fwd_answer_auth(&iss), "the issuer's F38");
+    assert_eq!(fwd.text(32), Some("123456"), "F32 the upstream's");
+    assert_eq!(
+        fwd.text(7),
+        Some("1123114915"),
+        "a fresh F7: the switch's clock"
+    );
+    assert_eq!(fwd.text(41), Some("DEMO0001"));
+    assert_eq!(fwd.text(4), Some("000000001000"));
+    // Declines pass through too, and local cards never go upstream.
+    iss.set_approve_pct(0);
+    let r = c.call(&sale(&card(ROUTED + 2), 1_000)).await;
+    assert_eq!(r.code(), "05");
+    assert!(r.text(38).is_empty(), "no F38 on a decline");
+    let before = iss.counts();
+    let r = c.call(&sale(&card(7), 1_000)).await;
+    assert_eq!(r.code(), "00", "decided locally");
+    assert_eq!(iss.counts().requests_0200, before.requests_0200);
+    sw.stop().await;
+}
+
+/// The F38 the simulator gave its only approval so far.
+fn fwd_answer_auth(iss: &IssuerHandle) -> String {
+    assert_eq!(iss.counts().approvals, 1);
+    "000001".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_is_91_and_the_reversal_is_repeated_until_answered() {
+    let iss = issuer(|c| c.late = Some((vec![1_313], 3_000))).await;
+    let mut sw = switch_to(iss.addr(), 300).await;
+    linked(&sw).await;
+    let mut c = sw.client().await;
+    let started = Instant::now();
+    let r = c.call(&preauth(&card(ROUTED + 3), 1_313)).await;
+    assert_eq!(r.code(), "91");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "at the deadline, not the late answer"
+    );
+    // The reversal (same amount: late too) goes out as 0420, times out,
+    // and is repeated as 0421; answered once the issuer is prompt again.
+    until("an 0420", || iss.counts().requests_0420 >= 1).await;
+    until("an 0421", || iss.counts().requests_0421 >= 1).await;
+    let rev = iss
+        .received()
+        .into_iter()
+        .find(|m| m.mti.as_bytes() == b"0420")
+        .expect("0420");
+    let fwd = iss
+        .received()
+        .into_iter()
+        .find(|m| m.mti.as_bytes() == b"0100")
+        .expect("0100");
+    let f90 = rev.text(90).expect("F90").to_owned();
+    assert_eq!(&f90[..4], "0100");
+    assert_eq!(
+        Some(&f90[4..10]),
+        fwd.text(11),
+        "the switch's F11 of the request"
+    );
+    assert_eq!(Some(&f90[10..20]), fwd.text(7), "its F7");
+    assert_eq!(&f90[20..], "0".repeat(22));
+    assert_eq!(rev.text(48), Some("21044021"), "reason 4021: timeout");
+    assert!(rev.text(39).is_none());
+    iss.update(|c| c.late = None).expect("prompt again");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, m) = sw.http_get("/metrics").await;
+        if m.lines().any(|l| {
+            l.starts_with("switch_saf_depth{") && l.contains("visa-sim") && l.ends_with(" 0")
+        }) && m.contains("switch_saf_acknowledged_total")
+        {
+            assert!(
+                m.contains("switch_upstream_late_answers_total"),
+                "the late answer counted"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "SAF not emptied: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_link_is_91_at_once_and_a_repeat_while_upstream_sends_nothing_more() {
+    // Nothing listens: 91 without waiting for the deadline.
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut sw = switch_to(addr, 5_000).await;
+    let mut c = sw.client().await;
+    let started = Instant::now();
+    assert_eq!(c.call(&sale(&card(ROUTED + 4), 1_000)).await.code(), "91");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    sw.stop().await;
+    // A slow issuer: the repeat joins the request upstream.
+    let iss = issuer(|c| c.latency = issuer::Latency::Fixed(400)).await;
+    let mut sw = switch_to(iss.addr(), 2_000).await;
+    linked(&sw).await;
+    let mut c = sw.client().await;
+    let first = sale(&card(ROUTED + 5), 1_000);
+    c.send_raw(&first.encode()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send_raw(&first.clone().mti("0201").encode()).await;
+    let a = c.recv().await.expect("answer");
+    let b = c.recv().await.expect("answer");
+    assert_eq!((a.code(), b.code()), ("00".to_owned(), "00".to_owned()));
+    assert_eq!(a.text(38), b.text(38), "one decision");
+    assert_eq!(iss.counts().requests_0200, 1, "one request upstream");
+    sw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_of_an_issuer_payment_is_advised_as_0220_and_survives_a_restart() {
+    let iss = issuer(|_| {}).await;
+    let mut sw = switch_to(iss.addr(), 1_000).await;
+    linked(&sw).await;
+    let mut c = sw.client().await;
+    let auth = preauth(&card(ROUTED + 6), 2_000);
+    assert_eq!(c.call(&auth).await.code(), "00");
+    // The issuer goes away: the capture is answered here, its advice waits.
+    iss.stop_listening().await;
+    iss.disconnect_all();
+    let r = c.call(&capture(&auth, 1_500)).await;
+    assert_eq!(r.code(), "00");
+    sw.stop().await;
+    // Restarted: the advice is still queued and goes once the issuer is back.
+    let dir = sw.dir.clone();
+    let addr = iss.addr();
+    let mut sw = TestSwitch::start_in(dir, |c| {
+        c.upstreams.push(upstream(addr, 1_000));
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: "visa-sim".into(),
+        });
+        c.saf.retry_interval_ms = 100;
+        c.saf.retry_interval_max_ms = 400;
+    })
+    .await;
+    iss.resume_listening().await.expect("listening again");
+    until("the 0220 advice", || {
+        iss.counts().requests_0220 + iss.counts().requests_0221 >= 1
+    })
+    .await;
+    let advice = iss
+        .received()
+        .into_iter()
+        .find(|m| matches!(m.mti.as_bytes(), b"0220" | b"0221"))
+        .expect("advice");
+    assert_eq!(advice.text(4), Some("000000001500"));
+    assert_eq!(advice.text(38), Some("000001"), "the issuer's F38");
+    sw.stop().await;
+}
