@@ -42,8 +42,7 @@ use codecs::internal::{
     Repeated, Request, Response, Secret,
 };
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
@@ -66,10 +65,14 @@ struct Pending {
     closed: bool,
 }
 
+/// The stream's read half: a TCP socket's, or a TLS stream's (boxed: one
+/// `Client` type whatever the stream).
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
 /// The writing side: one request is written at a time.
 struct Writer {
-    /// The socket's write half.
-    half: OwnedWriteHalf,
+    /// The stream's write half (TCP, or TLS, which must be flushed).
+    half: Box<dyn AsyncWrite + Send + Unpin>,
     /// Encode buffer, reused.
     buf: BytesMut,
 }
@@ -117,15 +120,19 @@ impl Client {
         client_id: &str,
         secret: &str,
     ) -> Result<Client, ClientError> {
-        let client = Client::open(addr).await?;
-        let reply = client.authenticate(client_id, secret).await?;
+        Client::open(addr).await?.logged_in(client_id, secret).await
+    }
+
+    /// This client once the switch accepted the key.
+    async fn logged_in(self, client_id: &str, secret: &str) -> Result<Client, ClientError> {
+        let reply = self.authenticate(client_id, secret).await?;
         if !reply.approved() {
             return Err(ClientError::Authentication {
                 result_code: reply.code().to_owned(),
                 message: reply.message.unwrap_or_default(),
             });
         }
-        Ok(client)
+        Ok(self)
     }
 
     /// Connects without logging in; [`Client::authenticate`] must come
@@ -137,12 +144,40 @@ impl Client {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
+        Ok(Client::over(Box::new(read), Box::new(write)))
+    }
+
+    /// [`Client::connect`] over a stream the caller opened: TLS to a
+    /// listener with `tls_cert_file` set, for one.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn connect_stream(
+        stream: impl AsyncRead + AsyncWrite + Send + 'static,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Client, ClientError> {
+        Client::from_stream(stream)
+            .logged_in(client_id, secret)
+            .await
+    }
+
+    /// [`Client::open`] over a stream the caller opened.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (the client's reader is a task).
+    pub fn from_stream(stream: impl AsyncRead + AsyncWrite + Send + 'static) -> Client {
+        let (read, write) = tokio::io::split(stream);
+        Client::over(Box::new(read), Box::new(write))
+    }
+
+    fn over(read: ReadHalf, write: Box<dyn AsyncWrite + Send + Unpin>) -> Client {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let reader = tokio::spawn(read_loop(
             FramedRead::new(read, InternalCodec::new()),
             pending.clone(),
         ));
-        Ok(Client {
+        Client {
             writer: tokio::sync::Mutex::new(Writer {
                 half: write,
                 buf: BytesMut::with_capacity(1024),
@@ -152,7 +187,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             timeout: TIMEOUT_DEFAULT,
             reader,
-        })
+        }
     }
 
     /// The same client with another per-request timeout.
@@ -374,6 +409,7 @@ impl Client {
         w.buf.clear();
         request.encode(id, &mut w.buf)?;
         w.half.write_all(&w.buf).await?;
+        w.half.flush().await?;
         Ok(())
     }
 }
@@ -412,10 +448,7 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 
 /// Hands each response to the request that waits for it; at the end (EOF,
 /// broken frame), fails everything still waiting.
-async fn read_loop(
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, InternalCodec>,
-    pending: Arc<Mutex<Pending>>,
-) {
+async fn read_loop(mut frames: FramedRead<ReadHalf, InternalCodec>, pending: Arc<Mutex<Pending>>) {
     while let Some(Ok(frame)) = frames.next().await {
         let Ok(response) = Response::parse(&frame.frame()) else {
             break;
