@@ -107,6 +107,18 @@ pub struct Listeners {
     pub http_addr: SocketAddr,
     /// Where the journal, snapshots, keys and the token key live.
     pub data_dir: PathBuf,
+    /// The internal-frame listener's TLS certificate chain (PEM, its own
+    /// certificate first); with `frame_tls_key_file`, or neither
+    /// (plaintext).
+    #[serde(default)]
+    pub frame_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `frame_tls_cert_file`.
+    #[serde(default)]
+    pub frame_tls_key_file: Option<PathBuf>,
+    /// When set, internal-frame clients must present a certificate signed
+    /// by this CA (PEM).
+    #[serde(default)]
+    pub frame_tls_ca_file: Option<PathBuf>,
 }
 
 /// ISO 8583 wire settings of the listener.
@@ -121,6 +133,14 @@ pub struct IsoSettings {
     pub tpdu: bool,
     /// Largest message in bytes, at most 65,535.
     pub frame_bytes_max: usize,
+    /// The listener's TLS certificate chain (PEM, its own certificate
+    /// first); with `tls_key_file`, or neither (plaintext).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by this CA
+    /// (PEM).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for IsoSettings {
@@ -130,6 +150,9 @@ impl Default for IsoSettings {
             length_header: "binary2".into(),
             tpdu: false,
             frame_bytes_max: codecs::framing::FRAME_BYTES_MAX_DEFAULT,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -458,6 +481,7 @@ impl Config {
     /// [`ConfigError::Invalid`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_wire()?;
+        self.validate_tls()?;
         self.validate_ranges()?;
         if !matches!(self.journal.ack.as_str(), "durable" | "immediate") {
             return Err(invalid(
@@ -633,6 +657,45 @@ impl Config {
                 "iso.frame_bytes_max",
                 format!("{max} is outside 64..={limit}"),
             ));
+        }
+        Ok(())
+    }
+
+    /// Each listener's TLS keys: certificate and key both or neither, a
+    /// CA only with them. The files are read at start (`net::tls`).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let (iso, l) = (&self.iso, &self.listeners);
+        for (prefix, cert, key, ca) in [
+            (
+                "iso.",
+                &iso.tls_cert_file,
+                &iso.tls_key_file,
+                &iso.tls_ca_file,
+            ),
+            (
+                "listeners.frame_",
+                &l.frame_tls_cert_file,
+                &l.frame_tls_key_file,
+                &l.frame_tls_ca_file,
+            ),
+        ] {
+            if cert.is_some() != key.is_some() {
+                let (set, unset) = if cert.is_some() {
+                    ("cert", "key")
+                } else {
+                    ("key", "cert")
+                };
+                return Err(invalid(
+                    format!("{prefix}tls_{unset}_file"),
+                    format!("missing: {prefix}tls_{set}_file is set (both or neither)"),
+                ));
+            }
+            if ca.is_some() && cert.is_none() {
+                return Err(invalid(
+                    format!("{prefix}tls_ca_file"),
+                    format!("needs {prefix}tls_cert_file and {prefix}tls_key_file"),
+                ));
+            }
         }
         Ok(())
     }

@@ -195,6 +195,8 @@ pub async fn start_on(
 ) -> anyhow::Result<Running> {
     // Before anything reads or writes the journal, snapshots or token key.
     let dir_lock = datadir::lock(&config.listeners.data_dir)?;
+    // The listeners' TLS files, before the journal is recovered.
+    let tls = net::tls::Acceptors::load(&config)?;
     datadir::tighten_modes(&config.listeners.data_dir)?;
     let prometheus = metrics::install();
     let token_key = token_key(&config)?;
@@ -289,7 +291,13 @@ pub async fn start_on(
         ));
     }
 
-    spawn_wire_listeners(&config, &engine, iso_listener, frame_listener, &running)?;
+    spawn_wire_listeners(
+        &config,
+        &engine,
+        [iso_listener, frame_listener],
+        tls,
+        &running,
+    )?;
     let metrics_handle = prometheus.clone();
     let http_state = spawn_http(&config, &engine, http_listener, prometheus, &running);
     tracker.spawn(metrics_upkeep(metrics_handle, cancel.clone()));
@@ -344,8 +352,8 @@ fn spawn_http(
 fn spawn_wire_listeners(
     config: &Config,
     engine: &Arc<node::Node>,
-    iso_listener: TcpListener,
-    frame_listener: TcpListener,
+    [iso_listener, frame_listener]: [TcpListener; 2],
+    tls: net::tls::Acceptors,
     running: &Running,
 ) -> anyhow::Result<()> {
     let profile = codecs::iso8583::Profile::by_name(&config.iso.profile).context("iso.profile")?;
@@ -370,11 +378,13 @@ fn spawn_wire_listeners(
         keys: Arc::new(keys::KeyStore::open(&config.listeners.data_dir)),
     });
     let l = &config.limits;
-    let listener = |listener, name| net::Listener {
+    let listener = |listener, name, tls| net::Listener {
         listener,
         limit: Arc::new(Semaphore::new(l.connections_max)),
         per_address: net::AddressLimit::new(l.connections_per_address_max),
         name,
+        tls,
+        handshake_timeout: Duration::from_millis(l.frame_read_timeout_ms),
     };
     let (cancel, tracker) = (&running.cancel, &running.tracker);
     let (inflight_max, durable) = (
@@ -385,7 +395,7 @@ fn spawn_wire_listeners(
     let iso_durable = durable.clone();
     let pressure = engine.pressure.clone();
     let iso_pressure = pressure.clone();
-    tracker.spawn(listener(iso_listener, "iso").run(
+    tracker.spawn(listener(iso_listener, "iso", tls.iso).run(
         cancel.clone(),
         tracker.clone(),
         move |stream, cancel| {
@@ -403,7 +413,7 @@ fn spawn_wire_listeners(
         },
     ));
     let limits = net::ConnLimits::new(l, true);
-    tracker.spawn(listener(frame_listener, "frame").run(
+    tracker.spawn(listener(frame_listener, "frame", tls.frame).run(
         cancel.clone(),
         tracker.clone(),
         move |stream, cancel| {

@@ -11,13 +11,13 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::deadline::{self, ConnLimits, Deadlines, End};
 use crate::net::outbox::Outbox;
 use crate::net::pressure::{Pressure, PRESSURE_RECHECK};
+use crate::net::stream::Stream;
 use crate::net::wire::Wire;
 
 /// Read buffer size per connection at start; it grows to one frame at most.
@@ -29,8 +29,8 @@ const SCRATCH_BYTES: usize = 1024;
 pub(crate) struct Connection<W: Wire> {
     /// The wire format and its per-connection state (log-in, codec).
     wire: W,
-    /// The socket.
-    stream: TcpStream,
+    /// The socket, plain or TLS.
+    stream: Stream,
     /// The peer's address, for logs and the log-in limiter.
     peer: IpAddr,
     /// Bytes read, not yet framed.
@@ -56,7 +56,7 @@ impl<W: Wire> Connection<W> {
     /// A connection over `stream`.
     pub(crate) fn new(
         wire: W,
-        stream: TcpStream,
+        stream: Stream,
         limits: ConnLimits,
         inflight_max: usize,
         durable: Option<journal::DurableWatch>,

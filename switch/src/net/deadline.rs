@@ -24,12 +24,12 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use crate::net::outbox::Outbox;
+use crate::net::stream::Stream;
 use crate::ratelog::warn_limited;
 
 /// The deadlines of one listener's connections.
@@ -247,7 +247,7 @@ impl Deadlines {
 /// [`End::WriteTimeout`], [`End::Shutdown`] or [`End::Io`].
 pub(crate) async fn write_ready(
     outbox: &mut Outbox,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     deadlines: &mut Deadlines,
     cancel: &CancellationToken,
 ) -> Result<(), End> {

@@ -11,7 +11,8 @@ use std::collections::VecDeque;
 use bytes::{Buf, BytesMut};
 use journal::{AppendError, DurableWatch};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::net::stream::Stream;
 
 /// Initial size of the ready buffer; it grows to what one read produces.
 const READY_BUFFER_BYTES: usize = 16 * 1024;
@@ -90,11 +91,12 @@ impl Outbox {
     }
 
     /// Writes what the socket takes now, without waiting; `true` when
-    /// nothing ready is left.
+    /// nothing ready is left, in the outbox or held back by the stream
+    /// (TLS).
     ///
     /// # Errors
     /// The socket's, except that it would block.
-    pub(crate) fn try_flush(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+    pub(crate) fn try_flush(&mut self, stream: &mut Stream) -> std::io::Result<bool> {
         while !self.ready.is_empty() {
             match stream.try_write(&self.ready) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -103,10 +105,11 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        stream.try_flush()
     }
 
-    /// Writes every ready answer, usually with one write. Cancel-safe:
+    /// Writes every ready answer, usually with one write, and flushes the
+    /// stream (TLS holds bytes back; TCP does not). Cancel-safe:
     /// dropped while waiting, what was not written stays ready, so a
     /// caller may give up on a peer that does not read and the stream
     /// stays whole.
@@ -124,7 +127,7 @@ impl Outbox {
             }
             self.consume(n);
         }
-        Ok(())
+        stream.flush().await
     }
 
     /// `n` ready bytes were written.
