@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use bytes::{Bytes, BytesMut};
 use codecs::framing::{FrameCodec, FrameConfig, Tpdu};
 use codecs::iso8583::{EncodeError, Message, MessageWriter, Mti, Profile};
@@ -63,9 +65,9 @@ impl Forwarder {
         clock: crate::clock::Clock,
         cancel: tokio_util::sync::CancellationToken,
         tracker: tokio_util::task::TaskTracker,
-    ) -> Option<Arc<Forwarder>> {
+    ) -> anyhow::Result<Option<Arc<Forwarder>>> {
         if config.upstreams.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut links = Vec::new();
         let mut wires = Vec::new();
@@ -80,6 +82,23 @@ impl Forwarder {
                 ..FrameConfig::default()
             };
             let timeout = Duration::from_millis(u.timeout_ms);
+            let tls = match &u.tls_ca_file {
+                None => None,
+                Some(ca) => {
+                    let key = |k: &str| format!("upstreams `{}`.{k}", u.name);
+                    let connector = crate::net::tls::client_connector(
+                        Some(ca),
+                        u.tls_cert_file.as_deref(),
+                        u.tls_key_file.as_deref(),
+                    )
+                    .with_context(|| key("tls_ca_file / tls_cert_file / tls_key_file"))?;
+                    let host = u.addr.rsplit_once(':').map_or(u.addr.as_str(), |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                        .with_context(|| key("addr"))?;
+                    Some((connector, name))
+                }
+            };
             links.push(LinkConfig {
                 name: u.name.clone(),
                 addr: u.addr.clone(),
@@ -93,6 +112,7 @@ impl Forwarder {
                 sign_on: u.sign_on,
                 acquirer_id: u.acquirer_id.clone(),
                 clock: clock.clone(),
+                tls,
             });
             wires.push(UpstreamWire {
                 profile,
@@ -100,10 +120,10 @@ impl Forwarder {
                 timeout,
             });
         }
-        Some(Arc::new(Forwarder {
+        Ok(Some(Arc::new(Forwarder {
             upstreams: Upstreams::start(links, cancel, tracker),
             wires,
-        }))
+        })))
     }
 }
 

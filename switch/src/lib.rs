@@ -281,7 +281,7 @@ pub async fn start_on(
         engine.clock.clone(),
         cancel.clone(),
         tracker.clone(),
-    ) {
+    )? {
         let _ = engine.forwarder.set(fw.clone());
         tracker.spawn(saf::run(
             engine.clone(),

@@ -395,3 +395,124 @@ fn a_certificate_without_its_key_is_a_configuration_error() {
     let e = Config::parse(&text, "t").expect_err("refused").to_string();
     assert!(e.contains("tls_cert"), "{e}");
 }
+
+/// A TLS front for a plain issuer: terminates TLS (requiring a client
+/// certificate signed by the test's CA) and copies bytes both ways.
+/// Returns its address and a count of completed handshakes.
+async fn tls_front(
+    pki: &Pki,
+    issuer: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(pki.path("ca.pem")).expect("ca") {
+        roots.add(cert.expect("ca cert")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let chain = CertificateDer::pem_file_iter(pki.path("server.pem"))
+        .expect("cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counted) = (acceptor.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Ok(mut plain) = TcpStream::connect(issuer).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, handshakes)
+}
+
+fn tls_upstream(addr: std::net::SocketAddr, pki: &Pki, identity: &str) -> switch::UpstreamSettings {
+    switch::UpstreamSettings {
+        name: "tls-issuer".into(),
+        addr: addr.to_string(),
+        profile: "ascii".into(),
+        length_header: "binary2".into(),
+        connections: 1,
+        inflight_per_link_max: 16,
+        timeout_ms: 2_000,
+        echo_interval_s: 30,
+        sign_on: true,
+        acquirer_id: "123456".into(),
+        tls_ca_file: Some(pki.path("ca.pem")),
+        tls_cert_file: Some(pki.path(&format!("{identity}.pem"))),
+        tls_key_file: Some(pki.path(&format!("{identity}.key"))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_link_over_tls_presents_its_client_certificate() {
+    let pki = Pki::new();
+    let issuer = loadgen::issuer::start(loadgen::issuer::IssuerConfig::default())
+        .await
+        .expect("issuer");
+    let (front, handshakes) = tls_front(&pki, issuer.addr()).await;
+    let mut sw = TestSwitch::start_with(|c| {
+        c.upstreams.push(tls_upstream(front, &pki, "client"));
+        c.routes.push(switch::RouteSettings {
+            pan_prefixes: vec!["4".into()],
+            upstream: "tls-issuer".into(),
+        });
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while issuer.counts().requests_0800_sign_on == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sign-on over TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = sw.client().await;
+    let r = c.call(&sale(&card(31), 1_000)).await;
+    assert_eq!(r.code(), "00", "the issuer's approval, over TLS");
+    assert_eq!(issuer.counts().requests_0200, 1);
+    assert!(handshakes.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    sw.stop().await;
+    // A certificate the issuer's CA did not sign: no link, 91 at once.
+    let mut sw = TestSwitch::start_with(|c| {
+        c.upstreams.push(tls_upstream(front, &pki, "stranger"));
+        c.routes.push(switch::RouteSettings {
+            pan_prefixes: vec!["4".into()],
+            upstream: "tls-issuer".into(),
+        });
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = sw.client().await;
+    assert_eq!(c.call(&sale(&card(32), 1_000)).await.code(), "91");
+    assert_eq!(
+        issuer.counts().requests_0200,
+        1,
+        "nothing reached the issuer"
+    );
+    sw.stop().await;
+}

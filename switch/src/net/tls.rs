@@ -154,8 +154,6 @@ pub(crate) fn server_config(
 /// read the system's), one of `cert_file` and `key_file` without the
 /// other, or a file missing, unreadable or without the PEM it should
 /// hold; the message names the file.
-// The upstream issuer links use it; until they land, only its tests do.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn client_connector(
     ca_file: Option<&Path>,
     cert_file: Option<&Path>,

@@ -136,17 +136,34 @@ pub(super) async fn run(host: Arc<Host>, index: usize, cancel: CancellationToken
     }
 }
 
-/// Opens a link's connection. The seam for TLS: a TLS link wraps this
-/// stream (the session is generic over its read and write halves).
+/// A link's stream: plain TCP, or TLS over it.
+pub(super) enum LinkStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS after a completed handshake.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Opens a link's connection, with its TLS handshake when the upstream
+/// has `tls_ca_file` (both within [`CONNECT_TIMEOUT`]).
 ///
 /// # Errors
-/// The connect's, or `TimedOut` after [`CONNECT_TIMEOUT`].
-pub(super) async fn connect(config: &LinkConfig) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&config.addr))
+/// The connect's or handshake's, or `TimedOut` after [`CONNECT_TIMEOUT`].
+pub(super) async fn connect(config: &LinkConfig) -> std::io::Result<LinkStream> {
+    let open = async {
+        let stream = TcpStream::connect(&config.addr).await?;
+        stream.set_nodelay(true)?;
+        match &config.tls {
+            None => Ok(LinkStream::Plain(stream)),
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), stream).await?;
+                Ok(LinkStream::Tls(Box::new(tls)))
+            }
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, open)
         .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 fn log_connected(config: &LinkConfig, index: usize) {
@@ -271,9 +288,18 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn run(mut self, mut stream: TcpStream, cancel: &CancellationToken) -> End {
-        let (mut rd, mut wr) = stream.split();
-        let end = match self.serve(&mut rd, &mut wr, cancel).await {
+    async fn run(mut self, stream: LinkStream, cancel: &CancellationToken) -> End {
+        let served = match stream {
+            LinkStream::Plain(mut tcp) => {
+                let (mut rd, mut wr) = tcp.split();
+                self.serve(&mut rd, &mut wr, cancel).await
+            }
+            LinkStream::Tls(tls) => {
+                let (mut rd, mut wr) = tokio::io::split(*tls);
+                self.serve(&mut rd, &mut wr, cancel).await
+            }
+        };
+        let end = match served {
             Ok(never) => match never {},
             Err(end) => end,
         };
@@ -323,6 +349,11 @@ impl<'a> Session<'a> {
                         if n >= self.output.len() {
                             // Keeps the allocation for the next batch.
                             self.output.clear();
+                            // TLS holds records back until flushed (a
+                            // no-op on plain TCP).
+                            if wr.flush().await.is_err() {
+                                return Err(End::Io);
+                            }
                         } else {
                             self.output.advance(n);
                         }

@@ -78,6 +78,12 @@ pub(crate) struct LinkConfig {
     pub(crate) acquirer_id: String,
     /// F7 of the link's own 0800s.
     pub(crate) clock: Clock,
+    /// TLS to the host (`tls_ca_file` set): the connector and the name
+    /// its certificate must show (the address's host).
+    pub(crate) tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 /// Why [`Upstreams::exchange`] has no answer.

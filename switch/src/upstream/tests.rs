@@ -204,6 +204,7 @@ fn config(addr: SocketAddr) -> LinkConfig {
         sign_on: false,
         acquirer_id: "123456".into(),
         clock: Clock::System,
+        tls: None,
     }
 }
 
