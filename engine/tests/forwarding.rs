@@ -447,3 +447,169 @@ fn after_a_crash_forwards_without_a_journaled_answer_are_reversed() {
     third.replay_snapshot(10, &snap).expect("snapshot");
     assert_eq!(saf(&third), queued);
 }
+
+mod interleavings {
+    //! Any interleaving of messages, repeats, issuer answers, timeouts and
+    //! late duplicate ends: one upstream request per message key, one
+    //! decision per key (every answer to it the same), one reversal per
+    //! timed-out forward.
+
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Message `k` (a repeat when true).
+        Send(u32, bool),
+        /// Ends the `i`-th pending forward (modulo) with an outcome.
+        End(usize, u8),
+        /// Ends an already ended forward again (a late duplicate).
+        EndAgain(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (1u32..6, any::<bool>()).prop_map(|(k, r)| Step::Send(k, r)),
+            (0usize..8, 0u8..4).prop_map(|(i, o)| Step::End(i, o)),
+            (0usize..8).prop_map(Step::EndAgain),
+        ]
+    }
+
+    fn outcome(o: u8) -> Outcome {
+        match o {
+            0 => Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS777"),
+            },
+            1 => Outcome::Answered {
+                code: Code(*b"51"),
+                auth_code: None,
+            },
+            2 => Outcome::TimedOut,
+            _ => Outcome::NotSent,
+        }
+    }
+
+    type Decision = (Code, Option<[u8; 6]>, [u8; 12]);
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn one_forward_and_one_decision_per_key(steps in proptest::collection::vec(step(), 1..60)) {
+            let journal = Recorder::default();
+            let e = engine(&journal, &StandIn::default());
+            let mut forwards_of: HashMap<u32, u32> = HashMap::new();
+            let mut pending: Vec<(u64, u32)> = Vec::new();
+            let mut ended: Vec<u64> = Vec::new();
+            let mut waiting: Vec<(u64, u32, bool)> = Vec::new();
+            let mut decided: HashMap<u32, Decision> = HashMap::new();
+            let mut timeouts = 0usize;
+            let settle = |k: u32, r: &Reply, decided: &mut HashMap<u32, Decision>| {
+                let d = (r.code, r.auth_code, r.rrn);
+                let first = *decided.entry(k).or_insert(d);
+                prop_assert_eq!(first, d, "key {} answered two ways", k);
+                Ok(())
+            };
+            for s in steps {
+                match s {
+                    Step::Send(k, repeat) => {
+                        let req = Request { repeat, ..request(Op::PreAuth, k, None, VISA) };
+                        let r = e.apply(Command::Message(req), NOW_MS);
+                        match r.wait {
+                            Wait::Upstream(f) => {
+                                let n = forwards_of.entry(k).or_insert(0);
+                                *n += 1;
+                                prop_assert_eq!(*n, 1, "a second forward for key {}", k);
+                                pending.push((f.id, k));
+                            }
+                            Wait::Joined(id) => {
+                                prop_assert!(pending.iter().any(|&(p, pk)| p == id && pk == k));
+                                waiting.push((id, k, repeat));
+                            }
+                            _ => settle(k, &r, &mut decided)?,
+                        }
+                    }
+                    Step::End(i, o) => {
+                        if pending.is_empty() {
+                            continue;
+                        }
+                        let (id, k) = pending.remove(i % pending.len());
+                        let out = outcome(o);
+                        if out == Outcome::TimedOut {
+                            timeouts += 1;
+                        }
+                        let r = e.apply(Command::Upstream { forward: id, outcome: out }, NOW_MS);
+                        settle(k, &r, &mut decided)?;
+                        ended.push(id);
+                        // The joined repeats now get the same answer.
+                        let (now, later): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|w| w.0 == id);
+                        waiting = later;
+                        for (_, k, repeat) in now {
+                            let req = Request { repeat, ..request(Op::PreAuth, k, None, VISA) };
+                            let r = e.apply(Command::Message(req), NOW_MS);
+                            prop_assert!(!matches!(r.wait, Wait::Upstream(_) | Wait::Joined(_)));
+                            settle(k, &r, &mut decided)?;
+                        }
+                    }
+                    Step::EndAgain(i) => {
+                        if ended.is_empty() {
+                            continue;
+                        }
+                        let id = ended[i % ended.len()];
+                        let before = journal.records.lock().expect("lock").len();
+                        let r = e.apply(Command::Upstream { forward: id, outcome: Outcome::TimedOut }, NOW_MS);
+                        prop_assert_eq!(r.code, Code::SYSTEM_MALFUNCTION);
+                        prop_assert_eq!(journal.records.lock().expect("lock").len(), before, "nothing recorded");
+                    }
+                }
+            }
+            let reversals = saf(&e)
+                .iter()
+                .filter(|s| s.kind == SafKind::TimeoutReversal)
+                .count();
+            prop_assert_eq!(reversals, timeouts, "one reversal per timed-out forward");
+        }
+    }
+}
+
+/// Writes real upstream and payment records as the `journal_records` fuzz
+/// corpus (run with `WRITE_FUZZ_CORPUS=1`; the files are checked in).
+#[test]
+fn write_fuzz_corpus_when_asked() {
+    if std::env::var_os("WRITE_FUZZ_CORPUS").is_none() {
+        return;
+    }
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, _) = forwarded(&e, request(Op::PreAuth, 1, None, VISA));
+    e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::TimedOut,
+        },
+        NOW_MS,
+    );
+    let (id, _) = forwarded(&e, request(Op::Sale, 2, None, VISA));
+    e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS009"),
+            },
+        },
+        NOW_MS,
+    );
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/journal_records");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (i, (_, payload)) in journal.records.lock().expect("lock").iter().enumerate() {
+        std::fs::write(dir.join(format!("record-{i}")), payload).expect("write");
+    }
+    let mut snap = Vec::new();
+    e.encode_snapshot(&mut snap);
+    std::fs::write(dir.join("snapshot"), snap).expect("write");
+}

@@ -1,0 +1,50 @@
+//! The `journal_records` fuzz target's check on stable Rust: every file of
+//! its checked-in corpus (`fuzz/corpus/journal_records/`), real records
+//! cut and flipped, and random bytes.
+
+#[path = "../../fuzz/record_checks.rs"]
+mod record_checks;
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+/// Every corpus file.
+fn corpus() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/journal_records");
+    let mut files: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_corpus_file_and_every_cut_and_flip_of_it_passes() {
+    let files = corpus();
+    assert!(
+        files.len() >= 4,
+        "the corpus is checked in: {}",
+        files.len()
+    );
+    for f in &files {
+        record_checks::journal_records(f);
+        for n in 0..f.len() {
+            record_checks::journal_records(&f[..n]);
+            let mut flipped = f.clone();
+            flipped[n] ^= 0x5a;
+            record_checks::journal_records(&flipped);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_are_errors_not_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        record_checks::journal_records(&data);
+    }
+}
