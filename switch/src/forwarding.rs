@@ -56,6 +56,9 @@ pub(crate) struct Forwarder {
     pub(crate) upstreams: Arc<Upstreams>,
     /// Per upstream, by index.
     pub(crate) wires: Vec<UpstreamWire>,
+    /// An operator asked every SAF entry to be sent again now
+    /// (`switch saf retry`, `POST /saf/retry`).
+    pub(crate) saf_retry: tokio::sync::Notify,
 }
 
 impl Forwarder {
@@ -123,6 +126,7 @@ impl Forwarder {
         Ok(Some(Arc::new(Forwarder {
             upstreams: Upstreams::start(links, cancel, tracker),
             wires,
+            saf_retry: tokio::sync::Notify::new(),
         })))
     }
 }

@@ -335,6 +335,19 @@ fn spawn_http(
             let node = node.clone();
             move || node.unready()
         }),
+        saf_list: Box::new({
+            let node = node.clone();
+            move || saf::list_lines(&node)
+        }),
+        saf_retry: Box::new({
+            let node = node.clone();
+            move || {
+                node.forwarder.get().is_some_and(|f| {
+                    f.saf_retry.notify_one();
+                    true
+                })
+            }
+        }),
     });
     running.tracker.spawn(net::http::serve(
         listener,

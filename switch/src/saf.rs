@@ -81,6 +81,13 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
+            () = fw.saf_retry.notified() => {
+                let now = Instant::now();
+                for t in tries.values_mut() {
+                    t.next = now;
+                }
+                tick.reset_immediately();
+            }
             Some((id, ok)) = done_rx.recv() => {
                 sending = sending.saturating_sub(1);
                 if ok {
@@ -240,6 +247,44 @@ fn digits10(mut v: u64) -> [u8; 10] {
     for slot in out.iter_mut().rev() {
         *slot = b'0' + (v % 10) as u8;
         v /= 10;
+    }
+    out
+}
+
+/// An entry as operators see it (`GET /saf`, `switch saf list`): no card
+/// data is in an entry.
+pub(crate) fn entry_json(e: &SafEntry) -> serde_json::Value {
+    serde_json::json!({
+        "id": e.id,
+        "kind": e.kind.label(),
+        "mti": format!("{:04}", e.kind.mti()),
+        "upstream": e.upstream,
+        "stan": format!("{:06}", e.stan),
+        "created_ms": e.created_ms,
+        "original": format!("{:04}{:06}{:010}", e.original_mti, e.original_stan, e.original_transmission),
+        "amount_minor": e.amount_minor,
+        "currency": e.currency,
+        "terminal": String::from_utf8_lossy(&e.terminal),
+        "merchant": String::from_utf8_lossy(&e.merchant_id),
+        "rrn": String::from_utf8_lossy(&e.rrn),
+    })
+}
+
+/// Most entries `GET /saf` lists (oldest first).
+pub(crate) const SAF_LIST_MAX: usize = 1_000;
+
+/// The SAF as JSON lines, oldest first, at most [`SAF_LIST_MAX`].
+pub(crate) fn list_lines(node: &Node) -> String {
+    let QueryReply::Saf(entries) = node.query(Query::Saf {
+        upstream: None,
+        limit: SAF_LIST_MAX,
+    }) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for e in &entries {
+        out.push_str(&entry_json(e).to_string());
+        out.push('\n');
     }
     out
 }

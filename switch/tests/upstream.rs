@@ -226,7 +226,33 @@ async fn a_capture_of_an_issuer_payment_is_advised_as_0220_and_survives_a_restar
     iss.disconnect_all();
     let r = c.call(&capture(&auth, 1_500)).await;
     assert_eq!(r.code(), "00");
+    // Operators see it queued (GET /saf), with no card data.
+    let (status, body) = sw.http_get("/saf").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body.lines().count(), 1, "{body}");
+    assert!(
+        body.contains("\"kind\":\"capture\"") && body.contains("\"mti\":\"0220\""),
+        "{body}"
+    );
+    assert!(!body.contains(&card(ROUTED + 6)), "no PAN: {body}");
     sw.stop().await;
+    // Stopped: `switch saf list` reads the same from the data directory.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+        .arg("--data-dir")
+        .arg(&sw.dir)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .args(["saf", "list"])
+        .output()
+        .expect("switch saf list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("\"kind\":\"capture\""), "{listed}");
     // Restarted: the advice is still queued and goes once the issuer is back.
     let dir = sw.dir.clone();
     let addr = iss.addr();
@@ -241,6 +267,9 @@ async fn a_capture_of_an_issuer_payment_is_advised_as_0220_and_survives_a_restar
     })
     .await;
     iss.resume_listening().await.expect("listening again");
+    // An operator need not wait for the backoff.
+    let retried = retry_now(sw.http).await;
+    assert!(retried.starts_with("HTTP/1.1 202"), "{retried}");
     until("the 0220 advice", || {
         iss.counts().requests_0220 + iss.counts().requests_0221 >= 1
     })
@@ -253,4 +282,16 @@ async fn a_capture_of_an_issuer_payment_is_advised_as_0220_and_survives_a_restar
     assert_eq!(advice.text(4), Some("000000001500"));
     assert_eq!(advice.text(38), Some("000001"), "the issuer's F38");
     sw.stop().await;
+}
+
+/// `POST /saf/retry`; the status line.
+async fn retry_now(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"POST /saf/retry HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out.lines().next().unwrap_or_default().to_owned()
 }

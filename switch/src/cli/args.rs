@@ -54,6 +54,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: MandatesAction,
     },
+    /// The store-and-forward queue of advices and reversals to issuers.
+    Saf {
+        #[command(subcommand)]
+        action: SafAction,
+    },
     /// Journal operator tools (read-only; safe beside a running switch).
     Journal {
         #[command(subcommand)]
@@ -87,6 +92,17 @@ pub(crate) enum ArchiveAction {
     /// hold into the archive again (idempotent; run with the switch
     /// stopped). Takes `--data-dir` and `--config` before `archive`.
     Rebuild,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SafAction {
+    /// Lists the entries, oldest first, one JSON object per line: from the
+    /// running switch (`GET /saf` on its HTTP address), or, when none
+    /// answers there, from the data directory's journal and snapshot.
+    List,
+    /// Asks the running switch to send every entry again now, whatever
+    /// its backoff (`POST /saf/retry`).
+    Retry,
 }
 
 #[derive(Subcommand)]

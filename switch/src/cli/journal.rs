@@ -93,14 +93,18 @@ pub(crate) fn journal_dump(dir: &Path, mut out: impl Write) -> anyhow::Result<u6
         if failure.is_some() {
             return;
         }
-        let line = match record::decode(r.payload) {
-            Ok(rec) => json!({
-                "seq": r.seq,
-                "type": "payment",
-                "payment": payment_json(&rec.payment),
-                "answer": rec.answer.map(|(k, a)| answer_json(&k, &a)),
-            }),
-            Err(e) => json!({"seq": r.seq, "type": r.record_type, "error": e.to_string()}),
+        let line = if r.record_type == engine::upstream::RECORD_UPSTREAM {
+            upstream_json(r.seq, r.payload)
+        } else {
+            match record::decode(r.payload) {
+                Ok(rec) => json!({
+                    "seq": r.seq,
+                    "type": "payment",
+                    "payment": payment_json(&rec.payment),
+                    "answer": rec.answer.map(|(k, a)| answer_json(&k, &a)),
+                }),
+                Err(e) => json!({"seq": r.seq, "type": r.record_type, "error": e.to_string()}),
+            }
         };
         if let Err(e) = writeln!(out, "{line}") {
             failure = Some(e);
@@ -263,7 +267,14 @@ pub(crate) fn archive_rebuild(config: &Config) -> anyhow::Result<u64> {
     })
     .with_context(|| format!("reading {}", dir.display()))?;
     journal::dump(&journal::OsStorage, &dir, |r| {
-        batches.push(r.seq, r.payload)
+        // Payments only: other records (upstream forwards and SAF) pass
+        // empty, raising the watermark only.
+        let payload = if r.record_type == record::RECORD_PAYMENT {
+            r.payload
+        } else {
+            &[]
+        };
+        batches.push(r.seq, payload)
     })
     .with_context(|| format!("reading {}", dir.display()))?;
     batches.finish().context("writing the archive")
@@ -280,10 +291,11 @@ fn read_payments(data_dir: &Path) -> anyhow::Result<BTreeMap<u64, Payment>> {
                     payments.insert(p.id, p);
                 }
             }
-            journal::Replay::Record(r) => {
+            journal::Replay::Record(r) if r.record_type == record::RECORD_PAYMENT => {
                 let rec = record::decode(r.payload)?;
                 payments.insert(rec.payment.id, rec.payment);
             }
+            journal::Replay::Record(_) => {}
         }
         Ok(())
     })
@@ -396,6 +408,35 @@ impl ExportRow {
 
     fn cells(&self) -> &[String; 16] {
         &self.cells
+    }
+}
+
+/// An upstream record (forwards and SAF) as a JSON line: no card data is
+/// in one.
+fn upstream_json(seq: u64, payload: &[u8]) -> serde_json::Value {
+    use engine::upstream::UpstreamRecord;
+    match engine::upstream::decode(payload) {
+        Ok(UpstreamRecord::Forward(p)) => json!({
+            "seq": seq,
+            "type": "forward",
+            "forward": p.id,
+            "upstream": p.upstream,
+            "stan": format!("{:06}", p.stan),
+            "transmission": format!("{:010}", p.transmission),
+            "mti": format!("{:04}", p.mti),
+            "terminal": String::from_utf8_lossy(&p.terminal),
+            "amount_minor": p.amount_minor,
+            "currency": p.currency,
+            "rrn": String::from_utf8_lossy(&p.rrn),
+        }),
+        Ok(UpstreamRecord::ForwardDone(id)) => {
+            json!({"seq": seq, "type": "forward_done", "forward": id})
+        }
+        Ok(UpstreamRecord::SafQueued(e)) => {
+            json!({"seq": seq, "type": "saf_queued", "entry": crate::saf::entry_json(&e)})
+        }
+        Ok(UpstreamRecord::SafDone(id)) => json!({"seq": seq, "type": "saf_done", "id": id}),
+        Err(e) => json!({"seq": seq, "type": "upstream", "error": e.to_string()}),
     }
 }
 

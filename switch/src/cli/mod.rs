@@ -5,6 +5,7 @@ mod args;
 mod iso;
 mod journal;
 mod keys;
+mod saf;
 mod serve;
 
 use std::io::{stdin, stdout, BufWriter};
@@ -13,7 +14,7 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use crate::{Config, Overrides};
-use args::{ArchiveAction, Cli, Command, IsoAction, JournalAction};
+use args::{ArchiveAction, Cli, Command, IsoAction, JournalAction, SafAction};
 
 fn profile(name: &str) -> anyhow::Result<&'static codecs::iso8583::Profile> {
     codecs::iso8583::Profile::by_name(name)
@@ -38,6 +39,19 @@ pub fn run() -> anyhow::Result<()> {
         Command::Keys { action } => keys::keys_command(action),
         Command::Mandates { action } => keys::mandates_command(action),
         Command::Journal { action } => journal_tool(action),
+        Command::Saf { action } => {
+            let overrides = Overrides::from_env()?.then(Overrides {
+                data_dir: cli.data_dir.clone(),
+                http_addr: cli.http_addr,
+                ..Default::default()
+            });
+            let config = Config::load(cli.config.as_deref(), overrides)?;
+            let out = BufWriter::new(stdout().lock());
+            match action {
+                SafAction::List => saf::list(&config, out),
+                SafAction::Retry => saf::retry(&config),
+            }
+        }
         Command::Archive {
             action: ArchiveAction::Rebuild,
         } => {

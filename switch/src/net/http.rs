@@ -64,6 +64,11 @@ pub(crate) struct HttpState {
     pub(crate) refresh: Box<dyn Fn() + Send + Sync>,
     /// Why the switch is not ready, when a component failed (journal).
     pub(crate) unhealthy: Box<dyn Fn() -> Option<String> + Send + Sync>,
+    /// The SAF as JSON lines (`GET /saf`).
+    pub(crate) saf_list: Box<dyn Fn() -> String + Send + Sync>,
+    /// Sends every SAF entry again now (`POST /saf/retry`); false when no
+    /// upstream is configured.
+    pub(crate) saf_retry: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// Serves until `cancel`.
@@ -342,12 +347,26 @@ fn answer(head: &[u8], state: &HttpState) -> Reply {
                 || l.strip_prefix("content-length:")
                     .is_some_and(|v| v.trim() != "0")
         });
-    if method != b"GET" || has_body {
-        let mut r = Reply::text("405 Method Not Allowed", "only GET\n");
+    let retry = method == b"POST" && path == b"/saf/retry";
+    if (method != b"GET" && !retry) || has_body {
+        let mut r = Reply::text("405 Method Not Allowed", "only GET (and POST /saf/retry)\n");
         r.close = true;
         return r;
     }
+    if retry {
+        return if (state.saf_retry)() {
+            Reply::text("202 Accepted", "every SAF entry is sent again now\n")
+        } else {
+            Reply::text("404 Not Found", "no upstream configured\n")
+        };
+    }
     match path {
+        b"/saf" => Reply {
+            status: "200 OK",
+            content_type: "application/x-ndjson",
+            body: (state.saf_list)(),
+            close: false,
+        },
         b"/metrics" => {
             (state.refresh)();
             Reply {
@@ -396,6 +415,8 @@ mod tests {
             ready: true.into(),
             refresh: Box::new(|| {}),
             unhealthy: Box::new(|| None),
+            saf_list: Box::new(String::new),
+            saf_retry: Box::new(|| false),
         }
     }
 
