@@ -96,7 +96,10 @@ impl Proc {
     pub async fn connect(&mut self) -> Option<Client> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if tokio::net::TcpStream::connect(self.iso).await.is_ok() {
+            // HTTP is bound last: once it answers, every listener is (the
+            // ISO port alone answering let a switch that then failed to
+            // bind HTTP, its port taken meanwhile, count as started).
+            if tokio::net::TcpStream::connect(self.http).await.is_ok() {
                 return Some(Client::connect(self.iso).await);
             }
             if matches!(self.child.try_wait(), Ok(Some(_))) {
