@@ -613,3 +613,41 @@ fn write_fuzz_corpus_when_asked() {
     e.encode_snapshot(&mut snap);
     std::fs::write(dir.join("snapshot"), snap).expect("write");
 }
+
+#[test]
+fn a_snapshot_taken_between_a_payment_and_its_answer_reverses_nothing() {
+    // The payment names its forward, the forward is still pending and
+    // the answer not yet remembered: what a snapshot walking memory in
+    // the middle of an end sees. The payment proves the answer was
+    // journaled: no reversal.
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, _) = forwarded(&e, request(Op::Sale, 1, None, VISA));
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS004"),
+            },
+        },
+        NOW_MS,
+    );
+    let paid = payment(&e, done.payment_id.expect("id"));
+    let pending = match engine::upstream::decode(&journal.records.lock().expect("lock")[0].1) {
+        Ok(engine::upstream::UpstreamRecord::Forward(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    let mut snap = Vec::new();
+    engine::record::encode_snapshot(
+        &mut snap,
+        &mut |f| f(&paid),
+        &mut |_| {},
+        &mut |_| {},
+        (&[pending], &[]),
+    );
+    let (_, back) = replayed(&[]);
+    back.replay_snapshot(1, &snap).expect("snapshot");
+    assert_eq!(back.apply(Command::ReverseOrphans, NOW_MS).count, 0);
+    assert!(saf(&back).is_empty());
+}
