@@ -156,24 +156,32 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         let reply = complete(&node, &deferred, reply).await;
-        let Ok(msg) = Message::decode(deferred.profile, &deferred.body) else {
-            return;
-        };
-        let Some(response_mti) = msg.mti().response() else {
-            return;
-        };
-        let mut out = BytesMut::with_capacity(256);
-        let codec = FrameCodec::new(deferred.framing);
-        let written = codec.write_frame(&mut out, deferred.tpdu.map(Tpdu::response), |buf| {
-            crate::wire::iso::encode_response(&msg, response_mti, &reply, buf)
-        });
-        if written.is_err() {
-            return;
+        let answer = encode_answer(&deferred, &reply);
+        if answer.is_some() {
+            if let Ok(msg) = Message::decode(deferred.profile, &deferred.body) {
+                metrics.answered(msg.mti(), reply.code, started);
+            }
         }
-        metrics.answered(msg.mti(), reply.code, started);
-        // The connection may have gone meanwhile: then nobody waits.
-        let _ = later.send((out.to_vec(), reply.wait.journal_seq()));
+        // Always one send per deferred request (empty when no answer can
+        // be written), so the connection's count of them stays true. The
+        // connection may have gone meanwhile: then nobody waits.
+        let _ = later.send((answer.unwrap_or_default(), reply.wait.journal_seq()));
     });
+}
+
+/// The terminal's framed answer; `None` when it cannot be written (the
+/// connection's own answer path refuses such frames the same way).
+fn encode_answer(d: &Deferred, reply: &Reply) -> Option<Vec<u8>> {
+    let msg = Message::decode(d.profile, &d.body).ok()?;
+    let response_mti = msg.mti().response()?;
+    let mut out = BytesMut::with_capacity(256);
+    let codec = FrameCodec::new(d.framing);
+    codec
+        .write_frame(&mut out, d.tpdu.map(Tpdu::response), |buf| {
+            crate::wire::iso::encode_response(&msg, response_mti, reply, buf)
+        })
+        .ok()?;
+    Some(out.to_vec())
 }
 
 /// The final reply of a deferred message.
