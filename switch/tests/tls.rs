@@ -483,14 +483,25 @@ async fn an_upstream_link_over_tls_presents_its_client_certificate() {
         });
     })
     .await;
+    // Up once its sign-on is answered, over TLS.
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while issuer.counts().requests_0800_sign_on == 0 {
+    loop {
+        let (_, m) = sw.http_get("/metrics").await;
+        let up = m.lines().any(|l| {
+            l.starts_with("switch_upstream_links_connected{")
+                && l.contains("tls-issuer")
+                && !l.ends_with(" 0")
+        });
+        if up {
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no sign-on over TLS"
+            "no link up over TLS: {m}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(issuer.counts().requests_0800_sign_on, 1);
     let mut c = sw.client().await;
     let r = c.call(&sale(&card(31), 1_000)).await;
     assert_eq!(r.code(), "00", "the issuer's approval, over TLS");

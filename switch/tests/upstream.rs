@@ -15,9 +15,15 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Cards routed to the issuer (the test cards' 7th digit is 2).
 const ROUTED: u64 = 200_000_000;
 
+/// The upstream's name: its port in it, so that the metrics of tests
+/// running beside each other in this process (one registry) stay apart.
+fn name_of(addr: std::net::SocketAddr) -> String {
+    format!("visa-{}", addr.port())
+}
+
 fn upstream(addr: std::net::SocketAddr, timeout_ms: u64) -> UpstreamSettings {
     UpstreamSettings {
-        name: "visa-sim".into(),
+        name: name_of(addr),
         addr: addr.to_string(),
         profile: "ascii".into(),
         length_header: "binary2".into(),
@@ -46,7 +52,7 @@ async fn switch_to(addr: std::net::SocketAddr, timeout_ms: u64) -> TestSwitch {
         c.upstreams.push(upstream(addr, timeout_ms));
         c.routes.push(RouteSettings {
             pan_prefixes: vec!["4111112".into()],
-            upstream: "visa-sim".into(),
+            upstream: name_of(addr),
         });
         c.saf.retry_interval_ms = 100;
         c.saf.retry_interval_max_ms = 400;
@@ -63,13 +69,13 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Waits until the switch has a link up (its metric says so).
-async fn linked(sw: &TestSwitch) {
+async fn linked(sw: &TestSwitch, addr: std::net::SocketAddr) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let (_, body) = sw.http_get("/metrics").await;
         if body.lines().any(|l| {
             l.starts_with("switch_upstream_links_connected{")
-                && l.contains("visa-sim")
+                && l.contains(&format!("\"{}\"", name_of(addr)))
                 && !l.ends_with(" 0")
         }) {
             return;
@@ -83,7 +89,7 @@ async fn linked(sw: &TestSwitch) {
 async fn the_issuers_decision_reaches_the_terminal_with_its_own_stan() {
     let iss = issuer(|_| {}).await;
     let mut sw = switch_to(iss.addr(), 2_000).await;
-    linked(&sw).await;
+    linked(&sw, iss.addr()).await;
     let mut c = sw.client().await;
     sw.clock.advance_ms(5_000);
     let req = preauth(&card(ROUTED + 1), 1_000);
@@ -131,7 +137,7 @@ fn fwd_answer_auth(iss: &IssuerHandle) -> String {
 async fn a_timeout_is_91_and_the_reversal_is_repeated_until_answered() {
     let iss = issuer(|c| c.late = Some((vec![1_313], 3_000))).await;
     let mut sw = switch_to(iss.addr(), 300).await;
-    linked(&sw).await;
+    linked(&sw, iss.addr()).await;
     let mut c = sw.client().await;
     let started = Instant::now();
     let r = c.call(&preauth(&card(ROUTED + 3), 1_313)).await;
@@ -170,7 +176,9 @@ async fn a_timeout_is_91_and_the_reversal_is_repeated_until_answered() {
     loop {
         let (_, m) = sw.http_get("/metrics").await;
         if m.lines().any(|l| {
-            l.starts_with("switch_saf_depth{") && l.contains("visa-sim") && l.ends_with(" 0")
+            l.starts_with("switch_saf_depth{")
+                && l.contains(&format!("\"{}\"", name_of(iss.addr())))
+                && l.ends_with(" 0")
         }) && m.contains("switch_saf_acknowledged_total")
         {
             assert!(
@@ -199,7 +207,7 @@ async fn no_link_is_91_at_once_and_a_repeat_while_upstream_sends_nothing_more() 
     // A slow issuer: the repeat joins the request upstream.
     let iss = issuer(|c| c.latency = issuer::Latency::Fixed(400)).await;
     let mut sw = switch_to(iss.addr(), 2_000).await;
-    linked(&sw).await;
+    linked(&sw, iss.addr()).await;
     let mut c = sw.client().await;
     let first = sale(&card(ROUTED + 5), 1_000);
     c.send_raw(&first.encode()).await;
@@ -217,7 +225,7 @@ async fn no_link_is_91_at_once_and_a_repeat_while_upstream_sends_nothing_more() 
 async fn a_capture_of_an_issuer_payment_is_advised_as_0220_and_survives_a_restart() {
     let iss = issuer(|_| {}).await;
     let mut sw = switch_to(iss.addr(), 1_000).await;
-    linked(&sw).await;
+    linked(&sw, iss.addr()).await;
     let mut c = sw.client().await;
     let auth = preauth(&card(ROUTED + 6), 2_000);
     assert_eq!(c.call(&auth).await.code(), "00");
@@ -260,7 +268,7 @@ async fn a_capture_of_an_issuer_payment_is_advised_as_0220_and_survives_a_restar
         c.upstreams.push(upstream(addr, 1_000));
         c.routes.push(RouteSettings {
             pan_prefixes: vec!["4111112".into()],
-            upstream: "visa-sim".into(),
+            upstream: name_of(addr),
         });
         c.saf.retry_interval_ms = 100;
         c.saf.retry_interval_max_ms = 400;
