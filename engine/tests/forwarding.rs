@@ -575,44 +575,6 @@ mod interleavings {
     }
 }
 
-/// Writes real upstream and payment records as the `journal_records` fuzz
-/// corpus (run with `WRITE_FUZZ_CORPUS=1`; the files are checked in).
-#[test]
-fn write_fuzz_corpus_when_asked() {
-    if std::env::var_os("WRITE_FUZZ_CORPUS").is_none() {
-        return;
-    }
-    let journal = Recorder::default();
-    let e = engine(&journal, &StandIn::default());
-    let (id, _) = forwarded(&e, request(Op::PreAuth, 1, None, VISA));
-    e.apply(
-        Command::Upstream {
-            forward: id,
-            outcome: Outcome::TimedOut,
-        },
-        NOW_MS,
-    );
-    let (id, _) = forwarded(&e, request(Op::Sale, 2, None, VISA));
-    e.apply(
-        Command::Upstream {
-            forward: id,
-            outcome: Outcome::Answered {
-                code: Code::APPROVED,
-                auth_code: Some(*b"ISS009"),
-            },
-        },
-        NOW_MS,
-    );
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/journal_records");
-    std::fs::create_dir_all(&dir).expect("dir");
-    for (i, (_, payload)) in journal.records.lock().expect("lock").iter().enumerate() {
-        std::fs::write(dir.join(format!("record-{i}")), payload).expect("write");
-    }
-    let mut snap = Vec::new();
-    e.encode_snapshot(&mut snap);
-    std::fs::write(dir.join("snapshot"), snap).expect("write");
-}
 
 #[test]
 fn a_snapshot_taken_between_a_payment_and_its_answer_reverses_nothing() {
