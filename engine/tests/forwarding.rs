@@ -575,7 +575,6 @@ mod interleavings {
     }
 }
 
-
 #[test]
 fn a_snapshot_taken_between_a_payment_and_its_answer_reverses_nothing() {
     // The payment names its forward, the forward is still pending and

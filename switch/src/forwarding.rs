@@ -226,11 +226,32 @@ async fn complete(node: &Node, d: &Deferred, mut reply: Reply) -> Reply {
 /// Sends forward `f` once its record is durable, and resumes the engine
 /// with how it ended.
 async fn forward(node: &Node, d: &Deferred, f: ForwardRef, reply: Reply) -> Reply {
+    let terminal = Message::decode(d.profile, &d.body)
+        .ok()
+        .and_then(|m| m.raw(41).and_then(|t| t.try_into().ok()));
+    forward_built(node, f, reply.record_seq, terminal, |wire, buf| {
+        let msg = Message::decode(d.profile, &d.body).map_err(|_| ())?;
+        upstream_request(&msg, f, wire, buf).map_err(|_| ())
+    })
+    .await
+}
+
+/// Sends forward `f` (its record `record_seq`) once that record is
+/// durable, as the message `build` writes for its upstream, and resumes
+/// the engine with how it ended. For any edge: the ISO 8583 listener's
+/// messages, the internal frames' MO/TO requests.
+pub(crate) async fn forward_built(
+    node: &Node,
+    f: ForwardRef,
+    record_seq: u64,
+    terminal: Option<[u8; 8]>,
+    build: impl FnOnce(&UpstreamWire, &mut BytesMut) -> Result<(), ()>,
+) -> Reply {
     let outcome = match node.forwarder.get() {
         None => Outcome::NotSent,
         Some(fw) => {
-            if durable(node, reply.record_seq).await {
-                exchange(fw, d, f).await
+            if durable(node, record_seq).await {
+                exchange(fw, f, terminal, build).await
             } else {
                 Outcome::NotSent
             }
@@ -257,18 +278,19 @@ async fn durable(node: &Node, seq: u64) -> bool {
 }
 
 /// One exchange with the issuer, as an [`Outcome`].
-async fn exchange(fw: &Forwarder, d: &Deferred, f: ForwardRef) -> Outcome {
+async fn exchange(
+    fw: &Forwarder,
+    f: ForwardRef,
+    terminal: Option<[u8; 8]>,
+    build: impl FnOnce(&UpstreamWire, &mut BytesMut) -> Result<(), ()>,
+) -> Outcome {
     let Some(wire) = fw.wires.get(usize::from(f.upstream)) else {
         return Outcome::NotSent;
     };
-    let Ok(msg) = Message::decode(d.profile, &d.body) else {
-        return Outcome::NotSent;
-    };
-    let mut buf = BytesMut::with_capacity(d.body.len() + 32);
-    if upstream_request(&msg, f, wire, &mut buf).is_err() {
+    let mut buf = BytesMut::with_capacity(512);
+    if build(wire, &mut buf).is_err() {
         return Outcome::NotSent;
     }
-    let terminal = msg.raw(41).and_then(|t| t.try_into().ok());
     match fw
         .upstreams
         .exchange(usize::from(f.upstream), f.stan, terminal, buf.freeze())
@@ -333,6 +355,43 @@ pub(crate) fn upstream_request(
     if !f32_written {
         w.field(32, wire.acquirer_id.as_bytes())?;
     }
+    w.finish()?;
+    Ok(())
+}
+
+/// The upstream request of a MO/TO payment taken over internal frames:
+/// built from scratch (F2 and F14 from the request, F22 012 keyed, F25 08
+/// mail or telephone order; no CVV2, which the switch never keeps).
+#[allow(clippy::too_many_arguments, reason = "the fields of one message")]
+pub(crate) fn moto_request(
+    sale: bool,
+    pan: &[u8],
+    expiry_yymm: [u8; 4],
+    amount_minor: u64,
+    currency: u16,
+    terminal: [u8; 8],
+    merchant: [u8; 15],
+    f: ForwardRef,
+    wire: &UpstreamWire,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let mti = Mti::parse(if sale { "0200" } else { "0100" })
+        .unwrap_or_else(|| unreachable!("a valid MTI"));
+    let mut w = MessageWriter::new(buf, wire.profile, mti);
+    w.field(2, pan)?;
+    w.field(3, b"000000")?;
+    w.number(4, amount_minor)?;
+    w.number(7, f.transmission)?;
+    w.number(11, u64::from(f.stan))?;
+    w.field(14, &expiry_yymm)?;
+    w.field(22, b"012")?;
+    w.field(25, b"08")?;
+    if !wire.acquirer_id.is_empty() {
+        w.field(32, wire.acquirer_id.as_bytes())?;
+    }
+    w.field(41, &terminal)?;
+    w.field(42, &merchant)?;
+    w.number(49, u64::from(currency))?;
     w.finish()?;
     Ok(())
 }

@@ -159,6 +159,23 @@ impl Node {
         }
     }
 
+    /// As [`Node::apply_message_here`], except that a routed authorization
+    /// is left waiting for its issuer ([`Wait::Upstream`]) when links are
+    /// configured: the edge sends it (internal frames' MO/TO).
+    pub(crate) fn apply_message_here_or_forward(&self, request: engine::Request<'_>) -> Reply {
+        if self.forwarder.get().is_none() {
+            return self.apply_message_here(request);
+        }
+        let reply = self.apply_message(request);
+        match reply.wait {
+            Wait::Joined(_) => Reply {
+                wait: Wait::Nothing,
+                ..reply
+            },
+            _ => reply,
+        }
+    }
+
     /// Runs `apply` (which applies one command with what the archive
     /// returned so far), again each time the engine asks for a lookup, at
     /// most [`LOOKUPS_PER_REQUEST_MAX`] times. When the archive cannot be

@@ -303,3 +303,73 @@ async fn retry_now(addr: std::net::SocketAddr) -> String {
     s.read_to_string(&mut out).await.expect("read");
     out.lines().next().unwrap_or_default().to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moto_payment_over_internal_frames_goes_to_its_issuer_without_its_cvv2() {
+    let iss = issuer(|_| {}).await;
+    let mut sw = switch_to(iss.addr(), 2_000).await;
+    linked(&sw, iss.addr()).await;
+    let key = switch::KeyAdmin::new(&sw.dir)
+        .create_key(
+            switch::Owner::Merchant("DEMO00000000001".into()),
+            "routing test",
+        )
+        .expect("key");
+    let client = switch_client::Client::connect(sw.frame, &key.client_id, &key.secret)
+        .await
+        .expect("log-in");
+    let pan = card(ROUTED + 7);
+    let reply = client
+        .authorize_moto(&switch_client::MotoPayment {
+            pan: pan.clone(),
+            expiry_yymm: "2812".into(),
+            cvv2: Some("123".into()),
+            merchant_reference: "ORDER-7".into(),
+            currency: 978,
+            amount_minor: 4_200,
+            terminal_id: "DEMO0001".into(),
+            ..switch_client::MotoPayment::default()
+        })
+        .await
+        .expect("answered");
+    assert!(reply.approved(), "{reply:?}");
+    assert_eq!(
+        reply.auth_code.as_deref(),
+        Some("000001"),
+        "the issuer's F38"
+    );
+    assert!(reply.payment_id.is_some());
+    let sent = iss
+        .received()
+        .into_iter()
+        .find(|m| m.mti.as_bytes() == b"0200")
+        .expect("forwarded");
+    assert_eq!(
+        sent.text(2),
+        Some(pan.as_str()),
+        "the card, to its issuer only"
+    );
+    assert_eq!(sent.text(25), Some("08"), "mail or telephone order");
+    assert_eq!(sent.text(14), Some("2812"));
+    assert_eq!(sent.text(4), Some("000000004200"));
+    assert!(
+        sent.fields.iter().all(|(_, v)| v.as_slice() != b"123"),
+        "no CVV2 anywhere: {sent:?}"
+    );
+    // A decline from the issuer is the MO/TO's answer too.
+    iss.set_approve_pct(0);
+    let reply = client
+        .authorize_moto(&switch_client::MotoPayment {
+            pan: card(ROUTED + 8),
+            expiry_yymm: "2812".into(),
+            merchant_reference: "ORDER-8".into(),
+            currency: 978,
+            amount_minor: 4_200,
+            terminal_id: "DEMO0001".into(),
+            ..switch_client::MotoPayment::default()
+        })
+        .await
+        .expect("answered");
+    assert_eq!(reply.code(), "05");
+    sw.stop().await;
+}

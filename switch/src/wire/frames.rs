@@ -70,6 +70,10 @@ pub(crate) struct FrameWire {
     mids: Vec<String>,
     /// Their merchant indexes (reused).
     scope: Vec<u32>,
+    /// Where answers an issuer decides come back to the connection.
+    later: Option<crate::forwarding::Later>,
+    /// The last frame answered was deferred to an issuer.
+    deferred: bool,
 }
 
 impl Wire for FrameWire {
@@ -91,12 +95,17 @@ impl Wire for FrameWire {
     }
 
     fn answer(&mut self, frame: FrameBytes, peer: IpAddr, out: &mut BytesMut) -> Answered {
+        self.deferred = false;
         let (seq, end) = self.answer_frame(&frame, peer, out);
         Answered {
             seq,
             end,
-            deferred: false,
+            deferred: self.deferred && self.later.is_some(),
         }
+    }
+
+    fn set_later(&mut self, later: crate::forwarding::Later) {
+        self.later = Some(later);
     }
 
     fn logged_in(&self) -> bool {
@@ -117,6 +126,8 @@ impl FrameWire {
             client_id: None,
             mids: Vec::new(),
             scope: Vec::new(),
+            later: None,
+            deferred: false,
         }
     }
 
@@ -157,10 +168,84 @@ impl FrameWire {
             ),
             (Some(_), request) => self.act(&request, peer),
         };
+        if let Some(d) = answer.deferred {
+            self.defer(frame, d);
+            return (0, None);
+        }
         metrics::counter!("switch_frame_requests_total", "type" => type_label, "code" => answer.code.as_str())
             .increment(1);
         encode(request_id, &answer, out);
         (answer.seq, end)
+    }
+
+    /// Finishes a MO/TO the engine routed to an issuer on a task of its
+    /// own; its answer comes back through the connection's channel.
+    fn defer(&mut self, frame: &FrameBytes, d: Deferral) {
+        self.deferred = true;
+        let Some(later) = self.later.clone() else {
+            // No way back to the connection (never so once it runs): the
+            // forward ends unsent rather than waiting for ever.
+            self.shared.node.apply(Command::Upstream {
+                forward: d.forward.id,
+                outcome: engine::upstream::Outcome::NotSent,
+            });
+            return;
+        };
+        let node = self.shared.node.clone();
+        let frame = frame.clone();
+        tokio::spawn(async move {
+            let request_id = frame.request_id();
+            let view = frame.frame();
+            let (sale, m) = match Request::parse(&view) {
+                Ok(Request::AuthorizeMoto(m)) => (true, m),
+                Ok(Request::PreauthorizeMoto(m)) => (false, m),
+                _ => {
+                    let _ = later.send((Vec::new(), 0));
+                    return;
+                }
+            };
+            let terminal = terminal_bytes(m.terminal_id);
+            let expiry = m.expiry;
+            let yymm = [
+                b'0' + expiry.year() / 10 % 10,
+                b'0' + expiry.year() % 10,
+                b'0' + expiry.month() / 10 % 10,
+                b'0' + expiry.month() % 10,
+            ];
+            let reply = crate::forwarding::forward_built(
+                &node,
+                d.forward,
+                d.record_seq,
+                Some(terminal),
+                |wire, buf| {
+                    crate::forwarding::moto_request(
+                        sale,
+                        m.pan.expose().as_bytes(),
+                        yymm,
+                        m.amount_minor,
+                        m.currency,
+                        terminal,
+                        d.merchant.id,
+                        d.forward,
+                        wire,
+                        buf,
+                    )
+                    .map_err(|_| ())
+                },
+            )
+            .await;
+            let answer = moto_answer(&node, d.merchant.index, &reply);
+            let label = if sale {
+                "authorize_moto"
+            } else {
+                "preauthorize_moto"
+            };
+            metrics::counter!("switch_frame_requests_total", "type" => label, "code" => answer.code.as_str())
+                .increment(1);
+            let mut out = BytesMut::new();
+            encode(request_id, &answer, &mut out);
+            let _ = later.send((out.to_vec(), answer.seq));
+        });
     }
 
     fn log_in(&mut self, client_id: &str, secret: &[u8], peer: IpAddr) -> (Answer, Option<End>) {
@@ -248,6 +333,17 @@ struct Answer {
     seq: u64,
     /// A status without the payment (a declined MO/TO).
     status: Option<Status>,
+    /// A MO/TO the engine routed to an issuer: answered later (the
+    /// forward, the engine's reply, the merchant's index and F42).
+    deferred: Option<Deferral>,
+}
+
+/// A MO/TO payment waiting for its issuer.
+#[derive(Clone, Copy, Debug)]
+struct Deferral {
+    forward: engine::upstream::ForwardRef,
+    record_seq: u64,
+    merchant: MerchantRef,
 }
 
 impl Answer {
@@ -262,6 +358,7 @@ impl Answer {
             next_cursor: None,
             seq: 0,
             status: None,
+            deferred: None,
         }
     }
 
@@ -426,16 +523,30 @@ fn moto(node: &Node, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
         extras: Some(&extras),
         ..base_request(op, &merchant.id, terminal, m.amount_minor, m.currency, None)
     };
-    let reply = node.apply_message_here(request);
+    let reply = node.apply_message_here_or_forward(request);
+    if let engine::Wait::Upstream(forward) = reply.wait {
+        return Answer {
+            deferred: Some(Deferral {
+                forward,
+                record_seq: reply.record_seq,
+                merchant,
+            }),
+            ..Answer::refusal(Code::UNAVAILABLE, "with the issuer".into())
+        };
+    }
+    moto_answer(node, merchant.index, &reply)
+}
+
+/// The answer to a MO/TO payment the engine decided (itself or with an
+/// issuer).
+fn moto_answer(node: &Node, merchant: u32, reply: &engine::Reply) -> Answer {
     if !reply.code.approved() {
         // A declined MO/TO is answered with its status, not the payment.
         let mut answer = Answer::of(reply.code, None, None, reply.wait.journal_seq());
         answer.status = Some(Status::Declined);
         return answer;
     }
-    let payment = reply
-        .payment_id
-        .and_then(|id| payment(node, merchant.index, id));
+    let payment = reply.payment_id.and_then(|id| payment(node, merchant, id));
     Answer::of(
         reply.code,
         payment,
