@@ -153,7 +153,8 @@ impl Engine {
         }
     }
 
-    /// Capture, refund or reversal of an earlier payment.
+    /// Capture, refund or reversal of an earlier payment; a refund of an
+    /// issuer-decided payment goes to its issuer first.
     pub(crate) fn follow_up(
         &self,
         req: &Request<'_>,
@@ -165,9 +166,41 @@ impl Engine {
             Ok(target) => target,
             Err(not_here) => return not_here.reply(self.rrn_of(req)),
         };
+        if req.op == Op::Refund && target.refund.is_none() {
+            if let Some(reply) = self.forward_refund(req, m, target.payment, now_ms) {
+                return reply;
+            }
+        }
+        self.follow_up_target(req, m, target, None, now_ms)
+    }
+
+    /// A refund its issuer approved, made here with the issuer's F38 (or
+    /// the switch's own when it gave none).
+    pub(crate) fn follow_up_here(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        issuer_auth: Option<[u8; 6]>,
+        now_ms: u64,
+    ) -> Reply {
+        match self.original(req, m, None) {
+            Ok(target) => self.follow_up_target(req, m, target, issuer_auth, now_ms),
+            Err(not_here) => not_here.reply(self.rrn_of(req)),
+        }
+    }
+
+    /// The change of `target` `req` asks for.
+    fn follow_up_target(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        target: Target,
+        issuer_auth: Option<[u8; 6]>,
+        now_ms: u64,
+    ) -> Reply {
         let own = Self::own_key(req, m);
         let rrn = self.rrn_of(req);
-        let fresh_auth = self.assign_auth_code();
+        let fresh_auth = issuer_auth.unwrap_or_else(|| self.assign_auth_code());
         let mut auth_code = fresh_auth;
         let mut advice = None;
         let applied = self.commit_existing(

@@ -59,6 +59,22 @@ impl Engine {
         flag: Option<&'static str>,
         now_ms: u64,
     ) -> Reply {
+        self.forward_made(req, m, upstream, card, flag, None, now_ms)
+    }
+
+    /// [`Engine::forward`], for a refund of `refund_of` too: (its payment,
+    /// and the forwarded authorization as the issuer saw it).
+    #[allow(clippy::too_many_arguments, reason = "one forward's parts")]
+    fn forward_made(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        upstream: u16,
+        card: (codecs::card::CardToken, codecs::card::MaskedPan),
+        flag: Option<&'static str>,
+        refund_of: Option<(u64, (u16, u32, u64))>,
+        now_ms: u64,
+    ) -> Reply {
         let rrn = self.rrn_of(req);
         if !self.upstream.forward_room() {
             metrics::counter!("switch_limit_reached_total", "limit" => "forwards_max").increment(1);
@@ -75,7 +91,8 @@ impl Engine {
             upstream: name.clone(),
             stan,
             transmission,
-            mti: if req.op == Op::Sale { 200 } else { 100 },
+            mti: if req.op == Op::PreAuth { 100 } else { 200 },
+            processing: if req.op == Op::Refund { 20 } else { 0 },
             key: req.key,
             created_ms: now_ms,
             merchant: m,
@@ -91,6 +108,7 @@ impl Engine {
                 content_crc: req.content_crc,
                 flag,
                 extras: req.extras.map(|e| Box::new(e.clone())),
+                refund_of: refund_of.map(|r| r.0),
             })),
         };
         let rec = UpstreamRecord::Forward(pending);
@@ -108,6 +126,7 @@ impl Engine {
                     upstream,
                     stan,
                     transmission,
+                    original: refund_of.map(|r| r.1),
                 }),
                 record_seq: seq,
                 ..Reply::of(Code::UNAVAILABLE, rrn)
@@ -141,6 +160,17 @@ impl Engine {
                     return Reply::of(code, p.rrn);
                 }
             }
+        }
+        if let Some(pid) = making.refund_of {
+            let reply = self.end_refund(&p, &making, pid, outcome, now_ms);
+            last_seq = last_seq.max(reply.record_seq);
+            self.upstream.take_forward(forward);
+            let _ = self.record_upstream(&UpstreamRecord::ForwardDone(forward));
+            return Reply {
+                wait: self.answer_wait(last_seq),
+                record_seq: last_seq,
+                ..reply
+            };
         }
         let (code, auth_code, stood_in) = match outcome {
             Outcome::Answered { code, auth_code } => {
@@ -187,6 +217,94 @@ impl Engine {
             record_seq: last_seq,
             ..reply
         }
+    }
+
+    /// A refund of an issuer-decided payment goes to its issuer, once the
+    /// local rules allow it (amount, currency, status): `None` when the
+    /// payment was decided here.
+    pub(crate) fn forward_refund(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        payment: u64,
+        now_ms: u64,
+    ) -> Option<Reply> {
+        let p = self.state.get(payment)?;
+        let f = p.upstream.as_ref()?;
+        let u = self.routing.index_of(&f.upstream)?;
+        let mut trial = p.clone();
+        if let Err(code) = trial.refund(req.amount_minor, req.currency, now_ms) {
+            return Some(self.refusal(req, code));
+        }
+        let original = (f.mti, f.stan, f.transmission);
+        let card = (p.card_token, p.masked_pan.clone());
+        Some(self.forward_made(req, m, u, card, None, Some((payment, original)), now_ms))
+    }
+
+    /// How a forwarded refund ended: approved by the issuer, the refund is
+    /// made here (as a local one would be, with the issuer's F38 when it
+    /// gives one); else the terminal gets the issuer's code, or 91.
+    fn end_refund(
+        &self,
+        p: &Pending,
+        making: &Making,
+        payment: u64,
+        outcome: Outcome,
+        now_ms: u64,
+    ) -> Reply {
+        let (code, auth_code) = match outcome {
+            Outcome::Answered { code, auth_code } => (code, auth_code),
+            Outcome::TimedOut | Outcome::NotSent => (Code::UNAVAILABLE, None),
+        };
+        let req = Request {
+            op: Op::Refund,
+            key: p.key,
+            repeat: false,
+            content_crc: making.content_crc,
+            merchant_id: &p.merchant_id,
+            terminal_id: making.terminal,
+            pan: None,
+            expiry: None,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+            original: Some(crate::command::OriginalRef::Payment(payment)),
+            replacement_minor: None,
+            channel: crate::command::Channel::Other,
+            eci: None,
+            rrn: Some(p.rrn),
+            extras: None,
+        };
+        let mut reply = if code.approved() {
+            self.follow_up_here(&req, p.merchant, auth_code, now_ms)
+        } else {
+            Reply::of(code, p.rrn)
+        };
+        if code.approved() && !reply.code.approved() {
+            // The issuer refunded, but the refund could not be made here
+            // (the payment changed meanwhile, or memory let it go): the
+            // terminal gets the refusal and the issuer a reversal.
+            reply.wait = Wait::Nothing;
+            if let Ok(seq) = self.queue_saf(
+                self.saf_of_forward(p, SafKind::TimeoutReversal, now_ms),
+                true,
+            ) {
+                reply.record_seq = reply.record_seq.max(seq);
+            }
+        }
+        if let Some(k) = p.key {
+            self.idempotency.store(
+                k,
+                Answer {
+                    code: reply.code,
+                    rrn: reply.rrn,
+                    auth_code: reply.auth_code.filter(|_| reply.code.approved()),
+                    content_crc: making.content_crc,
+                    seq: reply.record_seq,
+                    at_ms: now_ms,
+                },
+            );
+        }
+        reply
     }
 
     /// The payment an issuer (or stand-in) decided, recorded with the
@@ -288,7 +406,7 @@ impl Engine {
             original_stan: p.stan,
             original_transmission: p.transmission,
             forward: p.id,
-            processing: 0,
+            processing: p.processing,
             amount_minor: p.amount_minor,
             currency: p.currency,
             terminal: p.terminal,

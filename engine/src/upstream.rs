@@ -158,6 +158,9 @@ pub struct ForwardRef {
     pub stan: u32,
     /// F7 of the upstream request (MMDDhhmmss as a number).
     pub transmission: u64,
+    /// For a refund: the forwarded authorization it refunds (MTI, the
+    /// switch's F11 and F7 as the issuer saw them), its F90 upstream.
+    pub original: Option<(u16, u32, u64)>,
 }
 
 /// How a forwarded request ended, as the shell saw it.
@@ -282,6 +285,8 @@ pub(crate) struct Making {
     pub(crate) content_crc: u32,
     pub(crate) flag: Option<&'static str>,
     pub(crate) extras: Option<Box<Extras>>,
+    /// A refund's payment (the issuer decides whether it is refunded).
+    pub(crate) refund_of: Option<u64>,
 }
 
 /// An authorization waiting for its issuer.
@@ -297,6 +302,8 @@ pub struct Pending {
     pub transmission: u64,
     /// MTI upstream (100 or 200).
     pub mti: u16,
+    /// F3's first two digits upstream: 00 purchase, 20 refund.
+    pub processing: u8,
     /// The terminal's message key, for repeats and for knowing after a
     /// crash whether its answer was journaled.
     pub key: Option<MessageKey>,
@@ -501,6 +508,7 @@ fn put_pending(o: &mut Out<'_>, p: &Pending) {
     o.u32(p.stan);
     o.u64(p.transmission);
     o.u16(p.mti);
+    o.u8(p.processing);
     match &p.key {
         None => o.u8(0),
         Some(k) => {
@@ -526,6 +534,7 @@ fn get_pending(i: &mut In<'_>) -> Result<Pending, DecodeError> {
     let stan = i.u32()?;
     let transmission = i.u64()?;
     let mti = i.u16()?;
+    let processing = i.u8()?;
     let key = if i.flag()? {
         Some(MessageKey {
             mti: i.u16()?,
@@ -542,6 +551,7 @@ fn get_pending(i: &mut In<'_>) -> Result<Pending, DecodeError> {
         stan,
         transmission,
         mti,
+        processing,
         key,
         created_ms: i.u64()?,
         merchant: i.u32()?,
@@ -767,6 +777,7 @@ mod tests {
             stan: 11,
             transmission: 1_206_135_530,
             mti: 100,
+            processing: 0,
             key: Some(MessageKey {
                 mti: 100,
                 terminal: *b"TERM0001",

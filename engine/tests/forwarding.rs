@@ -612,3 +612,97 @@ fn a_snapshot_taken_between_a_payment_and_its_answer_reverses_nothing() {
     assert_eq!(back.apply(Command::ReverseOrphans, NOW_MS).count, 0);
     assert!(saf(&back).is_empty());
 }
+
+#[test]
+fn a_refund_of_an_issuer_payment_is_the_issuers_to_decide() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, r) = forwarded(&e, request(Op::Sale, 1, None, VISA));
+    let Wait::Upstream(sale) = r.wait else {
+        unreachable!()
+    };
+    let done = e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS005"),
+            },
+        },
+        NOW_MS,
+    );
+    let pid = done.payment_id.expect("id");
+    let original = OriginalRef::Payment(pid);
+    // Local rules first: more than was captured never goes upstream.
+    let mut too_much = request(Op::Refund, 2, Some(original), VISA);
+    too_much.amount_minor = 1_001;
+    let r = e.apply(Command::Message(too_much), NOW_MS);
+    assert!(!matches!(r.wait, Wait::Upstream(_)), "{r:?}");
+    assert!(!r.code.approved());
+    // Declined by the issuer: nothing refunded.
+    let mut refund = request(Op::Refund, 3, Some(original), VISA);
+    refund.amount_minor = 400;
+    let (rid, r) = forwarded(&e, refund);
+    let Wait::Upstream(f) = r.wait else {
+        unreachable!()
+    };
+    assert_eq!(
+        f.original,
+        Some((200, sale.stan, sale.transmission)),
+        "F90 upstream"
+    );
+    let r = e.apply(
+        Command::Upstream {
+            forward: rid,
+            outcome: Outcome::Answered {
+                code: Code(*b"05"),
+                auth_code: None,
+            },
+        },
+        NOW_MS,
+    );
+    assert_eq!(r.code, Code(*b"05"));
+    assert!(payment(&e, pid).refunds.is_empty());
+    // Approved: refunded here, with the issuer's F38.
+    let mut refund = request(Op::Refund, 4, Some(original), VISA);
+    refund.amount_minor = 400;
+    let (rid, _) = forwarded(&e, refund);
+    let r = e.apply(
+        Command::Upstream {
+            forward: rid,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS006"),
+            },
+        },
+        NOW_MS,
+    );
+    assert_eq!((r.code, r.auth_code), (Code::APPROVED, Some(*b"ISS006")));
+    assert_eq!(payment(&e, pid).refunds.len(), 1);
+    // Its repeat gets the same answer.
+    let again = e.apply(
+        Command::Message(Request {
+            repeat: true,
+            amount_minor: 400,
+            ..request(Op::Refund, 4, Some(original), VISA)
+        }),
+        NOW_MS,
+    );
+    assert_eq!((again.code, again.auth_code), (r.code, r.auth_code));
+    // Timed out: 91, and a reversal of the refund request (F3 20).
+    let mut refund = request(Op::Refund, 5, Some(original), VISA);
+    refund.amount_minor = 100;
+    let (rid, _) = forwarded(&e, refund);
+    let r = e.apply(
+        Command::Upstream {
+            forward: rid,
+            outcome: Outcome::TimedOut,
+        },
+        NOW_MS,
+    );
+    assert_eq!(r.code, Code::UNAVAILABLE);
+    let queued = saf(&e);
+    assert_eq!(queued.len(), 1);
+    assert_eq!((queued[0].processing, queued[0].original_mti), (20, 200));
+    assert_eq!(payment(&e, pid).refunds.len(), 1);
+}

@@ -330,10 +330,27 @@ pub(crate) fn upstream_request(
     let mut w = MessageWriter::new(buf, wire.profile, mti);
     let mut scratch = [0u8; BINARY_FIELD_BYTES_MAX];
     let mut f32_written = wire.acquirer_id.is_empty();
+    // A refund names the authorization as the issuer saw it.
+    let f90 = f.original.map(|(mti, stan, transmission)| {
+        let mut out = [b'0'; 42];
+        let head = format!("{mti:04}{stan:06}{transmission:010}");
+        out[..20].copy_from_slice(head.as_bytes());
+        out
+    });
+    let mut f90_written = f90.is_none();
     for (n, raw) in msg.fields() {
         if n > 32 && !f32_written {
             w.field(32, wire.acquirer_id.as_bytes())?;
             f32_written = true;
+        }
+        if n >= 90 && !f90_written {
+            if let Some(v) = &f90 {
+                w.field(90, v)?;
+            }
+            f90_written = true;
+            if n == 90 {
+                continue;
+            }
         }
         match n {
             7 => {
@@ -354,6 +371,9 @@ pub(crate) fn upstream_request(
     }
     if !f32_written {
         w.field(32, wire.acquirer_id.as_bytes())?;
+    }
+    if let (false, Some(v)) = (f90_written, &f90) {
+        w.field(90, v)?;
     }
     w.finish()?;
     Ok(())

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{capture, card, preauth, sale, TestSwitch};
+use common::{capture, card, preauth, refund, sale, TestSwitch};
 use loadgen::issuer::{self, IssuerConfig, IssuerHandle};
 use switch::{RouteSettings, UpstreamSettings};
 use tokio::time::Instant;
@@ -371,5 +371,39 @@ async fn a_moto_payment_over_internal_frames_goes_to_its_issuer_without_its_cvv2
         .await
         .expect("answered");
     assert_eq!(reply.code(), "05");
+    sw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_of_an_issuer_sale_goes_to_the_issuer_naming_the_sale_as_it_saw_it() {
+    let iss = issuer(|_| {}).await;
+    let mut sw = switch_to(iss.addr(), 2_000).await;
+    linked(&sw, iss.addr()).await;
+    let mut c = sw.client().await;
+    let s = sale(&card(ROUTED + 9), 3_000);
+    assert_eq!(c.call(&s).await.code(), "00");
+    let r = c.call(&refund(&s, 1_000)).await;
+    assert_eq!(r.code(), "00", "the issuer approved the refund");
+    let got = iss.received();
+    let fwd_sale = got
+        .iter()
+        .find(|m| m.mti.as_bytes() == b"0200" && m.text(3) == Some("000000"))
+        .expect("the sale upstream");
+    let fwd_refund = got
+        .iter()
+        .find(|m| m.mti.as_bytes() == b"0200" && m.text(3) == Some("200000"))
+        .expect("the refund upstream");
+    let f90 = fwd_refund.text(90).expect("F90");
+    assert_eq!(&f90[..4], "0200");
+    assert_eq!(
+        Some(&f90[4..10]),
+        fwd_sale.text(11),
+        "the switch's F11 of the sale"
+    );
+    assert_eq!(Some(&f90[10..20]), fwd_sale.text(7));
+    assert_eq!(fwd_refund.text(4), Some("000000001000"));
+    // Declined by the issuer: the terminal gets its code.
+    iss.set_approve_pct(0);
+    assert_eq!(c.call(&refund(&s, 500)).await.code(), "05");
     sw.stop().await;
 }
