@@ -237,7 +237,7 @@ impl Engine {
             return Some(self.refusal(req, code));
         }
         let original = (f.mti, f.stan, f.transmission);
-        let card = (p.card_token, p.masked_pan.clone());
+        let card = (p.card_token, p.masked_pan);
         Some(self.forward_made(req, m, u, card, None, Some((payment, original)), now_ms))
     }
 
