@@ -104,7 +104,6 @@ impl Engine {
             timers: Mutex::new(Holds::default()),
             idempotency_window_ms: settings.idempotency_window_ms,
             upstream: crate::upstream::UpstreamState::new(
-                settings.routing.upstreams.len(),
                 settings.forwards_max,
                 settings.saf_max,
                 now_ms,

@@ -84,7 +84,7 @@ impl Engine {
             return Reply::of(Code::UNAVAILABLE, rrn);
         };
         let id = self.upstream.next_id();
-        let stan = self.upstream.next_stan(usize::from(upstream));
+        let stan = self.upstream.next_stan();
         let transmission = transmission_of(now_ms);
         let pending = Pending {
             id,
@@ -394,12 +394,11 @@ impl Engine {
 
     /// A SAF entry for forward `p`.
     fn saf_of_forward(&self, p: &Pending, kind: SafKind, now_ms: u64) -> SafEntry {
-        let u = self.routing.index_of(&p.upstream).unwrap_or(0);
         SafEntry {
             id: self.upstream.next_id(),
             kind,
             upstream: p.upstream.clone(),
-            stan: self.upstream.next_stan(usize::from(u)),
+            stan: self.upstream.next_stan(),
             transmission: transmission_of(now_ms),
             created_ms: now_ms,
             original_mti: p.mti,
@@ -431,12 +430,11 @@ impl Engine {
             Op::Reversal => SafKind::Reversal,
             _ => return None,
         };
-        let u = self.routing.index_of(&f.upstream).unwrap_or(0);
         Some(SafEntry {
             id: self.upstream.next_id(),
             kind,
             upstream: f.upstream.clone(),
-            stan: self.upstream.next_stan(usize::from(u)),
+            stan: self.upstream.next_stan(),
             transmission: transmission_of(now_ms),
             created_ms: now_ms,
             original_mti: f.mti,

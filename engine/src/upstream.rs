@@ -11,7 +11,7 @@
 //! reversal ([`crate::Engine::reverse_orphans`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use codecs::card::{CardToken, MaskedPan};
@@ -341,8 +341,6 @@ pub enum UpstreamRecord {
 pub(crate) struct UpstreamState {
     forwards: Mutex<Forwards>,
     saf: Mutex<BTreeMap<u64, SafEntry>>,
-    /// Next F11 per upstream.
-    stans: Vec<AtomicU32>,
     /// Next forward or SAF id.
     next_id: AtomicU64,
     pub(crate) forwards_max: usize,
@@ -358,12 +356,10 @@ struct Forwards {
 impl UpstreamState {
     /// Empty tables for `upstreams` hosts; F11s and ids seeded by `now_ms`
     /// so a restart does not reuse the last life's.
-    pub(crate) fn new(upstreams: usize, forwards_max: usize, saf_max: usize, now_ms: u64) -> Self {
-        let seed = ((now_ms / 1000) % 900_000) as u32 + 1;
+    pub(crate) fn new(forwards_max: usize, saf_max: usize, now_ms: u64) -> Self {
         UpstreamState {
             forwards: Mutex::new(Forwards::default()),
             saf: Mutex::new(BTreeMap::new()),
-            stans: (0..upstreams).map(|_| AtomicU32::new(seed)).collect(),
             next_id: AtomicU64::new(now_ms.saturating_mul(1_000).max(1)),
             forwards_max,
             saf_max,
@@ -375,14 +371,16 @@ impl UpstreamState {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A fresh F11 for upstream `u`: 1..=999,999, cycling; unique among
-    /// the requests in flight as long as fewer than 999,999 are.
-    pub(crate) fn next_stan(&self, u: usize) -> u32 {
-        let Some(c) = self.stans.get(u) else {
-            return 1;
-        };
-        let n = c.fetch_add(1, Ordering::Relaxed);
-        n % 999_999 + 1
+    /// A fresh F11 for any upstream: 1..=999,999, from the id counter,
+    /// which is seeded with the millisecond times 1,000. Within a life it
+    /// cycles (unique among the requests in flight while fewer than
+    /// 999,999 are); across a quick restart it does not restart where the
+    /// last life began: a seed per second did, and a switch killed and
+    /// started within the second sent the same F11 and F7 as its last
+    /// life (found by tests/crash_upstream.rs), which an issuer takes for
+    /// a duplicate and a reversal cannot tell apart.
+    pub(crate) fn next_stan(&self) -> u32 {
+        (self.next_id() % 999_999) as u32 + 1
     }
 
     fn forwards(&self) -> std::sync::MutexGuard<'_, Forwards> {

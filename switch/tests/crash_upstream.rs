@@ -1,0 +1,165 @@
+//! Crash tests of forwarding (`../shared/upstream.md`, "Crash"): the
+//! switch process is killed (-9) while authorizations are with the issuer,
+//! restarted on the same data directory, and every forwarded request whose
+//! answer never reached the terminal is reversed at the issuer (0420, F90
+//! the request as the issuer saw it, F48.21 4021), and no request whose
+//! answer did reach it is. Then the SAF empties.
+//!
+//! Rounds: `SWITCH_CRASH_UPSTREAM_RUNS` (10 by default, about 4 s);
+//! a longer series sets it higher (20 rounds ran in 7.9 s).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use loadgen::issuer::{self, IssuerConfig, Latency};
+
+/// Rounds unless `SWITCH_CRASH_UPSTREAM_RUNS` says otherwise.
+const RUNS_DEFAULT: u64 = 10;
+/// Sales in flight at the issuer when the switch is killed, per round.
+const IN_FLIGHT: u64 = 6;
+/// How long the issuer holds them: far past the kill.
+const HELD_MS: u64 = 30_000;
+/// Bound on the reversals arriving after the restart.
+const REVERSALS_BOUND: Duration = Duration::from_secs(20);
+
+/// A forwarded request as the issuer saw it: (F11, F7).
+type Seen = (String, String);
+
+fn forwarded_sales(iss: &issuer::IssuerHandle) -> BTreeSet<Seen> {
+    iss.received()
+        .iter()
+        .filter(|m| m.mti.as_bytes() == b"0200")
+        .filter_map(|m| Some((m.text(11)?.to_owned(), m.text(7)?.to_owned())))
+        .collect()
+}
+
+/// The requests reversed so far, by F90's F11 and F7; and whether every
+/// reversal said "timeout" (F48.21 4021) and named an 0200.
+fn reversed(iss: &issuer::IssuerHandle) -> (BTreeSet<Seen>, bool) {
+    let mut all_ok = true;
+    let set = iss
+        .received()
+        .iter()
+        .filter(|m| matches!(m.mti.as_bytes(), b"0420" | b"0421"))
+        .filter_map(|m| {
+            all_ok &= m.text(48) == Some("21044021");
+            let f90 = m.text(90)?;
+            all_ok &= f90.starts_with("0200");
+            Some((f90.get(4..10)?.to_owned(), f90.get(10..20)?.to_owned()))
+        })
+        .collect();
+    (set, all_ok)
+}
+
+fn config_for(issuer: std::net::SocketAddr) -> toml::Table {
+    let mut config = default_config();
+    let upstream: toml::Table = toml::toml! {
+        name = "crash-issuer"
+        timeout_ms = 60000
+        connections = 1
+        echo_interval_s = 0
+    };
+    let mut upstream = upstream;
+    upstream.insert("addr".into(), issuer.to_string().into());
+    config.insert(
+        "upstreams".into(),
+        toml::Value::Array(vec![upstream.into()]),
+    );
+    let route: toml::Table = toml::toml! {
+        pan_prefixes = ["4111112"]
+        upstream = "crash-issuer"
+    };
+    config.insert("routes".into(), toml::Value::Array(vec![route.into()]));
+    let saf: toml::Table = toml::toml! {
+        retry_interval_ms = 100
+        retry_interval_max_ms = 400
+    };
+    config.insert("saf".into(), saf.into());
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_in_flight_at_a_kill_9_are_reversed_after_the_restart() {
+    let runs = env_number("SWITCH_CRASH_UPSTREAM_RUNS", RUNS_DEFAULT) as usize;
+    let iss = issuer::start(IssuerConfig::default())
+        .await
+        .expect("issuer simulator");
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let config_path = dir.join("switch.toml");
+    write_config(&config_for(iss.addr()), &config_path);
+    let launch = Launch {
+        dir: &dir,
+        config: Some(&config_path),
+        logs: &dir,
+        log_level: "info",
+    };
+    let mut answered: BTreeSet<Seen> = BTreeSet::new();
+    let mut seed = 0;
+    for run in 0..runs {
+        iss.set_latency(Latency::Fixed(0));
+        let (mut p, mut client) = launch.start(&format!("life-{run}")).await;
+        p.wait_metric("switch_upstream_links_connected", TIMEOUT, |v| v >= 1.0)
+            .await;
+        // One answered before the kill: never to be reversed.
+        let before = forwarded_sales(&iss);
+        seed += 1;
+        let r = client
+            .call(&sale(&card(200_000_000 + run as u64 * 100 + seed), 1_000))
+            .await;
+        assert_eq!(r.code(), "00", "round {run}");
+        let after: BTreeSet<Seen> = forwarded_sales(&iss).difference(&before).cloned().collect();
+        assert_eq!(
+            after.len(),
+            1,
+            "{:?} {:?}",
+            iss.counts(),
+            iss.received().last()
+        );
+        answered.extend(after);
+        // Then sales the issuer holds, and the kill while it does.
+        iss.set_latency(Latency::Fixed(HELD_MS));
+        let before = forwarded_sales(&iss);
+        for i in 0..IN_FLIGHT {
+            let s = sale(&card(200_000_000 + run as u64 * 100 + 10 + i), 2_000 + i);
+            client.send_raw(&s.encode()).await;
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        while forwarded_sales(&iss).len() < before.len() + IN_FLIGHT as usize {
+            assert!(Instant::now() < deadline, "round {run}: not all forwarded");
+            tokio::time::sleep(POLL_PAUSE).await;
+        }
+        p.kill9();
+        let held: BTreeSet<Seen> = forwarded_sales(&iss).difference(&before).cloned().collect();
+        // The issuer goes on answering at once; what it holds from the
+        // killed life is answered to nobody (the link is gone).
+        iss.disconnect_all();
+        iss.set_latency(Latency::Fixed(0));
+        let (mut p, _client) = launch.start(&format!("after-{run}")).await;
+        let deadline = Instant::now() + REVERSALS_BOUND;
+        loop {
+            let (rev, ok) = reversed(&iss);
+            assert!(ok, "round {run}: a reversal without 4021 or of another MTI");
+            if held.is_subset(&rev) {
+                assert!(
+                    rev.is_disjoint(&answered),
+                    "round {run}: an answered sale was reversed"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {run}: reversed {rev:?}, in flight at the kill {held:?}; see {}",
+                p.log.display()
+            );
+            tokio::time::sleep(POLL_PAUSE).await;
+        }
+        p.wait_metric("switch_saf_depth", TIMEOUT, |v| v == 0.0)
+            .await;
+        p.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
