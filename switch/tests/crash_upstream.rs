@@ -163,3 +163,61 @@ async fn forwards_in_flight_at_a_kill_9_are_reversed_after_the_restart() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advices_queued_before_a_kill_9_are_delivered_after_the_restart() {
+    let iss = issuer::start(IssuerConfig::default())
+        .await
+        .expect("issuer simulator");
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let config_path = dir.join("switch.toml");
+    write_config(&config_for(iss.addr()), &config_path);
+    let launch = Launch {
+        dir: &dir,
+        config: Some(&config_path),
+        logs: &dir,
+        log_level: "info",
+    };
+    let (mut p, mut client) = launch.start("first").await;
+    p.wait_metric("switch_upstream_links_connected", TIMEOUT, |v| v >= 1.0)
+        .await;
+    let auths: Vec<Req> = (0..4)
+        .map(|i| preauth(&card(200_000_500 + i), 1_000))
+        .collect();
+    for a in &auths {
+        assert_eq!(client.call(a).await.code(), "00");
+    }
+    // The issuer goes away: captures are answered here, advices wait.
+    iss.stop_listening().await;
+    iss.disconnect_all();
+    for a in &auths {
+        assert_eq!(client.call(&capture(a, 900)).await.code(), "00");
+    }
+    p.wait_metric("switch_saf_depth", TIMEOUT, |v| v == 4.0)
+        .await;
+    p.kill9();
+    iss.resume_listening().await.expect("listening again");
+    let (mut p, _client) = launch.start("second").await;
+    p.wait_metric("switch_saf_depth", TIMEOUT, |v| v == 0.0)
+        .await;
+    let advised: BTreeSet<String> = iss
+        .received()
+        .iter()
+        .filter(|m| matches!(m.mti.as_bytes(), b"0220" | b"0221"))
+        .filter_map(|m| m.text(90).map(str::to_owned))
+        .collect();
+    let authorized: BTreeSet<String> = iss
+        .received()
+        .iter()
+        .filter(|m| m.mti.as_bytes() == b"0100")
+        .filter_map(|m| Some(format!("0100{}{}", m.text(11)?, m.text(7)?)))
+        .collect();
+    let advised_heads: BTreeSet<String> = advised.iter().map(|f| f[..20].to_owned()).collect();
+    assert_eq!(
+        advised_heads, authorized,
+        "one advice per capture, naming its authorization"
+    );
+    p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -407,3 +407,112 @@ async fn a_refund_of_an_issuer_sale_goes_to_the_issuer_naming_the_sale_as_it_saw
     assert_eq!(c.call(&refund(&s, 500)).await.code(), "05");
     sw.stop().await;
 }
+
+/// The independent issuer (`tests/pyiso/issuer.py`, on pyiso8583), killed
+/// when dropped.
+struct PyIssuer(std::process::Child);
+
+impl Drop for PyIssuer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyiso8583_as_an_independent_issuer_signs_on_and_approves_through_the_switch() {
+    use std::io::BufRead;
+    let usable = std::process::Command::new("python3")
+        .args(["-c", "import iso8583"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !usable {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "pyiso8583 must be installed in CI (scripts/install-test-deps.sh)"
+        );
+        eprintln!("skipped: python3 with pyiso8583 not available here");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyiso/issuer.py");
+    let mut child = std::process::Command::new("python3")
+        .args([script, "127.0.0.1:0", "default", "binary2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let _guard = PyIssuer(child);
+    let port: u16 = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the port line");
+        line.trim().parse().expect("a port")
+    })
+    .await
+    .expect("read");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let mut sw = TestSwitch::start_with(|c| {
+        let mut u = upstream(addr, 2_000);
+        u.sign_on = true;
+        c.upstreams.push(u);
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: name_of(addr),
+        });
+    })
+    .await;
+    // Up only once pyiso8583's 0810 to the sign-on was read.
+    linked(&sw, addr).await;
+    let mut c = sw.client().await;
+    let r = c.call(&sale(&card(ROUTED + 40), 1_000)).await;
+    assert_eq!(r.code(), "00", "approved by the independent issuer");
+    assert_eq!(r.text(38).len(), 6, "its F38");
+    let auth = preauth(&card(ROUTED + 41), 2_000);
+    assert_eq!(c.call(&auth).await.code(), "00");
+    sw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stand_in_approves_within_its_limit_and_advises_the_issuer_with_0120() {
+    let iss = issuer(|c| c.silent_amounts = vec![1_500, 9_000]).await;
+    let addr = iss.addr();
+    let mut sw = TestSwitch::start_with(|c| {
+        c.upstreams.push(upstream(addr, 300));
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: name_of(addr),
+        });
+        c.stand_in.enabled = true;
+        c.stand_in.amount_max_minor.insert("978".into(), 5_000);
+        c.saf.retry_interval_ms = 100;
+        c.saf.retry_interval_max_ms = 400;
+    })
+    .await;
+    linked(&sw, addr).await;
+    let mut c = sw.client().await;
+    let r = c.call(&sale(&card(ROUTED + 50), 1_500)).await;
+    assert_eq!(r.code(), "00", "stood in: within 50.00 EUR");
+    let f38 = r.text(38);
+    assert_eq!(f38.len(), 6);
+    assert_eq!(
+        c.call(&sale(&card(ROUTED + 51), 9_000)).await.code(),
+        "91",
+        "above it"
+    );
+    // The issuer is told: an 0120 with the switch's F38 and F39 00 (silent
+    // for that amount, the advice is repeated as 0121 until it answers).
+    iss.set_silent_amounts(Vec::new());
+    until("the 0120 advice answered", || {
+        iss.received().iter().any(|m| {
+            matches!(m.mti.as_bytes(), b"0120" | b"0121")
+                && m.text(38) == Some(f38.as_str())
+                && m.text(39) == Some("00")
+        })
+    })
+    .await;
+    let (_, m) = sw.http_get("/metrics").await;
+    assert!(m.contains("switch_upstream_stand_in_total"), "counted");
+    sw.stop().await;
+}
