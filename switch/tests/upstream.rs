@@ -190,6 +190,13 @@ async fn a_timeout_is_91_and_the_reversal_is_repeated_until_answered() {
         assert!(Instant::now() < deadline, "SAF not emptied: {m}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The late answer never reached the terminal: nothing after its 91.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), c.recv())
+            .await
+            .is_err(),
+        "an answer after the 91"
+    );
     sw.stop().await;
 }
 
@@ -514,5 +521,40 @@ async fn stand_in_approves_within_its_limit_and_advises_the_issuer_with_0120() {
     .await;
     let (_, m) = sw.http_get("/metrics").await;
     assert!(m.contains("switch_upstream_stand_in_total"), "counted");
+    sw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_in_flight_limit_requests_wait_for_room_instead_of_failing() {
+    let iss = issuer(|c| c.latency = issuer::Latency::Fixed(200)).await;
+    let addr = iss.addr();
+    let mut sw = TestSwitch::start_with(|c| {
+        let mut u = upstream(addr, 2_000);
+        u.connections = 1;
+        u.inflight_per_link_max = 2;
+        c.upstreams.push(u);
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: name_of(addr),
+        });
+    })
+    .await;
+    linked(&sw, addr).await;
+    let mut c = sw.client().await;
+    for i in 0..6 {
+        c.send_raw(&sale(&card(ROUTED + 60 + i), 1_000).encode())
+            .await;
+    }
+    let mut most = 0;
+    let mut codes = Vec::new();
+    while codes.len() < 6 {
+        most = most.max(iss.counts().pending_answers);
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(10), c.recv()).await {
+            codes.push(r.expect("answer").code());
+        }
+    }
+    assert!(codes.iter().all(|c| c == "00"), "{codes:?}");
+    assert!(most <= 2, "{most} in flight on a link of 2");
+    assert_eq!(iss.counts().requests_0200, 6);
     sw.stop().await;
 }
