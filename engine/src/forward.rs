@@ -16,7 +16,7 @@ use crate::idempotency::Answer;
 use crate::lifecycle::{Payment, Status};
 use crate::state::OriginalKey;
 use crate::upstream::{
-    transmission_of, ForwardRef, Forwarded, Making, Outcome, Pending, SafEntry, SafKind,
+    transmission_of, ForwardOp, ForwardRef, Forwarded, Making, Outcome, Pending, SafEntry, SafKind,
     UpstreamRecord, RECORD_UPSTREAM,
 };
 
@@ -102,7 +102,11 @@ impl Engine {
             currency: req.currency,
             rrn,
             making: Some(Box::new(Making {
-                op: req.op,
+                op: match req.op {
+                    Op::PreAuth => ForwardOp::PreAuth,
+                    Op::Refund => ForwardOp::Refund,
+                    _ => ForwardOp::Sale,
+                },
                 terminal: req.terminal_id,
                 card,
                 content_crc: req.content_crc,
@@ -318,8 +322,13 @@ impl Engine {
         stood_in: bool,
         now_ms: u64,
     ) -> Reply {
+        let op = match making.op {
+            ForwardOp::PreAuth => Op::PreAuth,
+            ForwardOp::Sale => Op::Sale,
+            ForwardOp::Refund => Op::Refund,
+        };
         let req = Request {
-            op: making.op,
+            op,
             key: p.key,
             repeat: false,
             content_crc: making.content_crc,
@@ -340,7 +349,7 @@ impl Engine {
         let auth = auth_code.unwrap_or([b' '; 6]);
         let mut payment =
             self.new_payment(&req, p.merchant, code, making.card, (auth, p.rrn), now_ms);
-        payment.record(making.op.operation(), p.amount_minor, now_ms, code);
+        payment.record(op.operation(), p.amount_minor, now_ms, code);
         if let Some(reason) = making.flag {
             payment.flag(reason, now_ms);
         }

@@ -22,6 +22,7 @@
 
 mod authorize;
 mod backoffice;
+mod bytes;
 pub mod code;
 pub mod command;
 mod commit;

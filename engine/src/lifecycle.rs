@@ -168,7 +168,25 @@ pub struct Payment {
     pub journal_seq: u64,
     /// For a payment an issuer decided (or the switch in its stead): how
     /// it was forwarded, for the advices of its captures and reversals.
-    pub upstream: Option<Box<crate::upstream::Forwarded>>,
+    pub upstream: Option<Box<Forwarded>>,
+}
+
+/// What the shell sends for a forwarded authorization, and what a payment
+/// an issuer decided remembers of it (F90 of its advices).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The pending forward's id.
+    pub forward: u64,
+    /// The upstream's name.
+    pub upstream: String,
+    /// The switch's F11 on the upstream request.
+    pub stan: u32,
+    /// F7 of the upstream request (MMDDhhmmss as a number).
+    pub transmission: u64,
+    /// MTI of the upstream request (100 or 200).
+    pub mti: u16,
+    /// Whether the switch approved in the issuer's stead (stand-in).
+    pub stood_in: bool,
 }
 
 /// Most cart lines kept per payment.

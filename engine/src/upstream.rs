@@ -16,11 +16,10 @@ use std::sync::{Mutex, PoisonError};
 
 use codecs::card::{CardToken, MaskedPan};
 
+use crate::bytes::{DecodeError, In, Out};
 use crate::code::Code;
-use crate::command::Op;
 use crate::idempotency::MessageKey;
 use crate::lifecycle::Extras;
-use crate::record::{DecodeError, In, Out};
 
 /// Record type of a change of the upstream tables.
 pub const RECORD_UPSTREAM: u8 = 2;
@@ -128,23 +127,7 @@ impl StandIn {
     }
 }
 
-/// What the shell sends for a forwarded authorization, and what a payment
-/// an issuer decided remembers of it (F90 of its advices).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Forwarded {
-    /// The pending forward's id.
-    pub forward: u64,
-    /// The upstream's name.
-    pub upstream: String,
-    /// The switch's F11 on the upstream request.
-    pub stan: u32,
-    /// F7 of the upstream request (MMDDhhmmss as a number).
-    pub transmission: u64,
-    /// MTI of the upstream request (100 or 200).
-    pub mti: u16,
-    /// Whether the switch approved in the issuer's stead (stand-in).
-    pub stood_in: bool,
-}
+pub use crate::lifecycle::Forwarded;
 
 /// What the shell needs to send a forward: the reply's
 /// [`crate::Wait::Upstream`].
@@ -275,11 +258,22 @@ pub struct SafEntry {
     pub code: Code,
 }
 
+/// What a forward asks of the issuer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ForwardOp {
+    /// Pre-authorization (0100).
+    PreAuth,
+    /// Sale (0200, F3 00).
+    Sale,
+    /// Refund (0200, F3 20).
+    Refund,
+}
+
 /// What making the payment of a forward needs, in memory only (a forward
 /// replayed after a crash is reversed, never completed).
 #[derive(Clone, Debug)]
 pub(crate) struct Making {
-    pub(crate) op: Op,
+    pub(crate) op: ForwardOp,
     pub(crate) terminal: [u8; 8],
     pub(crate) card: (CardToken, MaskedPan),
     pub(crate) content_crc: u32,

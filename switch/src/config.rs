@@ -44,7 +44,7 @@ pub enum ConfigError {
     },
 }
 
-pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         problem: problem.into(),
@@ -515,6 +515,7 @@ impl Config {
             &self.stand_in,
             &self.saf,
         )
+        .map_err(|r| invalid(r.key, r.problem))
     }
 
     /// Every numeric key within its range: a table, checked in order.

@@ -276,7 +276,7 @@ pub async fn start_on(
         _dir_lock: dir_lock,
     };
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
-    if let Some(fw) = forwarding::Forwarder::start(
+    if let Some(fw) = upstream::Forwarder::start(
         &config,
         engine.clock.clone(),
         cancel.clone(),

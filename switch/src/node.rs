@@ -40,7 +40,7 @@ pub(crate) struct Node {
     pub(crate) pressure: crate::net::Pressure,
     /// The links to issuer hosts; unset without `[[upstreams]]` (every
     /// forward then ends as never sent).
-    pub(crate) forwarder: std::sync::OnceLock<std::sync::Arc<crate::forwarding::Forwarder>>,
+    pub(crate) forwarder: std::sync::OnceLock<std::sync::Arc<crate::upstream::Forwarder>>,
     /// Per merchant (by index), how long after creation a hold ends
     /// (auto-capture, else the hold period), ms.
     hold_periods_ms: Vec<u64>,

@@ -8,7 +8,20 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{invalid, ConfigError};
+/// A refused key and why: the configuration's error names them.
+pub(crate) struct Refusal {
+    /// The key, dotted.
+    pub(crate) key: String,
+    /// What is wrong.
+    pub(crate) problem: String,
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Refusal {
+    Refusal {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
 
 /// Most upstreams a configuration may name.
 pub(crate) const UPSTREAMS_MAX: usize = 64;
@@ -160,7 +173,7 @@ pub(crate) fn validate(
     routing: &RoutingSettings,
     stand_in: &StandInSettings,
     saf: &SafSettings,
-) -> Result<(), ConfigError> {
+) -> Result<(), Refusal> {
     if upstreams.len() > UPSTREAMS_MAX {
         return Err(invalid("upstreams", format!("more than {UPSTREAMS_MAX}")));
     }
@@ -357,7 +370,7 @@ pub(crate) fn stand_in(s: &StandInSettings) -> engine::upstream::StandIn {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
+    use crate::Config;
 
     const BASE: &str = "[listeners]\niso_addr = \"127.0.0.1:0\"\nframe_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ndata_dir = \"/tmp/x\"\n";
 

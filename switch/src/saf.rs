@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::forwarding::{Forwarder, UpstreamWire};
 use crate::node::Node;
 use crate::ratelog::warn_limited;
+use crate::upstream::{Forwarder, UpstreamWire};
 
 /// How often the queue is looked at.
 const SAF_TICK: Duration = Duration::from_millis(100);

@@ -8,6 +8,12 @@ use bytes::BytesMut;
 
 use crate::net::End;
 
+/// A deferred answer for a connection: its framed bytes and the journal
+/// sequence it waits for (0: none). Each connection holds at most
+/// `limits.inflight_per_connection_max` requests unanswered, deferred
+/// ones included, so its channel holds at most that many.
+pub(crate) type Later = tokio::sync::mpsc::UnboundedSender<(Vec<u8>, u64)>;
+
 /// What answering one frame produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Answered {
@@ -17,7 +23,7 @@ pub(crate) struct Answered {
     /// instead of one).
     pub(crate) end: Option<End>,
     /// Nothing written now: the answer comes later through the
-    /// connection's [`crate::forwarding::Later`] (an issuer has it).
+    /// connection's [`Later`] (an issuer has it).
     pub(crate) deferred: bool,
 }
 
@@ -44,7 +50,7 @@ pub(crate) trait Wire: Send + 'static {
     fn answer(&mut self, frame: Self::Frame, peer: IpAddr, out: &mut BytesMut) -> Answered;
 
     /// Gives the wire the channel its deferred answers go back through.
-    fn set_later(&mut self, _later: crate::forwarding::Later) {}
+    fn set_later(&mut self, _later: Later) {}
 
     /// Whether the log-in deadline no longer applies.
     fn logged_in(&self) -> bool {

@@ -11,9 +11,12 @@
 //! own slot in the link's in-flight map (`inflight`), woken by the link's
 //! reader (`links`).
 
+mod forwarder;
 mod inflight;
 mod links;
 mod network;
+
+pub(crate) use forwarder::{Forwarder, UpstreamWire};
 #[cfg(test)]
 mod tests;
 

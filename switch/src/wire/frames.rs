@@ -71,7 +71,7 @@ pub(crate) struct FrameWire {
     /// Their merchant indexes (reused).
     scope: Vec<u32>,
     /// Where answers an issuer decides come back to the connection.
-    later: Option<crate::forwarding::Later>,
+    later: Option<crate::net::Later>,
     /// The last frame answered was deferred to an issuer.
     deferred: bool,
 }
@@ -104,7 +104,7 @@ impl Wire for FrameWire {
         }
     }
 
-    fn set_later(&mut self, later: crate::forwarding::Later) {
+    fn set_later(&mut self, later: crate::net::Later) {
         self.later = Some(later);
     }
 

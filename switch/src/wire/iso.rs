@@ -4,6 +4,10 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::upstream::ForwardRef;
 
 use bytes::BytesMut;
 use codecs::card::Pan;
@@ -39,7 +43,7 @@ pub(crate) struct IsoWire {
     /// Length-prefix framing.
     codec: FrameCodec,
     /// Where answers an issuer decides come back to the connection.
-    later: Option<crate::forwarding::Later>,
+    later: Option<crate::net::Later>,
 }
 
 impl IsoWire {
@@ -85,7 +89,7 @@ impl Wire for IsoWire {
                 deferred: false,
             },
             Ok(Handled::Later(reply)) => {
-                let deferred = crate::forwarding::Deferred {
+                let deferred = Deferred {
                     body: frame.body,
                     tpdu: frame.tpdu,
                     profile: sh.profile,
@@ -93,7 +97,7 @@ impl Wire for IsoWire {
                 };
                 match &self.later {
                     Some(later) => {
-                        crate::forwarding::spawn(
+                        spawn_deferred(
                             sh.node.clone(),
                             sh.metrics.clone(),
                             deferred,
@@ -125,7 +129,7 @@ impl Wire for IsoWire {
         }
     }
 
-    fn set_later(&mut self, later: crate::forwarding::Later) {
+    fn set_later(&mut self, later: crate::net::Later) {
         self.later = Some(later);
     }
 
@@ -490,4 +494,119 @@ pub(crate) fn encode_response(
     }
     w.finish()?;
     Ok(())
+}
+
+// A message the engine routed to an issuer (`Wait::Upstream`), or a
+// repeat of one still there (`Wait::Joined`), is finished on a task of
+// its own; its answer goes back to the connection through its `Later`.
+
+/// How often a repeat joined to a forward looks whether it ended.
+const JOIN_POLL: Duration = Duration::from_millis(5);
+/// Longest wait of a repeat for the forward it joined, past the
+/// upstream's timeout (the forward's own task ends it by then).
+const JOIN_SLACK: Duration = Duration::from_secs(1);
+
+/// What answering a deferred message needs from its ISO connection.
+pub(crate) struct Deferred {
+    /// The terminal's message, as read.
+    pub(crate) body: Bytes,
+    /// Its TPDU, if the listener has them.
+    pub(crate) tpdu: Option<Tpdu>,
+    /// The listener's profile.
+    pub(crate) profile: &'static Profile,
+    /// The listener's framing.
+    pub(crate) framing: FrameConfig,
+}
+
+/// Finishes a message the engine deferred (`reply.wait` is
+/// [`Wait::Upstream`] or [`Wait::Joined`]) on a task of its own, and sends
+/// the terminal's answer to `later`.
+pub(crate) fn spawn_deferred(
+    node: Arc<Node>,
+    metrics: Arc<crate::metrics::Metrics>,
+    deferred: Deferred,
+    reply: Reply,
+    later: crate::net::Later,
+) {
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let reply = complete(&node, &deferred, reply).await;
+        let answer = encode_answer(&deferred, &reply);
+        if answer.is_some() {
+            if let Ok(msg) = Message::decode(deferred.profile, &deferred.body) {
+                metrics.answered(msg.mti(), reply.code, started);
+            }
+        }
+        // Always one send per deferred request (empty when no answer can
+        // be written), so the connection's count of them stays true. The
+        // connection may have gone meanwhile: then nobody waits.
+        let _ = later.send((answer.unwrap_or_default(), reply.wait.journal_seq()));
+    });
+}
+
+/// The terminal's framed answer; `None` when it cannot be written (the
+/// connection's own answer path refuses such frames the same way).
+fn encode_answer(d: &Deferred, reply: &Reply) -> Option<Vec<u8>> {
+    let msg = Message::decode(d.profile, &d.body).ok()?;
+    let response_mti = msg.mti().response()?;
+    let mut out = BytesMut::with_capacity(256);
+    let codec = FrameCodec::new(d.framing);
+    codec
+        .write_frame(&mut out, d.tpdu.map(Tpdu::response), |buf| {
+            encode_response(&msg, response_mti, reply, buf)
+        })
+        .ok()?;
+    Some(out.to_vec())
+}
+
+/// The final reply of a deferred message.
+async fn complete(node: &Node, d: &Deferred, mut reply: Reply) -> Reply {
+    let join_deadline = tokio::time::Instant::now()
+        + node
+            .forwarder
+            .get()
+            .and_then(|f| f.wires.iter().map(|w| w.timeout).max())
+            .unwrap_or_default()
+        + JOIN_SLACK;
+    loop {
+        match reply.wait {
+            Wait::Upstream(f) => return forward(node, d, f, reply).await,
+            Wait::Joined(_) => {
+                if tokio::time::Instant::now() >= join_deadline {
+                    return Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    };
+                }
+                tokio::time::sleep(JOIN_POLL).await;
+                let Ok(msg) = Message::decode(d.profile, &d.body) else {
+                    return Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    };
+                };
+                reply = match to_request(&msg) {
+                    Ok(Some(req)) => node.apply_message(req),
+                    _ => Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    },
+                };
+            }
+            _ => return reply,
+        }
+    }
+}
+
+/// Sends forward `f` once its record is durable, and resumes the engine
+/// with how it ended.
+async fn forward(node: &Node, d: &Deferred, f: ForwardRef, reply: Reply) -> Reply {
+    let terminal = Message::decode(d.profile, &d.body)
+        .ok()
+        .and_then(|m| m.raw(41).and_then(|t| t.try_into().ok()));
+    crate::forwarding::forward_built(node, f, reply.record_seq, terminal, |wire, buf| {
+        let msg = Message::decode(d.profile, &d.body).map_err(|_| ())?;
+        crate::forwarding::upstream_request(&msg, f, wire, buf).map_err(|_| ())
+    })
+    .await
 }
