@@ -405,6 +405,8 @@ pub enum Query<'a> {
         /// Most entries.
         limit: usize,
     },
+    /// Per upstream: SAF entries, and when the oldest was queued.
+    SafDepths,
 }
 
 /// A merchant as an edge needs it.
@@ -485,4 +487,6 @@ pub enum QueryReply {
     Fill(Fill),
     /// SAF entries.
     Saf(Vec<crate::upstream::SafEntry>),
+    /// (upstream, entries, oldest entry's queue time in ms), by upstream.
+    SafDepths(Vec<(String, usize, u64)>),
 }

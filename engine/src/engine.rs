@@ -201,6 +201,7 @@ impl Engine {
             Query::Saf { upstream, limit } => {
                 QueryReply::Saf(self.upstream.saf_list(upstream, limit))
             }
+            Query::SafDepths => QueryReply::SafDepths(self.upstream.saf_depths()),
             Query::Stats => QueryReply::Stats(Stats {
                 payments_by_status: self.state.count_by_status(),
                 payments: self.state.len(),

@@ -203,6 +203,7 @@ impl Engine {
         let fresh_auth = issuer_auth.unwrap_or_else(|| self.assign_auth_code());
         let mut auth_code = fresh_auth;
         let mut advice = None;
+        let held = std::cell::Cell::new(0);
         let applied = self.commit_existing(
             m,
             target.payment,
@@ -218,10 +219,17 @@ impl Engine {
                         .increment(1);
                     return Err(Code::SYSTEM_MALFUNCTION);
                 }
+                held.set(p.authorized_minor.max(p.captured_minor));
                 self.transition(p, req, target, now_ms)
             },
             |p, &refund| {
-                advice = self.saf_of_follow_up(p, req.op, req.amount_minor, now_ms);
+                // A refund's reversal is not advised: the refund's own
+                // forward is not kept with the payment (docs/routing.md).
+                advice = target
+                    .refund
+                    .is_none()
+                    .then(|| self.saf_of_follow_up(p, req, held.get(), now_ms))
+                    .flatten();
                 auth_code = Self::auth_code_of(req, p, fresh_auth);
                 ChangeParts {
                     index: own.map(|k| {

@@ -76,8 +76,8 @@ impl Engine {
         now_ms: u64,
     ) -> Reply {
         let rrn = self.rrn_of(req);
-        if !self.upstream.forward_room() {
-            metrics::counter!("switch_limit_reached_total", "limit" => "forwards_max").increment(1);
+        if let Err(limit) = self.upstream.forward_room() {
+            metrics::counter!("switch_limit_reached_total", "limit" => limit).increment(1);
             return Reply::of(Code::UNAVAILABLE, rrn);
         }
         let Some(name) = self.routing.upstreams.get(usize::from(upstream)) else {
@@ -416,6 +416,7 @@ impl Engine {
             forward: p.id,
             processing: p.processing,
             amount_minor: p.amount_minor,
+            replacement_minor: None,
             currency: p.currency,
             terminal: p.terminal,
             merchant_id: p.merchant_id,
@@ -429,12 +430,12 @@ impl Engine {
     pub(crate) fn saf_of_follow_up(
         &self,
         p: &Payment,
-        op: Op,
-        amount_minor: u64,
+        req: &Request<'_>,
+        held_minor: u64,
         now_ms: u64,
     ) -> Option<SafEntry> {
         let f = p.upstream.as_ref()?;
-        let kind = match op {
+        let kind = match req.op {
             Op::Capture => SafKind::Capture,
             Op::Reversal => SafKind::Reversal,
             _ => return None,
@@ -451,10 +452,17 @@ impl Engine {
             original_transmission: f.transmission,
             forward: 0,
             processing: 0,
-            amount_minor: if op == Op::Capture {
-                amount_minor
+            // A capture's own amount; a reversal's, what was held before
+            // it (F95 says what is left after a partial one).
+            amount_minor: if req.op == Op::Capture {
+                req.amount_minor
             } else {
-                p.authorized_minor.max(p.captured_minor)
+                held_minor
+            },
+            replacement_minor: if req.op == Op::Reversal {
+                req.replacement_minor
+            } else {
+                None
             },
             currency: p.currency,
             terminal: p.terminal,

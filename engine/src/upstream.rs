@@ -244,6 +244,8 @@ pub struct SafEntry {
     pub processing: u8,
     /// F4.
     pub amount_minor: u64,
+    /// F95's replacement amount (a partial reversal).
+    pub replacement_minor: Option<u64>,
     /// F49.
     pub currency: u16,
     /// F41.
@@ -390,10 +392,16 @@ impl UpstreamState {
         self.forwards().by_key.get(key).copied()
     }
 
-    /// Whether another forward fits.
-    pub(crate) fn forward_room(&self) -> bool {
-        self.forwards().by_id.len() < self.forwards_max
-            && self.saf_len() * 100 < self.saf_max * SAF_FORWARD_STOP_PCT
+    /// Whether another forward fits; else the limit in the way (the label
+    /// of `switch_limit_reached_total`).
+    pub(crate) fn forward_room(&self) -> Result<(), &'static str> {
+        if self.forwards().by_id.len() >= self.forwards_max {
+            return Err("forwards_max");
+        }
+        if self.saf_len() * 100 >= self.saf_max * SAF_FORWARD_STOP_PCT {
+            return Err("saf_forward_stop");
+        }
+        Ok(())
     }
 
     /// Whether another SAF entry fits.
@@ -473,6 +481,22 @@ impl UpstreamState {
             .take(limit)
             .cloned()
             .collect()
+    }
+
+    /// Per upstream: entries and the oldest's queue time; one walk, no
+    /// copies of entries.
+    pub(crate) fn saf_depths(&self) -> Vec<(String, usize, u64)> {
+        let mut out: Vec<(String, usize, u64)> = Vec::new();
+        for e in self.saf().values() {
+            match out.iter_mut().find(|d| d.0 == e.upstream) {
+                Some(d) => {
+                    d.1 += 1;
+                    d.2 = d.2.min(e.created_ms);
+                }
+                None => out.push((e.upstream.clone(), 1, e.created_ms)),
+            }
+        }
+        out
     }
 
     /// Whether an entry ends forward `id`.
@@ -569,6 +593,13 @@ fn put_saf(o: &mut Out<'_>, e: &SafEntry) {
     o.u64(e.forward);
     o.u8(e.processing);
     o.u64(e.amount_minor);
+    match e.replacement_minor {
+        None => o.u8(0),
+        Some(r) => {
+            o.u8(1);
+            o.u64(r);
+        }
+    }
     o.u16(e.currency);
     o.bytes(&e.terminal);
     o.bytes(&e.merchant_id);
@@ -591,6 +622,7 @@ fn get_saf(i: &mut In<'_>) -> Result<SafEntry, DecodeError> {
         forward: i.u64()?,
         processing: i.u8()?,
         amount_minor: i.u64()?,
+        replacement_minor: if i.flag()? { Some(i.u64()?) } else { None },
         currency: i.u16()?,
         terminal: i.arr()?,
         merchant_id: i.arr()?,
@@ -743,6 +775,7 @@ mod tests {
             forward: 6,
             processing: 0,
             amount_minor: 1_000,
+            replacement_minor: Some(250),
             currency: 978,
             terminal: *b"TERM0001",
             merchant_id: *b"MERCHANT0000001",

@@ -706,3 +706,35 @@ fn a_refund_of_an_issuer_payment_is_the_issuers_to_decide() {
     assert_eq!((queued[0].processing, queued[0].original_mti), (20, 200));
     assert_eq!(payment(&e, pid).refunds.len(), 1);
 }
+
+#[test]
+fn a_reversal_of_an_issuer_payment_advises_what_was_held_and_what_is_left() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    for (stan, replacement) in [(1u32, None), (2, Some(300u64))] {
+        let (id, _) = forwarded(&e, request(Op::PreAuth, stan, None, VISA));
+        e.apply(
+            Command::Upstream {
+                forward: id,
+                outcome: Outcome::Answered {
+                    code: Code::APPROVED,
+                    auth_code: Some(*b"ISS010"),
+                },
+            },
+            NOW_MS,
+        );
+        let original = OriginalRef::Message(codecs::iso8583::f90::OriginalData {
+            mti: codecs::iso8583::Mti::parse("0100").expect("mti"),
+            stan,
+            transmission: *b"1123114959",
+        });
+        let mut rev = request(Op::Reversal, stan + 100, Some(original), VISA);
+        rev.replacement_minor = replacement;
+        let r = e.apply(Command::Message(rev), NOW_MS);
+        assert_eq!(r.code, Code::APPROVED, "{r:?}");
+        let last = saf(&e).pop().expect("advised");
+        assert_eq!(last.kind, SafKind::Reversal);
+        assert_eq!(last.amount_minor, 1_000, "what the issuer held, not what is left");
+        assert_eq!(last.replacement_minor, replacement);
+    }
+}

@@ -101,7 +101,7 @@ pub(crate) async fn run(
                 let QueryReply::Saf(entries) = node.query(Query::Saf { upstream: None, limit: SAF_SCAN_MAX }) else {
                     continue;
                 };
-                gauges(&node, &fw, &entries);
+                gauges(&node, &fw);
                 let now = Instant::now();
                 let now_ms = node.clock.now_ms();
                 tries.retain(|id, _| entries.iter().any(|e| e.id == *id));
@@ -177,11 +177,16 @@ async fn send(node: &Node, fw: &Forwarder, u: usize, e: &SafEntry, body: BytesMu
 }
 
 /// Depth and oldest entry's age per upstream.
-fn gauges(node: &Node, fw: &Forwarder, entries: &[SafEntry]) {
+fn gauges(node: &Node, fw: &Forwarder) {
+    let QueryReply::SafDepths(depths) = node.query(Query::SafDepths) else {
+        return;
+    };
     let now_ms = node.clock.now_ms();
     for name in fw.upstreams.names() {
-        let mine = entries.iter().filter(|e| e.upstream == name);
-        let (n, oldest) = mine.fold((0usize, now_ms), |(n, o), e| (n + 1, o.min(e.created_ms)));
+        let (n, oldest) = depths
+            .iter()
+            .find(|d| d.0 == name)
+            .map_or((0, now_ms), |d| (d.1, d.2));
         ::metrics::gauge!("switch_saf_depth", "upstream" => name.to_owned()).set(n as f64);
         ::metrics::gauge!("switch_saf_oldest_age_seconds", "upstream" => name.to_owned())
             .set(now_ms.saturating_sub(oldest) as f64 / 1000.0);
@@ -237,6 +242,10 @@ pub(crate) fn advice(
         transmission: digits10(e.original_transmission),
     };
     w.field(90, &original.to_field())?;
+    if let Some(r) = e.replacement_minor {
+        // F95: the replacement amount, then zeros (as terminals send it).
+        w.field(95, format!("{r:012}{:030}", 0).as_bytes())?;
+    }
     w.finish()?;
     Ok(())
 }
