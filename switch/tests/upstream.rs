@@ -558,3 +558,78 @@ async fn at_the_in_flight_limit_requests_wait_for_room_instead_of_failing() {
     assert_eq!(iss.counts().requests_0200, 6);
     sw.stop().await;
 }
+
+/// The sum of metric `name` of this test's upstream (its `upstream`
+/// label first), 0 when absent.
+async fn host_metric(sw: &TestSwitch, addr: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, body) = sw.http_get("/metrics").await;
+    let series = format!("{name}{{upstream=\"{}\"", name_of(addr));
+    body.lines()
+        .filter(|l| l.starts_with(&series))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_link_whose_echo_goes_unanswered_is_reopened_without_a_storm() {
+    /// The window in which reconnects are counted.
+    const WINDOW: Duration = Duration::from_secs(4);
+    let iss = issuer(|c| c.answer_echo = false).await;
+    let addr = iss.addr();
+    let mut sw = TestSwitch::start_with(|c| {
+        let mut u = upstream(addr, 500);
+        u.connections = 1;
+        u.echo_interval_s = 1;
+        c.upstreams.push(u);
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: name_of(addr),
+        });
+    })
+    .await;
+    linked(&sw, addr).await;
+    // Idle for a second: an echo; unanswered for 500 ms: the link is
+    // closed, and opened again.
+    until("an echo and a second connect", || {
+        let n = iss.counts();
+        n.requests_0800_echo >= 1 && n.connects >= 2
+    })
+    .await;
+    let closed = host_metric(&sw, addr, "switch_upstream_echo_failures_total").await;
+    assert!(closed >= 1.0, "the echo failure counted: {closed}");
+    // No storm: each life of the link lasts its idle second and the
+    // echo's 500 ms, plus a growing backoff, so a few connects in the
+    // window (a machine slower than that makes fewer, never more).
+    let before = iss.counts();
+    tokio::time::sleep(WINDOW).await;
+    let after = iss.counts();
+    let connects = after.connects - before.connects;
+    assert!(
+        connects <= 3,
+        "{connects} connects in {WINDOW:?}: {after:?}"
+    );
+    // Echoes answered again: once one arrives after the change (so any
+    // unanswered one before it has ended its link), the link stays.
+    iss.set_answer_echo(true);
+    let changed = iss.counts();
+    until("an echo after the change", || {
+        iss.counts().requests_0800_echo > changed.requests_0800_echo
+    })
+    .await;
+    let settled = iss.counts();
+    linked(&sw, addr).await;
+    let mut c = sw.client().await;
+    let r = c.call(&sale(&card(ROUTED + 70), 1_000)).await;
+    assert_eq!(r.code(), "00");
+    until("two more echoes, answered", || {
+        iss.counts().requests_0800_echo >= settled.requests_0800_echo + 2
+    })
+    .await;
+    assert_eq!(
+        iss.counts().connects,
+        settled.connects,
+        "answered echoes keep the link"
+    );
+    sw.stop().await;
+    let _ = std::fs::remove_dir_all(&sw.dir);
+}
