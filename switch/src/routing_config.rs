@@ -51,7 +51,7 @@ pub struct UpstreamSettings {
     /// Answer deadline of one request, 50..=60,000 ms.
     #[serde(default = "two_thousand")]
     pub timeout_ms: u64,
-    /// 0800/301 on a link idle this long; 0: never.
+    /// 0800/301 on a link that has received nothing this long; 0: never.
     #[serde(default = "thirty")]
     pub echo_interval_s: u64,
     /// 0800/001 on connect, 0800/002 before a planned close.

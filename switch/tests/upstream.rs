@@ -633,3 +633,50 @@ async fn an_idle_link_whose_echo_goes_unanswered_is_reopened_without_a_storm() {
     sw.stop().await;
     let _ = std::fs::remove_dir_all(&sw.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_only_sends_is_found_dead_by_its_echo_while_requests_flow() {
+    // The issuer reads and never answers: neither the sales, nor their
+    // reversals, nor echoes (a peer gone without a FIN looks the same).
+    let iss = issuer(|c| {
+        c.silent_amounts = vec![1_000];
+        c.answer_echo = false;
+    })
+    .await;
+    let addr = iss.addr();
+    let mut sw = TestSwitch::start_with(|c| {
+        let mut u = upstream(addr, 300);
+        u.connections = 1;
+        u.echo_interval_s = 1;
+        c.upstreams.push(u);
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: name_of(addr),
+        });
+        c.saf.retry_interval_ms = 100;
+        c.saf.retry_interval_max_ms = 400;
+    })
+    .await;
+    linked(&sw, addr).await;
+    let mut c = sw.client().await;
+    // A sale every 200 ms, each a 91 after 300 ms: the switch writes
+    // more often than the echo interval, and reads nothing. Nothing read
+    // for a second is what makes the link suspect: an echo, unanswered,
+    // and the link is opened again.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut i = 0;
+    while iss.counts().connects < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the link was never reopened: {:?}",
+            iss.counts()
+        );
+        i += 1;
+        c.send_raw(&sale(&card(ROUTED + 100 + i), 1_000).encode())
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(iss.counts().requests_0800_echo >= 1, "{:?}", iss.counts());
+    sw.stop().await;
+    let _ = std::fs::remove_dir_all(&sw.dir);
+}

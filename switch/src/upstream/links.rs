@@ -255,8 +255,11 @@ struct Session<'a> {
     output: BytesMut,
     network: Option<Network>,
     stan_next: u32,
-    /// Last read or write: an echo goes when it is `echo_interval` old.
-    last_traffic: Instant,
+    /// Last read (or the connect): an echo goes when it is
+    /// `echo_interval` old. Writes do not count: a link the switch keeps
+    /// writing to and hears nothing from (a peer gone without a FIN, a
+    /// silent host) is the one to check, not one to trust.
+    last_read: Instant,
     /// Signed on (or no sign-on configured) and taking requests.
     up: bool,
     /// Since shutdown: the deadline for the requests in flight.
@@ -281,7 +284,7 @@ impl<'a> Session<'a> {
             output: BytesMut::with_capacity(READ_BUFFER_BYTES),
             network: None,
             stan_next: NETWORK_STAN_FIRST,
-            last_traffic: Instant::now(),
+            last_read: Instant::now(),
             up: false,
             draining: None,
             wakers: Vec::new(),
@@ -335,7 +338,7 @@ impl<'a> Session<'a> {
                 read = rd.read_buf(&mut self.input) => match read {
                     Ok(0) => return Err(End::PeerClosed),
                     Ok(_) => {
-                        self.last_traffic = Instant::now();
+                        self.last_read = Instant::now();
                         let processed = self.process_input();
                         self.wake_all();
                         processed?;
@@ -345,7 +348,6 @@ impl<'a> Session<'a> {
                 written = wr.write(&self.output), if !self.output.is_empty() => match written {
                     Ok(0) | Err(_) => return Err(End::Io),
                     Ok(n) => {
-                        self.last_traffic = Instant::now();
                         if n >= self.output.len() {
                             // Keeps the allocation for the next batch.
                             self.output.clear();
@@ -384,7 +386,7 @@ impl<'a> Session<'a> {
     fn echo_due(&self) -> Option<Instant> {
         let interval = self.host.config.echo_interval?;
         (self.up && self.network.is_none() && self.draining.is_none())
-            .then(|| self.last_traffic + interval)
+            .then(|| self.last_read + interval)
     }
 
     fn on_timer(&mut self, now: Instant) -> Result<(), End> {

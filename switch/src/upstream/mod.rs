@@ -72,7 +72,8 @@ pub(crate) struct LinkConfig {
     /// Answer deadline of one request from its sending; also the longest
     /// wait for room, and for the answer to an 0800 of the link's own.
     pub(crate) timeout: Duration,
-    /// An 0800/301 on a link without traffic this long; `None`: never.
+    /// An 0800/301 on a link that has received nothing this long (writes
+    /// do not count); `None`: never.
     pub(crate) echo_interval: Option<Duration>,
     /// 0800/001 on connect (the link takes requests only once it is
     /// answered 00), 0800/002 before a planned close.
