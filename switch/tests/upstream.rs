@@ -428,6 +428,18 @@ impl Drop for PyIssuer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyiso8583_as_an_independent_issuer_signs_on_and_approves_through_the_switch() {
+    pyiso_issuer_approves("default", "ascii").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyiso8583_as_an_independent_issuer_in_the_ascii_hex_profile() {
+    pyiso_issuer_approves("default_ascii", "ascii-hex").await;
+}
+
+/// The script with pyiso8583's `spec`, the switch's upstream in
+/// `profile`: sign-on, then a sale and a pre-authorization approved with
+/// the script's F38s (its approvals counted from 1).
+async fn pyiso_issuer_approves(spec: &str, profile: &str) {
     use std::io::BufRead;
     let usable = std::process::Command::new("python3")
         .args(["-c", "import iso8583"])
@@ -444,7 +456,7 @@ async fn pyiso8583_as_an_independent_issuer_signs_on_and_approves_through_the_sw
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyiso/issuer.py");
     let mut child = std::process::Command::new("python3")
-        .args([script, "127.0.0.1:0", "default", "binary2"])
+        .args([script, "127.0.0.1:0", spec, "binary2"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 starts");
@@ -463,6 +475,7 @@ async fn pyiso8583_as_an_independent_issuer_signs_on_and_approves_through_the_sw
     let mut sw = TestSwitch::start_with(|c| {
         let mut u = upstream(addr, 2_000);
         u.sign_on = true;
+        u.profile = profile.into();
         c.upstreams.push(u);
         c.routes.push(RouteSettings {
             pan_prefixes: vec!["4111112".into()],
@@ -473,12 +486,16 @@ async fn pyiso8583_as_an_independent_issuer_signs_on_and_approves_through_the_sw
     // Up only once pyiso8583's 0810 to the sign-on was read.
     linked(&sw, addr).await;
     let mut c = sw.client().await;
-    let r = c.call(&sale(&card(ROUTED + 40), 1_000)).await;
+    let s = sale(&card(ROUTED + 40), 1_000);
+    let r = c.call(&s).await;
     assert_eq!(r.code(), "00", "approved by the independent issuer");
-    assert_eq!(r.text(38).len(), 6, "its F38");
-    let auth = preauth(&card(ROUTED + 41), 2_000);
-    assert_eq!(c.call(&auth).await.code(), "00");
+    assert_eq!(r.text(38), "000001", "its F38: its first approval");
+    assert_eq!(r.text(11), String::from_utf8_lossy(&s.fields[&11]));
+    let r = c.call(&preauth(&card(ROUTED + 41), 2_000)).await;
+    assert_eq!(r.code(), "00");
+    assert_eq!(r.text(38), "000002", "its F38: its second approval");
     sw.stop().await;
+    let _ = std::fs::remove_dir_all(&sw.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
