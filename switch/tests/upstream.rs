@@ -697,3 +697,116 @@ async fn a_link_that_only_sends_is_found_dead_by_its_echo_while_requests_flow() 
     sw.stop().await;
     let _ = std::fs::remove_dir_all(&sw.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_room_past_the_timeout_is_91_and_nothing_is_sent() {
+    // One link of 2, answers after 1 s, a 1.6 s deadline. Six at once:
+    // two sent at once (answered at 1 s), two sent when those answers
+    // free their slots (waited 1 s), two that would get room only at
+    // 2 s, past their 1.6 s of waiting: 91, never sent, nothing to reverse.
+    let iss = issuer(|c| c.latency = issuer::Latency::Fixed(1_000)).await;
+    let addr = iss.addr();
+    let mut sw = TestSwitch::start_with(|c| {
+        let mut u = upstream(addr, 1_600);
+        u.connections = 1;
+        u.inflight_per_link_max = 2;
+        c.upstreams.push(u);
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: name_of(addr),
+        });
+    })
+    .await;
+    linked(&sw, addr).await;
+    let mut c = sw.client().await;
+    for i in 0..6 {
+        c.send_raw(&sale(&card(ROUTED + 80 + i), 1_000).encode())
+            .await;
+    }
+    let mut most = 0;
+    let mut codes = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while codes.len() < 6 {
+        assert!(Instant::now() < deadline, "answers so far {codes:?}");
+        let n = iss.counts();
+        most = most.max(n.requests_0200 - n.answers_sent);
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(10), c.recv()).await {
+            codes.push(r.expect("answer").code());
+        }
+    }
+    codes.sort();
+    assert_eq!(codes, ["00", "00", "00", "00", "91", "91"]);
+    assert!(most <= 2, "{most} in flight at the issuer on a link of 2");
+    assert_eq!(iss.counts().requests_0200, 4, "the two 91s never sent");
+    // Never sent, so no reversal queued (one would be listed before its 91).
+    let (_, queued) = sw.http_get("/saf").await;
+    assert!(queued.trim().is_empty(), "{queued}");
+    assert_eq!(iss.counts().requests_0420, 0);
+    sw.stop().await;
+    let _ = std::fs::remove_dir_all(&sw.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stand_in_with_the_issuer_down_approves_at_once_and_advises_it_when_back() {
+    let iss = issuer(|_| {}).await;
+    let addr = iss.addr();
+    // Down from the start: connects are refused.
+    iss.stop_listening().await;
+    let mut sw = TestSwitch::start_with(|c| {
+        c.upstreams.push(upstream(addr, 5_000));
+        c.routes.push(RouteSettings {
+            pan_prefixes: vec!["4111112".into()],
+            upstream: name_of(addr),
+        });
+        c.stand_in.enabled = true;
+        c.stand_in.amount_max_minor.insert("978".into(), 5_000);
+        c.saf.retry_interval_ms = 100;
+        c.saf.retry_interval_max_ms = 400;
+    })
+    .await;
+    let mut c = sw.client().await;
+    let started = Instant::now();
+    let within = sale(&card(ROUTED + 90), 5_000);
+    let r = c.call(&within).await;
+    assert_eq!(r.code(), "00", "stood in: at the limit");
+    let f38 = r.text(38);
+    assert!(
+        f38.len() == 6 && f38.trim() == f38,
+        "the switch's F38: {f38:?}"
+    );
+    assert_eq!(
+        c.call(&sale(&card(ROUTED + 91), 5_001)).await.code(),
+        "91",
+        "above it"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "no link: at once, not after the 5 s timeout"
+    );
+    assert_eq!(iss.counts().connects, 0);
+    // Back: the 0120 arrives with F39 00 and the F38 the terminal got,
+    // for the amount stood in, and nothing for the 91 (never sent).
+    iss.resume_listening().await.expect("listening again");
+    until("the 0120 advice", || {
+        iss.counts().requests_0120 + iss.counts().requests_0121 >= 1
+    })
+    .await;
+    let got = iss.received();
+    let advices: Vec<_> = got
+        .iter()
+        .filter(|m| matches!(m.mti.as_bytes(), b"0120" | b"0121"))
+        .collect();
+    assert!(
+        advices.iter().all(|m| m.text(38) == Some(f38.as_str())
+            && m.text(39) == Some("00")
+            && m.text(4) == Some("000000005000")),
+        "{advices:?}"
+    );
+    assert!(
+        got.iter()
+            .all(|m| !matches!(m.mti.as_bytes(), b"0200" | b"0420")),
+        "{got:?}"
+    );
+    sw.stop().await;
+    let _ = std::fs::remove_dir_all(&sw.dir);
+}
