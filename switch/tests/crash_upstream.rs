@@ -5,12 +5,13 @@
 //! the request as the issuer saw it, F48.21 4021), and no request whose
 //! answer did reach it is. Then the SAF empties.
 //!
-//! Rounds: `SWITCH_CRASH_UPSTREAM_RUNS` (10 by default, about 4 s);
-//! a longer series sets it higher (20 rounds ran in 7.9 s).
+//! Rounds: `SWITCH_CRASH_UPSTREAM_RUNS` (10 by default, about 4 s; the
+//! test with several terminals runs half as many); a longer series sets
+//! it higher (20 rounds ran in 7.9 s).
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -219,5 +220,164 @@ async fn advices_queued_before_a_kill_9_are_delivered_after_the_restart() {
         "one advice per capture, naming its authorization"
     );
     p.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Terminals (connections, each its own F41) in the test below.
+const TERMINALS: [&str; 3] = ["DEMO0001", "DEMO0002", "DEMO0003"];
+/// Per terminal and round: sales answered at once, and sales held.
+const PROMPT_PER_TERMINAL: u64 = 2;
+/// See [`PROMPT_PER_TERMINAL`].
+const HELD_PER_TERMINAL: u64 = 2;
+/// Amounts the issuer holds (answered after [`HELD_MS`]); below them,
+/// answered at once.
+const HELD_AMOUNT_MIN: u64 = 7_000;
+
+/// Every forwarded sale as the issuer saw it, by its card (each sale
+/// here has a card of its own).
+fn seen_by_card(iss: &issuer::IssuerHandle) -> BTreeMap<String, Seen> {
+    iss.received()
+        .iter()
+        .filter(|m| m.mti.as_bytes() == b"0200")
+        .filter_map(|m| {
+            Some((
+                m.text(2)?.to_owned(),
+                (m.text(11)?.to_owned(), m.text(7)?.to_owned()),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_terminals_interleaved_answered_ones_are_kept_and_held_ones_reversed() {
+    let runs = env_number("SWITCH_CRASH_UPSTREAM_RUNS", RUNS_DEFAULT).div_ceil(2);
+    let iss = issuer::start(IssuerConfig::default())
+        .await
+        .expect("issuer simulator");
+    let dir = data_dir();
+    let config_path = dir.join("switch.toml");
+    write_config(&config_for(iss.addr()), &config_path);
+    let launch = Launch {
+        dir: &dir,
+        config: Some(&config_path),
+        logs: &dir,
+        log_level: "info",
+    };
+    let held_amounts: Vec<u64> = (0..HELD_PER_TERMINAL * TERMINALS.len() as u64)
+        .map(|i| HELD_AMOUNT_MIN + i)
+        .collect();
+    let mut reached: BTreeSet<Seen> = BTreeSet::new();
+    for run in 0..runs {
+        let held_amounts = held_amounts.clone();
+        iss.update(|c| {
+            c.late = Some((held_amounts, HELD_MS));
+            c.latency = Latency::Uniform {
+                min_ms: 0,
+                max_ms: 100,
+            };
+        })
+        .expect("held amounts");
+        let (mut p, first) = launch.start(&format!("terminals-{run}")).await;
+        p.wait_metric("switch_upstream_links_connected", TIMEOUT, |v| v >= 1.0)
+            .await;
+        let mut clients = vec![first];
+        while clients.len() < TERMINALS.len() {
+            clients.push(Client::connect(p.iso).await);
+        }
+        // Interleaved: held and prompt sales, every terminal at once.
+        let mut sent: Vec<(usize, Req)> = Vec::new();
+        for k in 0..PROMPT_PER_TERMINAL + HELD_PER_TERMINAL {
+            for (t, tid) in TERMINALS.iter().enumerate() {
+                let n = (k * TERMINALS.len() as u64) + t as u64;
+                let amount = if k % 2 == 0 {
+                    HELD_AMOUNT_MIN + n / 2
+                } else {
+                    1_000 + n
+                };
+                let pan = card(200_001_000 + run * 100 + n);
+                let req = sale(&pan, amount).set(41, tid);
+                clients[t].send_raw(&req.encode()).await;
+                sent.push((t, req));
+            }
+        }
+        // Killed once every sale is at the issuer and half the prompt
+        // answers were read, so the rest race the kill; what was already
+        // on its way to a terminal is still read after it.
+        let prompt = (PROMPT_PER_TERMINAL * TERMINALS.len() as u64) as usize;
+        let mut answered_stans = BTreeSet::new();
+        let deadline = Instant::now() + TIMEOUT;
+        while answered_stans.len() < prompt / 2
+            || seen_by_card(&iss).len() < sent.len() * (run as usize + 1)
+        {
+            assert!(Instant::now() < deadline, "round {run}: {:?}", iss.counts());
+            for c in &mut clients {
+                if let Ok(Some(r)) = tokio::time::timeout(POLL_PAUSE, c.recv()).await {
+                    assert_eq!(r.code(), "00", "round {run}");
+                    answered_stans.insert(r.text(11));
+                }
+            }
+        }
+        p.kill9();
+        for c in &mut clients {
+            while let Some(r) = c.recv_or_close().await {
+                assert_eq!(r.code(), "00", "round {run}");
+                answered_stans.insert(r.text(11));
+            }
+        }
+        // Reached its terminal: never reversed. Held by the issuer: must
+        // be. Answered by the issuer and lost with the process: reversed
+        // unless its answer was journaled (either is right).
+        let seen = seen_by_card(&iss);
+        let mut held = BTreeSet::new();
+        for (_, req) in &sent {
+            let pan = String::from_utf8_lossy(&req.fields[&2]).into_owned();
+            let at_issuer = seen[&pan].clone();
+            let amount: u64 = String::from_utf8_lossy(&req.fields[&4])
+                .parse()
+                .expect("amount");
+            if answered_stans.contains(&stan_of(&req.fields)) {
+                assert!(
+                    amount < HELD_AMOUNT_MIN,
+                    "round {run}: a held sale answered"
+                );
+                reached.insert(at_issuer);
+            } else if amount >= HELD_AMOUNT_MIN {
+                held.insert(at_issuer);
+            }
+        }
+        assert_eq!(held.len(), sent.len() - prompt, "round {run}");
+        // The issuer answers at once again; what it held is answered to
+        // nobody (the links are gone).
+        iss.disconnect_all();
+        iss.update(|c| {
+            c.late = None;
+            c.latency = Latency::Fixed(0);
+        })
+        .expect("prompt again");
+        let (mut p, _client) = launch.start(&format!("terminals-after-{run}")).await;
+        let deadline = Instant::now() + REVERSALS_BOUND;
+        loop {
+            let (rev, ok) = reversed(&iss);
+            assert!(ok, "round {run}: a reversal without 4021 or of another MTI");
+            if held.is_subset(&rev) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {run}: reversed {rev:?}, held at the kill {held:?}; see {}",
+                p.log.display()
+            );
+            tokio::time::sleep(POLL_PAUSE).await;
+        }
+        p.wait_metric("switch_saf_depth", TIMEOUT, |v| v == 0.0)
+            .await;
+        let (rev, _) = reversed(&iss);
+        assert!(
+            rev.is_disjoint(&reached),
+            "round {run}: a sale whose answer reached its terminal was reversed: {:?}",
+            rev.intersection(&reached).collect::<Vec<_>>()
+        );
+        p.stop().await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
