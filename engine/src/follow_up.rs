@@ -228,7 +228,16 @@ impl Engine {
                 advice = target
                     .refund
                     .is_none()
-                    .then(|| self.saf_of_follow_up(p, req, held.get(), now_ms))
+                    .then(|| {
+                        // A capture's own amount; a reversal's, what was
+                        // held before it (F95 what is left after a partial
+                        // one).
+                        let (amount, replacement) = match req.op {
+                            Op::Capture => (req.amount_minor, None),
+                            _ => (held.get(), req.replacement_minor),
+                        };
+                        self.saf_of_follow_up(p, req.op, amount, replacement, now_ms)
+                    })
                     .flatten();
                 auth_code = Self::auth_code_of(req, p, fresh_auth);
                 ChangeParts {

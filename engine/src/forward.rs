@@ -430,12 +430,13 @@ impl Engine {
     pub(crate) fn saf_of_follow_up(
         &self,
         p: &Payment,
-        req: &Request<'_>,
-        held_minor: u64,
+        op: Op,
+        amount_minor: u64,
+        replacement_minor: Option<u64>,
         now_ms: u64,
     ) -> Option<SafEntry> {
         let f = p.upstream.as_ref()?;
-        let kind = match req.op {
+        let kind = match op {
             Op::Capture => SafKind::Capture,
             Op::Reversal => SafKind::Reversal,
             _ => return None,
@@ -452,18 +453,8 @@ impl Engine {
             original_transmission: f.transmission,
             forward: 0,
             processing: 0,
-            // A capture's own amount; a reversal's, what was held before
-            // it (F95 says what is left after a partial one).
-            amount_minor: if req.op == Op::Capture {
-                req.amount_minor
-            } else {
-                held_minor
-            },
-            replacement_minor: if req.op == Op::Reversal {
-                req.replacement_minor
-            } else {
-                None
-            },
+            amount_minor,
+            replacement_minor,
             currency: p.currency,
             terminal: p.terminal,
             merchant_id: self

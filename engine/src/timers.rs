@@ -3,7 +3,7 @@
 //! Each pass is bounded; tests drive it with a manual clock.
 
 use crate::code::Code;
-use crate::command::Reply;
+use crate::command::{Op, Reply};
 use crate::commit::{self, ChangeParts};
 use crate::engine::Engine;
 use crate::holds::HOLDS_PER_PASS_MAX;
@@ -79,20 +79,32 @@ impl Engine {
     fn end_hold(&self, id: u64, now_ms: u64) -> bool {
         let _epoch = self.epochs.enter();
         let journal = &*self.journal;
+        let mut advice = None;
         let changed = self.state.with_payment(id, |p| {
             let auto = self
                 .merchants
                 .get(p.merchant as usize)
                 .is_some_and(|m| m.auto_capture_ms.is_some());
+            let held = p.authorized_minor;
             if !p.end_hold(auto, now_ms) {
                 return false;
             }
+            // An issuer holds it too: told of the capture (0220) or of
+            // the hold's end (0420) through the SAF.
+            advice = if auto {
+                self.saf_of_follow_up(p, Op::Capture, p.captured_minor, None, now_ms)
+            } else {
+                self.saf_of_follow_up(p, Op::Reversal, held, None, now_ms)
+            };
             let change = ChangeParts::default().into_change(p);
             if let Ok(r) = commit::record(journal, &change, false) {
                 p.journal_seq = r.seq;
             }
             true
         });
+        if let Some(e) = advice {
+            let _ = self.queue_saf(e, true);
+        }
         changed == Some(true)
     }
 }

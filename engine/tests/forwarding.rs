@@ -734,7 +734,39 @@ fn a_reversal_of_an_issuer_payment_advises_what_was_held_and_what_is_left() {
         assert_eq!(r.code, Code::APPROVED, "{r:?}");
         let last = saf(&e).pop().expect("advised");
         assert_eq!(last.kind, SafKind::Reversal);
-        assert_eq!(last.amount_minor, 1_000, "what the issuer held, not what is left");
+        assert_eq!(
+            last.amount_minor, 1_000,
+            "what the issuer held, not what is left"
+        );
         assert_eq!(last.replacement_minor, replacement);
     }
+}
+
+#[test]
+fn an_issuer_hold_that_expires_here_is_reversed_at_the_issuer() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, _) = forwarded(&e, request(Op::PreAuth, 1, None, VISA));
+    e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(*b"ISS011"),
+            },
+        },
+        NOW_MS,
+    );
+    assert!(saf(&e).is_empty());
+    let r = e.apply(
+        Command::Tick {
+            archived_seq: u64::MAX,
+        },
+        NOW_MS + HOLD_MS + 1,
+    );
+    assert_eq!(r.count, 1, "the hold ended");
+    let queued = saf(&e);
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].kind, SafKind::Reversal);
+    assert_eq!(queued[0].amount_minor, 1_000, "what the issuer held");
 }
