@@ -15,6 +15,7 @@
 # lives in one temporary directory that is deleted at the end. Variables:
 #   DURATION_S=10 ROUNDS=3 benches/forward.sh
 #   SWITCH_ACK=immediate UPSTREAM_CONNECTIONS=8 benches/forward.sh
+#   SWITCH_BIN=/path/to/another/switch benches/forward.sh   # A/B of builds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,7 +56,7 @@ trap cleanup EXIT
 
 echo "building switch and loadgen (release)" >&2
 cargo build --release -q -p switch -p loadgen
-SWITCH=$CARGO_TARGET_DIR/release/switch
+SWITCH=${SWITCH_BIN:-$CARGO_TARGET_DIR/release/switch}
 LOADGEN=$CARGO_TARGET_DIR/release/loadgen
 
 # Starts a command in its own process group; sets STARTED to its id.

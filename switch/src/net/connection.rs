@@ -141,6 +141,7 @@ impl<W: Wire> Connection<W> {
                 Some((answer, seq)) = self.later.recv(), if self.deferred > 0 => {
                     self.deferred -= 1;
                     self.outbox.push(&answer, seq);
+                    self.take_later_ready();
                 }
                 () = &mut timer => {
                     let logged_in = self.wire.logged_in();
@@ -148,6 +149,19 @@ impl<W: Wire> Connection<W> {
                     timer.as_mut().reset(next);
                 }
             }
+        }
+    }
+
+    /// Takes every issuer-decided answer already queued, so that they
+    /// leave in one write rather than one write (and one wake-up of the
+    /// terminal) each; at most `deferred` of them, so the loop is bounded.
+    fn take_later_ready(&mut self) {
+        while self.deferred > 0 {
+            let Ok((answer, seq)) = self.later.try_recv() else {
+                return;
+            };
+            self.deferred -= 1;
+            self.outbox.push(&answer, seq);
         }
     }
 
