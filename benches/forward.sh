@@ -34,6 +34,9 @@ UPSTREAM_TIMEOUT_MS=${UPSTREAM_TIMEOUT_MS:-2000}         # timeout_ms
 BASE_PORT=${BASE_PORT:-17600}
 SKIP_OPEN=${SKIP_OPEN:-0}                   # 1: closed-loop rounds only
 SKIP_CLOSED=${SKIP_CLOSED:-0}               # 1: open-loop run only
+SKIP_TIMEOUTS=${SKIP_TIMEOUTS:-0}           # 1: no 10%-timeouts run
+TIMEOUT_RATE=${TIMEOUT_RATE:-10000}         # 10%-timeouts run: requests per second
+TIMEOUT_MS=${TIMEOUT_MS:-300}               # 10%-timeouts run: timeout_ms
 # As in compare.sh: short runs measure speed, not the archive, so memory
 # limits are raised out of the way.
 SWITCH_PAYMENTS_MAX=${SWITCH_PAYMENTS_MAX:-20000000}
@@ -107,7 +110,7 @@ profile = "ascii"
 length_header = "binary2"
 connections = $UPSTREAM_CONNECTIONS
 inflight_per_link_max = $UPSTREAM_INFLIGHT
-timeout_ms = $UPSTREAM_TIMEOUT_MS
+timeout_ms = ${TIMEOUT_OVERRIDE_MS:-$UPSTREAM_TIMEOUT_MS}
 echo_interval_s = 30
 sign_on = false
 acquirer_id = "123456"
@@ -178,6 +181,13 @@ issuer_0100() {
     grep '^{' "$WORK/issuer-$1.log" | tail -n 1 | jq -r '.requests_0100 // "?"'
 }
 
+# One counter of the simulator's last line.
+issuer_count() {
+    local v
+    v=$({ grep '^{' "$WORK/issuer-$1.log" || true; } | tail -n 1 | jq -r ".$2 // 0")
+    echo "${v:-0}"
+}
+
 row() {
     local label=$1 extra=${2:-}
     jq -r --arg extra "$extra" '"\(.label)\t\(.throughput_per_s|floor)/s\tp50 \(.latency.p50_us|floor) us\tp99 \(.latency.p99_us|floor) us\tp99.9 \(.latency.p999_us|floor) us\tanswered \(.answered)\tmismatches \(.mismatches_total)\(if $extra == "" then "" else "\t" + $extra end)"' \
@@ -234,4 +244,42 @@ if [[ $SKIP_OPEN != 1 ]]; then
     loadgen_run "$label" -c "$OPEN_CONNECTIONS" --rate "$RATE"
     stop_switch "$label"
     row "$label" "late_sends $(jq -r .late_sends "$WORK/$label.json")"
+fi
+
+# 3. 10% timeouts: open loop at TIMEOUT_RATE/s through the forwarding switch
+#    (timeout_ms TIMEOUT_MS), first with the issuer answering everything,
+#    then with it silent for the amounts 100..339 (loadgen draws 100..2499:
+#    10% of requests). Checks: every 91 had its reversal delivered (the
+#    simulator's 0420 count once the SAF is empty), no answer after a 91
+#    (loadgen's mismatches), and the healthy requests' rate against the
+#    same share of the run without timeouts.
+if [[ $SKIP_TIMEOUTS != 1 ]]; then
+    silent=$(seq -s, 100 339)
+    for kind in base timeouts; do
+        label=fwd-$kind
+        echo "== forwarded open ${TIMEOUT_RATE}/s, $kind" >&2
+        if [[ $kind == timeouts ]]; then
+            start_issuer "$label" --silent-amounts "$silent"
+        else
+            start_issuer "$label"
+        fi
+        TIMEOUT_OVERRIDE_MS=$TIMEOUT_MS start_switch forwarded "$label"
+        loadgen_run "$label" -c "$OPEN_CONNECTIONS" --rate "$TIMEOUT_RATE"
+        # Every 91's reversal reaches the simulator (which stays silent for
+        # those amounts, so each is also repeated as 0421 with backoff):
+        # its counters line, printed every 10 s, is polled up to
+        # REVERSALS_WAIT_S for as many 0420s as 91s.
+        n91=$(jq -r '[.codes | to_entries[] | select(.key | endswith("91")) | .value] | add // 0' "$WORK/$label.json")
+        waited=0
+        while (($(issuer_count "$label" requests_0420) < n91 && waited < ${REVERSALS_WAIT_S:-180})); do
+            sleep 5
+            waited=$((waited + 5))
+        done
+        echo "$kind: waited ${waited} s for the reversals" >&2
+        stop_switch "$label"
+        stop "$ISSUER_PID"
+        row "$label"
+        n00=$(jq -r '[.codes | to_entries[] | select(.key | endswith("00")) | .value] | add // 0' "$WORK/$label.json")
+        echo "$kind: 00 $n00, 91 $n91, reversals at the issuer $(issuer_count "$label" requests_0420), answers after their 91 or unmatched $(jq -r '.mismatches.unmatched + .mismatches.wrong_mti + .mismatches.lost' "$WORK/$label.json"), other codes $(jq -r '.mismatches.unexpected_code' "$WORK/$label.json") (the 91s)"
+    done
 fi
