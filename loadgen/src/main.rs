@@ -135,6 +135,8 @@ impl IssuerArgs {
             disconnect_after: self.disconnect_after,
             answer_echo: !self.no_answer_echo,
             seed: self.seed,
+            // Nothing reads them here.
+            keep_received: false,
         })
     }
 }

@@ -92,6 +92,11 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n` to `counter`.
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Subtracts one from a gauge.
     pub(crate) fn drop_one(gauge: &AtomicU64) {
         gauge.fetch_sub(1, Ordering::Relaxed);

@@ -31,13 +31,19 @@ use crate::clock::{format_f7, unix_ns_now};
 
 /// Bytes read at a time per link.
 const READ_BUF_BYTES: usize = 16 * 1024;
-/// A writer batch stops growing past this many bytes.
+/// A writer batch stops growing past this many bytes; so does the
+/// reader's batch of answers due at once.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Answers due at once that the reader gathers before handing them to
+/// the writer (it hands them over sooner when it has read everything).
+const ANSWERS_BATCH_MAX: u64 = 256;
 /// The issuer's own echoes queued per link beyond the answers; more are
 /// not sent (counted as not sent: `send_echo` returns fewer links).
 const ECHOES_QUEUED_MAX: usize = 16;
 /// F11 of the issuer's echoes cycles through 1..=this.
 const STAN_SPACE: u64 = 999_999;
+
+const _: () = assert!(ANSWERS_BATCH_MAX as usize <= PENDING_ANSWERS_PER_LINK_MAX);
 
 /// A link as the handle sees it.
 #[derive(Debug)]
@@ -50,7 +56,8 @@ pub(crate) struct LinkEntry {
 
 /// What the writer is given.
 enum Outgoing {
-    /// An answer frame, holding its pending slot until written.
+    /// Answer frames (one, or a batch due at once), holding their
+    /// pending slot until written.
     Answer(Bytes, PendingSlot),
     /// A request of the issuer's own (echo).
     Request(Bytes),
@@ -58,12 +65,14 @@ enum Outgoing {
     Close,
 }
 
-/// An answer between decision and write: a permit of the link's cap and
-/// a count in the issuer-wide `pending_answers` gauge. Dropped unwritten,
-/// it counts as `answers_dropped`.
+/// Answers between decision and write: a permit of the link's cap and a
+/// count in the issuer-wide `pending_answers` gauge for each. Dropped
+/// unwritten, they count as `answers_dropped`.
 struct PendingSlot {
-    /// The link's cap.
+    /// The link's cap, one permit per answer.
     _permit: OwnedSemaphorePermit,
+    /// How many answers.
+    answers: u64,
     /// Counters.
     shared: Arc<Shared>,
     /// Set once the bytes left.
@@ -73,12 +82,16 @@ struct PendingSlot {
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         let s = &self.shared.stats;
-        Stats::drop_one(&s.pending_answers);
-        Stats::bump(if self.written {
-            &s.answers_sent
-        } else {
-            &s.answers_dropped
-        });
+        s.pending_answers
+            .fetch_sub(self.answers, std::sync::atomic::Ordering::Relaxed);
+        Stats::add(
+            if self.written {
+                &s.answers_sent
+            } else {
+                &s.answers_dropped
+            },
+            self.answers,
+        );
     }
 }
 
@@ -121,6 +134,8 @@ pub(crate) fn spawn(
             cancel: cancel.clone(),
             pending: Arc::new(Semaphore::new(PENDING_ANSWERS_PER_LINK_MAX)),
             requests: 0,
+            due: BytesMut::with_capacity(WRITE_BATCH_BYTES),
+            due_answers: 0,
         };
         if link.read(rd).await == End::Now {
             cancel.cancel();
@@ -148,11 +163,27 @@ struct Link {
     pending: Arc<Semaphore>,
     /// Requests read so far (for `disconnect_after`).
     requests: u64,
+    /// Answers due at once (latency 0), encoded one after another and
+    /// handed to the writer together: one queue send and one allocation
+    /// per batch instead of per answer.
+    due: BytesMut,
+    /// How many answers `due` holds.
+    due_answers: u64,
 }
 
 impl Link {
+    /// Reads and handles frames until the link ends; answers decided and
+    /// not handed over then are handed over (or counted as dropped).
+    async fn read(mut self, rd: OwnedReadHalf) -> End {
+        let end = self.read_frames(rd).await;
+        if self.flush_due().await.is_some() {
+            return End::Now;
+        }
+        end
+    }
+
     /// Reads and handles frames until the link ends.
-    async fn read(mut self, mut rd: OwnedReadHalf) -> End {
+    async fn read_frames(&mut self, mut rd: OwnedReadHalf) -> End {
         let mut codec = FrameCodec::new(self.shared.framing);
         let mut buf = BytesMut::with_capacity(READ_BUF_BYTES);
         loop {
@@ -169,6 +200,10 @@ impl Link {
                         return End::Now;
                     }
                 }
+            }
+            // Everything read is decided: what is due leaves now.
+            if let Some(end) = self.flush_due().await {
+                return end;
             }
             if buf.capacity() - buf.len() < READ_BUF_BYTES / 2 {
                 buf.reserve(READ_BUF_BYTES);
@@ -191,14 +226,16 @@ impl Link {
             return Some(End::Now);
         };
         let mti = msg.mti();
-        self.shared.log(Received {
-            link: self.id,
-            mti,
-            fields: msg
-                .fields()
-                .map(|(n, v)| (u16::from(n), v.to_vec()))
-                .collect(),
-        });
+        if self.shared.keep_received {
+            self.shared.log(Received {
+                link: self.id,
+                mti,
+                fields: msg
+                    .fields()
+                    .map(|(n, v)| (u16::from(n), v.to_vec()))
+                    .collect(),
+            });
+        }
         if !mti.is_request() {
             Stats::bump(if mti.as_bytes() == b"0810" {
                 &stats.echo_answers
@@ -225,12 +262,32 @@ impl Link {
         };
         if disconnect_after {
             Stats::bump(&stats.disconnects_after_limit);
+            // Answers already due leave before the close.
+            if let Some(end) = self.flush_due().await {
+                return Some(end);
+            }
             return Some(match self.tx.send(Outgoing::Close).await {
                 Ok(()) => End::AfterQueued,
                 Err(_) => End::Now,
             });
         }
         match plan {
+            Some(Plan::Answer {
+                delay_ms: 0,
+                response,
+            }) => {
+                count_decision(stats, mti, &response.code);
+                let codec = FrameCodec::new(self.shared.framing);
+                if encode_answer(&msg, &response, &codec, &mut self.due).is_err() {
+                    Stats::bump(&stats.bad_messages);
+                    return Some(End::Now);
+                }
+                self.due_answers += 1;
+                if self.due_answers >= ANSWERS_BATCH_MAX || self.due.len() >= WRITE_BATCH_BYTES {
+                    return self.flush_due().await;
+                }
+                None
+            }
             Some(Plan::Answer { delay_ms, response }) => {
                 count_decision(stats, mti, &response.code);
                 let mut out = BytesMut::new();
@@ -249,7 +306,41 @@ impl Link {
         }
     }
 
-    /// Queues an answer now or after `delay_ms`, once a pending slot is free.
+    /// Hands the answers due at once to the writer, once their pending
+    /// slots are free; when the link ends first they count as dropped.
+    async fn flush_due(&mut self) -> Option<End> {
+        let answers = std::mem::take(&mut self.due_answers);
+        if answers == 0 {
+            return None;
+        }
+        let frames = self.due.split().freeze();
+        let permits = u32::try_from(answers).unwrap_or(u32::MAX);
+        let permit = tokio::select! {
+            () = self.cancel.cancelled() => None,
+            p = self.pending.clone().acquire_many_owned(permits) => p.ok(),
+        };
+        let Some(permit) = permit else {
+            Stats::add(&self.shared.stats.answers_dropped, answers);
+            return Some(End::Now);
+        };
+        Stats::add(&self.shared.stats.pending_answers, answers);
+        let slot = PendingSlot {
+            _permit: permit,
+            answers,
+            shared: self.shared.clone(),
+            written: false,
+        };
+        if self.due.capacity() < WRITE_BATCH_BYTES / 2 {
+            self.due.reserve(WRITE_BATCH_BYTES);
+        }
+        match self.tx.send(Outgoing::Answer(frames, slot)).await {
+            Ok(()) => None,
+            Err(_) => Some(End::Now),
+        }
+    }
+
+    /// Queues an answer after `delay_ms` (above 0), once a pending slot is
+    /// free.
     async fn queue(&self, frame: Bytes, delay_ms: u64) -> Option<End> {
         let permit = tokio::select! {
             () = self.cancel.cancelled() => return Some(End::Now),
@@ -258,15 +349,10 @@ impl Link {
         Stats::bump(&self.shared.stats.pending_answers);
         let slot = PendingSlot {
             _permit: permit,
+            answers: 1,
             shared: self.shared.clone(),
             written: false,
         };
-        if delay_ms == 0 {
-            return match self.tx.send(Outgoing::Answer(frame, slot)).await {
-                Ok(()) => None,
-                Err(_) => Some(End::Now),
-            };
-        }
         let (tx, cancel) = (self.tx.clone(), self.cancel.clone());
         self.shared.tasks.spawn(async move {
             tokio::select! {

@@ -139,10 +139,16 @@ pub struct IssuerConfig {
     pub answer_echo: bool,
     /// Seed of the latency samples.
     pub seed: u64,
+    /// Keep the last [`RECEIVED_LOG_MAX`] messages for
+    /// [`IssuerHandle::received`] (tests read them). Copying each one's
+    /// fields costs more than deciding and answering it, so a benchmark
+    /// peer turns it off.
+    pub keep_received: bool,
 }
 
 impl Default for IssuerConfig {
-    /// Loopback port 0, `ascii`, `binary2`, approve all at once, answer echoes.
+    /// Loopback port 0, `ascii`, `binary2`, approve all at once, answer
+    /// echoes, keep what is received.
     fn default() -> Self {
         IssuerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -156,6 +162,7 @@ impl Default for IssuerConfig {
             disconnect_after: None,
             answer_echo: true,
             seed: 0x5eed,
+            keep_received: true,
         }
     }
 }
@@ -214,6 +221,8 @@ struct Shared {
     profile: &'static Profile,
     /// Framing of every link.
     framing: FrameConfig,
+    /// [`IssuerConfig::keep_received`], read at start.
+    keep_received: bool,
     /// Behaviour in force and the decision state, changed together.
     behaviour: Mutex<Behaviour>,
     /// Counters.
@@ -290,6 +299,7 @@ pub async fn start(config: IssuerConfig) -> anyhow::Result<IssuerHandle> {
             header: config.length_header,
             ..FrameConfig::default()
         },
+        keep_received: config.keep_received,
         behaviour: Mutex::new(Behaviour {
             decider: Decider::new(config.seed),
             config,
@@ -338,7 +348,8 @@ impl IssuerHandle {
     }
 
     /// Changes the settings for requests that arrive from now on (`addr`,
-    /// `profile`, `length_header` and `seed` are read at start only).
+    /// `profile`, `length_header`, `seed` and `keep_received` are read at
+    /// start only).
     ///
     /// # Errors
     /// When the changed settings are out of range; nothing changes then.
