@@ -141,6 +141,12 @@ impl<W: Wire> Connection<W> {
                 Some((answer, seq)) = self.later.recv(), if self.deferred > 0 => {
                     self.deferred -= 1;
                     self.outbox.push(&answer, seq);
+                    // Issuer-decided answers come from one task each, often
+                    // woken together: let those already runnable send theirs
+                    // before this writes.
+                    if self.deferred > 0 {
+                        tokio::task::yield_now().await;
+                    }
                     self.take_later_ready();
                 }
                 () = &mut timer => {

@@ -361,7 +361,13 @@ impl<'a> Session<'a> {
                         }
                     }
                 },
-                () = self.link.wake.notified() => {}
+                () = self.link.wake.notified() => {
+                    // Forwards woken by the same durable journal sequence
+                    // queue their requests one after another: let those
+                    // already runnable queue theirs before this takes
+                    // them, so they leave in one write, not one each.
+                    tokio::task::yield_now().await;
+                }
                 () = &mut timer => self.on_timer(Instant::now())?,
             }
         }
