@@ -532,21 +532,21 @@ pub(crate) fn spawn_deferred(
         let started = std::time::Instant::now();
         let reply = complete(&node, &deferred, reply).await;
         let answer = encode_answer(&deferred, &reply);
-        if answer.is_some() {
-            if let Ok(msg) = Message::decode(deferred.profile, &deferred.body) {
-                metrics.answered(msg.mti(), reply.code, started);
-            }
+        if let Some((_, mti)) = &answer {
+            metrics.answered(*mti, reply.code, started);
         }
         // Always one send per deferred request (empty when no answer can
         // be written), so the connection's count of them stays true. The
         // connection may have gone meanwhile: then nobody waits.
-        let _ = later.send((answer.unwrap_or_default(), reply.wait.journal_seq()));
+        let answer = answer.map(|(a, _)| a).unwrap_or_default();
+        let _ = later.send((answer, reply.wait.journal_seq()));
     });
 }
 
-/// The terminal's framed answer; `None` when it cannot be written (the
-/// connection's own answer path refuses such frames the same way).
-fn encode_answer(d: &Deferred, reply: &Reply) -> Option<Vec<u8>> {
+/// The terminal's framed answer, and the request's MTI; `None` when it
+/// cannot be written (the connection's own answer path refuses such
+/// frames the same way).
+fn encode_answer(d: &Deferred, reply: &Reply) -> Option<(Vec<u8>, Mti)> {
     let msg = Message::decode(d.profile, &d.body).ok()?;
     let response_mti = msg.mti().response()?;
     let mut out = BytesMut::with_capacity(256);
@@ -556,7 +556,8 @@ fn encode_answer(d: &Deferred, reply: &Reply) -> Option<Vec<u8>> {
             encode_response(&msg, response_mti, reply, buf)
         })
         .ok()?;
-    Some(out.to_vec())
+    // The buffer becomes the vector (no copy).
+    Some((out.into(), msg.mti()))
 }
 
 /// The final reply of a deferred message.
@@ -601,12 +602,13 @@ async fn complete(node: &Node, d: &Deferred, mut reply: Reply) -> Reply {
 /// Sends forward `f` once its record is durable, and resumes the engine
 /// with how it ended.
 async fn forward(node: &Node, d: &Deferred, f: ForwardRef, reply: Reply) -> Reply {
-    let terminal = Message::decode(d.profile, &d.body)
-        .ok()
+    let msg = Message::decode(d.profile, &d.body).ok();
+    let terminal = msg
+        .as_ref()
         .and_then(|m| m.raw(41).and_then(|t| t.try_into().ok()));
     crate::forwarding::forward_built(node, f, reply.record_seq, terminal, |wire, buf| {
-        let msg = Message::decode(d.profile, &d.body).map_err(|_| ())?;
-        crate::forwarding::upstream_request(&msg, f, wire, buf).map_err(|_| ())
+        let msg = msg.as_ref().ok_or(())?;
+        crate::forwarding::upstream_request(msg, f, wire, buf).map_err(|_| ())
     })
     .await
 }
