@@ -1,7 +1,7 @@
 //! One connection: the reader decodes each request, logs and counts it,
-//! asks the decider, and queues the answer at once (latency 0) or from a
-//! task that sleeps first; the writer writes whatever is queued in
-//! batches. Each answer holds a pending slot from decision to write, so a
+//! asks the decider, and queues the answer at once (latency 0: gathered
+//! and handed over once per read) or through the issuer's delay thread
+//! (`delay`); the writer writes whatever is queued in batches. Each answer holds a pending slot from decision to write, so a
 //! link never has more than [`PENDING_ANSWERS_PER_LINK_MAX`] answers in
 //! flight: at the cap the reader stops reading.
 //!
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::answer::{encode_answer, Facts, Plan};
 use super::counts::Stats;
+use super::delay::Delayed;
 use super::{Received, Shared, PENDING_ANSWERS_PER_LINK_MAX};
 use crate::clock::{format_f7, unix_ns_now};
 
@@ -55,7 +56,7 @@ pub(crate) struct LinkEntry {
 }
 
 /// What the writer is given.
-enum Outgoing {
+pub(super) enum Outgoing {
     /// Answer frames (one, or a batch due at once), holding their
     /// pending slot until written.
     Answer(Bytes, PendingSlot),
@@ -68,7 +69,7 @@ enum Outgoing {
 /// Answers between decision and write: a permit of the link's cap and a
 /// count in the issuer-wide `pending_answers` gauge for each. Dropped
 /// unwritten, they count as `answers_dropped`.
-struct PendingSlot {
+pub(super) struct PendingSlot {
     /// The link's cap, one permit per answer.
     _permit: OwnedSemaphorePermit,
     /// How many answers.
@@ -143,6 +144,7 @@ pub(crate) fn spawn(
         // The writer ends on the token or after its `Close`.
         let _ = writer.await;
         cancel.cancel();
+        shared.delayer.link_closed();
         shared.links().remove(&id);
         Stats::drop_one(&shared.stats.connections_current);
         drop(permit);
@@ -353,15 +355,12 @@ impl Link {
             shared: self.shared.clone(),
             written: false,
         };
-        let (tx, cancel) = (self.tx.clone(), self.cancel.clone());
-        self.shared.tasks.spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = tokio::time::sleep(Duration::from_millis(delay_ms)) => {
-                    // A closed writer drops the slot: counted as dropped.
-                    let _ = tx.send(Outgoing::Answer(frame, slot)).await;
-                }
-            }
+        self.shared.delayer.push(Delayed {
+            due: std::time::Instant::now() + Duration::from_millis(delay_ms),
+            tx: self.tx.clone(),
+            cancel: self.cancel.clone(),
+            frame,
+            slot,
         });
         None
     }

@@ -10,6 +10,8 @@
 //!   no I/O, no clock.
 //! - `link`: one connection: a reader that decodes and decides, delayed
 //!   answers, and a writer that batches what is due.
+//! - `delay`: the thread that holds answers for their latency and hands
+//!   each to its link's writer when it is due.
 //! - `listen`: the accept loop, which can be stopped and resumed.
 //! - `counts`: the counters and their snapshot.
 //!
@@ -19,6 +21,7 @@
 
 mod answer;
 mod counts;
+mod delay;
 mod link;
 mod listen;
 
@@ -241,6 +244,8 @@ struct Shared {
     root: CancellationToken,
     /// Every task, to wait for at shutdown.
     tasks: TaskTracker,
+    /// Holds delayed answers until they are due.
+    delayer: delay::Delayer,
 }
 
 /// The settings and the counters they drive.
@@ -312,6 +317,7 @@ pub async fn start(config: IssuerConfig) -> anyhow::Result<IssuerHandle> {
         connection_limit: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
         root: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        delayer: delay::Delayer::start().context("issuer: starting the delay thread")?,
     });
     let listening = listen::spawn(listener, &shared);
     Ok(IssuerHandle {
@@ -423,6 +429,7 @@ impl IssuerHandle {
     /// Stops listening, closes every link and waits for every task.
     pub async fn shutdown(self) {
         self.shared.root.cancel();
+        self.shared.delayer.stop();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
     }
@@ -431,6 +438,7 @@ impl IssuerHandle {
 impl Drop for IssuerHandle {
     fn drop(&mut self) {
         self.shared.root.cancel();
+        self.shared.delayer.stop();
     }
 }
 
