@@ -6,10 +6,12 @@
 #    alternating: a switch routing loadgen's PANs (BIN 41) to the simulator
 #    (answering at once), then a switch with no routes (local authorizer).
 #    One line per run, then forwarded/s, local/s and their ratio per round.
-# 2. Open loop at RATE/s (default 20,000) through the forwarding switch with
-#    the simulator answering after ISSUER_LATENCY_MS (default 1): loadgen's
-#    p50/p99/p99.9 and the switch's added p99 (p99 minus the issuer's latency),
-#    then the same open loop on a local switch for reference.
+# 2. Open loop at RATE/s (default 20,000): first loadgen straight at the
+#    simulator answering after ISSUER_LATENCY_MS (default 1), its own
+#    latency; then through the forwarding switch to it: loadgen's
+#    p50/p99/p99.9 and what the switch adds (over ISSUER_LATENCY_MS, and
+#    over the simulator alone percentile by percentile); then the same open
+#    loop on a local switch for reference.
 #
 # Every run gets a fresh switch and a fresh data directory; everything
 # lives in one temporary directory that is deleted at the end. Variables:
@@ -224,6 +226,18 @@ if [[ $SKIP_CLOSED != 1 ]]; then
 fi
 
 if [[ $SKIP_OPEN != 1 ]]; then
+    # The simulator on its own at the same rate, loadgen straight at it
+    # over as many connections as the switch's links: its own latency,
+    # which is not ISSUER_LATENCY_MS (it sleeps on tokio's 1 ms timer).
+    label=issuer-open
+    echo "== issuer alone open ${RATE}/s, latency ${ISSUER_LATENCY_MS} ms" >&2
+    start_issuer "$label" --latency-ms "$ISSUER_LATENCY_MS"
+    "$LOADGEN" run --addr "127.0.0.1:$ISSUER" --target peer --label "$label" \
+        -c "$UPSTREAM_CONNECTIONS" --rate "$RATE" --duration-s "$DURATION_S" \
+        --threads "$LOADGEN_THREADS" -q >"$WORK/$label.json" 2>"$WORK/$label.err"
+    stop "$ISSUER_PID"
+    row "$label" "late_sends $(jq -r .late_sends "$WORK/$label.json")"
+
     label=fwd-open
     echo "== forwarded open ${RATE}/s, issuer latency ${ISSUER_LATENCY_MS} ms" >&2
     start_issuer "$label" --latency-ms "$ISSUER_LATENCY_MS"
@@ -231,9 +245,9 @@ if [[ $SKIP_OPEN != 1 ]]; then
     loadgen_run "$label" -c "$OPEN_CONNECTIONS" --rate "$RATE"
     stop_switch "$label"
     stop "$ISSUER_PID"
-    row "$label" "issuer 0100s $(issuer_0100 "$label")"
-    jq -r --argjson lat "$ISSUER_LATENCY_MS" \
-        '"open \(.rate_per_s)/s forwarded, issuer \($lat) ms: p50 \(.latency.p50_us|floor) p99 \(.latency.p99_us|floor) p99.9 \(.latency.p999_us|floor) us; added p99 \(.latency.p99_us - $lat * 1000|floor) us, p99.9 \(.latency.p999_us - $lat * 1000|floor) us; late_sends \(.late_sends)"' \
+    row "$label" "issuer 0100s $(issuer_0100 "$label") late_sends $(jq -r .late_sends "$WORK/$label.json")"
+    jq -r --argjson lat "$ISSUER_LATENCY_MS" --slurpfile alone "$WORK/issuer-open.json" \
+        '$alone[0].latency as $i | "open \(.rate_per_s)/s forwarded, issuer \($lat) ms: p50 \(.latency.p50_us|floor) p99 \(.latency.p99_us|floor) p99.9 \(.latency.p999_us|floor) us; added over \($lat) ms: p99 \(.latency.p99_us - $lat * 1000|floor) us, p99.9 \(.latency.p999_us - $lat * 1000|floor) us; over the issuer alone (p50 \($i.p50_us|floor) p99 \($i.p99_us|floor) p99.9 \($i.p999_us|floor) us): p50 \(.latency.p50_us - $i.p50_us|floor) p99 \(.latency.p99_us - $i.p99_us|floor) p99.9 \(.latency.p999_us - $i.p999_us|floor) us"' \
         "$WORK/$label.json"
 
     # The same open loop on a local switch: what loadgen and this box add
