@@ -261,22 +261,8 @@ impl Engine {
             Outcome::TimedOut | Outcome::NotSent => (Code::UNAVAILABLE, None),
         };
         let req = Request {
-            op: Op::Refund,
-            key: p.key,
-            repeat: false,
-            content_crc: making.content_crc,
-            merchant_id: &p.merchant_id,
-            terminal_id: making.terminal,
-            pan: None,
-            expiry: None,
-            amount_minor: p.amount_minor,
-            currency: p.currency,
             original: Some(crate::command::OriginalRef::Payment(payment)),
-            replacement_minor: None,
-            channel: crate::command::Channel::Other,
-            eci: None,
-            rrn: Some(p.rrn),
-            extras: None,
+            ..request_of(p, making)
         };
         let mut reply = if code.approved() {
             self.follow_up_here(&req, p.merchant, auth_code, now_ms)
@@ -322,29 +308,8 @@ impl Engine {
         stood_in: bool,
         now_ms: u64,
     ) -> Reply {
-        let op = match making.op {
-            ForwardOp::PreAuth => Op::PreAuth,
-            ForwardOp::Sale => Op::Sale,
-            ForwardOp::Refund => Op::Refund,
-        };
-        let req = Request {
-            op,
-            key: p.key,
-            repeat: false,
-            content_crc: making.content_crc,
-            merchant_id: &p.merchant_id,
-            terminal_id: making.terminal,
-            pan: None,
-            expiry: None,
-            amount_minor: p.amount_minor,
-            currency: p.currency,
-            original: None,
-            replacement_minor: None,
-            channel: crate::command::Channel::Other,
-            eci: None,
-            rrn: Some(p.rrn),
-            extras: making.extras.as_deref(),
-        };
+        let req = request_of(p, making);
+        let op = req.op;
         let approved = code.approved();
         let auth = auth_code.unwrap_or([b' '; 6]);
         let mut payment =
@@ -560,5 +525,33 @@ impl Engine {
                 self.upstream.remove_saf(id);
             }
         }
+    }
+}
+
+/// The terminal's request a forward stands for, as far as making its
+/// payment (or its refund) needs it: no card (the token and masked PAN
+/// are kept apart), no original.
+fn request_of<'a>(p: &'a Pending, making: &'a Making) -> Request<'a> {
+    Request {
+        op: match making.op {
+            ForwardOp::PreAuth => Op::PreAuth,
+            ForwardOp::Sale => Op::Sale,
+            ForwardOp::Refund => Op::Refund,
+        },
+        key: p.key,
+        repeat: false,
+        content_crc: making.content_crc,
+        merchant_id: &p.merchant_id,
+        terminal_id: making.terminal,
+        pan: None,
+        expiry: None,
+        amount_minor: p.amount_minor,
+        currency: p.currency,
+        original: None,
+        replacement_minor: None,
+        channel: crate::command::Channel::Other,
+        eci: None,
+        rrn: Some(p.rrn),
+        extras: making.extras.as_deref(),
     }
 }

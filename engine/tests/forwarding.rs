@@ -137,6 +137,20 @@ fn saf(e: &Engine) -> Vec<SafEntry> {
     }
 }
 
+/// Ends forward `id` with the issuer's approval and F38 `auth`.
+fn issuer_approves(e: &Engine, id: u64, auth: [u8; 6]) -> Reply {
+    e.apply(
+        Command::Upstream {
+            forward: id,
+            outcome: Outcome::Answered {
+                code: Code::APPROVED,
+                auth_code: Some(auth),
+            },
+        },
+        NOW_MS,
+    )
+}
+
 fn forwarded(e: &Engine, req: Request<'_>) -> (u64, Reply) {
     let r = e.apply(Command::Message(req), NOW_MS);
     match r.wait {
@@ -354,16 +368,7 @@ fn a_capture_of_an_issuer_payment_is_advised_and_a_local_ones_is_not() {
     let e = engine(&journal, &StandIn::default());
     let auth = request(Op::PreAuth, 1, None, VISA);
     let (id, _) = forwarded(&e, auth);
-    let done = e.apply(
-        Command::Upstream {
-            forward: id,
-            outcome: Outcome::Answered {
-                code: Code::APPROVED,
-                auth_code: Some(*b"ISS002"),
-            },
-        },
-        NOW_MS,
-    );
+    let done = issuer_approves(&e, id, *b"ISS002");
     assert_eq!(done.code, Code::APPROVED);
     let original = OriginalRef::Message(codecs::iso8583::f90::OriginalData {
         mti: codecs::iso8583::Mti::parse("0100").expect("mti"),
@@ -421,16 +426,7 @@ fn after_a_crash_forwards_without_a_journaled_answer_are_reversed() {
     let Wait::Upstream(f) = r.wait else {
         unreachable!()
     };
-    e.apply(
-        Command::Upstream {
-            forward: answered,
-            outcome: Outcome::Answered {
-                code: Code::APPROVED,
-                auth_code: Some(*b"ISS003"),
-            },
-        },
-        NOW_MS,
-    );
+    issuer_approves(&e, answered, *b"ISS003");
     let records = journal.records.lock().expect("lock").clone();
     let (_, back) = replayed(&records);
     let r = back.apply(Command::ReverseOrphans, NOW_MS + 60_000);
@@ -584,16 +580,7 @@ fn a_snapshot_taken_between_a_payment_and_its_answer_reverses_nothing() {
     let journal = Recorder::default();
     let e = engine(&journal, &StandIn::default());
     let (id, _) = forwarded(&e, request(Op::Sale, 1, None, VISA));
-    let done = e.apply(
-        Command::Upstream {
-            forward: id,
-            outcome: Outcome::Answered {
-                code: Code::APPROVED,
-                auth_code: Some(*b"ISS004"),
-            },
-        },
-        NOW_MS,
-    );
+    let done = issuer_approves(&e, id, *b"ISS004");
     let paid = payment(&e, done.payment_id.expect("id"));
     let pending = match engine::upstream::decode(&journal.records.lock().expect("lock")[0].1) {
         Ok(engine::upstream::UpstreamRecord::Forward(p)) => p,
@@ -621,16 +608,7 @@ fn a_refund_of_an_issuer_payment_is_the_issuers_to_decide() {
     let Wait::Upstream(sale) = r.wait else {
         unreachable!()
     };
-    let done = e.apply(
-        Command::Upstream {
-            forward: id,
-            outcome: Outcome::Answered {
-                code: Code::APPROVED,
-                auth_code: Some(*b"ISS005"),
-            },
-        },
-        NOW_MS,
-    );
+    let done = issuer_approves(&e, id, *b"ISS005");
     let pid = done.payment_id.expect("id");
     let original = OriginalRef::Payment(pid);
     // Local rules first: more than was captured never goes upstream.
@@ -667,16 +645,7 @@ fn a_refund_of_an_issuer_payment_is_the_issuers_to_decide() {
     let mut refund = request(Op::Refund, 4, Some(original), VISA);
     refund.amount_minor = 400;
     let (rid, _) = forwarded(&e, refund);
-    let r = e.apply(
-        Command::Upstream {
-            forward: rid,
-            outcome: Outcome::Answered {
-                code: Code::APPROVED,
-                auth_code: Some(*b"ISS006"),
-            },
-        },
-        NOW_MS,
-    );
+    let r = issuer_approves(&e, rid, *b"ISS006");
     assert_eq!((r.code, r.auth_code), (Code::APPROVED, Some(*b"ISS006")));
     assert_eq!(payment(&e, pid).refunds.len(), 1);
     // Its repeat gets the same answer.
@@ -713,16 +682,7 @@ fn a_reversal_of_an_issuer_payment_advises_what_was_held_and_what_is_left() {
     let e = engine(&journal, &StandIn::default());
     for (stan, replacement) in [(1u32, None), (2, Some(300u64))] {
         let (id, _) = forwarded(&e, request(Op::PreAuth, stan, None, VISA));
-        e.apply(
-            Command::Upstream {
-                forward: id,
-                outcome: Outcome::Answered {
-                    code: Code::APPROVED,
-                    auth_code: Some(*b"ISS010"),
-                },
-            },
-            NOW_MS,
-        );
+        issuer_approves(&e, id, *b"ISS010");
         let original = OriginalRef::Message(codecs::iso8583::f90::OriginalData {
             mti: codecs::iso8583::Mti::parse("0100").expect("mti"),
             stan,
@@ -747,16 +707,7 @@ fn an_issuer_hold_that_expires_here_is_reversed_at_the_issuer() {
     let journal = Recorder::default();
     let e = engine(&journal, &StandIn::default());
     let (id, _) = forwarded(&e, request(Op::PreAuth, 1, None, VISA));
-    e.apply(
-        Command::Upstream {
-            forward: id,
-            outcome: Outcome::Answered {
-                code: Code::APPROVED,
-                auth_code: Some(*b"ISS011"),
-            },
-        },
-        NOW_MS,
-    );
+    issuer_approves(&e, id, *b"ISS011");
     assert!(saf(&e).is_empty());
     let r = e.apply(
         Command::Tick {

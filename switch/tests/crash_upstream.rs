@@ -82,22 +82,34 @@ fn config_for(issuer: std::net::SocketAddr) -> toml::Table {
     config
 }
 
+/// A fresh data directory with the configuration routing to `issuer`;
+/// (the directory, the configuration file).
+fn prepared(issuer: std::net::SocketAddr) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let config_path = dir.join("switch.toml");
+    write_config(&config_for(issuer), &config_path);
+    (dir, config_path)
+}
+
+/// How the switch process starts on `dir` with `config`.
+fn launch<'a>(dir: &'a std::path::Path, config: &'a std::path::Path) -> Launch<'a> {
+    Launch {
+        dir,
+        config: Some(config),
+        logs: dir,
+        log_level: "info",
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_in_flight_at_a_kill_9_are_reversed_after_the_restart() {
     let runs = env_number("SWITCH_CRASH_UPSTREAM_RUNS", RUNS_DEFAULT) as usize;
     let iss = issuer::start(IssuerConfig::default())
         .await
         .expect("issuer simulator");
-    let dir = data_dir();
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let config_path = dir.join("switch.toml");
-    write_config(&config_for(iss.addr()), &config_path);
-    let launch = Launch {
-        dir: &dir,
-        config: Some(&config_path),
-        logs: &dir,
-        log_level: "info",
-    };
+    let (dir, config_path) = prepared(iss.addr());
+    let launch = launch(&dir, &config_path);
     let mut answered: BTreeSet<Seen> = BTreeSet::new();
     let mut seed = 0;
     for run in 0..runs {
@@ -170,16 +182,8 @@ async fn advices_queued_before_a_kill_9_are_delivered_after_the_restart() {
     let iss = issuer::start(IssuerConfig::default())
         .await
         .expect("issuer simulator");
-    let dir = data_dir();
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let config_path = dir.join("switch.toml");
-    write_config(&config_for(iss.addr()), &config_path);
-    let launch = Launch {
-        dir: &dir,
-        config: Some(&config_path),
-        logs: &dir,
-        log_level: "info",
-    };
+    let (dir, config_path) = prepared(iss.addr());
+    let launch = launch(&dir, &config_path);
     let (mut p, mut client) = launch.start("first").await;
     p.wait_metric("switch_upstream_links_connected", TIMEOUT, |v| v >= 1.0)
         .await;
@@ -254,15 +258,8 @@ async fn several_terminals_interleaved_answered_ones_are_kept_and_held_ones_reve
     let iss = issuer::start(IssuerConfig::default())
         .await
         .expect("issuer simulator");
-    let dir = data_dir();
-    let config_path = dir.join("switch.toml");
-    write_config(&config_for(iss.addr()), &config_path);
-    let launch = Launch {
-        dir: &dir,
-        config: Some(&config_path),
-        logs: &dir,
-        log_level: "info",
-    };
+    let (dir, config_path) = prepared(iss.addr());
+    let launch = launch(&dir, &config_path);
     let held_amounts: Vec<u64> = (0..HELD_PER_TERMINAL * TERMINALS.len() as u64)
         .map(|i| HELD_AMOUNT_MIN + i)
         .collect();

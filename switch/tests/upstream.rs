@@ -45,15 +45,20 @@ async fn issuer(edit: impl FnOnce(&mut IssuerConfig)) -> IssuerHandle {
     issuer::start(c).await.expect("issuer simulator")
 }
 
+/// Adds upstream `u` and routes `4111112…` (the ROUTED cards) to it.
+fn route_to(c: &mut switch::Config, u: UpstreamSettings) {
+    c.routes.push(RouteSettings {
+        pan_prefixes: vec!["4111112".into()],
+        upstream: u.name.clone(),
+    });
+    c.upstreams.push(u);
+}
+
 /// A switch routing `4111112…` to `addr` (answer deadline `timeout_ms`),
 /// everything else local.
 async fn switch_to(addr: std::net::SocketAddr, timeout_ms: u64) -> TestSwitch {
     TestSwitch::start_with(|c| {
-        c.upstreams.push(upstream(addr, timeout_ms));
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, upstream(addr, timeout_ms));
         c.saf.retry_interval_ms = 100;
         c.saf.retry_interval_max_ms = 400;
     })
@@ -272,11 +277,7 @@ async fn a_capture_of_an_issuer_payment_is_advised_as_0220_and_survives_a_restar
     let dir = sw.dir.clone();
     let addr = iss.addr();
     let mut sw = TestSwitch::start_in(dir, |c| {
-        c.upstreams.push(upstream(addr, 1_000));
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, upstream(addr, 1_000));
         c.saf.retry_interval_ms = 100;
         c.saf.retry_interval_max_ms = 400;
     })
@@ -476,11 +477,7 @@ async fn pyiso_issuer_approves(spec: &str, profile: &str) {
         let mut u = upstream(addr, 2_000);
         u.sign_on = true;
         u.profile = profile.into();
-        c.upstreams.push(u);
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, u);
     })
     .await;
     // Up only once pyiso8583's 0810 to the sign-on was read.
@@ -503,11 +500,7 @@ async fn stand_in_approves_within_its_limit_and_advises_the_issuer_with_0120() {
     let iss = issuer(|c| c.silent_amounts = vec![1_500, 9_000]).await;
     let addr = iss.addr();
     let mut sw = TestSwitch::start_with(|c| {
-        c.upstreams.push(upstream(addr, 300));
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, upstream(addr, 300));
         c.stand_in.enabled = true;
         c.stand_in.amount_max_minor.insert("978".into(), 5_000);
         c.saf.retry_interval_ms = 100;
@@ -549,11 +542,7 @@ async fn at_the_in_flight_limit_requests_wait_for_room_instead_of_failing() {
         let mut u = upstream(addr, 2_000);
         u.connections = 1;
         u.inflight_per_link_max = 2;
-        c.upstreams.push(u);
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, u);
     })
     .await;
     linked(&sw, addr).await;
@@ -597,11 +586,7 @@ async fn an_idle_link_whose_echo_goes_unanswered_is_reopened_without_a_storm() {
         let mut u = upstream(addr, 500);
         u.connections = 1;
         u.echo_interval_s = 1;
-        c.upstreams.push(u);
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, u);
     })
     .await;
     linked(&sw, addr).await;
@@ -665,11 +650,7 @@ async fn a_link_that_only_sends_is_found_dead_by_its_echo_while_requests_flow() 
         let mut u = upstream(addr, 300);
         u.connections = 1;
         u.echo_interval_s = 1;
-        c.upstreams.push(u);
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, u);
         c.saf.retry_interval_ms = 100;
         c.saf.retry_interval_max_ms = 400;
     })
@@ -710,11 +691,7 @@ async fn waiting_for_room_past_the_timeout_is_91_and_nothing_is_sent() {
         let mut u = upstream(addr, 1_600);
         u.connections = 1;
         u.inflight_per_link_max = 2;
-        c.upstreams.push(u);
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, u);
     })
     .await;
     linked(&sw, addr).await;
@@ -753,11 +730,7 @@ async fn stand_in_with_the_issuer_down_approves_at_once_and_advises_it_when_back
     // Down from the start: connects are refused.
     iss.stop_listening().await;
     let mut sw = TestSwitch::start_with(|c| {
-        c.upstreams.push(upstream(addr, 5_000));
-        c.routes.push(RouteSettings {
-            pan_prefixes: vec!["4111112".into()],
-            upstream: name_of(addr),
-        });
+        route_to(c, upstream(addr, 5_000));
         c.stand_in.enabled = true;
         c.stand_in.amount_max_minor.insert("978".into(), 5_000);
         c.saf.retry_interval_ms = 100;
