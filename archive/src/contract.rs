@@ -60,6 +60,7 @@ pub fn payment(id: u64, merchant: u32, created_ms: u64, amount_minor: u64) -> Pa
         extras: None,
         journal_seq: 0,
         upstream: None,
+        more: Default::default(),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::command::{Channel, Op, Reply, Request, Wait};
 use crate::commit::{self, Change};
 use crate::engine::Engine;
 use crate::idempotency::Answer;
-use crate::lifecycle::{Kind, Payment, Status};
+use crate::lifecycle::{Kind, More, Payment, Status};
 use crate::merchant::Merchant;
 use crate::record::PaymentRecordRef;
 use crate::risk::RiskVerdict;
@@ -212,6 +212,11 @@ impl Engine {
             extras: req.extras.map(|e| Box::new(e.clone())),
             journal_seq: 0,
             upstream: None,
+            more: More {
+                eci: req.eci.map(|e| e.0),
+                channel: Some(req.channel.code()),
+                requested_minor: Some(req.amount_minor),
+            },
         }
     }
 

@@ -66,6 +66,18 @@ pub enum Channel {
     Other,
 }
 
+impl Channel {
+    /// F25's value for it (99 for anything else).
+    pub fn code(self) -> u8 {
+        match self {
+            Channel::CardPresent => 0,
+            Channel::MoTo => 8,
+            Channel::Ecommerce => 59,
+            Channel::Other => 99,
+        }
+    }
+}
+
 /// How a follow-up message names its original.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OriginalRef {

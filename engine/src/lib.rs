@@ -53,7 +53,7 @@ pub use commit::{Journal, NoJournal};
 pub use engine::Engine;
 pub use idempotency::{Answer, MessageKey};
 pub use lifecycle::{
-    CartItem, Extras, LineRefund, Payment, Status, CART_LINES_MAX, TEXT_BYTES_MAX,
+    CartItem, Extras, LineRefund, More, Payment, Status, CART_LINES_MAX, TEXT_BYTES_MAX,
 };
 pub use merchant::{Merchant, Settings};
 pub use recovery::ReplayError;

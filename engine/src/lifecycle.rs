@@ -169,6 +169,26 @@ pub struct Payment {
     /// For a payment an issuer decided (or the switch in its stead): how
     /// it was forwarded, for the advices of its captures and reversals.
     pub upstream: Option<Box<Forwarded>>,
+    /// Fields added since record version 3, each written as a tagged
+    /// extension (see [`More`]).
+    pub more: More,
+}
+
+/// A payment's fields added since record version 3. Each is written as one
+/// tagged extension (tag, length, bytes) after the version-2 fields, so a
+/// field can be added without a new record version: a reader skips the
+/// tags it does not know. Tags: see `record::put_more`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct More {
+    /// The ECI (F48.42) the payment was authorized with, as its 2-digit
+    /// number (tag 1).
+    pub eci: Option<u8>,
+    /// How the card was presented at authorization: F25's value (00, 08,
+    /// 59; 99 for anything else) (tag 2).
+    pub channel: Option<u8>,
+    /// The amount asked for at authorization, minor units: what a declined
+    /// payment was declined for (tag 3).
+    pub requested_minor: Option<u64>,
 }
 
 /// What the shell sends for a forwarded authorization, and what a payment
@@ -543,6 +563,7 @@ pub(crate) mod tests {
             extras: None,
             journal_seq: 0,
             upstream: None,
+            more: Default::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use codecs::card::{CardToken, MaskedPan};
 use crate::code::Code;
 use crate::idempotency::{Answer, MessageKey};
 use crate::lifecycle::{
-    status_of_record_code, status_record_code, Activity, CartItem, Extras, Kind, Operation,
+    status_of_record_code, status_record_code, Activity, CartItem, Extras, Kind, More, Operation,
     Payment, Refund,
 };
 use crate::state::{OriginalKey, Target};
@@ -21,10 +21,15 @@ pub const RECORD_PAYMENT: u8 = 1;
 /// Format version written first in every payload and snapshot. Version 2
 /// added what an issuer-decided payment remembers of its forwarding
 /// (right after the id, so [`forward_id`] reads it without the rest);
-/// version 1 payloads and snapshots are still read.
-const VERSION: u8 = 2;
+/// version 3 added the payment's tagged extensions ([`More`]) at its end.
+/// Versions 1 and 2 are still read.
+const VERSION: u8 = 3;
 /// The version before upstream routing.
 const VERSION_1: u8 = 1;
+/// The version before the tagged extensions.
+const VERSION_2: u8 = 2;
+/// Most tagged extensions in one payment.
+const EXTENSIONS_MAX: u8 = 64;
 /// Magic at the start of a snapshot.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWSN";
 
@@ -111,11 +116,76 @@ fn put_payment(o: &mut Out<'_>, p: &Payment) {
             }
         }
     }
+    put_more(o, &p.more);
+}
+
+/// Extension tags of [`More`]; never reuse one.
+const TAG_ECI: u8 = 1;
+const TAG_CHANNEL: u8 = 2;
+const TAG_REQUESTED: u8 = 3;
+
+/// Writes `more` as a count and tagged extensions (tag, u16 length, value),
+/// one per field that is set, in increasing tag order.
+fn put_more(o: &mut Out<'_>, more: &More) {
+    let at = o.0.len();
+    o.u8(0);
+    let mut n = 0u8;
+    let mut ext = |o: &mut Out<'_>, tag: u8, value: &dyn Fn(&mut Out<'_>)| {
+        o.u8(tag);
+        let len_at = o.0.len();
+        o.u16(0);
+        value(o);
+        let len = (o.0.len() - len_at - 2).min(usize::from(u16::MAX)) as u16;
+        o.0[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+        n += 1;
+    };
+    if let Some(eci) = more.eci {
+        ext(o, TAG_ECI, &|o| o.u8(eci));
+    }
+    if let Some(channel) = more.channel {
+        ext(o, TAG_CHANNEL, &|o| o.u8(channel));
+    }
+    if let Some(amount) = more.requested_minor {
+        ext(o, TAG_REQUESTED, &|o| o.u64(amount));
+    }
+    o.0[at] = n;
+}
+
+/// Reads the tagged extensions of a version-3 payment. A tag this version
+/// does not know is skipped, so an older reader still reads a newer
+/// record; a known tag must be read to its last byte.
+fn get_more(i: &mut In<'_>) -> Result<More, DecodeError> {
+    let n = i.u8()?;
+    if n > EXTENSIONS_MAX {
+        return Err(DecodeError("too many extensions"));
+    }
+    let mut more = More::default();
+    let mut last = None;
+    for _ in 0..n {
+        let tag = i.u8()?;
+        // In increasing order, each once: one way to write each payment.
+        if last.is_some_and(|l| tag <= l) {
+            return Err(DecodeError("extension tags out of order"));
+        }
+        last = Some(tag);
+        let len = usize::from(i.u16()?);
+        let mut v = In(i.take(len)?);
+        match tag {
+            TAG_ECI => more.eci = Some(v.u8()?),
+            TAG_CHANNEL => more.channel = Some(v.u8()?),
+            TAG_REQUESTED => more.requested_minor = Some(v.u64()?),
+            _ => continue,
+        }
+        if !v.done() {
+            return Err(DecodeError("extension longer than its value"));
+        }
+    }
+    Ok(more)
 }
 
 fn get_payment(i: &mut In<'_>, version: u8) -> Result<Payment, DecodeError> {
     let id = i.u64()?;
-    let upstream = if version >= VERSION && i.flag()? {
+    let upstream = if version >= VERSION_2 && i.flag()? {
         Some(Box::new(crate::lifecycle::Forwarded {
             forward: i.u64()?,
             upstream: i.text()?,
@@ -153,6 +223,11 @@ fn get_payment(i: &mut In<'_>, version: u8) -> Result<Payment, DecodeError> {
     } else {
         None
     };
+    let more = if version >= VERSION {
+        get_more(i)?
+    } else {
+        More::default()
+    };
     Ok(Payment {
         id,
         merchant,
@@ -174,6 +249,7 @@ fn get_payment(i: &mut In<'_>, version: u8) -> Result<Payment, DecodeError> {
         extras,
         journal_seq: 0,
         upstream,
+        more,
     })
 }
 
@@ -333,7 +409,7 @@ pub struct PaymentRecordRef<'a> {
 /// When the payload is too short or of another version.
 pub fn payment_id(payload: &[u8]) -> Result<u64, DecodeError> {
     let mut i = In(payload);
-    if !matches!(i.u8()?, VERSION | VERSION_1) {
+    if !matches!(i.u8()?, VERSION | VERSION_2 | VERSION_1) {
         return Err(DecodeError("unknown record version"));
     }
     i.u64()
@@ -349,7 +425,7 @@ pub fn forward_id(payload: &[u8]) -> Result<Option<u64>, DecodeError> {
     let mut i = In(payload);
     match i.u8()? {
         VERSION_1 => Ok(None),
-        VERSION => {
+        VERSION | VERSION_2 => {
             i.u64()?;
             if i.flag()? {
                 Ok(Some(i.u64()?))
@@ -368,7 +444,7 @@ pub fn forward_id(payload: &[u8]) -> Result<Option<u64>, DecodeError> {
 pub fn decode(payload: &[u8]) -> Result<PaymentRecord, DecodeError> {
     let mut i = In(payload);
     let version = i.u8()?;
-    if !matches!(version, VERSION | VERSION_1) {
+    if !matches!(version, VERSION | VERSION_2 | VERSION_1) {
         return Err(DecodeError("unknown record version"));
     }
     let payment = get_payment(&mut i, version)?;
@@ -467,7 +543,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotContents, DecodeError> {
         return Err(DecodeError("not a snapshot"));
     }
     let version = i.u8()?;
-    if !matches!(version, VERSION | VERSION_1) {
+    if !matches!(version, VERSION | VERSION_2 | VERSION_1) {
         return Err(DecodeError("not a snapshot of a known version"));
     }
     let mut out = SnapshotContents::default();
@@ -491,7 +567,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotContents, DecodeError> {
     for _ in 0..n {
         out.answers.push(get_answer(&mut i)?);
     }
-    if version >= VERSION {
+    if version >= VERSION_2 {
         (out.forwards, out.saf) = crate::upstream::get_snapshot(&mut i)?;
     }
     if !i.done() {
@@ -539,6 +615,11 @@ mod tests {
             seq: 0,
             at_ms: 11,
         };
+        p.more = More {
+            eci: Some(5),
+            channel: Some(59),
+            requested_minor: Some(5_000),
+        };
         PaymentRecord {
             payment: p,
             index: Some((
@@ -575,6 +656,42 @@ mod tests {
         let mut bad = buf.clone();
         bad[0] = 9;
         assert!(decode(&bad).is_err());
+    }
+
+    /// A record with no index and no answer, its payment's extensions
+    /// `more`: its bytes end with the extension count, then two 0 flags.
+    fn bare(more: More) -> (Payment, Vec<u8>) {
+        let mut p = sample().payment;
+        p.more = more;
+        let mut buf = Vec::new();
+        encode(
+            &PaymentRecordRef {
+                payment: &p,
+                index: None,
+                answer: None,
+            },
+            &mut buf,
+        );
+        (p, buf)
+    }
+
+    #[test]
+    fn extensions_round_trip_and_unknown_tags_are_skipped() {
+        let (p, buf) = bare(More::default());
+        assert_eq!(buf[buf.len() - 3..], [0, 0, 0]);
+        // A newer writer's tag 200 (3 bytes): read past, the rest intact.
+        let mut newer = buf[..buf.len() - 3].to_vec();
+        newer.extend_from_slice(&[1, 200, 0, 3, b'a', b'b', b'c', 0, 0]);
+        assert_eq!(decode(&newer).expect("skips tag 200").payment, p);
+        // A known tag longer than its value is refused, not misread.
+        let mut long = buf[..buf.len() - 3].to_vec();
+        long.extend_from_slice(&[1, TAG_ECI, 0, 2, 5, 5, 0, 0]);
+        assert!(decode(&long).is_err());
+        // Version 2 (no extensions) is still read.
+        let mut v2 = buf.clone();
+        v2[0] = VERSION_2;
+        v2.remove(v2.len() - 3);
+        assert_eq!(decode(&v2).expect("version 2").payment, p);
     }
 
     #[test]
