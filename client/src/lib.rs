@@ -49,7 +49,7 @@ use tokio_util::codec::FramedRead;
 
 pub use codecs::internal::{EventKind, HistoryEntry, PaymentStatus, ResultCode};
 pub use error::ClientError;
-pub use types::{CartItem, ListQuery, MotoPayment, PaymentRow, Reply};
+pub use types::{CartItem, ListQuery, MandateRow, MotoPayment, PaymentRow, Reply};
 
 /// How long a request waits for its answer unless told otherwise.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -367,6 +367,15 @@ impl Client {
         reason: Option<&str>,
     ) -> Result<Reply, ClientError> {
         self.call(&Request::MarkScam { payment_id, reason }).await
+    }
+
+    /// The mandates the key's provider holds, in `Reply::mandates`
+    /// (none for a merchant's key).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn list_mandates(&self) -> Result<Reply, ClientError> {
+        self.call(&Request::ListMandates).await
     }
 
     /// Sends any request and waits for its answer.

@@ -104,6 +104,18 @@ pub struct PaymentRow {
     pub merchant_reference: Option<String>,
 }
 
+/// A mandate a provider holds (list mandates).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MandateRow {
+    /// The merchant that granted it (MID).
+    pub merchant_id: String,
+    /// When it was granted, Unix seconds.
+    pub granted_unix_s: u64,
+    /// What it allows: bits of `codecs::internal::scope` (1 payments,
+    /// 2 refunds, 4 reporting).
+    pub scopes: u8,
+}
+
 /// The switch's answer to one request, owned. Which fields are present
 /// depends on the request (see `docs/internal-api.md`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +154,8 @@ pub struct Reply {
     pub rows: Vec<PaymentRow>,
     /// Cursor of the next page; `None` on the last page.
     pub next_cursor: Option<u64>,
+    /// The mandates the key's provider holds (list mandates).
+    pub mandates: Vec<MandateRow>,
 }
 
 impl Reply {
@@ -190,6 +204,15 @@ impl Reply {
                 })
                 .collect(),
             next_cursor: r.next_cursor,
+            mandates: r
+                .mandates
+                .iter()
+                .map(|m| MandateRow {
+                    merchant_id: m.merchant_id.to_owned(),
+                    granted_unix_s: m.granted_unix_s,
+                    scopes: m.scopes,
+                })
+                .collect(),
         }
     }
 }

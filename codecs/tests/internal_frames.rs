@@ -5,8 +5,9 @@
 use bytes::BytesMut;
 use codecs::internal::{
     check, tag, Authenticate, CartLine, Cvv2, Error, EventKind, Expiry, Frame, FrameType,
-    HistoryEntry, InternalCodec, ListPayments, MotoRequest, Pan, PaymentRow, PaymentStatus, Refund,
-    Repeated, Request, Response, ResultCode, Secret, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES,
+    HistoryEntry, InternalCodec, ListPayments, MandateRow, MotoRequest, Pan, PaymentRow,
+    PaymentStatus, Refund, Repeated, Request, Response, ResultCode, Secret, FRAME_BODY_BYTES_MAX,
+    FRAME_HEADER_BYTES,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -439,8 +440,42 @@ fn with_response<R>(m: &RespModel, f: impl FnOnce(Response<'_>) -> R) -> R {
         created_unix_s: m.created_unix_s,
         history: Repeated::from_slice(&history),
         rows: Repeated::from_slice(&rows),
+        mandates: Repeated::empty(),
         next_cursor: m.next_cursor,
     })
+}
+
+proptest! {
+    /// A full mandate list fits a frame and reads back as written; scopes
+    /// outside the three bits are refused by both sides.
+    #[test]
+    fn mandate_lists_round_trip(
+        rows in proptest::collection::vec(("[A-Z0-9]{15}", any::<u64>(), 1..=7u8), 0..=150),
+        bad in 8..=255u8,
+    ) {
+        let list: Vec<MandateRow<'_>> = rows
+            .iter()
+            .map(|(mid, granted, scopes)| MandateRow {
+                merchant_id: mid,
+                granted_unix_s: *granted,
+                scopes: *scopes,
+            })
+            .collect();
+        let mut r = Response::new(ResultCode::APPROVED);
+        r.mandates = Repeated::from_slice(&list);
+        let mut dst = BytesMut::new();
+        r.encode(7, &mut dst).unwrap();
+        let (frame, _) = Frame::parse(&dst).unwrap().unwrap();
+        let back = Response::parse(&frame).unwrap();
+        prop_assert_eq!(back.mandates.iter().collect::<Vec<_>>(), list);
+        let wrong = [MandateRow { merchant_id: "DEMO00000000001", granted_unix_s: 1, scopes: bad }];
+        let mut r = Response::new(ResultCode::APPROVED);
+        r.mandates = Repeated::from_slice(&wrong);
+        prop_assert!(r.encode(8, &mut BytesMut::new()).is_err());
+        let zero = [MandateRow { merchant_id: "DEMO00000000001", granted_unix_s: 1, scopes: 0 }];
+        r.mandates = Repeated::from_slice(&zero);
+        prop_assert!(r.encode(9, &mut BytesMut::new()).is_err());
+    }
 }
 
 /// Parses whatever `bytes` holds every way there is, touching every

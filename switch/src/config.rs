@@ -415,6 +415,16 @@ impl Overrides {
 }
 
 impl Config {
+    /// The MIDs of the merchants this switch serves: the configuration's.
+    /// (`data_dir`: where merchants added at runtime are kept.)
+    ///
+    /// # Errors
+    /// None yet; reading the runtime merchants can fail.
+    pub fn merchant_ids(&self, data_dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+        let _ = data_dir;
+        Ok(self.merchants.iter().map(|m| m.id.clone()).collect())
+    }
+
     /// The embedded default.
     ///
     /// # Errors

@@ -58,7 +58,7 @@ use tokio_util::task::TaskTracker;
 
 pub use clock::Clock;
 pub use config::{Config, ConfigError, Overrides, EMBEDDED_DEFAULT};
-pub use keys::{KeyAdmin, KeyInfo, KeysError, Mandate, NewKey, Owner};
+pub use keys::{KeyAdmin, KeyInfo, KeysError, Mandate, NewKey, Owner, Scope};
 pub use routing_config::{
     RouteSettings, RoutingSettings, SafSettings, StandInSettings, UpstreamSettings,
 };

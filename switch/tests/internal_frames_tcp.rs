@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{card, TestSwitch, START_MS, TIMEOUT};
-use switch::{KeyAdmin, Owner};
+use switch::{KeyAdmin, Owner, Scope};
 use switch_client::{
     CartItem, Client, ClientError, EventKind, ListQuery, MotoPayment, PaymentStatus, Reply,
 };
@@ -349,9 +349,40 @@ async fn keys_act_only_for_their_merchants() {
         "58",
     );
 
-    // With B's mandate: B's payments only, from the next request on.
+    // A mandate for reporting only: B's payments can be read, not
+    // changed; the provider sees what it holds.
     let admin = KeyAdmin::new(&sw.dir);
-    admin.grant_mandate(MID2, PID).expect("grant");
+    let known = |mid: &str| [MID1, MID2].contains(&mid);
+    admin
+        .grant_mandate(MID2, PID, &[Scope::Reporting], &known)
+        .expect("grant reporting");
+    assert_code(&p.get_payment(b_hold).await.expect("get"), "00");
+    assert_code(&p.capture(b_hold, Some(800)).await.expect("capture"), "25");
+    assert_code(&p.cancel(b_hold).await.expect("cancel"), "25");
+    assert_code(
+        &p.authorize_moto(&order(46, 100, "P", "DEMO0101"))
+            .await
+            .expect("r"),
+        "58",
+    );
+    let held = p.list_mandates().await.expect("mandates");
+    assert_code(&held, "00");
+    assert_eq!(held.mandates.len(), 1, "{held:?}");
+    assert_eq!(held.mandates[0].merchant_id, MID2);
+    assert_eq!(held.mandates[0].scopes, 4, "reporting");
+    assert!(
+        a.list_mandates()
+            .await
+            .expect("merchant key")
+            .mandates
+            .is_empty(),
+        "a merchant's key holds no mandates"
+    );
+
+    // With B's full mandate: B's payments only, from the next request on.
+    admin
+        .grant_mandate(MID2, PID, &Scope::all(), &known)
+        .expect("grant");
     assert_code(&p.get_payment(b_hold).await.expect("get"), "00");
     assert_code(&p.capture(b_hold, Some(800)).await.expect("capture"), "00");
     let rows = p
@@ -587,19 +618,53 @@ async fn keys_and_mandates_commands() {
     let c = connect(&sw, &(id.clone(), secret.clone())).await;
     assert_code(&c.get_payment(1).await.expect("reply"), "25");
 
+    // A grant needs a provider with a key and a merchant this switch
+    // serves; each refusal says which.
+    let refused = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+            .args(args)
+            .output()
+            .expect("run switch");
+        assert!(!out.status.success(), "{args:?} must fail");
+        String::from_utf8(out.stderr).expect("utf-8")
+    };
+    let grant = |mid: &'static str, scopes: &'static str| {
+        [
+            "mandates",
+            "grant",
+            "--data-dir",
+            dir.as_str(),
+            "--merchant",
+            mid,
+            "--provider",
+            "SP-0000-0007",
+            "--scopes",
+            scopes,
+        ]
+    };
+    let why = refused(&grant(MID2, "payments"));
+    assert!(why.contains("has no key in force"), "{why}");
     switch(&[
-        "mandates",
-        "grant",
+        "keys",
+        "create",
         "--data-dir",
         &dir,
-        "--merchant",
-        MID2,
         "--provider",
         "SP-0000-0007",
+        "--name",
+        "psp",
     ]);
+    let why = refused(&grant("NOPE00000000009", "payments"));
+    assert!(why.contains("not configured"), "{why}");
+    let why = refused(&grant(MID2, "payments,admin"));
+    assert!(why.contains("--scopes"), "{why}");
+    let said = switch(&grant(MID2, "reporting,refunds"));
+    assert!(said.contains("refunds,reporting"), "{said}");
     let mandates = switch(&["mandates", "list", "--data-dir", &dir]);
     assert!(
-        mandates.contains("SP-0000-0007") && mandates.contains("in force"),
+        mandates.contains("SP-0000-0007")
+            && mandates.contains("in force")
+            && mandates.contains("refunds,reporting"),
         "{mandates}"
     );
     switch(&[

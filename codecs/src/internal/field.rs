@@ -223,6 +223,7 @@ pub(crate) const MASKED_PAN: StrSpec = spec(tag::MASKED_PAN, 12, 19, Charset::Ma
 /// The item name inside a cart line.
 pub(crate) const CART_ITEM: StrSpec = spec(tag::CART_LINE, 1, 64, Charset::Text);
 /// The merchant reference inside a payment row (empty when there is none).
+pub(crate) const ROW_MERCHANT_ID: StrSpec = spec(tag::MANDATE_ROW, 15, 15, Charset::Printable);
 pub(crate) const ROW_REFERENCE: StrSpec = spec(tag::PAYMENT_ROW, 0, 64, Charset::Printable);
 
 /// Checks a string value against its spec: length first, then characters.

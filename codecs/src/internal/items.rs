@@ -228,6 +228,78 @@ impl<'a> PaymentRow<'a> {
     }
 }
 
+/// What a mandate lets its provider do, as bits of a `u8`.
+pub mod scope {
+    /// Take, capture, cancel and flag payments (and manage terminals).
+    pub const PAYMENTS: u8 = 1;
+    /// Refund payments.
+    pub const REFUNDS: u8 = 2;
+    /// Read payments: details, lists.
+    pub const REPORTING: u8 = 4;
+    /// Every scope.
+    pub const ALL: u8 = PAYMENTS | REFUNDS | REPORTING;
+}
+
+/// One row of a mandate list: `granted_unix_s u64, scopes u8` (9 bytes),
+/// then the merchant's MID (15 printable characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MandateRow<'a> {
+    /// The merchant that granted it.
+    pub merchant_id: &'a str,
+    /// When it was granted, Unix seconds.
+    pub granted_unix_s: u64,
+    /// What it allows: bits of [`scope`], at least one, no others.
+    pub scopes: u8,
+}
+
+/// Bytes before the MID.
+pub(crate) const MANDATE_ROW_FIXED_BYTES: usize = 9;
+
+impl<'a> MandateRow<'a> {
+    pub(crate) fn decode_value(value: &'a [u8]) -> Result<MandateRow<'a>, Error> {
+        const T: u8 = tag::MANDATE_ROW;
+        let mut rest = value;
+        let granted_unix_s = u64::from_be_bytes(take(&mut rest, T)?);
+        let [scopes] = take(&mut rest, T)?;
+        let merchant_id = check_str(field::ROW_MERCHANT_ID, rest)?;
+        let row = MandateRow {
+            merchant_id,
+            granted_unix_s,
+            scopes,
+        };
+        row.check_scopes()?;
+        Ok(row)
+    }
+
+    fn check_scopes(&self) -> Result<(), Error> {
+        if self.scopes == 0 || self.scopes & !scope::ALL != 0 {
+            return Err(Error::OutOfRange {
+                tag: tag::MANDATE_ROW,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn encode(&self, w: &mut BodyWriter<'_>) -> Result<(), Error> {
+        const T: u8 = tag::MANDATE_ROW;
+        self.check_scopes()?;
+        check_str(field::ROW_MERCHANT_ID, self.merchant_id.as_bytes())?;
+        let dst = w.begin(T, MANDATE_ROW_FIXED_BYTES + self.merchant_id.len())?;
+        dst.extend_from_slice(&self.granted_unix_s.to_be_bytes());
+        dst.extend_from_slice(&[self.scopes]);
+        dst.extend_from_slice(self.merchant_id.as_bytes());
+        Ok(())
+    }
+}
+
+impl<'a> RepeatedItem<'a> for MandateRow<'a> {
+    const TAG: u8 = tag::MANDATE_ROW;
+
+    fn decode(value: &'a [u8]) -> Result<MandateRow<'a>, Error> {
+        MandateRow::decode_value(value)
+    }
+}
+
 impl<'a> RepeatedItem<'a> for CartLine<'a> {
     const TAG: u8 = tag::CART_LINE;
 

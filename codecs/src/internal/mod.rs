@@ -36,7 +36,7 @@ pub use codes::{EventKind, PaymentStatus, ResultCode};
 pub use error::Error;
 pub use frame_type::FrameType;
 pub use header::{check, Frame, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION};
-pub use items::{CartLine, HistoryEntry, PaymentRow};
+pub use items::{scope, CartLine, HistoryEntry, MandateRow, PaymentRow};
 pub use repeated::{Repeated, RepeatedItem, RepeatedIter};
 pub use request::{Authenticate, ListPayments, MotoRequest, Refund, Request};
 pub use response::Response;
@@ -54,6 +54,8 @@ pub const CART_LINES_MAX: usize = 50;
 pub const HISTORY_ENTRIES_MAX: usize = 64;
 /// Most rows in a list page, and the largest `limit` a list request may ask.
 pub const LIST_ROWS_MAX: usize = 100;
+/// Most rows in a mandate list.
+pub const MANDATE_ROWS_MAX: usize = 150;
 /// Largest quantity on a cart line.
 pub const CART_QUANTITY_MAX: u32 = 9_999;
 /// Largest amount in minor units: 12 digits, as ISO 8583 F4 (n12) holds.
@@ -73,6 +75,13 @@ const _: () = assert!(
     RESPONSE_SINGLE_BYTES_MAX
         + HISTORY_ENTRIES_MAX * (field::FIELD_HEADER_BYTES + items::HISTORY_ENTRY_BYTES)
         + LIST_ROWS_MAX * (field::FIELD_HEADER_BYTES + items::PAYMENT_ROW_FIXED_BYTES + 64)
+        <= FRAME_BODY_BYTES_MAX
+);
+// So does a full mandate list.
+const _: () = assert!(RESPONSE_SINGLE_FIELDS + MANDATE_ROWS_MAX <= FRAME_FIELDS_MAX);
+const _: () = assert!(
+    RESPONSE_SINGLE_BYTES_MAX
+        + MANDATE_ROWS_MAX * (field::FIELD_HEADER_BYTES + items::MANDATE_ROW_FIXED_BYTES + 15)
         <= FRAME_BODY_BYTES_MAX
 );
 // A request carrying every cart line also fits.

@@ -56,6 +56,8 @@ pub enum Request<'a> {
         /// Why, for the back office.
         reason: Option<&'a str>,
     },
+    /// Lists the mandates the key's provider holds (no fields).
+    ListMandates,
 }
 
 /// `Authenticate` fields: `CLIENT_ID` and `SECRET`, both required.
@@ -157,6 +159,12 @@ impl<'a> Request<'a> {
             | FrameType::Cancel
             | FrameType::GetPayment
             | FrameType::MarkScam => parse_payment_action(frame_type, body)?,
+            FrameType::ListMandates => {
+                if let Some(Field { tag, .. }) = Fields::new(body).next_field()? {
+                    unexpected(frame_type, tag)?;
+                }
+                Request::ListMandates
+            }
             FrameType::Response => return Err(Error::WrongDirection { found: frame_type }),
         })
     }
@@ -173,6 +181,7 @@ impl<'a> Request<'a> {
             Request::GetPayment { .. } => FrameType::GetPayment,
             Request::ListPayments(_) => FrameType::ListPayments,
             Request::MarkScam { .. } => FrameType::MarkScam,
+            Request::ListMandates => FrameType::ListMandates,
         }
     }
 
@@ -212,6 +221,7 @@ impl<'a> Request<'a> {
                 )?;
                 w.opt_str(field::DESCRIPTION, *reason)
             }
+            Request::ListMandates => Ok(()),
         })
     }
 }

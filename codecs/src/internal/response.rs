@@ -12,10 +12,10 @@ use super::field::{
 };
 use super::frame_type::FrameType;
 use super::header::Frame;
-use super::items::{HistoryEntry, PaymentRow};
+use super::items::{HistoryEntry, MandateRow, PaymentRow};
 use super::repeated::Repeated;
 use super::tag;
-use super::{HISTORY_ENTRIES_MAX, LIST_ROWS_MAX};
+use super::{HISTORY_ENTRIES_MAX, LIST_ROWS_MAX, MANDATE_ROWS_MAX};
 
 /// The answer to any request, success or error. Only `result_code` is
 /// required; a server fills in what the request calls for (see
@@ -56,6 +56,8 @@ pub struct Response<'a> {
     pub history: Repeated<'a, HistoryEntry>,
     /// One page of payments (`ListPayments`), up to `LIST_ROWS_MAX`.
     pub rows: Repeated<'a, PaymentRow<'a>>,
+    /// Mandate rows (ListMandates).
+    pub mandates: Repeated<'a, MandateRow<'a>>,
     /// Cursor for the next page; absent on the last page.
     pub next_cursor: Option<u64>,
 }
@@ -80,6 +82,7 @@ impl<'a> Response<'a> {
             created_unix_s: None,
             history: Repeated::empty(),
             rows: Repeated::empty(),
+            mandates: Repeated::empty(),
             next_cursor: None,
         }
     }
@@ -96,7 +99,7 @@ impl<'a> Response<'a> {
         }
         let body = frame.body();
         let mut r = Response::new(ResultCode::APPROVED);
-        let (mut result_code, mut history, mut rows) = (None, 0, 0);
+        let (mut result_code, mut history, mut rows, mut mandates) = (None, 0, 0, 0);
         let mut fields = Fields::new(body);
         while let Some(Field { tag, value }) = fields.next_field()? {
             match tag {
@@ -109,12 +112,17 @@ impl<'a> Response<'a> {
                     PaymentRow::decode_value(value)?;
                     count_repeat(tag, &mut rows, LIST_ROWS_MAX)?;
                 }
+                tag::MANDATE_ROW => {
+                    MandateRow::decode_value(value)?;
+                    count_repeat(tag, &mut mandates, MANDATE_ROWS_MAX)?;
+                }
                 tag => r.set(tag, value)?,
             }
         }
         r.result_code = required(tag::RESULT_CODE, result_code)?;
         r.history = Repeated::from_wire(body, history);
         r.rows = Repeated::from_wire(body, rows);
+        r.mandates = Repeated::from_wire(body, mandates);
         Ok(r)
     }
 
@@ -202,7 +210,13 @@ impl<'a> Response<'a> {
                 tag: tag::PAYMENT_ROW,
             });
         }
+        if self.mandates.len() > MANDATE_ROWS_MAX {
+            return Err(Error::TooManyRepeats {
+                tag: tag::MANDATE_ROW,
+            });
+        }
         self.history.iter().try_for_each(|entry| entry.encode(w))?;
-        self.rows.iter().try_for_each(|row| row.encode(w))
+        self.rows.iter().try_for_each(|row| row.encode(w))?;
+        self.mandates.iter().try_for_each(|row| row.encode(w))
     }
 }

@@ -74,13 +74,17 @@ pub const NEXT_CURSOR: u8 = 0x4A;
 /// Payment created at, Unix seconds: `u64`.
 pub const CREATED_UNIX_S: u8 = 0x4B;
 
+/// Mandate list row (repeatable): `granted_unix_s u64, scopes u8`, then
+/// the merchant's MID (15 printable characters).
+pub const MANDATE_ROW: u8 = 0x70;
+
 /// First ignorable extension tag: tags `0xF0..=0xFF` that a receiver does
 /// not know are skipped (still counted, still checked for duplicates).
 pub const EXTENSION_MIN: u8 = 0xF0;
 
 /// Whether a tag may appear more than once in a body.
 pub(crate) fn is_repeatable(tag: u8) -> bool {
-    matches!(tag, CART_LINE | HISTORY_ENTRY | PAYMENT_ROW)
+    matches!(tag, CART_LINE | HISTORY_ENTRY | PAYMENT_ROW | MANDATE_ROW)
 }
 
 /// The field's name, for error messages.
@@ -118,6 +122,7 @@ pub(crate) fn name(tag: u8) -> &'static str {
         PAYMENT_ROW => "payment_row",
         NEXT_CURSOR => "next_cursor",
         CREATED_UNIX_S => "created_unix_s",
+        MANDATE_ROW => "mandate_row",
         t if t >= EXTENSION_MIN => "extension",
         _ => "unknown",
     }

@@ -158,7 +158,9 @@ pub(crate) enum KeysAction {
 
 #[derive(Subcommand)]
 pub(crate) enum MandatesAction {
-    /// Grants a provider a mandate for a merchant.
+    /// Grants a provider a mandate for a merchant the switch serves (in
+    /// the configuration of `--config`, or added at runtime); the
+    /// provider must hold a key. Granting again changes the scopes.
     Grant {
         /// Data directory of the switch.
         #[arg(long, default_value = "./data")]
@@ -169,6 +171,9 @@ pub(crate) enum MandatesAction {
         /// The provider id.
         #[arg(long)]
         provider: String,
+        /// What it allows: comma-separated payments, refunds, reporting.
+        #[arg(long, default_value = "payments,refunds,reporting")]
+        scopes: String,
     },
     /// Revokes a mandate; the provider's next request is refused.
     Revoke {
@@ -187,6 +192,9 @@ pub(crate) enum MandatesAction {
         /// Data directory of the switch.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Only the mandates this provider holds.
+        #[arg(long)]
+        provider: Option<String>,
     },
 }
 

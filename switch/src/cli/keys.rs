@@ -3,7 +3,7 @@
 //! (the key file has its own lock).
 
 use crate::cli::args::{KeysAction, MandatesAction};
-use crate::keys::{KeyAdmin, Owner};
+use crate::keys::{KeyAdmin, Owner, Scope};
 
 /// `switch keys create|list|revoke`.
 pub(crate) fn keys_command(action: KeysAction) -> anyhow::Result<()> {
@@ -50,16 +50,43 @@ pub(crate) fn keys_command(action: KeysAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `switch mandates grant|revoke|list`.
-pub(crate) fn mandates_command(action: MandatesAction) -> anyhow::Result<()> {
+/// `switch mandates grant|revoke|list`. `config`: the switch's
+/// configuration file (`--config`), for the merchants it serves.
+pub(crate) fn mandates_command(
+    action: MandatesAction,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     match action {
         MandatesAction::Grant {
             data_dir,
             merchant,
             provider,
+            scopes,
         } => {
-            KeyAdmin::new(&data_dir).grant_mandate(&merchant, &provider)?;
-            println!("granted {provider} a mandate for {merchant}");
+            let asked = Scope::parse_list(&scopes)?;
+            let scopes: Vec<Scope> = Scope::all()
+                .into_iter()
+                .filter(|s| asked.contains(s))
+                .collect();
+            let overrides = crate::Overrides::from_env()?.then(crate::Overrides {
+                data_dir: Some(data_dir.clone()),
+                ..Default::default()
+            });
+            let known = crate::Config::load(config, overrides)?.merchant_ids(&data_dir)?;
+            let changed =
+                KeyAdmin::new(&data_dir).grant_mandate(&merchant, &provider, &scopes, &|mid| {
+                    known.iter().any(|k| k == mid)
+                })?;
+            let names = scopes
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(",");
+            if changed {
+                println!("granted {provider} a mandate for {merchant}: {names}");
+            } else {
+                println!("{provider} already holds a mandate for {merchant}: {names}");
+            }
         }
         MandatesAction::Revoke {
             data_dir,
@@ -69,17 +96,25 @@ pub(crate) fn mandates_command(action: MandatesAction) -> anyhow::Result<()> {
             KeyAdmin::new(&data_dir).revoke_mandate(&merchant, &provider)?;
             println!("revoked the mandate of {merchant} to {provider}");
         }
-        MandatesAction::List { data_dir } => {
-            println!("MERCHANT         PROVIDER      GRANTED     STATUS");
-            for m in KeyAdmin::new(&data_dir).mandates()? {
+        MandatesAction::List { data_dir, provider } => {
+            println!("MERCHANT         PROVIDER      GRANTED     STATUS    SCOPES");
+            let mandates = KeyAdmin::new(&data_dir).mandates()?;
+            for m in mandates
+                .iter()
+                .filter(|m| provider.as_ref().is_none_or(|p| *p == m.provider))
+            {
                 let status = if m.revoked_unix_s.is_some() {
                     "revoked"
                 } else {
                     "in force"
                 };
+                let scopes = m.scopes.iter().map(|s| s.name()).collect::<Vec<_>>();
                 println!(
-                    "{:<16} {:<13} {:<11} {status}",
-                    m.merchant, m.provider, m.granted_unix_s
+                    "{:<16} {:<13} {:<11} {status:<9} {}",
+                    m.merchant,
+                    m.provider,
+                    m.granted_unix_s,
+                    scopes.join(",")
                 );
             }
         }

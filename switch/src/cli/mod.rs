@@ -37,7 +37,7 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { action } => keys::keys_command(action),
-        Command::Mandates { action } => keys::mandates_command(action),
+        Command::Mandates { action } => keys::mandates_command(action, cli.config.as_deref()),
         Command::Journal { action } => journal_tool(action),
         Command::Saf { action } => {
             let overrides = Overrides::from_env()?.then(Overrides {

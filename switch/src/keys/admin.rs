@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::file::{
     random, read_file, write_atomic, KeyRecord, KeysError, KeysFile, LockFile, Mandate, Owner,
-    KEYS_FILE, KEYS_MAX, MANDATES_MAX,
+    Scope, KEYS_FILE, KEYS_MAX, MANDATES_MAX,
 };
 
 /// Secret size, bytes of randomness.
@@ -152,17 +152,51 @@ impl KeyAdmin {
         })
     }
 
-    /// Grants `provider` a mandate for `merchant`; nothing changes when
-    /// one is already in force.
+    /// Grants `provider` a mandate for `merchant` with `scopes`; when one
+    /// is already in force, its scopes become `scopes`. `merchant_known`
+    /// says whether the switch serves a merchant (its configuration and
+    /// the merchants added at runtime); the provider must hold a key in
+    /// force. Returns whether anything changed.
     ///
     /// # Errors
-    /// A malformed MID or provider id, the file's errors, `MANDATES_MAX`.
-    pub fn grant_mandate(&self, merchant: &str, provider: &str) -> Result<(), KeysError> {
+    /// A malformed MID or provider id, a merchant the switch does not
+    /// serve, a provider without a key, the file's errors, `MANDATES_MAX`.
+    pub fn grant_mandate(
+        &self,
+        merchant: &str,
+        provider: &str,
+        scopes: &[Scope],
+        merchant_known: &dyn Fn(&str) -> bool,
+    ) -> Result<bool, KeysError> {
         check_mid(merchant)?;
         check_client_id("--provider", provider)?;
+        if !merchant_known(merchant) {
+            return Err(KeysError::NotFound(format!(
+                "merchant {merchant} is not configured on this switch (see `switch merchants list`)"
+            )));
+        }
+        let scopes = Scope::all()
+            .into_iter()
+            .filter(|s| scopes.contains(s))
+            .collect::<Vec<_>>();
         self.change(|file| {
-            if file.mandates.iter().any(|m| m.in_force(merchant, provider)) {
-                return Ok(());
+            let registered = file.keys.iter().any(|k| {
+                k.revoked_unix_s.is_none() && k.owner == Owner::Provider(provider.to_owned())
+            });
+            if !registered {
+                return Err(KeysError::NotFound(format!(
+                    "provider {provider} has no key in force: create one first \
+                     (`switch keys create --provider {provider} --name ...`)"
+                )));
+            }
+            if let Some(m) = file
+                .mandates
+                .iter_mut()
+                .find(|m| m.in_force(merchant, provider))
+            {
+                let changed = m.scopes != scopes;
+                m.scopes = scopes;
+                return Ok(changed);
             }
             if file.mandates.len() >= MANDATES_MAX {
                 return Err(KeysError::Full("mandates"));
@@ -172,8 +206,9 @@ impl KeyAdmin {
                 provider: provider.to_owned(),
                 granted_unix_s: now_unix_s(),
                 revoked_unix_s: None,
+                scopes,
             });
-            Ok(())
+            Ok(true)
         })
     }
 

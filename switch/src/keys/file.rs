@@ -105,6 +105,75 @@ pub struct Mandate {
     pub granted_unix_s: u64,
     /// When revoked, Unix seconds; `None` while in force.
     pub revoked_unix_s: Option<u64>,
+    /// What it allows. A mandate written before scopes existed allows
+    /// everything, as it did then.
+    #[serde(default = "Scope::all")]
+    pub scopes: Vec<Scope>,
+}
+
+/// What a mandate lets its provider do for the merchant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Take, capture, cancel and flag payments; manage terminals.
+    Payments,
+    /// Refund payments.
+    Refunds,
+    /// Read payments (details, lists, exports).
+    Reporting,
+}
+
+impl Scope {
+    /// Every scope, in order.
+    pub fn all() -> Vec<Scope> {
+        vec![Scope::Payments, Scope::Refunds, Scope::Reporting]
+    }
+
+    /// Its name, as the command line and the file spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Payments => "payments",
+            Scope::Refunds => "refunds",
+            Scope::Reporting => "reporting",
+        }
+    }
+
+    /// Its bit in internal frames ([`codecs::internal::scope`]).
+    pub fn bit(self) -> u8 {
+        use codecs::internal::scope;
+        match self {
+            Scope::Payments => scope::PAYMENTS,
+            Scope::Refunds => scope::REFUNDS,
+            Scope::Reporting => scope::REPORTING,
+        }
+    }
+
+    /// Parses a comma-separated list (`payments,refunds`), each once.
+    ///
+    /// # Errors
+    /// An empty list, an unknown or a repeated name.
+    pub fn parse_list(list: &str) -> Result<Vec<Scope>, KeysError> {
+        let bad = || KeysError::Invalid {
+            what: "--scopes",
+            expected: "a comma-separated list of payments, refunds, reporting",
+            found: list.to_owned(),
+        };
+        let mut out = Vec::new();
+        for name in list.split(',').map(str::trim) {
+            let s = Scope::all()
+                .into_iter()
+                .find(|s| s.name() == name)
+                .ok_or_else(bad)?;
+            if out.contains(&s) {
+                return Err(bad());
+            }
+            out.push(s);
+        }
+        if out.is_empty() {
+            return Err(bad());
+        }
+        Ok(out)
+    }
 }
 
 /// The file's content.

@@ -35,5 +35,5 @@ mod tests;
 
 pub use admin::{KeyAdmin, KeyInfo, NewKey};
 pub(crate) use file::{random, write_atomic};
-pub use file::{KeysError, Mandate, Owner};
+pub use file::{KeysError, Mandate, Owner, Scope};
 pub(crate) use store::{KeyStore, Refusal};

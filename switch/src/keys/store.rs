@@ -64,8 +64,9 @@ struct LiveKey {
 struct Snapshot {
     /// Keys by client id.
     keys: HashMap<String, LiveKey>,
-    /// Provider id → MIDs whose mandates are in force.
-    mandates: HashMap<String, Vec<String>>,
+    /// Provider id → the mandates in force: MID, scopes (bits of
+    /// `codecs::internal::scope`), granted.
+    mandates: HashMap<String, Vec<(String, u8, u64)>>,
     /// Set when the file could not be read: refuse everything.
     unavailable: bool,
 }
@@ -93,7 +94,11 @@ impl Snapshot {
             .into_iter()
             .filter(|m| m.revoked_unix_s.is_none())
         {
-            s.mandates.entry(m.provider).or_default().push(m.merchant);
+            let scopes = m.scopes.iter().fold(0, |bits, s| bits | s.bit());
+            s.mandates
+                .entry(m.provider)
+                .or_default()
+                .push((m.merchant, scopes, m.granted_unix_s));
         }
         s
     }
@@ -237,9 +242,12 @@ impl KeyStore {
         }
     }
 
-    /// The MIDs key `client_id` may act for now, into `out`; false when
-    /// the key is no longer in force (revoked, removed, file unreadable).
-    pub(crate) fn merchants_for(&self, client_id: &str, out: &mut Vec<String>) -> bool {
+    /// The MIDs key `client_id` may act for now in `scope` (a bit of
+    /// `codecs::internal::scope`), into `out`: its own merchant, or the
+    /// merchants whose mandates to its provider are in force and include
+    /// `scope`. False when the key is no longer in force (revoked,
+    /// removed, file unreadable).
+    pub(crate) fn merchants_for(&self, client_id: &str, scope: u8, out: &mut Vec<String>) -> bool {
         out.clear();
         let snapshot = self.current();
         let Some(key) = snapshot.keys.get(client_id).filter(|k| !k.revoked) else {
@@ -247,11 +255,29 @@ impl KeyStore {
         };
         match &key.owner {
             Owner::Merchant(mid) => out.push(mid.clone()),
-            Owner::Provider(pid) => {
-                out.extend(snapshot.mandates.get(pid).into_iter().flatten().cloned());
-            }
+            Owner::Provider(pid) => out.extend(
+                snapshot
+                    .mandates
+                    .get(pid)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, scopes, _)| scopes & scope != 0)
+                    .map(|(mid, _, _)| mid.clone()),
+            ),
         }
         true
+    }
+
+    /// The mandates in force that key `client_id`'s provider holds: (MID,
+    /// scopes, granted), oldest first; empty for a merchant's key; `None`
+    /// when the key is not in force.
+    pub(crate) fn mandates_of(&self, client_id: &str) -> Option<Vec<(String, u8, u64)>> {
+        let snapshot = self.current();
+        let key = snapshot.keys.get(client_id).filter(|k| !k.revoked)?;
+        Some(match &key.owner {
+            Owner::Merchant(_) => Vec::new(),
+            Owner::Provider(pid) => snapshot.mandates.get(pid).cloned().unwrap_or_default(),
+        })
     }
 }
 

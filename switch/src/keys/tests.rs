@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use super::admin::is_client_id;
 use super::file::KEYS_FILE;
 use super::lockout::{ADDRESS_FAILURES_MAX, LOCKOUT_MS, PAIR_FAILURES_MAX};
-use super::{KeyAdmin, KeyStore, NewKey, Owner, Refusal};
+use super::{KeyAdmin, KeyStore, Mandate, NewKey, Owner, Refusal, Scope};
+use codecs::internal::scope::{ALL, REFUNDS, REPORTING};
 
 fn dir() -> PathBuf {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -50,13 +51,16 @@ fn keys_authenticate_until_revoked() {
     let ok = store.authenticate(&key.client_id, key.secret.as_bytes(), PEER, 0);
     assert_eq!(ok, Ok(()));
     let mut mids = Vec::new();
-    assert!(store.merchants_for(&key.client_id, &mut mids));
+    assert!(store.merchants_for(&key.client_id, ALL, &mut mids));
     assert_eq!(mids, ["DEMO00000000001"]);
     let bad = store.authenticate(&key.client_id, b"0123456789abcdef", PEER, 0);
     assert_eq!(bad, Err(Refusal::BadSecret));
 
     admin.revoke_key(&key.client_id).expect("revoke");
-    assert!(!store.merchants_for(&key.client_id, &mut mids), "at once");
+    assert!(
+        !store.merchants_for(&key.client_id, ALL, &mut mids),
+        "at once"
+    );
     let again = store.authenticate(&key.client_id, key.secret.as_bytes(), PEER, 0);
     assert_eq!(again, Err(Refusal::Revoked));
     assert!(admin.revoke_key(&key.client_id).is_err());
@@ -67,24 +71,86 @@ fn mandates_scope_provider_keys() {
     let d = dir();
     let admin = KeyAdmin::new(&d);
     let store = KeyStore::open(&d);
+    let known = |mid: &str| mid.starts_with("DEMO");
+    let all = Scope::all();
+    // No provider key yet: refused, with what to do.
+    let err = admin
+        .grant_mandate("DEMO00000000002", "SP-0000-0001", &all, &known)
+        .expect_err("unregistered provider");
+    assert!(err
+        .to_string()
+        .contains("switch keys create --provider SP-0000-0001"));
     let key = admin
         .create_key(Owner::Provider("SP-0000-0001".into()), "books")
         .expect("create");
     let mut mids = Vec::new();
-    assert!(store.merchants_for(&key.client_id, &mut mids));
+    assert!(store.merchants_for(&key.client_id, ALL, &mut mids));
     assert!(mids.is_empty());
-    admin
-        .grant_mandate("DEMO00000000002", "SP-0000-0001")
-        .expect("grant");
-    store.merchants_for(&key.client_id, &mut mids);
+    let err = admin
+        .grant_mandate("NOPE00000000009", "SP-0000-0001", &all, &known)
+        .expect_err("unconfigured merchant");
+    assert!(err.to_string().contains("not configured"));
+    assert_eq!(
+        admin
+            .grant_mandate(
+                "DEMO00000000002",
+                "SP-0000-0001",
+                &[Scope::Reporting],
+                &known
+            )
+            .ok(),
+        Some(true)
+    );
+    store.merchants_for(&key.client_id, REPORTING, &mut mids);
     assert_eq!(mids, ["DEMO00000000002"]);
+    store.merchants_for(&key.client_id, REFUNDS, &mut mids);
+    assert!(mids.is_empty(), "reporting only: no refunds");
+    // Granting again changes the scopes of the mandate in force.
+    assert_eq!(
+        admin
+            .grant_mandate("DEMO00000000002", "SP-0000-0001", &all, &known)
+            .ok(),
+        Some(true)
+    );
+    assert_eq!(
+        admin
+            .grant_mandate("DEMO00000000002", "SP-0000-0001", &all, &known)
+            .ok(),
+        Some(false)
+    );
+    store.merchants_for(&key.client_id, REFUNDS, &mut mids);
+    assert_eq!(mids, ["DEMO00000000002"]);
+    assert_eq!(admin.mandates().expect("list").len(), 1);
+    let held = store.mandates_of(&key.client_id).expect("in force");
+    assert_eq!(held.len(), 1);
+    assert_eq!((held[0].0.as_str(), held[0].1), ("DEMO00000000002", ALL));
     admin
         .revoke_mandate("DEMO00000000002", "SP-0000-0001")
         .expect("revoke");
-    store.merchants_for(&key.client_id, &mut mids);
+    store.merchants_for(&key.client_id, ALL, &mut mids);
     assert!(mids.is_empty());
-    assert!(admin.grant_mandate("short", "SP-0000-0001").is_err());
-    assert!(admin.grant_mandate("DEMO00000000002", "sp-1").is_err());
+    assert!(admin
+        .grant_mandate("short", "SP-0000-0001", &all, &known)
+        .is_err());
+    assert!(admin
+        .grant_mandate("DEMO00000000002", "sp-1", &all, &known)
+        .is_err());
+}
+
+#[test]
+fn mandates_written_before_scopes_allow_everything() {
+    let m: Mandate = serde_json::from_str(
+        r#"{"merchant":"DEMO00000000002","provider":"SP-0000-0001","granted_unix_s":1,"revoked_unix_s":null}"#,
+    )
+    .expect("old form");
+    assert_eq!(m.scopes, Scope::all());
+    assert!(Scope::parse_list("payments,payments").is_err());
+    assert!(Scope::parse_list("").is_err());
+    assert!(Scope::parse_list("admin").is_err());
+    assert_eq!(
+        Scope::parse_list("reporting, refunds").expect("two"),
+        [Scope::Reporting, Scope::Refunds]
+    );
 }
 
 #[test]

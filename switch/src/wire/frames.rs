@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use codecs::internal::{
-    FrameBytes, HistoryEntry, InternalCodec, ListPayments, MotoRequest, PaymentRow, Repeated,
-    Request, Response, ResultCode,
+    FrameBytes, HistoryEntry, InternalCodec, ListPayments, MandateRow, MotoRequest, PaymentRow,
+    Repeated, Request, Response, ResultCode,
 };
 use tokio_util::codec::Decoder;
 
@@ -276,10 +276,24 @@ impl FrameWire {
         }
     }
 
-    /// A request of a logged-in key: refresh its scope, then run it.
+    /// A request of a logged-in key: refresh its scope (the merchants it
+    /// may act for in the mandate scope the request needs), then run it.
     fn act(&mut self, request: &Request<'_>, peer: IpAddr) -> (Answer, Option<End>) {
         let client_id = self.client_id.as_deref().unwrap_or_default();
-        if !self.shared.keys.merchants_for(client_id, &mut self.mids) {
+        if matches!(request, Request::ListMandates) {
+            if let Some(mandates) = self.shared.keys.mandates_of(client_id) {
+                let mut answer = Answer::refusal(Code::APPROVED, "approved".into());
+                answer.mandates = mandates;
+                answer.mandates.truncate(codecs::internal::MANDATE_ROWS_MAX);
+                return (answer, None);
+            }
+        }
+        let needs = mandate_scope(request);
+        if !self
+            .shared
+            .keys
+            .merchants_for(client_id, needs, &mut self.mids)
+        {
             warn_limited!("revoked_in_session", client_id, peer = %peer, "internal-frame key no longer in force");
             metrics::counter!("switch_auth_failures_total", "reason" => "revoked_in_session")
                 .increment(1);
@@ -309,7 +323,28 @@ fn frame_type_label(code: u8) -> &'static str {
         0x07 => "get_payment",
         0x08 => "list_payments",
         0x09 => "mark_scam",
+        0x14 => "list_mandates",
         _ => "other",
+    }
+}
+
+/// The mandate scope a request needs (bits of
+/// [`codecs::internal::scope`]): a provider's key acts, for this request,
+/// only for the merchants whose mandates include it. A merchant's own key
+/// has every scope.
+fn mandate_scope(request: &Request<'_>) -> u8 {
+    use codecs::internal::scope;
+    match request {
+        Request::Refund(_) => scope::REFUNDS,
+        Request::GetPayment { .. } | Request::ListPayments(_) | Request::ListMandates => {
+            scope::REPORTING
+        }
+        Request::Authenticate(_)
+        | Request::AuthorizeMoto(_)
+        | Request::PreauthorizeMoto(_)
+        | Request::Capture { .. }
+        | Request::Cancel { .. }
+        | Request::MarkScam { .. } => scope::PAYMENTS,
     }
 }
 
@@ -327,6 +362,8 @@ struct Answer {
     history: bool,
     /// A list page.
     rows: Vec<Payment>,
+    /// Mandates a provider holds: MID, scopes, granted (ListMandates).
+    mandates: Vec<(String, u8, u64)>,
     /// Cursor of the next page.
     next_cursor: Option<u64>,
     /// Journal sequence to wait for.
@@ -355,6 +392,7 @@ impl Answer {
             auth_code: None,
             history: false,
             rows: Vec::new(),
+            mandates: Vec::new(),
             next_cursor: None,
             seq: 0,
             status: None,
@@ -426,6 +464,8 @@ fn run(node: &Node, scope: &[u32], request: &Request<'_>) -> Answer {
         Request::Authenticate(_) => {
             Answer::refusal(Code::INVALID_TRANSACTION, "already authenticated".into())
         }
+        // Answered in `act`, which knows the key.
+        Request::ListMandates => Answer::refusal(Code::INVALID_TRANSACTION, "no mandates".into()),
     }
 }
 
@@ -733,6 +773,16 @@ fn encode(request_id: u64, answer: &Answer, out: &mut BytesMut) {
         r.history = Repeated::from_slice(h);
     }
     r.rows = Repeated::from_slice(&rows);
+    let mandates: Vec<MandateRow<'_>> = answer
+        .mandates
+        .iter()
+        .map(|(mid, scopes, granted)| MandateRow {
+            merchant_id: mid,
+            granted_unix_s: *granted,
+            scopes: *scopes,
+        })
+        .collect();
+    r.mandates = Repeated::from_slice(&mandates);
     r.next_cursor = answer.next_cursor;
     if let Err(e) = r.encode(request_id, out) {
         tracing::error!(error = %e, "internal frame: response refused by the encoder");
