@@ -317,6 +317,9 @@ pub struct Reply {
     /// Holds ended by a [`Command::Tick`], payments let go by a
     /// [`Command::Retire`]; 0 otherwise.
     pub count: usize,
+    /// The answer given before to this message (a repeat, or a duplicate
+    /// of the same content): nothing was decided now.
+    pub again: bool,
 }
 
 impl Reply {
@@ -330,6 +333,7 @@ impl Reply {
             wait: Wait::Nothing,
             record_seq: 0,
             count: 0,
+            again: false,
         }
     }
 

@@ -318,6 +318,7 @@ impl Engine {
                 Reply {
                     auth_code: a.auth_code,
                     wait: Wait::of_seq(wait),
+                    again: true,
                     ..Reply::of(a.code, a.rrn)
                 }
             }

@@ -93,6 +93,30 @@ pub struct Config {
     /// The store-and-forward queue of advices and reversals.
     #[serde(default)]
     pub saf: crate::routing_config::SafSettings,
+    /// What `/metrics` shows beyond the defaults.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: per-merchant labels on the business metrics
+/// (`docs/configuration.md`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Label decisions and amounts by merchant too.
+    pub merchant_labels: bool,
+    /// Most merchants with a label of their own; later ones count as
+    /// `other`. At most 1,000.
+    pub merchant_labels_max: usize,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            merchant_labels: false,
+            merchant_labels_max: crate::business::MERCHANT_LABELS_MAX_DEFAULT,
+        }
+    }
 }
 
 /// Listener addresses and the data directory.
@@ -532,6 +556,12 @@ impl Config {
     fn validate_ranges(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         for (key, value, lo, hi) in [
+            (
+                "metrics.merchant_labels_max",
+                self.metrics.merchant_labels_max as u64,
+                1,
+                1_000,
+            ),
             (
                 "limits.connections_max",
                 l.connections_max as u64,

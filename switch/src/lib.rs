@@ -26,6 +26,7 @@
 mod archive_stage;
 #[doc(hidden)]
 pub mod bench_api;
+mod business;
 pub mod cli;
 mod clock;
 mod config;
@@ -375,6 +376,12 @@ fn spawn_wire_listeners(
     } else {
         LengthHeader::Binary2
     };
+    business::install(
+        config
+            .metrics
+            .merchant_labels
+            .then_some(config.metrics.merchant_labels_max),
+    );
     let iso = Arc::new(wire::iso::IsoShared {
         node: engine.clone(),
         metrics: Arc::new(metrics::Metrics::new()),

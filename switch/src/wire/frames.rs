@@ -174,6 +174,9 @@ impl FrameWire {
         }
         metrics::counter!("switch_frame_requests_total", "type" => type_label, "code" => answer.code.as_str())
             .increment(1);
+        if self.client_id.is_some() {
+            record_decision(&self.shared.node, &request, &answer);
+        }
         encode(request_id, &answer, out);
         (answer.seq, end)
     }
@@ -242,6 +245,9 @@ impl FrameWire {
             };
             metrics::counter!("switch_frame_requests_total", "type" => label, "code" => answer.code.as_str())
                 .increment(1);
+            if let Ok(request) = Request::parse(&view) {
+                record_decision(&node, &request, &answer);
+            }
             let mut out = BytesMut::new();
             encode(request_id, &answer, &mut out);
             let _ = later.send((out.to_vec(), answer.seq));
@@ -326,6 +332,52 @@ fn frame_type_label(code: u8) -> &'static str {
         0x14 => "list_mandates",
         _ => "other",
     }
+}
+
+/// Counts a payment request's answer in the business metrics
+/// (`crate::business`): its operation, the amount it concerned and the
+/// currency, from the request or the payment as it now stands.
+fn record_decision(node: &Node, request: &Request<'_>, answer: &Answer) {
+    let p = answer.payment.as_ref();
+    let (op, amount_minor, currency) = match request {
+        Request::AuthorizeMoto(m) => (Op::Sale, m.amount_minor, m.currency),
+        Request::PreauthorizeMoto(m) => (Op::PreAuth, m.amount_minor, m.currency),
+        Request::Capture { amount_minor, .. } => (
+            Op::Capture,
+            amount_minor.or(p.map(|p| p.captured_minor)).unwrap_or(0),
+            p.map_or(0, |p| p.currency),
+        ),
+        Request::Refund(r) => {
+            let lines = r.lines.iter().filter_map(|l| l.total_minor()).sum::<u64>();
+            (
+                Op::Refund,
+                if r.amount_minor > 0 {
+                    r.amount_minor
+                } else {
+                    lines
+                },
+                p.map_or(0, |p| p.currency),
+            )
+        }
+        Request::Cancel { .. } => (
+            Op::Reversal,
+            p.map_or(0, |p| p.captured_minor.max(p.authorized_minor)),
+            p.map_or(0, |p| p.currency),
+        ),
+        _ => return,
+    };
+    let mid = p.and_then(|p| match node.query(Query::MerchantAt(p.merchant)) {
+        QueryReply::Merchant(m) => m.map(|m| m.id),
+        _ => None,
+    });
+    crate::business::record(&crate::business::Decision {
+        channel: crate::business::Channel::Frames,
+        op,
+        code: answer.code,
+        amount_minor,
+        currency,
+        merchant: mid.as_ref().map(|m| &m[..]),
+    });
 }
 
 /// The mandate scope a request needs (bits of

@@ -19,6 +19,7 @@ use codecs::iso8583::{f48, DecodeErrorKind, EncodeError, Message, MessageWriter,
 use engine::{Channel, Code, Command, MessageKey, Op, OriginalRef, Reply, Request, Wait};
 use tokio_util::codec::Decoder;
 
+use crate::business::Decision;
 use crate::metrics::{Metrics, Stage};
 use crate::net::{Answered, End, Wire};
 use crate::node::Node;
@@ -215,6 +216,7 @@ pub(crate) fn handle(
     } else {
         started
     };
+    let mut decision = None;
     let outcome = match error {
         Some(e) => {
             metrics.codec_error(decode_error_label(e.kind));
@@ -229,6 +231,7 @@ pub(crate) fn handle(
         }
         None => match to_request(&msg) {
             Ok(Some(req)) => {
+                decision = Some(decision_of(&req));
                 let reply = node.apply_message(req);
                 if matches!(reply.wait, Wait::Upstream(_) | Wait::Joined(_)) {
                     return Ok(Handled::Later(reply));
@@ -265,7 +268,30 @@ pub(crate) fn handle(
         metrics.stage(Stage::Encode, processed);
     }
     metrics.answered(msg.mti(), outcome.code, started);
+    if let Some(d) = decision.filter(|_| !outcome.again) {
+        crate::business::record(&Decision {
+            code: outcome.code,
+            ..d
+        });
+    }
     Ok(Handled::Now(outcome.wait.journal_seq()))
+}
+
+/// A payment request as the business metrics count it (the code is the
+/// answer's, filled in later): a reversal counts what it releases.
+fn decision_of<'a>(req: &Request<'a>) -> Decision<'a> {
+    let amount_minor = match (req.op, req.replacement_minor) {
+        (Op::Reversal, Some(left)) => req.amount_minor.saturating_sub(left),
+        _ => req.amount_minor,
+    };
+    Decision {
+        channel: crate::business::Channel::Iso,
+        op: req.op,
+        code: Code::APPROVED,
+        amount_minor,
+        currency: req.currency,
+        merchant: Some(req.merchant_id),
+    }
 }
 
 /// Whether a client could match an answer: F11, and F41 except for
@@ -293,6 +319,7 @@ fn network_management(msg: &Message<'_>) -> Reply {
         wait: Wait::Nothing,
         record_seq: 0,
         count: 0,
+        again: false,
     }
 }
 
@@ -534,6 +561,14 @@ pub(crate) fn spawn_deferred(
         let answer = encode_answer(&deferred, &reply);
         if let Some((_, mti)) = &answer {
             metrics.answered(*mti, reply.code, started);
+        }
+        if let Ok((msg, None)) = Message::decode_lenient(deferred.profile, &deferred.body) {
+            if let Some(req) = to_request(&msg).ok().flatten().filter(|_| !reply.again) {
+                crate::business::record(&Decision {
+                    code: reply.code,
+                    ..decision_of(&req)
+                });
+            }
         }
         // Always one send per deferred request (empty when no answer can
         // be written), so the connection's count of them stays true. The
