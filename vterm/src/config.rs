@@ -2,14 +2,22 @@
 //! whole at start-up so a bad value stops the program with its name.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::money::Currency;
+use crate::policy::{Policy, CLASSES_MIN_DEFAULT, MIN_CHARS_DEFAULT, MIN_CHARS_FLOOR};
+use crate::role::Role;
 
-/// Most operators one terminal configures: the list is scanned per sign-in.
+/// Most operators one terminal has, in `vterm.toml` and in the operator
+/// store together: the admin page lists them all.
 pub(crate) const OPERATORS_MAX: usize = 1_000;
+/// The operator store's file name, beside the configuration file, when
+/// `operators_file` is not set.
+pub(crate) const OPERATORS_FILE_DEFAULT: &str = "vterm-operators.json";
+/// Longest password any configuration may require.
+const PASSWORD_MIN_CHARS_LIMIT: usize = 128;
 /// Most signed-in sessions by default.
 pub(crate) const SESSIONS_MAX_DEFAULT: usize = 1_000;
 /// Most signed-in sessions any configuration may ask for: each is a few
@@ -82,7 +90,22 @@ pub struct Config {
     /// peer that header is ignored.
     #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
-    /// Who may sign in.
+    /// The operator store (JSON), changed at run time by `vterm
+    /// operators` and the admin pages. Default: `vterm-operators.json`
+    /// beside the configuration file; a configuration given as text
+    /// without it keeps the store in memory.
+    #[serde(default)]
+    pub operators_file: Option<PathBuf>,
+    /// Least characters in a password set through the terminal.
+    #[serde(default = "default_password_min_chars")]
+    pub password_min_chars: usize,
+    /// Least character classes (lower, upper, digits, others) in a
+    /// password set through the terminal.
+    #[serde(default = "default_password_classes_min")]
+    pub password_classes_min: usize,
+    /// Operators added to the store at start when it does not hold their
+    /// name (then the store rules).
+    #[serde(default)]
     pub operators: Vec<Operator>,
 }
 
@@ -94,6 +117,30 @@ pub struct Operator {
     pub name: String,
     /// Argon2 PHC string, from `vterm hash-password`.
     pub password_hash: String,
+    /// What the operator may do; `admin` when not given, as before roles.
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+/// Whether `name` is a valid operator name: 1..=64 bytes of letters,
+/// digits and `._@-`.
+pub(crate) fn valid_operator_name(name: &str) -> bool {
+    (1..=OPERATOR_NAME_BYTES_MAX).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "._@-".contains(c))
+}
+
+fn default_role() -> Role {
+    Role::Admin
+}
+
+fn default_password_min_chars() -> usize {
+    MIN_CHARS_DEFAULT
+}
+
+fn default_password_classes_min() -> usize {
+    CLASSES_MIN_DEFAULT
 }
 
 fn default_session_idle_s() -> u64 {
@@ -125,7 +172,20 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text)
+        let mut config = Config::parse(&text)?;
+        if config.operators_file.is_none() {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            config.operators_file = Some(dir.join(OPERATORS_FILE_DEFAULT));
+        }
+        Ok(config)
+    }
+
+    /// The password policy.
+    pub(crate) fn policy(&self) -> Policy {
+        Policy {
+            min_chars: self.password_min_chars,
+            classes_min: self.password_classes_min,
+        }
     }
 
     /// Parses and checks configuration text.
@@ -199,19 +259,26 @@ impl Config {
     }
 
     fn check_operators(&self) -> Result<(), ConfigError> {
-        if self.operators.is_empty() || self.operators.len() > OPERATORS_MAX {
+        if !(MIN_CHARS_FLOOR..=PASSWORD_MIN_CHARS_LIMIT).contains(&self.password_min_chars) {
+            return Err(invalid(
+                "password_min_chars",
+                format!("{MIN_CHARS_FLOOR}..={PASSWORD_MIN_CHARS_LIMIT}"),
+            ));
+        }
+        if !(1..=4).contains(&self.password_classes_min) {
+            return Err(invalid("password_classes_min", "1..=4"));
+        }
+        let least = usize::from(self.operators_file.is_none());
+        if self.operators.len() < least || self.operators.len() > OPERATORS_MAX {
             return Err(invalid(
                 "operators",
-                format!("1..={OPERATORS_MAX} operators"),
+                format!(
+                    "{least}..={OPERATORS_MAX} operators (at least one without operators_file)"
+                ),
             ));
         }
         for (i, operator) in self.operators.iter().enumerate() {
-            let name_ok = (1..=OPERATOR_NAME_BYTES_MAX).contains(&operator.name.len())
-                && operator
-                    .name
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || "._@-".contains(c));
-            if !name_ok {
+            if !valid_operator_name(&operator.name) {
                 return Err(invalid(
                     "operators.name",
                     format!("1..={OPERATOR_NAME_BYTES_MAX} letters, digits, `._@-`"),
@@ -266,6 +333,9 @@ password_hash = "{HASH}"
         assert_eq!(config.session_idle_s, 900);
         assert_eq!(config.sessions_max, SESSIONS_MAX_DEFAULT);
         assert!(!config.secure_cookies);
+        assert_eq!(config.operators[0].role, Role::Admin, "as before roles");
+        assert_eq!(config.password_min_chars, 12);
+        assert!(config.operators_file.is_none(), "in memory from text");
     }
 
     #[test]
@@ -274,6 +344,8 @@ password_hash = "{HASH}"
             ("sessions_max = 0", "sessions_max"),
             ("session_idle_s = 0", "session_idle_s"),
             ("session_lifetime_s = 10", "session_idle_s"),
+            ("password_min_chars = 4", "password_min_chars"),
+            ("password_classes_min = 5", "password_classes_min"),
         ] {
             let error = Config::parse(&text(edit)).expect_err(edit).to_string();
             assert!(error.contains(key), "{error}");
@@ -290,6 +362,13 @@ password_hash = "{HASH}"
             .expect_err("hash")
             .to_string();
         assert!(error.contains("password_hash"), "{error}");
+        let error = Config::parse(&(text("") + "role = \"root\"\n"))
+            .expect_err("role")
+            .to_string();
+        assert!(
+            error.contains("role") || error.contains("variant"),
+            "{error}"
+        );
         let error = Config::parse(&text("colour = 1"))
             .expect_err("unknown")
             .to_string();

@@ -8,6 +8,12 @@
 //! - `server`: the listener with its connection limit.
 //! - `web`: routes, the session extractor, cookies, CSRF, headers.
 //! - `session`: signed-in sessions in memory, with a limit and expiry.
+//! - `role`: viewer, operator, admin, and what each may do.
+//! - `store`: the operator store file (roles, hashes, TOTP, blocks), its
+//!   lock, atomic writes, audit log; `cli`: `vterm operators ...`.
+//! - `account`, `admin` (with `operator_pages`): one's own password and
+//!   second factor; the admins' operator pages.
+//! - `totp`: RFC 6238 codes; `policy`: the password policy.
 //! - `password`: Argon2 verification, bounded, with lockout.
 //! - `lockout`: failed sign-ins by (name, address) and by address.
 //! - `forms`: what the browser sends, checked into typed requests.
@@ -15,19 +21,27 @@
 //! - `link`: the connection to the switch; `payment`: view models.
 //! - `card`, `money`, `calendar`: card data (masked), amounts, UTC dates.
 
+mod account;
+mod admin;
 mod calendar;
 mod card;
+mod cli;
 mod config;
 mod forms;
 mod html;
 mod link;
 mod lockout;
 mod money;
+mod operator_pages;
 mod pages;
 mod password;
 mod payment;
+mod policy;
+mod role;
 mod server;
 mod session;
+mod store;
+mod totp;
 mod web;
 
 use std::net::SocketAddr;
@@ -37,10 +51,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use cli::{operators, OperatorsCommand};
 /// The workspace's one clock, read here in seconds (sessions, lockouts).
 pub use clock::Clock;
 pub use config::{Config, ConfigError, Operator};
 pub use password::hash_password;
+pub use role::Role;
+pub use store::StoreError;
 
 /// A running terminal.
 #[derive(Debug)]
@@ -89,8 +106,15 @@ impl Running {
 /// on first use.
 ///
 /// # Errors
-/// When the listen address cannot be bound.
+/// When the operator store cannot be opened or the listen address cannot
+/// be bound.
 pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
+    let store = store::Store::open(
+        config.operators_file.clone(),
+        &config.operators,
+        clock.now_s(),
+    )
+    .context("opening the operator store (operators_file)")?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding listen_addr {}", config.listen_addr))?;
@@ -101,7 +125,10 @@ pub async fn start(config: Config, clock: Clock) -> anyhow::Result<Running> {
             config.session_idle_s,
             config.session_lifetime_s,
         ),
-        passwords: password::Passwords::new(&config.operators),
+        passwords: password::Passwords::new(
+            config.operators.first().map(|o| o.password_hash.as_str()),
+        ),
+        store,
         link: link::Link::new(
             config.switch_addr,
             config.client_id.clone(),

@@ -1,12 +1,12 @@
-//! The `vterm` binary: serves the virtual terminal, or hashes a password
-//! for its configuration.
+//! The `vterm` binary: serves the virtual terminal, hashes a password for
+//! its configuration, or changes its operators.
 
 use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vterm::{Clock, Config};
+use vterm::{Clock, Config, OperatorsCommand};
 
 /// The web virtual terminal for MO/TO payments.
 #[derive(Parser)]
@@ -25,6 +25,14 @@ enum Command {
     /// Reads a password from the first line of standard input and prints
     /// its Argon2id hash for `operators.password_hash`.
     HashPassword,
+    /// Adds, blocks, unblocks, resets, lists operators or changes their
+    /// roles, in the operator store (`operators_file`) of `--config`; a
+    /// running terminal sees the change on its next request.
+    Operators {
+        /// What to do.
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +46,16 @@ fn main() -> anyhow::Result<()> {
                 .context("reading the password from standard input")?;
             let password = line.trim_end_matches(['\r', '\n']);
             println!("{}", vterm::hash_password(password)?);
+            Ok(())
+        }
+        Some(Command::Operators { command }) => {
+            let path = cli
+                .config
+                .context("--config FILE is required for operators")?;
+            let config = Config::load(&path)?;
+            let now_s = Clock::System.now_s();
+            let out = vterm::operators(&config, command, &mut std::io::stdin().lock(), now_s)?;
+            println!("{out}");
             Ok(())
         }
         None => {

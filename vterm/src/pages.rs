@@ -12,6 +12,7 @@ use crate::money::{format_amount, format_amount_plain, Currency};
 use crate::payment::{
     cancellable, capturable, refundable, status_text, Detail, Outcome, Row, RowsPage,
 };
+use crate::role::{Action, Role};
 use crate::session::Flash;
 
 /// What every signed-in page needs: who, and the token for its forms.
@@ -21,6 +22,20 @@ pub(crate) struct Chrome<'a> {
     pub(crate) operator: &'a str,
     /// The session's CSRF token.
     pub(crate) csrf: &'a str,
+    /// The operator's role: what the page offers.
+    pub(crate) role: Role,
+}
+
+impl Chrome<'_> {
+    /// The token for the payment action forms, empty when the role may
+    /// not use them (the forms are then not shown).
+    fn action_csrf(&self) -> &str {
+        if self.role.may(Action::Pay) {
+            self.csrf
+        } else {
+            ""
+        }
+    }
 }
 
 /// The choices the configuration offers in the payment form.
@@ -94,12 +109,26 @@ impl FilterForm {
     }
 }
 
+/// The links in the header, as the role allows.
+fn nav_html(role: Role) -> String {
+    let operators = if role.may(Action::Manage) {
+        r#" <a href="/operators" id="nav-operators">Operators</a>"#
+    } else {
+        ""
+    };
+    format!(
+        r#"<nav><a href="/terminal" id="nav-terminal">Payments</a>{operators} <a href="/account" id="nav-account">My account</a></nav>"#
+    )
+}
+
 /// The page frame: head, header with the operator and sign-out, body.
-fn layout(title: &str, chrome: Option<Chrome<'_>>, body: &str) -> String {
+pub(crate) fn layout(title: &str, chrome: Option<Chrome<'_>>, body: &str) -> String {
     let header = match chrome {
         Some(c) => format!(
-            r#"<header><span class="brand">Virtual terminal</span><span class="who">Signed in as <b id="operator">{}</b></span><form method="post" action="/logout" class="inline">{}<button type="submit" id="sign-out">Sign out</button></form></header>"#,
+            r#"<header><span class="brand">Virtual terminal</span>{}<span class="who">Signed in as <b id="operator">{}</b> <span id="role">({})</span></span><form method="post" action="/logout" class="inline">{}<button type="submit" id="sign-out">Sign out</button></form></header>"#,
+            nav_html(c.role),
             esc(c.operator),
+            c.role.name(),
             csrf_field(c.csrf)
         ),
         None => r#"<header><span class="brand">Virtual terminal</span></header>"#.to_string(),
@@ -114,7 +143,7 @@ fn layout(title: &str, chrome: Option<Chrome<'_>>, body: &str) -> String {
     )
 }
 
-fn csrf_field(csrf: &str) -> String {
+pub(crate) fn csrf_field(csrf: &str) -> String {
     format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf))
 }
 
@@ -321,7 +350,7 @@ fn filter_form_html(choices: Choices<'_>, f: &FilterForm, error: Option<&str>) -
 
 /// The forms acting on one payment, as its status allows.
 fn actions_html(csrf: &str, row: &Row, back: &str) -> String {
-    let Some(status) = row.status else {
+    let Some(status) = row.status.filter(|_| !csrf.is_empty()) else {
         return String::new();
     };
     let id = row.payment_id;
@@ -426,12 +455,16 @@ pub(crate) struct TerminalPage<'a> {
 /// The terminal: the last result, the payment form, the filters and the
 /// payments table.
 pub(crate) fn terminal(p: &TerminalPage<'_>) -> String {
+    let form = if p.chrome.role.may(Action::Pay) {
+        payment_form_html(p.chrome.csrf, p.choices, p.form)
+    } else {
+        String::new()
+    };
     let body = format!(
-        r#"{}{}<section class="card"><h2>Payments</h2>{}{}</section>"#,
+        r#"{}{form}<section class="card"><h2>Payments</h2>{}{}</section>"#,
         flash_html(p.flash),
-        payment_form_html(p.chrome.csrf, p.choices, p.form),
         filter_form_html(p.choices, p.filters, p.filter_error),
-        table_html(p.chrome.csrf, p.filters, p.table)
+        table_html(p.chrome.action_csrf(), p.filters, p.table)
     );
     layout("Terminal", Some(p.chrome), &body)
 }
@@ -503,7 +536,7 @@ pub(crate) fn detail(chrome: Chrome<'_>, flash: Option<&Flash>, d: &Detail) -> S
 <h3>History</h3><table id="history"><thead><tr><th>When (UTC)</th><th>What</th><th>Amount</th><th>Result</th></tr></thead><tbody>{history}</tbody></table></section>"#,
         flash_html(flash),
         row.payment_id,
-        actions_html(chrome.csrf, row, &back)
+        actions_html(chrome.action_csrf(), row, &back)
     );
     layout(&format!("Payment {}", row.payment_id), Some(chrome), &body)
 }

@@ -1,8 +1,7 @@
-//! Operator passwords: Argon2id hashes in the configuration, verified off
-//! the async threads, a bounded number at a time, with lockouts after
+//! Operator passwords: Argon2id hashes (from the operator store), verified
+//! off the async threads, a bounded number at a time, with lockouts after
 //! repeated failures by (name, address) and by address ([`crate::lockout`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +10,6 @@ use argon2::password_hash::SaltString;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use tokio::sync::Semaphore;
 
-use crate::config::Operator;
 use crate::lockout::Lockouts;
 
 /// Argon2 verifications running at once: each takes tens of milliseconds
@@ -38,11 +36,13 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
+/// Verified for unknown names when no configured operator gives a hash
+/// to use instead: the default parameters, of a random password.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$LttgnMmh6vxscDSYmjv2pg$Sv0WS/Vml2AxJYFpVhJxrLyfT7WJDYyEDGfTuCh+gOs";
+
 /// Checks operators' passwords.
 #[derive(Debug)]
 pub(crate) struct Passwords {
-    /// name → Argon2 PHC string, from the configuration.
-    hashes: HashMap<String, String>,
     /// Verified for unknown names, so an unknown name takes as long as a
     /// wrong password and names cannot be probed by timing.
     dummy_hash: String,
@@ -65,19 +65,11 @@ pub(crate) enum Verdict {
 }
 
 impl Passwords {
-    /// From the configured operators.
-    pub(crate) fn new(operators: &[Operator]) -> Passwords {
-        let hashes = operators
-            .iter()
-            .map(|o| (o.name.clone(), o.password_hash.clone()))
-            .collect();
-        let dummy_hash = operators
-            .first()
-            .map(|o| o.password_hash.clone())
-            .unwrap_or_default();
+    /// With the hash verified for unknown names: a configured operator's,
+    /// so that it costs what a known name costs.
+    pub(crate) fn new(dummy_hash: Option<&str>) -> Passwords {
         Passwords {
-            hashes,
-            dummy_hash,
+            dummy_hash: dummy_hash.unwrap_or(DUMMY_HASH).to_string(),
             permits: Arc::new(Semaphore::new(VERIFICATIONS_MAX)),
             lockouts: Mutex::default(),
         }
@@ -87,19 +79,30 @@ impl Passwords {
         self.lockouts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Checks `password` for `name`, signing in from `peer`.
+    /// Counts a failure that is not a password's (a wrong TOTP code).
+    pub(crate) fn fail(&self, name: &str, peer: IpAddr, now_s: u64) {
+        self.lockouts().fail(name, peer, now_s);
+    }
+
+    /// Whether `name` from `peer` is locked out now.
+    pub(crate) fn locked(&self, name: &str, peer: IpAddr, now_s: u64) -> bool {
+        self.lockouts().locked(name, peer, now_s)
+    }
+
+    /// Checks `password` against `known` (the operator's hash, `None` for
+    /// an unknown name), signing in as `name` from `peer`.
     pub(crate) async fn verify(
         &self,
         name: &str,
         password: &str,
+        known: Option<&str>,
         peer: IpAddr,
         now_s: u64,
     ) -> Verdict {
         if self.lockouts().locked(name, peer, now_s) {
             return Verdict::LockedOut;
         }
-        let known = self.hashes.get(name);
-        let hash = known.unwrap_or(&self.dummy_hash).clone();
+        let hash = known.unwrap_or(&self.dummy_hash).to_string();
         let password = password.to_string();
         let Ok(_permit) = self.permits.acquire().await else {
             return Verdict::Refused;
@@ -131,13 +134,21 @@ mod tests {
     const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     const THERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
-    fn passwords() -> Passwords {
+    /// Alice's hash, and the checker.
+    struct Fixture(String, Passwords);
+
+    impl Fixture {
+        async fn verify(&self, name: &str, password: &str, peer: IpAddr, now_s: u64) -> Verdict {
+            let known = (name == "alice").then_some(self.0.as_str());
+            self.1.verify(name, password, known, peer, now_s).await
+        }
+    }
+
+    fn passwords() -> Fixture {
         let hash = hash_password("correct horse").expect("hash");
         assert!(hash.starts_with("$argon2id$"));
-        Passwords::new(&[Operator {
-            name: "alice".into(),
-            password_hash: hash,
-        }])
+        let checker = Passwords::new(Some(&hash));
+        Fixture(hash, checker)
     }
 
     #[tokio::test]

@@ -46,6 +46,13 @@ pub(crate) enum Flash {
 struct Session {
     /// Who signed in, for the page header and the log.
     operator: String,
+    /// The operator's epoch in the store at sign-in: a block, role change
+    /// or reset raises it, which ends this session.
+    epoch: u64,
+    /// Whether the second factor was given (or is not needed).
+    second_factor: bool,
+    /// A TOTP secret shown for enrolment, not yet confirmed.
+    enrolling: Option<String>,
     /// The token every form of this session must carry.
     csrf: String,
     /// Sign-in time, for the absolute expiry.
@@ -61,6 +68,12 @@ struct Session {
 pub(crate) struct SessionView {
     /// The signed-in operator.
     pub(crate) operator: String,
+    /// The operator's epoch at sign-in.
+    pub(crate) epoch: u64,
+    /// Whether the second factor was given.
+    pub(crate) second_factor: bool,
+    /// The TOTP secret being enrolled, if any.
+    pub(crate) enrolling: Option<String>,
     /// The session's CSRF token, for forms and to check posts against.
     pub(crate) csrf: String,
 }
@@ -109,12 +122,19 @@ impl Sessions {
         self.by_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens a session for `operator`; returns its id (for the cookie).
+    /// Opens a session for `operator` at `epoch`, with the second factor
+    /// given or still due; returns its id (for the cookie).
     ///
     /// # Errors
     /// [`SessionsFull`] when `sessions_max` sessions are live even after
     /// dropping the expired ones.
-    pub(crate) fn open(&self, operator: &str, now_s: u64) -> Result<String, SessionsFull> {
+    pub(crate) fn open(
+        &self,
+        operator: &str,
+        epoch: u64,
+        second_factor: bool,
+        now_s: u64,
+    ) -> Result<String, SessionsFull> {
         let mut by_id = self.lock();
         if by_id.len() >= self.sessions_max {
             let (idle_s, lifetime_s) = (self.idle_s, self.lifetime_s);
@@ -130,6 +150,9 @@ impl Sessions {
         let id = random_token();
         let session = Session {
             operator: operator.to_string(),
+            epoch,
+            second_factor,
+            enrolling: None,
             csrf: random_token(),
             created_s: now_s,
             seen_s: now_s,
@@ -152,8 +175,28 @@ impl Sessions {
         session.seen_s = now_s;
         Some(SessionView {
             operator: session.operator.clone(),
+            epoch: session.epoch,
+            second_factor: session.second_factor,
+            enrolling: session.enrolling.clone(),
             csrf: session.csrf.clone(),
         })
+    }
+
+    /// Records the second factor given, at the operator's `epoch` (a
+    /// change of one's own password moves it too).
+    pub(crate) fn confirm(&self, id: &str, epoch: u64) {
+        if let Some(session) = self.lock().get_mut(id) {
+            session.second_factor = true;
+            session.epoch = epoch;
+            session.enrolling = None;
+        }
+    }
+
+    /// Keeps the TOTP secret shown for enrolment.
+    pub(crate) fn set_enrolling(&self, id: &str, secret: String) {
+        if let Some(session) = self.lock().get_mut(id) {
+            session.enrolling = Some(secret);
+        }
     }
 
     /// Ends a session (sign-out).
@@ -187,29 +230,29 @@ mod tests {
     #[test]
     fn sessions_expire_when_idle_and_at_their_lifetime() {
         let sessions = Sessions::new(10, 100, 250);
-        let id = sessions.open("alice", 1_000).expect("room");
+        let id = sessions.open("alice", 0, true, 1_000).expect("room");
         assert_eq!(sessions.touch(&id, 1_099).expect("live").operator, "alice");
         assert!(sessions.touch(&id, 1_198).is_some(), "idle time restarts");
         assert!(sessions.touch(&id, 1_249).is_some());
         assert!(sessions.touch(&id, 1_250).is_none(), "lifetime reached");
         assert_eq!(sessions.len(), 0, "an expired session is dropped");
-        let id = sessions.open("alice", 2_000).expect("room");
+        let id = sessions.open("alice", 0, true, 2_000).expect("room");
         assert!(sessions.touch(&id, 2_100).is_none(), "idle expiry");
     }
 
     #[test]
     fn the_limit_holds_and_expired_sessions_make_room() {
         let sessions = Sessions::new(2, 100, 1_000);
-        let a = sessions.open("a", 0).expect("room");
-        sessions.open("b", 50).expect("room");
-        assert_eq!(sessions.open("c", 60), Err(SessionsFull));
+        let a = sessions.open("a", 0, true, 0).expect("room");
+        sessions.open("b", 0, true, 50).expect("room");
+        assert_eq!(sessions.open("c", 0, true, 60), Err(SessionsFull));
         assert!(sessions.touch(&a, 60).is_some());
         assert_eq!(
-            sessions.open("c", 120),
+            sessions.open("c", 0, true, 120),
             Err(SessionsFull),
             "both still live"
         );
-        sessions.open("c", 151).expect("b expired at 150");
+        sessions.open("c", 0, true, 151).expect("b expired at 150");
         assert_eq!(sessions.len(), 2);
     }
 
@@ -227,7 +270,7 @@ mod tests {
     #[test]
     fn flash_is_shown_once() {
         let sessions = Sessions::new(1, 100, 100);
-        let id = sessions.open("a", 0).expect("room");
+        let id = sessions.open("a", 0, true, 0).expect("room");
         sessions.set_flash(&id, Flash::Notice("done".into()));
         assert!(matches!(sessions.take_flash(&id), Some(Flash::Notice(t)) if t == "done"));
         assert!(sessions.take_flash(&id).is_none());

@@ -24,8 +24,10 @@ use crate::money::{parse_amount_minor, Currency};
 use crate::pages::{self, Choices, Chrome, PaymentForm, TerminalPage};
 use crate::password::{Passwords, Verdict};
 use crate::payment::RowsPage;
+use crate::role::{Action, Role};
 use crate::server::{client_address, Peer};
 use crate::session::{random_token, tokens_equal, Flash, SessionView, Sessions};
+use crate::store::{Record, Store};
 
 /// Largest request body: the payment form is well under 2 KiB.
 pub(crate) const FORM_BYTES_MAX: usize = 16 * 1024;
@@ -47,8 +49,10 @@ pub(crate) struct App {
     pub(crate) config: Config,
     /// Signed-in sessions.
     pub(crate) sessions: Sessions,
-    /// Operators' password hashes.
+    /// Password checks and sign-in lockouts.
     pub(crate) passwords: Passwords,
+    /// Operators: roles, hashes, second factors, blocks.
+    pub(crate) store: Store,
     /// The connection to the switch.
     pub(crate) link: Link,
     /// Session expiry time.
@@ -68,6 +72,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/payments/{id}/refund", post(refund))
         .route("/payments/{id}/cancel", post(cancel))
         .route("/static/vterm.css", get(style))
+        .merge(crate::account::routes())
+        .merge(crate::admin::routes())
         .fallback(|| async {
             page(
                 StatusCode::NOT_FOUND,
@@ -90,15 +96,15 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-fn page(status: StatusCode, html: String) -> Response {
+pub(crate) fn page(status: StatusCode, html: String) -> Response {
     (status, Html(html)).into_response()
 }
 
-fn see_other(to: &str) -> Response {
+pub(crate) fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, to.to_string())]).into_response()
 }
 
-fn forbidden() -> Response {
+pub(crate) fn forbidden() -> Response {
     page(
         StatusCode::FORBIDDEN,
         pages::message("Forbidden", "This form was not sent from the terminal's own page, or it has expired. Reload the page and try again."),
@@ -121,7 +127,12 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, the whole site, and
 /// Secure when the terminal is served over HTTPS. Without `max_age_s` it
 /// lasts until the browser closes; `Some(0)` deletes it.
-fn set_cookie(config: &Config, name: &str, value: &str, max_age_s: Option<u64>) -> String {
+pub(crate) fn set_cookie(
+    config: &Config,
+    name: &str,
+    value: &str,
+    max_age_s: Option<u64>,
+) -> String {
     let secure = if config.secure_cookies {
         "; Secure"
     } else {
@@ -133,25 +144,92 @@ fn set_cookie(config: &Config, name: &str, value: &str, max_age_s: Option<u64>) 
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}{max_age}")
 }
 
-/// A request's live session; without one, pages redirect to sign-in.
+/// A request's live session whose operator may use the terminal: known,
+/// not blocked, at the epoch it signed in at, second factor given, and an
+/// admin enrolled in TOTP. Without one, pages redirect to sign-in (or to
+/// the second factor's page).
 pub(crate) struct Signed {
     /// The cookie's session id.
-    id: String,
+    pub(crate) id: String,
     /// Operator and CSRF token.
-    view: SessionView,
+    pub(crate) view: SessionView,
+    /// The operator's role now (read from the store on each request).
+    pub(crate) role: Role,
+}
+
+/// A request's live session whatever its second factor: for the pages
+/// that give it (TOTP at sign-in, enrolment) and for sign-out.
+pub(crate) struct Signing {
+    /// The session.
+    pub(crate) signed: Signed,
+    /// The operator as the store has it now.
+    pub(crate) record: Record,
 }
 
 impl Signed {
-    fn chrome(&self) -> Chrome<'_> {
+    pub(crate) fn chrome(&self) -> Chrome<'_> {
         Chrome {
             operator: &self.view.operator,
             csrf: &self.view.csrf,
+            role: self.role,
         }
     }
 
     /// Whether a form's token is this session's.
-    fn csrf_ok(&self, submitted: &str) -> bool {
+    pub(crate) fn csrf_ok(&self, submitted: &str) -> bool {
         tokens_equal(submitted, &self.view.csrf)
+    }
+
+    /// `None` when the role may do `action`, else the 403 page that says
+    /// so.
+    pub(crate) fn refused(&self, action: Action) -> Option<Response> {
+        if self.role.may(action) {
+            return None;
+        }
+        tracing::warn!(operator = ?self.view.operator, role = self.role.name(), ?action, "refused by role");
+        Some(page(
+            StatusCode::FORBIDDEN,
+            pages::message("Not allowed", &action.refused(self.role)),
+        ))
+    }
+}
+
+/// Redirects to sign-in, clearing the session cookie.
+fn to_sign_in(app: &App) -> Response {
+    let clear = set_cookie(&app.config, SESSION_COOKIE, "", Some(0));
+    (
+        StatusCode::SEE_OTHER,
+        [(LOCATION, "/login".to_string()), (SET_COOKIE, clear)],
+    )
+        .into_response()
+}
+
+impl FromRequestParts<Arc<App>> for Signing {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Signing, Response> {
+        let id = cookie(&parts.headers, SESSION_COOKIE).unwrap_or_default();
+        let Some(view) = app.sessions.touch(id, app.clock.now_s()) else {
+            return Err(to_sign_in(app));
+        };
+        let snapshot = app.store.current();
+        let record = match snapshot.get(&view.operator) {
+            Some(r) if !r.blocked && r.epoch == view.epoch => r.clone(),
+            _ => {
+                // Blocked, removed, reset or given another role since.
+                app.sessions.close(id);
+                tracing::info!(operator = ?view.operator, "session revoked");
+                return Err(to_sign_in(app));
+            }
+        };
+        Ok(Signing {
+            signed: Signed {
+                id: id.to_string(),
+                role: record.role,
+                view,
+            },
+            record,
+        })
     }
 }
 
@@ -159,21 +237,14 @@ impl FromRequestParts<Arc<App>> for Signed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Signed, Response> {
-        let id = cookie(&parts.headers, SESSION_COOKIE).unwrap_or_default();
-        match app.sessions.touch(id, app.clock.now_s()) {
-            Some(view) => Ok(Signed {
-                id: id.to_string(),
-                view,
-            }),
-            None => {
-                let clear = set_cookie(&app.config, SESSION_COOKIE, "", Some(0));
-                Err((
-                    StatusCode::SEE_OTHER,
-                    [(LOCATION, "/login".to_string()), (SET_COOKIE, clear)],
-                )
-                    .into_response())
-            }
+        let Signing { signed, record } = Signing::from_request_parts(parts, app).await?;
+        if record.has_totp() && !signed.view.second_factor {
+            return Err(see_other("/login/totp"));
         }
+        if record.role == Role::Admin && !record.has_totp() {
+            return Err(see_other("/account/totp"));
+        }
+        Ok(signed)
     }
 }
 
@@ -218,9 +289,17 @@ async fn sign_in(
         .filter_map(|v| v.to_str().ok());
     let peer = client_address(peer, forwarded, &app.config.trusted_proxies);
     let now_s = app.clock.now_s();
+    let snapshot = app.store.current();
+    let record = snapshot.get(&input.name);
     match app
         .passwords
-        .verify(&input.name, &input.password, peer, now_s)
+        .verify(
+            &input.name,
+            &input.password,
+            record.map(|r| r.password_hash.as_str()),
+            peer,
+            now_s,
+        )
         .await
     {
         Verdict::Refused => {
@@ -239,30 +318,61 @@ async fn sign_in(
             );
             sign_in_response(&app, StatusCode::TOO_MANY_REQUESTS, Some(&text))
         }
-        Verdict::Accepted => match app.sessions.open(&input.name, now_s) {
-            Ok(id) => {
-                tracing::info!(operator = ?input.name, "signed in");
-                let session = set_cookie(&app.config, SESSION_COOKIE, &id, None);
-                let clear = set_cookie(&app.config, SIGN_IN_COOKIE, "", Some(0));
-                (
-                    StatusCode::SEE_OTHER,
-                    [(LOCATION, "/terminal".to_string())],
-                    AppendHeaders([(SET_COOKIE, session), (SET_COOKIE, clear)]),
-                )
-                    .into_response()
-            }
-            Err(full) => sign_in_response(
-                &app,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(&full.to_string()),
-            ),
-        },
+        Verdict::Accepted => signed_in(&app, record, now_s),
+    }
+}
+
+/// After the right password: blocked, or a session (second factor due
+/// when the operator has one) and the next page.
+fn signed_in(app: &App, record: Option<&Record>, now_s: u64) -> Response {
+    let Some(record) = record else {
+        return sign_in_response(
+            app,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong operator name or password."),
+        );
+    };
+    if record.blocked {
+        tracing::warn!(operator = ?record.name, "sign-in of a blocked operator");
+        return sign_in_response(
+            app,
+            StatusCode::FORBIDDEN,
+            Some("This operator is blocked: ask an admin."),
+        );
+    }
+    let next = if record.has_totp() {
+        "/login/totp"
+    } else if record.role == Role::Admin {
+        "/account/totp"
+    } else {
+        "/terminal"
+    };
+    match app
+        .sessions
+        .open(&record.name, record.epoch, !record.has_totp(), now_s)
+    {
+        Ok(id) => {
+            tracing::info!(operator = ?record.name, "signed in");
+            let session = set_cookie(&app.config, SESSION_COOKIE, &id, None);
+            let clear = set_cookie(&app.config, SIGN_IN_COOKIE, "", Some(0));
+            (
+                StatusCode::SEE_OTHER,
+                [(LOCATION, next.to_string())],
+                AppendHeaders([(SET_COOKIE, session), (SET_COOKIE, clear)]),
+            )
+                .into_response()
+        }
+        Err(full) => sign_in_response(
+            app,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(&full.to_string()),
+        ),
     }
 }
 
 async fn sign_out(
     State(app): State<Arc<App>>,
-    signed: Signed,
+    Signing { signed, .. }: Signing,
     Form(input): Form<CsrfInput>,
 ) -> Response {
     if !signed.csrf_ok(&input.csrf) {
@@ -333,6 +443,9 @@ async fn new_payment(
 ) -> Response {
     if !signed.csrf_ok(&input.csrf) {
         return forbidden();
+    }
+    if let Some(refused) = signed.refused(Action::Pay) {
+        return refused;
     }
     let checked = forms::check_payment(&input, &app.config);
     drop(input);
@@ -435,6 +548,9 @@ async fn capture(
     if !signed.csrf_ok(&input.csrf) {
         return forbidden();
     }
+    if let Some(refused) = signed.refused(Action::Pay) {
+        return refused;
+    }
     let result = match action_amount(&app, id, &input.amount).await {
         Ok(amount) => app.link.capture(id, amount).await,
         Err(e) => Err(LinkError::Refused(e)),
@@ -451,6 +567,9 @@ async fn refund(
 ) -> Response {
     if !signed.csrf_ok(&input.csrf) {
         return forbidden();
+    }
+    if let Some(refused) = signed.refused(Action::Pay) {
+        return refused;
     }
     let result = match (
         action_amount(&app, id, &input.amount).await,
@@ -472,6 +591,9 @@ async fn cancel(
 ) -> Response {
     if !signed.csrf_ok(&input.csrf) {
         return forbidden();
+    }
+    if let Some(refused) = signed.refused(Action::Pay) {
+        return refused;
     }
     let result = app.link.cancel(id).await;
     flash_action(&app, &signed, "Cancellation", id, result);

@@ -114,6 +114,7 @@ sessions_max = 10
 [[operators]]
 name = "{OPERATOR}"
 password_hash = "{}"
+role = "operator"
 "#,
         cheap_hash(PASSWORD)
     )
