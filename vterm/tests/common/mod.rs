@@ -3,7 +3,9 @@
 //! HTTP/1.1 client (for the terminal's pages and for WebDriver).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod agent;
 pub mod http;
+pub mod totp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,707 @@
+//! Operators over HTTP without a browser: roles checked by the server
+//! (a viewer's refused actions never reach the switch), operator
+//! management for admins only, TOTP required for admins, sessions revoked
+//! by a block, a role change or a reset, the password policy, and the
+//! `vterm operators` command changing a running terminal's store file.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::agent::Agent;
+use common::{
+    cheap_hash, config_text, csrf_in, temp_dir, TestSwitch, TestTerminal, OPERATOR, PAN, PASSWORD,
+};
+use vterm::Clock;
+
+/// 2026-11-23T11:49:10Z.
+const START_MS: u64 = 1_795_434_550_000;
+/// An admin.
+const ADMIN: &str = "ada";
+/// A viewer.
+const VIEWER: &str = "vera";
+/// Another operator.
+const BOB: &str = "bob";
+/// Their passwords: each its own.
+const ADMIN_PASSWORD: &str = "Ada's long admin passphrase";
+const VIEWER_PASSWORD: &str = "vera only looks at payments";
+const BOB_PASSWORD: &str = "bob takes the telephone orders";
+
+/// The test configuration with ada (admin), vera (viewer) and bob
+/// (operator) beside alice (operator), the store in `operators_file`
+/// when given.
+fn team_config(base: &str, operators_file: Option<&Path>) -> String {
+    let mut text = base.to_string();
+    if let Some(path) = operators_file {
+        text = text.replace(
+            "sessions_max = 10",
+            &format!(
+                "sessions_max = 10\noperators_file = {:?}",
+                path.display().to_string()
+            ),
+        );
+    }
+    for (name, password, role) in [
+        (ADMIN, ADMIN_PASSWORD, "admin"),
+        (VIEWER, VIEWER_PASSWORD, "viewer"),
+        (BOB, BOB_PASSWORD, "operator"),
+    ] {
+        text.push_str(&format!(
+            "\n[[operators]]\nname = \"{name}\"\npassword_hash = \"{}\"\nrole = \"{role}\"\n",
+            cheap_hash(password)
+        ));
+    }
+    text
+}
+
+async fn team(clock: Clock) -> TestTerminal {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let base = config_text(addr, "DM-0000-0001", &"ab".repeat(32));
+    TestTerminal::start(&team_config(&base, None), clock).await
+}
+
+/// Signs `name` in with `password`, no second factor; returns the CSRF
+/// token of the terminal page.
+async fn sign_in(a: &mut Agent, name: &str, password: &str) -> String {
+    let r = a.sign_in_as(name, password).await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/terminal")),
+        "{}",
+        r.body
+    );
+    let page = a.get("/terminal").await;
+    assert_eq!(page.status, 200);
+    csrf_in(&page.body)
+}
+
+/// The secret an enrolment page shows.
+fn secret_in(page: &str) -> String {
+    let at = page.find(r#"data-secret=""#).expect("a secret") + r#"data-secret=""#.len();
+    page[at..].split('"').next().expect("secret").to_string()
+}
+
+/// Signs the admin in: on first use enrols TOTP (returning the secret);
+/// later gives the code of `secret`. Moves the clock one step first, so
+/// each code is fresh. Returns the session's CSRF token and the secret.
+async fn admin_in(a: &mut Agent, clock: &Clock, secret: Option<&str>) -> (String, String) {
+    clock.advance_s(30);
+    let r = a.sign_in_as(ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let secret = match secret {
+        None => {
+            assert_eq!(r.header("location"), Some("/account/totp"));
+            let page = a.get("/account/totp").await;
+            let secret = secret_in(&page.body);
+            let code = common::totp::code(&secret, clock.now_s());
+            let r = a
+                .post(
+                    "/account/totp",
+                    &[("csrf", &csrf_in(&page.body)), ("code", &code)],
+                )
+                .await;
+            assert_eq!(
+                (r.status, r.header("location")),
+                (303, Some("/terminal")),
+                "{}",
+                r.body
+            );
+            secret
+        }
+        Some(secret) => {
+            assert_eq!(r.header("location"), Some("/login/totp"));
+            let page = a.get("/login/totp").await;
+            let code = common::totp::code(secret, clock.now_s());
+            let r = a
+                .post(
+                    "/login/totp",
+                    &[("csrf", &csrf_in(&page.body)), ("code", &code)],
+                )
+                .await;
+            assert_eq!(
+                (r.status, r.header("location")),
+                (303, Some("/terminal")),
+                "{}",
+                r.body
+            );
+            secret.to_string()
+        }
+    };
+    let page = a.get("/terminal").await;
+    assert_eq!(page.status, 200);
+    (csrf_in(&page.body), secret)
+}
+
+fn payment_form<'a>(csrf: &'a str, reference: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf", csrf),
+        ("kind", "preauth"),
+        ("pan", PAN),
+        ("expiry", "12/30"),
+        ("amount", "25.00"),
+        ("currency", "978"),
+        ("reference", reference),
+        ("terminal_id", "DEMO0001"),
+    ]
+}
+
+#[tokio::test]
+async fn a_viewer_sees_payments_but_its_actions_are_refused_before_the_switch() {
+    let mut switch = TestSwitch::start().await;
+    let base = config_text(switch.frame, &switch.client_id, &switch.secret);
+    let mut t = TestTerminal::start(&team_config(&base, None), Clock::System).await;
+
+    // An operator takes a pre-authorization.
+    let mut alice = Agent::new(t.addr);
+    let csrf = alice.sign_in().await;
+    let r = alice
+        .post("/payments", &payment_form(&csrf, "ORD-ALICE"))
+        .await;
+    assert_eq!(r.status, 303);
+    let page = alice.get("/terminal").await;
+    assert!(page.body.contains(r#"id="payment-form""#));
+    let id = page
+        .body
+        .split(r#"id="result-payment-id"><a href="/payments/"#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("payment id")
+        .to_string();
+    let before = alice.get(&format!("/payments/{id}")).await.body;
+    assert!(before.contains("Uncaptured") && before.contains("/capture"));
+
+    // The viewer sees it, without any form to act.
+    let mut vera = Agent::new(t.addr);
+    let csrf = sign_in(&mut vera, VIEWER, VIEWER_PASSWORD).await;
+    let page = vera.get("/terminal").await;
+    assert!(page.body.contains("ORD-ALICE"), "the table");
+    assert!(page.body.contains(r#"<span id="role">(viewer)</span>"#));
+    for hidden in [
+        r#"id="payment-form""#,
+        "/capture",
+        "/refund",
+        "/cancel",
+        "nav-operators",
+    ] {
+        assert!(!page.body.contains(hidden), "{hidden} shown to a viewer");
+    }
+    let detail = vera.get(&format!("/payments/{id}")).await;
+    assert_eq!(detail.status, 200);
+    assert!(detail.body.contains("Uncaptured") && !detail.body.contains("/capture"));
+
+    // Posting anyway is refused with the reason.
+    let r = vera
+        .post("/payments", &payment_form(&csrf, "ORD-VERA"))
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body
+            .contains("Your role (viewer) may not take, capture, refund or cancel payments"),
+        "{}",
+        r.body
+    );
+    for action in ["capture", "refund", "cancel"] {
+        let r = vera
+            .post(
+                &format!("/payments/{id}/{action}"),
+                &[("csrf", &csrf), ("amount", "1.00"), ("back", "/terminal")],
+            )
+            .await;
+        assert_eq!(r.status, 403, "{action}");
+    }
+
+    // The switch saw none of it: the payment is as it was, and no
+    // payment with the viewer's reference exists.
+    let after = alice.get(&format!("/payments/{id}")).await.body;
+    let history = |page: &str| {
+        page.split(r#"id="history""#)
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(history(&after), history(&before));
+    assert!(after.contains("Uncaptured"));
+    let search = alice.get("/terminal?reference=ORD-VERA").await;
+    assert!(
+        search.body.contains(r#"id="no-payments""#),
+        "{}",
+        search.body
+    );
+
+    // The operator can.
+    let csrf = csrf_in(&alice.get("/terminal").await.body);
+    let r = alice
+        .post(
+            &format!("/payments/{id}/capture"),
+            &[("csrf", &csrf), ("back", "/terminal")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let page = alice.get("/terminal").await;
+    assert!(
+        page.body.contains(&format!("Capture of payment {id} done")),
+        "{}",
+        page.body
+    );
+    t.stop().await;
+    switch.stop().await;
+}
+
+#[tokio::test]
+async fn only_an_admin_reaches_operator_management() {
+    let clock = Clock::manual(START_MS);
+    let mut t = team(clock.clone()).await;
+    for (name, password) in [(VIEWER, VIEWER_PASSWORD), (OPERATOR, PASSWORD)] {
+        let mut a = Agent::new(t.addr);
+        let csrf = sign_in(&mut a, name, password).await;
+        assert!(!a.get("/terminal").await.body.contains("/operators"));
+        let r = a.get("/operators").await;
+        assert_eq!(r.status, 403, "{name}");
+        assert!(r.body.contains("may not manage operators"), "{}", r.body);
+        let add = [
+            ("csrf", csrf.as_str()),
+            ("name", "mallory"),
+            ("role", "admin"),
+            ("password", "Mallory wants in 2026!"),
+        ];
+        assert_eq!(a.post("/operators", &add).await.status, 403);
+        let block = [("csrf", csrf.as_str())];
+        assert_eq!(
+            a.post(&format!("/operators/{BOB}/block"), &block)
+                .await
+                .status,
+            403
+        );
+    }
+    let mut ada = Agent::new(t.addr);
+    let (csrf, _) = admin_in(&mut ada, &clock, None).await;
+    let page = ada.get("/operators").await;
+    assert_eq!(page.status, 200);
+    for name in [ADMIN, VIEWER, BOB, OPERATOR] {
+        assert!(
+            page.body.contains(&format!(r#"data-operator="{name}""#)),
+            "{name}"
+        );
+    }
+    let add = [
+        ("csrf", csrf.as_str()),
+        ("name", "carol"),
+        ("role", "viewer"),
+        ("password", "A reader's own passphrase"),
+    ];
+    let r = ada.post("/operators", &add).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/operators")));
+    let page = ada.get("/operators").await;
+    assert!(page.body.contains("Operator carol added as viewer."));
+    let mut carol = Agent::new(t.addr);
+    sign_in(&mut carol, "carol", "A reader's own passphrase").await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_enrols_totp_before_anything_else_and_then_signs_in_with_a_code() {
+    let clock = Clock::manual(START_MS);
+    let mut t = team(clock.clone()).await;
+    let mut ada = Agent::new(t.addr);
+    let r = ada.sign_in_as(ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(r.header("location"), Some("/account/totp"));
+    for path in ["/terminal", "/operators", "/payments/1", "/account"] {
+        let r = ada.get(path).await;
+        assert_eq!(
+            (r.status, r.header("location")),
+            (303, Some("/account/totp")),
+            "{path}"
+        );
+    }
+    let page = ada.get("/account/totp").await;
+    assert!(page.body.contains(r#"id="totp-required""#));
+    let secret = secret_in(&page.body);
+    assert_eq!(
+        secret,
+        secret_in(&ada.get("/account/totp").await.body),
+        "kept on reload"
+    );
+    assert!(page.body.contains(&format!(
+        "otpauth://totp/Virtual%20terminal:{ADMIN}?secret={secret}"
+    )));
+    let csrf = csrf_in(&page.body);
+    let wrong = common::totp::code(&secret, clock.now_s() + 300);
+    let r = ada
+        .post("/account/totp", &[("csrf", &csrf), ("code", &wrong)])
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Wrong code"));
+    assert_eq!(
+        ada.get("/terminal").await.header("location"),
+        Some("/account/totp")
+    );
+    let code = common::totp::code(&secret, clock.now_s());
+    let r = ada
+        .post("/account/totp", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/terminal")));
+    let page = ada.get("/terminal").await;
+    assert!(
+        page.body.contains("The second factor is on"),
+        "{}",
+        page.body
+    );
+    assert_eq!(ada.get("/operators").await.status, 200);
+    assert!(ada.post("/logout", &[("csrf", &csrf)]).await.status == 303);
+
+    // Sign-in now asks for a code; nothing else is reachable before.
+    let r = ada.sign_in_as(ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(r.header("location"), Some("/login/totp"));
+    assert_eq!(
+        ada.get("/terminal").await.header("location"),
+        Some("/login/totp")
+    );
+    let page = ada.get("/login/totp").await;
+    let csrf = csrf_in(&page.body);
+    let r = ada
+        .post("/login/totp", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(r.status, 401, "the code used at enrolment works once");
+    assert!(r.body.contains("Wrong or already used code."));
+    let r = ada
+        .post("/login/totp", &[("csrf", &csrf), ("code", "12345")])
+        .await;
+    assert_eq!(r.status, 401);
+    // One step later (within the tolerance) the next code works.
+    clock.advance_s(30);
+    let next = common::totp::code(&secret, clock.now_s());
+    let r = ada
+        .post("/login/totp", &[("csrf", &csrf), ("code", &next)])
+        .await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/terminal")),
+        "{}",
+        r.body
+    );
+    assert_eq!(ada.get("/operators").await.status, 200);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_codes_count_towards_the_lockout() {
+    let clock = Clock::manual(START_MS);
+    let mut t = team(clock.clone()).await;
+    let mut ada = Agent::new(t.addr);
+    let (csrf, secret) = admin_in(&mut ada, &clock, None).await;
+    ada.post("/logout", &[("csrf", &csrf)]).await;
+    ada.sign_in_as(ADMIN, ADMIN_PASSWORD).await;
+    let csrf = csrf_in(&ada.get("/login/totp").await.body);
+    for _ in 0..5 {
+        let r = ada
+            .post("/login/totp", &[("csrf", &csrf), ("code", "000000")])
+            .await;
+        assert_eq!(r.status, 401);
+    }
+    clock.advance_s(30);
+    let code = common::totp::code(&secret, clock.now_s());
+    let r = ada
+        .post("/login/totp", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(r.status, 429, "locked out even with the right code");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_block_a_role_change_and_a_reset_end_live_sessions() {
+    let clock = Clock::manual(START_MS);
+    let mut t = team(clock.clone()).await;
+    let mut ada = Agent::new(t.addr);
+    let (csrf, _) = admin_in(&mut ada, &clock, None).await;
+    let mut bob = Agent::new(t.addr);
+    sign_in(&mut bob, BOB, BOB_PASSWORD).await;
+
+    // Block: bob's next request is signed out, and he cannot sign in.
+    let r = ada
+        .post(&format!("/operators/{BOB}/block"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    let r = bob.get("/terminal").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    let r = bob.sign_in_as(BOB, BOB_PASSWORD).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("This operator is blocked"));
+    assert!(ada
+        .get("/operators")
+        .await
+        .body
+        .contains("Operator bob blocked."));
+    ada.post(&format!("/operators/{BOB}/unblock"), &[("csrf", &csrf)])
+        .await;
+    sign_in(&mut bob, BOB, BOB_PASSWORD).await;
+
+    // Role change: signed out, then signed in as a viewer.
+    let r = ada
+        .post(
+            &format!("/operators/{BOB}/role"),
+            &[("csrf", &csrf), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        bob.get("/terminal").await.header("location"),
+        Some("/login")
+    );
+    sign_in(&mut bob, BOB, BOB_PASSWORD).await;
+    let page = bob.get("/terminal").await;
+    assert!(!page.body.contains(r#"id="payment-form""#), "a viewer now");
+
+    // Reset: signed out; the old password no longer works, the new does.
+    let new_password = "A brand new passphrase";
+    let r = ada
+        .post(
+            &format!("/operators/{BOB}/reset"),
+            &[("csrf", &csrf), ("password", new_password)],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        bob.get("/terminal").await.header("location"),
+        Some("/login")
+    );
+    assert_eq!(bob.sign_in_as(BOB, BOB_PASSWORD).await.status, 401);
+    sign_in(&mut bob, BOB, new_password).await;
+
+    // The admin cannot lock itself out.
+    let r = ada
+        .post(&format!("/operators/{ADMIN}/block"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(ada.get("/operators").await.status, 200);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn passwords_are_checked_against_the_policy() {
+    let clock = Clock::manual(START_MS);
+    let mut t = team(clock.clone()).await;
+    let mut ada = Agent::new(t.addr);
+    let (csrf, _) = admin_in(&mut ada, &clock, None).await;
+    for (password, why) in [
+        ("Short1!", "at least 12 characters"),
+        ("alllowercaseletters", "at least 2 kinds"),
+        ("Password1234", "most common"),
+        ("dave is my name really", "contain the operator"),
+    ] {
+        let r = ada
+            .post(
+                "/operators",
+                &[
+                    ("csrf", &csrf),
+                    ("name", "dave"),
+                    ("role", "operator"),
+                    ("password", password),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 422, "{password}");
+        assert!(r.body.contains(why), "{password}: {}", r.body);
+    }
+    assert!(!ada
+        .get("/operators")
+        .await
+        .body
+        .contains(r#"data-operator="dave""#));
+    let r = ada
+        .post(
+            &format!("/operators/{BOB}/reset"),
+            &[("csrf", &csrf), ("password", "qwerty123456")],
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("most common"));
+
+    // One's own password.
+    let mut alice = Agent::new(t.addr);
+    let csrf = alice.sign_in().await;
+    let change = |current: &'static str, new: &'static str, repeat: &'static str| {
+        vec![("current", current), ("new", new), ("repeat", repeat)]
+    };
+    for (form, why) in [
+        (
+            change("wrong", "A good new passphrase", "A good new passphrase"),
+            "current password is wrong",
+        ),
+        (
+            change(PASSWORD, "A good new passphrase", "Another one"),
+            "differ",
+        ),
+        (change(PASSWORD, "short", "short"), "too short"),
+    ] {
+        let mut pairs: Vec<(&str, &str)> = form.clone();
+        pairs.push(("csrf", &csrf));
+        let r = alice.post("/account/password", &pairs).await;
+        assert_eq!(r.status, 422, "{why}");
+        assert!(r.body.contains(why), "{why}: {}", r.body);
+    }
+    let mut other = Agent::new(t.addr);
+    other.sign_in().await;
+    let mut pairs: Vec<(&str, &str)> =
+        change(PASSWORD, "A good new passphrase", "A good new passphrase");
+    pairs.push(("csrf", &csrf));
+    let r = alice.post("/account/password", &pairs).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/account")));
+    assert!(alice
+        .get("/account")
+        .await
+        .body
+        .contains("Your password was changed."));
+    assert_eq!(
+        other.get("/terminal").await.header("location"),
+        Some("/login"),
+        "other sessions end"
+    );
+    assert_eq!(alice.get("/terminal").await.status, 200, "this one goes on");
+    assert_eq!(other.sign_in_as(OPERATOR, PASSWORD).await.status, 401);
+    sign_in(&mut other, OPERATOR, "A good new passphrase").await;
+    t.stop().await;
+}
+
+/// Runs the `vterm` binary with `args`, `stdin` as its input.
+fn vterm_cli(config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vterm"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vterm binary");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("vterm exits")
+}
+
+#[tokio::test]
+async fn the_command_line_changes_a_running_terminal() {
+    let dir = temp_dir("operators-cli");
+    let store = dir.join("operators.json");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let text = team_config(
+        &config_text(addr, "DM-0000-0001", &"ab".repeat(32)),
+        Some(&store),
+    );
+    let config = dir.join("vterm.toml");
+    std::fs::write(&config, &text).expect("config");
+    let mut t = TestTerminal::start(&text, Clock::manual(START_MS)).await;
+    let mode = std::fs::metadata(&store)
+        .expect("store written at start")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let mut bob = Agent::new(t.addr);
+    sign_in(&mut bob, BOB, BOB_PASSWORD).await;
+    let out = vterm_cli(&config, &["operators", "block", BOB], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = bob.get("/terminal").await;
+    assert_eq!(
+        r.header("location"),
+        Some("/login"),
+        "the terminal read the file again"
+    );
+    assert_eq!(bob.sign_in_as(BOB, BOB_PASSWORD).await.status, 403);
+
+    // Add, with the password on standard input, under the policy.
+    let out = vterm_cli(
+        &config,
+        &["operators", "add", "carol", "--role", "viewer"],
+        "short\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too short"));
+    let out = vterm_cli(
+        &config,
+        &["operators", "add", "carol", "--role", "viewer"],
+        "She reads the payments\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut carol = Agent::new(t.addr);
+    sign_in(&mut carol, "carol", "She reads the payments").await;
+    assert!(!carol
+        .get("/terminal")
+        .await
+        .body
+        .contains(r#"id="payment-form""#));
+    let out = vterm_cli(&config, &["operators", "role", "carol", "operator"], "");
+    assert!(out.status.success());
+    assert_eq!(
+        carol.get("/terminal").await.header("location"),
+        Some("/login")
+    );
+    let out = vterm_cli(
+        &config,
+        &["operators", "reset", "carol"],
+        "Her second passphrase\n",
+    );
+    assert!(out.status.success());
+    sign_in(&mut carol, "carol", "Her second passphrase").await;
+    assert!(
+        carol
+            .get("/terminal")
+            .await
+            .body
+            .contains(r#"id="payment-form""#),
+        "an operator now"
+    );
+    let out = vterm_cli(&config, &["operators", "role", "carol", "root"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected viewer, operator or admin"));
+
+    let out = vterm_cli(&config, &["operators", "list"], "");
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    for line in ["bob ", "carol "] {
+        assert!(list.lines().any(|l| l.starts_with(line)), "{list}");
+    }
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("bob") && l.contains("blocked")),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("carol") && l.contains("operator")),
+        "{list}"
+    );
+
+    // Every change is in the audit log, in order, without secrets.
+    let audit = std::fs::read_to_string(dir.join("operators.audit.log")).expect("audit log");
+    let actions: Vec<&str> = audit
+        .lines()
+        .filter(|l| !l.contains(r#""action":"seed""#))
+        .map(|l| {
+            l.split(r#""action":""#)
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(actions, ["block", "add", "role", "reset"], "{audit}");
+    assert!(audit.contains(r#""actor":"cli:"#));
+    assert!(!audit.contains("argon2") && !audit.contains("passphrase"));
+    t.stop().await;
+}
