@@ -61,6 +61,16 @@ pub(crate) fn enrol(chrome: Chrome<'_>, e: &Enrolment<'_>, error: Option<&str>) 
         .chunks(4)
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect();
+    // An admin held here gets no links to pages that would send it back,
+    // only a way out.
+    let sign_out = if e.required {
+        format!(
+            r#"<form method="post" action="/logout" class="inline">{}<button type="submit" id="sign-out">Sign out</button></form>"#,
+            csrf_field(chrome.csrf)
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
         r#"<section class="card narrow"><h1>Set up the second factor</h1>{why}{}
 <p>Add an entry to your authenticator app (TOTP, SHA-1, 6 digits, 30 seconds) with this secret:</p>
@@ -69,14 +79,15 @@ pub(crate) fn enrol(chrome: Chrome<'_>, e: &Enrolment<'_>, error: Option<&str>) 
 <p>Then type the code it shows to turn the second factor on.</p>
 <form method="post" action="/account/totp" autocomplete="off">{}
 <label>Code <input name="code" id="totp-code" required maxlength="6" inputmode="numeric" autocomplete="one-time-code"></label>
-<button type="submit" id="confirm-totp">Turn on</button></form></section>"#,
+<button type="submit" id="confirm-totp">Turn on</button></form>{sign_out}</section>"#,
         error_html(error),
         esc(e.secret_b32),
         esc(&secret_grouped.join(" ")),
         esc(e.uri),
         csrf_field(chrome.csrf)
     );
-    layout("Second factor", Some(chrome), &body)
+    let chrome = (!e.required).then_some(chrome);
+    layout("Second factor", chrome, &body)
 }
 
 /// One's own account: the second factor's state and the password form.
