@@ -127,12 +127,7 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, the whole site, and
 /// Secure when the terminal is served over HTTPS. Without `max_age_s` it
 /// lasts until the browser closes; `Some(0)` deletes it.
-pub(crate) fn set_cookie(
-    config: &Config,
-    name: &str,
-    value: &str,
-    max_age_s: Option<u64>,
-) -> String {
+fn set_cookie(config: &Config, name: &str, value: &str, max_age_s: Option<u64>) -> String {
     let secure = if config.secure_cookies {
         "; Secure"
     } else {
