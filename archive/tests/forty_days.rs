@@ -162,6 +162,7 @@ impl World {
             eci: None,
             rrn: None,
             extras: None,
+            keep_open: false,
         }
     }
 

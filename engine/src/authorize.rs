@@ -36,6 +36,7 @@ impl Engine {
             Err(code) => return self.refusal(req, code),
         };
         match req.op {
+            Op::PreAuth if req.original.is_some() => self.increment(req, merchant, fetched, now_ms),
             Op::PreAuth | Op::Sale => self.authorize(req, merchant, now_ms),
             Op::Capture | Op::Refund | Op::Reversal => {
                 self.follow_up(req, merchant, fetched, now_ms)
@@ -216,6 +217,7 @@ impl Engine {
                 eci: req.eci.map(|e| e.0),
                 channel: Some(req.channel.code()),
                 requested_minor: Some(req.amount_minor),
+                ..More::default()
             },
         }
     }

@@ -112,7 +112,8 @@ pub struct Request<'a> {
     pub amount_minor: u64,
     /// F49.
     pub currency: u16,
-    /// The original, for captures, refunds and reversals.
+    /// The original, for captures, refunds and reversals; for a
+    /// pre-authorization, the one it raises (an incremental authorization).
     pub original: Option<OriginalRef>,
     /// F95's replacement amount, for partial reversals.
     pub replacement_minor: Option<u64>,
@@ -122,8 +123,13 @@ pub struct Request<'a> {
     pub eci: Option<Eci>,
     /// F37 of the request, if it has one.
     pub rrn: Option<[u8; 12]>,
-    /// MO/TO details to keep with a new payment (internal frames).
+    /// MO/TO details to keep with a new payment (internal frames); on a
+    /// capture, the cart it captures (replacing the payment's).
     pub extras: Option<&'a Extras>,
+    /// A capture that keeps the rest of the hold open for further
+    /// captures (F48.22 = 1, or the Capture frame's not-final flag);
+    /// false for every other message.
+    pub keep_open: bool,
 }
 
 /// A change asked of the engine, through [`crate::Engine::apply`].

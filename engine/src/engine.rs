@@ -383,7 +383,7 @@ impl Engine {
                     let due = self
                         .merchants
                         .get(p.merchant as usize)
-                        .map_or(p.created_ms, |m| m.hold_end(p.created_ms).0);
+                        .map_or(p.hold_from_ms, |m| m.hold_end(p.hold_from_ms).0);
                     t.due.remove(&(due, p.payment));
                 }
             });

@@ -30,6 +30,13 @@ impl NotHere {
     }
 }
 
+/// F7 of an original (F90's digits) as a number, as keys hold it.
+pub(crate) fn transmission_number(o: &codecs::iso8583::f90::OriginalData) -> u64 {
+    o.transmission
+        .iter()
+        .fold(0u64, |v, &d| v * 10 + u64::from(d.wrapping_sub(b'0')))
+}
+
 impl Engine {
     /// What the archive returned for the original, if it was asked and
     /// the answer cannot predate a change memory had (else it is asked
@@ -87,7 +94,7 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::ensure_payment`].
-    fn original(
+    pub(crate) fn original(
         &self,
         req: &Request<'_>,
         m: u32,
@@ -102,10 +109,7 @@ impl Engine {
                     merchant: m,
                     mti: o.mti.without_repeat().number(),
                     stan: o.stan,
-                    transmission: o
-                        .transmission
-                        .iter()
-                        .fold(0u64, |v, &d| v * 10 + u64::from(d.wrapping_sub(b'0'))),
+                    transmission: transmission_number(&o),
                 };
                 (self.state.find(&key), Fetch::Original(key), Some(key))
             }
@@ -219,7 +223,13 @@ impl Engine {
                         .increment(1);
                     return Err(Code::SYSTEM_MALFUNCTION);
                 }
-                held.set(p.authorized_minor.max(p.captured_minor));
+                // What the payment holds: an open hold's rest (partial
+                // captures stand), else what was captured.
+                held.set(if p.status == crate::lifecycle::Status::Uncaptured {
+                    p.authorized_minor.saturating_sub(p.captured_minor)
+                } else {
+                    p.authorized_minor.max(p.captured_minor)
+                });
                 self.transition(p, req, target, now_ms)
             },
             |p, &refund| {
@@ -312,13 +322,32 @@ impl Engine {
                     req.amount_minor,
                     req.currency,
                     merchant.over_capture_pct,
+                    req.keep_open,
                     now_ms,
                 )
                 .map(|()| None),
             (Op::Refund, None) => p.refund(req.amount_minor, req.currency, now_ms).map(Some),
-            (Op::Reversal, None) => p.reverse(req.replacement_minor, now_ms).map(|()| None),
+            (Op::Reversal, None) => match Self::increment_named(p, req) {
+                // The original is an incremental authorization: only
+                // what it added is taken back.
+                Some(i) => p
+                    .reverse_increment(i, req.replacement_minor, merchant.over_capture_pct, now_ms)
+                    .map(|()| None),
+                None => p.reverse(req.replacement_minor, now_ms).map(|()| None),
+            },
             (Op::Reversal, Some(i)) => p.reverse_refund(i, now_ms).map(|()| None),
             _ => Err(Code::INVALID_TRANSACTION),
+        }
+    }
+
+    /// The increment of `p` that `req`'s F90 names, if its original is an
+    /// incremental authorization rather than the pre-authorization.
+    fn increment_named(p: &Payment, req: &Request<'_>) -> Option<usize> {
+        match req.original {
+            Some(OriginalRef::Message(o)) if o.mti.without_repeat().number() == 100 => {
+                p.increment_of(o.stan, transmission_number(&o))
+            }
+            _ => None,
         }
     }
 

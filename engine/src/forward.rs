@@ -553,5 +553,6 @@ fn request_of<'a>(p: &'a Pending, making: &'a Making) -> Request<'a> {
         eci: None,
         rrn: Some(p.rrn),
         extras: making.extras.as_deref(),
+        keep_open: false,
     }
 }

@@ -13,7 +13,7 @@
 //! Layout (one module per concept):
 //! - `command`: the door's types; `code`: response codes.
 //! - `engine`: the tables and the doors; `authorize`, `follow_up`,
-//!   `backoffice`, `timers`: each command's stages.
+//!   `backoffice`, `timers`, `increment`: each command's stages.
 //! - `commit`: the one sequence every change goes through (epoch guard,
 //!   transition, record, roll back).
 //! - `lifecycle`: the pure payment transitions; `state`: the sharded maps;
@@ -31,6 +31,7 @@ mod follow_up;
 mod forward;
 mod holds;
 mod idempotency;
+mod increment;
 pub mod lifecycle;
 mod merchant;
 #[cfg(test)]
@@ -53,7 +54,8 @@ pub use commit::{Journal, NoJournal};
 pub use engine::Engine;
 pub use idempotency::{Answer, MessageKey};
 pub use lifecycle::{
-    CartItem, Extras, LineRefund, More, Payment, Status, CART_LINES_MAX, TEXT_BYTES_MAX,
+    CartItem, Extras, Increment, LineRefund, More, Payment, Status, CAPTURES_PER_PAYMENT_MAX,
+    CART_LINES_MAX, INCREMENTS_PER_PAYMENT_MAX, TEXT_BYTES_MAX,
 };
 pub use merchant::{Merchant, Settings};
 pub use recovery::ReplayError;

@@ -11,6 +11,13 @@ use crate::code::Code;
 pub const HISTORY_MAX: usize = 32;
 /// Most refunds per payment.
 pub const REFUNDS_PER_PAYMENT_MAX: usize = 64;
+/// Most captures of one pre-authorization, partial ones and the final one
+/// (a hotel folio or a split shipment needs a handful; the bound keeps
+/// the history and the issuer's advices of one payment bounded).
+pub const CAPTURES_PER_PAYMENT_MAX: u16 = 32;
+/// Most incremental authorizations of one pre-authorization, each kept
+/// with its message key so that it can be reversed on its own.
+pub const INCREMENTS_PER_PAYMENT_MAX: usize = 16;
 
 /// Where a payment is in its life: the one status type, shared with the
 /// internal frames' wire (`codecs::internal::PaymentStatus`, whose codes and
@@ -81,6 +88,10 @@ pub enum Operation {
     AutoCapture,
     /// Marked as scam.
     Flag,
+    /// Scam flag removed by hand.
+    Unflag,
+    /// Incremental authorization: the hold raised by its amount.
+    Increment,
 }
 
 impl Operation {
@@ -96,6 +107,8 @@ impl Operation {
             Operation::Expiry => "expiry",
             Operation::AutoCapture => "auto_capture",
             Operation::Flag => "flag",
+            Operation::Unflag => "unflag",
+            Operation::Increment => "increment",
         }
     }
 }
@@ -189,6 +202,30 @@ pub struct More {
     /// The amount asked for at authorization, minor units: what a declined
     /// payment was declined for (tag 3).
     pub requested_minor: Option<u64>,
+    /// How many captures a pre-authorization has had, partial ones
+    /// included, against [`CAPTURES_PER_PAYMENT_MAX`] (tag 10).
+    pub captures: Option<u16>,
+    /// When the hold period last started, ms since the epoch, when not at
+    /// creation: an incremental authorization restarts it (tag 11).
+    pub hold_from_ms: Option<u64>,
+    /// The incremental authorizations approved, in order, at most
+    /// [`INCREMENTS_PER_PAYMENT_MAX`] (tag 12).
+    pub increments: Vec<Increment>,
+}
+
+/// One incremental authorization of a pre-authorization: the message that
+/// made it (so a reversal naming that message takes back its amount, not
+/// the whole hold) and what it added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Increment {
+    /// F11 of the 0100 that raised the hold.
+    pub stan: u32,
+    /// F7 of that 0100, as a number (MMDDhhmmss).
+    pub transmission: u64,
+    /// What it added to the authorized amount, minor units.
+    pub amount_minor: u64,
+    /// Whether it has been reversed.
+    pub reversed: bool,
 }
 
 /// What the shell sends for a forwarded authorization, and what a payment
@@ -255,7 +292,9 @@ impl Payment {
             let kind = match a.op {
                 _ if !a.code.approved() => EventKind::Declined,
                 Operation::Sale => EventKind::Authorized,
-                Operation::PreAuth => EventKind::Preauthorized,
+                // An increment raises the hold: a pre-authorization of
+                // its amount, on the wire's events.
+                Operation::PreAuth | Operation::Increment => EventKind::Preauthorized,
                 Operation::Capture | Operation::AutoCapture => {
                     captured = true;
                     EventKind::Captured
@@ -267,6 +306,8 @@ impl Payment {
                 Operation::Reversal | Operation::RefundReversal => EventKind::Reversed,
                 Operation::Expiry => EventKind::Expired,
                 Operation::Flag => EventKind::MarkedScam,
+                // Placeholder until the back office's own mapping.
+                Operation::Unflag => EventKind::MarkedScam,
             };
             (a, kind)
         })
@@ -302,16 +343,28 @@ impl Payment {
         }
     }
 
-    /// Captures a pre-authorization.
+    /// When the hold period of a pre-authorization started: at creation,
+    /// or at its last incremental authorization.
+    pub fn hold_from_ms(&self) -> u64 {
+        self.more.hold_from_ms.unwrap_or(self.created_ms)
+    }
+
+    /// Captures a pre-authorization: `amount_minor` more, and the hold
+    /// closes unless `keep_open` (a partial capture, F48.22 = 1: the rest
+    /// stays held for further captures). A final capture releases what is
+    /// left. Every capture counts against the over-capture limit of the
+    /// authorized amount, summed.
     ///
     /// # Errors
-    /// 12 unless an uncaptured pre-authorization in the same currency;
-    /// 13 for zero or above the over-capture limit.
+    /// 12 unless an open pre-authorization in the same currency, or at
+    /// [`CAPTURES_PER_PAYMENT_MAX`]; 13 for zero, or when the sum of
+    /// captures would pass the over-capture limit.
     pub fn capture(
         &mut self,
         amount_minor: u64,
         currency: u16,
         over_capture_pct: u32,
+        keep_open: bool,
         now_ms: u64,
     ) -> Result<(), Code> {
         if self.kind != Kind::PreAuth
@@ -320,14 +373,105 @@ impl Payment {
         {
             return Err(Code::INVALID_TRANSACTION);
         }
-        if amount_minor == 0
-            || amount_minor > capture_limit_minor(self.authorized_minor, over_capture_pct)
+        let captures = self.more.captures.unwrap_or(0);
+        if captures >= CAPTURES_PER_PAYMENT_MAX {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        let limit_minor = capture_limit_minor(self.authorized_minor, over_capture_pct);
+        match self.captured_minor.checked_add(amount_minor) {
+            Some(sum) if amount_minor > 0 && sum <= limit_minor => self.captured_minor = sum,
+            _ => return Err(Code::INVALID_AMOUNT),
+        }
+        self.more.captures = Some(captures + 1);
+        if !keep_open {
+            self.status = Status::Succeeded;
+        }
+        self.record(Operation::Capture, amount_minor, now_ms, Code::APPROVED);
+        Ok(())
+    }
+
+    /// Raises an open pre-authorization's hold by `amount_minor` (an
+    /// incremental authorization, made by the 0100 with F11 `stan` and F7
+    /// `transmission`); its hold period starts again at `now_ms`.
+    ///
+    /// # Errors
+    /// 12 unless an open pre-authorization in the same currency, or at
+    /// [`INCREMENTS_PER_PAYMENT_MAX`]; 13 for zero or an amount that
+    /// overflows.
+    pub fn increment(
+        &mut self,
+        amount_minor: u64,
+        currency: u16,
+        (stan, transmission): (u32, u64),
+        now_ms: u64,
+    ) -> Result<(), Code> {
+        if self.kind != Kind::PreAuth
+            || self.status != Status::Uncaptured
+            || currency != self.currency
+            || self.more.increments.len() >= INCREMENTS_PER_PAYMENT_MAX
         {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        let authorized = self
+            .authorized_minor
+            .checked_add(amount_minor)
+            .filter(|_| amount_minor > 0)
+            .ok_or(Code::INVALID_AMOUNT)?;
+        self.authorized_minor = authorized;
+        self.more.hold_from_ms = Some(now_ms);
+        self.more.increments.push(Increment {
+            stan,
+            transmission,
+            amount_minor,
+            reversed: false,
+        });
+        self.record(Operation::Increment, amount_minor, now_ms, Code::APPROVED);
+        Ok(())
+    }
+
+    /// The increment a message (F11 `stan`, F7 `transmission`) made, if
+    /// that message was an incremental authorization of this payment.
+    pub fn increment_of(&self, stan: u32, transmission: u64) -> Option<usize> {
+        self.more
+            .increments
+            .iter()
+            .position(|i| i.stan == stan && i.transmission == transmission)
+    }
+
+    /// Reverses increment `index`, fully or down to `replacement_minor`
+    /// (F95): the hold goes down by what it takes back; the rest of the
+    /// hold and the captures made stay.
+    ///
+    /// # Errors
+    /// 12 when the hold is no longer open or the increment was reversed;
+    /// 13 when the replacement is not below the increment, or when what
+    /// was captured already would pass the lower over-capture limit.
+    pub fn reverse_increment(
+        &mut self,
+        index: usize,
+        replacement_minor: Option<u64>,
+        over_capture_pct: u32,
+        now_ms: u64,
+    ) -> Result<(), Code> {
+        let open = self.status == Status::Uncaptured;
+        let Some(inc) = self.more.increments.get_mut(index).filter(|_| open) else {
+            return Err(Code::INVALID_TRANSACTION);
+        };
+        if inc.reversed {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        let keep = replacement_minor.unwrap_or(0);
+        let Some(release) = inc.amount_minor.checked_sub(keep).filter(|&r| r > 0) else {
+            return Err(Code::INVALID_AMOUNT);
+        };
+        let authorized = self.authorized_minor.saturating_sub(release);
+        if self.captured_minor > capture_limit_minor(authorized, over_capture_pct) {
             return Err(Code::INVALID_AMOUNT);
         }
-        self.captured_minor = amount_minor;
-        self.status = Status::Succeeded;
-        self.record(Operation::Capture, amount_minor, now_ms, Code::APPROVED);
+        inc.amount_minor = keep;
+        inc.reversed = keep == 0;
+        self.authorized_minor = authorized;
+        self.record(Operation::Reversal, release, now_ms, Code::APPROVED);
         Ok(())
     }
 
@@ -365,6 +509,9 @@ impl Payment {
     /// not below the current amount or below what was refunded.
     pub fn reverse(&mut self, replacement_minor: Option<u64>, now_ms: u64) -> Result<(), Code> {
         match self.status {
+            Status::Uncaptured if self.captured_minor > 0 => {
+                self.reverse_partly_captured(replacement_minor, now_ms)
+            }
             Status::Uncaptured => {
                 let keep = replacement_minor.unwrap_or(0);
                 if keep >= self.authorized_minor {
@@ -411,6 +558,37 @@ impl Payment {
         }
     }
 
+    /// Reverses an open pre-authorization that has partial captures: in
+    /// full, the rest of the hold is released and the captures stand (the
+    /// payment is then captured, Succeeded); down to `replacement_minor`
+    /// (F95, the amount left authorized), the hold is lowered and stays
+    /// open.
+    ///
+    /// # Errors
+    /// 13 when the replacement is not below the authorized amount or below
+    /// what was captured already.
+    fn reverse_partly_captured(
+        &mut self,
+        replacement_minor: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), Code> {
+        let rest = self.authorized_minor.saturating_sub(self.captured_minor);
+        match replacement_minor {
+            None | Some(0) => {
+                self.record(Operation::Reversal, rest, now_ms, Code::APPROVED);
+                self.status = Status::Succeeded;
+                Ok(())
+            }
+            Some(keep) if keep >= self.captured_minor && keep < self.authorized_minor => {
+                let released = self.authorized_minor - keep;
+                self.record(Operation::Reversal, released, now_ms, Code::APPROVED);
+                self.authorized_minor = keep;
+                Ok(())
+            }
+            Some(_) => Err(Code::INVALID_AMOUNT),
+        }
+    }
+
     /// Reverses one refund.
     ///
     /// # Errors
@@ -434,28 +612,26 @@ impl Payment {
     }
 
     /// Ends an uncaptured hold: expired, or captured in full when
-    /// `auto_capture`. Returns whether anything changed.
+    /// `auto_capture`. A hold with partial captures keeps them: expired,
+    /// the rest is released and the payment is captured (Succeeded) for
+    /// what was captured; auto-captured, the rest is captured too. Returns
+    /// whether anything changed.
     pub fn end_hold(&mut self, auto_capture: bool, now_ms: u64) -> bool {
         if self.status != Status::Uncaptured {
             return false;
         }
+        let rest = self.authorized_minor.saturating_sub(self.captured_minor);
         if auto_capture {
-            self.captured_minor = self.authorized_minor;
+            self.captured_minor += rest;
             self.status = Status::Succeeded;
-            self.record(
-                Operation::AutoCapture,
-                self.authorized_minor,
-                now_ms,
-                Code::APPROVED,
-            );
+            self.record(Operation::AutoCapture, rest, now_ms, Code::APPROVED);
         } else {
-            self.status = Status::Expired;
-            self.record(
-                Operation::Expiry,
-                self.authorized_minor,
-                now_ms,
-                Code::APPROVED,
-            );
+            self.status = if self.captured_minor > 0 {
+                Status::Succeeded
+            } else {
+                Status::Expired
+            };
+            self.record(Operation::Expiry, rest, now_ms, Code::APPROVED);
         }
         true
     }
@@ -578,18 +754,27 @@ pub(crate) mod tests {
     #[test]
     fn capture_rules() {
         let mut p = payment(Kind::PreAuth, 1000);
-        assert_eq!(p.capture(1201, 978, 20, 1), Err(Code::INVALID_AMOUNT));
-        assert_eq!(p.capture(0, 978, 20, 1), Err(Code::INVALID_AMOUNT));
-        assert_eq!(p.capture(1000, 840, 20, 1), Err(Code::INVALID_TRANSACTION));
-        assert_eq!(p.capture(1200, 978, 20, 1), Ok(()));
+        assert_eq!(
+            p.capture(1201, 978, 20, false, 1),
+            Err(Code::INVALID_AMOUNT)
+        );
+        assert_eq!(p.capture(0, 978, 20, false, 1), Err(Code::INVALID_AMOUNT));
+        assert_eq!(
+            p.capture(1000, 840, 20, false, 1),
+            Err(Code::INVALID_TRANSACTION)
+        );
+        assert_eq!(p.capture(1200, 978, 20, false, 1), Ok(()));
         assert_eq!((p.status, p.captured_minor), (Status::Succeeded, 1200));
         assert_eq!(
-            p.capture(1, 978, 20, 2),
+            p.capture(1, 978, 20, false, 2),
             Err(Code::INVALID_TRANSACTION),
             "one capture only"
         );
         let mut s = payment(Kind::Sale, 1000);
-        assert_eq!(s.capture(500, 978, 20, 1), Err(Code::INVALID_TRANSACTION));
+        assert_eq!(
+            s.capture(500, 978, 20, false, 1),
+            Err(Code::INVALID_TRANSACTION)
+        );
     }
 
     #[test]
@@ -600,7 +785,7 @@ pub(crate) mod tests {
             Err(Code::INVALID_TRANSACTION),
             "not captured"
         );
-        p.capture(800, 978, 20, 1).expect("capture");
+        p.capture(800, 978, 20, false, 1).expect("capture");
         assert_eq!(p.refund(801, 978, 2), Err(Code::INVALID_AMOUNT));
         assert_eq!(p.refund(300, 978, 2), Ok(0));
         assert_eq!(p.status, Status::PartiallyRefunded);
@@ -629,7 +814,10 @@ pub(crate) mod tests {
         assert_eq!(p.reverse(None, 2), Ok(()));
         assert_eq!(p.status, Status::Cancelled);
         assert_eq!(p.reverse(None, 3), Err(Code::INVALID_TRANSACTION));
-        assert_eq!(p.capture(100, 978, 20, 3), Err(Code::INVALID_TRANSACTION));
+        assert_eq!(
+            p.capture(100, 978, 20, false, 3),
+            Err(Code::INVALID_TRANSACTION)
+        );
 
         let mut s = payment(Kind::Sale, 1000);
         s.refund(100, 978, 1).expect("refund");
@@ -724,6 +912,186 @@ pub(crate) mod tests {
         assert_eq!(
             p.extras.as_ref().map(|e| e.cart[0].refunded_quantity),
             Some(2)
+        );
+    }
+}
+
+#[cfg(test)]
+mod extension_tests {
+    //! The lifecycle extensions of issue 20: partial captures and
+    //! incremental authorizations.
+
+    use super::tests::payment;
+    use super::*;
+
+    #[test]
+    fn partial_captures_add_up_to_the_over_capture_limit() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        assert_eq!(p.capture(400, 978, 20, true, 1), Ok(()));
+        assert_eq!((p.status, p.captured_minor), (Status::Uncaptured, 400));
+        assert_eq!(p.capture(500, 978, 20, true, 2), Ok(()));
+        // 900 captured, the limit is 1200: 301 more is 13, and changes nothing.
+        assert_eq!(p.capture(301, 978, 20, false, 3), Err(Code::INVALID_AMOUNT));
+        assert_eq!((p.status, p.captured_minor), (Status::Uncaptured, 900));
+        assert_eq!(
+            p.capture(1, 840, 20, true, 3),
+            Err(Code::INVALID_TRANSACTION)
+        );
+        assert_eq!(p.capture(300, 978, 20, false, 4), Ok(()));
+        assert_eq!((p.status, p.captured_minor), (Status::Succeeded, 1200));
+        assert_eq!(p.more.captures, Some(3));
+        // Final: nothing more.
+        assert_eq!(
+            p.capture(1, 978, 20, true, 5),
+            Err(Code::INVALID_TRANSACTION)
+        );
+        let captures: Vec<u64> = p
+            .history
+            .iter()
+            .filter(|a| a.op == Operation::Capture)
+            .map(|a| a.amount_minor)
+            .collect();
+        assert_eq!(captures, [400, 500, 300]);
+    }
+
+    #[test]
+    fn a_final_capture_below_the_rest_releases_it_and_refunds_follow() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        p.capture(300, 978, 20, true, 1).expect("partial");
+        assert_eq!(
+            p.refund(100, 978, 2),
+            Err(Code::INVALID_TRANSACTION),
+            "no refund while the hold is open"
+        );
+        p.capture(200, 978, 20, false, 2).expect("final");
+        assert_eq!((p.status, p.captured_minor), (Status::Succeeded, 500));
+        assert_eq!(p.refund(501, 978, 3), Err(Code::INVALID_AMOUNT));
+        assert_eq!(p.refund(500, 978, 3), Ok(0));
+    }
+
+    #[test]
+    fn captures_are_bounded_in_number() {
+        let mut p = payment(Kind::PreAuth, 1_000_000);
+        for n in 0..CAPTURES_PER_PAYMENT_MAX {
+            assert_eq!(p.capture(1, 978, 0, true, u64::from(n)), Ok(()));
+        }
+        assert_eq!(
+            p.capture(1, 978, 0, false, 99),
+            Err(Code::INVALID_TRANSACTION)
+        );
+        assert_eq!(p.captured_minor, u64::from(CAPTURES_PER_PAYMENT_MAX));
+        assert_eq!(p.history.len(), HISTORY_MAX);
+    }
+
+    #[test]
+    fn reversal_of_a_partly_captured_hold_releases_the_rest_only() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        p.capture(300, 978, 20, true, 1).expect("partial");
+        assert_eq!(
+            p.reverse(Some(200), 2),
+            Err(Code::INVALID_AMOUNT),
+            "below captured"
+        );
+        assert_eq!(p.reverse(Some(1000), 2), Err(Code::INVALID_AMOUNT));
+        assert_eq!(p.reverse(Some(600), 2), Ok(()));
+        assert_eq!((p.status, p.authorized_minor), (Status::Uncaptured, 600));
+        assert_eq!(p.reverse(None, 3), Ok(()));
+        assert_eq!((p.status, p.captured_minor), (Status::Succeeded, 300));
+        assert_eq!(p.history.last().map(|a| a.amount_minor), Some(300));
+    }
+
+    #[test]
+    fn a_partly_captured_hold_ending_keeps_its_captures() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        p.capture(300, 978, 20, true, 1).expect("partial");
+        assert!(p.end_hold(false, 9));
+        assert_eq!((p.status, p.captured_minor), (Status::Succeeded, 300));
+        assert_eq!(
+            p.history.last().map(|a| (a.op, a.amount_minor)),
+            Some((Operation::Expiry, 700))
+        );
+        let mut q = payment(Kind::PreAuth, 1000);
+        q.capture(300, 978, 20, true, 1).expect("partial");
+        assert!(q.end_hold(true, 9));
+        assert_eq!((q.status, q.captured_minor), (Status::Succeeded, 1000));
+        assert_eq!(
+            q.history.last().map(|a| (a.op, a.amount_minor)),
+            Some((Operation::AutoCapture, 700))
+        );
+    }
+
+    #[test]
+    fn increments_raise_the_hold_and_restart_it() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        assert_eq!(p.hold_from_ms(), 0);
+        assert_eq!(p.increment(500, 978, (2, 22), 50), Ok(()));
+        assert_eq!(p.authorized_minor, 1500);
+        assert_eq!(p.hold_from_ms(), 50);
+        assert_eq!(
+            p.increment(1, 840, (3, 33), 60),
+            Err(Code::INVALID_TRANSACTION)
+        );
+        assert_eq!(p.increment(0, 978, (3, 33), 60), Err(Code::INVALID_AMOUNT));
+        assert_eq!(
+            p.increment(u64::MAX, 978, (3, 33), 60),
+            Err(Code::INVALID_AMOUNT)
+        );
+        // Partial captures keep the hold open, and raisable.
+        p.capture(1500, 978, 20, true, 70).expect("partial");
+        assert_eq!(p.increment(100, 978, (4, 44), 80), Ok(()));
+        assert_eq!(
+            p.capture(320, 978, 20, false, 90),
+            Ok(()),
+            "1600 x 1.2 = 1920"
+        );
+        assert_eq!(
+            p.increment(100, 978, (5, 55), 99),
+            Err(Code::INVALID_TRANSACTION),
+            "captured: no longer open"
+        );
+        let mut s = payment(Kind::Sale, 1000);
+        assert_eq!(
+            s.increment(100, 978, (2, 22), 1),
+            Err(Code::INVALID_TRANSACTION)
+        );
+        let mut q = payment(Kind::PreAuth, 1);
+        for n in 0..INCREMENTS_PER_PAYMENT_MAX as u32 {
+            q.increment(1, 978, (n, 0), 1).expect("room");
+        }
+        assert_eq!(
+            q.increment(1, 978, (99, 0), 1),
+            Err(Code::INVALID_TRANSACTION)
+        );
+    }
+
+    #[test]
+    fn an_increment_reversed_takes_back_its_amount_only() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        p.increment(500, 978, (2, 22), 50).expect("increment");
+        assert_eq!(p.increment_of(2, 22), Some(0));
+        assert_eq!(p.increment_of(2, 23), None);
+        p.capture(1100, 978, 20, true, 60).expect("partial");
+        // 1000 x 1.2 = 1200 >= 1100: the increment may go.
+        assert_eq!(
+            p.reverse_increment(0, Some(500), 20, 70),
+            Err(Code::INVALID_AMOUNT)
+        );
+        assert_eq!(p.reverse_increment(0, Some(200), 20, 70), Ok(()));
+        assert_eq!(p.authorized_minor, 1200);
+        assert_eq!(p.reverse_increment(0, None, 20, 71), Ok(()));
+        assert_eq!((p.status, p.authorized_minor), (Status::Uncaptured, 1000));
+        assert_eq!(
+            p.reverse_increment(0, None, 20, 72),
+            Err(Code::INVALID_TRANSACTION),
+            "already reversed"
+        );
+        let mut q = payment(Kind::PreAuth, 1000);
+        q.increment(500, 978, (2, 22), 50).expect("increment");
+        q.capture(1300, 978, 20, true, 60).expect("partial");
+        assert_eq!(
+            q.reverse_increment(0, None, 20, 70),
+            Err(Code::INVALID_AMOUNT),
+            "1300 captured is over 1000's limit"
         );
     }
 }

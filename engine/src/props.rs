@@ -95,6 +95,7 @@ mod tests {
             eci: None,
             rrn: None,
             extras: None,
+            keep_open: false,
         }
     }
 

@@ -11,8 +11,8 @@ use codecs::card::{CardToken, MaskedPan};
 use crate::code::Code;
 use crate::idempotency::{Answer, MessageKey};
 use crate::lifecycle::{
-    status_of_record_code, status_record_code, Activity, CartItem, Extras, Kind, More, Operation,
-    Payment, Refund,
+    status_of_record_code, status_record_code, Activity, CartItem, Extras, Increment, Kind, More,
+    Operation, Payment, Refund, INCREMENTS_PER_PAYMENT_MAX,
 };
 use crate::state::{OriginalKey, Target};
 
@@ -46,7 +46,7 @@ pub struct PaymentRecord {
     pub answer: Option<(MessageKey, Answer)>,
 }
 
-const OPS: [Operation; 9] = [
+const OPS: [Operation; 11] = [
     Operation::PreAuth,
     Operation::Sale,
     Operation::Capture,
@@ -56,6 +56,9 @@ const OPS: [Operation; 9] = [
     Operation::Expiry,
     Operation::AutoCapture,
     Operation::Flag,
+    // Index 9 is the back office's (issue 20); 10 the lifecycle's.
+    Operation::Unflag,
+    Operation::Increment,
 ];
 
 fn put_payment(o: &mut Out<'_>, p: &Payment) {
@@ -123,6 +126,10 @@ fn put_payment(o: &mut Out<'_>, p: &Payment) {
 const TAG_ECI: u8 = 1;
 const TAG_CHANNEL: u8 = 2;
 const TAG_REQUESTED: u8 = 3;
+// Tags 10-19: the lifecycle extensions (issue 20).
+const TAG_CAPTURES: u8 = 10;
+const TAG_HOLD_FROM: u8 = 11;
+const TAG_INCREMENTS: u8 = 12;
 
 /// Writes `more` as a count and tagged extensions (tag, u16 length, value),
 /// one per field that is set, in increasing tag order.
@@ -147,6 +154,23 @@ fn put_more(o: &mut Out<'_>, more: &More) {
     }
     if let Some(amount) = more.requested_minor {
         ext(o, TAG_REQUESTED, &|o| o.u64(amount));
+    }
+    if let Some(n) = more.captures {
+        ext(o, TAG_CAPTURES, &|o| o.u16(n));
+    }
+    if let Some(at_ms) = more.hold_from_ms {
+        ext(o, TAG_HOLD_FROM, &|o| o.u64(at_ms));
+    }
+    if !more.increments.is_empty() {
+        ext(o, TAG_INCREMENTS, &|o| {
+            o.u8(more.increments.len() as u8);
+            for inc in &more.increments {
+                o.u32(inc.stan);
+                o.u64(inc.transmission);
+                o.u64(inc.amount_minor);
+                o.u8(u8::from(inc.reversed));
+            }
+        });
     }
     o.0[at] = n;
 }
@@ -174,6 +198,9 @@ fn get_more(i: &mut In<'_>) -> Result<More, DecodeError> {
             TAG_ECI => more.eci = Some(v.u8()?),
             TAG_CHANNEL => more.channel = Some(v.u8()?),
             TAG_REQUESTED => more.requested_minor = Some(v.u64()?),
+            TAG_CAPTURES => more.captures = Some(v.u16()?),
+            TAG_HOLD_FROM => more.hold_from_ms = Some(v.u64()?),
+            TAG_INCREMENTS => more.increments = get_increments(&mut v)?,
             _ => continue,
         }
         if !v.done() {
@@ -181,6 +208,25 @@ fn get_more(i: &mut In<'_>) -> Result<More, DecodeError> {
         }
     }
     Ok(more)
+}
+
+/// The increments of tag 12: a count, then each one's F11, F7, amount and
+/// whether it was reversed.
+fn get_increments(i: &mut In<'_>) -> Result<Vec<Increment>, DecodeError> {
+    let n = usize::from(i.u8()?);
+    if n > INCREMENTS_PER_PAYMENT_MAX {
+        return Err(DecodeError("too many increments"));
+    }
+    let mut increments = Vec::with_capacity(n);
+    for _ in 0..n {
+        increments.push(Increment {
+            stan: i.u32()?,
+            transmission: i.u64()?,
+            amount_minor: i.u64()?,
+            reversed: i.flag()?,
+        });
+    }
+    Ok(increments)
 }
 
 fn get_payment(i: &mut In<'_>, version: u8) -> Result<Payment, DecodeError> {
@@ -619,7 +665,20 @@ mod tests {
             eci: Some(5),
             channel: Some(59),
             requested_minor: Some(5_000),
+            captures: Some(2),
+            hold_from_ms: Some(12),
+            increments: vec![Increment {
+                stan: 8,
+                transmission: 1_123_114_960,
+                amount_minor: 700,
+                reversed: true,
+            }],
         };
+        // Every operation is written by its index and read back.
+        p.history.clear();
+        for (n, op) in OPS.iter().enumerate() {
+            p.record(*op, n as u64, 20 + n as u64, Code::APPROVED);
+        }
         PaymentRecord {
             payment: p,
             index: Some((

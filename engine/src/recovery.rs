@@ -147,7 +147,7 @@ impl Engine {
         self.state.requeue_holds(|p| {
             self.merchants
                 .get(p.merchant as usize)
-                .map_or(p.created_ms, |m| m.hold_end(p.created_ms).0)
+                .map_or(p.created_ms, |m| m.hold_end(p.hold_from_ms()).0)
         });
     }
 

@@ -60,8 +60,9 @@ pub(crate) struct OpenHold {
     pub(crate) payment: u64,
     /// Its merchant.
     pub(crate) merchant: u32,
-    /// When it was created.
-    pub(crate) created_ms: u64,
+    /// When its hold period started (creation, or its last incremental
+    /// authorization).
+    pub(crate) hold_from_ms: u64,
 }
 
 /// Most payments [`State::retire`] looks at in one pass, so a pass is
@@ -327,6 +328,13 @@ impl State {
         Ok(())
     }
 
+    /// Queues a hold whose due time moved (an incremental authorization
+    /// restarted it): the timers end it then; the entry of its earlier due
+    /// time finds the hold not yet due and leaves it.
+    pub(crate) fn queue_hold(&self, hold: Hold) {
+        self.holds.push(hold);
+    }
+
     /// Queues the hold of every uncaptured payment (after recovery).
     pub(crate) fn requeue_holds(&self, due: impl Fn(&Payment) -> u64) {
         for p in self.payments.iter() {
@@ -486,7 +494,7 @@ impl State {
                     open.push(OpenHold {
                         payment: p.id,
                         merchant: p.merchant,
-                        created_ms: p.created_ms,
+                        hold_from_ms: p.hold_from_ms(),
                     });
                 }
                 self.payments_len.fetch_sub(1, Ordering::Relaxed);

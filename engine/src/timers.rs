@@ -53,7 +53,7 @@ impl Engine {
             let Some(m) = self.merchants.get(p.merchant as usize) else {
                 continue;
             };
-            if m.hold_end(p.created_ms).0 > now_ms
+            if m.hold_end(p.hold_from_ms()).0 > now_ms
                 || p.status != crate::lifecycle::Status::Uncaptured
             {
                 continue;
@@ -81,20 +81,26 @@ impl Engine {
         let journal = &*self.journal;
         let mut advice = None;
         let changed = self.state.with_payment(id, |p| {
-            let auto = self
-                .merchants
-                .get(p.merchant as usize)
-                .is_some_and(|m| m.auto_capture_ms.is_some());
-            let held = p.authorized_minor;
+            let Some(m) = self.merchants.get(p.merchant as usize) else {
+                return false;
+            };
+            let (due_ms, auto) = m.hold_end(p.hold_from_ms());
+            // An incremental authorization restarted the hold since this
+            // due time was queued: its own entry ends it later.
+            if due_ms > now_ms {
+                return false;
+            }
+            // What is still held: partial captures stand.
+            let rest = p.authorized_minor.saturating_sub(p.captured_minor);
             if !p.end_hold(auto, now_ms) {
                 return false;
             }
             // An issuer holds it too: told of the capture (0220) or of
             // the hold's end (0420) through the SAF.
             advice = if auto {
-                self.saf_of_follow_up(p, Op::Capture, p.captured_minor, None, now_ms)
+                self.saf_of_follow_up(p, Op::Capture, rest, None, now_ms)
             } else {
-                self.saf_of_follow_up(p, Op::Reversal, held, None, now_ms)
+                self.saf_of_follow_up(p, Op::Reversal, rest, None, now_ms)
             };
             let change = ChangeParts::default().into_change(p);
             if let Ok(r) = commit::record(journal, &change, false) {

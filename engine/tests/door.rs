@@ -101,6 +101,7 @@ fn request(op: Op, stan: u32, original: Option<OriginalRef>) -> Request<'static>
         eci: None,
         rrn: None,
         extras: None,
+        keep_open: false,
     }
 }
 

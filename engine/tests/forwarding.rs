@@ -114,6 +114,7 @@ fn request(
         eci: None,
         rrn: None,
         extras: None,
+        keep_open: false,
     }
 }
 

@@ -78,6 +78,7 @@ impl Lifecycle {
             eci: None,
             rrn: None,
             extras: None,
+            keep_open: false,
         }
     }
 

@@ -613,6 +613,7 @@ fn moto(node: &Node, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
             month: m.expiry.month(),
         }),
         extras: Some(&extras),
+        keep_open: false,
         ..base_request(op, &merchant.id, terminal, m.amount_minor, m.currency, None)
     };
     let reply = node.apply_message_here_or_forward(request);
@@ -673,6 +674,7 @@ fn base_request<'a>(
         eci: None,
         rrn: None,
         extras: None,
+        keep_open: false,
     }
 }
 

@@ -385,6 +385,7 @@ pub(crate) fn to_request<'a>(msg: &Message<'a>) -> Result<Option<Request<'a>>, C
         eci,
         rrn: msg.raw(37).and_then(|r| r.try_into().ok()),
         extras: None,
+        keep_open: false,
     }))
 }
 
