@@ -1,4 +1,5 @@
-//! F48 subelements: 2-digit tag, 2-digit length, value; ECI in tag 42.
+//! F48 subelements: 2-digit tag, 2-digit length, value; ECI in tag 42,
+//! the partial-capture indicator in tag 22.
 
 use super::amount::parse_digits;
 
@@ -7,6 +8,10 @@ pub const SUBELEMENTS_MAX: usize = 64;
 
 /// The subelement that carries the electronic commerce indicator.
 pub const ECI_TAG: u8 = 42;
+
+/// The subelement that marks a capture (0220) as partial: `1`, the rest of
+/// the hold stays open for further captures; `0` or absent, final.
+pub const PARTIAL_CAPTURE_TAG: u8 = 22;
 
 /// Why F48 could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +25,9 @@ pub enum F48Error {
     /// The ECI subelement is not 2 digits.
     #[error("F48 subelement 42 (ECI) must be 2 digits")]
     BadEci,
+    /// The partial-capture subelement is not the one digit `0` or `1`.
+    #[error("F48 subelement 22 (partial capture) must be 0 or 1")]
+    BadPartialCapture,
 }
 
 /// Iterator over `(tag, value)`; stops after the first error.
@@ -131,6 +139,18 @@ pub fn eci(f48: &[u8]) -> Result<Option<Eci>, F48Error> {
     }
 }
 
+/// Whether F48 marks a capture as partial (subelement 22 is `1`).
+///
+/// # Errors
+/// [`F48Error`] when F48 is malformed or subelement 22 is not `0` or `1`.
+pub fn partial_capture(f48: &[u8]) -> Result<bool, F48Error> {
+    match find(f48, PARTIAL_CAPTURE_TAG)? {
+        None | Some(b"0") => Ok(false),
+        Some(b"1") => Ok(true),
+        Some(_) => Err(F48Error::BadPartialCapture),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +164,20 @@ mod tests {
         assert_eq!(Eci(1).class(), EciClass::Attempted);
         assert_eq!(eci(b"0103abc"), Ok(None));
         assert_eq!(eci(b""), Ok(None));
+    }
+
+    #[test]
+    fn finds_the_partial_capture_indicator() {
+        assert_eq!(partial_capture(b"22011"), Ok(true));
+        assert_eq!(partial_capture(b"4202052201"), Err(F48Error::Malformed(6)));
+        assert_eq!(partial_capture(b"42020522010"), Ok(false));
+        assert_eq!(partial_capture(b"42020522011"), Ok(true));
+        assert_eq!(eci(b"42020522011"), Ok(Some(Eci(5))));
+        assert_eq!(partial_capture(b"420205"), Ok(false));
+        assert_eq!(partial_capture(b""), Ok(false));
+        assert_eq!(partial_capture(b"22012"), Err(F48Error::BadPartialCapture));
+        assert_eq!(partial_capture(b"220211"), Err(F48Error::BadPartialCapture));
+        assert_eq!(partial_capture(b"2200"), Err(F48Error::BadPartialCapture));
     }
 
     #[test]
