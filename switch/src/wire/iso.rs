@@ -364,10 +364,13 @@ pub(crate) fn to_request<'a>(msg: &Message<'a>) -> Result<Option<Request<'a>>, C
         (None, None)
     };
     let original = match op {
-        Op::PreAuth | Op::Sale => None,
+        Op::Sale => None,
+        // An 0100 with F90 is an incremental authorization of it.
+        Op::PreAuth if !msg.has(90) => None,
         _ => Some(original(msg, op)?),
     };
     let (replacement_minor, eci, channel) = extras_of(msg)?;
+    let keep_open = keep_open(msg, op)?;
     Ok(Some(Request {
         op,
         key: Some(key),
@@ -385,7 +388,7 @@ pub(crate) fn to_request<'a>(msg: &Message<'a>) -> Result<Option<Request<'a>>, C
         eci,
         rrn: msg.raw(37).and_then(|r| r.try_into().ok()),
         extras: None,
-        keep_open: false,
+        keep_open,
     }))
 }
 
@@ -445,6 +448,23 @@ fn extras_of(msg: &Message<'_>) -> Result<(Option<u64>, Option<f48::Eci>, Channe
         Some(_) => Channel::Other,
     };
     Ok((replacement_minor, eci, channel))
+}
+
+/// Whether a capture is partial (F48.22 = `1`): the rest of the hold stays
+/// open for further captures.
+///
+/// # Errors
+/// 30 for a malformed F48 or subelement 22; 12 for F48.22 = `1` on a
+/// message other than a capture (only a 0220 can leave a hold open).
+fn keep_open(msg: &Message<'_>, op: Op) -> Result<bool, Code> {
+    let Some(f) = msg.raw(48) else {
+        return Ok(false);
+    };
+    match f48::partial_capture(f) {
+        Ok(true) if op != Op::Capture => Err(Code::INVALID_TRANSACTION),
+        Ok(partial) => Ok(partial),
+        Err(_) => Err(Code::FORMAT_ERROR),
+    }
 }
 
 /// PAN and expiry from F2 and F14, or from track 2 (F35).
