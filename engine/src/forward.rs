@@ -402,6 +402,11 @@ impl Engine {
     ) -> Option<SafEntry> {
         let f = p.upstream.as_ref()?;
         let kind = match op {
+            // A partial capture leaves the hold open, here and at the
+            // issuer.
+            Op::Capture if p.status == crate::lifecycle::Status::Uncaptured => {
+                SafKind::PartialCapture
+            }
             Op::Capture => SafKind::Capture,
             Op::Reversal => SafKind::Reversal,
             _ => return None,

@@ -175,6 +175,9 @@ pub enum SafKind {
     Capture,
     /// 0120 of an approval the switch gave in the issuer's stead.
     StandIn,
+    /// 0220 of a partial capture of an issuer-authorized pre-authorization
+    /// (F48.22 = 1: the issuer keeps the rest held).
+    PartialCapture,
 }
 
 impl SafKind {
@@ -184,6 +187,7 @@ impl SafKind {
             SafKind::Reversal => 1,
             SafKind::Capture => 2,
             SafKind::StandIn => 3,
+            SafKind::PartialCapture => 4,
         }
     }
 
@@ -193,6 +197,7 @@ impl SafKind {
             1 => SafKind::Reversal,
             2 => SafKind::Capture,
             3 => SafKind::StandIn,
+            4 => SafKind::PartialCapture,
             _ => return None,
         })
     }
@@ -201,7 +206,7 @@ impl SafKind {
     pub fn mti(self) -> u16 {
         match self {
             SafKind::TimeoutReversal | SafKind::Reversal => 420,
-            SafKind::Capture => 220,
+            SafKind::Capture | SafKind::PartialCapture => 220,
             SafKind::StandIn => 120,
         }
     }
@@ -213,6 +218,7 @@ impl SafKind {
             SafKind::Reversal => "reversal",
             SafKind::Capture => "capture",
             SafKind::StandIn => "stand_in",
+            SafKind::PartialCapture => "partial_capture",
         }
     }
 }

@@ -722,3 +722,47 @@ fn an_issuer_hold_that_expires_here_is_reversed_at_the_issuer() {
     assert_eq!(queued[0].kind, SafKind::Reversal);
     assert_eq!(queued[0].amount_minor, 1_000, "what the issuer held");
 }
+
+#[test]
+fn partial_captures_of_an_issuer_payment_are_each_advised_and_increments_refused() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, _) = forwarded(&e, request(Op::PreAuth, 1, None, VISA));
+    let payment_id = issuer_approves(&e, id, *b"ISS012")
+        .payment_id
+        .expect("payment");
+    let original = OriginalRef::Message(codecs::iso8583::f90::OriginalData {
+        mti: codecs::iso8583::Mti::parse("0100").expect("mti"),
+        stan: 1,
+        transmission: *b"1123114959",
+    });
+    let mut first = request(Op::Capture, 2, Some(original), VISA);
+    (first.amount_minor, first.keep_open) = (300, true);
+    assert_eq!(
+        e.apply(Command::Message(first), NOW_MS).code,
+        Code::APPROVED
+    );
+    let mut last = request(Op::Capture, 3, Some(original), VISA);
+    last.amount_minor = 200;
+    assert_eq!(e.apply(Command::Message(last), NOW_MS).code, Code::APPROVED);
+    let advised: Vec<(SafKind, u64)> = saf(&e).iter().map(|s| (s.kind, s.amount_minor)).collect();
+    assert_eq!(
+        advised,
+        [(SafKind::PartialCapture, 300), (SafKind::Capture, 200)]
+    );
+    // An increment of a payment its issuer decided is not forwarded: 12.
+    let (id2, _) = forwarded(&e, request(Op::PreAuth, 4, None, VISA));
+    issuer_approves(&e, id2, *b"ISS013");
+    let of4 = OriginalRef::Message(codecs::iso8583::f90::OriginalData {
+        mti: codecs::iso8583::Mti::parse("0100").expect("mti"),
+        stan: 4,
+        transmission: *b"1123114959",
+    });
+    let inc = Request {
+        pan: Pan::new(VISA),
+        ..request(Op::PreAuth, 5, Some(of4), VISA)
+    };
+    let r = e.apply(Command::Message(inc), NOW_MS);
+    assert_eq!((r.code, r.wait), (Code::INVALID_TRANSACTION, Wait::Nothing));
+    assert_eq!(payment(&e, payment_id).captured_minor, 500);
+}

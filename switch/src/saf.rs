@@ -161,7 +161,7 @@ async fn send(node: &Node, fw: &Forwarder, u: usize, e: &SafEntry, body: BytesMu
             }
             let label = match e.kind {
                 SafKind::TimeoutReversal | SafKind::Reversal => "reversal",
-                SafKind::Capture | SafKind::StandIn => "advice",
+                SafKind::Capture | SafKind::PartialCapture | SafKind::StandIn => "advice",
             };
             ::metrics::counter!("switch_saf_acknowledged_total", "upstream" => e.upstream.clone(), "kind" => label)
                 .increment(1);
@@ -195,6 +195,9 @@ fn gauges(node: &Node, fw: &Forwarder) {
 
 /// F48 subelement 21 (message reason) `4021`: timeout.
 const REASON_TIMEOUT: &[u8] = b"21044021";
+/// F48 of a partial capture's advice: subelement 22 = 1, the rest of the
+/// hold stays open (as the terminal's 0220 said).
+const PARTIAL_CAPTURE: &[u8] = b"22011";
 
 /// The advice or reversal message of `e` (a repeat when `repeat`).
 pub(crate) fn advice(
@@ -222,7 +225,10 @@ pub(crate) fn advice(
         w.field(32, wire.acquirer_id.as_bytes())?;
     }
     w.field(37, &e.rrn)?;
-    let with_auth = matches!(e.kind, SafKind::Capture | SafKind::StandIn);
+    let with_auth = matches!(
+        e.kind,
+        SafKind::Capture | SafKind::PartialCapture | SafKind::StandIn
+    );
     if with_auth && e.auth_code != [b' '; 6] {
         w.field(38, &e.auth_code)?;
     }
@@ -233,6 +239,9 @@ pub(crate) fn advice(
     w.field(42, &e.merchant_id)?;
     if e.kind == SafKind::TimeoutReversal {
         w.field(48, REASON_TIMEOUT)?;
+    }
+    if e.kind == SafKind::PartialCapture {
+        w.field(48, PARTIAL_CAPTURE)?;
     }
     w.number(49, u64::from(e.currency))?;
     let original = codecs::iso8583::f90::OriginalData {

@@ -783,3 +783,39 @@ async fn stand_in_with_the_issuer_down_approves_at_once_and_advises_it_when_back
     sw.stop().await;
     let _ = std::fs::remove_dir_all(&sw.dir);
 }
+
+/// Partial captures of an issuer-decided pre-authorization: each is
+/// answered here and advised as its own 0220, the partial ones with F48.22
+/// = 1 so the issuer keeps the rest held; an incremental authorization of
+/// it is answered 12 here and never sent (docs/routing.md, "Known gaps").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_partial_capture_of_an_issuer_payment_is_advised_and_increments_are_not_sent() {
+    let iss = issuer(|_| {}).await;
+    let mut sw = switch_to(iss.addr(), 1_000).await;
+    linked(&sw, iss.addr()).await;
+    let mut c = sw.client().await;
+    let pan = card(ROUTED + 140);
+    let auth = preauth(&pan, 2_000);
+    assert_eq!(c.call(&auth).await.code(), "00");
+    let partial = capture(&auth, 500).set(48, "22011");
+    assert_eq!(c.call(&partial).await.code(), "00");
+    let increment = preauth(&pan, 1_000).set(90, auth.f90());
+    assert_eq!(c.call(&increment).await.code(), "12");
+    assert_eq!(c.call(&capture(&auth, 700)).await.code(), "00");
+    until("two 0220 advices", || iss.counts().requests_0220 >= 2).await;
+    let advices: Vec<(Option<String>, Option<String>)> = iss
+        .received()
+        .into_iter()
+        .filter(|m| m.mti.as_bytes() == b"0220")
+        .map(|m| (m.text(4).map(str::to_owned), m.text(48).map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        advices,
+        [
+            (Some("000000000500".into()), Some("22011".into())),
+            (Some("000000000700".into()), None),
+        ]
+    );
+    assert_eq!(iss.counts().requests_0100, 1, "the increment was not sent");
+    sw.stop().await;
+}
