@@ -260,6 +260,59 @@ impl Client {
         self.call(&Request::Capture {
             payment_id,
             amount_minor,
+            cart: Repeated::empty(),
+            not_final: false,
+        })
+        .await
+    }
+
+    /// Captures part of a pre-authorization: `amount_minor` (absent: what
+    /// is left of the hold), keeping the rest held for further captures
+    /// when `not_final`; a final capture releases what is left.
+    ///
+    /// # Errors
+    /// Input the format refuses, connection errors.
+    pub async fn capture_partial(
+        &self,
+        payment_id: u64,
+        amount_minor: Option<u64>,
+        not_final: bool,
+    ) -> Result<Reply, ClientError> {
+        self.call(&Request::Capture {
+            payment_id,
+            amount_minor,
+            cart: Repeated::empty(),
+            not_final,
+        })
+        .await
+    }
+
+    /// Captures a pre-authorization by an edited cart: the lines replace
+    /// the payment's cart and their total is captured (within the
+    /// over-capture limit); `not_final` keeps the rest of the hold open.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidInput`] for no lines; input the format refuses
+    /// (more than `CART_LINES_MAX` lines, a total that overflows);
+    /// connection errors.
+    pub async fn capture_cart(
+        &self,
+        payment_id: u64,
+        cart: &[CartItem],
+        not_final: bool,
+    ) -> Result<Reply, ClientError> {
+        if cart.is_empty() {
+            return Err(ClientError::InvalidInput {
+                field: "cart",
+                expected: "at least one line",
+            });
+        }
+        let wire = cart_lines(cart);
+        self.call(&Request::Capture {
+            payment_id,
+            amount_minor: None,
+            cart: Repeated::from_slice(&wire),
+            not_final,
         })
         .await
     }

@@ -26,6 +26,8 @@ enum ReqModel {
     Capture {
         payment_id: u64,
         amount_minor: Option<u64>,
+        cart: Vec<LineModel>,
+        not_final: bool,
     },
     Refund {
         payment_id: u64,
@@ -117,10 +119,17 @@ fn with_request<R>(m: &ReqModel, f: impl FnOnce(Request<'_>) -> R) -> R {
         ReqModel::Capture {
             payment_id,
             amount_minor,
-        } => f(Request::Capture {
-            payment_id: *payment_id,
-            amount_minor: *amount_minor,
-        }),
+            cart,
+            not_final,
+        } => {
+            let cart = lines_of(cart);
+            f(Request::Capture {
+                payment_id: *payment_id,
+                amount_minor: *amount_minor,
+                cart: Repeated::from_slice(&cart),
+                not_final: *not_final,
+            })
+        }
         ReqModel::Refund {
             payment_id,
             amount_minor,
@@ -249,6 +258,34 @@ fn list() -> impl Strategy<Value = ListModel> {
         )
 }
 
+/// A capture by amount (or of what is left), or by an edited cart (its
+/// amount the lines' total, as decoded); final or not.
+fn capture() -> impl Strategy<Value = ReqModel> {
+    let by_amount = (payment_id(), proptest::option::of(amount()), any::<bool>()).prop_map(
+        |(payment_id, amount_minor, not_final)| ReqModel::Capture {
+            payment_id,
+            amount_minor,
+            cart: Vec::new(),
+            not_final,
+        },
+    );
+    let by_cart = (
+        payment_id(),
+        proptest::collection::vec(line(), 1..=50),
+        any::<bool>(),
+    )
+        .prop_map(|(payment_id, cart, not_final)| {
+            let total = cart.iter().map(|(_, q, p)| u64::from(*q) * p).sum();
+            ReqModel::Capture {
+                payment_id,
+                amount_minor: Some(total),
+                cart,
+                not_final,
+            }
+        });
+    prop_oneof![by_amount, by_cart]
+}
+
 fn refund() -> impl Strategy<Value = ReqModel> {
     let by_amount = (payment_id(), amount(), proptest::option::of(text(60))).prop_map(
         |(payment_id, amount_minor, reason)| ReqModel::Refund {
@@ -283,12 +320,7 @@ fn request() -> impl Strategy<Value = ReqModel> {
         )
             .prop_map(|(client_id, secret)| ReqModel::Auth { client_id, secret }),
         moto().prop_map(|m| ReqModel::Moto(Box::new(m))),
-        (payment_id(), proptest::option::of(amount())).prop_map(|(payment_id, amount_minor)| {
-            ReqModel::Capture {
-                payment_id,
-                amount_minor,
-            }
-        }),
+        capture(),
         refund(),
         payment_id().prop_map(|payment_id| ReqModel::Cancel { payment_id }),
         payment_id().prop_map(|payment_id| ReqModel::Get { payment_id }),

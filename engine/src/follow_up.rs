@@ -317,15 +317,21 @@ impl Engine {
     ) -> Result<Option<u8>, Code> {
         let merchant = &self.merchants[p.merchant as usize];
         match (req.op, target.refund) {
-            (Op::Capture, None) => p
-                .capture(
+            (Op::Capture, None) => {
+                let first = p.more.captures.is_none();
+                p.capture(
                     req.amount_minor,
                     req.currency,
                     merchant.over_capture_pct,
                     req.keep_open,
                     now_ms,
-                )
-                .map(|()| None),
+                )?;
+                // Capture by an edited cart (internal frames).
+                match req.extras.map(|e| e.cart.as_slice()) {
+                    Some(lines) if !lines.is_empty() => p.capture_cart(lines, first).map(|()| None),
+                    _ => Ok(None),
+                }
+            }
             (Op::Refund, None) => p.refund(req.amount_minor, req.currency, now_ms).map(Some),
             (Op::Reversal, None) => match Self::increment_named(p, req) {
                 // The original is an incremental authorization: only

@@ -390,6 +390,30 @@ impl Payment {
         Ok(())
     }
 
+    /// Keeps the cart lines a capture came with ("capture by an edited
+    /// cart"): the first capture's lines replace the payment's cart (what
+    /// was ordered gives way to what was captured); a later partial
+    /// capture's are added to them, so the cart stays what was captured
+    /// and refunds by line follow it.
+    ///
+    /// # Errors
+    /// 12 when the cart would pass [`CART_LINES_MAX`] lines.
+    pub fn capture_cart(&mut self, lines: &[CartItem], first: bool) -> Result<(), Code> {
+        let extras = self.extras.get_or_insert_with(Default::default);
+        let kept = if first { 0 } else { extras.cart.len() };
+        if kept + lines.len() > CART_LINES_MAX {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        if first {
+            extras.cart.clear();
+        }
+        extras.cart.extend(lines.iter().map(|l| CartItem {
+            refunded_quantity: 0,
+            ..l.clone()
+        }));
+        Ok(())
+    }
+
     /// Raises an open pre-authorization's hold by `amount_minor` (an
     /// incremental authorization, made by the 0100 with F11 `stan` and F7
     /// `transmission`); its hold period starts again at `now_ms`.

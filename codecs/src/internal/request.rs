@@ -28,12 +28,22 @@ pub enum Request<'a> {
     AuthorizeMoto(MotoRequest<'a>),
     /// Two-step MO/TO pre-authorization: places a hold.
     PreauthorizeMoto(MotoRequest<'a>),
-    /// Captures a pre-authorization.
+    /// Captures a pre-authorization: in full, in part, or by an edited
+    /// cart.
     Capture {
         /// The pre-authorization.
         payment_id: u64,
-        /// Amount to capture, minor units; absent: the amount authorized.
+        /// Amount to capture, minor units; absent: the cart lines' total
+        /// when they are given, else what is left of the hold. Decoded
+        /// with cart lines, it is their total (when both are given they
+        /// must agree).
         amount_minor: Option<u64>,
+        /// The cart as captured ("capture by an edited cart"), up to
+        /// `CART_LINES_MAX` lines: it replaces the payment's cart.
+        cart: Repeated<'a, CartLine<'a>>,
+        /// Not final (`NOT_FINAL` 1): a partial capture, the rest of the
+        /// hold stays open for further captures.
+        not_final: bool,
     },
     /// Refunds a captured payment.
     Refund(Refund<'a>),
@@ -155,10 +165,10 @@ impl<'a> Request<'a> {
             }
             FrameType::Refund => Request::Refund(Refund::parse(body)?),
             FrameType::ListPayments => Request::ListPayments(ListPayments::parse(body)?),
-            FrameType::Capture
-            | FrameType::Cancel
-            | FrameType::GetPayment
-            | FrameType::MarkScam => parse_payment_action(frame_type, body)?,
+            FrameType::Capture => parse_capture(body)?,
+            FrameType::Cancel | FrameType::GetPayment | FrameType::MarkScam => {
+                parse_payment_action(frame_type, body)?
+            }
             FrameType::ListMandates => {
                 if let Some(Field { tag, .. }) = Fields::new(body).next_field()? {
                     unexpected(frame_type, tag)?;
@@ -200,15 +210,20 @@ impl<'a> Request<'a> {
             Request::Capture {
                 payment_id,
                 amount_minor,
+                cart,
+                not_final,
             } => {
                 w.u64(
                     tag::PAYMENT_ID,
                     field::check_payment_id(tag::PAYMENT_ID, *payment_id)?,
                 )?;
-                let amount = amount_minor
-                    .map(|a| check_amount(tag::AMOUNT_MINOR, a, 1))
-                    .transpose()?;
-                w.opt_u64(tag::AMOUNT_MINOR, amount)
+                let amount = lines_amount(*amount_minor, cart)?;
+                w.opt_u64(tag::AMOUNT_MINOR, amount)?;
+                encode_cart(w, cart)?;
+                if *not_final {
+                    w.u8(tag::NOT_FINAL, 1)?;
+                }
+                Ok(())
             }
             Request::Cancel { payment_id } | Request::GetPayment { payment_id } => w.u64(
                 tag::PAYMENT_ID,
@@ -226,17 +241,62 @@ impl<'a> Request<'a> {
     }
 }
 
-/// `Capture`, `Cancel`, `GetPayment`, `MarkScam`: a payment id and at most
-/// one more field.
+/// `Capture`: a payment id, an amount, cart lines and the not-final flag,
+/// each optional but the id.
+fn parse_capture(body: &[u8]) -> Result<Request<'_>, Error> {
+    let (mut payment_id, mut amount_minor, mut not_final, mut lines) = (None, None, false, 0);
+    let mut fields = Fields::new(body);
+    while let Some(Field { tag, value }) = fields.next_field()? {
+        match tag {
+            tag::PAYMENT_ID => payment_id = Some(payment_id_value(tag, value)?),
+            tag::AMOUNT_MINOR => {
+                amount_minor = Some(check_amount(tag, u64_value(tag, value)?, 1)?);
+            }
+            tag::CART_LINE => {
+                CartLine::decode_value(value)?;
+                count_repeat(tag, &mut lines, CART_LINES_MAX)?;
+            }
+            tag::NOT_FINAL => {
+                not_final = match u8_value(tag, value)? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(Error::OutOfRange { tag }),
+                }
+            }
+            tag => unexpected(FrameType::Capture, tag)?,
+        }
+    }
+    let cart = Repeated::from_wire(body, lines);
+    Ok(Request::Capture {
+        payment_id: required(tag::PAYMENT_ID, payment_id)?,
+        amount_minor: lines_amount(amount_minor, &cart)?,
+        cart,
+        not_final,
+    })
+}
+
+/// A capture's amount: given, or the cart lines' total; when both, they
+/// agree; neither, absent.
+fn lines_amount(
+    amount_minor: Option<u64>,
+    lines: &Repeated<'_, CartLine<'_>>,
+) -> Result<Option<u64>, Error> {
+    if lines.is_empty() {
+        return amount_minor
+            .map(|a| check_amount(tag::AMOUNT_MINOR, a, 1))
+            .transpose();
+    }
+    refund_amount(amount_minor, lines).map(Some)
+}
+
+/// `Cancel`, `GetPayment`, `MarkScam`: a payment id and at most one more
+/// field.
 fn parse_payment_action(frame_type: FrameType, body: &[u8]) -> Result<Request<'_>, Error> {
-    let (mut payment_id, mut amount_minor, mut reason) = (None, None, None);
+    let (mut payment_id, mut reason) = (None, None);
     let mut fields = Fields::new(body);
     while let Some(Field { tag, value }) = fields.next_field()? {
         match (frame_type, tag) {
             (_, tag::PAYMENT_ID) => payment_id = Some(payment_id_value(tag, value)?),
-            (FrameType::Capture, tag::AMOUNT_MINOR) => {
-                amount_minor = Some(check_amount(tag, u64_value(tag, value)?, 1)?);
-            }
             (FrameType::MarkScam, tag::DESCRIPTION) => {
                 reason = Some(check_str(field::DESCRIPTION, value)?)
             }
@@ -245,10 +305,6 @@ fn parse_payment_action(frame_type: FrameType, body: &[u8]) -> Result<Request<'_
     }
     let payment_id = required(tag::PAYMENT_ID, payment_id)?;
     Ok(match frame_type {
-        FrameType::Capture => Request::Capture {
-            payment_id,
-            amount_minor,
-        },
         FrameType::Cancel => Request::Cancel { payment_id },
         FrameType::GetPayment => Request::GetPayment { payment_id },
         FrameType::MarkScam => Request::MarkScam { payment_id, reason },

@@ -16,6 +16,9 @@ pub const TERMINAL_ID: u8 = 0x05;
 /// Free text (sale description, refund or scam reason): UTF-8 without
 /// control characters, 1..=255 bytes.
 pub const DESCRIPTION: u8 = 0x06;
+/// A capture that is not final: `u8`, 1 (a partial capture: the rest of
+/// the hold stays open for further captures) or 0 (final, as when absent).
+pub const NOT_FINAL: u8 = 0x07;
 
 /// Client id `XX-0000-0000`: two upper-case letters, four digits, four digits.
 pub const CLIENT_ID: u8 = 0x10;
@@ -96,6 +99,7 @@ pub(crate) fn name(tag: u8) -> &'static str {
         MERCHANT_REFERENCE => "merchant_reference",
         TERMINAL_ID => "terminal_id",
         DESCRIPTION => "description",
+        NOT_FINAL => "not_final",
         CLIENT_ID => "client_id",
         SECRET => "secret",
         PAN => "pan",

@@ -471,14 +471,29 @@ fn run(node: &Node, scope: &[u32], request: &Request<'_>) -> Answer {
         Request::Capture {
             payment_id,
             amount_minor,
-        } => with_payment(node, scope, *payment_id, |p| match amount_minor {
-            Some(amount) => follow_up(node, p, Op::Capture, *amount),
-            // "The amount authorized" only means something on a hold; a
-            // cancelled one has none left (and 13 would hide the 12).
-            None if p.status != Status::Uncaptured => {
-                Answer::of(Code::INVALID_TRANSACTION, Some(p.clone()), None, 0)
-            }
-            None => follow_up(node, p, Op::Capture, p.authorized_minor),
+            cart,
+            not_final,
+        } => with_payment(node, scope, *payment_id, |p| {
+            let amount = match amount_minor {
+                Some(amount) => *amount,
+                // "What is left of the hold" only means something on a
+                // hold; a cancelled one has none left (and 13 would hide
+                // the 12).
+                None if p.status != Status::Uncaptured => {
+                    return Answer::of(Code::INVALID_TRANSACTION, Some(p.clone()), None, 0)
+                }
+                None => p.authorized_minor.saturating_sub(p.captured_minor),
+            };
+            // Capture by an edited cart: its lines go with the capture.
+            let edited = (!cart.is_empty()).then(|| Extras {
+                cart: cart_items(cart),
+                ..Extras::default()
+            });
+            let capture = Capture {
+                cart: edited.as_ref(),
+                keep_open: *not_final,
+            };
+            follow_up_with(node, p, Op::Capture, amount, capture)
         }),
         Request::Refund(r) => with_payment(node, scope, r.payment_id, |p| {
             if r.lines.is_empty() {
@@ -573,17 +588,31 @@ fn extras(m: &MotoRequest<'_>) -> Extras {
     Extras {
         merchant_reference: m.merchant_reference.to_owned(),
         description: m.description.unwrap_or_default().to_owned(),
-        cart: m
-            .cart
-            .iter()
-            .map(|l| CartItem {
-                item: l.item.to_owned(),
-                quantity: l.quantity,
-                unit_price_minor: l.unit_price_minor,
-                refunded_quantity: 0,
-            })
-            .collect(),
+        cart: cart_items(&m.cart),
     }
+}
+
+/// Wire cart lines as the engine keeps them (nothing refunded yet).
+fn cart_items(lines: &Repeated<'_, codecs::internal::CartLine<'_>>) -> Vec<CartItem> {
+    lines
+        .iter()
+        .map(|l| CartItem {
+            item: l.item.to_owned(),
+            quantity: l.quantity,
+            unit_price_minor: l.unit_price_minor,
+            refunded_quantity: 0,
+        })
+        .collect()
+}
+
+/// What a capture frame adds to the capture: an edited cart, and whether
+/// the hold stays open (not final).
+#[derive(Clone, Copy, Default)]
+struct Capture<'a> {
+    /// The cart as captured, replacing the payment's.
+    cart: Option<&'a Extras>,
+    /// A partial capture: the rest of the hold stays open.
+    keep_open: bool,
 }
 
 /// MO/TO sale or pre-authorization through the same door as ISO 8583.
@@ -688,20 +717,35 @@ fn merchant_id(node: &Node, p: &Payment) -> Option<[u8; 15]> {
 
 /// Capture, refund by amount, or cancel (reversal) of payment `p`.
 fn follow_up(node: &Node, p: &Payment, op: Op, amount_minor: u64) -> Answer {
+    follow_up_with(node, p, op, amount_minor, Capture::default())
+}
+
+/// [`follow_up`], with what a capture frame adds.
+fn follow_up_with(
+    node: &Node,
+    p: &Payment,
+    op: Op,
+    amount_minor: u64,
+    capture: Capture<'_>,
+) -> Answer {
     let Some(mid) = merchant_id(node, p) else {
         return Answer::refusal(
             Code::INVALID_MERCHANT,
             code_message(Code::INVALID_MERCHANT).into(),
         );
     };
-    let request = base_request(
-        op,
-        &mid,
-        p.terminal,
-        amount_minor,
-        p.currency,
-        Some(OriginalRef::Payment(p.id)),
-    );
+    let request = EngineRequest {
+        extras: capture.cart,
+        keep_open: capture.keep_open,
+        ..base_request(
+            op,
+            &mid,
+            p.terminal,
+            amount_minor,
+            p.currency,
+            Some(OriginalRef::Payment(p.id)),
+        )
+    };
     let reply = node.apply_message_here(request);
     Answer::of(
         reply.code,
