@@ -735,6 +735,35 @@ mod tests {
     }
 
     #[test]
+    fn lifecycle_extensions_round_trip_and_are_bounded() {
+        let increment = |n: u32| Increment {
+            stan: n,
+            transmission: 1_123_114_959 + u64::from(n),
+            amount_minor: u64::from(n) * 100,
+            reversed: n % 2 == 0,
+        };
+        for n in [0, 1, INCREMENTS_PER_PAYMENT_MAX as u32] {
+            let more = More {
+                captures: Some(n as u16),
+                hold_from_ms: Some(u64::from(n) * 1_000),
+                increments: (0..n).map(increment).collect(),
+                ..More::default()
+            };
+            let (p, buf) = bare(more);
+            assert_eq!(decode(&buf).expect("decodes").payment, p);
+        }
+        // One increment more than a payment may have is refused.
+        let (_, buf) = bare(More {
+            increments: (0..=INCREMENTS_PER_PAYMENT_MAX as u32)
+                .map(increment)
+                .collect(),
+            ..More::default()
+        });
+        let refused = decode(&buf).expect_err("refused");
+        assert_eq!(refused.0, "too many increments");
+    }
+
+    #[test]
     fn extensions_round_trip_and_unknown_tags_are_skipped() {
         let (p, buf) = bare(More::default());
         assert_eq!(buf[buf.len() - 3..], [0, 0, 0]);
