@@ -154,3 +154,57 @@ async fn subelement_22_is_checked() {
     assert_eq!(c.call(&capture(&auth, 100)).await.code(), "00");
     sw.stop().await;
 }
+
+/// An increment restarts the hold, across a restart of the switch: the hold
+/// outlives its first period and ends a full period after the increment,
+/// keeping the partial captures made (refundable once it ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_hold_survives_a_restart_and_ends_a_period_after_its_increment() {
+    const DAY_MS: u64 = 86_400_000;
+    let mut sw = TestSwitch::start().await;
+    let mut c = sw.client().await;
+    let pan = card(210);
+    let auth = preauth(&pan, 1_000);
+    assert_eq!(c.call(&auth).await.code(), "00");
+    assert_eq!(c.call(&partial(&auth, 300)).await.code(), "00");
+    sw.clock.advance_ms(3 * DAY_MS);
+    let inc = increment(&auth, &pan, 500);
+    let raised = c.call(&inc).await;
+    assert_eq!(raised.code(), "00");
+    sw.stop().await;
+    let mut sw = TestSwitch::start_in(sw.dir.clone(), |_| {}).await;
+    sw.clock.advance_ms(3 * DAY_MS);
+    let mut c = sw.client().await;
+    // The increment's answer was journaled with it.
+    let again = c.call(&inc.clone().mti("0101")).await;
+    assert_eq!(
+        (again.code(), again.text(37), again.text(38)),
+        (raised.code(), raised.text(37), raised.text(38))
+    );
+    // Past the first period's end (day 7), before the new one (day 10).
+    sw.clock.advance_ms(4 * DAY_MS + 1_000);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        c.call(&partial(&auth, 100)).await.code(),
+        "00",
+        "still held"
+    );
+    sw.clock.advance_ms(3 * DAY_MS);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    // Captures of 1 until the sweeper ends the hold (every 100 ms).
+    let mut captured = 400;
+    loop {
+        let code = c.call(&partial(&auth, 1)).await.code();
+        if code == "12" {
+            break;
+        }
+        assert_eq!(code, "00", "unexpected code");
+        captured += 1;
+        assert!(tokio::time::Instant::now() < deadline, "hold did not end");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The captures made stand, refundable; the rest was released.
+    assert_eq!(c.call(&refund(&auth, captured + 1)).await.code(), "13");
+    assert_eq!(c.call(&refund(&auth, captured)).await.code(), "00");
+    sw.stop().await;
+}
