@@ -58,7 +58,6 @@ impl Engine {
         fetched: Option<&Fetched>,
         now_ms: u64,
     ) -> Reply {
-        let rrn = self.rrn_of(req);
         // F90 must name a pre-authorization (the original 0100 or an
         // earlier increment of it), not a capture or refund of it.
         let names_preauth = match req.original {
@@ -67,29 +66,44 @@ impl Engine {
         };
         let target = match self.original(req, m, fetched) {
             Ok(t) if t.refund.is_none() && names_preauth => t,
-            Ok(_) => return Reply::of(Code::INVALID_TRANSACTION, rrn),
-            Err(not_here) => return not_here.reply(rrn),
+            Ok(_) => return self.refusal(req, Code::INVALID_TRANSACTION),
+            Err(not_here) => return not_here.reply(self.rrn_of(req)),
         };
         let Some(pan) = req.pan else {
-            return Reply::of(Code::FORMAT_ERROR, rrn);
+            return self.refusal(req, Code::FORMAT_ERROR);
         };
         let token = self.token_key.token(&pan);
         // Checked before risk, so a refused reference is not counted as an
         // attempt; checked again under the payment's lock below.
         let checked = self
             .state
-            .with_payment(target.payment, |p| may_raise(p, m, req, &token));
-        match checked {
-            Some(Ok(())) => {}
-            Some(Err(code)) => return self.let_go_meanwhile(target.payment, code).reply(rrn),
-            None => {
-                return self
-                    .let_go_meanwhile(target.payment, Code::UNABLE_TO_LOCATE)
-                    .reply(rrn)
-            }
+            .with_payment(target.payment, |p| may_raise(p, m, req, &token))
+            .unwrap_or(Err(Code::UNABLE_TO_LOCATE));
+        if let Err(code) = checked {
+            return self
+                .let_go_meanwhile(target.payment, code)
+                .reply(self.rrn_of(req));
         }
+        let verdict = self
+            .risk
+            .evaluate(req, &self.merchants[m as usize], &token, now_ms);
+        self.raise(req, m, target, &token, verdict, now_ms)
+    }
+
+    /// Raises the hold of `target` as `req` asks, or records the risk
+    /// stage's decline of it; journaled with the message's index entry and
+    /// answer; the hold's new end goes to the timers.
+    fn raise(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        target: Target,
+        token: &codecs::card::CardToken,
+        verdict: RiskVerdict,
+        now_ms: u64,
+    ) -> Reply {
+        let rrn = self.rrn_of(req);
         let merchant = &self.merchants[m as usize];
-        let verdict = self.risk.evaluate(req, merchant, &token, now_ms);
         let code = match verdict {
             RiskVerdict::Decline { code, .. } => code,
             _ => Code::APPROVED,
@@ -104,7 +118,7 @@ impl Engine {
             m,
             target.payment,
             |p| {
-                may_raise(p, m, req, &token)?;
+                may_raise(p, m, req, token)?;
                 if let Some(reason) = verdict.flag() {
                     p.flag(reason, now_ms);
                     metrics::counter!("switch_flagged_payments_total").increment(1);
