@@ -3,7 +3,8 @@
 //! check that every acknowledged change is there: a repeat of each
 //! acknowledged sale gets the very same answer, and a capture of each
 //! acknowledged capture's pre-authorization is refused as already
-//! captured. Also a PCI check: no PAN or track data of the run in the
+//! captured; a hold raised by an incremental authorization and partially
+//! captured is still open, raised, with its capture counted. Also a PCI check: no PAN or track data of the run in the
 //! data directory or the logs.
 //!
 //! Runs `SWITCH_CRASH_RUNS` rounds (20 by default; `scripts/crash-loop.sh`
@@ -32,6 +33,7 @@ async fn acknowledged_changes_survive_kill_9() {
     let mut pans_used = Vec::new();
     let mut acked_sales: HashMap<String, (Req, Resp)> = HashMap::new();
     let mut acked_captures: Vec<Req> = Vec::new();
+    let mut acked_raised: Vec<Req> = Vec::new();
     for run in 0..runs {
         let t0 = std::time::Instant::now();
         let (mut p, mut c) = launch.start(&format!("{run}-0")).await;
@@ -43,6 +45,17 @@ async fn acknowledged_changes_survive_kill_9() {
         let cap = capture(&auth, 1_100);
         assert_eq!(c.call(&cap).await.code(), "00");
         acked_captures.push(auth.clone());
+        // A hold raised by an increment (1,000 + 500), partially captured
+        // (1,300, over the first limit of 1,200), acknowledged too.
+        let pan = card(rng.next() % 1_000_000_000);
+        pans_used.push(pan.clone());
+        let held = preauth(&pan, 1_000).set(7, "1123120000");
+        assert_eq!(c.call(&held).await.code(), "00");
+        let raise = preauth(&pan, 500).set(7, "1123120000").set(90, held.f90());
+        assert_eq!(c.call(&raise).await.code(), "00");
+        let part = capture(&held, 1_300).set(48, "22011");
+        assert_eq!(c.call(&part).await.code(), "00");
+        acked_raised.push(held);
         // Pipelined sales on a second connection; answers read as they come.
         let count = 200 + (rng.next() % 800) as usize;
         let sales: Vec<Req> = (0..count)
@@ -83,6 +96,19 @@ async fn acknowledged_changes_survive_kill_9() {
             assert_eq!(
                 code, "12",
                 "run {run} (seed {seed}): an acknowledged capture was lost"
+            );
+        }
+        // 1,800 is the raised limit and 1,300 was captured: 501 more is
+        // 13 (the partial capture survived), 500 is 00 (the increment did).
+        for held in acked_raised.drain(..) {
+            let codes = (
+                c.call(&capture(&held, 501)).await.code(),
+                c.call(&capture(&held, 500)).await.code(),
+            );
+            assert_eq!(
+                codes,
+                ("13".into(), "00".into()),
+                "run {run} (seed {seed}): an acknowledged increment or partial capture was lost"
             );
         }
         p2.kill9();
