@@ -208,6 +208,9 @@ impl Engine {
         let mut auth_code = fresh_auth;
         let mut advice = None;
         let held = std::cell::Cell::new(0);
+        // Captured so far of a hold still open: the issuer holds the rest
+        // only, so an advised F95 is the rest left, not the total.
+        let open_captured = std::cell::Cell::new(0);
         let applied = self.commit_existing(
             m,
             target.payment,
@@ -225,11 +228,12 @@ impl Engine {
                 }
                 // What the payment holds: an open hold's rest (partial
                 // captures stand), else what was captured.
-                held.set(if p.status == crate::lifecycle::Status::Uncaptured {
-                    p.authorized_minor.saturating_sub(p.captured_minor)
+                if p.status == crate::lifecycle::Status::Uncaptured {
+                    held.set(p.authorized_minor.saturating_sub(p.captured_minor));
+                    open_captured.set(p.captured_minor);
                 } else {
-                    p.authorized_minor.max(p.captured_minor)
-                });
+                    held.set(p.authorized_minor.max(p.captured_minor));
+                }
                 self.transition(p, req, target, now_ms)
             },
             |p, &refund| {
@@ -244,7 +248,11 @@ impl Engine {
                         // one).
                         let (amount, replacement) = match req.op {
                             Op::Capture => (req.amount_minor, None),
-                            _ => (held.get(), req.replacement_minor),
+                            _ => (
+                                held.get(),
+                                req.replacement_minor
+                                    .map(|k| k.saturating_sub(open_captured.get())),
+                            ),
                         };
                         self.saf_of_follow_up(p, req.op, amount, replacement, now_ms)
                     })

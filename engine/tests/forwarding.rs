@@ -766,3 +766,40 @@ fn partial_captures_of_an_issuer_payment_are_each_advised_and_increments_refused
     assert_eq!((r.code, r.wait), (Code::INVALID_TRANSACTION, Wait::Nothing));
     assert_eq!(payment(&e, payment_id).captured_minor, 500);
 }
+
+#[test]
+fn a_reversal_of_a_partly_captured_issuer_hold_advises_the_rest_only() {
+    let journal = Recorder::default();
+    let e = engine(&journal, &StandIn::default());
+    let (id, _) = forwarded(&e, request(Op::PreAuth, 1, None, VISA));
+    issuer_approves(&e, id, *b"ISS014");
+    let original = OriginalRef::Message(codecs::iso8583::f90::OriginalData {
+        mti: codecs::iso8583::Mti::parse("0100").expect("mti"),
+        stan: 1,
+        transmission: *b"1123114959",
+    });
+    let mut part = request(Op::Capture, 2, Some(original), VISA);
+    (part.amount_minor, part.keep_open) = (300, true);
+    assert_eq!(e.apply(Command::Message(part), NOW_MS).code, Code::APPROVED);
+    // Down to 600 authorized, 300 of it captured: the issuer held 700 and
+    // keeps 300.
+    let mut lower = request(Op::Reversal, 3, Some(original), VISA);
+    lower.replacement_minor = Some(600);
+    assert_eq!(
+        e.apply(Command::Message(lower), NOW_MS).code,
+        Code::APPROVED
+    );
+    let last = saf(&e).pop().expect("advised");
+    assert_eq!(
+        (last.kind, last.amount_minor, last.replacement_minor),
+        (SafKind::Reversal, 700, Some(300))
+    );
+    // Then in full: the 300 still held is released, the capture stands.
+    let all = request(Op::Reversal, 4, Some(original), VISA);
+    assert_eq!(e.apply(Command::Message(all), NOW_MS).code, Code::APPROVED);
+    let last = saf(&e).pop().expect("advised");
+    assert_eq!(
+        (last.kind, last.amount_minor, last.replacement_minor),
+        (SafKind::Reversal, 300, None)
+    );
+}
