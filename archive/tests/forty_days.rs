@@ -208,6 +208,7 @@ impl World {
                 wait: Wait::Nothing,
                 record_seq: 0,
                 count: 0,
+                again: false,
             },
         };
         let reference = original.map(f90);
