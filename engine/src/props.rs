@@ -147,8 +147,9 @@ mod tests {
                 let out = crate::testing::apply_message(&e, request(&s, repeat), NOW_MS);
                 let after = snapshot(&e);
                 if repeat {
-                    // A repeat names no payment: it is answered from memory.
-                    let same = Reply { payment_id: None, ..s.outcome };
+                    // A repeat names no payment: it is answered from memory,
+                    // and says so (`again`: nothing decided now).
+                    let same = Reply { payment_id: None, again: true, ..s.outcome };
                     prop_assert_eq!(out, same, "a repeat gets the very same answer");
                     prop_assert_eq!(&before, &after, "a repeat changes nothing");
                     continue;
