@@ -76,7 +76,8 @@ impl RiskState {
 
     /// Puts a card on the watch list (a payment was marked scam by hand):
     /// its later attempts score the policy's `watch_list_score` more.
-    /// `Ok(false)` if it already was. The list survives policy reloads and
+    /// `Ok(false)` if it already was; each call is one holder, so call it
+    /// once per payment flagged. The list survives policy reloads and
     /// velocity eviction; it is not persisted, so the switch re-adds marked
     /// cards from its journal at start-up.
     ///
@@ -84,6 +85,14 @@ impl RiskState {
     /// [`WatchListFull`] when the list holds `watch_list_max` cards.
     pub fn add_to_watch_list(&self, token: CardToken) -> Result<bool, WatchListFull> {
         self.cards.mark(&Key::card(token, Subject::Card, 0))
+    }
+
+    /// One flagged payment of the card lets go of its place on the watch
+    /// list (its scam flag was taken off): the card leaves the list when
+    /// no other flagged payment holds it (each [`RiskState::add_to_watch_list`]
+    /// is one holder). Returns whether it left the list now.
+    pub fn remove_from_watch_list(&self, token: CardToken) -> bool {
+        self.cards.unmark(&Key::card(token, Subject::Card, 0))
     }
 
     /// Whether a card is on the watch list.

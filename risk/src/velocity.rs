@@ -56,7 +56,7 @@
 //! Each shard also holds a set of *marked* keys (the watch list for cards),
 //! bounded by the table's `marked_max`, which eviction never touches.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -444,8 +444,9 @@ struct Shard {
     /// Slots a lookup may probe: [`NEIGHBOURHOOD_SLOTS`], or fewer in a
     /// tiny shard.
     neighbourhood: usize,
-    /// Marked keys (the watch list), untouched by eviction.
-    marked: HashSet<Key, KeyHasherBuild>,
+    /// Marked keys (the watch list), untouched by eviction, with, per key, how many holders marked it (flagged payments of the
+    /// card): it is unmarked when the last lets go.
+    marked: HashMap<Key, u32, KeyHasherBuild>,
 }
 
 /// What `Shard::observe` did to the table's size.
@@ -464,7 +465,7 @@ impl Shard {
             amounts: Amounts::new(slots_max),
             touches: 0,
             neighbourhood: NEIGHBOURHOOD_SLOTS.min(slots_max),
-            marked: HashSet::with_hasher(KeyHasherBuild::default()),
+            marked: HashMap::with_hasher(KeyHasherBuild::default()),
         }
     }
 
@@ -499,7 +500,7 @@ impl Shard {
                 .amounts
                 .record(index, slot, &recorded, amount_minor, need);
         }
-        totals.marked = !self.marked.is_empty() && self.marked.contains(key);
+        totals.marked = !self.marked.is_empty() && self.marked.contains_key(key);
         (totals, growth)
     }
 
@@ -697,13 +698,15 @@ impl Table {
         totals
     }
 
-    /// Marks `key`; `Ok(false)` if it already was.
+    /// Marks `key` once more (one more holder); `Ok(false)` if it already
+    /// was marked.
     pub(crate) fn mark(&self, key: &Key) -> Result<bool, WatchListFull> {
         let mut shard = self
             .shard(key.hash64())
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.marked.contains(key) {
+        if let Some(holders) = shard.marked.get_mut(key) {
+            *holders = holders.saturating_add(1);
             return Ok(false);
         }
         if self.marked_len.load(Ordering::Relaxed) >= self.marked_max {
@@ -712,8 +715,29 @@ impl Table {
             });
         }
         self.marked_len.fetch_add(1, Ordering::Relaxed);
-        shard.marked.insert(*key);
+        shard.marked.insert(*key, 1);
         Ok(true)
+    }
+
+    /// One holder of `key`'s mark lets go; the key is unmarked when it was
+    /// the last. Returns whether it was unmarked now.
+    pub(crate) fn unmark(&self, key: &Key) -> bool {
+        let mut shard = self
+            .shard(key.hash64())
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match shard.marked.get_mut(key) {
+            Some(holders) if *holders > 1 => {
+                *holders -= 1;
+                false
+            }
+            Some(_) => {
+                shard.marked.remove(key);
+                self.marked_len.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn is_marked(&self, key: &Key) -> bool {
@@ -721,7 +745,7 @@ impl Table {
             .shard(key.hash64())
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        shard.marked.contains(key)
+        shard.marked.contains_key(key)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -1019,5 +1043,12 @@ mod tests {
         }
         assert!(table.observe(&key(1), 0, 0, Need::ALL).marked);
         assert!(table.is_marked(&key(2)));
+        // Key 1 has two holders: the first to let go leaves it marked.
+        assert!(!table.unmark(&key(1)));
+        assert!(table.is_marked(&key(1)));
+        assert!(table.unmark(&key(1)));
+        assert!(!table.is_marked(&key(1)));
+        assert!(!table.unmark(&key(1)), "not marked: nothing to do");
+        assert_eq!(table.mark(&key(3)), Ok(true), "its room is free again");
     }
 }
