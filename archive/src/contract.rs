@@ -417,6 +417,129 @@ pub fn list_filters(h: &dyn Harness) {
         ..f()
     };
     assert_eq!(ids(amounts), vec![12, 11, 5]);
+    list_filters_back_office(h);
+}
+
+/// The back office's filters: some on columns (statuses, F37, F38), the
+/// others on each payment's image (scam, last 4, channel, ECI, code),
+/// paged through as the column filters are.
+pub fn list_filters_back_office(h: &dyn Harness) {
+    let mut a = h.create("list_filters_back_office");
+    let mut ps: Vec<Payment> = (1..=30u64)
+        .map(|id| payment(id, 1, id * 10, id * 100))
+        .collect();
+    ps[1].status = Status::Declined;
+    ps[1].history.push(engine::lifecycle::Activity {
+        op: engine::lifecycle::Operation::Sale,
+        amount_minor: 200,
+        at_ms: 20,
+        code: Code(*b"51"),
+    });
+    ps[2].status = Status::Refunded;
+    for i in [4, 9, 14, 19, 24] {
+        ps[i].scam = true;
+    }
+    ps[6].masked_pan = MaskedPan::from_masked("411111******4242").expect("masked");
+    ps[7].more.channel = Some(59);
+    ps[7].more.eci = Some(5);
+    ps[8].more.channel = Some(8);
+    let recs: Vec<_> = ps.iter().zip(1..).map(|(p, s)| (s, record(p))).collect();
+    apply(&mut *a, &recs);
+    let ids = |f: ListFilter<'_>, limit: usize| -> Vec<u64> {
+        let (mut seen, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = a.list(&[1], &f, cursor, limit).expect("list");
+            assert!(page.payments.len() <= limit);
+            seen.extend(page.payments.iter().map(|p| p.id));
+            cursor = page.payments.last().map(|p| p.id);
+            if !page.more {
+                return seen;
+            }
+        }
+    };
+    let f = ListFilter::default;
+    let statuses = [Status::Declined, Status::Refunded];
+    let several = ListFilter {
+        statuses: &statuses,
+        ..f()
+    };
+    assert_eq!(ids(several, 100), vec![3, 2]);
+    let scam = ListFilter {
+        scam: Some(true),
+        ..f()
+    };
+    assert_eq!(ids(scam, 2), vec![25, 20, 15, 10, 5], "paged by 2");
+    assert_eq!(
+        ids(
+            ListFilter {
+                scam: Some(false),
+                ..f()
+            },
+            100
+        )
+        .len(),
+        25
+    );
+    assert_eq!(
+        ids(
+            ListFilter {
+                rrn: Some(digits(12)),
+                ..f()
+            },
+            10
+        ),
+        vec![12]
+    );
+    assert_eq!(
+        ids(
+            ListFilter {
+                auth_code: Some(digits(13)),
+                ..f()
+            },
+            10
+        ),
+        vec![13]
+    );
+    assert_eq!(
+        ids(
+            ListFilter {
+                last4: Some(*b"4242"),
+                ..f()
+            },
+            10
+        ),
+        vec![7]
+    );
+    assert_eq!(
+        ids(
+            ListFilter {
+                channel: Some(59),
+                ..f()
+            },
+            10
+        ),
+        vec![8]
+    );
+    assert_eq!(
+        ids(
+            ListFilter {
+                eci: Some(5),
+                ..f()
+            },
+            10
+        ),
+        vec![8]
+    );
+    assert_eq!(
+        ids(
+            ListFilter {
+                code: Some(Code(*b"51")),
+                ..f()
+            },
+            10
+        ),
+        vec![2]
+    );
 }
 
 /// What was committed is there after a reopen, and writes go on.

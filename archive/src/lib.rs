@@ -43,6 +43,6 @@ pub use pg::redact::redact as redact_url;
 pub use pg::PgArchive;
 pub use sqlite::{SqliteArchive, FILE_NAME};
 pub use store::{
-    Archive, Page, BATCH_RECORDS_MAX, DELETE_PAYMENTS_MAX, OPEN_HOLDS_MAX, PAGE_PAYMENTS_MAX,
-    SCOPE_MERCHANTS_MAX,
+    Archive, Page, BATCH_RECORDS_MAX, DELETE_PAYMENTS_MAX, LIST_SCAN_PAYMENTS_MAX, OPEN_HOLDS_MAX,
+    PAGE_PAYMENTS_MAX, SCOPE_MERCHANTS_MAX,
 };

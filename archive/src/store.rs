@@ -25,6 +25,57 @@ pub const OPEN_HOLDS_MAX: usize = 10_000;
 /// holds the write lock for long while the drainer waits.
 pub const DELETE_PAYMENTS_MAX: usize = 10_000;
 
+/// Most archived payments one list page reads to apply filters the
+/// archive keeps no column for (scam, card's last 4, channel, ECI,
+/// response code: `ListFilter::needs_image`), checked on each payment's
+/// image: a page ends there with what it found (`more` when it found any,
+/// so the next page goes on from its last row), so a rare filter costs at
+/// most this many rows read per page.
+pub const LIST_SCAN_PAYMENTS_MAX: usize = 10_000;
+
+/// A list page for a filter that [`ListFilter::needs_image`]: pages of
+/// `fetch` (the store's page for the column filters, newest first, from a
+/// cursor) read until `limit` match, none are left, or
+/// [`LIST_SCAN_PAYMENTS_MAX`] were read.
+pub(crate) fn filtered_page(
+    filter: &ListFilter<'_>,
+    before_id: Option<u64>,
+    limit: usize,
+    mut fetch: impl FnMut(Option<u64>, usize) -> Result<Page, ArchiveError>,
+) -> Result<Page, ArchiveError> {
+    let mut found = Vec::new();
+    let (mut cursor, mut read) = (before_id, 0usize);
+    loop {
+        let batch = fetch(cursor, PAGE_PAYMENTS_MAX)?;
+        read += batch.payments.len();
+        cursor = batch.payments.last().map(|p| p.id);
+        for p in batch.payments {
+            if filter.matches(&p) {
+                if found.len() == limit {
+                    return Ok(Page {
+                        payments: found,
+                        more: true,
+                    });
+                }
+                found.push(p);
+            }
+        }
+        if !batch.more || cursor.is_none() {
+            return Ok(Page {
+                payments: found,
+                more: false,
+            });
+        }
+        if read >= LIST_SCAN_PAYMENTS_MAX {
+            let more = !found.is_empty();
+            return Ok(Page {
+                payments: found,
+                more,
+            });
+        }
+    }
+}
+
 /// One page of payments, newest first.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Page {

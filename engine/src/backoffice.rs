@@ -1,6 +1,12 @@
-//! The back office's changes (internal frames): refunds by cart line and
-//! marking a payment as scam by hand. Both go through the same commit as
-//! every other change.
+//! The back office's changes (internal frames): refunds by cart line, and
+//! marking a payment as scam by hand and taking the mark off. All go
+//! through the same commit as every other change.
+//!
+//! The watch list holds a card once per flagged payment of it: marking a
+//! payment that was not flagged adds one holder, unmarking it lets go of
+//! one, and the card leaves the list with its last flagged payment (so
+//! unmarking one of two flagged payments of a card leaves the card
+//! watched). The list lives in memory only.
 
 use crate::code::Code;
 use crate::command::{Fetched, Reply, Wait};
@@ -59,13 +65,14 @@ impl Engine {
     }
 
     /// Marks payment `id` of merchant `m` as scam by hand; its card goes on
-    /// the risk watch list. 25 when there is no such payment for `m`; 96
-    /// when the journal fails.
+    /// the risk watch list (once per payment). 25 when there is no such
+    /// payment for `m`; 96 when the journal fails.
     pub(crate) fn mark_scam(
         &self,
         m: u32,
         id: u64,
         reason: &str,
+        who: Who<'_>,
         fetched: Option<&Fetched>,
         now_ms: u64,
     ) -> Reply {
@@ -74,13 +81,15 @@ impl Engine {
             return not_here.reply(none);
         }
         let flag = |p: &mut crate::lifecycle::Payment| {
-            p.flag(reason, now_ms);
-            Ok(p.card_token)
+            let newly = p.flag_by(reason, who.by, who.note, now_ms);
+            Ok((p.card_token, newly))
         };
         match self.commit_existing(m, id, flag, |_, _| ChangeParts::default()) {
             Err(code) => self.let_go_meanwhile(id, code).reply(none),
-            Ok((token, recorded)) => {
-                self.risk.watch(&token);
+            Ok(((token, newly), recorded)) => {
+                if newly {
+                    self.risk.watch(&token);
+                }
                 metrics::counter!("switch_flagged_payments_total").increment(1);
                 Reply {
                     payment_id: Some(id),
@@ -90,5 +99,108 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Who marks a payment as scam by hand, and what they said.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Who<'a> {
+    /// The internal-frame client id, or the operator.
+    pub(crate) by: &'a str,
+    /// Their reason, kept with the payment.
+    pub(crate) note: Option<&'a str>,
+}
+
+impl Engine {
+    /// Takes the scam flag off payment `id` of merchant `m` by hand: who
+    /// and why are kept with the payment, the history gets an `unflag`
+    /// entry, and the card lets go of its place on the watch list (it
+    /// leaves when no other flagged payment holds it). 25 when there is no
+    /// such payment for `m`; 12 when it is not flagged; 96 when the
+    /// journal fails.
+    pub(crate) fn unmark_scam(
+        &self,
+        m: u32,
+        id: u64,
+        by: &str,
+        reason: &str,
+        fetched: Option<&Fetched>,
+        now_ms: u64,
+    ) -> Reply {
+        let none = [b'0'; 12];
+        if let Err(not_here) = self.ensure_payment(id, fetched) {
+            return not_here.reply(none);
+        }
+        let unflag =
+            |p: &mut crate::lifecycle::Payment| p.unflag(by, reason, now_ms).map(|()| p.card_token);
+        match self.commit_existing(m, id, unflag, |_, _| ChangeParts::default()) {
+            Err(Code::INVALID_TRANSACTION) => Reply {
+                payment_id: Some(id),
+                ..Reply::of(Code::INVALID_TRANSACTION, none)
+            },
+            Err(code) => self.let_go_meanwhile(id, code).reply(none),
+            Ok((token, recorded)) => {
+                self.risk.unwatch(&token);
+                metrics::counter!("switch_unflagged_payments_total").increment(1);
+                Reply {
+                    payment_id: Some(id),
+                    wait: Wait::of_seq(recorded.wait),
+                    record_seq: recorded.seq,
+                    ..Reply::of(Code::APPROVED, none)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::tests::payment;
+    use crate::lifecycle::{Kind, Operation};
+
+    #[test]
+    fn unmarking_lets_go_of_the_watch_list_once_per_flagged_payment() {
+        let e = crate::testing::engine(1_795_434_550_000);
+        let mut first = payment(Kind::Sale, 100);
+        let mut second = first.clone();
+        second.id = 2;
+        first.card_token.0[0] = 7;
+        second.card_token.0[0] = 7;
+        let token = first.card_token;
+        e.state.insert(first, None, None, |_| ()).expect("room");
+        e.state.insert(second, None, None, |_| ()).expect("room");
+        let who = Who {
+            by: "AB-0000-0001",
+            note: Some("chargeback"),
+        };
+        for id in [1, 2, 1] {
+            assert_eq!(
+                e.mark_scam(0, id, "manual", who, None, 5).code,
+                Code::APPROVED
+            );
+        }
+        assert!(e.risk.watched(&token));
+        let unmark = |id| {
+            e.unmark_scam(0, id, "AB-0000-0002", "verified", None, 6)
+                .code
+        };
+        assert_eq!(unmark(1), Code::APPROVED);
+        assert!(e.risk.watched(&token), "payment 2 is still flagged");
+        assert_eq!(unmark(1), Code::INVALID_TRANSACTION, "not flagged any more");
+        assert_eq!(unmark(2), Code::APPROVED);
+        assert!(!e.risk.watched(&token), "no flagged payment holds the card");
+        let missing = e.unmark_scam(0, 3, "AB-0000-0002", "verified", None, 6);
+        assert_eq!(
+            missing.wait,
+            Wait::Archive(crate::command::Fetch::Payment(3)),
+            "not in memory: the archive is asked"
+        );
+        let p = e.state.with_payment(1, |p| p.clone()).expect("in memory");
+        assert!(!p.scam);
+        let notes = p.more.flag_notes.as_deref().expect("notes");
+        assert_eq!(notes.flagged_by.as_deref(), Some("AB-0000-0001"));
+        assert_eq!(notes.unflag_reason.as_deref(), Some("verified"));
+        assert_eq!(p.history.last().map(|a| a.op), Some(Operation::Unflag));
     }
 }

@@ -174,6 +174,25 @@ pub enum Command<'a> {
         payment: u64,
         /// The rule name recorded with the flag.
         reason: &'a str,
+        /// Who marks it: the internal-frame client id, or the operator.
+        by: &'a str,
+        /// Why, as they said, kept with the payment.
+        note: Option<&'a str>,
+        /// What the archive had, when the last reply asked.
+        fetched: Option<&'a Fetched>,
+    },
+    /// Takes the scam flag off a payment of `merchant` by hand, with who
+    /// and why; its card leaves the risk watch list unless another flagged
+    /// payment of the card still holds it. 12 when it is not flagged.
+    UnmarkScam {
+        /// The merchant the caller acts for.
+        merchant: u32,
+        /// The payment.
+        payment: u64,
+        /// Who takes the flag off.
+        by: &'a str,
+        /// Why.
+        reason: &'a str,
         /// What the archive had, when the last reply asked.
         fetched: Option<&'a Fetched>,
     },
@@ -370,12 +389,55 @@ pub struct ListFilter<'a> {
     pub merchant_reference: Option<&'a str>,
     /// Only this terminal.
     pub terminal: Option<[u8; 8]>,
+    /// Only payments in one of these statuses (empty: any); with `status`,
+    /// both hold.
+    pub statuses: &'a [Status],
+    /// Only flagged (`true`) or unflagged (`false`) payments.
+    pub scam: Option<bool>,
+    /// Only this F37 of the authorization.
+    pub rrn: Option<[u8; 12]>,
+    /// Only this F38 of the authorization.
+    pub auth_code: Option<[u8; 6]>,
+    /// Only cards ending with these four digits.
+    pub last4: Option<[u8; 4]>,
+    /// Only this channel (F25's value: 0, 8, 59, 99).
+    pub channel: Option<u8>,
+    /// Only this ECI (its 2-digit number).
+    pub eci: Option<u8>,
+    /// Only payments whose authorization was answered with this code.
+    pub code: Option<Code>,
 }
 
 impl ListFilter<'_> {
-    pub(crate) fn matches(&self, p: &Payment) -> bool {
+    /// Whether it filters on something an archive keeps no column for
+    /// (scam, card's last 4, channel, ECI, response code): such filters are
+    /// checked on each payment's image ([`ListFilter::matches`]).
+    pub fn needs_image(&self) -> bool {
+        self.scam.is_some()
+            || self.last4.is_some()
+            || self.channel.is_some()
+            || self.eci.is_some()
+            || self.code.is_some()
+    }
+
+    /// Whether payment `p` passes every filter.
+    pub fn matches(&self, p: &Payment) -> bool {
+        self.matches_columns(p)
+            && self.scam.is_none_or(|s| s == p.scam)
+            && self
+                .last4
+                .is_none_or(|l| p.masked_pan.as_str().as_bytes().ends_with(&l))
+            && self.channel.is_none_or(|c| p.more.channel == Some(c))
+            && self.eci.is_none_or(|e| p.more.eci == Some(e))
+            && self.code.is_none_or(|c| p.result_code() == Some(c))
+    }
+
+    fn matches_columns(&self, p: &Payment) -> bool {
         let amount = p.authorized_minor.max(p.captured_minor);
-        self.status.is_none_or(|s| s == p.status)
+        (self.statuses.is_empty() || self.statuses.contains(&p.status))
+            && self.rrn.is_none_or(|r| r == p.rrn)
+            && self.auth_code.is_none_or(|a| a == p.auth_code)
+            && self.status.is_none_or(|s| s == p.status)
             && self.from_ms.is_none_or(|t| p.created_ms >= t)
             && self.to_ms.is_none_or(|t| p.created_ms < t)
             && self.amount_min_minor.is_none_or(|a| amount >= a)

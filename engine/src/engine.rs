@@ -148,8 +148,20 @@ impl Engine {
                 merchant,
                 payment,
                 reason,
+                by,
+                note,
                 fetched,
-            } => self.mark_scam(merchant, payment, reason, fetched, now_ms),
+            } => {
+                let who = crate::backoffice::Who { by, note };
+                self.mark_scam(merchant, payment, reason, who, fetched, now_ms)
+            }
+            Command::UnmarkScam {
+                merchant,
+                payment,
+                by,
+                reason,
+                fetched,
+            } => self.unmark_scam(merchant, payment, by, reason, fetched, now_ms),
             Command::Tick { archived_seq } => self.tick(now_ms, archived_seq),
             Command::EndHolds { payments } => self.end_archived_holds(payments, now_ms),
             Command::Retire {

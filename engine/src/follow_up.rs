@@ -283,7 +283,10 @@ impl Engine {
             },
         );
         match applied {
-            Err(code) => self.let_go_meanwhile(target.payment, code).reply(rrn),
+            Err(code) => {
+                self.record_refused(m, target.payment, req, code, now_ms);
+                self.let_go_meanwhile(target.payment, code).reply(rrn)
+            }
             Ok((refund, recorded)) => {
                 if let Some(own) = own {
                     let target = Target {
@@ -312,6 +315,36 @@ impl Engine {
                     ..Reply::of(Code::APPROVED, rrn)
                 }
             }
+        }
+    }
+
+    /// Writes a follow-up the lifecycle refused (12 or 13) into payment
+    /// `id`'s history, bounded by `HISTORY_REFUSED_MAX`: one more journal
+    /// record, the payment otherwise unchanged. Nothing waits for it and
+    /// nothing depends on it: the answer stays the refusal whatever
+    /// happens here (a journal that refuses the record loses only the
+    /// entry). Other refusals (25, 96) concern no payment's life.
+    fn record_refused(&self, m: u32, id: u64, req: &Request<'_>, code: Code, now_ms: u64) {
+        if code != Code::INVALID_TRANSACTION && code != Code::INVALID_AMOUNT {
+            return;
+        }
+        let amount_minor = match req.op {
+            Op::Reversal => req.replacement_minor.unwrap_or(0),
+            _ => req.amount_minor,
+        };
+        let refused = |p: &mut Payment| {
+            if p.record_refused(req.op.operation(), amount_minor, now_ms, code) {
+                Ok(())
+            } else {
+                // The history is full of real operations: nothing to write.
+                Err(code)
+            }
+        };
+        if self
+            .commit_existing(m, id, refused, |_, _| ChangeParts::default())
+            .is_ok()
+        {
+            metrics::counter!("switch_refused_operations_recorded_total").increment(1);
         }
     }
 

@@ -54,8 +54,8 @@ pub use commit::{Journal, NoJournal};
 pub use engine::Engine;
 pub use idempotency::{Answer, MessageKey};
 pub use lifecycle::{
-    CartItem, Extras, Increment, LineRefund, More, Payment, Status, CAPTURES_PER_PAYMENT_MAX,
-    CART_LINES_MAX, INCREMENTS_PER_PAYMENT_MAX, TEXT_BYTES_MAX,
+    CartItem, Extras, FlagNotes, Increment, LineRefund, More, Payment, Status,
+    CAPTURES_PER_PAYMENT_MAX, CART_LINES_MAX, INCREMENTS_PER_PAYMENT_MAX, TEXT_BYTES_MAX,
 };
 pub use merchant::{Merchant, Settings};
 pub use recovery::ReplayError;

@@ -9,6 +9,14 @@ use crate::code::Code;
 /// Most activity entries kept per payment; older ones are dropped first
 /// (the journal keeps them all).
 pub const HISTORY_MAX: usize = 32;
+/// Most refused follow-up operations (a capture, refund or cancel answered
+/// 12 or 13) kept in a payment's history: the oldest refused entry makes
+/// room for a newer one, and a real operation evicts refused entries before
+/// real ones, so a flood of refusals never pushes the payment's own
+/// operations out.
+pub const HISTORY_REFUSED_MAX: usize = 8;
+// Refusals can never fill the history on their own.
+const _: () = assert!(HISTORY_REFUSED_MAX < HISTORY_MAX);
 /// Most refunds per payment.
 pub const REFUNDS_PER_PAYMENT_MAX: usize = 64;
 /// Most captures of one pre-authorization, partial ones and the final one
@@ -88,7 +96,7 @@ pub enum Operation {
     AutoCapture,
     /// Marked as scam.
     Flag,
-    /// Scam flag removed by hand.
+    /// The scam flag taken off by hand.
     Unflag,
     /// Incremental authorization: the hold raised by its amount.
     Increment,
@@ -202,6 +210,9 @@ pub struct More {
     /// The amount asked for at authorization, minor units: what a declined
     /// payment was declined for (tag 3).
     pub requested_minor: Option<u64>,
+    /// Who marked the payment as scam by hand and who took the mark off,
+    /// and why (tags 4 to 8); boxed, as few payments have any.
+    pub flag_notes: Option<Box<FlagNotes>>,
     /// How many captures a pre-authorization has had, partial ones
     /// included, against [`CAPTURES_PER_PAYMENT_MAX`] (tag 10).
     pub captures: Option<u16>,
@@ -226,6 +237,31 @@ pub struct Increment {
     pub amount_minor: u64,
     /// Whether it has been reversed.
     pub reversed: bool,
+}
+
+/// Who marked a payment as scam by hand, who took the mark off, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlagNotes {
+    /// Who marked it: the internal-frame client id, or the operator (tag 4).
+    pub flagged_by: Option<String>,
+    /// Why, as they gave it (tag 5); the rule recorded is in
+    /// `Payment::flag_reasons`.
+    pub flag_note: Option<String>,
+    /// Why the flag was taken off, the last time it was (tag 6).
+    pub unflag_reason: Option<String>,
+    /// Who took it off (tag 7).
+    pub unflagged_by: Option<String>,
+    /// When, ms since the epoch (tag 8).
+    pub unflagged_ms: Option<u64>,
+}
+
+/// `s` cut to at most [`TEXT_BYTES_MAX`] bytes, at a character boundary.
+pub fn bounded_text(s: &str) -> String {
+    let mut end = s.len().min(TEXT_BYTES_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 /// What the shell sends for a forwarded authorization, and what a payment
@@ -290,6 +326,13 @@ impl Payment {
         let mut captured = false;
         self.history.iter().map(move |a| {
             let kind = match a.op {
+                Operation::Capture | Operation::AutoCapture if !a.code.approved() => {
+                    EventKind::CaptureRefused
+                }
+                Operation::Refund if !a.code.approved() => EventKind::RefundRefused,
+                Operation::Reversal | Operation::RefundReversal if !a.code.approved() => {
+                    EventKind::CancelRefused
+                }
                 _ if !a.code.approved() => EventKind::Declined,
                 Operation::Sale => EventKind::Authorized,
                 // An increment raises the hold: a pre-authorization of
@@ -306,11 +349,21 @@ impl Payment {
                 Operation::Reversal | Operation::RefundReversal => EventKind::Reversed,
                 Operation::Expiry => EventKind::Expired,
                 Operation::Flag => EventKind::MarkedScam,
-                // Placeholder until the back office's own mapping.
-                Operation::Unflag => EventKind::MarkedScam,
+                Operation::Unflag => EventKind::UnmarkedScam,
             };
             (a, kind)
         })
+    }
+
+    /// The response code the authorization was answered with: its history
+    /// entry's (the first); when the history no longer has it (more than
+    /// [`HISTORY_MAX`] operations since), approved unless declined.
+    pub fn result_code(&self) -> Option<Code> {
+        match self.history.first() {
+            Some(a) if matches!(a.op, Operation::PreAuth | Operation::Sale) => Some(a.code),
+            _ if self.status == Status::Declined => None,
+            _ => Some(Code::APPROVED),
+        }
     }
 
     /// Sum of refunds not reversed.
@@ -322,10 +375,12 @@ impl Payment {
             .sum()
     }
 
-    /// Adds to the history, dropping the oldest entry at the limit.
+    /// Adds to the history, dropping at the limit the oldest refused entry
+    /// if there is one, else the oldest entry.
     pub fn record(&mut self, op: Operation, amount_minor: u64, at_ms: u64, code: Code) {
-        if self.history.len() == HISTORY_MAX {
-            self.history.remove(0);
+        if self.history.len() >= HISTORY_MAX {
+            let oldest_refused = self.history.iter().position(|a| !a.code.approved());
+            self.history.remove(oldest_refused.unwrap_or(0));
         }
         self.history.push(Activity {
             op,
@@ -333,6 +388,31 @@ impl Payment {
             at_ms,
             code,
         });
+    }
+
+    /// Adds a refused follow-up operation (a capture, refund or cancel
+    /// answered `code`) to the history, changing nothing else. At most
+    /// [`HISTORY_REFUSED_MAX`] refused entries are kept (the oldest goes);
+    /// when the history is full of the payment's own operations the
+    /// refusal is not kept. Returns whether it was added.
+    pub fn record_refused(
+        &mut self,
+        op: Operation,
+        amount_minor: u64,
+        at_ms: u64,
+        code: Code,
+    ) -> bool {
+        debug_assert!(!code.approved());
+        let refused = self.history.iter().filter(|a| !a.code.approved()).count();
+        if refused >= HISTORY_REFUSED_MAX {
+            if let Some(i) = self.history.iter().position(|a| !a.code.approved()) {
+                self.history.remove(i);
+            }
+        } else if self.history.len() >= HISTORY_MAX {
+            return false;
+        }
+        self.record(op, amount_minor, at_ms, code);
+        true
     }
 
     fn refund_status(&self) -> Status {
@@ -673,6 +753,35 @@ impl Payment {
         }
         self.record(Operation::Flag, 0, now_ms, Code::APPROVED);
     }
+
+    /// Marks the payment as scam by hand: as [`Payment::flag`], and who did
+    /// it and why they said. Returns whether it was not flagged before.
+    pub fn flag_by(&mut self, rule: &str, by: &str, note: Option<&str>, now_ms: u64) -> bool {
+        let was = self.scam;
+        self.flag(rule, now_ms);
+        let notes = self.more.flag_notes.get_or_insert_with(Box::default);
+        notes.flagged_by = Some(bounded_text(by));
+        notes.flag_note = note.map(bounded_text);
+        !was
+    }
+
+    /// Takes the scam flag off by hand, with who and why. The rules that
+    /// flagged it stay in `flag_reasons` for the record.
+    ///
+    /// # Errors
+    /// 12 when the payment is not flagged.
+    pub fn unflag(&mut self, by: &str, reason: &str, now_ms: u64) -> Result<(), Code> {
+        if !self.scam {
+            return Err(Code::INVALID_TRANSACTION);
+        }
+        self.scam = false;
+        let notes = self.more.flag_notes.get_or_insert_with(Box::default);
+        notes.unflagged_by = Some(bounded_text(by));
+        notes.unflag_reason = Some(bounded_text(reason));
+        notes.unflagged_ms = Some(now_ms);
+        self.record(Operation::Unflag, 0, now_ms, Code::APPROVED);
+        Ok(())
+    }
 }
 
 /// One cart line to refund, as a refund request names it: the item and
@@ -884,6 +993,56 @@ pub(crate) mod tests {
         assert_eq!(p.flag_reasons, "blocklist");
         p.flag("velocity", 99);
         assert_eq!(p.flag_reasons, "blocklist,velocity");
+    }
+
+    #[test]
+    fn refused_entries_are_bounded_and_never_evict_real_ones() {
+        let mut p = payment(Kind::PreAuth, 1000);
+        p.record(Operation::PreAuth, 1000, 0, Code::APPROVED);
+        for i in 0..(HISTORY_REFUSED_MAX as u64 + 5) {
+            assert!(p.record_refused(Operation::Capture, 5000, 1 + i, Code::INVALID_AMOUNT));
+        }
+        let refused = |p: &Payment| p.history.iter().filter(|a| !a.code.approved()).count();
+        assert_eq!(refused(&p), HISTORY_REFUSED_MAX);
+        assert_eq!(p.history[0].op, Operation::PreAuth, "the real one stays");
+        assert_eq!(p.history[1].at_ms, 6, "the oldest refusals went");
+        assert_eq!(p.status, Status::Uncaptured, "nothing else changed");
+        // Real operations evict refused entries first.
+        for i in 0..HISTORY_MAX as u64 {
+            p.flag("manual", 100 + i);
+        }
+        assert_eq!(refused(&p), 0);
+        assert_eq!(p.history.len(), HISTORY_MAX);
+        // A history full of real operations keeps them.
+        assert!(!p.record_refused(Operation::Refund, 1, 200, Code::INVALID_TRANSACTION));
+        assert_eq!(refused(&p), 0);
+        let kinds: Vec<EventKind> = {
+            let mut q = payment(Kind::Sale, 10);
+            q.record_refused(Operation::Refund, 11, 1, Code::INVALID_AMOUNT);
+            q.record_refused(Operation::Capture, 11, 1, Code::INVALID_TRANSACTION);
+            q.events().map(|(_, k)| k).collect()
+        };
+        assert_eq!(kinds, [EventKind::RefundRefused, EventKind::CaptureRefused]);
+    }
+
+    #[test]
+    fn unflag_needs_a_flag_and_keeps_who_and_why() {
+        let mut p = payment(Kind::Sale, 10);
+        assert_eq!(p.unflag("op", "no", 1), Err(Code::INVALID_TRANSACTION));
+        assert!(p.flag_by("manual", "AB-0000-0001", Some("chargeback"), 2));
+        assert!(
+            !p.flag_by("manual", "AB-0000-0001", None, 3),
+            "already flagged"
+        );
+        assert_eq!(p.unflag("AB-0000-0002", "customer verified", 4), Ok(()));
+        assert!(!p.scam);
+        let notes = p.more.flag_notes.as_deref().expect("notes");
+        assert_eq!(notes.flagged_by.as_deref(), Some("AB-0000-0001"));
+        assert_eq!(notes.unflagged_by.as_deref(), Some("AB-0000-0002"));
+        assert_eq!(notes.unflag_reason.as_deref(), Some("customer verified"));
+        assert_eq!(notes.unflagged_ms, Some(4));
+        assert_eq!(p.history.last().map(|a| a.op), Some(Operation::Unflag));
+        assert_eq!(bounded_text(&"é".repeat(200)).len(), 256);
     }
 
     #[test]

@@ -126,6 +126,12 @@ fn put_payment(o: &mut Out<'_>, p: &Payment) {
 const TAG_ECI: u8 = 1;
 const TAG_CHANNEL: u8 = 2;
 const TAG_REQUESTED: u8 = 3;
+// Tags 4-9: the back office (issue 20).
+const TAG_FLAGGED_BY: u8 = 4;
+const TAG_FLAG_NOTE: u8 = 5;
+const TAG_UNFLAG_REASON: u8 = 6;
+const TAG_UNFLAGGED_BY: u8 = 7;
+const TAG_UNFLAGGED_MS: u8 = 8;
 // Tags 10-19: the lifecycle extensions (issue 20).
 const TAG_CAPTURES: u8 = 10;
 const TAG_HOLD_FROM: u8 = 11;
@@ -155,6 +161,21 @@ fn put_more(o: &mut Out<'_>, more: &More) {
     if let Some(amount) = more.requested_minor {
         ext(o, TAG_REQUESTED, &|o| o.u64(amount));
     }
+    if let Some(notes) = more.flag_notes.as_deref() {
+        for (tag, text) in [
+            (TAG_FLAGGED_BY, &notes.flagged_by),
+            (TAG_FLAG_NOTE, &notes.flag_note),
+            (TAG_UNFLAG_REASON, &notes.unflag_reason),
+            (TAG_UNFLAGGED_BY, &notes.unflagged_by),
+        ] {
+            if let Some(text) = text {
+                ext(o, tag, &|o| o.text(text));
+            }
+        }
+        if let Some(at) = notes.unflagged_ms {
+            ext(o, TAG_UNFLAGGED_MS, &|o| o.u64(at));
+        }
+    }
     if let Some(n) = more.captures {
         ext(o, TAG_CAPTURES, &|o| o.u16(n));
     }
@@ -179,6 +200,9 @@ fn put_more(o: &mut Out<'_>, more: &More) {
 /// does not know is skipped, so an older reader still reads a newer
 /// record; a known tag must be read to its last byte.
 fn get_more(i: &mut In<'_>) -> Result<More, DecodeError> {
+    fn notes(more: &mut More) -> &mut crate::lifecycle::FlagNotes {
+        more.flag_notes.get_or_insert_with(Box::default)
+    }
     let n = i.u8()?;
     if n > EXTENSIONS_MAX {
         return Err(DecodeError("too many extensions"));
@@ -198,6 +222,11 @@ fn get_more(i: &mut In<'_>) -> Result<More, DecodeError> {
             TAG_ECI => more.eci = Some(v.u8()?),
             TAG_CHANNEL => more.channel = Some(v.u8()?),
             TAG_REQUESTED => more.requested_minor = Some(v.u64()?),
+            TAG_FLAGGED_BY => notes(&mut more).flagged_by = Some(v.text()?),
+            TAG_FLAG_NOTE => notes(&mut more).flag_note = Some(v.text()?),
+            TAG_UNFLAG_REASON => notes(&mut more).unflag_reason = Some(v.text()?),
+            TAG_UNFLAGGED_BY => notes(&mut more).unflagged_by = Some(v.text()?),
+            TAG_UNFLAGGED_MS => notes(&mut more).unflagged_ms = Some(v.u64()?),
             TAG_CAPTURES => more.captures = Some(v.u16()?),
             TAG_HOLD_FROM => more.hold_from_ms = Some(v.u64()?),
             TAG_INCREMENTS => more.increments = get_increments(&mut v)?,
@@ -673,12 +702,20 @@ mod tests {
                 amount_minor: 700,
                 reversed: true,
             }],
+            flag_notes: Some(Box::new(crate::lifecycle::FlagNotes {
+                flagged_by: Some("AB-0000-0001".into()),
+                flag_note: Some("chargeback ré".into()),
+                unflag_reason: Some("verified".into()),
+                unflagged_by: Some("operator".into()),
+                unflagged_ms: Some(12),
+            })),
         };
         // Every operation is written by its index and read back.
         p.history.clear();
         for (n, op) in OPS.iter().enumerate() {
             p.record(*op, n as u64, 20 + n as u64, Code::APPROVED);
         }
+        p.record_refused(Operation::Capture, 7, 13, Code::INVALID_AMOUNT);
         PaymentRecord {
             payment: p,
             index: Some((

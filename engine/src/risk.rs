@@ -92,6 +92,19 @@ impl RiskStage {
         }
     }
 
+    /// One flagged payment of the card lets go of the watch list (its flag
+    /// was taken off); the card stays while another flagged payment holds
+    /// it. Returns whether it left the list.
+    pub(crate) fn unwatch(&self, token: &CardToken) -> bool {
+        self.state.remove_from_watch_list(risk::CardToken(token.0))
+    }
+
+    /// Whether the card is on the watch list.
+    #[cfg(test)]
+    pub(crate) fn watched(&self, token: &CardToken) -> bool {
+        self.state.is_watched(risk::CardToken(token.0))
+    }
+
     /// Tracked velocity keys, for the gauge.
     pub(crate) fn velocity_keys(&self) -> usize {
         self.state.velocity_keys()

@@ -152,6 +152,8 @@ fn a_record_the_journal_refuses_undoes_its_change() {
         merchant: 0,
         payment: id,
         reason: "manual",
+        by: "AB-0000-0001",
+        note: None,
         fetched: None,
     };
     assert_eq!(e.apply(scam, NOW_MS).code, Code::SYSTEM_MALFUNCTION);
@@ -163,6 +165,52 @@ fn a_record_the_journal_refuses_undoes_its_change() {
         (Code::SYSTEM_MALFUNCTION, None)
     );
     assert_eq!(stats(&e).payments, payments, "the refused sale is not kept");
+}
+
+#[test]
+fn a_refused_follow_up_is_journaled_in_the_history_and_changes_nothing_else() {
+    let journal = Recorder::default();
+    let e = engine(&journal);
+    let auth = e.apply(Command::Message(request(Op::PreAuth, 1, None)), NOW_MS);
+    let id = auth.payment_id.expect("id");
+    let before = payment(&e, id);
+    let records = journal.records.lock().expect("lock").len();
+    let of_it = Some(OriginalRef::Payment(id));
+    let mut too_much = request(Op::Capture, 2, of_it);
+    too_much.amount_minor = 5_000;
+    let capture = e.apply(Command::Message(too_much), NOW_MS + 1);
+    assert_eq!(capture.code, Code::INVALID_AMOUNT);
+    assert_eq!(capture.wait, Wait::Nothing, "a refusal waits for nothing");
+    let refund = e.apply(Command::Message(request(Op::Refund, 3, of_it)), NOW_MS + 2);
+    assert_eq!(refund.code, Code::INVALID_TRANSACTION);
+    let after = payment(&e, id);
+    assert_eq!(
+        (after.status, after.authorized_minor, after.captured_minor),
+        (
+            before.status,
+            before.authorized_minor,
+            before.captured_minor
+        )
+    );
+    let refused: Vec<_> = after.history[before.history.len()..]
+        .iter()
+        .map(|a| (a.op.label(), a.amount_minor, a.code))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("capture", 5_000, Code::INVALID_AMOUNT),
+            ("refund", 1_000, Code::INVALID_TRANSACTION)
+        ]
+    );
+    assert_eq!(
+        journal.records.lock().expect("lock").len(),
+        records + 2,
+        "each refusal is one record"
+    );
+    // A refusal is no capture: the right amount still captures.
+    let capture = e.apply(Command::Message(request(Op::Capture, 4, of_it)), NOW_MS + 3);
+    assert_eq!(capture.code, Code::APPROVED);
 }
 
 #[test]

@@ -121,6 +121,21 @@ fn query(filter: &ListFilter<'_>, before_id: Option<u64>, limit: usize) -> (Stri
     if let Some(t) = filter.terminal {
         and("terminal =", "bytea", Box::new(t.to_vec()));
     }
+    if let Some(r) = filter.rrn {
+        and("rrn =", "bytea", Box::new(r.to_vec()));
+    }
+    if let Some(a) = filter.auth_code {
+        and("auth_code =", "bytea", Box::new(a.to_vec()));
+    }
+    if !filter.statuses.is_empty() {
+        // Status codes are 0..8: written in the text, no value to bind.
+        let codes: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| status_record_code(*s).to_string())
+            .collect();
+        sql.push_str(&format!(" AND status IN ({})", codes.join(",")));
+    }
     values.push(Box::new(limit as i64 + 1));
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}::int8", values.len()));
     (sql, values)

@@ -518,7 +518,12 @@ impl Archive for PgArchive {
         before_id: Option<u64>,
         limit: usize,
     ) -> Result<Page, ArchiveError> {
-        list::page(self, scope, filter, before_id, limit)
+        if !filter.needs_image() {
+            return list::page(self, scope, filter, before_id, limit);
+        }
+        crate::store::filtered_page(filter, before_id, limit, |before, n| {
+            list::page(self, scope, filter, before, n)
+        })
     }
 
     fn open_holds(

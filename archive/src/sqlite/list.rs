@@ -101,6 +101,21 @@ fn query(filter: &ListFilter<'_>, before_id: Option<u64>, limit: usize) -> (Stri
     if let Some(t) = filter.terminal {
         and("terminal = ?", Value::Blob(t.to_vec()));
     }
+    if let Some(r) = filter.rrn {
+        and("rrn = ?", Value::Blob(r.to_vec()));
+    }
+    if let Some(a) = filter.auth_code {
+        and("auth_code = ?", Value::Blob(a.to_vec()));
+    }
+    if !filter.statuses.is_empty() {
+        // Status codes are 0..8: written in the text, no value to bind.
+        let codes: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| status_record_code(*s).to_string())
+            .collect();
+        sql.push_str(&format!(" AND status IN ({})", codes.join(",")));
+    }
     sql.push_str(" ORDER BY id DESC LIMIT ?");
     values.push(Value::Integer(limit as i64 + 1));
     (sql, values)

@@ -156,6 +156,15 @@ pub enum EventKind {
     MarkedScam = 8,
     /// `9`: an attempt declined (the entry's result code says why).
     Declined = 9,
+    /// `10`: the scam flag taken off by hand.
+    UnmarkedScam = 10,
+    /// `11`: a capture refused (the entry's result code says why, its
+    /// amount is the one asked); the payment did not change.
+    CaptureRefused = 11,
+    /// `12`: a refund refused, as `CaptureRefused`.
+    RefundRefused = 12,
+    /// `13`: a cancel (reversal) refused, as `CaptureRefused`.
+    CancelRefused = 13,
 }
 
 impl EventKind {
@@ -179,6 +188,10 @@ impl EventKind {
             7 => EventKind::Expired,
             8 => EventKind::MarkedScam,
             9 => EventKind::Declined,
+            10 => EventKind::UnmarkedScam,
+            11 => EventKind::CaptureRefused,
+            12 => EventKind::RefundRefused,
+            13 => EventKind::CancelRefused,
             _ => {
                 return Err(Error::OutOfRange {
                     tag: tag::HISTORY_ENTRY,
