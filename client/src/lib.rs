@@ -49,7 +49,7 @@ use tokio_util::codec::FramedRead;
 
 pub use codecs::internal::{EventKind, HistoryEntry, PaymentStatus, ResultCode};
 pub use error::ClientError;
-pub use types::{CartItem, ListQuery, MandateRow, MotoPayment, PaymentRow, Reply};
+pub use types::{CartItem, Details, ListQuery, MandateRow, MotoPayment, PaymentRow, Reply};
 
 /// How long a request waits for its answer unless told otherwise.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -396,6 +396,7 @@ impl Client {
     /// Input the format refuses (ranges the wrong way round, limit 0 or
     /// over 100), connection errors.
     pub async fn list_payments(&self, query: &ListQuery) -> Result<Reply, ClientError> {
+        let statuses: Vec<u8> = query.statuses.iter().map(|s| s.code()).collect();
         self.call(&Request::ListPayments(ListPayments {
             status: query.status,
             created_from_unix_s: query.created_from_unix_s,
@@ -406,6 +407,14 @@ impl Client {
             terminal_id: query.terminal_id.as_deref(),
             cursor: query.cursor,
             limit: query.limit,
+            scam: query.scam,
+            rrn: query.rrn.as_deref(),
+            auth_code: query.auth_code.as_deref(),
+            last4: query.last4.as_deref(),
+            channel: query.channel,
+            eci: query.eci,
+            result_code: query.result_code,
+            statuses: Some(&statuses[..]).filter(|s| !s.is_empty()),
         }))
         .await
     }
@@ -429,6 +438,17 @@ impl Client {
     /// Connection errors.
     pub async fn list_mandates(&self) -> Result<Reply, ClientError> {
         self.call(&Request::ListMandates).await
+    }
+
+    /// Takes the scam flag off a payment, with why (kept with the
+    /// payment, beside this key's client id); its card leaves the risk
+    /// watch list unless another flagged payment of the card holds it.
+    /// `12` when the payment is not flagged.
+    ///
+    /// # Errors
+    /// An empty or over-long reason (nothing is sent), connection errors.
+    pub async fn unmark_scam(&self, payment_id: u64, reason: &str) -> Result<Reply, ClientError> {
+        self.call(&Request::UnmarkScam { payment_id, reason }).await
     }
 
     /// Sends any request and waits for its answer.

@@ -79,6 +79,22 @@ pub struct ListQuery {
     pub cursor: Option<u64>,
     /// Page size, 1 to 100; absent: the switch's default.
     pub limit: Option<u16>,
+    /// Only flagged (`true`) or unflagged (`false`) payments.
+    pub scam: Option<bool>,
+    /// Only this F37 of the authorization (12 characters).
+    pub rrn: Option<String>,
+    /// Only this F38 of the authorization (6 letters or digits).
+    pub auth_code: Option<String>,
+    /// Only cards ending with these four digits.
+    pub last4: Option<String>,
+    /// Only this channel (F25's value: 0, 8, 59, 99).
+    pub channel: Option<u8>,
+    /// Only this ECI, 0 to 99.
+    pub eci: Option<u8>,
+    /// Only payments whose authorization was answered with this code.
+    pub result_code: Option<ResultCode>,
+    /// Only payments in one of these statuses (empty: any).
+    pub statuses: Vec<PaymentStatus>,
 }
 
 /// One payment in a list page.
@@ -156,6 +172,38 @@ pub struct Reply {
     pub next_cursor: Option<u64>,
     /// The mandates the key's provider holds (list mandates).
     pub mandates: Vec<MandateRow>,
+    /// How the payment was authorized, and its scam flag's workflow.
+    pub details: Details,
+}
+
+/// What the back office sees of one payment besides its amounts (answers
+/// that carry the payment, get payment above all). All optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details {
+    /// The ECI it was authorized with, 0 to 99.
+    pub eci: Option<u8>,
+    /// F37 of the authorization.
+    pub rrn: Option<String>,
+    /// How the card was presented (F25): 0, 8, 59 or 99.
+    pub channel: Option<u8>,
+    /// Approved by the switch in the issuer's stead.
+    pub stood_in: Option<bool>,
+    /// The response code the authorization was answered with.
+    pub auth_result_code: Option<ResultCode>,
+    /// The amount the authorization asked for (what a decline was for).
+    pub amount_requested_minor: Option<u64>,
+    /// The rules that flagged it, comma-separated.
+    pub flag_reasons: Option<String>,
+    /// Who marked it as scam by hand.
+    pub flagged_by: Option<String>,
+    /// Why they did.
+    pub flag_note: Option<String>,
+    /// Who last took the flag off.
+    pub unflagged_by: Option<String>,
+    /// Why.
+    pub unflag_reason: Option<String>,
+    /// When, Unix seconds.
+    pub unflagged_unix_s: Option<u64>,
 }
 
 impl Reply {
@@ -213,6 +261,27 @@ impl Reply {
                     scopes: m.scopes,
                 })
                 .collect(),
+            details: Details::of(&r.details),
+        }
+    }
+}
+
+impl Details {
+    fn of(d: &codecs::internal::Details<'_>) -> Details {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        Details {
+            eci: d.eci,
+            rrn: owned(d.rrn),
+            channel: d.channel,
+            stood_in: d.stood_in,
+            auth_result_code: d.auth_result_code,
+            amount_requested_minor: d.amount_requested_minor,
+            flag_reasons: owned(d.flag_reasons),
+            flagged_by: owned(d.flagged_by),
+            flag_note: owned(d.flag_note),
+            unflagged_by: owned(d.unflagged_by),
+            unflag_reason: owned(d.unflag_reason),
+            unflagged_unix_s: d.unflagged_unix_s,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use codecs::internal::{
-    check, tag, Authenticate, CartLine, Cvv2, Error, EventKind, Expiry, Frame, FrameType,
+    check, tag, Authenticate, CartLine, Cvv2, Details, Error, EventKind, Expiry, Frame, FrameType,
     HistoryEntry, InternalCodec, ListPayments, MandateRow, MotoRequest, Pan, PaymentRow,
     PaymentStatus, Refund, Repeated, Request, Response, ResultCode, Secret, FRAME_BODY_BYTES_MAX,
     FRAME_HEADER_BYTES,
@@ -160,6 +160,7 @@ fn with_request<R>(m: &ReqModel, f: impl FnOnce(Request<'_>) -> R) -> R {
             terminal_id: l.terminal_id.as_deref(),
             cursor: l.cursor,
             limit: l.limit,
+            ..ListPayments::default()
         })),
         ReqModel::Scam { payment_id, reason } => f(Request::MarkScam {
             payment_id: *payment_id,
@@ -474,6 +475,7 @@ fn with_response<R>(m: &RespModel, f: impl FnOnce(Response<'_>) -> R) -> R {
         rows: Repeated::from_slice(&rows),
         mandates: Repeated::empty(),
         next_cursor: m.next_cursor,
+        details: Details::default(),
     })
 }
 
@@ -987,4 +989,104 @@ fn doc_example_response_bytes() {
         "3431313131312a2a2a2a2a2a31313131",
     );
     assert_eq!(hex::encode(&dst), expected);
+}
+
+/// One frame's bytes for `request`.
+fn request_bytes(request: &Request<'_>) -> BytesMut {
+    let mut out = BytesMut::new();
+    request.encode(7, &mut out).expect("encodes");
+    out
+}
+
+#[test]
+fn back_office_filters_unmark_and_details_round_trip() {
+    let statuses = [1u8, 8];
+    let list = ListPayments {
+        scam: Some(true),
+        rrn: Some("000000000042"),
+        auth_code: Some("A1B2C3"),
+        last4: Some("4242"),
+        channel: Some(59),
+        eci: Some(5),
+        result_code: Some(ResultCode::new(*b"51").unwrap()),
+        statuses: Some(&statuses),
+        limit: Some(100),
+        ..ListPayments::default()
+    };
+    let bytes = request_bytes(&Request::ListPayments(list));
+    let (frame, _) = Frame::parse(&bytes).unwrap().unwrap();
+    let Request::ListPayments(back) = Request::parse(&frame).unwrap() else {
+        panic!("not a list");
+    };
+    assert_eq!(back, list);
+    let got: Vec<PaymentStatus> = back.statuses().collect();
+    assert_eq!(got, [PaymentStatus::Uncaptured, PaymentStatus::Declined]);
+
+    // Bad filter values are refused on both sides.
+    for bad in [
+        ListPayments {
+            channel: Some(7),
+            ..ListPayments::default()
+        },
+        ListPayments {
+            eci: Some(100),
+            ..ListPayments::default()
+        },
+        ListPayments {
+            last4: Some("42a2"),
+            ..ListPayments::default()
+        },
+        ListPayments {
+            statuses: Some(&[1, 1]),
+            ..ListPayments::default()
+        },
+        ListPayments {
+            statuses: Some(&[9]),
+            ..ListPayments::default()
+        },
+    ] {
+        let mut out = BytesMut::new();
+        assert!(
+            Request::ListPayments(bad).encode(1, &mut out).is_err()
+                || Request::parse(&Frame::parse(&out).unwrap().unwrap().0).is_err(),
+            "{bad:?}"
+        );
+    }
+
+    let unmark = Request::UnmarkScam {
+        payment_id: 9,
+        reason: "customer verified",
+    };
+    let bytes = request_bytes(&unmark);
+    assert_eq!(bytes[3], 0x10, "frame type 0x10");
+    let (frame, _) = Frame::parse(&bytes).unwrap().unwrap();
+    assert_eq!(Request::parse(&frame).unwrap(), unmark);
+    // The reason is required.
+    let mut no_reason = BytesMut::new();
+    Request::Cancel { payment_id: 9 }
+        .encode(1, &mut no_reason)
+        .unwrap();
+    no_reason[3] = 0x10;
+    let (frame, _) = Frame::parse(&no_reason).unwrap().unwrap();
+    assert!(Request::parse(&frame).is_err());
+
+    let mut r = Response::new(ResultCode::APPROVED);
+    r.details = Details {
+        eci: Some(5),
+        rrn: Some("633412000001"),
+        channel: Some(8),
+        stood_in: Some(true),
+        auth_result_code: Some(ResultCode::new(*b"05").unwrap()),
+        amount_requested_minor: Some(12_345),
+        flag_reasons: Some("manual"),
+        flagged_by: Some("AB-0000-0001"),
+        flag_note: Some("chargeback"),
+        unflagged_by: Some("AB-0000-0002"),
+        unflag_reason: Some("verified"),
+        unflagged_unix_s: Some(1_795_434_550),
+    };
+    let mut out = BytesMut::new();
+    r.encode(3, &mut out).unwrap();
+    let (frame, _) = Frame::parse(&out).unwrap().unwrap();
+    assert_eq!(Response::parse(&frame).unwrap(), r);
 }

@@ -220,6 +220,33 @@ pub(crate) const CARDHOLDER_NAME: StrSpec = spec(tag::CARDHOLDER_NAME, 1, 64, Ch
 pub(crate) const MESSAGE: StrSpec = spec(tag::MESSAGE, 1, 255, Charset::Text);
 pub(crate) const AUTH_CODE: StrSpec = spec(tag::AUTH_CODE, 6, 6, Charset::Alphanumeric);
 pub(crate) const MASKED_PAN: StrSpec = spec(tag::MASKED_PAN, 12, 19, Charset::MaskedPan);
+pub(crate) const FILTER_RRN: StrSpec = spec(tag::FILTER_RRN, 12, 12, Charset::Printable);
+pub(crate) const FILTER_AUTH_CODE: StrSpec =
+    spec(tag::FILTER_AUTH_CODE, 6, 6, Charset::Alphanumeric);
+pub(crate) const FILTER_LAST4: StrSpec = spec(tag::FILTER_LAST4, 4, 4, Charset::Digits);
+pub(crate) const RRN: StrSpec = spec(tag::RRN, 12, 12, Charset::Printable);
+pub(crate) const FLAG_REASONS: StrSpec = spec(tag::FLAG_REASONS, 1, 255, Charset::Text);
+pub(crate) const FLAGGED_BY: StrSpec = spec(tag::FLAGGED_BY, 1, 255, Charset::Text);
+pub(crate) const FLAG_NOTE: StrSpec = spec(tag::FLAG_NOTE, 1, 255, Charset::Text);
+pub(crate) const UNFLAGGED_BY: StrSpec = spec(tag::UNFLAGGED_BY, 1, 255, Charset::Text);
+pub(crate) const UNFLAG_REASON: StrSpec = spec(tag::UNFLAG_REASON, 1, 255, Charset::Text);
+
+/// A channel (F25 value) the switch records: 0, 8, 59 or 99.
+pub(crate) fn channel_value(tag: u8, value: &[u8]) -> Result<u8, Error> {
+    match u8_value(tag, value)? {
+        c @ (0 | 8 | 59 | 99) => Ok(c),
+        _ => Err(Error::OutOfRange { tag }),
+    }
+}
+
+/// An ECI: its 2-digit number, 0..=99.
+pub(crate) fn eci_value(tag: u8, value: &[u8]) -> Result<u8, Error> {
+    match u8_value(tag, value)? {
+        e @ 0..=99 => Ok(e),
+        _ => Err(Error::OutOfRange { tag }),
+    }
+}
+
 /// The item name inside a cart line.
 pub(crate) const CART_ITEM: StrSpec = spec(tag::CART_LINE, 1, 64, Charset::Text);
 /// The merchant reference inside a payment row (empty when there is none).

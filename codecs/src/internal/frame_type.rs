@@ -27,6 +27,8 @@ pub enum FrameType {
     ListPayments = 0x08,
     /// `0x09`: flag a payment as a scam.
     MarkScam = 0x09,
+    /// `0x10`: take the scam flag off a payment, with a reason.
+    UnmarkScam = 0x10,
     /// `0x14`: list the mandates the key's provider holds.
     ListMandates = 0x14,
     /// `0x80`: the answer to any request, success or error: a result code,
@@ -55,6 +57,7 @@ impl FrameType {
             0x07 => FrameType::GetPayment,
             0x08 => FrameType::ListPayments,
             0x09 => FrameType::MarkScam,
+            0x10 => FrameType::UnmarkScam,
             0x14 => FrameType::ListMandates,
             0x80 => FrameType::Response,
             found => return Err(Error::UnknownFrameType { found }),
@@ -72,6 +75,7 @@ impl FrameType {
             FrameType::GetPayment => "GetPayment",
             FrameType::ListPayments => "ListPayments",
             FrameType::MarkScam => "MarkScam",
+            FrameType::UnmarkScam => "UnmarkScam",
             FrameType::ListMandates => "ListMandates",
             FrameType::Response => "Response",
         }

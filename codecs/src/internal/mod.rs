@@ -39,7 +39,7 @@ pub use header::{check, Frame, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION};
 pub use items::{scope, CartLine, HistoryEntry, MandateRow, PaymentRow};
 pub use repeated::{Repeated, RepeatedItem, RepeatedIter};
 pub use request::{Authenticate, ListPayments, MotoRequest, Refund, Request};
-pub use response::Response;
+pub use response::{Details, Response};
 pub use sensitive::{Cvv2, Expiry, Pan, Secret};
 
 /// Largest body accepted or written: 16 KiB, checked on the header before
@@ -61,12 +61,34 @@ pub const CART_QUANTITY_MAX: u32 = 9_999;
 /// Largest amount in minor units: 12 digits, as ISO 8583 F4 (n12) holds.
 pub const AMOUNT_MINOR_MAX: u64 = 999_999_999_999;
 
-/// Fields a response has besides its repeated ones.
-const RESPONSE_SINGLE_FIELDS: usize = 15;
+/// Fields a response has besides its repeated ones (15, and the 12 of
+/// `Details`).
+const RESPONSE_SINGLE_FIELDS: usize = 15 + 12;
 /// Worst case of the single fields: every one at its longest (a 255-byte
-/// message and 64-byte reference are the long ones).
-const RESPONSE_SINGLE_BYTES_MAX: usize =
-    15 * 3 + 2 + 255 + 8 + 6 + 1 + 2 + 3 * 8 + 19 + 1 + 64 + 8 + 3 * 8;
+/// message and 64-byte reference are the long ones; then the details: ECI,
+/// RRN, channel, stand-in, code, amount, five 255-byte texts, a time).
+const RESPONSE_SINGLE_BYTES_MAX: usize = 15 * 3
+    + 2
+    + 255
+    + 8
+    + 6
+    + 1
+    + 2
+    + 3 * 8
+    + 19
+    + 1
+    + 64
+    + 8
+    + 3 * 8
+    + 12 * 3
+    + 1
+    + 12
+    + 1
+    + 1
+    + 2
+    + 8
+    + 5 * 255
+    + 8;
 
 // The largest response must fit the limits the decoder enforces.
 const _: () =

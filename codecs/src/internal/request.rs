@@ -3,11 +3,12 @@
 
 use bytes::BytesMut;
 
-use super::codes::PaymentStatus;
+use super::codes::{PaymentStatus, ResultCode};
 use super::error::Error;
 use super::field::{
-    self, check_amount, check_currency, check_str, count_repeat, encode_frame, payment_id_value,
-    required, u16_value, u64_value, u8_value, unexpected, BodyWriter, Field, Fields,
+    self, check_amount, check_currency, check_str, count_repeat, encode_frame, fixed, flag_value,
+    payment_id_value, required, u16_value, u64_value, u8_value, unexpected, BodyWriter, Field,
+    Fields,
 };
 use super::frame_type::FrameType;
 use super::header::Frame;
@@ -68,6 +69,13 @@ pub enum Request<'a> {
     },
     /// Lists the mandates the key's provider holds (no fields).
     ListMandates,
+    /// Takes the scam flag off a payment.
+    UnmarkScam {
+        /// The payment.
+        payment_id: u64,
+        /// Why, required: kept with the payment.
+        reason: &'a str,
+    },
 }
 
 /// `Authenticate` fields: `CLIENT_ID` and `SECRET`, both required.
@@ -142,6 +150,33 @@ pub struct ListPayments<'a> {
     pub cursor: Option<u64>,
     /// Page size, 1..=`LIST_ROWS_MAX`; absent: the server's default.
     pub limit: Option<u16>,
+    /// Only flagged (`true`) or unflagged (`false`) payments.
+    pub scam: Option<bool>,
+    /// Only this F37 of the authorization (12 bytes).
+    pub rrn: Option<&'a str>,
+    /// Only this F38 of the authorization (6 letters or digits).
+    pub auth_code: Option<&'a str>,
+    /// Only cards ending with these four digits.
+    pub last4: Option<&'a str>,
+    /// Only this channel (F25's value: 0, 8, 59, 99).
+    pub channel: Option<u8>,
+    /// Only this ECI, 0..=99.
+    pub eci: Option<u8>,
+    /// Only payments whose authorization was answered with this code.
+    pub result_code: Option<ResultCode>,
+    /// Only payments in one of these statuses, as their codes (at most
+    /// one of each); `status`, if given too, must hold as well.
+    pub statuses: Option<&'a [u8]>,
+}
+
+impl ListPayments<'_> {
+    /// The statuses of `statuses`, in the order given.
+    pub fn statuses(&self) -> impl Iterator<Item = PaymentStatus> + '_ {
+        self.statuses
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|&c| PaymentStatus::from_code(tag::FILTER_STATUSES, c).ok())
+    }
 }
 
 impl<'a> Request<'a> {
@@ -166,9 +201,10 @@ impl<'a> Request<'a> {
             FrameType::Refund => Request::Refund(Refund::parse(body)?),
             FrameType::ListPayments => Request::ListPayments(ListPayments::parse(body)?),
             FrameType::Capture => parse_capture(body)?,
-            FrameType::Cancel | FrameType::GetPayment | FrameType::MarkScam => {
-                parse_payment_action(frame_type, body)?
-            }
+            FrameType::Cancel
+            | FrameType::GetPayment
+            | FrameType::MarkScam
+            | FrameType::UnmarkScam => parse_payment_action(frame_type, body)?,
             FrameType::ListMandates => {
                 if let Some(Field { tag, .. }) = Fields::new(body).next_field()? {
                     unexpected(frame_type, tag)?;
@@ -191,6 +227,7 @@ impl<'a> Request<'a> {
             Request::GetPayment { .. } => FrameType::GetPayment,
             Request::ListPayments(_) => FrameType::ListPayments,
             Request::MarkScam { .. } => FrameType::MarkScam,
+            Request::UnmarkScam { .. } => FrameType::UnmarkScam,
             Request::ListMandates => FrameType::ListMandates,
         }
     }
@@ -237,6 +274,13 @@ impl<'a> Request<'a> {
                 w.opt_str(field::DESCRIPTION, *reason)
             }
             Request::ListMandates => Ok(()),
+            Request::UnmarkScam { payment_id, reason } => {
+                w.u64(
+                    tag::PAYMENT_ID,
+                    field::check_payment_id(tag::PAYMENT_ID, *payment_id)?,
+                )?;
+                w.str(field::DESCRIPTION, reason)
+            }
         })
     }
 }
@@ -289,15 +333,15 @@ fn lines_amount(
     refund_amount(amount_minor, lines).map(Some)
 }
 
-/// `Cancel`, `GetPayment`, `MarkScam`: a payment id and at most one more
-/// field.
+/// `Cancel`, `GetPayment`, `MarkScam`, `UnmarkScam`: a payment id and at
+/// most one more field.
 fn parse_payment_action(frame_type: FrameType, body: &[u8]) -> Result<Request<'_>, Error> {
     let (mut payment_id, mut reason) = (None, None);
     let mut fields = Fields::new(body);
     while let Some(Field { tag, value }) = fields.next_field()? {
         match (frame_type, tag) {
             (_, tag::PAYMENT_ID) => payment_id = Some(payment_id_value(tag, value)?),
-            (FrameType::MarkScam, tag::DESCRIPTION) => {
+            (FrameType::MarkScam | FrameType::UnmarkScam, tag::DESCRIPTION) => {
                 reason = Some(check_str(field::DESCRIPTION, value)?)
             }
             (_, tag) => unexpected(frame_type, tag)?,
@@ -308,6 +352,10 @@ fn parse_payment_action(frame_type: FrameType, body: &[u8]) -> Result<Request<'_
         FrameType::Cancel => Request::Cancel { payment_id },
         FrameType::GetPayment => Request::GetPayment { payment_id },
         FrameType::MarkScam => Request::MarkScam { payment_id, reason },
+        FrameType::UnmarkScam => Request::UnmarkScam {
+            payment_id,
+            reason: required(tag::DESCRIPTION, reason)?,
+        },
         found => return Err(Error::WrongDirection { found }),
     })
 }
@@ -508,15 +556,56 @@ impl<'a> ListPayments<'a> {
                 tag::TERMINAL_ID => l.terminal_id = Some(check_str(field::TERMINAL_ID, value)?),
                 tag::CURSOR => l.cursor = Some(u64_value(tag, value)?),
                 tag::LIMIT => l.limit = Some(u16_value(tag, value)?),
-                tag => unexpected(FrameType::ListPayments, tag)?,
+                tag => l.set_back_office(tag, value)?,
             }
         }
         l.check()?;
         Ok(l)
     }
 
+    /// The back office's filters (tags `0x37..=0x3E`).
+    fn set_back_office(&mut self, tag: u8, value: &'a [u8]) -> Result<(), Error> {
+        match tag {
+            tag::FILTER_SCAM => self.scam = Some(flag_value(tag, u8_value(tag, value)?)?),
+            tag::FILTER_RRN => self.rrn = Some(check_str(field::FILTER_RRN, value)?),
+            tag::FILTER_AUTH_CODE => {
+                self.auth_code = Some(check_str(field::FILTER_AUTH_CODE, value)?)
+            }
+            tag::FILTER_LAST4 => self.last4 = Some(check_str(field::FILTER_LAST4, value)?),
+            tag::FILTER_CHANNEL => self.channel = Some(field::channel_value(tag, value)?),
+            tag::FILTER_ECI => self.eci = Some(field::eci_value(tag, value)?),
+            tag::FILTER_RESULT_CODE => {
+                self.result_code = Some(ResultCode::new(fixed(tag, value)?)?)
+            }
+            tag::FILTER_STATUSES => self.statuses = Some(value),
+            tag => unexpected(FrameType::ListPayments, tag)?,
+        }
+        Ok(())
+    }
+
+    /// The statuses filter: 1..=8 known codes, none twice.
+    fn check_statuses(&self) -> Result<(), Error> {
+        let Some(codes) = self.statuses else {
+            return Ok(());
+        };
+        let t = tag::FILTER_STATUSES;
+        if codes.is_empty() || codes.len() > PaymentStatus::ALL.len() {
+            return Err(field::length_error(t, codes.len()));
+        }
+        let mut seen = 0u16;
+        for &c in codes {
+            PaymentStatus::from_code(t, c)?;
+            if seen & (1 << c) != 0 {
+                return Err(Error::Inconsistent { tag: t });
+            }
+            seen |= 1 << c;
+        }
+        Ok(())
+    }
+
     /// Ranges and the page size.
     fn check(&self) -> Result<(), Error> {
+        self.check_statuses()?;
         for (tag, amount) in [
             (tag::AMOUNT_MIN_MINOR, self.amount_min_minor),
             (tag::AMOUNT_MAX_MINOR, self.amount_max_minor),
@@ -559,6 +648,24 @@ impl<'a> ListPayments<'a> {
         w.opt_u64(tag::CURSOR, self.cursor)?;
         if let Some(limit) = self.limit {
             w.u16(tag::LIMIT, limit)?;
+        }
+        if let Some(scam) = self.scam {
+            w.u8(tag::FILTER_SCAM, u8::from(scam))?;
+        }
+        w.opt_str(field::FILTER_RRN, self.rrn)?;
+        w.opt_str(field::FILTER_AUTH_CODE, self.auth_code)?;
+        w.opt_str(field::FILTER_LAST4, self.last4)?;
+        if let Some(channel) = self.channel {
+            w.u8(tag::FILTER_CHANNEL, channel)?;
+        }
+        if let Some(eci) = self.eci {
+            w.u8(tag::FILTER_ECI, eci)?;
+        }
+        if let Some(code) = self.result_code {
+            w.bytes(tag::FILTER_RESULT_CODE, &code.bytes())?;
+        }
+        if let Some(codes) = self.statuses {
+            w.bytes(tag::FILTER_STATUSES, codes)?;
         }
         Ok(())
     }

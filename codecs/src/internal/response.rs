@@ -60,6 +60,94 @@ pub struct Response<'a> {
     pub mandates: Repeated<'a, MandateRow<'a>>,
     /// Cursor for the next page; absent on the last page.
     pub next_cursor: Option<u64>,
+    /// The back office's details of one payment (`GetPayment`, and the
+    /// answers that carry the payment).
+    pub details: Details<'a>,
+}
+
+/// What the back office sees of one payment besides its amounts: how it
+/// was authorized and its scam flag's workflow. All optional.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Details<'a> {
+    /// The ECI it was authorized with, 0..=99.
+    pub eci: Option<u8>,
+    /// F37 of the authorization.
+    pub rrn: Option<&'a str>,
+    /// How the card was presented (F25): 0, 8, 59 or 99.
+    pub channel: Option<u8>,
+    /// Approved by the switch in the issuer's stead.
+    pub stood_in: Option<bool>,
+    /// The response code the authorization was answered with.
+    pub auth_result_code: Option<ResultCode>,
+    /// The amount the authorization asked for, minor units.
+    pub amount_requested_minor: Option<u64>,
+    /// The rules that flagged it, comma-separated.
+    pub flag_reasons: Option<&'a str>,
+    /// Who marked it as scam by hand.
+    pub flagged_by: Option<&'a str>,
+    /// Why they did.
+    pub flag_note: Option<&'a str>,
+    /// Who last took the flag off.
+    pub unflagged_by: Option<&'a str>,
+    /// Why.
+    pub unflag_reason: Option<&'a str>,
+    /// When, Unix seconds.
+    pub unflagged_unix_s: Option<u64>,
+}
+
+impl<'a> Details<'a> {
+    /// One field of the details; `Ok(false)` when `tag` is none of them.
+    fn set(&mut self, tag: u8, value: &'a [u8]) -> Result<bool, Error> {
+        match tag {
+            tag::ECI => self.eci = Some(field::eci_value(tag, value)?),
+            tag::RRN => self.rrn = Some(check_str(field::RRN, value)?),
+            tag::CHANNEL => self.channel = Some(field::channel_value(tag, value)?),
+            tag::STOOD_IN => self.stood_in = Some(flag_value(tag, u8_value(tag, value)?)?),
+            tag::AUTH_RESULT_CODE => {
+                self.auth_result_code = Some(ResultCode::new(fixed(tag, value)?)?)
+            }
+            tag::AMOUNT_REQUESTED_MINOR => {
+                self.amount_requested_minor = Some(check_amount(tag, u64_value(tag, value)?, 0)?)
+            }
+            tag::FLAG_REASONS => self.flag_reasons = Some(check_str(field::FLAG_REASONS, value)?),
+            tag::FLAGGED_BY => self.flagged_by = Some(check_str(field::FLAGGED_BY, value)?),
+            tag::FLAG_NOTE => self.flag_note = Some(check_str(field::FLAG_NOTE, value)?),
+            tag::UNFLAGGED_BY => self.unflagged_by = Some(check_str(field::UNFLAGGED_BY, value)?),
+            tag::UNFLAG_REASON => {
+                self.unflag_reason = Some(check_str(field::UNFLAG_REASON, value)?)
+            }
+            tag::UNFLAGGED_UNIX_S => self.unflagged_unix_s = Some(u64_value(tag, value)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn encode(&self, w: &mut BodyWriter<'_>) -> Result<(), Error> {
+        if let Some(eci) = self.eci {
+            w.u8(tag::ECI, eci)?;
+        }
+        w.opt_str(field::RRN, self.rrn)?;
+        if let Some(channel) = self.channel {
+            w.u8(tag::CHANNEL, channel)?;
+        }
+        if let Some(stood_in) = self.stood_in {
+            w.u8(tag::STOOD_IN, u8::from(stood_in))?;
+        }
+        if let Some(code) = self.auth_result_code {
+            w.bytes(tag::AUTH_RESULT_CODE, &code.bytes())?;
+        }
+        let requested = self
+            .amount_requested_minor
+            .map(|a| check_amount(tag::AMOUNT_REQUESTED_MINOR, a, 0))
+            .transpose()?;
+        w.opt_u64(tag::AMOUNT_REQUESTED_MINOR, requested)?;
+        w.opt_str(field::FLAG_REASONS, self.flag_reasons)?;
+        w.opt_str(field::FLAGGED_BY, self.flagged_by)?;
+        w.opt_str(field::FLAG_NOTE, self.flag_note)?;
+        w.opt_str(field::UNFLAGGED_BY, self.unflagged_by)?;
+        w.opt_str(field::UNFLAG_REASON, self.unflag_reason)?;
+        w.opt_u64(tag::UNFLAGGED_UNIX_S, self.unflagged_unix_s)
+    }
 }
 
 impl<'a> Response<'a> {
@@ -84,6 +172,7 @@ impl<'a> Response<'a> {
             rows: Repeated::empty(),
             mandates: Repeated::empty(),
             next_cursor: None,
+            details: Details::default(),
         }
     }
 
@@ -148,7 +237,11 @@ impl<'a> Response<'a> {
             tag::TERMINAL_ID => self.terminal_id = Some(check_str(field::TERMINAL_ID, value)?),
             tag::CREATED_UNIX_S => self.created_unix_s = Some(u64_value(tag, value)?),
             tag::NEXT_CURSOR => self.next_cursor = Some(u64_value(tag, value)?),
-            tag => unexpected(FrameType::Response, tag)?,
+            tag => {
+                if !self.details.set(tag, value)? {
+                    unexpected(FrameType::Response, tag)?;
+                }
+            }
         }
         Ok(())
     }
@@ -196,6 +289,7 @@ impl<'a> Response<'a> {
         w.opt_str(field::TERMINAL_ID, self.terminal_id)?;
         w.opt_u64(tag::CREATED_UNIX_S, self.created_unix_s)?;
         w.opt_u64(tag::NEXT_CURSOR, self.next_cursor)?;
+        self.details.encode(w)?;
         self.encode_repeated(w)
     }
 

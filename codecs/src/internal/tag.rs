@@ -50,6 +50,24 @@ pub const AMOUNT_MAX_MINOR: u8 = 0x34;
 pub const CURSOR: u8 = 0x35;
 /// Page size: `u16`, 1..=`LIST_ROWS_MAX`.
 pub const LIMIT: u8 = 0x36;
+/// List filter, flagged as a scam (1) or not (0): `u8`.
+pub const FILTER_SCAM: u8 = 0x37;
+/// List filter, the authorization's F37: 12 printable ASCII bytes.
+pub const FILTER_RRN: u8 = 0x38;
+/// List filter, the authorization's F38: six ASCII letters or digits.
+pub const FILTER_AUTH_CODE: u8 = 0x39;
+/// List filter, the card's last four digits: four ASCII digits.
+pub const FILTER_LAST4: u8 = 0x3A;
+/// List filter, the channel (F25): `u8`, one of 0, 8, 59, 99.
+pub const FILTER_CHANNEL: u8 = 0x3B;
+/// List filter, the ECI: `u8`, 0..=99.
+pub const FILTER_ECI: u8 = 0x3C;
+/// List filter, the authorization's response code: two ASCII upper-case
+/// letters or digits.
+pub const FILTER_RESULT_CODE: u8 = 0x3D;
+/// List filter, any of several statuses: 1..=8 bytes, each a status code,
+/// none twice.
+pub const FILTER_STATUSES: u8 = 0x3E;
 
 /// Result code, the ISO 8583 response code: two ASCII upper-case letters or
 /// digits.
@@ -77,6 +95,33 @@ pub const NEXT_CURSOR: u8 = 0x4A;
 /// Payment created at, Unix seconds: `u64`.
 pub const CREATED_UNIX_S: u8 = 0x4B;
 
+/// The ECI the payment was authorized with: `u8`, 0..=99.
+pub const ECI: u8 = 0x60;
+/// F37 of the authorization: 12 printable ASCII bytes.
+pub const RRN: u8 = 0x61;
+/// How the card was presented (F25): `u8`, one of 0, 8, 59, 99.
+pub const CHANNEL: u8 = 0x62;
+/// Approved by the switch in the issuer's stead: `u8`, 0 or 1.
+pub const STOOD_IN: u8 = 0x63;
+/// The response code the authorization was answered with: two ASCII
+/// upper-case letters or digits.
+pub const AUTH_RESULT_CODE: u8 = 0x64;
+/// The amount the authorization asked for (what a decline was for),
+/// minor units: `u64`.
+pub const AMOUNT_REQUESTED_MINOR: u8 = 0x65;
+/// The rules that flagged the payment, comma-separated: UTF-8 without
+/// control characters, 1..=255 bytes.
+pub const FLAG_REASONS: u8 = 0x66;
+/// Who marked the payment as scam by hand: as `FLAG_REASONS`.
+pub const FLAGGED_BY: u8 = 0x67;
+/// Why they did, as they said: as `FLAG_REASONS`.
+pub const FLAG_NOTE: u8 = 0x68;
+/// Who last took the scam flag off: as `FLAG_REASONS`.
+pub const UNFLAGGED_BY: u8 = 0x69;
+/// Why: as `FLAG_REASONS`.
+pub const UNFLAG_REASON: u8 = 0x6A;
+/// When, Unix seconds: `u64`.
+pub const UNFLAGGED_UNIX_S: u8 = 0x6B;
 /// Mandate list row (repeatable): `granted_unix_s u64, scopes u8`, then
 /// the merchant's MID (15 printable characters).
 pub const MANDATE_ROW: u8 = 0x70;
@@ -126,6 +171,26 @@ pub(crate) fn name(tag: u8) -> &'static str {
         PAYMENT_ROW => "payment_row",
         NEXT_CURSOR => "next_cursor",
         CREATED_UNIX_S => "created_unix_s",
+        FILTER_SCAM => "filter_scam",
+        FILTER_RRN => "filter_rrn",
+        FILTER_AUTH_CODE => "filter_auth_code",
+        FILTER_LAST4 => "filter_last4",
+        FILTER_CHANNEL => "filter_channel",
+        FILTER_ECI => "filter_eci",
+        FILTER_RESULT_CODE => "filter_result_code",
+        FILTER_STATUSES => "filter_statuses",
+        ECI => "eci",
+        RRN => "rrn",
+        CHANNEL => "channel",
+        STOOD_IN => "stood_in",
+        AUTH_RESULT_CODE => "auth_result_code",
+        AMOUNT_REQUESTED_MINOR => "amount_requested_minor",
+        FLAG_REASONS => "flag_reasons",
+        FLAGGED_BY => "flagged_by",
+        FLAG_NOTE => "flag_note",
+        UNFLAGGED_BY => "unflagged_by",
+        UNFLAG_REASON => "unflag_reason",
+        UNFLAGGED_UNIX_S => "unflagged_unix_s",
         MANDATE_ROW => "mandate_row",
         t if t >= EXTENSION_MIN => "extension",
         _ => "unknown",
