@@ -295,7 +295,16 @@ impl Node {
         let Some(archive) = &self.archive else {
             return Ok((rows, more));
         };
-        let archived = archive.list(scope, &filter, before_id, limit)?;
+        let mut archived = archive.list(scope, &filter, before_id, limit)?;
+        // Memory has the newest image of a payment it holds: an older
+        // image in the archive may match where the payment no longer does
+        // (flag taken off, captured since), so it is not listed from there.
+        archived.payments.retain(|p| {
+            !matches!(
+                self.query(Query::Payment { scope, id: p.id }),
+                QueryReply::Payment(Some(_))
+            )
+        });
         Ok(merge_pages(
             rows,
             more,

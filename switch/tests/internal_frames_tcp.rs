@@ -145,15 +145,25 @@ async fn moto_lifecycle_over_tcp() {
     // The history tells the story, oldest first.
     let r = c.get_payment(hold).await.expect("get");
     assert_code(&r, "00");
-    let kinds: Vec<EventKind> = r.history.iter().map(|h| h.kind).collect();
+    // Refused operations are in it too, with their code.
+    let kinds: Vec<(EventKind, &str)> = r
+        .history
+        .iter()
+        .map(|h| (h.kind, h.result_code.as_str()))
+        .collect();
     assert_eq!(
         kinds,
         [
-            EventKind::Preauthorized,
-            EventKind::Captured,
-            EventKind::Refunded
+            (EventKind::Preauthorized, "00"),
+            (EventKind::RefundRefused, "12"),
+            (EventKind::CaptureRefused, "13"),
+            (EventKind::Captured, "00"),
+            // (`capture` without an amount of a payment that is no hold
+            // is refused at the edge, before the engine: not recorded.)
+            (EventKind::Refunded, "00"),
         ]
     );
+    assert_eq!(r.history[2].amount_minor, 1201, "the amount asked");
     assert_eq!(r.amount_authorized_minor, Some(1000));
     assert_eq!(r.amount_refunded_minor, Some(200));
     assert_eq!(r.merchant_reference.as_deref(), Some("ORD-2"));
@@ -275,6 +285,181 @@ async fn list_filters_and_pages() {
     sw.stop().await;
 }
 
+#[tokio::test]
+async fn back_office_details_scam_workflow_and_filters() {
+    let mut sw = TestSwitch::start().await;
+    let key = merchant_key(&sw, MID1);
+    let c = connect(&sw, &key).await;
+    let sale = c
+        .authorize_moto(&order(50, 5000, "BO-1", "DEMO0001"))
+        .await
+        .expect("sale");
+    assert_code(&sale, "00");
+    let id = sale.payment_id.expect("id");
+
+    // The detail: the F38 it was approved with, and how it was authorized.
+    let r = c.get_payment(id).await.expect("get");
+    assert_eq!(r.auth_code, sale.auth_code, "the approval's F38");
+    let d = &r.details;
+    let rrn = d.rrn.clone().expect("rrn");
+    assert_eq!(rrn.len(), 12);
+    assert_eq!(d.channel, Some(8), "MO/TO");
+    assert_eq!((d.eci, d.stood_in), (None, None));
+    assert_eq!(d.auth_result_code.map(|c| c.to_string()), Some("00".into()));
+    assert_eq!(d.amount_requested_minor, Some(5000));
+
+    // A declined MO/TO names the payment it made; its detail says why.
+    let mut blocked = order(51, 777, "BO-2", "DEMO0001");
+    blocked.pan = "4000000000000002".into();
+    let r = c.authorize_moto(&blocked).await.expect("declined");
+    assert_code(&r, "59");
+    let declined = r.payment_id.expect("a declined MO/TO names its payment");
+    let r = c.get_payment(declined).await.expect("get");
+    assert_eq!(r.status, Some(PaymentStatus::Declined));
+    assert_eq!(r.auth_code, None);
+    assert_eq!(r.amount_authorized_minor, Some(0));
+    assert_eq!(r.details.amount_requested_minor, Some(777));
+    assert_eq!(
+        r.details.auth_result_code.map(|c| c.to_string()),
+        Some("59".into())
+    );
+
+    // A refused capture changes nothing but the history.
+    assert_code(&c.capture(id, Some(10)).await.expect("capture"), "12");
+    let r = c.get_payment(id).await.expect("get");
+    assert_eq!(r.status, Some(PaymentStatus::Succeeded));
+    assert_eq!(
+        r.history.last().map(|h| (h.kind, h.result_code.as_str())),
+        Some((EventKind::CaptureRefused, "12"))
+    );
+
+    // Mark, filter, unmark: who and why are kept.
+    let r = c.mark_scam(id, Some("chargeback")).await.expect("mark");
+    assert_code(&r, "00");
+    assert_eq!(r.details.flagged_by.as_deref(), Some(key.0.as_str()));
+    assert_eq!(r.details.flag_note.as_deref(), Some("chargeback"));
+    assert_eq!(r.details.flag_reasons.as_deref(), Some("manual"));
+    let ids = |q: ListQuery| {
+        let c = &c;
+        async move {
+            let r = c.list_payments(&q).await.expect("list");
+            assert_code(&r, "00");
+            r.rows
+                .iter()
+                .map(|row| row.payment_id)
+                .collect::<Vec<u64>>()
+        }
+    };
+    let flagged = ListQuery {
+        scam: Some(true),
+        ..ListQuery::default()
+    };
+    // The declined payment's card is on the block list: flagged by risk.
+    assert_eq!(ids(flagged.clone()).await, [declined, id]);
+    let r = c
+        .unmark_scam(id, "customer verified")
+        .await
+        .expect("unmark");
+    assert_code(&r, "00");
+    assert_eq!(r.scam, Some(false));
+    assert_eq!(r.details.unflagged_by.as_deref(), Some(key.0.as_str()));
+    assert_eq!(
+        r.details.unflag_reason.as_deref(),
+        Some("customer verified")
+    );
+    assert_eq!(r.details.unflagged_unix_s, Some(START_MS / 1000));
+    let r = c.get_payment(id).await.expect("get");
+    assert_eq!(
+        r.history.last().map(|h| h.kind),
+        Some(EventKind::UnmarkedScam)
+    );
+    assert_eq!(ids(flagged).await, [declined]);
+    let unflagged = ListQuery {
+        scam: Some(false),
+        ..ListQuery::default()
+    };
+    assert_eq!(ids(unflagged).await, [id]);
+    assert_code(&c.unmark_scam(id, "again").await.expect("u"), "12");
+
+    // The other filters.
+    let q = ListQuery::default;
+    assert_eq!(
+        ids(ListQuery {
+            rrn: Some(rrn),
+            ..q()
+        })
+        .await,
+        [id]
+    );
+    let auth = sale.auth_code.clone();
+    assert_eq!(
+        ids(ListQuery {
+            auth_code: auth,
+            ..q()
+        })
+        .await,
+        [id]
+    );
+    let last4 = "0002".to_string(); // the blocked card's
+    assert_eq!(
+        ids(ListQuery {
+            last4: Some(last4),
+            ..q()
+        })
+        .await,
+        [declined]
+    );
+    assert_eq!(
+        ids(ListQuery {
+            channel: Some(8),
+            ..q()
+        })
+        .await,
+        [declined, id]
+    );
+    assert!(ids(ListQuery {
+        channel: Some(0),
+        ..q()
+    })
+    .await
+    .is_empty());
+    assert!(ids(ListQuery {
+        eci: Some(5),
+        ..q()
+    })
+    .await
+    .is_empty());
+    let code = |s: &[u8; 2]| switch_client::ResultCode::new(*s).ok();
+    let by_code = ListQuery {
+        result_code: code(b"59"),
+        ..q()
+    };
+    assert_eq!(ids(by_code).await, [declined]);
+    let by_statuses = ListQuery {
+        statuses: vec![PaymentStatus::Declined, PaymentStatus::Uncaptured],
+        ..q()
+    };
+    assert_eq!(ids(by_statuses).await, [declined]);
+    let both = ListQuery {
+        statuses: vec![PaymentStatus::Declined, PaymentStatus::Succeeded],
+        limit: Some(1),
+        ..q()
+    };
+    let r = c.list_payments(&both).await.expect("list");
+    assert_eq!(r.rows.len(), 1, "the page size holds");
+    assert!(r.next_cursor.is_some());
+    // The page size has a maximum; nothing past it is sent.
+    let too_big = ListQuery {
+        limit: Some(101),
+        ..q()
+    };
+    assert!(matches!(
+        c.list_payments(&too_big).await,
+        Err(ClientError::Encode(_))
+    ));
+    sw.stop().await;
+}
+
 /// Every operation of key `c` on payment `id` is answered 25, as if the
 /// payment did not exist, and listing does not show it.
 async fn assert_cannot_touch(c: &Client, id: u64) {
@@ -292,6 +477,7 @@ async fn assert_cannot_touch(c: &Client, id: u64) {
     );
     assert_code(&c.cancel(id).await.expect("cancel"), "25");
     assert_code(&c.mark_scam(id, None).await.expect("scam"), "25");
+    assert_code(&c.unmark_scam(id, "not mine").await.expect("unmark"), "25");
     let rows = c
         .list_payments(&ListQuery::default())
         .await

@@ -248,6 +248,7 @@ impl Link {
             terminal_id: filters.terminal_id.clone(),
             cursor: filters.cursor,
             limit: Some(ROWS_PER_PAGE),
+            ..ListQuery::default()
         };
         let query = &query;
         let reply = self

@@ -314,7 +314,7 @@ impl FrameWire {
                 _ => None,
             }
         }));
-        (run(node, &self.scope, request), None)
+        (run(node, &self.scope, client_id, request), None)
     }
 }
 
@@ -329,6 +329,7 @@ fn frame_type_label(code: u8) -> &'static str {
         0x07 => "get_payment",
         0x08 => "list_payments",
         0x09 => "mark_scam",
+        0x10 => "unmark_scam",
         0x14 => "list_mandates",
         _ => "other",
     }
@@ -396,7 +397,8 @@ fn mandate_scope(request: &Request<'_>) -> u8 {
         | Request::PreauthorizeMoto(_)
         | Request::Capture { .. }
         | Request::Cancel { .. }
-        | Request::MarkScam { .. } => scope::PAYMENTS,
+        | Request::MarkScam { .. }
+        | Request::UnmarkScam { .. } => scope::PAYMENTS,
     }
 }
 
@@ -422,6 +424,8 @@ struct Answer {
     seq: u64,
     /// A status without the payment (a declined MO/TO).
     status: Option<Status>,
+    /// A payment id without the payment (a declined MO/TO).
+    payment_id: Option<u64>,
     /// A MO/TO the engine routed to an issuer: answered later (the
     /// forward, the engine's reply, the merchant's index and F42).
     deferred: Option<Deferral>,
@@ -448,6 +452,7 @@ impl Answer {
             next_cursor: None,
             seq: 0,
             status: None,
+            payment_id: None,
             deferred: None,
         }
     }
@@ -463,8 +468,9 @@ impl Answer {
     }
 }
 
-/// Runs one request for a key that may act for the merchants in `scope`.
-fn run(node: &Node, scope: &[u32], request: &Request<'_>) -> Answer {
+/// Runs one request for key `client_id`, which may act for the merchants
+/// in `scope`.
+fn run(node: &Node, scope: &[u32], client_id: &str, request: &Request<'_>) -> Answer {
     match request {
         Request::AuthorizeMoto(m) => moto(node, scope, m, Op::Sale),
         Request::PreauthorizeMoto(m) => moto(node, scope, m, Op::PreAuth),
@@ -506,26 +512,42 @@ fn run(node: &Node, scope: &[u32], request: &Request<'_>) -> Answer {
             follow_up(node, p, Op::Reversal, 0)
         }),
         Request::GetPayment { payment_id } => with_payment(node, scope, *payment_id, |p| {
-            let mut a = Answer::of(Code::APPROVED, Some(p.clone()), None, 0);
+            // The F38 the authorization was approved with (none for a
+            // declined one).
+            let auth_code = p
+                .result_code()
+                .filter(|c| c.approved())
+                .map(|_| p.auth_code);
+            let mut a = Answer::of(Code::APPROVED, Some(p.clone()), auth_code, 0);
             a.history = true;
             a
         }),
-        Request::MarkScam { payment_id, .. } => with_payment(node, scope, *payment_id, |p| {
-            // The reason is for people; the flag records the rule "manual".
-            let reply = node.resolving(|fetched| {
-                node.apply(Command::MarkScam {
+        Request::MarkScam { payment_id, reason } => {
+            with_payment(node, scope, *payment_id, |p| {
+                // The flag records the rule "manual"; who and why are kept
+                // beside it.
+                scam_flag(node, p, |fetched| {
+                    node.apply(Command::MarkScam {
+                        merchant: p.merchant,
+                        payment: p.id,
+                        reason: "manual",
+                        by: client_id,
+                        note: *reason,
+                        fetched: Some(fetched),
+                    })
+                })
+            })
+        }
+        Request::UnmarkScam { payment_id, reason } => with_payment(node, scope, *payment_id, |p| {
+            scam_flag(node, p, |fetched| {
+                node.apply(Command::UnmarkScam {
                     merchant: p.merchant,
                     payment: p.id,
-                    reason: "manual",
+                    by: client_id,
+                    reason,
                     fetched: Some(fetched),
                 })
-            });
-            let payment = reply
-                .code
-                .approved()
-                .then(|| payment(node, p.merchant, p.id))
-                .flatten();
-            Answer::of(reply.code, payment, None, reply.wait.journal_seq())
+            })
         }),
         Request::ListPayments(l) => list(node, scope, l),
         Request::Authenticate(_) => {
@@ -534,6 +556,24 @@ fn run(node: &Node, scope: &[u32], request: &Request<'_>) -> Answer {
         // Answered in `act`, which knows the key.
         Request::ListMandates => Answer::refusal(Code::INVALID_TRANSACTION, "no mandates".into()),
     }
+}
+
+/// Marks payment `p` as scam or takes the mark off (`command`): the
+/// payment as it then stands, on approval.
+fn scam_flag(
+    node: &Node,
+    p: &Payment,
+    apply: impl Fn(&engine::Fetched) -> engine::Reply,
+) -> Answer {
+    let reply = node.resolving(apply);
+    let payment = reply
+        .code
+        .approved()
+        .then(|| payment(node, p.merchant, p.id))
+        .flatten();
+    let mut answer = Answer::of(reply.code, payment, None, reply.wait.journal_seq());
+    answer.payment_id = reply.payment_id;
+    answer
 }
 
 /// Payment `id` as it now stands, if it belongs to merchant `m` (from
@@ -663,9 +703,11 @@ fn moto(node: &Node, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
 /// issuer).
 fn moto_answer(node: &Node, merchant: u32, reply: &engine::Reply) -> Answer {
     if !reply.code.approved() {
-        // A declined MO/TO is answered with its status, not the payment.
+        // A declined MO/TO is answered with its status and id (it is made
+        // and journaled: the back office can look it up), not the payment.
         let mut answer = Answer::of(reply.code, None, None, reply.wait.journal_seq());
         answer.status = Some(Status::Declined);
+        answer.payment_id = reply.payment_id;
         return answer;
     }
     let payment = reply.payment_id.and_then(|id| payment(node, merchant, id));
@@ -785,9 +827,23 @@ fn refund_lines(
     )
 }
 
+/// A checked fixed-length text filter as its bytes.
+fn fixed<const N: usize>(s: Option<&str>) -> Option<[u8; N]> {
+    s.and_then(|s| s.as_bytes().try_into().ok())
+}
+
 /// One page of the key's merchants' payments, newest first.
 fn list(node: &Node, scope: &[u32], l: &ListPayments<'_>) -> Answer {
+    let statuses: Vec<Status> = l.statuses().collect();
     let filter = ListFilter {
+        statuses: &statuses,
+        scam: l.scam,
+        rrn: fixed(l.rrn),
+        auth_code: fixed(l.auth_code),
+        last4: fixed(l.last4),
+        channel: l.channel,
+        eci: l.eci,
+        code: l.result_code.map(|c| Code(c.bytes())),
         status: l.status,
         from_ms: l.created_from_unix_s.map(|s| s.saturating_mul(1000)),
         // "At or before" that second: before the next one.
@@ -859,6 +915,7 @@ fn encode(request_id: u64, answer: &Answer, out: &mut BytesMut) {
     let mut r = Response::new(ResultCode::new(answer.code.0).unwrap_or(ResultCode::FORMAT_ERROR));
     r.message = answer.message.as_deref();
     r.status = answer.status;
+    r.payment_id = answer.payment_id;
     if let Some(p) = &answer.payment {
         fill_payment(&mut r, p);
     }
@@ -911,6 +968,41 @@ fn fill_payment<'a>(r: &mut Response<'a>, p: &'a Payment) {
         .map(str::trim_end)
         .filter(|t| !t.is_empty());
     r.created_unix_s = Some(p.created_ms / 1000);
+    r.details = details(p);
+}
+
+/// `s`, if not empty, cut to the 255 bytes a frame's text carries.
+fn text_255(s: &str) -> Option<&str> {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&s[..end]).filter(|t| !t.is_empty())
+}
+
+/// The back office's details of `p`: how it was authorized, its flag's
+/// workflow.
+fn details(p: &Payment) -> codecs::internal::Details<'_> {
+    let notes = p.more.flag_notes.as_deref();
+    let note = |f: fn(&engine::FlagNotes) -> &Option<String>| {
+        notes.and_then(|n| f(n).as_deref()).and_then(text_255)
+    };
+    codecs::internal::Details {
+        eci: p.more.eci.filter(|e| *e <= 99),
+        rrn: std::str::from_utf8(&p.rrn)
+            .ok()
+            .filter(|r| r.bytes().all(|b| (b' '..=b'~').contains(&b))),
+        channel: p.more.channel.filter(|c| matches!(c, 0 | 8 | 59 | 99)),
+        stood_in: p.upstream.as_ref().map(|u| u.stood_in),
+        auth_result_code: p.result_code().and_then(|c| ResultCode::new(c.0).ok()),
+        amount_requested_minor: p.more.requested_minor,
+        flag_reasons: text_255(&p.flag_reasons),
+        flagged_by: note(|n| &n.flagged_by),
+        flag_note: note(|n| &n.flag_note),
+        unflagged_by: note(|n| &n.unflagged_by),
+        unflag_reason: note(|n| &n.unflag_reason),
+        unflagged_unix_s: notes.and_then(|n| n.unflagged_ms).map(|ms| ms / 1000),
+    }
 }
 
 fn row(p: &Payment) -> PaymentRow<'_> {
