@@ -83,7 +83,48 @@ pub(crate) enum Command {
         /// Only this merchant (MID).
         #[arg(long)]
         merchant: Option<String>,
+        /// Data directory (as the switch's `--data-dir`; before or after
+        /// `export`).
+        #[arg(long = "data-dir")]
+        export_data_dir: Option<PathBuf>,
+        /// Configuration file (as the switch's `--config`; before or
+        /// after `export`).
+        #[arg(long = "config")]
+        export_config: Option<PathBuf>,
+        /// The list's filters.
+        #[command(flatten)]
+        filters: ExportFilters,
     },
+}
+
+/// `switch export`'s filters: the internal-frame list's, by the same
+/// names; all optional, combined with "and".
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct ExportFilters {
+    /// Only flagged (`yes`) or unflagged (`no`) payments.
+    #[arg(long)]
+    pub(crate) scam: Option<String>,
+    /// Only this F37 of the authorization (12 characters).
+    #[arg(long)]
+    pub(crate) rrn: Option<String>,
+    /// Only this F38 of the authorization (6 letters or digits).
+    #[arg(long)]
+    pub(crate) auth_code: Option<String>,
+    /// Only cards ending with these 4 digits.
+    #[arg(long)]
+    pub(crate) last4: Option<String>,
+    /// Only this channel (F25: 0, 8, 59 or 99).
+    #[arg(long)]
+    pub(crate) channel: Option<u8>,
+    /// Only this ECI (0 to 99).
+    #[arg(long)]
+    pub(crate) eci: Option<u8>,
+    /// Only payments whose authorization was answered with this code.
+    #[arg(long)]
+    pub(crate) code: Option<String>,
+    /// Only these statuses, comma-separated (`succeeded,declined`).
+    #[arg(long)]
+    pub(crate) status: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -67,6 +67,13 @@ fn payment_json(p: &Payment) -> serde_json::Value {
         "rrn": String::from_utf8_lossy(&p.rrn),
         "scam": p.scam,
         "flag_reasons": p.flag_reasons,
+        "eci": p.more.eci,
+        "channel": p.more.channel,
+        "requested_minor": p.more.requested_minor,
+        "flag_notes": p.more.flag_notes.as_deref().map(|n| json!({
+            "flagged_by": n.flagged_by, "flag_note": n.flag_note, "unflagged_by": n.unflagged_by,
+            "unflag_reason": n.unflag_reason, "unflagged_ms": n.unflagged_ms,
+        })),
         "history": p.history.iter().map(|a| json!({
             "op": a.op.label(), "amount_minor": a.amount_minor, "at_ms": a.at_ms, "code": a.code.to_string(),
         })).collect::<Vec<_>>(),
@@ -160,6 +167,113 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Which payments of the period an export keeps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Only<'a> {
+    /// One merchant's (MID), or all.
+    pub(crate) merchant: Option<&'a str>,
+    /// The list's filters.
+    pub(crate) filter: &'a ExportFilter,
+}
+
+/// `switch export`'s filters, checked: the internal-frame list's.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ExportFilter {
+    scam: Option<bool>,
+    rrn: Option<[u8; 12]>,
+    auth_code: Option<[u8; 6]>,
+    last4: Option<[u8; 4]>,
+    channel: Option<u8>,
+    eci: Option<u8>,
+    code: Option<engine::Code>,
+    statuses: Vec<engine::Status>,
+}
+
+impl ExportFilter {
+    /// Checks the flags as the internal frames check the list's fields.
+    ///
+    /// # Errors
+    /// The first flag that is not what it should be, by name.
+    pub(crate) fn parse(f: &super::args::ExportFilters) -> anyhow::Result<ExportFilter> {
+        fn fixed<const N: usize>(
+            flag: &str,
+            v: &Option<String>,
+            ok: fn(u8) -> bool,
+            what: &str,
+        ) -> anyhow::Result<Option<[u8; N]>> {
+            let Some(v) = v else { return Ok(None) };
+            match <[u8; N]>::try_from(v.as_bytes()) {
+                Ok(b) if b.iter().all(|&c| ok(c)) => Ok(Some(b)),
+                _ => anyhow::bail!("{flag} `{v}`: expected {what}"),
+            }
+        }
+        let scam = match f.scam.as_deref() {
+            None => None,
+            Some("yes") => Some(true),
+            Some("no") => Some(false),
+            Some(v) => anyhow::bail!("--scam `{v}`: expected yes or no"),
+        };
+        if let Some(c) = f.channel.filter(|c| !matches!(c, 0 | 8 | 59 | 99)) {
+            anyhow::bail!("--channel `{c}`: expected 0, 8, 59 or 99");
+        }
+        if let Some(e) = f.eci.filter(|e| *e > 99) {
+            anyhow::bail!("--eci `{e}`: expected 0 to 99");
+        }
+        let code_char = |c: u8| c.is_ascii_digit() || c.is_ascii_uppercase();
+        let statuses = match &f.status {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|label| {
+                    engine::Status::ALL
+                        .into_iter()
+                        .find(|s| s.label() == label.trim())
+                        .with_context(|| {
+                            let all: Vec<&str> =
+                                engine::Status::ALL.iter().map(|s| s.label()).collect();
+                            format!("--status `{label}`: expected some of {}", all.join(","))
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        Ok(ExportFilter {
+            scam,
+            rrn: fixed(
+                "--rrn",
+                &f.rrn,
+                |c| (b' '..=b'~').contains(&c),
+                "12 characters",
+            )?,
+            auth_code: fixed(
+                "--auth-code",
+                &f.auth_code,
+                |c| c.is_ascii_alphanumeric(),
+                "6 letters or digits",
+            )?,
+            last4: fixed("--last4", &f.last4, |c| c.is_ascii_digit(), "4 digits")?,
+            channel: f.channel,
+            eci: f.eci,
+            code: fixed("--code", &f.code, code_char, "2 digits or capitals")?.map(engine::Code),
+            statuses,
+        })
+    }
+
+    /// As the engine's list filter.
+    fn list_filter(&self) -> engine::ListFilter<'_> {
+        engine::ListFilter {
+            statuses: &self.statuses,
+            scam: self.scam,
+            rrn: self.rrn,
+            auth_code: self.auth_code,
+            last4: self.last4,
+            channel: self.channel,
+            eci: self.eci,
+            code: self.code,
+            ..Default::default()
+        }
+    }
+}
+
 /// `switch export`: the payments created from `from` (inclusive) to `to`
 /// (inclusive, whole day, UTC), optionally of one merchant. Returns how many.
 ///
@@ -169,7 +283,7 @@ pub(crate) fn export(
     data_dir: &Path,
     config: &Config,
     (from, to): (&str, &str),
-    merchant: Option<&str>,
+    Only { merchant, filter }: Only<'_>,
     format: ExportFormat,
     out: impl Write,
 ) -> anyhow::Result<usize> {
@@ -191,6 +305,7 @@ pub(crate) fn export(
         .values()
         .filter(|p| p.created_ms >= from_ms && p.created_ms < to_ms)
         .filter(|p| merchant_index.is_none_or(|m| p.merchant as usize == m))
+        .filter(|p| filter.list_filter().matches(p))
         .map(|p| ExportRow::new(p, config))
         .collect();
     write_rows(&rows, format, (from, to), out)?;
@@ -340,15 +455,19 @@ fn write_rows(
     out.flush()
 }
 
+/// Columns of an export, in order.
+const EXPORT_COLUMNS: usize = 27;
+
 /// One exported payment, as text cells in [`ExportRow::COLUMNS`] order.
 struct ExportRow {
     /// The cells.
-    cells: [String; 16],
+    cells: [String; EXPORT_COLUMNS],
 }
 
 impl ExportRow {
-    /// Column names (CSV header, XML attribute names).
-    const COLUMNS: [&'static str; 16] = [
+    /// Column names (CSV header, XML attribute names). New columns go at
+    /// the end, so readers by position keep working.
+    const COLUMNS: [&'static str; EXPORT_COLUMNS] = [
         "payment_id",
         "merchant_id",
         "terminal_id",
@@ -365,6 +484,17 @@ impl ExportRow {
         "scam",
         "flag_reasons",
         "merchant_reference",
+        "response_code",
+        "requested",
+        "eci",
+        "channel",
+        "stood_in",
+        "flagged_by",
+        "flag_note",
+        "unflagged_by",
+        "unflag_reason",
+        "unflagged_utc",
+        "refused_operations",
     ];
 
     fn new(p: &Payment, config: &Config) -> Self {
@@ -377,6 +507,11 @@ impl ExportRow {
             .map_or(minor.to_string(), |d| d.to_string())
         };
         let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        let notes = p.more.flag_notes.as_deref();
+        let note = |f: fn(&engine::FlagNotes) -> &Option<String>| {
+            notes.and_then(|n| f(n).clone()).unwrap_or_default()
+        };
+        let opt = |v: Option<u8>| v.map_or(String::new(), |v| format!("{v:02}"));
         ExportRow {
             cells: [
                 p.id.to_string(),
@@ -394,7 +529,12 @@ impl ExportRow {
                 decimal(p.captured_minor),
                 decimal(p.refunded_minor()),
                 p.masked_pan.to_string(),
-                text(&p.auth_code),
+                // A declined payment has no approval code.
+                if p.status == engine::Status::Declined {
+                    String::new()
+                } else {
+                    text(&p.auth_code)
+                },
                 text(&p.rrn),
                 p.scam.to_string(),
                 p.flag_reasons.clone(),
@@ -402,13 +542,39 @@ impl ExportRow {
                     .as_ref()
                     .map(|e| e.merchant_reference.clone())
                     .unwrap_or_default(),
+                p.result_code().map(|c| c.to_string()).unwrap_or_default(),
+                // What the authorization asked for: a decline's amount.
+                decimal(p.more.requested_minor.unwrap_or(p.authorized_minor)),
+                opt(p.more.eci),
+                opt(p.more.channel),
+                p.upstream.as_ref().is_some_and(|u| u.stood_in).to_string(),
+                note(|n| &n.flagged_by),
+                note(|n| &n.flag_note),
+                note(|n| &n.unflagged_by),
+                note(|n| &n.unflag_reason),
+                notes
+                    .and_then(|n| n.unflagged_ms)
+                    .map(iso_time)
+                    .unwrap_or_default(),
+                refused(p),
             ],
         }
     }
 
-    fn cells(&self) -> &[String; 16] {
+    fn cells(&self) -> &[String; EXPORT_COLUMNS] {
         &self.cells
     }
+}
+
+/// The refused operations of `p`'s history, `op:code:amount` each, `;`
+/// between them (empty when none).
+fn refused(p: &Payment) -> String {
+    p.history
+        .iter()
+        .filter(|a| !a.code.approved() && !matches!(a.op.label(), "sale" | "preauth"))
+        .map(|a| format!("{}:{}:{}", a.op.label(), a.code, a.amount_minor))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// An upstream record (forwards and SAF) as a JSON line: no card data is

@@ -69,23 +69,47 @@ pub fn run() -> anyhow::Result<()> {
             to,
             format,
             merchant,
+            export_data_dir,
+            export_config,
+            filters,
         } => {
             let format = match format.as_str() {
                 "csv" => journal::ExportFormat::Csv,
                 "xml" => journal::ExportFormat::Xml,
                 other => anyhow::bail!("--format `{other}`: expected csv or xml"),
             };
+            let filter = journal::ExportFilter::parse(&filters)?;
+            // `--data-dir` and `--config` are taken before or after `export`.
             let overrides = Overrides::from_env()?.then(Overrides {
-                data_dir: cli.data_dir.clone(),
+                data_dir: once("--data-dir", cli.data_dir.clone(), export_data_dir)?,
                 ..Default::default()
             });
-            let config = Config::load(cli.config.as_deref(), overrides)?;
+            let config_path = once("--config", cli.config.clone(), export_config)?;
+            let config = Config::load(config_path.as_deref(), overrides)?;
             let out = BufWriter::new(stdout().lock());
             let (dir, range) = (&config.listeners.data_dir, (from.as_str(), to.as_str()));
-            let n = journal::export(dir, &config, range, merchant.as_deref(), format, out)?;
+            let only = journal::Only {
+                merchant: merchant.as_deref(),
+                filter: &filter,
+            };
+            let n = journal::export(dir, &config, range, only, format, out)?;
             eprintln!("exported {n} payments");
             Ok(())
         }
+    }
+}
+
+/// A flag given before or after the subcommand: either, or both alike.
+fn once<T: PartialEq>(
+    flag: &str,
+    before: Option<T>,
+    after: Option<T>,
+) -> anyhow::Result<Option<T>> {
+    match (before, after) {
+        (Some(b), Some(a)) if b != a => {
+            anyhow::bail!("{flag} given twice, with different values")
+        }
+        (b, a) => Ok(a.or(b)),
     }
 }
 
