@@ -107,6 +107,16 @@ pub(crate) struct FilterInput {
     pub(crate) terminal: String,
     /// Paging cursor, or empty.
     pub(crate) cursor: String,
+    /// `yes`, `no`, or empty.
+    pub(crate) scam: String,
+    /// F37, or empty.
+    pub(crate) rrn: String,
+    /// Approval code, or empty.
+    pub(crate) auth_code: String,
+    /// The card's last 4 digits, or empty.
+    pub(crate) last4: String,
+    /// Status labels, comma-separated (`succeeded,declined`), or empty.
+    pub(crate) statuses: String,
 }
 
 fn printable(text: &str) -> bool {
@@ -314,6 +324,7 @@ pub(crate) fn check_filters(input: &FilterInput, config: &Config) -> Result<Filt
         }
         filters.terminal_id = Some(input.terminal.clone());
     }
+    check_back_office_filters(input, &mut filters)?;
     if !input.cursor.is_empty() {
         filters.cursor = Some(
             input
@@ -323,6 +334,65 @@ pub(crate) fn check_filters(input: &FilterInput, config: &Config) -> Result<Filt
         );
     }
     Ok(filters)
+}
+
+/// The back office's filters: scam, F37, approval code, last 4, several
+/// statuses.
+fn check_back_office_filters(input: &FilterInput, filters: &mut Filters) -> Result<(), String> {
+    filters.scam = match input.scam.as_str() {
+        "" => None,
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => return Err("the scam filter is yes, no or any".to_string()),
+    };
+    let fixed = |text: &str, len: usize, ok: fn(char) -> bool, what: &str| {
+        let text = text.trim();
+        if text.is_empty() {
+            Ok(None)
+        } else if text.len() == len && text.chars().all(ok) {
+            Ok(Some(text.to_string()))
+        } else {
+            Err(format!(
+                "the {what} filter must be {len} {}",
+                what_chars(ok)
+            ))
+        }
+    };
+    fn what_chars(ok: fn(char) -> bool) -> &'static str {
+        if ok('A') {
+            "letters or digits"
+        } else {
+            "digits"
+        }
+    }
+    filters.rrn = fixed(&input.rrn, 12, |c| c.is_ascii_alphanumeric(), "RRN")?;
+    filters.auth_code = fixed(
+        &input.auth_code,
+        6,
+        |c| c.is_ascii_alphanumeric(),
+        "approval code",
+    )?;
+    filters.last4 = fixed(&input.last4, 4, |c| c.is_ascii_digit(), "card's last 4")?;
+    for label in input
+        .statuses
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        let status = PaymentStatus::ALL
+            .into_iter()
+            .find(|s| s.label() == label)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status \"{}\" in the statuses filter",
+                    label.chars().take(32).collect::<String>()
+                )
+            })?;
+        if !filters.statuses.contains(&status) {
+            filters.statuses.push(status);
+        }
+    }
+    Ok(())
 }
 
 /// The filters as typed, to fill the filter form again.
@@ -336,6 +406,11 @@ pub(crate) fn filter_form(input: &FilterInput) -> FilterForm {
         amount_max: keep(&input.amount_max),
         reference: keep(&input.reference),
         terminal: keep(&input.terminal),
+        scam: keep(&input.scam),
+        rrn: keep(&input.rrn),
+        auth_code: keep(&input.auth_code),
+        last4: keep(&input.last4),
+        statuses: keep(&input.statuses),
     }
 }
 
@@ -430,6 +505,70 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0jRGZcxBpeaDh9W
     }
 
     #[test]
+    fn back_office_filters_are_checked() {
+        let input = FilterInput {
+            scam: "yes".into(),
+            rrn: "633412000001".into(),
+            auth_code: "A1B2C3".into(),
+            last4: " 4242 ".into(),
+            statuses: "succeeded, declined,succeeded".into(),
+            ..FilterInput::default()
+        };
+        let f = check_filters(&input, &config()).expect("valid");
+        assert_eq!(f.scam, Some(true));
+        assert_eq!(f.rrn.as_deref(), Some("633412000001"));
+        assert_eq!(f.auth_code.as_deref(), Some("A1B2C3"));
+        assert_eq!(f.last4.as_deref(), Some("4242"));
+        assert_eq!(
+            f.statuses,
+            [PaymentStatus::Succeeded, PaymentStatus::Declined],
+            "each once"
+        );
+        for (bad, says) in [
+            (
+                FilterInput {
+                    scam: "maybe".into(),
+                    ..FilterInput::default()
+                },
+                "scam",
+            ),
+            (
+                FilterInput {
+                    rrn: "12345".into(),
+                    ..FilterInput::default()
+                },
+                "RRN",
+            ),
+            (
+                FilterInput {
+                    auth_code: "A1B2C!".into(),
+                    ..FilterInput::default()
+                },
+                "approval code",
+            ),
+            (
+                FilterInput {
+                    last4: "42a2".into(),
+                    ..FilterInput::default()
+                },
+                "last 4",
+            ),
+            (
+                FilterInput {
+                    statuses: "paid".into(),
+                    ..FilterInput::default()
+                },
+                "paid",
+            ),
+        ] {
+            let e = check_filters(&bad, &config()).expect_err("refused");
+            assert!(e.contains(says), "{e}");
+        }
+        let form = filter_form(&input);
+        assert!(form.query().contains("scam=yes") && form.query().contains("last4="));
+    }
+
+    #[test]
     fn filters_are_checked() {
         let input = FilterInput {
             status: "2".into(),
@@ -440,6 +579,7 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0jRGZcxBpeaDh9W
             reference: "ORD-1".into(),
             terminal: "DEMO0002".into(),
             cursor: "77".into(),
+            ..FilterInput::default()
         };
         let f = check_filters(&input, &config()).expect("valid");
         assert_eq!(f.status, Some(PaymentStatus::Succeeded));

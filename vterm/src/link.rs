@@ -187,6 +187,29 @@ impl Link {
         self.settle(&client, result).await
     }
 
+    /// Marks a payment as scam (the switch records this terminal's key as
+    /// who, and `note` as why).
+    pub(crate) async fn mark_scam(
+        &self,
+        payment_id: u64,
+        note: Option<&str>,
+    ) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.mark_scam(payment_id, note).await;
+        self.settle(&client, result).await
+    }
+
+    /// Takes the scam mark off a payment, with why.
+    pub(crate) async fn unmark_scam(
+        &self,
+        payment_id: u64,
+        reason: &str,
+    ) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.unmark_scam(payment_id, reason).await;
+        self.settle(&client, result).await
+    }
+
     /// Refunds part or all of a captured payment.
     pub(crate) async fn refund(
         &self,
@@ -248,6 +271,11 @@ impl Link {
             terminal_id: filters.terminal_id.clone(),
             cursor: filters.cursor,
             limit: Some(ROWS_PER_PAGE),
+            scam: filters.scam,
+            rrn: filters.rrn.clone(),
+            auth_code: filters.auth_code.clone(),
+            last4: filters.last4.clone(),
+            statuses: filters.statuses.clone(),
             ..ListQuery::default()
         };
         let query = &query;
@@ -338,5 +366,6 @@ fn detail(payment_id: u64, reply: &Reply) -> Detail {
                 result_code: h.result_code.as_str().to_string(),
             })
             .collect(),
+        details: reply.details.clone(),
     }
 }

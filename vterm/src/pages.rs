@@ -10,7 +10,7 @@ use crate::calendar::format_utc;
 use crate::html::{esc, url_param};
 use crate::money::{format_amount, format_amount_plain, Currency};
 use crate::payment::{
-    cancellable, capturable, refundable, status_text, Detail, Outcome, Row, RowsPage,
+    cancellable, capturable, channel_text, refundable, status_text, Detail, Outcome, Row, RowsPage,
 };
 use crate::role::{Action, Role};
 use crate::session::Flash;
@@ -85,6 +85,16 @@ pub(crate) struct FilterForm {
     pub(crate) reference: String,
     /// Terminal id or empty.
     pub(crate) terminal: String,
+    /// `yes`, `no` or empty.
+    pub(crate) scam: String,
+    /// F37 or empty.
+    pub(crate) rrn: String,
+    /// Approval code or empty.
+    pub(crate) auth_code: String,
+    /// The card's last 4 or empty.
+    pub(crate) last4: String,
+    /// Status labels, comma-separated, or empty.
+    pub(crate) statuses: String,
 }
 
 impl FilterForm {
@@ -99,6 +109,11 @@ impl FilterForm {
             ("amount_max", &self.amount_max),
             ("reference", &self.reference),
             ("terminal", &self.terminal),
+            ("scam", &self.scam),
+            ("rrn", &self.rrn),
+            ("auth_code", &self.auth_code),
+            ("last4", &self.last4),
+            ("statuses", &self.statuses),
         ];
         pairs
             .iter()
@@ -339,12 +354,38 @@ fn filter_form_html(choices: Choices<'_>, f: &FilterForm, error: Option<&str>) -
 <label>to <input name="amount_max" id="filter-amount-max" maxlength="13" inputmode="decimal" value="{}"></label>
 <label>Reference <input name="reference" id="filter-reference" maxlength="64" value="{}"></label>
 <label>Terminal <select name="terminal" id="filter-terminal">{terminals}</select></label>
-<button type="submit" id="apply-filters">Filter</button> <a href="/terminal">Clear</a></form>"#,
+{}<button type="submit" id="apply-filters">Filter</button> <a href="/terminal">Clear</a></form>"#,
         esc(&f.from),
         esc(&f.to),
         esc(&f.amount_min),
         esc(&f.amount_max),
-        esc(&f.reference)
+        esc(&f.reference),
+        back_office_filters_html(f)
+    )
+}
+
+/// The back office's filters: scam, RRN, approval code, last 4, several
+/// statuses (their labels, comma-separated).
+fn back_office_filters_html(f: &FilterForm) -> String {
+    let scam = options(
+        [("", "any"), ("yes", "flagged"), ("no", "not flagged")]
+            .into_iter()
+            .map(|(v, t)| (v.to_string(), v.to_string(), t.to_string())),
+        &f.scam,
+    );
+    let labels: Vec<&str> = PaymentStatus::ALL.iter().map(|s| s.label()).collect();
+    format!(
+        r#"<label>Scam <select name="scam" id="filter-scam">{scam}</select></label>
+<label>RRN <input name="rrn" id="filter-rrn" maxlength="12" value="{}"></label>
+<label>Approval code <input name="auth_code" id="filter-auth-code" maxlength="6" value="{}"></label>
+<label>Card last 4 <input name="last4" id="filter-last4" maxlength="4" inputmode="numeric" value="{}"></label>
+<label>Statuses <input name="statuses" id="filter-statuses" maxlength="200" placeholder="{}" title="Any of these, comma-separated" value="{}"></label>
+"#,
+        esc(&f.rrn),
+        esc(&f.auth_code),
+        esc(&f.last4),
+        esc(&labels.join(",")),
+        esc(&f.statuses)
     )
 }
 
@@ -518,6 +559,7 @@ pub(crate) fn detail(chrome: Chrome<'_>, flash: Option<&Flash>, d: &Detail) -> S
         "detail-auth-code",
         d.auth_code.as_deref().unwrap_or(""),
     ));
+    facts.push_str(&details_html(d, &field));
     let history: String = d
         .history
         .iter()
@@ -532,11 +574,106 @@ pub(crate) fn detail(chrome: Chrome<'_>, flash: Option<&Flash>, d: &Detail) -> S
         })
         .collect();
     let body = format!(
-        r#"{}<section class="card"><h2>Payment {}</h2><p><a href="/terminal">← All payments</a></p><dl>{facts}</dl><div class="actions">{}</div>
+        r#"{}<section class="card"><h2>Payment {}</h2><p><a href="/terminal">← All payments</a></p><dl>{facts}</dl><div class="actions">{}</div>{}
 <h3>History</h3><table id="history"><thead><tr><th>When (UTC)</th><th>What</th><th>Amount</th><th>Result</th></tr></thead><tbody>{history}</tbody></table></section>"#,
         flash_html(flash),
         row.payment_id,
-        actions_html(chrome.action_csrf(), row, &back)
+        actions_html(chrome.action_csrf(), row, &back),
+        scam_form_html(chrome.action_csrf(), row)
     );
     layout(&format!("Payment {}", row.payment_id), Some(chrome), &body)
+}
+
+/// The detail's back-office facts: how the payment was authorized, and
+/// its scam flag's workflow.
+fn details_html(d: &Detail, field: &dyn Fn(&str, &str, &str) -> String) -> String {
+    let x = &d.details;
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut out = String::new();
+    out.push_str(&field(
+        "Response code",
+        "detail-response-code",
+        &x.auth_result_code
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+    ));
+    out.push_str(&field(
+        "Amount asked",
+        "detail-requested",
+        &x.amount_requested_minor
+            .map(|a| format_amount(a, d.row.currency))
+            .unwrap_or_default(),
+    ));
+    out.push_str(&field("RRN", "detail-rrn", &text(&x.rrn)));
+    out.push_str(&field(
+        "ECI",
+        "detail-eci",
+        &x.eci.map(|e| format!("{e:02}")).unwrap_or_default(),
+    ));
+    out.push_str(&field(
+        "Channel",
+        "detail-channel",
+        x.channel.map_or("", channel_text),
+    ));
+    let stood_in = match x.stood_in {
+        Some(true) => "yes: the switch approved in the issuer's stead",
+        Some(false) => "no: the issuer decided",
+        None => "no issuer",
+    };
+    out.push_str(&field("Stand-in", "detail-stand-in", stood_in));
+    out.push_str(&field(
+        "Scam",
+        "detail-scam",
+        if d.row.scam { "flagged" } else { "not flagged" },
+    ));
+    out.push_str(&field(
+        "Flagged by rules",
+        "detail-flag-reasons",
+        &text(&x.flag_reasons),
+    ));
+    out.push_str(&field(
+        "Marked by",
+        "detail-flagged-by",
+        &text(&x.flagged_by),
+    ));
+    out.push_str(&field(
+        "Why marked",
+        "detail-flag-note",
+        &text(&x.flag_note),
+    ));
+    out.push_str(&field(
+        "Unmarked by",
+        "detail-unflagged-by",
+        &text(&x.unflagged_by),
+    ));
+    out.push_str(&field(
+        "Why unmarked",
+        "detail-unflag-reason",
+        &text(&x.unflag_reason),
+    ));
+    out.push_str(&field(
+        "Unmarked at (UTC)",
+        "detail-unflagged-at",
+        &x.unflagged_unix_s.map(format_utc).unwrap_or_default(),
+    ));
+    out
+}
+
+/// Mark as scam, or take the mark off, with a reason (required to take it
+/// off).
+fn scam_form_html(csrf: &str, row: &Row) -> String {
+    // No token: the role may not change payments, so no form.
+    if csrf.is_empty() {
+        return String::new();
+    }
+    let id = row.payment_id;
+    let (action, button, required) = if row.scam {
+        ("unscam", "Take the scam mark off", " required")
+    } else {
+        ("scam", "Mark as scam", "")
+    };
+    format!(
+        r#"<form method="post" action="/payments/{id}/{action}" class="inline scam-action" id="scam-form">{}<input type="hidden" name="back" value="/payments/{id}"><input name="reason" id="scam-reason" maxlength="200" placeholder="Reason"{required}><button type="submit" id="scam-submit">{button}</button></form>"#,
+        csrf_field(csrf)
+    )
 }

@@ -141,6 +141,10 @@ pub(crate) fn activity_label(kind: u8) -> &'static str {
         7 => "Expired",
         8 => "Marked as scam",
         9 => "Declined",
+        10 => "Scam mark taken off",
+        11 => "Capture refused",
+        12 => "Refund refused",
+        13 => "Cancel refused",
         _ => "Other",
     }
 }
@@ -156,8 +160,20 @@ pub(crate) struct Detail {
     pub(crate) auth_code: Option<String>,
     /// The terminal it was taken on.
     pub(crate) terminal_id: Option<String>,
-    /// Oldest first.
+    /// Oldest first, refused operations included.
     pub(crate) history: Vec<Activity>,
+    /// How it was authorized, and its scam flag's workflow.
+    pub(crate) details: switch_client::Details,
+}
+
+/// What operators read for a channel (F25's value).
+pub(crate) fn channel_text(channel: u8) -> &'static str {
+    match channel {
+        0 => "Card present (00)",
+        8 => "Mail or telephone order (08)",
+        59 => "E-commerce (59)",
+        _ => "Other (99)",
+    }
 }
 
 /// The table's filters, checked, as the switch takes them.
@@ -179,6 +195,16 @@ pub(crate) struct Filters {
     pub(crate) terminal_id: Option<String>,
     /// The page after this cursor.
     pub(crate) cursor: Option<u64>,
+    /// Only flagged (`true`) or unflagged (`false`) payments.
+    pub(crate) scam: Option<bool>,
+    /// Only this F37 (12 characters).
+    pub(crate) rrn: Option<String>,
+    /// Only this approval code (6 letters or digits).
+    pub(crate) auth_code: Option<String>,
+    /// Only cards ending with these 4 digits.
+    pub(crate) last4: Option<String>,
+    /// Only these statuses (empty: any); with `status`, both hold.
+    pub(crate) statuses: Vec<PaymentStatus>,
 }
 
 #[cfg(test)]

@@ -71,6 +71,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/payments/{id}/capture", post(capture))
         .route("/payments/{id}/refund", post(refund))
         .route("/payments/{id}/cancel", post(cancel))
+        .route("/payments/{id}/scam", post(mark_scam))
+        .route("/payments/{id}/unscam", post(unmark_scam))
         .route("/static/vterm.css", get(style))
         .merge(crate::account::routes())
         .merge(crate::admin::routes())
@@ -592,6 +594,66 @@ async fn cancel(
     }
     let result = app.link.cancel(id).await;
     flash_action(&app, &signed, "Cancellation", id, result);
+    see_other(&forms::safe_back(&input.back))
+}
+
+/// The reason as the switch keeps it: the operator's name first, since
+/// the switch knows only this terminal's key.
+fn operator_reason(signed: &Signed, reason: Option<&str>) -> String {
+    let operator = signed.chrome().operator;
+    let mut text = match reason {
+        Some(r) => format!("{operator}: {r}"),
+        None => operator.to_string(),
+    };
+    // The switch keeps 255 bytes of it.
+    let mut end = text.len().min(255);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
+async fn mark_scam(
+    State(app): State<Arc<App>>,
+    signed: Signed,
+    Path(id): Path<u64>,
+    Form(input): Form<ActionInput>,
+) -> Response {
+    if !signed.csrf_ok(&input.csrf) {
+        return forbidden();
+    }
+    let result = match forms::reason(&input) {
+        Ok(reason) => {
+            let note = operator_reason(&signed, reason.as_deref());
+            app.link.mark_scam(id, Some(&note)).await
+        }
+        Err(e) => Err(LinkError::Refused(e)),
+    };
+    flash_action(&app, &signed, "Scam mark", id, result);
+    see_other(&forms::safe_back(&input.back))
+}
+
+async fn unmark_scam(
+    State(app): State<Arc<App>>,
+    signed: Signed,
+    Path(id): Path<u64>,
+    Form(input): Form<ActionInput>,
+) -> Response {
+    if !signed.csrf_ok(&input.csrf) {
+        return forbidden();
+    }
+    let result = match forms::reason(&input) {
+        Ok(Some(reason)) => {
+            let reason = operator_reason(&signed, Some(&reason));
+            app.link.unmark_scam(id, &reason).await
+        }
+        Ok(None) => Err(LinkError::Refused(
+            "say why the scam mark comes off".to_string(),
+        )),
+        Err(e) => Err(LinkError::Refused(e)),
+    };
+    flash_action(&app, &signed, "Scam unmark", id, result);
     see_other(&forms::safe_back(&input.back))
 }
 

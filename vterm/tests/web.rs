@@ -492,3 +492,152 @@ async fn the_card_is_masked_on_every_page_after_submission() {
 fn shows_value(body: &str, value: &str) -> bool {
     body.contains(&format!("value=\"{value}\"")) || body.contains(&format!(">{value}<"))
 }
+
+/// The text of the detail page's `<dd id="{id}">`.
+fn dd(body: &str, id: &str) -> String {
+    body.split(&format!(r#"<dd id="{id}">"#))
+        .nth(1)
+        .and_then(|s| s.split("</dd>").next())
+        .unwrap_or_else(|| panic!("no {id} in {body}"))
+        .to_string()
+}
+
+/// The payment id the result panel links to.
+fn result_id(body: &str) -> String {
+    body.split(r#"id="result-payment-id"><a href="/payments/"#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no payment id in {body}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_detail_shows_how_a_payment_was_authorized_and_the_scam_mark_is_a_workflow() {
+    let mut switch = TestSwitch::start().await;
+    let text = common::config_text(switch.frame, &switch.client_id, &switch.secret);
+    let mut t = TestTerminal::start(&text, Clock::System).await;
+    let mut a = Agent::new(t.addr);
+    let csrf = a.sign_in().await;
+    let pay = |pan: &'static str, reference: &'static str| {
+        [
+            ("kind", "sale"),
+            ("pan", pan),
+            ("expiry", "12/30"),
+            ("amount", "25.00"),
+            ("currency", "978"),
+            ("reference", reference),
+            ("terminal_id", "DEMO0001"),
+        ]
+    };
+    let mut sale: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+    sale.extend(pay("4111 1111 1111 1111", "ORD-BO"));
+    assert_eq!(a.post("/payments", &sale).await.status, 303);
+    let id = result_id(&a.get("/terminal").await.body);
+
+    // The detail: the approval code (it was empty), and how it was authorized.
+    let detail = a.get(&format!("/payments/{id}")).await;
+    let auth_code = dd(&detail.body, "detail-auth-code");
+    assert!(
+        auth_code.len() == 6 && auth_code.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "approval code {auth_code:?}"
+    );
+    assert_eq!(dd(&detail.body, "detail-response-code"), "00");
+    assert_eq!(
+        dd(&detail.body, "detail-channel"),
+        "Mail or telephone order (08)"
+    );
+    assert_eq!(dd(&detail.body, "detail-stand-in"), "no issuer");
+    assert_eq!(dd(&detail.body, "detail-eci"), "");
+    let rrn = dd(&detail.body, "detail-rrn");
+    assert_eq!(rrn.len(), 12);
+
+    // A refused refund is in the history, with its code.
+    let r = a
+        .post(
+            &format!("/payments/{id}/refund"),
+            &[("csrf", &csrf), ("amount", "99.00"), ("back", "/terminal")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let detail = a.get(&format!("/payments/{id}")).await;
+    assert!(
+        detail
+            .body
+            .contains("<td>Refund refused</td><td class=\"num\">99.00 EUR</td><td>13</td>"),
+        "{}",
+        detail.body
+    );
+    assert_eq!(dd(&detail.body, "detail-status"), "Succeeded");
+
+    // Mark as scam with a reason: who and why are shown; the table filters.
+    let scam = format!("/payments/{id}/scam");
+    let back = format!("/payments/{id}");
+    let r = a
+        .post(
+            &scam,
+            &[("csrf", &csrf), ("reason", "chargeback"), ("back", &back)],
+        )
+        .await;
+    assert_eq!(r.header("location"), Some(back.as_str()));
+    let detail = a.get(&back).await;
+    assert_eq!(dd(&detail.body, "detail-scam"), "flagged");
+    assert_eq!(dd(&detail.body, "detail-flagged-by"), switch.client_id);
+    assert_eq!(dd(&detail.body, "detail-flag-note"), "alice: chargeback");
+    assert!(detail.body.contains("Take the scam mark off"));
+    let row = format!(r#"data-payment-id="{id}""#);
+    assert!(a.get("/terminal?scam=yes").await.body.contains(&row));
+    assert!(!a.get("/terminal?scam=no").await.body.contains(&row));
+
+    // Taking it off needs a reason.
+    let unscam = format!("/payments/{id}/unscam");
+    a.post(&unscam, &[("csrf", &csrf), ("back", &back)]).await;
+    let detail = a.get(&back).await;
+    assert!(detail.body.contains("say why the scam mark comes off"));
+    assert_eq!(dd(&detail.body, "detail-scam"), "flagged");
+    a.post(
+        &unscam,
+        &[("csrf", &csrf), ("reason", "verified"), ("back", &back)],
+    )
+    .await;
+    let detail = a.get(&back).await;
+    assert_eq!(dd(&detail.body, "detail-scam"), "not flagged");
+    assert_eq!(dd(&detail.body, "detail-unflag-reason"), "alice: verified");
+    assert!(detail.body.contains("Scam mark taken off"));
+    assert!(!a.get("/terminal?scam=yes").await.body.contains(&row));
+
+    // A declined payment is named, and the other filters find each.
+    let mut declined: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+    declined.extend(pay("4000 0000 0000 0002", "ORD-NO"));
+    a.post("/payments", &declined).await;
+    let declined_id = result_id(&a.get("/terminal").await.body);
+    let declined_row = format!(r#"data-payment-id="{declined_id}""#);
+    let shows = |body: &str| (body.contains(&row), body.contains(&declined_row));
+    assert_eq!(
+        shows(&a.get("/terminal?last4=1111").await.body),
+        (true, false)
+    );
+    assert_eq!(
+        shows(&a.get("/terminal?last4=0002").await.body),
+        (false, true)
+    );
+    let by_rrn = a.get(&format!("/terminal?rrn={rrn}")).await.body;
+    assert_eq!(shows(&by_rrn), (true, false));
+    let by_code = a
+        .get(&format!("/terminal?auth_code={auth_code}"))
+        .await
+        .body;
+    assert_eq!(shows(&by_code), (true, false));
+    let several = a.get("/terminal?statuses=declined%2Csucceeded").await.body;
+    assert_eq!(shows(&several), (true, true));
+    assert_eq!(
+        shows(&a.get("/terminal?statuses=declined").await.body),
+        (false, true)
+    );
+    let declined_detail = a.get(&format!("/payments/{declined_id}")).await;
+    assert_eq!(dd(&declined_detail.body, "detail-response-code"), "59");
+    assert_eq!(dd(&declined_detail.body, "detail-requested"), "25.00 EUR");
+    let bad = a.get("/terminal?scam=maybe").await;
+    assert!(bad.body.contains(r#"id="filter-error""#), "{}", bad.body);
+    t.stop().await;
+    switch.stop().await;
+}
