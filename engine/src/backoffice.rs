@@ -50,10 +50,13 @@ impl Engine {
             Err(Code::UNABLE_TO_LOCATE) => self
                 .let_go_meanwhile(id, Code::UNABLE_TO_LOCATE)
                 .reply(none),
-            Err(code) => Reply {
-                payment_id: Some(id),
-                ..Reply::of(code, none)
-            },
+            Err(code) => {
+                self.record_refused_lines(m, id, lines, code, now_ms);
+                Reply {
+                    payment_id: Some(id),
+                    ..Reply::of(code, none)
+                }
+            }
             Ok((_, recorded)) => Reply {
                 auth_code: Some(self.assign_auth_code()),
                 payment_id: Some(id),
@@ -62,6 +65,34 @@ impl Engine {
                 ..Reply::of(Code::APPROVED, none)
             },
         }
+    }
+
+    /// A refund by cart lines the lifecycle refused (12, 13) written into
+    /// the payment's history as a refused refund of the lines' total, as
+    /// `follow_up`'s refusals are (bounded, the answer unchanged).
+    fn record_refused_lines(
+        &self,
+        m: u32,
+        id: u64,
+        lines: &[LineRefund<'_>],
+        code: Code,
+        now_ms: u64,
+    ) {
+        if code != Code::INVALID_TRANSACTION && code != Code::INVALID_AMOUNT {
+            return;
+        }
+        let total_minor = lines.iter().fold(0u64, |t, l| {
+            t.saturating_add(u64::from(l.quantity).saturating_mul(l.unit_price_minor))
+        });
+        let refused = |p: &mut crate::lifecycle::Payment| {
+            let op = crate::lifecycle::Operation::Refund;
+            if p.record_refused(op, total_minor, now_ms, code) {
+                Ok(())
+            } else {
+                Err(code)
+            }
+        };
+        let _ = self.commit_existing(m, id, refused, |_, _| ChangeParts::default());
     }
 
     /// Marks payment `id` of merchant `m` as scam by hand; its card goes on

@@ -111,6 +111,21 @@ async fn moto_lifecycle_over_tcp() {
         unit_price_minor: 1000,
     }];
     assert_code(&c.refund_lines(id, &cake, None).await.expect("r"), "12");
+    let r = c.get_payment(id).await.expect("get");
+    let refused: Vec<(EventKind, u64, &str)> = r
+        .history
+        .iter()
+        .filter(|h| h.kind == EventKind::RefundRefused)
+        .map(|h| (h.kind, h.amount_minor, h.result_code.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (EventKind::RefundRefused, 2000, "13"),
+            (EventKind::RefundRefused, 1000, "12")
+        ],
+        "refused line refunds, at the lines' total"
+    );
     assert_code(&c.refund(id, 3001, None).await.expect("r"), "13");
     let r = c.refund(id, 3000, None).await.expect("refund rest");
     assert_code(&r, "00");
