@@ -623,6 +623,9 @@ async fn mark_scam(
     if !signed.csrf_ok(&input.csrf) {
         return forbidden();
     }
+    if let Some(refused) = signed.refused(Action::Pay) {
+        return refused;
+    }
     let result = match forms::reason(&input) {
         Ok(reason) => {
             let note = operator_reason(&signed, reason.as_deref());
@@ -642,6 +645,9 @@ async fn unmark_scam(
 ) -> Response {
     if !signed.csrf_ok(&input.csrf) {
         return forbidden();
+    }
+    if let Some(refused) = signed.refused(Action::Pay) {
+        return refused;
     }
     let result = match forms::reason(&input) {
         Ok(Some(reason)) => {

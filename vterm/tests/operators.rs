@@ -193,6 +193,10 @@ async fn a_viewer_sees_payments_but_its_actions_are_refused_before_the_switch() 
     let detail = vera.get(&format!("/payments/{id}")).await;
     assert_eq!(detail.status, 200);
     assert!(detail.body.contains("Uncaptured") && !detail.body.contains("/capture"));
+    assert!(
+        !detail.body.contains("scam-form"),
+        "no scam form for a viewer"
+    );
 
     // Posting anyway is refused with the reason.
     let r = vera
@@ -205,11 +209,16 @@ async fn a_viewer_sees_payments_but_its_actions_are_refused_before_the_switch() 
         "{}",
         r.body
     );
-    for action in ["capture", "refund", "cancel"] {
+    for action in ["capture", "refund", "cancel", "scam", "unscam"] {
         let r = vera
             .post(
                 &format!("/payments/{id}/{action}"),
-                &[("csrf", &csrf), ("amount", "1.00"), ("back", "/terminal")],
+                &[
+                    ("csrf", &csrf),
+                    ("amount", "1.00"),
+                    ("reason", "viewer"),
+                    ("back", "/terminal"),
+                ],
             )
             .await;
         assert_eq!(r.status, 403, "{action}");
