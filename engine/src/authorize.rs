@@ -6,12 +6,11 @@ use codecs::card::{CardToken, MaskedPan};
 use codecs::iso8583::datetime::civil_from_days;
 
 use crate::code::Code;
-use crate::command::{Channel, Op, Reply, Request, Wait};
+use crate::command::{Channel, Op, OriginalRef, Reply, Request, Wait};
 use crate::commit::{self, Change};
 use crate::engine::Engine;
 use crate::idempotency::Answer;
 use crate::lifecycle::{Kind, More, Payment, Status};
-use crate::merchant::Merchant;
 use crate::record::PaymentRecordRef;
 use crate::risk::RiskVerdict;
 use crate::state::{OriginalKey, Target};
@@ -44,30 +43,39 @@ impl Engine {
         }
     }
 
-    /// Merchant, terminal, currency, amount and card checks.
+    /// Merchant, terminal, currency, amount and card checks. The
+    /// terminal's settings override its merchant's: a terminal that does
+    /// not transact (disabled, removed) gets 58 for everything but
+    /// reversals, which only release money; a cancel over internal frames
+    /// (a reversal naming a payment id) is 58 when the terminal's cancels
+    /// are off.
     fn validate(&self, req: &Request<'_>, now_ms: u64) -> Result<u32, Code> {
         let mid: [u8; 15] = req
             .merchant_id
             .try_into()
             .map_err(|_| Code::INVALID_MERCHANT)?;
-        let m = self
-            .query_merchant_index(&mid)
-            .ok_or(Code::INVALID_MERCHANT)?;
-        let merchant = self
-            .merchants
-            .get(m as usize)
-            .ok_or(Code::INVALID_MERCHANT)?;
+        let dir = self.dir();
+        let m = dir.merchant_index(&mid).ok_or(Code::INVALID_MERCHANT)?;
+        let merchant = dir.merchant(m).ok_or(Code::INVALID_MERCHANT)?;
         if !merchant.enabled {
             return Err(Code::INVALID_MERCHANT);
         }
-        if self.terminal_index(&req.terminal_id) != Some(m) {
-            return Err(Code::NOT_PERMITTED_TERMINAL);
-        }
-        if req.op == Op::Refund && !merchant.refunds_allowed {
-            return Err(Code::NOT_PERMITTED_TERMINAL);
-        }
+        let terminal = dir
+            .terminal(&req.terminal_id)
+            .filter(|t| t.merchant == m)
+            .ok_or(Code::NOT_PERMITTED_TERMINAL)?;
         if req.op == Op::Reversal {
+            let cancel = matches!(req.original, Some(OriginalRef::Payment(_)));
+            if cancel && terminal.cancel == Some(false) {
+                return Err(Code::NOT_PERMITTED_TERMINAL);
+            }
             return Ok(m);
+        }
+        if !terminal.transacts() {
+            return Err(Code::NOT_PERMITTED_TERMINAL);
+        }
+        if req.op == Op::Refund && !terminal.refunds.unwrap_or(merchant.refunds_allowed) {
+            return Err(Code::NOT_PERMITTED_TERMINAL);
         }
         if !merchant.currencies.contains(&req.currency) {
             return Err(Code::INVALID_TRANSACTION);
@@ -76,13 +84,14 @@ impl Engine {
             return Err(Code::INVALID_AMOUNT);
         }
         if req.op.authorizes() {
-            Self::validate_card(req, merchant, now_ms)?;
+            let moto_allowed = terminal.moto.unwrap_or(merchant.moto_allowed);
+            Self::validate_card(req, moto_allowed, now_ms)?;
         }
         Ok(m)
     }
 
-    fn validate_card(req: &Request<'_>, merchant: &Merchant, now_ms: u64) -> Result<(), Code> {
-        if req.channel == Channel::MoTo && !merchant.moto_allowed {
+    fn validate_card(req: &Request<'_>, moto_allowed: bool, now_ms: u64) -> Result<(), Code> {
+        if req.channel == Channel::MoTo && !moto_allowed {
             return Err(Code::NOT_PERMITTED_TERMINAL);
         }
         let pan = req.pan.ok_or(Code::FORMAT_ERROR)?;
@@ -113,7 +122,10 @@ impl Engine {
             return self.refusal(req, Code::FORMAT_ERROR);
         };
         let token = self.token_key.token(&pan);
-        let merchant = &self.merchants[m as usize];
+        let dir = self.dir();
+        let Some(merchant) = dir.merchant(m) else {
+            return self.refusal(req, Code::INVALID_MERCHANT);
+        };
         let verdict = self.risk.evaluate(req, merchant, &token, now_ms);
         let mut code = match verdict {
             RiskVerdict::Decline { code, .. } => code,

@@ -28,14 +28,17 @@ impl Engine {
         now_ms: u64,
     ) -> Reply {
         let none = [b'0'; 12];
-        let Some(merchant) = self.merchants.get(m as usize) else {
-            return Reply::of(Code::INVALID_MERCHANT, none);
-        };
-        if !merchant.enabled {
-            return Reply::of(Code::INVALID_MERCHANT, none);
-        }
-        if !merchant.refunds_allowed {
-            return Reply::of(Code::NOT_PERMITTED_TERMINAL, none);
+        {
+            let dir = self.dir();
+            let Some(merchant) = dir.merchant(m) else {
+                return Reply::of(Code::INVALID_MERCHANT, none);
+            };
+            if !merchant.enabled {
+                return Reply::of(Code::INVALID_MERCHANT, none);
+            }
+            if !merchant.refunds_allowed {
+                return Reply::of(Code::NOT_PERMITTED_TERMINAL, none);
+            }
         }
         if let Err(not_here) = self.ensure_payment(id, fetched) {
             return not_here.reply(none);
@@ -43,7 +46,10 @@ impl Engine {
         let committed = self.commit_existing(
             m,
             id,
-            |p| p.refund_lines(lines, now_ms),
+            |p| {
+                self.terminal_refunds(p)?;
+                p.refund_lines(lines, now_ms)
+            },
             |_, _| ChangeParts::default(),
         );
         match committed {
@@ -93,6 +99,22 @@ impl Engine {
             }
         };
         let _ = self.commit_existing(m, id, refused, |_, _| ChangeParts::default());
+    }
+
+    /// 58 unless payment `p`'s terminal transacts and may refund (its
+    /// setting, else its merchant's).
+    fn terminal_refunds(&self, p: &crate::lifecycle::Payment) -> Result<(), Code> {
+        let dir = self.dir();
+        let allowed = dir
+            .terminal(&p.terminal)
+            .filter(|t| t.merchant == p.merchant && t.transacts())
+            .zip(dir.merchant(p.merchant))
+            .is_some_and(|(t, m)| t.refunds.unwrap_or(m.refunds_allowed));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Code::NOT_PERMITTED_TERMINAL)
+        }
     }
 
     /// Marks payment `id` of merchant `m` as scam by hand; its card goes on

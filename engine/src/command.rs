@@ -491,6 +491,8 @@ pub enum Query<'a> {
     },
     /// Per upstream: SAF entries, and when the oldest was queued.
     SafDepths,
+    /// The merchants and terminals as they stand.
+    Directory,
 }
 
 /// A merchant as an edge needs it.
@@ -573,4 +575,6 @@ pub enum QueryReply {
     Saf(Vec<crate::upstream::SafEntry>),
     /// (upstream, entries, oldest entry's queue time in ms), by upstream.
     SafDepths(Vec<(String, usize, u64)>),
+    /// The directory in force.
+    Directory(std::sync::Arc<crate::directory::Directory>),
 }

@@ -4,10 +4,10 @@
 //! every change of an existing payment goes through
 //! [`crate::commit::commit_update`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use arc_swap::ArcSwap;
 use codecs::card::TokenKey;
 
 use crate::code::Code;
@@ -15,23 +15,20 @@ use crate::command::{
     Command, Fetch, Fetched, Fill, MerchantRef, Query, QueryReply, Reply, Stats, Wait,
 };
 use crate::commit::{Epochs, Journal, NoJournal};
+use crate::directory::{Directory, DirectoryError};
 use crate::holds::Holds;
 use crate::idempotency::{Answer, Idempotency, Seen};
-use crate::merchant::{Merchant, Settings};
+use crate::merchant::Settings;
 use crate::risk::RiskStage;
-use crate::state::{MapHasher, State};
+use crate::state::State;
 
 /// The deterministic core, shared by every connection: no I/O, no clock;
 /// every change through [`Engine::apply`], every read through
 /// [`Engine::query`].
 pub struct Engine {
-    /// Merchants by index.
-    pub(crate) merchants: Vec<Merchant>,
-    /// F42 → merchant index (foldhash: SipHash was 3% of a message's
-    /// instructions for these two lookups).
-    merchant_by_id: HashMap<[u8; 15], u32, MapHasher>,
-    /// F41 → merchant index.
-    terminal_merchant: HashMap<[u8; 8], u32, MapHasher>,
+    /// Merchants and terminals, replaced whole at run time
+    /// ([`Engine::replace_directory`]); read once per message.
+    directory: ArcSwap<Directory>,
     /// Payments.
     pub(crate) state: State,
     /// Answers for repeats.
@@ -76,18 +73,15 @@ impl Engine {
     /// F38 counters, so numbers differ across restarts (F37s unless more
     /// than 10,000 were handed out per millisecond of the previous life).
     pub fn new(settings: Settings, token_key: TokenKey, policy: risk::Policy, now_ms: u64) -> Self {
-        let mut merchant_by_id = HashMap::with_hasher(MapHasher::default());
-        let mut terminal_merchant = HashMap::with_hasher(MapHasher::default());
-        for (i, m) in settings.merchants.iter().enumerate() {
-            merchant_by_id.insert(m.id, i as u32);
-            for t in &m.terminals {
-                terminal_merchant.insert(*t, i as u32);
-            }
-        }
+        // The shell validated the configuration (F42s and F41s unique,
+        // within the limits); should it not have, the engine serves no
+        // merchant rather than a wrong one, and says so.
+        let directory = Directory::new(settings.merchants, &[]).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "merchants refused; serving none");
+            Directory::default()
+        });
         Engine {
-            merchants: settings.merchants,
-            merchant_by_id,
-            terminal_merchant,
+            directory: ArcSwap::from_pointee(directory),
             state: State::new(settings.payments_max),
             idempotency: Idempotency::new(settings.idempotency_entries_max, now_ms),
             risk: RiskStage::new(policy),
@@ -121,6 +115,25 @@ impl Engine {
     /// Swaps in a new risk policy; velocity counters and the watch list stay.
     pub fn replace_policy(&self, policy: risk::Policy) {
         self.risk.replace(policy);
+    }
+
+    /// Swaps in a new directory of merchants and terminals: messages
+    /// decided from now on see it, those being decided finish with the
+    /// old one. Every merchant keeps its index (they are stored in
+    /// payments). Holds already placed keep the end they were given.
+    ///
+    /// # Errors
+    /// When `directory` does not keep every merchant at its index
+    /// ([`Directory::follows`]); the old directory stays.
+    pub fn replace_directory(&self, directory: Directory) -> Result<(), DirectoryError> {
+        directory.follows(&self.directory.load())?;
+        self.directory.store(std::sync::Arc::new(directory));
+        Ok(())
+    }
+
+    /// The directory as it stands (one cheap load, no lock).
+    pub(crate) fn dir(&self) -> arc_swap::Guard<std::sync::Arc<Directory>> {
+        self.directory.load()
     }
 
     /// The one mutating door: applies `command` at `now_ms`. Every change
@@ -181,13 +194,14 @@ impl Engine {
                 self.merchant_ref(
                     id.try_into()
                         .ok()
-                        .and_then(|mid: [u8; 15]| self.merchant_by_id.get(&mid).copied()),
+                        .and_then(|mid: [u8; 15]| self.dir().merchant_index(&mid)),
                 ),
             ),
             Query::MerchantAt(index) => QueryReply::Merchant(self.merchant_ref(Some(index))),
-            Query::TerminalMerchant(tid) => {
-                QueryReply::Merchant(self.merchant_ref(self.terminal_merchant.get(&tid).copied()))
-            }
+            Query::TerminalMerchant(tid) => QueryReply::Merchant(
+                self.merchant_ref(self.dir().terminal(&tid).map(|t| t.merchant)),
+            ),
+            Query::Directory => QueryReply::Directory(self.directory.load_full()),
             Query::Payment { scope, id } => {
                 QueryReply::Payment(self.state.get(id).filter(|p| scope.contains(&p.merchant)))
             }
@@ -223,20 +237,10 @@ impl Engine {
         }
     }
 
-    /// The index of the merchant with F42 `mid`.
-    pub(crate) fn query_merchant_index(&self, mid: &[u8; 15]) -> Option<u32> {
-        self.merchant_by_id.get(mid).copied()
-    }
-
-    /// The index of the merchant owning terminal F41 `tid`.
-    pub(crate) fn terminal_index(&self, tid: &[u8; 8]) -> Option<u32> {
-        self.terminal_merchant.get(tid).copied()
-    }
-
     fn merchant_ref(&self, index: Option<u32>) -> Option<MerchantRef> {
         let index = index?;
-        let m = self.merchants.get(index as usize)?;
-        Some(MerchantRef { index, id: m.id })
+        let m = self.dir().merchant(index)?.id;
+        Some(MerchantRef { index, id: m })
     }
 
     /// A payment message: its answer again when it is a repeat (from
@@ -390,11 +394,14 @@ impl Engine {
         let mut open = Vec::new();
         let count = self.state.retire(cutoff_ms, archived_seq, &mut open);
         if !open.is_empty() {
+            let dir = self.dir();
             self.with_timers(|t| {
                 for p in &open {
-                    let due = self
-                        .merchants
-                        .get(p.merchant as usize)
+                    // A hold placed before its merchant's hold period
+                    // changed is not found here; its timer finds no
+                    // payment in memory and does nothing.
+                    let due = dir
+                        .merchant(p.merchant)
                         .map_or(p.hold_from_ms, |m| m.hold_end(p.hold_from_ms).0);
                     t.due.remove(&(due, p.payment));
                 }

@@ -356,14 +356,17 @@ impl Engine {
         target: Target,
         now_ms: u64,
     ) -> Result<Option<u8>, Code> {
-        let merchant = &self.merchants[p.merchant as usize];
+        let over_capture_pct = self
+            .dir()
+            .merchant(p.merchant)
+            .map_or(0, |m| m.over_capture_pct);
         match (req.op, target.refund) {
             (Op::Capture, None) => {
                 let first = p.more.captures.is_none();
                 p.capture(
                     req.amount_minor,
                     req.currency,
-                    merchant.over_capture_pct,
+                    over_capture_pct,
                     req.keep_open,
                     now_ms,
                 )?;
@@ -378,7 +381,7 @@ impl Engine {
                 // The original is an incremental authorization: only
                 // what it added is taken back.
                 Some(i) => p
-                    .reverse_increment(i, req.replacement_minor, merchant.over_capture_pct, now_ms)
+                    .reverse_increment(i, req.replacement_minor, over_capture_pct, now_ms)
                     .map(|()| None),
                 None => p.reverse(req.replacement_minor, now_ms).map(|()| None),
             },

@@ -96,7 +96,7 @@ impl Engine {
             key: req.key,
             created_ms: now_ms,
             merchant: m,
-            merchant_id: self.merchants[m as usize].id,
+            merchant_id: self.dir().merchant(m).map_or([b' '; 15], |m| m.id),
             terminal: req.terminal_id,
             amount_minor: req.amount_minor,
             currency: req.currency,
@@ -327,8 +327,8 @@ impl Engine {
             stood_in,
         }));
         let hold_due = (payment.status == Status::Uncaptured).then(|| {
-            self.merchants
-                .get(p.merchant as usize)
+            self.dir()
+                .merchant(p.merchant)
                 .map_or(now_ms, |m| m.hold_end(now_ms).0)
         });
         let answer = p.key.map(|k| {
@@ -427,10 +427,7 @@ impl Engine {
             replacement_minor,
             currency: p.currency,
             terminal: p.terminal,
-            merchant_id: self
-                .merchants
-                .get(p.merchant as usize)
-                .map_or([b' '; 15], |m| m.id),
+            merchant_id: self.dir().merchant(p.merchant).map_or([b' '; 15], |m| m.id),
             rrn: p.rrn,
             auth_code: p.auth_code,
             code: Code::APPROVED,

@@ -84,9 +84,11 @@ impl Engine {
                 .let_go_meanwhile(target.payment, code)
                 .reply(self.rrn_of(req));
         }
-        let verdict = self
-            .risk
-            .evaluate(req, &self.merchants[m as usize], &token, now_ms);
+        let dir = self.dir();
+        let Some(merchant) = dir.merchant(m) else {
+            return self.refusal(req, Code::INVALID_MERCHANT);
+        };
+        let verdict = self.risk.evaluate(req, merchant, &token, now_ms);
         self.raise(req, m, target, &token, verdict, now_ms)
     }
 
@@ -103,7 +105,10 @@ impl Engine {
         now_ms: u64,
     ) -> Reply {
         let rrn = self.rrn_of(req);
-        let merchant = &self.merchants[m as usize];
+        let dir = self.dir();
+        let Some(merchant) = dir.merchant(m) else {
+            return self.refusal(req, Code::INVALID_MERCHANT);
+        };
         let code = match verdict {
             RiskVerdict::Decline { code, .. } => code,
             _ => Code::APPROVED,

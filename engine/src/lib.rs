@@ -12,6 +12,7 @@
 //!
 //! Layout (one module per concept):
 //! - `command`: the door's types; `code`: response codes.
+//! - `directory`: merchants and terminals, replaced at run time.
 //! - `engine`: the tables and the doors; `authorize`, `follow_up`,
 //!   `backoffice`, `timers`, `increment`: each command's stages.
 //! - `commit`: the one sequence every change goes through (epoch guard,
@@ -26,6 +27,7 @@ mod bytes;
 pub mod code;
 pub mod command;
 mod commit;
+pub mod directory;
 mod engine;
 mod follow_up;
 mod forward;
@@ -51,6 +53,7 @@ pub use command::{
     QueryReply, Reply, Request, Stats, Wait,
 };
 pub use commit::{Journal, NoJournal};
+pub use directory::{Directory, DirectoryError, Terminal, TerminalState};
 pub use engine::Engine;
 pub use idempotency::{Answer, MessageKey};
 pub use lifecycle::{

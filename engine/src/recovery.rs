@@ -144,9 +144,9 @@ impl Engine {
 
     /// After recovery: queue the holds of uncaptured payments for the timers.
     pub fn requeue_holds(&self) {
+        let dir = self.dir();
         self.state.requeue_holds(|p| {
-            self.merchants
-                .get(p.merchant as usize)
+            dir.merchant(p.merchant)
                 .map_or(p.created_ms, |m| m.hold_end(p.hold_from_ms()).0)
         });
     }

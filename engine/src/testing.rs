@@ -36,7 +36,7 @@ pub(crate) fn apply_message(e: &Engine, req: Request<'_>, now_ms: u64) -> Reply 
 }
 
 /// Merchant `id` with `terminals`.
-fn merchant(
+pub(crate) fn merchant(
     id: &[u8; 15],
     terminals: Vec<[u8; 8]>,
     currencies: Vec<u16>,

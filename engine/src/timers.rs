@@ -49,8 +49,9 @@ impl Engine {
         now_ms: u64,
     ) -> Reply {
         let mut ended = 0;
+        let dir = self.dir();
         for p in payments {
-            let Some(m) = self.merchants.get(p.merchant as usize) else {
+            let Some(m) = dir.merchant(p.merchant) else {
                 continue;
             };
             if m.hold_end(p.hold_from_ms()).0 > now_ms
@@ -81,13 +82,17 @@ impl Engine {
         let journal = &*self.journal;
         let mut advice = None;
         let changed = self.state.with_payment(id, |p| {
-            let Some(m) = self.merchants.get(p.merchant as usize) else {
+            let dir = self.dir();
+            let Some(m) = dir.merchant(p.merchant) else {
                 return false;
             };
             let (due_ms, auto) = m.hold_end(p.hold_from_ms());
             // An incremental authorization restarted the hold since this
-            // due time was queued: its own entry ends it later.
-            if due_ms > now_ms {
+            // due time was queued: its own entry ends it later. A hold not
+            // restarted ends when its entry says, whatever its merchant's
+            // hold period became since (holds keep the end they were
+            // given).
+            if p.more.hold_from_ms.is_some() && due_ms > now_ms {
                 return false;
             }
             // What is still held: partial captures stand.
