@@ -22,6 +22,8 @@
 //!   matched by F11).
 //! - `cli`: the command line: the switch and its operator tools.
 //! - `datadir`: the data directory's lock (one switch at a time) and modes.
+//! - `directory`: merchants and terminals at run time (`directory.json`
+//!   over the configuration, the audit log, the watcher).
 
 mod archive_stage;
 #[doc(hidden)]
@@ -31,6 +33,7 @@ pub mod cli;
 mod clock;
 mod config;
 mod datadir;
+mod directory;
 mod drainer;
 mod forwarding;
 mod journal_stage;
@@ -202,6 +205,8 @@ pub async fn start_on(
     let prometheus = metrics::install();
     let token_key = token_key(&config)?;
     let mut node = node::Node::new(&config, clock.clone(), token_key)?;
+    // Before recovery: holds are requeued with their merchants' periods.
+    node.open_directory(&config)?;
     // The archive before the journal: a wrong `archive.url` fails at once.
     let data_dir = &config.listeners.data_dir;
     let mut store = archive_stage::open_store(&config.archive, data_dir)?;
@@ -302,6 +307,7 @@ pub async fn start_on(
     let metrics_handle = prometheus.clone();
     let http_state = spawn_http(&config, &engine, http_listener, prometheus, &running);
     tracker.spawn(metrics_upkeep(metrics_handle, cancel.clone()));
+    tracker.spawn(directory_reloader(engine.clone(), cancel.clone()));
     if engine.policy_file().is_some() {
         tracker.spawn(policy_reloader(engine.clone(), cancel.clone()));
     }
@@ -591,6 +597,26 @@ async fn policy_reloader(engine: Arc<node::Node>, cancel: CancellationToken) {
                     engine.reload_policy();
                 }
             }
+        }
+    }
+}
+
+/// Applies `directory.json` when it changes (checked every
+/// [`directory::POLL_INTERVAL`], on the blocking pool: a read and a parse).
+async fn directory_reloader(node: Arc<node::Node>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(directory::POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let n = node.clone();
+        if tokio::task::spawn_blocking(move || n.reload_directory())
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

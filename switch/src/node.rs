@@ -41,9 +41,9 @@ pub(crate) struct Node {
     /// The links to issuer hosts; unset without `[[upstreams]]` (every
     /// forward then ends as never sent).
     pub(crate) forwarder: std::sync::OnceLock<std::sync::Arc<crate::upstream::Forwarder>>,
-    /// Per merchant (by index), how long after creation a hold ends
-    /// (auto-capture, else the hold period), ms.
-    hold_periods_ms: Vec<u64>,
+    /// Merchants and terminals at run time: `directory.json` as last
+    /// applied (`None` in tests of the pipeline alone).
+    directory: std::sync::Mutex<Option<crate::directory::Watch>>,
     /// The risk policy file, if not the embedded default.
     policy_file: Option<PathBuf>,
     /// Turns block-listed PANs into tokens when a policy is compiled.
@@ -113,14 +113,60 @@ impl Node {
             archive: None,
             pressure: crate::net::Pressure::default(),
             forwarder: std::sync::OnceLock::new(),
-            hold_periods_ms: config
-                .merchants
-                .iter()
-                .map(|m| m.auto_capture_h.unwrap_or(m.hold_period_h) * 3_600_000)
-                .collect(),
+            directory: std::sync::Mutex::new(None),
             policy_file,
             token_key,
         })
+    }
+
+    /// Serves the merchants and terminals of `<data_dir>/directory.json`
+    /// over the configuration's, and watches the file from now on.
+    ///
+    /// # Errors
+    /// When the file cannot be read or does not resolve (the message names
+    /// the file and the entry).
+    pub(crate) fn open_directory(&self, config: &Config) -> anyhow::Result<()> {
+        let data_dir = &config.listeners.data_dir;
+        let (watch, directory) = crate::directory::Watch::open(data_dir, &config.merchants)
+            .with_context(|| format!("the directory in {}", data_dir.display()))?;
+        self.engine
+            .replace_directory(directory)
+            .context("the directory file")?;
+        *self
+            .directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watch);
+        Ok(())
+    }
+
+    /// Applies `directory.json` when it changed (the watcher's poll, and
+    /// at once after a change made over internal frames). A file that does
+    /// not resolve leaves the last good directory in force: logged within
+    /// a budget and counted (`switch_directory_errors_total`).
+    pub(crate) fn reload_directory(&self) {
+        let mut guard = self
+            .directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(watch) = guard.as_mut() else {
+            return;
+        };
+        match watch.poll(|d| self.engine.replace_directory(d)) {
+            Ok(false) => {}
+            Ok(true) => {
+                metrics::counter!("switch_directory_reloads_total", "result" => "ok").increment(1);
+            }
+            Err(e) => {
+                metrics::counter!("switch_directory_reloads_total", "result" => "error")
+                    .increment(1);
+                metrics::counter!("switch_directory_errors_total").increment(1);
+                crate::ratelog::warn_limited!(
+                    "directory_reload",
+                    error = %e,
+                    "directory file refused; the last good directory stays in force"
+                );
+            }
+        }
     }
 
     /// Sends later records to `journal` (after recovery).
@@ -224,8 +270,17 @@ impl Node {
         };
         let now_ms = self.clock.now_ms();
         let mut ended = 0;
-        for (index, period_ms) in self.hold_periods_ms.iter().enumerate() {
-            let created_before_ms = now_ms.saturating_sub(*period_ms) + 1;
+        let QueryReply::Directory(directory) = self.query(Query::Directory) else {
+            return 0;
+        };
+        // Per merchant, how long after creation a hold ends (auto-capture,
+        // else the hold period).
+        let periods_ms = directory
+            .merchants()
+            .iter()
+            .map(|m| m.auto_capture_ms.unwrap_or(m.hold_period_ms));
+        for (index, period_ms) in periods_ms.enumerate() {
+            let created_before_ms = now_ms.saturating_sub(period_ms) + 1;
             match archive.open_holds(index as u32, created_before_ms, OPEN_HOLDS_PER_PASS) {
                 Ok(payments) if payments.is_empty() => {}
                 Ok(payments) => {

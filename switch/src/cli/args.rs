@@ -54,6 +54,17 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: MandatesAction,
     },
+    /// Terminals at run time: added, disabled, enabled, removed, their
+    /// settings (a running switch applies a change within 2 s).
+    Terminals {
+        #[command(subcommand)]
+        action: TerminalsAction,
+    },
+    /// Merchants at run time: added, disabled, enabled, their settings.
+    Merchants {
+        #[command(subcommand)]
+        action: MerchantsAction,
+    },
     /// The store-and-forward queue of advices and reversals to issuers.
     Saf {
         #[command(subcommand)]
@@ -255,5 +266,189 @@ pub(crate) enum IsoAction {
         /// ascii or ascii-hex.
         #[arg(long, default_value = "ascii")]
         profile: String,
+    },
+}
+
+/// What every directory command takes after its name (`--data-dir` may
+/// also come before the command, as for the switch).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct DirectoryArgs {
+    /// Data directory of the switch (as the server's `--data-dir`).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Who makes the change, for the audit log (default: $USER).
+    #[arg(long)]
+    pub(crate) by: Option<String>,
+}
+
+/// A terminal setting: on, off, or the merchant's.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tri {
+    /// Allowed on this terminal.
+    On,
+    /// Refused on this terminal (58).
+    Off,
+    /// As its merchant.
+    Inherit,
+}
+
+impl Tri {
+    /// The override it sets.
+    pub(crate) fn setting(self) -> Option<bool> {
+        match self {
+            Tri::On => Some(true),
+            Tri::Off => Some(false),
+            Tri::Inherit => None,
+        }
+    }
+}
+
+/// A merchant setting: on or off.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnOff {
+    /// Allowed.
+    On,
+    /// Refused (58).
+    Off,
+}
+
+impl OnOff {
+    /// As a flag.
+    pub(crate) fn on(self) -> bool {
+        self == OnOff::On
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TerminalsAction {
+    /// Adds a terminal (F41, 8 characters) to a merchant, enabled.
+    Add {
+        /// F41.
+        tid: String,
+        /// Its merchant's MID (F42).
+        #[arg(long)]
+        merchant: String,
+        /// For people.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// Lets a disabled (or removed) terminal transact again.
+    Enable {
+        /// F41.
+        tid: String,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// Refuses the terminal's authorizations, sales, refunds and captures
+    /// with 58; its reversals are still processed.
+    Disable {
+        /// F41.
+        tid: String,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// As disable, and no longer listed as its merchant's.
+    Remove {
+        /// F41.
+        tid: String,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// Lists terminals with their state and settings.
+    List {
+        /// Only this merchant's (MID).
+        #[arg(long)]
+        merchant: Option<String>,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// Changes a terminal's name and settings (over its merchant's).
+    Set {
+        /// F41.
+        tid: String,
+        /// For people.
+        #[arg(long)]
+        name: Option<String>,
+        /// Refunds on this terminal.
+        #[arg(long, value_enum)]
+        refunds: Option<Tri>,
+        /// MO/TO on this terminal.
+        #[arg(long, value_enum)]
+        moto: Option<Tri>,
+        /// Cancels over internal frames on this terminal.
+        #[arg(long, value_enum)]
+        cancel: Option<Tri>,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+}
+
+/// A merchant's settings on the command line.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct MerchantSettings {
+    /// For people.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Accepted currencies, ISO 4217 numeric, comma-separated (978,840).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) currencies: Option<Vec<u16>>,
+    /// A capture may exceed the authorized amount by this percentage.
+    #[arg(long)]
+    pub(crate) over_capture_pct: Option<u32>,
+    /// Hold period of a pre-authorization, hours (1..=744).
+    #[arg(long)]
+    pub(crate) hold_hours: Option<u64>,
+    /// Auto-capture after this many hours, or `off`.
+    #[arg(long)]
+    pub(crate) auto_capture_hours: Option<String>,
+    /// Refunds.
+    #[arg(long, value_enum)]
+    pub(crate) refunds: Option<OnOff>,
+    /// MO/TO.
+    #[arg(long, value_enum)]
+    pub(crate) moto: Option<OnOff>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum MerchantsAction {
+    /// Lists merchants with their index and settings.
+    List {
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// Adds a merchant (F42, 15 characters) at the next index.
+    Add {
+        /// F42.
+        mid: String,
+        #[command(flatten)]
+        settings: MerchantSettings,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// Lets a disabled merchant transact again.
+    Enable {
+        /// F42.
+        mid: String,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// Refuses everything of the merchant with 03 (a merchant is disabled,
+    /// never removed: its index is in its payments).
+    Disable {
+        /// F42.
+        mid: String,
+        #[command(flatten)]
+        common: DirectoryArgs,
+    },
+    /// Changes a merchant's settings.
+    Set {
+        /// F42.
+        mid: String,
+        #[command(flatten)]
+        settings: MerchantSettings,
+        #[command(flatten)]
+        common: DirectoryArgs,
     },
 }

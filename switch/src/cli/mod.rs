@@ -1,7 +1,9 @@
 //! The `switch` command line in one place: the switch itself (`serve`) and
-//! its operator tools (`iso`, `journal` with `export`, `keys`).
+//! its operator tools (`iso`, `journal` with `export`, `keys`,
+//! `terminals` and `merchants`).
 
 mod args;
+mod directory;
 mod iso;
 mod journal;
 mod keys;
@@ -37,6 +39,8 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { action } => keys::keys_command(action),
+        Command::Terminals { action } => directory::terminals(&cli, action),
+        Command::Merchants { action } => directory::merchants(&cli, action),
         Command::Mandates { action } => keys::mandates_command(action, cli.config.as_deref()),
         Command::Journal { action } => journal_tool(action),
         Command::Saf { action } => {

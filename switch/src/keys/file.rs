@@ -187,11 +187,17 @@ pub(super) struct KeysFile {
     pub(super) mandates: Vec<Mandate>,
 }
 
-/// `create_new` lock file beside the data file, removed on drop.
-pub(super) struct LockFile(PathBuf);
+/// `create_new` lock file beside the data file, removed on drop (also
+/// serializes the directory commands on `directory.json`).
+pub(crate) struct LockFile(PathBuf);
 
 impl LockFile {
-    pub(super) fn acquire(path: &Path) -> Result<LockFile, KeysError> {
+    /// Takes `<path>.lock` (as `keys.json.lock`), waiting up to 5 s for
+    /// another command to let it go.
+    ///
+    /// # Errors
+    /// When it is still held then, or cannot be made.
+    pub(crate) fn acquire(path: &Path) -> Result<LockFile, KeysError> {
         let lock = path.with_extension("json.lock");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| KeysError::Io {

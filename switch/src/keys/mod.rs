@@ -34,6 +34,6 @@ mod store;
 mod tests;
 
 pub use admin::{KeyAdmin, KeyInfo, NewKey};
-pub(crate) use file::{random, write_atomic};
+pub(crate) use file::{random, write_atomic, LockFile};
 pub use file::{KeysError, Mandate, Owner, Scope};
 pub(crate) use store::{KeyStore, Refusal};
