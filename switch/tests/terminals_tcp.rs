@@ -1,0 +1,362 @@
+//! Terminals and merchants at run time, over real loopback TCP: the
+//! `switch terminals` and `switch merchants` commands (the binary) change a
+//! running switch within 2 s, without a restart, and the change survives
+//! one. A disabled or removed terminal's 0100, 0200 (sale, refund) and
+//! 0220 get 58 and change nothing; its reversals are processed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The contract's bound on a change reaching a running switch.
+const APPLIES_WITHIN: Duration = Duration::from_secs(2);
+
+/// Runs the switch binary with `args`; its stdout. Panics with its stderr
+/// when it fails.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run switch");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Runs the switch binary with `args`, expecting it to fail; its stderr.
+fn cli_fails(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run switch");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8(out.stderr).expect("utf-8")
+}
+
+/// The sum of metric `name` (as spelled, labels included) now. The
+/// recorder is global to the test process: only for what no other test
+/// of this file counts.
+async fn metric(sw: &TestSwitch, name: &str) -> f64 {
+    metric_sum(&sw.http_get("/metrics").await.1, name).unwrap_or(0.0)
+}
+
+const ERRORS: &str = "switch_directory_errors_total";
+
+/// Runs the command line `args` against the running switch's data
+/// directory, in the name of `terminals-test`; its stdout.
+fn change(sw: &TestSwitch, args: &[&str]) -> String {
+    let dir = sw.dir.to_str().expect("utf-8 dir").to_owned();
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", &dir, "--by", "terminals-test"]);
+    cli(&all)
+}
+
+/// Sends fresh `probe`s (requests that change nothing whatever their
+/// answer) until one is answered `code`, at most [`APPLIES_WITHIN`]: the
+/// switch has applied the change the probe shows.
+async fn applied(c: &mut Client, probe: impl Fn() -> Req, code: &str) {
+    let deadline = Instant::now() + APPLIES_WITHIN;
+    loop {
+        let got = c.call(&probe()).await.code();
+        if got == code {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {got}, not {code}, {APPLIES_WITHIN:?} after the change"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pre-authorization of nothing from `tid` of `mid`: 13 (invalid amount)
+/// when the terminal transacts, 58 when it does not, 03 for a disabled or
+/// unknown merchant; never a payment.
+fn probe(tid: &'static str, mid: &'static str) -> impl Fn() -> Req {
+    move || preauth(&card(99), 0).set(41, tid).set(42, mid)
+}
+
+const M1: &str = "DEMO00000000001";
+
+/// `req` from terminal `tid`.
+fn from(req: Req, tid: &str) -> Req {
+    req.set(41, tid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_terminal_gets_58_its_reversals_are_honoured_and_it_survives_a_restart() {
+    let mut sw = TestSwitch::start().await;
+    let mut c = sw.client().await;
+    let held = preauth(&card(1), 5_000);
+    let to_capture = preauth(&card(2), 5_000);
+    let advised = preauth(&card(3), 5_000);
+    let sold = sale(&card(4), 3_000);
+    for r in [&held, &to_capture, &advised, &sold] {
+        assert_eq!(c.call(r).await.code(), "00");
+    }
+    change(&sw, &["terminals", "disable", "DEMO0001"]);
+    applied(&mut c, probe("DEMO0001", M1), "58").await;
+
+    // Every payment message of it is refused, and changes nothing.
+    let refused = [
+        preauth(&card(5), 1_000),
+        sale(&card(6), 1_000),
+        refund(&sold, 1_000),
+        capture(&to_capture, 5_000),
+    ];
+    for r in &refused {
+        let resp = c.call(r).await;
+        assert_eq!(resp.code(), "58", "{} from a disabled terminal", r.mti);
+    }
+    // Its neighbour transacts.
+    let other = from(sale(&card(7), 1_000), "DEMO0002");
+    assert_eq!(c.call(&other).await.code(), "00");
+    // Its reversals are processed: the holds are released.
+    let reversed = reversal(&held);
+    assert_eq!(c.call(&reversed).await.code(), "00");
+    let repeat = reversed.clone().mti("0401");
+    assert_eq!(c.call(&repeat).await.code(), "00", "its repeat too");
+    let advice = reversal(&advised).mti("0420");
+    let resp = c.call(&advice).await;
+    assert_eq!((resp.mti.as_str(), resp.code().as_str()), ("0430", "00"));
+
+    change(&sw, &["terminals", "enable", "DEMO0001"]);
+    applied(&mut c, probe("DEMO0001", M1), "13").await;
+    assert_eq!(c.call(&sale(&card(8), 1_000)).await.code(), "00");
+    // What was refused changed nothing: the refund and capture go now.
+    assert_eq!(c.call(&refund(&sold, 1_000)).await.code(), "00");
+    assert_eq!(c.call(&capture(&to_capture, 5_000)).await.code(), "00");
+    // The reversed holds are gone: 12 (cancelled).
+    assert_eq!(c.call(&capture(&held, 5_000)).await.code(), "12");
+    assert_eq!(c.call(&capture(&advised, 5_000)).await.code(), "12");
+
+    // Disabled, then restarted: still disabled.
+    change(&sw, &["terminals", "disable", "DEMO0001"]);
+    applied(&mut c, probe("DEMO0001", M1), "58").await;
+    sw.stop().await;
+    let dir = sw.dir.clone();
+    let mut sw = TestSwitch::start_in(dir, |_| {}).await;
+    let mut c = sw.client().await;
+    assert_eq!(c.call(&sale(&card(9), 1_000)).await.code(), "58");
+    let audit = std::fs::read_to_string(sw.dir.join("audit.log")).expect("audit log");
+    let lines: Vec<&str> = audit.lines().collect();
+    assert_eq!(lines.len(), 3, "one line per change: {audit}");
+    assert!(
+        lines[0].contains("\"who\":\"terminals-test\"")
+            && lines[0].contains("\"what\":\"terminal.disable\"")
+            && lines[0].contains("\"target\":\"DEMO0001\""),
+        "{audit}"
+    );
+    sw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminals_settings_override_its_merchants() {
+    let mut sw = TestSwitch::start().await;
+    let mut c = sw.client().await;
+    let here = sale(&card(11), 2_000);
+    let there = from(sale(&card(12), 2_000), "DEMO0002");
+    assert_eq!(c.call(&here).await.code(), "00");
+    assert_eq!(c.call(&there).await.code(), "00");
+    // A refund of nothing: 58 where refunds are off, else 13.
+    let refund_probe = |original: Req| move || refund(&original, 0);
+    // Merchant 1 allows refunds; its terminal DEMO0001 no longer does.
+    let out = change(&sw, &["terminals", "set", "DEMO0001", "--refunds", "off"]);
+    assert!(out.contains("refunds off"), "{out}");
+    applied(&mut c, refund_probe(here.clone()), "58").await;
+    assert_eq!(c.call(&refund(&here, 500)).await.code(), "58");
+    assert_eq!(
+        c.call(&refund(&there, 500)).await.code(),
+        "00",
+        "DEMO0002 inherits"
+    );
+    // Merchant 2 refuses refunds; its terminal DEMO0101 may.
+    let m2 = |r: Req| r.set(41, "DEMO0101").set(42, "DEMO00000000002");
+    let sold = m2(sale(&card(13), 2_000));
+    assert_eq!(c.call(&sold).await.code(), "00");
+    assert_eq!(
+        c.call(&refund(&sold, 500)).await.code(),
+        "58",
+        "merchant 2: no refunds"
+    );
+    change(&sw, &["terminals", "set", "DEMO0101", "--refunds", "on"]);
+    applied(&mut c, refund_probe(sold.clone()), "13").await;
+    assert_eq!(c.call(&refund(&sold, 500)).await.code(), "00");
+    // Back to inheriting.
+    change(
+        &sw,
+        &["terminals", "set", "DEMO0001", "--refunds", "inherit"],
+    );
+    applied(&mut c, refund_probe(here.clone()), "13").await;
+    assert_eq!(c.call(&refund(&here, 500)).await.code(), "00");
+    // MO/TO off on a terminal: its F25 = 08 authorizations get 58 (the
+    // probe's card fails Luhn, 14, where MO/TO is allowed).
+    let moto =
+        |tid: &'static str, pan: &'static str| move || from(sale(pan, 1_000), tid).set(25, "08");
+    change(&sw, &["terminals", "set", "DEMO0002", "--moto", "off"]);
+    applied(&mut c, moto("DEMO0002", "4111111111111112"), "58").await;
+    let good = card(14);
+    assert_eq!(
+        c.call(&from(sale(&good, 1_000), "DEMO0002").set(25, "08"))
+            .await
+            .code(),
+        "58"
+    );
+    assert_eq!(
+        c.call(&from(sale(&good, 1_000), "DEMO0003").set(25, "08"))
+            .await
+            .code(),
+        "00"
+    );
+    sw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_terminals_and_merchants_transact_removed_ones_get_58() {
+    let mut sw = TestSwitch::start().await;
+    let mut c = sw.client().await;
+    let new = |r: Req| r.set(41, "NEWT0001");
+    assert_eq!(
+        c.call(&new(sale(&card(21), 1_000))).await.code(),
+        "58",
+        "unknown"
+    );
+    change(&sw, &["terminals", "add", "NEWT0001", "--merchant", M1]);
+    applied(&mut c, probe("NEWT0001", M1), "13").await;
+    let sold = new(sale(&card(22), 1_000));
+    assert_eq!(c.call(&sold).await.code(), "00");
+    let held = new(preauth(&card(23), 1_000));
+    assert_eq!(c.call(&held).await.code(), "00");
+    change(&sw, &["terminals", "remove", "NEWT0001"]);
+    applied(&mut c, probe("NEWT0001", M1), "58").await;
+    assert_eq!(c.call(&new(sale(&card(24), 1_000))).await.code(), "58");
+    assert_eq!(c.call(&refund(&sold, 500)).await.code(), "58");
+    assert_eq!(
+        c.call(&reversal(&held)).await.code(),
+        "00",
+        "reversal honoured"
+    );
+    let dir = sw.dir.to_str().expect("utf-8").to_owned();
+    let listed = cli(&["terminals", "list", "--merchant", M1, "--data-dir", &dir]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("NEWT0001") && l.contains("removed")),
+        "{listed}"
+    );
+    // Clear errors: a terminal of another merchant, a bad F41, an
+    // unknown merchant.
+    let e = cli_fails(&[
+        "terminals",
+        "add",
+        "DEMO0001",
+        "--merchant",
+        "DEMO00000000002",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(
+        e.contains("already belongs to merchant DEMO00000000001"),
+        "{e}"
+    );
+    let e = cli_fails(&[
+        "--data-dir",
+        &dir,
+        "terminals",
+        "add",
+        "T1",
+        "--merchant",
+        M1,
+    ]);
+    assert!(e.contains("expected 8 printable characters (F41)"), "{e}");
+    let e = cli_fails(&[
+        "terminals",
+        "add",
+        "NEWT0002",
+        "--merchant",
+        "NOSUCHMERCHANT1",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(e.contains("unknown merchant NOSUCHMERCHANT1"), "{e}");
+
+    // A merchant added at run time, with a terminal.
+    let theirs = probe("NEWT0003", "NEWM00000000003");
+    assert_eq!(c.call(&theirs()).await.code(), "03", "unknown merchant");
+    let out = change(
+        &sw,
+        &[
+            "merchants",
+            "add",
+            "NEWM00000000003",
+            "--currencies",
+            "978,840",
+            "--refunds",
+            "on",
+        ],
+    );
+    assert!(out.contains("index 2"), "{out}");
+    change(
+        &sw,
+        &[
+            "terminals",
+            "add",
+            "NEWT0003",
+            "--merchant",
+            "NEWM00000000003",
+        ],
+    );
+    applied(&mut c, probe("NEWT0003", "NEWM00000000003"), "13").await;
+    let of_theirs = |r: Req| r.set(41, "NEWT0003").set(42, "NEWM00000000003");
+    let sold = of_theirs(sale(&card(25), 1_000));
+    assert_eq!(c.call(&sold).await.code(), "00");
+    assert_eq!(c.call(&refund(&sold, 1_000)).await.code(), "00");
+    change(&sw, &["merchants", "disable", "NEWM00000000003"]);
+    applied(&mut c, probe("NEWT0003", "NEWM00000000003"), "03").await;
+    assert_eq!(
+        c.call(&of_theirs(sale(&card(26), 1_000))).await.code(),
+        "03"
+    );
+    let listed = cli(&["merchants", "list", "--data-dir", &dir]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("2 ") && l.contains("NEWM00000000003") && l.contains("added")),
+        "{listed}"
+    );
+    sw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_directory_file_keeps_the_last_good_one() {
+    let mut sw = TestSwitch::start().await;
+    let mut c = sw.client().await;
+    change(&sw, &["terminals", "disable", "DEMO0005"]);
+    applied(&mut c, probe("DEMO0005", M1), "58").await;
+    let path = sw.dir.join("directory.json");
+    let good = std::fs::read_to_string(&path).expect("file");
+    let before = metric(&sw, ERRORS).await;
+    std::fs::write(&path, b"{\"version\": 1, \"terminals\": [").expect("write");
+    let deadline = Instant::now() + APPLIES_WITHIN;
+    while metric(&sw, ERRORS).await <= before {
+        assert!(Instant::now() < deadline, "the bad file was not noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sold = from(sale(&card(31), 1_000), "DEMO0005");
+    assert_eq!(c.call(&sold).await.code(), "58", "still disabled");
+    let (status, _) = sw.http_get("/readyz").await;
+    assert!(status.contains("200"), "readiness stays: {status}");
+    // A good file again is applied.
+    std::fs::write(&path, good.replace("\"disabled\"", "\"enabled\"")).expect("write");
+    applied(&mut c, probe("DEMO0005", M1), "13").await;
+    let sold = from(sale(&card(32), 1_000), "DEMO0005");
+    assert_eq!(c.call(&sold).await.code(), "00");
+    sw.stop().await;
+}
