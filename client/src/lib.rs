@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use codecs::internal::{
-    Authenticate, CartLine, Cvv2, Expiry, InternalCodec, ListPayments, MotoRequest, Pan, Refund,
-    Repeated, Request, Response, Secret,
+    Authenticate, CartLine, Cvv2, Expiry, InternalCodec, ListPayments, ListTerminals, MotoRequest,
+    Pan, Refund, Repeated, Request, Response, Secret, TerminalChange,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -47,9 +47,14 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
-pub use codecs::internal::{EventKind, HistoryEntry, PaymentStatus, ResultCode};
+pub use codecs::internal::{
+    EventKind, HistoryEntry, PaymentStatus, ResultCode, Setting, TerminalState,
+};
 pub use error::ClientError;
-pub use types::{CartItem, Details, ListQuery, MandateRow, MotoPayment, PaymentRow, Reply};
+pub use types::{
+    CartItem, Details, ListQuery, MandateRow, MotoPayment, PaymentRow, Reply, Terminal,
+    TerminalSettings,
+};
 
 /// How long a request waits for its answer unless told otherwise.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -449,6 +454,86 @@ impl Client {
     /// An empty or over-long reason (nothing is sent), connection errors.
     pub async fn unmark_scam(&self, payment_id: u64, reason: &str) -> Result<Reply, ClientError> {
         self.call(&Request::UnmarkScam { payment_id, reason }).await
+    }
+
+    /// One page of the terminals of the key's merchants (of `merchant_id`
+    /// only, when given); pass the reply's `next_cursor` as `cursor` for
+    /// the next page.
+    ///
+    /// # Errors
+    /// A limit of 0 or over 100, connection errors.
+    pub async fn list_terminals(
+        &self,
+        merchant_id: Option<&str>,
+        cursor: Option<u64>,
+        limit: Option<u16>,
+    ) -> Result<Reply, ClientError> {
+        self.call(&Request::ListTerminals(ListTerminals {
+            merchant_id,
+            cursor,
+            limit,
+        }))
+        .await
+    }
+
+    /// Adds terminal `terminal_id` (8 characters) to `merchant_id` (the
+    /// key's only merchant when `None`), enabled; the reply's `terminals`
+    /// holds it. It transacts once the answer is in.
+    ///
+    /// # Errors
+    /// Input the format refuses, connection errors.
+    pub async fn add_terminal(
+        &self,
+        terminal_id: &str,
+        merchant_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Reply, ClientError> {
+        self.call(&Request::AddTerminal(TerminalChange {
+            terminal_id,
+            merchant_id,
+            name,
+            ..TerminalChange::default()
+        }))
+        .await
+    }
+
+    /// Enables or disables a terminal, or changes its settings.
+    ///
+    /// # Errors
+    /// Input the format refuses, connection errors.
+    pub async fn set_terminal(
+        &self,
+        terminal_id: &str,
+        settings: &TerminalSettings,
+    ) -> Result<Reply, ClientError> {
+        self.call(&Request::SetTerminal(TerminalChange {
+            terminal_id,
+            merchant_id: None,
+            name: settings.name.as_deref(),
+            state: settings.enabled.map(|on| {
+                if on {
+                    TerminalState::Enabled
+                } else {
+                    TerminalState::Disabled
+                }
+            }),
+            refunds: settings.refunds,
+            moto: settings.moto,
+            cancel: settings.cancel,
+        }))
+        .await
+    }
+
+    /// Removes a terminal: 58 for its payments, its reversals still go.
+    ///
+    /// # Errors
+    /// Input the format refuses, connection errors.
+    pub async fn remove_terminal(&self, terminal_id: &str) -> Result<Reply, ClientError> {
+        self.call(&Request::RemoveTerminal(TerminalChange {
+            terminal_id,
+            ..TerminalChange::default()
+        }))
+        .await
     }
 
     /// Sends any request and waits for its answer.

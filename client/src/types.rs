@@ -1,7 +1,7 @@
 //! Owned inputs and results: what callers build and keep, free of the
 //! codec's borrowed views.
 
-use codecs::internal::{HistoryEntry, PaymentStatus, Response, ResultCode};
+use codecs::internal::{HistoryEntry, PaymentStatus, Response, ResultCode, Setting, TerminalState};
 
 /// A mail or telephone order, for [`crate::Client::authorize_moto`] and
 /// [`crate::Client::preauthorize_moto`]. `Debug` masks the card data.
@@ -174,6 +174,8 @@ pub struct Reply {
     pub mandates: Vec<MandateRow>,
     /// How the payment was authorized, and its scam flag's workflow.
     pub details: Details,
+    /// Terminals: a page (list terminals), or the one changed.
+    pub terminals: Vec<Terminal>,
 }
 
 /// What the back office sees of one payment besides its amounts (answers
@@ -204,6 +206,41 @@ pub struct Details {
     pub unflag_reason: Option<String>,
     /// When, Unix seconds.
     pub unflagged_unix_s: Option<u64>,
+}
+
+/// A terminal as the switch has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terminal {
+    /// F41.
+    pub terminal_id: String,
+    /// Its merchant's F42.
+    pub merchant_id: String,
+    /// Enabled, disabled or removed.
+    pub state: TerminalState,
+    /// Refunds on it: on, off, or its merchant's.
+    pub refunds: Setting,
+    /// MO/TO on it.
+    pub moto: Setting,
+    /// Cancels over internal frames on it.
+    pub cancel: Setting,
+    /// For people; empty when none.
+    pub name: String,
+}
+
+/// A terminal's state and settings to change, for
+/// [`crate::Client::set_terminal`]; `None` leaves one as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TerminalSettings {
+    /// New name.
+    pub name: Option<String>,
+    /// Enabled (`true`) or disabled.
+    pub enabled: Option<bool>,
+    /// Refunds.
+    pub refunds: Option<Setting>,
+    /// MO/TO.
+    pub moto: Option<Setting>,
+    /// Cancels over internal frames.
+    pub cancel: Option<Setting>,
 }
 
 impl Reply {
@@ -252,6 +289,19 @@ impl Reply {
                 })
                 .collect(),
             next_cursor: r.next_cursor,
+            terminals: r
+                .terminals
+                .iter()
+                .map(|t| Terminal {
+                    terminal_id: t.terminal_id.to_owned(),
+                    merchant_id: t.merchant_id.to_owned(),
+                    state: t.state,
+                    refunds: t.refunds,
+                    moto: t.moto,
+                    cancel: t.cancel,
+                    name: t.name.to_owned(),
+                })
+                .collect(),
             mandates: r
                 .mandates
                 .iter()

@@ -476,6 +476,7 @@ fn with_response<R>(m: &RespModel, f: impl FnOnce(Response<'_>) -> R) -> R {
         mandates: Repeated::empty(),
         next_cursor: m.next_cursor,
         details: Details::default(),
+        terminals: Repeated::empty(),
     })
 }
 
@@ -798,8 +799,8 @@ fn field_errors_name_the_field() {
         Ok(())
     );
     assert_eq!(
-        request_of(0x0A, &[]),
-        Err(Error::UnknownFrameType { found: 0x0A })
+        request_of(0x7F, &[]),
+        Err(Error::UnknownFrameType { found: 0x7F })
     );
     let list = |from: u64, to: u64| {
         request_of(

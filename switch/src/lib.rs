@@ -402,6 +402,10 @@ fn spawn_wire_listeners(
     let frames = Arc::new(wire::frames::FrameShared {
         node: engine.clone(),
         keys: Arc::new(keys::KeyStore::open(&config.listeners.data_dir)),
+        directory: Arc::new(directory::Admin::new(
+            &config.listeners.data_dir,
+            &config.merchants,
+        )),
     });
     let l = &config.limits;
     let listener = |listener, name, tls| net::Listener {

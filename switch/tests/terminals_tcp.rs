@@ -360,3 +360,157 @@ async fn a_malformed_directory_file_keeps_the_last_good_one() {
     assert_eq!(c.call(&sold).await.code(), "00");
     sw.stop().await;
 }
+
+/// A merchant key of `mid` in `sw`'s data directory, logged in; and its
+/// client id.
+async fn frames_of(sw: &TestSwitch, mid: &str) -> (switch_client::Client, String) {
+    let k = switch::KeyAdmin::new(&sw.dir)
+        .create_key(switch::Owner::Merchant(mid.into()), "back office")
+        .expect("create key");
+    let client = tokio::time::timeout(
+        TIMEOUT,
+        switch_client::Client::connect(sw.frame, &k.client_id, &k.secret),
+    )
+    .await
+    .expect("in time")
+    .expect("log-in accepted");
+    (client, k.client_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_key_manages_its_own_terminals_over_internal_frames() {
+    use switch_client::{Setting, TerminalSettings, TerminalState};
+    let mut sw = TestSwitch::start().await;
+    let mut c = sw.client().await;
+    let (ours, our_id) = frames_of(&sw, M1).await;
+    let (theirs, _) = frames_of(&sw, "DEMO00000000002").await;
+
+    // Added with the merchant key: it transacts once the answer is in.
+    let r = ours
+        .add_terminal("BACK0001", None, Some("web shop"))
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let t = &r.terminals[0];
+    assert_eq!(
+        (
+            t.terminal_id.as_str(),
+            t.merchant_id.as_str(),
+            t.state,
+            t.name.as_str()
+        ),
+        ("BACK0001", M1, TerminalState::Enabled, "web shop")
+    );
+    let sold = from(sale(&card(41), 1_000), "BACK0001");
+    assert_eq!(c.call(&sold).await.code(), "00");
+
+    // Disabled with the merchant key: 58 at once, its refund too.
+    let off = TerminalSettings {
+        enabled: Some(false),
+        ..TerminalSettings::default()
+    };
+    let r = ours.set_terminal("BACK0001", &off).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    assert_eq!(r.terminals[0].state, TerminalState::Disabled);
+    assert_eq!(
+        c.call(&from(sale(&card(42), 1_000), "BACK0001"))
+            .await
+            .code(),
+        "58"
+    );
+    assert_eq!(c.call(&refund(&sold, 500)).await.code(), "58");
+
+    // Another merchant's key can neither see nor change it.
+    let on = TerminalSettings {
+        enabled: Some(true),
+        ..TerminalSettings::default()
+    };
+    let r = theirs
+        .set_terminal("BACK0001", &on)
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "25", "{r:?}");
+    let r = theirs.remove_terminal("DEMO0001").await.expect("answered");
+    assert_eq!(r.code(), "25", "{r:?}");
+    let r = theirs
+        .add_terminal("BACK0002", Some(M1), None)
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "58", "{r:?}");
+    let listed = theirs
+        .list_terminals(None, None, None)
+        .await
+        .expect("answered");
+    assert_eq!(listed.code(), "00");
+    assert!(
+        listed
+            .terminals
+            .iter()
+            .all(|t| t.merchant_id == "DEMO00000000002"),
+        "{listed:?}"
+    );
+    assert_eq!(
+        c.call(&from(sale(&card(43), 1_000), "BACK0001"))
+            .await
+            .code(),
+        "58"
+    );
+
+    // Its own settings: refunds off, then enabled again.
+    let settings = TerminalSettings {
+        enabled: Some(true),
+        refunds: Some(Setting::Off),
+        ..TerminalSettings::default()
+    };
+    let r = ours
+        .set_terminal("BACK0001", &settings)
+        .await
+        .expect("answered");
+    assert_eq!((r.code(), r.terminals[0].refunds), ("00", Setting::Off));
+    assert_eq!(
+        c.call(&from(sale(&card(44), 1_000), "BACK0001"))
+            .await
+            .code(),
+        "00"
+    );
+    assert_eq!(
+        c.call(&refund(&sold, 500)).await.code(),
+        "58",
+        "refunds off"
+    );
+
+    // Paging over the merchant's 11 terminals, 4 at a time.
+    let (mut seen, mut cursor) = (Vec::new(), None);
+    for _ in 0..10 {
+        let page = ours
+            .list_terminals(Some(M1), cursor, Some(4))
+            .await
+            .expect("answered");
+        assert_eq!(page.code(), "00");
+        seen.extend(page.terminals.iter().map(|t| t.terminal_id.clone()));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 11, "{seen:?}");
+    assert!(seen.contains(&"BACK0001".to_owned()));
+
+    // Removed: 58, listed as removed; the audit names the key.
+    let r = ours.remove_terminal("BACK0001").await.expect("answered");
+    assert_eq!(
+        (r.code(), r.terminals[0].state),
+        ("00", TerminalState::Removed)
+    );
+    assert_eq!(
+        c.call(&from(sale(&card(45), 1_000), "BACK0001"))
+            .await
+            .code(),
+        "58"
+    );
+    let audit = std::fs::read_to_string(sw.dir.join("audit.log")).expect("audit");
+    assert_eq!(audit.lines().count(), 4, "{audit}");
+    let who = format!("\"who\":\"{our_id}\"");
+    assert!(audit.lines().all(|l| l.contains(&who)), "{audit}");
+    sw.stop().await;
+}

@@ -27,6 +27,14 @@ pub enum FrameType {
     ListPayments = 0x08,
     /// `0x09`: flag a payment as a scam.
     MarkScam = 0x09,
+    /// `0x0A`: list the terminals of the key's merchants.
+    ListTerminals = 0x0A,
+    /// `0x0B`: add a terminal to one of the key's merchants.
+    AddTerminal = 0x0B,
+    /// `0x0C`: change a terminal's state (enabled, disabled) or settings.
+    SetTerminal = 0x0C,
+    /// `0x0D`: remove a terminal (its reversals are still processed).
+    RemoveTerminal = 0x0D,
     /// `0x10`: take the scam flag off a payment, with a reason.
     UnmarkScam = 0x10,
     /// `0x14`: list the mandates the key's provider holds.
@@ -57,6 +65,10 @@ impl FrameType {
             0x07 => FrameType::GetPayment,
             0x08 => FrameType::ListPayments,
             0x09 => FrameType::MarkScam,
+            0x0A => FrameType::ListTerminals,
+            0x0B => FrameType::AddTerminal,
+            0x0C => FrameType::SetTerminal,
+            0x0D => FrameType::RemoveTerminal,
             0x10 => FrameType::UnmarkScam,
             0x14 => FrameType::ListMandates,
             0x80 => FrameType::Response,
@@ -75,6 +87,10 @@ impl FrameType {
             FrameType::GetPayment => "GetPayment",
             FrameType::ListPayments => "ListPayments",
             FrameType::MarkScam => "MarkScam",
+            FrameType::ListTerminals => "ListTerminals",
+            FrameType::AddTerminal => "AddTerminal",
+            FrameType::SetTerminal => "SetTerminal",
+            FrameType::RemoveTerminal => "RemoveTerminal",
             FrameType::UnmarkScam => "UnmarkScam",
             FrameType::ListMandates => "ListMandates",
             FrameType::Response => "Response",

@@ -16,6 +16,7 @@
 //! - `request`, `response`: the typed views and their encoding;
 //! - `items`, `repeated`: repeatable fields (cart lines, history, rows);
 //! - `sensitive`: card data and secrets, masked in `Debug`;
+//! - `terminal`: terminals at run time (list, add, set, remove);
 //! - `codec`: the tokio-util [`InternalCodec`].
 
 mod codec;
@@ -30,6 +31,7 @@ mod request;
 mod response;
 mod sensitive;
 pub mod tag;
+mod terminal;
 
 pub use codec::{CodecError, FrameBytes, InternalCodec};
 pub use codes::{EventKind, PaymentStatus, ResultCode};
@@ -41,6 +43,7 @@ pub use repeated::{Repeated, RepeatedItem, RepeatedIter};
 pub use request::{Authenticate, ListPayments, MotoRequest, Refund, Request};
 pub use response::{Details, Response};
 pub use sensitive::{Cvv2, Expiry, Pan, Secret};
+pub use terminal::{ListTerminals, Setting, TerminalChange, TerminalRow, TerminalState};
 
 /// Largest body accepted or written: 16 KiB, checked on the header before
 /// anything is buffered. Holds the largest response (a full list page and
@@ -56,6 +59,9 @@ pub const HISTORY_ENTRIES_MAX: usize = 64;
 pub const LIST_ROWS_MAX: usize = 100;
 /// Most rows in a mandate list.
 pub const MANDATE_ROWS_MAX: usize = 150;
+/// Most terminals in one response page, and the largest `limit` a
+/// terminal list may ask.
+pub const TERMINAL_ROWS_MAX: usize = 100;
 /// Largest quantity on a cart line.
 pub const CART_QUANTITY_MAX: u32 = 9_999;
 /// Largest amount in minor units: 12 digits, as ISO 8583 F4 (n12) holds.
@@ -104,6 +110,14 @@ const _: () = assert!(RESPONSE_SINGLE_FIELDS + MANDATE_ROWS_MAX <= FRAME_FIELDS_
 const _: () = assert!(
     RESPONSE_SINGLE_BYTES_MAX
         + MANDATE_ROWS_MAX * (field::FIELD_HEADER_BYTES + items::MANDATE_ROW_FIXED_BYTES + 15)
+        <= FRAME_BODY_BYTES_MAX
+);
+// A full page of terminals (each at its longest name) fits beside the
+// single fields; a response never carries terminals with rows or history.
+const _: () = assert!(RESPONSE_SINGLE_FIELDS + TERMINAL_ROWS_MAX <= FRAME_FIELDS_MAX);
+const _: () = assert!(
+    RESPONSE_SINGLE_BYTES_MAX
+        + TERMINAL_ROWS_MAX * (field::FIELD_HEADER_BYTES + terminal::TERMINAL_ROW_FIXED_BYTES + 64)
         <= FRAME_BODY_BYTES_MAX
 );
 // A request carrying every cart line also fits.

@@ -16,6 +16,7 @@ use super::items::{cart_total_minor, CartLine};
 use super::repeated::Repeated;
 use super::sensitive::{Cvv2, Expiry, Pan, Secret};
 use super::tag;
+use super::terminal::{ListTerminals, TerminalChange};
 use super::{CART_LINES_MAX, LIST_ROWS_MAX};
 
 /// A request from an internal client. Every request is answered by one
@@ -76,6 +77,14 @@ pub enum Request<'a> {
         /// Why, required: kept with the payment.
         reason: &'a str,
     },
+    /// Lists the terminals of the key's merchants, one page at a time.
+    ListTerminals(ListTerminals<'a>),
+    /// Adds a terminal.
+    AddTerminal(TerminalChange<'a>),
+    /// Changes a terminal's state or settings.
+    SetTerminal(TerminalChange<'a>),
+    /// Removes a terminal.
+    RemoveTerminal(TerminalChange<'a>),
 }
 
 /// `Authenticate` fields: `CLIENT_ID` and `SECRET`, both required.
@@ -210,6 +219,17 @@ impl<'a> Request<'a> {
                     unexpected(frame_type, tag)?;
                 }
                 Request::ListMandates
+
+            }
+            FrameType::ListTerminals => Request::ListTerminals(ListTerminals::parse(body)?),
+            FrameType::AddTerminal => {
+                Request::AddTerminal(TerminalChange::parse(frame_type, body)?)
+            }
+            FrameType::SetTerminal => {
+                Request::SetTerminal(TerminalChange::parse(frame_type, body)?)
+            }
+            FrameType::RemoveTerminal => {
+                Request::RemoveTerminal(TerminalChange::parse(frame_type, body)?)
             }
             FrameType::Response => return Err(Error::WrongDirection { found: frame_type }),
         })
@@ -229,6 +249,10 @@ impl<'a> Request<'a> {
             Request::MarkScam { .. } => FrameType::MarkScam,
             Request::UnmarkScam { .. } => FrameType::UnmarkScam,
             Request::ListMandates => FrameType::ListMandates,
+            Request::ListTerminals(_) => FrameType::ListTerminals,
+            Request::AddTerminal(_) => FrameType::AddTerminal,
+            Request::SetTerminal(_) => FrameType::SetTerminal,
+            Request::RemoveTerminal(_) => FrameType::RemoveTerminal,
         }
     }
 
@@ -244,6 +268,10 @@ impl<'a> Request<'a> {
             Request::AuthorizeMoto(m) | Request::PreauthorizeMoto(m) => m.encode(w),
             Request::Refund(r) => r.encode(w),
             Request::ListPayments(l) => l.encode(w),
+            Request::ListTerminals(l) => l.encode(w),
+            Request::AddTerminal(t) | Request::SetTerminal(t) | Request::RemoveTerminal(t) => {
+                t.encode(w)
+            }
             Request::Capture {
                 payment_id,
                 amount_minor,

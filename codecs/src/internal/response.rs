@@ -15,7 +15,8 @@ use super::header::Frame;
 use super::items::{HistoryEntry, MandateRow, PaymentRow};
 use super::repeated::Repeated;
 use super::tag;
-use super::{HISTORY_ENTRIES_MAX, LIST_ROWS_MAX, MANDATE_ROWS_MAX};
+use super::terminal::TerminalRow;
+use super::{HISTORY_ENTRIES_MAX, LIST_ROWS_MAX, MANDATE_ROWS_MAX, TERMINAL_ROWS_MAX};
 
 /// The answer to any request, success or error. Only `result_code` is
 /// required; a server fills in what the request calls for (see
@@ -60,6 +61,9 @@ pub struct Response<'a> {
     pub mandates: Repeated<'a, MandateRow<'a>>,
     /// Cursor for the next page; absent on the last page.
     pub next_cursor: Option<u64>,
+    /// Terminals (`ListTerminals`: a page; the terminal changes: the one
+    /// changed), up to `TERMINAL_ROWS_MAX`.
+    pub terminals: Repeated<'a, TerminalRow<'a>>,
     /// The back office's details of one payment (`GetPayment`, and the
     /// answers that carry the payment).
     pub details: Details<'a>,
@@ -173,6 +177,7 @@ impl<'a> Response<'a> {
             mandates: Repeated::empty(),
             next_cursor: None,
             details: Details::default(),
+            terminals: Repeated::empty(),
         }
     }
 
@@ -188,7 +193,8 @@ impl<'a> Response<'a> {
         }
         let body = frame.body();
         let mut r = Response::new(ResultCode::APPROVED);
-        let (mut result_code, mut history, mut rows, mut mandates) = (None, 0, 0, 0);
+        let (mut result_code, mut history, mut rows) = (None, 0, 0);
+        let (mut mandates, mut terminals) = (0, 0);
         let mut fields = Fields::new(body);
         while let Some(Field { tag, value }) = fields.next_field()? {
             match tag {
@@ -205,6 +211,10 @@ impl<'a> Response<'a> {
                     MandateRow::decode_value(value)?;
                     count_repeat(tag, &mut mandates, MANDATE_ROWS_MAX)?;
                 }
+                tag::TERMINAL_ROW => {
+                    TerminalRow::decode_value(value)?;
+                    count_repeat(tag, &mut terminals, TERMINAL_ROWS_MAX)?;
+                }
                 tag => r.set(tag, value)?,
             }
         }
@@ -212,6 +222,7 @@ impl<'a> Response<'a> {
         r.history = Repeated::from_wire(body, history);
         r.rows = Repeated::from_wire(body, rows);
         r.mandates = Repeated::from_wire(body, mandates);
+        r.terminals = Repeated::from_wire(body, terminals);
         Ok(r)
     }
 
@@ -309,8 +320,14 @@ impl<'a> Response<'a> {
                 tag: tag::MANDATE_ROW,
             });
         }
+        if self.terminals.len() > TERMINAL_ROWS_MAX {
+            return Err(Error::TooManyRepeats {
+                tag: tag::TERMINAL_ROW,
+            });
+        }
         self.history.iter().try_for_each(|entry| entry.encode(w))?;
         self.rows.iter().try_for_each(|row| row.encode(w))?;
-        self.mandates.iter().try_for_each(|row| row.encode(w))
+        self.mandates.iter().try_for_each(|row| row.encode(w))?;
+        self.terminals.iter().try_for_each(|t| t.encode(w))
     }
 }

@@ -95,6 +95,21 @@ pub const NEXT_CURSOR: u8 = 0x4A;
 /// Payment created at, Unix seconds: `u64`.
 pub const CREATED_UNIX_S: u8 = 0x4B;
 
+/// Merchant id (ISO 8583 F42): printable ASCII, 15 bytes.
+pub const MERCHANT_ID: u8 = 0x50;
+/// Terminal row (repeatable): 27 bytes fixed, then the terminal's name.
+pub const TERMINAL_ROW: u8 = 0x51;
+/// Terminal name: UTF-8 without control characters, 1..=64 bytes.
+pub const TERMINAL_NAME: u8 = 0x52;
+/// Terminal state: `u8`, 0 enabled, 1 disabled (2 removed, in rows).
+pub const TERMINAL_STATE: u8 = 0x53;
+/// Refunds on a terminal: `u8`, 0 off, 1 on, 2 the merchant's.
+pub const REFUNDS: u8 = 0x54;
+/// MO/TO on a terminal: `u8`, 0 off, 1 on, 2 the merchant's.
+pub const MOTO: u8 = 0x55;
+/// Cancels over internal frames on a terminal: `u8`, 0 off, 1 on, 2 the
+/// default (allowed).
+pub const CANCEL: u8 = 0x56;
 /// The ECI the payment was authorized with: `u8`, 0..=99.
 pub const ECI: u8 = 0x60;
 /// F37 of the authorization: 12 printable ASCII bytes.
@@ -132,7 +147,10 @@ pub const EXTENSION_MIN: u8 = 0xF0;
 
 /// Whether a tag may appear more than once in a body.
 pub(crate) fn is_repeatable(tag: u8) -> bool {
-    matches!(tag, CART_LINE | HISTORY_ENTRY | PAYMENT_ROW | MANDATE_ROW)
+    matches!(
+        tag,
+        CART_LINE | HISTORY_ENTRY | PAYMENT_ROW | MANDATE_ROW | TERMINAL_ROW
+    )
 }
 
 /// The field's name, for error messages.
@@ -171,6 +189,13 @@ pub(crate) fn name(tag: u8) -> &'static str {
         PAYMENT_ROW => "payment_row",
         NEXT_CURSOR => "next_cursor",
         CREATED_UNIX_S => "created_unix_s",
+        MERCHANT_ID => "merchant_id",
+        TERMINAL_ROW => "terminal_row",
+        TERMINAL_NAME => "terminal_name",
+        TERMINAL_STATE => "terminal_state",
+        REFUNDS => "refunds",
+        MOTO => "moto",
+        CANCEL => "cancel",
         FILTER_SCAM => "filter_scam",
         FILTER_RRN => "filter_rrn",
         FILTER_AUTH_CODE => "filter_auth_code",

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use codecs::internal::{
     FrameBytes, HistoryEntry, InternalCodec, ListPayments, MandateRow, MotoRequest, PaymentRow,
-    Repeated, Request, Response, ResultCode,
+    Repeated, Request, Response, ResultCode, Setting, TerminalRow, TerminalState,
 };
 use tokio_util::codec::Decoder;
 
@@ -56,6 +56,8 @@ pub(crate) struct FrameShared {
     pub(crate) node: Arc<Node>,
     /// API keys and mandates.
     pub(crate) keys: Arc<KeyStore>,
+    /// Terminals at run time (`ListTerminals`, `AddTerminal`, ...).
+    pub(crate) directory: Arc<crate::directory::Admin>,
 }
 
 /// The internal-frame wire on one connection: its log-in and scope.
@@ -314,7 +316,23 @@ impl FrameWire {
                 _ => None,
             }
         }));
-        (run(node, &self.scope, client_id, request), None)
+        let answer = match request {
+            Request::ListTerminals(_)
+            | Request::AddTerminal(_)
+            | Request::SetTerminal(_)
+            | Request::RemoveTerminal(_) => {
+                let directory = &self.shared.directory;
+                let t =
+                    super::terminal_frames::answer(directory, node, client_id, &self.mids, request);
+                Answer {
+                    terminals: t.terminals,
+                    next_cursor: t.next_cursor,
+                    ..Answer::refusal(t.code, t.message.into())
+                }
+            }
+            _ => run(node, &self.scope, client_id, request),
+        };
+        (answer, None)
     }
 }
 
@@ -329,6 +347,10 @@ fn frame_type_label(code: u8) -> &'static str {
         0x07 => "get_payment",
         0x08 => "list_payments",
         0x09 => "mark_scam",
+        0x0A => "list_terminals",
+        0x0B => "add_terminal",
+        0x0C => "set_terminal",
+        0x0D => "remove_terminal",
         0x10 => "unmark_scam",
         0x14 => "list_mandates",
         _ => "other",
@@ -389,16 +411,20 @@ fn mandate_scope(request: &Request<'_>) -> u8 {
     use codecs::internal::scope;
     match request {
         Request::Refund(_) => scope::REFUNDS,
-        Request::GetPayment { .. } | Request::ListPayments(_) | Request::ListMandates => {
-            scope::REPORTING
-        }
+        Request::GetPayment { .. }
+        | Request::ListPayments(_)
+        | Request::ListMandates
+        | Request::ListTerminals(_) => scope::REPORTING,
         Request::Authenticate(_)
         | Request::AuthorizeMoto(_)
         | Request::PreauthorizeMoto(_)
         | Request::Capture { .. }
         | Request::Cancel { .. }
         | Request::MarkScam { .. }
-        | Request::UnmarkScam { .. } => scope::PAYMENTS,
+        | Request::UnmarkScam { .. }
+        | Request::AddTerminal(_)
+        | Request::SetTerminal(_)
+        | Request::RemoveTerminal(_) => scope::PAYMENTS,
     }
 }
 
@@ -429,6 +455,8 @@ struct Answer {
     /// A MO/TO the engine routed to an issuer: answered later (the
     /// forward, the engine's reply, the merchant's index and F42).
     deferred: Option<Deferral>,
+    /// Terminals: a list page, or the one changed.
+    terminals: Vec<crate::directory::TerminalView>,
 }
 
 /// A MO/TO payment waiting for its issuer.
@@ -454,6 +482,7 @@ impl Answer {
             status: None,
             payment_id: None,
             deferred: None,
+            terminals: Vec::new(),
         }
     }
 
@@ -555,6 +584,13 @@ fn run(node: &Node, scope: &[u32], client_id: &str, request: &Request<'_>) -> An
         }
         // Answered in `act`, which knows the key.
         Request::ListMandates => Answer::refusal(Code::INVALID_TRANSACTION, "no mandates".into()),
+        // Answered by `FrameWire::act`, which knows the key.
+        Request::ListTerminals(_)
+        | Request::AddTerminal(_)
+        | Request::SetTerminal(_)
+        | Request::RemoveTerminal(_) => {
+            Answer::refusal(Code::INVALID_TRANSACTION, "not here".into())
+        }
     }
 }
 
@@ -938,6 +974,8 @@ fn encode(request_id: u64, answer: &Answer, out: &mut BytesMut) {
         })
         .collect();
     r.mandates = Repeated::from_slice(&mandates);
+    let terminals: Vec<TerminalRow<'_>> = answer.terminals.iter().map(terminal_row).collect();
+    r.terminals = Repeated::from_slice(&terminals);
     r.next_cursor = answer.next_cursor;
     if let Err(e) = r.encode(request_id, out) {
         tracing::error!(error = %e, "internal frame: response refused by the encoder");
@@ -1002,6 +1040,23 @@ fn details(p: &Payment) -> codecs::internal::Details<'_> {
         unflagged_by: note(|n| &n.unflagged_by),
         unflag_reason: note(|n| &n.unflag_reason),
         unflagged_unix_s: notes.and_then(|n| n.unflagged_ms).map(|ms| ms / 1000),
+    }
+}
+
+fn terminal_row(t: &crate::directory::TerminalView) -> TerminalRow<'_> {
+    use crate::directory::State;
+    TerminalRow {
+        terminal_id: &t.id,
+        merchant_id: &t.merchant,
+        state: match t.state {
+            State::Enabled => TerminalState::Enabled,
+            State::Disabled => TerminalState::Disabled,
+            State::Removed => TerminalState::Removed,
+        },
+        refunds: Setting::of(t.refunds),
+        moto: Setting::of(t.moto),
+        cancel: Setting::of(t.cancel),
+        name: &t.name,
     }
 }
 

@@ -1,7 +1,9 @@
 //! The wire formats: each delimits frames and translates them to and from
 //! the pipeline. `iso`: ISO 8583 (terminals and gateways); `frames`: the
-//! internal frames (the virtual terminal and back offices). Nothing else
+//! internal frames (the virtual terminal and back offices), with
+//! `terminal_frames` for terminals at run time. Nothing else
 //! knows either format; the connection loop is `crate::net`'s.
 
 pub(crate) mod frames;
 pub(crate) mod iso;
+mod terminal_frames;
