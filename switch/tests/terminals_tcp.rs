@@ -318,6 +318,24 @@ async fn added_terminals_and_merchants_transact_removed_ones_get_58() {
     let sold = of_theirs(sale(&card(25), 1_000));
     assert_eq!(c.call(&sold).await.code(), "00");
     assert_eq!(c.call(&refund(&sold, 1_000)).await.code(), "00");
+    // Exported under its own F42, as a configured merchant's would be.
+    let csv = cli(&[
+        "--data-dir",
+        &dir,
+        "export",
+        "--from",
+        "2026-11-23",
+        "--to",
+        "2026-11-23",
+        "--merchant",
+        "NEWM00000000003",
+    ]);
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert!(
+        rows[0].contains("NEWM00000000003") && rows[0].contains("NEWT0003"),
+        "{csv}"
+    );
     change(&sw, &["merchants", "disable", "NEWM00000000003"]);
     applied(&mut c, probe("NEWT0003", "NEWM00000000003"), "03").await;
     assert_eq!(

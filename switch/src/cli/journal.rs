@@ -288,17 +288,16 @@ pub(crate) fn export(
     out: impl Write,
 ) -> anyhow::Result<usize> {
     let (from_ms, to_ms) = (date_ms(from)?, date_ms(to)? + 86_400_000);
+    let mids = merchant_ids(config)?;
     let merchant_index = match merchant {
         None => None,
         Some(mid) => Some(
-            config
-                .merchants
-                .iter()
-                .position(|m| m.id == mid)
-                .with_context(|| format!("--merchant `{mid}` is not configured"))?,
+            mids.iter()
+                .position(|m| m == mid)
+                .with_context(|| format!("--merchant `{mid}` is not configured nor added"))?,
         ),
     };
-    let mut payments = archived_payments(config, (from_ms, to_ms), merchant_index)?;
+    let mut payments = archived_payments(config, (from_ms, to_ms), merchant_index, mids.len())?;
     // The journal's newer images win: what the archive has not drained yet.
     payments.extend(read_payments(data_dir)?);
     let rows: Vec<ExportRow> = payments
@@ -306,24 +305,35 @@ pub(crate) fn export(
         .filter(|p| p.created_ms >= from_ms && p.created_ms < to_ms)
         .filter(|p| merchant_index.is_none_or(|m| p.merchant as usize == m))
         .filter(|p| filter.list_filter().matches(p))
-        .map(|p| ExportRow::new(p, config))
+        .map(|p| ExportRow::new(p, &mids))
         .collect();
     write_rows(&rows, format, (from, to), out)?;
     Ok(rows.len())
 }
 
+/// Merchant F42s by index: the configuration's, then those added at run
+/// time (`directory.json`).
+fn merchant_ids(config: &Config) -> anyhow::Result<Vec<String>> {
+    let admin = crate::directory::Admin::new(&config.listeners.data_dir, &config.merchants);
+    let resolved = admin
+        .current()
+        .context("the directory of added merchants")?;
+    Ok(resolved.merchants.into_iter().map(|m| m.id).collect())
+}
+
 /// The archive's payments created in `[from_ms, to_ms)`, of one merchant
-/// or all, paged through (beside a running switch: SQLite's WAL lets this
-/// read while the drainer writes).
+/// or all (`merchants` of them), paged through (beside a running switch:
+/// SQLite's WAL lets this read while the drainer writes).
 fn archived_payments(
     config: &Config,
     (from_ms, to_ms): (u64, u64),
     merchant: Option<usize>,
+    merchants: usize,
 ) -> anyhow::Result<BTreeMap<u64, Payment>> {
     let mut store = crate::archive_stage::open_store(&config.archive, &config.listeners.data_dir)?;
     let all: Vec<u32> = match merchant {
         Some(m) => vec![m as u32],
-        None => (0..config.merchants.len() as u32).collect(),
+        None => (0..merchants as u32).collect(),
     };
     let filter = engine::ListFilter {
         from_ms: Some(from_ms),
@@ -497,7 +507,7 @@ impl ExportRow {
         "refused_operations",
     ];
 
-    fn new(p: &Payment, config: &Config) -> Self {
+    fn new(p: &Payment, mids: &[String]) -> Self {
         let decimal = |minor: u64| {
             codecs::iso8583::amount::Amount {
                 minor,
@@ -515,10 +525,8 @@ impl ExportRow {
         ExportRow {
             cells: [
                 p.id.to_string(),
-                config
-                    .merchants
-                    .get(p.merchant as usize)
-                    .map_or("?", |m| m.id.as_str())
+                mids.get(p.merchant as usize)
+                    .map_or("?", String::as_str)
                     .to_string(),
                 text(&p.terminal),
                 iso_time(p.created_ms),
