@@ -497,6 +497,37 @@ async fn a_merchant_key_manages_its_own_terminals_over_internal_frames() {
         "refunds off"
     );
 
+    // Cancels off on DEMO0003: a cancel over frames is 58 and changes
+    // nothing; an ISO 8583 reversal from it still goes.
+    let no_cancel = TerminalSettings {
+        cancel: Some(Setting::Off),
+        ..TerminalSettings::default()
+    };
+    let r = ours
+        .set_terminal("DEMO0003", &no_cancel)
+        .await
+        .expect("answered");
+    assert_eq!((r.code(), r.terminals[0].cancel), ("00", Setting::Off));
+    let order = switch_client::MotoPayment {
+        pan: card(46),
+        expiry_yymm: "2812".into(),
+        merchant_reference: "ORD-46".into(),
+        currency: 978,
+        amount_minor: 1_000,
+        terminal_id: "DEMO0003".into(),
+        ..switch_client::MotoPayment::default()
+    };
+    let held = ours.preauthorize_moto(&order).await.expect("answered");
+    assert_eq!(held.code(), "00", "{held:?}");
+    let id = held.payment_id.expect("id");
+    let r = ours.cancel(id).await.expect("answered");
+    assert_eq!(r.code(), "58", "{r:?}");
+    let r = ours.get_payment(id).await.expect("answered");
+    assert_eq!(r.status, Some(switch_client::PaymentStatus::Uncaptured));
+    let iso_held = from(preauth(&card(47), 1_000), "DEMO0003");
+    assert_eq!(c.call(&iso_held).await.code(), "00");
+    assert_eq!(c.call(&reversal(&iso_held)).await.code(), "00");
+
     // Paging over the merchant's 11 terminals, 4 at a time.
     let (mut seen, mut cursor) = (Vec::new(), None);
     for _ in 0..10 {
@@ -527,7 +558,7 @@ async fn a_merchant_key_manages_its_own_terminals_over_internal_frames() {
         "58"
     );
     let audit = std::fs::read_to_string(sw.dir.join("audit.log")).expect("audit");
-    assert_eq!(audit.lines().count(), 4, "{audit}");
+    assert_eq!(audit.lines().count(), 5, "{audit}");
     let who = format!("\"who\":\"{our_id}\"");
     assert!(audit.lines().all(|l| l.contains(&who)), "{audit}");
     sw.stop().await;
