@@ -234,45 +234,7 @@ pub(crate) fn resolve(
                 e.id
             )));
         }
-        let at = match (e.index, by_id.get(&e.id)) {
-            (None, Some(&at)) if merchants[at].configured => at,
-            (None, _) => {
-                return Err(DirectoryError::NotFound(format!(
-                    "merchant {}: settings for a merchant not in the configuration",
-                    e.id
-                )))
-            }
-            (Some(_), Some(_)) => {
-                return Err(DirectoryError::Conflict(format!(
-                    "merchant {} is in the configuration and added at run time",
-                    e.id
-                )))
-            }
-            (Some(index), None) if index as usize == merchants.len() => {
-                merchants.push(MerchantView {
-                    id: e.id.clone(),
-                    index,
-                    name: String::new(),
-                    configured: false,
-                    enabled: true,
-                    currencies: Vec::new(),
-                    over_capture_pct: 0,
-                    refunds_allowed: false,
-                    moto_allowed: false,
-                    hold_period_h: 168,
-                    auto_capture_h: None,
-                });
-                by_id.insert(e.id.clone(), index as usize);
-                index as usize
-            }
-            (Some(index), None) => {
-                return Err(DirectoryError::Conflict(format!(
-                    "merchant {} was added with index {index}, but the next index is {} (merchants added to the configuration must come after those added at run time)",
-                    e.id,
-                    merchants.len()
-                )))
-            }
-        };
+        let at = place(e, &mut merchants, &mut by_id)?;
         overlay(&mut merchants[at], e);
         check_merchant(&merchants[at])?;
     }
@@ -287,6 +249,48 @@ pub(crate) fn resolve(
         merchants,
         terminals,
     })
+}
+
+/// The index of entry `e`'s merchant: a configured one's, or the next
+/// one for a merchant added at run time (pushed with default settings).
+fn place(
+    e: &file::MerchantEntry,
+    merchants: &mut Vec<MerchantView>,
+    by_id: &mut HashMap<String, usize>,
+) -> Result<usize, DirectoryError> {
+    match (e.index, by_id.get(&e.id)) {
+        (None, Some(&at)) if merchants[at].configured => Ok(at),
+        (None, _) => Err(DirectoryError::NotFound(format!(
+            "merchant {}: settings for a merchant not in the configuration",
+            e.id
+        ))),
+        (Some(_), Some(_)) => Err(DirectoryError::Conflict(format!(
+            "merchant {} is in the configuration and added at run time",
+            e.id
+        ))),
+        (Some(index), None) if index as usize == merchants.len() => {
+            merchants.push(MerchantView {
+                id: e.id.clone(),
+                index,
+                name: String::new(),
+                configured: false,
+                enabled: true,
+                currencies: Vec::new(),
+                over_capture_pct: 0,
+                refunds_allowed: false,
+                moto_allowed: false,
+                hold_period_h: 168,
+                auto_capture_h: None,
+            });
+            by_id.insert(e.id.clone(), index as usize);
+            Ok(index as usize)
+        }
+        (Some(index), None) => Err(DirectoryError::Conflict(format!(
+            "merchant {} was added with index {index}, but the next index is {} (merchants added to the configuration must come after those added at run time)",
+            e.id,
+            merchants.len()
+        ))),
+    }
 }
 
 /// Configured terminals, then the file's entries over them or added.
@@ -498,5 +502,65 @@ fn log_changes(old: &Resolved, new: &Resolved) {
         if before.get(t.id.as_str()) != Some(&t) {
             tracing::info!(terminal = %t.id, merchant = %t.merchant, state = ?t.state, refunds = ?t.refunds, moto = ?t.moto, cancel = ?t.cancel, "directory: terminal changed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Vec<config::Merchant> {
+        crate::Config::load(None, crate::Overrides::default())
+            .expect("default")
+            .merchants
+    }
+
+    fn added(id: &str, index: u32) -> file::MerchantEntry {
+        file::MerchantEntry {
+            id: id.into(),
+            index: Some(index),
+            currencies: Some(vec![978]),
+            ..file::MerchantEntry::default()
+        }
+    }
+
+    #[test]
+    fn an_added_merchant_keeps_its_index_or_the_file_is_refused() {
+        let mut f = file::DirectoryFile::empty();
+        f.merchants.push(added("NEWM00000000001", 2));
+        let r = resolve(&config(), &f).expect("resolves");
+        assert_eq!(
+            (r.merchants[2].id.as_str(), r.merchants[2].index),
+            ("NEWM00000000001", 2)
+        );
+        // The configuration grew in front of it: index 2 is taken.
+        let mut grown = config();
+        let mut third = grown[1].clone();
+        third.id = "CONF00000000003".into();
+        third.terminals = vec!["CONF0003".into()];
+        grown.push(third);
+        let e = resolve(&grown, &f).expect_err("index taken");
+        assert!(
+            e.to_string()
+                .contains("was added with index 2, but the next index is 3"),
+            "{e}"
+        );
+        // A terminal entry moving a configured terminal to another merchant.
+        let mut f = file::DirectoryFile::empty();
+        f.terminals.push(file::TerminalEntry {
+            id: "DEMO0001".into(),
+            merchant: "DEMO00000000002".into(),
+            name: String::new(),
+            state: State::Enabled,
+            refunds: None,
+            moto: None,
+            cancel: None,
+        });
+        let e = resolve(&config(), &f).expect_err("moved");
+        assert!(
+            e.to_string()
+                .contains("already belongs to merchant DEMO00000000001"),
+            "{e}"
+        );
     }
 }
