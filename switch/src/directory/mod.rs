@@ -479,7 +479,15 @@ impl Watch {
         }
         // Whatever the outcome: a bad file is reported once per change,
         // not on every poll.
+        let had_file = self.stamp.is_some();
         self.stamp = now;
+        if now.is_none() && had_file {
+            // Read as empty, it would enable every terminal disabled here.
+            return Err(DirectoryError::Corrupt {
+                path: self.path.display().to_string(),
+                reason: "the file disappeared; the last directory stays in force (restore the file, or restart to start from the configuration alone)".into(),
+            });
+        }
         let resolved = resolve(&self.config, &file::read(&self.path)?)?;
         apply(engine_directory(&resolved)?)?;
         log_changes(&self.resolved, &resolved);
@@ -522,6 +530,39 @@ mod tests {
             currencies: Some(vec![978]),
             ..file::MerchantEntry::default()
         }
+    }
+
+    #[test]
+    fn a_file_that_disappears_leaves_the_last_directory_in_force() {
+        let dir = std::env::temp_dir().join(format!("switch-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let admin = Admin::new(&dir, &config());
+        let off = TerminalPatch {
+            state: Some(State::Disabled),
+            ..TerminalPatch::default()
+        };
+        admin
+            .set_terminal("test", "DEMO0001", &off, "terminal.disable")
+            .expect("disabled");
+        let (mut watch, _) = Watch::open(&dir, &config()).expect("opens");
+        assert!(!watch.poll(|_| Ok(())).expect("unchanged"));
+        std::fs::remove_file(dir.join(DIRECTORY_FILE)).expect("remove");
+        let mut applied = false;
+        let e = watch
+            .poll(|_| {
+                applied = true;
+                Ok(())
+            })
+            .expect_err("refused");
+        assert!(e.to_string().contains("disappeared"), "{e}");
+        assert!(!applied, "nothing swapped in");
+        // Back again: applied.
+        admin
+            .set_terminal("test", "DEMO0002", &off, "terminal.disable")
+            .expect("disabled");
+        assert!(watch.poll(|_| Ok(())).expect("applied"));
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
