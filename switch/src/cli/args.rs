@@ -349,7 +349,8 @@ pub(crate) enum TerminalsAction {
         #[command(flatten)]
         common: DirectoryArgs,
     },
-    /// As disable, and no longer listed as its merchant's.
+    /// As disable, and marked removed (its reversals still find their
+    /// merchant; `enable` or `add` bring it back).
     Remove {
         /// F41.
         tid: String,

@@ -87,6 +87,10 @@ pub(crate) fn terminals(cli: &Cli, action: TerminalsAction) -> anyhow::Result<()
             cancel,
             common,
         } => {
+            anyhow::ensure!(
+                name.is_some() || refunds.is_some() || moto.is_some() || cancel.is_some(),
+                "nothing to set: give --name, --refunds, --moto or --cancel"
+            );
             let patch = TerminalPatch {
                 name,
                 state: None,
@@ -188,7 +192,20 @@ pub(crate) fn merchants(cli: &Cli, action: MerchantsAction) -> anyhow::Result<()
             mid,
             settings,
             common,
-        } => (mid, common, merchant_patch(settings)?, "merchant.set"),
+        } => {
+            let patch = merchant_patch(settings)?;
+            anyhow::ensure!(
+                patch.name.is_some()
+                    || patch.currencies.is_some()
+                    || patch.over_capture_pct.is_some()
+                    || patch.refunds_allowed.is_some()
+                    || patch.moto_allowed.is_some()
+                    || patch.hold_period_h.is_some()
+                    || patch.auto_capture.is_some(),
+                "nothing to set: give at least one setting (see --help)"
+            );
+            (mid, common, patch, "merchant.set")
+        }
     };
     let (admin, who) = admin(cli, &common)?;
     admin
