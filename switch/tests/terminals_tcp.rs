@@ -215,6 +215,36 @@ async fn a_terminals_settings_override_its_merchants() {
             .code(),
         "00"
     );
+
+    // The merchant's own settings change too: refunds off for merchant 1
+    // reach DEMO0003 (inheriting) but not DEMO0001 once it says on.
+    let third = from(sale(&card(15), 2_000), "DEMO0003");
+    assert_eq!(c.call(&third).await.code(), "00");
+    change(&sw, &["terminals", "set", "DEMO0001", "--refunds", "on"]);
+    change(
+        &sw,
+        &[
+            "merchants",
+            "set",
+            M1,
+            "--refunds",
+            "off",
+            "--over-capture-pct",
+            "0",
+        ],
+    );
+    applied(&mut c, refund_probe(third.clone()), "58").await;
+    assert_eq!(c.call(&refund(&third, 500)).await.code(), "58");
+    assert_eq!(
+        c.call(&refund(&here, 500)).await.code(),
+        "00",
+        "DEMO0001 says on"
+    );
+    // Over-capture 0 %: a capture above the hold is now 13 (20 % before).
+    let held = preauth(&card(16), 1_000);
+    assert_eq!(c.call(&held).await.code(), "00");
+    assert_eq!(c.call(&capture(&held, 1_100)).await.code(), "13");
+    assert_eq!(c.call(&capture(&held, 1_000)).await.code(), "00");
     sw.stop().await;
 }
 
