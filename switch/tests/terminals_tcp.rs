@@ -593,3 +593,62 @@ async fn a_merchant_key_manages_its_own_terminals_over_internal_frames() {
     assert!(audit.lines().all(|l| l.contains(&who)), "{audit}");
     sw.stop().await;
 }
+
+/// A provider's key acts for the merchants whose mandates it holds: it
+/// must name the merchant a terminal is added to, and sees only theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_key_manages_the_terminals_of_its_mandates_only() {
+    let mut sw = TestSwitch::start().await;
+    let admin = switch::KeyAdmin::new(&sw.dir);
+    let k = admin
+        .create_key(switch::Owner::Provider("SP-0000-0042".into()), "provider")
+        .expect("key");
+    admin
+        .grant_mandate("DEMO00000000002", "SP-0000-0042")
+        .expect("mandate");
+    let p = tokio::time::timeout(
+        TIMEOUT,
+        switch_client::Client::connect(sw.frame, &k.client_id, &k.secret),
+    )
+    .await
+    .expect("in time")
+    .expect("log-in accepted");
+    // One mandate: the merchant may be left out.
+    let r = p
+        .add_terminal("PROV0001", None, None)
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    assert_eq!(r.terminals[0].merchant_id, "DEMO00000000002");
+    let r = p
+        .add_terminal("PROV0002", Some(M1), None)
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "58", "no mandate for merchant 1: {r:?}");
+    admin.grant_mandate(M1, "SP-0000-0042").expect("mandate");
+    // Two mandates: the merchant must be named.
+    let r = p
+        .add_terminal("PROV0002", None, None)
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "30", "{r:?}");
+    let r = p
+        .add_terminal("PROV0002", Some(M1), None)
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let listed = p
+        .list_terminals(None, None, Some(100))
+        .await
+        .expect("answered");
+    // Merchant 1's ten and its added one, merchant 2's one and its added one.
+    assert_eq!(listed.terminals.len(), 13, "{listed:?}");
+    let mut c = sw.client().await;
+    assert_eq!(
+        c.call(&from(sale(&card(51), 1_000), "PROV0002"))
+            .await
+            .code(),
+        "00"
+    );
+    sw.stop().await;
+}
