@@ -75,6 +75,7 @@ fn request(op: Op, tid: [u8; 8], stan: u32, original: Option<OriginalRef>) -> Re
         currency: 978,
         original,
         replacement_minor: None,
+        keep_open: false,
         channel: Channel::CardPresent,
         eci: None,
         rrn: None,

@@ -366,6 +366,22 @@ async fn added_terminals_and_merchants_transact_removed_ones_get_58() {
         rows[0].contains("NEWM00000000003") && rows[0].contains("NEWT0003"),
         "{csv}"
     );
+    // A mandate may name it: a merchant added at run time is one the
+    // switch serves (the provider holds a key).
+    switch::KeyAdmin::new(&sw.dir)
+        .create_key(switch::Owner::Provider("SP-0000-0003".into()), "psp")
+        .expect("provider key");
+    let granted = cli(&[
+        "mandates",
+        "grant",
+        "--data-dir",
+        &dir,
+        "--merchant",
+        "NEWM00000000003",
+        "--provider",
+        "SP-0000-0003",
+    ]);
+    assert!(granted.contains("granted SP-0000-0003"), "{granted}");
     change(&sw, &["merchants", "disable", "NEWM00000000003"]);
     applied(&mut c, probe("NEWT0003", "NEWM00000000003"), "03").await;
     assert_eq!(
@@ -603,8 +619,14 @@ async fn a_provider_key_manages_the_terminals_of_its_mandates_only() {
     let k = admin
         .create_key(switch::Owner::Provider("SP-0000-0042".into()), "provider")
         .expect("key");
+    let known = |_: &str| true;
     admin
-        .grant_mandate("DEMO00000000002", "SP-0000-0042")
+        .grant_mandate(
+            "DEMO00000000002",
+            "SP-0000-0042",
+            &[switch::Scope::Reporting],
+            &known,
+        )
         .expect("mandate");
     let p = tokio::time::timeout(
         TIMEOUT,
@@ -613,6 +635,26 @@ async fn a_provider_key_manages_the_terminals_of_its_mandates_only() {
     .await
     .expect("in time")
     .expect("log-in accepted");
+    // A reporting mandate lists the merchant's terminals, changes none.
+    let r = p.list_terminals(None, None, None).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    assert!(
+        r.terminals.iter().any(|t| t.terminal_id == "DEMO0101"),
+        "{r:?}"
+    );
+    let r = p
+        .add_terminal("PROV0001", None, None)
+        .await
+        .expect("answered");
+    assert_ne!(r.code(), "00", "reporting only: {r:?}");
+    admin
+        .grant_mandate(
+            "DEMO00000000002",
+            "SP-0000-0042",
+            &switch::Scope::all(),
+            &known,
+        )
+        .expect("mandate");
     // One mandate: the merchant may be left out.
     let r = p
         .add_terminal("PROV0001", None, None)
@@ -625,7 +667,9 @@ async fn a_provider_key_manages_the_terminals_of_its_mandates_only() {
         .await
         .expect("answered");
     assert_eq!(r.code(), "58", "no mandate for merchant 1: {r:?}");
-    admin.grant_mandate(M1, "SP-0000-0042").expect("mandate");
+    admin
+        .grant_mandate(M1, "SP-0000-0042", &switch::Scope::all(), &known)
+        .expect("mandate");
     // Two mandates: the merchant must be named.
     let r = p
         .add_terminal("PROV0002", None, None)

@@ -219,7 +219,6 @@ impl<'a> Request<'a> {
                     unexpected(frame_type, tag)?;
                 }
                 Request::ListMandates
-
             }
             FrameType::ListTerminals => Request::ListTerminals(ListTerminals::parse(body)?),
             FrameType::AddTerminal => {
