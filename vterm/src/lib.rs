@@ -41,6 +41,7 @@ mod role;
 mod server;
 mod session;
 mod store;
+mod terminals;
 mod totp;
 mod web;
 

@@ -222,6 +222,54 @@ impl Link {
         self.settle(&client, result).await
     }
 
+    /// The merchant's terminals as the switch has them (one page of at
+    /// most `limit`); an error when the switch refuses the list.
+    pub(crate) async fn terminals(
+        &self,
+        limit: u16,
+    ) -> Result<Vec<switch_client::Terminal>, LinkError> {
+        let reply = self
+            .read(|c| async move { c.list_terminals(None, None, Some(limit)).await })
+            .await?;
+        if !reply.approved() {
+            return Err(LinkError::Refused(format!(
+                "{} {}",
+                reply.code(),
+                reply.message.as_deref().unwrap_or("")
+            )));
+        }
+        Ok(reply.terminals)
+    }
+
+    /// Adds a terminal to the merchant.
+    pub(crate) async fn add_terminal(
+        &self,
+        terminal_id: &str,
+        name: Option<&str>,
+    ) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.add_terminal(terminal_id, None, name).await;
+        self.settle(&client, result).await
+    }
+
+    /// Enables, disables or changes a terminal's settings.
+    pub(crate) async fn set_terminal(
+        &self,
+        terminal_id: &str,
+        settings: &switch_client::TerminalSettings,
+    ) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.set_terminal(terminal_id, settings).await;
+        self.settle(&client, result).await
+    }
+
+    /// Removes a terminal.
+    pub(crate) async fn remove_terminal(&self, terminal_id: &str) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.remove_terminal(terminal_id).await;
+        self.settle(&client, result).await
+    }
+
     /// Voids a payment.
     pub(crate) async fn cancel(&self, payment_id: u64) -> Result<Reply, LinkError> {
         let client = self.client().await?;

@@ -127,7 +127,7 @@ impl FilterForm {
 /// The links in the header, as the role allows.
 fn nav_html(role: Role) -> String {
     let operators = if role.may(Action::Manage) {
-        r#" <a href="/operators" id="nav-operators">Operators</a>"#
+        r#" <a href="/operators" id="nav-operators">Operators</a> <a href="/terminals" id="nav-terminals">Terminals</a>"#
     } else {
         ""
     };

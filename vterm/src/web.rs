@@ -76,6 +76,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/static/vterm.css", get(style))
         .merge(crate::account::routes())
         .merge(crate::admin::routes())
+        .merge(crate::terminals::routes())
         .fallback(|| async {
             page(
                 StatusCode::NOT_FOUND,

@@ -714,3 +714,111 @@ async fn the_command_line_changes_a_running_terminal() {
     assert!(!audit.contains("argon2") && !audit.contains("passphrase"));
     t.stop().await;
 }
+
+/// An admin manages the merchant's terminals on a real switch: adds one,
+/// disables one (a payment on it is then refused with 58), enables it
+/// again and changes its settings; an operator reaches none of it.
+#[tokio::test]
+async fn an_admin_manages_terminals_and_a_disabled_one_takes_no_payment() {
+    let mut switch = TestSwitch::start().await;
+    let base = config_text(switch.frame, &switch.client_id, &switch.secret);
+    let clock = Clock::manual(START_MS);
+    let mut t = TestTerminal::start(&team_config(&base, None), clock.clone()).await;
+
+    let mut bob = Agent::new(t.addr);
+    let bob_csrf = sign_in(&mut bob, BOB, BOB_PASSWORD).await;
+    assert!(!bob.get("/terminal").await.body.contains("nav-terminals"));
+    assert_eq!(bob.get("/terminals").await.status, 403);
+    let add = |csrf: &str| {
+        [
+            ("csrf", csrf.to_string()),
+            ("terminal_id", "VTNEW001".to_string()),
+            ("name", "front desk".to_string()),
+        ]
+    };
+    let bob_add = add(&bob_csrf);
+    let bob_add = bob_add.each_ref().map(|(k, v)| (*k, v.as_str()));
+    assert_eq!(bob.post("/terminals", &bob_add).await.status, 403);
+    assert_eq!(
+        bob.post("/terminals/DEMO0001/disable", &[("csrf", &bob_csrf)])
+            .await
+            .status,
+        403
+    );
+
+    let mut ada = Agent::new(t.addr);
+    let (csrf, _) = admin_in(&mut ada, &clock, None).await;
+    let page = ada.get("/terminals").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains(r#"data-terminal="DEMO0001" data-state="enabled""#),
+        "{}",
+        page.body
+    );
+    let ada_add = add(&csrf);
+    let ada_add = ada_add.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let r = ada.post("/terminals", &ada_add).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/terminals")));
+    let page = ada.get("/terminals").await;
+    assert!(
+        page.body.contains("Adding terminal VTNEW001: done."),
+        "{}",
+        page.body
+    );
+    assert!(page
+        .body
+        .contains(r#"data-terminal="VTNEW001" data-state="enabled""#));
+    assert!(page.body.contains("front desk"));
+    // The same id again: the switch's refusal is shown.
+    ada.post("/terminals", &ada_add).await;
+    assert!(ada.get("/terminals").await.body.contains("refused"));
+
+    // Disabled: the operator's payment on it is refused with 58.
+    let r = ada
+        .post("/terminals/DEMO0001/disable", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(ada
+        .get("/terminals")
+        .await
+        .body
+        .contains(r#"data-terminal="DEMO0001" data-state="disabled""#));
+    let r = bob
+        .post("/payments", &payment_form(&bob_csrf, "ORD-DISABLED"))
+        .await;
+    assert_eq!(r.status, 303);
+    let result = bob.get("/terminal").await.body;
+    assert!(result.contains("(code 58)"), "{result}");
+
+    // Enabled again, with refunds off on it: payments go through.
+    ada.post("/terminals/DEMO0001/enable", &[("csrf", &csrf)])
+        .await;
+    let r = ada
+        .post(
+            "/terminals/DEMO0001/settings",
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "till 1"),
+                ("refunds", "off"),
+                ("moto", "inherit"),
+                ("cancel", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let page = ada.get("/terminals").await.body;
+    assert!(
+        page.contains(r#"data-terminal="DEMO0001" data-state="enabled""#)
+            && page.contains("till 1"),
+        "{page}"
+    );
+    let r = bob
+        .post("/payments", &payment_form(&bob_csrf, "ORD-ENABLED"))
+        .await;
+    assert_eq!(r.status, 303);
+    let result = bob.get("/terminal").await.body;
+    assert!(result.contains(r#"id="result-auth-code""#), "{result}");
+    t.stop().await;
+    switch.stop().await;
+}
