@@ -6,7 +6,8 @@
 //! payment that was not flagged adds one holder, unmarking it lets go of
 //! one, and the card leaves the list with its last flagged payment (so
 //! unmarking one of two flagged payments of a card leaves the card
-//! watched). The list lives in memory only.
+//! watched). The list lives in memory; after a restart it is rebuilt from
+//! the flagged payments memory holds (`Engine::rewatch_flagged`).
 
 use crate::code::Code;
 use crate::command::{Fetched, Reply, Wait};
@@ -255,5 +256,44 @@ mod tests {
         assert_eq!(notes.flagged_by.as_deref(), Some("AB-0000-0001"));
         assert_eq!(notes.unflag_reason.as_deref(), Some("verified"));
         assert_eq!(p.history.last().map(|a| a.op), Some(Operation::Unflag));
+    }
+
+    #[test]
+    fn a_restart_watches_the_cards_of_payments_marked_by_hand_again() {
+        let e = crate::testing::engine(1_795_434_550_000);
+        let mut marked = payment(Kind::Sale, 100);
+        marked.card_token.0[0] = 9;
+        let token = marked.card_token;
+        let mut by_rule = payment(Kind::Sale, 100);
+        by_rule.id = 2;
+        by_rule.card_token.0[0] = 8;
+        e.state.insert(marked, None, None, |_| ()).expect("room");
+        e.state.insert(by_rule, None, None, |_| ()).expect("room");
+        let who = Who {
+            by: "AB-0000-0001",
+            note: None,
+        };
+        assert_eq!(
+            e.mark_scam(0, 1, "manual", who, None, 5).code,
+            Code::APPROVED
+        );
+        e.state.with_payment(2, |p| p.flag("velocity", 5));
+        // A new life: the payments come back, the watch list does not.
+        let again = crate::testing::engine(1_795_434_560_000);
+        e.state.for_each(|p| {
+            again
+                .state
+                .insert(p.clone(), None, None, |_| ())
+                .expect("room");
+        });
+        assert!(!again.risk.watched(&token));
+        assert_eq!(again.rewatch_flagged(), 1, "only the one marked by hand");
+        assert!(again.risk.watched(&token));
+        let mut other = token;
+        other.0[0] = 8;
+        assert!(!again.risk.watched(&other), "a rule's flag watches nothing");
+        let unmark = again.unmark_scam(0, 1, "AB-0000-0002", "verified", None, 6);
+        assert_eq!(unmark.code, Code::APPROVED);
+        assert!(!again.risk.watched(&token), "the hold it rebuilt is let go");
     }
 }

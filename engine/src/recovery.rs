@@ -151,6 +151,23 @@ impl Engine {
         });
     }
 
+    /// After recovery: the risk watch list again, from the payments in
+    /// memory marked as scam by hand (flag rule `manual`) and not unmarked:
+    /// one hold of its card per such payment, as when they were marked.
+    /// Returns how many. (Payments that left memory for the archive before
+    /// the restart are not read: their cards are watched again only when
+    /// marked again; docs/internal-api.md says so.)
+    pub fn rewatch_flagged(&self) -> usize {
+        let mut n = 0;
+        self.state.for_each(|p| {
+            if p.scam && p.flag_reasons.split(',').any(|r| r == "manual") {
+                self.risk.watch(&p.card_token);
+                n += 1;
+            }
+        });
+        n
+    }
+
     /// Starts a snapshot: flips the epoch and returns the old one. Every
     /// change journaled before the flip is in memory once
     /// [`Engine::epoch_drained`] says so.

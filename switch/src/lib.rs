@@ -226,6 +226,13 @@ pub async fn start_on(
     }
     node.set_journal(journal_stage::JournalStage::On(journal.clone()));
     node.engine.requeue_holds();
+    let watched = node.engine.rewatch_flagged();
+    if watched > 0 {
+        tracing::info!(
+            watched,
+            "cards of payments marked as scam back on the watch list"
+        );
+    }
     // Forwards in flight at a crash: their issuer answers were never
     // journaled, so the issuer may hold them; each gets a reversal.
     let orphans = node.apply(engine::Command::ReverseOrphans).count;
