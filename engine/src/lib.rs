@@ -20,6 +20,7 @@
 //! - `lifecycle`: the pure payment transitions; `state`: the sharded maps;
 //!   `idempotency`: answers for repeats; `risk`: the risk stage.
 //! - `record`: the journal's record and snapshot format; `recovery`.
+//! - `events`: the webhook event of a journal record (pure).
 
 mod authorize;
 mod backoffice;
@@ -29,6 +30,7 @@ pub mod command;
 mod commit;
 pub mod directory;
 mod engine;
+pub mod events;
 mod follow_up;
 mod forward;
 mod holds;
