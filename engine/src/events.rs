@@ -86,8 +86,11 @@ impl EventType {
 
     /// The type of the change that appended `a`. An approved activity gives
     /// its operation's type; a declined one is `payment.declined` only for
-    /// an authorization (a declined follow-up changes nothing and is not
-    /// journaled; if one ever were, it would tell the merchant nothing new).
+    /// an authorization. A refused follow-up (a capture, refund or cancel
+    /// answered 12 or 13, kept in the history) and a declined incremental
+    /// authorization change no amount or status: no event. An approved
+    /// increment is `payment.authorized` (the amount held changed); taking
+    /// the scam flag off has no type in the contract: no event.
     pub fn of_activity(a: &Activity) -> Option<EventType> {
         if !a.code.approved() {
             return matches!(a.op, Operation::PreAuth | Operation::Sale)
@@ -101,6 +104,8 @@ impl EventType {
             Operation::Reversal | Operation::RefundReversal => EventType::Cancelled,
             Operation::Expiry => EventType::Expired,
             Operation::Flag => EventType::FlaggedScam,
+            Operation::Increment => EventType::Authorized,
+            Operation::Unflag => return None,
         })
     }
 }
@@ -373,7 +378,7 @@ mod tests {
         assert_eq!(v["payment"]["terminal_id"], "T\"\\\n0001");
     }
 
-    const OPS: [Operation; 9] = [
+    const OPS: [Operation; 11] = [
         Operation::PreAuth,
         Operation::Sale,
         Operation::Capture,
@@ -383,6 +388,8 @@ mod tests {
         Operation::Expiry,
         Operation::AutoCapture,
         Operation::Flag,
+        Operation::Unflag,
+        Operation::Increment,
     ];
 
     proptest! {
@@ -392,7 +399,7 @@ mod tests {
         #[test]
         fn events_are_bounded_unique_and_masked(
             pan in "[1-9][0-9]{15,18}",
-            ops in proptest::collection::vec((0usize..9, any::<bool>(), any::<u64>()), 0..40),
+            ops in proptest::collection::vec((0usize..OPS.len(), any::<bool>(), any::<u64>()), 0..40),
             seq in any::<u64>(),
             other in any::<u64>(),
             amounts in (any::<u64>(), any::<u64>()),
@@ -410,7 +417,8 @@ mod tests {
             match of_record(seq, &r, &mid) {
                 None => {
                     let silent = |a: &Activity| {
-                        !a.code.approved() && !matches!(a.op, Operation::PreAuth | Operation::Sale)
+                        (!a.code.approved() && !matches!(a.op, Operation::PreAuth | Operation::Sale))
+                            || (a.code.approved() && a.op == Operation::Unflag)
                     };
                     prop_assert!(p.history.last().is_none_or(silent));
                 }

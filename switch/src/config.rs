@@ -96,6 +96,30 @@ pub struct Config {
     /// What `/metrics` shows beyond the defaults.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// Webhook deliveries (`docs/webhooks.md`).
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+}
+
+/// `[webhooks]`: how events are posted to the merchants' endpoints (the
+/// endpoints themselves are in `<data_dir>/webhooks.json`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// When not empty, the only networks (`10.0.0.0/8`) an endpoint's
+    /// address may be in; others are refused and logged.
+    pub allow_networks: Vec<String>,
+    /// How long an attempt may take, connection to answer, ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            allow_networks: Vec::new(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[metrics]`: per-merchant labels on the business metrics
@@ -545,6 +569,8 @@ impl Config {
             }
         }
         self.validate_merchants()?;
+        crate::webhooks::Networks::parse(&self.webhooks.allow_networks)
+            .map_err(|e| invalid("webhooks.allow_networks", e))?;
         crate::routing_config::validate(
             &self.upstreams,
             &self.routes,
@@ -565,6 +591,7 @@ impl Config {
                 1,
                 1_000,
             ),
+            ("webhooks.timeout_ms", self.webhooks.timeout_ms, 100, 60_000),
             (
                 "limits.connections_max",
                 l.connections_max as u64,

@@ -7,7 +7,7 @@
 //! engine lets a payment (or an answer) leave memory only once the
 //! watermark covers its last record, and the journal deletes a segment
 //! only once both a snapshot and the watermark cover it (its retain
-//! floor). A batch that fails is retried, whole, with a growing pause;
+//! floor, with the webhook dispatcher's watermark: `retain`). A batch that fails is retried, whole, with a growing pause;
 //! meanwhile `/readyz` says why, and memory, which waits for the archive,
 //! fills until new payments are answered 96. Nothing is lost: the records
 //! stay in the journal until the archive has them.
@@ -25,6 +25,7 @@ use journal::Journal;
 
 use crate::archive_stage::{Progress, Store};
 use crate::clock::Clock;
+use crate::retain::RetainFloor;
 
 /// Pause when the journal has nothing new.
 const IDLE_PAUSE: Duration = Duration::from_millis(5);
@@ -61,6 +62,7 @@ impl Drainer {
         seed: impl FnOnce(&mut dyn Archive) -> anyhow::Result<()>,
         clock: Clock,
         retention_ms: u64,
+        floor: Arc<RetainFloor>,
     ) -> anyhow::Result<Drainer> {
         let watermark = store
             .get()
@@ -86,7 +88,7 @@ impl Drainer {
             Err(e) => return Err(e).context("tailing the journal"),
         };
         progress.advance(tail.position());
-        journal.set_retain_floor(watermark);
+        floor.set_archive(watermark);
         let stop = Arc::new(AtomicBool::new(false));
         let run = Run {
             journal,
@@ -96,6 +98,7 @@ impl Drainer {
             stop: stop.clone(),
             clock,
             retention_ms,
+            floor,
         };
         let thread = std::thread::Builder::new()
             .name("archive-drainer".into())
@@ -134,6 +137,8 @@ struct Run {
     stop: Arc<AtomicBool>,
     clock: Clock,
     retention_ms: u64,
+    /// Where the watermark holds the journal's segments.
+    floor: Arc<RetainFloor>,
 }
 
 impl Run {
@@ -207,7 +212,7 @@ impl Run {
                         tracing::info!("archive: writing again");
                         self.progress.set_failure(None);
                     }
-                    self.journal.set_retain_floor(last);
+                    self.floor.set_archive(last);
                     return true;
                 }
                 Err(e) => {

@@ -24,6 +24,9 @@
 //! - `datadir`: the data directory's lock (one switch at a time) and modes.
 //! - `directory`: merchants and terminals at run time (`directory.json`
 //!   over the configuration, the audit log, the watcher).
+//! - `webhooks`: events of payment changes posted to merchants' endpoints,
+//!   queued from the journal (`retain`: the journal keeps what the archive
+//!   or the webhook queue has not taken yet).
 
 mod archive_stage;
 #[doc(hidden)]
@@ -42,9 +45,11 @@ mod metrics;
 mod net;
 mod node;
 mod ratelog;
+mod retain;
 mod routing_config;
 mod saf;
 mod upstream;
+mod webhooks;
 mod wire;
 
 use std::net::SocketAddr;
@@ -90,6 +95,8 @@ pub struct Running {
     engine: Arc<node::Node>,
     /// The archive drainer, stopped before the journal closes.
     drainer: std::sync::Mutex<Option<drainer::Drainer>>,
+    /// The webhook dispatcher, stopped before the journal closes.
+    dispatcher: std::sync::Mutex<Option<webhooks::Dispatcher>>,
     /// `limits.drain_timeout_ms`: how long shutdown waits for connections.
     drain: Duration,
     /// The data directory's lock: held until the journal is closed (the
@@ -126,8 +133,16 @@ impl Running {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
+        let dispatcher = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         tokio::task::spawn_blocking(move || {
             if let Some(mut d) = drainer {
+                d.stop();
+            }
+            if let Some(mut d) = dispatcher {
                 d.stop();
             }
             engine.journal.shutdown()
@@ -214,7 +229,21 @@ pub async fn start_on(
     // Segments the archive still needs survive recovery's clean-up.
     let floor = archive_stage::off_runtime(|| store.get().watermark())
         .context("reading the archive's watermark")?;
-    let journal = Arc::new(open_journal(&config, &node.engine, storage, floor)?);
+    // And the segments the webhook queue still needs.
+    let (webhook_queue, webhook_watermark) =
+        archive_stage::off_runtime(|| webhooks::open_queue(data_dir))?;
+    let journal = Arc::new(open_journal(
+        &config,
+        &node.engine,
+        storage,
+        floor,
+        retain::RetainFloor::at_open(floor, webhook_watermark),
+    )?);
+    let retain = Arc::new(retain::RetainFloor::new(
+        journal.clone(),
+        floor,
+        webhook_watermark,
+    ));
     // Recovery saw only what memory still held; payments it let go may
     // have the highest ids, and a new payment must not take one of them.
     let id_max = archive_stage::off_runtime(|| store.get().payment_id_max())
@@ -245,14 +274,18 @@ pub async fn start_on(
     let progress = Arc::new(archive_stage::Progress::default());
     let retention_ms = config.archive.retention_days * 86_400_000;
     let engine_ref = &node.engine;
+    let drainer_journal = journal.clone();
+    let drainer_floor = retain.clone();
+    let drainer_clock = clock.clone();
     let drainer = archive_stage::off_runtime(|| {
         drainer::Drainer::start(
-            journal,
+            drainer_journal,
             store,
             progress.clone(),
             |store| seed_archive(engine_ref, store),
-            clock,
+            drainer_clock,
             retention_ms,
+            drainer_floor,
         )
     })?;
     node.archive = Some(archive_stage::ArchiveStage::new(
@@ -285,10 +318,29 @@ pub async fn start_on(
         tracker: TaskTracker::new(),
         engine: engine.clone(),
         drainer: std::sync::Mutex::new(Some(drainer)),
+        dispatcher: std::sync::Mutex::new(None),
         drain: Duration::from_millis(config.limits.drain_timeout_ms),
         _dir_lock: dir_lock,
     };
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
+    let dispatcher = webhooks::start(
+        webhooks::Start {
+            settings: &config.webhooks,
+            data_dir,
+            journal,
+            queue: webhook_queue,
+            watermark: webhook_watermark,
+            floor: retain,
+            clock,
+            mids: config.merchants.iter().map(|m| m.id.clone()).collect(),
+        },
+        &cancel,
+        &tracker,
+    )?;
+    *running
+        .dispatcher
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(dispatcher);
     if let Some(fw) = upstream::Forwarder::start(
         &config,
         engine.clock.clone(),
@@ -471,12 +523,15 @@ fn spawn_wire_listeners(
 }
 
 /// Opens the journal in `<data_dir>/journal` and replays it into `engine`.
-/// Segments with records above `retain_floor` (the archive's watermark)
-/// are kept, whatever a snapshot covers.
+/// Records up to `archived` (the archive's watermark) are replayed as
+/// archived; segments with records above `retain_floor` (the lower of the
+/// archive's and the webhook queue's watermarks) are kept, whatever a
+/// snapshot covers.
 fn open_journal(
     config: &Config,
     engine: &engine::Engine,
     storage: Arc<dyn journal::Storage>,
+    archived: u64,
     retain_floor: u64,
 ) -> anyhow::Result<journal::Journal> {
     // Records the archive holds are not put back in memory (the archive
@@ -485,7 +540,7 @@ fn open_journal(
     let replay = |item: journal::Replay<'_>| -> Result<(), journal::BoxError> {
         match item {
             journal::Replay::Snapshot { seq, bytes } => engine.replay_snapshot(seq, bytes)?,
-            journal::Replay::Record(r) if r.seq <= retain_floor => {
+            journal::Replay::Record(r) if r.seq <= archived => {
                 skipped += 1;
                 engine.replay_archived_record(r.seq, r.record_type, r.payload)?;
             }

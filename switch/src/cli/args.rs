@@ -49,6 +49,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Webhook endpoints of merchants, and their events' delivery status.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// Service-provider mandates: which merchants a provider's keys act for.
     Mandates {
         #[command(subcommand)]
@@ -205,6 +210,57 @@ pub(crate) enum KeysAction {
         data_dir: PathBuf,
         /// The key's client id.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WebhooksAction {
+    /// Registers (or replaces) a merchant's endpoint; prints its new
+    /// signing secret, shown this once, alone on the last line.
+    Set {
+        /// Data directory of the switch (as the server's `--data-dir`).
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The merchant's MID.
+        #[arg(long)]
+        merchant: String,
+        /// Where events are posted: an http or https URL.
+        #[arg(long)]
+        url: String,
+    },
+    /// Lists endpoints, secrets masked; with `--events`, the events and
+    /// their delivery status instead.
+    List {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// List events (newest first): status, attempts, last answer.
+        #[arg(long)]
+        events: bool,
+        /// Only this merchant's events.
+        #[arg(long)]
+        merchant: Option<String>,
+        /// Most events listed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Removes a merchant's endpoint (its queued events wait for a new one).
+    Remove {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The merchant's MID.
+        #[arg(long)]
+        merchant: String,
+    },
+    /// Queues an event again (delivered or failed ones too), due now.
+    Resend {
+        /// Data directory of the switch.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// The event's id (`evt_…`).
+        #[arg(long)]
+        event: String,
     },
 }
 

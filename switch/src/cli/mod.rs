@@ -1,6 +1,6 @@
 //! The `switch` command line in one place: the switch itself (`serve`) and
 //! its operator tools (`iso`, `journal` with `export`, `keys`,
-//! `terminals` and `merchants`).
+//! `terminals` and `merchants`, `webhooks`).
 
 mod args;
 mod directory;
@@ -9,6 +9,7 @@ mod journal;
 mod keys;
 mod saf;
 mod serve;
+mod webhooks;
 
 use std::io::{stdin, stdout, BufWriter};
 
@@ -41,6 +42,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Keys { action } => keys::keys_command(action),
         Command::Terminals { action } => directory::terminals(&cli, action),
         Command::Merchants { action } => directory::merchants(&cli, action),
+        Command::Webhooks { action } => webhooks::webhooks_command(action),
         Command::Mandates { action } => keys::mandates_command(action, cli.config.as_deref()),
         Command::Journal { action } => journal_tool(action),
         Command::Saf { action } => {

@@ -188,7 +188,8 @@ pub(super) struct KeysFile {
 }
 
 /// `create_new` lock file beside the data file, removed on drop (also
-/// serializes the directory commands on `directory.json`).
+/// serializes the directory commands on `directory.json`, and the
+/// webhook endpoint file's).
 pub(crate) struct LockFile(PathBuf);
 
 impl LockFile {

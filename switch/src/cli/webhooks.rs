@@ -1,0 +1,91 @@
+//! `switch webhooks`: merchants' endpoints (beside a running switch, which
+//! notices a change within a second) and their events' delivery status.
+
+use crate::cli::args::WebhooksAction;
+use crate::clock::{Clock, UtcDateTime};
+use crate::webhooks::{EndpointAdmin, Queue, Row, LIST_ROWS_MAX};
+
+/// `switch webhooks set|list|remove|resend`.
+pub(crate) fn webhooks_command(action: WebhooksAction) -> anyhow::Result<()> {
+    let clock = Clock::System;
+    match action {
+        WebhooksAction::Set {
+            data_dir,
+            merchant,
+            url,
+        } => {
+            let secret = EndpointAdmin::new(&data_dir).set(&merchant, &url, clock.now_s())?;
+            eprintln!("Webhook endpoint of {merchant} set; its signing secret is shown this once.");
+            println!("{secret}");
+        }
+        WebhooksAction::List {
+            data_dir,
+            events: false,
+            ..
+        } => {
+            println!("MERCHANT         SECRET       CREATED     URL");
+            for e in EndpointAdmin::new(&data_dir).list()? {
+                println!(
+                    "{:<16} {:<12} {:<11} {}",
+                    e.merchant,
+                    e.secret_masked(),
+                    e.created_unix_s,
+                    e.url
+                );
+            }
+        }
+        WebhooksAction::List {
+            data_dir,
+            events: true,
+            merchant,
+            limit,
+        } => {
+            let q = Queue::open(&data_dir)?;
+            println!("EVENT                 TYPE                  MERCHANT         PAYMENT     STATUS     ATTEMPTS  LAST_CODE  LAST_ATTEMPT          NEXT_ATTEMPT          LAST_ERROR");
+            for r in q.rows(merchant.as_deref(), limit.min(LIST_ROWS_MAX))? {
+                println!("{}", row_line(&r));
+            }
+        }
+        WebhooksAction::Remove { data_dir, merchant } => {
+            EndpointAdmin::new(&data_dir).remove(&merchant)?;
+            println!("removed the webhook endpoint of {merchant}");
+        }
+        WebhooksAction::Resend { data_dir, event } => {
+            if !Queue::open(&data_dir)?.resend(&event, clock.now_ms())? {
+                anyhow::bail!("--event `{event}`: no such event in the queue");
+            }
+            println!("queued {event} again");
+        }
+    }
+    Ok(())
+}
+
+/// A time as `2026-11-23T11:49:10Z`.
+fn time(ms: u64) -> String {
+    let t = UtcDateTime::from_ms(ms);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+fn row_line(r: &Row) -> String {
+    let next = if r.status == "pending" {
+        time(r.next_attempt_at_ms)
+    } else {
+        "-".into()
+    };
+    format!(
+        "{:<21} {:<21} {:<16} {:<11} {:<10} {:<9} {:<10} {:<21} {:<21} {}",
+        r.id,
+        r.kind,
+        r.merchant,
+        r.payment_id,
+        r.status,
+        r.attempts,
+        r.last_status_code.map_or("-".into(), |c| c.to_string()),
+        r.last_attempt_at_ms.map_or("-".into(), time),
+        next,
+        r.last_error.as_deref().unwrap_or("-"),
+    )
+}

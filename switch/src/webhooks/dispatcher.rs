@@ -1,0 +1,222 @@
+//! The dispatcher: journal records into queued events, on its own thread.
+//!
+//! It tails the journal from its own watermark (only what is durable),
+//! turns each payment record into its event ([`engine::events::of_record`])
+//! when the payment's merchant has an endpoint, and queues the batch with
+//! the new watermark in one transaction. The journal keeps every segment
+//! above the watermark (the retain floor, [`crate::retain::RetainFloor`]),
+//! so a crash at any point neither loses nor duplicates an event: what was
+//! not committed is read again, and ids already queued are ignored.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use journal::Journal;
+
+use super::endpoints::EndpointView;
+use super::queue::{NewEvent, Queue};
+use crate::clock::Clock;
+use crate::retain::RetainFloor;
+
+/// Most journal records read per transaction.
+pub(crate) const BATCH_RECORDS_MAX: usize = 1_024;
+/// Pause when the journal has nothing new.
+const IDLE_PAUSE: Duration = Duration::from_millis(10);
+/// Pause after a failed batch (it is read again from the watermark).
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The running dispatcher.
+pub(crate) struct Dispatcher {
+    /// Set to stop it.
+    stop: Arc<AtomicBool>,
+    /// Its thread.
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the dispatcher needs besides the journal.
+pub(crate) struct Parts {
+    /// The queue (its own connection).
+    pub(crate) queue: Queue,
+    /// The endpoints now.
+    pub(crate) endpoints: Arc<EndpointView>,
+    /// The MID of each merchant index.
+    pub(crate) mids: Arc<Vec<String>>,
+    /// Where the watermark holds the journal's segments.
+    pub(crate) floor: Arc<RetainFloor>,
+    /// For the queue's times.
+    pub(crate) clock: Clock,
+    /// Woken when events were queued.
+    pub(crate) queued: Arc<tokio::sync::Notify>,
+}
+
+impl Dispatcher {
+    /// Starts tailing `journal` after `watermark`. When the journal no
+    /// longer holds the records after it (a queue older than the journal),
+    /// it starts at the first record on disk and says so.
+    ///
+    /// # Errors
+    /// When the journal cannot be tailed or the thread not started.
+    pub(crate) fn start(
+        journal: Arc<Journal>,
+        watermark: u64,
+        parts: Parts,
+    ) -> anyhow::Result<Self> {
+        let tail = match journal.tail(watermark) {
+            Ok(tail) => tail,
+            Err(journal::Error::TailGap {
+                wanted,
+                first_available,
+            }) => {
+                tracing::warn!(
+                    watermark,
+                    wanted,
+                    first_available,
+                    "webhooks: the journal no longer holds the records after the queue's watermark; events of the changes between are not sent"
+                );
+                journal
+                    .tail(first_available.saturating_sub(1))
+                    .context("tailing the journal")?
+            }
+            Err(e) => return Err(e).context("tailing the journal"),
+        };
+        parts.floor.set_webhooks(tail.position());
+        let stop = Arc::new(AtomicBool::new(false));
+        let run = Run {
+            journal,
+            tail,
+            parts,
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("webhook-dispatcher".into())
+            .spawn(move || run.run())
+            .context("starting the webhook dispatcher")?;
+        Ok(Dispatcher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops after the batch in progress.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("webhook dispatcher panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The thread's state.
+struct Run {
+    journal: Arc<Journal>,
+    tail: journal::Tail,
+    parts: Parts,
+    stop: Arc<AtomicBool>,
+}
+
+impl Run {
+    fn run(mut self) {
+        let mut events: Vec<NewEvent> = Vec::with_capacity(BATCH_RECORDS_MAX);
+        let mut committed = self.tail.position();
+        while !self.stop.load(Ordering::Acquire) {
+            events.clear();
+            let endpoints = self.parts.endpoints.get();
+            let mids = &self.parts.mids;
+            let upto = self.journal.durable_seq();
+            let read = self.tail.read(upto, BATCH_RECORDS_MAX, |r| {
+                if r.record_type != engine::record::RECORD_PAYMENT || endpoints.is_empty() {
+                    return;
+                }
+                let Ok(rec) = engine::record::decode(r.payload) else {
+                    // The engine's own recovery reports a bad record.
+                    return;
+                };
+                let Some(mid) = mids.get(rec.payment.merchant as usize) else {
+                    return;
+                };
+                if !endpoints.contains_key(mid) {
+                    return;
+                }
+                if let Some(e) = engine::events::of_record(r.seq, &rec, mid) {
+                    events.push(NewEvent {
+                        id: e.id,
+                        merchant: mid.clone(),
+                        payment_id: e.payment_id,
+                        seq: e.seq,
+                        kind: e.kind.label(),
+                        body: e.body,
+                    });
+                }
+            });
+            if let Err(e) = read {
+                crate::ratelog::warn_limited!("webhooks_tail", error = %e, "webhooks: reading the journal failed; retrying");
+                self.pause(RETRY_PAUSE);
+                // What was handed out before the error is read again.
+                if !self.rewind(committed) {
+                    return;
+                }
+                continue;
+            }
+            let position = self.tail.position();
+            if position == committed {
+                self.pause(IDLE_PAUSE);
+                continue;
+            }
+            let now_ms = self.parts.clock.now_ms();
+            match self.parts.queue.enqueue(&events, position, now_ms) {
+                Ok(added) => {
+                    committed = position;
+                    self.parts.floor.set_webhooks(position);
+                    if added > 0 {
+                        self.parts.queued.notify_waiters();
+                    }
+                }
+                Err(e) => {
+                    crate::ratelog::warn_limited!("webhooks_enqueue", error = %e, "webhooks: queueing events failed; the journal keeps them, retrying");
+                    self.pause(RETRY_PAUSE);
+                    if !self.rewind(committed) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tails the journal again after `committed` (the batch is read again);
+    /// false when it cannot be (the dispatcher stops, the watermark holds).
+    fn rewind(&mut self, committed: u64) -> bool {
+        match self.journal.tail(committed) {
+            Ok(t) => {
+                self.tail = t;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "webhooks: the journal cannot be tailed again; the dispatcher stops");
+                false
+            }
+        }
+    }
+
+    /// Sleeps `d`, waking early to stop.
+    fn pause(&self, d: Duration) {
+        let end = std::time::Instant::now() + d;
+        while !self.stop.load(Ordering::Acquire) {
+            let now = std::time::Instant::now();
+            if now >= end {
+                break;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+}

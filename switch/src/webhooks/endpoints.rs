@@ -1,0 +1,370 @@
+//! The merchants' webhook endpoints, `<data_dir>/webhooks.json`: its JSON
+//! format and limits, the commands that change it (under a lock file,
+//! written atomically, mode 0600: it holds the signing secrets, which the
+//! switch needs in clear to sign), and the running switch's view of it,
+//! re-read when the file's identity changes.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{random, write_atomic, LockFile};
+
+/// The file, in the data directory.
+pub(crate) const ENDPOINTS_FILE: &str = "webhooks.json";
+/// Format version of the file.
+const FILE_VERSION: u32 = 1;
+/// Largest file read; checked before reading.
+const FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Most endpoints (one per merchant).
+pub(crate) const ENDPOINTS_MAX: usize = 10_000;
+/// Longest URL accepted, bytes.
+pub(crate) const URL_BYTES_MAX: usize = 2_048;
+/// Longest MID accepted (F42 is 15).
+const MID_BYTES_MAX: usize = 15;
+/// Prefix of every signing secret.
+pub(crate) const SECRET_PREFIX: &str = "whsec_";
+/// Random bytes in a secret: 256 bits, 43 URL-safe characters.
+const SECRET_RANDOM_BYTES: usize = 32;
+
+/// One merchant's endpoint as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Endpoint {
+    /// The merchant's MID.
+    pub(crate) merchant: String,
+    /// Where events are posted (http or https).
+    pub(crate) url: String,
+    /// The signing secret, `whsec_…`; never logged, shown once at `set`.
+    pub(crate) secret: String,
+    /// When set, Unix seconds.
+    pub(crate) created_unix_s: u64,
+}
+
+impl Endpoint {
+    /// The secret as `list` shows it: the prefix and its last 4 characters.
+    pub(crate) fn secret_masked(&self) -> String {
+        let tail: String = self
+            .secret
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("{SECRET_PREFIX}…{tail}")
+    }
+}
+
+/// The file's content.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct EndpointsFile {
+    /// [`FILE_VERSION`].
+    version: u32,
+    /// One per merchant.
+    endpoints: Vec<Endpoint>,
+}
+
+/// Checks a webhook URL: http or https, a host, no credentials, bounded.
+///
+/// # Errors
+/// What is wrong with it.
+pub(crate) fn check_url(url: &str) -> anyhow::Result<reqwest::Url> {
+    if url.len() > URL_BYTES_MAX {
+        bail!("--url: longer than {URL_BYTES_MAX} bytes");
+    }
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("--url `{url}`"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("--url `{url}`: expected an http or https URL");
+    }
+    if parsed.host().is_none() {
+        bail!("--url `{url}`: expected a host");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        bail!("--url: credentials in the URL are not accepted (they would be logged and shown)");
+    }
+    Ok(parsed)
+}
+
+fn check_mid(mid: &str) -> anyhow::Result<()> {
+    if mid.is_empty()
+        || mid.len() > MID_BYTES_MAX
+        || !mid.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        bail!("--merchant `{mid}`: expected a MID of 1 to {MID_BYTES_MAX} printable characters");
+    }
+    Ok(())
+}
+
+/// A new secret: `whsec_` and 32 random bytes in URL-safe base64.
+fn new_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; SECRET_RANDOM_BYTES];
+    random(&mut bytes)?;
+    Ok(format!("{SECRET_PREFIX}{}", base64_url(&bytes)))
+}
+
+/// URL-safe base64 without padding (RFC 4648 §5).
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            let six = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[six as usize]));
+        }
+    }
+    out
+}
+
+fn read_file(path: &Path) -> anyhow::Result<EndpointsFile> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(EndpointsFile {
+                version: FILE_VERSION,
+                endpoints: Vec::new(),
+            })
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let len = f.metadata()?.len();
+    if len > FILE_BYTES_MAX {
+        bail!("{}: {len} bytes, over {FILE_BYTES_MAX}", path.display());
+    }
+    let mut text = String::new();
+    f.take(FILE_BYTES_MAX)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let file: EndpointsFile =
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    if file.version != FILE_VERSION {
+        bail!(
+            "{}: version {}, expected {FILE_VERSION}",
+            path.display(),
+            file.version
+        );
+    }
+    if file.endpoints.len() > ENDPOINTS_MAX {
+        bail!("{}: more than {ENDPOINTS_MAX} endpoints", path.display());
+    }
+    Ok(file)
+}
+
+/// The commands' access to the file: read, change, write atomically,
+/// under the lock file.
+#[derive(Debug)]
+pub(crate) struct EndpointAdmin {
+    /// `<data_dir>/webhooks.json`.
+    path: PathBuf,
+}
+
+impl EndpointAdmin {
+    /// The file of the switch whose data directory is `data_dir`.
+    pub(crate) fn new(data_dir: &Path) -> EndpointAdmin {
+        EndpointAdmin {
+            path: data_dir.join(ENDPOINTS_FILE),
+        }
+    }
+
+    fn change<R>(
+        &self,
+        f: impl FnOnce(&mut EndpointsFile) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        let _lock = LockFile::acquire(&self.path)?;
+        let mut file = read_file(&self.path)?;
+        let r = f(&mut file)?;
+        let bytes = serde_json::to_vec_pretty(&file)?;
+        write_atomic(&self.path, &bytes)
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        Ok(r)
+    }
+
+    /// Registers or replaces `merchant`'s endpoint; returns its new secret.
+    ///
+    /// # Errors
+    /// A bad MID or URL, the limit, or the file.
+    pub(crate) fn set(&self, merchant: &str, url: &str, now_s: u64) -> anyhow::Result<String> {
+        check_mid(merchant)?;
+        check_url(url)?;
+        let secret = new_secret()?;
+        let endpoint = Endpoint {
+            merchant: merchant.to_owned(),
+            url: url.to_owned(),
+            secret: secret.clone(),
+            created_unix_s: now_s,
+        };
+        self.change(|file| {
+            if let Some(e) = file.endpoints.iter_mut().find(|e| e.merchant == merchant) {
+                *e = endpoint;
+            } else {
+                if file.endpoints.len() >= ENDPOINTS_MAX {
+                    bail!("{ENDPOINTS_MAX} endpoints: limit reached");
+                }
+                file.endpoints.push(endpoint);
+            }
+            Ok(())
+        })?;
+        Ok(secret)
+    }
+
+    /// Removes `merchant`'s endpoint.
+    ///
+    /// # Errors
+    /// None registered, or the file.
+    pub(crate) fn remove(&self, merchant: &str) -> anyhow::Result<()> {
+        self.change(|file| {
+            let before = file.endpoints.len();
+            file.endpoints.retain(|e| e.merchant != merchant);
+            if file.endpoints.len() == before {
+                bail!("no webhook endpoint for merchant `{merchant}`");
+            }
+            Ok(())
+        })
+    }
+
+    /// Every endpoint.
+    ///
+    /// # Errors
+    /// The file.
+    pub(crate) fn list(&self) -> anyhow::Result<Vec<Endpoint>> {
+        Ok(read_file(&self.path)?.endpoints)
+    }
+}
+
+/// The endpoints by MID, as the running switch sees them.
+pub(crate) type EndpointMap = HashMap<String, Endpoint>;
+
+/// The running switch's view of the file, shared by the dispatcher and the
+/// deliveries: re-read when the file's identity (inode, size, mtime)
+/// changes; a file that does not read keeps the last good view (logged).
+#[derive(Debug)]
+pub(crate) struct EndpointView {
+    /// The file.
+    path: PathBuf,
+    /// The current endpoints.
+    current: RwLock<Arc<EndpointMap>>,
+    /// Identity of the file the current view was read from.
+    identity: std::sync::Mutex<Option<(u64, u64, i64, i64)>>,
+}
+
+impl EndpointView {
+    /// Reads `<data_dir>/webhooks.json` (none: no endpoints).
+    pub(crate) fn open(data_dir: &Path) -> EndpointView {
+        let view = EndpointView {
+            path: data_dir.join(ENDPOINTS_FILE),
+            current: RwLock::new(Arc::new(HashMap::new())),
+            identity: std::sync::Mutex::new(None),
+        };
+        view.refresh();
+        view
+    }
+
+    /// The endpoints now.
+    pub(crate) fn get(&self) -> Arc<EndpointMap> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the file if it changed; returns whether the view changed.
+    pub(crate) fn refresh(&self) -> bool {
+        let identity = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
+        let mut seen = self
+            .identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *seen == identity && identity.is_some() {
+            return false;
+        }
+        let map = match read_file(&self.path) {
+            Ok(file) => file
+                .endpoints
+                .into_iter()
+                .map(|e| (e.merchant.clone(), e))
+                .collect(),
+            Err(e) => {
+                crate::ratelog::warn_limited!("webhooks_file", error = %e, "webhooks: the endpoint file does not read; keeping the endpoints read before");
+                return false;
+            }
+        };
+        *seen = identity;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(map);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_http_or_https_only() {
+        assert!(check_url("https://example.com/hook").is_ok());
+        assert!(check_url("http://127.0.0.1:9/x").is_ok());
+        for bad in [
+            "ftp://x/",
+            "file:///etc/passwd",
+            "https://u:p@x/",
+            "nonsense",
+            "http://",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert!(check_url(&format!("https://x/{}", "a".repeat(URL_BYTES_MAX))).is_err());
+    }
+
+    #[test]
+    fn secrets_are_long_and_url_safe() {
+        let s = new_secret().expect("secret");
+        let random = s.strip_prefix(SECRET_PREFIX).expect("prefix");
+        assert!(random.len() >= 43, "{s}");
+        assert!(random
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(s, new_secret().expect("secret"));
+        assert_eq!(base64_url(b"\xfb\xff"), "-_8");
+        assert_eq!(base64_url(b"Man"), "TWFu");
+    }
+
+    #[test]
+    fn set_replace_remove_and_the_view_follows() {
+        let dir = std::env::temp_dir().join(format!("webhooks-endpoints-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let admin = EndpointAdmin::new(&dir);
+        let view = EndpointView::open(&dir);
+        assert!(view.get().is_empty());
+        let s1 = admin.set("M1", "http://127.0.0.1:1/a", 5).expect("set");
+        assert!(view.refresh());
+        assert_eq!(view.get()["M1"].secret, s1);
+        let s2 = admin.set("M1", "http://127.0.0.1:1/b", 6).expect("replace");
+        assert_ne!(s1, s2);
+        view.refresh();
+        assert_eq!(view.get()["M1"].url, "http://127.0.0.1:1/b");
+        let mode = std::fs::metadata(dir.join(ENDPOINTS_FILE))
+            .expect("file")
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        admin.remove("M1").expect("remove");
+        assert!(admin.remove("M1").is_err());
+        view.refresh();
+        assert!(view.get().is_empty());
+        assert!(admin.set("", "http://x/", 1).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,107 @@
+//! Webhooks: what happened to their payments, posted to the merchants'
+//! endpoints (the contract: `docs/webhooks.md`).
+//!
+//! Events are a pure function of journal records (`engine::events`), so
+//! this module only moves them: the `dispatcher` thread tails the journal
+//! from its own watermark and queues each change's event, with the
+//! watermark, in one SQLite transaction (`queue`, `<data_dir>/webhooks.sqlite`);
+//! the journal keeps what the watermark has not passed (`crate::retain`).
+//! `deliver` posts queued events, one task and connection pool per
+//! merchant, signed, retried with backoff on the switch's clock.
+//! `endpoints` is the endpoint file (`<data_dir>/webhooks.json`, 0600,
+//! with the signing secrets) the `switch webhooks` commands write and the
+//! running switch re-reads when it changes.
+
+mod deliver;
+mod dispatcher;
+mod endpoints;
+mod queue;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub(crate) use deliver::Networks;
+pub(crate) use dispatcher::Dispatcher;
+pub(crate) use endpoints::EndpointAdmin;
+pub(crate) use queue::{Queue, Row, LIST_ROWS_MAX};
+
+use crate::clock::Clock;
+use crate::retain::RetainFloor;
+
+/// Opens the queue and reads the dispatcher's watermark (before the
+/// journal opens: its floor).
+///
+/// # Errors
+/// When the queue cannot be opened or read.
+pub(crate) fn open_queue(data_dir: &Path) -> anyhow::Result<(Queue, Option<u64>)> {
+    let queue = Queue::open(data_dir)?;
+    let watermark = queue.watermark()?;
+    Ok((queue, watermark))
+}
+
+/// What [`start`] needs.
+pub(crate) struct Start<'a> {
+    /// `[webhooks]`.
+    pub(crate) settings: &'a crate::config::WebhookSettings,
+    /// The data directory.
+    pub(crate) data_dir: &'a Path,
+    /// The running journal.
+    pub(crate) journal: Arc<journal::Journal>,
+    /// The queue opened by [`open_queue`], for the dispatcher.
+    pub(crate) queue: Queue,
+    /// Its watermark (`None`: first start, which begins at the journal's
+    /// durable end: changes before webhooks existed are not sent).
+    pub(crate) watermark: Option<u64>,
+    /// The journal's floor.
+    pub(crate) floor: Arc<RetainFloor>,
+    /// The switch's clock.
+    pub(crate) clock: Clock,
+    /// The MID of each merchant index.
+    pub(crate) mids: Vec<String>,
+}
+
+/// Starts the dispatcher's thread and the deliveries' tasks (on `tracker`,
+/// until `cancel`). The dispatcher is returned: stop it before the journal
+/// closes.
+///
+/// # Errors
+/// A bad `allow_networks`, the queue's second connection, or the journal.
+pub(crate) fn start(
+    s: Start<'_>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<Dispatcher> {
+    // The clients name no provider; the switch's one is aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let networks = Networks::parse(&s.settings.allow_networks)
+        .map_err(|e| anyhow::anyhow!("webhooks.allow_networks: {e}"))?;
+    let endpoints = Arc::new(endpoints::EndpointView::open(s.data_dir));
+    let queued = Arc::new(tokio::sync::Notify::new());
+    let at = s.watermark.unwrap_or_else(|| s.journal.durable_seq());
+    let dispatcher = Dispatcher::start(
+        s.journal,
+        at,
+        dispatcher::Parts {
+            queue: s.queue,
+            endpoints: endpoints.clone(),
+            mids: Arc::new(s.mids),
+            floor: s.floor,
+            clock: s.clock.clone(),
+            queued: queued.clone(),
+        },
+    )?;
+    let shared = Arc::new(deliver::Shared {
+        queue: Mutex::new(Queue::open(s.data_dir)?),
+        endpoints,
+        clock: s.clock,
+        timeout: Duration::from_millis(s.settings.timeout_ms),
+        networks: Arc::new(networks),
+        queued,
+    });
+    tracker.spawn(deliver::run(shared, cancel.clone(), tracker.clone()));
+    Ok(dispatcher)
+}

@@ -1,0 +1,531 @@
+//! The durable delivery queue, `<data_dir>/webhooks.sqlite`: one row per
+//! event with its delivery status, and the dispatcher's watermark (the
+//! last journal sequence it turned into events), written in the same
+//! transaction as the events it covers. WAL, `synchronous=FULL`: what a
+//! commit returned survives a crash, so the watermark never passes an
+//! event that is not queued, and `INSERT OR IGNORE` on the event id makes
+//! a batch replayed after a crash queue nothing twice.
+//!
+//! The dispatcher's thread, the deliveries and the `switch webhooks`
+//! commands each open their own connection (WAL: readers never block the
+//! writer; writers wait up to [`BUSY_TIMEOUT`] for each other).
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rusqlite::{params, Connection, OptionalExtension as _};
+
+/// The queue's file name in the data directory.
+pub(crate) const QUEUE_FILE: &str = "webhooks.sqlite";
+/// Bodies hold masked card data and amounts: the switch's user only.
+const FILE_MODE: u32 = 0o600;
+/// How long a writer waits for another connection's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most rows `events` lists.
+pub(crate) const LIST_ROWS_MAX: usize = 10_000;
+/// How long delivered and failed events are kept for `list --events`.
+pub(crate) const DONE_KEPT_MS: u64 = 30 * 86_400_000;
+/// Most finished rows deleted per pruning step (one short transaction).
+const PRUNE_ROWS_MAX: usize = 10_000;
+
+/// Where an event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Not delivered yet; retried until [`super::deliver::GIVE_UP_MS`].
+    Pending,
+    /// A 2xx answer.
+    Delivered,
+    /// Given up on.
+    Failed,
+}
+
+impl Status {
+    /// Its name in the table and in `list --events`.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// An event to queue.
+#[derive(Clone, Debug)]
+pub(crate) struct NewEvent {
+    /// `evt_…`.
+    pub(crate) id: String,
+    /// The merchant's MID.
+    pub(crate) merchant: String,
+    /// The payment.
+    pub(crate) payment_id: u64,
+    /// Journal sequence of the change: order per payment.
+    pub(crate) seq: u64,
+    /// `payment.…`.
+    pub(crate) kind: &'static str,
+    /// The JSON body.
+    pub(crate) body: String,
+}
+
+/// An event due for an attempt.
+#[derive(Clone, Debug)]
+pub(crate) struct Due {
+    /// `evt_…`.
+    pub(crate) id: String,
+    /// The JSON body.
+    pub(crate) body: String,
+    /// Attempts so far.
+    pub(crate) attempts: u32,
+    /// When it was queued (or queued again), ms: the retry limit counts from it.
+    pub(crate) queued_at_ms: u64,
+}
+
+/// An event as `list --events` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Row {
+    /// `evt_…`.
+    pub(crate) id: String,
+    /// The merchant's MID.
+    pub(crate) merchant: String,
+    /// The payment.
+    pub(crate) payment_id: u64,
+    /// `payment.…`.
+    pub(crate) kind: String,
+    /// pending, delivered or failed.
+    pub(crate) status: String,
+    /// Attempts so far.
+    pub(crate) attempts: u32,
+    /// The last answer's HTTP status (none: no answer, or no attempt).
+    pub(crate) last_status_code: Option<u16>,
+    /// The last attempt's time, ms.
+    pub(crate) last_attempt_at_ms: Option<u64>,
+    /// The next attempt's time, ms (pending events).
+    pub(crate) next_attempt_at_ms: u64,
+    /// Why the last attempt failed (no answer), for operators.
+    pub(crate) last_error: Option<String>,
+}
+
+/// What an attempt came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// 2xx.
+    Delivered,
+    /// Not delivered; again at this time, ms.
+    RetryAt(u64),
+    /// Not delivered, and the retry limit is reached.
+    Failed,
+}
+
+/// The queue.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    /// One connection per user of the queue.
+    conn: Connection,
+    /// The file, named in errors.
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    merchant TEXT NOT NULL,
+    payment_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    queued_at_ms INTEGER NOT NULL,
+    next_attempt_at_ms INTEGER NOT NULL,
+    last_status_code INTEGER,
+    last_attempt_at_ms INTEGER,
+    last_error TEXT
+);
+-- A merchant's due events, oldest first.
+CREATE INDEX IF NOT EXISTS events_due ON events (merchant, status, next_attempt_at_ms);
+-- Whether a payment has an earlier event not delivered yet (order per payment).
+CREATE INDEX IF NOT EXISTS events_payment ON events (payment_id, status, seq);
+-- Pruning finished events by age.
+CREATE INDEX IF NOT EXISTS events_queued ON events (status, queued_at_ms);
+";
+
+/// Sequences and ids are u64; SQLite integers are i64: stored bit for bit.
+fn int(v: u64) -> i64 {
+    v as i64
+}
+
+fn uint(v: i64) -> u64 {
+    v as u64
+}
+
+impl Queue {
+    /// Opens `data_dir/webhooks.sqlite`, creating it (mode 0600).
+    ///
+    /// # Errors
+    /// When the file cannot be created, is not SQLite, or cannot be made
+    /// durable (WAL, `synchronous=FULL`).
+    pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Queue> {
+        let path = data_dir.join(QUEUE_FILE);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .with_context(|| format!("{}: journal_mode=WAL", path.display()))?;
+        anyhow::ensure!(
+            mode.eq_ignore_ascii_case("wal"),
+            "{}: journal_mode is {mode}, expected wal",
+            path.display()
+        );
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("{}: creating the tables", path.display()))?;
+        Ok(Queue { conn, path })
+    }
+
+    fn ctx(&self, what: &str) -> String {
+        format!("{}: {what}", self.path.display())
+    }
+
+    /// The dispatcher's watermark: the last journal sequence turned into
+    /// events (`None`: never started).
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn watermark(&self) -> anyhow::Result<Option<u64>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'watermark'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.map(uint))
+            .with_context(|| self.ctx("reading the watermark"))
+    }
+
+    /// Queues `events` and moves the watermark to `watermark`, in one
+    /// transaction; an event already queued (same id) is left as it is.
+    /// Returns how many were new.
+    ///
+    /// # Errors
+    /// SQLite; nothing is changed then.
+    pub(crate) fn enqueue(
+        &mut self,
+        events: &[NewEvent],
+        watermark: u64,
+        now_ms: u64,
+    ) -> anyhow::Result<usize> {
+        let path = self.path.display().to_string();
+        let tx = self.conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events
+                 (id, merchant, payment_id, seq, type, body, status, attempts,
+                  queued_at_ms, next_attempt_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7)",
+            )?;
+            for e in events {
+                added += insert.execute(params![
+                    e.id,
+                    e.merchant,
+                    int(e.payment_id),
+                    int(e.seq),
+                    e.kind,
+                    e.body,
+                    int(now_ms)
+                ])?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('watermark', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                params![int(watermark)],
+            )?;
+        }
+        tx.commit()
+            .with_context(|| format!("{path}: queueing events"))?;
+        Ok(added)
+    }
+
+    /// Up to `limit` of `merchant`'s events due at `now_ms`, in journal
+    /// order, each the earliest of its payment not delivered yet (so a
+    /// payment's events go one at a time, in order).
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn due(
+        &self,
+        merchant: &str,
+        now_ms: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Due>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT e.id, e.body, e.attempts, e.queued_at_ms FROM events e
+             WHERE e.merchant = ?1 AND e.status = 'pending' AND e.next_attempt_at_ms <= ?2
+               AND NOT EXISTS (SELECT 1 FROM events o
+                               WHERE o.payment_id = e.payment_id AND o.status = 'pending'
+                                 AND o.seq < e.seq AND o.merchant = e.merchant)
+             ORDER BY e.seq LIMIT ?3",
+        )?;
+        let rows = st.query_map(params![merchant, int(now_ms), limit as i64], |r| {
+            Ok(Due {
+                id: r.get(0)?,
+                body: r.get(1)?,
+                attempts: r.get(2)?,
+                queued_at_ms: uint(r.get(3)?),
+            })
+        })?;
+        rows.collect::<Result<_, _>>()
+            .with_context(|| self.ctx("reading due events"))
+    }
+
+    /// The earliest time one of `merchant`'s pending events is due.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn next_due_ms(&self, merchant: &str) -> anyhow::Result<Option<u64>> {
+        self.conn
+            .query_row(
+                "SELECT min(next_attempt_at_ms) FROM events
+                 WHERE merchant = ?1 AND status = 'pending'",
+                params![merchant],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(uint))
+            .with_context(|| self.ctx("reading the next due time"))
+    }
+
+    /// Records an attempt at event `id` made at `now_ms`: its answer's
+    /// status (none: no answer), why it failed, and what it came to.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn record_attempt(
+        &self,
+        id: &str,
+        now_ms: u64,
+        status_code: Option<u16>,
+        error: Option<&str>,
+        outcome: Outcome,
+    ) -> anyhow::Result<()> {
+        let (status, next) = match outcome {
+            Outcome::Delivered => (Status::Delivered, now_ms),
+            Outcome::RetryAt(at) => (Status::Pending, at),
+            Outcome::Failed => (Status::Failed, now_ms),
+        };
+        self.conn
+            .execute(
+                "UPDATE events SET status = ?2, attempts = attempts + 1,
+                 next_attempt_at_ms = ?3, last_status_code = ?4,
+                 last_attempt_at_ms = ?5, last_error = ?6
+                 WHERE id = ?1",
+                params![
+                    id,
+                    status.label(),
+                    int(next),
+                    status_code,
+                    int(now_ms),
+                    error
+                ],
+            )
+            .with_context(|| self.ctx("recording an attempt"))?;
+        Ok(())
+    }
+
+    /// Queues event `id` again: pending, due now, its retry limit counted
+    /// from now. Returns whether it exists.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn resend(&self, id: &str, now_ms: u64) -> anyhow::Result<bool> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE events SET status = 'pending', attempts = 0,
+                 next_attempt_at_ms = ?2, queued_at_ms = ?2 WHERE id = ?1",
+                params![id, int(now_ms)],
+            )
+            .with_context(|| self.ctx("queueing an event again"))?;
+        Ok(n > 0)
+    }
+
+    /// Up to `limit` events, newest first, of `merchant` or all.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn rows(&self, merchant: Option<&str>, limit: usize) -> anyhow::Result<Vec<Row>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, merchant, payment_id, type, status, attempts, last_status_code,
+                    last_attempt_at_ms, next_attempt_at_ms, last_error
+             FROM events WHERE ?1 IS NULL OR merchant = ?1
+             ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![merchant, limit.min(LIST_ROWS_MAX) as i64], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                merchant: r.get(1)?,
+                payment_id: uint(r.get(2)?),
+                kind: r.get(3)?,
+                status: r.get(4)?,
+                attempts: r.get(5)?,
+                last_status_code: r.get(6)?,
+                last_attempt_at_ms: r.get::<_, Option<i64>>(7)?.map(uint),
+                next_attempt_at_ms: uint(r.get(8)?),
+                last_error: r.get(9)?,
+            })
+        })?;
+        rows.collect::<Result<_, _>>()
+            .with_context(|| self.ctx("listing events"))
+    }
+
+    /// Pending events and when the oldest was queued, ms.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn pending(&self) -> anyhow::Result<(u64, Option<u64>)> {
+        self.conn
+            .query_row(
+                "SELECT count(*), min(queued_at_ms) FROM events WHERE status = 'pending'",
+                [],
+                |r| Ok((uint(r.get(0)?), r.get::<_, Option<i64>>(1)?.map(uint))),
+            )
+            .with_context(|| self.ctx("counting pending events"))
+    }
+
+    /// Deletes up to [`PRUNE_ROWS_MAX`] delivered or failed events queued
+    /// more than [`DONE_KEPT_MS`] before `now_ms`; returns how many.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn prune(&self, now_ms: u64) -> anyhow::Result<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM events WHERE id IN (
+                   SELECT id FROM events WHERE status IN ('delivered', 'failed')
+                   AND queued_at_ms < ?1 LIMIT ?2)",
+                params![
+                    int(now_ms.saturating_sub(DONE_KEPT_MS)),
+                    PRUNE_ROWS_MAX as i64
+                ],
+            )
+            .with_context(|| self.ctx("pruning finished events"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, payment_id: u64, merchant: &str) -> NewEvent {
+        NewEvent {
+            id: engine::events::event_id(seq),
+            merchant: merchant.into(),
+            payment_id,
+            seq,
+            kind: "payment.captured",
+            body: format!("{{\"seq\":{seq}}}"),
+        }
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("webhooks-queue-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
+    #[test]
+    fn events_and_watermark_commit_together_and_once() {
+        let d = dir("once");
+        let mut q = Queue::open(&d).expect("open");
+        assert_eq!(q.watermark().expect("wm"), None);
+        let batch = [ev(1, 10, "A"), ev(2, 11, "A"), ev(3, 10, "B")];
+        assert_eq!(q.enqueue(&batch, 5, 1_000).expect("enqueue"), 3);
+        // The same batch again (a crash before the watermark was seen).
+        assert_eq!(q.enqueue(&batch, 5, 2_000).expect("enqueue"), 0);
+        assert_eq!(q.watermark().expect("wm"), Some(5));
+        assert_eq!(q.enqueue(&[], 4, 2_000).expect("enqueue"), 0);
+        assert_eq!(q.watermark().expect("wm"), Some(5), "never moves back");
+        drop(q);
+        let q = Queue::open(&d).expect("reopen");
+        assert_eq!(q.pending().expect("pending"), (3, Some(1_000)));
+        let mode = std::fs::metadata(d.join(QUEUE_FILE)).expect("file");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_payments_events_go_one_at_a_time_in_order() {
+        let d = dir("order");
+        let mut q = Queue::open(&d).expect("open");
+        q.enqueue(&[ev(1, 10, "A"), ev(2, 10, "A"), ev(3, 11, "A")], 3, 0)
+            .expect("enqueue");
+        let ids = |q: &Queue, now| -> Vec<String> {
+            q.due("A", now, 10)
+                .expect("due")
+                .into_iter()
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(&q, 0),
+            [engine::events::event_id(1), engine::events::event_id(3)]
+        );
+        // The first fails and waits: the second waits behind it.
+        q.record_attempt(
+            &engine::events::event_id(1),
+            0,
+            Some(500),
+            None,
+            Outcome::RetryAt(1_000),
+        )
+        .expect("attempt");
+        assert_eq!(ids(&q, 500), [engine::events::event_id(3)]);
+        assert_eq!(
+            ids(&q, 1_000),
+            [engine::events::event_id(1), engine::events::event_id(3)]
+        );
+        q.record_attempt(
+            &engine::events::event_id(1),
+            1_000,
+            None,
+            Some("refused"),
+            Outcome::Failed,
+        )
+        .expect("attempt");
+        assert_eq!(
+            ids(&q, 1_000),
+            [engine::events::event_id(2), engine::events::event_id(3)]
+        );
+        assert_eq!(q.next_due_ms("A").expect("next"), Some(0));
+        let rows = q.rows(None, 10).expect("rows");
+        let first = rows
+            .iter()
+            .find(|r| r.id == engine::events::event_id(1))
+            .expect("row");
+        assert_eq!((first.status.as_str(), first.attempts), ("failed", 2));
+        assert!(q.resend(&first.id, 5_000).expect("resend"));
+        assert!(!q.resend("evt_nope", 5_000).expect("resend"));
+        assert_eq!(ids(&q, 5_000)[0], engine::events::event_id(1));
+        assert_eq!(
+            q.prune(5_000 + DONE_KEPT_MS + 1).expect("prune"),
+            0,
+            "none finished"
+        );
+    }
+}
