@@ -83,6 +83,11 @@ impl Dispatcher {
             Err(e) => return Err(e).context("tailing the journal"),
         };
         parts.floor.set_webhooks(tail.position());
+        tracing::info!(
+            after_seq = tail.position(),
+            endpoints = parts.endpoints.get().len(),
+            "webhooks: queueing events of the journal's changes"
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let run = Run {
             journal,

@@ -10,8 +10,7 @@
 //! commands each open their own connection (WAL: readers never block the
 //! writer; writers wait up to [`BUSY_TIMEOUT`] for each other).
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -173,15 +172,16 @@ impl Queue {
     /// durable (WAL, `synchronous=FULL`).
     pub(crate) fn open(data_dir: &Path) -> anyhow::Result<Queue> {
         let path = data_dir.join(QUEUE_FILE);
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        // SQLite creates the file: opening (and closing) a descriptor of it
+        // here would drop every POSIX lock this process holds on it, those
+        // of the queue's other connections too, and let another process
+        // checkpoint under them (sqlite.org/howtocorrupt.html, 2.2). The
+        // mode is set at once, before anything is written; the data
+        // directory is 0700 meanwhile.
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(FILE_MODE))
+            .with_context(|| format!("{}: setting mode 0600", path.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -345,8 +345,9 @@ impl Queue {
         Ok(())
     }
 
-    /// Queues event `id` again: pending, due now, its retry limit counted
-    /// from now. Returns whether it exists.
+    /// Queues event `id` again: pending, due at once (whatever the running
+    /// switch's clock says), its retry limit counted from `now_ms`.
+    /// Returns whether it exists.
     ///
     /// # Errors
     /// SQLite.
@@ -355,7 +356,7 @@ impl Queue {
             .conn
             .execute(
                 "UPDATE events SET status = 'pending', attempts = 0,
-                 next_attempt_at_ms = ?2, queued_at_ms = ?2 WHERE id = ?1",
+                 next_attempt_at_ms = 0, queued_at_ms = ?2 WHERE id = ?1",
                 params![id, int(now_ms)],
             )
             .with_context(|| self.ctx("queueing an event again"))?;
