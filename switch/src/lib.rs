@@ -333,6 +333,10 @@ pub async fn start_on(
             floor: retain,
             clock,
             mids: config.merchants.iter().map(|m| m.id.clone()).collect(),
+            merchant_labels_max: config
+                .metrics
+                .merchant_labels
+                .then_some(config.metrics.merchant_labels_max),
         },
         &cancel,
         &tracker,

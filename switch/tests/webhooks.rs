@@ -32,6 +32,8 @@ enum Answer {
     Status(u16),
     /// Longer than the switch's timeout.
     Hang,
+    /// 307 to this same endpoint (a client that follows it posts again).
+    Redirect,
 }
 
 /// A received POST.
@@ -60,7 +62,11 @@ struct Receiver {
     otherwise: Arc<Mutex<Option<Answer>>>,
 }
 
-async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn hook(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap) {
     let header = |n: &str| {
         headers
             .get(n)
@@ -82,15 +88,20 @@ async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Sta
         .pop_front()
         .or(*r.otherwise.lock().unwrap())
         .unwrap_or(Answer::Status(200));
+    let mut out = HeaderMap::new();
     let code = match answer {
         Answer::Status(s) => StatusCode::from_u16(s).unwrap(),
         Answer::Hang => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             StatusCode::OK
         }
+        Answer::Redirect => {
+            out.insert("location", "/hook".parse().unwrap());
+            StatusCode::TEMPORARY_REDIRECT
+        }
     };
     r.now.fetch_sub(1, Ordering::SeqCst);
-    code
+    (code, out)
 }
 
 impl Receiver {
@@ -336,7 +347,7 @@ async fn retries_back_off_on_the_switchs_clock_then_fail_and_resend() {
     rx.plan
         .lock()
         .unwrap()
-        .extend([Answer::Status(500), Answer::Hang]);
+        .extend([Answer::Status(500), Answer::Hang, Answer::Redirect]);
     let dir = data_dir();
     let secret = set_endpoint(&dir, M1, &format!("http://{addr}/hook"));
     let mut sw = TestSwitch::start_in(dir.clone(), short_timeout).await;
@@ -367,13 +378,25 @@ async fn retries_back_off_on_the_switchs_clock_then_fail_and_resend() {
         next - t1
     );
     sw.clock.advance_ms(2_000);
+    // A redirect is not followed: a failed attempt, 4 s later again.
+    let t2 = sw.clock.now_ms();
+    let (_, _, code, next) = wait_row(&dir, &id, |r| r.1 == 3).await;
+    assert_eq!(code, Some(307));
+    assert!(
+        (t2 + 3_200..=t2 + 4_000).contains(&next),
+        "next at +{}",
+        next - t2
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.got().len(), 3, "the redirect is not followed");
+    sw.clock.advance_ms(4_000);
     let (status, attempts, code, _) = wait_row(&dir, &id, |r| r.0 != "pending").await;
     assert_eq!(
         (status.as_str(), attempts, code),
-        ("delivered", 3, Some(200))
+        ("delivered", 4, Some(200))
     );
     let got = rx.got();
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), 4);
     let first = got[0].json()["id"].clone();
     for g in &got {
         verify(g, &secret);
@@ -464,7 +487,11 @@ async fn a_dead_receiver_holds_only_its_own_merchant() {
     let dir = data_dir();
     set_endpoint(&dir, M1, &format!("http://{dead_addr}/hook"));
     let secret = set_endpoint(&dir, M2, &format!("http://{live_addr}/hook"));
-    let mut sw = TestSwitch::start_in(dir.clone(), short_timeout).await;
+    let mut sw = TestSwitch::start_in(dir.clone(), |c| {
+        short_timeout(c);
+        c.metrics.merchant_labels = true;
+    })
+    .await;
     let mut c = sw.client().await;
     const DEAD_EVENTS: usize = 200;
     for i in 0..DEAD_EVENTS as u64 {
@@ -511,12 +538,23 @@ async fn a_dead_receiver_holds_only_its_own_merchant() {
         let (_, metrics) = sw.http_get("/metrics").await;
         let depth = metric_sum(&metrics, "switch_webhook_queue_depth").unwrap_or(0.0);
         let oldest = metric_sum(&metrics, "switch_webhook_oldest_pending_seconds").unwrap_or(0.0);
-        if depth >= (DEAD_EVENTS - 8 * 4) as f64 && oldest >= 3_600.0 {
+        // Per merchant too ([metrics] merchant_labels): merchant 2's is empty.
+        let of = |mid: &str| {
+            let name = format!("switch_merchant_webhook_queue_depth{{merchant=\"{mid}\"}}");
+            metric_sum(&metrics, &name)
+        };
+        if depth >= (DEAD_EVENTS - 8 * 4) as f64
+            && oldest >= 3_600.0
+            && of(M1).is_some_and(|d| d >= (DEAD_EVENTS - 8 * 4) as f64)
+            && of(M2) == Some(0.0)
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "queue depth {depth}, oldest pending {oldest} s on the switch's clock"
+            "queue depth {depth}, oldest pending {oldest} s on the switch's clock, per merchant {:?} {:?}",
+            of(M1),
+            of(M2)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -524,6 +562,46 @@ async fn a_dead_receiver_holds_only_its_own_merchant() {
     let m2 = sale(&card(2_000), 99).set(41, "DEMO0101").set(42, M2);
     assert_eq!(c.call(&m2).await.code(), "00");
     live.wait_for(6).await;
+    let delivered = format!(
+        "switch_merchant_webhook_deliveries_total{{merchant=\"{M2}\",result=\"delivered\"}}"
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while metric_sum(&sw.http_get("/metrics").await.1, &delivered) != Some(6.0) {
+        assert!(Instant::now() < deadline, "{delivered} is not 6");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sw.stop().await;
+}
+
+#[tokio::test]
+async fn addresses_outside_allow_networks_are_refused() {
+    let (rx, addr) = Receiver::start().await;
+    let dir = data_dir();
+    set_endpoint(&dir, M1, &format!("http://{addr}/hook"));
+    let by_name = format!("http://localhost:{}/hook", addr.port());
+    set_endpoint(&dir, M2, &by_name);
+    let mut sw = TestSwitch::start_in(dir.clone(), |c| {
+        short_timeout(c);
+        c.webhooks.allow_networks = vec!["10.0.0.0/8".into()];
+    })
+    .await;
+    let mut c = sw.client().await;
+    assert_eq!(c.call(&sale(&card(41), 100)).await.code(), "00");
+    let m2 = sale(&card(42), 100).set(41, "DEMO0101").set(42, M2);
+    assert_eq!(c.call(&m2).await.code(), "00");
+    for mid in [M1, M2] {
+        let id = wait_queued(&dir, mid, 1).await.remove(0);
+        let (status, ..) = wait_row(&dir, &id, |r| r.1 >= 1).await;
+        assert_eq!(status, "pending");
+        let c = rusqlite::Connection::open(dir.join("webhooks.sqlite")).unwrap();
+        let error: String = c
+            .query_row("SELECT last_error FROM events WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(error.contains("allow_networks"), "{mid}: {error}");
+    }
+    assert!(rx.got().is_empty(), "nothing reached a refused address");
     sw.stop().await;
 }
 

@@ -186,6 +186,46 @@ pub(crate) struct Shared {
     pub(crate) networks: Arc<Networks>,
     /// Woken when the dispatcher queued events.
     pub(crate) queued: Arc<tokio::sync::Notify>,
+    /// Per-merchant series, with `[metrics] merchant_labels` only.
+    pub(crate) labels: Option<MerchantLabels>,
+}
+
+/// The merchants with series of their own (`[metrics] merchant_labels`):
+/// the first `merchant_labels_max` seen; later ones count as `other`.
+#[derive(Debug)]
+pub(crate) struct MerchantLabels {
+    /// `merchant_labels_max`.
+    max: usize,
+    /// MIDs admitted so far, at most `max`.
+    seen: Mutex<std::collections::HashSet<String>>,
+}
+
+impl MerchantLabels {
+    /// Labels for at most `max` merchants.
+    pub(crate) fn new(max: usize) -> MerchantLabels {
+        MerchantLabels {
+            max,
+            seen: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// The label of `mid`.
+    fn of(&self, mid: &str) -> String {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(mid) {
+            return mid.to_owned();
+        }
+        if seen.len() < self.max {
+            seen.insert(mid.to_owned());
+            return mid.to_owned();
+        }
+        ::metrics::counter!("switch_limit_reached_total", "limit" => "metrics_merchant_labels_max")
+            .increment(1);
+        "other".to_owned()
+    }
 }
 
 impl Shared {
@@ -256,6 +296,28 @@ async fn update_gauges(shared: &Arc<Shared>) {
         Err(e) => {
             crate::ratelog::warn_limited!("webhooks_gauges", error = %e, "webhooks: reading the queue failed");
         }
+    }
+    let Some(labels) = &shared.labels else { return };
+    let Ok(rows) = shared.with_queue(|q| q.pending_by_merchant()).await else {
+        return;
+    };
+    let mut depth: HashMap<String, u64> = HashMap::new();
+    for (mid, n) in rows {
+        *depth.entry(labels.of(&mid)).or_default() += n;
+    }
+    // Merchants whose queue emptied show 0, not their last depth.
+    let known: Vec<String> = labels
+        .seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    for mid in known {
+        depth.entry(mid).or_default();
+    }
+    for (label, n) in depth {
+        ::metrics::gauge!("switch_merchant_webhook_queue_depth", "merchant" => label).set(n as f64);
     }
 }
 
@@ -473,6 +535,13 @@ async fn record(shared: &Arc<Shared>, mid: &str, results: Vec<(Due, Attempt)>) {
     {
         if n > 0 {
             ::metrics::counter!("switch_webhook_deliveries_total", "result" => result).increment(n);
+            if let Some(labels) = &shared.labels {
+                ::metrics::counter!(
+                    "switch_merchant_webhook_deliveries_total",
+                    "merchant" => labels.of(mid), "result" => result
+                )
+                .increment(n);
+            }
         }
     }
 }

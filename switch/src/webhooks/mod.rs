@@ -62,6 +62,8 @@ pub(crate) struct Start<'a> {
     pub(crate) clock: Clock,
     /// The MID of each merchant index.
     pub(crate) mids: Vec<String>,
+    /// `[metrics] merchant_labels_max` when `merchant_labels` is on.
+    pub(crate) merchant_labels_max: Option<usize>,
 }
 
 /// Starts the dispatcher's thread and the deliveries' tasks (on `tracker`,
@@ -101,6 +103,7 @@ pub(crate) fn start(
         timeout: Duration::from_millis(s.settings.timeout_ms),
         networks: Arc::new(networks),
         queued,
+        labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
     });
     tracker.spawn(deliver::run(shared, cancel.clone(), tracker.clone()));
     Ok(dispatcher)

@@ -406,6 +406,20 @@ impl Queue {
             .with_context(|| self.ctx("counting pending events"))
     }
 
+    /// Pending events per merchant (one row per merchant with any; at most
+    /// as many as there are MIDs in the queue).
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn pending_by_merchant(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT merchant, count(*) FROM events WHERE status = 'pending' GROUP BY merchant",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, uint(r.get(1)?))))?;
+        rows.collect::<Result<_, _>>()
+            .with_context(|| self.ctx("counting pending events per merchant"))
+    }
+
     /// Deletes up to [`PRUNE_ROWS_MAX`] delivered or failed events queued
     /// more than [`DONE_KEPT_MS`] before `now_ms`; returns how many.
     ///
