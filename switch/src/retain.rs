@@ -63,3 +63,64 @@ impl RetainFloor {
         self.journal.set_retain_floor(floor);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal in a fresh directory with small segments, holding `n`
+    /// durable records of about 1 KiB (several per segment), and a snapshot
+    /// covering them all.
+    fn journal(name: &str, floor: u64, n: u64) -> (Arc<journal::Journal>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("retain-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = journal::Config::new(&dir);
+        config.segment_bytes = 4 << 10;
+        config.retain_floor = Some(floor);
+        let (j, _) = journal::Journal::open(config, Arc::new(journal::OsStorage), |_| Ok(()))
+            .expect("journal opens");
+        for _ in 0..n {
+            let seq = j.append_blocking(1, &[7u8; 1_000]).expect("append");
+            j.wait_durable_blocking(seq).expect("durable");
+        }
+        j.snapshot(n, b"state").expect("snapshot");
+        (Arc::new(j), dir)
+    }
+
+    fn segments(j: &journal::Journal) -> usize {
+        j.release_covered().expect("release");
+        j.disk_segments().expect("segments").0
+    }
+
+    #[test]
+    fn segments_stay_until_both_readers_passed_them() {
+        let (j, dir) = journal("both", 0, 40);
+        let floor = RetainFloor::new(j.clone(), 0, Some(0));
+        let all = segments(&j);
+        assert!(all >= 8, "{all} segments");
+        // The archive has everything; the webhook queue nothing: all stay.
+        floor.set_archive(40);
+        assert_eq!(segments(&j), all);
+        // The webhook queue catches up halfway, then fully.
+        floor.set_webhooks(20);
+        let half = segments(&j);
+        assert!(half < all && half > 1, "{half} of {all}");
+        floor.set_webhooks(40);
+        assert!(segments(&j) < half);
+        j.shutdown().expect("shutdown");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn without_a_webhook_watermark_the_archive_alone_decides() {
+        assert_eq!(RetainFloor::at_open(30, None), 30);
+        assert_eq!(RetainFloor::at_open(30, Some(10)), 10);
+        let (j, dir) = journal("archive", 0, 40);
+        let floor = RetainFloor::new(j.clone(), 0, None);
+        let all = segments(&j);
+        floor.set_archive(40);
+        assert!(segments(&j) < all);
+        j.shutdown().expect("shutdown");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
