@@ -147,12 +147,31 @@ pub fn seq_of_event_id(id: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// The history entry that says what the change journaled with this
+/// payment image was: its last entry, except for an authorization the risk
+/// rules flagged at once. That change appends two entries at the same
+/// instant, the authorization and the flag, as a payment's first two: the
+/// merchant is told of the authorization (with `scam` true in its body),
+/// and `payment.flagged_scam` is kept for a flag after it.
+pub fn entry_of_change(history: &[Activity]) -> Option<&Activity> {
+    match history {
+        [auth, flag]
+            if flag.op == Operation::Flag
+                && matches!(auth.op, Operation::PreAuth | Operation::Sale)
+                && auth.at_ms == flag.at_ms =>
+        {
+            Some(auth)
+        }
+        _ => history.last(),
+    }
+}
+
 /// The event of the change journaled at `seq` as `record`, for the
 /// merchant whose MID is `merchant_id`; `None` when the change tells the
 /// merchant nothing (a payment with no history).
 pub fn of_record(seq: u64, record: &PaymentRecord, merchant_id: &str) -> Option<Event> {
     let p = &record.payment;
-    let last = p.history.last()?;
+    let last = entry_of_change(&p.history)?;
     let kind = EventType::of_activity(last)?;
     let id = event_id(seq);
     let created_s = last.at_ms / 1_000;
@@ -351,6 +370,26 @@ mod tests {
     }
 
     #[test]
+    fn an_authorization_flagged_at_once_is_told_as_the_authorization() {
+        let mut p = payment(Kind::Sale, 500);
+        p.record(Operation::Sale, 500, 5_000, Code::APPROVED);
+        p.flag("velocity", 5_000);
+        let v = json(&of_record(1, &rec(p.clone()), "M").expect("event"));
+        assert_eq!(v["type"], "payment.succeeded");
+        assert_eq!(v["payment"]["scam"], true);
+        // A flag after it (another instant) is its own event.
+        let mut later = payment(Kind::Sale, 500);
+        later.record(Operation::Sale, 500, 5_000, Code::APPROVED);
+        later.flag("manual", 6_000);
+        let v = json(&of_record(2, &rec(later), "M").expect("event"));
+        assert_eq!(v["type"], "payment.flagged_scam");
+        // Flagged again later: the last entry again.
+        p.flag("manual", 7_000);
+        let v = json(&of_record(3, &rec(p), "M").expect("event"));
+        assert_eq!(v["type"], "payment.flagged_scam");
+    }
+
+    #[test]
     fn event_ids_round_trip_and_reject_others() {
         for seq in [0, 1, 255, u64::MAX] {
             assert_eq!(seq_of_event_id(&event_id(seq)), Some(seq));
@@ -420,7 +459,7 @@ mod tests {
                         (!a.code.approved() && !matches!(a.op, Operation::PreAuth | Operation::Sale))
                             || (a.code.approved() && a.op == Operation::Unflag)
                     };
-                    prop_assert!(p.history.last().is_none_or(silent));
+                    prop_assert!(entry_of_change(&p.history).is_none_or(silent));
                 }
                 Some(e) => {
                     prop_assert_eq!(&e.id, &event_id(seq));

@@ -260,7 +260,12 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
     assert_eq!(c.call(&refund(&auth, 300)).await.code(), "00");
     let other = card(8);
     assert_eq!(c.call(&sale(&other, 500)).await.code(), "00");
-    let got = rx.wait_for(4).await;
+    // Blocklisted: declined (59) and flagged by the risk rules at once,
+    // told as the decline with scam true.
+    let blocked = "4000000000000002";
+    assert_eq!(c.call(&sale(blocked, 600)).await.code(), "59");
+    let got = rx.wait_for(5).await;
+    assert_eq!(got.len(), 5, "one event per change");
 
     let mut ids = std::collections::HashSet::new();
     let mut of_preauth = Vec::new();
@@ -269,7 +274,10 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
         assert_eq!(t, sw.clock.now_s(), "t is the switch's clock");
         assert_eq!(g.content_type, "application/json");
         let body = String::from_utf8_lossy(&g.body);
-        assert!(!body.contains(&pan) && !body.contains(&other), "{body}");
+        assert!(
+            !body.contains(&pan) && !body.contains(&other) && !body.contains(blocked),
+            "{body}"
+        );
         let v = g.json();
         let id = v["id"].as_str().expect("id").to_owned();
         assert!(id.starts_with("evt_"), "{id}");
@@ -277,11 +285,16 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
         assert_eq!(v["merchant_id"], M1);
         let card = v["payment"]["card"].as_str().expect("card");
         assert!(
-            card.starts_with("411111") && card.contains("******"),
+            (card.starts_with("411111") || card.starts_with("400000")) && card.contains("******"),
             "{card}"
         );
         if card.ends_with(&pan[pan.len() - 4..]) {
             of_preauth.push(v);
+        } else if card.ends_with("0002") {
+            assert_eq!(v["type"], "payment.declined");
+            assert_eq!(v["payment"]["response_code"], "59");
+            assert_eq!(v["payment"]["scam"], true);
+            assert_eq!(v["payment"]["status"], "declined");
         } else {
             assert_eq!(v["type"], "payment.succeeded");
             assert_eq!(v["payment"]["amount_minor"], 500);
@@ -309,7 +322,7 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
     let list = webhooks(&dir, &["list"]);
     assert!(list.contains(M1) && !list.contains(&secret[6..]), "{list}");
     let events = webhooks(&dir, &["list", "--events"]);
-    assert_eq!(events.matches("delivered").count(), 4, "{events}");
+    assert_eq!(events.matches("delivered").count(), 5, "{events}");
 
     // A second merchant's endpoint set on the running switch is used
     // within a second, with its own secret.
@@ -323,7 +336,7 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
     assert_eq!(got2[0].json()["merchant_id"], M2);
     assert_eq!(
         rx.got().len(),
-        4,
+        5,
         "nothing of merchant 2 goes to merchant 1"
     );
     // Removed: nothing more is queued for merchant 2.
@@ -336,7 +349,7 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
         "00"
     );
     assert_eq!(c.call(&sale(&card(11), 702)).await.code(), "00");
-    rx.wait_for(5).await;
+    rx.wait_for(6).await;
     assert_eq!(queued_ids(&dir, M2).len(), 1);
     sw.stop().await;
 }

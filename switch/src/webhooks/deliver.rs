@@ -378,7 +378,7 @@ async fn merchant_task(shared: Arc<Shared>, mid: String, cancel: CancellationTok
             }
             continue;
         }
-        let results: Vec<(Due, Attempt)> = futures_util::stream::iter(due)
+        let batch = futures_util::stream::iter(due)
             .map(|d| {
                 let (http, endpoint, shared) = (http.clone(), &endpoint, &shared);
                 async move {
@@ -387,8 +387,13 @@ async fn merchant_task(shared: Arc<Shared>, mid: String, cancel: CancellationTok
                 }
             })
             .buffer_unordered(INFLIGHT_PER_MERCHANT_MAX)
-            .collect()
-            .await;
+            .collect::<Vec<(Due, Attempt)>>();
+        // Shutdown does not wait for a slow endpoint: attempts cut short
+        // are not recorded, so they are made again after the restart.
+        let results = tokio::select! {
+            () = cancel.cancelled() => return,
+            results = batch => results,
+        };
         record(&shared, &mid, results).await;
     }
 }

@@ -25,6 +25,8 @@ use crate::retain::RetainFloor;
 pub(crate) const BATCH_RECORDS_MAX: usize = 1_024;
 /// Pause when the journal has nothing new.
 const IDLE_PAUSE: Duration = Duration::from_millis(10);
+/// Longest the watermark stays behind records that gave no event.
+const WATERMARK_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause after a failed batch (it is read again from the watermark).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -134,6 +136,7 @@ impl Run {
     fn run(mut self) {
         let mut events: Vec<NewEvent> = Vec::with_capacity(BATCH_RECORDS_MAX);
         let mut committed = self.tail.position();
+        let mut last_commit = std::time::Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             events.clear();
             let endpoints = self.parts.endpoints.get();
@@ -164,24 +167,35 @@ impl Run {
                     });
                 }
             });
-            if let Err(e) = read {
-                crate::ratelog::warn_limited!("webhooks_tail", error = %e, "webhooks: reading the journal failed; retrying");
-                self.pause(RETRY_PAUSE);
-                // What was handed out before the error is read again.
-                if !self.rewind(committed) {
-                    return;
+            let read = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    crate::ratelog::warn_limited!("webhooks_tail", error = %e, "webhooks: reading the journal failed; retrying");
+                    self.pause(RETRY_PAUSE);
+                    // What was handed out before the error is read again.
+                    if !self.rewind(committed) {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             let position = self.tail.position();
-            if position == committed {
-                self.pause(IDLE_PAUSE);
+            // Records with no event move the watermark at most once per
+            // WATERMARK_INTERVAL (a commit is an fsync; the journal keeps
+            // what it has not passed meanwhile).
+            let idle = events.is_empty()
+                && (position == committed || last_commit.elapsed() < WATERMARK_INTERVAL);
+            if idle {
+                if read == 0 {
+                    self.pause(IDLE_PAUSE);
+                }
                 continue;
             }
             let now_ms = self.parts.clock.now_ms();
             match self.parts.queue.enqueue(&events, position, now_ms) {
                 Ok(added) => {
                     committed = position;
+                    last_commit = std::time::Instant::now();
                     self.parts.floor.set_webhooks(position);
                     if added > 0 {
                         self.parts.queued.notify_waiters();
