@@ -318,6 +318,35 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
         wait_row(&dir, id, |r| r.0 == "delivered").await;
     }
 
+    // A merchant the switch does not serve, or a URL that is not http(s),
+    // is refused with the reason.
+    for (mid, url, why) in [
+        (
+            "NOSUCHMERCHANT1",
+            "http://127.0.0.1:1/",
+            "not a merchant of this switch",
+        ),
+        (M1, "ftp://127.0.0.1/", "http or https"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+            .args([
+                "webhooks",
+                "set",
+                "--merchant",
+                mid,
+                "--url",
+                url,
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .output()
+            .expect("switch runs");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{err}");
+        assert!(out.stdout.is_empty(), "no secret printed");
+    }
+
     // The list shows the endpoint with its secret masked, and the events.
     let list = webhooks(&dir, &["list"]);
     assert!(list.contains(M1) && !list.contains(&secret[6..]), "{list}");

@@ -215,8 +215,9 @@ pub(crate) enum KeysAction {
 
 #[derive(Subcommand)]
 pub(crate) enum WebhooksAction {
-    /// Registers (or replaces) a merchant's endpoint; prints its new
-    /// signing secret, shown this once, alone on the last line.
+    /// Registers (or replaces) the endpoint of a merchant the switch serves
+    /// (`--config` before `webhooks`); prints its new signing secret, shown
+    /// this once, alone on the last line.
     Set {
         /// Data directory of the switch (as the server's `--data-dir`).
         #[arg(long, default_value = "./data")]

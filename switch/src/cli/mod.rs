@@ -42,7 +42,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Keys { action } => keys::keys_command(action),
         Command::Terminals { action } => directory::terminals(&cli, action),
         Command::Merchants { action } => directory::merchants(&cli, action),
-        Command::Webhooks { action } => webhooks::webhooks_command(action),
+        Command::Webhooks { action } => webhooks::webhooks_command(action, cli.config.as_deref()),
         Command::Mandates { action } => keys::mandates_command(action, cli.config.as_deref()),
         Command::Journal { action } => journal_tool(action),
         Command::Saf { action } => {

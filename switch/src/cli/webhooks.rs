@@ -5,8 +5,12 @@ use crate::cli::args::WebhooksAction;
 use crate::clock::{Clock, UtcDateTime};
 use crate::webhooks::{EndpointAdmin, Queue, Row, LIST_ROWS_MAX};
 
-/// `switch webhooks set|list|remove|resend`.
-pub(crate) fn webhooks_command(action: WebhooksAction) -> anyhow::Result<()> {
+/// `switch webhooks set|list|remove|resend`. `config`: the switch's
+/// configuration file (`--config`), for the merchants it serves.
+pub(crate) fn webhooks_command(
+    action: WebhooksAction,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let clock = Clock::System;
     match action {
         WebhooksAction::Set {
@@ -14,6 +18,16 @@ pub(crate) fn webhooks_command(action: WebhooksAction) -> anyhow::Result<()> {
             merchant,
             url,
         } => {
+            let overrides = crate::Overrides::from_env()?.then(crate::Overrides {
+                data_dir: Some(data_dir.clone()),
+                ..Default::default()
+            });
+            let known = crate::Config::load(config, overrides)?.merchant_ids(&data_dir)?;
+            if !known.contains(&merchant) {
+                anyhow::bail!(
+                    "--merchant `{merchant}`: not a merchant of this switch (the configuration of --config, or added at runtime)"
+                );
+            }
             let secret = EndpointAdmin::new(&data_dir).set(&merchant, &url, clock.now_s())?;
             eprintln!("Webhook endpoint of {merchant} set; its signing secret is shown this once.");
             println!("{secret}");

@@ -32,8 +32,8 @@ pub(crate) const SECRET_PREFIX: &str = "whsec_";
 /// Random bytes in a secret: 256 bits, 43 URL-safe characters.
 const SECRET_RANDOM_BYTES: usize = 32;
 
-/// One merchant's endpoint as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One merchant's endpoint as stored. Its `Debug` masks the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Endpoint {
     /// The merchant's MID.
     pub(crate) merchant: String,
@@ -43,6 +43,17 @@ pub(crate) struct Endpoint {
     pub(crate) secret: String,
     /// When set, Unix seconds.
     pub(crate) created_unix_s: u64,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("merchant", &self.merchant)
+            .field("url", &self.url)
+            .field("secret", &self.secret_masked())
+            .field("created_unix_s", &self.created_unix_s)
+            .finish()
+    }
 }
 
 impl Endpoint {
@@ -240,6 +251,10 @@ impl EndpointAdmin {
     }
 }
 
+/// What tells a rewritten file from the one read before: the atomic write
+/// renames a new file over it (a new inode), and size and time change too.
+type FileIdentity = (u64, u64, i64, i64);
+
 /// The endpoints by MID, as the running switch sees them.
 pub(crate) type EndpointMap = HashMap<String, Endpoint>;
 
@@ -252,8 +267,9 @@ pub(crate) struct EndpointView {
     path: PathBuf,
     /// The current endpoints.
     current: RwLock<Arc<EndpointMap>>,
-    /// Identity of the file the current view was read from.
-    identity: std::sync::Mutex<Option<(u64, u64, i64, i64)>>,
+    /// Identity of the file the current view was read from (inode, size,
+    /// modification time; `Some(None)`: no file), `None` before the first read.
+    identity: std::sync::Mutex<Option<Option<FileIdentity>>>,
 }
 
 impl EndpointView {
@@ -285,7 +301,7 @@ impl EndpointView {
             .identity
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *seen == identity && identity.is_some() {
+        if *seen == Some(identity) {
             return false;
         }
         let map = match read_file(&self.path) {
@@ -299,7 +315,7 @@ impl EndpointView {
                 return false;
             }
         };
-        *seen = identity;
+        *seen = Some(identity);
         *self
             .current
             .write()
@@ -349,9 +365,15 @@ mod tests {
         let admin = EndpointAdmin::new(&dir);
         let view = EndpointView::open(&dir);
         assert!(view.get().is_empty());
+        assert!(!view.refresh(), "no file, no change");
         let s1 = admin.set("M1", "http://127.0.0.1:1/a", 5).expect("set");
         assert!(view.refresh());
         assert_eq!(view.get()["M1"].secret, s1);
+        assert!(!view.refresh(), "the same file is not read again");
+        assert!(
+            !format!("{:?}", view.get()["M1"]).contains(&s1[6..]),
+            "Debug masks the secret"
+        );
         let s2 = admin.set("M1", "http://127.0.0.1:1/b", 6).expect("replace");
         assert_ne!(s1, s2);
         view.refresh();
