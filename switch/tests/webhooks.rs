@@ -352,6 +352,18 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
     assert!(list.contains(M1) && !list.contains(&secret[6..]), "{list}");
     let events = webhooks(&dir, &["list", "--events"]);
     assert_eq!(events.matches("delivered").count(), 5, "{events}");
+    let payment = of_preauth[0]["payment"]["id"].as_str().unwrap().to_owned();
+    let of_payment = webhooks(&dir, &["list", "--events", "--payment", &payment]);
+    let types: Vec<&str> = of_payment
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        types,
+        ["payment.authorized", "payment.captured", "payment.refunded"],
+        "{of_payment}"
+    );
 
     // A second merchant's endpoint set on the running switch is used
     // within a second, with its own secret.

@@ -241,6 +241,9 @@ pub(crate) enum WebhooksAction {
         /// Only this merchant's events.
         #[arg(long)]
         merchant: Option<String>,
+        /// Only this payment's events, in the order of its changes.
+        #[arg(long)]
+        payment: Option<u64>,
         /// Most events listed.
         #[arg(long, default_value_t = 100)]
         limit: usize,

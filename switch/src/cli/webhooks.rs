@@ -52,11 +52,16 @@ pub(crate) fn webhooks_command(
             data_dir,
             events: true,
             merchant,
+            payment,
             limit,
         } => {
             let q = Queue::open(&data_dir)?;
+            let rows = match payment {
+                Some(id) => q.payment_rows(id, limit)?,
+                None => q.rows(merchant.as_deref(), limit.min(LIST_ROWS_MAX))?,
+            };
             println!("EVENT                 TYPE                  MERCHANT         PAYMENT     STATUS     ATTEMPTS  LAST_CODE  LAST_ATTEMPT          NEXT_ATTEMPT          LAST_ERROR");
-            for r in q.rows(merchant.as_deref(), limit.min(LIST_ROWS_MAX))? {
+            for r in rows {
                 println!("{}", row_line(&r));
             }
         }

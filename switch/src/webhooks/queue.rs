@@ -374,22 +374,28 @@ impl Queue {
              FROM events WHERE ?1 IS NULL OR merchant = ?1
              ORDER BY seq DESC LIMIT ?2",
         )?;
-        let rows = st.query_map(params![merchant, limit.min(LIST_ROWS_MAX) as i64], |r| {
-            Ok(Row {
-                id: r.get(0)?,
-                merchant: r.get(1)?,
-                payment_id: uint(r.get(2)?),
-                kind: r.get(3)?,
-                status: r.get(4)?,
-                attempts: r.get(5)?,
-                last_status_code: r.get(6)?,
-                last_attempt_at_ms: r.get::<_, Option<i64>>(7)?.map(uint),
-                next_attempt_at_ms: uint(r.get(8)?),
-                last_error: r.get(9)?,
-            })
-        })?;
+        let rows = st.query_map(params![merchant, limit.min(LIST_ROWS_MAX) as i64], row)?;
         rows.collect::<Result<_, _>>()
             .with_context(|| self.ctx("listing events"))
+    }
+
+    /// Up to `limit` events of payment `payment_id`, in the order of its
+    /// changes: its delivery status for payment details.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn payment_rows(&self, payment_id: u64, limit: usize) -> anyhow::Result<Vec<Row>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, merchant, payment_id, type, status, attempts, last_status_code,
+                    last_attempt_at_ms, next_attempt_at_ms, last_error
+             FROM events WHERE payment_id = ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(
+            params![int(payment_id), limit.min(LIST_ROWS_MAX) as i64],
+            row,
+        )?;
+        rows.collect::<Result<_, _>>()
+            .with_context(|| self.ctx("listing a payment's events"))
     }
 
     /// Pending events and when the oldest was queued, ms.
@@ -438,6 +444,22 @@ impl Queue {
             )
             .with_context(|| self.ctx("pruning finished events"))
     }
+}
+
+/// A `Row` from the columns `rows` and `payment_rows` select.
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        merchant: r.get(1)?,
+        payment_id: uint(r.get(2)?),
+        kind: r.get(3)?,
+        status: r.get(4)?,
+        attempts: r.get(5)?,
+        last_status_code: r.get(6)?,
+        last_attempt_at_ms: r.get::<_, Option<i64>>(7)?.map(uint),
+        next_attempt_at_ms: uint(r.get(8)?),
+        last_error: r.get(9)?,
+    })
 }
 
 #[cfg(test)]
@@ -537,6 +559,16 @@ mod tests {
         assert!(q.resend(&first.id, 5_000).expect("resend"));
         assert!(!q.resend("evt_nope", 5_000).expect("resend"));
         assert_eq!(ids(&q, 5_000)[0], engine::events::event_id(1));
+        let of_10: Vec<String> = q
+            .payment_rows(10, 10)
+            .expect("rows")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(
+            of_10,
+            [engine::events::event_id(1), engine::events::event_id(2)]
+        );
         assert_eq!(
             q.prune(5_000 + DONE_KEPT_MS + 1).expect("prune"),
             0,
