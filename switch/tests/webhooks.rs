@@ -757,3 +757,28 @@ async fn an_event_survives_kill_9_before_delivery_with_its_id() {
     }
     p.stop().await;
 }
+
+#[tokio::test]
+async fn https_endpoints_speak_tls() {
+    // A plain-HTTP receiver behind an https URL: the switch's TLS client
+    // (rustls, aws-lc-rs) starts a handshake, which fails; a failed
+    // attempt with its reason, and nothing reaches the receiver's handler.
+    let (rx, addr) = Receiver::start().await;
+    let dir = data_dir();
+    set_endpoint(&dir, M1, &format!("https://{addr}/hook"));
+    let mut sw = TestSwitch::start_in(dir.clone(), short_timeout).await;
+    let mut c = sw.client().await;
+    assert_eq!(c.call(&sale(&card(51), 100)).await.code(), "00");
+    let id = wait_queued(&dir, M1, 1).await.remove(0);
+    let (status, _, code, _) = wait_row(&dir, &id, |r| r.1 >= 1).await;
+    assert_eq!((status.as_str(), code), ("pending", None));
+    let conn = rusqlite::Connection::open(dir.join("webhooks.sqlite")).unwrap();
+    let error: String = conn
+        .query_row("SELECT last_error FROM events WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(!error.is_empty() && !error.contains("/hook"), "{error}");
+    assert!(rx.got().is_empty());
+    sw.stop().await;
+}

@@ -321,11 +321,14 @@ async fn update_gauges(shared: &Arc<Shared>) {
     }
 }
 
-/// A client for one endpoint: its own pool, no redirects, the timeout,
-/// the guarded resolver.
+/// A client for one endpoint: its own pool, no redirects, no proxy, the
+/// timeout, the guarded resolver.
 fn client(shared: &Shared) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // No proxy from the environment: it would receive every event and
+        // be the only address allow_networks checks.
+        .no_proxy()
         .timeout(shared.timeout)
         .connect_timeout(shared.timeout)
         .pool_max_idle_per_host(INFLIGHT_PER_MERCHANT_MAX)
