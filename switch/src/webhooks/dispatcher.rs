@@ -139,34 +139,7 @@ impl Run {
         let mut last_commit = std::time::Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             events.clear();
-            let endpoints = self.parts.endpoints.get();
-            let mids = &self.parts.mids;
-            let upto = self.journal.durable_seq();
-            let read = self.tail.read(upto, BATCH_RECORDS_MAX, |r| {
-                if r.record_type != engine::record::RECORD_PAYMENT || endpoints.is_empty() {
-                    return;
-                }
-                let Ok(rec) = engine::record::decode(r.payload) else {
-                    // The engine's own recovery reports a bad record.
-                    return;
-                };
-                let Some(mid) = mids.get(rec.payment.merchant as usize) else {
-                    return;
-                };
-                if !endpoints.contains_key(mid) {
-                    return;
-                }
-                if let Some(e) = engine::events::of_record(r.seq, &rec, mid) {
-                    events.push(NewEvent {
-                        id: e.id,
-                        merchant: mid.clone(),
-                        payment_id: e.payment_id,
-                        seq: e.seq,
-                        kind: e.kind.label(),
-                        body: e.body,
-                    });
-                }
-            });
+            let read = self.read_batch(&mut events);
             let read = match read {
                 Ok(n) => n,
                 Err(e) => {
@@ -210,6 +183,39 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// Reads the next durable records into `events` (the events of those
+    /// whose merchant has an endpoint); returns how many records were read.
+    fn read_batch(&mut self, events: &mut Vec<NewEvent>) -> Result<usize, journal::Error> {
+        let endpoints = self.parts.endpoints.get();
+        let mids = &self.parts.mids;
+        let upto = self.journal.durable_seq();
+        self.tail.read(upto, BATCH_RECORDS_MAX, |r| {
+            if r.record_type != engine::record::RECORD_PAYMENT || endpoints.is_empty() {
+                return;
+            }
+            let Ok(rec) = engine::record::decode(r.payload) else {
+                // The engine's own recovery reports a bad record.
+                return;
+            };
+            let Some(mid) = mids.get(rec.payment.merchant as usize) else {
+                return;
+            };
+            if !endpoints.contains_key(mid) {
+                return;
+            }
+            if let Some(e) = engine::events::of_record(r.seq, &rec, mid) {
+                events.push(NewEvent {
+                    id: e.id,
+                    merchant: mid.clone(),
+                    payment_id: e.payment_id,
+                    seq: e.seq,
+                    kind: e.kind.label(),
+                    body: e.body,
+                });
+            }
+        })
     }
 
     /// Tails the journal again after `committed` (the batch is read again);
