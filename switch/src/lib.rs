@@ -332,7 +332,11 @@ pub async fn start_on(
             watermark: webhook_watermark,
             floor: retain,
             clock,
-            mids: config.merchants.iter().map(|m| m.id.clone()).collect(),
+            mid_of: {
+                // The configuration's merchants, by index as the engine numbers them.
+                let mids: Vec<String> = config.merchants.iter().map(|m| m.id.clone()).collect();
+                Box::new(move |i| mids.get(i as usize).cloned())
+            },
             merchant_labels_max: config
                 .metrics
                 .merchant_labels

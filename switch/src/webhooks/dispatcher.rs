@@ -38,14 +38,18 @@ pub(crate) struct Dispatcher {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The MID of a merchant index, `None` for an index the switch does not
+/// know (its events are not queued).
+pub(crate) type MidOf = Box<dyn Fn(u32) -> Option<String> + Send>;
+
 /// What the dispatcher needs besides the journal.
 pub(crate) struct Parts {
     /// The queue (its own connection).
     pub(crate) queue: Queue,
     /// The endpoints now.
     pub(crate) endpoints: Arc<EndpointView>,
-    /// The MID of each merchant index.
-    pub(crate) mids: Arc<Vec<String>>,
+    /// The MID of a merchant index (the engine's numbering).
+    pub(crate) mid_of: MidOf,
     /// Where the watermark holds the journal's segments.
     pub(crate) floor: Arc<RetainFloor>,
     /// For the queue's times.
@@ -189,7 +193,7 @@ impl Run {
     /// whose merchant has an endpoint); returns how many records were read.
     fn read_batch(&mut self, events: &mut Vec<NewEvent>) -> Result<usize, journal::Error> {
         let endpoints = self.parts.endpoints.get();
-        let mids = &self.parts.mids;
+        let mid_of = &self.parts.mid_of;
         let upto = self.journal.durable_seq();
         self.tail.read(upto, BATCH_RECORDS_MAX, |r| {
             if r.record_type != engine::record::RECORD_PAYMENT || endpoints.is_empty() {
@@ -199,16 +203,16 @@ impl Run {
                 // The engine's own recovery reports a bad record.
                 return;
             };
-            let Some(mid) = mids.get(rec.payment.merchant as usize) else {
+            let Some(mid) = mid_of(rec.payment.merchant) else {
                 return;
             };
-            if !endpoints.contains_key(mid) {
+            if !endpoints.contains_key(&mid) {
                 return;
             }
-            if let Some(e) = engine::events::of_record(r.seq, &rec, mid) {
+            if let Some(e) = engine::events::of_record(r.seq, &rec, &mid) {
                 events.push(NewEvent {
                     id: e.id,
-                    merchant: mid.clone(),
+                    merchant: mid,
                     payment_id: e.payment_id,
                     seq: e.seq,
                     kind: e.kind.label(),

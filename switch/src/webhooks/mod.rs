@@ -60,8 +60,8 @@ pub(crate) struct Start<'a> {
     pub(crate) floor: Arc<RetainFloor>,
     /// The switch's clock.
     pub(crate) clock: Clock,
-    /// The MID of each merchant index.
-    pub(crate) mids: Vec<String>,
+    /// The MID of a merchant index.
+    pub(crate) mid_of: dispatcher::MidOf,
     /// `[metrics] merchant_labels_max` when `merchant_labels` is on.
     pub(crate) merchant_labels_max: Option<usize>,
 }
@@ -90,7 +90,7 @@ pub(crate) fn start(
         dispatcher::Parts {
             queue: s.queue,
             endpoints: endpoints.clone(),
-            mids: Arc::new(s.mids),
+            mid_of: s.mid_of,
             floor: s.floor,
             clock: s.clock.clone(),
             queued: queued.clone(),
