@@ -782,3 +782,74 @@ async fn https_endpoints_speak_tls() {
     assert!(rx.got().is_empty());
     sw.stop().await;
 }
+
+#[tokio::test]
+async fn every_acknowledged_sale_is_told_once_per_id_across_kill_9() {
+    let (rx, addr) = Receiver::start().await;
+    let dir = data_dir();
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let secret = set_endpoint(&dir, M1, &format!("http://{addr}/hook"));
+    let launch = Launch {
+        dir: &dir,
+        config: None,
+        logs: &logs,
+        log_level: "info",
+    };
+    let mut rng = Rng(crash_seed());
+    let (mut p, _c) = launch.start("load").await;
+    let sales: Vec<Req> = (0..400).map(|i| sale(&card(rng.next()), 100 + i)).collect();
+    // Killed while sales are answered and events queued and delivered.
+    let window = Duration::from_millis(rng.range(20, 300));
+    let answered = pipeline_for(p.iso, &sales, window).await;
+    p.kill9();
+    let acknowledged: Vec<(String, String)> = answered
+        .iter()
+        .filter(|(_, r)| r.code() == "00")
+        .map(|(_, r)| (r.text(37), r.text(38)))
+        .collect();
+    let (mut p, _c) = launch.start("after").await;
+    let deadline = Instant::now() + TIMEOUT * 2;
+    loop {
+        let got: std::collections::HashSet<(String, String)> = rx
+            .got()
+            .iter()
+            .map(|g| {
+                let v = g.json();
+                let pay = &v["payment"];
+                (
+                    pay["rrn"].as_str().unwrap().to_owned(),
+                    pay["auth_code"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let missing = acknowledged.iter().filter(|a| !got.contains(a)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} acknowledged sales never told (window {window:?}); see {}",
+            acknowledged.len(),
+            p.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A repeat after the crash (delivered, not yet recorded) has the same id.
+    let mut id_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for g in rx.got() {
+        verify(&g, &secret);
+        let v = g.json();
+        let rrn = v["payment"]["rrn"].as_str().unwrap().to_owned();
+        let id = v["id"].as_str().unwrap().to_owned();
+        let first = id_of.entry(rrn.clone()).or_insert_with(|| id.clone());
+        assert_eq!(*first, id, "one change, one id: payment {rrn}");
+    }
+    eprintln!(
+        "{} sales acknowledged before kill -9 after {window:?}; {} posts for {} events",
+        acknowledged.len(),
+        rx.got().len(),
+        id_of.len()
+    );
+    p.stop().await;
+}
