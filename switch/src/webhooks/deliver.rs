@@ -527,10 +527,12 @@ async fn record(shared: &Arc<Shared>, mid: &str, results: Vec<(Due, Attempt)>) {
     }
     let written = shared
         .with_queue(move |q| {
-            for (id, a, outcome) in &rows {
-                q.record_attempt(id, a.at_ms, a.status, a.error.as_deref(), *outcome)?;
-            }
-            Ok(())
+            q.in_transaction(|q| {
+                for (id, a, outcome) in &rows {
+                    q.record_attempt(id, a.at_ms, a.status, a.error.as_deref(), *outcome)?;
+                }
+                Ok(())
+            })
         })
         .await;
     if let Err(e) = written {

@@ -308,6 +308,22 @@ impl Queue {
             .with_context(|| self.ctx("reading the next due time"))
     }
 
+    /// Runs `f` in one transaction (one fsync for a batch of attempts):
+    /// all of it is recorded, or none.
+    ///
+    /// # Errors
+    /// `f`'s, or SQLite's.
+    pub(crate) fn in_transaction<R>(
+        &self,
+        f: impl FnOnce(&Queue) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        let tx = self.conn.unchecked_transaction()?;
+        let r = f(self)?;
+        tx.commit()
+            .with_context(|| self.ctx("committing attempts"))?;
+        Ok(r)
+    }
+
     /// Records an attempt at event `id` made at `now_ms`: its answer's
     /// status (none: no answer), why it failed, and what it came to.
     ///
