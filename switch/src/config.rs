@@ -111,6 +111,9 @@ pub struct WebhookSettings {
     pub allow_networks: Vec<String>,
     /// How long an attempt may take, connection to answer, ms.
     pub timeout_ms: u64,
+    /// How long delivered and failed events are kept (for `switch
+    /// webhooks list --events`), days.
+    pub keep_days: u64,
 }
 
 impl Default for WebhookSettings {
@@ -118,6 +121,7 @@ impl Default for WebhookSettings {
         WebhookSettings {
             allow_networks: Vec::new(),
             timeout_ms: 10_000,
+            keep_days: 7,
         }
     }
 }
@@ -592,6 +596,7 @@ impl Config {
                 1_000,
             ),
             ("webhooks.timeout_ms", self.webhooks.timeout_ms, 100, 60_000),
+            ("webhooks.keep_days", self.webhooks.keep_days, 1, 365),
             (
                 "limits.connections_max",
                 l.connections_max as u64,

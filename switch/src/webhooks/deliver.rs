@@ -51,8 +51,11 @@ const DUE_POLL_MAX: Duration = Duration::from_millis(250);
 const ENDPOINTS_POLL: Duration = Duration::from_millis(500);
 /// How often the queue gauges are updated.
 const GAUGES_EVERY: Duration = Duration::from_secs(1);
-/// How often finished events past their keeping time are deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+/// How often finished events past `webhooks.keep_days` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Most pruning steps (of `queue::PRUNE_ROWS_MAX` rows, one transaction
+/// each) per pass: a million rows a minute, more than the switch makes.
+const PRUNE_STEPS_MAX: usize = 100;
 /// Longest error text kept per event.
 const ERROR_BYTES_MAX: usize = 200;
 
@@ -182,6 +185,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// `webhooks.timeout_ms`.
     pub(crate) timeout: Duration,
+    /// `webhooks.keep_days`, ms: how long finished events are kept.
+    pub(crate) keep_ms: u64,
     /// `webhooks.allow_networks`.
     pub(crate) networks: Arc<Networks>,
     /// Woken when the dispatcher queued events.
@@ -275,11 +280,22 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken, tracker:
                 }
             }
             _ = gauges.tick() => update_gauges(&shared).await,
-            _ = prune.tick() => {
-                let now_ms = shared.clock.now_ms();
-                if let Err(e) = shared.with_queue(move |q| q.prune(now_ms)).await {
-                    crate::ratelog::warn_limited!("webhooks_prune", error = %e, "webhooks: pruning finished events failed");
-                }
+            _ = prune.tick() => prune_pass(&shared).await,
+        }
+    }
+}
+
+/// Deletes finished events queued more than `webhooks.keep_days` ago, in
+/// short transactions (the deliveries' writes go between them).
+async fn prune_pass(shared: &Arc<Shared>) {
+    let before_ms = shared.clock.now_ms().saturating_sub(shared.keep_ms);
+    for _ in 0..PRUNE_STEPS_MAX {
+        match shared.with_queue(move |q| q.prune(before_ms)).await {
+            Ok(n) if n == super::queue::PRUNE_ROWS_MAX => continue,
+            Ok(_) => return,
+            Err(e) => {
+                crate::ratelog::warn_limited!("webhooks_prune", error = %e, "webhooks: pruning finished events failed");
+                return;
             }
         }
     }

@@ -101,6 +101,7 @@ pub(crate) fn start(
         endpoints,
         clock: s.clock,
         timeout: Duration::from_millis(s.settings.timeout_ms),
+        keep_ms: s.settings.keep_days.saturating_mul(86_400_000),
         networks: Arc::new(networks),
         queued,
         labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),

@@ -25,10 +25,8 @@ const FILE_MODE: u32 = 0o600;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most rows `events` lists.
 pub(crate) const LIST_ROWS_MAX: usize = 10_000;
-/// How long delivered and failed events are kept for `list --events`.
-pub(crate) const DONE_KEPT_MS: u64 = 30 * 86_400_000;
 /// Most finished rows deleted per pruning step (one short transaction).
-const PRUNE_ROWS_MAX: usize = 10_000;
+pub(crate) const PRUNE_ROWS_MAX: usize = 10_000;
 
 /// Where an event is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,8 +149,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_due ON events (merchant, status, next_attempt_at_ms);
 -- Whether a payment has an earlier event not delivered yet (order per payment).
 CREATE INDEX IF NOT EXISTS events_payment ON events (payment_id, status, seq);
--- Pruning finished events by age.
+-- Pruning finished events by age; the oldest pending event.
 CREATE INDEX IF NOT EXISTS events_queued ON events (status, queued_at_ms);
+-- Pending events per merchant (gauges with [metrics] merchant_labels).
+CREATE INDEX IF NOT EXISTS events_pending ON events (status, merchant);
 ";
 
 /// Sequences and ids are u64; SQLite integers are i64: stored bit for bit.
@@ -443,20 +443,17 @@ impl Queue {
     }
 
     /// Deletes up to [`PRUNE_ROWS_MAX`] delivered or failed events queued
-    /// more than [`DONE_KEPT_MS`] before `now_ms`; returns how many.
+    /// before `before_ms`; returns how many.
     ///
     /// # Errors
     /// SQLite.
-    pub(crate) fn prune(&self, now_ms: u64) -> anyhow::Result<usize> {
+    pub(crate) fn prune(&self, before_ms: u64) -> anyhow::Result<usize> {
         self.conn
             .execute(
                 "DELETE FROM events WHERE id IN (
                    SELECT id FROM events WHERE status IN ('delivered', 'failed')
                    AND queued_at_ms < ?1 LIMIT ?2)",
-                params![
-                    int(now_ms.saturating_sub(DONE_KEPT_MS)),
-                    PRUNE_ROWS_MAX as i64
-                ],
+                params![int(before_ms), PRUNE_ROWS_MAX as i64],
             )
             .with_context(|| self.ctx("pruning finished events"))
     }
@@ -585,10 +582,16 @@ mod tests {
             of_10,
             [engine::events::event_id(1), engine::events::event_id(2)]
         );
-        assert_eq!(
-            q.prune(5_000 + DONE_KEPT_MS + 1).expect("prune"),
-            0,
-            "none finished"
-        );
+        assert_eq!(q.prune(5_001).expect("prune"), 0, "none finished");
+        let third = engine::events::event_id(3);
+        q.record_attempt(&third, 6_000, Some(200), None, Outcome::Delivered)
+            .expect("attempt");
+        assert_eq!(q.prune(0).expect("prune"), 0, "queued at 0, not before");
+        assert_eq!(q.prune(1).expect("prune"), 1);
+        assert!(q
+            .rows(None, 10)
+            .expect("rows")
+            .iter()
+            .all(|r| r.id != third));
     }
 }
