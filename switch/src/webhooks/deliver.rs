@@ -47,6 +47,8 @@ pub(crate) const GIVE_UP_MS: u64 = 3 * 86_400_000;
 /// Longest a task sleeps before looking at the queue again (real time):
 /// also how soon it notices a clock moved by a test.
 const DUE_POLL_MAX: Duration = Duration::from_millis(250);
+/// Shortest a task sleeps when nothing was due (no spinning on the queue).
+const DUE_POLL_MIN: Duration = Duration::from_millis(10);
 /// How often the endpoint file is looked at (a change shows within 1 s).
 const ENDPOINTS_POLL: Duration = Duration::from_millis(500);
 /// How often the queue gauges are updated.
@@ -389,7 +391,7 @@ async fn merchant_task(shared: Arc<Shared>, mid: String, cancel: CancellationTok
                 Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms)),
                 _ => DUE_POLL_MAX,
             }
-            .min(DUE_POLL_MAX);
+            .clamp(DUE_POLL_MIN, DUE_POLL_MAX);
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}

@@ -292,15 +292,20 @@ impl Queue {
             .with_context(|| self.ctx("reading due events"))
     }
 
-    /// The earliest time one of `merchant`'s pending events is due.
+    /// The earliest time one of `merchant`'s pending events is due, of
+    /// those [`Queue::due`] may give (the earliest of their payment: one
+    /// waiting behind another is due when that one is done).
     ///
     /// # Errors
     /// SQLite.
     pub(crate) fn next_due_ms(&self, merchant: &str) -> anyhow::Result<Option<u64>> {
         self.conn
             .query_row(
-                "SELECT min(next_attempt_at_ms) FROM events
-                 WHERE merchant = ?1 AND status = 'pending'",
+                "SELECT min(e.next_attempt_at_ms) FROM events e
+                 WHERE e.merchant = ?1 AND e.status = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM events o
+                                   WHERE o.payment_id = e.payment_id AND o.status = 'pending'
+                                     AND o.seq < e.seq AND o.merchant = e.merchant)",
                 params![merchant],
                 |r| r.get::<_, Option<i64>>(0),
             )
@@ -520,6 +525,25 @@ mod tests {
     }
 
     #[test]
+    fn an_event_behind_another_is_due_when_that_one_is() {
+        let d = dir("behind");
+        let mut q = Queue::open(&d).expect("open");
+        q.enqueue(&[ev(1, 10, "A"), ev(2, 10, "A")], 2, 0)
+            .expect("enqueue");
+        q.record_attempt(
+            &engine::events::event_id(1),
+            0,
+            None,
+            None,
+            Outcome::RetryAt(1_000),
+        )
+        .expect("attempt");
+        // The second was due at 0, but waits behind the first: 1,000.
+        assert_eq!(q.next_due_ms("A").expect("next"), Some(1_000));
+        assert!(q.due("A", 999, 10).expect("due").is_empty());
+    }
+
+    #[test]
     fn a_payments_events_go_one_at_a_time_in_order() {
         let d = dir("order");
         let mut q = Queue::open(&d).expect("open");
@@ -545,6 +569,7 @@ mod tests {
             Outcome::RetryAt(1_000),
         )
         .expect("attempt");
+
         assert_eq!(ids(&q, 500), [engine::events::event_id(3)]);
         assert_eq!(
             ids(&q, 1_000),
