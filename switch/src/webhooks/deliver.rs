@@ -592,6 +592,57 @@ mod tests {
         assert_ne!(s, signature("whsec_test", 1_764_979_201, b"{}"));
     }
 
+    /// The Rust receiver of `docs/webhooks.md`, as written there.
+    fn doc_verify(secret: &str, header: &str, body: &[u8], now_s: u64) -> bool {
+        use hmac::{Hmac, Mac};
+        use sha2::Sha256;
+        let mut t = None;
+        let mut v1 = None;
+        for part in header.split(',') {
+            match part.split_once('=') {
+                Some(("t", v)) => t = Some(v),
+                Some(("v1", v)) => v1 = Some(v),
+                _ => {}
+            }
+        }
+        let (Some(t), Some(v1)) = (t, v1) else {
+            return false;
+        };
+        let Ok(t_s) = t.parse::<u64>() else {
+            return false;
+        };
+        if now_s.abs_diff(t_s) > 300 {
+            return false;
+        }
+        let Ok(sig) = hex::decode(v1) else {
+            return false;
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(t.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.verify_slice(&sig).is_ok() // constant time
+    }
+
+    #[test]
+    fn the_documented_receiver_accepts_our_signatures_only() {
+        let body = br#"{"id":"evt_0000000000000001"}"#;
+        let header = signature("whsec_abc", 1_000_000, body);
+        assert!(doc_verify("whsec_abc", &header, body, 1_000_100));
+        assert!(
+            !doc_verify("whsec_abd", &header, body, 1_000_100),
+            "another secret"
+        );
+        assert!(
+            !doc_verify("whsec_abc", &header, b"{}", 1_000_100),
+            "another body"
+        );
+        assert!(
+            !doc_verify("whsec_abc", &header, body, 1_000_301),
+            "too old"
+        );
+    }
+
     #[test]
     fn delays_double_from_one_second_to_one_hour_with_jitter() {
         let mut last = 0;
