@@ -77,6 +77,7 @@ pub(crate) fn start(
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<Dispatcher> {
+    describe_metrics();
     // The clients name no provider; the switch's one is aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let networks = Networks::parse(&s.settings.allow_networks)
@@ -108,4 +109,19 @@ pub(crate) fn start(
     });
     tracker.spawn(deliver::run(shared, cancel.clone(), tracker.clone()));
     Ok(dispatcher)
+}
+
+fn describe_metrics() {
+    ::metrics::describe_counter!(
+        "switch_webhook_deliveries_total",
+        "Webhook delivery attempts by result: delivered (2xx), failed_attempt (retried), failed (given up after 3 days)."
+    );
+    ::metrics::describe_gauge!(
+        "switch_webhook_queue_depth",
+        "Webhook events pending delivery."
+    );
+    ::metrics::describe_gauge!(
+        "switch_webhook_oldest_pending_seconds",
+        "Age of the oldest pending webhook event, seconds (0 when none)."
+    );
 }
