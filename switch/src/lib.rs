@@ -333,9 +333,15 @@ pub async fn start_on(
             floor: retain,
             clock,
             mid_of: {
-                // The configuration's merchants, by index as the engine numbers them.
-                let mids: Vec<String> = config.merchants.iter().map(|m| m.id.clone()).collect();
-                Box::new(move |i| mids.get(i as usize).cloned())
+                // The engine's directory as it stands: the configuration's
+                // merchants and those added at run time, by index.
+                let node = engine.clone();
+                Box::new(move |i| match node.query(engine::Query::MerchantAt(i)) {
+                    engine::QueryReply::Merchant(Some(m)) => {
+                        Some(String::from_utf8_lossy(&m.id).into_owned())
+                    }
+                    _ => None,
+                })
             },
             merchant_labels_max: config
                 .metrics
