@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use codecs::internal::{
-    Authenticate, CartLine, Cvv2, Expiry, InternalCodec, ListPayments, ListTerminals, MotoRequest,
-    Pan, Refund, Repeated, Request, Response, Secret, TerminalChange,
+    Authenticate, CartLine, Currencies, Cvv2, Expiry, InternalCodec, ListPayments, ListTerminals,
+    MerchantChange, MotoRequest, Pan, Refund, Repeated, Request, Response, Secret, TerminalChange,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -52,8 +52,8 @@ pub use codecs::internal::{
 };
 pub use error::ClientError;
 pub use types::{
-    CartItem, Details, ListQuery, MandateRow, MotoPayment, PaymentRow, Reply, Terminal,
-    TerminalSettings,
+    CartItem, Details, ListQuery, MandateRow, Merchant, MerchantSettings, MotoPayment, PaymentRow,
+    Reply, Terminal, TerminalSettings,
 };
 
 /// How long a request waits for its answer unless told otherwise.
@@ -532,6 +532,53 @@ impl Client {
         self.call(&Request::RemoveTerminal(TerminalChange {
             terminal_id,
             ..TerminalChange::default()
+        }))
+        .await
+    }
+
+    /// The settings of `merchant_id` (the key's only merchant when
+    /// `None`): the reply's `merchant`. Needs a mandate's reporting scope
+    /// for a provider's key; `58` for a merchant the key may not act for.
+    ///
+    /// # Errors
+    /// A malformed merchant id (nothing is sent), connection errors.
+    pub async fn get_merchant(&self, merchant_id: Option<&str>) -> Result<Reply, ClientError> {
+        self.call(&Request::GetMerchant(MerchantChange {
+            merchant_id,
+            ..MerchantChange::default()
+        }))
+        .await
+    }
+
+    /// Changes a merchant's settings (those given); the reply's
+    /// `merchant` holds them as they stand, in force once the answer is
+    /// in. Needs a mandate's payments scope for a provider's key.
+    /// Enabling or disabling is refused `58` (the acquirer's), and a
+    /// request that changes nothing `30`.
+    ///
+    /// # Errors
+    /// Currencies the format refuses ([`ClientError::InvalidInput`]),
+    /// other input the format refuses, connection errors.
+    pub async fn set_merchant(&self, settings: &MerchantSettings) -> Result<Reply, ClientError> {
+        let currencies = settings
+            .currencies
+            .as_deref()
+            .map(Currencies::new)
+            .transpose()
+            .map_err(|_| ClientError::InvalidInput {
+                field: "currencies",
+                expected: "1 to 32 ISO 4217 numeric codes, 1 to 999, none twice",
+            })?;
+        self.call(&Request::SetMerchant(MerchantChange {
+            merchant_id: settings.merchant_id.as_deref(),
+            enabled: settings.enabled,
+            currencies,
+            over_capture_pct: settings.over_capture_pct,
+            hold_hours: settings.hold_hours,
+            auto_capture_hours: settings.auto_capture_hours,
+            refunds: settings.refunds,
+            moto: settings.moto,
+            name: settings.name.as_deref(),
         }))
         .await
     }

@@ -176,6 +176,57 @@ pub struct Reply {
     pub details: Details,
     /// Terminals: a page (list terminals), or the one changed.
     pub terminals: Vec<Terminal>,
+    /// A merchant's settings (get and set merchant).
+    pub merchant: Option<Merchant>,
+}
+
+/// A merchant's settings as the switch holds them (get and set merchant).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merchant {
+    /// F42.
+    pub merchant_id: String,
+    /// Whether it transacts (its acquirer's choice).
+    pub enabled: bool,
+    /// Accepted currencies, ISO 4217 numeric.
+    pub currencies: Vec<u16>,
+    /// How far a capture may exceed the hold, percent.
+    pub over_capture_pct: u8,
+    /// How long a hold stays open, hours.
+    pub hold_hours: u16,
+    /// Holds captured after this many hours; `None`: never.
+    pub auto_capture_hours: Option<u16>,
+    /// Refunds allowed.
+    pub refunds: bool,
+    /// MO/TO allowed.
+    pub moto: bool,
+    /// For people; empty when none.
+    pub name: String,
+}
+
+/// A merchant's settings to change, for
+/// [`crate::Client::set_merchant`]; `None` leaves one as it is. Enabling
+/// or disabling is its acquirer's (`switch merchants enable|disable`): the
+/// switch answers `enabled` with `58`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MerchantSettings {
+    /// Which of the key's merchants; `None`: the key's only one.
+    pub merchant_id: Option<String>,
+    /// Enabled (refused by the switch, `58`).
+    pub enabled: Option<bool>,
+    /// Accepted currencies (1 to 32, none twice), replacing the list.
+    pub currencies: Option<Vec<u16>>,
+    /// Over-capture percentage, 0 to 100.
+    pub over_capture_pct: Option<u8>,
+    /// Hold period, hours, 1 to 744.
+    pub hold_hours: Option<u16>,
+    /// Auto-capture: `Some(None)` off, `Some(Some(h))` after `h` hours.
+    pub auto_capture_hours: Option<Option<u16>>,
+    /// Refunds allowed.
+    pub refunds: Option<bool>,
+    /// MO/TO allowed.
+    pub moto: Option<bool>,
+    /// New name.
+    pub name: Option<String>,
 }
 
 /// What the back office sees of one payment besides its amounts (answers
@@ -312,6 +363,17 @@ impl Reply {
                 })
                 .collect(),
             details: Details::of(&r.details),
+            merchant: r.merchant.map(|m| Merchant {
+                merchant_id: m.merchant_id.to_owned(),
+                enabled: m.enabled,
+                currencies: m.currencies.as_slice().to_vec(),
+                over_capture_pct: m.over_capture_pct,
+                hold_hours: m.hold_hours,
+                auto_capture_hours: m.auto_capture_hours,
+                refunds: m.refunds,
+                moto: m.moto,
+                name: m.name.to_owned(),
+            }),
         }
     }
 }

@@ -4,10 +4,10 @@
 
 use bytes::BytesMut;
 use codecs::internal::{
-    check, tag, Authenticate, CartLine, Cvv2, Details, Error, EventKind, Expiry, Frame, FrameType,
-    HistoryEntry, InternalCodec, ListPayments, MandateRow, MotoRequest, Pan, PaymentRow,
-    PaymentStatus, Refund, Repeated, Request, Response, ResultCode, Secret, FRAME_BODY_BYTES_MAX,
-    FRAME_HEADER_BYTES,
+    check, tag, Authenticate, CartLine, Currencies, Cvv2, Details, Error, EventKind, Expiry, Frame,
+    FrameType, HistoryEntry, InternalCodec, ListPayments, MandateRow, MerchantChange,
+    MerchantSettings, MotoRequest, Pan, PaymentRow, PaymentStatus, Refund, Repeated, Request,
+    Response, ResultCode, Secret, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -477,6 +477,7 @@ fn with_response<R>(m: &RespModel, f: impl FnOnce(Response<'_>) -> R) -> R {
         next_cursor: m.next_cursor,
         details: Details::default(),
         terminals: Repeated::empty(),
+        merchant: None,
     })
 }
 
@@ -1090,4 +1091,212 @@ fn back_office_filters_unmark_and_details_round_trip() {
     r.encode(3, &mut out).unwrap();
     let (frame, _) = Frame::parse(&out).unwrap().unwrap();
     assert_eq!(Response::parse(&frame).unwrap(), r);
+}
+
+/// Owned data of a merchant's settings.
+type MerchantModel = (
+    String,
+    bool,
+    Vec<u16>,
+    u8,
+    u16,
+    Option<u16>,
+    (bool, bool),
+    Option<String>,
+);
+
+fn merchant_model() -> impl Strategy<Value = MerchantModel> {
+    (
+        "[ -~]{15}",
+        any::<bool>(),
+        proptest::collection::btree_set(1..=999u16, 1..=32)
+            .prop_map(|s| s.into_iter().rev().collect()),
+        0..=100u8,
+        1..=744u16,
+        proptest::option::of(1..=744u16),
+        (any::<bool>(), any::<bool>()),
+        proptest::option::of(text(16)),
+    )
+}
+
+fn settings_of(m: &MerchantModel) -> MerchantSettings<'_> {
+    let (mid, enabled, currencies, pct, hold, auto, (refunds, moto), name) = m;
+    MerchantSettings {
+        merchant_id: mid,
+        enabled: *enabled,
+        currencies: Currencies::new(currencies).unwrap(),
+        over_capture_pct: *pct,
+        hold_hours: *hold,
+        auto_capture_hours: *auto,
+        refunds: *refunds,
+        moto: *moto,
+        name: name.as_deref().unwrap_or_default(),
+    }
+}
+
+proptest! {
+    /// A merchant's settings read back as written, in a response (beside
+    /// a full page of rows and a full history: the largest response) and
+    /// as a SetMerchant of any subset of them; a GetMerchant carries only
+    /// the merchant id.
+    #[test]
+    fn merchant_frames_round_trip(
+        m in merchant_model(),
+        present in proptest::collection::vec(any::<bool>(), 9),
+        request_id in any::<u64>(),
+    ) {
+        let settings = settings_of(&m);
+        let mut r = Response::new(ResultCode::APPROVED);
+        r.message = Some("ok");
+        r.merchant = Some(settings);
+        let mut dst = BytesMut::new();
+        r.encode(request_id, &mut dst).unwrap();
+        let (frame, _) = Frame::parse(&dst).unwrap().unwrap();
+        prop_assert_eq!(Response::parse(&frame).unwrap().merchant, Some(settings));
+
+        let on = |i: usize| present[i];
+        let change = MerchantChange {
+            merchant_id: on(0).then_some(settings.merchant_id),
+            enabled: on(1).then_some(settings.enabled),
+            currencies: on(2).then_some(settings.currencies),
+            over_capture_pct: on(3).then_some(settings.over_capture_pct),
+            hold_hours: on(4).then_some(settings.hold_hours),
+            auto_capture_hours: on(5).then_some(settings.auto_capture_hours),
+            refunds: on(6).then_some(settings.refunds),
+            moto: on(7).then_some(settings.moto),
+            name: on(8).then_some(settings.name).filter(|n| !n.is_empty()),
+        };
+        for request in [
+            Request::SetMerchant(change),
+            Request::GetMerchant(MerchantChange {
+                merchant_id: change.merchant_id,
+                ..MerchantChange::default()
+            }),
+        ] {
+            let bytes = request_bytes(&request);
+            let (frame, _) = Frame::parse(&bytes).unwrap().unwrap();
+            prop_assert_eq!(Request::parse(&frame).unwrap(), request);
+        }
+        let read_with_a_setting = Request::GetMerchant(MerchantChange {
+            over_capture_pct: Some(1),
+            ..MerchantChange::default()
+        });
+        prop_assert!(read_with_a_setting.encode(1, &mut BytesMut::new()).is_err());
+    }
+}
+
+#[test]
+fn the_largest_response_with_a_merchant_fits() {
+    let m: MerchantModel = (
+        "DEMO00000000001".into(),
+        true,
+        (1..=32).collect(),
+        100,
+        744,
+        Some(744),
+        (true, true),
+        Some("é".repeat(32)),
+    );
+    let history = [HistoryEntry {
+        at_unix_s: 1,
+        kind: EventKind::Captured,
+        amount_minor: 1,
+        result_code: ResultCode::APPROVED,
+    }; 64];
+    let reference = "R".repeat(64);
+    let rows = vec![
+        PaymentRow {
+            payment_id: 1,
+            created_unix_s: 1,
+            status: PaymentStatus::Succeeded,
+            scam: false,
+            currency: 978,
+            amount_authorized_minor: 1,
+            amount_captured_minor: 1,
+            amount_refunded_minor: 0,
+            merchant_reference: Some(&reference),
+        };
+        100
+    ];
+    let message = "m".repeat(255);
+    let mut r = Response::new(ResultCode::APPROVED);
+    r.message = Some(&message);
+    r.merchant = Some(settings_of(&m));
+    r.history = Repeated::from_slice(&history);
+    r.rows = Repeated::from_slice(&rows);
+    let mut dst = BytesMut::new();
+    r.encode(1, &mut dst).expect("fits");
+    let (frame, _) = Frame::parse(&dst).unwrap().unwrap();
+    let back = Response::parse(&frame).unwrap();
+    assert_eq!(back.merchant, r.merchant);
+    assert_eq!(back.rows.len(), 100);
+}
+
+#[test]
+fn merchant_field_errors_name_the_field() {
+    const GET: u8 = 0x0E;
+    const SET: u8 = 0x0F;
+    assert_eq!(FrameType::GetMerchant.code(), GET);
+    assert_eq!(FrameType::SetMerchant.code(), SET);
+    assert_eq!(request_of(GET, &[]), Ok(()));
+    assert_eq!(
+        request_of(SET, &[(tag::MERCHANT_ID, b"DEMO00000000001")]),
+        Ok(())
+    );
+    assert_eq!(
+        request_of(GET, &[(tag::OVER_CAPTURE_PCT, &[5])]),
+        Err(Error::UnexpectedField {
+            frame_type: FrameType::GetMerchant,
+            tag: tag::OVER_CAPTURE_PCT
+        })
+    );
+    let out_of_range: [(u8, &[u8]); 6] = [
+        (tag::OVER_CAPTURE_PCT, &[101]),
+        (tag::HOLD_HOURS, &[0, 0]),
+        (tag::HOLD_HOURS, &[2, 233]), // 745
+        (tag::AUTO_CAPTURE_HOURS, &[2, 233]),
+        (tag::MERCHANT_ENABLED, &[2]),
+        (tag::CURRENCIES, &[3, 232]), // 1000
+    ];
+    for (t, value) in out_of_range {
+        assert_eq!(
+            request_of(SET, &[(t, value)]),
+            Err(Error::OutOfRange { tag: t }),
+            "{t:#04x}"
+        );
+    }
+    assert_eq!(
+        request_of(SET, &[(tag::CURRENCIES, &[3, 0xd2, 3, 0xd2])]),
+        Err(Error::Inconsistent {
+            tag: tag::CURRENCIES
+        })
+    );
+    for bad in [&[3u8][..], &[], &[1; 66]] {
+        assert!(matches!(
+            request_of(SET, &[(tag::CURRENCIES, bad)]),
+            Err(Error::FieldLength {
+                tag: tag::CURRENCIES,
+                ..
+            })
+        ));
+    }
+    assert!(matches!(
+        request_of(SET, &[(tag::MERCHANT_NAME, b"")]),
+        Err(Error::FieldLength {
+            tag: tag::MERCHANT_NAME,
+            ..
+        })
+    ));
+    assert_eq!(
+        request_of(SET, &[(tag::AUTO_CAPTURE_HOURS, &[0, 0])]),
+        Ok(()),
+        "0: off"
+    );
+    assert_eq!(
+        Error::OutOfRange {
+            tag: tag::HOLD_HOURS
+        }
+        .to_string(),
+        "field hold_hours (0x5a): value out of range"
+    );
 }

@@ -696,3 +696,175 @@ async fn a_provider_key_manages_the_terminals_of_its_mandates_only() {
     );
     sw.stop().await;
 }
+
+/// A merchant's own settings over internal frames: its key reads them and
+/// raises its over-capture (a capture that was 13 then goes), may not
+/// disable itself, and no other merchant's key touches them; a provider
+/// with a reporting mandate reads them and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_key_changes_its_own_settings_over_internal_frames() {
+    use switch_client::MerchantSettings;
+    const M2: &str = "DEMO00000000002";
+    let mut sw = TestSwitch::start().await;
+    let mut c = sw.client().await;
+    let (ours, our_id) = frames_of(&sw, M2).await;
+    let (theirs, _) = frames_of(&sw, M1).await;
+
+    let r = ours.get_merchant(None).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let m = r.merchant.expect("settings");
+    assert_eq!(
+        (
+            m.merchant_id.as_str(),
+            m.enabled,
+            m.currencies.as_slice(),
+            m.over_capture_pct,
+            m.hold_hours,
+            m.auto_capture_hours,
+            m.refunds,
+            m.moto,
+            m.name.as_str()
+        ),
+        (
+            M2,
+            true,
+            &[978][..],
+            0,
+            168,
+            None,
+            false,
+            true,
+            "Demo merchant 2"
+        )
+    );
+
+    // Over-capture 0 %: 1,100 on a hold of 1,000 is 13.
+    let m2 = |r: Req| r.set(41, "DEMO0101").set(42, M2);
+    let held = m2(preauth(&card(61), 1_000));
+    assert_eq!(c.call(&held).await.code(), "00");
+    assert_eq!(c.call(&capture(&held, 1_100)).await.code(), "13");
+
+    // Another merchant's key can neither read nor change it.
+    let raise = MerchantSettings {
+        merchant_id: Some(M2.into()),
+        over_capture_pct: Some(20),
+        ..MerchantSettings::default()
+    };
+    let r = theirs.get_merchant(Some(M2)).await.expect("answered");
+    assert_eq!((r.code(), r.merchant.is_none()), ("58", true), "{r:?}");
+    let r = theirs.set_merchant(&raise).await.expect("answered");
+    assert_eq!((r.code(), r.merchant.is_none()), ("58", true), "{r:?}");
+    assert_eq!(c.call(&capture(&held, 1_100)).await.code(), "13");
+
+    // Its own key raises it to 20 %: in force when the answer is in.
+    let r = ours.set_merchant(&raise).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let m = r.merchant.expect("settings");
+    assert_eq!((m.over_capture_pct, m.refunds), (20, false), "others kept");
+    assert_eq!(c.call(&capture(&held, 1_100)).await.code(), "00");
+
+    // Several settings at once; read back.
+    let more = MerchantSettings {
+        currencies: Some(vec![978, 840]),
+        hold_hours: Some(72),
+        auto_capture_hours: Some(Some(24)),
+        refunds: Some(true),
+        name: Some("Shop two".into()),
+        ..MerchantSettings::default()
+    };
+    let r = ours.set_merchant(&more).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let m = ours
+        .get_merchant(Some(M2))
+        .await
+        .expect("answered")
+        .merchant
+        .expect("settings");
+    assert_eq!(
+        (
+            m.currencies.as_slice(),
+            m.hold_hours,
+            m.auto_capture_hours,
+            m.refunds,
+            m.over_capture_pct,
+            m.name.as_str()
+        ),
+        (&[978, 840][..], 72, Some(24), true, 20, "Shop two")
+    );
+
+    // Refused, changing nothing: disabling itself (58, the acquirer's),
+    // nothing to change (30), auto-capture after the hold ends (30).
+    let off = MerchantSettings {
+        enabled: Some(false),
+        over_capture_pct: Some(5),
+        ..MerchantSettings::default()
+    };
+    let r = ours.set_merchant(&off).await.expect("answered");
+    assert_eq!(r.code(), "58", "{r:?}");
+    assert!(
+        r.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("acquirer"),
+        "{r:?}"
+    );
+    let r = ours
+        .set_merchant(&MerchantSettings::default())
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "30", "{r:?}");
+    let late = MerchantSettings {
+        auto_capture_hours: Some(Some(100)),
+        ..MerchantSettings::default()
+    };
+    let r = ours.set_merchant(&late).await.expect("answered");
+    assert_eq!(r.code(), "30", "{r:?}");
+    assert!(
+        r.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("auto-capture"),
+        "{r:?}"
+    );
+    let m = ours.get_merchant(None).await.expect("answered");
+    let m = m.merchant.expect("settings");
+    assert_eq!(
+        (m.enabled, m.over_capture_pct, m.auto_capture_hours),
+        (true, 20, Some(24))
+    );
+    let sold = m2(sale(&card(62), 1_000));
+    assert_eq!(c.call(&sold).await.code(), "00", "still enabled");
+
+    // A provider with a reporting mandate reads, cannot set.
+    let admin = switch::KeyAdmin::new(&sw.dir);
+    let k = admin
+        .create_key(switch::Owner::Provider("SP-0000-0043".into()), "provider")
+        .expect("key");
+    admin
+        .grant_mandate(M2, "SP-0000-0043", &[switch::Scope::Reporting], &|_| true)
+        .expect("mandate");
+    let p = tokio::time::timeout(
+        TIMEOUT,
+        switch_client::Client::connect(sw.frame, &k.client_id, &k.secret),
+    )
+    .await
+    .expect("in time")
+    .expect("log-in accepted");
+    let r = p.get_merchant(None).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    assert_eq!(r.merchant.expect("settings").over_capture_pct, 20);
+    let r = p.set_merchant(&raise).await.expect("answered");
+    assert_eq!(r.code(), "58", "reporting only: {r:?}");
+
+    // Two changes audited under the key's client id, on disk.
+    let audit = std::fs::read_to_string(sw.dir.join("audit.log")).expect("audit");
+    assert_eq!(audit.lines().count(), 2, "{audit}");
+    let who = format!("\"who\":\"{our_id}\"");
+    assert!(
+        audit
+            .lines()
+            .all(|l| l.contains(&who) && l.contains("\"what\":\"merchant.set\"")),
+        "{audit}"
+    );
+    sw.stop().await;
+}

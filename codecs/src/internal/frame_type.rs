@@ -35,6 +35,10 @@ pub enum FrameType {
     SetTerminal = 0x0C,
     /// `0x0D`: remove a terminal (its reversals are still processed).
     RemoveTerminal = 0x0D,
+    /// `0x0E`: read the settings of one of the key's merchants.
+    GetMerchant = 0x0E,
+    /// `0x0F`: change the settings of one of the key's merchants.
+    SetMerchant = 0x0F,
     /// `0x10`: take the scam flag off a payment, with a reason.
     UnmarkScam = 0x10,
     /// `0x14`: list the mandates the key's provider holds.
@@ -69,6 +73,8 @@ impl FrameType {
             0x0B => FrameType::AddTerminal,
             0x0C => FrameType::SetTerminal,
             0x0D => FrameType::RemoveTerminal,
+            0x0E => FrameType::GetMerchant,
+            0x0F => FrameType::SetMerchant,
             0x10 => FrameType::UnmarkScam,
             0x14 => FrameType::ListMandates,
             0x80 => FrameType::Response,
@@ -91,6 +97,8 @@ impl FrameType {
             FrameType::AddTerminal => "AddTerminal",
             FrameType::SetTerminal => "SetTerminal",
             FrameType::RemoveTerminal => "RemoveTerminal",
+            FrameType::GetMerchant => "GetMerchant",
+            FrameType::SetMerchant => "SetMerchant",
             FrameType::UnmarkScam => "UnmarkScam",
             FrameType::ListMandates => "ListMandates",
             FrameType::Response => "Response",

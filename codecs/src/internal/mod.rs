@@ -17,6 +17,7 @@
 //! - `items`, `repeated`: repeatable fields (cart lines, history, rows);
 //! - `sensitive`: card data and secrets, masked in `Debug`;
 //! - `terminal`: terminals at run time (list, add, set, remove);
+//! - `merchant`: a merchant's own settings (get, set);
 //! - `codec`: the tokio-util [`InternalCodec`].
 
 mod codec;
@@ -26,6 +27,7 @@ mod field;
 mod frame_type;
 mod header;
 mod items;
+mod merchant;
 mod repeated;
 mod request;
 mod response;
@@ -39,6 +41,10 @@ pub use error::Error;
 pub use frame_type::FrameType;
 pub use header::{check, Frame, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION};
 pub use items::{scope, CartLine, HistoryEntry, MandateRow, PaymentRow};
+pub use merchant::{
+    Currencies, MerchantChange, MerchantSettings, CURRENCIES_MAX, HOLD_HOURS_MAX,
+    OVER_CAPTURE_PCT_MAX,
+};
 pub use repeated::{Repeated, RepeatedItem, RepeatedIter};
 pub use request::{Authenticate, ListPayments, MotoRequest, Refund, Request};
 pub use response::{Details, Response};
@@ -67,9 +73,9 @@ pub const CART_QUANTITY_MAX: u32 = 9_999;
 /// Largest amount in minor units: 12 digits, as ISO 8583 F4 (n12) holds.
 pub const AMOUNT_MINOR_MAX: u64 = 999_999_999_999;
 
-/// Fields a response has besides its repeated ones (15, and the 12 of
-/// `Details`).
-const RESPONSE_SINGLE_FIELDS: usize = 15 + 12;
+/// Fields a response has besides its repeated ones (15, the 12 of
+/// `Details`, and the merchant composite).
+const RESPONSE_SINGLE_FIELDS: usize = 15 + 12 + 1;
 /// Worst case of the single fields: every one at its longest (a 255-byte
 /// message and 64-byte reference are the long ones; then the details: ECI,
 /// RRN, channel, stand-in, code, amount, five 255-byte texts, a time).
@@ -94,7 +100,10 @@ const RESPONSE_SINGLE_BYTES_MAX: usize = 15 * 3
     + 2
     + 8
     + 5 * 255
-    + 8;
+    + 8
+    + field::FIELD_HEADER_BYTES
+    + merchant::MERCHANT_FIXED_BYTES
+    + 64;
 
 // The largest response must fit the limits the decoder enforces.
 const _: () =
@@ -118,6 +127,14 @@ const _: () = assert!(RESPONSE_SINGLE_FIELDS + TERMINAL_ROWS_MAX <= FRAME_FIELDS
 const _: () = assert!(
     RESPONSE_SINGLE_BYTES_MAX
         + TERMINAL_ROWS_MAX * (field::FIELD_HEADER_BYTES + terminal::TERMINAL_ROW_FIXED_BYTES + 64)
+        <= FRAME_BODY_BYTES_MAX
+);
+// The merchant composite: its currency slots hold what a merchant may
+// accept, and a SetMerchant with every field fits a request.
+const _: () = assert!(merchant::CURRENCIES_MAX <= u8::MAX as usize);
+const _: () = assert!(merchant::MERCHANT_FIXED_BYTES + 64 <= u16::MAX as usize);
+const _: () = assert!(
+    9 * field::FIELD_HEADER_BYTES + 15 + 1 + 2 * merchant::CURRENCIES_MAX + 1 + 2 + 2 + 1 + 1 + 64
         <= FRAME_BODY_BYTES_MAX
 );
 // A request carrying every cart line also fits.

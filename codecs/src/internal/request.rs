@@ -13,6 +13,7 @@ use super::field::{
 use super::frame_type::FrameType;
 use super::header::Frame;
 use super::items::{cart_total_minor, CartLine};
+use super::merchant::MerchantChange;
 use super::repeated::Repeated;
 use super::sensitive::{Cvv2, Expiry, Pan, Secret};
 use super::tag;
@@ -85,6 +86,10 @@ pub enum Request<'a> {
     SetTerminal(TerminalChange<'a>),
     /// Removes a terminal.
     RemoveTerminal(TerminalChange<'a>),
+    /// Reads a merchant's settings (only `merchant_id` may be set).
+    GetMerchant(MerchantChange<'a>),
+    /// Changes a merchant's settings.
+    SetMerchant(MerchantChange<'a>),
 }
 
 /// `Authenticate` fields: `CLIENT_ID` and `SECRET`, both required.
@@ -230,6 +235,12 @@ impl<'a> Request<'a> {
             FrameType::RemoveTerminal => {
                 Request::RemoveTerminal(TerminalChange::parse(frame_type, body)?)
             }
+            FrameType::GetMerchant => {
+                Request::GetMerchant(MerchantChange::parse(frame_type, body)?)
+            }
+            FrameType::SetMerchant => {
+                Request::SetMerchant(MerchantChange::parse(frame_type, body)?)
+            }
             FrameType::Response => return Err(Error::WrongDirection { found: frame_type }),
         })
     }
@@ -252,6 +263,8 @@ impl<'a> Request<'a> {
             Request::AddTerminal(_) => FrameType::AddTerminal,
             Request::SetTerminal(_) => FrameType::SetTerminal,
             Request::RemoveTerminal(_) => FrameType::RemoveTerminal,
+            Request::GetMerchant(_) => FrameType::GetMerchant,
+            Request::SetMerchant(_) => FrameType::SetMerchant,
         }
     }
 
@@ -271,6 +284,7 @@ impl<'a> Request<'a> {
             Request::AddTerminal(t) | Request::SetTerminal(t) | Request::RemoveTerminal(t) => {
                 t.encode(w)
             }
+            Request::GetMerchant(m) | Request::SetMerchant(m) => m.encode(self.frame_type(), w),
             Request::Capture {
                 payment_id,
                 amount_minor,

@@ -13,6 +13,7 @@ use super::field::{
 use super::frame_type::FrameType;
 use super::header::Frame;
 use super::items::{HistoryEntry, MandateRow, PaymentRow};
+use super::merchant::MerchantSettings;
 use super::repeated::Repeated;
 use super::tag;
 use super::terminal::TerminalRow;
@@ -67,6 +68,8 @@ pub struct Response<'a> {
     /// The back office's details of one payment (`GetPayment`, and the
     /// answers that carry the payment).
     pub details: Details<'a>,
+    /// A merchant's settings (`GetMerchant`, `SetMerchant`).
+    pub merchant: Option<MerchantSettings<'a>>,
 }
 
 /// What the back office sees of one payment besides its amounts: how it
@@ -178,6 +181,7 @@ impl<'a> Response<'a> {
             next_cursor: None,
             details: Details::default(),
             terminals: Repeated::empty(),
+            merchant: None,
         }
     }
 
@@ -248,6 +252,7 @@ impl<'a> Response<'a> {
             tag::TERMINAL_ID => self.terminal_id = Some(check_str(field::TERMINAL_ID, value)?),
             tag::CREATED_UNIX_S => self.created_unix_s = Some(u64_value(tag, value)?),
             tag::NEXT_CURSOR => self.next_cursor = Some(u64_value(tag, value)?),
+            tag::MERCHANT => self.merchant = Some(MerchantSettings::decode_value(value)?),
             tag => {
                 if !self.details.set(tag, value)? {
                     unexpected(FrameType::Response, tag)?;
@@ -301,6 +306,9 @@ impl<'a> Response<'a> {
         w.opt_u64(tag::CREATED_UNIX_S, self.created_unix_s)?;
         w.opt_u64(tag::NEXT_CURSOR, self.next_cursor)?;
         self.details.encode(w)?;
+        if let Some(m) = &self.merchant {
+            m.encode(w)?;
+        }
         self.encode_repeated(w)
     }
 

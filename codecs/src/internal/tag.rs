@@ -110,6 +110,25 @@ pub const MOTO: u8 = 0x55;
 /// Cancels over internal frames on a terminal: `u8`, 0 off, 1 on, 2 the
 /// default (allowed).
 pub const CANCEL: u8 = 0x56;
+/// A merchant enabled (1) or disabled (0): `u8`.
+pub const MERCHANT_ENABLED: u8 = 0x57;
+/// A merchant's currencies: 1..=32 ISO 4217 numeric `u16`s, none twice.
+pub const CURRENCIES: u8 = 0x58;
+/// A merchant's over-capture percentage: `u8`, 0..=100.
+pub const OVER_CAPTURE_PCT: u8 = 0x59;
+/// A merchant's hold period, hours: `u16`, 1..=744.
+pub const HOLD_HOURS: u8 = 0x5A;
+/// A merchant's auto-capture, hours: `u16`, 0 off, else 1..=744.
+pub const AUTO_CAPTURE_HOURS: u8 = 0x5B;
+/// A merchant's refunds: `u8`, 0 off, 1 on.
+pub const MERCHANT_REFUNDS: u8 = 0x5C;
+/// A merchant's MO/TO: `u8`, 0 off, 1 on.
+pub const MERCHANT_MOTO: u8 = 0x5D;
+/// A merchant's name: UTF-8 without control characters, 1..=64 bytes.
+pub const MERCHANT_NAME: u8 = 0x5E;
+/// A merchant's settings (one per response): 87 bytes fixed, then its
+/// name.
+pub const MERCHANT: u8 = 0x5F;
 /// The ECI the payment was authorized with: `u8`, 0..=99.
 pub const ECI: u8 = 0x60;
 /// F37 of the authorization: 12 printable ASCII bytes.
@@ -196,6 +215,15 @@ pub(crate) fn name(tag: u8) -> &'static str {
         REFUNDS => "refunds",
         MOTO => "moto",
         CANCEL => "cancel",
+        MERCHANT_ENABLED => "merchant_enabled",
+        CURRENCIES => "currencies",
+        OVER_CAPTURE_PCT => "over_capture_pct",
+        HOLD_HOURS => "hold_hours",
+        AUTO_CAPTURE_HOURS => "auto_capture_hours",
+        MERCHANT_REFUNDS => "merchant_refunds",
+        MERCHANT_MOTO => "merchant_moto",
+        MERCHANT_NAME => "merchant_name",
+        MERCHANT => "merchant",
         FILTER_SCAM => "filter_scam",
         FILTER_RRN => "filter_rrn",
         FILTER_AUTH_CODE => "filter_auth_code",

@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use codecs::internal::{
-    FrameBytes, HistoryEntry, InternalCodec, ListPayments, MandateRow, MotoRequest, PaymentRow,
-    Repeated, Request, Response, ResultCode, Setting, TerminalRow, TerminalState,
+    Currencies, FrameBytes, HistoryEntry, InternalCodec, ListPayments, MandateRow,
+    MerchantSettings, MotoRequest, PaymentRow, Repeated, Request, Response, ResultCode, Setting,
+    TerminalRow, TerminalState,
 };
 use tokio_util::codec::Decoder;
 
@@ -330,6 +331,16 @@ impl FrameWire {
                     ..Answer::refusal(t.code, t.message.into())
                 }
             }
+            Request::GetMerchant(m) | Request::SetMerchant(m) => {
+                let set = matches!(request, Request::SetMerchant(_));
+                let directory = &self.shared.directory;
+                let a =
+                    super::merchant_frames::answer(directory, node, client_id, &self.mids, m, set);
+                Answer {
+                    merchant: a.merchant,
+                    ..Answer::refusal(a.code, a.message.into())
+                }
+            }
             _ => run(node, &self.scope, client_id, request),
         };
         (answer, None)
@@ -351,6 +362,8 @@ fn frame_type_label(code: u8) -> &'static str {
         0x0B => "add_terminal",
         0x0C => "set_terminal",
         0x0D => "remove_terminal",
+        0x0E => "get_merchant",
+        0x0F => "set_merchant",
         0x10 => "unmark_scam",
         0x14 => "list_mandates",
         _ => "other",
@@ -414,7 +427,8 @@ fn mandate_scope(request: &Request<'_>) -> u8 {
         Request::GetPayment { .. }
         | Request::ListPayments(_)
         | Request::ListMandates
-        | Request::ListTerminals(_) => scope::REPORTING,
+        | Request::ListTerminals(_)
+        | Request::GetMerchant(_) => scope::REPORTING,
         Request::Authenticate(_)
         | Request::AuthorizeMoto(_)
         | Request::PreauthorizeMoto(_)
@@ -424,7 +438,8 @@ fn mandate_scope(request: &Request<'_>) -> u8 {
         | Request::UnmarkScam { .. }
         | Request::AddTerminal(_)
         | Request::SetTerminal(_)
-        | Request::RemoveTerminal(_) => scope::PAYMENTS,
+        | Request::RemoveTerminal(_)
+        | Request::SetMerchant(_) => scope::PAYMENTS,
     }
 }
 
@@ -457,6 +472,8 @@ struct Answer {
     deferred: Option<Deferral>,
     /// Terminals: a list page, or the one changed.
     terminals: Vec<crate::directory::TerminalView>,
+    /// A merchant's settings (get or set merchant).
+    merchant: Option<crate::directory::MerchantView>,
 }
 
 /// A MO/TO payment waiting for its issuer.
@@ -483,6 +500,7 @@ impl Answer {
             payment_id: None,
             deferred: None,
             terminals: Vec::new(),
+            merchant: None,
         }
     }
 
@@ -588,9 +606,9 @@ fn run(node: &Node, scope: &[u32], client_id: &str, request: &Request<'_>) -> An
         Request::ListTerminals(_)
         | Request::AddTerminal(_)
         | Request::SetTerminal(_)
-        | Request::RemoveTerminal(_) => {
-            Answer::refusal(Code::INVALID_TRANSACTION, "not here".into())
-        }
+        | Request::RemoveTerminal(_)
+        | Request::GetMerchant(_)
+        | Request::SetMerchant(_) => Answer::refusal(Code::INVALID_TRANSACTION, "not here".into()),
     }
 }
 
@@ -977,6 +995,7 @@ fn encode(request_id: u64, answer: &Answer, out: &mut BytesMut) {
     let terminals: Vec<TerminalRow<'_>> = answer.terminals.iter().map(terminal_row).collect();
     r.terminals = Repeated::from_slice(&terminals);
     r.next_cursor = answer.next_cursor;
+    r.merchant = answer.merchant.as_ref().and_then(merchant_settings);
     if let Err(e) = r.encode(request_id, out) {
         tracing::error!(error = %e, "internal frame: response refused by the encoder");
         let mut fallback =
@@ -1041,6 +1060,28 @@ fn details(p: &Payment) -> codecs::internal::Details<'_> {
         unflag_reason: note(|n| &n.unflag_reason),
         unflagged_unix_s: notes.and_then(|n| n.unflagged_ms).map(|ms| ms / 1000),
     }
+}
+
+/// A merchant's settings for a response: the first `CURRENCIES_MAX`
+/// currencies (a configured merchant may list more; one changed at run
+/// time may not). A value the frame cannot carry (the configuration and
+/// the directory check them) makes the encoder refuse it: answered 96.
+fn merchant_settings(m: &crate::directory::MerchantView) -> Option<MerchantSettings<'_>> {
+    let n = m.currencies.len().min(codecs::internal::CURRENCIES_MAX);
+    let currencies = Currencies::new(&m.currencies[..n]).ok()?;
+    Some(MerchantSettings {
+        merchant_id: &m.id,
+        enabled: m.enabled,
+        currencies,
+        over_capture_pct: u8::try_from(m.over_capture_pct).unwrap_or(u8::MAX),
+        hold_hours: u16::try_from(m.hold_period_h).unwrap_or(u16::MAX),
+        auto_capture_hours: m
+            .auto_capture_h
+            .map(|h| u16::try_from(h).unwrap_or(u16::MAX)),
+        refunds: m.refunds_allowed,
+        moto: m.moto_allowed,
+        name: &m.name,
+    })
 }
 
 fn terminal_row(t: &crate::directory::TerminalView) -> TerminalRow<'_> {

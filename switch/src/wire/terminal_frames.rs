@@ -46,6 +46,13 @@ impl TerminalAnswer {
 
 /// The code and message for a refused change.
 fn refused(e: &DirectoryError) -> TerminalAnswer {
+    let (code, message) = refusal(e);
+    TerminalAnswer::refusal(code, message)
+}
+
+/// The code and message (at most 255 bytes) for a refused directory
+/// change or read, terminal or merchant.
+pub(super) fn refusal(e: &DirectoryError) -> (Code, String) {
     let code = match e {
         DirectoryError::Invalid(_) => Code::FORMAT_ERROR,
         DirectoryError::NotFound(_) => Code::UNABLE_TO_LOCATE,
@@ -54,13 +61,17 @@ fn refused(e: &DirectoryError) -> TerminalAnswer {
         | DirectoryError::Corrupt { .. }
         | DirectoryError::Locked(_)
         | DirectoryError::Engine(_) => {
-            crate::ratelog::warn_limited!("directory_frame", error = %e, "terminal change over internal frames failed");
+            crate::ratelog::warn_limited!("directory_frame", error = %e, "directory change over internal frames failed");
             Code::SYSTEM_MALFUNCTION
         }
     };
     let mut message = e.to_string();
-    message.truncate(255);
-    TerminalAnswer::refusal(code, message)
+    let mut end = message.len().min(255);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    (code, message)
 }
 
 /// Answers one terminal request of key `client_id`, acting for `mids`.
