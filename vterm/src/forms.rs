@@ -81,6 +81,9 @@ pub(crate) struct ActionInput {
     pub(crate) csrf: String,
     /// Decimal amount; empty for "all" (capture).
     pub(crate) amount: String,
+    /// Capture: non-empty (the checkbox ticked) to keep the rest of the
+    /// hold open, a partial capture.
+    pub(crate) keep_open: String,
     /// Refund reason, or empty.
     pub(crate) reason: String,
     /// Where to go afterwards (checked by [`safe_back`]).

@@ -176,14 +176,19 @@ impl Link {
         Ok(outcome(p, &reply))
     }
 
-    /// Captures a hold, all of it when `amount_minor` is `None`.
+    /// Captures a hold: `amount_minor`, or what is left of it when
+    /// `None`; `keep_open` makes it a partial capture (the rest stays held
+    /// for further captures), else the rest is released.
     pub(crate) async fn capture(
         &self,
         payment_id: u64,
         amount_minor: Option<u64>,
+        keep_open: bool,
     ) -> Result<Reply, LinkError> {
         let client = self.client().await?;
-        let result = client.capture(payment_id, amount_minor).await;
+        let result = client
+            .capture_partial(payment_id, amount_minor, keep_open)
+            .await;
         self.settle(&client, result).await
     }
 

@@ -402,10 +402,11 @@ fn actions_html(csrf: &str, row: &Row, back: &str) -> String {
     );
     let mut out = String::new();
     if capturable(status) {
+        let held = row.authorized_minor.saturating_sub(row.captured_minor);
         let _ = write!(
             out,
-            r#"<form method="post" action="/payments/{id}/capture" class="inline capture">{hidden}<input name="amount" class="amount" maxlength="13" inputmode="decimal" placeholder="{}" title="Amount to capture; empty: all"><button type="submit">Capture</button></form>"#,
-            esc(&format_amount_plain(row.authorized_minor, row.currency))
+            r#"<form method="post" action="/payments/{id}/capture" class="inline capture">{hidden}<input name="amount" class="amount" maxlength="13" inputmode="decimal" placeholder="{}" title="Amount to capture; empty: what is still held"><label class="keep-open"><input type="checkbox" name="keep_open" value="1"> keep the rest of the hold open</label><button type="submit">Capture</button></form>"#,
+            esc(&format_amount_plain(held, row.currency))
         );
     }
     if refundable(status) {
@@ -538,11 +539,28 @@ pub(crate) fn detail(chrome: Chrome<'_>, flash: Option<&Flash>, d: &Detail) -> S
         "detail-authorized",
         &format_amount(row.authorized_minor, row.currency),
     ));
+    // Partly captured, the hold still open: what is captured so far and
+    // what is still held.
+    let partly = row.status == Some(PaymentStatus::Uncaptured) && row.captured_minor > 0;
     facts.push_str(&field(
-        "Captured",
+        if partly {
+            "Captured so far"
+        } else {
+            "Captured"
+        },
         "detail-captured",
         &format_amount(row.captured_minor, row.currency),
     ));
+    if partly {
+        facts.push_str(&field(
+            "Still held",
+            "detail-held",
+            &format_amount(
+                row.authorized_minor.saturating_sub(row.captured_minor),
+                row.currency,
+            ),
+        ));
+    }
     facts.push_str(&field(
         "Refunded",
         "detail-refunded",

@@ -549,8 +549,13 @@ async fn capture(
     if let Some(refused) = signed.refused(Action::Pay) {
         return refused;
     }
+    let keep_open = !input.keep_open.is_empty();
     let result = match action_amount(&app, id, &input.amount).await {
-        Ok(amount) => app.link.capture(id, amount).await,
+        // Keeping the rest open after capturing all of it means nothing.
+        Ok(None) if keep_open => Err(LinkError::Refused(
+            "type the amount to capture now; the rest stays held".to_string(),
+        )),
+        Ok(amount) => app.link.capture(id, amount, keep_open).await,
         Err(e) => Err(LinkError::Refused(e)),
     };
     flash_action(&app, &signed, "Capture", id, result);

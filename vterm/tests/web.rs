@@ -641,3 +641,100 @@ async fn the_detail_shows_how_a_payment_was_authorized_and_the_scam_mark_is_a_wo
     t.stop().await;
     switch.stop().await;
 }
+
+#[tokio::test]
+async fn partial_captures_keep_the_hold_open_until_a_final_one() {
+    let mut switch = TestSwitch::start().await;
+    let text = common::config_text(switch.frame, &switch.client_id, &switch.secret);
+    let mut t = TestTerminal::start(&text, Clock::System).await;
+    let mut a = Agent::new(t.addr);
+    let csrf = a.sign_in().await;
+    let r = a
+        .post(
+            "/payments",
+            &[
+                ("csrf", &csrf),
+                ("kind", "preauth"),
+                ("pan", "4111 1111 1111 1111"),
+                ("expiry", "12/30"),
+                ("amount", "25.00"),
+                ("currency", "978"),
+                ("reference", "ORD-SPLIT"),
+                ("terminal_id", "DEMO0001"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let id = result_id(&a.get("/terminal").await.body);
+    let back = format!("/payments/{id}");
+    let detail = a.get(&back).await;
+    assert!(
+        detail.body.contains(r#"name="keep_open""#),
+        "the capture form offers it: {}",
+        detail.body
+    );
+    assert_eq!(dd(&detail.body, "detail-captured"), "0.00 EUR");
+    let capture = |amount: &'static str, keep_open: bool| {
+        let mut pairs = vec![("amount", amount), ("back", "/terminal")];
+        if keep_open {
+            pairs.push(("keep_open", "1"));
+        }
+        pairs
+    };
+    let path = format!("/payments/{id}/capture");
+
+    // Two partial captures: still Uncaptured, captured so far and held.
+    for (amount, captured, held) in [("10.00", "10.00", "15.00"), ("5.00", "15.00", "10.00")] {
+        let mut pairs = capture(amount, true);
+        pairs.push(("csrf", &csrf));
+        assert_eq!(a.post(&path, &pairs).await.status, 303);
+        let page = a.get("/terminal").await;
+        assert!(
+            page.body.contains(&format!(
+                "Capture of payment {id} done. Status: Uncaptured."
+            )),
+            "{}",
+            page.body
+        );
+        let detail = a.get(&back).await;
+        assert_eq!(dd(&detail.body, "detail-status"), "Uncaptured");
+        assert!(detail.body.contains("<dt>Captured so far</dt>"));
+        assert_eq!(
+            dd(&detail.body, "detail-captured"),
+            format!("{captured} EUR")
+        );
+        assert_eq!(dd(&detail.body, "detail-held"), format!("{held} EUR"));
+    }
+
+    // Keeping the rest open needs an amount: refused, nothing captured.
+    let mut pairs = capture("", true);
+    pairs.push(("csrf", &csrf));
+    a.post(&path, &pairs).await;
+    let page = a.get("/terminal").await;
+    assert!(
+        page.body.contains("type the amount to capture now"),
+        "{}",
+        page.body
+    );
+    assert_eq!(dd(&a.get(&back).await.body, "detail-captured"), "15.00 EUR");
+
+    // A final capture: Succeeded, the rest released.
+    let mut pairs = capture("4.00", false);
+    pairs.push(("csrf", &csrf));
+    assert_eq!(a.post(&path, &pairs).await.status, 303);
+    let detail = a.get(&back).await;
+    assert_eq!(dd(&detail.body, "detail-status"), "Succeeded");
+    assert_eq!(dd(&detail.body, "detail-captured"), "19.00 EUR");
+    assert!(
+        !detail.body.contains("detail-held"),
+        "nothing held any more"
+    );
+    assert!(
+        !detail.body.contains(r#"name="keep_open""#),
+        "no capture form"
+    );
+    let captures = detail.body.matches("<td>Captured</td>").count();
+    assert_eq!(captures, 3, "{}", detail.body);
+    t.stop().await;
+    switch.stop().await;
+}
