@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
 pub use codecs::internal::{
-    EventKind, HistoryEntry, PaymentStatus, ResultCode, Setting, TerminalState,
+    EventKind, HistoryEntry, PaymentStatus, ResultCode, Setting, TerminalState, CURRENCIES_MAX,
 };
 pub use error::ClientError;
 pub use types::{

@@ -275,6 +275,28 @@ impl Link {
         self.settle(&client, result).await
     }
 
+    /// The merchant's settings as the switch has them; an error when the
+    /// switch refuses to say.
+    pub(crate) async fn merchant(&self) -> Result<switch_client::Merchant, LinkError> {
+        let reply = self
+            .read(|c| async move { c.get_merchant(None).await })
+            .await?;
+        match reply.merchant {
+            Some(m) if reply.approved() => Ok(m),
+            _ => Err(LinkError::Refused(reply_reason(&reply))),
+        }
+    }
+
+    /// Changes the merchant's settings (those given).
+    pub(crate) async fn set_merchant(
+        &self,
+        settings: &switch_client::MerchantSettings,
+    ) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.set_merchant(settings).await;
+        self.settle(&client, result).await
+    }
+
     /// Voids a payment.
     pub(crate) async fn cancel(&self, payment_id: u64) -> Result<Reply, LinkError> {
         let client = self.client().await?;

@@ -1,9 +1,12 @@
 //! The admins' terminal page: the merchant's terminals as the switch has
 //! them, adding one, enabling, disabling and removing one, and its own
-//! settings over the merchant's (refunds, MO/TO, cancels, a name). Every
-//! change goes to the switch over internal frames (AddTerminal,
-//! SetTerminal, RemoveTerminal), which applies it before it answers and
-//! audits it under this terminal's key; the operator's name is logged here.
+//! settings over the merchant's (refunds, MO/TO, cancels, a name); then the
+//! merchant's settings (currencies, over-capture, hold, auto-capture,
+//! refunds, MO/TO). Every change goes to the switch over internal frames
+//! (AddTerminal, SetTerminal, RemoveTerminal, SetMerchant), which applies
+//! it before it answers and audits it under this terminal's key; the
+//! operator's name is logged here. Enabling or disabling the merchant is
+//! its acquirer's, not offered.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -14,7 +17,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
-use switch_client::{Setting, Terminal, TerminalSettings, TerminalState};
+use switch_client::{
+    Merchant, MerchantSettings, Setting, Terminal, TerminalSettings, TerminalState,
+};
 
 use crate::html::esc;
 use crate::link::LinkError;
@@ -49,10 +54,37 @@ pub(crate) struct TerminalInput {
     cancel: String,
 }
 
+/// The merchant settings form.
+#[derive(Deserialize)]
+pub(crate) struct MerchantInput {
+    /// The session's token.
+    #[serde(default)]
+    csrf: String,
+    /// ISO 4217 numeric codes, comma-separated.
+    #[serde(default)]
+    currencies: String,
+    /// 0..=100.
+    #[serde(default)]
+    over_capture_pct: String,
+    /// 1..=744.
+    #[serde(default)]
+    hold_hours: String,
+    /// Hours, or empty / `off`.
+    #[serde(default)]
+    auto_capture_hours: String,
+    /// `on` or `off`.
+    #[serde(default)]
+    refunds: String,
+    /// As `refunds`.
+    #[serde(default)]
+    moto: String,
+}
+
 /// The routes of this module.
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/terminals", get(list).post(add))
+        .route("/terminals/merchant", post(merchant_settings))
         .route("/terminals/{tid}/{verb}", post(act))
 }
 
@@ -73,14 +105,159 @@ async fn list(State(app): State<Arc<App>>, signed: Signed) -> Response {
         Some(Flash::Error(t)) => (None, Some(t)),
         _ => (None, error),
     };
+    let merchant = app
+        .link
+        .merchant()
+        .await
+        .map_err(|e| format!("The merchant's settings could not be read: {e}"));
+    let chrome = signed.chrome();
+    let section = merchant_html(chrome.csrf, &merchant);
     page(
         StatusCode::OK,
         terminals_page(
-            signed.chrome(),
+            chrome,
             &terminals,
+            &section,
             notice.as_deref(),
             error.as_deref(),
         ),
+    )
+}
+
+/// Changes the merchant's settings: every field of the form is sent.
+async fn merchant_settings(
+    State(app): State<Arc<App>>,
+    signed: Signed,
+    Form(input): Form<MerchantInput>,
+) -> Response {
+    if !signed.csrf_ok(&input.csrf) {
+        return forbidden();
+    }
+    if let Some(refused) = signed.refused(Action::Manage) {
+        return refused;
+    }
+    let result = match merchant_patch(&input) {
+        Ok(settings) => app.link.set_merchant(&settings).await,
+        Err(e) => Err(LinkError::Refused(e.to_string())),
+    };
+    let flash = match result {
+        Ok(reply) if reply.approved() => Flash::Notice("Merchant settings: saved.".to_string()),
+        Ok(reply) => Flash::Error(format!(
+            "Merchant settings refused ({}): {}",
+            reply.code(),
+            reply.message.as_deref().unwrap_or("no reason given")
+        )),
+        Err(e) => Flash::Error(format!("Merchant settings failed: {e}")),
+    };
+    tracing::info!(operator = ?signed.view.operator, action = "merchant settings", "merchant change");
+    app.sessions.set_flash(&signed.id, flash);
+    see_other("/terminals")
+}
+
+/// The form as settings to change; the first field that does not parse.
+fn merchant_patch(input: &MerchantInput) -> Result<MerchantSettings, &'static str> {
+    let max = switch_client::CURRENCIES_MAX;
+    let currencies: Vec<u16> = input
+        .currencies
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .take(max + 1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| "currencies: ISO 4217 numeric codes separated by commas (978,840)")?;
+    if currencies.is_empty() || currencies.len() > max {
+        return Err("currencies: 1 to 32 ISO 4217 numeric codes");
+    }
+    let on_off = |t: &str, what| match t {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(what),
+    };
+    let auto = match input.auto_capture_hours.trim() {
+        "" | "off" => None,
+        h => Some(
+            h.parse()
+                .map_err(|_| "auto-capture: hours, or empty for off")?,
+        ),
+    };
+    Ok(MerchantSettings {
+        currencies: Some(currencies),
+        over_capture_pct: Some(
+            input
+                .over_capture_pct
+                .trim()
+                .parse()
+                .map_err(|_| "over-capture: a percentage, 0 to 100")?,
+        ),
+        hold_hours: Some(
+            input
+                .hold_hours
+                .trim()
+                .parse()
+                .map_err(|_| "hold: hours, 1 to 744")?,
+        ),
+        auto_capture_hours: Some(auto),
+        refunds: Some(on_off(&input.refunds, "refunds: on or off")?),
+        moto: Some(on_off(&input.moto, "MO/TO: on or off")?),
+        ..MerchantSettings::default()
+    })
+}
+
+/// The merchant settings section: its settings and the form to change
+/// them, or why they could not be read.
+fn merchant_html(csrf: &str, merchant: &Result<Merchant, String>) -> String {
+    let m = match merchant {
+        Ok(m) => m,
+        Err(e) => {
+            return format!(
+                r#"<h2>Merchant settings</h2><p class="error" id="merchant-error">{}</p>"#,
+                esc(e)
+            )
+        }
+    };
+    let currencies = m
+        .currencies
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let auto = m
+        .auto_capture_hours
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    let on_off = |name: &str, on: bool| {
+        let (on_sel, off_sel) = if on {
+            (" selected", "")
+        } else {
+            ("", " selected")
+        };
+        format!(
+            r#"<select name="{name}" id="merchant-{name}"><option value="on"{on_sel}>on</option><option value="off"{off_sel}>off</option></select>"#
+        )
+    };
+    let state = if m.enabled { "enabled" } else { "disabled" };
+    format!(
+        r#"<h2>Merchant settings</h2>
+<p id="merchant-summary" data-merchant="{mid}" data-enabled="{state}" data-currencies="{currencies}" data-over-capture="{over}" data-hold="{hold}" data-auto-capture="{auto_shown}" data-refunds="{refunds}" data-moto="{moto}">Merchant {mid} ({name}), {state}. A disabled merchant's requests are refused (03); enabling and disabling is the acquirer's. A new hold period or auto-capture applies to holds placed after the change.</p>
+<form method="post" action="/terminals/merchant" autocomplete="off" id="merchant-settings">{csrf_field}
+<label>Currencies <input name="currencies" id="merchant-currencies" value="{currencies}" maxlength="160" required></label>
+<label>Over-capture % <input name="over_capture_pct" id="merchant-over-capture" value="{over}" inputmode="numeric" maxlength="3" required></label>
+<label>Hold (hours) <input name="hold_hours" id="merchant-hold" value="{hold}" inputmode="numeric" maxlength="3" required></label>
+<label>Auto-capture (hours, empty: off) <input name="auto_capture_hours" id="merchant-auto-capture" value="{auto}" inputmode="numeric" maxlength="3"></label>
+<label>Refunds {refunds_select}</label>
+<label>MO/TO {moto_select}</label>
+<button type="submit" id="merchant-settings-submit">Save</button></form>"#,
+        mid = esc(&m.merchant_id),
+        name = esc(&m.name),
+        over = m.over_capture_pct,
+        hold = m.hold_hours,
+        auto_shown = if auto.is_empty() { "off" } else { &auto },
+        refunds = if m.refunds { "on" } else { "off" },
+        moto = if m.moto { "on" } else { "off" },
+        csrf_field = csrf_field(csrf),
+        refunds_select = on_off("refunds", m.refunds),
+        moto_select = on_off("moto", m.moto),
     )
 }
 
@@ -271,6 +448,7 @@ fn terminal_row(csrf: &str, t: &Terminal) -> String {
 fn terminals_page(
     chrome: Chrome<'_>,
     terminals: &[Terminal],
+    merchant: &str,
     notice: Option<&str>,
     error: Option<&str>,
 ) -> String {
@@ -292,7 +470,8 @@ fn terminals_page(
 <form method="post" action="/terminals" autocomplete="off" id="add-terminal">{}
 <label>Terminal id (F41) <input name="terminal_id" id="new-terminal" required minlength="8" maxlength="8"></label>
 <label>Name <input name="name" id="new-terminal-name" maxlength="64"></label>
-<button type="submit" id="add-terminal-submit">Add</button></form></section>"#,
+<button type="submit" id="add-terminal-submit">Add</button></form>
+{merchant}</section>"#,
         csrf_field(chrome.csrf)
     );
     layout("Terminals", Some(chrome), &body)

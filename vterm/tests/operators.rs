@@ -819,6 +819,92 @@ async fn an_admin_manages_terminals_and_a_disabled_one_takes_no_payment() {
     assert_eq!(r.status, 303);
     let result = bob.get("/terminal").await.body;
     assert!(result.contains(r#"id="result-auth-code""#), "{result}");
+    let held = result
+        .split(r#"id="result-payment-id"><a href="/payments/"#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("payment id")
+        .to_string();
+
+    // The merchant's settings: shown to the admin as the switch has them;
+    // an operator may not change them.
+    let summary = |page: &str| {
+        page.split(r#"<p id="merchant-summary" "#)
+            .nth(1)
+            .and_then(|s| s.split('>').next())
+            .unwrap_or_else(|| panic!("no merchant summary in {page}"))
+            .to_string()
+    };
+    let page = ada.get("/terminals").await.body;
+    assert_eq!(
+        summary(&page),
+        r#"data-merchant="DEMO00000000001" data-enabled="enabled" data-currencies="978,840,752" data-over-capture="20" data-hold="168" data-auto-capture="off" data-refunds="on" data-moto="on""#
+    );
+    let settings = |csrf: &str, over: &str| {
+        [
+            ("csrf", csrf.to_string()),
+            ("currencies", "978, 840".to_string()),
+            ("over_capture_pct", over.to_string()),
+            ("hold_hours", "72".to_string()),
+            ("auto_capture_hours", "24".to_string()),
+            ("refunds", "off".to_string()),
+            ("moto", "on".to_string()),
+        ]
+    };
+    let bob_set = settings(&bob_csrf, "0");
+    let bob_set = bob_set.each_ref().map(|(k, v)| (*k, v.as_str()));
+    assert_eq!(bob.post("/terminals/merchant", &bob_set).await.status, 403);
+    // Out of range: refused, nothing changes.
+    let bad = settings(&csrf, "150");
+    let bad = bad.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let r = ada.post("/terminals/merchant", &bad).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/terminals")));
+    let page = ada.get("/terminals").await.body;
+    assert!(page.contains("Merchant settings failed"), "{page}");
+    assert!(summary(&page).contains(r#"data-over-capture="20""#));
+
+    // Over-capture 0 %: bob's capture above the hold, which 20 % allowed,
+    // is now refused 13; the hold itself can be captured.
+    let zero = settings(&csrf, "0");
+    let zero = zero.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let r = ada.post("/terminals/merchant", &zero).await;
+    assert_eq!(r.status, 303);
+    let page = ada.get("/terminals").await.body;
+    assert!(page.contains("Merchant settings: saved."), "{page}");
+    assert_eq!(
+        summary(&page),
+        r#"data-merchant="DEMO00000000001" data-enabled="enabled" data-currencies="978,840" data-over-capture="0" data-hold="72" data-auto-capture="24" data-refunds="off" data-moto="on""#
+    );
+    let capture = format!("/payments/{held}/capture");
+    let r = bob
+        .post(
+            &capture,
+            &[
+                ("csrf", &bob_csrf),
+                ("amount", "26.00"),
+                ("back", "/terminal"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let result = bob.get("/terminal").await.body;
+    assert!(result.contains("(code 13)"), "{result}");
+    bob.post(
+        &capture,
+        &[
+            ("csrf", &bob_csrf),
+            ("amount", "25.00"),
+            ("back", "/terminal"),
+        ],
+    )
+    .await;
+    let result = bob.get("/terminal").await.body;
+    assert!(
+        result.contains(&format!(
+            "Capture of payment {held} done. Status: Succeeded."
+        )),
+        "{result}"
+    );
     t.stop().await;
     switch.stop().await;
 }
