@@ -113,6 +113,15 @@ def internal_seeds():
     write("internal_decode", "cancel", internal_frame(0x06, 10, [(0x01, u64(1001))]))
     write("internal_decode", "authenticate", internal_frame(0x01, 1, [(0x10, b"BO-0001-0001"), (0x11, b"s3cret-s3cret-s3cret")]))
     write("internal_decode", "two_frames", moto + response)
+    h = lambda v: struct.pack(">H", v)
+    write("internal_decode", "set_merchant", internal_frame(0x0F, 11, [
+        (0x50, b"DEMO00000000001"), (0x58, h(978) + h(840)), (0x59, b"\x14"),
+        (0x5A, h(168)), (0x5B, h(0)), (0x5C, b"\x01"), (0x5D, b"\x00"),
+        (0x5E, b"Demo")]))
+    merchant = (b"DEMO00000000001" + bytes([1, 20]) + h(168) + h(24) + bytes([1, 1])
+                + h(978) + h(840) + bytes(60) + b"Demo")
+    write("internal_decode", "response_merchant", internal_frame(0x80, 11, [
+        (0x40, b"00"), (0x41, b"ok"), (0x5F, merchant)]))
 
 
 if __name__ == "__main__":

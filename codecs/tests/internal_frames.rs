@@ -1300,3 +1300,38 @@ fn merchant_field_errors_name_the_field() {
         "field hold_hours (0x5a): value out of range"
     );
 }
+
+/// The fuzz seeds of the merchant frames (`fuzz/seeds.py`) are valid
+/// frames, so the fuzzer starts from inside the format.
+#[test]
+fn the_merchant_seeds_parse() {
+    let seed = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus/internal_decode")
+                .join(name),
+        )
+        .expect("seed")
+    };
+    let bytes = seed("set_merchant");
+    let (frame, _) = Frame::parse(&bytes).unwrap().unwrap();
+    let Request::SetMerchant(c) = Request::parse(&frame).unwrap() else {
+        panic!("not a SetMerchant");
+    };
+    assert_eq!(
+        (
+            c.merchant_id,
+            c.over_capture_pct,
+            c.auto_capture_hours,
+            c.name
+        ),
+        (Some("DEMO00000000001"), Some(20), Some(None), Some("Demo"))
+    );
+    let bytes = seed("response_merchant");
+    let (frame, _) = Frame::parse(&bytes).unwrap().unwrap();
+    let m = Response::parse(&frame).unwrap().merchant.expect("merchant");
+    assert_eq!(
+        (m.currencies.as_slice(), m.hold_hours, m.auto_capture_hours),
+        (&[978, 840][..], 168, Some(24))
+    );
+}
