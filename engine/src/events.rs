@@ -307,7 +307,8 @@ mod tests {
         assert_eq!(v["payment"]["amount_minor"], 1_000);
         assert_eq!(v["payment"]["id"], "1");
 
-        p.capture(900, 978, 0, false, 1_764_979_300_000).expect("capture");
+        p.capture(900, 978, 0, false, 1_764_979_300_000)
+            .expect("capture");
         let e = of_record(8, &rec(p.clone()), "M").expect("event");
         assert_eq!(e.kind, EventType::Captured);
         assert_eq!(json(&e)["payment"]["captured_minor"], 900);
