@@ -41,8 +41,19 @@ pub enum FrameType {
     SetMerchant = 0x0F,
     /// `0x10`: take the scam flag off a payment, with a reason.
     UnmarkScam = 0x10,
+    /// `0x11`: list the webhook events of the key's merchants.
+    ListWebhookEvents = 0x11,
+    /// `0x12`: queue a webhook event again.
+    ResendWebhookEvent = 0x12,
+    /// `0x13`: read a merchant's webhook endpoint (secret masked).
+    GetWebhookEndpoint = 0x13,
     /// `0x14`: list the mandates the key's provider holds.
     ListMandates = 0x14,
+    /// `0x15`: set a merchant's webhook endpoint (answers its new secret
+    /// once).
+    SetWebhookEndpoint = 0x15,
+    /// `0x16`: remove a merchant's webhook endpoint.
+    RemoveWebhookEndpoint = 0x16,
     /// `0x80`: the answer to any request, success or error: a result code,
     /// a message and result fields.
     Response = 0x80,
@@ -76,7 +87,12 @@ impl FrameType {
             0x0E => FrameType::GetMerchant,
             0x0F => FrameType::SetMerchant,
             0x10 => FrameType::UnmarkScam,
+            0x11 => FrameType::ListWebhookEvents,
+            0x12 => FrameType::ResendWebhookEvent,
+            0x13 => FrameType::GetWebhookEndpoint,
             0x14 => FrameType::ListMandates,
+            0x15 => FrameType::SetWebhookEndpoint,
+            0x16 => FrameType::RemoveWebhookEndpoint,
             0x80 => FrameType::Response,
             found => return Err(Error::UnknownFrameType { found }),
         })
@@ -101,6 +117,11 @@ impl FrameType {
             FrameType::SetMerchant => "SetMerchant",
             FrameType::UnmarkScam => "UnmarkScam",
             FrameType::ListMandates => "ListMandates",
+            FrameType::ListWebhookEvents => "ListWebhookEvents",
+            FrameType::ResendWebhookEvent => "ResendWebhookEvent",
+            FrameType::GetWebhookEndpoint => "GetWebhookEndpoint",
+            FrameType::SetWebhookEndpoint => "SetWebhookEndpoint",
+            FrameType::RemoveWebhookEndpoint => "RemoveWebhookEndpoint",
             FrameType::Response => "Response",
         }
     }

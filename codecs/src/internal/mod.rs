@@ -18,6 +18,8 @@
 //! - `sensitive`: card data and secrets, masked in `Debug`;
 //! - `terminal`: terminals at run time (list, add, set, remove);
 //! - `merchant`: a merchant's own settings (get, set);
+//! - `webhook`: webhook events and endpoints (list, resend, get, set,
+//!   remove);
 //! - `codec`: the tokio-util [`InternalCodec`].
 
 mod codec;
@@ -34,6 +36,7 @@ mod response;
 mod sensitive;
 pub mod tag;
 mod terminal;
+mod webhook;
 
 pub use codec::{CodecError, FrameBytes, InternalCodec};
 pub use codes::{EventKind, PaymentStatus, ResultCode};
@@ -50,13 +53,17 @@ pub use request::{Authenticate, ListPayments, MotoRequest, Refund, Request};
 pub use response::{Details, Response};
 pub use sensitive::{Cvv2, Expiry, Pan, Secret};
 pub use terminal::{ListTerminals, Setting, TerminalChange, TerminalRow, TerminalState};
+pub use webhook::{
+    ListWebhookEvents, WebhookEndpoint, WebhookEndpointChange, WebhookEventRow, WebhookSecret,
+    WebhookStatus, WEBHOOK_EVENT_ID_BYTES_MAX, WEBHOOK_SECRET_BYTES_MAX, WEBHOOK_URL_BYTES_MAX,
+};
 
 /// Largest body accepted or written: 16 KiB, checked on the header before
 /// anything is buffered. Holds the largest response (a full list page and
 /// a full history) with room to spare.
 pub const FRAME_BODY_BYTES_MAX: usize = 16 * 1024;
 /// Most fields in one body, repeated ones included.
-pub const FRAME_FIELDS_MAX: usize = 192;
+pub const FRAME_FIELDS_MAX: usize = 224;
 /// Most cart lines in a sale or refund.
 pub const CART_LINES_MAX: usize = 50;
 /// Most activity history entries in a response.
@@ -68,14 +75,19 @@ pub const MANDATE_ROWS_MAX: usize = 150;
 /// Most terminals in one response page, and the largest `limit` a
 /// terminal list may ask.
 pub const TERMINAL_ROWS_MAX: usize = 100;
+/// Most webhook events in one response (a `ListWebhookEvents` page, or a
+/// payment's events in `GetPayment`), and the largest `limit` an event
+/// list may ask.
+pub const WEBHOOK_EVENTS_MAX: usize = 50;
 /// Largest quantity on a cart line.
 pub const CART_QUANTITY_MAX: u32 = 9_999;
 /// Largest amount in minor units: 12 digits, as ISO 8583 F4 (n12) holds.
 pub const AMOUNT_MINOR_MAX: u64 = 999_999_999_999;
 
 /// Fields a response has besides its repeated ones (15, the 12 of
-/// `Details`, and the merchant composite).
-const RESPONSE_SINGLE_FIELDS: usize = 15 + 12 + 1;
+/// `Details`, the merchant composite, the webhook endpoint composite and
+/// the webhook secret).
+const RESPONSE_SINGLE_FIELDS: usize = 15 + 12 + 1 + 2;
 /// Worst case of the single fields: every one at its longest (a 255-byte
 /// message and 64-byte reference are the long ones; then the details: ECI,
 /// RRN, channel, stand-in, code, amount, five 255-byte texts, a time).
@@ -114,6 +126,28 @@ const _: () = assert!(
         + LIST_ROWS_MAX * (field::FIELD_HEADER_BYTES + items::PAYMENT_ROW_FIXED_BYTES + 64)
         <= FRAME_BODY_BYTES_MAX
 );
+// A payment's webhook events ride with its history (GetPayment), never
+// with list rows; an event page rides alone. Either fits with the webhook
+// endpoint and secret at their longest.
+const WEBHOOK_SINGLE_BYTES_MAX: usize = 2 * field::FIELD_HEADER_BYTES
+    + webhook::WEBHOOK_ENDPOINT_FIXED_BYTES
+    + webhook::MASKED_SECRET_BYTES_MAX
+    + webhook::WEBHOOK_URL_BYTES_MAX
+    + webhook::WEBHOOK_SECRET_BYTES_MAX;
+const WEBHOOK_EVENT_ROW_BYTES_MAX: usize = field::FIELD_HEADER_BYTES
+    + webhook::WEBHOOK_EVENT_ROW_FIXED_BYTES
+    + webhook::WEBHOOK_EVENT_ID_BYTES_MAX
+    + webhook::EVENT_TYPE_BYTES_MAX;
+const _: () =
+    assert!(RESPONSE_SINGLE_FIELDS + HISTORY_ENTRIES_MAX + WEBHOOK_EVENTS_MAX <= FRAME_FIELDS_MAX);
+const _: () = assert!(
+    RESPONSE_SINGLE_BYTES_MAX
+        + WEBHOOK_SINGLE_BYTES_MAX
+        + HISTORY_ENTRIES_MAX * (field::FIELD_HEADER_BYTES + items::HISTORY_ENTRY_BYTES)
+        + WEBHOOK_EVENTS_MAX * WEBHOOK_EVENT_ROW_BYTES_MAX
+        <= FRAME_BODY_BYTES_MAX
+);
+const _: () = assert!(webhook::WEBHOOK_URL_BYTES_MAX + 64 <= u16::MAX as usize);
 // So does a full mandate list.
 const _: () = assert!(RESPONSE_SINGLE_FIELDS + MANDATE_ROWS_MAX <= FRAME_FIELDS_MAX);
 const _: () = assert!(

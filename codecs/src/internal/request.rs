@@ -18,6 +18,7 @@ use super::repeated::Repeated;
 use super::sensitive::{Cvv2, Expiry, Pan, Secret};
 use super::tag;
 use super::terminal::{ListTerminals, TerminalChange};
+use super::webhook::{self, ListWebhookEvents, WebhookEndpointChange, WebhookStatus};
 use super::{CART_LINES_MAX, LIST_ROWS_MAX};
 
 /// A request from an internal client. Every request is answered by one
@@ -90,6 +91,20 @@ pub enum Request<'a> {
     GetMerchant(MerchantChange<'a>),
     /// Changes a merchant's settings.
     SetMerchant(MerchantChange<'a>),
+    /// Lists the webhook events of the key's merchants, newest first.
+    ListWebhookEvents(ListWebhookEvents<'a>),
+    /// Queues a webhook event again.
+    ResendWebhookEvent {
+        /// `evt_…`.
+        event_id: &'a str,
+    },
+    /// Reads a merchant's webhook endpoint (only `merchant_id`).
+    GetWebhookEndpoint(WebhookEndpointChange<'a>),
+    /// Sets (or replaces) a merchant's webhook endpoint; answered with its
+    /// new signing secret, once.
+    SetWebhookEndpoint(WebhookEndpointChange<'a>),
+    /// Removes a merchant's webhook endpoint (only `merchant_id`).
+    RemoveWebhookEndpoint(WebhookEndpointChange<'a>),
 }
 
 /// `Authenticate` fields: `CLIENT_ID` and `SECRET`, both required.
@@ -181,6 +196,9 @@ pub struct ListPayments<'a> {
     /// Only payments in one of these statuses, as their codes (at most
     /// one of each); `status`, if given too, must hold as well.
     pub statuses: Option<&'a [u8]>,
+    /// Only payments with at least one webhook event in this delivery
+    /// status.
+    pub webhook_status: Option<WebhookStatus>,
 }
 
 impl ListPayments<'_> {
@@ -241,6 +259,21 @@ impl<'a> Request<'a> {
             FrameType::SetMerchant => {
                 Request::SetMerchant(MerchantChange::parse(frame_type, body)?)
             }
+            FrameType::ListWebhookEvents => {
+                Request::ListWebhookEvents(ListWebhookEvents::parse(body)?)
+            }
+            FrameType::ResendWebhookEvent => Request::ResendWebhookEvent {
+                event_id: webhook::parse_resend(body)?,
+            },
+            FrameType::GetWebhookEndpoint => {
+                Request::GetWebhookEndpoint(WebhookEndpointChange::parse(frame_type, body)?)
+            }
+            FrameType::SetWebhookEndpoint => {
+                Request::SetWebhookEndpoint(WebhookEndpointChange::parse(frame_type, body)?)
+            }
+            FrameType::RemoveWebhookEndpoint => {
+                Request::RemoveWebhookEndpoint(WebhookEndpointChange::parse(frame_type, body)?)
+            }
             FrameType::Response => return Err(Error::WrongDirection { found: frame_type }),
         })
     }
@@ -265,6 +298,11 @@ impl<'a> Request<'a> {
             Request::RemoveTerminal(_) => FrameType::RemoveTerminal,
             Request::GetMerchant(_) => FrameType::GetMerchant,
             Request::SetMerchant(_) => FrameType::SetMerchant,
+            Request::ListWebhookEvents(_) => FrameType::ListWebhookEvents,
+            Request::ResendWebhookEvent { .. } => FrameType::ResendWebhookEvent,
+            Request::GetWebhookEndpoint(_) => FrameType::GetWebhookEndpoint,
+            Request::SetWebhookEndpoint(_) => FrameType::SetWebhookEndpoint,
+            Request::RemoveWebhookEndpoint(_) => FrameType::RemoveWebhookEndpoint,
         }
     }
 
@@ -285,6 +323,11 @@ impl<'a> Request<'a> {
                 t.encode(w)
             }
             Request::GetMerchant(m) | Request::SetMerchant(m) => m.encode(self.frame_type(), w),
+            Request::ListWebhookEvents(l) => l.encode(w),
+            Request::ResendWebhookEvent { event_id } => w.str(webhook::EVENT_ID, event_id),
+            Request::GetWebhookEndpoint(c)
+            | Request::SetWebhookEndpoint(c)
+            | Request::RemoveWebhookEndpoint(c) => c.encode(self.frame_type(), w),
             Request::Capture {
                 payment_id,
                 amount_minor,
@@ -619,6 +662,9 @@ impl<'a> ListPayments<'a> {
                 self.result_code = Some(ResultCode::new(fixed(tag, value)?)?)
             }
             tag::FILTER_STATUSES => self.statuses = Some(value),
+            tag::WEBHOOK_STATUS => {
+                self.webhook_status = Some(WebhookStatus::from_code(tag, u8_value(tag, value)?)?);
+            }
             tag => unexpected(FrameType::ListPayments, tag)?,
         }
         Ok(())
@@ -707,6 +753,9 @@ impl<'a> ListPayments<'a> {
         }
         if let Some(codes) = self.statuses {
             w.bytes(tag::FILTER_STATUSES, codes)?;
+        }
+        if let Some(status) = self.webhook_status {
+            w.u8(tag::WEBHOOK_STATUS, status.code())?;
         }
         Ok(())
     }

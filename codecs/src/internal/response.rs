@@ -17,7 +17,10 @@ use super::merchant::MerchantSettings;
 use super::repeated::Repeated;
 use super::tag;
 use super::terminal::TerminalRow;
-use super::{HISTORY_ENTRIES_MAX, LIST_ROWS_MAX, MANDATE_ROWS_MAX, TERMINAL_ROWS_MAX};
+use super::webhook::{WebhookEndpoint, WebhookEventRow, WebhookSecret};
+use super::{
+    HISTORY_ENTRIES_MAX, LIST_ROWS_MAX, MANDATE_ROWS_MAX, TERMINAL_ROWS_MAX, WEBHOOK_EVENTS_MAX,
+};
 
 /// The answer to any request, success or error. Only `result_code` is
 /// required; a server fills in what the request calls for (see
@@ -70,6 +73,17 @@ pub struct Response<'a> {
     pub details: Details<'a>,
     /// A merchant's settings (`GetMerchant`, `SetMerchant`).
     pub merchant: Option<MerchantSettings<'a>>,
+    /// Webhook events with their delivery status (`ListWebhookEvents`: a
+    /// page, newest first; `ResendWebhookEvent`: the event; `GetPayment`:
+    /// the payment's, in the order of its changes), up to
+    /// `WEBHOOK_EVENTS_MAX`.
+    pub webhook_events: Repeated<'a, WebhookEventRow<'a>>,
+    /// A merchant's webhook endpoint, secret masked (`GetWebhookEndpoint`,
+    /// `SetWebhookEndpoint`); absent: none.
+    pub webhook_endpoint: Option<WebhookEndpoint<'a>>,
+    /// The endpoint's new signing secret (`SetWebhookEndpoint` only,
+    /// once). `Debug` masks it.
+    pub webhook_secret: Option<WebhookSecret<'a>>,
 }
 
 /// What the back office sees of one payment besides its amounts: how it
@@ -182,6 +196,9 @@ impl<'a> Response<'a> {
             details: Details::default(),
             terminals: Repeated::empty(),
             merchant: None,
+            webhook_events: Repeated::empty(),
+            webhook_endpoint: None,
+            webhook_secret: None,
         }
     }
 
@@ -198,7 +215,7 @@ impl<'a> Response<'a> {
         let body = frame.body();
         let mut r = Response::new(ResultCode::APPROVED);
         let (mut result_code, mut history, mut rows) = (None, 0, 0);
-        let (mut mandates, mut terminals) = (0, 0);
+        let (mut mandates, mut terminals, mut events) = (0, 0, 0);
         let mut fields = Fields::new(body);
         while let Some(Field { tag, value }) = fields.next_field()? {
             match tag {
@@ -219,6 +236,10 @@ impl<'a> Response<'a> {
                     TerminalRow::decode_value(value)?;
                     count_repeat(tag, &mut terminals, TERMINAL_ROWS_MAX)?;
                 }
+                tag::WEBHOOK_EVENT => {
+                    WebhookEventRow::decode_value(value)?;
+                    count_repeat(tag, &mut events, WEBHOOK_EVENTS_MAX)?;
+                }
                 tag => r.set(tag, value)?,
             }
         }
@@ -227,6 +248,7 @@ impl<'a> Response<'a> {
         r.rows = Repeated::from_wire(body, rows);
         r.mandates = Repeated::from_wire(body, mandates);
         r.terminals = Repeated::from_wire(body, terminals);
+        r.webhook_events = Repeated::from_wire(body, events);
         Ok(r)
     }
 
@@ -253,6 +275,10 @@ impl<'a> Response<'a> {
             tag::CREATED_UNIX_S => self.created_unix_s = Some(u64_value(tag, value)?),
             tag::NEXT_CURSOR => self.next_cursor = Some(u64_value(tag, value)?),
             tag::MERCHANT => self.merchant = Some(MerchantSettings::decode_value(value)?),
+            tag::WEBHOOK_ENDPOINT => {
+                self.webhook_endpoint = Some(WebhookEndpoint::decode_value(value)?);
+            }
+            tag::WEBHOOK_SECRET => self.webhook_secret = Some(WebhookSecret::decode(value)?),
             tag => {
                 if !self.details.set(tag, value)? {
                     unexpected(FrameType::Response, tag)?;
@@ -309,6 +335,12 @@ impl<'a> Response<'a> {
         if let Some(m) = &self.merchant {
             m.encode(w)?;
         }
+        if let Some(e) = &self.webhook_endpoint {
+            e.encode(w)?;
+        }
+        if let Some(s) = &self.webhook_secret {
+            s.encode(w)?;
+        }
         self.encode_repeated(w)
     }
 
@@ -333,6 +365,12 @@ impl<'a> Response<'a> {
                 tag: tag::TERMINAL_ROW,
             });
         }
+        if self.webhook_events.len() > WEBHOOK_EVENTS_MAX {
+            return Err(Error::TooManyRepeats {
+                tag: tag::WEBHOOK_EVENT,
+            });
+        }
+        self.webhook_events.iter().try_for_each(|e| e.encode(w))?;
         self.history.iter().try_for_each(|entry| entry.encode(w))?;
         self.rows.iter().try_for_each(|row| row.encode(w))?;
         self.mandates.iter().try_for_each(|row| row.encode(w))?;

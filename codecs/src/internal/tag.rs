@@ -159,6 +159,23 @@ pub const UNFLAGGED_UNIX_S: u8 = 0x6B;
 /// Mandate list row (repeatable): `granted_unix_s u64, scopes u8`, then
 /// the merchant's MID (15 printable characters).
 pub const MANDATE_ROW: u8 = 0x70;
+/// Webhook event row (repeatable): 47 bytes fixed, then the event id and
+/// its type (see `WebhookEventRow`).
+pub const WEBHOOK_EVENT: u8 = 0x71;
+/// A webhook event id: printable ASCII, 1..=32 bytes.
+pub const WEBHOOK_EVENT_ID: u8 = 0x72;
+/// A webhook delivery status: `u8`, 0 pending, 1 delivered, 2 failed (a
+/// `ListWebhookEvents` filter, and a `ListPayments` one: payments with an
+/// event in that status).
+pub const WEBHOOK_STATUS: u8 = 0x73;
+/// A webhook endpoint URL: printable ASCII, 1..=2048 bytes.
+pub const WEBHOOK_URL: u8 = 0x74;
+/// A merchant's webhook endpoint (one per response): 9 bytes fixed, then
+/// the secret masked and the URL (see `WebhookEndpoint`).
+pub const WEBHOOK_ENDPOINT: u8 = 0x75;
+/// A new webhook signing secret, answered once: printable ASCII,
+/// 16..=128 bytes. Sensitive: never logged.
+pub const WEBHOOK_SECRET: u8 = 0x76;
 
 /// First ignorable extension tag: tags `0xF0..=0xFF` that a receiver does
 /// not know are skipped (still counted, still checked for duplicates).
@@ -168,7 +185,7 @@ pub const EXTENSION_MIN: u8 = 0xF0;
 pub(crate) fn is_repeatable(tag: u8) -> bool {
     matches!(
         tag,
-        CART_LINE | HISTORY_ENTRY | PAYMENT_ROW | MANDATE_ROW | TERMINAL_ROW
+        CART_LINE | HISTORY_ENTRY | PAYMENT_ROW | MANDATE_ROW | TERMINAL_ROW | WEBHOOK_EVENT
     )
 }
 
@@ -245,6 +262,12 @@ pub(crate) fn name(tag: u8) -> &'static str {
         UNFLAG_REASON => "unflag_reason",
         UNFLAGGED_UNIX_S => "unflagged_unix_s",
         MANDATE_ROW => "mandate_row",
+        WEBHOOK_EVENT => "webhook_event",
+        WEBHOOK_EVENT_ID => "webhook_event_id",
+        WEBHOOK_STATUS => "webhook_status",
+        WEBHOOK_URL => "webhook_url",
+        WEBHOOK_ENDPOINT => "webhook_endpoint",
+        WEBHOOK_SECRET => "webhook_secret",
         t if t >= EXTENSION_MIN => "extension",
         _ => "unknown",
     }
