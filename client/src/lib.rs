@@ -39,7 +39,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use codecs::internal::{
     Authenticate, CartLine, Currencies, Cvv2, Expiry, InternalCodec, ListPayments, ListTerminals,
-    MerchantChange, MotoRequest, Pan, Refund, Repeated, Request, Response, Secret, TerminalChange,
+    ListWebhookEvents, MerchantChange, MotoRequest, Pan, Refund, Repeated, Request, Response,
+    Secret, TerminalChange, WebhookEndpointChange,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -48,12 +49,13 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
 pub use codecs::internal::{
-    EventKind, HistoryEntry, PaymentStatus, ResultCode, Setting, TerminalState, CURRENCIES_MAX,
+    EventKind, HistoryEntry, PaymentStatus, ResultCode, Setting, TerminalState, WebhookStatus,
+    CURRENCIES_MAX, WEBHOOK_EVENTS_MAX,
 };
 pub use error::ClientError;
 pub use types::{
-    CartItem, Details, ListQuery, MandateRow, Merchant, MerchantSettings, MotoPayment, PaymentRow,
-    Reply, Terminal, TerminalSettings,
+    CartItem, Details, ListQuery, MandateRow, Merchant, MerchantSettings, MotoPayment, NewSecret,
+    PaymentRow, Reply, Terminal, TerminalSettings, WebhookEndpoint, WebhookEvent,
 };
 
 /// How long a request waits for its answer unless told otherwise.
@@ -420,6 +422,7 @@ impl Client {
             eci: query.eci,
             result_code: query.result_code,
             statuses: Some(&statuses[..]).filter(|s| !s.is_empty()),
+            webhook_status: query.webhook_status,
         }))
         .await
     }
@@ -434,6 +437,90 @@ impl Client {
         reason: Option<&str>,
     ) -> Result<Reply, ClientError> {
         self.call(&Request::MarkScam { payment_id, reason }).await
+    }
+
+    /// One page of the webhook events of the key's merchants (of
+    /// `merchant_id`, of `payment_id`, in `status`, when given), newest
+    /// first, in `Reply::webhook_events`; pass the reply's `next_cursor`
+    /// as `cursor` for the next page.
+    ///
+    /// # Errors
+    /// A limit of 0 or over [`WEBHOOK_EVENTS_MAX`], connection errors.
+    pub async fn list_webhook_events(
+        &self,
+        merchant_id: Option<&str>,
+        payment_id: Option<u64>,
+        status: Option<WebhookStatus>,
+        cursor: Option<u64>,
+        limit: Option<u16>,
+    ) -> Result<Reply, ClientError> {
+        self.call(&Request::ListWebhookEvents(ListWebhookEvents {
+            merchant_id,
+            payment_id,
+            status,
+            cursor,
+            limit,
+        }))
+        .await
+    }
+
+    /// Queues webhook event `event_id` again (as `switch webhooks
+    /// resend`); the reply carries it. `25` for an event not found or not
+    /// the key's merchants'.
+    ///
+    /// # Errors
+    /// An empty or over-long id, connection errors.
+    pub async fn resend_webhook_event(&self, event_id: &str) -> Result<Reply, ClientError> {
+        self.call(&Request::ResendWebhookEvent { event_id }).await
+    }
+
+    /// A merchant's webhook endpoint (`merchant_id`, or the key's only
+    /// merchant), its secret masked, in `Reply::webhook_endpoint` (`None`:
+    /// none).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn get_webhook_endpoint(
+        &self,
+        merchant_id: Option<&str>,
+    ) -> Result<Reply, ClientError> {
+        self.call(&Request::GetWebhookEndpoint(WebhookEndpointChange {
+            merchant_id,
+            url: None,
+        }))
+        .await
+    }
+
+    /// Sets (or replaces) a merchant's webhook endpoint; the reply carries
+    /// its new signing secret in `Reply::webhook_secret`, this once.
+    ///
+    /// # Errors
+    /// An empty or over-long URL, connection errors.
+    pub async fn set_webhook_endpoint(
+        &self,
+        merchant_id: Option<&str>,
+        url: &str,
+    ) -> Result<Reply, ClientError> {
+        self.call(&Request::SetWebhookEndpoint(WebhookEndpointChange {
+            merchant_id,
+            url: Some(url),
+        }))
+        .await
+    }
+
+    /// Removes a merchant's webhook endpoint (`25`: none).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn remove_webhook_endpoint(
+        &self,
+        merchant_id: Option<&str>,
+    ) -> Result<Reply, ClientError> {
+        self.call(&Request::RemoveWebhookEndpoint(WebhookEndpointChange {
+            merchant_id,
+            url: None,
+        }))
+        .await
     }
 
     /// The mandates the key's provider holds, in `Reply::mandates`

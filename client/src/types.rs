@@ -1,7 +1,9 @@
 //! Owned inputs and results: what callers build and keep, free of the
 //! codec's borrowed views.
 
-use codecs::internal::{HistoryEntry, PaymentStatus, Response, ResultCode, Setting, TerminalState};
+use codecs::internal::{
+    HistoryEntry, PaymentStatus, Response, ResultCode, Setting, TerminalState, WebhookStatus,
+};
 
 /// A mail or telephone order, for [`crate::Client::authorize_moto`] and
 /// [`crate::Client::preauthorize_moto`]. `Debug` masks the card data.
@@ -95,6 +97,8 @@ pub struct ListQuery {
     pub result_code: Option<ResultCode>,
     /// Only payments in one of these statuses (empty: any).
     pub statuses: Vec<PaymentStatus>,
+    /// Only payments with a webhook event in this delivery status.
+    pub webhook_status: Option<WebhookStatus>,
 }
 
 /// One payment in a list page.
@@ -178,6 +182,67 @@ pub struct Reply {
     pub terminals: Vec<Terminal>,
     /// A merchant's settings (get and set merchant).
     pub merchant: Option<Merchant>,
+    /// Webhook events with their delivery status: a page, newest first
+    /// (list webhook events), the one resent, or a payment's in the order
+    /// of its changes (get payment).
+    pub webhook_events: Vec<WebhookEvent>,
+    /// A merchant's webhook endpoint, its secret masked (get and set
+    /// webhook endpoint); `None`: none.
+    pub webhook_endpoint: Option<WebhookEndpoint>,
+    /// The endpoint's new signing secret (set webhook endpoint), shown
+    /// this once: `Debug` masks it.
+    pub webhook_secret: Option<NewSecret>,
+}
+
+/// A webhook event and where its delivery is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// `evt_…`, stable across retries.
+    pub id: String,
+    /// `payment.captured`...
+    pub kind: String,
+    /// The payment it tells of.
+    pub payment_id: u64,
+    /// Its merchant (MID).
+    pub merchant_id: String,
+    /// Pending, delivered or failed.
+    pub status: WebhookStatus,
+    /// Posts tried so far.
+    pub attempts: u32,
+    /// The last answer's HTTP status (none: no answer, or not tried yet).
+    pub last_status_code: Option<u16>,
+    /// When it was last tried, Unix seconds.
+    pub last_attempt_unix_s: Option<u64>,
+    /// When it is tried next (pending), Unix seconds.
+    pub next_attempt_unix_s: Option<u64>,
+}
+
+/// A merchant's webhook endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    /// Where events are posted.
+    pub url: String,
+    /// Its signing secret, masked (`whsec_…` and the last 4).
+    pub secret_masked: String,
+    /// When it was set, Unix seconds.
+    pub created_unix_s: u64,
+}
+
+/// A signing secret shown once. `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewSecret(String);
+
+impl NewSecret {
+    /// The secret, to show its owner this once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for NewSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewSecret(***)")
+    }
 }
 
 /// A merchant's settings as the switch holds them (get and set merchant).
@@ -374,6 +439,27 @@ impl Reply {
                 moto: m.moto,
                 name: m.name.to_owned(),
             }),
+            webhook_events: r
+                .webhook_events
+                .iter()
+                .map(|e| WebhookEvent {
+                    id: e.id.to_owned(),
+                    kind: e.kind.to_owned(),
+                    payment_id: e.payment_id,
+                    merchant_id: e.merchant_id.to_owned(),
+                    status: e.status,
+                    attempts: e.attempts,
+                    last_status_code: e.last_status_code,
+                    last_attempt_unix_s: e.last_attempt_unix_s,
+                    next_attempt_unix_s: e.next_attempt_unix_s,
+                })
+                .collect(),
+            webhook_endpoint: r.webhook_endpoint.map(|e| WebhookEndpoint {
+                url: e.url.to_owned(),
+                secret_masked: e.secret_masked.to_owned(),
+                created_unix_s: e.created_unix_s,
+            }),
+            webhook_secret: r.webhook_secret.map(|s| NewSecret(s.expose().to_owned())),
         }
     }
 }

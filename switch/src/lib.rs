@@ -479,6 +479,10 @@ fn spawn_wire_listeners(
             &config.listeners.data_dir,
             &config.merchants,
         )),
+        webhooks: Arc::new(wire::webhook_frames::WebhookAccess::new(
+            &config.listeners.data_dir,
+            engine.clock.clone(),
+        )),
     });
     let l = &config.limits;
     let listener = |listener, name, tls| net::Listener {

@@ -853,3 +853,237 @@ async fn every_acknowledged_sale_is_told_once_per_id_across_kill_9() {
     );
     p.stop().await;
 }
+
+/// A back office over internal frames: its merchant's events with their
+/// delivery status (listed, paged, by payment and status, in payment
+/// details and as a list filter), a resend, and its endpoint read, set
+/// (the new secret signs what follows), removed; scoped to the key's
+/// merchants and mandates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_back_office_reads_resends_and_sets_webhooks_over_frames() {
+    use switch_client::{ListQuery, WebhookStatus};
+    let (rx, addr) = Receiver::start().await;
+    let url = format!("http://{addr}/hook");
+    let dir = data_dir();
+    let secret = set_endpoint(&dir, M1, &url);
+    let mut sw = TestSwitch::start_in(dir.clone(), short_timeout).await;
+    let admin = switch::KeyAdmin::new(&sw.dir);
+    let connect = |owner: switch::Owner| {
+        let k = admin.create_key(owner, "webhooks").expect("key");
+        let frame = sw.frame;
+        async move {
+            tokio::time::timeout(
+                TIMEOUT,
+                switch_client::Client::connect(frame, &k.client_id, &k.secret),
+            )
+            .await
+            .expect("in time")
+            .expect("log-in accepted")
+        }
+    };
+    let m1 = connect(switch::Owner::Merchant(M1.into())).await;
+    let m2 = connect(switch::Owner::Merchant(M2.into())).await;
+
+    // The endpoint, its secret masked.
+    let r = m1.get_webhook_endpoint(None).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let e = r.webhook_endpoint.expect("an endpoint");
+    assert_eq!(e.url, url);
+    assert!(
+        e.secret_masked.ends_with(&secret[secret.len() - 4..]),
+        "{e:?}"
+    );
+    assert!(!e.secret_masked.contains(&secret[6..20]), "{e:?}");
+    assert!(r.webhook_secret.is_none(), "the secret is not shown again");
+    let r = m2.get_webhook_endpoint(None).await.expect("answered");
+    assert_eq!((r.code(), r.webhook_endpoint.as_ref()), ("00", None));
+    let r = m2.get_webhook_endpoint(Some(M1)).await.expect("answered");
+    assert_eq!(r.code(), "58", "another merchant's endpoint: {r:?}");
+
+    // A pre-authorization and its capture: two events, delivered.
+    let mut c = sw.client().await;
+    let auth = preauth(&card(31), 1_000);
+    assert_eq!(c.call(&auth).await.code(), "00");
+    assert_eq!(c.call(&capture(&auth, 1_000)).await.code(), "00");
+    let ids = wait_queued(&dir, M1, 2).await;
+    for id in &ids {
+        wait_row(&dir, id, |r| r.0 == "delivered").await;
+    }
+    // Newest first, one a page.
+    let page = m1
+        .list_webhook_events(None, None, None, None, Some(1))
+        .await
+        .expect("answered");
+    assert_eq!(page.code(), "00", "{page:?}");
+    assert_eq!(page.webhook_events.len(), 1);
+    let captured = &page.webhook_events[0];
+    assert_eq!(
+        (captured.id.as_str(), captured.kind.as_str()),
+        (ids[1].as_str(), "payment.captured")
+    );
+    assert_eq!(captured.status, WebhookStatus::Delivered);
+    assert_eq!(
+        (captured.attempts, captured.last_status_code),
+        (1, Some(200))
+    );
+    let at = captured.last_attempt_unix_s.expect("tried");
+    assert!(at.abs_diff(sw.clock.now_s()) <= 1, "{at}");
+    let next = m1
+        .list_webhook_events(None, None, None, page.next_cursor, Some(1))
+        .await
+        .expect("answered");
+    assert_eq!(next.webhook_events[0].id, ids[0]);
+    assert_eq!(next.webhook_events[0].kind, "payment.authorized");
+    assert_eq!(next.next_cursor, None, "the last page");
+    let payment = captured.payment_id;
+    // Payment details carry its events, in the order of its changes.
+    let details = m1.get_payment(payment).await.expect("answered");
+    assert_eq!(details.code(), "00", "{details:?}");
+    let kinds: Vec<(&str, WebhookStatus)> = details
+        .webhook_events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.status))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("payment.authorized", WebhookStatus::Delivered),
+            ("payment.captured", WebhookStatus::Delivered)
+        ]
+    );
+    // Another merchant's key sees none of them.
+    let r = m2
+        .list_webhook_events(None, None, None, None, None)
+        .await
+        .expect("answered");
+    assert_eq!((r.code(), r.webhook_events.len()), ("00", 0));
+    assert_eq!(
+        m2.resend_webhook_event(&ids[0])
+            .await
+            .expect("answered")
+            .code(),
+        "25"
+    );
+
+    // An endpoint failing for 3 days: the event is failed, and found by
+    // the status filters of both lists.
+    *rx.otherwise.lock().unwrap() = Some(Answer::Status(503));
+    assert_eq!(c.call(&sale(&card(32), 700)).await.code(), "00");
+    let failing = wait_queued(&dir, M1, 3).await.remove(2);
+    wait_row(&dir, &failing, |r| r.1 == 1).await;
+    sw.clock.advance_ms(3 * 86_400_000);
+    wait_row(&dir, &failing, |r| r.0 == "failed").await;
+    let r = m1
+        .list_webhook_events(None, None, Some(WebhookStatus::Failed), None, None)
+        .await
+        .expect("answered");
+    assert_eq!(r.webhook_events.len(), 1, "{r:?}");
+    assert_eq!(r.webhook_events[0].id, failing);
+    assert_eq!(r.webhook_events[0].last_status_code, Some(503));
+    let failed_payment = r.webhook_events[0].payment_id;
+    let by_payment = m1
+        .list_webhook_events(None, Some(payment), None, None, None)
+        .await
+        .expect("answered");
+    assert_eq!(by_payment.webhook_events.len(), 2);
+    let list = |status| ListQuery {
+        webhook_status: Some(status),
+        ..ListQuery::default()
+    };
+    let failed = m1
+        .list_payments(&list(WebhookStatus::Failed))
+        .await
+        .expect("answered");
+    let rows: Vec<u64> = failed.rows.iter().map(|r| r.payment_id).collect();
+    assert_eq!(rows, [failed_payment], "{failed:?}");
+    let delivered = m1
+        .list_payments(&list(WebhookStatus::Delivered))
+        .await
+        .expect("answered");
+    let rows: Vec<u64> = delivered.rows.iter().map(|r| r.payment_id).collect();
+    assert_eq!(rows, [payment], "{delivered:?}");
+    assert!(m2
+        .list_payments(&list(WebhookStatus::Failed))
+        .await
+        .expect("answered")
+        .rows
+        .is_empty());
+
+    // Scopes: a provider reporting for merchant 1 reads and resends nothing.
+    let k = admin
+        .create_key(switch::Owner::Provider("SP-0000-0077".into()), "provider")
+        .expect("key");
+    admin
+        .grant_mandate(M1, "SP-0000-0077", &[switch::Scope::Reporting], &|_| true)
+        .expect("mandate");
+    let p = switch_client::Client::connect(sw.frame, &k.client_id, &k.secret)
+        .await
+        .expect("log-in accepted");
+    let r = p
+        .list_webhook_events(None, None, None, None, None)
+        .await
+        .expect("answered");
+    assert_eq!((r.code(), r.webhook_events.len()), ("00", 3), "{r:?}");
+    let r = p.resend_webhook_event(&failing).await.expect("answered");
+    assert_ne!(r.code(), "00", "reporting only: {r:?}");
+    let r = p
+        .set_webhook_endpoint(Some(M1), "http://127.0.0.1:1/")
+        .await;
+    assert_ne!(r.expect("answered").code(), "00");
+    assert_eq!(row(&dir, &failing).0, "failed", "not resent");
+
+    // Resent by the merchant once its receiver is back: delivered.
+    *rx.otherwise.lock().unwrap() = None;
+    let r = m1.resend_webhook_event(&failing).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    assert_eq!(r.webhook_events[0].status, WebhookStatus::Pending);
+    assert_eq!(r.webhook_events[0].attempts, 0);
+    wait_row(&dir, &failing, |r| r.0 == "delivered").await;
+    let details = m1.get_payment(failed_payment).await.expect("answered");
+    assert_eq!(details.webhook_events[0].status, WebhookStatus::Delivered);
+    assert_eq!(details.webhook_events[0].last_status_code, Some(200));
+
+    // Merchant 2 sets its endpoint over frames: the secret comes once and
+    // signs its events; a URL that is not http(s) is refused.
+    let r = m2
+        .set_webhook_endpoint(None, "ftp://127.0.0.1/")
+        .await
+        .expect("answered");
+    assert_eq!(r.code(), "30", "{r:?}");
+    assert!(r.webhook_secret.is_none());
+    let r = m2.set_webhook_endpoint(None, &url).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let new = r
+        .webhook_secret
+        .as_ref()
+        .expect("the new secret")
+        .expose()
+        .to_owned();
+    assert!(new.starts_with("whsec_") && new.len() >= 49, "{new}");
+    assert!(!format!("{r:?}").contains(&new), "Debug masks the secret");
+    assert_eq!(r.webhook_endpoint.as_ref().expect("endpoint").url, url);
+    let listed = webhooks(&dir, &["list"]);
+    assert!(listed.contains(M2) && !listed.contains(&new), "{listed}");
+    let before = rx.got().len();
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // the view re-reads
+    let m2_sale = sale(&card(33), 55).set(41, "DEMO0101").set(42, M2);
+    assert_eq!(c.call(&m2_sale).await.code(), "00");
+    let got = rx.wait_for(before + 1).await;
+    verify(&got[before], &new);
+    assert_eq!(got[before].json()["merchant_id"], M2);
+    // Removed once; a second time there is none.
+    let r = m2.remove_webhook_endpoint(None).await.expect("answered");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let r = m2.remove_webhook_endpoint(None).await.expect("answered");
+    assert_eq!(r.code(), "25", "{r:?}");
+    let r = m2.get_webhook_endpoint(None).await.expect("answered");
+    assert_eq!(r.webhook_endpoint, None);
+    let logs = std::fs::read_dir(&sw.dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(!logs.contains(&new), "the secret is in no log file");
+    sw.stop().await;
+}

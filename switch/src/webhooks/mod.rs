@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 pub(crate) use deliver::Networks;
 pub(crate) use dispatcher::Dispatcher;
-pub(crate) use endpoints::EndpointAdmin;
+pub(crate) use endpoints::{check_url, EndpointAdmin};
 pub(crate) use queue::{Queue, Row, LIST_ROWS_MAX};
 
 use crate::clock::Clock;

@@ -419,6 +419,93 @@ impl Queue {
             .with_context(|| self.ctx("listing a payment's events"))
     }
 
+    /// Up to `limit` events of `merchants` (newest first), optionally of
+    /// one payment and in one status, before journal sequence `before_seq`
+    /// (a page's cursor); each with its sequence.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn merchant_rows(
+        &self,
+        merchants: &[String],
+        payment_id: Option<u64>,
+        status: Option<&str>,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(u64, Row)>> {
+        let merchants = serde_json::to_string(merchants)?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, merchant, payment_id, type, status, attempts, last_status_code,
+                    last_attempt_at_ms, next_attempt_at_ms, last_error, seq
+             FROM events
+             WHERE merchant IN (SELECT value FROM json_each(?1))
+               AND (?2 IS NULL OR payment_id = ?2)
+               AND (?3 IS NULL OR status = ?3)
+               AND (?4 IS NULL OR seq < ?4)
+             ORDER BY seq DESC LIMIT ?5",
+        )?;
+        let rows = st.query_map(
+            params![
+                merchants,
+                payment_id.map(int),
+                status,
+                before_seq.map(int),
+                limit.min(LIST_ROWS_MAX) as i64
+            ],
+            |r| Ok((uint(r.get(10)?), row(r)?)),
+        )?;
+        rows.collect::<Result<_, _>>()
+            .with_context(|| self.ctx("listing a merchant's events"))
+    }
+
+    /// Event `id`, if it is queued.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn event_row(&self, id: &str) -> anyhow::Result<Option<Row>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, merchant, payment_id, type, status, attempts, last_status_code,
+                    last_attempt_at_ms, next_attempt_at_ms, last_error
+             FROM events WHERE id = ?1",
+        )?;
+        let mut rows = st.query_map(params![id], row)?;
+        rows.next()
+            .transpose()
+            .with_context(|| self.ctx("reading an event"))
+    }
+
+    /// Up to `limit` ids of payments of `merchants` with an event in
+    /// `status`, below `below_id` (a page's cursor), largest first.
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn payment_ids(
+        &self,
+        merchants: &[String],
+        status: &str,
+        below_id: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<u64>> {
+        let merchants = serde_json::to_string(merchants)?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT payment_id FROM events
+             WHERE merchant IN (SELECT value FROM json_each(?1)) AND status = ?2
+               AND (?3 IS NULL OR payment_id < ?3)
+             ORDER BY payment_id DESC LIMIT ?4",
+        )?;
+        let rows = st.query_map(
+            params![
+                merchants,
+                status,
+                below_id.map(int),
+                limit.min(LIST_ROWS_MAX) as i64
+            ],
+            |r| r.get::<_, i64>(0).map(uint),
+        )?;
+        rows.collect::<Result<_, _>>()
+            .with_context(|| self.ctx("listing payments by event status"))
+    }
+
     /// Pending events and when the oldest was queued, ms.
     ///
     /// # Errors

@@ -26,7 +26,7 @@ use bytes::BytesMut;
 use codecs::internal::{
     Currencies, FrameBytes, HistoryEntry, InternalCodec, ListPayments, MandateRow,
     MerchantSettings, MotoRequest, PaymentRow, Repeated, Request, Response, ResultCode, Setting,
-    TerminalRow, TerminalState,
+    TerminalRow, TerminalState, WebhookEventRow, WebhookSecret,
 };
 use tokio_util::codec::Decoder;
 
@@ -59,6 +59,8 @@ pub(crate) struct FrameShared {
     pub(crate) keys: Arc<KeyStore>,
     /// Terminals at run time (`ListTerminals`, `AddTerminal`, ...).
     pub(crate) directory: Arc<crate::directory::Admin>,
+    /// Webhook events and endpoints (`ListWebhookEvents`, ...).
+    pub(crate) webhooks: Arc<super::webhook_frames::WebhookAccess>,
 }
 
 /// The internal-frame wire on one connection: its log-in and scope.
@@ -341,6 +343,30 @@ impl FrameWire {
                     ..Answer::refusal(a.code, a.message.into())
                 }
             }
+            Request::ListWebhookEvents(_)
+            | Request::ResendWebhookEvent { .. }
+            | Request::GetWebhookEndpoint(_)
+            | Request::SetWebhookEndpoint(_)
+            | Request::RemoveWebhookEndpoint(_) => {
+                let w = self.shared.webhooks.answer(&self.mids, request);
+                Answer {
+                    webhook_events: w.events,
+                    webhook_endpoint: w.endpoint,
+                    webhook_secret: w.secret,
+                    next_cursor: w.next_cursor,
+                    ..Answer::refusal(w.code, w.message.into())
+                }
+            }
+            Request::ListPayments(l) if l.webhook_status.is_some() => {
+                list_by_webhook_status(node, &self.shared.webhooks, &self.scope, &self.mids, l)
+            }
+            Request::GetPayment { .. } => {
+                let mut answer = run(node, &self.scope, client_id, request);
+                if let Some(p) = answer.payment.as_ref().filter(|_| answer.history) {
+                    answer.webhook_events = self.shared.webhooks.payment_events(p.id);
+                }
+                answer
+            }
             _ => run(node, &self.scope, client_id, request),
         };
         (answer, None)
@@ -365,6 +391,11 @@ fn frame_type_label(code: u8) -> &'static str {
         0x0E => "get_merchant",
         0x0F => "set_merchant",
         0x10 => "unmark_scam",
+        0x11 => "list_webhook_events",
+        0x12 => "resend_webhook_event",
+        0x13 => "get_webhook_endpoint",
+        0x15 => "set_webhook_endpoint",
+        0x16 => "remove_webhook_endpoint",
         0x14 => "list_mandates",
         _ => "other",
     }
@@ -428,7 +459,9 @@ fn mandate_scope(request: &Request<'_>) -> u8 {
         | Request::ListPayments(_)
         | Request::ListMandates
         | Request::ListTerminals(_)
-        | Request::GetMerchant(_) => scope::REPORTING,
+        | Request::GetMerchant(_)
+        | Request::ListWebhookEvents(_)
+        | Request::GetWebhookEndpoint(_) => scope::REPORTING,
         Request::Authenticate(_)
         | Request::AuthorizeMoto(_)
         | Request::PreauthorizeMoto(_)
@@ -439,7 +472,10 @@ fn mandate_scope(request: &Request<'_>) -> u8 {
         | Request::AddTerminal(_)
         | Request::SetTerminal(_)
         | Request::RemoveTerminal(_)
-        | Request::SetMerchant(_) => scope::PAYMENTS,
+        | Request::SetMerchant(_)
+        | Request::ResendWebhookEvent { .. }
+        | Request::SetWebhookEndpoint(_)
+        | Request::RemoveWebhookEndpoint(_) => scope::PAYMENTS,
     }
 }
 
@@ -474,6 +510,13 @@ struct Answer {
     terminals: Vec<crate::directory::TerminalView>,
     /// A merchant's settings (get or set merchant).
     merchant: Option<crate::directory::MerchantView>,
+    /// Webhook events with their delivery status (a list page, the one
+    /// resent, or a payment's).
+    webhook_events: Vec<crate::webhooks::Row>,
+    /// A merchant's webhook endpoint, secret masked.
+    webhook_endpoint: Option<super::webhook_frames::EndpointView>,
+    /// Its new signing secret (set endpoint only): sent once, never logged.
+    webhook_secret: Option<String>,
 }
 
 /// A MO/TO payment waiting for its issuer.
@@ -501,6 +544,9 @@ impl Answer {
             deferred: None,
             terminals: Vec::new(),
             merchant: None,
+            webhook_events: Vec::new(),
+            webhook_endpoint: None,
+            webhook_secret: None,
         }
     }
 
@@ -608,7 +654,14 @@ fn run(node: &Node, scope: &[u32], client_id: &str, request: &Request<'_>) -> An
         | Request::SetTerminal(_)
         | Request::RemoveTerminal(_)
         | Request::GetMerchant(_)
-        | Request::SetMerchant(_) => Answer::refusal(Code::INVALID_TRANSACTION, "not here".into()),
+        | Request::SetMerchant(_)
+        | Request::ListWebhookEvents(_)
+        | Request::ResendWebhookEvent { .. }
+        | Request::GetWebhookEndpoint(_)
+        | Request::SetWebhookEndpoint(_)
+        | Request::RemoveWebhookEndpoint(_) => {
+            Answer::refusal(Code::INVALID_TRANSACTION, "not here".into())
+        }
     }
 }
 
@@ -886,11 +939,76 @@ fn fixed<const N: usize>(s: Option<&str>) -> Option<[u8; N]> {
     s.and_then(|s| s.as_bytes().try_into().ok())
 }
 
-/// One page of the key's merchants' payments, newest first.
-fn list(node: &Node, scope: &[u32], l: &ListPayments<'_>) -> Answer {
+/// An event row as the wire carries it.
+fn event_row(r: &crate::webhooks::Row) -> WebhookEventRow<'_> {
+    let secs = |ms: u64| ms / 1000;
+    let pending = r.status == "pending";
+    WebhookEventRow {
+        payment_id: r.payment_id,
+        merchant_id: &r.merchant,
+        status: super::webhook_frames::status_of(&r.status),
+        attempts: r.attempts,
+        last_status_code: r.last_status_code,
+        last_attempt_unix_s: r.last_attempt_at_ms.map(secs),
+        next_attempt_unix_s: Some(secs(r.next_attempt_at_ms)).filter(|_| pending),
+        id: &r.id,
+        kind: &r.kind,
+    }
+}
+
+/// One page of the key's merchants' payments with a webhook event in the
+/// status asked, newest first: the queue gives the candidates (at most
+/// `WEBHOOK_FILTER_IDS_MAX` below the cursor), each is read and checked
+/// against the other filters. A page cut short by that bound carries a
+/// cursor to go on from.
+fn list_by_webhook_status(
+    node: &Node,
+    webhooks: &super::webhook_frames::WebhookAccess,
+    scope: &[u32],
+    mids: &[String],
+    l: &ListPayments<'_>,
+) -> Answer {
+    let Some(status) = l.webhook_status else {
+        return list(node, scope, l);
+    };
+    let ids = match webhooks.payment_ids(mids, status, l.cursor) {
+        Ok(ids) => ids,
+        Err(e) => return archive_unavailable("list", &e),
+    };
     let statuses: Vec<Status> = l.statuses().collect();
-    let filter = ListFilter {
-        statuses: &statuses,
+    let filter = list_filter(l, &statuses);
+    let limit = l.limit.map_or(LIST_ROWS_DEFAULT, usize::from);
+    let mut rows = Vec::new();
+    let mut last = None;
+    for &id in &ids {
+        if rows.len() == limit {
+            break;
+        }
+        last = Some(id);
+        match node.payment(scope, id) {
+            Ok(Some(p)) if filter.matches(&p) => rows.push(p),
+            Ok(_) => {}
+            Err(e) => return archive_unavailable("list", &e),
+        }
+    }
+    let examined_all = last == ids.last().copied();
+    let bound_hit = ids.len() >= super::webhook_frames::WEBHOOK_FILTER_IDS_MAX;
+    let next_cursor = if !examined_all || bound_hit {
+        last
+    } else {
+        None
+    };
+    Answer {
+        rows,
+        next_cursor,
+        ..Answer::refusal(Code::APPROVED, "ok".into())
+    }
+}
+
+/// The engine's filter for a list request.
+fn list_filter<'a>(l: &ListPayments<'a>, statuses: &'a [Status]) -> ListFilter<'a> {
+    ListFilter {
+        statuses,
         scam: l.scam,
         rrn: fixed(l.rrn),
         auth_code: fixed(l.auth_code),
@@ -908,7 +1026,13 @@ fn list(node: &Node, scope: &[u32], l: &ListPayments<'_>) -> Answer {
         amount_max_minor: l.amount_max_minor,
         merchant_reference: l.merchant_reference,
         terminal: l.terminal_id.map(terminal_bytes),
-    };
+    }
+}
+
+/// One page of the key's merchants' payments, newest first.
+fn list(node: &Node, scope: &[u32], l: &ListPayments<'_>) -> Answer {
+    let statuses: Vec<Status> = l.statuses().collect();
+    let filter = list_filter(l, &statuses);
     let limit = l.limit.map_or(LIST_ROWS_DEFAULT, usize::from);
     let (rows, more) = match node.list(scope, filter, l.cursor, limit) {
         Ok(page) => page,
@@ -996,6 +1120,21 @@ fn encode(request_id: u64, answer: &Answer, out: &mut BytesMut) {
     r.terminals = Repeated::from_slice(&terminals);
     r.next_cursor = answer.next_cursor;
     r.merchant = answer.merchant.as_ref().and_then(merchant_settings);
+    let events: Vec<WebhookEventRow<'_>> = answer.webhook_events.iter().map(event_row).collect();
+    r.webhook_events = Repeated::from_slice(&events);
+    r.webhook_endpoint =
+        answer
+            .webhook_endpoint
+            .as_ref()
+            .map(|e| codecs::internal::WebhookEndpoint {
+                created_unix_s: e.created_unix_s,
+                secret_masked: &e.secret_masked,
+                url: &e.url,
+            });
+    r.webhook_secret = answer
+        .webhook_secret
+        .as_deref()
+        .and_then(|s| WebhookSecret::new(s).ok());
     if let Err(e) = r.encode(request_id, out) {
         tracing::error!(error = %e, "internal frame: response refused by the encoder");
         let mut fallback =
