@@ -44,6 +44,7 @@ mod store;
 mod terminals;
 mod totp;
 mod web;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

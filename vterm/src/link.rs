@@ -297,6 +297,58 @@ impl Link {
         self.settle(&client, result).await
     }
 
+    /// The merchant's webhook endpoint (`None`: none), its secret masked.
+    pub(crate) async fn webhook_endpoint(
+        &self,
+    ) -> Result<Option<switch_client::WebhookEndpoint>, LinkError> {
+        let reply = self
+            .read(|c| async move { c.get_webhook_endpoint(None).await })
+            .await?;
+        if !reply.approved() {
+            return Err(LinkError::Refused(reply_reason(&reply)));
+        }
+        Ok(reply.webhook_endpoint)
+    }
+
+    /// The merchant's most recent webhook events, newest first.
+    pub(crate) async fn webhook_events(
+        &self,
+        limit: u16,
+    ) -> Result<Vec<switch_client::WebhookEvent>, LinkError> {
+        let reply = self
+            .read(|c| async move {
+                c.list_webhook_events(None, None, None, None, Some(limit))
+                    .await
+            })
+            .await?;
+        if !reply.approved() {
+            return Err(LinkError::Refused(reply_reason(&reply)));
+        }
+        Ok(reply.webhook_events)
+    }
+
+    /// Sets the merchant's webhook endpoint; the reply carries the new
+    /// secret, once.
+    pub(crate) async fn set_webhook_endpoint(&self, url: &str) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.set_webhook_endpoint(None, url).await;
+        self.settle(&client, result).await
+    }
+
+    /// Removes the merchant's webhook endpoint.
+    pub(crate) async fn remove_webhook_endpoint(&self) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.remove_webhook_endpoint(None).await;
+        self.settle(&client, result).await
+    }
+
+    /// Queues a webhook event again.
+    pub(crate) async fn resend_webhook_event(&self, event_id: &str) -> Result<Reply, LinkError> {
+        let client = self.client().await?;
+        let result = client.resend_webhook_event(event_id).await;
+        self.settle(&client, result).await
+    }
+
     /// Voids a payment.
     pub(crate) async fn cancel(&self, payment_id: u64) -> Result<Reply, LinkError> {
         let client = self.client().await?;
@@ -442,5 +494,6 @@ fn detail(payment_id: u64, reply: &Reply) -> Detail {
             })
             .collect(),
         details: reply.details.clone(),
+        webhooks: reply.webhook_events.clone(),
     }
 }

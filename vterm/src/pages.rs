@@ -127,7 +127,7 @@ impl FilterForm {
 /// The links in the header, as the role allows.
 fn nav_html(role: Role) -> String {
     let operators = if role.may(Action::Manage) {
-        r#" <a href="/operators" id="nav-operators">Operators</a> <a href="/terminals" id="nav-terminals">Terminals</a>"#
+        r#" <a href="/operators" id="nav-operators">Operators</a> <a href="/terminals" id="nav-terminals">Terminals</a> <a href="/webhooks" id="nav-webhooks">Webhooks</a>"#
     } else {
         ""
     };
@@ -593,11 +593,12 @@ pub(crate) fn detail(chrome: Chrome<'_>, flash: Option<&Flash>, d: &Detail) -> S
         .collect();
     let body = format!(
         r#"{}<section class="card"><h2>Payment {}</h2><p><a href="/terminal">← All payments</a></p><dl>{facts}</dl><div class="actions">{}</div>{}
-<h3>History</h3><table id="history"><thead><tr><th>When (UTC)</th><th>What</th><th>Amount</th><th>Result</th></tr></thead><tbody>{history}</tbody></table></section>"#,
+<h3>History</h3><table id="history"><thead><tr><th>When (UTC)</th><th>What</th><th>Amount</th><th>Result</th></tr></thead><tbody>{history}</tbody></table>{}</section>"#,
         flash_html(flash),
         row.payment_id,
         actions_html(chrome.action_csrf(), row, &back),
-        scam_form_html(chrome.action_csrf(), row)
+        scam_form_html(chrome.action_csrf(), row),
+        crate::webhooks::payment_events_html(chrome.action_csrf(), &d.webhooks, &back)
     );
     layout(&format!("Payment {}", row.payment_id), Some(chrome), &body)
 }

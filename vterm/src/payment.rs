@@ -164,6 +164,9 @@ pub(crate) struct Detail {
     pub(crate) history: Vec<Activity>,
     /// How it was authorized, and its scam flag's workflow.
     pub(crate) details: switch_client::Details,
+    /// Its webhook events with their delivery status, in the order of its
+    /// changes (none when the merchant has no endpoint).
+    pub(crate) webhooks: Vec<switch_client::WebhookEvent>,
 }
 
 /// What operators read for a channel (F25's value).

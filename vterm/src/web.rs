@@ -77,6 +77,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .merge(crate::account::routes())
         .merge(crate::admin::routes())
         .merge(crate::terminals::routes())
+        .merge(crate::webhooks::routes())
         .fallback(|| async {
             page(
                 StatusCode::NOT_FOUND,

@@ -908,3 +908,209 @@ async fn an_admin_manages_terminals_and_a_disabled_one_takes_no_payment() {
     t.stop().await;
     switch.stop().await;
 }
+
+/// A webhook receiver on a std `TcpListener`: records each POST's body,
+/// answers with the status in `status` and closes the connection.
+struct Hook {
+    addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        use std::io::{BufRead, BufReader, Read};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let hook = Hook {
+            addr: listener.local_addr().expect("addr"),
+            bodies: Default::default(),
+            status: std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200)),
+        };
+        let (bodies, status) = (hook.bodies.clone(), hook.status.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length.min(1 << 20)];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                bodies
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+                let code = status.load(Ordering::SeqCst);
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        hook
+    }
+}
+
+/// The webhooks page: only admins; the endpoint set with its secret shown
+/// once, masked after; a payment's events with their delivery status on
+/// its page, resent by an operator (not a viewer) once the receiver is
+/// back; the endpoint removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sets_the_webhook_endpoint_and_an_operator_resends_an_event() {
+    use std::sync::atomic::Ordering;
+    let hook = Hook::start();
+    let mut switch = TestSwitch::start().await;
+    let base = config_text(switch.frame, &switch.client_id, &switch.secret);
+    let clock = Clock::manual(START_MS);
+    let mut t = TestTerminal::start(&team_config(&base, None), clock.clone()).await;
+
+    let mut bob = Agent::new(t.addr);
+    let bob_csrf = sign_in(&mut bob, BOB, BOB_PASSWORD).await;
+    assert!(!bob.get("/terminal").await.body.contains("nav-webhooks"));
+    assert_eq!(bob.get("/webhooks").await.status, 403);
+    let url = format!("http://{}/hook", hook.addr);
+    let set = |csrf: &str, url: &str| [("csrf", csrf.to_string()), ("url", url.to_string())];
+    let pairs = set(&bob_csrf, &url);
+    let pairs = pairs.each_ref().map(|(k, v)| (*k, v.as_str()));
+    assert_eq!(bob.post("/webhooks/endpoint", &pairs).await.status, 403);
+
+    let mut ada = Agent::new(t.addr);
+    let (csrf, _) = admin_in(&mut ada, &clock, None).await;
+    let page = ada.get("/webhooks").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(r#"data-url="""#), "{}", page.body);
+    // Not http(s): refused, no secret.
+    let pairs = set(&csrf, "ftp://127.0.0.1/");
+    let pairs = pairs.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let r = ada.post("/webhooks/endpoint", &pairs).await;
+    assert!(r.body.contains("refused (30)"), "{}", r.body);
+    assert!(!r.body.contains("new-secret"));
+    let pairs = set(&csrf, &url);
+    let pairs = pairs.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let r = ada.post("/webhooks/endpoint", &pairs).await;
+    assert_eq!(r.status, 200);
+    let secret = r
+        .body
+        .split(r#"<code id="new-secret">"#)
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the new secret")
+        .to_string();
+    assert!(
+        secret.starts_with("whsec_") && secret.len() >= 49,
+        "{secret}"
+    );
+    assert!(r.body.contains("shown this once"));
+    let page = ada.get("/webhooks").await.body;
+    assert!(!page.contains(&secret), "shown once only");
+    assert!(
+        page.contains(&format!(r#"data-url="{url}""#))
+            && page.contains(&secret[secret.len() - 4..]),
+        "{page}"
+    );
+
+    // The receiver fails: the operator's payment shows a pending event.
+    hook.status.store(500, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await; // the switch re-reads the file
+    let r = bob
+        .post("/payments", &payment_form(&bob_csrf, "ORD-HOOK"))
+        .await;
+    assert_eq!(r.status, 303);
+    let result = bob.get("/terminal").await.body;
+    let id = result
+        .split(r#"id="result-payment-id"><a href="/payments/"#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("payment id")
+        .to_string();
+    let detail = format!("/payments/{id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        let page = bob.get(&detail).await.body;
+        if page.contains("<td>500</td>") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(page.contains(r#"id="payment-webhooks""#), "{page}");
+    assert!(page.contains("payment.authorized") && page.contains(r#"data-status="pending""#));
+    let event = page
+        .split(r#"data-event=""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("an event")
+        .to_string();
+    assert!(page.contains(&format!(r#"id="resend-{event}""#)));
+    assert!(hook.bodies.lock().unwrap()[0].contains(&event));
+
+    // A viewer sees the status, no Resend button, and may not resend.
+    let mut vera = Agent::new(t.addr);
+    let vera_csrf = sign_in(&mut vera, VIEWER, VIEWER_PASSWORD).await;
+    let seen = vera.get(&detail).await.body;
+    assert!(seen.contains(&event) && !seen.contains("resend-"), "{seen}");
+    let resend = format!("/webhooks/events/{event}/resend");
+    let r = vera
+        .post(&resend, &[("csrf", &vera_csrf), ("back", &detail)])
+        .await;
+    assert_eq!(r.status, 403);
+
+    // The receiver is back; the operator resends: delivered.
+    hook.status.store(200, Ordering::SeqCst);
+    let r = bob
+        .post(&resend, &[("csrf", &bob_csrf), ("back", &detail)])
+        .await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some(detail.as_str()))
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = bob.get(&detail).await.body;
+        if page.contains(r#"data-status="delivered""#) {
+            assert!(page.contains("<td>200</td>"), "{page}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // An unknown event: the switch's 25 is shown.
+    let r = bob
+        .post(
+            "/webhooks/events/evt_0000000000009999/resend",
+            &[("csrf", &bob_csrf), ("back", "/webhooks")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(bob.get(&detail).await.body.contains("refused (25)"));
+
+    // The admin's page lists it; then the endpoint is removed.
+    let page = ada.get("/webhooks").await.body;
+    assert!(
+        page.contains(&format!(r#"data-event="{event}" data-status="delivered""#)),
+        "{page}"
+    );
+    let r = ada
+        .post("/webhooks/endpoint/remove", &[("csrf", &csrf)])
+        .await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/webhooks")));
+    let page = ada.get("/webhooks").await.body;
+    assert!(
+        page.contains("Webhook endpoint: removed.") && page.contains(r#"data-url="""#),
+        "{page}"
+    );
+    t.stop().await;
+    switch.stop().await;
+}
