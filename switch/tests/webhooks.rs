@@ -472,15 +472,14 @@ async fn retries_back_off_on_the_switchs_clock_then_fail_and_resend() {
             .any(|l| l.contains(&failing) && l.contains("failed")),
         "{events}"
     );
+    // The recorder is global to this test binary, and the back office's
+    // test fails an event too: at least this one is counted.
     let (_, metrics) = sw.http_get("/metrics").await;
-    assert_eq!(
-        metric_sum(
-            &metrics,
-            "switch_webhook_deliveries_total{result=\"failed\"}"
-        ),
-        Some(1.0),
-        "{metrics}"
+    let failed = metric_sum(
+        &metrics,
+        "switch_webhook_deliveries_total{result=\"failed\"}",
     );
+    assert!(failed.is_some_and(|n| n >= 1.0), "{metrics}");
 
     // Resent by the operator once the receiver is back: delivered, same id.
     *rx.otherwise.lock().unwrap() = None;
