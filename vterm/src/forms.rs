@@ -120,6 +120,9 @@ pub(crate) struct FilterInput {
     pub(crate) last4: String,
     /// Status labels, comma-separated (`succeeded,declined`), or empty.
     pub(crate) statuses: String,
+    /// A webhook delivery status (`pending`, `delivered`, `failed`), or
+    /// empty.
+    pub(crate) webhook: String,
 }
 
 fn printable(text: &str) -> bool {
@@ -376,6 +379,13 @@ fn check_back_office_filters(input: &FilterInput, filters: &mut Filters) -> Resu
         "approval code",
     )?;
     filters.last4 = fixed(&input.last4, 4, |c| c.is_ascii_digit(), "card's last 4")?;
+    filters.webhook = match input.webhook.trim() {
+        "" => None,
+        label => Some(
+            switch_client::WebhookStatus::from_label(label)
+                .ok_or("the webhook filter is pending, delivered or failed".to_string())?,
+        ),
+    };
     for label in input
         .statuses
         .split(',')
@@ -414,6 +424,7 @@ pub(crate) fn filter_form(input: &FilterInput) -> FilterForm {
         auth_code: keep(&input.auth_code),
         last4: keep(&input.last4),
         statuses: keep(&input.statuses),
+        webhook: keep(&input.webhook),
     }
 }
 

@@ -403,6 +403,7 @@ impl Link {
             auth_code: filters.auth_code.clone(),
             last4: filters.last4.clone(),
             statuses: filters.statuses.clone(),
+            webhook_status: filters.webhook,
             ..ListQuery::default()
         };
         let query = &query;

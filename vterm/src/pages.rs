@@ -95,6 +95,8 @@ pub(crate) struct FilterForm {
     pub(crate) last4: String,
     /// Status labels, comma-separated, or empty.
     pub(crate) statuses: String,
+    /// Webhook delivery status or empty.
+    pub(crate) webhook: String,
 }
 
 impl FilterForm {
@@ -114,6 +116,7 @@ impl FilterForm {
             ("auth_code", &self.auth_code),
             ("last4", &self.last4),
             ("statuses", &self.statuses),
+            ("webhook", &self.webhook),
         ];
         pairs
             .iter()
@@ -374,12 +377,24 @@ fn back_office_filters_html(f: &FilterForm) -> String {
         &f.scam,
     );
     let labels: Vec<&str> = PaymentStatus::ALL.iter().map(|s| s.label()).collect();
+    let webhook = options(
+        [
+            ("", "any"),
+            ("pending", "pending"),
+            ("delivered", "delivered"),
+            ("failed", "failed"),
+        ]
+        .into_iter()
+        .map(|(v, t)| (v.to_string(), v.to_string(), t.to_string())),
+        &f.webhook,
+    );
     format!(
         r#"<label>Scam <select name="scam" id="filter-scam">{scam}</select></label>
 <label>RRN <input name="rrn" id="filter-rrn" maxlength="12" value="{}"></label>
 <label>Approval code <input name="auth_code" id="filter-auth-code" maxlength="6" value="{}"></label>
 <label>Card last 4 <input name="last4" id="filter-last4" maxlength="4" inputmode="numeric" value="{}"></label>
 <label>Statuses <input name="statuses" id="filter-statuses" maxlength="200" placeholder="{}" title="Any of these, comma-separated" value="{}"></label>
+<label>Webhook <select name="webhook" id="filter-webhook" title="Payments with an event in this delivery status">{webhook}</select></label>
 "#,
         esc(&f.rrn),
         esc(&f.auth_code),

@@ -208,6 +208,8 @@ pub(crate) struct Filters {
     pub(crate) last4: Option<String>,
     /// Only these statuses (empty: any); with `status`, both hold.
     pub(crate) statuses: Vec<PaymentStatus>,
+    /// Only payments with a webhook event in this delivery status.
+    pub(crate) webhook: Option<switch_client::WebhookStatus>,
 }
 
 #[cfg(test)]

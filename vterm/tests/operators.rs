@@ -1055,6 +1055,15 @@ async fn an_admin_sets_the_webhook_endpoint_and_an_operator_resends_an_event() {
         .to_string();
     assert!(page.contains(&format!(r#"id="resend-{event}""#)));
     assert!(hook.bodies.lock().unwrap()[0].contains(&event));
+    // The table filters by delivery status.
+    let table = |page: String| {
+        page.split(r#"id="payments""#)
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(table(bob.get("/terminal?webhook=pending").await.body).contains("ORD-HOOK"));
+    assert!(!table(bob.get("/terminal?webhook=delivered").await.body).contains("ORD-HOOK"));
 
     // A viewer sees the status, no Resend button, and may not resend.
     let mut vera = Agent::new(t.addr);
@@ -1086,6 +1095,12 @@ async fn an_admin_sets_the_webhook_endpoint_and_an_operator_resends_an_event() {
         assert!(std::time::Instant::now() < deadline, "{page}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    assert!(table(bob.get("/terminal?webhook=delivered").await.body).contains("ORD-HOOK"));
+    let bad = bob.get("/terminal?webhook=sent").await.body;
+    assert!(
+        bad.contains("the webhook filter is pending, delivered or failed"),
+        "{bad}"
+    );
     // An unknown event: the switch's 25 is shown.
     let r = bob
         .post(
