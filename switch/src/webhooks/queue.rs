@@ -612,6 +612,74 @@ mod tests {
     }
 
     #[test]
+    fn back_office_reads_are_scoped_paged_and_filtered() {
+        let d = dir("back-office");
+        let mut q = Queue::open(&d).expect("open");
+        let batch = [
+            ev(1, 10, "A"),
+            ev(2, 11, "A"),
+            ev(3, 12, "B"),
+            ev(4, 10, "A"),
+            ev(5, 13, "A"),
+        ];
+        q.enqueue(&batch, 5, 0).expect("enqueue");
+        let id = engine::events::event_id;
+        q.record_attempt(&id(1), 7, Some(200), None, Outcome::Delivered)
+            .expect("attempt");
+        q.record_attempt(&id(2), 8, Some(503), None, Outcome::Failed)
+            .expect("attempt");
+        let a = ["A".to_string()];
+        let ids = |rows: Vec<(u64, Row)>| rows.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        // Newest first, A's only, two a page, resumed below the cursor.
+        let page = q.merchant_rows(&a, None, None, None, 2).expect("page");
+        assert_eq!(ids(page), [5, 4]);
+        let page = q.merchant_rows(&a, None, None, Some(4), 2).expect("page");
+        assert_eq!(ids(page), [2, 1]);
+        let both = ["A".to_string(), "B".to_string()];
+        assert_eq!(
+            ids(q.merchant_rows(&both, None, None, None, 9).expect("all")),
+            [5, 4, 3, 2, 1]
+        );
+        assert!(q
+            .merchant_rows(&[], None, None, None, 9)
+            .expect("none")
+            .is_empty());
+        // By payment and by status.
+        let of_10 = q
+            .merchant_rows(&a, Some(10), None, None, 9)
+            .expect("payment");
+        assert_eq!(ids(of_10), [4, 1]);
+        let failed = q
+            .merchant_rows(&a, None, Some("failed"), None, 9)
+            .expect("failed");
+        assert_eq!(failed[0].1.last_status_code, Some(503));
+        assert_eq!(ids(failed), [2]);
+        // Payment ids with an event in a status, largest first, bounded.
+        assert_eq!(
+            q.payment_ids(&a, "pending", None, 9).expect("ids"),
+            [13, 10]
+        );
+        assert_eq!(
+            q.payment_ids(&a, "pending", Some(13), 9).expect("ids"),
+            [10]
+        );
+        assert_eq!(q.payment_ids(&a, "pending", None, 1).expect("ids"), [13]);
+        assert_eq!(
+            q.payment_ids(&both, "delivered", None, 9).expect("ids"),
+            [10]
+        );
+        assert!(q
+            .payment_ids(&["B".to_string()], "failed", None, 9)
+            .expect("ids")
+            .is_empty());
+        assert_eq!(
+            q.event_row(&id(3)).expect("row").map(|r| r.merchant),
+            Some("B".into())
+        );
+        assert_eq!(q.event_row("evt_nope").expect("row"), None);
+    }
+
+    #[test]
     fn an_event_behind_another_is_due_when_that_one_is() {
         let d = dir("behind");
         let mut q = Queue::open(&d).expect("open");
