@@ -122,6 +122,18 @@ def internal_seeds():
                 + h(978) + h(840) + bytes(60) + b"Demo")
     write("internal_decode", "response_merchant", internal_frame(0x80, 11, [
         (0x40, b"00"), (0x41, b"ok"), (0x5F, merchant)]))
+    write("internal_decode", "list_webhook_events", internal_frame(0x11, 12, [
+        (0x50, b"DEMO00000000001"), (0x01, u64(1001)), (0x73, b"\x02"),
+        (0x35, u64(77)), (0x36, h(50))]))
+    write("internal_decode", "set_webhook_endpoint", internal_frame(0x15, 13, [
+        (0x74, b"https://shop.example/hooks/switch")]))
+    event = (u64(1001) + b"DEMO00000000001" + b"\x02" + struct.pack(">I", 7) + h(503)
+             + u64(1764979200) + u64(0) + bytes([20]) + b"evt_0000000000000007"
+             + b"payment.captured")
+    endpoint = u64(1764979000) + bytes([len("whsec_…x2y3".encode())]) + "whsec_…x2y3".encode() + b"https://shop.example/hooks/switch"
+    write("internal_decode", "response_webhooks", internal_frame(0x80, 13, [
+        (0x40, b"00"), (0x75, endpoint),
+        (0x76, b"whsec_q3J0y0c4aB6xWzQ0mV1n2o3p4q5r6s7t8u9v0w1x2y3"), (0x71, event)]))
 
 
 if __name__ == "__main__":

@@ -1417,3 +1417,58 @@ fn webhook_requests_round_trip_and_bad_ones_are_refused() {
         })
     );
 }
+
+/// The fuzz seeds of the webhook frames (`fuzz/seeds.py`) are valid
+/// frames.
+#[test]
+fn the_webhook_seeds_parse() {
+    use codecs::internal::WebhookStatus;
+    let seed = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus/internal_decode")
+                .join(name),
+        )
+        .expect("seed")
+    };
+    let bytes = seed("list_webhook_events");
+    let (frame, _) = Frame::parse(&bytes).unwrap().unwrap();
+    let Request::ListWebhookEvents(l) = Request::parse(&frame).unwrap() else {
+        panic!("not a ListWebhookEvents");
+    };
+    assert_eq!(
+        (l.payment_id, l.status, l.cursor, l.limit),
+        (Some(1001), Some(WebhookStatus::Failed), Some(77), Some(50))
+    );
+    let bytes = seed("set_webhook_endpoint");
+    let (frame, _) = Frame::parse(&bytes).unwrap().unwrap();
+    let Request::SetWebhookEndpoint(c) = Request::parse(&frame).unwrap() else {
+        panic!("not a SetWebhookEndpoint");
+    };
+    assert_eq!(c.url, Some("https://shop.example/hooks/switch"));
+    let bytes = seed("response_webhooks");
+    let (frame, _) = Frame::parse(&bytes).unwrap().unwrap();
+    let r = Response::parse(&frame).unwrap();
+    let e = r.webhook_events.iter().next().expect("an event");
+    assert_eq!(
+        (
+            e.payment_id,
+            e.status,
+            e.attempts,
+            e.last_status_code,
+            e.kind
+        ),
+        (
+            1001,
+            WebhookStatus::Failed,
+            7,
+            Some(503),
+            "payment.captured"
+        )
+    );
+    assert_eq!(
+        r.webhook_endpoint.expect("endpoint").secret_masked,
+        "whsec_…x2y3"
+    );
+    assert!(r.webhook_secret.is_some());
+}
