@@ -973,7 +973,14 @@ fn list_by_webhook_status(
     };
     let ids = match webhooks.payment_ids(mids, status, l.cursor) {
         Ok(ids) => ids,
-        Err(e) => return archive_unavailable("list", &e),
+        Err(e) => {
+            warn_limited!(
+                "webhook_frame",
+                error = format!("{e:#}"),
+                "webhook queue read failed; answering 96"
+            );
+            return Answer::refusal(Code::SYSTEM_MALFUNCTION, "webhook queue unavailable".into());
+        }
     };
     let statuses: Vec<Status> = l.statuses().collect();
     let filter = list_filter(l, &statuses);
