@@ -7,7 +7,7 @@
 //! is memory only (after a restart every entry is due at once). An entry
 //! not answered within `saf.expire_s` is dropped, logged and counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,12 +105,20 @@ pub(crate) async fn run(
                 let now = Instant::now();
                 let now_ms = node.clock.now_ms();
                 tries.retain(|id, _| entries.iter().any(|e| e.id == *id));
-                for e in entries {
+                // One entry at a time per original message, oldest first:
+                // an issuer sees a payment's advices in the order of its
+                // changes (a partial capture's before the final one's).
+                let mut held = HashSet::new();
+                for e in &entries {
                     if now_ms.saturating_sub(e.created_ms) > retry.expire_ms {
                         if node.apply(Command::SafDone { id: e.id }).count == 1 {
                             ::metrics::counter!("switch_saf_expired_total", "upstream" => e.upstream.clone(), "kind" => e.kind.label()).increment(1);
                             warn_limited!("saf_expired", upstream = %e.upstream, kind = e.kind.label(), id = e.id, "SAF entry expired unanswered; dropped");
                         }
+                        continue;
+                    }
+                    let original = (e.upstream.as_str(), e.original_mti, e.original_stan, e.original_transmission, e.terminal);
+                    if !held.insert(original) {
                         continue;
                     }
                     let t = tries.entry(e.id).or_insert(Tries { attempts: 0, next: now, sending: false });
@@ -127,13 +135,14 @@ pub(crate) async fn run(
                         continue;
                     }
                     let mut body = BytesMut::with_capacity(256);
-                    if advice(&e, t.attempts > 0, wire, &mut body).is_err() {
+                    if advice(e, t.attempts > 0, wire, &mut body).is_err() {
                         continue;
                     }
                     t.attempts += 1;
                     t.sending = true;
                     sending += 1;
                     let (node, fw, done) = (node.clone(), fw.clone(), done_tx.clone());
+                    let e = e.clone();
                     tokio::spawn(async move {
                         let ok = send(&node, &fw, u, &e, body).await;
                         let _ = done.send((e.id, ok));
