@@ -467,19 +467,6 @@ impl Overrides {
 }
 
 impl Config {
-    /// The MIDs of the merchants this switch serves: the configuration's
-    /// and those added at run time in `data_dir` (`switch merchants add`).
-    ///
-    /// # Errors
-    /// When `<data_dir>/directory.json` cannot be read or does not
-    /// resolve over the configuration.
-    pub fn merchant_ids(&self, data_dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
-        let resolved = crate::directory::Admin::new(data_dir, &self.merchants)
-            .current()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", data_dir.display()))?;
-        Ok(resolved.merchants.iter().map(|m| m.id.clone()).collect())
-    }
-
     /// The embedded default.
     ///
     /// # Errors

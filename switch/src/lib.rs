@@ -325,7 +325,9 @@ pub async fn start_on(
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
     let dispatcher = webhooks::start(
         webhooks::Start {
-            settings: &config.webhooks,
+            allow_networks: &config.webhooks.allow_networks,
+            timeout_ms: config.webhooks.timeout_ms,
+            keep_days: config.webhooks.keep_days,
             data_dir,
             journal,
             queue: webhook_queue,

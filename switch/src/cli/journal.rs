@@ -288,7 +288,8 @@ pub(crate) fn export(
     out: impl Write,
 ) -> anyhow::Result<usize> {
     let (from_ms, to_ms) = (date_ms(from)?, date_ms(to)? + 86_400_000);
-    let mids = merchant_ids(config)?;
+    let mids = crate::directory::merchant_ids(config, &config.listeners.data_dir)
+        .context("the directory of added merchants")?;
     let merchant_index = match merchant {
         None => None,
         Some(mid) => Some(
@@ -309,16 +310,6 @@ pub(crate) fn export(
         .collect();
     write_rows(&rows, format, (from, to), out)?;
     Ok(rows.len())
-}
-
-/// Merchant F42s by index: the configuration's, then those added at run
-/// time (`directory.json`).
-fn merchant_ids(config: &Config) -> anyhow::Result<Vec<String>> {
-    let admin = crate::directory::Admin::new(&config.listeners.data_dir, &config.merchants);
-    let resolved = admin
-        .current()
-        .context("the directory of added merchants")?;
-    Ok(resolved.merchants.into_iter().map(|m| m.id).collect())
 }
 
 /// The archive's payments created in `[from_ms, to_ms)`, of one merchant

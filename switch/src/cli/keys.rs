@@ -72,7 +72,10 @@ pub(crate) fn mandates_command(
                 data_dir: Some(data_dir.clone()),
                 ..Default::default()
             });
-            let known = crate::Config::load(config, overrides)?.merchant_ids(&data_dir)?;
+            let known = crate::directory::merchant_ids(
+                &crate::Config::load(config, overrides)?,
+                &data_dir,
+            )?;
             let changed =
                 KeyAdmin::new(&data_dir).grant_mandate(&merchant, &provider, &scopes, &|mid| {
                     known.iter().any(|k| k == mid)

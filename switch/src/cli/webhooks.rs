@@ -22,7 +22,10 @@ pub(crate) fn webhooks_command(
                 data_dir: Some(data_dir.clone()),
                 ..Default::default()
             });
-            let known = crate::Config::load(config, overrides)?.merchant_ids(&data_dir)?;
+            let known = crate::directory::merchant_ids(
+                &crate::Config::load(config, overrides)?,
+                &data_dir,
+            )?;
             if !known.contains(&merchant) {
                 anyhow::bail!(
                     "--merchant `{merchant}`: not a merchant of this switch (the configuration of --config, or added at runtime)"

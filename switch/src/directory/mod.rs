@@ -134,6 +134,23 @@ pub(crate) struct Resolved {
     pub(crate) terminals: Vec<TerminalView>,
 }
 
+/// The MIDs of the merchants this switch serves, by index: the
+/// configuration's, then those added at run time in `data_dir`
+/// (`switch merchants add`).
+///
+/// # Errors
+/// When `<data_dir>/directory.json` cannot be read or does not resolve
+/// over the configuration.
+pub(crate) fn merchant_ids(
+    config: &crate::Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    let resolved = Admin::new(data_dir, &config.merchants)
+        .current()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", data_dir.display()))?;
+    Ok(resolved.merchants.into_iter().map(|m| m.id).collect())
+}
+
 /// Whether `id` is `n` printable ASCII characters (F41: 8, F42: 15).
 pub(crate) fn well_formed(id: &str, n: usize) -> bool {
     id.len() == n && id.bytes().all(|b| (0x20..=0x7e).contains(&b))

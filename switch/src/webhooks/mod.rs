@@ -45,8 +45,12 @@ pub(crate) fn open_queue(data_dir: &Path) -> anyhow::Result<(Queue, Option<u64>)
 
 /// What [`start`] needs.
 pub(crate) struct Start<'a> {
-    /// `[webhooks]`.
-    pub(crate) settings: &'a crate::config::WebhookSettings,
+    /// `[webhooks] allow_networks`.
+    pub(crate) allow_networks: &'a [String],
+    /// `[webhooks] timeout_ms`.
+    pub(crate) timeout_ms: u64,
+    /// `[webhooks] keep_days`.
+    pub(crate) keep_days: u64,
     /// The data directory.
     pub(crate) data_dir: &'a Path,
     /// The running journal.
@@ -80,7 +84,7 @@ pub(crate) fn start(
     describe_metrics();
     // The clients name no provider; the switch's one is aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let networks = Networks::parse(&s.settings.allow_networks)
+    let networks = Networks::parse(s.allow_networks)
         .map_err(|e| anyhow::anyhow!("webhooks.allow_networks: {e}"))?;
     let endpoints = Arc::new(endpoints::EndpointView::open(s.data_dir));
     let queued = Arc::new(tokio::sync::Notify::new());
@@ -101,8 +105,8 @@ pub(crate) fn start(
         queue: Mutex::new(Queue::open(s.data_dir)?),
         endpoints,
         clock: s.clock,
-        timeout: Duration::from_millis(s.settings.timeout_ms),
-        keep_ms: s.settings.keep_days.saturating_mul(86_400_000),
+        timeout: Duration::from_millis(s.timeout_ms),
+        keep_ms: s.keep_days.saturating_mul(86_400_000),
         networks: Arc::new(networks),
         queued,
         labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
