@@ -5,6 +5,7 @@
 use crate::code::Code;
 use crate::command::{Fetch, Fetched, Op, OriginalRef, Reply, Request, Wait};
 use crate::commit::ChangeParts;
+use crate::directory::Directory;
 use crate::engine::Engine;
 use crate::idempotency::Answer;
 use crate::lifecycle::Payment;
@@ -163,6 +164,7 @@ impl Engine {
         &self,
         req: &Request<'_>,
         m: u32,
+        dir: &Directory,
         fetched: Option<&Fetched>,
         now_ms: u64,
     ) -> Reply {
@@ -175,7 +177,7 @@ impl Engine {
                 return reply;
             }
         }
-        self.follow_up_target(req, m, target, None, now_ms)
+        self.follow_up_target(req, m, target, dir, None, now_ms)
     }
 
     /// A refund its issuer approved, made here with the issuer's F38 (or
@@ -188,7 +190,7 @@ impl Engine {
         now_ms: u64,
     ) -> Reply {
         match self.original(req, m, None) {
-            Ok(target) => self.follow_up_target(req, m, target, issuer_auth, now_ms),
+            Ok(target) => self.follow_up_target(req, m, target, &self.dir(), issuer_auth, now_ms),
             Err(not_here) => not_here.reply(self.rrn_of(req)),
         }
     }
@@ -199,6 +201,7 @@ impl Engine {
         req: &Request<'_>,
         m: u32,
         target: Target,
+        dir: &Directory,
         issuer_auth: Option<[u8; 6]>,
         now_ms: u64,
     ) -> Reply {
@@ -234,7 +237,7 @@ impl Engine {
                 } else {
                     held.set(p.authorized_minor.max(p.captured_minor));
                 }
-                self.transition(p, req, target, now_ms)
+                self.transition(p, req, target, dir, now_ms)
             },
             |p, &refund| {
                 // A refund's reversal is not advised: the refund's own
@@ -354,12 +357,10 @@ impl Engine {
         p: &mut Payment,
         req: &Request<'_>,
         target: Target,
+        dir: &Directory,
         now_ms: u64,
     ) -> Result<Option<u8>, Code> {
-        let over_capture_pct = self
-            .dir()
-            .merchant(p.merchant)
-            .map_or(0, |m| m.over_capture_pct);
+        let over_capture_pct = dir.merchant(p.merchant).map_or(0, |m| m.over_capture_pct);
         match (req.op, target.refund) {
             (Op::Capture, None) => {
                 let first = p.more.captures.is_none();
