@@ -6,29 +6,10 @@ mod common;
 
 use common::*;
 
-fn run_client(addr: std::net::SocketAddr, spec: &str) -> Vec<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyiso/client.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(addr.to_string())
-        .arg(spec)
-        .output()
-        .expect("python3 runs (install it, and `pip install pyiso8583`)");
-    assert!(
-        out.status.success(),
-        "pyiso8583 client failed (is pyiso8583 installed? `pip install pyiso8583`):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
 async fn scenario(profile: &'static str, spec: &'static str) {
     let mut sw = TestSwitch::start_with(|c| c.iso.profile = profile.into()).await;
     let addr = sw.iso;
-    let lines = tokio::task::spawn_blocking(move || run_client(addr, spec))
+    let lines = tokio::task::spawn_blocking(move || pyiso_lines("client.py", addr, spec))
         .await
         .expect("join");
     let by_name = |n: &str| {

@@ -3,112 +3,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use common::http::{form, request_from, Response};
+use common::agent::Agent;
 use common::{config_text, csrf_in, TestSwitch, TestTerminal, MASKED_PAN, OPERATOR, PAN, PASSWORD};
 use vterm::Clock;
 
 /// 2026-11-23T11:49:10Z.
 const START_MS: u64 = 1_795_434_550_000;
-
-/// A browser stand-in: keeps cookies between requests.
-struct Agent {
-    addr: SocketAddr,
-    /// The browser's own address; any when `None`.
-    source: Option<IpAddr>,
-    /// `X-Forwarded-For` to send (as a proxy in front would add it).
-    forwarded_for: Option<String>,
-    cookies: BTreeMap<String, String>,
-}
-
-impl Agent {
-    fn new(addr: SocketAddr) -> Agent {
-        Agent {
-            addr,
-            source: None,
-            forwarded_for: None,
-            cookies: BTreeMap::new(),
-        }
-    }
-
-    /// A browser on another machine: it connects from `source`.
-    fn from(addr: SocketAddr, source: &str) -> Agent {
-        Agent {
-            source: Some(source.parse().expect("source address")),
-            ..Agent::new(addr)
-        }
-    }
-
-    fn keep(&mut self, r: &Response) {
-        for c in r.set_cookies() {
-            let first = c.split(';').next().unwrap_or_default();
-            let (k, v) = first.split_once('=').expect("name=value");
-            if v.is_empty() || c.contains("Max-Age=0") {
-                self.cookies.remove(k);
-            } else {
-                self.cookies.insert(k.to_string(), v.to_string());
-            }
-        }
-    }
-
-    async fn send(&mut self, method: &str, path: &str, body: &str) -> Response {
-        let cookie = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
-        if !cookie.is_empty() {
-            headers.push(("Cookie", &cookie));
-        }
-        if let Some(xff) = &self.forwarded_for {
-            headers.push(("X-Forwarded-For", xff));
-        }
-        let r = request_from(
-            self.source,
-            self.addr,
-            method,
-            path,
-            &headers,
-            body.as_bytes(),
-        )
-        .await;
-        self.keep(&r);
-        r
-    }
-
-    async fn get(&mut self, path: &str) -> Response {
-        self.send("GET", path, "").await
-    }
-
-    async fn post(&mut self, path: &str, pairs: &[(&str, &str)]) -> Response {
-        self.send("POST", path, &form(pairs)).await
-    }
-
-    async fn sign_in_as(&mut self, name: &str, password: &str) -> Response {
-        let page = self.get("/login").await;
-        assert_eq!(page.status, 200);
-        let csrf = csrf_in(&page.body);
-        self.post(
-            "/login",
-            &[("name", name), ("password", password), ("csrf", &csrf)],
-        )
-        .await
-    }
-
-    /// Signs in and returns the session's CSRF token.
-    async fn sign_in(&mut self) -> String {
-        let r = self.sign_in_as(OPERATOR, PASSWORD).await;
-        assert_eq!(r.status, 303, "{}", r.body);
-        assert_eq!(r.header("location"), Some("/terminal"));
-        let page = self.get("/terminal").await;
-        assert_eq!(page.status, 200);
-        csrf_in(&page.body)
-    }
-}
 
 #[tokio::test]
 async fn a_wrong_password_or_unknown_operator_is_refused() {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -368,4 +368,28 @@ impl Client {
             fields,
         })
     }
+}
+
+/// Runs the pyiso8583 script `switch/tests/pyiso/<script>` against the
+/// switch at `addr` with `spec`, and returns its JSON lines (one per
+/// message it sent and the answer it got).
+pub fn pyiso_lines(script: &str, addr: SocketAddr, spec: &str) -> Vec<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/pyiso")
+        .join(script);
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .arg(addr.to_string())
+        .arg(spec)
+        .output()
+        .expect("python3 runs (install it, and `pip install pyiso8583`)");
+    assert!(
+        out.status.success(),
+        "pyiso8583 {script} failed (is pyiso8583 installed? `pip install pyiso8583`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
 }
