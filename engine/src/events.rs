@@ -125,6 +125,9 @@ pub struct Event {
     pub seq: u64,
     /// When it happened, Unix seconds (the activity's time).
     pub created_s: u64,
+    /// When it happened, Unix ms (the activity's time; the shell measures
+    /// change-to-delivery latency from it).
+    pub at_ms: u64,
     /// The contract's JSON, at most [`EVENT_BODY_BYTES_MAX`] bytes.
     pub body: String,
 }
@@ -183,6 +186,7 @@ pub fn of_record(seq: u64, record: &PaymentRecord, merchant_id: &str) -> Option<
         merchant: p.merchant,
         seq,
         created_s,
+        at_ms: last.at_ms,
         body,
     })
 }
@@ -299,6 +303,7 @@ mod tests {
         assert_eq!(e.kind, EventType::Authorized);
         assert_eq!(e.id, "evt_0000000000000007");
         assert_eq!(e.created_s, 1_764_979_200);
+        assert_eq!(e.at_ms / 1_000, e.created_s);
         let v = json(&e);
         assert_eq!(v["type"], "payment.authorized");
         assert_eq!(v["merchant_id"], "DEMO00000000001");

@@ -39,6 +39,18 @@ pub(crate) fn install() -> PrometheusHandle {
                         &crate::upstream::ANSWER_BUCKETS_S,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switch_webhook_delivery_seconds".into()),
+                        &crate::webhooks::DELIVERY_BUCKETS_S,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switch_merchant_webhook_delivery_seconds".into()),
+                        &crate::webhooks::DELIVERY_BUCKETS_S,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
                 Ok(h) => h,

@@ -490,6 +490,24 @@ async fn retries_back_off_on_the_switchs_clock_then_fail_and_resend() {
     let got = rx.got();
     assert_eq!(got.len(), before + 1);
     assert_eq!(got[before].json()["id"], failing.as_str());
+
+    // Change-to-delivery latency: the first event's retries took 7 s on
+    // the switch's clock (only this test moves it), and the resent one
+    // counts from its resend, not from its change 3 days before.
+    let (_, metrics) = sw.http_get("/metrics").await;
+    let m = |name: &str| metric_sum(&metrics, name).unwrap_or(0.0);
+    let count = m("switch_webhook_delivery_seconds_count");
+    let within_5s = m("switch_webhook_delivery_seconds_bucket{le=\"5\"}");
+    let within_1d = m("switch_webhook_delivery_seconds_bucket{le=\"86400\"}");
+    assert!(count >= 2.0, "{metrics}");
+    assert!(
+        count - within_5s >= 1.0,
+        "the retried delivery took over 5 s: {metrics}"
+    );
+    assert_eq!(
+        within_1d, count,
+        "no delivery measured from before its resend: {metrics}"
+    );
     sw.stop().await;
 }
 

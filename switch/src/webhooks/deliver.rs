@@ -530,6 +530,14 @@ async fn record(shared: &Arc<Shared>, mid: &str, results: Vec<(Due, Attempt)>) {
         let attempts = d.attempts.saturating_add(1);
         let outcome = if a.delivered() {
             counts[0] += 1;
+            if let Some(from) = d.latency_from_ms {
+                let s = a.at_ms.saturating_sub(from) as f64 / 1_000.0;
+                ::metrics::histogram!("switch_webhook_delivery_seconds").record(s);
+                if let Some(labels) = &shared.labels {
+                    ::metrics::histogram!("switch_merchant_webhook_delivery_seconds", "merchant" => labels.of(mid))
+                        .record(s);
+                }
+            }
             Outcome::Delivered
         } else {
             let o = after_failure(&d, attempts, a.at_ms);
@@ -669,6 +677,7 @@ mod tests {
             body: String::new(),
             attempts: 0,
             queued_at_ms: 1_000,
+            latency_from_ms: Some(1_000),
         };
         assert!(matches!(after_failure(&d, 1, 1_000), Outcome::RetryAt(t) if t > 1_000));
         assert_eq!(after_failure(&d, 50, 1_000 + GIVE_UP_MS), Outcome::Failed);

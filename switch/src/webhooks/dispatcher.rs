@@ -216,6 +216,7 @@ impl Run {
                     payment_id: e.payment_id,
                     seq: e.seq,
                     kind: e.kind.label(),
+                    changed_at_ms: e.at_ms,
                     body: e.body,
                 });
             }

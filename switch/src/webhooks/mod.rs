@@ -32,6 +32,13 @@ pub(crate) use queue::{Queue, Row, LIST_ROWS_MAX};
 use crate::clock::Clock;
 use crate::retain::RetainFloor;
 
+/// Buckets of `switch_webhook_delivery_seconds` (and its per-merchant
+/// twin), seconds: 1 ms to 3 days, since retries go on that long.
+pub(crate) const DELIVERY_BUCKETS_S: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 3_600.0, 21_600.0, 86_400.0, 259_200.0,
+];
+
 /// Opens the queue and reads the dispatcher's watermark (before the
 /// journal opens: its floor).
 ///
@@ -119,6 +126,10 @@ fn describe_metrics() {
     ::metrics::describe_counter!(
         "switch_webhook_deliveries_total",
         "Webhook delivery attempts by result: delivered (2xx), failed_attempt (retried), failed (given up after 3 days)."
+    );
+    ::metrics::describe_histogram!(
+        "switch_webhook_delivery_seconds",
+        "From a change (or an operator's resend) to its event's 2xx answer, seconds on the switch's clock, retries included."
     );
     ::metrics::describe_gauge!(
         "switch_webhook_queue_depth",

@@ -63,6 +63,8 @@ pub(crate) struct NewEvent {
     pub(crate) seq: u64,
     /// `payment.…`.
     pub(crate) kind: &'static str,
+    /// When the change was made, ms on the switch's clock.
+    pub(crate) changed_at_ms: u64,
     /// The JSON body.
     pub(crate) body: String,
 }
@@ -78,6 +80,9 @@ pub(crate) struct Due {
     pub(crate) attempts: u32,
     /// When it was queued (or queued again), ms: the retry limit counts from it.
     pub(crate) queued_at_ms: u64,
+    /// What `switch_webhook_delivery_seconds` counts from, ms: the change,
+    /// or the resend (`None`: queued by a version without it).
+    pub(crate) latency_from_ms: Option<u64>,
 }
 
 /// An event as `list --events` shows it.
@@ -143,7 +148,8 @@ CREATE TABLE IF NOT EXISTS events (
     next_attempt_at_ms INTEGER NOT NULL,
     last_status_code INTEGER,
     last_attempt_at_ms INTEGER,
-    last_error TEXT
+    last_error TEXT,
+    latency_from_ms INTEGER
 );
 -- A merchant's due events, oldest first.
 CREATE INDEX IF NOT EXISTS events_due ON events (merchant, status, next_attempt_at_ms);
@@ -154,6 +160,20 @@ CREATE INDEX IF NOT EXISTS events_queued ON events (status, queued_at_ms);
 -- Pending events per merchant (gauges with [metrics] merchant_labels).
 CREATE INDEX IF NOT EXISTS events_pending ON events (status, merchant);
 ";
+
+/// A queue made before `latency_from_ms` existed gets it (its rows keep
+/// NULL: their deliveries are not timed).
+fn add_latency_column(conn: &Connection) -> rusqlite::Result<()> {
+    let present: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('events') WHERE name = 'latency_from_ms'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !present {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN latency_from_ms INTEGER")?;
+    }
+    Ok(())
+}
 
 /// Sequences and ids are u64; SQLite integers are i64: stored bit for bit.
 fn int(v: u64) -> i64 {
@@ -194,6 +214,8 @@ impl Queue {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("{}: creating the tables", path.display()))?;
+        add_latency_column(&conn)
+            .with_context(|| format!("{}: adding latency_from_ms", path.display()))?;
         Ok(Queue { conn, path })
     }
 
@@ -235,8 +257,8 @@ impl Queue {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events
                  (id, merchant, payment_id, seq, type, body, status, attempts,
-                  queued_at_ms, next_attempt_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7)",
+                  queued_at_ms, next_attempt_at_ms, latency_from_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?8)",
             )?;
             for e in events {
                 added += insert.execute(params![
@@ -246,7 +268,8 @@ impl Queue {
                     int(e.seq),
                     e.kind,
                     e.body,
-                    int(now_ms)
+                    int(now_ms),
+                    int(e.changed_at_ms)
                 ])?;
             }
             tx.execute(
@@ -273,7 +296,7 @@ impl Queue {
         limit: usize,
     ) -> anyhow::Result<Vec<Due>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT e.id, e.body, e.attempts, e.queued_at_ms FROM events e
+            "SELECT e.id, e.body, e.attempts, e.queued_at_ms, e.latency_from_ms FROM events e
              WHERE e.merchant = ?1 AND e.status = 'pending' AND e.next_attempt_at_ms <= ?2
                AND NOT EXISTS (SELECT 1 FROM events o
                                WHERE o.payment_id = e.payment_id AND o.status = 'pending'
@@ -286,6 +309,7 @@ impl Queue {
                 body: r.get(1)?,
                 attempts: r.get(2)?,
                 queued_at_ms: uint(r.get(3)?),
+                latency_from_ms: r.get::<_, Option<i64>>(4)?.map(uint),
             })
         })?;
         rows.collect::<Result<_, _>>()
@@ -377,7 +401,8 @@ impl Queue {
             .conn
             .execute(
                 "UPDATE events SET status = 'pending', attempts = 0,
-                 next_attempt_at_ms = 0, queued_at_ms = ?2 WHERE id = ?1",
+                 next_attempt_at_ms = 0, queued_at_ms = ?2, latency_from_ms = ?2
+                 WHERE id = ?1",
                 params![id, int(now_ms)],
             )
             .with_context(|| self.ctx("queueing an event again"))?;
@@ -578,6 +603,7 @@ mod tests {
             payment_id,
             seq,
             kind: "payment.captured",
+            changed_at_ms: seq,
             body: format!("{{\"seq\":{seq}}}"),
         }
     }
@@ -587,6 +613,43 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("dir");
         d
+    }
+
+    #[test]
+    fn a_queue_from_before_latency_is_timed_from_now_on() {
+        let d = dir("latency");
+        {
+            // The table as the first version made it (no latency_from_ms).
+            let conn = Connection::open(d.join(QUEUE_FILE)).expect("sqlite");
+            let old = SCHEMA.replace(",\n    latency_from_ms INTEGER", "");
+            assert!(!old.contains("latency_from_ms"));
+            conn.execute_batch(&old).expect("old schema");
+            conn.execute(
+                "INSERT INTO events (id, merchant, payment_id, seq, type, body, status,
+                 queued_at_ms, next_attempt_at_ms) VALUES ('evt_0000000000000001', 'A', 1, 1,
+                 'payment.authorized', '{}', 'pending', 5, 5)",
+                [],
+            )
+            .expect("old row");
+        }
+        let mut q = Queue::open(&d).expect("open adds the column");
+        q.enqueue(&[ev(2, 2, "A")], 2, 1_000).expect("enqueue");
+        let due = q.due("A", 10_000, 10).expect("due");
+        let from: Vec<Option<u64>> = due.iter().map(|d| d.latency_from_ms).collect();
+        assert_eq!(
+            from,
+            [None, Some(2)],
+            "old rows untimed, new ones from their change"
+        );
+        assert!(q.resend("evt_0000000000000001", 7_000).expect("resend"));
+        let due = q.due("A", 10_000, 10).expect("due");
+        assert_eq!(
+            due[0].latency_from_ms,
+            Some(7_000),
+            "a resend counts from itself"
+        );
+        drop(q);
+        Queue::open(&d).expect("reopens with the column there");
     }
 
     #[test]
