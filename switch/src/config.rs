@@ -114,6 +114,10 @@ pub struct WebhookSettings {
     /// How long delivered and failed events are kept (for `switch
     /// webhooks list --events`), days.
     pub keep_days: u64,
+    /// Most events pending delivery, all merchants: when reached, the
+    /// dispatcher stops queueing (the journal keeps the changes, nothing is
+    /// dropped) until deliveries make room.
+    pub backlog_max: u64,
 }
 
 impl Default for WebhookSettings {
@@ -122,6 +126,7 @@ impl Default for WebhookSettings {
             allow_networks: Vec::new(),
             timeout_ms: 10_000,
             keep_days: 7,
+            backlog_max: 1_000_000,
         }
     }
 }
@@ -584,6 +589,12 @@ impl Config {
             ),
             ("webhooks.timeout_ms", self.webhooks.timeout_ms, 100, 60_000),
             ("webhooks.keep_days", self.webhooks.keep_days, 1, 365),
+            (
+                "webhooks.backlog_max",
+                self.webhooks.backlog_max,
+                100,
+                100_000_000,
+            ),
             (
                 "limits.connections_max",
                 l.connections_max as u64,

@@ -328,6 +328,7 @@ pub async fn start_on(
             allow_networks: &config.webhooks.allow_networks,
             timeout_ms: config.webhooks.timeout_ms,
             keep_days: config.webhooks.keep_days,
+            backlog_max: config.webhooks.backlog_max,
             data_dir,
             journal,
             queue: webhook_queue,

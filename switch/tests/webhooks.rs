@@ -1104,3 +1104,68 @@ async fn a_back_office_reads_resends_and_sets_webhooks_over_frames() {
     assert!(!logs.contains(&new), "the secret is in no log file");
     sw.stop().await;
 }
+
+#[tokio::test]
+async fn the_backlog_stops_at_its_bound_and_nothing_is_dropped() {
+    const BACKLOG: u64 = 100;
+    const SALES: usize = 250;
+    let (rx, addr) = Receiver::start().await;
+    *rx.otherwise.lock().unwrap() = Some(Answer::Status(503));
+    let dir = data_dir();
+    set_endpoint(&dir, M1, &format!("http://{addr}/hook"));
+    let mut sw = TestSwitch::start_in(dir.clone(), |c| {
+        short_timeout(c);
+        c.webhooks.backlog_max = BACKLOG;
+    })
+    .await;
+    let mut c = sw.client().await;
+    for i in 0..SALES as u64 {
+        assert_eq!(c.call(&sale(&card(3_000 + i), 100 + i)).await.code(), "00");
+    }
+    // The receiver fails every attempt: the backlog fills to its bound and
+    // stays there (a few counts of the queue later, still no more).
+    wait_queued(&dir, M1, BACKLOG as usize).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        queued_ids(&dir, M1).len(),
+        BACKLOG as usize,
+        "within webhooks.backlog_max"
+    );
+    let (_, metrics) = sw.http_get("/metrics").await;
+    let reached = metric_sum(
+        &metrics,
+        "switch_limit_reached_total{limit=\"webhooks_backlog_max\"}",
+    );
+    assert!(reached.is_some_and(|n| n >= 1.0), "{metrics}");
+
+    // The receiver is back: every sale's event is queued and delivered,
+    // those the journal held back included.
+    *rx.otherwise.lock().unwrap() = None;
+    let deadline = Instant::now() + TIMEOUT * 4;
+    loop {
+        sw.clock.advance_ms(3_600_000);
+        let delivered = rusqlite::Connection::open(dir.join("webhooks.sqlite"))
+            .and_then(|q| {
+                q.query_row(
+                    "SELECT count(*) FROM events WHERE merchant = ?1 AND status = 'delivered'",
+                    [M1],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .expect("the queue reads");
+        if delivered == SALES as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{delivered} of {SALES} delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        queued_ids(&dir, M1).len(),
+        SALES,
+        "one event per sale, none twice"
+    );
+    sw.stop().await;
+}

@@ -52,7 +52,7 @@ const DUE_POLL_MIN: Duration = Duration::from_millis(10);
 /// How often the endpoint file is looked at (a change shows within 1 s).
 const ENDPOINTS_POLL: Duration = Duration::from_millis(500);
 /// How often the queue gauges are updated.
-const GAUGES_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const GAUGES_EVERY: Duration = Duration::from_secs(1);
 /// How often finished events past `webhooks.keep_days` are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Most pruning steps (of `queue::PRUNE_ROWS_MAX` rows, one transaction
@@ -195,6 +195,8 @@ pub(crate) struct Shared {
     pub(crate) queued: Arc<tokio::sync::Notify>,
     /// Per-merchant series, with `[metrics] merchant_labels` only.
     pub(crate) labels: Option<MerchantLabels>,
+    /// The backlog's count, refreshed with the gauges.
+    pub(crate) backlog: Arc<super::Backlog>,
 }
 
 /// The merchants with series of their own (`[metrics] merchant_labels`):
@@ -305,8 +307,10 @@ async fn prune_pass(shared: &Arc<Shared>) {
 
 async fn update_gauges(shared: &Arc<Shared>) {
     let now_ms = shared.clock.now_ms();
+    let added_then = shared.backlog.counting();
     match shared.with_queue(|q| q.pending()).await {
         Ok((depth, oldest)) => {
+            shared.backlog.counted(depth, added_then);
             ::metrics::gauge!("switch_webhook_queue_depth").set(depth as f64);
             let age_s = oldest.map_or(0, |t| now_ms.saturating_sub(t)) as f64 / 1_000.0;
             ::metrics::gauge!("switch_webhook_oldest_pending_seconds").set(age_s);

@@ -29,6 +29,8 @@ const IDLE_PAUSE: Duration = Duration::from_millis(10);
 const WATERMARK_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause after a failed batch (it is read again from the watermark).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Pause while the backlog is full (`[webhooks] backlog_max`).
+const FULL_PAUSE: Duration = Duration::from_millis(100);
 
 /// The running dispatcher.
 pub(crate) struct Dispatcher {
@@ -56,6 +58,8 @@ pub(crate) struct Parts {
     pub(crate) clock: Clock,
     /// Woken when events were queued.
     pub(crate) queued: Arc<tokio::sync::Notify>,
+    /// `[webhooks] backlog_max` and the pending count.
+    pub(crate) backlog: Arc<super::Backlog>,
 }
 
 impl Dispatcher {
@@ -141,9 +145,24 @@ impl Run {
         let mut events: Vec<NewEvent> = Vec::with_capacity(BATCH_RECORDS_MAX);
         let mut committed = self.tail.position();
         let mut last_commit = std::time::Instant::now();
+        let mut full = false;
         while !self.stop.load(Ordering::Acquire) {
             events.clear();
-            let read = self.read_batch(&mut events);
+            // Records give at most one event each: reading no more records
+            // than there is room keeps the backlog within its bound.
+            let room = usize::try_from(self.parts.backlog.room()).unwrap_or(usize::MAX);
+            if room == 0 {
+                if !full {
+                    full = true;
+                    ::metrics::counter!("switch_limit_reached_total", "limit" => "webhooks_backlog_max")
+                        .increment(1);
+                }
+                crate::ratelog::warn_limited!("webhooks_backlog", "webhooks: the backlog is at webhooks.backlog_max; queueing waits for deliveries (the journal keeps the changes)");
+                self.pause(FULL_PAUSE);
+                continue;
+            }
+            full = false;
+            let read = self.read_batch(&mut events, room.min(BATCH_RECORDS_MAX));
             let read = match read {
                 Ok(n) => n,
                 Err(e) => {
@@ -171,6 +190,7 @@ impl Run {
             let now_ms = self.parts.clock.now_ms();
             match self.parts.queue.enqueue(&events, position, now_ms) {
                 Ok(added) => {
+                    self.parts.backlog.added(added as u64);
                     committed = position;
                     last_commit = std::time::Instant::now();
                     self.parts.floor.set_webhooks(position);
@@ -191,11 +211,15 @@ impl Run {
 
     /// Reads the next durable records into `events` (the events of those
     /// whose merchant has an endpoint); returns how many records were read.
-    fn read_batch(&mut self, events: &mut Vec<NewEvent>) -> Result<usize, journal::Error> {
+    fn read_batch(
+        &mut self,
+        events: &mut Vec<NewEvent>,
+        records_max: usize,
+    ) -> Result<usize, journal::Error> {
         let endpoints = self.parts.endpoints.get();
         let mid_of = &self.parts.mid_of;
         let upto = self.journal.durable_seq();
-        self.tail.read(upto, BATCH_RECORDS_MAX, |r| {
+        self.tail.read(upto, records_max, |r| {
             if r.record_type != engine::record::RECORD_PAYMENT || endpoints.is_empty() {
                 return;
             }

@@ -18,6 +18,7 @@ mod endpoints;
 mod queue;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,65 @@ pub(crate) const DELIVERY_BUCKETS_S: [f64; 20] = [
     300.0, 3_600.0, 21_600.0, 86_400.0, 259_200.0,
 ];
 
+/// The backlog's bound (`[webhooks] backlog_max`) and its size as the
+/// dispatcher sees it: the deliveries' last count of pending events (every
+/// [`deliver::GAUGES_EVERY`]) plus everything the dispatcher queued since
+/// that count began. Events queued while it was being taken are counted
+/// twice, never missed, so the backlog never passes `max`; deliveries make
+/// room at the next count.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    /// `[webhooks] backlog_max`.
+    max: u64,
+    /// Events the dispatcher has queued since the start.
+    added: AtomicU64,
+    /// The last count of pending events, and `added` when it began.
+    counted: Mutex<(u64, u64)>,
+}
+
+impl Backlog {
+    /// A bound of `max`, with `pending` events in the queue now.
+    pub(crate) fn new(max: u64, pending: u64) -> Backlog {
+        Backlog {
+            max,
+            added: AtomicU64::new(0),
+            counted: Mutex::new((pending, 0)),
+        }
+    }
+
+    /// How many more events may be queued now.
+    pub(crate) fn room(&self) -> u64 {
+        let (pending, added_then) = *self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let since = self
+            .added
+            .load(Ordering::Acquire)
+            .saturating_sub(added_then);
+        self.max.saturating_sub(pending.saturating_add(since))
+    }
+
+    /// The dispatcher queued `n`.
+    pub(crate) fn added(&self, n: u64) {
+        self.added.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Call before counting; pass what it returns to [`Backlog::counted`].
+    pub(crate) fn counting(&self) -> u64 {
+        self.added.load(Ordering::Acquire)
+    }
+
+    /// The deliveries counted `pending` events, having begun when
+    /// [`Backlog::counting`] returned `added_then`.
+    pub(crate) fn counted(&self, pending: u64, added_then: u64) {
+        *self
+            .counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (pending, added_then);
+    }
+}
+
 /// Opens the queue and reads the dispatcher's watermark (before the
 /// journal opens: its floor).
 ///
@@ -58,6 +118,8 @@ pub(crate) struct Start<'a> {
     pub(crate) timeout_ms: u64,
     /// `[webhooks] keep_days`.
     pub(crate) keep_days: u64,
+    /// `[webhooks] backlog_max`.
+    pub(crate) backlog_max: u64,
     /// The data directory.
     pub(crate) data_dir: &'a Path,
     /// The running journal.
@@ -96,6 +158,8 @@ pub(crate) fn start(
     let endpoints = Arc::new(endpoints::EndpointView::open(s.data_dir));
     let queued = Arc::new(tokio::sync::Notify::new());
     let at = s.watermark.unwrap_or_else(|| s.journal.durable_seq());
+    let (pending, _) = s.queue.pending()?;
+    let backlog = Arc::new(Backlog::new(s.backlog_max, pending));
     let dispatcher = Dispatcher::start(
         s.journal,
         at,
@@ -106,10 +170,11 @@ pub(crate) fn start(
             floor: s.floor,
             clock: s.clock.clone(),
             queued: queued.clone(),
+            backlog: backlog.clone(),
         },
     )?;
     let shared = Arc::new(deliver::Shared {
-        queue: Mutex::new(Queue::open(s.data_dir)?),
+        queue: Mutex::new(Queue::open_for_attempts(s.data_dir)?),
         endpoints,
         clock: s.clock,
         timeout: Duration::from_millis(s.timeout_ms),
@@ -117,6 +182,7 @@ pub(crate) fn start(
         networks: Arc::new(networks),
         queued,
         labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
+        backlog,
     });
     tracker.spawn(deliver::run(shared, cancel.clone(), tracker.clone()));
     Ok(dispatcher)
@@ -139,4 +205,29 @@ fn describe_metrics() {
         "switch_webhook_oldest_pending_seconds",
         "Age of the oldest pending webhook event, seconds (0 when none)."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backlog;
+
+    #[test]
+    fn the_backlog_counts_what_was_queued_during_a_count_twice_never_not() {
+        let b = Backlog::new(100, 40);
+        assert_eq!(b.room(), 60);
+        b.added(50);
+        assert_eq!(b.room(), 10);
+        // A count begins; 10 more are queued before its query reads them.
+        let then = b.counting();
+        b.added(10);
+        assert_eq!(b.room(), 0, "full");
+        // The count saw 100 - 30 delivered = 70, the last 10 included.
+        b.counted(70, then);
+        assert_eq!(b.room(), 20, "the 10 counted twice until the next count");
+        let then = b.counting();
+        b.counted(70, then);
+        assert_eq!(b.room(), 30);
+        b.added(1_000);
+        assert_eq!(b.room(), 0, "never negative");
+    }
 }

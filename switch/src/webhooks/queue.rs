@@ -151,8 +151,11 @@ CREATE TABLE IF NOT EXISTS events (
     last_error TEXT,
     latency_from_ms INTEGER
 );
--- A merchant's due events, oldest first.
-CREATE INDEX IF NOT EXISTS events_due ON events (merchant, status, next_attempt_at_ms);
+-- A merchant's due events, earliest due first: `due` reads the first
+-- rows of it, whatever the backlog (an index without seq made it sort
+-- every pending row of the merchant on each batch).
+DROP INDEX IF EXISTS events_due;
+CREATE INDEX IF NOT EXISTS events_due_at ON events (merchant, status, next_attempt_at_ms, seq);
 -- Whether a payment has an earlier event not delivered yet (order per payment).
 CREATE INDEX IF NOT EXISTS events_payment ON events (payment_id, status, seq);
 -- Pruning finished events by age; the oldest pending event.
@@ -219,6 +222,23 @@ impl Queue {
         Ok(Queue { conn, path })
     }
 
+    /// Opens the queue for the deliveries: as [`Queue::open`], but its
+    /// commits (attempts, pruning) are `synchronous=NORMAL`. WAL stays
+    /// consistent; a power loss may forget the last attempts recorded,
+    /// and those events are posted again, which the contract allows (at
+    /// least once, ids for deduplication). The dispatcher's queueing, the
+    /// resends and the endpoint commands keep their own `FULL` connections.
+    ///
+    /// # Errors
+    /// As [`Queue::open`].
+    pub(crate) fn open_for_attempts(data_dir: &Path) -> anyhow::Result<Queue> {
+        let q = Queue::open(data_dir)?;
+        q.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .with_context(|| q.ctx("synchronous=NORMAL"))?;
+        Ok(q)
+    }
+
     fn ctx(&self, what: &str) -> String {
         format!("{}: {what}", self.path.display())
     }
@@ -283,9 +303,10 @@ impl Queue {
         Ok(added)
     }
 
-    /// Up to `limit` of `merchant`'s events due at `now_ms`, in journal
-    /// order, each the earliest of its payment not delivered yet (so a
-    /// payment's events go one at a time, in order).
+    /// Up to `limit` of `merchant`'s events due at `now_ms`, earliest due
+    /// first (then in journal order), each the earliest of its payment not
+    /// delivered yet (so a payment's events go one at a time, in order).
+    /// It reads the first rows of `events_due_at`, not the whole backlog.
     ///
     /// # Errors
     /// SQLite.
@@ -301,7 +322,7 @@ impl Queue {
                AND NOT EXISTS (SELECT 1 FROM events o
                                WHERE o.payment_id = e.payment_id AND o.status = 'pending'
                                  AND o.seq < e.seq AND o.merchant = e.merchant)
-             ORDER BY e.seq LIMIT ?3",
+             ORDER BY e.next_attempt_at_ms, e.seq LIMIT ?3",
         )?;
         let rows = st.query_map(params![merchant, int(now_ms), limit as i64], |r| {
             Ok(Due {
@@ -325,14 +346,16 @@ impl Queue {
     pub(crate) fn next_due_ms(&self, merchant: &str) -> anyhow::Result<Option<u64>> {
         self.conn
             .query_row(
-                "SELECT min(e.next_attempt_at_ms) FROM events e
+                "SELECT e.next_attempt_at_ms FROM events e
                  WHERE e.merchant = ?1 AND e.status = 'pending'
                    AND NOT EXISTS (SELECT 1 FROM events o
                                    WHERE o.payment_id = e.payment_id AND o.status = 'pending'
-                                     AND o.seq < e.seq AND o.merchant = e.merchant)",
+                                     AND o.seq < e.seq AND o.merchant = e.merchant)
+                 ORDER BY e.next_attempt_at_ms, e.seq LIMIT 1",
                 params![merchant],
-                |r| r.get::<_, Option<i64>>(0),
+                |r| r.get::<_, i64>(0),
             )
+            .optional()
             .map(|v| v.map(uint))
             .with_context(|| self.ctx("reading the next due time"))
     }
@@ -372,20 +395,22 @@ impl Queue {
             Outcome::Failed => (Status::Failed, now_ms),
         };
         self.conn
-            .execute(
+            .prepare_cached(
                 "UPDATE events SET status = ?2, attempts = attempts + 1,
                  next_attempt_at_ms = ?3, last_status_code = ?4,
                  last_attempt_at_ms = ?5, last_error = ?6
                  WHERE id = ?1",
-                params![
+            )
+            .and_then(|mut st| {
+                st.execute(params![
                     id,
                     status.label(),
                     int(next),
                     status_code,
                     int(now_ms),
                     error
-                ],
-            )
+                ])
+            })
             .with_context(|| self.ctx("recording an attempt"))?;
         Ok(())
     }
@@ -789,9 +814,10 @@ mod tests {
         .expect("attempt");
 
         assert_eq!(ids(&q, 500), [engine::events::event_id(3)]);
+        // Earliest due first: 3 (due since 0) before 1 (due at 1,000).
         assert_eq!(
             ids(&q, 1_000),
-            [engine::events::event_id(1), engine::events::event_id(3)]
+            [engine::events::event_id(3), engine::events::event_id(1)]
         );
         q.record_attempt(
             &engine::events::event_id(1),
