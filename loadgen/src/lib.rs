@@ -32,6 +32,7 @@ mod report;
 mod run;
 mod stats;
 mod traffic;
+mod webhook_sink;
 
 pub use config::{Mix, RunConfig, Target, CONNECTIONS_MAX, INFLIGHT_PER_CONNECTION_MAX};
 pub use echo::spawn_echo;
@@ -39,3 +40,4 @@ pub use peer::start_peer;
 pub use report::render_table;
 pub use run::run;
 pub use stats::{Latency, Mismatches, Summary};
+pub use webhook_sink::{spawn_webhook_sink, SINK_PATHS_MAX};

@@ -34,6 +34,19 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Serve a webhook receiver for benchmarks: 200 to every POST, after
+    /// `--slow-ms` for paths starting `/slow`; `GET /stats` counts per path.
+    WebhookSink {
+        /// Address to listen on (port 0 picks one; printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:7585")]
+        addr: SocketAddr,
+        /// Runtime worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// How long `/slow…` paths take to answer, ms.
+        #[arg(long, default_value_t = 5000)]
+        slow_ms: u64,
+    },
     /// Serve the iso8583_rs approve-all peer.
     Peer {
         /// Address to listen on (port 0 picks one; printed on stdout).
@@ -388,6 +401,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Echo { addr, threads } => serve_forever("echo", spawn_echo(addr, threads)?),
         Command::Peer { addr } => serve_forever("peer", start_peer(addr)?),
+        Command::WebhookSink {
+            addr,
+            threads,
+            slow_ms,
+        } => serve_forever(
+            "webhook sink",
+            loadgen::spawn_webhook_sink(addr, threads, slow_ms)?,
+        ),
         Command::Issuer(args) => issuer_command(&args),
         Command::Report { files } => report(&files),
     }
