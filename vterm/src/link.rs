@@ -310,21 +310,25 @@ impl Link {
         Ok(reply.webhook_endpoint)
     }
 
-    /// The merchant's most recent webhook events, newest first.
+    /// One page of the merchant's webhook events (in `status`, when
+    /// given), newest first, from `cursor` (a previous page's next
+    /// cursor); and the next page's cursor, `None` on the last page.
     pub(crate) async fn webhook_events(
         &self,
+        status: Option<switch_client::WebhookStatus>,
+        cursor: Option<u64>,
         limit: u16,
-    ) -> Result<Vec<switch_client::WebhookEvent>, LinkError> {
+    ) -> Result<(Vec<switch_client::WebhookEvent>, Option<u64>), LinkError> {
         let reply = self
             .read(|c| async move {
-                c.list_webhook_events(None, None, None, None, Some(limit))
+                c.list_webhook_events(None, None, status, cursor, Some(limit))
                     .await
             })
             .await?;
         if !reply.approved() {
             return Err(LinkError::Refused(reply_reason(&reply)));
         }
-        Ok(reply.webhook_events)
+        Ok((reply.webhook_events, reply.next_cursor))
     }
 
     /// Sets the merchant's webhook endpoint; the reply carries the new

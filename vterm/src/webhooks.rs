@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -25,7 +25,8 @@ use crate::role::Action;
 use crate::session::Flash;
 use crate::web::{forbidden, page, see_other, App, Signed};
 
-/// Most events shown on the page (one page of the switch's list).
+/// Most events shown on the page (one page of the switch's list); older
+/// ones are a link away (`?cursor=`).
 const EVENTS_SHOWN_MAX: u16 = 50;
 
 const _: () = assert!(EVENTS_SHOWN_MAX as usize <= switch_client::WEBHOOK_EVENTS_MAX);
@@ -44,6 +45,40 @@ pub(crate) struct WebhookInput {
     back: String,
 }
 
+/// The page's query: which events (`status`: pending, delivered or
+/// failed; `cursor`: from where, as the switch's previous page gave it).
+#[derive(Deserialize, Default)]
+pub(crate) struct EventsQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+/// Which events a page shows.
+#[derive(Default)]
+struct Shown {
+    status: Option<WebhookStatus>,
+    cursor: Option<u64>,
+}
+
+impl EventsQuery {
+    fn parse(&self) -> Result<Shown, String> {
+        let status = match self.status.trim() {
+            "" => None,
+            label => Some(
+                WebhookStatus::from_label(label)
+                    .ok_or("the status filter is pending, delivered or failed")?,
+            ),
+        };
+        let cursor = match self.cursor.trim() {
+            "" => None,
+            c => Some(c.parse::<u64>().map_err(|_| "the cursor is a number")?),
+        };
+        Ok(Shown { status, cursor })
+    }
+}
+
 /// The routes of this module.
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -53,17 +88,25 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/webhooks/events/{id}/resend", post(resend))
 }
 
-async fn list(State(app): State<Arc<App>>, signed: Signed) -> Response {
+async fn list(
+    State(app): State<Arc<App>>,
+    signed: Signed,
+    Query(query): Query<EventsQuery>,
+) -> Response {
     if let Some(refused) = signed.refused(Action::Manage) {
         return refused;
     }
     let flash = app.sessions.take_flash(&signed.id);
-    let (notice, error) = match flash {
+    let (notice, mut error) = match flash {
         Some(Flash::Notice(t)) => (Some(t), None),
         Some(Flash::Error(t)) => (None, Some(t)),
         _ => (None, None),
     };
-    let body = section(&app, signed.chrome(), None, notice, error).await;
+    let shown = query.parse().unwrap_or_else(|e| {
+        error = Some(format!("Events: {e}."));
+        Shown::default()
+    });
+    let body = section(&app, signed.chrome(), &shown, None, notice, error).await;
     page(StatusCode::OK, body)
 }
 
@@ -71,6 +114,7 @@ async fn list(State(app): State<Arc<App>>, signed: Signed) -> Response {
 async fn section(
     app: &App,
     chrome: Chrome<'_>,
+    shown: &Shown,
     secret: Option<&str>,
     notice: Option<String>,
     error: Option<String>,
@@ -82,10 +126,10 @@ async fn section(
         .map_err(|e| format!("The webhook endpoint could not be read: {e}"));
     let events = app
         .link
-        .webhook_events(EVENTS_SHOWN_MAX)
+        .webhook_events(shown.status, shown.cursor, EVENTS_SHOWN_MAX)
         .await
         .map_err(|e| format!("The webhook events could not be read: {e}"));
-    webhooks_page(chrome, &endpoint, &events, secret, notice, error)
+    webhooks_page(chrome, &endpoint, shown, &events, secret, notice, error)
 }
 
 async fn set(
@@ -123,7 +167,15 @@ async fn set(
         Err(e) => (None, None, Some(format!("Webhook endpoint failed: {e}"))),
     };
     // Rendered here, not redirected: the secret is in this page only.
-    let body = section(&app, signed.chrome(), secret.as_deref(), notice, error).await;
+    let body = section(
+        &app,
+        signed.chrome(),
+        &Shown::default(),
+        secret.as_deref(),
+        notice,
+        error,
+    )
+    .await;
     page(StatusCode::OK, body)
 }
 
@@ -260,7 +312,8 @@ fn endpoint_html(csrf: &str, endpoint: &Result<Option<WebhookEndpoint>, String>)
 fn webhooks_page(
     chrome: Chrome<'_>,
     endpoint: &Result<Option<WebhookEndpoint>, String>,
-    events: &Result<Vec<WebhookEvent>, String>,
+    shown: &Shown,
+    events: &Result<(Vec<WebhookEvent>, Option<u64>), String>,
     secret: Option<&str>,
     notice: Option<String>,
     error: Option<String>,
@@ -279,15 +332,58 @@ fn webhooks_page(
             )
         })
         .unwrap_or_default();
+    let status_q = shown.status.map(|s| s.label()).unwrap_or_default();
+    let filters: String = [
+        ("", "All"),
+        ("pending", "Pending"),
+        ("delivered", "Delivered"),
+        ("failed", "Failed"),
+    ]
+    .into_iter()
+    .map(|(label, name)| {
+        if label == status_q {
+            format!(r#"<strong id="events-filter-current">{name}</strong>"#)
+        } else {
+            let href = if label.is_empty() {
+                "/webhooks".to_string()
+            } else {
+                format!("/webhooks?status={label}")
+            };
+            format!(r#"<a href="{href}" id="events-filter-{name}">{name}</a>"#)
+        }
+    })
+    .collect::<Vec<_>>()
+    .join(" · ");
     let events = match events {
-        Ok(events) => events_table(chrome.csrf, events, "/webhooks", "webhook-events"),
+        Ok((events, next)) => {
+            let older = next
+                .map(|c| {
+                    let status = if status_q.is_empty() { String::new() } else { format!("status={status_q}&amp;") };
+                    format!(r#"<p><a href="/webhooks?{status}cursor={c}" id="events-older">Older events</a></p>"#)
+                })
+                .unwrap_or_default();
+            let newest = if shown.cursor.is_some() {
+                let href = if status_q.is_empty() {
+                    "/webhooks".to_string()
+                } else {
+                    format!("/webhooks?status={status_q}")
+                };
+                format!(r#"<p><a href="{href}" id="events-newest">Newest events</a></p>"#)
+            } else {
+                String::new()
+            };
+            format!(
+                "{newest}{}{older}",
+                events_table(chrome.csrf, events, "/webhooks", "webhook-events")
+            )
+        }
         Err(e) => format!(r#"<p class="error" id="events-error">{}</p>"#, esc(e)),
     };
     let body = format!(
         r#"<section class="card"><h1>Webhooks</h1>{notice}{error}{secret}
 <p>The switch posts what happens to the merchant's payments to its endpoint, signed, and retries for 3 days.</p>
 {}
-<h2>Recent events</h2>{events}</section>"#,
+<h2>Events</h2><p class="filters">{filters}</p>{events}</section>"#,
         endpoint_html(chrome.csrf, endpoint)
     );
     layout("Webhooks", Some(chrome), &body)

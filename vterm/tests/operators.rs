@@ -1111,12 +1111,80 @@ async fn an_admin_sets_the_webhook_endpoint_and_an_operator_resends_an_event() {
     assert_eq!(r.status, 303);
     assert!(bob.get(&detail).await.body.contains("refused (25)"));
 
-    // The admin's page lists it; then the endpoint is removed.
+    // The admin's page lists it, and filters by status.
     let page = ada.get("/webhooks").await.body;
     assert!(
         page.contains(&format!(r#"data-event="{event}" data-status="delivered""#)),
         "{page}"
     );
+    assert!(ada
+        .get("/webhooks?status=delivered")
+        .await
+        .body
+        .contains(&event));
+    let pending = ada.get("/webhooks?status=pending").await.body;
+    assert!(
+        pending.contains(r#"id="webhook-events""#) && !pending.contains(&event),
+        "{pending}"
+    );
+    let bad = ada.get("/webhooks?status=sent").await.body;
+    assert!(
+        bad.contains("the status filter is pending, delivered or failed"),
+        "{bad}"
+    );
+
+    // More events than a page (50): the rest are a link away, none twice.
+    for i in 0..55 {
+        let r = bob
+            .post(
+                "/payments",
+                &payment_form(&bob_csrf, &format!("ORD-PAGE-{i}")),
+            )
+            .await;
+        assert_eq!(r.status, 303);
+    }
+    let events_of = |page: &str| -> Vec<String> {
+        page.split(r#"data-event=""#)
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        let page = ada.get("/webhooks").await.body;
+        if page.contains(r#"id="events-older""#) {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let newest = events_of(&first);
+    assert_eq!(newest.len(), 50);
+    let older_href = first
+        .split(r#"<a href=""#)
+        .filter_map(|s| {
+            s.split_once(r#"" id="events-older""#)
+                .map(|(h, _)| h.replace("&amp;", "&"))
+        })
+        .next()
+        .expect("the older link");
+    let second = ada.get(&older_href).await.body;
+    let older = events_of(&second);
+    assert!(second.contains(r#"id="events-newest""#), "{second}");
+    assert!(
+        !older.is_empty() && older.iter().all(|e| !newest.contains(e)),
+        "{older:?}"
+    );
+    assert!(
+        older.contains(&event),
+        "the first event is on the older page"
+    );
+    let mut sorted = newest.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(sorted, newest, "newest first");
+
+    // Then the endpoint is removed.
     let r = ada
         .post("/webhooks/endpoint/remove", &[("csrf", &csrf)])
         .await;
