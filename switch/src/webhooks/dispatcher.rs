@@ -25,7 +25,9 @@ use crate::retain::RetainFloor;
 pub(crate) const BATCH_RECORDS_MAX: usize = 1_024;
 /// Pause when the journal has nothing new.
 const IDLE_PAUSE: Duration = Duration::from_millis(10);
-/// Longest the watermark stays behind records that gave no event.
+/// Longest the watermark stays behind records that gave no event, and the
+/// longest between two durable commits (the journal's floor moves at
+/// those only).
 const WATERMARK_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause after a failed batch (it is read again from the watermark).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -145,6 +147,19 @@ impl Run {
         let mut events: Vec<NewEvent> = Vec::with_capacity(BATCH_RECORDS_MAX);
         let mut committed = self.tail.position();
         let mut last_commit = std::time::Instant::now();
+        // Batches are committed without an fsync each (synchronous=NORMAL:
+        // a crash of the switch loses none of them); once a second a
+        // durable commit makes them safe from a power loss too, and only
+        // then does the journal's floor move past them. A power loss
+        // before it rewinds the watermark to the last durable commit,
+        // whose records the journal still holds: their events are queued
+        // again (ids already queued are ignored) or, when they were
+        // delivered, posted again, which at-least-once allows.
+        if let Err(e) = self.parts.queue.set_durable(false) {
+            tracing::warn!(error = %e, "webhooks: synchronous=NORMAL refused; every batch is fsynced");
+        }
+        let mut durable = committed;
+        let mut last_sync = std::time::Instant::now();
         let mut full = false;
         while !self.stop.load(Ordering::Acquire) {
             events.clear();
@@ -182,6 +197,10 @@ impl Run {
             let idle = events.is_empty()
                 && (position == committed || last_commit.elapsed() < WATERMARK_INTERVAL);
             if idle {
+                if committed != durable && last_sync.elapsed() >= WATERMARK_INTERVAL {
+                    self.sync(committed, &mut durable);
+                    last_sync = std::time::Instant::now();
+                }
                 if read == 0 {
                     self.pause(IDLE_PAUSE);
                 }
@@ -193,7 +212,6 @@ impl Run {
                     self.parts.backlog.added(added as u64);
                     committed = position;
                     last_commit = std::time::Instant::now();
-                    self.parts.floor.set_webhooks(position);
                     if added > 0 {
                         self.parts.queued.notify_waiters();
                     }
@@ -204,7 +222,29 @@ impl Run {
                     if !self.rewind(committed) {
                         return;
                     }
+                    continue;
                 }
+            }
+            if committed != durable && last_sync.elapsed() >= WATERMARK_INTERVAL {
+                self.sync(committed, &mut durable);
+                last_sync = std::time::Instant::now();
+            }
+        }
+        if committed != durable {
+            self.sync(committed, &mut durable);
+        }
+    }
+
+    /// Makes the queue durable up to `committed` and moves the journal's
+    /// floor there; on failure the floor stays (the next sync tries again).
+    fn sync(&mut self, committed: u64, durable: &mut u64) {
+        match self.parts.queue.sync(self.parts.clock.now_ms()) {
+            Ok(()) => {
+                *durable = committed;
+                self.parts.floor.set_webhooks(committed);
+            }
+            Err(e) => {
+                crate::ratelog::warn_limited!("webhooks_sync", error = %e, "webhooks: a durable commit of the queue failed; the journal keeps its records, retrying");
             }
         }
     }

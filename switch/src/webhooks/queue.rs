@@ -1,10 +1,14 @@
 //! The durable delivery queue, `<data_dir>/webhooks.sqlite`: one row per
 //! event with its delivery status, and the dispatcher's watermark (the
 //! last journal sequence it turned into events), written in the same
-//! transaction as the events it covers. WAL, `synchronous=FULL`: what a
-//! commit returned survives a crash, so the watermark never passes an
+//! transaction as the events it covers, so the watermark never passes an
 //! event that is not queued, and `INSERT OR IGNORE` on the event id makes
-//! a batch replayed after a crash queue nothing twice.
+//! a batch replayed after a crash queue nothing twice. WAL; connections
+//! open `synchronous=FULL`. The dispatcher commits its batches `NORMAL`
+//! (they survive a crash of the switch) with a `FULL` commit every second,
+//! and the journal's floor only follows the durable ones
+//! ([`Queue::set_durable`], [`Queue::sync`]); the deliveries record
+//! attempts `NORMAL` ([`Queue::open_for_attempts`]).
 //!
 //! The dispatcher's thread, the deliveries and the `switch webhooks`
 //! commands each open their own connection (WAL: readers never block the
@@ -237,6 +241,39 @@ impl Queue {
             .pragma_update(None, "synchronous", "NORMAL")
             .with_context(|| q.ctx("synchronous=NORMAL"))?;
         Ok(q)
+    }
+
+    /// Makes the connection's later commits `synchronous=NORMAL` (`false`:
+    /// they reach the OS, and survive a crash of the switch, but a power
+    /// loss may take the last ones) or `FULL` (`true`: fsynced before the
+    /// commit returns; a `FULL` commit makes every earlier one durable too,
+    /// since the WAL is one file written in order).
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn set_durable(&self, full: bool) -> anyhow::Result<()> {
+        self.conn
+            .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })
+            .with_context(|| self.ctx("setting synchronous"))
+    }
+
+    /// Commits, durably whatever the connection's setting, everything
+    /// committed on it so far (see [`Queue::set_durable`]).
+    ///
+    /// # Errors
+    /// SQLite.
+    pub(crate) fn sync(&self, now_ms: u64) -> anyhow::Result<()> {
+        self.set_durable(true)?;
+        let written = self
+            .conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('synced_at_ms', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![int(now_ms)],
+            )
+            .with_context(|| self.ctx("syncing"));
+        self.set_durable(false)?;
+        written.map(|_| ())
     }
 
     fn ctx(&self, what: &str) -> String {
