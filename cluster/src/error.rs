@@ -1,4 +1,5 @@
-//! Errors: [`EtcdError`] for the etcd client.
+//! Errors: [`EtcdError`] for the etcd client, [`FenceError`] for the
+//! PostgreSQL fence, [`MemberError`] for a node joining its cluster.
 
 /// Why an etcd call failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,4 +50,42 @@ pub enum EtcdError {
         /// The caller's limit.
         limit: usize,
     },
+}
+
+/// Why a write batch's fence refused it, or could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    /// A later owner took the shard over: the stored epoch is larger than
+    /// the writer's. The transaction is aborted and must roll back.
+    #[error("shard {shard} fenced: epoch {stored} is stored, the writer has {writer}")]
+    Fenced {
+        /// The shard.
+        shard: u32,
+        /// The epoch in `shard_owner`.
+        stored: i64,
+        /// The writer's epoch.
+        writer: i64,
+    },
+    /// An epoch or shard out of range (programmer error at the caller).
+    #[error("fence argument: {0}")]
+    Argument(String),
+    /// PostgreSQL failed otherwise.
+    #[error("fence: {0}")]
+    Postgres(#[from] postgres::Error),
+}
+
+/// Why a node could not join or serve its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// A setting out of its range; names the setting.
+    #[error("cluster setting {name}: {reason}")]
+    Setting {
+        /// The setting.
+        name: &'static str,
+        /// What was expected.
+        reason: String,
+    },
+    /// etcd failed.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
 }

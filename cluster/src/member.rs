@@ -1,0 +1,559 @@
+//! A node in its cluster's etcd: one lease, its node key, and the shards
+//! it owns.
+//!
+//! Two tasks run per node:
+//! - **keep-alive**, every `lease_ttl_s / 3`: renews the lease; each
+//!   answered renewal moves the node's **local deadline** to
+//!   `sent + TTL − LEASE_MARGIN_MS`, `sent` the monotonic time the renewal
+//!   was sent. etcd counts the TTL from when it received the renewal, so
+//!   the local deadline passes before etcd can expire the lease and give
+//!   the shards away. When etcd answers "lease not found" the node forgets
+//!   every shard and registers anew under a new lease, owning nothing.
+//! - **poll**, every `poll_interval`: reads the node keys and the owner
+//!   keys (two range reads; a watch is a later improvement) and applies
+//!   [`crate::ownership::plan`]: losses, releases (the shard stops counting
+//!   as owned before its key is deleted), adoptions and acquisitions
+//!   (create-if-absent under the lease; the create revision is the epoch).
+//!
+//! [`Member::owned`] is what the node may serve: the shards it holds, and
+//! none once the local deadline has passed, so a node cut from etcd or
+//! paused stops before etcd can hand its shards to another. (The design's
+//! Leases section has an owner keep serving through an etcd outage,
+//! trusting the fence; that needs the fenced committer on the request path,
+//! which is not built, so this slice takes the stricter rule.)
+//!
+//! Keys, under the prefix (`/switch/<cluster>`, `cluster.etcd_prefix`):
+//! `nodes/<node_id>` (a [`NodeRecord`], JSON) and `shards/<s>` (an
+//! [`OwnerRecord`], JSON), both attached to the node's lease.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use crate::error::{EtcdError, MemberError};
+use crate::etcd::{Created, Etcd, LeaseId};
+use crate::ownership::{
+    self, OwnerRecord, ShardOwner, View, NODES_MAX, NODE_ID_BYTES_MAX, SHARD_COUNT_MAX,
+    SHARD_COUNT_MIN,
+};
+
+/// The lease's TTL unless configured (`cluster.lease_ttl_s`), in s.
+pub const LEASE_TTL_S_DEFAULT: i64 = 3;
+/// Shortest and longest lease TTL, in s (`docs/cluster.md`, Configuration).
+pub const LEASE_TTL_S_MIN: i64 = 2;
+/// Longest lease TTL, in s.
+pub const LEASE_TTL_S_MAX: i64 = 60;
+/// How much earlier than etcd the node counts its lease gone, in ms: room
+/// for the renewal's trip to etcd and for clock rate differences.
+pub const LEASE_MARGIN_MS: u64 = 500;
+/// How often the node reads etcd's keys unless configured, in ms.
+pub const POLL_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Shortest poll interval, in ms: two range reads each time.
+pub const POLL_INTERVAL_MS_MIN: u64 = 50;
+/// Shards a node hands over per poll unless configured
+/// (`cluster.rebalance_parallel`).
+pub const RELEASE_PER_POLL_DEFAULT: usize = 4;
+
+// The deadline must come before etcd's expiry even at the shortest TTL.
+const _: () = assert!(LEASE_MARGIN_MS < (LEASE_TTL_S_MIN as u64) * 1_000 / 2);
+
+/// The value of a node key (`<prefix>/nodes/<node_id>`), JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's id.
+    pub node_id: String,
+    /// Where other nodes reach it (`cluster.link_addr`).
+    pub link_addr: String,
+    /// Its ISO 8583 listener, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iso_addr: Option<String>,
+    /// Its internal-frame listener, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_addr: Option<String>,
+    /// Its HTTP listener, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+    /// `active` (joining and draining are not built).
+    pub state: String,
+    /// The build, for `cluster status`.
+    pub build: String,
+}
+
+/// What a node needs to take part.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The key prefix, `/switch/<cluster>` ([`prefix`]).
+    pub prefix: String,
+    /// The node's record; its `node_id` names it.
+    pub node: NodeRecord,
+    /// Payment shards (a power of two, 16..=4,096).
+    pub shard_count: u32,
+    /// The lease's TTL, in s.
+    pub lease_ttl_s: i64,
+    /// How often etcd's keys are read.
+    pub poll_interval: Duration,
+    /// Shards handed over per poll, at most.
+    pub release_per_poll: usize,
+}
+
+impl Settings {
+    /// Defaults for node `node_id` of cluster `cluster`, reached at `link_addr`.
+    pub fn new(cluster: &str, node_id: &str, link_addr: &str) -> Self {
+        Settings {
+            prefix: prefix(cluster),
+            node: NodeRecord {
+                node_id: node_id.to_owned(),
+                link_addr: link_addr.to_owned(),
+                iso_addr: None,
+                frames_addr: None,
+                http_addr: None,
+                state: "active".to_owned(),
+                build: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            shard_count: 256,
+            lease_ttl_s: LEASE_TTL_S_DEFAULT,
+            poll_interval: Duration::from_millis(POLL_INTERVAL_MS_DEFAULT),
+            release_per_poll: RELEASE_PER_POLL_DEFAULT,
+        }
+    }
+
+    /// Checks every setting against its range.
+    ///
+    /// # Errors
+    /// [`MemberError::Setting`] naming the first one out of range.
+    pub fn check(&self) -> Result<(), MemberError> {
+        let bad = |name, reason: String| Err(MemberError::Setting { name, reason });
+        if let Err(reason) = check_node_id(&self.node.node_id) {
+            return bad("node_id", reason);
+        }
+        if !self.prefix.starts_with('/') || self.prefix.ends_with('/') {
+            return bad(
+                "etcd_prefix",
+                format!("{:?}: expected /name, no trailing /", self.prefix),
+            );
+        }
+        if !self.shard_count.is_power_of_two()
+            || !(SHARD_COUNT_MIN..=SHARD_COUNT_MAX).contains(&self.shard_count)
+        {
+            return bad(
+                "shard_count",
+                format!("{}: expected a power of two, 16..=4096", self.shard_count),
+            );
+        }
+        if !(LEASE_TTL_S_MIN..=LEASE_TTL_S_MAX).contains(&self.lease_ttl_s) {
+            return bad(
+                "lease_ttl_s",
+                format!("{}: expected 2..=60", self.lease_ttl_s),
+            );
+        }
+        if self.poll_interval < Duration::from_millis(POLL_INTERVAL_MS_MIN) {
+            return bad(
+                "poll_interval",
+                format!("{:?}: expected at least 50 ms", self.poll_interval),
+            );
+        }
+        if !(1..=64).contains(&self.release_per_poll) {
+            return bad(
+                "rebalance_parallel",
+                format!("{}: expected 1..=64", self.release_per_poll),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Checks a node id: `[a-z0-9-]{1,32}`.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= NODE_ID_BYTES_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?}: expected 1 to {NODE_ID_BYTES_MAX} of [a-z0-9-]"
+        ))
+    }
+}
+
+/// The key prefix of cluster `cluster`.
+pub fn prefix(cluster: &str) -> String {
+    format!("/switch/{cluster}")
+}
+
+/// The node key of `node_id`.
+pub fn node_key(prefix: &str, node_id: &str) -> String {
+    format!("{prefix}/nodes/{node_id}")
+}
+
+/// The owner key of shard `shard`.
+pub fn shard_key(prefix: &str, shard: u32) -> String {
+    format!("{prefix}/shards/{shard}")
+}
+
+/// The live node ids and owner keys under `prefix`. Keys that do not
+/// parse (a shard number out of range, a value that is not an
+/// [`OwnerRecord`]) are left out with a warning: nobody acquires them,
+/// nobody counts them.
+///
+/// # Errors
+/// etcd's, and [`EtcdError::TooMany`] past [`NODES_MAX`] nodes.
+pub async fn read_view(etcd: &Etcd, prefix: &str, shard_count: u32) -> Result<View, EtcdError> {
+    let nodes_prefix = format!("{prefix}/nodes/");
+    let mut nodes = Vec::new();
+    for kv in etcd.get_prefix(&nodes_prefix, NODES_MAX).await? {
+        if let Some(id) = kv.key.strip_prefix(nodes_prefix.as_bytes()) {
+            nodes.push(String::from_utf8_lossy(id).into_owned());
+        }
+    }
+    let shards_prefix = format!("{prefix}/shards/");
+    let mut owners = BTreeMap::new();
+    for kv in etcd
+        .get_prefix(&shards_prefix, SHARD_COUNT_MAX as usize)
+        .await?
+    {
+        let shard = kv
+            .key
+            .strip_prefix(shards_prefix.as_bytes())
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|&s| s < shard_count);
+        let record = serde_json::from_slice::<OwnerRecord>(&kv.value);
+        match (shard, record) {
+            (Some(shard), Ok(record)) => {
+                owners.insert(
+                    shard,
+                    ShardOwner {
+                        record,
+                        epoch: kv.create_revision,
+                    },
+                );
+            }
+            _ => {
+                tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "cluster: owner key not understood, left alone")
+            }
+        }
+    }
+    Ok(View { nodes, owners })
+}
+
+/// What the two tasks share.
+#[derive(Debug)]
+struct Held {
+    /// The current lease.
+    lease: LeaseId,
+    /// The local deadline: past it the node owns nothing.
+    deadline: Instant,
+    /// Owned shards and their epochs.
+    shards: BTreeMap<u32, i64>,
+}
+
+/// The node's state, shared by its tasks and its handle.
+#[derive(Debug)]
+struct Inner {
+    /// The etcd client.
+    etcd: Etcd,
+    /// The settings.
+    settings: Settings,
+    /// The lease, the deadline, the shards.
+    held: Mutex<Held>,
+    /// Fault injection: both tasks do nothing while set (as SIGSTOP would).
+    paused: AtomicBool,
+}
+
+impl Inner {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A node taking part in its cluster; its tasks stop when it is dropped.
+#[derive(Debug)]
+pub struct Member {
+    /// Shared with the tasks.
+    inner: Arc<Inner>,
+    /// Keep-alive and poll.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Member {
+    /// Grants a lease, registers the node key and starts the keep-alive
+    /// and poll tasks (on the current tokio runtime). Shards come at the
+    /// first polls.
+    ///
+    /// # Errors
+    /// A setting out of range, or etcd's error.
+    pub async fn join(etcd: Etcd, settings: Settings) -> Result<Self, MemberError> {
+        settings.check()?;
+        let inner = Arc::new(Inner {
+            etcd,
+            settings,
+            held: Mutex::new(Held {
+                lease: 0,
+                deadline: Instant::now(),
+                shards: BTreeMap::new(),
+            }),
+            paused: AtomicBool::new(false),
+        });
+        register(&inner).await?;
+        let tasks = vec![
+            tokio::spawn(keep_alive(Arc::clone(&inner))),
+            tokio::spawn(poll(Arc::clone(&inner))),
+        ];
+        Ok(Member { inner, tasks })
+    }
+
+    /// The shards this node may serve and their epochs: none once the
+    /// local lease deadline has passed.
+    pub fn owned(&self) -> BTreeMap<u32, i64> {
+        let held = self.inner.held();
+        if Instant::now() < held.deadline {
+            held.shards.clone()
+        } else {
+            BTreeMap::new()
+        }
+    }
+
+    /// Whether the local lease deadline is still ahead.
+    pub fn lease_valid(&self) -> bool {
+        Instant::now() < self.inner.held().deadline
+    }
+
+    /// The current lease.
+    pub fn lease(&self) -> LeaseId {
+        self.inner.held().lease
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.settings.node.node_id
+    }
+
+    /// Fault injection for tests: keep-alives and polls stop, as if the
+    /// process were stopped (SIGSTOP); the deadline keeps running.
+    pub fn pause(&self) {
+        self.inner.paused.store(true, Ordering::Release);
+    }
+
+    /// Ends [`Member::pause`]: the next keep-alive finds out whether the
+    /// lease survived.
+    pub fn resume(&self) {
+        self.inner.paused.store(false, Ordering::Release);
+    }
+
+    /// Stops the tasks without revoking the lease, as a crash would: etcd
+    /// gives the shards away when the lease expires.
+    pub fn halt(self) {
+        drop(self);
+    }
+
+    /// Stops the tasks, stops counting any shard, and revokes the lease:
+    /// every key of the node goes at once.
+    ///
+    /// # Errors
+    /// etcd's; the lease then expires by itself within its TTL.
+    pub async fn leave(self) -> Result<(), MemberError> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let lease = {
+            let mut held = self.inner.held();
+            held.shards.clear();
+            held.deadline = Instant::now();
+            held.lease
+        };
+        match self.inner.etcd.lease_revoke(lease).await {
+            Ok(()) | Err(EtcdError::LeaseNotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Grants a new lease and puts the node key under it; the node then owns
+/// nothing until its polls acquire.
+async fn register(inner: &Inner) -> Result<(), MemberError> {
+    let s = &inner.settings;
+    let sent = Instant::now();
+    let lease = inner.etcd.lease_grant(s.lease_ttl_s).await?;
+    let value = serde_json::to_vec(&s.node).map_err(|e| MemberError::Setting {
+        name: "node",
+        reason: e.to_string(),
+    })?;
+    inner
+        .etcd
+        .put(
+            &node_key(&s.prefix, &s.node.node_id),
+            &value,
+            Some(lease.id),
+        )
+        .await?;
+    let mut held = inner.held();
+    held.lease = lease.id;
+    held.shards.clear();
+    held.deadline = deadline(sent, lease.ttl_s);
+    Ok(())
+}
+
+/// The local deadline of a renewal sent at `sent` granting `ttl_s`.
+fn deadline(sent: Instant, ttl_s: i64) -> Instant {
+    let ttl_ms = u64::try_from(ttl_s).unwrap_or(0).saturating_mul(1_000);
+    sent + Duration::from_millis(ttl_ms.saturating_sub(LEASE_MARGIN_MS))
+}
+
+/// The keep-alive task.
+async fn keep_alive(inner: Arc<Inner>) {
+    let every =
+        Duration::from_millis(u64::try_from(inner.settings.lease_ttl_s).unwrap_or(1) * 1_000 / 3);
+    loop {
+        tokio::time::sleep(every).await;
+        if inner.paused.load(Ordering::Acquire) {
+            continue;
+        }
+        let lease = inner.held().lease;
+        let sent = Instant::now();
+        match inner.etcd.lease_keep_alive(lease).await {
+            Ok(ttl_s) => {
+                let mut held = inner.held();
+                if held.lease == lease {
+                    held.deadline = deadline(sent, ttl_s);
+                }
+            }
+            Err(EtcdError::LeaseNotFound(_)) => {
+                tracing::warn!(
+                    lease,
+                    "cluster: lease gone; every shard let go, registering anew"
+                );
+                inner.held().shards.clear();
+                if let Err(e) = register(&inner).await {
+                    tracing::warn!(error = %e, "cluster: registering anew failed; retrying");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster: keep-alive failed"),
+        }
+    }
+}
+
+/// The poll task.
+async fn poll(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(inner.settings.poll_interval).await;
+        if inner.paused.load(Ordering::Acquire) || Instant::now() >= inner.held().deadline {
+            continue;
+        }
+        if let Err(e) = poll_once(&inner).await {
+            tracing::warn!(error = %e, "cluster: poll failed");
+        }
+    }
+}
+
+/// One poll: read, plan, apply.
+async fn poll_once(inner: &Inner) -> Result<(), MemberError> {
+    let s = &inner.settings;
+    let view = read_view(&inner.etcd, &s.prefix, s.shard_count).await?;
+    let (lease, shards) = {
+        let held = inner.held();
+        (held.lease, held.shards.clone())
+    };
+    let me = s.node.node_id.as_str();
+    if !view.nodes.iter().any(|n| n == me) {
+        // Our node key went (deleted by hand): put it back; decide next poll.
+        tracing::warn!("cluster: own node key missing; putting it back");
+        let value = serde_json::to_vec(&s.node).unwrap_or_default();
+        inner
+            .etcd
+            .put(&node_key(&s.prefix, me), &value, Some(lease))
+            .await?;
+    }
+    let plan = ownership::plan(me, lease, s.shard_count, &shards, &view, s.release_per_poll);
+    {
+        let mut held = inner.held();
+        if held.lease != lease {
+            return Ok(());
+        }
+        for shard in &plan.lost {
+            held.shards.remove(shard);
+        }
+        // Stop counting before the key goes: never two owners at once.
+        for (shard, _) in &plan.release {
+            held.shards.remove(shard);
+        }
+        for &(shard, epoch) in &plan.adopt {
+            held.shards.insert(shard, epoch);
+        }
+    }
+    for &(shard, epoch) in &plan.release {
+        inner
+            .etcd
+            .delete_if_created_at(&shard_key(&s.prefix, shard), epoch)
+            .await?;
+    }
+    let record = serde_json::to_vec(&OwnerRecord {
+        node_id: me.to_owned(),
+        lease,
+    })
+    .unwrap_or_default();
+    for &shard in &plan.acquire {
+        let epoch = match inner
+            .etcd
+            .create_if_absent(&shard_key(&s.prefix, shard), &record, lease)
+            .await?
+        {
+            Created::Created { revision } => revision,
+            Created::Exists(kv) if kv.lease == lease => kv.create_revision,
+            Created::Exists(_) => continue,
+        };
+        let mut held = inner.held();
+        if held.lease != lease || Instant::now() >= held.deadline {
+            // The lease went meanwhile: the key goes with it.
+            return Ok(());
+        }
+        held.shards.insert(shard, epoch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked() {
+        let ok = Settings::new("default", "n1", "127.0.0.1:7601");
+        ok.check().unwrap();
+        let mut s = ok.clone();
+        s.node.node_id = "N1".into();
+        assert!(s.check().unwrap_err().to_string().contains("node_id"));
+        let mut s = ok.clone();
+        s.shard_count = 100;
+        assert!(s.check().unwrap_err().to_string().contains("shard_count"));
+        let mut s = ok.clone();
+        s.lease_ttl_s = 1;
+        assert!(s.check().unwrap_err().to_string().contains("lease_ttl_s"));
+        assert_eq!(shard_key(&ok.prefix, 7), "/switch/default/shards/7");
+        assert_eq!(node_key(&ok.prefix, "n1"), "/switch/default/nodes/n1");
+    }
+
+    #[test]
+    fn the_deadline_is_a_margin_before_the_ttl() {
+        let t = Instant::now();
+        assert_eq!(deadline(t, 3), t + Duration::from_millis(2_500));
+        assert_eq!(deadline(t, 0), t);
+    }
+}
