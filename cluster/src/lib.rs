@@ -16,6 +16,7 @@
 //!   deadline past which it owns nothing.
 //! - [`fence`]: the PostgreSQL table of shard epochs and the function every
 //!   write batch calls in its transaction.
+//! - [`status`]: what etcd says of a cluster, for `switch cluster status`.
 //! - `testing` (feature `testing`): a throwaway etcd server for tests.
 //! - `error`: [`EtcdError`], [`FenceError`], [`MemberError`].
 
@@ -25,6 +26,7 @@ pub mod etcd;
 pub mod fence;
 pub mod member;
 pub mod ownership;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 

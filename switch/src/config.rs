@@ -99,6 +99,92 @@ pub struct Config {
     /// Webhook deliveries (`docs/webhooks.md`).
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// Cluster mode (`docs/cluster.md`): parsed and checked only; the
+    /// switch refuses to start with it until cluster mode is served.
+    #[serde(default)]
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]`: a node of a cluster on etcd and PostgreSQL (issue 22).
+/// Only the keys the first slice needs; the design's others are unknown
+/// keys, refused as such.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The node's name in etcd, metrics and `cluster status`: `[a-z0-9-]{1,32}`.
+    pub node_id: String,
+    /// etcd client URLs, `http://host:port`, 1..=7.
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix in etcd, so one etcd can hold several clusters.
+    #[serde(default = "ClusterSettings::default_prefix")]
+    pub etcd_prefix: String,
+    /// Payment shards: a power of two, 16..=4,096.
+    #[serde(default = "ClusterSettings::default_shards")]
+    pub shard_count: u32,
+    /// Velocity shards: a power of two, 16..=4,096.
+    #[serde(default = "ClusterSettings::default_shards")]
+    pub velocity_shard_count: u32,
+    /// Where the node listens for node links, `host:port`.
+    pub link_addr: String,
+    /// The node's etcd lease, in s: 2..=60.
+    #[serde(default = "ClusterSettings::default_lease_ttl_s")]
+    pub lease_ttl_s: u64,
+}
+
+impl ClusterSettings {
+    fn default_prefix() -> String {
+        "/switch/default".into()
+    }
+    fn default_shards() -> u32 {
+        256
+    }
+    fn default_lease_ttl_s() -> u64 {
+        3
+    }
+
+    /// Checks every key; names the first bad one.
+    fn validate(&self) -> Result<(), ConfigError> {
+        cluster::member::check_node_id(&self.node_id).map_err(|p| invalid("cluster.node_id", p))?;
+        cluster::etcd::Etcd::new(&self.etcd_endpoints, std::time::Duration::from_secs(1))
+            .map_err(|e| invalid("cluster.etcd_endpoints", e.to_string()))?;
+        let p = &self.etcd_prefix;
+        if !p.starts_with('/') || p.ends_with('/') || p.len() < 2 {
+            return Err(invalid(
+                "cluster.etcd_prefix",
+                format!("`{p}`: expected /name, no trailing /"),
+            ));
+        }
+        for (key, n) in [
+            ("cluster.shard_count", self.shard_count),
+            ("cluster.velocity_shard_count", self.velocity_shard_count),
+        ] {
+            let range = cluster::ownership::SHARD_COUNT_MIN..=cluster::ownership::SHARD_COUNT_MAX;
+            if !n.is_power_of_two() || !range.contains(&n) {
+                return Err(invalid(
+                    key,
+                    format!("{n}: expected a power of two, 16..=4096"),
+                ));
+            }
+        }
+        let port = self
+            .link_addr
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+            return Err(invalid(
+                "cluster.link_addr",
+                format!("`{}`: expected host:port", self.link_addr),
+            ));
+        }
+        let ttl = cluster::member::LEASE_TTL_S_MIN..=cluster::member::LEASE_TTL_S_MAX;
+        if !i64::try_from(self.lease_ttl_s).is_ok_and(|t| ttl.contains(&t)) {
+            return Err(invalid(
+                "cluster.lease_ttl_s",
+                format!("{}: expected 2..=60", self.lease_ttl_s),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[webhooks]`: how events are posted to the merchants' endpoints (the
@@ -565,6 +651,9 @@ impl Config {
             }
         }
         self.validate_merchants()?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         crate::webhooks::Networks::parse(&self.webhooks.allow_networks)
             .map_err(|e| invalid("webhooks.allow_networks", e))?;
         crate::routing_config::validate(
@@ -899,6 +988,56 @@ mod tests {
         let bad = base.replace("ack = \"durable\"", "ack = \"later\"");
         let e = Config::parse(&bad, "t").expect_err("invalid").to_string();
         assert!(e.contains("journal.ack"), "{e}");
+    }
+
+    #[test]
+    fn cluster_keys_are_parsed_and_checked() {
+        let section = "\n[cluster]\nnode_id = \"n1\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nlink_addr = \"127.0.0.1:7601\"\n";
+        let c = Config::parse(&format!("{EMBEDDED_DEFAULT}{section}"), "t").expect("valid");
+        let k = c.cluster.expect("cluster");
+        assert_eq!(
+            (k.node_id.as_str(), k.etcd_prefix.as_str()),
+            ("n1", "/switch/default")
+        );
+        assert_eq!(
+            (k.shard_count, k.velocity_shard_count, k.lease_ttl_s),
+            (256, 256, 3)
+        );
+        assert!(Config::embedded().expect("valid").cluster.is_none());
+        for (from, to, key) in [
+            ("node_id = \"n1\"", "node_id = \"N 1\"", "cluster.node_id"),
+            (
+                "http://127.0.0.1:2379",
+                "127.0.0.1:2379",
+                "cluster.etcd_endpoints",
+            ),
+            (
+                "link_addr = \"127.0.0.1:7601\"",
+                "link_addr = \"7601\"",
+                "cluster.link_addr",
+            ),
+            (
+                "node_id",
+                "shard_count = 100\nnode_id",
+                "cluster.shard_count",
+            ),
+            (
+                "node_id",
+                "velocity_shard_count = 8192\nnode_id",
+                "cluster.velocity_shard_count",
+            ),
+            ("node_id", "lease_ttl_s = 1\nnode_id", "cluster.lease_ttl_s"),
+            (
+                "node_id",
+                "etcd_prefix = \"/x/\"\nnode_id",
+                "cluster.etcd_prefix",
+            ),
+            ("node_id", "weight = 2\nnode_id", "weight"),
+        ] {
+            let bad = format!("{EMBEDDED_DEFAULT}{}", section.replacen(from, to, 1));
+            let e = Config::parse(&bad, "t").expect_err(key).to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -212,6 +212,14 @@ pub async fn start_on(
     clock: Clock,
     storage: Arc<dyn journal::Storage>,
 ) -> anyhow::Result<Running> {
+    // `[cluster]` is parsed and checked, not served: refuse rather than
+    // run a single node that its operator believes is a cluster member.
+    if config.cluster.is_some() {
+        anyhow::bail!(
+            "configuration [cluster]: cluster mode is not served yet (docs/cluster.md, Status); \
+             remove the section to run a single node"
+        );
+    }
     // Before anything reads or writes the journal, snapshots or token key.
     let dir_lock = datadir::lock(&config.listeners.data_dir)?;
     // The listeners' TLS files, before the journal is recovered.

@@ -85,6 +85,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: ArchiveAction,
     },
+    /// Cluster mode (`docs/cluster.md`; not served yet): what etcd holds.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Payments of a period with masked cards, for reconciliation.
     Export {
         /// First day, YYYY-MM-DD (UTC), inclusive.
@@ -141,6 +146,23 @@ pub(crate) struct ExportFilters {
     /// Only these statuses, comma-separated (`succeeded,declined`).
     #[arg(long)]
     pub(crate) status: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterAction {
+    /// The nodes, the shards each owns and their epochs, as etcd holds
+    /// them (reads etcd only).
+    Status {
+        /// etcd client URL (`http://host:port`); repeat for several.
+        #[arg(long = "etcd", required = true)]
+        etcd: Vec<String>,
+        /// The cluster's name: keys under `/switch/NAME`.
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        /// A line per shard too: its owner and epoch.
+        #[arg(long)]
+        shards: bool,
+    },
 }
 
 #[derive(Subcommand)]

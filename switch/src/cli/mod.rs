@@ -1,8 +1,9 @@
 //! The `switch` command line in one place: the switch itself (`serve`) and
 //! its operator tools (`iso`, `journal` with `export`, `keys`,
-//! `terminals` and `merchants`, `webhooks`).
+//! `terminals` and `merchants`, `webhooks`, `cluster`).
 
 mod args;
+mod cluster;
 mod directory;
 mod iso;
 mod journal;
@@ -45,6 +46,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Webhooks { action } => webhooks::webhooks_command(action, cli.config.as_deref()),
         Command::Mandates { action } => keys::mandates_command(action, cli.config.as_deref()),
         Command::Journal { action } => journal_tool(action),
+        Command::Cluster { action } => cluster::cluster_command(action),
         Command::Saf { action } => {
             let overrides = Overrides::from_env()?.then(Overrides {
                 data_dir: cli.data_dir.clone(),

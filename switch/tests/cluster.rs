@@ -1,0 +1,108 @@
+//! Cluster mode's first slice as the binary shows it: `[cluster]` is
+//! refused at start (not served yet), and `switch cluster status` prints
+//! what a real etcd holds of two nodes (`cluster::testing::EtcdServer`;
+//! without the binary it fails, naming scripts/install-test-deps.sh).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cluster::etcd::Etcd;
+use cluster::member::{Member, Settings};
+use cluster::testing::EtcdServer;
+
+const SWITCH: &str = env!("CARGO_BIN_EXE_switch");
+
+#[test]
+fn start_refuses_a_cluster_section() {
+    let dir = std::env::temp_dir().join(format!("switch-cluster-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("switch.toml");
+    let section = "\n[cluster]\nnode_id = \"n1\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nlink_addr = \"127.0.0.1:7601\"\n";
+    std::fs::write(&config, format!("{}{section}", switch::EMBEDDED_DEFAULT)).unwrap();
+    let out = Command::new(SWITCH)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--iso-addr",
+            "127.0.0.1:0",
+            "--frame-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cluster mode is not served yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cluster_status_shows_nodes_shards_and_epochs() {
+    let server = EtcdServer::new().unwrap_or_else(|e| panic!("test etcd: {e}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let join = |node: &str| {
+        let etcd = Etcd::new(&[server.url().to_owned()], Duration::from_secs(1)).unwrap();
+        let mut s = Settings::new("status", node, "127.0.0.1:7601");
+        s.shard_count = 16;
+        s.poll_interval = Duration::from_millis(100);
+        rt.block_on(Member::join(etcd, s)).unwrap()
+    };
+    let (a, b) = (join("a"), join("b"));
+    let start = Instant::now();
+    while a.owned().len() + b.owned().len() < 16 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "shards not all owned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(SWITCH)
+        .args([
+            "cluster",
+            "status",
+            "--etcd",
+            server.url(),
+            "--cluster",
+            "status",
+            "--shards",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cluster /switch/status (2 nodes)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("shards owned: 16"), "{stdout}");
+    for m in [&a, &b] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{} ", m.node_id())))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains(&format!(" {} ", m.owned().len())), "{line}");
+        for (s, epoch) in m.owned() {
+            let shard_line = format!("{s:>5}  {:<17} {epoch}", m.node_id());
+            assert!(stdout.contains(&shard_line), "{shard_line:?} in {stdout}");
+        }
+    }
+    // An etcd that does not answer is an error naming it.
+    let out = Command::new(SWITCH)
+        .args(["cluster", "status", "--etcd", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no endpoint answered"));
+    drop((a, b));
+}
