@@ -106,3 +106,46 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no endpoint answered"));
     drop((a, b));
 }
+
+#[test]
+fn the_harness_script_starts_and_stops_etcd_and_postgres() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
+    let dir = std::env::temp_dir().join(format!("switch-cluster-harness-{}", std::process::id()));
+    let run = |action: &str| {
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "cluster.sh {action}: {text}");
+        text
+    };
+    run("up");
+    let env = std::fs::read_to_string(dir.join("services.env")).unwrap();
+    let value = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in {env}"))
+            .to_owned()
+    };
+    let (etcd, pg_url) = (value("ETCD_ENDPOINTS"), value("PG_URL"));
+    let out = Command::new(SWITCH)
+        .args(["cluster", "status", "--etcd", &etcd])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cluster /switch/default (0 nodes)"));
+    let mut db = postgres::Client::connect(&pg_url, postgres::NoTls).unwrap();
+    cluster::fence::install(&mut db).unwrap();
+    drop(db);
+    run("down");
+    // Twice is harmless.
+    assert!(run("down").contains("nothing recorded"));
+    assert!(std::net::TcpStream::connect(etcd.trim_start_matches("http://")).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
