@@ -73,7 +73,9 @@ pub fn install(client: &mut postgres::Client) -> Result<(), FenceError> {
 /// Checks and moves the fence of `shard` for a writer at `epoch` inside
 /// the caller's transaction `tx` (call it first in every write batch, once
 /// per shard the batch writes, in shard order so two batches never wait
-/// on each other's locks).
+/// on each other's locks). The transaction must be READ COMMITTED (the
+/// default): then the row lock reads the latest epoch after a wait, where
+/// REPEATABLE READ would fail with a serialization error instead.
 ///
 /// # Errors
 /// [`FenceError::Fenced`] when a later epoch is stored: the transaction is

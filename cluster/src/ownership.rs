@@ -199,4 +199,124 @@ mod tests {
         assert_eq!(p.adopt, vec![(2, 8), (3, 11)]);
         assert_eq!(p.acquire, vec![0]);
     }
+
+    /// etcd as the plan sees it: owner keys with their lease and create
+    /// revision, one revision counter; nodes with their lease and claims.
+    #[derive(Default)]
+    struct Model {
+        revision: i64,
+        keys: BTreeMap<u32, (String, LeaseId, i64)>,
+        nodes: BTreeMap<String, (LeaseId, BTreeMap<u32, i64>)>,
+        next_lease: LeaseId,
+    }
+
+    impl Model {
+        fn view(&self) -> View {
+            View {
+                nodes: self.nodes.keys().cloned().collect(),
+                owners: self
+                    .keys
+                    .iter()
+                    .map(|(&s, (n, lease, epoch))| {
+                        let record = OwnerRecord {
+                            node_id: n.clone(),
+                            lease: *lease,
+                        };
+                        (
+                            s,
+                            ShardOwner {
+                                record,
+                                epoch: *epoch,
+                            },
+                        )
+                    })
+                    .collect(),
+            }
+        }
+
+        /// One poll of `node`, applied as `member` applies it.
+        fn poll(&mut self, node: &str, release_max: usize) {
+            let view = self.view();
+            let Some((lease, held)) = self.nodes.get_mut(node) else {
+                return;
+            };
+            let p = plan(node, *lease, 16, held, &view, release_max);
+            for s in &p.lost {
+                held.remove(s);
+            }
+            for (s, epoch) in &p.release {
+                held.remove(s);
+                if self.keys.get(s).is_some_and(|k| k.2 == *epoch) {
+                    self.keys.remove(s);
+                }
+            }
+            for &(s, epoch) in &p.adopt {
+                held.insert(s, epoch);
+            }
+            for s in p.acquire {
+                if !self.keys.contains_key(&s) {
+                    self.revision += 1;
+                    self.keys
+                        .insert(s, (node.to_owned(), *lease, self.revision));
+                    held.insert(s, self.revision);
+                }
+            }
+        }
+
+        /// Every claim is the key etcd holds: so no shard has two claimants.
+        fn check(&self) {
+            for (node, (lease, held)) in &self.nodes {
+                for (s, epoch) in held {
+                    assert_eq!(
+                        self.keys.get(s),
+                        Some(&(node.clone(), *lease, *epoch)),
+                        "{node} claims {s}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn claims_are_always_etcd_s_keys_and_converge_to_rendezvous(
+            events in proptest::collection::vec((0u8..3, 0usize..4), 1..60),
+            release_max in 1usize..5,
+        ) {
+            const NAMES: [&str; 4] = ["n0", "n1", "n2", "n3"];
+            let mut m = Model::default();
+            for (kind, i) in events {
+                let name = NAMES[i];
+                match kind {
+                    // Join: a new lease; a live node polls instead.
+                    0 if !m.nodes.contains_key(name) => {
+                        m.next_lease += 1;
+                        m.nodes.insert(name.to_owned(), (m.next_lease, BTreeMap::new()));
+                    }
+                    // Crash: the lease expires, its keys go.
+                    1 => {
+                        if let Some((lease, _)) = m.nodes.remove(name) {
+                            m.keys.retain(|_, k| k.1 != lease);
+                        }
+                    }
+                    _ => m.poll(name, release_max),
+                }
+                m.check();
+            }
+            // Quiet: every node polls until the hand-overs are done.
+            let names: Vec<String> = m.nodes.keys().cloned().collect();
+            for _ in 0..(16 / release_max + 3) {
+                for n in &names {
+                    m.poll(n, release_max);
+                    m.check();
+                }
+            }
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            for n in &names {
+                let held: Vec<u32> = m.nodes[n].1.keys().copied().collect();
+                proptest::prop_assert_eq!(held, desired(n, &refs));
+            }
+            proptest::prop_assert_eq!(m.keys.len(), if names.is_empty() { 0 } else { 16 });
+        }
+    }
 }
