@@ -68,6 +68,12 @@ impl EtcdServer {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The process id, for tests that stop and continue it (an etcd
+    /// outage without losing its data).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for EtcdServer {

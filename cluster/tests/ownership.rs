@@ -288,3 +288,36 @@ async fn a_joining_node_takes_its_shards_by_hand_over() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_cut_from_etcd_stop_claiming_within_the_lease_and_come_back() {
+    let server = etcd_server();
+    let (a, b) = (join(server.url(), "a").await, join(server.url(), "b").await);
+    let split =
+        || shards(&a) == desired("a", &["a", "b"]) && shards(&b) == desired("b", &["a", "b"]);
+    until(&[&a, &b], Duration::from_secs(5), "split", split).await;
+
+    // etcd stops answering (SIGSTOP): renewals time out, both deadlines pass.
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let bound = Duration::from_millis(TTL_S as u64 * 1_000 - member::LEASE_MARGIN_MS) + SLACK;
+    let took = until(&[&a, &b], bound, "stop claiming", || {
+        a.owned().is_empty() && b.owned().is_empty()
+    })
+    .await;
+    eprintln!("both nodes stopped claiming {took:?} after etcd stopped");
+    assert!(!a.lease_valid() && !b.lease_valid());
+
+    // etcd answers again: the nodes renew or register anew and own their
+    // shards again, one claimant each.
+    signal("-CONT");
+    let took = until(&[&a, &b], Duration::from_secs(10), "back", split).await;
+    eprintln!("split again {took:?} after etcd came back");
+    assert_matches_etcd(server.url(), &[&a, &b]).await;
+}
