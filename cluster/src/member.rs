@@ -421,8 +421,14 @@ fn deadline(sent: Instant, ttl_s: i64) -> Instant {
 async fn keep_alive(inner: Arc<Inner>) {
     let every =
         Duration::from_millis(u64::try_from(inner.settings.lease_ttl_s).unwrap_or(1) * 1_000 / 3);
+    // Renewals start every third of the TTL from the last start, however
+    // long a call took: one renewal timing out (CALL_TIMEOUT_MS_DEFAULT is
+    // a third of the default TTL) still leaves the next one inside the
+    // deadline.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(every).await;
+        ticks.tick().await;
         if inner.paused.load(Ordering::Acquire) {
             continue;
         }
