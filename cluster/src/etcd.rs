@@ -2,7 +2,7 @@
 //!
 //! It speaks to etcd's JSON gateway (`POST /v3/kv/range`, `/v3/kv/txn`,
 //! `/v3/kv/deleterange`, `/v3/lease/grant`, `/v3/lease/keepalive`,
-//! `/v3/lease/revoke`; keys and values base64, 64-bit integers as strings),
+//! `/v3/lease/timetolive`, `/v3/lease/revoke`; keys and values base64, 64-bit integers as strings),
 //! over the `reqwest` client the switch already builds, so no `protoc` or
 //! gRPC stack is needed. The gateway is part of every etcd server since 3.3
 //! and answers on the client URL.
@@ -158,6 +158,18 @@ impl Etcd {
             return Err(EtcdError::LeaseNotFound(id));
         }
         Ok(ttl)
+    }
+
+    /// The seconds lease `id` has left as etcd counts them, `None` when it
+    /// is gone.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn lease_time_to_live(&self, id: LeaseId) -> Result<Option<i64>, EtcdError> {
+        const OP: &str = "/v3/lease/timetolive";
+        let v = self.call(OP, json!({ "ID": id.to_string() })).await?;
+        // An expired or unknown lease answers TTL -1.
+        Ok(opt_int(&v, "TTL", OP)?.filter(|&ttl| ttl >= 0))
     }
 
     /// Revokes lease `id`: its keys are deleted at once.

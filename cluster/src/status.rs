@@ -19,6 +19,9 @@ pub struct Node {
     pub record: Option<NodeRecord>,
     /// The lease the key is attached to.
     pub lease: LeaseId,
+    /// The seconds etcd gives that lease still (whole seconds, as etcd
+    /// counts them); `None` when it could not say.
+    pub lease_left_s: Option<i64>,
 }
 
 /// A cluster as etcd holds it.
@@ -48,6 +51,7 @@ pub async fn read(etcd: &Etcd, prefix: &str) -> Result<Status, EtcdError> {
             node_id: String::from_utf8_lossy(id).into_owned(),
             record: serde_json::from_slice(&kv.value).ok(),
             lease: kv.lease,
+            lease_left_s: etcd.lease_time_to_live(kv.lease).await?,
         });
     }
     let view = crate::member::read_view(etcd, prefix, SHARD_COUNT_MAX).await?;
@@ -59,8 +63,8 @@ pub async fn read(etcd: &Etcd, prefix: &str) -> Result<Status, EtcdError> {
 }
 
 impl Status {
-    /// The status as text: a line per node (state, link address, shards
-    /// owned, lowest and highest epoch), then a line per owner that has no
+    /// The status as text: a line per node (state, lease left, link
+    /// address, shards owned, lowest and highest epoch), then a line per owner that has no
     /// node key, then the owned shards' count.
     pub fn render(&self) -> String {
         let mut per_node: BTreeMap<&str, Vec<(u32, i64)>> = BTreeMap::new();
@@ -74,7 +78,7 @@ impl Status {
         let _ = writeln!(out, "cluster {} ({} nodes)", self.prefix, self.nodes.len());
         let _ = writeln!(
             out,
-            "  node              state     link                   shards  epochs"
+            "  node              state     lease_left  link                   shards  epochs"
         );
         for n in &self.nodes {
             let (state, link) = n
@@ -82,11 +86,13 @@ impl Status {
                 .as_ref()
                 .map_or(("?", "?"), |r| (r.state.as_str(), r.link_addr.as_str()));
             let shards = per_node.remove(n.node_id.as_str()).unwrap_or_default();
+            let left = n.lease_left_s.map_or("?".to_owned(), |s| format!("{s}s"));
             let _ = writeln!(
                 out,
-                "  {:<17} {:<9} {:<22} {:>6}  {}",
+                "  {:<17} {:<9} {:<11} {:<22} {:>6}  {}",
                 n.node_id,
                 state,
+                left,
                 link,
                 shards.len(),
                 epochs(&shards)
@@ -95,8 +101,9 @@ impl Status {
         for (node, shards) in &per_node {
             let _ = writeln!(
                 out,
-                "  {node:<17} {:<9} {:<22} {:>6}  {} (no node key)",
+                "  {node:<17} {:<9} {:<11} {:<22} {:>6}  {} (no node key)",
                 "gone",
+                "-",
                 "-",
                 shards.len(),
                 epochs(shards)
@@ -147,6 +154,7 @@ mod tests {
                 node_id: "n1".into(),
                 record: None,
                 lease: 1,
+                lease_left_s: Some(2),
             }],
             owners: BTreeMap::from([
                 (0, owner("n1", 5)),
@@ -156,7 +164,9 @@ mod tests {
         };
         let text = status.render();
         assert!(
-            text.contains("n1                ?         ?                           2  5..9"),
+            text.contains(
+                "n1                ?         2s          ?                           2  5..9"
+            ),
             "{text}"
         );
         assert!(

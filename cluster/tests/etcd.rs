@@ -25,6 +25,8 @@ async fn the_client_against_etcd() {
     let lease = etcd.lease_grant(5).await.unwrap();
     assert_eq!(lease.ttl_s, 5);
     assert!(etcd.lease_keep_alive(lease.id).await.unwrap() > 0);
+    let left = etcd.lease_time_to_live(lease.id).await.unwrap();
+    assert!(matches!(left, Some(1..=5)), "{left:?}");
 
     let rev = etcd.put("/t/a", b"1", None).await.unwrap();
     etcd.put("/t/b", b"2", Some(lease.id)).await.unwrap();
@@ -95,6 +97,7 @@ async fn the_client_against_etcd() {
         etcd.lease_keep_alive(lease.id).await,
         Err(EtcdError::LeaseNotFound(_))
     ));
+    assert_eq!(etcd.lease_time_to_live(lease.id).await.unwrap(), None);
     assert!(matches!(
         etcd.lease_revoke(lease.id).await,
         Err(EtcdError::LeaseNotFound(_))

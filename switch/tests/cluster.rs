@@ -92,6 +92,12 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
             .find(|l| l.trim_start().starts_with(&format!("{} ", m.node_id())))
             .unwrap_or_else(|| panic!("{stdout}"));
         assert!(line.contains(&format!(" {} ", m.owned().len())), "{line}");
+        // The lease's time left, as etcd counts it (TTL 3 s).
+        let left = ["1s ", "2s ", "3s "];
+        assert!(
+            line.contains(" active ") && left.iter().any(|l| line.contains(l)),
+            "{line}"
+        );
         for (s, epoch) in m.owned() {
             let shard_line = format!("{s:>5}  {:<17} {epoch}", m.node_id());
             assert!(stdout.contains(&shard_line), "{shard_line:?} in {stdout}");
