@@ -353,13 +353,13 @@ impl Etcd {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(transport)?;
         let status = response.status();
         if status.is_server_error() && status != reqwest::StatusCode::NOT_IMPLEMENTED {
             return Err(format!("HTTP {status}"));
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if bytes.len().saturating_add(chunk.len()) > RESPONSE_BYTES_MAX {
                 return Err(format!(
                     "answer over RESPONSE_BYTES_MAX ({RESPONSE_BYTES_MAX} bytes)"
@@ -405,6 +405,23 @@ enum Answer {
         /// etcd's message.
         message: String,
     },
+}
+
+/// A transport error with its causes (reqwest's own message names only
+/// the URL), "timed out" first when it did.
+fn transport(e: reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        format!("timed out: {e}")
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Checks one endpoint URL and drops a trailing slash.

@@ -119,6 +119,36 @@ async fn the_client_against_etcd() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endpoint_times_out_and_the_next_answers() {
+    let server = etcd_server();
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let timeout = Duration::from_millis(300);
+    let etcd = Etcd::new(&[silent_url.clone(), server.url().to_owned()], timeout).unwrap();
+    let start = std::time::Instant::now();
+    etcd.put("/t/x", b"1", None).await.unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= timeout,
+        "{took:?}: the silent endpoint was not tried first"
+    );
+    // The endpoint that answered is tried first from now on.
+    let start = std::time::Instant::now();
+    assert!(etcd.get("/t/x").await.unwrap().is_some());
+    assert!(start.elapsed() < timeout, "{:?}", start.elapsed());
+
+    let alone = Etcd::new(&[silent_url], timeout).unwrap();
+    match alone.get("/t/x").await {
+        Err(EtcdError::Unreachable { reason, .. }) => assert!(
+            reason.contains("timed out") || reason.contains("timeout"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
