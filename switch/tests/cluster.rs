@@ -103,6 +103,19 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
             assert!(stdout.contains(&shard_line), "{shard_line:?} in {stdout}");
         }
     }
+    // The prefix itself reads the same keys.
+    let out = Command::new(SWITCH)
+        .args([
+            "cluster",
+            "status",
+            "--etcd",
+            server.url(),
+            "--prefix",
+            "/switch/status",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("shards owned: 16"));
     // An etcd that does not answer is an error naming it.
     let out = Command::new(SWITCH)
         .args(["cluster", "status", "--etcd", "http://127.0.0.1:1"])

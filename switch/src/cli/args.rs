@@ -157,8 +157,12 @@ pub(crate) enum ClusterAction {
         #[arg(long = "etcd", required = true)]
         etcd: Vec<String>,
         /// The cluster's name: keys under `/switch/NAME`.
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", conflicts_with = "prefix")]
         cluster: String,
+        /// The key prefix itself, for an `etcd_prefix` not of the form
+        /// `/switch/NAME`.
+        #[arg(long)]
+        prefix: Option<String>,
         /// A line per shard too: its owner and epoch.
         #[arg(long)]
         shards: bool,

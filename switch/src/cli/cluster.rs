@@ -14,13 +14,20 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
         ClusterAction::Status {
             etcd,
             cluster,
+            prefix,
             shards,
         } => {
-            cluster::member::check_node_id(&cluster)
-                .map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+            let prefix = match prefix {
+                Some(p) if p.starts_with('/') && !p.ends_with('/') => p,
+                Some(p) => anyhow::bail!("--prefix `{p}`: expected /name, no trailing /"),
+                None => {
+                    cluster::member::check_node_id(&cluster)
+                        .map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+                    cluster::member::prefix(&cluster)
+                }
+            };
             let timeout = Duration::from_millis(cluster::etcd::CALL_TIMEOUT_MS_DEFAULT);
             let client = cluster::etcd::Etcd::new(&etcd, timeout).context("--etcd")?;
-            let prefix = cluster::member::prefix(&cluster);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
