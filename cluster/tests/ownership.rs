@@ -1,6 +1,6 @@
 //! Shard ownership against a real etcd (and the fence against a real
 //! PostgreSQL): two nodes splitting the shards, a crash, a pause past the
-//! lease, a join.
+//! lease, a join, an etcd outage, the loss of one etcd member of three.
 //!
 //! Each test starts its own etcd (`cluster::testing::EtcdServer`) and, for
 //! the fence, PostgreSQL (`archive::testing::PgServer`); without the
@@ -320,4 +320,50 @@ async fn nodes_cut_from_etcd_stop_claiming_within_the_lease_and_come_back() {
     let took = until(&[&a, &b], Duration::from_secs(10), "back", split).await;
     eprintln!("split again {took:?} after etcd came back");
     assert_matches_etcd(server.url(), &[&a, &b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_etcd_member_of_three_is_nothing_visible() {
+    let mut server = EtcdServer::with_members(3).unwrap_or_else(|e| panic!("test etcd: {e}"));
+    let start = Instant::now();
+    let leader = loop {
+        if let Some(l) = server.leader() {
+            break l;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no etcd leader");
+        tokio::time::sleep(CHECK).await;
+    };
+    // The nodes try a follower first, the member about to be lost.
+    let lost = (leader + 1) % 3;
+    let mut endpoints = vec![server.urls()[lost].clone()];
+    endpoints.extend(
+        server
+            .urls()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != lost)
+            .map(|(_, u)| u.clone()),
+    );
+    let node = |id: &str| {
+        Member::join(
+            Etcd::new(&endpoints, Duration::from_millis(1_000)).unwrap(),
+            settings(id),
+        )
+    };
+    let (a, b) = (node("a").await.unwrap(), node("b").await.unwrap());
+    let split =
+        || shards(&a) == desired("a", &["a", "b"]) && shards(&b) == desired("b", &["a", "b"]);
+    until(&[&a, &b], Duration::from_secs(5), "split", split).await;
+    let (a_before, b_before) = (a.owned(), b.owned());
+
+    server.kill_member(lost);
+    // A whole lease later, nothing moved and nobody stopped claiming:
+    // renewals and polls went to the next endpoint.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(TTL_S as u64) {
+        check_one_claimant(&[&a, &b]);
+        assert_eq!((a.owned(), b.owned()), (a_before.clone(), b_before.clone()));
+        tokio::time::sleep(CHECK).await;
+    }
+    assert_matches_etcd(&server.urls()[leader], &[&a, &b]).await;
 }
