@@ -2,27 +2,28 @@
 # The local cluster harness (docs/cluster.md, The local harness), first
 # slice: the services a cluster runs on, on loopback with free ports.
 #
-#   scripts/cluster.sh up DIR     starts one etcd member and a PostgreSQL
-#                                 server (fsync on, an empty database
-#                                 `switch`) and writes DIR/services.env
+#   scripts/cluster.sh up DIR     starts etcd (one member; ETCD_MEMBERS=3
+#                                 for three) and a PostgreSQL server (fsync
+#                                 on, an empty database `switch`) and
+#                                 writes DIR/services.env
 #   scripts/cluster.sh down DIR   stops them by the pids `up` recorded;
 #                                 running it twice is harmless; DIR and its
 #                                 logs stay
 #
 # No switch node is started and DIR/nodes.json is not written: cluster
-# mode is not served yet (a switch refuses [cluster] at start). Nor are
-# ETCD_MEMBERS=3 or PG_STANDBY=1 built. `switch cluster status --etcd
-# "$ETCD_ENDPOINTS"` reads the etcd started here.
+# mode is not served yet (a switch refuses [cluster] at start). Nor is
+# PG_STANDBY=1 built. `switch cluster status --etcd "$ETCD_ENDPOINTS"`
+# reads the etcd started here.
 #
-# DIR/services.env, for `source`: ETCD_ENDPOINTS, PG_URL, ETCD_PID,
-# PG_DATA. Logs: DIR/etcd.log, DIR/pg/server.log. Needs Debian's
-# etcd-server and postgresql (scripts/install-test-deps.sh); as root,
-# PostgreSQL runs as the `postgres` user through runuser, as the tests'
-# server does.
+# DIR/services.env, for `source`: ETCD_ENDPOINTS (comma-separated),
+# ETCD_PIDS (space-separated), PG_URL, PG_DATA. Logs: DIR/etcd<m>.log,
+# DIR/pg/server.log. Needs Debian's etcd-server and postgresql
+# (scripts/install-test-deps.sh); as root, PostgreSQL runs as the
+# `postgres` user through runuser, as the tests' server does.
 set -euo pipefail
 
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -51,8 +52,10 @@ as_pg() {
   fi
 }
 
+# Whether pid $1 runs (a zombie not yet reaped by its new parent does not).
 alive() {
-  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null
+  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null &&
+    [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]
 }
 
 up() {
@@ -61,7 +64,7 @@ up() {
   dir=$(cd "$dir" && pwd)
   if [ -f "$dir/services.env" ]; then
     # shellcheck disable=SC1091
-    if (source "$dir/services.env" && alive "$ETCD_PID"); then
+    if (source "$dir/services.env" && alive "${ETCD_PIDS%% *}"); then
       echo "cluster.sh: $dir is up already (scripts/cluster.sh down $dir first)" >&2
       exit 1
     fi
@@ -73,29 +76,44 @@ up() {
   local bin
   bin=$(pg_bin)
 
-  local client peer
-  client=$(free_port)
-  peer=$(free_port)
-  rm -rf "$dir/etcd"
-  # nohup: etcd outlives this script, and the shell it was started from.
-  nohup etcd --name=n0 --data-dir="$dir/etcd" \
-    --listen-client-urls="http://127.0.0.1:$client" \
-    --advertise-client-urls="http://127.0.0.1:$client" \
-    --listen-peer-urls="http://127.0.0.1:$peer" \
-    --initial-advertise-peer-urls="http://127.0.0.1:$peer" \
-    --initial-cluster="n0=http://127.0.0.1:$peer" \
-    >"$dir/etcd.log" 2>&1 &
-  local etcd_pid=$!
-  local i
-  for i in $(seq 1 300); do
-    if curl -sf "http://127.0.0.1:$client/health" | grep -q '"health":"true"'; then
-      break
-    fi
-    if ! alive "$etcd_pid"; then
-      echo "cluster.sh: etcd exited; see $dir/etcd.log" >&2
-      exit 1
-    fi
-    sleep 0.1
+  local members=${ETCD_MEMBERS:-1}
+  if ! [[ "$members" =~ ^[1-7]$ ]]; then
+    echo "cluster.sh: ETCD_MEMBERS=$members: expected 1 to 7" >&2
+    exit 1
+  fi
+  local m clients=() peers=() initial="" endpoints="" pids=""
+  for m in $(seq 0 $((members - 1))); do
+    clients+=("$(free_port)")
+    peers+=("$(free_port)")
+    initial+="${initial:+,}e$m=http://127.0.0.1:${peers[$m]}"
+    endpoints+="${endpoints:+,}http://127.0.0.1:${clients[$m]}"
+  done
+  for m in $(seq 0 $((members - 1))); do
+    rm -rf "$dir/etcd$m"
+    # nohup: etcd outlives this script, and the shell it was started from.
+    nohup etcd --name="e$m" --data-dir="$dir/etcd$m" \
+      --listen-client-urls="http://127.0.0.1:${clients[$m]}" \
+      --advertise-client-urls="http://127.0.0.1:${clients[$m]}" \
+      --listen-peer-urls="http://127.0.0.1:${peers[$m]}" \
+      --initial-advertise-peer-urls="http://127.0.0.1:${peers[$m]}" \
+      --initial-cluster="$initial" \
+      >"$dir/etcd$m.log" 2>&1 &
+    pids+="${pids:+ }$!"
+  done
+  # Every member healthy (a leader elected, its store working), 30 s at most.
+  local i pid
+  for m in $(seq 0 $((members - 1))); do
+    pid=$(echo "$pids" | cut -d' ' -f$((m + 1)))
+    for i in $(seq 1 300); do
+      if curl -sf "http://127.0.0.1:${clients[$m]}/health" | grep -q '"health":"true"'; then
+        break
+      fi
+      if ! alive "$pid" || [ "$i" -eq 300 ]; then
+        echo "cluster.sh: etcd member $m not healthy; see $dir/etcd$m.log" >&2
+        exit 1
+      fi
+      sleep 0.1
+    done
   done
 
   local pg=$dir/pg port
@@ -113,12 +131,12 @@ up() {
     -c 'CREATE DATABASE switch' >/dev/null
 
   cat >"$dir/services.env" <<EOF
-ETCD_ENDPOINTS=http://127.0.0.1:$client
-ETCD_PID=$etcd_pid
+ETCD_ENDPOINTS=$endpoints
+ETCD_PIDS="$pids"
 PG_URL=postgresql://postgres@127.0.0.1:$port/switch
 PG_DATA=$pg/data
 EOF
-  echo "cluster.sh: up in $dir: etcd http://127.0.0.1:$client (pid $etcd_pid), PostgreSQL postgresql://postgres@127.0.0.1:$port/switch"
+  echo "cluster.sh: up in $dir: etcd $endpoints (pids $pids), PostgreSQL postgresql://postgres@127.0.0.1:$port/switch"
   echo "cluster.sh: no switch node started: cluster mode is not served yet"
 }
 
@@ -128,23 +146,25 @@ down() {
     echo "cluster.sh: nothing recorded in $dir (never up, or down already)"
     return 0
   fi
-  local ETCD_PID PG_DATA
+  local ETCD_PIDS PG_DATA pid
   # shellcheck disable=SC1091
   source "$dir/services.env"
   if [ -f "$PG_DATA/postmaster.pid" ]; then
     as_pg "$(pg_bin)/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 30 >/dev/null || true
   fi
-  if alive "$ETCD_PID"; then
-    kill -TERM "$ETCD_PID"
-    local i
+  for pid in $ETCD_PIDS; do
+    alive "$pid" && kill -TERM "$pid"
+  done
+  local i
+  for pid in $ETCD_PIDS; do
     for i in $(seq 1 50); do
-      alive "$ETCD_PID" || break
+      alive "$pid" || break
       sleep 0.1
     done
-    if alive "$ETCD_PID"; then
-      kill -KILL "$ETCD_PID" || true
+    if alive "$pid"; then
+      kill -KILL "$pid" || true
     fi
-  fi
+  done
   rm -f "$dir/services.env"
   echo "cluster.sh: down ($dir kept, with its logs)"
 }

@@ -127,7 +127,7 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
 }
 
 #[test]
-fn the_harness_script_starts_and_stops_etcd_and_postgres() {
+fn the_harness_script_starts_and_stops_three_etcd_members_and_postgres() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
     let dir = std::env::temp_dir().join(format!("switch-cluster-harness-{}", std::process::id()));
     let run = |action: &str| {
@@ -135,6 +135,7 @@ fn the_harness_script_starts_and_stops_etcd_and_postgres() {
             .arg(script)
             .arg(action)
             .arg(&dir)
+            .env("ETCD_MEMBERS", "3")
             .output()
             .unwrap();
         let text = format!(
@@ -154,6 +155,8 @@ fn the_harness_script_starts_and_stops_etcd_and_postgres() {
             .to_owned()
     };
     let (etcd, pg_url) = (value("ETCD_ENDPOINTS"), value("PG_URL"));
+    let members: Vec<&str> = etcd.split(',').collect();
+    assert_eq!(members.len(), 3, "{etcd}");
     let out = Command::new(SWITCH)
         .args(["cluster", "status", "--etcd", &etcd])
         .output()
@@ -165,6 +168,11 @@ fn the_harness_script_starts_and_stops_etcd_and_postgres() {
     run("down");
     // Twice is harmless.
     assert!(run("down").contains("nothing recorded"));
-    assert!(std::net::TcpStream::connect(etcd.trim_start_matches("http://")).is_err());
+    for m in members {
+        assert!(
+            std::net::TcpStream::connect(m.trim_start_matches("http://")).is_err(),
+            "{m}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -153,8 +153,9 @@ pub(crate) enum ClusterAction {
     /// The nodes, the shards each owns and their epochs, as etcd holds
     /// them (reads etcd only).
     Status {
-        /// etcd client URL (`http://host:port`); repeat for several.
-        #[arg(long = "etcd", required = true)]
+        /// etcd client URL (`http://host:port`); several comma-separated
+        /// or repeated.
+        #[arg(long = "etcd", required = true, value_delimiter = ',')]
         etcd: Vec<String>,
         /// The cluster's name: keys under `/switch/NAME`.
         #[arg(long, default_value = "default", conflicts_with = "prefix")]
