@@ -266,6 +266,33 @@ async fn events_are_signed_in_order_per_payment_and_masked() {
     assert_eq!(c.call(&sale(blocked, 600)).await.code(), "59");
     let got = rx.wait_for(5).await;
     assert_eq!(got.len(), 5, "one event per change");
+    // The dispatcher and the deliveries run at nice 10 (authorizations
+    // first when the machine is busy); the threads of this test binary's
+    // other switches are named the same and lowered the same.
+    let nice: Vec<(String, i64)> = std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Field 19 (nice), counted after the ")" ending the name.
+            let nice = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(16)?
+                .parse()
+                .ok()?;
+            comm.starts_with("webhook-")
+                .then(|| (comm.trim().to_owned(), nice))
+        })
+        .collect();
+    assert!(
+        nice.iter().any(|(n, _)| n == "webhook-dispatc")
+            && nice.iter().any(|(n, _)| n == "webhook-deliver"),
+        "{nice:?}"
+    );
+    assert!(nice.iter().all(|&(_, n)| n == 10), "{nice:?}");
 
     let mut ids = std::collections::HashSet::new();
     let mut of_preauth = Vec::new();

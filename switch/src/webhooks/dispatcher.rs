@@ -34,12 +34,14 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Pause while the backlog is full (`[webhooks] backlog_max`).
 const FULL_PAUSE: Duration = Duration::from_millis(100);
 
-/// The running dispatcher.
+/// The running dispatcher, and the deliveries' runtime.
 pub(crate) struct Dispatcher {
     /// Set to stop it.
     stop: Arc<AtomicBool>,
     /// Its thread.
     thread: Option<JoinHandle<()>>,
+    /// The deliveries' runtime (`super::start`), shut down with it.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// The MID of a merchant index, `None` for an index the switch does not
@@ -109,12 +111,22 @@ impl Dispatcher {
         };
         let thread = std::thread::Builder::new()
             .name("webhook-dispatcher".into())
-            .spawn(move || run.run())
+            .spawn(move || {
+                super::lower_priority();
+                run.run();
+            })
             .context("starting the webhook dispatcher")?;
         Ok(Dispatcher {
             stop,
             thread: Some(thread),
+            runtime: None,
         })
+    }
+
+    /// Keeps the deliveries' runtime until [`Dispatcher::stop`].
+    pub(crate) fn with_runtime(mut self, runtime: tokio::runtime::Runtime) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// Stops after the batch in progress.
@@ -124,6 +136,11 @@ impl Dispatcher {
             if t.join().is_err() {
                 tracing::error!("webhook dispatcher panicked");
             }
+        }
+        // Its tasks ended at the switch's cancel (the shutdown waited for
+        // them); this does not block, so it is safe from any context.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }

@@ -33,6 +33,34 @@ pub(crate) use queue::{Queue, Row, LIST_ROWS_MAX};
 use crate::clock::Clock;
 use crate::retain::RetainFloor;
 
+/// The nice value of the webhook threads (the dispatcher's, and the
+/// deliveries' runtime with its blocking pool): when the machine is busy,
+/// the scheduler gives authorizations the CPU first (a nice-10 thread
+/// weighs about a tenth of a nice-0 one) and deliveries what is left; the
+/// backlog holds the difference (`backlog_max`).
+pub(crate) const THREAD_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority to [`THREAD_NICE`]; a failure is
+/// logged and the thread runs at its default priority.
+pub(crate) fn lower_priority() {
+    // SAFETY: gettid(2) and setpriority(2) read and write only the calling
+    // thread's scheduling attributes; no memory is passed.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, THREAD_NICE)
+    };
+    if r != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "webhooks: could not lower a thread's priority");
+    }
+}
+
+/// Worker threads of the deliveries' runtime (their HTTP clients and
+/// connections, and the merchants' tasks): off the authorizations' runtime.
+const DELIVERY_WORKERS: usize = 1;
+/// Threads of its blocking pool (the queue's SQLite calls).
+const DELIVERY_BLOCKING_THREADS_MAX: usize = 4;
+
 /// Buckets of `switch_webhook_delivery_seconds` (and its per-merchant
 /// twin), seconds: 1 ms to 3 days, since retries go on that long.
 pub(crate) const DELIVERY_BUCKETS_S: [f64; 20] = [
@@ -184,8 +212,19 @@ pub(crate) fn start(
         labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
         backlog,
     });
-    tracker.spawn(deliver::run(shared, cancel.clone(), tracker.clone()));
-    Ok(dispatcher)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(DELIVERY_WORKERS)
+        .max_blocking_threads(DELIVERY_BLOCKING_THREADS_MAX)
+        .thread_name("webhook-deliver")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the webhook deliveries' runtime: {e}"))?;
+    tracker.spawn_on(
+        deliver::run(shared, cancel.clone(), tracker.clone()),
+        runtime.handle(),
+    );
+    Ok(dispatcher.with_runtime(runtime))
 }
 
 fn describe_metrics() {
