@@ -134,16 +134,18 @@ pub(crate) struct Queue {
     path: PathBuf,
 }
 
-const SCHEMA: &str = "
+const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
+    -- The journal sequence of the change, the rowid: the id is `evt_` and
+    -- it in hex, so it is unique and no second index is kept for the id.
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
     merchant TEXT NOT NULL,
     payment_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
     type TEXT NOT NULL,
     body TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -155,18 +157,63 @@ CREATE TABLE IF NOT EXISTS events (
     last_error TEXT,
     latency_from_ms INTEGER
 );
--- A merchant's due events, earliest due first: `due` reads the first
--- rows of it, whatever the backlog (an index without seq made it sort
--- every pending row of the merchant on each batch).
+";
+
+/// The columns of `events` as [`TABLES`] makes it, in its order.
+const EVENT_COLUMNS: &str = "seq, id, merchant, payment_id, type, body, status, attempts, \
+    queued_at_ms, next_attempt_at_ms, last_status_code, last_attempt_at_ms, last_error, \
+    latency_from_ms";
+
+/// Every index is written on every event queued and on most attempts:
+/// three, each read by a query that cannot do without it.
+const INDEXES: &str = "
+-- Replaced: events_due sorted a merchant's whole backlog on each batch;
+-- events_pending served only the per-merchant gauges (events_queued does).
 DROP INDEX IF EXISTS events_due;
+DROP INDEX IF EXISTS events_pending;
+-- A merchant's due events, earliest due first: `due` reads the first
+-- rows of it, whatever the backlog.
 CREATE INDEX IF NOT EXISTS events_due_at ON events (merchant, status, next_attempt_at_ms, seq);
 -- Whether a payment has an earlier event not delivered yet (order per payment).
 CREATE INDEX IF NOT EXISTS events_payment ON events (payment_id, status, seq);
--- Pruning finished events by age; the oldest pending event.
+-- Pruning finished events by age; the oldest pending event; pending per merchant.
 CREATE INDEX IF NOT EXISTS events_queued ON events (status, queued_at_ms);
--- Pending events per merchant (gauges with [metrics] merchant_labels).
-CREATE INDEX IF NOT EXISTS events_pending ON events (status, merchant);
 ";
+
+/// A queue made when `events` was keyed by its id text gets the table
+/// keyed by seq (rows copied as they are, in one transaction; a second
+/// connection opening at the same time waits, then finds it done).
+fn key_by_seq(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let keyed_by_id: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('events') WHERE name = 'id' AND pk = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    if keyed_by_id {
+        let new_table = TABLES
+            .split_once("CREATE TABLE IF NOT EXISTS events")
+            .map(|(_, t)| format!("CREATE TABLE events{t}"))
+            .unwrap_or_default();
+        tx.execute_batch(&format!(
+            "DROP INDEX IF EXISTS events_due;
+             DROP INDEX IF EXISTS events_due_at;
+             DROP INDEX IF EXISTS events_payment;
+             DROP INDEX IF EXISTS events_queued;
+             DROP INDEX IF EXISTS events_pending;
+             ALTER TABLE events RENAME TO events_by_id;
+             {new_table}
+             INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events_by_id;
+             DROP TABLE events_by_id;"
+        ))?;
+    }
+    tx.commit()
+}
+
+/// The journal sequence of event `id` as stored (`None`: not an event id).
+fn seq_of(id: &str) -> Option<i64> {
+    engine::events::seq_of_event_id(id).map(int)
+}
 
 /// A queue made before `latency_from_ms` existed gets it (its rows keep
 /// NULL: their deliveries are not timed).
@@ -219,10 +266,13 @@ impl Queue {
             path.display()
         );
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)
+        conn.execute_batch(TABLES)
             .with_context(|| format!("{}: creating the tables", path.display()))?;
         add_latency_column(&conn)
             .with_context(|| format!("{}: adding latency_from_ms", path.display()))?;
+        key_by_seq(&conn).with_context(|| format!("{}: keying events by seq", path.display()))?;
+        conn.execute_batch(INDEXES)
+            .with_context(|| format!("{}: creating the indexes", path.display()))?;
         Ok(Queue { conn, path })
     }
 
@@ -436,11 +486,11 @@ impl Queue {
                 "UPDATE events SET status = ?2, attempts = attempts + 1,
                  next_attempt_at_ms = ?3, last_status_code = ?4,
                  last_attempt_at_ms = ?5, last_error = ?6
-                 WHERE id = ?1",
+                 WHERE seq = ?1",
             )
             .and_then(|mut st| {
                 st.execute(params![
-                    id,
+                    seq_of(id),
                     status.label(),
                     int(next),
                     status_code,
@@ -464,8 +514,8 @@ impl Queue {
             .execute(
                 "UPDATE events SET status = 'pending', attempts = 0,
                  next_attempt_at_ms = 0, queued_at_ms = ?2, latency_from_ms = ?2
-                 WHERE id = ?1",
-                params![id, int(now_ms)],
+                 WHERE seq = ?1",
+                params![seq_of(id), int(now_ms)],
             )
             .with_context(|| self.ctx("queueing an event again"))?;
         Ok(n > 0)
@@ -553,9 +603,9 @@ impl Queue {
         let mut st = self.conn.prepare_cached(
             "SELECT id, merchant, payment_id, type, status, attempts, last_status_code,
                     last_attempt_at_ms, next_attempt_at_ms, last_error
-             FROM events WHERE id = ?1",
+             FROM events WHERE seq = ?1",
         )?;
-        let mut rows = st.query_map(params![id], row)?;
+        let mut rows = st.query_map(params![seq_of(id)], row)?;
         rows.next()
             .transpose()
             .with_context(|| self.ctx("reading an event"))
@@ -629,8 +679,8 @@ impl Queue {
     pub(crate) fn prune(&self, before_ms: u64) -> anyhow::Result<usize> {
         self.conn
             .execute(
-                "DELETE FROM events WHERE id IN (
-                   SELECT id FROM events WHERE status IN ('delivered', 'failed')
+                "DELETE FROM events WHERE seq IN (
+                   SELECT seq FROM events WHERE status IN ('delivered', 'failed')
                    AND queued_at_ms < ?1 LIMIT ?2)",
                 params![int(before_ms), PRUNE_ROWS_MAX as i64],
             )
@@ -677,15 +727,28 @@ mod tests {
         d
     }
 
+    /// The queue as its first version made it: keyed by the id text, no
+    /// latency_from_ms, an index that is gone now.
+    const FIRST_SCHEMA: &str = "
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY, merchant TEXT NOT NULL, payment_id INTEGER NOT NULL,
+            seq INTEGER NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL,
+            status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            queued_at_ms INTEGER NOT NULL, next_attempt_at_ms INTEGER NOT NULL,
+            last_status_code INTEGER, last_attempt_at_ms INTEGER, last_error TEXT);
+        CREATE INDEX events_due ON events (merchant, status, next_attempt_at_ms);
+        CREATE INDEX events_payment ON events (payment_id, status, seq);
+        CREATE INDEX events_queued ON events (status, queued_at_ms);
+        CREATE INDEX events_pending ON events (status, merchant);";
+
     #[test]
-    fn a_queue_from_before_latency_is_timed_from_now_on() {
+    fn a_queue_from_the_first_version_is_keyed_by_seq_and_timed_from_now_on() {
         let d = dir("latency");
         {
             // The table as the first version made it (no latency_from_ms).
             let conn = Connection::open(d.join(QUEUE_FILE)).expect("sqlite");
-            let old = SCHEMA.replace(",\n    latency_from_ms INTEGER", "");
-            assert!(!old.contains("latency_from_ms"));
-            conn.execute_batch(&old).expect("old schema");
+            conn.execute_batch(FIRST_SCHEMA).expect("old schema");
             conn.execute(
                 "INSERT INTO events (id, merchant, payment_id, seq, type, body, status,
                  queued_at_ms, next_attempt_at_ms) VALUES ('evt_0000000000000001', 'A', 1, 1,
@@ -710,8 +773,38 @@ mod tests {
             Some(7_000),
             "a resend counts from itself"
         );
+        // The old row kept its id and is found by it; the table is keyed
+        // by seq now, with the three indexes.
+        let row = q
+            .event_row("evt_0000000000000001")
+            .expect("row")
+            .expect("kept");
+        assert_eq!(
+            (row.payment_id, row.kind.as_str()),
+            (1, "payment.authorized")
+        );
+        let pk: String = q
+            .conn
+            .query_row(
+                "SELECT name FROM pragma_table_info('events') WHERE pk = 1",
+                [],
+                |r| r.get(0),
+            )
+            .expect("pk");
+        assert_eq!(pk, "seq");
+        let mut indexes: Vec<String> = q
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .expect("indexes");
+        indexes.sort();
+        assert_eq!(
+            indexes,
+            ["events_due_at", "events_payment", "events_queued"]
+        );
         drop(q);
-        Queue::open(&d).expect("reopens with the column there");
+        let q = Queue::open(&d).expect("reopens as it is");
+        assert_eq!(q.rows(None, 10).expect("rows").len(), 2);
     }
 
     #[test]
