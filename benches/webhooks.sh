@@ -36,6 +36,7 @@ SWITCH=${SWITCH:-$CARGO_TARGET_DIR/release/switch}
 BUILD=${BUILD:-1}                            # 0: use the binaries as they are
 MODES=${MODES:-"off on"}                     # the runs of a round (order swaps every other round)
 SLOW=${SLOW:-1}                              # 0: no slow-merchant run
+SWITCH_ARGS=${SWITCH_ARGS:-}                 # more flags for the switch, e.g. --journal-ack immediate
 
 if [[ $BUILD == 1 ]]; then
     echo "building switch and loadgen" >&2
@@ -116,7 +117,7 @@ switch_up() {
             --merchant "${pair%%=*}" --url "$SINK/${pair#*=}" >/dev/null
     done
     start "$WORK/switch.log" "$SWITCH" --config "$config" --iso-addr "127.0.0.1:$ISO" \
-        --frame-addr "127.0.0.1:$FRAME" --http-addr "127.0.0.1:$HTTP" --data-dir "$data"
+        --frame-addr "127.0.0.1:$FRAME" --http-addr "127.0.0.1:$HTTP" --data-dir "$data" $SWITCH_ARGS
     SWITCH_PID=$STARTED
     wait_port "$ISO" "$SWITCH_PID" "$WORK/switch.log"
 }
