@@ -15,6 +15,10 @@ pub(crate) enum JournalStage {
     Off,
     /// Records go to the journal.
     On(Arc<Journal>),
+    /// Cluster mode before its committer exists (`cluster_node`): every
+    /// change is refused, so rolled back and answered 91; nothing is
+    /// acknowledged that PostgreSQL does not hold.
+    Refuse,
 }
 
 impl JournalStage {
@@ -37,7 +41,7 @@ impl JournalStage {
     /// writer itself; `None` when nothing waits.
     pub(crate) fn durable_watch(&self) -> Option<DurableWatch> {
         match self {
-            JournalStage::Off => None,
+            JournalStage::Off | JournalStage::Refuse => None,
             JournalStage::On(journal) => Some(journal.durable_watch()),
         }
     }
@@ -45,7 +49,7 @@ impl JournalStage {
     /// The last sequence handed out (0 without a journal).
     pub(crate) fn last_seq(&self) -> u64 {
         match self {
-            JournalStage::Off => 0,
+            JournalStage::Off | JournalStage::Refuse => 0,
             JournalStage::On(journal) => journal.last_seq(),
         }
     }
@@ -63,7 +67,7 @@ impl JournalStage {
 
 impl engine::Journal for JournalStage {
     fn keeps_records(&self) -> bool {
-        matches!(self, JournalStage::On(_))
+        matches!(self, JournalStage::On(_) | JournalStage::Refuse)
     }
 
     fn answers_wait(&self) -> bool {
@@ -73,8 +77,14 @@ impl engine::Journal for JournalStage {
     /// Appends the record; its sequence. 96 when the journal cannot take
     /// it (full past the enqueue timeout, failed or closed).
     fn append(&self, record_type: u8, payload: &[u8]) -> Result<u64, Code> {
-        let JournalStage::On(journal) = self else {
-            return Ok(0);
+        let journal = match self {
+            JournalStage::On(journal) => journal,
+            JournalStage::Off => return Ok(0),
+            JournalStage::Refuse => {
+                metrics::counter!("switch_journal_rejected_total", "reason" => "cluster_not_served")
+                    .increment(1);
+                return Err(Code::UNAVAILABLE);
+            }
         };
         match journal.append_blocking(record_type, payload) {
             Ok(seq) => Ok(seq),

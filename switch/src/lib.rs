@@ -34,6 +34,7 @@ pub mod bench_api;
 mod business;
 pub mod cli;
 mod clock;
+mod cluster_node;
 mod config;
 mod datadir;
 mod directory;
@@ -97,6 +98,10 @@ pub struct Running {
     drainer: std::sync::Mutex<Option<drainer::Drainer>>,
     /// The webhook dispatcher, stopped before the journal closes.
     dispatcher: std::sync::Mutex<Option<webhooks::Dispatcher>>,
+    /// Cluster mode's membership in etcd, left (lease revoked, so its
+    /// shards move at once) once connections have drained; `None` on a
+    /// single node.
+    member: std::sync::Mutex<Option<Arc<cluster::member::Member>>>,
     /// `limits.drain_timeout_ms`: how long shutdown waits for connections.
     drain: Duration,
     /// The data directory's lock: held until the journal is closed (the
@@ -126,6 +131,16 @@ impl Running {
                 tasks = self.tracker.len(),
                 "shutdown: tasks still running at the drain deadline; closing the journal"
             );
+        }
+        let member = self
+            .member
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(member) = member.and_then(|m| Arc::try_unwrap(m).ok()) {
+            if let Err(e) = member.leave().await {
+                tracing::warn!(error = %e, "cluster: leaving etcd failed; the lease expires by itself");
+            }
         }
         let engine = self.engine.clone();
         let drainer = self
@@ -212,13 +227,10 @@ pub async fn start_on(
     clock: Clock,
     storage: Arc<dyn journal::Storage>,
 ) -> anyhow::Result<Running> {
-    // `[cluster]` is parsed and checked, not served: refuse rather than
-    // run a single node that its operator believes is a cluster member.
-    if config.cluster.is_some() {
-        anyhow::bail!(
-            "configuration [cluster]: cluster mode is not served yet (docs/cluster.md, Status); \
-             remove the section to run a single node"
-        );
+    // Cluster mode starts apart (`cluster_node`); a single node is below,
+    // unchanged.
+    if let Some(cluster) = &config.cluster {
+        return cluster_node::start(&config, clock, cluster).await;
     }
     // Before anything reads or writes the journal, snapshots or token key.
     let dir_lock = datadir::lock(&config.listeners.data_dir)?;
@@ -327,6 +339,7 @@ pub async fn start_on(
         engine: engine.clone(),
         drainer: std::sync::Mutex::new(Some(drainer)),
         dispatcher: std::sync::Mutex::new(None),
+        member: std::sync::Mutex::new(None),
         drain: Duration::from_millis(config.limits.drain_timeout_ms),
         _dir_lock: dir_lock,
     };

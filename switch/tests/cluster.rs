@@ -1,5 +1,5 @@
-//! Cluster mode's first slice as the binary shows it: `[cluster]` is
-//! refused at start (not served yet), and `switch cluster status` prints
+//! Cluster mode's first slice as the binary shows it: `[cluster]` without
+//! a PostgreSQL archive is refused at start, and `switch cluster status` prints
 //! what a real etcd holds of two nodes (`cluster::testing::EtcdServer`;
 //! without the binary it fails, naming scripts/install-test-deps.sh).
 
@@ -38,7 +38,7 @@ fn start_refuses_a_cluster_section() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("cluster mode is not served yet"),
+        stderr.contains("cluster mode needs archive.url"),
         "{stderr}"
     );
 }
