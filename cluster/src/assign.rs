@@ -101,3 +101,30 @@ mod tests {
         assert_eq!(moved, count[3]);
     }
 }
+
+/// The payment shard of merchant `f42` (docs/cluster.md, The partition
+/// key): FNV-1a 32 over F42's bytes, the seedless hash
+/// `idempotency::bucket` uses, modulo `shard_count`; the same on every
+/// node, version and tool.
+pub fn shard_of_merchant(f42: &[u8], shard_count: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in f42 {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h % shard_count.max(1)
+}
+
+#[cfg(test)]
+mod merchant_shard_tests {
+    use super::shard_of_merchant;
+
+    #[test]
+    fn merchant_shards_are_fnv1a_32_modulo_the_count() {
+        // FNV-1a 32 of "a" is 0xe40c292c (the published test vector).
+        assert_eq!(shard_of_merchant(b"a", u32::MAX), 0xe40c_292c);
+        assert_eq!(shard_of_merchant(b"a", 16), 0xe40c_292c % 16);
+        let s = shard_of_merchant(b"DEMO00000000001", 256);
+        assert!(s < 256);
+        assert_eq!(s, shard_of_merchant(b"DEMO00000000001", 256));
+    }
+}

@@ -224,6 +224,44 @@ impl DurableWatch {
     }
 }
 
+/// Publishes a durable sequence to [`DurableWatch`]es from a writer that is
+/// not this crate's (cluster mode's PostgreSQL committer): the connections
+/// wait on it as they wait on the journal.
+#[derive(Debug)]
+pub struct DurablePublisher {
+    /// What the watches read.
+    tx: watch::Sender<Progress>,
+}
+
+impl DurablePublisher {
+    /// A publisher at durable sequence 0, running, and its first watch.
+    pub fn new() -> (Self, DurableWatch) {
+        let (tx, rx) = watch::channel(Progress {
+            durable_seq: 0,
+            status: Status::Running,
+        });
+        (DurablePublisher { tx }, DurableWatch { rx })
+    }
+
+    /// Every record at or below `durable_seq` is durable.
+    pub fn publish(&self, durable_seq: u64) {
+        self.tx
+            .send_modify(|p| p.durable_seq = p.durable_seq.max(durable_seq));
+    }
+
+    /// Nothing more will become durable: held answers never leave.
+    pub fn fail(&self) {
+        self.tx.send_modify(|p| p.status = Status::Failed);
+    }
+
+    /// A watch of this publisher.
+    pub fn watch(&self) -> DurableWatch {
+        DurableWatch {
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
 /// The write-behind journal. Share it as `Arc<Journal>`; every method takes
 /// `&self`.
 pub struct Journal {

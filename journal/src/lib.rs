@@ -54,7 +54,7 @@ pub use format::{
     RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_PREALLOC_BYTES,
     SNAPSHOT_BYTES_MAX, TAIL_READ_BYTES_MAX,
 };
-pub use journal::{AckMode, Config, DurableWatch, Journal, Status};
+pub use journal::{AckMode, Config, DurablePublisher, DurableWatch, Journal, Status};
 pub use recovery::{
     dump, read_state, verify, Damage, RecoveryReport, Replay, SegmentDamage, SegmentSummary,
     VerifyReport,

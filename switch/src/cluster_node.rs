@@ -3,18 +3,14 @@
 //! (`cluster::member`), is given its shards by rendezvous hashing, and
 //! listens on the same wires as a single node.
 //!
-//! What this slice does **not** have yet is the request path: PostgreSQL
-//! as the journal of owned shards (the fenced committer), node links and
-//! takeover loads. Until they exist a cluster node must not acknowledge a
-//! change, since nothing would survive its death or be seen by the node
-//! that takes its shards over. Its journal stage is therefore
-//! [`JournalStage::Refuse`]: every change the engine makes is rolled back
-//! and answered 91 (issuer or switch inoperative: the terminal may try
-//! again later), while what changes nothing (network management,
-//! format errors, unknown terminals) is answered as on a single node. No
-//! file journal, snapshot, drainer, webhook dispatcher or issuer link is
-//! started, so the data directory holds only its lock, the token key and
-//! API keys.
+//! Every change is committed to PostgreSQL before its answer leaves
+//! (`cluster_commit`, the fenced committer); a shard is served only once
+//! it is owned and loaded from PostgreSQL, and a shard the node stops
+//! owning stops being served at once. A request for a shard this node
+//! does not serve is answered 91: node links (forwarding to the owner)
+//! are not built. No file journal, snapshot, drainer, webhook dispatcher
+//! or issuer link is started, so the data directory holds only its lock,
+//! the token key and API keys.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +20,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster_commit::Committer;
 use crate::config::ClusterSettings;
 use crate::journal_stage::JournalStage;
 use crate::{archive_stage, datadir, metrics, net, node, Clock, Config, Running};
 
 /// How often the node's owned shards are read for the gauge and the log.
-const OWNED_POLL_INTERVAL: Duration = Duration::from_millis(500);
+const OWNED_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Starts a cluster node: `config.cluster` is `settings`.
 ///
@@ -72,7 +69,20 @@ pub(crate) async fn start(
         )
     })?;
     drop(reader);
-    node.set_journal(JournalStage::Refuse);
+    // Cancelled by the committer when a batch is fenced or fails: the node
+    // then stops (nothing more is acknowledged).
+    let cancel = CancellationToken::new();
+    let merchant_ids: Vec<String> = config.merchants.iter().map(|m| m.id.clone()).collect();
+    let url = config.archive.url.clone();
+    let (node_id, shard_count, committer_cancel) = (
+        settings.node_id.clone(),
+        settings.shard_count,
+        cancel.clone(),
+    );
+    let committer = Arc::new(archive_stage::off_runtime(move || {
+        Committer::start(&url, &node_id, shard_count, &merchant_ids, committer_cancel)
+    })?);
+    node.set_journal(JournalStage::Cluster(committer.clone()));
     let engine = Arc::new(node);
 
     let bind = |addr, what: &'static str| async move {
@@ -88,7 +98,7 @@ pub(crate) async fn start(
         iso_addr: iso_listener.local_addr()?,
         frame_addr: frame_listener.local_addr()?,
         http_addr: http_listener.local_addr()?,
-        cancel: CancellationToken::new(),
+        cancel,
         tracker: TaskTracker::new(),
         engine: engine.clone(),
         drainer: std::sync::Mutex::new(None),
@@ -109,7 +119,13 @@ pub(crate) async fn start(
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
     tracker.spawn(crate::metrics_upkeep(prometheus, cancel.clone()));
     let member = Arc::new(member);
-    tracker.spawn(watch_owned(member.clone(), cancel));
+    let loader = Loader {
+        member: member.clone(),
+        committer,
+        node: engine.clone(),
+        url: config.archive.url.clone(),
+    };
+    tracker.spawn_blocking(move || loader.run(&cancel));
     *running
         .member
         .lock()
@@ -122,7 +138,7 @@ pub(crate) async fn start(
         iso = %running.iso_addr,
         frame = %running.frame_addr,
         http = %running.http_addr,
-        "cluster node ready (changes answered 91 until the request path is built)"
+        "cluster node ready"
     );
     Ok(running)
 }
@@ -151,26 +167,65 @@ async fn join(
         .with_context(|| format!("joining the cluster in etcd {:?}", settings.etcd_endpoints))
 }
 
-/// Publishes how many shards the node owns (`switch_cluster_owned_shards`)
-/// and logs each change of that count.
-async fn watch_owned(member: Arc<cluster::member::Member>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(OWNED_POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = None;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let owned = member.owned().len();
-        ::metrics::gauge!("switch_cluster_owned_shards").set(owned as f64);
-        if last != Some(owned) {
-            tracing::info!(
-                owned,
-                lease_valid = member.lease_valid(),
-                "cluster: shards owned"
-            );
-            last = Some(owned);
+/// Keeps the committer's served shards equal to what the node owns: a
+/// shard no longer owned (or owned at another epoch) stops being served
+/// at once; a newly owned one is fenced, loaded, then served.
+struct Loader {
+    /// Ownership from etcd.
+    member: Arc<cluster::member::Member>,
+    /// Whose served set this keeps.
+    committer: Arc<Committer>,
+    /// The engine shards are loaded into.
+    node: Arc<node::Node>,
+    /// archive.url.
+    url: String,
+}
+
+impl Loader {
+    /// Until `cancel`: compare every [`OWNED_POLL_INTERVAL`], load what is new.
+    fn run(self, cancel: &CancellationToken) {
+        let mut client = None;
+        while !cancel.is_cancelled() {
+            let owned = self.member.owned();
+            let dropped: Vec<u32> = {
+                let mut serving = self.committer.serving();
+                let gone: Vec<u32> = serving
+                    .iter()
+                    .filter(|(s, e)| owned.get(s) != Some(e))
+                    .map(|(s, _)| *s)
+                    .collect();
+                for s in &gone {
+                    serving.remove(s);
+                }
+                gone
+            };
+            if !dropped.is_empty() {
+                tracing::info!(shards = ?dropped, "cluster: shards no longer served");
+            }
+            for (&shard, &epoch) in &owned {
+                if cancel.is_cancelled() || self.committer.serving().contains_key(&shard) {
+                    continue;
+                }
+                if client.is_none() {
+                    client = crate::cluster_commit::connect(&self.url)
+                        .map_err(|e| tracing::warn!(error = %e, "cluster: the loader cannot reach PostgreSQL"))
+                        .ok();
+                }
+                let Some(c) = client.as_mut() else { break };
+                match self.committer.acquire(c, &self.node.engine, shard, epoch) {
+                    Ok(records) => {
+                        tracing::info!(shard, epoch, records, "cluster: shard loaded and served");
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard, epoch, error = %e, "cluster: shard not loaded, not served");
+                        client = None;
+                    }
+                }
+            }
+            ::metrics::gauge!("switch_cluster_owned_shards").set(owned.len() as f64);
+            ::metrics::gauge!("switch_cluster_served_shards")
+                .set(self.committer.serving().len() as f64);
+            std::thread::sleep(OWNED_POLL_INTERVAL);
         }
     }
 }

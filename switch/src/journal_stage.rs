@@ -15,10 +15,8 @@ pub(crate) enum JournalStage {
     Off,
     /// Records go to the journal.
     On(Arc<Journal>),
-    /// Cluster mode before its committer exists (`cluster_node`): every
-    /// change is refused, so rolled back and answered 91; nothing is
-    /// acknowledged that PostgreSQL does not hold.
-    Refuse,
+    /// Cluster mode: records go to PostgreSQL (`cluster_commit`).
+    Cluster(Arc<crate::cluster_commit::Committer>),
 }
 
 impl JournalStage {
@@ -28,11 +26,20 @@ impl JournalStage {
     /// When the journal failed (now or earlier) on a write or fsync: the
     /// process must not report a clean stop.
     pub(crate) fn shutdown(&self) -> Result<(), journal::Error> {
-        if let JournalStage::On(journal) = self {
-            if let Err(e) = journal.shutdown() {
-                tracing::error!(error = %e, "journal shutdown failed");
-                return Err(e);
+        match self {
+            JournalStage::On(journal) => {
+                if let Err(e) = journal.shutdown() {
+                    tracing::error!(error = %e, "journal shutdown failed");
+                    return Err(e);
+                }
             }
+            JournalStage::Cluster(c) => {
+                if let Err(e) = c.shutdown() {
+                    tracing::error!(error = %e, "cluster committer shutdown");
+                    return Err(journal::Error::Failed);
+                }
+            }
+            JournalStage::Off => {}
         }
         Ok(())
     }
@@ -41,15 +48,17 @@ impl JournalStage {
     /// writer itself; `None` when nothing waits.
     pub(crate) fn durable_watch(&self) -> Option<DurableWatch> {
         match self {
-            JournalStage::Off | JournalStage::Refuse => None,
+            JournalStage::Off => None,
             JournalStage::On(journal) => Some(journal.durable_watch()),
+            JournalStage::Cluster(c) => Some(c.durable_watch()),
         }
     }
 
     /// The last sequence handed out (0 without a journal).
     pub(crate) fn last_seq(&self) -> u64 {
         match self {
-            JournalStage::Off | JournalStage::Refuse => 0,
+            JournalStage::Off => 0,
+            JournalStage::Cluster(c) => c.last_seq(),
             JournalStage::On(journal) => journal.last_seq(),
         }
     }
@@ -60,6 +69,9 @@ impl JournalStage {
             JournalStage::On(journal) if journal.status() == Status::Failed => {
                 Some("journal failed: a write or fsync error; not approving (restart after fixing the disk)".into())
             }
+            JournalStage::Cluster(c) if c.failed() => {
+                Some("cluster committer stopped: a batch was fenced or PostgreSQL failed".into())
+            }
             _ => None,
         }
     }
@@ -67,11 +79,15 @@ impl JournalStage {
 
 impl engine::Journal for JournalStage {
     fn keeps_records(&self) -> bool {
-        matches!(self, JournalStage::On(_) | JournalStage::Refuse)
+        matches!(self, JournalStage::On(_) | JournalStage::Cluster(_))
     }
 
     fn answers_wait(&self) -> bool {
-        matches!(self, JournalStage::On(j) if j.ack_mode() == AckMode::Durable)
+        match self {
+            JournalStage::On(j) => j.ack_mode() == AckMode::Durable,
+            JournalStage::Cluster(_) => true,
+            JournalStage::Off => false,
+        }
     }
 
     /// Appends the record; its sequence. 96 when the journal cannot take
@@ -80,11 +96,7 @@ impl engine::Journal for JournalStage {
         let journal = match self {
             JournalStage::On(journal) => journal,
             JournalStage::Off => return Ok(0),
-            JournalStage::Refuse => {
-                metrics::counter!("switch_journal_rejected_total", "reason" => "cluster_not_served")
-                    .increment(1);
-                return Err(Code::UNAVAILABLE);
-            }
+            JournalStage::Cluster(c) => return engine::Journal::append(&**c, record_type, payload),
         };
         match journal.append_blocking(record_type, payload) {
             Ok(seq) => Ok(seq),

@@ -34,6 +34,7 @@ pub mod bench_api;
 mod business;
 pub mod cli;
 mod clock;
+mod cluster_commit;
 mod cluster_node;
 mod config;
 mod datadir;

@@ -1,10 +1,11 @@
-//! Cluster mode's start, on a real etcd (`cluster::testing::EtcdServer`)
-//! and PostgreSQL (`archive::testing::PgServer`), the switch binary as a
-//! process: a node with `[cluster]` and a PostgreSQL `archive.url` joins
-//! and owns every shard of a one-node cluster; every change is answered
-//! 91 and nothing reaches PostgreSQL (the request path is not built:
-//! docs/cluster.md, Status); without a PostgreSQL URL it refuses to start,
-//! saying why.
+//! Cluster mode on a real etcd (`cluster::testing::EtcdServer`) and
+//! PostgreSQL (`archive::testing::PgServer`), the switch binary as a
+//! process: a node with `[cluster]` and a PostgreSQL `archive.url` joins,
+//! owns and loads its shards, and answers a change only after PostgreSQL
+//! committed its record under the shard's fence; a node that takes the
+//! shards over after a kill -9 loads them and gives the same answers; a
+//! batch fenced by a later epoch is never acknowledged and stops the node;
+//! without a PostgreSQL URL a node refuses to start, saying why.
 
 mod common;
 
@@ -39,83 +40,145 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|s| s.spawn(f).join().expect("no panic"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_node_joins_owns_its_shards_and_refuses_changes_with_91() {
+/// A throwaway etcd and PostgreSQL with database `name`.
+fn services(name: &str) -> (EtcdServer, archive::testing::PgServer, String) {
     let etcd = EtcdServer::new().expect("etcd for tests (run scripts/install-test-deps.sh)");
     let (pg, url) = off_runtime(|| {
         let pg = archive::testing::PgServer::new()
             .expect("PostgreSQL for tests (run scripts/install-test-deps.sh)");
-        let url = pg.create_database("cluster_node").expect("database");
+        let url = pg.create_database(name).expect("database");
         (pg, url)
     });
-    let dir = data_dir();
-    let config = cluster_config(&dir, &url, etcd.url(), "n1");
+    (etcd, pg, url)
+}
+
+/// Starts node `node_id` and waits until it serves every shard.
+async fn start_node(dir: &Path, url: &str, etcd: &str, node_id: &str) -> (Proc, Client) {
+    let config = cluster_config(dir, url, etcd, node_id);
+    let data = dir.join(format!("data-{node_id}"));
     let launch = Launch {
-        dir: &dir.join("data"),
+        dir: &data,
         config: Some(&config),
-        logs: &dir,
+        logs: dir,
         log_level: "info",
     };
-    let (mut node, mut client) = launch.start("n1").await;
+    let (node, client) = launch.start(node_id).await;
     node.wait_metric(
-        "switch_cluster_owned_shards",
-        Duration::from_secs(10),
+        "switch_cluster_served_shards",
+        Duration::from_secs(15),
         |v| v == f64::from(SHARDS),
     )
     .await;
+    (node, client)
+}
 
-    // A pre-authorization changes state: refused (rolled back), 91; its
-    // repeat gets the same 91, as the engine remembers answers it could
-    // not journal (as it does a 96 for a full journal).
-    let pre = preauth(&card(7), 1_000);
-    assert_eq!(client.call(&pre).await.code(), "91");
-    assert_eq!(client.call(&pre).await.code(), "91");
-    assert_eq!(node.metric("switch_journal_rejected_total").await, 1.0);
-    assert_eq!(node.metric("switch_repeats_total").await, 1.0);
-
-    // etcd names the node and its shards.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
-        .args([
-            "cluster",
-            "status",
-            "--etcd",
-            etcd.url(),
-            "--prefix",
-            "/switch/test",
-        ])
-        .output()
-        .expect("cluster status");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("n1"), "{text}");
-
-    // PostgreSQL holds the fence and no payment.
-    let rows = off_runtime(|| {
+/// A query's single number, off the runtime.
+fn count(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    off_runtime(move || {
         let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        let payments: i64 = db
-            .query_one("SELECT count(*) FROM payments", &[])
-            .expect("payments")
-            .get(0);
-        let fence: i64 = db
-            .query_one(
-                "SELECT count(*) FROM pg_proc WHERE proname = 'switch_fence'",
-                &[],
-            )
-            .expect("fence")
-            .get(0);
-        (payments, fence)
-    });
-    assert_eq!(rows, (0, 1));
+        db.query_one(sql.as_str(), &[]).expect(&sql).get(0)
+    })
+}
 
-    // A clean stop revokes the lease: the node key goes at once.
-    assert!(node.stop().await.success());
-    let etcd_client =
-        cluster::etcd::Etcd::new(&[etcd.url().to_owned()], Duration::from_secs(1)).expect("client");
-    let keys = etcd_client
-        .get_prefix("/switch/test/", 100)
-        .await
-        .expect("etcd");
-    assert!(keys.is_empty(), "{} keys left", keys.len());
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_leave_after_the_commit_and_a_takeover_after_kill_9_gives_the_same_ones() {
+    let (etcd, pg, url) = services("cluster_takeover");
+    let dir = data_dir();
+    let (mut n1, mut client) = start_node(&dir, &url, etcd.url(), "n1").await;
+
+    // Approved, and its record is in PostgreSQL once, under the shard's
+    // epoch, before the answer came.
+    let pre = preauth(&card(7), 1_000);
+    let approved = client.call(&pre).await;
+    assert_eq!(approved.code(), "00", "{approved:?}");
+    assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM cluster_records r JOIN shard_owner o USING (shard) \
+             WHERE r.epoch = o.epoch AND r.node = 'n1'"
+        ),
+        1
+    );
+    // A repeat is answered from memory: the same F38, nothing new written.
+    let again = client.call(&pre).await;
+    assert_eq!(
+        (again.code(), again.text(38)),
+        ("00".into(), approved.text(38))
+    );
+    assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
+
+    // n1 dies; n2 takes every shard over once n1's lease expires, loads
+    // them from PostgreSQL, and gives the same answers.
+    n1.kill9();
+    let killed = std::time::Instant::now();
+    let (mut n2, mut client) = start_node(&dir, &url, etcd.url(), "n2").await;
+    eprintln!(
+        "n2 served every shard {:?} after the kill",
+        killed.elapsed()
+    );
+    let repeat = client.call(&pre).await;
+    assert_eq!(
+        (repeat.code(), repeat.text(38), repeat.text(37)),
+        ("00".into(), approved.text(38), approved.text(37))
+    );
+    let captured = client.call(&capture(&pre, 1_000)).await;
+    assert_eq!(captured.code(), "00", "{captured:?}");
+    // A second capture of the whole amount would exceed it: n2 knows the
+    // first (over-capture is 20% on this merchant).
+    let over = client.call(&capture(&pre, 1_000)).await;
+    assert_ne!(over.code(), "00", "{over:?}");
+    // The capture is in PostgreSQL under n2's epoch; every record once.
+    assert!(
+        count(
+            &url,
+            "SELECT count(*) FROM cluster_records WHERE node = 'n2'"
+        ) >= 1
+    );
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM (SELECT node, seq FROM cluster_records \
+             GROUP BY node, seq HAVING count(*) > 1) d"
+        ),
+        0
+    );
+    assert!(n2.stop().await.success());
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_batch_is_never_acknowledged_and_stops_the_node() {
+    let (etcd, pg, url) = services("cluster_fence");
+    let dir = data_dir();
+    let (mut n1, mut client) = start_node(&dir, &url, etcd.url(), "n1").await;
+    assert_eq!(client.call(&sale(&card(1), 500)).await.code(), "00");
+
+    // A later owner's epoch on every shard, as a takeover writes it.
+    let raised = count(
+        &url,
+        "WITH u AS (UPDATE shard_owner SET epoch = epoch + 1000000 RETURNING 1) SELECT count(*) FROM u",
+    );
+    assert!(raised >= 1);
+    client.send_raw(&sale(&card(2), 600).encode()).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_or_close()).await;
+    assert!(
+        matches!(answer, Ok(None)),
+        "the fenced sale must get no answer, and the connection close: {answer:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while n1.running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fenced node did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
+    let log = std::fs::read_to_string(&n1.log).expect("log");
+    assert!(log.contains("fenced"), "{log}");
     drop(pg);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,417 @@
+//! Cluster mode's journal: PostgreSQL (`docs/cluster.md`, PostgreSQL is
+//! the journal). Every record the engine makes for a shard this node
+//! serves is committed to table `cluster_records` (the engine's own record
+//! bytes, as the file journal holds them, so a takeover replays them with
+//! `Engine::replay_record`) in one transaction per batch that first calls
+//! `switch_fence(shard, epoch, node)` for each shard of the batch; the
+//! connections' answers wait for the committed sequence, published as the
+//! file journal's writer publishes its fsynced one. While one transaction
+//! runs, the next batch gathers: group commit.
+//!
+//! Rules of this slice, simpler than the design's and kept safe:
+//! - A record of a shard the node does not serve (not owned, or owned and
+//!   not yet loaded) is refused: the change is rolled back and answered 91.
+//! - A fenced batch (a later owner's epoch is stored), or any PostgreSQL
+//!   error, **stops the committer for good**: nothing past the last
+//!   commit is published, so no answer held for the batch leaves, and the
+//!   node shuts down (a supervisor restarts it; it then loads its shards
+//!   from PostgreSQL). The design's per-shard "lost" state and retry on
+//!   reconnect are not built.
+//! - Before serving a shard it acquired, the node fences it (so an older
+//!   owner's later batch fails), replays the shard's records from
+//!   PostgreSQL over memory, in commit order, and takes a fresh block of
+//!   payment ids (`cluster_id_block`) above every id it loaded.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use engine::Code;
+use journal::{DurablePublisher, DurableWatch};
+use tokio_util::sync::CancellationToken;
+
+/// Records queued for the committer, at most; past it a change is answered
+/// 96 at once (`switch_cluster_commit_rejected_total{reason="full"}`).
+pub(crate) const COMMIT_QUEUE_RECORDS_MAX: usize = 4_096;
+/// Records in one transaction, at most.
+pub(crate) const COMMIT_BATCH_RECORDS_MAX: usize = 1_024;
+/// Records of one shard loaded at a takeover, at most; past it the shard
+/// is not served (logged): the records table has no retention yet.
+pub(crate) const LOAD_RECORDS_MAX: i64 = 4_000_000;
+/// Payment ids per id block: each node life, and each load, takes a block
+/// from PostgreSQL's `cluster_id_block` sequence, so ids never collide
+/// between nodes (2^40 ids a block; blocks fit an `INT8` to 2^23).
+pub(crate) const ID_BLOCK_BITS: u32 = 40;
+/// How long the writer waits for a record before checking for a stop.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+const _: () = assert!(COMMIT_BATCH_RECORDS_MAX <= COMMIT_QUEUE_RECORDS_MAX);
+
+/// The table of records and the id sequence, idempotent.
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS cluster_records (
+    n           BIGSERIAL PRIMARY KEY,
+    shard       INT4 NOT NULL,
+    epoch       INT8 NOT NULL,
+    node        TEXT NOT NULL,
+    seq         INT8 NOT NULL,
+    record_type INT2 NOT NULL,
+    payload     BYTEA NOT NULL,
+    at          TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS cluster_records_shard ON cluster_records (shard, n);
+CREATE SEQUENCE IF NOT EXISTS cluster_id_block;
+";
+
+/// One record on its way to PostgreSQL.
+struct Item {
+    /// The node's sequence, published once committed.
+    seq: u64,
+    /// Its payment shard.
+    shard: u32,
+    /// The epoch the node served the shard at when the record was made.
+    epoch: i64,
+    /// The engine's record type.
+    record_type: u8,
+    /// The engine's record bytes.
+    payload: Vec<u8>,
+}
+
+/// The PostgreSQL committer: `engine::Journal` for cluster mode.
+pub(crate) struct Committer {
+    /// This node's id, written with every fence.
+    node_id: String,
+    /// `cluster.shard_count`.
+    shard_count: u32,
+    /// The shard of each configured merchant, by the engine's index.
+    merchant_shards: Vec<u32>,
+    /// The shards served, with their epochs (owned and loaded).
+    serving: Mutex<BTreeMap<u32, i64>>,
+    /// The next sequence, held while a record is queued so sequences
+    /// reach the writer in order.
+    next_seq: Mutex<u64>,
+    /// To the writer.
+    tx: SyncSender<Item>,
+    /// The committed sequence, for the connections.
+    publisher: Arc<DurablePublisher>,
+    /// Set once the writer stopped on an error or a fence.
+    failed: Arc<AtomicBool>,
+    /// Set by shutdown.
+    stop: Arc<AtomicBool>,
+    /// The last sequence handed out.
+    last_seq: AtomicU64,
+    /// The writer thread.
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Committer {
+    /// Connects to `url`, lays out the table, starts the writer. `cancel`
+    /// is cancelled when the writer stops on a fence or an error.
+    ///
+    /// # Errors
+    /// PostgreSQL's.
+    pub(crate) fn start(
+        url: &str,
+        node_id: &str,
+        shard_count: u32,
+        merchant_ids: &[String],
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Committer> {
+        let mut client = connect(url)?;
+        client
+            .batch_execute(SCHEMA)
+            .context("laying out cluster_records")?;
+        let (tx, rx) = sync_channel(COMMIT_QUEUE_RECORDS_MAX);
+        let (publisher, _) = DurablePublisher::new();
+        let publisher = Arc::new(publisher);
+        let failed = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            client,
+            rx,
+            node_id: node_id.to_owned(),
+            publisher: publisher.clone(),
+            failed: failed.clone(),
+            stop: stop.clone(),
+            cancel,
+        };
+        let handle = std::thread::Builder::new()
+            .name("cluster-commit".into())
+            .spawn(move || writer.run())
+            .context("starting the committer thread")?;
+        Ok(Committer {
+            node_id: node_id.to_owned(),
+            shard_count,
+            merchant_shards: merchant_ids
+                .iter()
+                .map(|id| cluster::assign::shard_of_merchant(id.as_bytes(), shard_count))
+                .collect(),
+            serving: Mutex::new(BTreeMap::new()),
+            next_seq: Mutex::new(1),
+            tx,
+            publisher,
+            failed,
+            stop,
+            last_seq: AtomicU64::new(0),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The committed sequence, for the connections' outboxes.
+    pub(crate) fn durable_watch(&self) -> DurableWatch {
+        self.publisher.watch()
+    }
+
+    /// The last sequence handed out.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer stopped on a fence or an error.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// The shards served and their epochs.
+    pub(crate) fn serving(&self) -> MutexGuard<'_, BTreeMap<u32, i64>> {
+        self.serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops the writer after what is queued.
+    ///
+    /// # Errors
+    /// When the writer had stopped on a fence or an error.
+    pub(crate) fn shutdown(&self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        if self.failed() {
+            anyhow::bail!("the cluster committer stopped on a fence or a PostgreSQL error");
+        }
+        Ok(())
+    }
+
+    /// The shard of a payment record, from its merchant.
+    fn shard_of(&self, record_type: u8, payload: &[u8]) -> Option<u32> {
+        if record_type != engine::record::RECORD_PAYMENT {
+            return None;
+        }
+        let rec = engine::record::decode(payload).ok()?;
+        self.merchant_shards
+            .get(rec.payment.merchant as usize)
+            .copied()
+    }
+
+    /// Queues one record; its sequence.
+    fn append_record(&self, record_type: u8, payload: &[u8]) -> Result<u64, Code> {
+        let refuse = |reason: &'static str, code| {
+            metrics::counter!("switch_cluster_commit_rejected_total", "reason" => reason)
+                .increment(1);
+            Err(code)
+        };
+        if self.failed() {
+            return refuse("failed", Code::UNAVAILABLE);
+        }
+        let Some(shard) = self.shard_of(record_type, payload) else {
+            return refuse("no_shard", Code::UNAVAILABLE);
+        };
+        debug_assert!(shard < self.shard_count);
+        let Some(epoch) = self.serving().get(&shard).copied() else {
+            return refuse("not_served", Code::UNAVAILABLE);
+        };
+        let mut next = self
+            .next_seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seq = *next;
+        let item = Item {
+            seq,
+            shard,
+            epoch,
+            record_type,
+            payload: payload.to_vec(),
+        };
+        match self.tx.try_send(item) {
+            Ok(()) => {
+                *next += 1;
+                self.last_seq.store(seq, Ordering::Relaxed);
+                Ok(seq)
+            }
+            Err(TrySendError::Full(_)) => refuse("full", Code::SYSTEM_MALFUNCTION),
+            Err(TrySendError::Disconnected(_)) => refuse("failed", Code::UNAVAILABLE),
+        }
+    }
+
+    /// Takes shard `shard` at `epoch` and loads it into `engine`: fences it
+    /// (an older owner's later batch then fails), replays its records in
+    /// commit order, takes a fresh id block above every id loaded, then
+    /// serves it. Runs off the request path, on the caller's thread.
+    ///
+    /// # Errors
+    /// Fenced (a later owner exists), PostgreSQL's, a record that does not
+    /// replay, or more than [`LOAD_RECORDS_MAX`] records.
+    pub(crate) fn acquire(
+        &self,
+        client: &mut postgres::Client,
+        engine: &engine::Engine,
+        shard: u32,
+        epoch: i64,
+    ) -> anyhow::Result<usize> {
+        let shard_sql = i32::try_from(shard)?;
+        let mut tx = client.transaction()?;
+        cluster::fence::check(&mut tx, shard, epoch, &self.node_id)?;
+        let count: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM cluster_records WHERE shard = $1",
+                &[&shard_sql],
+            )?
+            .get(0);
+        anyhow::ensure!(
+            count <= LOAD_RECORDS_MAX,
+            "shard {shard}: {count} records, more than {LOAD_RECORDS_MAX} to load"
+        );
+        let rows = tx.query(
+            "SELECT record_type, payload FROM cluster_records WHERE shard = $1 ORDER BY n",
+            &[&shard_sql],
+        )?;
+        let block: i64 = tx
+            .query_one("SELECT nextval('cluster_id_block')", &[])?
+            .get(0);
+        tx.commit()?;
+        for row in &rows {
+            let record_type: i16 = row.get(0);
+            let payload: &[u8] = row.get(1);
+            let record_type = u8::try_from(record_type)?;
+            // Sequence 0: loaded from PostgreSQL, so already durable.
+            engine
+                .replay_record(0, record_type, payload)
+                .with_context(|| format!("replaying a record of shard {shard}"))?;
+        }
+        let block = u64::try_from(block)?;
+        engine.reserve_ids_through(block << ID_BLOCK_BITS);
+        self.serving().insert(shard, epoch);
+        Ok(rows.len())
+    }
+}
+
+impl engine::Journal for Committer {
+    fn append(&self, record_type: u8, payload: &[u8]) -> Result<u64, Code> {
+        self.append_record(record_type, payload)
+    }
+}
+
+/// Connects to PostgreSQL with the archive's session rule: every commit
+/// waits for the WAL flush (and a synchronous standby's).
+pub(crate) fn connect(url: &str) -> anyhow::Result<postgres::Client> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)
+        .context("connecting to PostgreSQL (archive.url)")?;
+    client.batch_execute("SET synchronous_commit = on")?;
+    Ok(client)
+}
+
+/// The writer thread's state.
+struct Writer {
+    /// Its own session.
+    client: postgres::Client,
+    /// From the appenders.
+    rx: Receiver<Item>,
+    /// Written with each fence.
+    node_id: String,
+    /// Where committed sequences go.
+    publisher: Arc<DurablePublisher>,
+    /// Set on a fence or an error.
+    failed: Arc<AtomicBool>,
+    /// Set by shutdown.
+    stop: Arc<AtomicBool>,
+    /// Cancelled on a fence or an error: the node shuts down.
+    cancel: CancellationToken,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(COMMIT_BATCH_RECORDS_MAX);
+        loop {
+            match self.rx.recv_timeout(IDLE_WAIT) {
+                Ok(item) => batch.push(item),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while batch.len() < COMMIT_BATCH_RECORDS_MAX {
+                match self.rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            let last = batch.last().map_or(0, |i| i.seq);
+            match self.commit(&batch) {
+                Ok(()) => {
+                    metrics::counter!("switch_cluster_commits_total").increment(1);
+                    metrics::counter!("switch_cluster_committed_records_total")
+                        .increment(batch.len() as u64);
+                    self.publisher.publish(last);
+                }
+                Err(e) => {
+                    let fenced = matches!(e, cluster::FenceError::Fenced { .. });
+                    let reason = if fenced { "fenced" } else { "error" };
+                    metrics::counter!("switch_cluster_commit_failures_total", "reason" => reason)
+                        .increment(1);
+                    tracing::error!(error = %e, records = batch.len(), "cluster: a batch was not committed; nothing more is acknowledged and the node stops");
+                    self.failed.store(true, Ordering::Release);
+                    self.publisher.fail();
+                    self.cancel.cancel();
+                    return;
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// One transaction: the fences of the batch's shards in order, then
+    /// its records.
+    fn commit(&mut self, batch: &[Item]) -> Result<(), cluster::FenceError> {
+        let mut fences: Vec<(u32, i64)> = batch.iter().map(|i| (i.shard, i.epoch)).collect();
+        fences.sort_unstable();
+        fences.dedup();
+        let mut tx = self.client.transaction()?;
+        for &(shard, epoch) in &fences {
+            cluster::fence::check(&mut tx, shard, epoch, &self.node_id)?;
+        }
+        let mut shards = Vec::with_capacity(batch.len());
+        let mut epochs = Vec::with_capacity(batch.len());
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut types = Vec::with_capacity(batch.len());
+        let mut payloads: Vec<&[u8]> = Vec::with_capacity(batch.len());
+        for i in batch {
+            shards.push(i32::try_from(i.shard).unwrap_or(i32::MAX));
+            epochs.push(i.epoch);
+            seqs.push(i64::try_from(i.seq).unwrap_or(i64::MAX));
+            types.push(i16::from(i.record_type));
+            payloads.push(&i.payload);
+        }
+        tx.execute(
+            "INSERT INTO cluster_records (shard, epoch, node, seq, record_type, payload)
+             SELECT s, e, $6, q, t, p FROM UNNEST($1::int4[], $2::int8[], $3::int8[], $4::int2[], $5::bytea[])
+                 AS b(s, e, q, t, p)",
+            &[&shards, &epochs, &seqs, &types, &payloads, &self.node_id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
