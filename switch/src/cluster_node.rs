@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster_commit::Committer;
+use crate::cluster_link::{self, Router};
 use crate::config::ClusterSettings;
 use crate::journal_stage::JournalStage;
 use crate::{archive_stage, datadir, metrics, net, node, Clock, Config, Running};
@@ -93,6 +94,9 @@ pub(crate) async fn start(
     let iso_listener = bind(config.listeners.iso_addr, "ISO 8583").await?;
     let frame_listener = bind(config.listeners.frame_addr, "internal-frame").await?;
     let http_listener = bind(config.listeners.http_addr, "HTTP").await?;
+    let link_listener = TcpListener::bind(&settings.link_addr)
+        .await
+        .with_context(|| format!("binding cluster.link_addr {}", settings.link_addr))?;
     let member = join(settings, &iso_listener, &frame_listener, &http_listener).await?;
     let running = Running {
         iso_addr: iso_listener.local_addr()?,
@@ -107,17 +111,41 @@ pub(crate) async fn start(
         drain: Duration::from_millis(config.limits.drain_timeout_ms),
         _dir_lock: dir_lock,
     };
-    crate::spawn_wire_listeners(
+    let router = Arc::new(Router::new(
+        &settings.node_id,
+        settings.shard_count,
+        committer.clone(),
+    ));
+    let iso_shared = crate::spawn_wire_listeners(
         config,
         &engine,
         [iso_listener, frame_listener],
         tls,
         &running,
+        Some(router.clone()),
     )?;
     let http_state =
         crate::spawn_http(config, &engine, http_listener, prometheus.clone(), &running);
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
     tracker.spawn(crate::metrics_upkeep(prometheus, cancel.clone()));
+    tracker.spawn(cluster_link::serve(
+        link_listener,
+        iso_shared,
+        committer.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    let etcd = cluster::etcd::Etcd::new(
+        &settings.etcd_endpoints,
+        Duration::from_millis(cluster::etcd::CALL_TIMEOUT_MS_DEFAULT),
+    )
+    .context("cluster.etcd_endpoints")?;
+    tracker.spawn(router.refresh(
+        etcd,
+        settings.etcd_prefix.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    ));
     let member = Arc::new(member);
     let loader = Loader {
         member: member.clone(),

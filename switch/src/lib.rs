@@ -35,6 +35,7 @@ mod business;
 pub mod cli;
 mod clock;
 mod cluster_commit;
+mod cluster_link;
 mod cluster_node;
 mod config;
 mod datadir;
@@ -401,6 +402,7 @@ pub async fn start_on(
         [iso_listener, frame_listener],
         tls,
         &running,
+        None,
     )?;
     let metrics_handle = prometheus.clone();
     let http_state = spawn_http(&config, &engine, http_listener, prometheus, &running);
@@ -473,7 +475,8 @@ fn spawn_wire_listeners(
     [iso_listener, frame_listener]: [TcpListener; 2],
     tls: net::tls::Acceptors,
     running: &Running,
-) -> anyhow::Result<()> {
+    router: Option<Arc<cluster_link::Router>>,
+) -> anyhow::Result<Arc<wire::iso::IsoShared>> {
     let profile = codecs::iso8583::Profile::by_name(&config.iso.profile).context("iso.profile")?;
     let header = if config.iso.length_header == "ascii4" {
         LengthHeader::Ascii4
@@ -495,7 +498,9 @@ fn spawn_wire_listeners(
             tpdu: config.iso.tpdu,
             frame_bytes_max: config.iso.frame_bytes_max,
         },
+        router,
     });
+    let iso_shared = iso.clone();
     // Internal frames: API-key log-in, then MO/TO and back-office requests.
     let frames = Arc::new(wire::frames::FrameShared {
         node: engine.clone(),
@@ -562,7 +567,7 @@ fn spawn_wire_listeners(
             .run(cancel)
         },
     ));
-    Ok(())
+    Ok(iso_shared)
 }
 
 /// Opens the journal in `<data_dir>/journal` and replays it into `engine`.

@@ -5,6 +5,8 @@
 //! committed its record under the shard's fence; a node that takes the
 //! shards over after a kill -9 loads them and gives the same answers; a
 //! batch fenced by a later epoch is never acknowledged and stops the node;
+//! of two nodes, each forwards a request of the other's shard over its node
+//! link, and the survivor of a kill -9 serves the dead node's shards;
 //! without a PostgreSQL URL a node refuses to start, saying why.
 
 mod common;
@@ -179,6 +181,100 @@ async fn a_fenced_batch_is_never_acknowledged_and_stops_the_node() {
     assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
     let log = std::fs::read_to_string(&n1.log).expect("log");
     assert!(log.contains("fenced"), "{log}");
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until nodes `a` and `b` together serve every shard, each some.
+async fn wait_split(a: &Proc, b: &Proc) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (x, y) = (
+            a.metric("switch_cluster_served_shards").await,
+            b.metric("switch_cluster_served_shards").await,
+        );
+        if x > 0.0 && y > 0.0 && x + y == f64::from(SHARDS) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "served {x} + {y}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_forward_to_the_owner_and_survive_its_kill_9() {
+    let (etcd, pg, url) = services("cluster_two");
+    let dir = data_dir();
+    let (n1, mut c1) = start_node(&dir, &url, etcd.url(), "n1").await;
+    let config = cluster_config(&dir, &url, etcd.url(), "n2");
+    let data = dir.join("data-n2");
+    let launch = Launch {
+        dir: &data,
+        config: Some(&config),
+        logs: &dir,
+        log_level: "info",
+    };
+    let (n2, mut c2) = launch.start("n2").await;
+    wait_split(&n1, &n2).await;
+
+    // Whoever owns the merchant's shard, one of the two nodes forwards.
+    let pre1 = preauth(&card(11), 1_000);
+    let pre2 = preauth(&card(12), 2_000);
+    let a1 = c1.call(&pre1).await;
+    let a2 = c1.call(&pre2).await;
+    assert_eq!((a1.code(), a2.code()), ("00".into(), "00".into()));
+    assert_eq!(c2.call(&capture(&pre1, 1_000)).await.code(), "00");
+    // A repeat through the other node gets the original answer.
+    let again = c2.call(&pre1).await;
+    assert_eq!((again.code(), again.text(38)), ("00".into(), a1.text(38)));
+    let forwarded = n1
+        .metric("switch_cluster_forwarded_total{outcome=\"answered\"}")
+        .await
+        + n2.metric("switch_cluster_forwarded_total{outcome=\"answered\"}")
+            .await;
+    assert!(forwarded >= 2.0, "forwarded {forwarded}");
+
+    // kill -9 the owner of the merchant's shard; the other node takes it
+    // over, loads it, and captures the second pre-authorization.
+    let shard = cluster::assign::shard_of_merchant(b"DEMO00000000001", SHARDS);
+    let client =
+        cluster::etcd::Etcd::new(&[etcd.url().to_owned()], Duration::from_secs(1)).expect("client");
+    let view = cluster::member::read_view(&client, "/switch/test", SHARDS)
+        .await
+        .expect("view");
+    let owner = view.owners[&shard].record.node_id.clone();
+    let (mut dead, survivor, mut c) = if owner == "n1" {
+        (n1, n2, c2)
+    } else {
+        (n2, n1, c1)
+    };
+    dead.kill9();
+    let killed = std::time::Instant::now();
+    survivor
+        .wait_metric(
+            "switch_cluster_served_shards",
+            Duration::from_secs(15),
+            |v| v == f64::from(SHARDS),
+        )
+        .await;
+    eprintln!(
+        "the survivor served every shard {:?} after the kill",
+        killed.elapsed()
+    );
+    let captured = c.call(&capture(&pre2, 2_000)).await;
+    assert_eq!(captured.code(), "00", "{captured:?}");
+    let again = c.call(&pre2).await;
+    assert_eq!((again.code(), again.text(38)), ("00".into(), a2.text(38)));
+    // Every record once.
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM (SELECT node, seq FROM cluster_records \
+             GROUP BY node, seq HAVING count(*) > 1) d"
+        ),
+        0
+    );
+    drop(survivor);
     drop(pg);
     let _ = std::fs::remove_dir_all(&dir);
 }

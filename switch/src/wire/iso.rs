@@ -35,6 +35,9 @@ pub(crate) struct IsoShared {
     pub(crate) profile: &'static Profile,
     /// Framing settings.
     pub(crate) framing: FrameConfig,
+    /// Cluster mode: where requests of shards this node does not serve go
+    /// (`cluster_link`); `None` on a single node.
+    pub(crate) router: Option<Arc<crate::cluster_link::Router>>,
 }
 
 /// The ISO 8583 wire on one connection.
@@ -74,6 +77,16 @@ impl Wire for IsoWire {
 
     fn answer(&mut self, frame: Frame, _peer: IpAddr, out: &mut BytesMut) -> Answered {
         let sh = &self.shared;
+        if let (Some(router), Some(later), None) = (&sh.router, &self.later, frame.tpdu) {
+            if let Some(shard) = router.route(sh, &frame.body) {
+                spawn_linked(sh.clone(), router.clone(), shard, frame.body, later.clone());
+                return Answered {
+                    seq: 0,
+                    end: None,
+                    deferred: true,
+                };
+            }
+        }
         let handled = handle(
             &sh.node,
             &sh.metrics,
@@ -596,6 +609,45 @@ pub(crate) fn spawn_deferred(
         // connection may have gone meanwhile: then nobody waits.
         let answer = answer.map(|(a, _)| a).unwrap_or_default();
         let _ = later.send((answer, reply.wait.journal_seq()));
+    });
+}
+
+/// Sends a request of a shard this node does not serve over its owner's
+/// node link (waiting a bounded time for an owner); the owner's committed
+/// answer goes to `later`. No owner, or not answered in time: this node
+/// answers it (a change is refused here unless the shard came to it: 91).
+fn spawn_linked(
+    shared: Arc<IsoShared>,
+    router: Arc<crate::cluster_link::Router>,
+    shard: u32,
+    body: Bytes,
+    later: crate::net::Later,
+) {
+    tokio::spawn(async move {
+        if let Some(link) = router.link_of(shard).await {
+            if let Some(answer) = link.call(body.clone()).await {
+                let _ = later.send((answer, 0));
+                return;
+            }
+        }
+        let mut out = BytesMut::with_capacity(256);
+        let codec = FrameCodec::new(shared.framing);
+        let seq = match handle(
+            &shared.node,
+            &shared.metrics,
+            shared.profile,
+            &codec,
+            None,
+            &body,
+            &mut out,
+        ) {
+            Ok(Handled::Now(seq)) => seq,
+            Ok(Handled::Later(_)) | Err(_) => {
+                out.clear();
+                0
+            }
+        };
+        let _ = later.send((out.to_vec(), seq));
     });
 }
 

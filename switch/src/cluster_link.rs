@@ -1,0 +1,401 @@
+//! Node links (`docs/cluster.md`, The request path), the simplest form: an
+//! ISO 8583 request whose merchant's shard this node does not serve is
+//! sent, as the terminal's frame body, to the shard's owner over one
+//! pipelined TCP connection per owner; the owner runs its unchanged
+//! pipeline, waits for the PostgreSQL commit, and sends back the framed
+//! answer, which joins the terminal's connection through its `Later`
+//! channel. A request not sent, not answered within [`LINK_TIMEOUT`], or
+//! over [`LINK_INFLIGHT_MAX`] is answered by the entry node itself, which
+//! does not serve the shard: every change is refused there, 91.
+//!
+//! Frame on the link, both ways: `u32` length (big endian) of what follows,
+//! `u64` request id, then the ISO 8583 body (request) or the framed answer
+//! (response); at most [`LINK_FRAME_BYTES_MAX`], checked before
+//! allocation. A linked request is always applied locally by its receiver,
+//! never sent on, so a stale route cannot loop. Internal frames and
+//! listeners with TPDUs are not routed (served locally only). No TLS: the
+//! link carries card data, so `link_addr` must be on a private network
+//! (loopback in the harness).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use codecs::framing::FrameCodec;
+use codecs::iso8583::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster_commit::Committer;
+use crate::ratelog::warn_limited;
+use crate::wire::iso::{handle, Handled, IsoShared};
+
+/// Largest link frame (length field included in no count): 64 KiB.
+pub(crate) const LINK_FRAME_BYTES_MAX: usize = 64 * 1024;
+/// Requests awaiting an answer on one link, at most; past it the entry
+/// node answers itself (`switch_cluster_forwarded_total{outcome="full"}`).
+pub(crate) const LINK_INFLIGHT_MAX: usize = 1_024;
+/// How long the entry node waits for the owner's answer.
+pub(crate) const LINK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the routes (owners and their link addresses) are read from etcd.
+const ROUTES_POLL: Duration = Duration::from_millis(200);
+/// How long a request waits for its shard to have an owner (or to be
+/// loaded here) before this node answers it (91 for a change).
+pub(crate) const OWNER_WAIT: Duration = Duration::from_secs(5);
+/// How often a waiting request looks again.
+const OWNER_POLL: Duration = Duration::from_millis(20);
+/// Pause before reconnecting a broken link.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// Node keys read per poll, at most.
+const NODES_READ_MAX: usize = cluster::ownership::NODES_MAX;
+
+/// Where each shard's requests go.
+pub(crate) struct Router {
+    /// This node's id: never a link to itself.
+    node_id: String,
+    /// `cluster.shard_count`.
+    shard_count: u32,
+    /// Which shards this node serves.
+    committer: Arc<Committer>,
+    /// The owner's node id by shard, from etcd.
+    owners: Mutex<HashMap<u32, String>>,
+    /// Links by node id.
+    links: Mutex<HashMap<String, Arc<Link>>>,
+}
+
+impl Router {
+    /// A router with no routes yet.
+    pub(crate) fn new(node_id: &str, shard_count: u32, committer: Arc<Committer>) -> Router {
+        Router {
+            node_id: node_id.to_owned(),
+            shard_count,
+            committer,
+            owners: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where a request with ISO 8583 `body` goes: `None` (here) when this
+    /// node serves its shard or it has no F42; otherwise its shard, to be
+    /// resolved by [`Router::link_of`].
+    pub(crate) fn route(&self, shared: &IsoShared, body: &[u8]) -> Option<u32> {
+        let msg = Message::decode(shared.profile, body).ok()?;
+        let f42 = msg.text(42)?.as_bytes();
+        let shard = cluster::assign::shard_of_merchant(f42, self.shard_count);
+        (!self.committer.serving().contains_key(&shard)).then_some(shard)
+    }
+
+    /// Where a request of `shard` (not served here at [`Router::route`])
+    /// goes, waiting up to [`OWNER_WAIT`] for a shard without an owner
+    /// (a crashed node's, not yet taken over) or one this node is loading:
+    /// the owner's link, or `None` to answer here.
+    pub(crate) async fn link_of(&self, shard: u32) -> Option<Arc<Link>> {
+        let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+        loop {
+            if self.committer.serving().contains_key(&shard) {
+                return None;
+            }
+            let owner = lock(&self.owners).get(&shard).cloned();
+            if let Some(owner) = owner.filter(|o| *o != self.node_id) {
+                if let Some(link) = lock(&self.links).get(&owner).cloned() {
+                    return Some(link);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                metrics::counter!("switch_cluster_forwarded_total", "outcome" => "no_owner")
+                    .increment(1);
+                return None;
+            }
+            tokio::time::sleep(OWNER_POLL).await;
+        }
+    }
+
+    /// Reads owners and node records from etcd every [`ROUTES_POLL`],
+    /// starting a link to each new node, until `cancel`.
+    pub(crate) async fn refresh(
+        self: Arc<Self>,
+        etcd: cluster::etcd::Etcd,
+        prefix: String,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(ROUTES_POLL) => {}
+            }
+            let view = cluster::member::read_view(&etcd, &prefix, self.shard_count).await;
+            let nodes = etcd
+                .get_prefix(&format!("{prefix}/nodes/"), NODES_READ_MAX)
+                .await;
+            let (Ok(view), Ok(nodes)) = (view, nodes) else {
+                continue;
+            };
+            *lock(&self.owners) = view
+                .owners
+                .iter()
+                .map(|(s, o)| (*s, o.record.node_id.clone()))
+                .collect();
+            for kv in nodes {
+                let Ok(rec) = serde_json::from_slice::<cluster::member::NodeRecord>(&kv.value)
+                else {
+                    continue;
+                };
+                if rec.node_id == self.node_id {
+                    continue;
+                }
+                let mut links = lock(&self.links);
+                let stale = links
+                    .get(&rec.node_id)
+                    .is_some_and(|l| l.addr != rec.link_addr);
+                if stale || !links.contains_key(&rec.node_id) {
+                    let link = Link::start(rec.link_addr.clone(), &cancel, &tracker);
+                    links.insert(rec.node_id, link);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One pipelined connection to another node.
+pub(crate) struct Link {
+    /// Its `link_addr`.
+    addr: String,
+    /// Requests to write.
+    tx: mpsc::Sender<(u64, Bytes)>,
+    /// Callers awaiting answers, by request id (at most [`LINK_INFLIGHT_MAX`]).
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>,
+    /// The next request id.
+    next_id: AtomicU64,
+}
+
+impl Link {
+    /// Starts the link's task, connecting (and reconnecting) to `addr`.
+    fn start(addr: String, cancel: &CancellationToken, tracker: &TaskTracker) -> Arc<Link> {
+        let (tx, rx) = mpsc::channel(LINK_INFLIGHT_MAX);
+        let link = Arc::new(Link {
+            addr,
+            tx,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            next_id: AtomicU64::new(1),
+        });
+        tracker.spawn(run_link(
+            link.addr.clone(),
+            rx,
+            link.pending.clone(),
+            cancel.clone(),
+        ));
+        link
+    }
+
+    /// Sends `body` to the owner; its framed answer, or `None` when it was
+    /// not sent or not answered in time.
+    pub(crate) async fn call(&self, body: Bytes) -> Option<Vec<u8>> {
+        let outcome = |o: &'static str| {
+            metrics::counter!("switch_cluster_forwarded_total", "outcome" => o).increment(1);
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.pending);
+            if pending.len() >= LINK_INFLIGHT_MAX {
+                outcome("full");
+                return None;
+            }
+            pending.insert(id, tx);
+        }
+        if self.tx.try_send((id, body)).is_err() {
+            lock(&self.pending).remove(&id);
+            outcome("full");
+            return None;
+        }
+        match tokio::time::timeout(LINK_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => {
+                outcome("answered");
+                Some(answer)
+            }
+            _ => {
+                lock(&self.pending).remove(&id);
+                outcome("timeout");
+                None
+            }
+        }
+    }
+}
+
+/// The link's task: connect, write queued requests, read answers.
+async fn run_link(
+    addr: String,
+    mut rx: mpsc::Receiver<(u64, Bytes)>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>,
+    cancel: CancellationToken,
+) {
+    while !cancel.is_cancelled() {
+        let Ok(stream) = TcpStream::connect(&addr).await else {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(RECONNECT_PAUSE) => continue,
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let read_pending = pending.clone();
+        let mut read = tokio::spawn(async move {
+            while let Some((id, answer)) = read_frame(&mut reader).await {
+                if let Some(tx) = lock(&read_pending).remove(&id) {
+                    let _ = tx.send(answer);
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => { read.abort(); return; }
+                _ = &mut read => break,
+                item = rx.recv() => {
+                    let Some((id, body)) = item else { read.abort(); return; };
+                    if write_frame(&mut writer, id, &body).await.is_err() {
+                        read.abort();
+                        break;
+                    }
+                }
+            }
+        }
+        // Requests in flight on the broken connection time out at their
+        // callers, who answer themselves.
+        lock(&pending).clear();
+    }
+}
+
+/// Reads one link frame; `None` at the end of the stream or on a bad one.
+async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<(u64, Vec<u8>)> {
+    let len = reader.read_u32().await.ok()? as usize;
+    if !(8..=LINK_FRAME_BYTES_MAX).contains(&len) {
+        warn_limited!(
+            "cluster_link",
+            len,
+            "node link: a frame of a bad length; closing"
+        );
+        return None;
+    }
+    let mut buf = vec![0; len];
+    reader.read_exact(&mut buf).await.ok()?;
+    let mut b = &buf[..];
+    let id = b.get_u64();
+    Some((id, b.to_vec()))
+}
+
+/// Writes one link frame.
+async fn write_frame(
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    id: u64,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let len = body
+        .len()
+        .checked_add(8)
+        .filter(|l| *l <= LINK_FRAME_BYTES_MAX);
+    let Some(len) = len else {
+        return Err(std::io::Error::other("link frame too large"));
+    };
+    let mut out = BytesMut::with_capacity(4 + len);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(body);
+    writer.write_all(&out).await
+}
+
+/// Serves node links on `listener`: each request is applied here (never
+/// sent on) and its answer written once its record is committed.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<IsoShared>,
+    committer: Arc<Committer>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(serve_conn(
+            stream,
+            shared.clone(),
+            committer.clone(),
+            cancel.clone(),
+        ));
+    }
+}
+
+/// One incoming link.
+async fn serve_conn(
+    stream: TcpStream,
+    shared: Arc<IsoShared>,
+    committer: Arc<Committer>,
+    cancel: CancellationToken,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(LINK_INFLIGHT_MAX);
+    let write = tokio::spawn(async move {
+        while let Some((id, answer)) = rx.recv().await {
+            if write_frame(&mut writer, id, &answer).await.is_err() {
+                return;
+            }
+        }
+    });
+    let codec = FrameCodec::new(shared.framing);
+    loop {
+        let frame = tokio::select! {
+            () = cancel.cancelled() => break,
+            f = read_frame(&mut reader) => f,
+        };
+        let Some((id, body)) = frame else { break };
+        let mut out = BytesMut::with_capacity(256);
+        let seq = match handle(
+            &shared.node,
+            &shared.metrics,
+            shared.profile,
+            &codec,
+            None,
+            &body,
+            &mut out,
+        ) {
+            Ok(Handled::Now(seq)) => seq,
+            // No issuer links in cluster mode, and nothing to answer for
+            // an unanswerable frame: the entry node times out and answers.
+            Ok(Handled::Later(_)) | Err(_) => continue,
+        };
+        let mut durable = committer.durable_watch();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let committed = tokio::time::timeout(LINK_TIMEOUT, async {
+                while durable.durable_seq() < seq {
+                    if durable.changed().await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+            // Not committed (fenced, failed, or late): no answer leaves.
+            if committed == Ok(true) {
+                let _ = tx.send((id, out.to_vec())).await;
+            }
+        });
+    }
+    drop(tx);
+    let _ = write.await;
+}
