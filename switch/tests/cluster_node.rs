@@ -6,7 +6,8 @@
 //! shards over after a kill -9 loads them and gives the same answers; a
 //! batch fenced by a later epoch is never acknowledged and stops the node;
 //! of two nodes, each forwards a request of the other's shard over its node
-//! link, and the survivor of a kill -9 serves the dead node's shards;
+//! link, and the survivor of a kill -9 serves the dead node's shards; a
+//! node SIGSTOPped past its lease writes nothing after the takeover;
 //! without a PostgreSQL URL a node refuses to start, saying why.
 
 mod common;
@@ -276,6 +277,90 @@ async fn two_nodes_forward_to_the_owner_and_survive_its_kill_9() {
     );
     drop(survivor);
     drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The node id etcd names as the owner of the demo merchant's shard.
+async fn demo_owner(etcd: &EtcdServer) -> String {
+    let shard = cluster::assign::shard_of_merchant(b"DEMO00000000001", SHARDS);
+    let client =
+        cluster::etcd::Etcd::new(&[etcd.url().to_owned()], Duration::from_secs(1)).expect("client");
+    let view = cluster::member::read_view(&client, "/switch/test", SHARDS)
+        .await
+        .expect("view");
+    view.owners[&shard].record.node_id.clone()
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success(), "kill {sig}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_writes_nothing_after_the_takeover() {
+    let (etcd, pg, url) = services("cluster_pause");
+    let dir = data_dir();
+    let (n1, c1) = start_node(&dir, &url, etcd.url(), "n1").await;
+    let config = cluster_config(&dir, &url, etcd.url(), "n2");
+    let data = dir.join("data-n2");
+    let launch = Launch {
+        dir: &data,
+        config: Some(&config),
+        logs: &dir,
+        log_level: "info",
+    };
+    let (n2, c2) = launch.start("n2").await;
+    wait_split(&n1, &n2).await;
+    // Let the hand-over finish: the owner below must stay the owner.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let owner = demo_owner(&etcd).await;
+    let (paused, survivor, mut cp, mut cs) = if owner == "n1" {
+        (n1, n2, c1, c2)
+    } else {
+        (n2, n1, c2, c1)
+    };
+    assert_eq!(cp.call(&preauth(&card(21), 100)).await.code(), "00");
+    let paused_id = if owner == "n1" { "n1" } else { "n2" };
+    let old_epoch = count(
+        &url,
+        &format!("SELECT max(epoch) FROM cluster_records WHERE node = '{paused_id}'"),
+    );
+
+    signal(&paused, "-STOP");
+    survivor
+        .wait_metric(
+            "switch_cluster_served_shards",
+            Duration::from_secs(15),
+            |v| v == f64::from(SHARDS),
+        )
+        .await;
+    assert_eq!(cs.call(&preauth(&card(22), 200)).await.code(), "00");
+    // A request waits in the paused node's socket; then it wakes up.
+    let late = preauth(&card(23), 300);
+    cp.send_raw(&late.encode()).await;
+    signal(&paused, "-CONT");
+    let answer = tokio::time::timeout(Duration::from_secs(10), cp.recv_or_close())
+        .await
+        .expect("an answer or a close within 10 s");
+    // Either it found it no longer owns the shard and sent the request to
+    // the survivor (which committed it), or its batch was fenced: no
+    // answer, and it stopped. Never a write of its old epoch.
+    let stale = format!(
+        "SELECT count(*) FROM cluster_records WHERE node = '{paused_id}' AND epoch = {old_epoch}"
+    );
+    assert_eq!(count(&url, &stale), 1, "a write of the old epoch landed");
+    let total = count(&url, "SELECT count(*) FROM cluster_records");
+    match answer {
+        Some(r) => {
+            assert_eq!(r.code(), "00", "{r:?}");
+            assert_eq!(total, 3);
+        }
+        None => assert_eq!(total, 2),
+    }
+    drop((paused, survivor, pg));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
