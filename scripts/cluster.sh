@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# The local cluster harness (docs/cluster.md, The local harness), first
-# slice: the services a cluster runs on, on loopback with free ports.
+# The local cluster harness (docs/cluster.md, The local harness): a
+# cluster of switch nodes and the services it runs on, on loopback with
+# free ports.
 #
 #   scripts/cluster.sh up DIR     starts etcd (one member; ETCD_MEMBERS=3
-#                                 for three) and a PostgreSQL server (fsync
+#                                 for three), a PostgreSQL server (fsync
 #                                 on, an empty database `switch`) and
-#                                 writes DIR/services.env
-#   scripts/cluster.sh down DIR   stops them by the pids `up` recorded;
-#                                 running it twice is harmless; DIR and its
-#                                 logs stay
+#                                 NODES switch nodes (3 by default; 0 for
+#                                 none), writes DIR/services.env and, once
+#                                 every shard is served, DIR/nodes.json
+#   scripts/cluster.sh down DIR   stops the nodes (SIGTERM, then SIGKILL
+#                                 after 10 s), PostgreSQL and etcd by the
+#                                 pids `up` recorded; running it twice is
+#                                 harmless; DIR and its logs stay
 #
-# No switch node is started and DIR/nodes.json is not written: cluster
-# mode is not served yet (a switch refuses [cluster] at start). Nor is
-# PG_STANDBY=1 built. `switch cluster status --etcd "$ETCD_ENDPOINTS"`
-# reads the etcd started here.
+# The nodes are the switch binary SWITCH_BIN (default: `switch` on PATH),
+# named n1..nN, each with DIR/nN.toml (the embedded default, archive.url
+# the PostgreSQL here, [cluster] with 16 shards), DIR/nN/ (data) and
+# DIR/nN.log. DIR/nodes.json: [{"name", "iso_addr", "frame_addr",
+# "http_addr", "link_addr", "pid"}, ...]. PG_STANDBY=1 is not built.
+# `switch cluster status --etcd "$ETCD_ENDPOINTS"` reads the etcd here.
 #
 # DIR/services.env, for `source`: ETCD_ENDPOINTS (comma-separated),
-# ETCD_PIDS (space-separated), PG_URL, PG_DATA. Logs: DIR/etcd<m>.log,
-# DIR/pg/server.log. Needs Debian's etcd-server and postgresql
-# (scripts/install-test-deps.sh); as root, PostgreSQL runs as the
-# `postgres` user through runuser, as the tests' server does.
+# ETCD_PIDS (space-separated), PG_URL, PG_DATA, NODE_PIDS. Logs:
+# DIR/etcd<m>.log, DIR/pg/server.log, DIR/n<i>.log. Needs Debian's
+# etcd-server and postgresql (scripts/install-test-deps.sh); as root,
+# PostgreSQL runs as the `postgres` user through runuser, as the tests'
+# server does.
 set -euo pipefail
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -130,14 +137,83 @@ up() {
   as_pg "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres \
     -c 'CREATE DATABASE switch' >/dev/null
 
+  local pg_url=postgresql://postgres@127.0.0.1:$port/switch
   cat >"$dir/services.env" <<EOF
 ETCD_ENDPOINTS=$endpoints
 ETCD_PIDS="$pids"
-PG_URL=postgresql://postgres@127.0.0.1:$port/switch
+PG_URL=$pg_url
 PG_DATA=$pg/data
+NODE_PIDS=""
 EOF
-  echo "cluster.sh: up in $dir: etcd $endpoints (pids $pids), PostgreSQL postgresql://postgres@127.0.0.1:$port/switch"
-  echo "cluster.sh: no switch node started: cluster mode is not served yet"
+  echo "cluster.sh: up in $dir: etcd $endpoints (pids $pids), PostgreSQL $pg_url"
+  start_nodes "$dir" "$endpoints" "$pg_url"
+}
+
+# Starts NODES switch nodes and writes DIR/nodes.json once every shard is
+# served (60 s at most).
+start_nodes() {
+  local dir=$1 endpoints=$2 pg_url=$3
+  local nodes=${NODES:-3}
+  if ! [[ "$nodes" =~ ^[0-9]$ ]]; then
+    echo "cluster.sh: NODES=$nodes: expected 0 to 9" >&2
+    exit 1
+  fi
+  [ "$nodes" -gt 0 ] || return 0
+  local bin=${SWITCH_BIN:-switch}
+  if ! command -v "$bin" >/dev/null; then
+    echo "cluster.sh: the switch binary ($bin) not found: set SWITCH_BIN" >&2
+    exit 1
+  fi
+  local etcd_list i name iso frame http link node_pids="" json="["
+  etcd_list=$(echo "$endpoints" | sed 's/[^,][^,]*/"&"/g')
+  for i in $(seq 1 "$nodes"); do
+    name=n$i
+    iso=127.0.0.1:$(free_port)
+    frame=127.0.0.1:$(free_port)
+    http=127.0.0.1:$(free_port)
+    link=127.0.0.1:$(free_port)
+    "$bin" default-config | sed "s|^url = \"\"|url = \"$pg_url\"|" >"$dir/$name.toml"
+    cat >>"$dir/$name.toml" <<EOF
+
+[cluster]
+node_id = "$name"
+etcd_endpoints = [$etcd_list]
+shard_count = 16
+link_addr = "$link"
+EOF
+    nohup "$bin" --config "$dir/$name.toml" --data-dir "$dir/$name" \
+      --iso-addr "$iso" --frame-addr "$frame" --http-addr "$http" \
+      >"$dir/$name.log" 2>&1 &
+    node_pids+="${node_pids:+ }$!"
+    [ "$i" -eq 1 ] || json+=","
+    json+="{\"name\":\"$name\",\"iso_addr\":\"$iso\",\"frame_addr\":\"$frame\",\"http_addr\":\"$http\",\"link_addr\":\"$link\",\"pid\":$!}"
+  done
+  json+="]"
+  sed -i "s|^NODE_PIDS=.*|NODE_PIDS=\"$node_pids\"|" "$dir/services.env"
+  # Every shard served: the nodes' served shards add up to 16.
+  local t served pid h m
+  for t in $(seq 1 600); do
+    served=0
+    for i in $(seq 1 "$nodes"); do
+      pid=$(echo "$node_pids" | cut -d' ' -f"$i")
+      if ! alive "$pid"; then
+        echo "cluster.sh: node n$i exited; see $dir/n$i.log" >&2
+        exit 1
+      fi
+      h=$(echo "$json" | python3 -c "import json,sys; print(json.load(sys.stdin)[$((i - 1))]['http_addr'])")
+      m=$(curl -sf "http://$h/metrics" 2>/dev/null |
+        awk '$1 == "switch_cluster_served_shards" { printf "%d", $2 }' || true)
+      served=$((served + ${m:-0}))
+    done
+    if [ "$served" -eq 16 ]; then
+      echo "$json" >"$dir/nodes.json"
+      echo "cluster.sh: $nodes nodes serve every shard (pids $node_pids); $dir/nodes.json"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "cluster.sh: the nodes did not serve every shard within 60 s; see $dir/n*.log" >&2
+  exit 1
 }
 
 down() {
@@ -146,9 +222,21 @@ down() {
     echo "cluster.sh: nothing recorded in $dir (never up, or down already)"
     return 0
   fi
-  local ETCD_PIDS PG_DATA pid
+  local ETCD_PIDS PG_DATA NODE_PIDS="" pid i
   # shellcheck disable=SC1091
   source "$dir/services.env"
+  for pid in $NODE_PIDS; do
+    alive "$pid" && kill -TERM "$pid"
+  done
+  for pid in $NODE_PIDS; do
+    for i in $(seq 1 100); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+    if alive "$pid"; then
+      kill -KILL "$pid" || true
+    fi
+  done
   if [ -f "$PG_DATA/postmaster.pid" ]; then
     as_pg "$(pg_bin)/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 30 >/dev/null || true
   fi

@@ -127,7 +127,7 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
 }
 
 #[test]
-fn the_harness_script_starts_and_stops_three_etcd_members_and_postgres() {
+fn the_harness_script_starts_and_stops_three_etcd_members_postgres_and_three_nodes() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
     let dir = std::env::temp_dir().join(format!("switch-cluster-harness-{}", std::process::id()));
     let run = |action: &str| {
@@ -136,6 +136,7 @@ fn the_harness_script_starts_and_stops_three_etcd_members_and_postgres() {
             .arg(action)
             .arg(&dir)
             .env("ETCD_MEMBERS", "3")
+            .env("SWITCH_BIN", SWITCH)
             .output()
             .unwrap();
         let text = format!(
@@ -161,11 +162,35 @@ fn the_harness_script_starts_and_stops_three_etcd_members_and_postgres() {
         .args(["cluster", "status", "--etcd", &etcd])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cluster /switch/default (0 nodes)"));
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("cluster /switch/default (3 nodes)"),
+        "{status}"
+    );
+    // (16 once quiet; a hand-over between nodes may be in flight here.)
+    assert!(status.contains("shards owned: "), "{status}");
+    let nodes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("nodes.json")).unwrap()).unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().unwrap()).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(n["name"], format!("n{}", i + 1));
+        for key in ["iso_addr", "frame_addr", "http_addr", "link_addr"] {
+            let addr = n[key].as_str().unwrap();
+            assert!(std::net::TcpStream::connect(addr).is_ok(), "{key} {addr}");
+        }
+    }
     let mut db = postgres::Client::connect(&pg_url, postgres::NoTls).unwrap();
     cluster::fence::install(&mut db).unwrap();
     drop(db);
     run("down");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "node {pid} still runs"
+        );
+    }
     // Twice is harmless.
     assert!(run("down").contains("nothing recorded"));
     for m in members {

@@ -85,7 +85,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: ArchiveAction,
     },
-    /// Cluster mode (`docs/cluster.md`; not served yet): what etcd holds.
+    /// Cluster mode (`docs/cluster.md`): what etcd holds.
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,

@@ -1,6 +1,5 @@
 //! `switch cluster status`: what etcd says of a cluster (its nodes, the
-//! shards each owns, their epochs). Reads etcd only; cluster mode itself
-//! is not served yet.
+//! shards each owns, their epochs). Reads etcd only.
 
 use std::time::Duration;
 
