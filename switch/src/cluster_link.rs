@@ -5,8 +5,8 @@
 //! pipeline, waits for the PostgreSQL commit, and sends back the framed
 //! answer, which joins the terminal's connection through its `Later`
 //! channel. A request not sent, not answered within [`LINK_TIMEOUT`], or
-//! over [`LINK_INFLIGHT_MAX`] is answered by the entry node itself, which
-//! does not serve the shard: every change is refused there, 91.
+//! over [`LINK_INFLIGHT_MAX`] is answered 91 by the entry node, without
+//! its engine (whose memory of a shard it does not serve may be stale).
 //!
 //! Frame on the link, both ways: `u32` length (big endian) of what follows,
 //! `u64` request id, then the ISO 8583 body (request) or the framed answer
@@ -88,6 +88,11 @@ impl Router {
         let f42 = msg.text(42)?.as_bytes();
         let shard = cluster::assign::shard_of_merchant(f42, self.shard_count);
         (!self.committer.serving().contains_key(&shard)).then_some(shard)
+    }
+
+    /// Whether this node serves `shard` (owned and loaded).
+    pub(crate) fn serves(&self, shard: u32) -> bool {
+        self.committer.serving().contains_key(&shard)
     }
 
     /// Where a request of `shard` (not served here at [`Router::route`])

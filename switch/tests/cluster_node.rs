@@ -7,7 +7,9 @@
 //! batch fenced by a later epoch is never acknowledged and stops the node;
 //! of two nodes, each forwards a request of the other's shard over its node
 //! link, and the survivor of a kill -9 serves the dead node's shards; a
-//! node SIGSTOPped past its lease writes nothing after the takeover;
+//! node SIGSTOPped past its lease writes nothing after the takeover; a
+//! request of a shard with no owner for 5 s is refused 91 by no engine, so
+//! the same message later is decided afresh;
 //! without a PostgreSQL URL a node refuses to start, saying why.
 
 mod common;
@@ -361,6 +363,60 @@ async fn a_node_paused_past_its_lease_writes_nothing_after_the_takeover() {
         None => assert_eq!(total, 2),
     }
     drop((paused, survivor, pg));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_without_an_owner_is_refused_91_without_poisoning_the_repeat() {
+    let (etcd, pg, url) = services("cluster_no_owner");
+    let dir = data_dir();
+    // A 9 s lease: a dead node's shards stay ownerless past the 5 s wait.
+    let start = |name: &'static str| {
+        let config = cluster_config(&dir, &url, etcd.url(), name);
+        let text = std::fs::read_to_string(&config).expect("config") + "lease_ttl_s = 9\n";
+        std::fs::write(&config, text).expect("config");
+        let data = dir.join(format!("data-{name}"));
+        (config, data)
+    };
+    let (config1, data1) = start("n1");
+    let (config2, data2) = start("n2");
+    let launch = |config, data| Launch {
+        dir: data,
+        config: Some(config),
+        logs: &dir,
+        log_level: "info",
+    };
+    let (n1, c1) = launch(&config1, &data1).start("n1").await;
+    let (n2, c2) = launch(&config2, &data2).start("n2").await;
+    wait_split(&n1, &n2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let owner = demo_owner(&etcd).await;
+    let (mut dead, survivor, mut c) = if owner == "n1" {
+        (n1, n2, c2)
+    } else {
+        (n2, n1, c1)
+    };
+    dead.kill9();
+    let pre = preauth(&card(31), 100);
+    let refused = c.call(&pre).await;
+    assert_eq!(refused.code(), "91", "{refused:?}");
+    assert_eq!(
+        survivor
+            .metric("switch_cluster_forwarded_total{outcome=\"refused\"}")
+            .await,
+        1.0
+    );
+    survivor
+        .wait_metric(
+            "switch_cluster_served_shards",
+            Duration::from_secs(20),
+            |v| v == f64::from(SHARDS),
+        )
+        .await;
+    // The same message once the shard is served: decided now, not the
+    // 91 (which no engine remembered).
+    assert_eq!(c.call(&pre).await.code(), "00");
+    drop((survivor, pg));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

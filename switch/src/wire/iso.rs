@@ -614,8 +614,8 @@ pub(crate) fn spawn_deferred(
 
 /// Sends a request of a shard this node does not serve over its owner's
 /// node link (waiting a bounded time for an owner); the owner's committed
-/// answer goes to `later`. No owner, or not answered in time: this node
-/// answers it (a change is refused here unless the shard came to it: 91).
+/// answer goes to `later`. No owner, or not answered in time: 91, decided
+/// by no engine state, unless the shard came to this node meanwhile.
 fn spawn_linked(
     shared: Arc<IsoShared>,
     router: Arc<crate::cluster_link::Router>,
@@ -629,6 +629,15 @@ fn spawn_linked(
                 let _ = later.send((answer, 0));
                 return;
             }
+        }
+        if !router.serves(shard) {
+            // Not through the engine: its memory of a shard it does not
+            // serve may be stale, and an answer remembered there would win
+            // over the owner's once the shard is loaded here again.
+            metrics::counter!("switch_cluster_forwarded_total", "outcome" => "refused")
+                .increment(1);
+            let _ = later.send((unavailable_frame(&shared, &body), 0));
+            return;
         }
         let mut out = BytesMut::with_capacity(256);
         let codec = FrameCodec::new(shared.framing);
@@ -649,6 +658,29 @@ fn spawn_linked(
         };
         let _ = later.send((out.to_vec(), seq));
     });
+}
+
+/// A framed 91 for `body` that no engine state decided (a request of a
+/// shard no node serves now); empty when no answer can be written.
+fn unavailable_frame(shared: &IsoShared, body: &[u8]) -> Vec<u8> {
+    let Ok(msg) = Message::decode(shared.profile, body) else {
+        return Vec::new();
+    };
+    let Some(response_mti) = msg.mti().response() else {
+        return Vec::new();
+    };
+    let reply = shared.node.apply(Command::Refuse {
+        code: Code::UNAVAILABLE,
+        rrn: rrn_of(&msg),
+    });
+    let mut out = BytesMut::with_capacity(256);
+    let codec = FrameCodec::new(shared.framing);
+    match codec.write_frame(&mut out, None, |buf| {
+        encode_response(&msg, response_mti, &reply, buf)
+    }) {
+        Ok(_) => out.into(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The terminal's framed answer, and the request's MTI; `None` when it
