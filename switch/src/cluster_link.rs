@@ -404,3 +404,34 @@ async fn serve_conn(
     drop(tx);
     let _ = write.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{read_frame, write_frame, LINK_FRAME_BYTES_MAX};
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_lengths_end_the_link() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        write_frame(&mut a, 7, b"body").await.expect("write");
+        assert_eq!(read_frame(&mut b).await, Some((7, b"body".to_vec())));
+        // Too short to hold an id, then past the limit: read as the end,
+        // before anything is allocated for the body.
+        for len in [
+            4_u32,
+            u32::try_from(LINK_FRAME_BYTES_MAX + 1).expect("fits"),
+        ] {
+            let (mut a, mut b) = tokio::io::duplex(64);
+            a.write_all(&len.to_be_bytes()).await.expect("write");
+            assert_eq!(read_frame(&mut b).await, None, "{len}");
+        }
+        // A body past the limit is refused on the writing side.
+        let big = vec![0; LINK_FRAME_BYTES_MAX];
+        assert!(write_frame(&mut a, 8, &big).await.is_err());
+        // A stream that ends inside a frame is its end too.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&20_u32.to_be_bytes()).await.expect("write");
+        drop(a);
+        assert_eq!(read_frame(&mut b).await, None);
+    }
+}
