@@ -96,11 +96,14 @@ impl Router {
     }
 
     /// Where a request of `shard` (not served here at [`Router::route`])
-    /// goes, waiting up to [`OWNER_WAIT`] for a shard without an owner
+    /// goes, waiting until `deadline` for a shard without an owner
     /// (a crashed node's, not yet taken over) or one this node is loading:
     /// the owner's link, or `None` to answer here.
-    pub(crate) async fn link_of(&self, shard: u32) -> Option<Arc<Link>> {
-        let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+    pub(crate) async fn link_of(
+        &self,
+        shard: u32,
+        deadline: tokio::time::Instant,
+    ) -> Option<Arc<Link>> {
         loop {
             if self.committer.serving().contains_key(&shard) {
                 return None;
@@ -171,14 +174,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// How a linked request ended.
+#[derive(Debug)]
+pub(crate) enum LinkOutcome {
+    /// The owner's framed answer.
+    Answered(Vec<u8>),
+    /// Never written to the owner (no connection, a full link, or queued
+    /// for a connection that broke): safe to send again elsewhere.
+    NotSent,
+    /// Written and not answered in time, or the connection broke after:
+    /// the owner may have applied it.
+    Unknown,
+}
+
+/// A caller awaiting its answer, or word that its request was not sent.
+type Waiter = oneshot::Sender<Result<Vec<u8>, ()>>;
+
 /// One pipelined connection to another node.
 pub(crate) struct Link {
     /// Its `link_addr`.
     addr: String,
-    /// Requests to write.
-    tx: mpsc::Sender<(u64, Bytes)>,
+    /// Requests to write, with the connection generation they were queued
+    /// for: one queued for an older connection is never written.
+    tx: mpsc::Sender<(u64, u64, Bytes)>,
     /// Callers awaiting answers, by request id (at most [`LINK_INFLIGHT_MAX`]).
-    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>,
+    pending: Arc<Mutex<HashMap<u64, Waiter>>>,
+    /// The current connection's generation; 0 while not connected.
+    generation: Arc<AtomicU64>,
     /// The next request id.
     next_id: AtomicU64,
 }
@@ -191,59 +213,78 @@ impl Link {
             addr,
             tx,
             pending: Arc::new(Mutex::new(HashMap::new())),
+            generation: Arc::new(AtomicU64::new(0)),
             next_id: AtomicU64::new(1),
         });
         tracker.spawn(run_link(
             link.addr.clone(),
             rx,
             link.pending.clone(),
+            link.generation.clone(),
             cancel.clone(),
         ));
         link
     }
 
-    /// Sends `body` to the owner; its framed answer, or `None` when it was
-    /// not sent or not answered in time.
-    pub(crate) async fn call(&self, body: Bytes) -> Option<Vec<u8>> {
+    /// Sends `body` to the owner and waits up to [`LINK_TIMEOUT`].
+    pub(crate) async fn call(&self, body: Bytes) -> LinkOutcome {
         let outcome = |o: &'static str| {
             metrics::counter!("switch_cluster_forwarded_total", "outcome" => o).increment(1);
         };
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation == 0 {
+            outcome("not_connected");
+            return LinkOutcome::NotSent;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&self.pending);
             if pending.len() >= LINK_INFLIGHT_MAX {
                 outcome("full");
-                return None;
+                return LinkOutcome::NotSent;
             }
             pending.insert(id, tx);
         }
-        if self.tx.try_send((id, body)).is_err() {
+        if self.tx.try_send((id, generation, body)).is_err() {
             lock(&self.pending).remove(&id);
             outcome("full");
-            return None;
+            return LinkOutcome::NotSent;
         }
         match tokio::time::timeout(LINK_TIMEOUT, rx).await {
-            Ok(Ok(answer)) => {
+            Ok(Ok(Ok(answer))) if answer.is_empty() => {
+                // The node does not serve the shard (yet, or any more):
+                // it applied nothing.
+                outcome("not_served");
+                LinkOutcome::NotSent
+            }
+            Ok(Ok(Ok(answer))) => {
                 outcome("answered");
-                Some(answer)
+                LinkOutcome::Answered(answer)
+            }
+            Ok(Ok(Err(()))) => {
+                outcome("not_sent");
+                LinkOutcome::NotSent
             }
             _ => {
                 lock(&self.pending).remove(&id);
                 outcome("timeout");
-                None
+                LinkOutcome::Unknown
             }
         }
     }
 }
 
-/// The link's task: connect, write queued requests, read answers.
+/// The link's task: connect, write queued requests of the current
+/// connection, read answers.
 async fn run_link(
     addr: String,
-    mut rx: mpsc::Receiver<(u64, Bytes)>,
-    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>,
+    mut rx: mpsc::Receiver<(u64, u64, Bytes)>,
+    pending: Arc<Mutex<HashMap<u64, Waiter>>>,
+    generation: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) {
+    let mut current = 0_u64;
     while !cancel.is_cancelled() {
         let Ok(stream) = TcpStream::connect(&addr).await else {
             tokio::select! {
@@ -252,12 +293,14 @@ async fn run_link(
             }
         };
         let _ = stream.set_nodelay(true);
+        current += 1;
+        generation.store(current, Ordering::Release);
         let (mut reader, mut writer) = stream.into_split();
         let read_pending = pending.clone();
         let mut read = tokio::spawn(async move {
             while let Some((id, answer)) = read_frame(&mut reader).await {
                 if let Some(tx) = lock(&read_pending).remove(&id) {
-                    let _ = tx.send(answer);
+                    let _ = tx.send(Ok(answer));
                 }
             }
         });
@@ -266,7 +309,14 @@ async fn run_link(
                 () = cancel.cancelled() => { read.abort(); return; }
                 _ = &mut read => break,
                 item = rx.recv() => {
-                    let Some((id, body)) = item else { read.abort(); return; };
+                    let Some((id, queued_for, body)) = item else { read.abort(); return; };
+                    if queued_for != current {
+                        // Queued for a connection that broke: never sent.
+                        if let Some(tx) = lock(&pending).remove(&id) {
+                            let _ = tx.send(Err(()));
+                        }
+                        continue;
+                    }
                     if write_frame(&mut writer, id, &body).await.is_err() {
                         read.abort();
                         break;
@@ -274,9 +324,11 @@ async fn run_link(
                 }
             }
         }
-        // Requests in flight on the broken connection time out at their
-        // callers, who answer themselves.
-        lock(&pending).clear();
+        generation.store(0, Ordering::Release);
+        // Requests written on the broken connection: their callers learn
+        // nothing more (Unknown at their timeout); the queued ones of this
+        // generation are answered "not sent" as they come out.
+        lock(&pending).retain(|_, tx| !tx.is_closed());
     }
 }
 
@@ -318,11 +370,14 @@ async fn write_frame(
     writer.write_all(&out).await
 }
 
-/// Serves node links on `listener`: each request is applied here (never
-/// sent on) and its answer written once its record is committed.
+/// Serves node links on `listener`: each request of a shard served here is
+/// applied here (never sent on) and its answer written once its record is
+/// committed; one of a shard not served here gets an empty answer (nothing
+/// applied), which its entry node routes again.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<IsoShared>,
+    router: Arc<Router>,
     committer: Arc<Committer>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -339,6 +394,7 @@ pub(crate) async fn serve(
         tracker.spawn(serve_conn(
             stream,
             shared.clone(),
+            router.clone(),
             committer.clone(),
             cancel.clone(),
         ));
@@ -349,6 +405,7 @@ pub(crate) async fn serve(
 async fn serve_conn(
     stream: TcpStream,
     shared: Arc<IsoShared>,
+    router: Arc<Router>,
     committer: Arc<Committer>,
     cancel: CancellationToken,
 ) {
@@ -368,6 +425,15 @@ async fn serve_conn(
             f = read_frame(&mut reader) => f,
         };
         let Some((id, body)) = frame else { break };
+        if router.route(&shared, &body).is_some() {
+            // Not served here (being loaded, or lost): nothing applied,
+            // an empty answer, and the entry node routes it again. The
+            // engine's memory of a shard not served may be stale.
+            if tx.send((id, Vec::new())).await.is_err() {
+                break;
+            }
+            continue;
+        }
         let mut out = BytesMut::with_capacity(256);
         let seq = match handle(
             &shared.node,

@@ -131,6 +131,7 @@ pub(crate) async fn start(
     tracker.spawn(cluster_link::serve(
         link_listener,
         iso_shared,
+        router.clone(),
         committer.clone(),
         cancel.clone(),
         tracker.clone(),

@@ -624,10 +624,19 @@ fn spawn_linked(
     later: crate::net::Later,
 ) {
     tokio::spawn(async move {
-        if let Some(link) = router.link_of(shard).await {
-            if let Some(answer) = link.call(body.clone()).await {
-                let _ = later.send((answer, 0));
-                return;
+        let deadline = tokio::time::Instant::now() + crate::cluster_link::OWNER_WAIT;
+        // Until the deadline: a request not sent (the owner's link down,
+        // a dead owner etcd still names) is routed again.
+        while let Some(link) = router.link_of(shard, deadline).await {
+            match link.call(body.clone()).await {
+                crate::cluster_link::LinkOutcome::Answered(answer) => {
+                    let _ = later.send((answer, 0));
+                    return;
+                }
+                crate::cluster_link::LinkOutcome::NotSent => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                crate::cluster_link::LinkOutcome::Unknown => break,
             }
         }
         if !router.serves(shard) {
