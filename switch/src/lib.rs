@@ -101,8 +101,8 @@ pub struct Running {
     /// The webhook dispatcher, stopped before the journal closes.
     dispatcher: std::sync::Mutex<Option<webhooks::Dispatcher>>,
     /// Cluster mode's membership in etcd, left (lease revoked, so its
-    /// shards move at once) once connections have drained; `None` on a
-    /// single node.
+    /// shards move at once) once connections have drained and the last
+    /// batch is committed; `None` on a single node.
     member: std::sync::Mutex<Option<Arc<cluster::member::Member>>>,
     /// `limits.drain_timeout_ms`: how long shutdown waits for connections.
     drain: Duration,
@@ -134,16 +134,6 @@ impl Running {
                 "shutdown: tasks still running at the drain deadline; closing the journal"
             );
         }
-        let member = self
-            .member
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(member) = member.and_then(|m| Arc::try_unwrap(m).ok()) {
-            if let Err(e) = member.leave().await {
-                tracing::warn!(error = %e, "cluster: leaving etcd failed; the lease expires by itself");
-            }
-        }
         let engine = self.engine.clone();
         let drainer = self
             .drainer
@@ -155,7 +145,7 @@ impl Running {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        tokio::task::spawn_blocking(move || {
+        let closed = tokio::task::spawn_blocking(move || {
             if let Some(mut d) = drainer {
                 d.stop();
             }
@@ -164,9 +154,22 @@ impl Running {
             }
             engine.journal.shutdown()
         })
-        .await
-        .context("closing the journal")?
-        .context("closing the journal")
+        .await;
+        // Cluster mode: the lease goes after the last commit, so no batch
+        // of this node is fenced by a takeover its own leaving started.
+        let member = self
+            .member
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(member) = member.and_then(|m| Arc::try_unwrap(m).ok()) {
+            if let Err(e) = member.leave().await {
+                tracing::warn!(error = %e, "cluster: leaving etcd failed; the lease expires by itself");
+            }
+        }
+        closed
+            .context("closing the journal")?
+            .context("closing the journal")
     }
 
     /// A token that shuts the switch down when cancelled.
