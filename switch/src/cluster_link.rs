@@ -471,6 +471,28 @@ async fn serve_conn(
     let _ = write.await;
 }
 
+/// Cluster mode's internal-frame listener in this slice: every connection
+/// is accepted and closed at once (`switch_cluster_frames_refused_total`,
+/// a rate-limited warning), since internal frames are not routed by shard
+/// and their reads would come from memory that may be stale.
+pub(crate) async fn refuse_frames(listener: TcpListener, cancel: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        if let Ok((stream, peer)) = accepted {
+            metrics::counter!("switch_cluster_frames_refused_total").increment(1);
+            warn_limited!(
+                "cluster_frames",
+                %peer,
+                "internal frames are not served in cluster mode; connection closed"
+            );
+            drop(stream);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{read_frame, write_frame, LINK_FRAME_BYTES_MAX};

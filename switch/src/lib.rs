@@ -480,6 +480,7 @@ fn spawn_wire_listeners(
     running: &Running,
     router: Option<Arc<cluster_link::Router>>,
 ) -> anyhow::Result<Arc<wire::iso::IsoShared>> {
+    let cluster_mode = router.is_some();
     let profile = codecs::iso8583::Profile::by_name(&config.iso.profile).context("iso.profile")?;
     let header = if config.iso.length_header == "ascii4" {
         LengthHeader::Ascii4
@@ -552,6 +553,13 @@ fn spawn_wire_listeners(
             .run(cancel)
         },
     ));
+    if cluster_mode {
+        // Internal frames are not served in cluster mode yet (their reads
+        // would come from a memory that may be stale for a shard another
+        // node owns): every connection is closed at once.
+        tracker.spawn(cluster_link::refuse_frames(frame_listener, cancel.clone()));
+        return Ok(iso_shared);
+    }
     let limits = net::ConnLimits::new(l, true);
     tracker.spawn(listener(frame_listener, "frame", tls.frame).run(
         cancel.clone(),

@@ -13,7 +13,8 @@
 //! pre-authorization acknowledged before a kill -9 is captured through the
 //! others, its repeat gives the original answer, and PostgreSQL holds it
 //! once, captured;
-//! without a PostgreSQL URL a node refuses to start, saying why.
+//! internal frames are refused (the connection closed); without a
+//! PostgreSQL URL a node refuses to start, saying why.
 
 mod common;
 
@@ -126,6 +127,29 @@ async fn answers_leave_after_the_commit_and_a_takeover_after_kill_9_gives_the_sa
         "n2 served every shard {:?} after the kill",
         killed.elapsed()
     );
+    // Internal frames are not served in cluster mode: the listener (its
+    // address from n2's node key) closes every connection at once.
+    let etcd_client =
+        cluster::etcd::Etcd::new(&[etcd.url().to_owned()], Duration::from_secs(1)).expect("client");
+    let key = etcd_client
+        .get("/switch/test/nodes/n2")
+        .await
+        .expect("etcd")
+        .expect("n2's node key");
+    let record: cluster::member::NodeRecord =
+        serde_json::from_slice(&key.value).expect("a node record");
+    let frames = record.frames_addr.expect("frames_addr");
+    let mut stream = tokio::net::TcpStream::connect(&frames)
+        .await
+        .expect("connect");
+    let mut buf = [0_u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await
+    .expect("closed within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     let repeat = client.call(&pre).await;
     assert_eq!(
         (repeat.code(), repeat.text(38), repeat.text(37)),
