@@ -186,9 +186,13 @@ fn the_harness_script_starts_and_stops_three_etcd_members_postgres_and_three_nod
     drop(db);
     run("down");
     for pid in pids {
+        // Gone, or a zombie its new parent has not reaped yet (the state
+        // after the command name in /proc/PID/stat is Z): not running.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
         assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "node {pid} still runs"
+            stat.is_empty() || state.starts_with('Z'),
+            "node {pid} still runs: {stat}"
         );
     }
     // Twice is harmless.
