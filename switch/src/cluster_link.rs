@@ -23,8 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use codecs::framing::FrameCodec;
-use codecs::iso8583::Message;
+use codecs::iso8583::{Message, Profile};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -33,7 +32,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster_commit::Committer;
 use crate::ratelog::warn_limited;
-use crate::wire::iso::{handle, Handled, IsoShared};
 
 /// Largest link frame (length field included in no count): 64 KiB.
 pub(crate) const LINK_FRAME_BYTES_MAX: usize = 64 * 1024;
@@ -83,8 +81,8 @@ impl Router {
     /// Where a request with ISO 8583 `body` goes: `None` (here) when this
     /// node serves its shard or it has no F42; otherwise its shard, to be
     /// resolved by [`Router::link_of`].
-    pub(crate) fn route(&self, shared: &IsoShared, body: &[u8]) -> Option<u32> {
-        let msg = Message::decode(shared.profile, body).ok()?;
+    pub(crate) fn route(&self, profile: &'static Profile, body: &[u8]) -> Option<u32> {
+        let msg = Message::decode(profile, body).ok()?;
         let f42 = msg.text(42)?.as_bytes();
         let shard = cluster::assign::shard_of_merchant(f42, self.shard_count);
         (!self.committer.serving().contains_key(&shard)).then_some(shard)
@@ -333,7 +331,7 @@ async fn run_link(
 }
 
 /// Reads one link frame; `None` at the end of the stream or on a bad one.
-async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<(u64, Vec<u8>)> {
+pub(crate) async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<(u64, Vec<u8>)> {
     let len = reader.read_u32().await.ok()? as usize;
     if !(8..=LINK_FRAME_BYTES_MAX).contains(&len) {
         warn_limited!(
@@ -351,7 +349,7 @@ async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<(u64, Ve
 }
 
 /// Writes one link frame.
-async fn write_frame(
+pub(crate) async fn write_frame(
     writer: &mut (impl AsyncWriteExt + Unpin),
     id: u64,
     body: &[u8],
@@ -368,107 +366,6 @@ async fn write_frame(
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(body);
     writer.write_all(&out).await
-}
-
-/// Serves node links on `listener`: each request of a shard served here is
-/// applied here (never sent on) and its answer written once its record is
-/// committed; one of a shard not served here gets an empty answer (nothing
-/// applied), which its entry node routes again.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    shared: Arc<IsoShared>,
-    router: Arc<Router>,
-    committer: Arc<Committer>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let Ok((stream, _)) = accepted else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_conn(
-            stream,
-            shared.clone(),
-            router.clone(),
-            committer.clone(),
-            cancel.clone(),
-        ));
-    }
-}
-
-/// One incoming link.
-async fn serve_conn(
-    stream: TcpStream,
-    shared: Arc<IsoShared>,
-    router: Arc<Router>,
-    committer: Arc<Committer>,
-    cancel: CancellationToken,
-) {
-    let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(LINK_INFLIGHT_MAX);
-    let write = tokio::spawn(async move {
-        while let Some((id, answer)) = rx.recv().await {
-            if write_frame(&mut writer, id, &answer).await.is_err() {
-                return;
-            }
-        }
-    });
-    let codec = FrameCodec::new(shared.framing);
-    loop {
-        let frame = tokio::select! {
-            () = cancel.cancelled() => break,
-            f = read_frame(&mut reader) => f,
-        };
-        let Some((id, body)) = frame else { break };
-        if router.route(&shared, &body).is_some() {
-            // Not served here (being loaded, or lost): nothing applied,
-            // an empty answer, and the entry node routes it again. The
-            // engine's memory of a shard not served may be stale.
-            if tx.send((id, Vec::new())).await.is_err() {
-                break;
-            }
-            continue;
-        }
-        let mut out = BytesMut::with_capacity(256);
-        let seq = match handle(
-            &shared.node,
-            &shared.metrics,
-            shared.profile,
-            &codec,
-            None,
-            &body,
-            &mut out,
-        ) {
-            Ok(Handled::Now(seq)) => seq,
-            // No issuer links in cluster mode, and nothing to answer for
-            // an unanswerable frame: the entry node times out and answers.
-            Ok(Handled::Later(_)) | Err(_) => continue,
-        };
-        let mut durable = committer.durable_watch();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let committed = tokio::time::timeout(LINK_TIMEOUT, async {
-                while durable.durable_seq() < seq {
-                    if durable.changed().await.is_err() {
-                        return false;
-                    }
-                }
-                true
-            })
-            .await;
-            // Not committed (fenced, failed, or late): no answer leaves.
-            if committed == Ok(true) {
-                let _ = tx.send((id, out.to_vec())).await;
-            }
-        });
-    }
-    drop(tx);
-    let _ = write.await;
 }
 
 /// Cluster mode's internal-frame listener in this slice: every connection

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster_commit::Committer;
-use crate::cluster_link::{self, Router};
+use crate::cluster_link::Router;
 use crate::config::ClusterSettings;
 use crate::journal_stage::JournalStage;
 use crate::{archive_stage, datadir, metrics, net, node, Clock, Config, Running};
@@ -128,7 +128,7 @@ pub(crate) async fn start(
         crate::spawn_http(config, &engine, http_listener, prometheus.clone(), &running);
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
     tracker.spawn(crate::metrics_upkeep(prometheus, cancel.clone()));
-    tracker.spawn(cluster_link::serve(
+    tracker.spawn(crate::cluster_serve::serve(
         link_listener,
         iso_shared,
         router.clone(),

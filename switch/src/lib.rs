@@ -37,6 +37,7 @@ mod clock;
 mod cluster_commit;
 mod cluster_link;
 mod cluster_node;
+mod cluster_serve;
 mod config;
 mod datadir;
 mod directory;

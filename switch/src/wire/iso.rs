@@ -78,7 +78,7 @@ impl Wire for IsoWire {
     fn answer(&mut self, frame: Frame, _peer: IpAddr, out: &mut BytesMut) -> Answered {
         let sh = &self.shared;
         if let (Some(router), Some(later), None) = (&sh.router, &self.later, frame.tpdu) {
-            if let Some(shard) = router.route(sh, &frame.body) {
+            if let Some(shard) = router.route(sh.profile, &frame.body) {
                 spawn_linked(sh.clone(), router.clone(), shard, frame.body, later.clone());
                 return Answered {
                     seq: 0,
