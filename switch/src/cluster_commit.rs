@@ -11,12 +11,19 @@
 //! Rules of this slice, simpler than the design's and kept safe:
 //! - A record of a shard the node does not serve (not owned, or owned and
 //!   not yet loaded) is refused: the change is rolled back and answered 91.
-//! - A fenced batch (a later owner's epoch is stored), or any PostgreSQL
-//!   error, **stops the committer for good**: nothing past the last
-//!   commit is published, so no answer held for the batch leaves, and the
-//!   node shuts down (a supervisor restarts it; it then loads its shards
-//!   from PostgreSQL). The design's per-shard "lost" state and retry on
-//!   reconnect are not built.
+//! - A fenced batch (a later owner's epoch is stored), or a PostgreSQL
+//!   error that is not a lost connection, **stops the committer for
+//!   good**: nothing past the last commit is published, so no answer held
+//!   for the batch leaves, and the node shuts down (a supervisor restarts
+//!   it; it then loads its shards from PostgreSQL). The design's per-shard
+//!   "lost" state is not built.
+//! - A lost connection (PostgreSQL restarted, the network) is not a
+//!   fence: the writer reconnects with a backoff from
+//!   [`RECONNECT_WAIT_MIN`] to [`RECONNECT_WAIT_MAX`], asks whether the
+//!   batch in flight committed (its last record, by node, shard, epoch and
+//!   sequence), and commits it again only if not; meanwhile a new change is
+//!   refused at once (91, `switch_cluster_commit_rejected_total{reason=
+//!   "reconnecting"}`) and the batch's answers wait, unpublished.
 //! - Before serving a shard it acquired, the node fences it (so an older
 //!   owner's later batch fails), replays the shard's records from
 //!   PostgreSQL over memory, in commit order, and takes a fresh block of
@@ -48,6 +55,12 @@ pub(crate) const LOAD_RECORDS_MAX: i64 = 4_000_000;
 pub(crate) const ID_BLOCK_BITS: u32 = 40;
 /// How long the writer waits for a record before checking for a stop.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// The first wait before reconnecting to PostgreSQL after a lost
+/// connection; doubled at each failed attempt up to [`RECONNECT_WAIT_MAX`].
+pub(crate) const RECONNECT_WAIT_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between two reconnection attempts: a restarted
+/// PostgreSQL is used again at most this long after it accepts connections.
+pub(crate) const RECONNECT_WAIT_MAX: Duration = Duration::from_secs(1);
 
 const _: () = assert!(COMMIT_BATCH_RECORDS_MAX <= COMMIT_QUEUE_RECORDS_MAX);
 
@@ -100,6 +113,9 @@ pub(crate) struct Committer {
     publisher: Arc<DurablePublisher>,
     /// Set once the writer stopped on an error or a fence.
     failed: Arc<AtomicBool>,
+    /// Set while the writer has lost its connection: new changes are
+    /// refused instead of queued behind a batch of unknown outcome.
+    reconnecting: Arc<AtomicBool>,
     /// Set by shutdown.
     stop: Arc<AtomicBool>,
     /// The last sequence handed out.
@@ -129,9 +145,12 @@ impl Committer {
         let (publisher, _) = DurablePublisher::new();
         let publisher = Arc::new(publisher);
         let failed = Arc::new(AtomicBool::new(false));
+        let reconnecting = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             client,
+            url: url.to_owned(),
+            reconnecting: reconnecting.clone(),
             rx,
             node_id: node_id.to_owned(),
             publisher: publisher.clone(),
@@ -155,6 +174,7 @@ impl Committer {
             tx,
             publisher,
             failed,
+            reconnecting,
             stop,
             last_seq: AtomicU64::new(0),
             writer: Mutex::new(Some(handle)),
@@ -223,6 +243,9 @@ impl Committer {
         };
         if self.failed() {
             return refuse("failed", Code::UNAVAILABLE);
+        }
+        if self.reconnecting.load(Ordering::Acquire) {
+            return refuse("reconnecting", Code::UNAVAILABLE);
         }
         let Some(shard) = self.shard_of(record_type, payload) else {
             return refuse("no_shard", Code::UNAVAILABLE);
@@ -325,6 +348,10 @@ pub(crate) fn connect(url: &str) -> anyhow::Result<postgres::Client> {
 struct Writer {
     /// Its own session.
     client: postgres::Client,
+    /// archive.url, to reconnect.
+    url: String,
+    /// Set while the session is lost (shared with the appenders).
+    reconnecting: Arc<AtomicBool>,
     /// From the appenders.
     rx: Receiver<Item>,
     /// Written with each fence.
@@ -360,7 +387,7 @@ impl Writer {
                 }
             }
             let last = batch.last().map_or(0, |i| i.seq);
-            match self.commit(&batch) {
+            match self.commit_through_reconnects(&batch) {
                 Ok(()) => {
                     metrics::counter!("switch_cluster_commits_total").increment(1);
                     metrics::counter!("switch_cluster_committed_records_total")
@@ -381,6 +408,100 @@ impl Writer {
             }
             batch.clear();
         }
+    }
+
+    /// Commits `batch` once: through lost connections (reconnecting with
+    /// a backoff, asking whether it committed before committing it again)
+    /// until it commits, is fenced, meets another error, or the committer
+    /// is stopped while PostgreSQL is unreachable.
+    fn commit_through_reconnects(&mut self, batch: &[Item]) -> Result<(), cluster::FenceError> {
+        let mut outcome = self.commit(batch);
+        loop {
+            match outcome {
+                Err(cluster::FenceError::Postgres(ref e)) if self.lost(e) => {}
+                other => {
+                    self.reconnecting.store(false, Ordering::Release);
+                    return other;
+                }
+            }
+            self.reconnecting.store(true, Ordering::Release);
+            metrics::counter!("switch_cluster_commit_failures_total", "reason" => "connection")
+                .increment(1);
+            tracing::warn!(error = ?outcome.as_ref().err(), records = batch.len(), "cluster: PostgreSQL connection lost; reconnecting, the batch's answers wait");
+            if let Err(e) = self.reconnect() {
+                self.reconnecting.store(false, Ordering::Release);
+                return Err(e);
+            }
+            outcome = match self.committed(batch) {
+                Ok(true) => Ok(()),
+                Ok(false) => self.commit(batch),
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Whether `e` is a lost session (closed, an I/O error, a connection
+    /// exception or the server shutting down), not a refusal.
+    fn lost(&self, e: &postgres::Error) -> bool {
+        use postgres::error::SqlState;
+        if self.client.is_closed() {
+            return true;
+        }
+        match e.code() {
+            None => e.as_db_error().is_none(),
+            Some(code) => {
+                code.code().starts_with("08")
+                    || *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW
+            }
+        }
+    }
+
+    /// Connects again, waiting [`RECONNECT_WAIT_MIN`] doubling to
+    /// [`RECONNECT_WAIT_MAX`] between attempts, until connected or stopped.
+    fn reconnect(&mut self) -> Result<(), cluster::FenceError> {
+        let mut wait = RECONNECT_WAIT_MIN;
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Err(cluster::FenceError::Argument(
+                    "stopped while PostgreSQL was unreachable".into(),
+                ));
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(RECONNECT_WAIT_MAX);
+            metrics::counter!("switch_cluster_reconnects_total").increment(1);
+            match connect(&self.url) {
+                Ok(client) => {
+                    self.client = client;
+                    tracing::info!("cluster: reconnected to PostgreSQL");
+                    return Ok(());
+                }
+                Err(e) => tracing::debug!(error = %e, "cluster: PostgreSQL not reachable yet"),
+            }
+        }
+    }
+
+    /// Whether `batch` was committed before its connection was lost: the
+    /// transaction is all or nothing, so its last record tells.
+    fn committed(&mut self, batch: &[Item]) -> Result<bool, cluster::FenceError> {
+        let Some(last) = batch.last() else {
+            return Ok(true);
+        };
+        let found: bool = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM cluster_records
+                 WHERE shard = $1 AND epoch = $2 AND node = $3 AND seq = $4)",
+                &[
+                    &i32::try_from(last.shard).unwrap_or(i32::MAX),
+                    &last.epoch,
+                    &self.node_id,
+                    &i64::try_from(last.seq).unwrap_or(i64::MAX),
+                ],
+            )?
+            .get(0);
+        Ok(found)
     }
 
     /// One transaction: the fences of the batch's shards in order, then
