@@ -292,6 +292,7 @@ impl Committer {
         shard: u32,
         epoch: i64,
     ) -> anyhow::Result<usize> {
+        let started = std::time::Instant::now();
         let shard_sql = i32::try_from(shard)?;
         let mut tx = client.transaction()?;
         cluster::fence::check(&mut tx, shard, epoch, &self.node_id)?;
@@ -325,6 +326,9 @@ impl Committer {
         let block = u64::try_from(block)?;
         engine.reserve_ids_through(block << ID_BLOCK_BITS);
         self.serving().insert(shard, epoch);
+        metrics::histogram!("switch_cluster_load_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("switch_cluster_loads_total").increment(1);
+        metrics::counter!("switch_cluster_loaded_records_total").increment(rows.len() as u64);
         Ok(rows.len())
     }
 }
@@ -342,6 +346,20 @@ pub(crate) fn connect(url: &str) -> anyhow::Result<postgres::Client> {
         .context("connecting to PostgreSQL (archive.url)")?;
     client.batch_execute("SET synchronous_commit = on")?;
     Ok(client)
+}
+
+/// Counts a committed batch's records by shard
+/// (`switch_cluster_shard_records_total{shard}`): one increment per shard
+/// run of the batch, so a hot shard shows.
+fn count_by_shard(batch: &[Item]) {
+    let mut by_shard: BTreeMap<u32, u64> = BTreeMap::new();
+    for i in batch {
+        *by_shard.entry(i.shard).or_default() += 1;
+    }
+    for (shard, n) in by_shard {
+        metrics::counter!("switch_cluster_shard_records_total", "shard" => shard.to_string())
+            .increment(n);
+    }
 }
 
 /// The writer thread's state.
@@ -387,16 +405,27 @@ impl Writer {
                 }
             }
             let last = batch.last().map_or(0, |i| i.seq);
+            let started = std::time::Instant::now();
             match self.commit_through_reconnects(&batch) {
                 Ok(()) => {
+                    metrics::histogram!("switch_cluster_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("switch_cluster_commit_batch_records")
+                        .record(batch.len() as f64);
                     metrics::counter!("switch_cluster_commits_total").increment(1);
                     metrics::counter!("switch_cluster_committed_records_total")
                         .increment(batch.len() as u64);
+                    count_by_shard(&batch);
                     self.publisher.publish(last);
                 }
                 Err(e) => {
-                    let fenced = matches!(e, cluster::FenceError::Fenced { .. });
-                    let reason = if fenced { "fenced" } else { "error" };
+                    let reason = if let cluster::FenceError::Fenced { shard, .. } = e {
+                        metrics::counter!("switch_cluster_fenced_batches_total", "shard" => shard.to_string())
+                            .increment(1);
+                        "fenced"
+                    } else {
+                        "error"
+                    };
                     metrics::counter!("switch_cluster_commit_failures_total", "reason" => reason)
                         .increment(1);
                     tracing::error!(error = %e, records = batch.len(), "cluster: a batch was not committed; nothing more is acknowledged and the node stops");

@@ -25,6 +25,25 @@ const LATENCY_BUCKETS_S: [f64; 16] = [
     0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Buckets of `switch_cluster_commit_batch_records`: records in one
+/// PostgreSQL transaction, 1 to `COMMIT_BATCH_RECORDS_MAX` (1,024).
+const CLUSTER_BATCH_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Buckets of `switch_cluster_load_seconds`: a takeover's fence, read and
+/// replay of one shard, 1 ms to 60 s.
+const CLUSTER_LOAD_BUCKETS_S: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 15.0, 60.0,
+];
+
+/// Buckets of `switch_cluster_forwarded_seconds`: a linked request from
+/// the entry node's send to its answer, 100 µs to the 5 s owner wait plus
+/// the 2 s link timeout.
+const CLUSTER_FORWARDED_BUCKETS_S: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 2.5, 7.5,
+];
+
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub(crate) fn install() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
@@ -49,6 +68,24 @@ pub(crate) fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full("switch_merchant_webhook_delivery_seconds".into()),
                         &crate::webhooks::DELIVERY_BUCKETS_S,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switch_cluster_commit_batch_records".into()),
+                        &CLUSTER_BATCH_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switch_cluster_load_seconds".into()),
+                        &CLUSTER_LOAD_BUCKETS_S,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switch_cluster_forwarded_seconds".into()),
+                        &CLUSTER_FORWARDED_BUCKETS_S,
                     )
                 })
                 .unwrap_or_else(|_| PrometheusBuilder::new());

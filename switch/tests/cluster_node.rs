@@ -595,6 +595,79 @@ async fn three_nodes_every_acknowledged_preauthorization_is_captured_after_a_kil
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The sum of metric `name` over `nodes`.
+async fn sum_metric(nodes: &[Proc], name: &str) -> f64 {
+    let mut sum = 0.0;
+    for n in nodes {
+        sum += n.metric(name).await;
+    }
+    sum
+}
+
+/// The cluster metrics of `nodes` after traffic through both and a
+/// PostgreSQL restart: commits timed since `commit_timed_before`, batch
+/// sizes, records by shard adding up to the records committed, loads of
+/// every shard, forwarded requests answered and timed, the lost
+/// connection counted.
+async fn cluster_metrics_moved(nodes: &[Proc], commit_timed_before: f64) {
+    let commits = sum_metric(nodes, "switch_cluster_commits_total").await;
+    let timed = sum_metric(nodes, "switch_cluster_commit_seconds_count").await;
+    assert!(timed > commit_timed_before, "commit latency did not move");
+    assert!(
+        timed >= commits && commits > 0.0,
+        "{timed} timed, {commits} commits"
+    );
+    assert_eq!(
+        sum_metric(nodes, "switch_cluster_commit_batch_records_count").await,
+        timed
+    );
+    let records = sum_metric(nodes, "switch_cluster_committed_records_total").await;
+    assert_eq!(
+        sum_metric(nodes, "switch_cluster_commit_batch_records_sum").await,
+        records
+    );
+    assert_eq!(
+        sum_metric(nodes, "switch_cluster_shard_records_total").await,
+        records
+    );
+    assert!(
+        sum_metric(nodes, "switch_cluster_loads_total").await >= f64::from(SHARDS),
+        "every shard loaded once at least"
+    );
+    assert_eq!(
+        sum_metric(nodes, "switch_cluster_load_seconds_count").await,
+        sum_metric(nodes, "switch_cluster_loads_total").await
+    );
+    let answered = sum_metric(
+        nodes,
+        "switch_cluster_forwarded_total{outcome=\"answered\"}",
+    )
+    .await;
+    assert!(answered > 0.0, "nothing forwarded and answered");
+    assert_eq!(
+        sum_metric(
+            nodes,
+            "switch_cluster_forwarded_seconds_count{outcome=\"answered\"}"
+        )
+        .await,
+        answered
+    );
+    assert!(
+        sum_metric(
+            nodes,
+            "switch_cluster_commit_failures_total{reason=\"connection\"}"
+        )
+        .await
+            > 0.0
+    );
+    for n in nodes {
+        assert_eq!(
+            n.metric("switch_cluster_served_shards").await,
+            n.metric("switch_cluster_owned_shards").await
+        );
+    }
+}
+
 /// One worker of the restart test: sales, pre-authorizations and the
 /// captures of approved ones, on both merchants, about 100 a second,
 /// until `stop`; every (request, answer, the payment's F37 + F38 answer)
@@ -659,6 +732,7 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
         workers.push(tokio::spawn(restart_worker(client, w, stop.clone())));
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let commit_timed_before = sum_metric(&nodes, "switch_cluster_commit_seconds_count").await;
     // PostgreSQL stops (fast: its sessions are closed), stays down 2 s and
     // starts again on the same data and port.
     let stopped = std::time::Instant::now();
@@ -691,6 +765,7 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
     let reconnects = nodes[0].metric("switch_cluster_reconnects_total").await
         + nodes[1].metric("switch_cluster_reconnects_total").await;
     assert!(reconnects > 0.0, "no committer reconnected");
+    cluster_metrics_moved(&nodes, commit_timed_before).await;
 
     // Every answer is an approval, or 91/96 while PostgreSQL was away.
     let mut paused = 0;

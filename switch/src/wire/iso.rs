@@ -624,12 +624,15 @@ fn spawn_linked(
     later: crate::net::Later,
 ) {
     tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + crate::cluster_link::OWNER_WAIT;
+        let started = tokio::time::Instant::now();
+        let deadline = started + crate::cluster_link::OWNER_WAIT;
         // Until the deadline: a request not sent (the owner's link down,
         // a dead owner etcd still names) is routed again.
         while let Some(link) = router.link_of(shard, deadline).await {
             match link.call(body.clone()).await {
                 crate::cluster_link::LinkOutcome::Answered(answer) => {
+                    metrics::histogram!("switch_cluster_forwarded_seconds", "outcome" => "answered")
+                        .record(started.elapsed().as_secs_f64());
                     let _ = later.send((answer, 0));
                     return;
                 }
@@ -645,6 +648,8 @@ fn spawn_linked(
             // over the owner's once the shard is loaded here again.
             metrics::counter!("switch_cluster_forwarded_total", "outcome" => "refused")
                 .increment(1);
+            metrics::histogram!("switch_cluster_forwarded_seconds", "outcome" => "refused")
+                .record(started.elapsed().as_secs_f64());
             let _ = later.send((unavailable_frame(&shared, &body), 0));
             return;
         }
