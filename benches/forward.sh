@@ -64,34 +64,9 @@ cargo build --release -q -p switch -p loadgen
 SWITCH=${SWITCH_BIN:-$CARGO_TARGET_DIR/release/switch}
 LOADGEN=$CARGO_TARGET_DIR/release/loadgen
 
-# Starts a command in its own process group; sets STARTED to its id.
-start() {
-    local log=$1
-    shift
-    set -m
-    "$@" >"$log" 2>&1 &
-    set +m
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
-
-stop() {
-    kill -- "-$1" 2>/dev/null || kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-wait_port() {
-    local port=$1 pid=$2 log=$3
-    local deadline=$((SECONDS + 60))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null || ((SECONDS > deadline)); then
-            echo "nothing listening on $port; log $log:" >&2
-            cat "$log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-}
+# start, stop, wait_port.
+# shellcheck source=benches/procs.sh
+source benches/procs.sh
 
 # The switch's configuration: the embedded default with the memory limits
 # raised; "forwarded" adds the simulator as upstream and routes BIN 41

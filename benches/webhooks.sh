@@ -56,33 +56,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start() {
-    local log=$1
-    shift
-    set -m
-    "$@" >"$log" 2>&1 &
-    set +m
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
-
-stop() {
-    kill -- "-$1" 2>/dev/null || kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-wait_port() {
-    local port=$1 pid=$2 log=$3
-    local deadline=$((SECONDS + 60))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null || ((SECONDS > deadline)); then
-            echo "nothing listening on $port; log:" >&2
-            cat "$log" >&2
-            exit 1
-        fi
-        sleep 0.2
-    done
-}
+# start, stop, wait_port.
+# shellcheck source=benches/procs.sh
+source benches/procs.sh
 
 SINK_PORT=$((BASE_PORT + 5))
 start "$WORK/sink.log" "$LOADGEN" webhook-sink --addr "127.0.0.1:$SINK_PORT" --slow-ms "$SLOW_MS"
