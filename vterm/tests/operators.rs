@@ -1132,6 +1132,8 @@ async fn an_admin_sets_the_webhook_endpoint_and_an_operator_resends_an_event() {
         bad.contains("the status filter is pending, delivered or failed"),
         "{bad}"
     );
+    let bad = ada.get("/webhooks?cursor=older").await.body;
+    assert!(bad.contains("the cursor is a number"), "{bad}");
 
     // More events than a page (50): the rest are a link away, none twice.
     for i in 0..55 {
