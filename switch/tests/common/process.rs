@@ -99,7 +99,13 @@ impl Proc {
             // HTTP is bound last: once it answers, every listener is (the
             // ISO port alone answering let a switch that then failed to
             // bind HTTP, its port taken meanwhile, count as started).
-            if tokio::net::TcpStream::connect(self.http).await.is_ok() {
+            // The HTTP port can answer for another socket that took it
+            // (this switch then failed to bind it and is exiting): the ISO
+            // port must answer too, from a switch still running.
+            if tokio::net::TcpStream::connect(self.http).await.is_ok()
+                && tokio::net::TcpStream::connect(self.iso).await.is_ok()
+                && matches!(self.child.try_wait(), Ok(None))
+            {
                 return Some(Client::connect(self.iso).await);
             }
             if matches!(self.child.try_wait(), Ok(Some(_))) {
