@@ -106,16 +106,18 @@ impl Router {
             if self.committer.serving().contains_key(&shard) {
                 return None;
             }
+            // Before the owner: a dead owner etcd still names has a link
+            // that never sends, and the wait for it is bounded too.
+            if tokio::time::Instant::now() >= deadline {
+                metrics::counter!("switch_cluster_forwarded_total", "outcome" => "no_owner")
+                    .increment(1);
+                return None;
+            }
             let owner = lock(&self.owners).get(&shard).cloned();
             if let Some(owner) = owner.filter(|o| *o != self.node_id) {
                 if let Some(link) = lock(&self.links).get(&owner).cloned() {
                     return Some(link);
                 }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                metrics::counter!("switch_cluster_forwarded_total", "outcome" => "no_owner")
-                    .increment(1);
-                return None;
             }
             tokio::time::sleep(OWNER_POLL).await;
         }

@@ -277,6 +277,10 @@ async fn two_nodes_forward_to_the_owner_and_survive_its_kill_9() {
     };
     dead.kill9();
     let killed = std::time::Instant::now();
+    // Let the survivor see its link close: the request is then never
+    // sent, and only the bounded wait can answer it (before that wait was
+    // bounded for a dead owner etcd still names, it hung until takeover).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     survivor
         .wait_metric(
             "switch_cluster_served_shards",
@@ -415,10 +419,13 @@ async fn a_node_paused_past_its_lease_writes_nothing_after_the_takeover() {
 async fn a_shard_without_an_owner_is_refused_91_without_poisoning_the_repeat() {
     let (etcd, pg, url) = services("cluster_no_owner");
     let dir = data_dir();
-    // A 9 s lease: a dead node's shards stay ownerless past the 5 s wait.
+    // A 15 s lease, renewed every 5 s: a dead node's shards stay owned
+    // for at least 10 s after the kill, past the 5 s the survivor waits
+    // from the request's arrival even if the request is 5 s late (a 9 s
+    // lease left 1 s, and a busy CI box once took over before the 91).
     let start = |name: &'static str| {
         let config = cluster_config(&dir, &url, etcd.url(), name);
-        let text = std::fs::read_to_string(&config).expect("config") + "lease_ttl_s = 9\n";
+        let text = std::fs::read_to_string(&config).expect("config") + "lease_ttl_s = 15\n";
         std::fs::write(&config, text).expect("config");
         let data = dir.join(format!("data-{name}"));
         (config, data)
@@ -442,8 +449,18 @@ async fn a_shard_without_an_owner_is_refused_91_without_poisoning_the_repeat() {
         (n2, n1, c1)
     };
     dead.kill9();
+    let killed = std::time::Instant::now();
+    // Let the survivor see its link close: the request is then never
+    // sent, and only the bounded wait can answer it (before that wait was
+    // bounded for a dead owner etcd still names, it hung until takeover).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let pre = preauth(&card(31), 100);
     let refused = c.call(&pre).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "the 91 came {:?} after the kill, past the dead node's lease",
+        killed.elapsed()
+    );
     assert_eq!(refused.code(), "91", "{refused:?}");
     assert_eq!(
         survivor
@@ -451,10 +468,17 @@ async fn a_shard_without_an_owner_is_refused_91_without_poisoning_the_repeat() {
             .await,
         1.0
     );
+    assert_eq!(
+        survivor
+            .metric("switch_cluster_forwarded_total{outcome=\"no_owner\"}")
+            .await,
+        1.0,
+        "refused by the 5 s wait"
+    );
     survivor
         .wait_metric(
             "switch_cluster_served_shards",
-            Duration::from_secs(20),
+            Duration::from_secs(30),
             |v| v == f64::from(SHARDS),
         )
         .await;
