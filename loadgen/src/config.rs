@@ -18,6 +18,9 @@ pub(crate) const RATE_PER_S_MAX: u64 = 10_000_000;
 pub(crate) const DURATION_S_MAX: u64 = 3_600;
 /// Most runtime threads.
 pub(crate) const THREADS_MAX: usize = 64;
+/// The STAN space (F11 cycles through 1..=999,999): a larger
+/// `--stan-offset` would only wrap.
+pub(crate) const STAN_OFFSET_MAX: u64 = 999_999;
 /// Most terminals to spread traffic over.
 pub(crate) const TERMINALS_MAX: usize = 64;
 
@@ -181,6 +184,12 @@ pub struct RunConfig {
     pub metrics_url: Option<String>,
     /// Name of the run in summaries and tables.
     pub label: String,
+    /// Added to every new flow's key number before its STAN and card are
+    /// taken from it (below [`STAN_OFFSET_MAX`]): loadgens run at once
+    /// against one merchant with offsets far apart use disjoint STANs, so
+    /// their originals' F90 keys (merchant, MTI, STAN, F7) do not collide.
+    /// 0 by default (the sequence of earlier versions).
+    pub stan_offset: u64,
 }
 
 impl RunConfig {
@@ -209,6 +218,7 @@ impl RunConfig {
             progress: false,
             metrics_url: None,
             label: format!("{target:?}").to_lowercase(),
+            stan_offset: 0,
         }
     }
 
@@ -247,6 +257,11 @@ impl RunConfig {
             (1..=THREADS_MAX).contains(&self.threads),
             "threads {}: expected 1..={THREADS_MAX}",
             self.threads
+        );
+        ensure!(
+            self.stan_offset < STAN_OFFSET_MAX,
+            "stan-offset {}: expected below {STAN_OFFSET_MAX}",
+            self.stan_offset
         );
         ensure!(self.mix.total() > 0, "mix: all weights are zero");
         if self.target != Target::Switch {

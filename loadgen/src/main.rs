@@ -266,6 +266,12 @@ struct RunArgs {
     /// Exit with status 1 when anything mismatched or the metrics differ.
     #[arg(long)]
     check: bool,
+    /// Added to the STAN sequence (and card index) of new flows, below
+    /// 999,999: loadgens run at once against one merchant with offsets far
+    /// apart (e.g. 0, 333333, 666666) send disjoint STANs, so a follow-up's
+    /// F90 cannot name another loadgen's original.
+    #[arg(long, default_value_t = 0)]
+    stan_offset: u64,
 }
 
 impl RunArgs {
@@ -312,6 +318,7 @@ impl RunArgs {
         if let Some(l) = &self.label {
             c.label.clone_from(l);
         }
+        c.stan_offset = self.stan_offset;
         Ok(c)
     }
 }

@@ -3,7 +3,9 @@
 //! follow-ups due, encodes it into the caller's buffer, remembers what the
 //! answer must be, and matches answers by STAN + F41.
 //!
-//! Keys: STAN = 1 + (seq × connections + connection) mod 999,999 and the
+//! Keys: STAN = 1 + (seq × connections + connection + offset) mod 999,999
+//! (offset: `--stan-offset`, 0 by default; the card index follows the
+//! same number) and the
 //! terminal rotates with seq, so (F41, F11) is unique over all connections
 //! until a connection wraps its STAN space; F7 is the wall-clock second,
 //! so the switch's duplicate key (MTI class, F41, F11, F7) is unique over a
@@ -172,6 +174,8 @@ pub(crate) struct Shape {
     expect_code: Option<[u8; 2]>,
     /// Connections in the run (STAN stride).
     connections: u64,
+    /// Added to every key number (`RunConfig::stan_offset`).
+    stan_offset: u64,
     /// Wall clock at the run's start, ns since the epoch (F7).
     unix_base_ns: u64,
 }
@@ -218,6 +222,7 @@ impl Shape {
             currency,
             expect_code: cfg.expect_code,
             connections: cfg.connections as u64,
+            stan_offset: cfg.stan_offset,
             unix_base_ns,
         })
     }
@@ -353,7 +358,7 @@ impl Traffic {
 
     /// A new key: STAN and terminal.
     fn next_key(&mut self) -> (u32, u8, u64) {
-        let raw = self.seq * self.shape.connections + self.conn;
+        let raw = self.seq * self.shape.connections + self.conn + self.shape.stan_offset;
         let stan = 1 + (raw % STAN_SPACE) as u32;
         let terminal = (self.seq % self.shape.terminals.len() as u64) as u8;
         self.seq += 1;

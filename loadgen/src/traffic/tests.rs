@@ -196,3 +196,41 @@ fn templated_requests_equal_writer_encoded_ones() {
     assert_eq!(t.tally.mismatch_total(), 0);
     assert!(t.templates.len() >= 5, "{}", t.templates.len());
 }
+
+#[test]
+fn a_stan_offset_moves_every_new_key_and_card() {
+    let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+    let mut cfg = RunConfig::new(addr, Target::Switch);
+    cfg.mix = Mix::AUTH_ONLY;
+    cfg.connections = 2;
+    let run = |cfg: &RunConfig| {
+        cfg.validate().expect("valid");
+        let shape = Arc::new(Shape::new(cfg, 1_767_184_496_000_000_000).expect("shape"));
+        let mut t = Traffic::new(shape, 1, 16);
+        let mut wire = BytesMut::new();
+        for i in 0..3 {
+            t.write_next(&mut wire, i, i).expect("encode");
+        }
+        frames(&mut wire)
+            .iter()
+            .map(|b| {
+                let m = Message::decode(&Profile::ASCII, b).expect("valid");
+                (m.number(11).expect("F11"), m.raw(2).expect("F2").to_vec())
+            })
+            .collect::<Vec<_>>()
+    };
+    let plain = run(&cfg);
+    // Connection 1 of 2: STAN 1 + (seq × 2 + 1).
+    assert_eq!(plain.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 4, 6]);
+    cfg.stan_offset = 333_333;
+    let moved = run(&cfg);
+    assert_eq!(
+        moved.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [333_335, 333_337, 333_339]
+    );
+    for (p, m) in plain.iter().zip(&moved) {
+        assert_ne!(p.1, m.1, "the card moves with the key");
+    }
+    cfg.stan_offset = 999_999;
+    assert!(cfg.validate().is_err(), "an offset past the STAN space");
+}
