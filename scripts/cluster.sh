@@ -17,8 +17,10 @@
 # The nodes are the switch binary SWITCH_BIN (default: `switch` on PATH),
 # named n1..nN, each with DIR/nN.toml (the embedded default, archive.url
 # the PostgreSQL here, [cluster] with 16 shards), DIR/nN/ (data) and
-# DIR/nN.log. DIR/nodes.json: [{"name", "iso_addr", "frame_addr",
-# "http_addr", "link_addr", "pid"}, ...]. PG_STANDBY=1 is not built.
+# DIR/nN.log; NODE_CONFIG_SED, when set, is a sed script applied to each
+# node's config (benches/cluster.sh raises limits with it).
+# DIR/nodes.json: [{"name", "iso_addr", "frame_addr", "http_addr",
+# "link_addr", "pid"}, ...]. PG_STANDBY=1 is not built.
 # `switch cluster status --etcd "$ETCD_ENDPOINTS"` reads the etcd here.
 #
 # DIR/services.env, for `source`: ETCD_ENDPOINTS (comma-separated),
@@ -172,7 +174,8 @@ start_nodes() {
     frame=127.0.0.1:$(free_port)
     http=127.0.0.1:$(free_port)
     link=127.0.0.1:$(free_port)
-    "$bin" default-config | sed "s|^url = \"\"|url = \"$pg_url\"|" >"$dir/$name.toml"
+    "$bin" default-config | sed "s|^url = \"\"|url = \"$pg_url\"|" |
+      sed "${NODE_CONFIG_SED:-}" >"$dir/$name.toml"
     cat >>"$dir/$name.toml" <<EOF
 
 [cluster]
