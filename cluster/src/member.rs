@@ -15,6 +15,19 @@
 //!   as owned before its key is deleted), adoptions and acquisitions
 //!   (create-if-absent under the lease; the create revision is the epoch).
 //!
+//! **Hand-over.** A node given a [`Handover`] (the switch's committer)
+//! releases a shard in two steps: it asks the node to stop admitting
+//! requests of the shard and waits until every one it admitted is
+//! committed ([`Handover::close`], [`Handover::closed`], at most
+//! [`HANDOVER_WAIT_MS`]); only then does it stop counting the shard and
+//! delete its key. The next owner's load therefore sees every change the
+//! old owner acknowledged, and no batch of the old owner is fenced by it.
+//! Without one (the crate's tests), the key goes at once.
+//!
+//! **Drain** ([`Member::drain`]): the node key says `draining`; every node's
+//! plan then desires it for nothing, so it hands each shard over (as
+//! above) and acquires none, until it owns nothing or the bound passes.
+//!
 //! [`Member::owned`] is what the node may serve: the shards it holds, and
 //! none once the local deadline has passed, so a node cut from etcd or
 //! paused stops before etcd can hand its shards to another. (The design's
@@ -27,7 +40,7 @@
 //! [`OwnerRecord`], JSON), both attached to the node's lease.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -57,6 +70,17 @@ pub const POLL_INTERVAL_MS_MIN: u64 = 50;
 /// Shards a node hands over per poll unless configured
 /// (`cluster.rebalance_parallel`).
 pub const RELEASE_PER_POLL_DEFAULT: usize = 4;
+/// How long a hand-over waits for the node to commit what it admitted for
+/// the shards being released, in ms; past it they are served again
+/// (logged) and released at a later poll. A commit takes milliseconds: the
+/// bound is for a PostgreSQL that stopped answering.
+pub const HANDOVER_WAIT_MS: u64 = 2_000;
+/// How often a hand-over or a drain looks again, in ms.
+const HANDOVER_POLL_MS: u64 = 5;
+/// The node key's `state` of a node serving normally.
+pub const STATE_ACTIVE: &str = "active";
+/// The node key's `state` of a node handing its shards over before it stops.
+pub const STATE_DRAINING: &str = "draining";
 
 // The deadline must come before etcd's expiry even at the shortest TTL.
 const _: () = assert!(LEASE_MARGIN_MS < (LEASE_TTL_S_MIN as u64) * 1_000 / 2);
@@ -77,7 +101,8 @@ pub struct NodeRecord {
     /// Its HTTP listener, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_addr: Option<String>,
-    /// `active` (joining and draining are not built).
+    /// [`STATE_ACTIVE`], or [`STATE_DRAINING`] once it hands its shards over
+    /// before stopping (`joining` is not built).
     pub state: String,
     /// The build, for `cluster status`.
     pub build: String,
@@ -111,7 +136,7 @@ impl Settings {
                 iso_addr: None,
                 frames_addr: None,
                 http_addr: None,
-                state: "active".to_owned(),
+                state: STATE_ACTIVE.to_owned(),
                 build: env!("CARGO_PKG_VERSION").to_owned(),
             },
             shard_count: 256,
@@ -210,9 +235,15 @@ pub fn shard_key(prefix: &str, shard: u32) -> String {
 pub async fn read_view(etcd: &Etcd, prefix: &str, shard_count: u32) -> Result<View, EtcdError> {
     let nodes_prefix = format!("{prefix}/nodes/");
     let mut nodes = Vec::new();
+    let mut draining = Vec::new();
     for kv in etcd.get_prefix(&nodes_prefix, NODES_MAX).await? {
         if let Some(id) = kv.key.strip_prefix(nodes_prefix.as_bytes()) {
-            nodes.push(String::from_utf8_lossy(id).into_owned());
+            let id = String::from_utf8_lossy(id).into_owned();
+            let state = serde_json::from_slice::<NodeRecord>(&kv.value).map(|r| r.state);
+            if state.is_ok_and(|s| s == STATE_DRAINING) {
+                draining.push(id.clone());
+            }
+            nodes.push(id);
         }
     }
     let shards_prefix = format!("{prefix}/shards/");
@@ -243,7 +274,36 @@ pub async fn read_view(etcd: &Etcd, prefix: &str, shard_count: u32) -> Result<Vi
             }
         }
     }
-    Ok(View { nodes, owners })
+    Ok(View {
+        nodes,
+        owners,
+        draining,
+    })
+}
+
+/// The node's side of a hand-over: what it serves of a shard must be
+/// finished and committed before the shard's key goes.
+pub trait Handover: Send + Sync + std::fmt::Debug {
+    /// Stop admitting new work of `shard` (owned at `epoch`); what was
+    /// admitted goes on.
+    fn close(&self, shard: u32, epoch: i64);
+    /// Whether everything admitted for `shard` is committed; once true,
+    /// the shard is no longer served and is not loaded again at `epoch`.
+    fn closed(&self, shard: u32, epoch: i64) -> bool;
+    /// The hand-over was given up (not closed in time, or the lease
+    /// changed): serve `shard` at `epoch` again.
+    fn reopen(&self, shard: u32, epoch: i64);
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every shard was handed over.
+    Done,
+    /// No other active node could take them: the node kept them.
+    Alone,
+    /// The bound passed with this many shards still owned.
+    TimedOut(usize),
 }
 
 /// What the two tasks share.
@@ -268,6 +328,12 @@ struct Inner {
     held: Mutex<Held>,
     /// Fault injection: both tasks do nothing while set (as SIGSTOP would).
     paused: AtomicBool,
+    /// The node's side of hand-overs; `None`: keys go at once.
+    handover: Option<std::sync::Arc<dyn Handover>>,
+    /// Set by [`Member::drain`]: the node key says `draining`.
+    draining: AtomicBool,
+    /// Active nodes other than this one at the last poll.
+    others_active: AtomicUsize,
 }
 
 impl Inner {
@@ -293,6 +359,19 @@ impl Member {
     /// # Errors
     /// A setting out of range, or etcd's error.
     pub async fn join(etcd: Etcd, settings: Settings) -> Result<Self, MemberError> {
+        Self::join_with(etcd, settings, None).await
+    }
+
+    /// [`Member::join`], with the node's side of hand-overs: a released
+    /// shard's key goes only once `handover` says it is closed.
+    ///
+    /// # Errors
+    /// A setting out of range, or etcd's error.
+    pub async fn join_with(
+        etcd: Etcd,
+        settings: Settings,
+        handover: Option<Arc<dyn Handover>>,
+    ) -> Result<Self, MemberError> {
         settings.check()?;
         let inner = Arc::new(Inner {
             etcd,
@@ -303,6 +382,9 @@ impl Member {
                 shards: BTreeMap::new(),
             }),
             paused: AtomicBool::new(false),
+            handover,
+            draining: AtomicBool::new(false),
+            others_active: AtomicUsize::new(0),
         });
         register(&inner).await?;
         let tasks = vec![
@@ -350,6 +432,33 @@ impl Member {
         self.inner.paused.store(false, Ordering::Release);
     }
 
+    /// Hands every shard over before a stop: the node key says `draining`,
+    /// so the polls (every node's) give each shard to its desired active
+    /// node, through [`Handover`], and this node acquires none. Returns
+    /// when it owns nothing, when no other node is active (it keeps its
+    /// shards), or after `bound`.
+    ///
+    /// # Errors
+    /// etcd's, writing the node key (nothing was handed over).
+    pub async fn drain(&self, bound: Duration) -> Result<Drained, MemberError> {
+        let started = Instant::now();
+        self.inner.draining.store(true, Ordering::Release);
+        put_node_key(&self.inner, self.lease()).await?;
+        loop {
+            let owned = self.inner.held().shards.len();
+            if owned == 0 {
+                return Ok(Drained::Done);
+            }
+            if self.inner.others_active.load(Ordering::Acquire) == 0 {
+                return Ok(Drained::Alone);
+            }
+            if started.elapsed() >= bound {
+                return Ok(Drained::TimedOut(owned));
+            }
+            tokio::time::sleep(Duration::from_millis(HANDOVER_POLL_MS * 4)).await;
+        }
+    }
+
     /// Stops the tasks without revoking the lease, as a crash would: etcd
     /// gives the shards away when the lease expires.
     pub fn halt(self) {
@@ -392,23 +501,68 @@ async fn register(inner: &Inner) -> Result<(), MemberError> {
     let s = &inner.settings;
     let sent = Instant::now();
     let lease = inner.etcd.lease_grant(s.lease_ttl_s).await?;
-    let value = serde_json::to_vec(&s.node).map_err(|e| MemberError::Setting {
-        name: "node",
-        reason: e.to_string(),
-    })?;
-    inner
-        .etcd
-        .put(
-            &node_key(&s.prefix, &s.node.node_id),
-            &value,
-            Some(lease.id),
-        )
-        .await?;
+    put_node_key(inner, lease.id).await?;
     let mut held = inner.held();
     held.lease = lease.id;
     held.shards.clear();
     held.deadline = deadline(sent, lease.ttl_s);
     Ok(())
+}
+
+/// Puts the node key under `lease`, `draining` once [`Member::drain`] began.
+async fn put_node_key(inner: &Inner, lease: LeaseId) -> Result<(), MemberError> {
+    let s = &inner.settings;
+    let mut record = s.node.clone();
+    if inner.draining.load(Ordering::Acquire) {
+        STATE_DRAINING.clone_into(&mut record.state);
+    }
+    let value = serde_json::to_vec(&record).map_err(|e| MemberError::Setting {
+        name: "node",
+        reason: e.to_string(),
+    })?;
+    inner
+        .etcd
+        .put(&node_key(&s.prefix, &s.node.node_id), &value, Some(lease))
+        .await?;
+    Ok(())
+}
+
+/// Closes `release`'s shards through the node's [`Handover`], all at once,
+/// and waits up to [`HANDOVER_WAIT_MS`]: the ones closed, to release now;
+/// the others are reopened (served again), released at a later poll.
+async fn close_for_release(inner: &Inner, release: &[(u32, i64)]) -> Vec<(u32, i64)> {
+    let Some(h) = inner.handover.as_ref() else {
+        return release.to_vec();
+    };
+    for &(shard, epoch) in release {
+        h.close(shard, epoch);
+    }
+    let deadline = Instant::now() + Duration::from_millis(HANDOVER_WAIT_MS);
+    let mut open: Vec<(u32, i64)> = release.to_vec();
+    let mut closed = Vec::with_capacity(release.len());
+    loop {
+        open.retain(|&(shard, epoch)| {
+            let done = h.closed(shard, epoch);
+            if done {
+                closed.push((shard, epoch));
+            }
+            !done
+        });
+        if open.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(HANDOVER_POLL_MS)).await;
+    }
+    for &(shard, epoch) in &open {
+        tracing::warn!(
+            shard,
+            epoch,
+            wait_ms = HANDOVER_WAIT_MS,
+            "cluster: a shard being handed over is not committed in time; served again, handed over later"
+        );
+        h.reopen(shard, epoch);
+    }
+    closed
 }
 
 /// The local deadline of a renewal sent at `sent` granting `ttl_s`.
@@ -481,12 +635,14 @@ async fn poll_once(inner: &Inner) -> Result<(), MemberError> {
     if !view.nodes.iter().any(|n| n == me) {
         // Our node key went (deleted by hand): put it back; decide next poll.
         tracing::warn!("cluster: own node key missing; putting it back");
-        let value = serde_json::to_vec(&s.node).unwrap_or_default();
-        inner
-            .etcd
-            .put(&node_key(&s.prefix, me), &value, Some(lease))
-            .await?;
+        put_node_key(inner, lease).await?;
     }
+    let others = view
+        .nodes
+        .iter()
+        .filter(|n| n.as_str() != me && !view.draining.contains(n))
+        .count();
+    inner.others_active.store(others, Ordering::Release);
     let plan = ownership::plan(me, lease, s.shard_count, &shards, &view, s.release_per_poll);
     {
         let mut held = inner.held();
@@ -496,15 +652,32 @@ async fn poll_once(inner: &Inner) -> Result<(), MemberError> {
         for shard in &plan.lost {
             held.shards.remove(shard);
         }
-        // Stop counting before the key goes: never two owners at once.
-        for (shard, _) in &plan.release {
-            held.shards.remove(shard);
-        }
         for &(shard, epoch) in &plan.adopt {
             held.shards.insert(shard, epoch);
+            // A key ours again after a hand-over whose delete failed.
+            if let Some(h) = inner.handover.as_ref() {
+                h.reopen(shard, epoch);
+            }
         }
     }
-    for &(shard, epoch) in &plan.release {
+    // What the node admitted for them is committed first; then they stop
+    // counting, before their keys go: never two owners at once.
+    let release = close_for_release(inner, &plan.release).await;
+    {
+        let mut held = inner.held();
+        if held.lease != lease {
+            if let Some(h) = inner.handover.as_ref() {
+                for &(shard, epoch) in &release {
+                    h.reopen(shard, epoch);
+                }
+            }
+            return Ok(());
+        }
+        for (shard, _) in &release {
+            held.shards.remove(shard);
+        }
+    }
+    for &(shard, epoch) in &release {
         inner
             .etcd
             .delete_if_created_at(&shard_key(&s.prefix, shard), epoch)

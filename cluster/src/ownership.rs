@@ -18,6 +18,11 @@
 //!
 //! A node that does not see its own node key decides nothing but losses:
 //! rendezvous without itself would release everything it owns.
+//!
+//! A **draining** node (its node key says `draining`, [`View::draining`])
+//! is live but desired for nothing: its shards are released to the active
+//! nodes and it acquires none. When no node is active, nothing is
+//! released (no one could take it).
 
 use std::collections::BTreeMap;
 
@@ -61,6 +66,9 @@ pub struct View {
     pub nodes: Vec<String>,
     /// Owner keys by shard.
     pub owners: BTreeMap<u32, ShardOwner>,
+    /// Of `nodes`, those whose node key says `draining`: live (their keys
+    /// stay theirs) but desired for no shard.
+    pub draining: Vec<String>,
 }
 
 /// What to do at this poll.
@@ -89,6 +97,12 @@ pub fn plan(
 ) -> Plan {
     let mut plan = Plan::default();
     let visible = view.nodes.iter().any(|n| n == me);
+    let active: Vec<String> = view
+        .nodes
+        .iter()
+        .filter(|n| !view.draining.contains(n))
+        .cloned()
+        .collect();
     for s in 0..shard_count.min(SHARD_COUNT_MAX) {
         let owner = view.owners.get(&s);
         let ours = owner.is_some_and(|o| o.record.lease == lease && o.record.node_id == me);
@@ -102,12 +116,14 @@ pub fn plan(
         if !visible {
             continue;
         }
-        let desired = assign::owner(assign::SALT_PAYMENT, s, &view.nodes);
+        let desired = assign::owner(assign::SALT_PAYMENT, s, &active);
         match owner {
             None if desired == Some(me) => plan.acquire.push(s),
             None => {}
             Some(o) if ours => {
-                if desired != Some(me) && plan.release.len() < release_max {
+                // Released only to another node: with none active, kept.
+                let elsewhere = desired.is_some_and(|d| d != me);
+                if elsewhere && plan.release.len() < release_max {
                     plan.release.push((s, o.epoch));
                 } else if holding.is_none() {
                     plan.adopt.push((s, o.epoch));
@@ -136,6 +152,7 @@ mod tests {
                     (s, ShardOwner { record, epoch })
                 })
                 .collect(),
+            draining: Vec::new(),
         }
     }
 
@@ -200,6 +217,29 @@ mod tests {
         assert_eq!(p.acquire, vec![0]);
     }
 
+    #[test]
+    fn a_draining_node_hands_everything_to_the_active_ones_and_acquires_nothing() {
+        let owners: Vec<_> = (0..16).map(|s| (s, "a", 1, 100 + i64::from(s))).collect();
+        let held: BTreeMap<u32, i64> = owners.iter().map(|o| (o.0, o.3)).collect();
+        let mut v = view(&["a", "b"], &owners);
+        v.draining = vec!["a".to_owned()];
+        let p = plan("a", 1, 16, &held, &v, 16);
+        assert_eq!(p.release.len(), 16, "{p:?}");
+        // The active node takes each key once it is gone.
+        let p = plan("b", 2, 16, &BTreeMap::new(), &view(&["a", "b"], &[]), 4);
+        assert_eq!(p.acquire.len(), desired("b", &["a", "b"]).len());
+        let mut v = view(&["a", "b"], &[]);
+        v.draining = vec!["a".to_owned()];
+        let p = plan("b", 2, 16, &BTreeMap::new(), &v, 4);
+        assert_eq!(p.acquire, (0..16).collect::<Vec<_>>());
+        let p = plan("a", 1, 16, &BTreeMap::new(), &v, 4);
+        assert!(p.acquire.is_empty(), "{p:?}");
+        // Alone, a draining node keeps what it has: nobody could take it.
+        let mut v = view(&["a"], &owners);
+        v.draining = vec!["a".to_owned()];
+        assert_eq!(plan("a", 1, 16, &held, &v, 16), Plan::default());
+    }
+
     /// etcd as the plan sees it: owner keys with their lease and create
     /// revision, one revision counter; nodes with their lease and claims.
     #[derive(Default)]
@@ -231,6 +271,7 @@ mod tests {
                         )
                     })
                     .collect(),
+                draining: Vec::new(),
             }
         }
 

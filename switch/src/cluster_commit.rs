@@ -24,6 +24,14 @@
 //!   sequence), and commits it again only if not; meanwhile a new change is
 //!   refused at once (91, `switch_cluster_commit_rejected_total{reason=
 //!   "reconnecting"}`) and the batch's answers wait, unpublished.
+//! - **Hand-over** (a join's rebalancing, a drain): the node's member
+//!   closes the shard ([`ShardHandover`]): requests of it are no longer
+//!   admitted here (entry nodes and this node route them to the owner etcd
+//!   names, waiting while there is none); once every admitted one has
+//!   appended its records ([`Admitted`] counts them) and they are
+//!   committed, the shard is closed, and only then does its key go. The
+//!   next owner's load sees every change acknowledged here, and no batch
+//!   of this node is fenced by the move.
 //! - Before serving a shard it acquired, the node fences it (so an older
 //!   owner's later batch fails), replays the shard's records from
 //!   PostgreSQL over memory, in commit order, and takes a fresh block of
@@ -94,6 +102,48 @@ struct Item {
     payload: Vec<u8>,
 }
 
+/// Where a shard this node owns stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShardState {
+    /// Loaded and served: requests admitted, records appended.
+    Open,
+    /// Being handed over: no request admitted, the admitted ones' records
+    /// still appended and committed.
+    Closing,
+    /// Handed over: nothing admitted or appended, and not loaded again at
+    /// this epoch; the entry goes once the shard is no longer owned.
+    Closed,
+}
+
+/// A shard of the committer's map.
+#[derive(Debug, Clone, Copy)]
+struct Served {
+    /// The ownership's epoch (the fence's).
+    epoch: i64,
+    /// Open, closing or closed.
+    state: ShardState,
+    /// Requests admitted and not finished (their records appended or not
+    /// made): a closing shard is closed only at 0.
+    admitted: u32,
+}
+
+/// A request admitted for a shard served here, counted until dropped
+/// (after its records are appended), so a hand-over waits for it.
+pub(crate) struct Admitted<'a> {
+    /// Whose count.
+    committer: &'a Committer,
+    /// The request's shard.
+    shard: u32,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.committer.shards().get_mut(&self.shard) {
+            s.admitted = s.admitted.saturating_sub(1);
+        }
+    }
+}
+
 /// The PostgreSQL committer: `engine::Journal` for cluster mode.
 pub(crate) struct Committer {
     /// This node's id, written with every fence.
@@ -102,8 +152,8 @@ pub(crate) struct Committer {
     shard_count: u32,
     /// The shard of each configured merchant, by the engine's index.
     merchant_shards: Vec<u32>,
-    /// The shards served, with their epochs (owned and loaded).
-    serving: Mutex<BTreeMap<u32, i64>>,
+    /// The shards owned and loaded, with their epochs and hand-over state.
+    shards: Mutex<BTreeMap<u32, Served>>,
     /// The next sequence, held while a record is queued so sequences
     /// reach the writer in order.
     next_seq: Mutex<u64>,
@@ -169,7 +219,7 @@ impl Committer {
                 .iter()
                 .map(|id| cluster::assign::shard_of_merchant(id.as_bytes(), shard_count))
                 .collect(),
-            serving: Mutex::new(BTreeMap::new()),
+            shards: Mutex::new(BTreeMap::new()),
             next_seq: Mutex::new(1),
             tx,
             publisher,
@@ -196,11 +246,68 @@ impl Committer {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// The shards served and their epochs.
-    pub(crate) fn serving(&self) -> MutexGuard<'_, BTreeMap<u32, i64>> {
-        self.serving
+    fn shards(&self) -> MutexGuard<'_, BTreeMap<u32, Served>> {
+        self.shards
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether requests of `shard` are admitted here (loaded, not being
+    /// handed over).
+    pub(crate) fn serves(&self, shard: u32) -> bool {
+        self.shards()
+            .get(&shard)
+            .is_some_and(|s| s.state == ShardState::Open)
+    }
+
+    /// Admits a request of `shard` if it is served here: counted until
+    /// the guard drops, after the request's records are appended.
+    pub(crate) fn admit(&self, shard: u32) -> Option<Admitted<'_>> {
+        let mut shards = self.shards();
+        let s = shards.get_mut(&shard)?;
+        if s.state != ShardState::Open {
+            return None;
+        }
+        s.admitted += 1;
+        Some(Admitted {
+            committer: self,
+            shard,
+        })
+    }
+
+    /// Shards served or being handed over (the served-shards gauge).
+    pub(crate) fn served_count(&self) -> usize {
+        self.shards()
+            .values()
+            .filter(|s| s.state != ShardState::Closed)
+            .count()
+    }
+
+    /// Forgets every shard not in `owned` at its epoch (lost, released, or
+    /// owned anew at another epoch); the ones that were still served.
+    pub(crate) fn drop_unowned(&self, owned: &BTreeMap<u32, i64>) -> Vec<u32> {
+        let mut shards = self.shards();
+        let gone: Vec<u32> = shards
+            .iter()
+            .filter(|(s, v)| owned.get(s) != Some(&v.epoch))
+            .map(|(s, _)| *s)
+            .collect();
+        let mut served = Vec::new();
+        for s in gone {
+            if shards
+                .remove(&s)
+                .is_some_and(|v| v.state != ShardState::Closed)
+            {
+                served.push(s);
+            }
+        }
+        served
+    }
+
+    /// Whether owned `shard` still needs its load (not served, not being
+    /// or already handed over).
+    pub(crate) fn needs_load(&self, shard: u32) -> bool {
+        !self.shards().contains_key(&shard)
     }
 
     /// Stops the writer after what is queued.
@@ -251,7 +358,14 @@ impl Committer {
             return refuse("no_shard", Code::UNAVAILABLE);
         };
         debug_assert!(shard < self.shard_count);
-        let Some(epoch) = self.serving().get(&shard).copied() else {
+        // A closing shard still takes the records of requests admitted
+        // before it closed.
+        let Some(epoch) = self
+            .shards()
+            .get(&shard)
+            .filter(|s| s.state != ShardState::Closed)
+            .map(|s| s.epoch)
+        else {
             return refuse("not_served", Code::UNAVAILABLE);
         };
         let mut next = self
@@ -325,11 +439,83 @@ impl Committer {
         }
         let block = u64::try_from(block)?;
         engine.reserve_ids_through(block << ID_BLOCK_BITS);
-        self.serving().insert(shard, epoch);
+        self.shards().insert(
+            shard,
+            Served {
+                epoch,
+                state: ShardState::Open,
+                admitted: 0,
+            },
+        );
         metrics::histogram!("switch_cluster_load_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("switch_cluster_loads_total").increment(1);
         metrics::counter!("switch_cluster_loaded_records_total").increment(rows.len() as u64);
         Ok(rows.len())
+    }
+}
+
+/// The committer's side of hand-overs, for the node's member.
+pub(crate) struct ShardHandover(pub(crate) Arc<Committer>);
+
+impl std::fmt::Debug for ShardHandover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardHandover")
+            .field("node", &self.0.node_id)
+            .finish()
+    }
+}
+
+impl cluster::member::Handover for ShardHandover {
+    fn close(&self, shard: u32, epoch: i64) {
+        let mut shards = self.0.shards();
+        if let Some(s) = shards.get_mut(&shard) {
+            if s.epoch == epoch && s.state == ShardState::Open {
+                s.state = ShardState::Closing;
+                metrics::counter!("switch_cluster_handovers_total", "step" => "closing")
+                    .increment(1);
+            }
+        }
+    }
+
+    fn closed(&self, shard: u32, epoch: i64) -> bool {
+        let c = &self.0;
+        let mut shards = c.shards();
+        let Some(s) = shards.get_mut(&shard).filter(|s| s.epoch == epoch) else {
+            // Not served at that epoch: nothing of it left to commit.
+            return true;
+        };
+        match s.state {
+            ShardState::Closed => true,
+            ShardState::Open => false,
+            ShardState::Closing if s.admitted > 0 => false,
+            ShardState::Closing => {
+                // Every admitted request appended (under this lock, none
+                // can start): its records are at or below the last seq.
+                if c.publisher.watch().durable_seq() < c.last_seq() {
+                    return false;
+                }
+                s.state = ShardState::Closed;
+                metrics::counter!("switch_cluster_handovers_total", "step" => "closed")
+                    .increment(1);
+                tracing::info!(
+                    shard,
+                    epoch,
+                    "cluster: shard handed over: every admitted change committed, no longer served"
+                );
+                true
+            }
+        }
+    }
+
+    fn reopen(&self, shard: u32, epoch: i64) {
+        let mut shards = self.0.shards();
+        if let Some(s) = shards.get_mut(&shard) {
+            if s.epoch == epoch && s.state != ShardState::Open {
+                s.state = ShardState::Open;
+                metrics::counter!("switch_cluster_handovers_total", "step" => "reopened")
+                    .increment(1);
+            }
+        }
     }
 }
 

@@ -28,9 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::cluster_commit::Committer;
+use crate::cluster_commit::{Admitted, Committer};
 use crate::ratelog::warn_limited;
 
 /// Largest link frame (length field included in no count): 64 KiB.
@@ -78,19 +77,29 @@ impl Router {
         }
     }
 
-    /// Where a request with ISO 8583 `body` goes: `None` (here) when this
-    /// node serves its shard or it has no F42; otherwise its shard, to be
-    /// resolved by [`Router::link_of`].
-    pub(crate) fn route(&self, profile: &'static Profile, body: &[u8]) -> Option<u32> {
-        let msg = Message::decode(profile, body).ok()?;
-        let f42 = msg.text(42)?.as_bytes();
-        let shard = cluster::assign::shard_of_merchant(f42, self.shard_count);
-        (!self.committer.serving().contains_key(&shard)).then_some(shard)
+    /// Where a request with ISO 8583 `body` goes: `Ok` (here) when it has
+    /// no F42 (`None`), or when this node serves its shard (admitted: hold
+    /// the guard until the request's records are appended, so a hand-over
+    /// waits for it); otherwise `Err(shard)`, to be resolved by
+    /// [`Router::link_of`].
+    pub(crate) fn admit(
+        &self,
+        profile: &'static Profile,
+        body: &[u8],
+    ) -> Result<Option<Admitted<'_>>, u32> {
+        let Some(shard) = Message::decode(profile, body).ok().and_then(|msg| {
+            let f42 = msg.text(42)?.as_bytes();
+            Some(cluster::assign::shard_of_merchant(f42, self.shard_count))
+        }) else {
+            return Ok(None);
+        };
+        self.admit_shard(shard).map(Some).ok_or(shard)
     }
 
-    /// Whether this node serves `shard` (owned and loaded).
-    pub(crate) fn serves(&self, shard: u32) -> bool {
-        self.committer.serving().contains_key(&shard)
+    /// Admits a request of `shard` if this node serves it (owned, loaded,
+    /// not being handed over).
+    pub(crate) fn admit_shard(&self, shard: u32) -> Option<Admitted<'_>> {
+        self.committer.admit(shard)
     }
 
     /// Where a request of `shard` (not served here at [`Router::route`])
@@ -103,7 +112,7 @@ impl Router {
         deadline: tokio::time::Instant,
     ) -> Option<Arc<Link>> {
         loop {
-            if self.committer.serving().contains_key(&shard) {
+            if self.committer.serves(shard) {
                 return None;
             }
             // Before the owner: a dead owner etcd still names has a link
@@ -124,13 +133,16 @@ impl Router {
     }
 
     /// Reads owners and node records from etcd every [`ROUTES_POLL`],
-    /// starting a link to each new node, until `cancel`.
+    /// starting a link to each new node, until `cancel`. Routes and links
+    /// outlive the node's own cancellation: its connections, draining,
+    /// still send requests to owners and await their answers (cut at
+    /// once, those would be answered 91), so the node cancels `cancel`
+    /// only once its connections have finished; neither is tracked.
     pub(crate) async fn refresh(
         self: Arc<Self>,
         etcd: cluster::etcd::Etcd,
         prefix: String,
         cancel: CancellationToken,
-        tracker: TaskTracker,
     ) {
         loop {
             tokio::select! {
@@ -162,7 +174,7 @@ impl Router {
                     .get(&rec.node_id)
                     .is_some_and(|l| l.addr != rec.link_addr);
                 if stale || !links.contains_key(&rec.node_id) {
-                    let link = Link::start(rec.link_addr.clone(), &cancel, &tracker);
+                    let link = Link::start(rec.link_addr.clone(), &cancel);
                     links.insert(rec.node_id, link);
                 }
             }
@@ -207,7 +219,7 @@ pub(crate) struct Link {
 
 impl Link {
     /// Starts the link's task, connecting (and reconnecting) to `addr`.
-    fn start(addr: String, cancel: &CancellationToken, tracker: &TaskTracker) -> Arc<Link> {
+    fn start(addr: String, cancel: &CancellationToken) -> Arc<Link> {
         let (tx, rx) = mpsc::channel(LINK_INFLIGHT_MAX);
         let link = Arc::new(Link {
             addr,
@@ -216,7 +228,7 @@ impl Link {
             generation: Arc::new(AtomicU64::new(0)),
             next_id: AtomicU64::new(1),
         });
-        tracker.spawn(run_link(
+        tokio::spawn(run_link(
             link.addr.clone(),
             rx,
             link.pending.clone(),

@@ -28,6 +28,19 @@ use crate::{archive_stage, datadir, metrics, net, node, Clock, Config, Running};
 
 /// How often the node's owned shards are read for the gauge and the log.
 const OWNED_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest drain (SIGTERM in cluster mode): the node hands its shards over
+/// (`cluster::member::Member::drain`) for at most this long, then stops
+/// anyway; shards still owned then move when its lease is revoked, by
+/// takeover (`switch_cluster_drains_total{outcome="timeout"}`). A drain
+/// takes about a poll (500 ms) per `RELEASE_PER_POLL_DEFAULT` (4) shards,
+/// plus a commit each.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a drain, how long the node still answers node links before it
+/// stops: every entry node reads the new owners from etcd meanwhile
+/// (routes are read every 200 ms), so none writes to it as it closes.
+pub(crate) const DRAIN_LINGER: Duration = Duration::from_millis(600);
+
+const _: () = assert!(DRAIN_LINGER.as_millis() >= 2 * 200);
 
 /// Starts a cluster node: `config.cluster` is `settings`.
 ///
@@ -97,7 +110,15 @@ pub(crate) async fn start(
     let link_listener = TcpListener::bind(&settings.link_addr)
         .await
         .with_context(|| format!("binding cluster.link_addr {}", settings.link_addr))?;
-    let member = join(settings, &iso_listener, &frame_listener, &http_listener).await?;
+    let handover = Arc::new(crate::cluster_commit::ShardHandover(committer.clone()));
+    let member = join(
+        settings,
+        &iso_listener,
+        &frame_listener,
+        &http_listener,
+        handover,
+    )
+    .await?;
     let running = Running {
         iso_addr: iso_listener.local_addr()?,
         frame_addr: frame_listener.local_addr()?,
@@ -109,6 +130,7 @@ pub(crate) async fn start(
         dispatcher: std::sync::Mutex::new(None),
         member: std::sync::Mutex::new(None),
         drain: Duration::from_millis(config.limits.drain_timeout_ms),
+        after_connections: CancellationToken::new(),
         _dir_lock: dir_lock,
     };
     let router = Arc::new(Router::new(
@@ -141,11 +163,11 @@ pub(crate) async fn start(
         Duration::from_millis(cluster::etcd::CALL_TIMEOUT_MS_DEFAULT),
     )
     .context("cluster.etcd_endpoints")?;
-    tracker.spawn(router.refresh(
+    // Not tracked: draining connections still route (see `Router::refresh`).
+    tokio::spawn(router.refresh(
         etcd,
         settings.etcd_prefix.clone(),
-        cancel.clone(),
-        tracker.clone(),
+        running.after_connections.clone(),
     ));
     let member = Arc::new(member);
     let loader = Loader {
@@ -178,6 +200,7 @@ async fn join(
     iso: &TcpListener,
     frame: &TcpListener,
     http: &TcpListener,
+    handover: Arc<crate::cluster_commit::ShardHandover>,
 ) -> anyhow::Result<cluster::member::Member> {
     let etcd = cluster::etcd::Etcd::new(
         &settings.etcd_endpoints,
@@ -191,7 +214,7 @@ async fn join(
     m.node.http_addr = Some(http.local_addr()?.to_string());
     m.shard_count = settings.shard_count;
     m.lease_ttl_s = i64::try_from(settings.lease_ttl_s).context("cluster.lease_ttl_s")?;
-    cluster::member::Member::join(etcd, m)
+    cluster::member::Member::join_with(etcd, m, Some(handover))
         .await
         .with_context(|| format!("joining the cluster in etcd {:?}", settings.etcd_endpoints))
 }
@@ -216,23 +239,12 @@ impl Loader {
         let mut client = None;
         while !cancel.is_cancelled() {
             let owned = self.member.owned();
-            let dropped: Vec<u32> = {
-                let mut serving = self.committer.serving();
-                let gone: Vec<u32> = serving
-                    .iter()
-                    .filter(|(s, e)| owned.get(s) != Some(e))
-                    .map(|(s, _)| *s)
-                    .collect();
-                for s in &gone {
-                    serving.remove(s);
-                }
-                gone
-            };
+            let dropped = self.committer.drop_unowned(&owned);
             if !dropped.is_empty() {
                 tracing::info!(shards = ?dropped, "cluster: shards no longer served");
             }
             for (&shard, &epoch) in &owned {
-                if cancel.is_cancelled() || self.committer.serving().contains_key(&shard) {
+                if cancel.is_cancelled() || !self.committer.needs_load(shard) {
                     continue;
                 }
                 if client.is_none() {
@@ -253,8 +265,53 @@ impl Loader {
             }
             ::metrics::gauge!("switch_cluster_owned_shards").set(owned.len() as f64);
             ::metrics::gauge!("switch_cluster_served_shards")
-                .set(self.committer.serving().len() as f64);
+                .set(self.committer.served_count() as f64);
             std::thread::sleep(OWNED_POLL_INTERVAL);
         }
+    }
+}
+
+/// Hands every shard of the node over before it stops (`docs/cluster.md`,
+/// Rebalancing, joins, drains): at most [`DRAIN_TIMEOUT`], then
+/// [`DRAIN_LINGER`] as an entry node once done. Logged, timed
+/// (`switch_cluster_drain_seconds`) and counted by outcome
+/// (`switch_cluster_drains_total{outcome}`: `done`, `alone`, `timeout`,
+/// `error`).
+pub(crate) async fn drain(member: &cluster::member::Member) {
+    use cluster::member::Drained;
+    let started = std::time::Instant::now();
+    tracing::info!(
+        owned = member.owned().len(),
+        bound_ms = DRAIN_TIMEOUT.as_millis() as u64,
+        "cluster: draining: handing every shard over before stopping"
+    );
+    ::metrics::gauge!("switch_cluster_draining").set(1.0);
+    let drained = member.drain(DRAIN_TIMEOUT).await;
+    let elapsed = started.elapsed();
+    ::metrics::histogram!("switch_cluster_drain_seconds").record(elapsed.as_secs_f64());
+    let outcome = match drained {
+        Ok(Drained::Done) => "done",
+        Ok(Drained::Alone) => "alone",
+        Ok(Drained::TimedOut(_)) => "timeout",
+        Err(_) => "error",
+    };
+    ::metrics::counter!("switch_cluster_drains_total", "outcome" => outcome).increment(1);
+    match drained {
+        Ok(Drained::Done) => {
+            tracing::info!(
+                elapsed_ms = elapsed.as_millis() as u64,
+                "cluster: drained: every shard handed over"
+            );
+            tokio::time::sleep(DRAIN_LINGER).await;
+        }
+        Ok(Drained::Alone) => tracing::info!(
+            "cluster: drain: no other active node to take the shards; stopping with them"
+        ),
+        Ok(Drained::TimedOut(left)) => tracing::warn!(
+            left,
+            bound_ms = DRAIN_TIMEOUT.as_millis() as u64,
+            "cluster: drain not finished in time; the rest move by takeover"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cluster: drain failed; the shards move by takeover"),
     }
 }

@@ -72,17 +72,18 @@ async fn serve_conn(
             f = read_frame(&mut reader) => f,
         };
         let Some((id, body)) = frame else { break };
-        if router.route(shared.profile, &body).is_some() {
-            // Not served here (being loaded, or lost): nothing applied,
-            // an empty answer, and the entry node routes it again. The
-            // engine's memory of a shard not served may be stale.
+        let Ok(admitted) = router.admit(shared.profile, &body) else {
+            // Not served here (being loaded, handed over, or lost):
+            // nothing applied, an empty answer, and the entry node routes
+            // it again. The engine's memory of a shard not served may be
+            // stale.
             if tx.send((id, Vec::new())).await.is_err() {
                 break;
             }
             continue;
-        }
+        };
         let mut out = BytesMut::with_capacity(256);
-        let seq = match handle(
+        let handled = handle(
             &shared.node,
             &shared.metrics,
             shared.profile,
@@ -90,7 +91,10 @@ async fn serve_conn(
             None,
             &body,
             &mut out,
-        ) {
+        );
+        // Its records are appended: a hand-over may close the shard now.
+        drop(admitted);
+        let seq = match handled {
             Ok(Handled::Now(seq)) => seq,
             // No issuer links in cluster mode, and nothing to answer for
             // an unanswerable frame: the entry node times out and answers.

@@ -107,6 +107,9 @@ pub struct Running {
     member: std::sync::Mutex<Option<Arc<cluster::member::Member>>>,
     /// `limits.drain_timeout_ms`: how long shutdown waits for connections.
     drain: Duration,
+    /// Cancelled once connections have finished at shutdown: cluster
+    /// mode's routes and node links, which draining connections still use.
+    after_connections: CancellationToken,
     /// The data directory's lock: held until the journal is closed (the
     /// last field, so dropped last).
     _dir_lock: datadir::DirLock,
@@ -135,6 +138,7 @@ impl Running {
                 "shutdown: tasks still running at the drain deadline; closing the journal"
             );
         }
+        self.after_connections.cancel();
         let engine = self.engine.clone();
         let drainer = self
             .drainer
@@ -171,6 +175,21 @@ impl Running {
         closed
             .context("closing the journal")?
             .context("closing the journal")
+    }
+
+    /// Cluster mode: hands every shard over to the other nodes before a
+    /// stop (what SIGTERM does first), for at most
+    /// `cluster_node::DRAIN_TIMEOUT`; the node keeps serving meanwhile,
+    /// as an entry node. Nothing on a single node.
+    pub async fn drain(&self) {
+        let member = self
+            .member
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(member) = member {
+            cluster_node::drain(&member).await;
+        }
     }
 
     /// A token that shuts the switch down when cancelled.
@@ -347,6 +366,7 @@ pub async fn start_on(
         dispatcher: std::sync::Mutex::new(None),
         member: std::sync::Mutex::new(None),
         drain: Duration::from_millis(config.limits.drain_timeout_ms),
+        after_connections: CancellationToken::new(),
         _dir_lock: dir_lock,
     };
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());

@@ -25,44 +25,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use cluster::testing::EtcdServer;
+use common::nodes::*;
 use common::*;
-
-/// The shards of the test clusters (the smallest count allowed).
-const SHARDS: u32 = 16;
-
-/// The embedded default with archive `url` and a `[cluster]` section for
-/// node `node_id` on `etcd`.
-fn cluster_config(dir: &Path, url: &str, etcd: &str, node_id: &str) -> std::path::PathBuf {
-    let base = switch::EMBEDDED_DEFAULT.replacen("url = \"\"", &format!("url = \"{url}\""), 1);
-    assert!(
-        url.is_empty() || base != switch::EMBEDDED_DEFAULT,
-        "the default's archive url line moved"
-    );
-    let link = free_port();
-    let section = format!(
-        "\n[cluster]\nnode_id = \"{node_id}\"\netcd_endpoints = [\"{etcd}\"]\n\
-         etcd_prefix = \"/switch/test\"\nshard_count = {SHARDS}\nlink_addr = \"127.0.0.1:{link}\"\n"
-    );
-    let path = dir.join(format!("{node_id}.toml"));
-    std::fs::write(&path, format!("{base}{section}")).expect("config");
-    path
-}
-
-fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    std::thread::scope(|s| s.spawn(f).join().expect("no panic"))
-}
-
-/// A throwaway etcd and PostgreSQL with database `name`.
-fn services(name: &str) -> (EtcdServer, archive::testing::PgServer, String) {
-    let etcd = EtcdServer::new().expect("etcd for tests (run scripts/install-test-deps.sh)");
-    let (pg, url) = off_runtime(|| {
-        let pg = archive::testing::PgServer::new()
-            .expect("PostgreSQL for tests (run scripts/install-test-deps.sh)");
-        let url = pg.create_database(name).expect("database");
-        (pg, url)
-    });
-    (etcd, pg, url)
-}
 
 /// Starts node `node_id` and waits until it serves every shard.
 async fn start_node(dir: &Path, url: &str, etcd: &str, node_id: &str) -> (Proc, Client) {
@@ -82,15 +46,6 @@ async fn start_node(dir: &Path, url: &str, etcd: &str, node_id: &str) -> (Proc, 
     )
     .await;
     (node, client)
-}
-
-/// A query's single number, off the runtime.
-fn count(url: &str, sql: &str) -> i64 {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    off_runtime(move || {
-        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        db.query_one(sql.as_str(), &[]).expect(&sql).get(0)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,25 +444,6 @@ async fn a_shard_without_an_owner_is_refused_91_without_poisoning_the_repeat() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Every payment image in `cluster_records`, the last of each id.
-fn payments(url: &str) -> std::collections::BTreeMap<u64, engine::lifecycle::Payment> {
-    let url = url.to_owned();
-    let rows: Vec<Vec<u8>> = off_runtime(move || {
-        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        db.query("SELECT payload FROM cluster_records ORDER BY n", &[])
-            .expect("records")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    });
-    let mut out = std::collections::BTreeMap::new();
-    for payload in rows {
-        let rec = engine::record::decode(&payload).expect("a record that decodes");
-        out.insert(rec.payment.id, rec.payment);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_every_acknowledged_preauthorization_is_captured_after_a_kill_once_in_postgresql(
 ) {
@@ -619,15 +555,6 @@ async fn three_nodes_every_acknowledged_preauthorization_is_captured_after_a_kil
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The sum of metric `name` over `nodes`.
-async fn sum_metric(nodes: &[Proc], name: &str) -> f64 {
-    let mut sum = 0.0;
-    for n in nodes {
-        sum += n.metric(name).await;
-    }
-    sum
-}
-
 /// The cluster metrics of `nodes` after traffic through both and a
 /// PostgreSQL restart: commits timed since `commit_timed_before`, batch
 /// sizes, records by shard adding up to the records committed, loads of
@@ -692,40 +619,6 @@ async fn cluster_metrics_moved(nodes: &[Proc], commit_timed_before: f64) {
     }
 }
 
-/// One worker of the restart test: sales, pre-authorizations and the
-/// captures of approved ones, on both merchants, about 100 a second,
-/// until `stop`; every (request, answer, the payment's F37 + F38 answer)
-/// of a change (a capture's payment is its pre-authorization's).
-async fn restart_worker(
-    mut client: Client,
-    worker: u64,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<(Req, Resp, Resp)> {
-    let mut out = Vec::new();
-    let mut i = 0_u64;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let seed = 1_000_000 + worker * 100_000 + i;
-        let mut req = if i % 2 == 0 {
-            sale(&card(seed), 500 + i)
-        } else {
-            preauth(&card(seed), 700 + i)
-        };
-        if worker % 2 == 1 {
-            req = req.set(41, "DEMO0101").set(42, "DEMO00000000002");
-        }
-        let resp = client.call(&req).await;
-        if req.mti == "0100" && resp.code() == "00" {
-            let cap = capture(&req, 700 + i);
-            let cap_resp = client.call(&cap).await;
-            out.push((cap, cap_resp, resp.clone()));
-        }
-        out.push((req, resp.clone(), resp));
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledged_one() {
     let (etcd, mut pg, url) = services("cluster_pg_restart");
@@ -745,15 +638,23 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
     }
     wait_split(&nodes[0], &nodes[1]).await;
 
-    // Four workers, two through each node (so some requests are forwarded).
+    // Four workers, two through each node (so some requests are
+    // forwarded), on both merchants.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let merchants = std::sync::Arc::new(vec![
+        ("DEMO00000000001".to_owned(), "DEMO0001".to_owned()),
+        ("DEMO00000000002".to_owned(), "DEMO0101".to_owned()),
+    ]);
+    let addrs = vec![nodes[0].iso, nodes[1].iso];
     let mut workers = Vec::new();
     for w in 0..4_u64 {
-        let client = nodes[(w % 2) as usize]
-            .connect()
-            .await
-            .expect("a connection");
-        workers.push(tokio::spawn(restart_worker(client, w, stop.clone())));
+        workers.push(tokio::spawn(mixed_worker(
+            addrs.clone(),
+            (w % 2) as usize,
+            w,
+            merchants.clone(),
+            stop.clone(),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let commit_timed_before = sum_metric(&nodes, "switch_cluster_commit_seconds_count").await;
@@ -775,7 +676,7 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut answered = Vec::new();
     for w in workers {
-        answered.extend(w.await.expect("a worker"));
+        answered.extend(w.await.expect("a worker").answered);
     }
     let approved_after = nodes[0].metric("switch_cluster_commits_total").await
         + nodes[1].metric("switch_cluster_commits_total").await;

@@ -33,11 +33,15 @@ pub(crate) fn serve(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let running = crate::start(config, Clock::System).await?;
         let cancel = running.cancel_token();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: answering what is in flight");
-            cancel.cancel();
-        });
+        tokio::select! {
+            () = wait_for_signal() => {
+                // Cluster mode: shards handed over first, while serving.
+                running.drain().await;
+                tracing::info!("shutting down: answering what is in flight");
+                cancel.cancel();
+            }
+            () = cancel.cancelled() => {}
+        }
         // A journal that could not be flushed and closed is a failed stop:
         // the exit status says so (non-zero), not only the log.
         if let Err(e) = running.wait().await {

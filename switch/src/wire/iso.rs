@@ -77,14 +77,21 @@ impl Wire for IsoWire {
 
     fn answer(&mut self, frame: Frame, _peer: IpAddr, out: &mut BytesMut) -> Answered {
         let sh = &self.shared;
+        // Cluster mode: a request of a shard served here is admitted (the
+        // guard held until its records are appended, so a hand-over waits
+        // for it); one of another shard goes to its owner.
+        let mut admitted = None;
         if let (Some(router), Some(later), None) = (&sh.router, &self.later, frame.tpdu) {
-            if let Some(shard) = router.route(sh.profile, &frame.body) {
-                spawn_linked(sh.clone(), router.clone(), shard, frame.body, later.clone());
-                return Answered {
-                    seq: 0,
-                    end: None,
-                    deferred: true,
-                };
+            match router.admit(sh.profile, &frame.body) {
+                Ok(a) => admitted = a,
+                Err(shard) => {
+                    spawn_linked(sh.clone(), router.clone(), shard, frame.body, later.clone());
+                    return Answered {
+                        seq: 0,
+                        end: None,
+                        deferred: true,
+                    };
+                }
             }
         }
         let handled = handle(
@@ -96,6 +103,7 @@ impl Wire for IsoWire {
             &frame.body,
             out,
         );
+        drop(admitted);
         match handled {
             Ok(Handled::Now(seq)) => Answered {
                 seq,
@@ -642,7 +650,7 @@ fn spawn_linked(
                 crate::cluster_link::LinkOutcome::Unknown => break,
             }
         }
-        if !router.serves(shard) {
+        let Some(admitted) = router.admit_shard(shard) else {
             // Not through the engine: its memory of a shard it does not
             // serve may be stale, and an answer remembered there would win
             // over the owner's once the shard is loaded here again.
@@ -652,10 +660,10 @@ fn spawn_linked(
                 .record(started.elapsed().as_secs_f64());
             let _ = later.send((unavailable_frame(&shared, &body), 0));
             return;
-        }
+        };
         let mut out = BytesMut::with_capacity(256);
         let codec = FrameCodec::new(shared.framing);
-        let seq = match handle(
+        let handled = handle(
             &shared.node,
             &shared.metrics,
             shared.profile,
@@ -663,7 +671,9 @@ fn spawn_linked(
             None,
             &body,
             &mut out,
-        ) {
+        );
+        drop(admitted);
+        let seq = match handled {
             Ok(Handled::Now(seq)) => seq,
             Ok(Handled::Later(_)) | Err(_) => {
                 out.clear();

@@ -16,6 +16,7 @@ use switch::{Clock, Config, Overrides, Running};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+pub mod nodes;
 mod process;
 // Not every test target uses the child-process helpers.
 #[allow(unused_imports)]
@@ -355,6 +356,31 @@ impl Client {
 }
 
 impl Client {
+    /// Sends and waits for the answer: `Err(true)` when the connection
+    /// closed first (or would not take the request), `Err(false)` when it
+    /// stayed open and no answer came within [`TIMEOUT`].
+    pub async fn try_call(&mut self, req: &Req) -> Result<Resp, bool> {
+        let frame = Frame {
+            tpdu: None,
+            body: bytes::Bytes::copy_from_slice(&req.encode()),
+        };
+        if self.framed.send(frame).await.is_err() {
+            return Err(true);
+        }
+        match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
+            Err(_) => Err(false),
+            Ok(None | Some(Err(_))) => Err(true),
+            Ok(Some(Ok(frame))) => {
+                let msg = Message::decode(&Profile::ASCII, &frame.body).map_err(|_| true)?;
+                let fields = msg.fields().map(|(n, v)| (n, v.to_vec())).collect();
+                Ok(Resp {
+                    mti: msg.mti().to_string(),
+                    fields,
+                })
+            }
+        }
+    }
+
     /// The next answer, or `None` when the switch closed the connection.
     pub async fn recv_or_close(&mut self) -> Option<Resp> {
         let frame = tokio::time::timeout(TIMEOUT, self.framed.next())

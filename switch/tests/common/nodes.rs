@@ -1,0 +1,226 @@
+//! Cluster-mode nodes for tests (`cluster_node.rs`, `cluster_rebalance.rs`):
+//! their configuration on a throwaway etcd and PostgreSQL, PostgreSQL
+//! queries, and a mixed-load generator whose every answer is kept for
+//! checking afterwards.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::testing::EtcdServer;
+
+use super::{capture, card, free_port, off_runtime, preauth, sale, Client, Proc, Req, Resp};
+
+/// The shards of the test clusters (the smallest count allowed).
+pub const SHARDS: u32 = 16;
+/// Reconnections one request may need before a test gives up on it: a
+/// connection to a node that stops is closed, and the request is sent
+/// again (the same message, a repeat) through another node.
+pub const RECONNECTS_PER_REQUEST_MAX: usize = 6;
+
+/// The embedded default with archive `url` and a `[cluster]` section for
+/// node `node_id` on `etcd`, plus `extra` (more merchants) at the end.
+pub fn cluster_config_with(
+    dir: &Path,
+    url: &str,
+    etcd: &str,
+    node_id: &str,
+    extra: &str,
+) -> PathBuf {
+    let base = switch::EMBEDDED_DEFAULT.replacen("url = \"\"", &format!("url = \"{url}\""), 1);
+    assert!(
+        url.is_empty() || base != switch::EMBEDDED_DEFAULT,
+        "the default's archive url line moved"
+    );
+    let link = free_port();
+    let section = format!(
+        "\n[cluster]\nnode_id = \"{node_id}\"\netcd_endpoints = [\"{etcd}\"]\n\
+         etcd_prefix = \"/switch/test\"\nshard_count = {SHARDS}\nlink_addr = \"127.0.0.1:{link}\"\n"
+    );
+    let path = dir.join(format!("{node_id}.toml"));
+    std::fs::write(&path, format!("{base}{section}{extra}")).expect("config");
+    path
+}
+
+/// [`cluster_config_with`] the default's merchants only.
+pub fn cluster_config(dir: &Path, url: &str, etcd: &str, node_id: &str) -> PathBuf {
+    cluster_config_with(dir, url, etcd, node_id, "")
+}
+
+/// One merchant per shard (`(F42, F41)`): the first id `JOINM<n>` whose
+/// shard is each shard in turn, with one terminal `JOIN<shard>`, so mixed
+/// load reaches every shard.
+pub fn merchant_per_shard() -> Vec<(String, String)> {
+    (0..SHARDS)
+        .map(|shard| {
+            let id = (0_u64..)
+                .map(|n| format!("JOINM{n:010}"))
+                .find(|id| cluster::assign::shard_of_merchant(id.as_bytes(), SHARDS) == shard)
+                .expect("some id lands on every shard");
+            (id, format!("JOIN{shard:04}"))
+        })
+        .collect()
+}
+
+/// `[[merchants]]` sections for `merchants`, like the default's first.
+pub fn merchants_toml(merchants: &[(String, String)]) -> String {
+    merchants
+        .iter()
+        .map(|(id, terminal)| {
+            format!(
+                "\n[[merchants]]\nid = \"{id}\"\nname = \"Shard merchant\"\n\
+                 terminals = [\"{terminal}\"]\ncurrencies = [978]\nover_capture_pct = 20\n\
+                 refunds_allowed = true\nmoto_allowed = true\nhold_period_h = 168\n"
+            )
+        })
+        .collect()
+}
+
+/// A throwaway etcd and PostgreSQL with database `name`.
+pub fn services(name: &str) -> (EtcdServer, archive::testing::PgServer, String) {
+    let etcd = EtcdServer::new().expect("etcd for tests (run scripts/install-test-deps.sh)");
+    let (pg, url) = off_runtime(|| {
+        let pg = archive::testing::PgServer::new()
+            .expect("PostgreSQL for tests (run scripts/install-test-deps.sh)");
+        let url = pg.create_database(name).expect("database");
+        (pg, url)
+    });
+    (etcd, pg, url)
+}
+
+/// A query's single number, off the runtime.
+pub fn count(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    off_runtime(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        db.query_one(sql.as_str(), &[]).expect(&sql).get(0)
+    })
+}
+
+/// Every payment image in `cluster_records`, the last of each id.
+pub fn payments(url: &str) -> std::collections::BTreeMap<u64, engine::lifecycle::Payment> {
+    let url = url.to_owned();
+    let rows: Vec<Vec<u8>> = off_runtime(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        db.query("SELECT payload FROM cluster_records ORDER BY n", &[])
+            .expect("records")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    let mut out = std::collections::BTreeMap::new();
+    for payload in rows {
+        let rec = engine::record::decode(&payload).expect("a record that decodes");
+        out.insert(rec.payment.id, rec.payment);
+    }
+    out
+}
+
+/// The sum of metric `name` over `nodes`.
+pub async fn sum_metric(nodes: &[Proc], name: &str) -> f64 {
+    let mut sum = 0.0;
+    for n in nodes {
+        sum += n.metric(name).await;
+    }
+    sum
+}
+
+/// One answered change of the mixed load: the request, its answer, and
+/// the answer that names its payment's F37 + F38 (a capture's is its
+/// pre-authorization's).
+pub type Answered = (Req, Resp, Resp);
+
+/// What one worker of the mixed load did.
+#[derive(Default)]
+pub struct Worked {
+    /// Every answered change.
+    pub answered: Vec<Answered>,
+    /// Requests sent again through another node because their connection
+    /// closed before the answer (the node stopped).
+    pub resent: usize,
+}
+
+/// A worker of the mixed load: sales, pre-authorizations and the captures
+/// of approved ones, one merchant of `merchants` after the other, one
+/// request at a time with a 10 ms pause (about 100 a second on an idle
+/// machine), through `addrs[first]`, until `stop`. A connection that
+/// closes before its answer (its node stopped) is replaced by one to the
+/// next address that accepts, and the request sent again there; a request
+/// not answered within the client's timeout on an open connection fails
+/// the test (a request left unanswered).
+pub async fn mixed_worker(
+    addrs: Vec<SocketAddr>,
+    first: usize,
+    worker: u64,
+    merchants: Arc<Vec<(String, String)>>,
+    stop: Arc<AtomicBool>,
+) -> Worked {
+    let mut at = first % addrs.len();
+    let mut client = Client::connect(addrs[at]).await;
+    let mut out = Worked::default();
+    let mut i = 0_u64;
+    while !stop.load(Ordering::Relaxed) {
+        let seed = 1_000_000 + worker * 100_000 + i;
+        let (f42, f41) = &merchants[((worker + i) % merchants.len() as u64) as usize];
+        let req = if i % 2 == 0 {
+            sale(&card(seed), 500 + i)
+        } else {
+            preauth(&card(seed), 700 + i)
+        };
+        let req = req.set(41, f41).set(42, f42);
+        let resp = call_any(&mut client, &mut at, &addrs, &req, &mut out.resent).await;
+        if req.mti == "0100" && resp.code() == "00" {
+            let cap = capture(&req, 700 + i);
+            let cap_resp = call_any(&mut client, &mut at, &addrs, &cap, &mut out.resent).await;
+            out.answered.push((cap, cap_resp, resp.clone()));
+        }
+        out.answered.push((req, resp.clone(), resp));
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    out
+}
+
+/// `req`'s answer through `client`; when its connection closes first, the
+/// same message again through the next of `addrs` that accepts.
+async fn call_any(
+    client: &mut Client,
+    at: &mut usize,
+    addrs: &[SocketAddr],
+    req: &Req,
+    resent: &mut usize,
+) -> Resp {
+    for _ in 0..RECONNECTS_PER_REQUEST_MAX {
+        match client.try_call(req).await {
+            Ok(resp) => return resp,
+            Err(false) => panic!(
+                "{} {} unanswered on an open connection to {}",
+                req.mti,
+                req.fields
+                    .get(&11)
+                    .map(|f| String::from_utf8_lossy(f))
+                    .unwrap_or_default(),
+                addrs[*at]
+            ),
+            Err(true) => {
+                *resent += 1;
+                *client = reconnect(at, addrs).await;
+            }
+        }
+    }
+    panic!("{} not answered through {addrs:?}", req.mti);
+}
+
+/// A connection to the next of `addrs` after `at` that accepts one.
+async fn reconnect(at: &mut usize, addrs: &[SocketAddr]) -> Client {
+    for _ in 0..addrs.len() * 10 {
+        *at = (*at + 1) % addrs.len();
+        if let Ok(stream) = tokio::net::TcpStream::connect(addrs[*at]).await {
+            return Client::from_stream(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no node of {addrs:?} accepts a connection");
+}
