@@ -6,11 +6,13 @@
 //! Every change is committed to PostgreSQL before its answer leaves
 //! (`cluster_commit`, the fenced committer); a shard is served only once
 //! it is owned and loaded from PostgreSQL, and a shard the node stops
-//! owning stops being served at once. A request for a shard this node
-//! does not serve is answered 91: node links (forwarding to the owner)
-//! are not built. No file journal, snapshot, drainer, webhook dispatcher
-//! or issuer link is started, so the data directory holds only its lock,
-//! the token key and API keys.
+//! owning stops being served at once. A shard handed over to another node
+//! is first closed, so what it admitted is committed before its key goes
+//! (`cluster_commit::ShardHandover`); SIGTERM drains the node ([`drain`]).
+//! A request for a shard this node does not serve goes to its owner over
+//! a node link (`cluster_link`). No file journal, snapshot, drainer,
+//! webhook dispatcher or issuer link is started, so the data directory
+//! holds only its lock, the token key and API keys.
 
 use std::sync::Arc;
 use std::time::Duration;
