@@ -289,6 +289,91 @@ async fn a_joining_node_takes_its_shards_by_hand_over() {
     .await;
 }
 
+/// The node side of hand-overs, as a test sets it: a shard closes only
+/// while `closing` is set; every call is recorded.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Whether `closed` answers true.
+    closing: std::sync::atomic::AtomicBool,
+    /// Shards asked to close.
+    closes: std::sync::Mutex<Vec<u32>>,
+    /// Shards served again after a close that did not finish in time.
+    reopens: std::sync::Mutex<Vec<u32>>,
+}
+
+impl member::Handover for Gate {
+    fn close(&self, shard: u32, _epoch: i64) {
+        self.closes.lock().unwrap().push(shard);
+    }
+    fn closed(&self, _shard: u32, _epoch: i64) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
+    }
+    fn reopen(&self, shard: u32, _epoch: i64) {
+        self.reopens.lock().unwrap().push(shard);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_waits_for_the_node_to_close_the_shard_and_a_drain_hands_everything_over() {
+    let server = etcd_server();
+    let gate = std::sync::Arc::new(Gate::default());
+    let a = Member::join_with(client(server.url()), settings("a"), Some(gate.clone()))
+        .await
+        .unwrap();
+    until(&[&a], Duration::from_secs(5), "alone", || {
+        a.owned().len() == SHARDS as usize
+    })
+    .await;
+
+    // b joins, but a's node cannot close what b should get: a keeps every
+    // shard, asks again at later polls, and serves them again meanwhile.
+    let b = join(server.url(), "b").await;
+    let (want_a, want_b) = (desired("a", &["a", "b"]), desired("b", &["a", "b"]));
+    let wait = Duration::from_millis(member::HANDOVER_WAIT_MS) + POLL * 3;
+    until(&[&a, &b], wait + SLACK, "reopened", || {
+        !gate.reopens.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(a.owned().len(), SHARDS as usize);
+    assert!(b.owned().is_empty(), "{:?}", b.owned());
+    assert!(gate
+        .reopens
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| want_b.contains(s)));
+
+    // Once the node closes them, they move.
+    gate.closing
+        .store(true, std::sync::atomic::Ordering::Release);
+    until(&[&a, &b], Duration::from_secs(10), "hand-over", || {
+        shards(&a) == want_a && shards(&b) == want_b
+    })
+    .await;
+    let closes = gate.closes.lock().unwrap().clone();
+    assert!(want_b.iter().all(|s| closes.contains(s)), "{closes:?}");
+    assert!(want_a.iter().all(|s| !closes.contains(s)), "{closes:?}");
+
+    // a drains: every shard goes to b, by hand-over, and a acquires none.
+    let drained = a.drain(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(drained, member::Drained::Done);
+    assert!(a.owned().is_empty());
+    assert_eq!(view(server.url()).await.draining, vec!["a".to_owned()]);
+    until(&[&a, &b], Duration::from_secs(5), "drained", || {
+        b.owned().len() == SHARDS as usize
+    })
+    .await;
+    let closes = gate.closes.lock().unwrap().clone();
+    assert!(want_a.iter().all(|s| closes.contains(s)), "{closes:?}");
+    assert_matches_etcd(server.url(), &[&a, &b]).await;
+    // b alone: a drain keeps its shards, nobody could take them.
+    assert_eq!(
+        b.drain(Duration::from_secs(10)).await.unwrap(),
+        member::Drained::Alone
+    );
+    assert_eq!(b.owned().len(), SHARDS as usize);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_cut_from_etcd_stop_claiming_within_the_lease_and_come_back() {
     let server = etcd_server();
