@@ -188,6 +188,10 @@ impl Running {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if let Some(member) = member {
+            // `/readyz` 503 from now on: load balancers move its clients.
+            self.engine
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
             cluster_node::drain(&member).await;
         }
     }

@@ -48,6 +48,9 @@ pub(crate) struct Node {
     policy_file: Option<PathBuf>,
     /// Turns block-listed PANs into tokens when a policy is compiled.
     token_key: TokenKey,
+    /// Set when a cluster node begins its drain (SIGTERM): `/readyz`
+    /// answers 503 so load balancers move its clients to other nodes.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 /// Compiles the risk policy in `path` with `token_key`.
@@ -116,6 +119,7 @@ impl Node {
             directory: std::sync::Mutex::new(None),
             policy_file,
             token_key,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -396,6 +400,9 @@ impl Node {
             self.pressure.is_on().then(|| {
                 "backpressure: the archive is behind (or memory nearly full waiting for it); new requests wait".to_owned()
             }),
+            self.draining
+                .load(std::sync::atomic::Ordering::Acquire)
+                .then(|| "draining: handing every shard to the other nodes before stopping".to_owned()),
         ]
         .into_iter()
         .flatten()

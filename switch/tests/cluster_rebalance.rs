@@ -321,6 +321,21 @@ fn gaps(from: &[&Path], to: &[&Path], moved: &[u32]) -> Vec<(u32, f64)> {
         .collect()
 }
 
+/// `/readyz` of the node at `addr`, whole; `None` once it is gone.
+async fn readyz(addr: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    Some(out)
+}
+
 /// Prints and bounds the gaps.
 fn report_gaps(what: &str, gaps: &[(u32, f64)]) {
     let max = gaps.iter().map(|g| g.1).fold(0.0, f64::max);
@@ -413,11 +428,25 @@ async fn a_node_drained_by_sigterm_under_load_hands_every_shard_over_before_it_e
     let workers = spawn_load(&[n1.iso, n2.iso, n3.iso], 0, 6, &merchants, &stop);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    // SIGTERM: n3 hands every shard over, then stops.
+    // SIGTERM: n3 hands every shard over, then stops; meanwhile its
+    // /readyz says it is draining (503).
+    let http = n3.http;
+    let watch = tokio::spawn(async move {
+        let mut saw_draining = false;
+        while let Some(answer) = readyz(http).await {
+            saw_draining |= answer.starts_with("HTTP/1.1 503") && answer.contains("draining");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        saw_draining
+    });
     let drained = Instant::now();
     let status = n3.stop().await;
     let exited = drained.elapsed();
     assert!(status.success(), "n3 exited {status:?}");
+    assert!(
+        watch.await.expect("the /readyz watch"),
+        "n3's /readyz never said draining"
+    );
     wait_settled(etcd.url(), &[("n1", &n1), ("n2", &n2)]).await;
     eprintln!(
         "n3 exited {exited:?} after SIGTERM; settled {:?} after it",
