@@ -24,9 +24,12 @@
 //! old owner acknowledged, and no batch of the old owner is fenced by it.
 //! Without one (the crate's tests), the key goes at once.
 //!
-//! **Drain** ([`Member::drain`]): the node key says `draining`; every node's
-//! plan then desires it for nothing, so it hands each shard over (as
-//! above) and acquires none, until it owns nothing or the bound passes.
+//! **Drain** ([`Member::drain`], or an operator's key `drain/<node_id>`
+//! read at each poll, `switch cluster drain`): the node key says
+//! `draining`; every node's plan then desires it for nothing, so it hands
+//! each shard over (as above) and acquires none. [`Member::drain`] waits
+//! until it owns nothing or the bound passes; the operator's key holds the
+//! node draining until it is deleted, and the node is then active again.
 //!
 //! [`Member::owned`] is what the node may serve: the shards it holds, and
 //! none once the local deadline has passed, so a node cut from etcd or
@@ -220,6 +223,12 @@ pub fn node_key(prefix: &str, node_id: &str) -> String {
     format!("{prefix}/nodes/{node_id}")
 }
 
+/// The key asking node `node_id` to drain (no lease: it stays until the
+/// operator deletes it, `switch cluster drain --undo`).
+pub fn drain_key(prefix: &str, node_id: &str) -> String {
+    format!("{prefix}/drain/{node_id}")
+}
+
 /// The owner key of shard `shard`.
 pub fn shard_key(prefix: &str, shard: u32) -> String {
     format!("{prefix}/shards/{shard}")
@@ -332,6 +341,9 @@ struct Inner {
     handover: Option<std::sync::Arc<dyn Handover>>,
     /// Set by [`Member::drain`]: the node key says `draining`.
     draining: AtomicBool,
+    /// Whether the operator's drain key for this node existed at the last
+    /// poll: the node key says `draining` while it does.
+    drain_asked: AtomicBool,
     /// Active nodes other than this one at the last poll.
     others_active: AtomicUsize,
 }
@@ -384,6 +396,7 @@ impl Member {
             paused: AtomicBool::new(false),
             handover,
             draining: AtomicBool::new(false),
+            drain_asked: AtomicBool::new(false),
             others_active: AtomicUsize::new(0),
         });
         register(&inner).await?;
@@ -459,6 +472,13 @@ impl Member {
         }
     }
 
+    /// Whether the node is draining: [`Member::drain`] began, or the
+    /// operator's drain key was there at the last poll.
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+            || self.inner.drain_asked.load(Ordering::Acquire)
+    }
+
     /// Stops the tasks without revoking the lease, as a crash would: etcd
     /// gives the shards away when the lease expires.
     pub fn halt(self) {
@@ -513,7 +533,7 @@ async fn register(inner: &Inner) -> Result<(), MemberError> {
 async fn put_node_key(inner: &Inner, lease: LeaseId) -> Result<(), MemberError> {
     let s = &inner.settings;
     let mut record = s.node.clone();
-    if inner.draining.load(Ordering::Acquire) {
+    if inner.draining.load(Ordering::Acquire) || inner.drain_asked.load(Ordering::Acquire) {
         STATE_DRAINING.clone_into(&mut record.state);
     }
     let value = serde_json::to_vec(&record).map_err(|e| MemberError::Setting {
@@ -626,12 +646,27 @@ async fn poll(inner: Arc<Inner>) {
 /// One poll: read, plan, apply.
 async fn poll_once(inner: &Inner) -> Result<(), MemberError> {
     let s = &inner.settings;
+    let me = s.node.node_id.as_str();
+    let lease = inner.held().lease;
+    // The operator's drain key: the node key follows it.
+    let asked = inner.etcd.get(&drain_key(&s.prefix, me)).await?.is_some();
+    let was = inner.drain_asked.swap(asked, Ordering::AcqRel);
+    if was != asked {
+        if let Err(e) = put_node_key(inner, lease).await {
+            inner.drain_asked.store(was, Ordering::Release);
+            return Err(e);
+        }
+        tracing::info!(
+            draining = asked,
+            "cluster: drain key {}: node key updated",
+            if asked { "set" } else { "deleted" }
+        );
+    }
     let view = read_view(&inner.etcd, &s.prefix, s.shard_count).await?;
     let (lease, shards) = {
         let held = inner.held();
         (held.lease, held.shards.clone())
     };
-    let me = s.node.node_id.as_str();
     if !view.nodes.iter().any(|n| n == me) {
         // Our node key went (deleted by hand): put it back; decide next poll.
         tracing::warn!("cluster: own node key missing; putting it back");

@@ -241,6 +241,10 @@ impl Loader {
         let mut client = None;
         while !cancel.is_cancelled() {
             let owned = self.member.owned();
+            // Draining (SIGTERM, or `switch cluster drain`): `/readyz` 503.
+            self.node
+                .draining
+                .store(self.member.draining(), std::sync::atomic::Ordering::Release);
             let dropped = self.committer.drop_unowned(&owned);
             if !dropped.is_empty() {
                 tracing::info!(shards = ?dropped, "cluster: shards no longer served");

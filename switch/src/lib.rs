@@ -188,10 +188,7 @@ impl Running {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if let Some(member) = member {
-            // `/readyz` 503 from now on: load balancers move its clients.
-            self.engine
-                .draining
-                .store(true, std::sync::atomic::Ordering::Release);
+            // `/readyz` answers 503 from the loader's next look (100 ms).
             cluster_node::drain(&member).await;
         }
     }

@@ -48,8 +48,9 @@ pub(crate) struct Node {
     policy_file: Option<PathBuf>,
     /// Turns block-listed PANs into tokens when a policy is compiled.
     token_key: TokenKey,
-    /// Set when a cluster node begins its drain (SIGTERM): `/readyz`
-    /// answers 503 so load balancers move its clients to other nodes.
+    /// Set while a cluster node drains (SIGTERM, or `switch cluster
+    /// drain`; mirrored by its loader): `/readyz` answers 503 so load
+    /// balancers move its clients to other nodes.
     pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 

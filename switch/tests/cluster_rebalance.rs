@@ -492,3 +492,71 @@ async fn a_node_drained_by_sigterm_under_load_hands_every_shard_over_before_it_e
     drop((nodes, n3, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `switch cluster drain` against the test cluster's etcd, its output.
+fn drain_command(etcd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+        .args([
+            "cluster",
+            "drain",
+            "--etcd",
+            etcd,
+            "--prefix",
+            "/switch/test",
+        ])
+        .args(args)
+        .output()
+        .expect("switch cluster drain runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_cluster_drain_moves_every_shard_off_a_running_node_until_undone() {
+    let (etcd, pg, url) = services("cluster_drain_command");
+    let dir = data_dir();
+    let n1 = start(&dir, &url, etcd.url(), "n1", "").await;
+    let n2 = start(&dir, &url, etcd.url(), "n2", "").await;
+    wait_settled(etcd.url(), &[("n1", &n1), ("n2", &n2)]).await;
+    let pre = preauth(&card(77), 1_000);
+    let mut via_n2 = Client::connect(n2.iso).await;
+    let approved = via_n2.call(&pre).await;
+    assert_eq!(approved.code(), "00", "{approved:?}");
+
+    // Drained: n2 owns nothing and says so on /readyz, but still answers
+    // as an entry node (the repeat goes to n1, which has every shard).
+    let etcd_url = etcd.url().to_owned();
+    let out = off_runtime(|| drain_command(&etcd_url, &["n2", "--wait"]));
+    assert!(out.contains("n2: owns no shard"), "{out}");
+    wait_settled(etcd.url(), &[("n1", &n1)]).await;
+    assert_eq!(n2.metric("switch_cluster_served_shards").await, 0.0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = readyz(n2.http).await.expect("n2 runs");
+        if answer.starts_with("HTTP/1.1 503") && answer.contains("draining") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n2's /readyz: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = via_n2.call(&pre).await;
+    assert_eq!(
+        (again.code(), again.text(38), again.text(37)),
+        (approved.code(), approved.text(38), approved.text(37))
+    );
+
+    // Undone: n2 is active again and gets its shards back.
+    let out = off_runtime(|| drain_command(&etcd_url, &["n2", "--undo"]));
+    assert!(out.contains("drain ended"), "{out}");
+    wait_settled(etcd.url(), &[("n1", &n1), ("n2", &n2)]).await;
+    let answer = readyz(n2.http).await.expect("n2 runs");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
+    drop((n1, n2, pg, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}

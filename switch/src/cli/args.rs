@@ -168,6 +168,32 @@ pub(crate) enum ClusterAction {
         #[arg(long)]
         shards: bool,
     },
+    /// Asks node NODE to hand every shard over to the other nodes and
+    /// acquire none (it keeps running, as an entry node, `/readyz` 503),
+    /// until `--undo` (writes or deletes etcd key `PREFIX/drain/NODE`).
+    Drain {
+        /// The node's id (`cluster.node_id`).
+        node: String,
+        /// etcd client URL (`http://host:port`); several comma-separated
+        /// or repeated.
+        #[arg(long = "etcd", required = true, value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// The cluster's name: keys under `/switch/NAME`.
+        #[arg(long, default_value = "default", conflicts_with = "prefix")]
+        cluster: String,
+        /// The key prefix itself, for an `etcd_prefix` not of the form
+        /// `/switch/NAME`.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Returns once the node owns no shard (at most 60 s, else an
+        /// error).
+        #[arg(long, conflicts_with = "undo")]
+        wait: bool,
+        /// Ends the drain: the node is active again and gets its shards
+        /// back by hand-over.
+        #[arg(long)]
+        undo: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -1,14 +1,25 @@
 //! `switch cluster status`: what etcd says of a cluster (its nodes, the
-//! shards each owns, their epochs). Reads etcd only.
+//! shards each owns, their epochs). Reads etcd only. `switch cluster drain
+//! NODE`: asks a node to hand every shard over (etcd key
+//! `PREFIX/drain/NODE`, read by the node at each poll), `--undo` ends it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
 use crate::cli::args::ClusterAction;
 
+/// How long `cluster drain --wait` waits for the node to own nothing.
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(60);
+/// How often `cluster drain --wait` reads etcd.
+const DRAIN_WAIT_POLL: Duration = Duration::from_millis(200);
+
 /// Runs a `cluster` subcommand.
 pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     match action {
         ClusterAction::Status {
             etcd,
@@ -16,21 +27,8 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
             prefix,
             shards,
         } => {
-            let prefix = match prefix {
-                Some(p) if p.starts_with('/') && !p.ends_with('/') => p,
-                Some(p) => anyhow::bail!("--prefix `{p}`: expected /name, no trailing /"),
-                None => {
-                    cluster::member::check_node_id(&cluster)
-                        .map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
-                    cluster::member::prefix(&cluster)
-                }
-            };
-            let timeout = Duration::from_millis(cluster::etcd::CALL_TIMEOUT_MS_DEFAULT);
-            let client = cluster::etcd::Etcd::new(&etcd, timeout).context("--etcd")?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting tokio")?;
+            let prefix = key_prefix(prefix, &cluster)?;
+            let client = etcd_client(&etcd)?;
             let status = runtime
                 .block_on(cluster::status::read(&client, &prefix))
                 .with_context(|| format!("reading {prefix} from etcd"))?;
@@ -40,5 +38,92 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ClusterAction::Drain {
+            node,
+            etcd,
+            cluster,
+            prefix,
+            wait,
+            undo,
+        } => {
+            cluster::member::check_node_id(&node).map_err(|e| anyhow::anyhow!("NODE: {e}"))?;
+            let prefix = key_prefix(prefix, &cluster)?;
+            let client = etcd_client(&etcd)?;
+            runtime.block_on(drain(&client, &prefix, &node, wait, undo))
+        }
     }
+}
+
+/// Writes (or with `undo` deletes) the drain key of `node`; with `wait`,
+/// returns once etcd names it owner of no shard.
+async fn drain(
+    client: &cluster::etcd::Etcd,
+    prefix: &str,
+    node: &str,
+    wait: bool,
+    undo: bool,
+) -> anyhow::Result<()> {
+    let key = cluster::member::drain_key(prefix, node);
+    if undo {
+        client
+            .delete(&key)
+            .await
+            .with_context(|| format!("deleting {key}"))?;
+        println!("{node}: drain ended; it gets its shards back by hand-over");
+        return Ok(());
+    }
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let value = format!("{{\"at_ms\":{at_ms}}}");
+    client
+        .put(&key, value.as_bytes(), None)
+        .await
+        .with_context(|| format!("writing {key}"))?;
+    println!("{node}: asked to drain ({key}); `--undo` ends it");
+    if !wait {
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        let view = cluster::member::read_view(client, prefix, cluster::ownership::SHARD_COUNT_MAX)
+            .await
+            .with_context(|| format!("reading {prefix} from etcd"))?;
+        let owned = view
+            .owners
+            .values()
+            .filter(|o| o.record.node_id == node)
+            .count();
+        if owned == 0 {
+            println!(
+                "{node}: owns no shard ({} ms)",
+                started.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < DRAIN_WAIT_MAX,
+            "{node} still owns {owned} shards after {DRAIN_WAIT_MAX:?} (is it running?)"
+        );
+        tokio::time::sleep(DRAIN_WAIT_POLL).await;
+    }
+}
+
+/// The key prefix from `--prefix` or `--cluster`.
+fn key_prefix(prefix: Option<String>, cluster: &str) -> anyhow::Result<String> {
+    match prefix {
+        Some(p) if p.starts_with('/') && !p.ends_with('/') => Ok(p),
+        Some(p) => anyhow::bail!("--prefix `{p}`: expected /name, no trailing /"),
+        None => {
+            cluster::member::check_node_id(cluster)
+                .map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+            Ok(cluster::member::prefix(cluster))
+        }
+    }
+}
+
+/// An etcd client of `--etcd`.
+fn etcd_client(etcd: &[String]) -> anyhow::Result<cluster::etcd::Etcd> {
+    let timeout = Duration::from_millis(cluster::etcd::CALL_TIMEOUT_MS_DEFAULT);
+    cluster::etcd::Etcd::new(etcd, timeout).context("--etcd")
 }
