@@ -38,11 +38,172 @@ pub fn evaluate(
     blocklists(policy, context, &mut verdict);
     amount_limits(rules, terminal_limits, context, &mut verdict);
     sca(rules, context, &mut verdict);
-    velocity(rules, state, context, now_ms, card_hash, &mut verdict);
+    velocity(
+        rules,
+        state,
+        context,
+        now_ms,
+        Card::Count(card_hash),
+        &mut verdict,
+    );
     score(rules, &mut verdict);
     let decision = verdict.finish();
     state.decisions.record(&decision);
     decision
+}
+
+/// What the card's counts found, at the node that counts the card
+/// (cluster mode, `docs/cluster.md` "Velocity across nodes"): per card
+/// subject (all channels, MO/TO) the window over its limit, if any, and
+/// whether the count key is on the watch list. Four bytes on the wire
+/// ([`CardVerdict::to_bytes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CardVerdict {
+    /// Over a limit: [all channels, MO/TO].
+    exceeded: [Option<Reason>; 2],
+    /// On the watch list: [all channels, MO/TO].
+    watched: [bool; 2],
+}
+
+/// The reasons a card subject's check can give, by their wire number
+/// (index + 1; 0 is none).
+const CARD_REASONS: [Reason; 6] = [
+    Reason::Count60s,
+    Reason::Count1h,
+    Reason::Count24h,
+    Reason::Amount60s,
+    Reason::Amount1h,
+    Reason::Amount24h,
+];
+
+impl CardVerdict {
+    /// The four bytes sent back to the asking node.
+    pub fn to_bytes(self) -> [u8; 4] {
+        let number = |r: Option<Reason>| {
+            r.and_then(|r| CARD_REASONS.iter().position(|c| *c == r))
+                .map_or(0, |i| i as u8 + 1)
+        };
+        [
+            number(self.exceeded[0]),
+            number(self.exceeded[1]),
+            u8::from(self.watched[0]),
+            u8::from(self.watched[1]),
+        ]
+    }
+
+    /// Reads [`CardVerdict::to_bytes`]; `None` for bytes it never writes.
+    pub fn from_bytes(bytes: [u8; 4]) -> Option<CardVerdict> {
+        let reason = |n: u8| match n {
+            0 => Some(None),
+            n => CARD_REASONS.get(usize::from(n) - 1).map(|r| Some(*r)),
+        };
+        let flag = |b: u8| match b {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        };
+        Some(CardVerdict {
+            exceeded: [reason(bytes[0])?, reason(bytes[1])?],
+            watched: [flag(bytes[2])?, flag(bytes[3])?],
+        })
+    }
+
+    /// Whether a card limit was exceeded.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.iter().any(Option::is_some)
+    }
+}
+
+/// Whether a rule before velocity (block lists, amount limits, SCA)
+/// declines: what the counting node needs to know to count the amount
+/// ([`count_card`]). Reads the policy only.
+pub fn declined_before_velocity(policy: &Policy, context: &Context<'_>) -> bool {
+    let (rules, terminal_limits) = policy.rules_for(context.merchant_id, context.terminal_id);
+    let mut verdict = Verdict::new();
+    blocklists(policy, context, &mut verdict);
+    amount_limits(rules, terminal_limits, context, &mut verdict);
+    sca(rules, context, &mut verdict);
+    verdict.is_declined()
+}
+
+/// Counts the card's attempt (its all-channel and MO/TO keys, and its
+/// amount when `declined_before` is false, as [`evaluate`] does) and
+/// compares with the limits: the card's half of [`evaluate`], run where
+/// the card is counted. [`evaluate_with_card`] is the other half.
+pub fn count_card(
+    policy: &Policy,
+    state: &RiskState,
+    context: &Context<'_>,
+    declined_before: bool,
+    now_ms: u64,
+) -> CardVerdict {
+    let mut out = CardVerdict::default();
+    if context.kind != MessageKind::Authorization {
+        return out;
+    }
+    let (rules, _) = policy.rules_for(context.merchant_id, context.terminal_id);
+    let amount_minor = (!declined_before).then_some(context.amount_minor);
+    for (i, subject) in [Subject::Card, Subject::CardMoto].into_iter().enumerate() {
+        let limits = &rules.velocity[subject as usize];
+        if subject == Subject::CardMoto && !(context.channel == Channel::MoTo && limits.is_active())
+        {
+            continue;
+        }
+        let key = card_key(context, subject);
+        let hash = key.hash64();
+        let checked = check(
+            &state.cards,
+            (key, hash),
+            limits,
+            context,
+            amount_minor,
+            now_ms,
+        );
+        out.exceeded[i] = checked.exceeded;
+        out.watched[i] = checked.watched;
+    }
+    out
+}
+
+/// [`evaluate`], with the card's counts done elsewhere ([`count_card`])
+/// and their outcome in `card`: every other rule, the terminal's counts
+/// and the score run here, in the same order and with the same codes.
+pub fn evaluate_with_card(
+    policy: &Policy,
+    state: &RiskState,
+    context: &Context<'_>,
+    card: &CardVerdict,
+    now_ms: u64,
+) -> Decision {
+    if context.kind != MessageKind::Authorization {
+        return Decision::approve();
+    }
+    let (rules, terminal_limits) = policy.rules_for(context.merchant_id, context.terminal_id);
+    let mut verdict = Verdict::new();
+    blocklists(policy, context, &mut verdict);
+    amount_limits(rules, terminal_limits, context, &mut verdict);
+    sca(rules, context, &mut verdict);
+    velocity(
+        rules,
+        state,
+        context,
+        now_ms,
+        Card::Given(card),
+        &mut verdict,
+    );
+    score(rules, &mut verdict);
+    let decision = verdict.finish();
+    state.decisions.record(&decision);
+    decision
+}
+
+/// Where the card's velocity comes from.
+#[derive(Clone, Copy)]
+enum Card<'a> {
+    /// Counted here; the hash of the card's count key (prefetched).
+    Count(u64),
+    /// Counted elsewhere ([`count_card`]).
+    Given(&'a CardVerdict),
 }
 
 fn blocklists(policy: &Policy, context: &Context<'_>, verdict: &mut Verdict) {
@@ -112,13 +273,12 @@ fn card_key(context: &Context<'_>, subject: Subject) -> Key {
     }
 }
 
-/// `card_hash` is the [`Key::hash64`] of the card's count key.
 fn velocity(
     rules: &Rules,
     state: &RiskState,
     context: &Context<'_>,
     now_ms: u64,
-    card_hash: u64,
+    card: Card<'_>,
     verdict: &mut Verdict,
 ) {
     // Amounts count only for attempts no other rule declined, so a 61 or
@@ -150,6 +310,21 @@ fn velocity(
         if !counted {
             continue;
         }
+        let card_hash = match (card, subject) {
+            (Card::Given(given), Subject::Card | Subject::CardMoto) => {
+                let i = usize::from(subject == Subject::CardMoto);
+                if let Some(reason) = given.exceeded[i] {
+                    verdict.decline(rule, reason, ResponseCode::ExceedsFrequency, true);
+                }
+                if given.watched[i] && rules.watch_list_score > 0 {
+                    let reason = Reason::Watched;
+                    verdict.score(RuleId::WatchList, reason, rules.watch_list_score);
+                }
+                continue;
+            }
+            (Card::Given(_), Subject::Terminal) => 0,
+            (Card::Count(hash), _) => hash,
+        };
         // Packing the terminal id costs a few copies: only when counted.
         let key = match subject {
             Subject::Card | Subject::CardMoto => card_key(context, subject),

@@ -55,7 +55,9 @@ pub use decision::{
     Action, Decision, Fired, FiredRules, ResponseCode, RuleId, SCORE_FLAGGING_DECLINE,
 };
 pub use error::{PolicyError, WatchListFull};
-pub use evaluate::evaluate;
+pub use evaluate::{
+    count_card, declined_before_velocity, evaluate, evaluate_with_card, CardVerdict,
+};
 pub use policy::{Policy, DEFAULT_POLICY_TOML, POLICY_BYTES_MAX};
 pub use state::{
     Capacity, RiskState, VELOCITY_CARD_KEYS_MAX, VELOCITY_TERMINAL_KEYS_MAX, WATCH_LIST_MAX,

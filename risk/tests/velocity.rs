@@ -366,3 +366,49 @@ fn velocity_memory_is_bounded() {
         5_000
     );
 }
+
+/// The card counted at another place (cluster mode: `count_card` where the
+/// card is counted, `evaluate_with_card` where the payment is decided, the
+/// verdict crossing as four bytes) decides every attempt as `evaluate`
+/// does on one state: same action, same rules fired, for counts, MO/TO
+/// counts, amounts (not counted after a 61), terminals and watched cards.
+#[test]
+fn the_card_counted_elsewhere_decides_as_one_evaluation() {
+    let policy = Policy::compile(POLICY, &tokenize).unwrap();
+    let one = small_state();
+    let (here, there) = (small_state(), small_state());
+    for s in [&one, &there] {
+        s.add_to_watch_list(tokenize(BLOCKED_PAN)).unwrap();
+    }
+    let pans = [CLEAN_PAN, "5555555555554444", BLOCKED_PAN];
+    let mut seed: u64 = 7;
+    let mut declined = 0;
+    for n in 0..400_u64 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let pick = (seed >> 33) as usize;
+        let context = Context {
+            amount_minor: [500, 3_000, 9_000][pick % 3],
+            currency: [978, 752][(pick / 3) % 2],
+            channel: [Channel::CardPresent, Channel::MoTo][(pick / 6) % 2],
+            terminal_id: ["T1", "T2"][(pick / 12) % 2],
+            merchant_id: [MERCHANT_1, MERCHANT_2][(pick / 24) % 2],
+            ..auth(pans[(pick / 48) % 3])
+        };
+        let now_ms = T0 + n * 7_000;
+        let whole = evaluate(&policy, &one, &context, now_ms);
+        let before = risk::declined_before_velocity(&policy, &context);
+        let card = risk::count_card(&policy, &there, &context, before, now_ms);
+        let card = risk::CardVerdict::from_bytes(card.to_bytes()).expect("its own bytes");
+        let split = risk::evaluate_with_card(&policy, &here, &context, &card, now_ms);
+        assert_eq!(split.action, whole.action, "attempt {n}: {context:?}");
+        let rules = |d: &risk::Decision| d.fired.iter().map(|f| f.rule).collect::<Vec<_>>();
+        assert_eq!(rules(&split), rules(&whole), "attempt {n}");
+        declined += usize::from(card.exceeded());
+    }
+    assert!(
+        declined > 10,
+        "the sequence must reach card limits: {declined}"
+    );
+    assert_eq!(risk::CardVerdict::from_bytes([7, 0, 0, 0]), None);
+    assert_eq!(risk::CardVerdict::from_bytes([0, 0, 2, 0]), None);
+}
