@@ -185,7 +185,7 @@ wait_all_serving() {
     exit 1
 }
 records() {
-    "$PSQL" -qtA "$PG_URL" -c 'SELECT count(*) FROM cluster_records'
+    "$PSQL" -qtA "$PG_URL" -c 'SELECT count(*) FROM cluster_records WHERE record_type = 1'
 }
 # CPU ticks (1/100 s) so far of: the nodes, PostgreSQL (the postmaster and
 # its children), etcd; "NODES PG ETCD".

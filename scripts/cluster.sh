@@ -168,6 +168,10 @@ start_nodes() {
   fi
   local etcd_list i name iso frame http link node_pids="" json="["
   etcd_list=$(echo "$endpoints" | sed 's/[^,][^,]*/"&"/g')
+  # One card-token key for every node (cluster mode needs it: a card is
+  # counted by the node serving its token's shard).
+  local token_key
+  token_key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
   for i in $(seq 1 "$nodes"); do
     name=n$i
     iso=127.0.0.1:$(free_port)
@@ -177,6 +181,9 @@ start_nodes() {
     "$bin" default-config | sed "s|^url = \"\"|url = \"$pg_url\"|" |
       sed "${NODE_CONFIG_SED:-}" >"$dir/$name.toml"
     cat >>"$dir/$name.toml" <<EOF
+
+[security]
+token_key_hex = "$token_key"
 
 [cluster]
 node_id = "$name"

@@ -114,6 +114,15 @@ pub fn shard_of_merchant(f42: &[u8], shard_count: u32) -> u32 {
     h % shard_count.max(1)
 }
 
+/// The shard whose owner counts card `token`'s velocity (docs/cluster.md,
+/// Velocity across nodes, as built): the same hash over the card's keyed
+/// token, modulo the payment shard count, so the card is counted by the
+/// node that owns that payment shard, under its epoch and fence. The
+/// token is a keyed hash already, so its shards are even.
+pub fn shard_of_card(token: &[u8; 32], shard_count: u32) -> u32 {
+    shard_of_merchant(token, shard_count)
+}
+
 #[cfg(test)]
 mod merchant_shard_tests {
     use super::shard_of_merchant;

@@ -40,7 +40,7 @@ impl Engine {
         };
         match req.op {
             Op::PreAuth if req.original.is_some() => self.increment(req, merchant, fetched, now_ms),
-            Op::PreAuth | Op::Sale => self.authorize(req, merchant, &dir, now_ms),
+            Op::PreAuth | Op::Sale => self.authorize(req, merchant, &dir, fetched, now_ms),
             Op::Capture | Op::Refund | Op::Reversal => {
                 self.follow_up(req, merchant, &dir, fetched, now_ms)
             }
@@ -119,8 +119,17 @@ impl Engine {
         })
     }
 
-    /// Pre-authorization or sale: risk, then a new payment.
-    fn authorize(&self, req: &Request<'_>, m: u32, dir: &Directory, now_ms: u64) -> Reply {
+    /// Pre-authorization or sale: risk, then a new payment. When cards
+    /// are counted elsewhere, first the card's verdict is asked for
+    /// ([`Wait::Velocity`]; `fetched` brings it back).
+    fn authorize(
+        &self,
+        req: &Request<'_>,
+        m: u32,
+        dir: &Directory,
+        fetched: Option<&crate::command::Fetched>,
+        now_ms: u64,
+    ) -> Reply {
         let Some(pan) = req.pan else {
             return self.refusal(req, Code::FORMAT_ERROR);
         };
@@ -128,7 +137,10 @@ impl Engine {
         let Some(merchant) = dir.merchant(m) else {
             return self.refusal(req, Code::INVALID_MERCHANT);
         };
-        let verdict = self.risk.evaluate(req, merchant, &token, now_ms);
+        let verdict = match self.risk_verdict(req, merchant, &token, fetched, now_ms) {
+            Ok(v) => v,
+            Err(ask) => return ask,
+        };
         let mut code = match verdict {
             RiskVerdict::Decline { code, .. } => code,
             _ => Code::APPROVED,
@@ -177,6 +189,38 @@ impl Engine {
             ..Reply::of(code, rrn)
         };
         self.insert(payment, key, hold_due, answer, reply)
+    }
+
+    /// The risk stage's verdict of an authorization attempt; when cards
+    /// are counted elsewhere and `fetched` has no verdict of the card yet,
+    /// the reply that asks for it ([`Wait::Velocity`]: nothing decided,
+    /// nothing counted here, 91 from an edge that cannot ask).
+    pub(crate) fn risk_verdict(
+        &self,
+        req: &Request<'_>,
+        merchant: &crate::merchant::Merchant,
+        token: &CardToken,
+        fetched: Option<&crate::command::Fetched>,
+        now_ms: u64,
+    ) -> Result<RiskVerdict, Reply> {
+        if !self.card_counted_elsewhere {
+            return Ok(self.risk.evaluate(req, merchant, token, now_ms));
+        }
+        if let Some(card) = fetched.and_then(|f| f.velocity) {
+            return Ok(self
+                .risk
+                .evaluate_with_card(req, merchant, token, &card, now_ms));
+        }
+        match self.risk.declined_before_velocity(req, merchant, token) {
+            Some(declined_before) => Err(Reply {
+                wait: Wait::Velocity {
+                    token: token.0,
+                    declined_before,
+                },
+                ..self.refusal(req, Code::UNAVAILABLE)
+            }),
+            None => Ok(self.risk.evaluate(req, merchant, token, now_ms)),
+        }
     }
 
     /// A payment of merchant `m` as `req` starts it, with its card (token,

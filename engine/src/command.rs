@@ -243,6 +243,10 @@ pub enum Command<'a> {
     /// crash (its issuer answer was never journaled) and gets a reversal
     /// in the SAF; `count` says how many.
     ReverseOrphans,
+    /// Counts a card's authorization attempt here, for the node deciding
+    /// the payment ([`Wait::Velocity`], cluster mode): the reply carries
+    /// the verdict and waits for the attempt's record ([`Wait::Counted`]).
+    Velocity(crate::velocity::VelocityAsk),
 }
 
 /// What the engine needs from the archive to go on with a request: memory
@@ -279,6 +283,9 @@ pub struct Fetched {
     /// every change up to it. A payment memory let go after a newer change
     /// (above it) is read again, so a stale copy is never brought back.
     pub archived_seq: u64,
+    /// The card's velocity as the node counting it found it, for a
+    /// [`Wait::Velocity`].
+    pub velocity: Option<risk::CardVerdict>,
 }
 
 /// What an answer waits for before it may leave.
@@ -303,14 +310,38 @@ pub enum Wait {
     /// issuer: wait for that forward to end, then apply the message again
     /// (it is then answered like any repeat). Never a second forward.
     Joined(u64),
+    /// The card is counted by another node (cluster mode): nothing was
+    /// decided; ask it ([`Command::Velocity`] there, with
+    /// [`crate::velocity::VelocityAsk::new`]) and apply the request again
+    /// with its verdict in [`Fetched::velocity`] ([`Command::Resume`]). An
+    /// edge that cannot ask answers with the reply's code (91).
+    Velocity {
+        /// The card's keyed token.
+        token: [u8; 32],
+        /// A rule before velocity declined the attempt.
+        declined_before: bool,
+    },
+    /// The reply to [`Command::Velocity`]: the card was counted, and its
+    /// verdict holds once the journal's durable sequence reaches `seq`
+    /// (the attempt's record).
+    Counted {
+        /// The attempt's record.
+        seq: u64,
+        /// What the card's counts found.
+        card: risk::CardVerdict,
+    },
 }
 
 impl Wait {
     /// The journal sequence to wait for (0: none).
     pub fn journal_seq(self) -> u64 {
         match self {
-            Wait::Nothing | Wait::Archive(_) | Wait::Upstream(_) | Wait::Joined(_) => 0,
-            Wait::Journal(seq) => seq,
+            Wait::Nothing
+            | Wait::Archive(_)
+            | Wait::Upstream(_)
+            | Wait::Joined(_)
+            | Wait::Velocity { .. } => 0,
+            Wait::Journal(seq) | Wait::Counted { seq, .. } => seq,
         }
     }
 

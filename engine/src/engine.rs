@@ -55,6 +55,9 @@ pub struct Engine {
     pub(crate) stand_in: crate::upstream::StandIn,
     /// Forwards waiting for an issuer, and the SAF.
     pub(crate) upstream: crate::upstream::UpstreamState,
+    /// Cards are counted by another node (cluster mode): an authorization
+    /// asks ([`Wait::Velocity`]) before it is decided. False on one node.
+    pub(crate) card_counted_elsewhere: bool,
 }
 
 /// Fixed-width decimal digits of `v` (lowest `N` digits).
@@ -104,7 +107,14 @@ impl Engine {
             ),
             routing: settings.routing,
             stand_in: settings.stand_in,
+            card_counted_elsewhere: false,
         }
+    }
+
+    /// Cluster mode: every authorization's card is counted by the node
+    /// that counts it ([`Wait::Velocity`]), never here on the way.
+    pub fn count_cards_elsewhere(&mut self) {
+        self.card_counted_elsewhere = true;
     }
 
     /// Sends every later change's record to `journal` (after recovery).
@@ -184,6 +194,7 @@ impl Engine {
             Command::Upstream { forward, outcome } => self.upstream_ended(forward, outcome, now_ms),
             Command::SafDone { id } => self.saf_done(id),
             Command::ReverseOrphans => self.reverse_orphans(now_ms),
+            Command::Velocity(ask) => self.count_velocity(&ask, now_ms),
         }
     }
 
@@ -305,7 +316,10 @@ impl Engine {
             return (Ok(self.refusal(req, code)), None);
         }
         let out = self.decide(req, fetched, now_ms);
-        if matches!(out.wait, Wait::Archive(_) | Wait::Upstream(_)) {
+        if matches!(
+            out.wait,
+            Wait::Archive(_) | Wait::Upstream(_) | Wait::Velocity { .. }
+        ) {
             return (Ok(out), None);
         }
         let answer = Answer {

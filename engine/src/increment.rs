@@ -88,7 +88,10 @@ impl Engine {
         let Some(merchant) = dir.merchant(m) else {
             return self.refusal(req, Code::INVALID_MERCHANT);
         };
-        let verdict = self.risk.evaluate(req, merchant, &token, now_ms);
+        let verdict = match self.risk_verdict(req, merchant, &token, fetched, now_ms) {
+            Ok(v) => v,
+            Err(ask) => return ask,
+        };
         self.raise(req, m, target, &token, verdict, now_ms)
     }
 

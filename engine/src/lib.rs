@@ -48,6 +48,7 @@ mod state;
 mod testing;
 mod timers;
 pub mod upstream;
+pub mod velocity;
 
 pub use code::Code;
 pub use command::{

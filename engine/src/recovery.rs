@@ -21,12 +21,16 @@ pub enum ReplayError {
     },
 }
 
-/// The record types this version writes: payments and upstream tables.
+/// The record types this version writes: payments, upstream tables and
+/// counted card attempts (cluster mode).
 ///
 /// # Errors
 /// [`ReplayError::UnknownType`] for any other.
 fn known_record(seq: u64, record_type: u8) -> Result<(), ReplayError> {
-    if record_type == record::RECORD_PAYMENT || record_type == crate::upstream::RECORD_UPSTREAM {
+    if record_type == record::RECORD_PAYMENT
+        || record_type == crate::upstream::RECORD_UPSTREAM
+        || record_type == crate::velocity::RECORD_VELOCITY
+    {
         Ok(())
     } else {
         Err(ReplayError::UnknownType { seq, record_type })
@@ -77,6 +81,12 @@ impl Engine {
             self.replay_upstream(crate::upstream::decode(payload)?);
             return Ok(());
         }
+        if record_type == crate::velocity::RECORD_VELOCITY {
+            let (ask, at_ms) = crate::velocity::decode_record(payload)
+                .ok_or(DecodeError("velocity record: length or byte"))?;
+            self.replay_velocity(&ask, at_ms);
+            return Ok(());
+        }
         let mut rec = record::decode(payload)?;
         rec.payment.journal_seq = seq;
         if let Some(f) = &rec.payment.upstream {
@@ -111,7 +121,9 @@ impl Engine {
         payload: &[u8],
     ) -> Result<(), ReplayError> {
         known_record(seq, record_type)?;
-        if record_type == crate::upstream::RECORD_UPSTREAM {
+        if record_type == crate::upstream::RECORD_UPSTREAM
+            || record_type == crate::velocity::RECORD_VELOCITY
+        {
             return self.replay_record(seq, record_type, payload);
         }
         if let Some(forward) = record::forward_id(payload)? {

@@ -110,6 +110,26 @@ impl RiskStage {
         self.state.velocity_keys()
     }
 
+    /// The risk crate's context of an authorization with card `pan`.
+    fn context<'a>(
+        req: &'a Request<'_>,
+        pan: &'a codecs::card::Pan<'_>,
+        merchant: &'a Merchant,
+        token: &CardToken,
+    ) -> risk::Context<'a> {
+        risk::Context {
+            kind: risk::MessageKind::Authorization,
+            amount_minor: req.amount_minor,
+            currency: req.currency,
+            card_token: risk::CardToken(token.0),
+            bin: risk::Bin::from_pan(pan.expose()).unwrap_or(risk::Bin(0)),
+            merchant_id: std::str::from_utf8(&merchant.id).unwrap_or_default(),
+            terminal_id: std::str::from_utf8(&req.terminal_id).unwrap_or_default(),
+            channel: channel(req.channel),
+            eci: req.eci.map(|e| e.0),
+        }
+    }
+
     /// Evaluates an authorization.
     pub(crate) fn evaluate(
         &self,
@@ -121,33 +141,83 @@ impl RiskStage {
         let Some(pan) = req.pan else {
             return RiskVerdict::Approve;
         };
+        let context = Self::context(req, &pan, merchant, token);
+        let policy = self.policy.load();
+        verdict_of(&risk::evaluate(&policy, &self.state, &context, now_ms))
+    }
+
+    /// Evaluates an authorization whose card another node counted
+    /// (`card`: its verdict): every other rule runs here.
+    pub(crate) fn evaluate_with_card(
+        &self,
+        req: &Request<'_>,
+        merchant: &Merchant,
+        token: &CardToken,
+        card: &risk::CardVerdict,
+        now_ms: u64,
+    ) -> RiskVerdict {
+        let Some(pan) = req.pan else {
+            return RiskVerdict::Approve;
+        };
+        let context = Self::context(req, &pan, merchant, token);
+        let policy = self.policy.load();
+        let decision = risk::evaluate_with_card(&policy, &self.state, &context, card, now_ms);
+        verdict_of(&decision)
+    }
+
+    /// Whether a rule before velocity declines an authorization (what the
+    /// node counting the card needs); `None` without a card (nothing to
+    /// count).
+    pub(crate) fn declined_before_velocity(
+        &self,
+        req: &Request<'_>,
+        merchant: &Merchant,
+        token: &CardToken,
+    ) -> Option<bool> {
+        let pan = req.pan?;
+        let context = Self::context(req, &pan, merchant, token);
+        let policy = self.policy.load();
+        Some(risk::declined_before_velocity(&policy, &context))
+    }
+
+    /// Counts the card of `ask` here at `now_ms` (this node counts it).
+    pub(crate) fn count_card(
+        &self,
+        ask: &crate::velocity::VelocityAsk,
+        now_ms: u64,
+    ) -> risk::CardVerdict {
         let context = risk::Context {
             kind: risk::MessageKind::Authorization,
-            amount_minor: req.amount_minor,
-            currency: req.currency,
-            card_token: risk::CardToken(token.0),
-            bin: risk::Bin::from_pan(pan.expose()).unwrap_or(risk::Bin(0)),
-            merchant_id: std::str::from_utf8(&merchant.id).unwrap_or_default(),
-            terminal_id: std::str::from_utf8(&req.terminal_id).unwrap_or_default(),
-            channel: channel(req.channel),
-            eci: req.eci.map(|e| e.0),
+            amount_minor: ask.amount_minor,
+            currency: ask.currency,
+            card_token: risk::CardToken(ask.token),
+            // Block lists do not run here.
+            bin: risk::Bin(0),
+            merchant_id: std::str::from_utf8(&ask.merchant_id).unwrap_or_default(),
+            terminal_id: std::str::from_utf8(&ask.terminal_id).unwrap_or_default(),
+            channel: channel(ask.channel),
+            eci: None,
         };
         let policy = self.policy.load();
-        let decision = risk::evaluate(&policy, &self.state, &context, now_ms);
-        let reason = decision.fired.get(0).map(|f| f.rule.as_str());
-        match decision.action {
-            risk::Action::Approve => RiskVerdict::Approve,
-            risk::Action::ApproveFlagged => RiskVerdict::ApproveFlagged {
-                reason: reason.unwrap_or("score"),
+        risk::count_card(&policy, &self.state, &context, ask.declined_before, now_ms)
+    }
+}
+
+/// The engine's verdict of a risk decision.
+fn verdict_of(decision: &risk::Decision) -> RiskVerdict {
+    let reason = decision.fired.get(0).map(|f| f.rule.as_str());
+    match decision.action {
+        risk::Action::Approve => RiskVerdict::Approve,
+        risk::Action::ApproveFlagged => RiskVerdict::ApproveFlagged {
+            reason: reason.unwrap_or("score"),
+        },
+        risk::Action::Decline { code, flagged } => RiskVerdict::Decline {
+            code: Code(code.as_bytes()),
+            flag: if flagged {
+                reason.or(Some("risk"))
+            } else {
+                None
             },
-            risk::Action::Decline { code, flagged } => RiskVerdict::Decline {
-                code: Code(code.as_bytes()),
-                flag: if flagged {
-                    reason.or(Some("risk"))
-                } else {
-                    None
-                },
-            },
-        }
+        },
     }
 }

@@ -36,6 +36,10 @@
 //!   owner's later batch fails), replays the shard's records from
 //!   PostgreSQL over memory, in commit order, and takes a fresh block of
 //!   payment ids (`cluster_id_block`) above every id it loaded.
+//! - A counted card attempt (`engine::velocity::RECORD_VELOCITY`) belongs
+//!   to the card's shard (`cluster::assign::shard_of_card`), so the replay
+//!   of that shard rebuilds the card's counts (docs/cluster.md, Velocity
+//!   across nodes).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -330,8 +334,13 @@ impl Committer {
         Ok(())
     }
 
-    /// The shard of a payment record, from its merchant.
+    /// The shard of a payment record, from its merchant; of a counted
+    /// card attempt, the card's ([`cluster::assign::shard_of_card`]).
     fn shard_of(&self, record_type: u8, payload: &[u8]) -> Option<u32> {
+        if record_type == engine::velocity::RECORD_VELOCITY {
+            let (ask, _) = engine::velocity::decode_record(payload)?;
+            return Some(cluster::assign::shard_of_card(&ask.token, self.shard_count));
+        }
         if record_type != engine::record::RECORD_PAYMENT {
             return None;
         }

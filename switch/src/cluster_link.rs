@@ -11,7 +11,12 @@
 //! Frame on the link, both ways: `u32` length (big endian) of what follows,
 //! `u64` request id, then the ISO 8583 body (request) or the framed answer
 //! (response); at most [`LINK_FRAME_BYTES_MAX`], checked before
-//! allocation. A linked request is always applied locally by its receiver,
+//! allocation. A request id with [`VELOCITY_ASK_BIT`] set is a card
+//! velocity ask instead (docs/cluster.md, Velocity across nodes): the
+//! body is an `engine::velocity::VelocityAsk`'s bytes, and the answer is
+//! [`VELOCITY_COUNTED`] and the card's verdict (4 bytes) once the attempt's
+//! record is committed, [`VELOCITY_REFUSED`] when it could not be
+//! recorded, or empty when the node does not serve the card's shard. A linked request is always applied locally by its receiver,
 //! never sent on, so a stale route cannot loop. Internal frames and
 //! listeners with TPDUs are not routed (served locally only). No TLS: the
 //! link carries card data, so `link_addr` must be on a private network
@@ -39,6 +44,21 @@ pub(crate) const LINK_FRAME_BYTES_MAX: usize = 64 * 1024;
 pub(crate) const LINK_INFLIGHT_MAX: usize = 1_024;
 /// How long the entry node waits for the owner's answer.
 pub(crate) const LINK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a payment's owner waits for its card's verdict, in all (for
+/// the card's shard to be served, the ask's answer, the attempt's
+/// commit); then it answers 91. Under [`LINK_TIMEOUT`], so that an entry
+/// node waiting for a linked authorization rarely answers 91 for one its
+/// owner then decides (the known gap of linked requests).
+pub(crate) const VELOCITY_ASK_WAIT: Duration = Duration::from_millis(1_500);
+const _: () = assert!(VELOCITY_ASK_WAIT.as_millis() < LINK_TIMEOUT.as_millis());
+/// Set in the request id of a card velocity ask (ids count up from 1, and
+/// never reach it).
+pub(crate) const VELOCITY_ASK_BIT: u64 = 1 << 63;
+/// First byte of a velocity answer: counted and committed, the card's
+/// verdict follows.
+pub(crate) const VELOCITY_COUNTED: u8 = 0;
+/// First (only) byte of a velocity answer: not counted, answer 91.
+pub(crate) const VELOCITY_REFUSED: u8 = 1;
 /// How often the routes (owners and their link addresses) are read from etcd.
 const ROUTES_POLL: Duration = Duration::from_millis(200);
 /// How long a request waits for its shard to have an owner (or to be
@@ -102,6 +122,17 @@ impl Router {
         self.committer.admit(shard)
     }
 
+    /// `cluster.shard_count`.
+    pub(crate) fn shard_count(&self) -> u32 {
+        self.shard_count
+    }
+
+    /// Whether this node serves `shard` (owned, loaded, not being handed
+    /// over).
+    pub(crate) fn serves(&self, shard: u32) -> bool {
+        self.committer.serves(shard)
+    }
+
     /// Where a request of `shard` (not served here at [`Router::route`])
     /// goes, waiting until `deadline` for a shard without an owner
     /// (a crashed node's, not yet taken over) or one this node is loading:
@@ -110,6 +141,7 @@ impl Router {
         &self,
         shard: u32,
         deadline: tokio::time::Instant,
+        kind: Kind,
     ) -> Option<Arc<Link>> {
         loop {
             if self.committer.serves(shard) {
@@ -118,8 +150,7 @@ impl Router {
             // Before the owner: a dead owner etcd still names has a link
             // that never sends, and the wait for it is bounded too.
             if tokio::time::Instant::now() >= deadline {
-                metrics::counter!("switch_cluster_forwarded_total", "outcome" => "no_owner")
-                    .increment(1);
+                kind.count("no_owner");
                 return None;
             }
             let owner = lock(&self.owners).get(&shard).cloned();
@@ -130,6 +161,68 @@ impl Router {
             }
             tokio::time::sleep(OWNER_POLL).await;
         }
+    }
+
+    /// The card's verdict for `ask`, from the node serving the card's
+    /// shard ([`cluster::assign::shard_of_card`]), after that node
+    /// committed the attempt's record: here with no hop when this node
+    /// serves it, else over the owner's link. `None` (answer 91, the
+    /// attempt not approved without its count) when the verdict is not
+    /// here within [`VELOCITY_ASK_WAIT`] (no node serves the shard, the
+    /// owner does not answer, the record does not commit), or the owner
+    /// could not record the attempt.
+    pub(crate) async fn ask_velocity(
+        &self,
+        node: &crate::node::Node,
+        ask: &engine::velocity::VelocityAsk,
+    ) -> Option<risk::CardVerdict> {
+        let shard = cluster::assign::shard_of_card(&ask.token, self.shard_count);
+        let started = tokio::time::Instant::now();
+        let deadline = started + VELOCITY_ASK_WAIT;
+        let body = Bytes::copy_from_slice(&ask.to_bytes());
+        let verdict = loop {
+            let Some(link) = self.link_of(shard, deadline, Kind::VelocityAsk).await else {
+                if !self.serves(shard) {
+                    break None;
+                }
+                Kind::VelocityAsk.count("here");
+                break self.count_here(node, ask, deadline).await;
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match link.ask(body.clone(), left).await {
+                LinkOutcome::Answered(answer) => break verdict_of(&answer),
+                LinkOutcome::NotSent => tokio::time::sleep(OWNER_POLL).await,
+                LinkOutcome::Unknown => break None,
+            }
+        };
+        metrics::histogram!("switch_cluster_velocity_ask_seconds")
+            .record(started.elapsed().as_secs_f64());
+        verdict
+    }
+
+    /// Counts `ask` in this node's engine (it serves the card's shard) and
+    /// waits, up to `deadline`, for the attempt's record to commit.
+    pub(crate) async fn count_here(
+        &self,
+        node: &crate::node::Node,
+        ask: &engine::velocity::VelocityAsk,
+        deadline: tokio::time::Instant,
+    ) -> Option<risk::CardVerdict> {
+        let reply = node.apply(engine::Command::Velocity(*ask));
+        let engine::Wait::Counted { seq, card: verdict } = reply.wait else {
+            return None;
+        };
+        let mut durable = self.committer.durable_watch();
+        let committed = tokio::time::timeout_at(deadline, async {
+            while durable.durable_seq() < seq {
+                if durable.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        (committed == Ok(true)).then_some(verdict)
     }
 
     /// Reads owners and node records from etcd every [`ROUTES_POLL`],
@@ -182,6 +275,14 @@ impl Router {
     }
 }
 
+/// The verdict in a velocity answer; `None` when refused or unreadable.
+fn verdict_of(answer: &[u8]) -> Option<risk::CardVerdict> {
+    match answer {
+        [VELOCITY_COUNTED, a, b, c, d] => risk::CardVerdict::from_bytes([*a, *b, *c, *d]),
+        _ => None,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -197,6 +298,32 @@ pub(crate) enum LinkOutcome {
     /// Written and not answered in time, or the connection broke after:
     /// the owner may have applied it.
     Unknown,
+}
+
+/// What a link request is.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    /// A terminal's ISO 8583 request.
+    Request,
+    /// A card velocity ask.
+    VelocityAsk,
+}
+
+impl Kind {
+    /// Counts one call's `outcome`: `switch_cluster_forwarded_total` for
+    /// requests, `switch_cluster_velocity_asks_total` for asks.
+    fn count(self, outcome: &'static str) {
+        match self {
+            Kind::Request => {
+                metrics::counter!("switch_cluster_forwarded_total", "outcome" => outcome)
+                    .increment(1);
+            }
+            Kind::VelocityAsk => {
+                metrics::counter!("switch_cluster_velocity_asks_total", "outcome" => outcome)
+                    .increment(1);
+            }
+        }
+    }
 }
 
 /// A caller awaiting its answer, or word that its request was not sent.
@@ -240,15 +367,26 @@ impl Link {
 
     /// Sends `body` to the owner and waits up to [`LINK_TIMEOUT`].
     pub(crate) async fn call(&self, body: Bytes) -> LinkOutcome {
-        let outcome = |o: &'static str| {
-            metrics::counter!("switch_cluster_forwarded_total", "outcome" => o).increment(1);
-        };
+        self.call_kind(body, Kind::Request, LINK_TIMEOUT).await
+    }
+
+    /// Sends a card velocity ask's bytes to the card's counting node and
+    /// waits up to `timeout`.
+    pub(crate) async fn ask(&self, body: Bytes, timeout: Duration) -> LinkOutcome {
+        self.call_kind(body, Kind::VelocityAsk, timeout).await
+    }
+
+    async fn call_kind(&self, body: Bytes, kind: Kind, timeout: Duration) -> LinkOutcome {
+        let outcome = |o: &'static str| kind.count(o);
         let generation = self.generation.load(Ordering::Acquire);
         if generation == 0 {
             outcome("not_connected");
             return LinkOutcome::NotSent;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = match kind {
+            Kind::Request => self.next_id.fetch_add(1, Ordering::Relaxed),
+            Kind::VelocityAsk => self.next_id.fetch_add(1, Ordering::Relaxed) | VELOCITY_ASK_BIT,
+        };
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&self.pending);
@@ -263,7 +401,7 @@ impl Link {
             outcome("full");
             return LinkOutcome::NotSent;
         }
-        match tokio::time::timeout(LINK_TIMEOUT, rx).await {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(answer))) if answer.is_empty() => {
                 // The node does not serve the shard (yet, or any more):
                 // it applied nothing.

@@ -47,7 +47,8 @@ const _: () = assert!(DRAIN_LINGER.as_millis() >= 2 * 200);
 /// Starts a cluster node: `config.cluster` is `settings`.
 ///
 /// # Errors
-/// No PostgreSQL `archive.url` (the message says why it is needed), a
+/// No PostgreSQL `archive.url` or no `security.token_key_hex` (the
+/// messages say why they are needed), a
 /// database or etcd that cannot be reached, a data directory another
 /// process holds, or a listener that cannot bind.
 pub(crate) async fn start(
@@ -60,6 +61,13 @@ pub(crate) async fn start(
             "configuration [cluster]: cluster mode needs archive.url = \"postgres://…\": \
              PostgreSQL is the record of every shard's changes (docs/cluster.md), and a \
              SQLite archive in one node's data directory is not shared"
+        );
+    }
+    if config.security.token_key_hex.is_none() {
+        anyhow::bail!(
+            "configuration [cluster]: cluster mode needs security.token_key_hex, the same on \
+             every node: a card's velocity is counted by the node that serves its token's \
+             shard, so every node must make the same token of a card (docs/cluster.md)"
         );
     }
     let dir_lock = datadir::lock(&config.listeners.data_dir)?;
@@ -99,6 +107,9 @@ pub(crate) async fn start(
         Committer::start(&url, &node_id, shard_count, &merchant_ids, committer_cancel)
     })?);
     node.set_journal(JournalStage::Cluster(committer.clone()));
+    // Each card is counted by the node serving its shard (docs/cluster.md,
+    // Velocity across nodes): asked, never counted here on the way.
+    node.engine.count_cards_elsewhere();
     let engine = Arc::new(node);
 
     let bind = |addr, what: &'static str| async move {

@@ -14,8 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster_commit::Committer;
-use crate::cluster_link::{read_frame, write_frame, Router, LINK_INFLIGHT_MAX, LINK_TIMEOUT};
-use crate::wire::iso::{handle, Handled, IsoShared};
+use crate::cluster_link::{
+    read_frame, write_frame, Router, LINK_INFLIGHT_MAX, LINK_TIMEOUT, VELOCITY_ASK_BIT,
+    VELOCITY_COUNTED, VELOCITY_REFUSED,
+};
+use crate::wire::iso::{answer_deferred, handle, Deferred, Handled, IsoShared};
 
 /// Serves node links on `listener`: each request of a shard served here is
 /// applied here (never sent on) and its answer written once its record is
@@ -72,6 +75,14 @@ async fn serve_conn(
             f = read_frame(&mut reader) => f,
         };
         let Some((id, body)) = frame else { break };
+        if id & VELOCITY_ASK_BIT != 0 {
+            let (shared, router, tx) = (shared.clone(), router.clone(), tx.clone());
+            tokio::spawn(async move {
+                let answer = count_asked(&shared, &router, &body).await;
+                let _ = tx.send((id, answer)).await;
+            });
+            continue;
+        }
         let Ok(admitted) = router.admit(shared.profile, &body) else {
             // Not served here (being loaded, handed over, or lost):
             // nothing applied, an empty answer, and the entry node routes
@@ -96,28 +107,94 @@ async fn serve_conn(
         drop(admitted);
         let seq = match handled {
             Ok(Handled::Now(seq)) => seq,
-            // No issuer links in cluster mode, and nothing to answer for
-            // an unanswerable frame: the entry node times out and answers.
-            Ok(Handled::Later(_)) | Err(_) => continue,
-        };
-        let mut durable = committer.durable_watch();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let committed = tokio::time::timeout(LINK_TIMEOUT, async {
-                while durable.durable_seq() < seq {
-                    if durable.changed().await.is_err() {
-                        return false;
+            // A card counted by another node: finished on a task of its
+            // own, answered once committed.
+            Ok(Handled::Later(reply)) => {
+                let deferred = Deferred {
+                    body: bytes::Bytes::from(body),
+                    tpdu: None,
+                    profile: shared.profile,
+                    framing: shared.framing,
+                };
+                let (shared, router, committer, tx) = (
+                    shared.clone(),
+                    router.clone(),
+                    committer.clone(),
+                    tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let (answer, seq) = answer_deferred(
+                        &shared.node,
+                        &shared.metrics,
+                        Some(&router),
+                        &deferred,
+                        reply,
+                    )
+                    .await;
+                    if answer.is_empty() || !committed(&committer, seq).await {
+                        return;
                     }
-                }
-                true
-            })
-            .await;
+                    let _ = tx.send((id, answer)).await;
+                });
+                continue;
+            }
+            // Nothing to answer for an unanswerable frame: the entry node
+            // times out and answers.
+            Err(_) => continue,
+        };
+        let (committer, tx) = (committer.clone(), tx.clone());
+        tokio::spawn(async move {
             // Not committed (fenced, failed, or late): no answer leaves.
-            if committed == Ok(true) {
+            if committed(&committer, seq).await {
                 let _ = tx.send((id, out.to_vec())).await;
             }
         });
     }
     drop(tx);
     let _ = write.await;
+}
+
+/// Whether record `seq` commits within [`LINK_TIMEOUT`] (0: nothing to wait for).
+async fn committed(committer: &Committer, seq: u64) -> bool {
+    let mut durable = committer.durable_watch();
+    let done = tokio::time::timeout(LINK_TIMEOUT, async {
+        while durable.durable_seq() < seq {
+            if durable.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    done == Ok(true)
+}
+
+/// The answer to a card velocity ask (see `cluster_link`'s frame): counted
+/// here when this node serves the card's shard, once the attempt's record
+/// is committed; empty (not served: the asking node routes it again) or
+/// refused otherwise. An ask that does not decode is refused.
+async fn count_asked(shared: &IsoShared, router: &Router, body: &[u8]) -> Vec<u8> {
+    let Some(ask) = engine::velocity::VelocityAsk::from_bytes(body) else {
+        crate::ratelog::warn_limited!(
+            "velocity_ask",
+            len = body.len(),
+            "node link: a velocity ask that does not decode; refused"
+        );
+        return vec![VELOCITY_REFUSED];
+    };
+    if !router.serves(cluster::assign::shard_of_card(
+        &ask.token,
+        router.shard_count(),
+    )) {
+        return Vec::new();
+    }
+    let deadline = tokio::time::Instant::now() + LINK_TIMEOUT;
+    match router.count_here(&shared.node, &ask, deadline).await {
+        Some(verdict) => {
+            let mut answer = vec![VELOCITY_COUNTED];
+            answer.extend_from_slice(&verdict.to_bytes());
+            answer
+        }
+        None => vec![VELOCITY_REFUSED],
+    }
 }

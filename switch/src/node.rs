@@ -232,7 +232,28 @@ impl Node {
     /// most [`LOOKUPS_PER_REQUEST_MAX`] times. When the archive cannot be
     /// read the engine's reply stands: 96, with a warning and a metric.
     pub(crate) fn resolving(&self, apply: impl Fn(&Fetched) -> Reply) -> Reply {
-        let mut fetched = Fetched::default();
+        self.resolving_from(Fetched::default(), apply)
+    }
+
+    /// Applies payment message `request` again with the card's verdict
+    /// from the node counting it (after [`Wait::Velocity`]), answering the
+    /// engine's archive lookups.
+    pub(crate) fn apply_message_counted(
+        &self,
+        request: engine::Request<'_>,
+        card: risk::CardVerdict,
+    ) -> Reply {
+        let fetched = Fetched {
+            velocity: Some(card),
+            ..Fetched::default()
+        };
+        self.resolving_from(fetched, |fetched| {
+            self.apply(Command::Resume { request, fetched })
+        })
+    }
+
+    /// [`Node::resolving`], starting from what `fetched` holds.
+    fn resolving_from(&self, mut fetched: Fetched, apply: impl Fn(&Fetched) -> Reply) -> Reply {
         let mut reply = apply(&fetched);
         for _ in 0..LOOKUPS_PER_REQUEST_MAX {
             let Wait::Archive(fetch) = reply.wait else {

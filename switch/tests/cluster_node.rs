@@ -17,7 +17,11 @@
 //! are answered 91 or 96, never approved uncommitted, every approval is in
 //! PostgreSQL once, and service resumes without restarting a node;
 //! internal frames are refused (the connection closed); without a
-//! PostgreSQL URL a node refuses to start, saying why.
+//! PostgreSQL URL or a shared card-token key a node refuses to start,
+//! saying why; one card's attempts at merchants of three nodes are
+//! counted once each by the card's counting node, so the sixth within
+//! 60 s gets 65 whichever node decides it, and after a kill -9 of that
+//! node its successor goes on from exactly the committed attempts.
 
 mod common;
 
@@ -59,12 +63,20 @@ async fn answers_leave_after_the_commit_and_a_takeover_after_kill_9_gives_the_sa
     let pre = preauth(&card(7), 1_000);
     let approved = client.call(&pre).await;
     assert_eq!(approved.code(), "00", "{approved:?}");
-    assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
+    assert_eq!(count(&url, PAYMENT_RECORDS), 1);
+    // And the card's counted attempt, in the card's shard.
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM cluster_records WHERE record_type = 3"
+        ),
+        1
+    );
     assert_eq!(
         count(
             &url,
             "SELECT count(*) FROM cluster_records r JOIN shard_owner o USING (shard) \
-             WHERE r.epoch = o.epoch AND r.node = 'n1'"
+             WHERE r.epoch = o.epoch AND r.node = 'n1' AND r.record_type = 1"
         ),
         1
     );
@@ -74,7 +86,7 @@ async fn answers_leave_after_the_commit_and_a_takeover_after_kill_9_gives_the_sa
         (again.code(), again.text(38)),
         ("00".into(), approved.text(38))
     );
-    assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
+    assert_eq!(count(&url, PAYMENT_RECORDS), 1);
 
     // n1 dies; n2 takes every shard over once n1's lease expires, loads
     // them from PostgreSQL, and gives the same answers.
@@ -153,11 +165,16 @@ async fn a_fenced_batch_is_never_acknowledged_and_stops_the_node() {
     );
     assert!(raised >= 1);
     client.send_raw(&sale(&card(2), 600).encode()).await;
-    let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_or_close()).await;
-    assert!(
-        matches!(answer, Ok(None)),
-        "the fenced sale must get no answer, and the connection close: {answer:?}"
-    );
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.recv_or_close())
+        .await
+        .expect("an answer or a close within 5 s");
+    // The first fenced record is the card's counted attempt (the sale's
+    // own record comes after its count): its answer is never held for a
+    // fenced commit. The sale is answered 91 (its count never committed), or gets no
+    // answer as the node stops; never approved.
+    if let Some(r) = answer {
+        assert_eq!(r.code(), "91", "the fenced sale: {r:?}");
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while n1.running() {
         assert!(
@@ -166,7 +183,7 @@ async fn a_fenced_batch_is_never_acknowledged_and_stops_the_node() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
+    assert_eq!(count(&url, PAYMENT_RECORDS), 1);
     let log = std::fs::read_to_string(&n1.log).expect("log");
     assert!(log.contains("fenced"), "{log}");
     drop(pg);
@@ -332,7 +349,9 @@ async fn a_node_paused_past_its_lease_writes_nothing_after_the_takeover() {
     let paused_id = if owner == "n1" { "n1" } else { "n2" };
     let old_epoch = count(
         &url,
-        &format!("SELECT max(epoch) FROM cluster_records WHERE node = '{paused_id}'"),
+        &format!(
+            "SELECT max(epoch) FROM cluster_records WHERE node = '{paused_id}' AND record_type = 1"
+        ),
     );
 
     signal(&paused, "-STOP");
@@ -355,10 +374,11 @@ async fn a_node_paused_past_its_lease_writes_nothing_after_the_takeover() {
     // the survivor (which committed it), or its batch was fenced: no
     // answer, and it stopped. Never a write of its old epoch.
     let stale = format!(
-        "SELECT count(*) FROM cluster_records WHERE node = '{paused_id}' AND epoch = {old_epoch}"
+        "SELECT count(*) FROM cluster_records WHERE node = '{paused_id}' AND epoch = {old_epoch} \
+         AND record_type = 1"
     );
     assert_eq!(count(&url, &stale), 1, "a write of the old epoch landed");
-    let total = count(&url, "SELECT count(*) FROM cluster_records");
+    let total = count(&url, PAYMENT_RECORDS);
     match answer {
         Some(r) => {
             assert_eq!(r.code(), "00", "{r:?}");
@@ -767,4 +787,220 @@ fn a_cluster_node_without_postgresql_refuses_to_start() {
         stderr.contains("cluster mode needs archive.url = \"postgres://"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_cluster_node_without_a_shared_token_key_refuses_to_start() {
+    let dir = data_dir();
+    let config = cluster_config(
+        &dir,
+        "postgres://127.0.0.1:1/none",
+        "http://127.0.0.1:1",
+        "n1",
+    );
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replacen(TOKEN_KEY, "", 1)).expect("config");
+    let (mut command, _) = switch_command(&dir.join("data"));
+    let out = command
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("switch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cluster mode needs security.token_key_hex"),
+        "{stderr}"
+    );
+}
+
+/// Waits until every shard is owned, in etcd, by the node rendezvous
+/// hashing gives among `nodes` (no hand-over left in flight).
+async fn wait_desired(etcd: &EtcdServer, nodes: &[&str]) {
+    let names: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
+    let client =
+        cluster::etcd::Etcd::new(&[etcd.url().to_owned()], Duration::from_secs(1)).expect("client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = cluster::member::read_view(&client, "/switch/test", SHARDS)
+            .await
+            .expect("view");
+        let settled = (0..SHARDS).all(|s| {
+            let desired = cluster::assign::owner(cluster::assign::SALT_PAYMENT, s, &names);
+            view.owners.get(&s).map(|o| o.record.node_id.as_str()) == desired
+        });
+        if settled {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shards never settled on their desired owners"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The counted attempts (record type 3) after record `n_after`: their
+/// node and shard, in commit order, and the last `n`.
+fn counted_after(url: &str, n_after: i64) -> (Vec<(String, i32)>, i64) {
+    let url = url.to_owned();
+    off_runtime(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let rows = db
+            .query(
+                "SELECT node, shard, n FROM cluster_records WHERE record_type = 3 AND n > $1 \
+                 ORDER BY n",
+                &[&n_after],
+            )
+            .expect("counted attempts");
+        let last = rows.last().map_or(n_after, |r| r.get(2));
+        (rows.iter().map(|r| (r.get(0), r.get(1))).collect(), last)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_velocity_is_exact_across_three_nodes_and_the_kill_of_the_cards_counting_node() {
+    let (etcd, pg, url) = services("cluster_velocity");
+    let dir = data_dir();
+    let names = ["n1", "n2", "n3"];
+    let owned: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    // One merchant whose shard each node owns.
+    let mut merchants = Vec::new();
+    for node in names {
+        let id = (0..10_000)
+            .map(|k| format!("VELO{k:011}"))
+            .find(|id| {
+                let shard = cluster::assign::shard_of_merchant(id.as_bytes(), SHARDS);
+                cluster::assign::owner(cluster::assign::SALT_PAYMENT, shard, &owned) == Some(node)
+            })
+            .expect("a merchant of each node");
+        merchants.push(id);
+    }
+    let extra: String = merchants
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "[[merchants]]\nid = \"{id}\"\nname = \"Velocity {i}\"\n\
+                 terminals = [\"VELT000{i}\"]\ncurrencies = [978]\nover_capture_pct = 0\n\
+                 refunds_allowed = true\nmoto_allowed = true\nhold_period_h = 168\n\n"
+            )
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    let mut clients = Vec::new();
+    for name in names {
+        let config = cluster_config_with(&dir, &url, etcd.url(), name, &extra);
+        let data = dir.join(format!("data-{name}"));
+        let launch = Launch {
+            dir: &data,
+            config: Some(&config),
+            logs: &dir,
+            log_level: "info",
+        };
+        let (p, c) = launch.start(name).await;
+        nodes.push(p);
+        clients.push(c);
+    }
+    wait_desired(&etcd, &names).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut served = 0.0;
+        for n in &nodes {
+            served += n.metric("switch_cluster_served_shards").await;
+        }
+        if served == f64::from(SHARDS) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "served {served}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Attempt at merchant `m` (owned by node m).
+    let at = |pan: &str, m: usize, amount: u64| {
+        preauth(pan, amount)
+            .set(41, format!("VELT000{m}"))
+            .set(42, merchants[m].clone())
+    };
+
+    // One card, five attempts at the three nodes' merchants, each entering
+    // through another node than the merchant's owner: all approved. The
+    // sixth and later ones within 60 s: 65, whichever node decides them.
+    let first = card(4_242);
+    for i in 0..5 {
+        let r = clients[(i + 1) % 3]
+            .call(&at(&first, i % 3, 100 + i as u64))
+            .await;
+        assert_eq!(r.code(), "00", "attempt {}: {r:?}", i + 1);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let r = client.call(&at(&first, (i + 2) % 3, 200 + i as u64)).await;
+        assert_eq!(r.code(), "65", "attempt {} at node {i}: {r:?}", 6 + i);
+    }
+    // Each attempt counted once, all by one node, in the card's shard.
+    let (counted, last) = counted_after(&url, 0);
+    assert_eq!(counted.len(), 8, "{counted:?}");
+    assert!(counted.iter().all(|c| *c == counted[0]), "{counted:?}");
+
+    // A second card: three attempts, then its counting node is killed.
+    let second = card(4_243);
+    for (i, client) in clients.iter_mut().enumerate() {
+        let r = client.call(&at(&second, (i + 1) % 3, 300 + i as u64)).await;
+        assert_eq!(r.code(), "00", "second card, attempt {}: {r:?}", i + 1);
+    }
+    let (counted2, _) = counted_after(&url, last);
+    assert_eq!(counted2.len(), 3, "{counted2:?}");
+    assert!(counted2.iter().all(|c| *c == counted2[0]), "{counted2:?}");
+    let counter = &counted2[0].0;
+    let dead = names
+        .iter()
+        .position(|n| n == counter)
+        .expect("a node counts");
+    nodes[dead].kill9();
+    let killed = std::time::Instant::now();
+    let alive: Vec<usize> = (0..3).filter(|i| *i != dead).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut served = 0.0;
+        for i in &alive {
+            served += nodes[*i].metric("switch_cluster_served_shards").await;
+        }
+        if served == f64::from(SHARDS) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "served {served}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "the survivors served every shard {:?} after the kill of {counter}",
+        killed.elapsed()
+    );
+    // The new counting node rebuilt the card's three attempts: two more
+    // are approved, the sixth is declined, through either survivor and at
+    // every merchant (the dead node's too).
+    let (a, b) = (alive[0], alive[1]);
+    let r4 = clients[a].call(&at(&second, dead, 400)).await;
+    assert_eq!(r4.code(), "00", "second card, attempt 4: {r4:?}");
+    let r5 = clients[b].call(&at(&second, a, 401)).await;
+    assert_eq!(r5.code(), "00", "second card, attempt 5: {r5:?}");
+    let r6 = clients[a].call(&at(&second, b, 402)).await;
+    assert_eq!(r6.code(), "65", "second card, attempt 6: {r6:?}");
+    // Counts equal the committed attempts: six of the second card, in
+    // its shard, three by the dead node and three by its successor.
+    let (counted2, _) = counted_after(&url, last);
+    assert_eq!(counted2.len(), 6, "{counted2:?}");
+    assert!(
+        counted2.iter().all(|c| c.1 == counted2[0].1),
+        "{counted2:?}"
+    );
+    assert!(
+        counted2[3..].iter().all(|c| c.0 != *counter),
+        "{counted2:?}"
+    );
+    // The first card is still over its limit wherever it is counted now.
+    let again = clients[b].call(&at(&first, dead, 403)).await;
+    assert_eq!(again.code(), "65", "first card after the kill: {again:?}");
+    drop((nodes, pg, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
 }

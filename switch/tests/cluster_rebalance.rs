@@ -181,7 +181,7 @@ async fn repeats_agree(addrs: &[SocketAddr], answered: &[Answered]) {
 /// committed twice.
 fn each_change_once(url: &str, answered: &[Answered]) {
     assert_eq!(
-        count(url, "SELECT count(*) FROM cluster_records"),
+        count(url, PAYMENT_RECORDS),
         answered.len() as i64,
         "records against approved changes"
     );
@@ -556,7 +556,7 @@ async fn switch_cluster_drain_moves_every_shard_off_a_running_node_until_undone(
     wait_settled(etcd.url(), &[("n1", &n1), ("n2", &n2)]).await;
     let answer = readyz(n2.http).await.expect("n2 runs");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert_eq!(count(&url, "SELECT count(*) FROM cluster_records"), 1);
+    assert_eq!(count(&url, PAYMENT_RECORDS), 1);
     drop((n1, n2, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use engine::upstream::ForwardRef;
+use engine::velocity::VelocityAsk;
 
 use bytes::BytesMut;
 use codecs::card::Pan;
@@ -122,6 +123,7 @@ impl Wire for IsoWire {
                         spawn_deferred(
                             sh.node.clone(),
                             sh.metrics.clone(),
+                            sh.router.clone(),
                             deferred,
                             reply,
                             later.clone(),
@@ -254,7 +256,10 @@ pub(crate) fn handle(
             Ok(Some(req)) => {
                 decision = Some(decision_of(&req));
                 let reply = node.apply_message(req);
-                if matches!(reply.wait, Wait::Upstream(_) | Wait::Joined(_)) {
+                if matches!(
+                    reply.wait,
+                    Wait::Upstream(_) | Wait::Joined(_) | Wait::Velocity { .. }
+                ) {
                     return Ok(Handled::Later(reply));
                 }
                 reply
@@ -588,36 +593,51 @@ pub(crate) struct Deferred {
 }
 
 /// Finishes a message the engine deferred (`reply.wait` is
-/// [`Wait::Upstream`] or [`Wait::Joined`]) on a task of its own, and sends
-/// the terminal's answer to `later`.
+/// [`Wait::Upstream`], [`Wait::Joined`] or [`Wait::Velocity`]) on a task
+/// of its own, and sends the terminal's answer to `later`.
 pub(crate) fn spawn_deferred(
     node: Arc<Node>,
     metrics: Arc<crate::metrics::Metrics>,
+    router: Option<Arc<crate::cluster_link::Router>>,
     deferred: Deferred,
     reply: Reply,
     later: crate::net::Later,
 ) {
     tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        let reply = complete(&node, &deferred, reply).await;
-        let answer = encode_answer(&deferred, &reply);
-        if let Some((_, mti)) = &answer {
-            metrics.answered(*mti, reply.code, started);
-        }
-        if let Ok((msg, None)) = Message::decode_lenient(deferred.profile, &deferred.body) {
-            if let Some(req) = to_request(&msg).ok().flatten().filter(|_| !reply.again) {
-                crate::business::record(&Decision {
-                    code: reply.code,
-                    ..decision_of(&req)
-                });
-            }
-        }
+        let (answer, seq) =
+            answer_deferred(&node, &metrics, router.as_deref(), &deferred, reply).await;
         // Always one send per deferred request (empty when no answer can
         // be written), so the connection's count of them stays true. The
         // connection may have gone meanwhile: then nobody waits.
-        let answer = answer.map(|(a, _)| a).unwrap_or_default();
-        let _ = later.send((answer, reply.wait.journal_seq()));
+        let _ = later.send((answer, seq));
     });
+}
+
+/// A deferred message's framed answer (empty when none can be written)
+/// and the journal sequence it waits for, counted in the metrics.
+pub(crate) async fn answer_deferred(
+    node: &Node,
+    metrics: &crate::metrics::Metrics,
+    router: Option<&crate::cluster_link::Router>,
+    deferred: &Deferred,
+    reply: Reply,
+) -> (Vec<u8>, u64) {
+    let started = std::time::Instant::now();
+    let reply = complete(node, router, deferred, reply).await;
+    let answer = encode_answer(deferred, &reply);
+    if let Some((_, mti)) = &answer {
+        metrics.answered(*mti, reply.code, started);
+    }
+    if let Ok((msg, None)) = Message::decode_lenient(deferred.profile, &deferred.body) {
+        if let Some(req) = to_request(&msg).ok().flatten().filter(|_| !reply.again) {
+            crate::business::record(&Decision {
+                code: reply.code,
+                ..decision_of(&req)
+            });
+        }
+    }
+    let answer = answer.map(|(a, _)| a).unwrap_or_default();
+    (answer, reply.wait.journal_seq())
 }
 
 /// Sends a request of a shard this node does not serve over its owner's
@@ -636,7 +656,10 @@ fn spawn_linked(
         let deadline = started + crate::cluster_link::OWNER_WAIT;
         // Until the deadline: a request not sent (the owner's link down,
         // a dead owner etcd still names) is routed again.
-        while let Some(link) = router.link_of(shard, deadline).await {
+        while let Some(link) = router
+            .link_of(shard, deadline, crate::cluster_link::Kind::Request)
+            .await
+        {
             match link.call(body.clone()).await {
                 crate::cluster_link::LinkOutcome::Answered(answer) => {
                     metrics::histogram!("switch_cluster_forwarded_seconds", "outcome" => "answered")
@@ -675,7 +698,20 @@ fn spawn_linked(
         drop(admitted);
         let seq = match handled {
             Ok(Handled::Now(seq)) => seq,
-            Ok(Handled::Later(_)) | Err(_) => {
+            Ok(Handled::Later(reply)) => {
+                let deferred = Deferred {
+                    body,
+                    tpdu: None,
+                    profile: shared.profile,
+                    framing: shared.framing,
+                };
+                let node = &shared.node;
+                let answered =
+                    answer_deferred(node, &shared.metrics, Some(&router), &deferred, reply).await;
+                let _ = later.send(answered);
+                return;
+            }
+            Err(_) => {
                 out.clear();
                 0
             }
@@ -724,8 +760,15 @@ fn encode_answer(d: &Deferred, reply: &Reply) -> Option<(Vec<u8>, Mti)> {
     Some((out.into(), msg.mti()))
 }
 
-/// The final reply of a deferred message.
-async fn complete(node: &Node, d: &Deferred, mut reply: Reply) -> Reply {
+/// The final reply of a deferred message. A card is asked for at most
+/// once per message (a second [`Wait::Velocity`] is answered 91).
+async fn complete(
+    node: &Node,
+    router: Option<&crate::cluster_link::Router>,
+    d: &Deferred,
+    mut reply: Reply,
+) -> Reply {
+    let mut asked = false;
     let join_deadline = tokio::time::Instant::now()
         + node
             .forwarder
@@ -736,6 +779,33 @@ async fn complete(node: &Node, d: &Deferred, mut reply: Reply) -> Reply {
     loop {
         match reply.wait {
             Wait::Upstream(f) => return forward(node, d, f, reply).await,
+            Wait::Velocity {
+                token,
+                declined_before,
+            } => {
+                let Ok(msg) = Message::decode(d.profile, &d.body) else {
+                    return Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    };
+                };
+                let req = to_request(&msg).ok().flatten();
+                let ask = req.and_then(|r| VelocityAsk::new(&r, token, declined_before));
+                let verdict = match (router.filter(|_| !asked), ask) {
+                    (Some(router), Some(ask)) => router.ask_velocity(node, &ask).await,
+                    _ => None,
+                };
+                asked = true;
+                reply = match (verdict, req) {
+                    (Some(card), Some(req)) => node.apply_message_counted(req, card),
+                    // Not counted, or not in time: never approved without
+                    // its count, and nothing is remembered.
+                    _ => Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    },
+                };
+            }
             Wait::Joined(_) => {
                 if tokio::time::Instant::now() >= join_deadline {
                     return Reply {

@@ -20,6 +20,14 @@ pub const SHARDS: u32 = 16;
 /// again (the same message, a repeat) through another node.
 pub const RECONNECTS_PER_REQUEST_MAX: usize = 6;
 
+/// Every node's card-token key (cluster mode needs one, the same on every
+/// node).
+pub const TOKEN_KEY: &str = "[security]\ntoken_key_hex = \
+     \"7b1e5d0c3a9f4e2b8c6d1a0f5e3b9c7d2a4f6e8b0c1d3e5f7a9b2c4d6e8f0a1b\"\n";
+
+/// Payment records (type 1; counted card attempts are type 3).
+pub const PAYMENT_RECORDS: &str = "SELECT count(*) FROM cluster_records WHERE record_type = 1";
+
 /// The embedded default with archive `url` and a `[cluster]` section for
 /// node `node_id` on `etcd`, plus `extra` (more merchants) at the end.
 pub fn cluster_config_with(
@@ -40,7 +48,7 @@ pub fn cluster_config_with(
          etcd_prefix = \"/switch/test\"\nshard_count = {SHARDS}\nlink_addr = \"127.0.0.1:{link}\"\n"
     );
     let path = dir.join(format!("{node_id}.toml"));
-    std::fs::write(&path, format!("{base}{section}{extra}")).expect("config");
+    std::fs::write(&path, format!("{base}\n{TOKEN_KEY}{section}{extra}")).expect("config");
     path
 }
 
@@ -104,7 +112,10 @@ pub fn payments(url: &str) -> std::collections::BTreeMap<u64, engine::lifecycle:
     let url = url.to_owned();
     let rows: Vec<Vec<u8>> = off_runtime(move || {
         let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        db.query("SELECT payload FROM cluster_records ORDER BY n", &[])
+        db.query(
+            "SELECT payload FROM cluster_records WHERE record_type = 1 ORDER BY n",
+            &[],
+        )
             .expect("records")
             .iter()
             .map(|r| r.get(0))

@@ -1,0 +1,187 @@
+//! Card velocity counted at another place than the payment (cluster mode,
+//! `docs/cluster.md` "Velocity across nodes"): the node deciding a
+//! payment asks the node that counts the card ([`crate::Wait::Velocity`]),
+//! which counts it ([`crate::Command::Velocity`]) and records the attempt
+//! ([`RECORD_VELOCITY`]) so that the card's next counting node rebuilds
+//! its counts by replaying the records; the asking node then goes on with
+//! the verdict ([`crate::Command::Resume`], [`crate::Fetched::velocity`]).
+//! On one node nothing here runs: the card is counted in the risk stage.
+//!
+//! An ask, on the wire and in the record (big endian):
+//!
+//! ```text
+//! token 32 | merchant id 15 | terminal id 8 | amount_minor u64 | currency u16
+//! | channel u8 (F25) | declined_before u8 (0/1)
+//! ```
+//!
+//! The record adds the counting node's `at_ms` (u64) after it.
+
+use crate::code::Code;
+use crate::command::{Channel, Reply, Wait};
+use crate::engine::Engine;
+
+/// Record type of a counted attempt (payment records are 1, forwards 2).
+pub const RECORD_VELOCITY: u8 = 3;
+/// Bytes of an encoded [`VelocityAsk`].
+pub const VELOCITY_ASK_BYTES: usize = 32 + 15 + 8 + 8 + 2 + 1 + 1;
+/// Bytes of a [`RECORD_VELOCITY`] payload: the ask and when it was counted.
+pub const VELOCITY_RECORD_BYTES: usize = VELOCITY_ASK_BYTES + 8;
+
+/// What the counting node needs to count one authorization attempt of a
+/// card: the card's token (never the PAN), what the policy's limits are
+/// chosen by, the amount, and whether a rule before velocity declined
+/// (amounts then do not count, as on one node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VelocityAsk {
+    /// The card's keyed token.
+    pub token: [u8; 32],
+    /// F42: the merchant's limits apply.
+    pub merchant_id: [u8; 15],
+    /// F41: the terminal's limits apply.
+    pub terminal_id: [u8; 8],
+    /// F4.
+    pub amount_minor: u64,
+    /// F49.
+    pub currency: u16,
+    /// F25.
+    pub channel: Channel,
+    /// A block list, amount limit or SCA rule declined the attempt.
+    pub declined_before: bool,
+}
+
+impl VelocityAsk {
+    /// The ask for authorization `req` whose engine replied
+    /// [`Wait::Velocity`] with `token` and `declined_before`; `None` when
+    /// its F42 is not 15 bytes (the engine validated it, so never).
+    pub fn new(
+        req: &crate::command::Request<'_>,
+        token: [u8; 32],
+        declined_before: bool,
+    ) -> Option<VelocityAsk> {
+        Some(VelocityAsk {
+            token,
+            merchant_id: req.merchant_id.try_into().ok()?,
+            terminal_id: req.terminal_id,
+            amount_minor: req.amount_minor,
+            currency: req.currency,
+            channel: req.channel,
+            declined_before,
+        })
+    }
+
+    /// The ask's bytes.
+    pub fn to_bytes(&self) -> [u8; VELOCITY_ASK_BYTES] {
+        let mut out = [0; VELOCITY_ASK_BYTES];
+        out[..32].copy_from_slice(&self.token);
+        out[32..47].copy_from_slice(&self.merchant_id);
+        out[47..55].copy_from_slice(&self.terminal_id);
+        out[55..63].copy_from_slice(&self.amount_minor.to_be_bytes());
+        out[63..65].copy_from_slice(&self.currency.to_be_bytes());
+        out[65] = self.channel.code();
+        out[66] = u8::from(self.declined_before);
+        out
+    }
+
+    /// Reads [`VelocityAsk::to_bytes`]; `None` for another length or a
+    /// byte it never writes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<VelocityAsk> {
+        let b: &[u8; VELOCITY_ASK_BYTES] = bytes.try_into().ok()?;
+        let channel = match b[65] {
+            0 => Channel::CardPresent,
+            8 => Channel::MoTo,
+            59 => Channel::Ecommerce,
+            99 => Channel::Other,
+            _ => return None,
+        };
+        let declined_before = match b[66] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        Some(VelocityAsk {
+            token: b[..32].try_into().ok()?,
+            merchant_id: b[32..47].try_into().ok()?,
+            terminal_id: b[47..55].try_into().ok()?,
+            amount_minor: u64::from_be_bytes(b[55..63].try_into().ok()?),
+            currency: u16::from_be_bytes(b[63..65].try_into().ok()?),
+            channel,
+            declined_before,
+        })
+    }
+}
+
+/// A [`RECORD_VELOCITY`] payload: the ask and when it was counted.
+fn encode_record(ask: &VelocityAsk, at_ms: u64) -> [u8; VELOCITY_RECORD_BYTES] {
+    let mut out = [0; VELOCITY_RECORD_BYTES];
+    out[..VELOCITY_ASK_BYTES].copy_from_slice(&ask.to_bytes());
+    out[VELOCITY_ASK_BYTES..].copy_from_slice(&at_ms.to_be_bytes());
+    out
+}
+
+/// Reads a [`RECORD_VELOCITY`] payload.
+pub fn decode_record(payload: &[u8]) -> Option<(VelocityAsk, u64)> {
+    if payload.len() != VELOCITY_RECORD_BYTES {
+        return None;
+    }
+    let (ask, at) = payload.split_at(VELOCITY_ASK_BYTES);
+    let ask = VelocityAsk::from_bytes(ask)?;
+    Some((ask, u64::from_be_bytes(at.try_into().ok()?)))
+}
+
+impl Engine {
+    /// Counts the card at `now_ms` (this node counts it) and records the
+    /// attempt; the reply carries the verdict and waits for the record.
+    /// When the record cannot be taken the attempt stays counted here
+    /// (conservative) and the reply is the journal's code, no verdict.
+    pub(crate) fn count_velocity(&self, ask: &VelocityAsk, now_ms: u64) -> Reply {
+        let card = self.risk.count_card(ask, now_ms);
+        let recorded = if self.journal.keeps_records() {
+            self.journal
+                .append(RECORD_VELOCITY, &encode_record(ask, now_ms))
+        } else {
+            Ok(0)
+        };
+        match recorded {
+            Ok(seq) => Reply {
+                wait: Wait::Counted { seq, card },
+                record_seq: seq,
+                ..Reply::of(Code::APPROVED, [b'0'; 12])
+            },
+            Err(code) => Reply::of(code, [b'0'; 12]),
+        }
+    }
+
+    /// Counts a recorded attempt again, at the time it was counted (a
+    /// takeover rebuilds the card's counts).
+    pub(crate) fn replay_velocity(&self, ask: &VelocityAsk, at_ms: u64) {
+        let _ = self.risk.count_card(ask, at_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks_and_records_round_trip_and_bad_bytes_are_refused() {
+        let ask = VelocityAsk {
+            token: [7; 32],
+            merchant_id: *b"MERCHANT0000001",
+            terminal_id: *b"TERM0001",
+            amount_minor: 12_345,
+            currency: 978,
+            channel: Channel::MoTo,
+            declined_before: true,
+        };
+        assert_eq!(VelocityAsk::from_bytes(&ask.to_bytes()), Some(ask));
+        let record = encode_record(&ask, 1_700_000_000_123);
+        assert_eq!(decode_record(&record), Some((ask, 1_700_000_000_123)));
+        assert_eq!(decode_record(&record[1..]), None);
+        let mut bad = ask.to_bytes();
+        bad[65] = 7;
+        assert_eq!(VelocityAsk::from_bytes(&bad), None);
+        bad[65] = 8;
+        bad[66] = 2;
+        assert_eq!(VelocityAsk::from_bytes(&bad), None);
+    }
+}
