@@ -39,7 +39,8 @@ const CLUSTER_LOAD_BUCKETS_S: [f64; 12] = [
 
 /// Buckets of `switch_cluster_forwarded_seconds`: a linked request from
 /// the entry node's send to its answer, 100 µs to the 5 s owner wait plus
-/// the 2 s link timeout.
+/// the 2 s link timeout; and of `switch_cluster_velocity_ask_seconds`
+/// (at most 1.5 s).
 const CLUSTER_FORWARDED_BUCKETS_S: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 2.5, 7.5,
 ];
@@ -85,6 +86,12 @@ pub(crate) fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("switch_cluster_forwarded_seconds".into()),
+                        &CLUSTER_FORWARDED_BUCKETS_S,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switch_cluster_velocity_ask_seconds".into()),
                         &CLUSTER_FORWARDED_BUCKETS_S,
                     )
                 })

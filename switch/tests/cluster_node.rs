@@ -942,6 +942,18 @@ async fn card_velocity_is_exact_across_three_nodes_and_the_kill_of_the_cards_cou
     let (counted, last) = counted_after(&url, 0);
     assert_eq!(counted.len(), 8, "{counted:?}");
     assert!(counted.iter().all(|c| *c == counted[0]), "{counted:?}");
+    // Asked over a link by the two other nodes' merchants (at least five
+    // of eight), with no hop at the counting node's own (at least two).
+    let (mut linked, mut here) = (0.0, 0.0);
+    for n in &nodes {
+        linked += n
+            .metric("switch_cluster_velocity_asks_total{outcome=\"answered\"}")
+            .await;
+        here += n
+            .metric("switch_cluster_velocity_asks_total{outcome=\"here\"}")
+            .await;
+    }
+    assert!(linked >= 5.0 && here >= 2.0, "linked {linked}, here {here}");
 
     // A second card: three attempts, then its counting node is killed.
     let second = card(4_243);
