@@ -82,9 +82,9 @@ impl Engine {
             return Ok(());
         }
         if record_type == crate::velocity::RECORD_VELOCITY {
-            let (ask, at_ms) = crate::velocity::decode_record(payload)
+            let (ask, at_ms, recorded) = crate::velocity::decode_record(payload)
                 .ok_or(DecodeError("velocity record: length or byte"))?;
-            self.replay_velocity(&ask, at_ms);
+            self.replay_velocity(&ask, at_ms, recorded);
             return Ok(());
         }
         let mut rec = record::decode(payload)?;

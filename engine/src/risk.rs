@@ -185,8 +185,28 @@ impl RiskStage {
         &self,
         ask: &crate::velocity::VelocityAsk,
         now_ms: u64,
-    ) -> risk::CardVerdict {
-        let context = risk::Context {
+    ) -> risk::CardCount {
+        let context = Self::ask_context(ask);
+        let policy = self.policy.load();
+        risk::count_card(&policy, &self.state, &context, ask.declined_before, now_ms)
+    }
+
+    /// Records again an attempt counted here or by the card's previous
+    /// counting node (`recorded`: the keys that took it).
+    pub(crate) fn recount_card(
+        &self,
+        ask: &crate::velocity::VelocityAsk,
+        at_ms: u64,
+        recorded: u8,
+    ) {
+        let context = Self::ask_context(ask);
+        let policy = self.policy.load();
+        risk::recount_card(&policy, &self.state, &context, recorded, at_ms);
+    }
+
+    /// The risk crate's context of an ask.
+    fn ask_context(ask: &crate::velocity::VelocityAsk) -> risk::Context<'_> {
+        risk::Context {
             kind: risk::MessageKind::Authorization,
             amount_minor: ask.amount_minor,
             currency: ask.currency,
@@ -197,9 +217,7 @@ impl RiskStage {
             terminal_id: std::str::from_utf8(&ask.terminal_id).unwrap_or_default(),
             channel: channel(ask.channel),
             eci: None,
-        };
-        let policy = self.policy.load();
-        risk::count_card(&policy, &self.state, &context, ask.declined_before, now_ms)
+        }
     }
 }
 

@@ -14,7 +14,8 @@
 //! | channel u8 (F25) | declined_before u8 (0/1)
 //! ```
 //!
-//! The record adds the counting node's `at_ms` (u64) after it.
+//! The record adds the counting node's `at_ms` (u64) and which keys took
+//! the attempt (u8, `risk::CardCount::recorded`) after it.
 
 use crate::code::Code;
 use crate::command::{Channel, Reply, Wait};
@@ -24,8 +25,9 @@ use crate::engine::Engine;
 pub const RECORD_VELOCITY: u8 = 3;
 /// Bytes of an encoded [`VelocityAsk`].
 pub const VELOCITY_ASK_BYTES: usize = 32 + 15 + 8 + 8 + 2 + 1 + 1;
-/// Bytes of a [`RECORD_VELOCITY`] payload: the ask and when it was counted.
-pub const VELOCITY_RECORD_BYTES: usize = VELOCITY_ASK_BYTES + 8;
+/// Bytes of a [`RECORD_VELOCITY`] payload: the ask, when it was counted,
+/// and which keys took it.
+pub const VELOCITY_RECORD_BYTES: usize = VELOCITY_ASK_BYTES + 8 + 1;
 
 /// What the counting node needs to count one authorization attempt of a
 /// card: the card's token (never the PAN), what the policy's limits are
@@ -110,22 +112,25 @@ impl VelocityAsk {
     }
 }
 
-/// A [`RECORD_VELOCITY`] payload: the ask and when it was counted.
-fn encode_record(ask: &VelocityAsk, at_ms: u64) -> [u8; VELOCITY_RECORD_BYTES] {
+/// A [`RECORD_VELOCITY`] payload: the ask, when it was counted, and which
+/// keys took it.
+fn encode_record(ask: &VelocityAsk, at_ms: u64, recorded: u8) -> [u8; VELOCITY_RECORD_BYTES] {
     let mut out = [0; VELOCITY_RECORD_BYTES];
     out[..VELOCITY_ASK_BYTES].copy_from_slice(&ask.to_bytes());
-    out[VELOCITY_ASK_BYTES..].copy_from_slice(&at_ms.to_be_bytes());
+    out[VELOCITY_ASK_BYTES..VELOCITY_ASK_BYTES + 8].copy_from_slice(&at_ms.to_be_bytes());
+    out[VELOCITY_ASK_BYTES + 8] = recorded;
     out
 }
 
-/// Reads a [`RECORD_VELOCITY`] payload.
-pub fn decode_record(payload: &[u8]) -> Option<(VelocityAsk, u64)> {
+/// Reads a [`RECORD_VELOCITY`] payload: the ask, `at_ms`, the keys.
+pub fn decode_record(payload: &[u8]) -> Option<(VelocityAsk, u64, u8)> {
     if payload.len() != VELOCITY_RECORD_BYTES {
         return None;
     }
-    let (ask, at) = payload.split_at(VELOCITY_ASK_BYTES);
+    let (ask, rest) = payload.split_at(VELOCITY_ASK_BYTES);
     let ask = VelocityAsk::from_bytes(ask)?;
-    Some((ask, u64::from_be_bytes(at.try_into().ok()?)))
+    let at_ms = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    Some((ask, at_ms, *rest.get(8)?))
 }
 
 impl Engine {
@@ -134,16 +139,19 @@ impl Engine {
     /// When the record cannot be taken the attempt stays counted here
     /// (conservative) and the reply is the journal's code, no verdict.
     pub(crate) fn count_velocity(&self, ask: &VelocityAsk, now_ms: u64) -> Reply {
-        let card = self.risk.count_card(ask, now_ms);
+        let counted = self.risk.count_card(ask, now_ms);
         let recorded = if self.journal.keeps_records() {
-            self.journal
-                .append(RECORD_VELOCITY, &encode_record(ask, now_ms))
+            let record = encode_record(ask, now_ms, counted.recorded);
+            self.journal.append(RECORD_VELOCITY, &record)
         } else {
             Ok(0)
         };
         match recorded {
             Ok(seq) => Reply {
-                wait: Wait::Counted { seq, card },
+                wait: Wait::Counted {
+                    seq,
+                    card: counted.verdict,
+                },
                 record_seq: seq,
                 ..Reply::of(Code::APPROVED, [b'0'; 12])
             },
@@ -151,10 +159,10 @@ impl Engine {
         }
     }
 
-    /// Counts a recorded attempt again, at the time it was counted (a
-    /// takeover rebuilds the card's counts).
-    pub(crate) fn replay_velocity(&self, ask: &VelocityAsk, at_ms: u64) {
-        let _ = self.risk.count_card(ask, at_ms);
+    /// Records a counted attempt again under the keys that took it, at
+    /// the time it was counted (a takeover rebuilds the card's counts).
+    pub(crate) fn replay_velocity(&self, ask: &VelocityAsk, at_ms: u64, recorded: u8) {
+        self.risk.recount_card(ask, at_ms, recorded);
     }
 }
 
@@ -174,8 +182,8 @@ mod tests {
             declined_before: true,
         };
         assert_eq!(VelocityAsk::from_bytes(&ask.to_bytes()), Some(ask));
-        let record = encode_record(&ask, 1_700_000_000_123);
-        assert_eq!(decode_record(&record), Some((ask, 1_700_000_000_123)));
+        let record = encode_record(&ask, 1_700_000_000_123, 5);
+        assert_eq!(decode_record(&record), Some((ask, 1_700_000_000_123, 5)));
         assert_eq!(decode_record(&record[1..]), None);
         let mut bad = ask.to_bytes();
         bad[65] = 7;

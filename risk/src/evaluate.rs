@@ -136,8 +136,8 @@ pub fn count_card(
     context: &Context<'_>,
     declined_before: bool,
     now_ms: u64,
-) -> CardVerdict {
-    let mut out = CardVerdict::default();
+) -> CardCount {
+    let mut out = CardCount::default();
     if context.kind != MessageKind::Authorization {
         return out;
     }
@@ -159,10 +159,74 @@ pub fn count_card(
             amount_minor,
             now_ms,
         );
-        out.exceeded[i] = checked.exceeded;
-        out.watched[i] = checked.watched;
+        out.verdict.exceeded[i] = checked.exceeded;
+        out.verdict.watched[i] = checked.watched;
+        out.recorded |= CardCount::COUNT_BITS[i];
+        if checked.amount_counted {
+            out.recorded |= CardCount::AMOUNT_BITS[i];
+        }
     }
     out
+}
+
+/// What [`count_card`] found and what it recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CardCount {
+    /// The verdict, for the node deciding the payment.
+    pub verdict: CardVerdict,
+    /// Which keys took the attempt ([`CardCount::COUNT_BITS`],
+    /// [`CardCount::AMOUNT_BITS`]): kept with the attempt, so that
+    /// [`recount_card`] records exactly these again, whatever the counts
+    /// it replays over.
+    pub recorded: u8,
+}
+
+impl CardCount {
+    /// The count key took it: [all channels, MO/TO].
+    pub const COUNT_BITS: [u8; 2] = [1, 2];
+    /// The amount key took it: [all channels, MO/TO].
+    pub const AMOUNT_BITS: [u8; 2] = [4, 8];
+}
+
+/// Records again an attempt [`count_card`] recorded (`recorded`, its
+/// [`CardCount::recorded`]) at its `at_ms`, checking no limit: a new
+/// counting node rebuilds the card's counts from the attempts kept. Over
+/// counts it already held it only adds (never fewer than the attempts).
+pub fn recount_card(
+    policy: &Policy,
+    state: &RiskState,
+    context: &Context<'_>,
+    recorded: u8,
+    at_ms: u64,
+) {
+    let (rules, _) = policy.rules_for(context.merchant_id, context.terminal_id);
+    for (i, subject) in [Subject::Card, Subject::CardMoto].into_iter().enumerate() {
+        if recorded & CardCount::COUNT_BITS[i] == 0 {
+            continue;
+        }
+        let limits = &rules.velocity[subject as usize];
+        let key = card_key(context, subject);
+        let need = Need {
+            windows: limits.count_max.map(|max| max.is_some()),
+            amounts: false,
+        };
+        state
+            .cards
+            .observe_hashed(&key, key.hash64(), at_ms, 0, need);
+        if recorded & CardCount::AMOUNT_BITS[i] != 0 {
+            let amount_key = Key {
+                currency: context.currency,
+                ..key
+            };
+            let need = Need {
+                windows: [true; 3],
+                amounts: true,
+            };
+            state
+                .cards
+                .observe(&amount_key, at_ms, context.amount_minor, need);
+        }
+    }
 }
 
 /// [`evaluate`], with the card's counts done elsewhere ([`count_card`])
@@ -357,6 +421,8 @@ struct Checked {
     exceeded: Option<Reason>,
     /// Whether the count key is marked (watch list).
     watched: bool,
+    /// Whether the amount was recorded under the amount key.
+    amount_counted: bool,
 }
 
 /// Records the attempt under the subject's count key and, if the policy
@@ -378,6 +444,7 @@ fn check(
     let mut checked = Checked {
         exceeded: None,
         watched: counts.marked,
+        amount_counted: false,
     };
     let over_count = (0..3).find(|&w| limits.count_max[w].is_some_and(|max| counts.count[w] > max));
     if let Some(window) = over_count {
@@ -403,6 +470,7 @@ fn check(
         amounts: true,
     };
     let amounts: Totals = table.observe(&amount_key, now_ms, amount_minor, need);
+    checked.amount_counted = true;
     let over_amount = (0..3).find(|&w| maxes[w].is_some_and(|max| amounts.amount_minor[w] > max));
     checked.exceeded = over_amount.map(|window| Reason::AMOUNT_WINDOWS[window]);
     checked

@@ -56,7 +56,8 @@ pub use decision::{
 };
 pub use error::{PolicyError, WatchListFull};
 pub use evaluate::{
-    count_card, declined_before_velocity, evaluate, evaluate_with_card, CardVerdict,
+    count_card, declined_before_velocity, evaluate, evaluate_with_card, recount_card, CardCount,
+    CardVerdict,
 };
 pub use policy::{Policy, DEFAULT_POLICY_TOML, POLICY_BYTES_MAX};
 pub use state::{

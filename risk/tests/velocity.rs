@@ -383,21 +383,27 @@ fn the_card_counted_elsewhere_decides_as_one_evaluation() {
     let pans = [CLEAN_PAN, "5555555555554444", BLOCKED_PAN];
     let mut seed: u64 = 7;
     let mut declined = 0;
-    for n in 0..400_u64 {
+    let mut kept = Vec::new();
+    let mut attempt = || {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let pick = (seed >> 33) as usize;
-        let context = Context {
+        Context {
             amount_minor: [500, 3_000, 9_000][pick % 3],
             currency: [978, 752][(pick / 3) % 2],
             channel: [Channel::CardPresent, Channel::MoTo][(pick / 6) % 2],
             terminal_id: ["T1", "T2"][(pick / 12) % 2],
             merchant_id: [MERCHANT_1, MERCHANT_2][(pick / 24) % 2],
             ..auth(pans[(pick / 48) % 3])
-        };
+        }
+    };
+    for n in 0..400_u64 {
+        let context = attempt();
         let now_ms = T0 + n * 7_000;
         let whole = evaluate(&policy, &one, &context, now_ms);
         let before = risk::declined_before_velocity(&policy, &context);
-        let card = risk::count_card(&policy, &there, &context, before, now_ms);
+        let counted = risk::count_card(&policy, &there, &context, before, now_ms);
+        kept.push((context, counted.recorded, now_ms));
+        let card = counted.verdict;
         let card = risk::CardVerdict::from_bytes(card.to_bytes()).expect("its own bytes");
         let split = risk::evaluate_with_card(&policy, &here, &context, &card, now_ms);
         assert_eq!(split.action, whole.action, "attempt {n}: {context:?}");
@@ -409,6 +415,21 @@ fn the_card_counted_elsewhere_decides_as_one_evaluation() {
         declined > 10,
         "the sequence must reach card limits: {declined}"
     );
+    // A new counting node rebuilds the counts from the attempts kept:
+    // the next attempts get the same verdicts as on the node that counted.
+    let rebuilt = small_state();
+    rebuilt.add_to_watch_list(tokenize(BLOCKED_PAN)).unwrap();
+    for (context, recorded, at_ms) in &kept {
+        risk::recount_card(&policy, &rebuilt, context, *recorded, *at_ms);
+    }
+    for n in 400..500_u64 {
+        let context = attempt();
+        let now_ms = T0 + n * 7_000;
+        let before = risk::declined_before_velocity(&policy, &context);
+        let a = risk::count_card(&policy, &there, &context, before, now_ms);
+        let b = risk::count_card(&policy, &rebuilt, &context, before, now_ms);
+        assert_eq!(a, b, "attempt {n} after the rebuild");
+    }
     assert_eq!(risk::CardVerdict::from_bytes([7, 0, 0, 0]), None);
     assert_eq!(risk::CardVerdict::from_bytes([0, 0, 2, 0]), None);
 }

@@ -338,7 +338,7 @@ impl Committer {
     /// card attempt, the card's ([`cluster::assign::shard_of_card`]).
     fn shard_of(&self, record_type: u8, payload: &[u8]) -> Option<u32> {
         if record_type == engine::velocity::RECORD_VELOCITY {
-            let (ask, _) = engine::velocity::decode_record(payload)?;
+            let (ask, _, _) = engine::velocity::decode_record(payload)?;
             return Some(cluster::assign::shard_of_card(&ask.token, self.shard_count));
         }
         if record_type != engine::record::RECORD_PAYMENT {
