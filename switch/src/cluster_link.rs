@@ -71,6 +71,11 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// Node keys read per poll, at most.
 const NODES_READ_MAX: usize = cluster::ownership::NODES_MAX;
 
+/// A card's shard is not served by this node (not owned, loading, or
+/// closed for a hand-over): nothing counted.
+#[derive(Debug)]
+pub(crate) struct NotServed;
+
 /// Where each shard's requests go.
 pub(crate) struct Router {
     /// This node's id: never a link to itself.
@@ -120,11 +125,6 @@ impl Router {
     /// not being handed over).
     pub(crate) fn admit_shard(&self, shard: u32) -> Option<Admitted<'_>> {
         self.committer.admit(shard)
-    }
-
-    /// `cluster.shard_count`.
-    pub(crate) fn shard_count(&self) -> u32 {
-        self.shard_count
     }
 
     /// Whether this node serves `shard` (owned, loaded, not being handed
@@ -185,8 +185,17 @@ impl Router {
                 if !self.serves(shard) {
                     break None;
                 }
-                Kind::VelocityAsk.count("here");
-                break self.count_here(node, ask, deadline).await;
+                match self.count_here(node, ask, deadline).await {
+                    Ok(verdict) => {
+                        Kind::VelocityAsk.count("here");
+                        break verdict;
+                    }
+                    // Closed for a hand-over since: asked again.
+                    Err(NotServed) => {
+                        tokio::time::sleep(OWNER_POLL).await;
+                        continue;
+                    }
+                }
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match link.ask(body.clone(), left).await {
@@ -201,16 +210,26 @@ impl Router {
     }
 
     /// Counts `ask` in this node's engine (it serves the card's shard) and
-    /// waits, up to `deadline`, for the attempt's record to commit.
+    /// waits, up to `deadline`, for the attempt's record to commit: the
+    /// verdict, or `None` when it did not commit in time. `NotServed`
+    /// (nothing counted) when the card's shard is not served here (any
+    /// more: closed for a hand-over), to be asked of its owner.
     pub(crate) async fn count_here(
         &self,
         node: &crate::node::Node,
         ask: &engine::velocity::VelocityAsk,
         deadline: tokio::time::Instant,
-    ) -> Option<risk::CardVerdict> {
+    ) -> Result<Option<risk::CardVerdict>, NotServed> {
+        // Admitted like a request of the card's shard, until the attempt's
+        // record is appended: a hand-over of the shard waits for it (a
+        // record appended after the shard closed would be refused, or
+        // fenced once the next owner took it).
+        let shard = cluster::assign::shard_of_card(&ask.token, self.shard_count);
+        let admitted = self.admit_shard(shard).ok_or(NotServed)?;
         let reply = node.apply(engine::Command::Velocity(*ask));
+        drop(admitted);
         let engine::Wait::Counted { seq, card: verdict } = reply.wait else {
-            return None;
+            return Ok(None);
         };
         let mut durable = self.committer.durable_watch();
         let committed = tokio::time::timeout_at(deadline, async {
@@ -222,7 +241,7 @@ impl Router {
             true
         })
         .await;
-        (committed == Ok(true)).then_some(verdict)
+        Ok((committed == Ok(true)).then_some(verdict))
     }
 
     /// Reads owners and node records from etcd every [`ROUTES_POLL`],

@@ -182,19 +182,15 @@ async fn count_asked(shared: &IsoShared, router: &Router, body: &[u8]) -> Vec<u8
         );
         return vec![VELOCITY_REFUSED];
     };
-    if !router.serves(cluster::assign::shard_of_card(
-        &ask.token,
-        router.shard_count(),
-    )) {
-        return Vec::new();
-    }
     let deadline = tokio::time::Instant::now() + LINK_TIMEOUT;
     match router.count_here(&shared.node, &ask, deadline).await {
-        Some(verdict) => {
+        // Not served here: nothing counted, and the asker asks again.
+        Err(crate::cluster_link::NotServed) => Vec::new(),
+        Ok(Some(verdict)) => {
             let mut answer = vec![VELOCITY_COUNTED];
             answer.extend_from_slice(&verdict.to_bytes());
             answer
         }
-        None => vec![VELOCITY_REFUSED],
+        Ok(None) => vec![VELOCITY_REFUSED],
     }
 }

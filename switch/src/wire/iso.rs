@@ -796,6 +796,16 @@ async fn complete(
                     _ => None,
                 };
                 asked = true;
+                // The payment's records are appended now, so its shard is
+                // admitted again (a hand-over may have closed it while the
+                // card was asked): not served here any more, no change.
+                let admitted = router.map(|r| r.admit(d.profile, &d.body));
+                if matches!(admitted, Some(Err(_))) {
+                    return Reply {
+                        wait: Wait::Nothing,
+                        ..reply
+                    };
+                }
                 reply = match (verdict, req) {
                     (Some(card), Some(req)) => node.apply_message_counted(req, card),
                     // Not counted, or not in time: never approved without

@@ -116,10 +116,10 @@ pub fn payments(url: &str) -> std::collections::BTreeMap<u64, engine::lifecycle:
             "SELECT payload FROM cluster_records WHERE record_type = 1 ORDER BY n",
             &[],
         )
-            .expect("records")
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        .expect("records")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
     });
     let mut out = std::collections::BTreeMap::new();
     for payload in rows {
