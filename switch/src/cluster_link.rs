@@ -4,9 +4,13 @@
 //! pipelined TCP connection per owner; the owner runs its unchanged
 //! pipeline, waits for the PostgreSQL commit, and sends back the framed
 //! answer, which joins the terminal's connection through its `Later`
-//! channel. A request not sent, not answered within [`LINK_TIMEOUT`], or
-//! over [`LINK_INFLIGHT_MAX`] is answered 91 by the entry node, without
-//! its engine (whose memory of a shard it does not serve may be stale).
+//! channel. A request not sent (no owner, over [`LINK_INFLIGHT_MAX`]) is
+//! routed again up to [`OWNER_WAIT`]; one written whose answer did not come
+//! within [`LINK_TIMEOUT`] (or whose connection broke) is sent again to the
+//! owner etcd names, keyed, so the owner's idempotency answers it once, up
+//! to [`LINKED_WAIT_MAX`]; past these bounds the entry node answers 91,
+//! without its engine (whose memory of a shard it does not serve may be
+//! stale).
 //!
 //! Frame on the link, both ways: `u32` length (big endian) of what follows,
 //! `u64` request id, then the ISO 8583 body (request) or the framed answer
@@ -42,7 +46,7 @@ pub(crate) const LINK_FRAME_BYTES_MAX: usize = 64 * 1024;
 /// Requests awaiting an answer on one link, at most; past it the entry
 /// node answers itself (`switch_cluster_forwarded_total{outcome="full"}`).
 pub(crate) const LINK_INFLIGHT_MAX: usize = 1_024;
-/// How long the entry node waits for the owner's answer.
+/// How long the entry node waits for the owner's answer to one sending.
 pub(crate) const LINK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a payment's owner waits for its card's verdict, in all (for
 /// the card's shard to be served, the ask's answer, the attempt's
@@ -59,6 +63,17 @@ pub(crate) const VELOCITY_ASK_BIT: u64 = 1 << 63;
 pub(crate) const VELOCITY_COUNTED: u8 = 0;
 /// First (only) byte of a velocity answer: not counted, answer 91.
 pub(crate) const VELOCITY_REFUSED: u8 = 1;
+/// How long, from its arrival, the entry node seeks the answer to a request
+/// it wrote to an owner without learning the outcome (not answered within
+/// [`LINK_TIMEOUT`], or the connection broke): it is sent again to the
+/// owner etcd names, the same node or a new one that replayed the old
+/// one's committed records, whose idempotency answers a committed request
+/// as a repeat and decides an uncommitted one once
+/// (`switch_cluster_forwarded_total{outcome="resent"}`). Covers a takeover
+/// with the default 3 s lease (failover p99 target 5 s) and one more
+/// [`LINK_TIMEOUT`]; past it, 91. At most `LINKED_WAIT_MAX / LINK_TIMEOUT`
+/// = 5 sendings a request, each within the link's [`LINK_INFLIGHT_MAX`].
+pub(crate) const LINKED_WAIT_MAX: Duration = Duration::from_secs(10);
 /// How often the routes (owners and their link addresses) are read from etcd.
 const ROUTES_POLL: Duration = Duration::from_millis(200);
 /// How long a request waits for its shard to have an owner (or to be
@@ -315,7 +330,8 @@ pub(crate) enum LinkOutcome {
     /// for a connection that broke): safe to send again elsewhere.
     NotSent,
     /// Written and not answered in time, or the connection broke after:
-    /// the owner may have applied it.
+    /// the owner may have applied it (safe to send again, keyed, to the
+    /// owner etcd names).
     Unknown,
 }
 
@@ -345,8 +361,17 @@ impl Kind {
     }
 }
 
-/// A caller awaiting its answer, or word that its request was not sent.
-type Waiter = oneshot::Sender<Result<Vec<u8>, ()>>;
+/// Why a waiter got no answer.
+#[derive(Debug)]
+enum Lost {
+    /// Queued for a connection that broke before it was written.
+    NotSent,
+    /// Its connection broke: it may have been written.
+    Broken,
+}
+
+/// A caller awaiting its answer, or word of why none comes.
+type Waiter = oneshot::Sender<Result<Vec<u8>, Lost>>;
 
 /// One pipelined connection to another node.
 pub(crate) struct Link {
@@ -384,13 +409,14 @@ impl Link {
         link
     }
 
-    /// Sends `body` to the owner and waits up to [`LINK_TIMEOUT`].
-    pub(crate) async fn call(&self, body: Bytes) -> LinkOutcome {
-        self.call_kind(body, Kind::Request, LINK_TIMEOUT).await
+    /// Sends `body` to the owner and waits up to `timeout` (at most
+    /// [`LINK_TIMEOUT`]).
+    pub(crate) async fn call(&self, body: Bytes, timeout: Duration) -> LinkOutcome {
+        self.call_kind(body, Kind::Request, timeout).await
     }
 
     /// Sends a card velocity ask's bytes to the card's counting node and
-    /// waits up to `timeout`.
+    /// waits up to `timeout` (at most [`LINK_TIMEOUT`]).
     pub(crate) async fn ask(&self, body: Bytes, timeout: Duration) -> LinkOutcome {
         self.call_kind(body, Kind::VelocityAsk, timeout).await
     }
@@ -420,7 +446,7 @@ impl Link {
             outcome("full");
             return LinkOutcome::NotSent;
         }
-        match tokio::time::timeout(timeout, rx).await {
+        match tokio::time::timeout(timeout.min(LINK_TIMEOUT), rx).await {
             Ok(Ok(Ok(answer))) if answer.is_empty() => {
                 // The node does not serve the shard (yet, or any more):
                 // it applied nothing.
@@ -431,9 +457,13 @@ impl Link {
                 outcome("answered");
                 LinkOutcome::Answered(answer)
             }
-            Ok(Ok(Err(()))) => {
+            Ok(Ok(Err(Lost::NotSent))) => {
                 outcome("not_sent");
                 LinkOutcome::NotSent
+            }
+            Ok(Ok(Err(Lost::Broken))) => {
+                outcome("broken");
+                LinkOutcome::Unknown
             }
             _ => {
                 lock(&self.pending).remove(&id);
@@ -482,7 +512,7 @@ async fn run_link(
                     if queued_for != current {
                         // Queued for a connection that broke: never sent.
                         if let Some(tx) = lock(&pending).remove(&id) {
-                            let _ = tx.send(Err(()));
+                            let _ = tx.send(Err(Lost::NotSent));
                         }
                         continue;
                     }
@@ -494,10 +524,12 @@ async fn run_link(
             }
         }
         generation.store(0, Ordering::Release);
-        // Requests written on the broken connection: their callers learn
-        // nothing more (Unknown at their timeout); the queued ones of this
-        // generation are answered "not sent" as they come out.
-        lock(&pending).retain(|_, tx| !tx.is_closed());
+        // Every caller still waiting learns now that its connection broke
+        // (written or perhaps not: the ones still queued are dropped as
+        // they come out), and sends again without waiting out its timeout.
+        for (_, tx) in lock(&pending).drain() {
+            let _ = tx.send(Err(Lost::Broken));
+        }
     }
 }
 

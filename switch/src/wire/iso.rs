@@ -642,8 +642,13 @@ pub(crate) async fn answer_deferred(
 
 /// Sends a request of a shard this node does not serve over its owner's
 /// node link (waiting a bounded time for an owner); the owner's committed
-/// answer goes to `later`. No owner, or not answered in time: 91, decided
-/// by no engine state, unless the shard came to this node meanwhile.
+/// answer goes to `later`, exactly once. A request written whose outcome
+/// is unknown (no answer in time, the connection broke) is sent again to
+/// the owner etcd names: the owner's idempotency answers a committed one
+/// as a repeat (same F37, F38, F39) and decides an uncommitted one once,
+/// and a takeover replayed the old owner's committed records. No owner, or
+/// no answer within the bounds: 91, decided by no engine state, unless the
+/// shard came to this node meanwhile.
 fn spawn_linked(
     shared: Arc<IsoShared>,
     router: Arc<crate::cluster_link::Router>,
@@ -651,26 +656,43 @@ fn spawn_linked(
     body: Bytes,
     later: crate::net::Later,
 ) {
+    use crate::cluster_link::{LinkOutcome, LINKED_WAIT_MAX, OWNER_WAIT};
     tokio::spawn(async move {
         let started = tokio::time::Instant::now();
-        let deadline = started + crate::cluster_link::OWNER_WAIT;
         // Until the deadline: a request not sent (the owner's link down,
-        // a dead owner etcd still names) is routed again.
+        // a dead owner etcd still names) is routed again; once written
+        // with no outcome known, the longer bound holds.
+        let mut deadline = started + OWNER_WAIT;
+        let written_deadline = started + LINKED_WAIT_MAX;
         while let Some(link) = router
             .link_of(shard, deadline, crate::cluster_link::Kind::Request)
             .await
         {
-            match link.call(body.clone()).await {
-                crate::cluster_link::LinkOutcome::Answered(answer) => {
+            let left = written_deadline.saturating_duration_since(tokio::time::Instant::now());
+            match link.call(body.clone(), left).await {
+                LinkOutcome::Answered(answer) => {
                     metrics::histogram!("switch_cluster_forwarded_seconds", "outcome" => "answered")
                         .record(started.elapsed().as_secs_f64());
                     let _ = later.send((answer, 0));
                     return;
                 }
-                crate::cluster_link::LinkOutcome::NotSent => {
+                LinkOutcome::NotSent => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                crate::cluster_link::LinkOutcome::Unknown => break,
+                LinkOutcome::Unknown => {
+                    // Perhaps applied, perhaps committed: only the owner
+                    // can tell, so ask it again (never answer 91 here
+                    // while the bound lasts: a repeat would get the
+                    // owner's answer). A late answer to the earlier
+                    // sending finds no caller and is dropped.
+                    deadline = written_deadline;
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    metrics::counter!("switch_cluster_forwarded_total", "outcome" => "resent")
+                        .increment(1);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
         let Some(admitted) = router.admit_shard(shard) else {

@@ -381,6 +381,22 @@ impl Client {
         }
     }
 
+    /// The next answer within `wait` (longer than [`TIMEOUT`] when the
+    /// test waits out a takeover); panics on a close or no answer.
+    pub async fn recv_within(&mut self, wait: Duration) -> Resp {
+        let frame = tokio::time::timeout(wait, self.framed.next())
+            .await
+            .expect("response in time")
+            .expect("an answer, not a close")
+            .expect("a frame");
+        let msg = Message::decode(&Profile::ASCII, &frame.body).expect("response decodes");
+        let fields = msg.fields().map(|(n, v)| (n, v.to_vec())).collect();
+        Resp {
+            mti: msg.mti().to_string(),
+            fields,
+        }
+    }
+
     /// The next answer, or `None` when the switch closed the connection.
     pub async fn recv_or_close(&mut self) -> Option<Resp> {
         let frame = tokio::time::timeout(TIMEOUT, self.framed.next())
