@@ -157,12 +157,7 @@ impl Engine {
             }
         }
         let approved = code.approved();
-        let auth_code = if approved {
-            self.assign_auth_code()
-        } else {
-            [b' '; 6]
-        };
-        let rrn = self.rrn_of(req);
+        let (auth_code, rrn) = self.assign_numbers(approved, req);
         let card = (token, pan.masked());
         let mut payment = self.new_payment(req, m, code, card, (auth_code, rrn), now_ms);
         payment.record(req.op.operation(), req.amount_minor, now_ms, code);

@@ -39,8 +39,12 @@ pub struct Engine {
     pub(crate) journal: Box<dyn Journal>,
     /// Key for card tokens.
     pub(crate) token_key: TokenKey,
-    /// Next F37 the switch assigns.
+    /// Next F37 the switch assigns; in cluster mode, the next number of
+    /// the life's block, F37 and F38 alike ([`Engine::use_number_block`]).
     rrn_counter: AtomicU64,
+    /// Cluster mode's number block (0: single-node mode, where F37 and F38
+    /// come from their clock-seeded counters).
+    number_block: u64,
     /// Next F38 the switch assigns.
     auth_counter: AtomicU64,
     /// Guards changes so snapshots see every journaled one.
@@ -59,6 +63,16 @@ pub struct Engine {
     /// asks ([`Wait::Velocity`]) before it is decided. False on one node.
     pub(crate) card_counted_elsewhere: bool,
 }
+
+/// Cluster mode's number blocks, at most: a block is 7 digits of F37.
+/// (`cluster_id_block` values fit below it: payment ids already stop at
+/// 2^23 blocks.)
+pub const NUMBER_BLOCKS_MAX: u64 = 10_000_000;
+/// Numbers one node life hands out in cluster mode before its F37 + F38
+/// pairs repeat (5 digits of F37 above the 6 of F38): over 23 days at
+/// 50,000 a second. Reaching it is logged and counted
+/// (`switch_numbers_wrapped_total`); a restart takes a fresh block.
+pub const NUMBERS_PER_BLOCK: u64 = 100_000_000_000;
 
 /// Fixed-width decimal digits of `v` (lowest `N` digits).
 pub(crate) fn digits<const N: usize>(mut v: u64) -> [u8; N] {
@@ -96,6 +110,7 @@ impl Engine {
             // tests/crash_archive.rs). It repeats after 27.7 hours.
             rrn_counter: AtomicU64::new((now_ms % 100_000_000) * 10_000),
             auth_counter: AtomicU64::new(now_ms % 1_000_000),
+            number_block: 0,
             token_key,
             epochs: Epochs::default(),
             timers: Mutex::new(Holds::default()),
@@ -115,6 +130,25 @@ impl Engine {
     /// that counts it ([`Wait::Velocity`]), never here on the way.
     pub fn count_cards_elsewhere(&mut self) {
         self.card_counted_elsewhere = true;
+    }
+
+    /// Cluster mode: F37 and F38 from now on come from `block`, a number
+    /// no other node life was given (PostgreSQL's `cluster_id_block`
+    /// sequence), so no two nodes, and no two lives of one, hand out the
+    /// same F37 + F38, whatever their clocks: number n of the life is F37
+    /// = `block` (7 digits) then n / 10^6 (5 digits), F38 = n mod 10^6.
+    /// A terminal's own F37 is kept, as in single-node mode.
+    ///
+    /// # Panics
+    /// When `block` is 0 or not below [`NUMBER_BLOCKS_MAX`] (the caller
+    /// checks).
+    pub fn use_number_block(&mut self, block: u64) {
+        assert!(
+            (1..NUMBER_BLOCKS_MAX).contains(&block),
+            "number block {block} out of range"
+        );
+        self.number_block = block;
+        self.rrn_counter = AtomicU64::new(0);
     }
 
     /// Sends every later change's record to `journal` (after recovery).
@@ -367,11 +401,60 @@ impl Engine {
     }
 
     fn assign_rrn(&self) -> [u8; 12] {
-        digits::<12>(self.rrn_counter.fetch_add(1, Ordering::Relaxed))
+        let n = self.rrn_counter.fetch_add(1, Ordering::Relaxed);
+        if self.number_block == 0 {
+            return digits::<12>(n);
+        }
+        self.block_rrn(self.checked_number(n))
     }
 
     pub(crate) fn assign_auth_code(&self) -> [u8; 6] {
-        digits::<6>(self.auth_counter.fetch_add(1, Ordering::Relaxed))
+        if self.number_block == 0 {
+            return digits::<6>(self.auth_counter.fetch_add(1, Ordering::Relaxed));
+        }
+        let n = self.rrn_counter.fetch_add(1, Ordering::Relaxed);
+        digits::<6>(self.checked_number(n))
+    }
+
+    /// F38 (on approval, else spaces) and F37 (the request's, or one the
+    /// switch assigns) of a new payment. In cluster mode both come from
+    /// one number of the life's block, so the pair is unique.
+    pub(crate) fn assign_numbers(
+        &self,
+        approved: bool,
+        req: &crate::command::Request<'_>,
+    ) -> ([u8; 6], [u8; 12]) {
+        if self.number_block == 0 {
+            // Single-node mode, as before: F38, then F37.
+            let auth_code = if approved {
+                self.assign_auth_code()
+            } else {
+                [b' '; 6]
+            };
+            return (auth_code, self.rrn_of(req));
+        }
+        let n = self.checked_number(self.rrn_counter.fetch_add(1, Ordering::Relaxed));
+        let auth_code = if approved { digits::<6>(n) } else { [b' '; 6] };
+        (auth_code, req.rrn.unwrap_or_else(|| self.block_rrn(n)))
+    }
+
+    /// F37 of number `n` of the life's block.
+    fn block_rrn(&self, n: u64) -> [u8; 12] {
+        digits::<12>(self.number_block * 100_000 + (n / 1_000_000) % 100_000)
+    }
+
+    /// Number `raw` within the block's period, saying so when it starts
+    /// again.
+    fn checked_number(&self, raw: u64) -> u64 {
+        let n = raw % NUMBERS_PER_BLOCK;
+        if n == 0 && raw != 0 {
+            metrics::counter!("switch_numbers_wrapped_total").increment(1);
+            tracing::warn!(
+                block = self.number_block,
+                "cluster mode: this node life's F37 + F38 numbers start again; restart the node for a fresh block"
+            );
+        }
+        n
     }
 
     /// One page of payments of any merchant in `merchants` matching
@@ -431,5 +514,128 @@ impl Engine {
     pub(crate) fn with_timers<R>(&self, f: impl FnOnce(&mut Holds) -> R) -> R {
         let mut timers = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut timers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use codecs::card::Pan;
+    use codecs::iso8583::datetime::Expiry;
+    use proptest::prelude::*;
+
+    use super::{digits, Engine, NUMBERS_PER_BLOCK, NUMBER_BLOCKS_MAX};
+    use crate::command::{Channel, Op, Request};
+    use crate::idempotency::MessageKey;
+    use std::sync::atomic::Ordering;
+
+    /// 2026-11-23T11:49:10Z.
+    const NOW_MS: u64 = 1_795_434_550_000;
+
+    /// A sale of STAN `stan` on the demo merchant, F37 absent.
+    fn sale(stan: u32) -> Request<'static> {
+        Request {
+            op: Op::Sale,
+            key: Some(MessageKey {
+                mti: 200,
+                terminal: *b"DEMO0001",
+                stan,
+                transmission: 1_123_114_959,
+            }),
+            repeat: false,
+            content_crc: stan,
+            merchant_id: b"DEMO00000000001",
+            terminal_id: *b"DEMO0001",
+            pan: Pan::new(b"4111111111111111"),
+            expiry: Expiry::parse(b"2812"),
+            amount_minor: 1_000,
+            currency: 978,
+            original: None,
+            replacement_minor: None,
+            channel: Channel::CardPresent,
+            eci: None,
+            rrn: None,
+            extras: None,
+            keep_open: false,
+        }
+    }
+
+    /// The F37 + F38 of `count` approved sales (each a minute apart, so
+    /// velocity never declines).
+    fn approvals(e: &Engine, first_stan: u32, count: u32) -> Vec<([u8; 12], [u8; 6])> {
+        (0..count)
+            .map(|i| {
+                let now = NOW_MS + u64::from(i) * 61_000;
+                let out = crate::testing::apply_message(e, sale(first_stan + i), now);
+                assert!(out.code.approved(), "{:?}", out.code);
+                (out.rrn, out.auth_code.expect("F38"))
+            })
+            .collect()
+    }
+
+    /// Single-node mode is unchanged: F38 from the start millisecond mod
+    /// 10^6, F37 from it mod 10^8 times 10^4. So two engines started in one
+    /// millisecond (two nodes, or a node restarted while its clock stepped
+    /// back) hand out the same F37 + F38: what cluster mode must not do.
+    #[test]
+    fn single_node_numbers_come_from_the_clock_as_before() {
+        let (a, b) = (
+            crate::testing::engine(NOW_MS),
+            crate::testing::engine(NOW_MS),
+        );
+        let first = approvals(&a, 1, 3);
+        assert_eq!(
+            first[0],
+            (
+                digits::<12>((NOW_MS % 100_000_000) * 10_000),
+                digits::<6>(NOW_MS % 1_000_000)
+            )
+        );
+        assert_eq!(first, approvals(&b, 1, 3));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// Cluster mode: node lives with distinct number blocks (as
+        /// PostgreSQL's sequence gives them), all started in one
+        /// millisecond and from any point of the block's period (so past
+        /// F38's 10^6 and the wrap), never hand out one F37 + F38 twice;
+        /// each F37 starts with its life's block.
+        #[test]
+        fn cluster_pairs_never_repeat_across_lives(
+            blocks in proptest::collection::hash_set(1..NUMBER_BLOCKS_MAX, 2..4),
+            start in prop_oneof![
+                Just(0_u64),
+                Just(999_990_u64),
+                Just(NUMBERS_PER_BLOCK - 10),
+                0..NUMBERS_PER_BLOCK,
+            ],
+            count in 1_u32..40,
+        ) {
+            let mut seen = HashSet::new();
+            for block in blocks {
+                let mut e = crate::testing::engine(NOW_MS);
+                e.use_number_block(block);
+                e.rrn_counter.store(start, Ordering::Relaxed);
+                for (rrn, auth) in approvals(&e, 1, count) {
+                    prop_assert_eq!(&rrn[..7], &digits::<7>(block)[..]);
+                    prop_assert!(seen.insert((rrn, auth)), "{:?} {:?} twice", rrn, auth);
+                }
+            }
+        }
+    }
+
+    /// Within one life the pair is the life's number: consecutive numbers
+    /// differ in F38, and F37 moves on every 10^6 numbers.
+    #[test]
+    fn one_life_counts_through_f38_then_f37() {
+        let mut e = crate::testing::engine(NOW_MS);
+        e.use_number_block(42);
+        e.rrn_counter.store(1_999_999, Ordering::Relaxed);
+        let got = approvals(&e, 1, 2);
+        assert_eq!(got[0], (*b"000004200001", *b"999999"));
+        assert_eq!(got[1], (*b"000004200002", *b"000000"));
     }
 }

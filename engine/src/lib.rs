@@ -57,7 +57,7 @@ pub use command::{
 };
 pub use commit::{Journal, NoJournal};
 pub use directory::{Directory, DirectoryError, Terminal, TerminalState};
-pub use engine::Engine;
+pub use engine::{Engine, NUMBERS_PER_BLOCK, NUMBER_BLOCKS_MAX};
 pub use idempotency::{Answer, MessageKey};
 pub use lifecycle::{
     CartItem, Extras, FlagNotes, Increment, LineRefund, More, Payment, Status,

@@ -40,6 +40,9 @@
 //!   to the card's shard (`cluster::assign::shard_of_card`), so the replay
 //!   of that shard rebuilds the card's counts (docs/cluster.md, Velocity
 //!   across nodes).
+//! - Each node life takes one value of the same sequence at start, its
+//!   number block, from which its engine makes every F37 + F38 it assigns
+//!   (`Engine::use_number_block`): no other node or life has it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -174,6 +177,8 @@ pub(crate) struct Committer {
     stop: Arc<AtomicBool>,
     /// The last sequence handed out.
     last_seq: AtomicU64,
+    /// This node life's number block, for F37 + F38.
+    number_block: u64,
     /// The writer thread.
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -195,6 +200,19 @@ impl Committer {
         client
             .batch_execute(SCHEMA)
             .context("laying out cluster_records")?;
+        let block: i64 = client
+            .query_one("SELECT nextval('cluster_id_block')", &[])
+            .context("taking a number block")?
+            .get(0);
+        let number_block = u64::try_from(block)
+            .ok()
+            .filter(|b| (1..engine::NUMBER_BLOCKS_MAX).contains(b))
+            .with_context(|| {
+                format!(
+                    "cluster_id_block is at {block}: F37 holds blocks below {}",
+                    engine::NUMBER_BLOCKS_MAX
+                )
+            })?;
         let (tx, rx) = sync_channel(COMMIT_QUEUE_RECORDS_MAX);
         let (publisher, _) = DurablePublisher::new();
         let publisher = Arc::new(publisher);
@@ -231,6 +249,7 @@ impl Committer {
             reconnecting,
             stop,
             last_seq: AtomicU64::new(0),
+            number_block,
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -238,6 +257,11 @@ impl Committer {
     /// The committed sequence, for the connections' outboxes.
     pub(crate) fn durable_watch(&self) -> DurableWatch {
         self.publisher.watch()
+    }
+
+    /// This node life's number block (`Engine::use_number_block`).
+    pub(crate) fn number_block(&self) -> u64 {
+        self.number_block
     }
 
     /// The last sequence handed out.

@@ -110,6 +110,8 @@ pub(crate) async fn start(
     // Each card is counted by the node serving its shard (docs/cluster.md,
     // Velocity across nodes): asked, never counted here on the way.
     node.engine.count_cards_elsewhere();
+    // F37 + F38 from this life's block: unique across nodes and lives.
+    node.engine.use_number_block(committer.number_block());
     let engine = Arc::new(node);
 
     let bind = |addr, what: &'static str| async move {
