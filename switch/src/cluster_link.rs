@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use codecs::iso8583::{Message, Profile};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,12 @@ pub(crate) const VELOCITY_REFUSED: u8 = 1;
 /// [`LINK_TIMEOUT`]; past it, 91. At most `LINKED_WAIT_MAX / LINK_TIMEOUT`
 /// = 5 sendings a request, each within the link's [`LINK_INFLIGHT_MAX`].
 pub(crate) const LINKED_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Frames written to a link in one write, at most: the writer takes every
+/// frame queued when it wakes (up to this) and sends them in one syscall.
+pub(crate) const LINK_WRITE_BATCH_MAX: usize = 64;
+/// Read buffer of a link, each way: frames that arrived together are
+/// read in one syscall.
+pub(crate) const LINK_READ_BUFFER_BYTES: usize = 16 * 1024;
 /// How often the routes (owners and their link addresses) are read from etcd.
 const ROUTES_POLL: Duration = Duration::from_millis(200);
 /// How long a request waits for its shard to have an owner (or to be
@@ -484,6 +490,7 @@ async fn run_link(
     cancel: CancellationToken,
 ) {
     let mut current = 0_u64;
+    let mut out = BytesMut::with_capacity(LINK_READ_BUFFER_BYTES);
     while !cancel.is_cancelled() {
         let Ok(stream) = TcpStream::connect(&addr).await else {
             tokio::select! {
@@ -494,7 +501,8 @@ async fn run_link(
         let _ = stream.set_nodelay(true);
         current += 1;
         generation.store(current, Ordering::Release);
-        let (mut reader, mut writer) = stream.into_split();
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = BufReader::with_capacity(LINK_READ_BUFFER_BYTES, reader);
         let read_pending = pending.clone();
         let mut read = tokio::spawn(async move {
             while let Some((id, answer)) = read_frame(&mut reader).await {
@@ -508,15 +516,36 @@ async fn run_link(
                 () = cancel.cancelled() => { read.abort(); return; }
                 _ = &mut read => break,
                 item = rx.recv() => {
-                    let Some((id, queued_for, body)) = item else { read.abort(); return; };
-                    if queued_for != current {
-                        // Queued for a connection that broke: never sent.
-                        if let Some(tx) = lock(&pending).remove(&id) {
-                            let _ = tx.send(Err(Lost::NotSent));
+                    let Some(first) = item else { read.abort(); return; };
+                    // Every frame queued now, in one write.
+                    out.clear();
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    while let Some((id, queued_for, body)) = next.take() {
+                        taken += 1;
+                        // Queued for a connection that broke (never sent),
+                        // or too large for a frame: not sent.
+                        let sent = queued_for == current
+                            && encode_frame(&mut out, id, &body)
+                                .inspect_err(|_| {
+                                    let len = body.len();
+                                    warn_limited!(
+                                        "cluster_link",
+                                        len,
+                                        "node link: a request too large for a frame; not sent"
+                                    );
+                                })
+                                .is_ok();
+                        if !sent {
+                            if let Some(tx) = lock(&pending).remove(&id) {
+                                let _ = tx.send(Err(Lost::NotSent));
+                            }
                         }
-                        continue;
+                        if taken < LINK_WRITE_BATCH_MAX {
+                            next = rx.try_recv().ok();
+                        }
                     }
-                    if write_frame(&mut writer, id, &body).await.is_err() {
+                    if !out.is_empty() && writer.write_all(&out).await.is_err() {
                         read.abort();
                         break;
                     }
@@ -544,19 +573,15 @@ pub(crate) async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> Opti
         );
         return None;
     }
-    let mut buf = vec![0; len];
-    reader.read_exact(&mut buf).await.ok()?;
-    let mut b = &buf[..];
-    let id = b.get_u64();
-    Some((id, b.to_vec()))
+    let id = reader.read_u64().await.ok()?;
+    let mut body = vec![0; len - 8];
+    reader.read_exact(&mut body).await.ok()?;
+    Some((id, body))
 }
 
-/// Writes one link frame.
-pub(crate) async fn write_frame(
-    writer: &mut (impl AsyncWriteExt + Unpin),
-    id: u64,
-    body: &[u8],
-) -> std::io::Result<()> {
+/// Appends one link frame to `out`; an error (and nothing appended) when
+/// it would be over [`LINK_FRAME_BYTES_MAX`].
+pub(crate) fn encode_frame(out: &mut BytesMut, id: u64, body: &[u8]) -> std::io::Result<()> {
     let len = body
         .len()
         .checked_add(8)
@@ -564,10 +589,22 @@ pub(crate) async fn write_frame(
     let Some(len) = len else {
         return Err(std::io::Error::other("link frame too large"));
     };
-    let mut out = BytesMut::with_capacity(4 + len);
+    out.reserve(4 + len);
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Writes one link frame.
+#[cfg(test)]
+pub(crate) async fn write_frame(
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    id: u64,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    encode_frame(&mut out, id, body)?;
     writer.write_all(&out).await
 }
 
@@ -595,7 +632,7 @@ pub(crate) async fn refuse_frames(listener: TcpListener, cancel: CancellationTok
 
 #[cfg(test)]
 mod tests {
-    use super::{read_frame, write_frame, LINK_FRAME_BYTES_MAX};
+    use super::{encode_frame, read_frame, write_frame, LINK_FRAME_BYTES_MAX};
     use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
@@ -616,6 +653,19 @@ mod tests {
         // A body past the limit is refused on the writing side.
         let big = vec![0; LINK_FRAME_BYTES_MAX];
         assert!(write_frame(&mut a, 8, &big).await.is_err());
+        // Frames batched into one write (one too large appends nothing)
+        // are read back one by one through the link's buffered reader.
+        let mut out = bytes::BytesMut::new();
+        encode_frame(&mut out, 1, b"one").expect("fits");
+        assert!(encode_frame(&mut out, 2, &big).is_err());
+        encode_frame(&mut out, 3, b"three").expect("fits");
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        a.write_all(&out).await.expect("write");
+        drop(a);
+        let mut b = tokio::io::BufReader::with_capacity(super::LINK_READ_BUFFER_BYTES, b);
+        assert_eq!(read_frame(&mut b).await, Some((1, b"one".to_vec())));
+        assert_eq!(read_frame(&mut b).await, Some((3, b"three".to_vec())));
+        assert_eq!(read_frame(&mut b).await, None);
         // A stream that ends inside a frame is its end too.
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&20_u32.to_be_bytes()).await.expect("write");

@@ -15,9 +15,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster_commit::Committer;
 use crate::cluster_link::{
-    read_frame, write_frame, Router, LINK_INFLIGHT_MAX, LINK_TIMEOUT, VELOCITY_ASK_BIT,
-    VELOCITY_COUNTED, VELOCITY_REFUSED,
+    encode_frame, read_frame, Router, LINK_INFLIGHT_MAX, LINK_READ_BUFFER_BYTES, LINK_TIMEOUT,
+    LINK_WRITE_BATCH_MAX, VELOCITY_ASK_BIT, VELOCITY_COUNTED, VELOCITY_REFUSED,
 };
+use crate::ratelog::warn_limited;
 use crate::wire::iso::{answer_deferred, handle, Deferred, Handled, IsoShared};
 
 /// Serves node links on `listener`: each request of a shard served here is
@@ -59,11 +60,36 @@ async fn serve_conn(
     committer: Arc<Committer>,
     cancel: CancellationToken,
 ) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = tokio::io::BufReader::with_capacity(LINK_READ_BUFFER_BYTES, reader);
     let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(LINK_INFLIGHT_MAX);
     let write = tokio::spawn(async move {
-        while let Some((id, answer)) = rx.recv().await {
-            if write_frame(&mut writer, id, &answer).await.is_err() {
+        let mut out = BytesMut::with_capacity(LINK_READ_BUFFER_BYTES);
+        while let Some(first) = rx.recv().await {
+            // Every answer ready now, in one write. One too large for a
+            // frame is not written: its entry node times out, sends it
+            // again, and answers 91 at its bound.
+            out.clear();
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some((id, answer)) = next.take() {
+                taken += 1;
+                if encode_frame(&mut out, id, &answer).is_err() {
+                    let len = answer.len();
+                    warn_limited!(
+                        "cluster_link",
+                        len,
+                        "node link: an answer too large for a frame; not sent"
+                    );
+                }
+                if taken < LINK_WRITE_BATCH_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if tokio::io::AsyncWriteExt::write_all(&mut writer, &out)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
