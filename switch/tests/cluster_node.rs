@@ -10,8 +10,9 @@
 //! node SIGSTOPped past its lease writes nothing after the takeover; a
 //! request of a shard with no owner for 5 s is refused 91 by no engine, so
 //! the same message later is decided afresh; a forwarded request whose
-//! outcome is unknown (its commit outlasted the link timeout, or its owner
-//! was paused) is sent again and answered once, as its repeats are; F37 +
+//! outcome is unknown (its commit outlasted the link timeout, its owner
+//! was killed or paused) is sent again and answered once, as its repeats
+//! are; F37 +
 //! F38 never repeat across takeovers and node lives (each life's numbers
 //! come from its own block of PostgreSQL's sequence); of
 //! three nodes, every
@@ -523,6 +524,34 @@ async fn assert_one_answer(
     );
 }
 
+/// Holds the demo merchant shard's `shard_owner` row (`FOR UPDATE`) for
+/// `hold` from when this returns: that shard's batches and takeovers wait.
+async fn hold_fence_row(url: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    let shard = i32::try_from(cluster::assign::shard_of_merchant(
+        b"DEMO00000000001",
+        SHARDS,
+    ))
+    .expect("fits");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let lock_url = url.to_owned();
+    let locker = std::thread::spawn(move || {
+        let mut db = postgres::Client::connect(&lock_url, postgres::NoTls).expect("connect");
+        let mut tx = db.transaction().expect("begin");
+        tx.query(
+            "SELECT 1 FROM shard_owner WHERE shard = $1 FOR UPDATE",
+            &[&shard],
+        )
+        .expect("lock");
+        locked_tx.send(()).expect("locked");
+        std::thread::sleep(hold);
+        tx.commit().expect("unlock");
+    });
+    tokio::task::spawn_blocking(move || locked_rx.recv().expect("locked"))
+        .await
+        .expect("join");
+    locker
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_request_committed_after_the_link_timeout_gets_the_owners_answer() {
     let (etcd, pg, url) = services("cluster_resend_commit");
@@ -533,28 +562,7 @@ async fn a_forwarded_request_committed_after_the_link_timeout_gets_the_owners_an
     // 2 s link timeout (and past the owner's own 2 s wait for the commit,
     // which then drops its answer), then commits. Before, the entry node
     // answered 91 at 2 s while the owner committed 00.
-    let shard = i32::try_from(cluster::assign::shard_of_merchant(
-        b"DEMO00000000001",
-        SHARDS,
-    ))
-    .expect("fits");
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let lock_url = url.clone();
-    let locker = std::thread::spawn(move || {
-        let mut db = postgres::Client::connect(&lock_url, postgres::NoTls).expect("connect");
-        let mut tx = db.transaction().expect("begin");
-        tx.query(
-            "SELECT 1 FROM shard_owner WHERE shard = $1 FOR UPDATE",
-            &[&shard],
-        )
-        .expect("lock");
-        locked_tx.send(()).expect("locked");
-        std::thread::sleep(Duration::from_millis(3_500));
-        tx.commit().expect("unlock");
-    });
-    tokio::task::spawn_blocking(move || locked_rx.recv().expect("locked"))
-        .await
-        .expect("join");
+    let locker = hold_fence_row(&url, Duration::from_millis(3_500)).await;
     let pre = preauth(&card(41), 4_100);
     ce.send_raw(&pre.encode()).await;
     let first = ce.recv_within(Duration::from_secs(30)).await;
@@ -570,6 +578,38 @@ async fn a_forwarded_request_committed_after_the_link_timeout_gets_the_owners_an
     );
     assert_one_answer(&url, &first, &pre, 4_100, &mut [&mut co, &mut ce]).await;
     drop((owner, entry, pg));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_to_a_killed_owner_is_decided_once_by_the_new_owner() {
+    let (etcd, pg, url) = services("cluster_resend_kill");
+    let dir = data_dir();
+    let (mut owner, entry, _co, mut ce, _) = two_nodes_settled(&dir, &url, &etcd).await;
+    // The owner decides the request and its batch waits at the held
+    // fence row; kill -9 then: nothing committed, the link breaks with
+    // the request written. The entry node learns it at once (broken), and
+    // sends it again once the shard has a new owner (the entry node
+    // itself, after the lease and the row's release). Before, 91 at the
+    // 2 s link timeout, and a repeat after the takeover got 00.
+    let locker = hold_fence_row(&url, Duration::from_millis(3_000)).await;
+    let pre = preauth(&card(43), 4_300);
+    ce.send_raw(&pre.encode()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    owner.kill9();
+    let first = ce.recv_within(Duration::from_secs(30)).await;
+    tokio::task::spawn_blocking(move || locker.join().expect("locker"))
+        .await
+        .expect("join");
+    assert_eq!(first.code(), "00", "{first:?}");
+    assert!(
+        entry
+            .metric("switch_cluster_forwarded_total{outcome=\"broken\"}")
+            .await
+            >= 1.0
+    );
+    assert_one_answer(&url, &first, &pre, 4_300, &mut [&mut ce]).await;
+    drop((entry, pg));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
