@@ -11,8 +11,8 @@
 //! request of a shard with no owner for 5 s is refused 91 by no engine, so
 //! the same message later is decided afresh; a forwarded request whose
 //! outcome is unknown (its commit outlasted the link timeout, its owner
-//! was killed or paused) is sent again and answered once, as its repeats
-//! are; F37 +
+//! was killed or paused; with three nodes, to the heir over another link)
+//! is sent again and answered once, as its repeats are; F37 +
 //! F38 never repeat across takeovers and node lives (each life's numbers
 //! come from its own block of PostgreSQL's sequence); of
 //! three nodes, every
@@ -610,6 +610,73 @@ async fn a_request_in_flight_to_a_killed_owner_is_decided_once_by_the_new_owner(
     );
     assert_one_answer(&url, &first, &pre, 4_300, &mut [&mut ce]).await;
     drop((entry, pg));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_three_nodes_a_request_written_to_a_paused_owner_is_sent_to_the_new_owner() {
+    let (etcd, pg, url) = services("cluster_resend_three");
+    let dir = data_dir();
+    let mut nodes = Vec::new();
+    let mut clients = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let config = cluster_config(&dir, &url, etcd.url(), name);
+        let data = dir.join(format!("data-{name}"));
+        let launch = Launch {
+            dir: &data,
+            config: Some(&config),
+            logs: &dir,
+            log_level: "info",
+        };
+        let (p, c) = launch.start(name).await;
+        nodes.push(p);
+        clients.push(c);
+    }
+    let names = ["n1", "n2", "n3"];
+    let owner = demo_owner_of(&etcd, &names).await;
+    // The node rendezvous hashing gives the shard to once the owner is
+    // gone, and the entry node: the third, so the request is sent again
+    // over another link than the first sending's.
+    let shard = cluster::assign::shard_of_merchant(b"DEMO00000000001", SHARDS);
+    let rest: Vec<String> = names
+        .iter()
+        .filter(|n| **n != owner)
+        .map(|n| (*n).to_owned())
+        .collect();
+    let heir = cluster::assign::owner(cluster::assign::SALT_PAYMENT, shard, &rest)
+        .expect("an heir")
+        .to_owned();
+    let at = |name: &str| names.iter().position(|n| *n == name).expect("a node");
+    let entry_name = rest.iter().find(|n| **n != heir).expect("an entry").clone();
+    let (o, h, e) = (at(&owner), at(&heir), at(&entry_name));
+
+    signal(&nodes[o], "-STOP");
+    let pre = preauth(&card(44), 4_400);
+    clients[e].send_raw(&pre.encode()).await;
+    let first = clients[e].recv_within(Duration::from_secs(30)).await;
+    assert_eq!(first.code(), "00", "{first:?}");
+    assert!(
+        nodes[e]
+            .metric("switch_cluster_forwarded_total{outcome=\"resent\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        nodes[e].metric("switch_cluster_served_shards").await
+            + nodes[h].metric("switch_cluster_served_shards").await,
+        f64::from(SHARDS),
+        "the heir and the entry node serve every shard"
+    );
+    signal(&nodes[o], "-CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut running: Vec<&mut Client> = clients
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| *i != o)
+        .map(|(_, c)| c)
+        .collect();
+    assert_one_answer(&url, &first, &pre, 4_400, &mut running).await;
+    drop((nodes, pg));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
