@@ -135,15 +135,16 @@ struct Served {
 }
 
 /// A request admitted for a shard served here, counted until dropped
-/// (after its records are appended), so a hand-over waits for it.
-pub(crate) struct Admitted<'a> {
+/// (after its records are appended; a request deferred for its card's
+/// verdict carries it until it is decided), so a hand-over waits for it.
+pub(crate) struct Admitted {
     /// Whose count.
-    committer: &'a Committer,
+    committer: Arc<Committer>,
     /// The request's shard.
     shard: u32,
 }
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         if let Some(s) = self.committer.shards().get_mut(&self.shard) {
             s.admitted = s.admitted.saturating_sub(1);
@@ -290,7 +291,7 @@ impl Committer {
 
     /// Admits a request of `shard` if it is served here: counted until
     /// the guard drops, after the request's records are appended.
-    pub(crate) fn admit(&self, shard: u32) -> Option<Admitted<'_>> {
+    pub(crate) fn admit(self: &Arc<Self>, shard: u32) -> Option<Admitted> {
         let mut shards = self.shards();
         let s = shards.get_mut(&shard)?;
         if s.state != ShardState::Open {
@@ -298,7 +299,7 @@ impl Committer {
         }
         s.admitted += 1;
         Some(Admitted {
-            committer: self,
+            committer: Arc::clone(self),
             shard,
         })
     }

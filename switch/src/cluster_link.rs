@@ -132,7 +132,7 @@ impl Router {
         &self,
         profile: &'static Profile,
         body: &[u8],
-    ) -> Result<Option<Admitted<'_>>, u32> {
+    ) -> Result<Option<Admitted>, u32> {
         let Some(shard) = Message::decode(profile, body).ok().and_then(|msg| {
             let f42 = msg.text(42)?.as_bytes();
             Some(cluster::assign::shard_of_merchant(f42, self.shard_count))
@@ -144,7 +144,7 @@ impl Router {
 
     /// Admits a request of `shard` if this node serves it (owned, loaded,
     /// not being handed over).
-    pub(crate) fn admit_shard(&self, shard: u32) -> Option<Admitted<'_>> {
+    pub(crate) fn admit_shard(&self, shard: u32) -> Option<Admitted> {
         self.committer.admit(shard)
     }
 

@@ -129,8 +129,6 @@ async fn serve_conn(
             &body,
             &mut out,
         );
-        // Its records are appended: a hand-over may close the shard now.
-        drop(admitted);
         let seq = match handled {
             Ok(Handled::Now(seq)) => seq,
             // A card counted by another node: finished on a task of its
@@ -141,6 +139,8 @@ async fn serve_conn(
                     tpdu: None,
                     profile: shared.profile,
                     framing: shared.framing,
+                    // Held until it is decided: a hand-over waits for it.
+                    _admitted: admitted,
                 };
                 let (shared, router, committer, tx) = (
                     shared.clone(),
@@ -157,6 +157,7 @@ async fn serve_conn(
                         reply,
                     )
                     .await;
+                    drop(deferred);
                     if answer.is_empty() || !committed(&committer, seq).await {
                         return;
                     }

@@ -439,9 +439,13 @@ async fn a_node_paused_past_its_lease_writes_nothing_after_the_takeover() {
     assert_eq!(count(&url, &stale), 1, "a write of the old epoch landed");
     let total = count(&url, PAYMENT_RECORDS);
     match answer {
+        Some(r) if r.code() == "00" => assert_eq!(total, 3),
+        // Its card's count could not be committed (its batch fenced, or
+        // the verdict not in time): refused, never approved, nothing
+        // written.
         Some(r) => {
-            assert_eq!(r.code(), "00", "{r:?}");
-            assert_eq!(total, 3);
+            assert_eq!(r.code(), "91", "{r:?}");
+            assert_eq!(total, 2);
         }
         None => assert_eq!(total, 2),
     }

@@ -104,7 +104,8 @@ impl Wire for IsoWire {
             &frame.body,
             out,
         );
-        drop(admitted);
+        // Held until here (its records appended), or by a deferred
+        // request until it is decided.
         match handled {
             Ok(Handled::Now(seq)) => Answered {
                 seq,
@@ -117,6 +118,7 @@ impl Wire for IsoWire {
                     tpdu: frame.tpdu,
                     profile: sh.profile,
                     framing: sh.framing,
+                    _admitted: admitted,
                 };
                 match &self.later {
                     Some(later) => {
@@ -590,6 +592,11 @@ pub(crate) struct Deferred {
     pub(crate) profile: &'static Profile,
     /// The listener's framing.
     pub(crate) framing: FrameConfig,
+    /// Cluster mode: its shard's admission, held until it is decided (its
+    /// records appended), so a hand-over waits for a request whose card
+    /// is being asked (at most `VELOCITY_ASK_WAIT`, under the hand-over's
+    /// wait). `None` on one node.
+    pub(crate) _admitted: Option<crate::cluster_commit::Admitted>,
 }
 
 /// Finishes a message the engine deferred (`reply.wait` is
@@ -606,6 +613,8 @@ pub(crate) fn spawn_deferred(
     tokio::spawn(async move {
         let (answer, seq) =
             answer_deferred(&node, &metrics, router.as_deref(), &deferred, reply).await;
+        // Decided: its shard's admission (cluster mode) ends here.
+        drop(deferred);
         // Always one send per deferred request (empty when no answer can
         // be written), so the connection's count of them stays true. The
         // connection may have gone meanwhile: then nobody waits.
@@ -717,7 +726,6 @@ fn spawn_linked(
             &body,
             &mut out,
         );
-        drop(admitted);
         let seq = match handled {
             Ok(Handled::Now(seq)) => seq,
             Ok(Handled::Later(reply)) => {
@@ -726,6 +734,7 @@ fn spawn_linked(
                     tpdu: None,
                     profile: shared.profile,
                     framing: shared.framing,
+                    _admitted: Some(admitted),
                 };
                 let node = &shared.node;
                 let answered =
@@ -818,16 +827,6 @@ async fn complete(
                     _ => None,
                 };
                 asked = true;
-                // The payment's records are appended now, so its shard is
-                // admitted again (a hand-over may have closed it while the
-                // card was asked): not served here any more, no change.
-                let admitted = router.map(|r| r.admit(d.profile, &d.body));
-                if matches!(admitted, Some(Err(_))) {
-                    return Reply {
-                        wait: Wait::Nothing,
-                        ..reply
-                    };
-                }
                 reply = match (verdict, req) {
                     (Some(card), Some(req)) => node.apply_message_counted(req, card),
                     // Not counted, or not in time: never approved without
