@@ -33,23 +33,7 @@ pub fn evaluate(
     // rules before them.
     let card_hash = card_key(context, Subject::Card).hash64();
     state.cards.prefetch(card_hash);
-    let (rules, terminal_limits) = policy.rules_for(context.merchant_id, context.terminal_id);
-    let mut verdict = Verdict::new();
-    blocklists(policy, context, &mut verdict);
-    amount_limits(rules, terminal_limits, context, &mut verdict);
-    sca(rules, context, &mut verdict);
-    velocity(
-        rules,
-        state,
-        context,
-        now_ms,
-        Card::Count(card_hash),
-        &mut verdict,
-    );
-    score(rules, &mut verdict);
-    let decision = verdict.finish();
-    state.decisions.record(&decision);
-    decision
+    decide(policy, state, context, now_ms, Card::Count(card_hash))
 }
 
 /// What the card's counts found, at the node that counts the card
@@ -242,19 +226,25 @@ pub fn evaluate_with_card(
     if context.kind != MessageKind::Authorization {
         return Decision::approve();
     }
+    decide(policy, state, context, now_ms, Card::Given(card))
+}
+
+/// The rules in their fixed order, the card's part as `card` says, and
+/// the decision recorded: [`evaluate`] and [`evaluate_with_card`] alike.
+#[inline]
+fn decide(
+    policy: &Policy,
+    state: &RiskState,
+    context: &Context<'_>,
+    now_ms: u64,
+    card: Card<'_>,
+) -> Decision {
     let (rules, terminal_limits) = policy.rules_for(context.merchant_id, context.terminal_id);
     let mut verdict = Verdict::new();
     blocklists(policy, context, &mut verdict);
     amount_limits(rules, terminal_limits, context, &mut verdict);
     sca(rules, context, &mut verdict);
-    velocity(
-        rules,
-        state,
-        context,
-        now_ms,
-        Card::Given(card),
-        &mut verdict,
-    );
+    velocity(rules, state, context, now_ms, card, &mut verdict);
     score(rules, &mut verdict);
     let decision = verdict.finish();
     state.decisions.record(&decision);
