@@ -40,15 +40,7 @@ use common::*;
 
 /// Starts node `node_id` and waits until it serves every shard.
 async fn start_node(dir: &Path, url: &str, etcd: &str, node_id: &str) -> (Proc, Client) {
-    let config = cluster_config(dir, url, etcd, node_id);
-    let data = dir.join(format!("data-{node_id}"));
-    let launch = Launch {
-        dir: &data,
-        config: Some(&config),
-        logs: dir,
-        log_level: "info",
-    };
-    let (node, client) = launch.start(node_id).await;
+    let (node, client) = launch_node(dir, url, etcd, node_id, "").await;
     node.wait_metric(
         "switch_cluster_served_shards",
         Duration::from_secs(15),
@@ -270,15 +262,7 @@ async fn two_nodes_forward_to_the_owner_and_survive_its_kill_9() {
     let (etcd, pg, url) = services("cluster_two");
     let dir = data_dir();
     let (n1, mut c1) = start_node(&dir, &url, etcd.url(), "n1").await;
-    let config = cluster_config(&dir, &url, etcd.url(), "n2");
-    let data = dir.join("data-n2");
-    let launch = Launch {
-        dir: &data,
-        config: Some(&config),
-        logs: &dir,
-        log_level: "info",
-    };
-    let (n2, mut c2) = launch.start("n2").await;
+    let (n2, mut c2) = launch_node(&dir, &url, etcd.url(), "n2", "").await;
     wait_split(&n1, &n2).await;
 
     // Whoever owns the merchant's shard, one of the two nodes forwards.
@@ -386,15 +370,7 @@ async fn a_node_paused_past_its_lease_writes_nothing_after_the_takeover() {
     let (etcd, pg, url) = services("cluster_pause");
     let dir = data_dir();
     let (n1, c1) = start_node(&dir, &url, etcd.url(), "n1").await;
-    let config = cluster_config(&dir, &url, etcd.url(), "n2");
-    let data = dir.join("data-n2");
-    let launch = Launch {
-        dir: &data,
-        config: Some(&config),
-        logs: &dir,
-        log_level: "info",
-    };
-    let (n2, c2) = launch.start("n2").await;
+    let (n2, c2) = launch_node(&dir, &url, etcd.url(), "n2", "").await;
     wait_split(&n1, &n2).await;
     // Let the hand-over finish: the owner below must stay the owner.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -462,15 +438,7 @@ async fn two_nodes_settled(
     etcd: &EtcdServer,
 ) -> (Proc, Proc, Client, Client, &'static str) {
     let (n1, c1) = start_node(dir, url, etcd.url(), "n1").await;
-    let config = cluster_config(dir, url, etcd.url(), "n2");
-    let data = dir.join("data-n2");
-    let launch = Launch {
-        dir: &data,
-        config: Some(&config),
-        logs: dir,
-        log_level: "info",
-    };
-    let (n2, c2) = launch.start("n2").await;
+    let (n2, c2) = launch_node(dir, url, etcd.url(), "n2", "").await;
     wait_split(&n1, &n2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     if demo_owner(etcd).await == "n1" {
@@ -624,15 +592,7 @@ async fn of_three_nodes_a_request_written_to_a_paused_owner_is_sent_to_the_new_o
     let mut nodes = Vec::new();
     let mut clients = Vec::new();
     for name in ["n1", "n2", "n3"] {
-        let config = cluster_config(&dir, &url, etcd.url(), name);
-        let data = dir.join(format!("data-{name}"));
-        let launch = Launch {
-            dir: &data,
-            config: Some(&config),
-            logs: &dir,
-            log_level: "info",
-        };
-        let (p, c) = launch.start(name).await;
+        let (p, c) = launch_node(&dir, &url, etcd.url(), name, "").await;
         nodes.push(p);
         clients.push(c);
     }
@@ -799,15 +759,7 @@ async fn three_nodes_every_acknowledged_preauthorization_is_captured_after_a_kil
     let mut nodes = Vec::new();
     let mut clients = Vec::new();
     for name in ["n1", "n2", "n3"] {
-        let config = cluster_config(&dir, &url, etcd.url(), name);
-        let data = dir.join(format!("data-{name}"));
-        let launch = Launch {
-            dir: &data,
-            config: Some(&config),
-            logs: &dir,
-            log_level: "info",
-        };
-        let (p, c) = launch.start(name).await;
+        let (p, c) = launch_node(&dir, &url, etcd.url(), name, "").await;
         nodes.push(p);
         clients.push(c);
     }
@@ -972,15 +924,7 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
     let dir = data_dir();
     let mut nodes = Vec::new();
     for name in ["n1", "n2"] {
-        let config = cluster_config(&dir, &url, etcd.url(), name);
-        let data = dir.join(format!("data-{name}"));
-        let launch = Launch {
-            dir: &data,
-            config: Some(&config),
-            logs: &dir,
-            log_level: "info",
-        };
-        let (p, _) = launch.start(name).await;
+        let (p, _) = launch_node(&dir, &url, etcd.url(), name, "").await;
         nodes.push(p);
     }
     wait_split(&nodes[0], &nodes[1]).await;
@@ -1070,54 +1014,32 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
 
     // Every approval is in PostgreSQL: its payment by F37 + F38, a capture
     // captured; no record committed twice.
-    let images = payments(&url);
-    for (req, _, payment) in &approvals {
-        let found: Vec<_> = images
-            .values()
-            .filter(|p| {
-                p.rrn == payment.text(37).as_bytes() && p.auth_code == payment.text(38).as_bytes()
-            })
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "approved {} not in PostgreSQL once",
-            req.mti
-        );
-        if req.mti == "0220" {
-            assert!(
-                found[0].captured_minor > 0,
-                "an approved capture not captured"
-            );
-        }
-    }
-    assert_eq!(
-        count(
-            &url,
-            "SELECT count(*) FROM (SELECT 1 FROM cluster_records \
-             GROUP BY node, epoch, shard, seq HAVING count(*) > 1) d"
-        ),
-        0,
-        "a record committed twice"
-    );
+    approvals_in_postgresql_once(&url, approvals.iter().copied());
     drop((nodes, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts a switch on `config` that must refuse to start: its stderr.
+/// Removes `dir`.
+fn refused_at_start(dir: &Path, config: &Path) -> String {
+    let (mut command, _) = switch_command(&dir.join("data"));
+    let out = command
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("switch");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = std::fs::remove_dir_all(dir);
+    assert!(!out.status.success(), "{stderr}");
+    stderr
 }
 
 #[test]
 fn a_cluster_node_without_postgresql_refuses_to_start() {
     let dir = data_dir();
     let config = cluster_config(&dir, "", "http://127.0.0.1:1", "n1");
-    let (mut command, _) = switch_command(&dir.join("data"));
-    let out = command
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .expect("switch");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = refused_at_start(&dir, &config);
     assert!(
         stderr.contains("cluster mode needs archive.url = \"postgres://"),
         "{stderr}"
@@ -1135,16 +1057,7 @@ fn a_cluster_node_without_a_shared_token_key_refuses_to_start() {
     );
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(&config, text.replacen(TOKEN_KEY, "", 1)).expect("config");
-    let (mut command, _) = switch_command(&dir.join("data"));
-    let out = command
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .expect("switch");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = refused_at_start(&dir, &config);
     assert!(
         stderr.contains("cluster mode needs security.token_key_hex"),
         "{stderr}"
@@ -1227,15 +1140,7 @@ async fn card_velocity_is_exact_across_three_nodes_and_the_kill_of_the_cards_cou
     let mut nodes = Vec::new();
     let mut clients = Vec::new();
     for name in names {
-        let config = cluster_config_with(&dir, &url, etcd.url(), name, &extra);
-        let data = dir.join(format!("data-{name}"));
-        let launch = Launch {
-            dir: &data,
-            config: Some(&config),
-            logs: &dir,
-            log_level: "info",
-        };
-        let (p, c) = launch.start(name).await;
+        let (p, c) = launch_node(&dir, &url, etcd.url(), name, &extra).await;
         nodes.push(p);
         clients.push(c);
     }

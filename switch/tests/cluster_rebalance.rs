@@ -35,15 +35,7 @@ const GAP_BOUND: Duration = Duration::from_millis(2_500);
 
 /// Starts node `node_id` with the per-shard merchants `extra`.
 async fn start(dir: &Path, url: &str, etcd: &str, node_id: &str, extra: &str) -> Proc {
-    let config = cluster_config_with(dir, url, etcd, node_id, extra);
-    let data = dir.join(format!("data-{node_id}"));
-    let launch = Launch {
-        dir: &data,
-        config: Some(&config),
-        logs: dir,
-        log_level: "info",
-    };
-    launch.start(node_id).await.0
+    launch_node(dir, url, etcd, node_id, extra).await.0
 }
 
 /// The shards rendezvous hashing gives `node` among `names`.
@@ -185,40 +177,7 @@ fn each_change_once(url: &str, answered: &[Answered]) {
         answered.len() as i64,
         "records against approved changes"
     );
-    let images = payments(url);
-    let mut by_key: BTreeMap<(Vec<u8>, Vec<u8>), Vec<&engine::lifecycle::Payment>> =
-        BTreeMap::new();
-    for p in images.values() {
-        by_key
-            .entry((p.rrn.to_vec(), p.auth_code.to_vec()))
-            .or_default()
-            .push(p);
-    }
-    for (req, _, payment) in answered {
-        let key = (payment.text(37).into_bytes(), payment.text(38).into_bytes());
-        let found = by_key.get(&key).map_or(&[][..], Vec::as_slice);
-        assert_eq!(
-            found.len(),
-            1,
-            "approved {} not in PostgreSQL once",
-            req.mti
-        );
-        if req.mti == "0220" {
-            assert!(
-                found[0].captured_minor > 0,
-                "an approved capture not captured"
-            );
-        }
-    }
-    assert_eq!(
-        count(
-            url,
-            "SELECT count(*) FROM (SELECT 1 FROM cluster_records \
-             GROUP BY node, epoch, shard, seq HAVING count(*) > 1) d"
-        ),
-        0,
-        "a record committed twice"
-    );
+    approvals_in_postgresql_once(url, answered.iter());
 }
 
 /// No node had a batch fenced or a hand-over given up.

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use cluster::testing::EtcdServer;
 
-use super::{capture, card, free_port, off_runtime, preauth, sale, Client, Proc, Req, Resp};
+use super::{
+    capture, card, free_port, off_runtime, preauth, sale, Client, Launch, Proc, Req, Resp,
+};
 
 /// The shards of the test clusters (the smallest count allowed).
 pub const SHARDS: u32 = 16;
@@ -50,6 +52,28 @@ pub fn cluster_config_with(
     let path = dir.join(format!("{node_id}.toml"));
     std::fs::write(&path, format!("{base}\n{TOKEN_KEY}{section}{extra}")).expect("config");
     path
+}
+
+/// Starts node `node_id` of a cluster on `etcd` with the default's
+/// merchants plus `extra` ([`cluster_config_with`]), its data in
+/// `dir/data-<node_id>` and its log in `dir`: the process and a client.
+/// Does not wait for its shards.
+pub async fn launch_node(
+    dir: &Path,
+    url: &str,
+    etcd: &str,
+    node_id: &str,
+    extra: &str,
+) -> (Proc, Client) {
+    let config = cluster_config_with(dir, url, etcd, node_id, extra);
+    let data = dir.join(format!("data-{node_id}"));
+    let launch = Launch {
+        dir: &data,
+        config: Some(&config),
+        logs: dir,
+        log_level: "info",
+    };
+    launch.start(node_id).await
 }
 
 /// [`cluster_config_with`] the default's merchants only.
@@ -142,6 +166,48 @@ pub async fn sum_metric(nodes: &[Proc], name: &str) -> f64 {
 /// the answer that names its payment's F37 + F38 (a capture's is its
 /// pre-authorization's).
 pub type Answered = (Req, Resp, Resp);
+
+/// Each approval of `approved` is in PostgreSQL once: its payment found
+/// once by its F37 + F38 (a capture's payment captured), and no record
+/// committed twice.
+pub fn approvals_in_postgresql_once<'a>(url: &str, approved: impl Iterator<Item = &'a Answered>) {
+    let images = payments(url);
+    let mut by_key: std::collections::BTreeMap<
+        (Vec<u8>, Vec<u8>),
+        Vec<&engine::lifecycle::Payment>,
+    > = std::collections::BTreeMap::new();
+    for p in images.values() {
+        by_key
+            .entry((p.rrn.to_vec(), p.auth_code.to_vec()))
+            .or_default()
+            .push(p);
+    }
+    for (req, _, payment) in approved {
+        let key = (payment.text(37).into_bytes(), payment.text(38).into_bytes());
+        let found = by_key.get(&key).map_or(&[][..], Vec::as_slice);
+        assert_eq!(
+            found.len(),
+            1,
+            "approved {} not in PostgreSQL once",
+            req.mti
+        );
+        if req.mti == "0220" {
+            assert!(
+                found[0].captured_minor > 0,
+                "an approved capture not captured"
+            );
+        }
+    }
+    assert_eq!(
+        count(
+            url,
+            "SELECT count(*) FROM (SELECT 1 FROM cluster_records \
+             GROUP BY node, epoch, shard, seq HAVING count(*) > 1) d"
+        ),
+        0,
+        "a record committed twice"
+    );
+}
 
 /// What one worker of the mixed load did.
 #[derive(Default)]
