@@ -246,7 +246,7 @@ pub enum Command<'a> {
     /// Counts a card's authorization attempt here, for the node deciding
     /// the payment ([`Wait::Velocity`], cluster mode): the reply carries
     /// the verdict and waits for the attempt's record ([`Wait::Counted`]).
-    Velocity(crate::velocity::VelocityAsk),
+    Velocity(VelocityAsk),
 }
 
 /// What the engine needs from the archive to go on with a request: memory
@@ -312,7 +312,7 @@ pub enum Wait {
     Joined(u64),
     /// The card is counted by another node (cluster mode): nothing was
     /// decided; ask it ([`Command::Velocity`] there, with
-    /// [`crate::velocity::VelocityAsk::new`]) and apply the request again
+    /// [`VelocityAsk::new`]) and apply the request again
     /// with its verdict in [`Fetched::velocity`] ([`Command::Resume`]). An
     /// edge that cannot ask answers with the reply's code (91).
     Velocity {
@@ -608,4 +608,26 @@ pub enum QueryReply {
     SafDepths(Vec<(String, usize, u64)>),
     /// The directory in force.
     Directory(std::sync::Arc<crate::directory::Directory>),
+}
+
+/// What the counting node needs to count one authorization attempt of a
+/// card: the card's token (never the PAN), what the policy's limits are
+/// chosen by, the amount, and whether a rule before velocity declined
+/// (amounts then do not count, as on one node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VelocityAsk {
+    /// The card's keyed token.
+    pub token: [u8; 32],
+    /// F42: the merchant's limits apply.
+    pub merchant_id: [u8; 15],
+    /// F41: the terminal's limits apply.
+    pub terminal_id: [u8; 8],
+    /// F4.
+    pub amount_minor: u64,
+    /// F49.
+    pub currency: u16,
+    /// F25.
+    pub channel: Channel,
+    /// A block list, amount limit or SCA rule declined the attempt.
+    pub declined_before: bool,
 }

@@ -183,7 +183,7 @@ impl RiskStage {
     /// Counts the card of `ask` here at `now_ms` (this node counts it).
     pub(crate) fn count_card(
         &self,
-        ask: &crate::velocity::VelocityAsk,
+        ask: &crate::command::VelocityAsk,
         now_ms: u64,
     ) -> risk::CardCount {
         let context = Self::ask_context(ask);
@@ -193,19 +193,14 @@ impl RiskStage {
 
     /// Records again an attempt counted here or by the card's previous
     /// counting node (`recorded`: the keys that took it).
-    pub(crate) fn recount_card(
-        &self,
-        ask: &crate::velocity::VelocityAsk,
-        at_ms: u64,
-        recorded: u8,
-    ) {
+    pub(crate) fn recount_card(&self, ask: &crate::command::VelocityAsk, at_ms: u64, recorded: u8) {
         let context = Self::ask_context(ask);
         let policy = self.policy.load();
         risk::recount_card(&policy, &self.state, &context, recorded, at_ms);
     }
 
     /// The risk crate's context of an ask.
-    fn ask_context(ask: &crate::velocity::VelocityAsk) -> risk::Context<'_> {
+    fn ask_context(ask: &crate::command::VelocityAsk) -> risk::Context<'_> {
         risk::Context {
             kind: risk::MessageKind::Authorization,
             amount_minor: ask.amount_minor,

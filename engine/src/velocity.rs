@@ -29,27 +29,9 @@ pub const VELOCITY_ASK_BYTES: usize = 32 + 15 + 8 + 8 + 2 + 1 + 1;
 /// and which keys took it.
 pub const VELOCITY_RECORD_BYTES: usize = VELOCITY_ASK_BYTES + 8 + 1;
 
-/// What the counting node needs to count one authorization attempt of a
-/// card: the card's token (never the PAN), what the policy's limits are
-/// chosen by, the amount, and whether a rule before velocity declined
-/// (amounts then do not count, as on one node).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VelocityAsk {
-    /// The card's keyed token.
-    pub token: [u8; 32],
-    /// F42: the merchant's limits apply.
-    pub merchant_id: [u8; 15],
-    /// F41: the terminal's limits apply.
-    pub terminal_id: [u8; 8],
-    /// F4.
-    pub amount_minor: u64,
-    /// F49.
-    pub currency: u16,
-    /// F25.
-    pub channel: Channel,
-    /// A block list, amount limit or SCA rule declined the attempt.
-    pub declined_before: bool,
-}
+/// Defined beside [`crate::command::Command`], which carries it, so the
+/// engine's modules do not import this one.
+pub use crate::command::VelocityAsk;
 
 impl VelocityAsk {
     /// The ask for authorization `req` whose engine replied
