@@ -356,6 +356,14 @@ impl Engine {
         ) {
             return (Ok(out), None);
         }
+        // Cluster mode: a 91 whose change the committer refused (its shard
+        // no longer served here, PostgreSQL reconnecting) decided nothing
+        // and is not remembered: the shard's owner decides the message, and
+        // this node's memory of it would win over the owner's answer once
+        // the shard is loaded here again.
+        if self.card_counted_elsewhere && out.code == Code::UNAVAILABLE && out.record_seq == 0 {
+            return (Ok(out), None);
+        }
         let answer = Answer {
             code: out.code,
             rrn: out.rrn,
