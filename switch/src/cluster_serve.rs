@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use codecs::framing::FrameCodec;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +18,7 @@ use crate::cluster_link::{
     LINK_WRITE_BATCH_MAX, VELOCITY_ASK_BIT, VELOCITY_COUNTED, VELOCITY_REFUSED,
 };
 use crate::ratelog::warn_limited;
-use crate::wire::iso::{answer_deferred, handle, Deferred, Handled, IsoShared};
+use crate::wire::iso::{answer_deferred, handle_admitted, Applied, IsoShared};
 
 /// Serves node links on `listener`: each request of a shard served here is
 /// applied here (never sent on) and its answer written once its record is
@@ -94,7 +93,6 @@ async fn serve_conn(
             }
         }
     });
-    let codec = FrameCodec::new(shared.framing);
     loop {
         let frame = tokio::select! {
             () = cancel.cancelled() => break,
@@ -119,29 +117,12 @@ async fn serve_conn(
             }
             continue;
         };
-        let mut out = BytesMut::with_capacity(256);
-        let handled = handle(
-            &shared.node,
-            &shared.metrics,
-            shared.profile,
-            &codec,
-            None,
-            &body,
-            &mut out,
-        );
-        let seq = match handled {
-            Ok(Handled::Now(seq)) => seq,
+        let (out, seq) = match handle_admitted(&shared, bytes::Bytes::from(body), admitted) {
+            Applied::Now(out, seq) => (out, seq),
             // A card counted by another node: finished on a task of its
-            // own, answered once committed.
-            Ok(Handled::Later(reply)) => {
-                let deferred = Deferred {
-                    body: bytes::Bytes::from(body),
-                    tpdu: None,
-                    profile: shared.profile,
-                    framing: shared.framing,
-                    // Held until it is decided: a hand-over waits for it.
-                    _admitted: admitted,
-                };
+            // own (its shard's admission held until it is decided),
+            // answered once committed.
+            Applied::Later(deferred, reply) => {
                 let (shared, router, committer, tx) = (
                     shared.clone(),
                     router.clone(),
@@ -167,13 +148,13 @@ async fn serve_conn(
             }
             // Nothing to answer for an unanswerable frame: the entry node
             // times out and answers.
-            Err(_) => continue,
+            Applied::Unanswerable => continue,
         };
         let (committer, tx) = (committer.clone(), tx.clone());
         tokio::spawn(async move {
             // Not committed (fenced, failed, or late): no answer leaves.
             if committed(&committer, seq).await {
-                let _ = tx.send((id, out.to_vec())).await;
+                let _ = tx.send((id, out)).await;
             }
         });
     }

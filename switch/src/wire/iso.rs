@@ -715,40 +715,63 @@ fn spawn_linked(
             let _ = later.send((unavailable_frame(&shared, &body), 0));
             return;
         };
-        let mut out = BytesMut::with_capacity(256);
-        let codec = FrameCodec::new(shared.framing);
-        let handled = handle(
-            &shared.node,
-            &shared.metrics,
-            shared.profile,
-            &codec,
-            None,
-            &body,
-            &mut out,
-        );
-        let seq = match handled {
-            Ok(Handled::Now(seq)) => seq,
-            Ok(Handled::Later(reply)) => {
-                let deferred = Deferred {
-                    body,
-                    tpdu: None,
-                    profile: shared.profile,
-                    framing: shared.framing,
-                    _admitted: Some(admitted),
-                };
+        let answered = match handle_admitted(&shared, body, Some(admitted)) {
+            Applied::Now(answer, seq) => (answer, seq),
+            Applied::Later(deferred, reply) => {
                 let node = &shared.node;
-                let answered =
-                    answer_deferred(node, &shared.metrics, Some(&router), &deferred, reply).await;
-                let _ = later.send(answered);
-                return;
+                answer_deferred(node, &shared.metrics, Some(&router), &deferred, reply).await
             }
-            Err(_) => {
-                out.clear();
-                0
-            }
+            Applied::Unanswerable => (Vec::new(), 0),
         };
-        let _ = later.send((out.to_vec(), seq));
+        let _ = later.send(answered);
     });
+}
+
+/// How a request of a shard served here ended its synchronous part
+/// ([`handle_admitted`]).
+pub(crate) enum Applied {
+    /// Answered: the framed answer and the record sequence it waits for.
+    Now(Vec<u8>, u64),
+    /// Waiting for its card's verdict: finish it with [`answer_deferred`].
+    /// The shard's admission rides in the [`Deferred`] until it is decided.
+    Later(Deferred, Reply),
+    /// Nothing can be answered (an unanswerable frame).
+    Unanswerable,
+}
+
+/// Applies `body` (no TPDU), a request of a shard this node serves,
+/// holding `admitted` until its records are appended or, when deferred,
+/// until it is decided: the node-link server's and the entry node's path
+/// for a request of a shard served here.
+pub(crate) fn handle_admitted(
+    shared: &IsoShared,
+    body: Bytes,
+    admitted: Option<crate::cluster_commit::Admitted>,
+) -> Applied {
+    let mut out = BytesMut::with_capacity(256);
+    let codec = FrameCodec::new(shared.framing);
+    match handle(
+        &shared.node,
+        &shared.metrics,
+        shared.profile,
+        &codec,
+        None,
+        &body,
+        &mut out,
+    ) {
+        Ok(Handled::Now(seq)) => Applied::Now(out.to_vec(), seq),
+        Ok(Handled::Later(reply)) => Applied::Later(
+            Deferred {
+                body,
+                tpdu: None,
+                profile: shared.profile,
+                framing: shared.framing,
+                _admitted: admitted,
+            },
+            reply,
+        ),
+        Err(_) => Applied::Unanswerable,
+    }
 }
 
 /// A framed 91 for `body` that no engine state decided (a request of a
