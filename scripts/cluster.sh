@@ -67,6 +67,25 @@ alive() {
     [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]
 }
 
+# SIGTERM to each of PIDS, then up to TENTHS tenths of a second each to
+# exit, then SIGKILL: stop_pids TENTHS PIDS...
+stop_pids() {
+  local tenths=$1 pid i
+  shift
+  for pid in "$@"; do
+    alive "$pid" && kill -TERM "$pid"
+  done
+  for pid in "$@"; do
+    for i in $(seq 1 "$tenths"); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+    if alive "$pid"; then
+      kill -KILL "$pid" || true
+    fi
+  done
+}
+
 up() {
   local dir=$1
   mkdir -p "$dir"
@@ -232,37 +251,16 @@ down() {
     echo "cluster.sh: nothing recorded in $dir (never up, or down already)"
     return 0
   fi
-  local ETCD_PIDS PG_DATA NODE_PIDS="" pid i
+  local ETCD_PIDS PG_DATA NODE_PIDS=""
   # shellcheck disable=SC1091
   source "$dir/services.env"
-  for pid in $NODE_PIDS; do
-    alive "$pid" && kill -TERM "$pid"
-  done
-  for pid in $NODE_PIDS; do
-    for i in $(seq 1 100); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    if alive "$pid"; then
-      kill -KILL "$pid" || true
-    fi
-  done
+  # shellcheck disable=SC2086
+  stop_pids 100 $NODE_PIDS
   if [ -f "$PG_DATA/postmaster.pid" ]; then
     as_pg "$(pg_bin)/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 30 >/dev/null || true
   fi
-  for pid in $ETCD_PIDS; do
-    alive "$pid" && kill -TERM "$pid"
-  done
-  local i
-  for pid in $ETCD_PIDS; do
-    for i in $(seq 1 50); do
-      alive "$pid" || break
-      sleep 0.1
-    done
-    if alive "$pid"; then
-      kill -KILL "$pid" || true
-    fi
-  done
+  # shellcheck disable=SC2086
+  stop_pids 50 $ETCD_PIDS
   rm -f "$dir/services.env"
   echo "cluster.sh: down ($dir kept, with its logs)"
 }
