@@ -67,3 +67,4 @@ pub use merchant::{Merchant, Settings};
 pub use recovery::ReplayError;
 pub use risk::tokenizer;
 pub use state::{OriginalKey, Target};
+pub use timers::HOLD_RETRY_MS;

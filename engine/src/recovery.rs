@@ -163,6 +163,28 @@ impl Engine {
         });
     }
 
+    /// After payments were loaded by [`Engine::replay_record`] while the
+    /// engine runs (cluster mode's takeover of a shard): queue the holds of
+    /// those of `payments` that are uncaptured, as [`Engine::requeue_holds`]
+    /// does for all of them after recovery. A hold queued twice ends once.
+    pub fn requeue_holds_of(&self, payments: impl IntoIterator<Item = u64>) {
+        let dir = self.dir();
+        for id in payments {
+            let due = self.state.with_payment(id, |p| {
+                (p.status == crate::lifecycle::Status::Uncaptured).then(|| {
+                    dir.merchant(p.merchant)
+                        .map_or(p.created_ms, |m| m.hold_end(p.hold_from_ms()).0)
+                })
+            });
+            if let Some(Some(due_ms)) = due {
+                self.state.queue_hold(crate::state::Hold {
+                    due_ms,
+                    payment: id,
+                });
+            }
+        }
+    }
+
     /// After recovery: the risk watch list again, from the payments in
     /// memory marked as scam by hand (flag rule `manual`) and not unmarked:
     /// one hold of its card per such payment, as when they were marked.

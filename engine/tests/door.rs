@@ -235,6 +235,79 @@ fn the_timers_end_a_hold_when_it_is_due() {
 }
 
 #[test]
+fn a_hold_whose_end_the_journal_refuses_stays_open_and_is_ended_on_a_later_pass() {
+    let journal = Recorder::default();
+    let e = engine(&journal);
+    let auth = e.apply(Command::Message(request(Op::PreAuth, 1, None)), NOW_MS);
+    let id = auth.payment_id.expect("id");
+    let records = journal.records.lock().expect("lock").len();
+    let tick = |at| {
+        e.apply(
+            Command::Tick {
+                archived_seq: u64::MAX,
+            },
+            at,
+        )
+        .count
+    };
+    *journal.refuse.lock().expect("lock") = true;
+    let due = NOW_MS + HOLD_MS;
+    assert_eq!(tick(due), 0, "refused: not ended");
+    assert_eq!(
+        payment(&e, id).status,
+        Status::Uncaptured,
+        "memory as it was"
+    );
+    *journal.refuse.lock().expect("lock") = false;
+    assert_eq!(
+        tick(due + engine::HOLD_RETRY_MS - 1),
+        0,
+        "tried again only after the retry delay"
+    );
+    assert_eq!(tick(due + engine::HOLD_RETRY_MS), 1);
+    assert_eq!(payment(&e, id).status, Status::Expired);
+    assert_eq!(
+        journal.records.lock().expect("lock").len(),
+        records + 1,
+        "the end is journaled once"
+    );
+}
+
+#[test]
+fn holds_of_payments_loaded_while_running_end_once_requeued() {
+    let journal = Recorder::default();
+    let first = engine(&journal);
+    let auth = first.apply(Command::Message(request(Op::PreAuth, 1, None)), NOW_MS);
+    let id = auth.payment_id.expect("id");
+    let second = engine(&Recorder::default());
+    for (record_type, payload) in journal.records.lock().expect("lock").iter() {
+        second
+            .replay_record(0, *record_type, payload)
+            .expect("replays");
+    }
+    let tick = |at| {
+        second
+            .apply(
+                Command::Tick {
+                    archived_seq: u64::MAX,
+                },
+                at,
+            )
+            .count
+    };
+    assert_eq!(
+        tick(NOW_MS + HOLD_MS),
+        0,
+        "a loaded hold is not queued by itself"
+    );
+    second.requeue_holds_of([id, id, 999]);
+    assert_eq!(tick(NOW_MS + HOLD_MS), 1, "queued twice, ended once");
+    assert_eq!(payment(&second, id).status, Status::Expired);
+    second.requeue_holds_of([id]);
+    assert_eq!(tick(NOW_MS + 2 * HOLD_MS), 0, "an ended hold is not queued");
+}
+
+#[test]
 fn a_replayed_journal_answers_repeats_as_the_first_engine_did() {
     let journal = Recorder::default();
     let first = engine(&journal);
