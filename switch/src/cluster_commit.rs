@@ -462,6 +462,7 @@ impl Committer {
             .query_one("SELECT nextval('cluster_id_block')", &[])?
             .get(0);
         tx.commit()?;
+        let mut payments = std::collections::HashSet::new();
         for row in &rows {
             let record_type: i16 = row.get(0);
             let payload: &[u8] = row.get(1);
@@ -470,7 +471,13 @@ impl Committer {
             engine
                 .replay_record(0, record_type, payload)
                 .with_context(|| format!("replaying a record of shard {shard}"))?;
+            if record_type == engine::record::RECORD_PAYMENT {
+                payments.insert(engine::record::payment_id(payload)?);
+            }
         }
+        // The shard's open pre-authorizations to the timers: their holds
+        // end here now (queued at their due time, or at once if past it).
+        engine.requeue_holds_of(payments);
         let block = u64::try_from(block)?;
         engine.reserve_ids_through(block << ID_BLOCK_BITS);
         self.shards().insert(

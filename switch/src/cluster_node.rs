@@ -10,9 +10,10 @@
 //! is first closed, so what it admitted is committed before its key goes
 //! (`cluster_commit::ShardHandover`); SIGTERM drains the node ([`drain`]).
 //! A request for a shard this node does not serve goes to its owner over
-//! a node link (`cluster_link`). No file journal, snapshot, drainer,
-//! webhook dispatcher or issuer link is started, so the data directory
-//! holds only its lock, the token key and API keys.
+//! a node link (`cluster_link`). The timers end holds ([`sweep`]). No file
+//! journal, snapshot, drainer, webhook dispatcher or issuer link is
+//! started, so the data directory holds only its lock, the token key and
+//! API keys.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,6 +166,7 @@ pub(crate) async fn start(
         crate::spawn_http(config, &engine, http_listener, prometheus.clone(), &running);
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
     tracker.spawn(crate::metrics_upkeep(prometheus, cancel.clone()));
+    tracker.spawn(sweep(engine.clone(), cancel.clone()));
     tracker.spawn(crate::cluster_serve::serve(
         link_listener,
         iso_shared,
@@ -207,6 +209,41 @@ pub(crate) async fn start(
         "cluster node ready"
     );
     Ok(running)
+}
+
+/// Cluster mode's timers: every [`crate::SWEEP_INTERVAL`], one
+/// [`engine::Command::Tick`], which ends the holds due (expiry or
+/// auto-capture) of the shards this node serves. A hold's end is a change
+/// like any other: committed to PostgreSQL under its shard's fence, or
+/// refused (the shard is served elsewhere, PostgreSQL reconnecting), and
+/// then the payment stays as it was and the hold is tried again after
+/// [`engine::HOLD_RETRY_MS`] (`switch_hold_ends_refused_total`). The node
+/// that takes a shard over queues its open holds when it loads it
+/// (`Committer::acquire`). With watermark 0: no archive is written in
+/// cluster mode, so no answer this node made leaves memory (what fills
+/// `limits.idempotency_entries_max` in the end, docs/cluster.md). Payments
+/// are not retired either, for the same reason.
+async fn sweep(node: Arc<node::Node>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_warned = None;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let n = node.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            let r = n.apply(engine::Command::Tick { archived_seq: 0 });
+            if r.count > 0 {
+                ::metrics::counter!("switch_holds_ended_total").increment(r.count as u64);
+            }
+        });
+        if let Err(e) = pass.await {
+            tracing::error!(error = %e, "a timer pass failed");
+        }
+        crate::warn_saturation(&node, &mut last_warned);
+    }
 }
 
 /// Registers the node in etcd with its bound addresses.

@@ -77,7 +77,7 @@ pub use routing_config::{
 };
 
 /// How often the sweeper runs.
-const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// Beyond the drain deadline, how long shutdown waits for the tasks that
 /// are not connections (a snapshot being written) before closing the
 /// journal.
@@ -885,7 +885,7 @@ fn retire(node: &node::Node, retention_ms: u64) {
 /// Logs a full table at most once per [`SATURATION_WARNING_INTERVAL`]
 /// (and when it clears), so a switch answering 96 to everything says so in
 /// its log, not only in `switch_limit_reached_total`.
-fn warn_saturation(node: &node::Node, last_warned: &mut Option<tokio::time::Instant>) {
+pub(crate) fn warn_saturation(node: &node::Node, last_warned: &mut Option<tokio::time::Instant>) {
     match node.saturation() {
         Some(why) => {
             let now = tokio::time::Instant::now();
@@ -937,9 +937,12 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
         }
         let n = node.clone();
         let timers = tokio::task::spawn_blocking(move || {
-            n.apply(engine::Command::Tick {
+            let ended = n.apply(engine::Command::Tick {
                 archived_seq: n.archived_seq(),
             });
+            if ended.count > 0 {
+                ::metrics::counter!("switch_holds_ended_total").increment(ended.count as u64);
+            }
             retire(&n, retention_ms);
             if pass % ARCHIVED_HOLDS_EVERY_PASSES == 0 {
                 let ended = n.end_archived_holds();

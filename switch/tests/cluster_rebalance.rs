@@ -519,3 +519,170 @@ async fn switch_cluster_drain_moves_every_shard_off_a_running_node_until_undone(
     drop((n1, n2, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Cluster node `node_id` in this process on `clock`, with one merchant
+/// per shard (`merchants`), those of even shards auto-capturing after 24 h.
+async fn start_in_process(
+    dir: &Path,
+    url: &str,
+    etcd: &str,
+    node_id: &str,
+    merchants: &[(String, String)],
+    clock: &switch::Clock,
+) -> switch::Running {
+    let path = cluster_config_with(dir, url, etcd, node_id, &merchants_toml(merchants));
+    let overrides = switch::Overrides {
+        iso_addr: local(),
+        frame_addr: local(),
+        http_addr: local(),
+        data_dir: Some(dir.join(format!("data-{node_id}"))),
+        journal_ack: None,
+        repair: false,
+    };
+    let mut config = switch::Config::load(Some(&path), overrides).expect("config");
+    for (shard, m) in config.merchants.iter_mut().skip(2).enumerate() {
+        if shard % 2 == 0 {
+            m.auto_capture_h = Some(24);
+        }
+    }
+    switch::start(config, clock.clone()).await.expect("start")
+}
+
+/// The timers in cluster mode (`docs/cluster.md`, Status): a hold ends
+/// once, committed by the node that serves its shard then. Two nodes in
+/// this process on one manual clock: 16 pre-authorizations (one per
+/// shard) approved while the first node serves every shard; a second
+/// joins and takes about half the shards by hand-over; the clock then
+/// passes every hold's end. Every pre-authorization ends exactly once in
+/// PostgreSQL (expired, or captured in full where its merchant
+/// auto-captures), and those of the moved shards are ended by the new
+/// owner, which queued their holds when it loaded them: before, holds
+/// never ended in cluster mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_end_once_at_the_node_serving_their_shard_after_a_join() {
+    let (etcd, _pg, url) = services("cluster_holds");
+    let dir = data_dir();
+    let merchants = merchant_per_shard();
+    let clock = switch::Clock::manual(START_MS);
+    let a = start_in_process(&dir, &url, etcd.url(), "a", &merchants, &clock).await;
+    // A failed assertion stops the nodes, or the runtime would wait for
+    // their loaders for ever.
+    let mut stop_on_panic = OnDrop(vec![a.cancel_token()]);
+    let mut client = Client::connect(a.iso_addr).await;
+    for (i, (f42, f41)) in merchants.iter().enumerate() {
+        let req = preauth(&card(70_000 + i as u64), 1_000 + i as u64)
+            .set(41, f41)
+            .set(42, f42);
+        // 91 until the node serves the shard.
+        let started = Instant::now();
+        loop {
+            let resp = client.call(&req).await;
+            if resp.code() == "00" {
+                break;
+            }
+            assert!(
+                started.elapsed() < SETTLE_BOUND,
+                "shard of {f42} not served: {}",
+                resp.code()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let b = start_in_process(&dir, &url, etcd.url(), "b", &merchants, &clock).await;
+    stop_on_panic.0.push(b.cancel_token());
+    let owned_by_b = "SELECT count(*) FROM shard_owner WHERE owner = 'b'";
+    let started = Instant::now();
+    let mut last = (0, Instant::now());
+    // Settled: B's shard count unchanged for 2 s (a hand-over is a commit,
+    // a 500 ms poll and a load).
+    while last.0 == 0 || last.1.elapsed() < Duration::from_secs(2) {
+        assert!(started.elapsed() < SETTLE_BOUND, "no shard moved to b");
+        let n = count(&url, owned_by_b);
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    clock.advance_ms(169 * 3_600_000);
+    // Every hold ended once: two payment records per pre-authorization.
+    let ended = "SELECT count(*) FROM cluster_records WHERE record_type = 1";
+    let started = Instant::now();
+    while count(&url, ended) < 32 {
+        assert!(
+            started.elapsed() < SETTLE_BOUND,
+            "{} of 16 holds ended",
+            count(&url, ended) - 16
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // No end committed twice (a pass of either node after these).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&url, ended), 32);
+    let payments = payments(&url);
+    assert_eq!(payments.len(), 16);
+    for p in payments.values() {
+        // Amount 1,000 + the shard of its merchant.
+        let shard = p.authorized_minor - 1_000;
+        let want = if shard % 2 == 0 {
+            engine::Status::Succeeded
+        } else {
+            engine::Status::Expired
+        };
+        assert_eq!(p.status, want, "payment {} of shard {shard}", p.id);
+    }
+    // The moved shards' holds were ended by b, the others' by a: each
+    // payment's second record (its end), by the shard's owner now.
+    let records = off_runtime({
+        let url = url.clone();
+        move || {
+            let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            db.query(
+                "SELECT r.shard, r.node, o.owner, r.payload FROM cluster_records r \
+                 JOIN shard_owner o ON o.shard = r.shard \
+                 WHERE r.record_type = 1 ORDER BY r.n",
+                &[],
+            )
+            .expect("records")
+            .iter()
+            .map(|r| {
+                let payload: Vec<u8> = r.get(3);
+                let id = engine::record::payment_id(&payload).expect("a payment record");
+                (
+                    id,
+                    r.get::<_, i32>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                )
+            })
+            .collect::<Vec<_>>()
+        }
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let enders: Vec<_> = records
+        .into_iter()
+        .filter(|(id, ..)| !seen.insert(*id))
+        .map(|(_, shard, node, owner)| (shard, node, owner))
+        .collect();
+    assert_eq!(enders.len(), 16, "{enders:?}");
+    for (shard, node, owner) in &enders {
+        assert_eq!(node, owner, "shard {shard}'s hold ended by its owner");
+    }
+    assert!(
+        enders.iter().any(|(_, node, _)| node == "b"),
+        "some hold of a moved shard ended by b: {enders:?}"
+    );
+    drop(stop_on_panic);
+    b.shutdown().await.expect("b stops");
+    a.shutdown().await.expect("a stops");
+}
+
+/// Cancels its tokens when dropped.
+struct OnDrop(Vec<tokio_util::sync::CancellationToken>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.cancel();
+        }
+    }
+}
