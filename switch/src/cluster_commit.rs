@@ -93,6 +93,10 @@ CREATE TABLE IF NOT EXISTS cluster_records (
 );
 CREATE INDEX IF NOT EXISTS cluster_records_shard ON cluster_records (shard, n);
 CREATE SEQUENCE IF NOT EXISTS cluster_id_block;
+CREATE TABLE IF NOT EXISTS cluster_drained (
+    shard INT4 PRIMARY KEY,
+    n     INT8 NOT NULL
+);
 ";
 
 /// One record on its way to PostgreSQL.
@@ -178,6 +182,8 @@ pub(crate) struct Committer {
     stop: Arc<AtomicBool>,
     /// The last sequence handed out.
     last_seq: AtomicU64,
+    /// The last sequence committed (published).
+    committed_seq: Arc<AtomicU64>,
     /// This node life's number block, for F37 + F38.
     number_block: u64,
     /// The writer thread.
@@ -220,7 +226,9 @@ impl Committer {
         let failed = Arc::new(AtomicBool::new(false));
         let reconnecting = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let committed_seq = Arc::new(AtomicU64::new(0));
         let writer = Writer {
+            committed_seq: committed_seq.clone(),
             client,
             url: url.to_owned(),
             reconnecting: reconnecting.clone(),
@@ -250,6 +258,7 @@ impl Committer {
             reconnecting,
             stop,
             last_seq: AtomicU64::new(0),
+            committed_seq,
             number_block,
             writer: Mutex::new(Some(handle)),
         })
@@ -270,6 +279,21 @@ impl Committer {
         self.last_seq.load(Ordering::Relaxed)
     }
 
+    /// The last sequence committed to PostgreSQL.
+    pub(crate) fn committed_seq(&self) -> u64 {
+        self.committed_seq.load(Ordering::Acquire)
+    }
+
+    /// The shards whose records this node writes: served, or being handed
+    /// over (the archive drainer's).
+    pub(crate) fn writing_shards(&self) -> Vec<u32> {
+        self.shards()
+            .iter()
+            .filter(|(_, v)| v.state != ShardState::Closed)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
     /// Whether the writer stopped on a fence or an error.
     pub(crate) fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
@@ -279,6 +303,14 @@ impl Committer {
         self.shards
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the shard of configured merchant `index` (the engine's) is
+    /// served here.
+    pub(crate) fn serves_merchant(&self, index: u32) -> bool {
+        self.merchant_shards
+            .get(index as usize)
+            .is_some_and(|&s| self.serves(s))
     }
 
     /// Whether requests of `shard` are admitted here (loaded, not being
@@ -436,6 +468,7 @@ impl Committer {
     pub(crate) fn acquire(
         &self,
         client: &mut postgres::Client,
+        archive: &mut dyn archive::Archive,
         engine: &engine::Engine,
         shard: u32,
         epoch: i64,
@@ -455,17 +488,38 @@ impl Committer {
             "shard {shard}: {count} records, more than {LOAD_RECORDS_MAX} to load"
         );
         let rows = tx.query(
-            "SELECT record_type, payload FROM cluster_records WHERE shard = $1 ORDER BY n",
+            "SELECT n, record_type, payload FROM cluster_records WHERE shard = $1 ORDER BY n",
             &[&shard_sql],
         )?;
+        let drained: i64 = tx
+            .query_one(
+                "SELECT COALESCE((SELECT n FROM cluster_drained WHERE shard = $1), 0)",
+                &[&shard_sql],
+            )?
+            .get(0);
         let block: i64 = tx
             .query_one("SELECT nextval('cluster_id_block')", &[])?
             .get(0);
         tx.commit()?;
+        // Every payment loaded is in the archive before it is served, so
+        // memory may let it go (`cluster_drain`).
+        let loaded: Vec<(i64, i16, &[u8])> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let archived =
+            crate::cluster_drain::drain_loaded(client, archive, shard_sql, drained, &loaded)?;
+        if archived > 0 {
+            tracing::info!(
+                shard,
+                records = archived,
+                "cluster: loaded records not yet archived written into the archive"
+            );
+        }
         let mut payments = std::collections::HashSet::new();
         for row in &rows {
-            let record_type: i16 = row.get(0);
-            let payload: &[u8] = row.get(1);
+            let record_type: i16 = row.get(1);
+            let payload: &[u8] = row.get(2);
             let record_type = u8::try_from(record_type)?;
             // Sequence 0: loaded from PostgreSQL, so already durable.
             engine
@@ -603,6 +657,8 @@ struct Writer {
     node_id: String,
     /// Where committed sequences go.
     publisher: Arc<DurablePublisher>,
+    /// The last committed sequence, for the archive drainer.
+    committed_seq: Arc<AtomicU64>,
     /// Set on a fence or an error.
     failed: Arc<AtomicBool>,
     /// Set by shutdown.
@@ -643,6 +699,7 @@ impl Writer {
                     metrics::counter!("switch_cluster_committed_records_total")
                         .increment(batch.len() as u64);
                     count_by_shard(&batch);
+                    self.committed_seq.store(last, Ordering::Release);
                     self.publisher.publish(last);
                 }
                 Err(e) => {

@@ -10,10 +10,11 @@
 //! is first closed, so what it admitted is committed before its key goes
 //! (`cluster_commit::ShardHandover`); SIGTERM drains the node ([`drain`]).
 //! A request for a shard this node does not serve goes to its owner over
-//! a node link (`cluster_link`). The timers end holds ([`sweep`]). No file
-//! journal, snapshot, drainer, webhook dispatcher or issuer link is
-//! started, so the data directory holds only its lock, the token key and
-//! API keys.
+//! a node link (`cluster_link`). The timers end holds and retire payments
+//! ([`sweep`]) once the cluster drainer (`cluster_drain`) has them in the
+//! archive's tables, which lookups read. No file journal, snapshot,
+//! webhook dispatcher or issuer link is started, so the data directory
+//! holds only its lock, the token key and API keys.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +94,6 @@ pub(crate) async fn start(
             config.archive.redacted_url()
         )
     })?;
-    drop(reader);
     // Cancelled by the committer when a batch is fenced or fails: the node
     // then stops (nothing more is acknowledged).
     let cancel = CancellationToken::new();
@@ -113,6 +113,25 @@ pub(crate) async fn start(
     node.engine.count_cards_elsewhere();
     // F37 + F38 from this life's block: unique across nodes and lives.
     node.engine.use_number_block(committer.number_block());
+    // The archive's tables, written from cluster_records (`cluster_drain`):
+    // payments and answers leave memory once there, and lookups read them
+    // back.
+    let progress = Arc::new(archive_stage::Progress::default());
+    let drainer = {
+        let (url, committer, progress) = (
+            config.archive.url.clone(),
+            committer.clone(),
+            progress.clone(),
+        );
+        archive_stage::off_runtime(move || {
+            crate::cluster_drain::ClusterDrainer::start(&url, committer, progress)
+        })?
+    };
+    node.archive = Some(archive_stage::ArchiveStage::new(
+        reader,
+        progress,
+        config.archive.lag_records_max,
+    ));
     let engine = Arc::new(node);
 
     let bind = |addr, what: &'static str| async move {
@@ -166,7 +185,21 @@ pub(crate) async fn start(
         crate::spawn_http(config, &engine, http_listener, prometheus.clone(), &running);
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
     tracker.spawn(crate::metrics_upkeep(prometheus, cancel.clone()));
-    tracker.spawn(sweep(engine.clone(), cancel.clone()));
+    tracker.spawn(sweep(
+        engine.clone(),
+        committer.clone(),
+        config.limits.payment_retention_s * 1000,
+        cancel.clone(),
+    ));
+    // The drainer stops with the node.
+    tracker.spawn({
+        let cancel = cancel.clone();
+        async move {
+            cancel.cancelled().await;
+            let mut drainer = drainer;
+            let _ = tokio::task::spawn_blocking(move || drainer.stop()).await;
+        }
+    });
     tracker.spawn(crate::cluster_serve::serve(
         link_listener,
         iso_shared,
@@ -213,33 +246,50 @@ pub(crate) async fn start(
 
 /// Cluster mode's timers: every [`crate::SWEEP_INTERVAL`], one
 /// [`engine::Command::Tick`], which ends the holds due (expiry or
-/// auto-capture) of the shards this node serves. A hold's end is a change
-/// like any other: committed to PostgreSQL under its shard's fence, or
-/// refused (the shard is served elsewhere, PostgreSQL reconnecting), and
-/// then the payment stays as it was and the hold is tried again after
-/// [`engine::HOLD_RETRY_MS`] (`switch_hold_ends_refused_total`). The node
-/// that takes a shard over queues its open holds when it loads it
-/// (`Committer::acquire`). With watermark 0: no archive is written in
-/// cluster mode, so no answer this node made leaves memory (what fills
-/// `limits.idempotency_entries_max` in the end, docs/cluster.md). Payments
-/// are not retired either, for the same reason.
-async fn sweep(node: Arc<node::Node>, cancel: CancellationToken) {
+/// auto-capture) of the shards this node serves, and one retirement
+/// ([`crate::retire`]: payments final for `limits.payment_retention_s`
+/// and in the archive leave memory); every
+/// [`crate::ARCHIVED_HOLDS_EVERY_PASSES`]th, the ended holds of archived
+/// pre-authorizations of the merchants of the shards served. A hold's end
+/// is a change like any other: committed to PostgreSQL under its shard's
+/// fence, or refused (the shard is served elsewhere, PostgreSQL
+/// reconnecting), and then the payment stays as it was and the hold is
+/// tried again after [`engine::HOLD_RETRY_MS`]
+/// (`switch_hold_ends_refused_total`). The node that takes a shard over
+/// queues its open holds when it loads it (`Committer::acquire`). The
+/// watermark is the cluster drainer's (`cluster_drain`).
+async fn sweep(
+    node: Arc<node::Node>,
+    committer: Arc<Committer>,
+    retention_ms: u64,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(crate::SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_warned = None;
-    loop {
+    for pass in 0u64.. {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let n = node.clone();
-        let pass = tokio::task::spawn_blocking(move || {
-            let r = n.apply(engine::Command::Tick { archived_seq: 0 });
+        let (n, c) = (node.clone(), committer.clone());
+        let timers = tokio::task::spawn_blocking(move || {
+            let r = n.apply(engine::Command::Tick {
+                archived_seq: n.archived_seq(),
+            });
             if r.count > 0 {
                 ::metrics::counter!("switch_holds_ended_total").increment(r.count as u64);
             }
+            crate::retire(&n, retention_ms);
+            if pass % crate::ARCHIVED_HOLDS_EVERY_PASSES == 0 {
+                let ended = n.end_archived_holds(|m| c.serves_merchant(m));
+                if ended > 0 {
+                    ::metrics::counter!("switch_archived_holds_ended_total")
+                        .increment(ended as u64);
+                }
+            }
         });
-        if let Err(e) = pass.await {
+        if let Err(e) = timers.await {
             tracing::error!(error = %e, "a timer pass failed");
         }
         crate::warn_saturation(&node, &mut last_warned);
@@ -285,6 +335,17 @@ struct Loader {
     url: String,
 }
 
+/// The loader's sessions: `cluster_records`, and the archive it writes a
+/// shard's records not yet archived into.
+type LoaderSessions = (postgres::Client, archive::PgArchive);
+
+/// Connects the loader's sessions.
+fn loader_sessions(url: &str) -> anyhow::Result<LoaderSessions> {
+    let client = crate::cluster_commit::connect(url)?;
+    let archive = archive::PgArchive::connect(url).context("the archive")?;
+    Ok((client, archive))
+}
+
 impl Loader {
     /// Until `cancel`: compare every [`OWNED_POLL_INTERVAL`], load what is new.
     fn run(self, cancel: &CancellationToken) {
@@ -304,12 +365,15 @@ impl Loader {
                     continue;
                 }
                 if client.is_none() {
-                    client = crate::cluster_commit::connect(&self.url)
-                        .map_err(|e| tracing::warn!(error = %e, "cluster: the loader cannot reach PostgreSQL"))
+                    client = loader_sessions(&self.url)
+                        .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "cluster: the loader cannot reach PostgreSQL"))
                         .ok();
                 }
-                let Some(c) = client.as_mut() else { break };
-                match self.committer.acquire(c, &self.node.engine, shard, epoch) {
+                let Some((c, a)) = client.as_mut() else { break };
+                match self
+                    .committer
+                    .acquire(c, a, &self.node.engine, shard, epoch)
+                {
                     Ok(records) => {
                         tracing::info!(shard, epoch, records, "cluster: shard loaded and served");
                     }

@@ -35,6 +35,7 @@ mod business;
 pub mod cli;
 mod clock;
 mod cluster_commit;
+mod cluster_drain;
 mod cluster_link;
 mod cluster_node;
 mod cluster_serve;
@@ -870,7 +871,7 @@ struct PressureWarnings {
 /// archive's watermark: payments final for `retention_ms`, or any archived
 /// final ones while memory is above 75% of `limits.payments_max`, leave
 /// memory.
-fn retire(node: &node::Node, retention_ms: u64) {
+pub(crate) fn retire(node: &node::Node, retention_ms: u64) {
     let archived_seq = node.archived_seq();
     let cutoff_ms = node.clock.now_ms().saturating_sub(retention_ms);
     let r = node.apply(engine::Command::Retire {
@@ -904,7 +905,7 @@ pub(crate) fn warn_saturation(node: &node::Node, last_warned: &mut Option<tokio:
 
 /// Ended holds in the archive are looked for every this many timer passes
 /// (1 s).
-const ARCHIVED_HOLDS_EVERY_PASSES: u64 = 10;
+pub(crate) const ARCHIVED_HOLDS_EVERY_PASSES: u64 = 10;
 
 /// Writes every payment in memory (and its index entries) to `store`, in
 /// batches (see [`drainer::Drainer::start`]).
@@ -945,7 +946,7 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
             }
             retire(&n, retention_ms);
             if pass % ARCHIVED_HOLDS_EVERY_PASSES == 0 {
-                let ended = n.end_archived_holds();
+                let ended = n.end_archived_holds(|_| true);
                 if ended > 0 {
                     ::metrics::counter!("switch_archived_holds_ended_total")
                         .increment(ended as u64);

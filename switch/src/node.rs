@@ -289,8 +289,10 @@ impl Node {
 
     /// Ends the holds that have ended of open pre-authorizations memory let
     /// go (they are in the archive only): per merchant, the oldest first,
-    /// at most [`OPEN_HOLDS_PER_PASS`]. Returns how many ended. Blocking.
-    pub(crate) fn end_archived_holds(&self) -> usize {
+    /// at most [`OPEN_HOLDS_PER_PASS`], of the merchants (by index) for
+    /// which `here` is true (cluster mode: those of the shards served).
+    /// Returns how many ended. Blocking.
+    pub(crate) fn end_archived_holds(&self, here: impl Fn(u32) -> bool) -> usize {
         let Some(archive) = &self.archive else {
             return 0;
         };
@@ -306,6 +308,9 @@ impl Node {
             .iter()
             .map(|m| m.auto_capture_ms.unwrap_or(m.hold_period_ms));
         for (index, period_ms) in periods_ms.enumerate() {
+            if !here(index as u32) {
+                continue;
+            }
             let created_before_ms = now_ms.saturating_sub(period_ms) + 1;
             match archive.open_holds(index as u32, created_before_ms, OPEN_HOLDS_PER_PASS) {
                 Ok(payments) if payments.is_empty() => {}

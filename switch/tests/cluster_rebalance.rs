@@ -521,14 +521,14 @@ async fn switch_cluster_drain_moves_every_shard_off_a_running_node_until_undone(
 }
 
 /// Cluster node `node_id` in this process on `clock`, with one merchant
-/// per shard (`merchants`), those of even shards auto-capturing after 24 h.
+/// per shard (`merchants`), its configuration then changed by `edit`.
 async fn start_in_process(
     dir: &Path,
-    url: &str,
-    etcd: &str,
+    (url, etcd): (&str, &str),
     node_id: &str,
     merchants: &[(String, String)],
     clock: &switch::Clock,
+    edit: impl FnOnce(&mut switch::Config),
 ) -> switch::Running {
     let path = cluster_config_with(dir, url, etcd, node_id, &merchants_toml(merchants));
     let overrides = switch::Overrides {
@@ -540,11 +540,7 @@ async fn start_in_process(
         repair: false,
     };
     let mut config = switch::Config::load(Some(&path), overrides).expect("config");
-    for (shard, m) in config.merchants.iter_mut().skip(2).enumerate() {
-        if shard % 2 == 0 {
-            m.auto_capture_h = Some(24);
-        }
-    }
+    edit(&mut config);
     switch::start(config, clock.clone()).await.expect("start")
 }
 
@@ -564,45 +560,27 @@ async fn holds_end_once_at_the_node_serving_their_shard_after_a_join() {
     let dir = data_dir();
     let merchants = merchant_per_shard();
     let clock = switch::Clock::manual(START_MS);
-    let a = start_in_process(&dir, &url, etcd.url(), "a", &merchants, &clock).await;
+    // The merchants of even shards auto-capture after 24 h.
+    let auto_capture = |c: &mut switch::Config| {
+        for (shard, m) in c.merchants.iter_mut().skip(2).enumerate() {
+            if shard % 2 == 0 {
+                m.auto_capture_h = Some(24);
+            }
+        }
+    };
+    let services = (url.as_str(), etcd.url());
+    let a = start_in_process(&dir, services, "a", &merchants, &clock, auto_capture).await;
     // A failed assertion stops the nodes, or the runtime would wait for
     // their loaders for ever.
     let mut stop_on_panic = OnDrop(vec![a.cancel_token()]);
     let mut client = Client::connect(a.iso_addr).await;
-    for (i, (f42, f41)) in merchants.iter().enumerate() {
-        let req = preauth(&card(70_000 + i as u64), 1_000 + i as u64)
-            .set(41, f41)
-            .set(42, f42);
-        // 91 until the node serves the shard.
-        let started = Instant::now();
-        loop {
-            let resp = client.call(&req).await;
-            if resp.code() == "00" {
-                break;
-            }
-            assert!(
-                started.elapsed() < SETTLE_BOUND,
-                "shard of {f42} not served: {}",
-                resp.code()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let b = start_in_process(&dir, &url, etcd.url(), "b", &merchants, &clock).await;
+    approve_one_per_shard(&mut client, &merchants, |i| {
+        preauth(&card(70_000 + i), 1_000 + i)
+    })
+    .await;
+    let b = start_in_process(&dir, services, "b", &merchants, &clock, auto_capture).await;
     stop_on_panic.0.push(b.cancel_token());
-    let owned_by_b = "SELECT count(*) FROM shard_owner WHERE owner = 'b'";
-    let started = Instant::now();
-    let mut last = (0, Instant::now());
-    // Settled: B's shard count unchanged for 2 s (a hand-over is a commit,
-    // a 500 ms poll and a load).
-    while last.0 == 0 || last.1.elapsed() < Duration::from_secs(2) {
-        assert!(started.elapsed() < SETTLE_BOUND, "no shard moved to b");
-        let n = count(&url, owned_by_b);
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settled_on(&url, "b").await;
     clock.advance_ms(169 * 3_600_000);
     // Every hold ended once: two payment records per pre-authorization.
     let ended = "SELECT count(*) FROM cluster_records WHERE record_type = 1";
@@ -685,4 +663,134 @@ impl Drop for OnDrop {
             t.cancel();
         }
     }
+}
+
+/// Sends `req(i)` for each of `merchants` (i = its index, its shard) until
+/// approved (91 until the shard is served); the requests.
+async fn approve_one_per_shard(
+    client: &mut Client,
+    merchants: &[(String, String)],
+    req: impl Fn(u64) -> Req,
+) -> Vec<Req> {
+    let mut approved = Vec::new();
+    for (i, (f42, f41)) in merchants.iter().enumerate() {
+        let req = req(i as u64).set(41, f41).set(42, f42);
+        let started = Instant::now();
+        loop {
+            let resp = client.call(&req).await;
+            if resp.code() == "00" {
+                break;
+            }
+            assert!(
+                started.elapsed() < SETTLE_BOUND,
+                "shard of {f42} not served: {}",
+                resp.code()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        approved.push(req);
+    }
+    approved
+}
+
+/// Waits until node `node` owns some shards and their count has not
+/// changed for 2 s (a hand-over is a commit, a 500 ms poll and a load).
+async fn settled_on(url: &str, node: &str) {
+    let owned = format!("SELECT count(*) FROM shard_owner WHERE owner = '{node}'");
+    let started = Instant::now();
+    let mut last = (0, Instant::now());
+    while last.0 == 0 || last.1.elapsed() < Duration::from_secs(2) {
+        assert!(started.elapsed() < SETTLE_BOUND, "no shard moved to {node}");
+        let n = count(url, &owned);
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The sum of metric `name` as `http` serves it (in this process, every
+/// node's).
+async fn metric(http: SocketAddr, name: &str) -> f64 {
+    metric_sum(&http_get(http, "/metrics").await.1, name).unwrap_or(0.0)
+}
+
+/// Retirement in cluster mode (`docs/cluster.md`, Status): the cluster
+/// drainer writes every payment record of the shards a node serves into
+/// the archive's tables, versioned by `cluster_records.n`; payments final
+/// for `limits.payment_retention_s` and archived leave memory; a follow-up
+/// of one is approved from the archive through any node. Two nodes in this
+/// process on one manual clock (retention 1 s): 16 sales approved through
+/// a, one per shard; b joins and takes its shards; the clock moves 10 s
+/// and at least 16 payments leave memory; a refund of every sale through b
+/// (forwarded to a for a's shards) is approved, each after an archive
+/// lookup, and a second refund finds it in memory, refunded (13); the
+/// archive's `payments` table holds the 16, refunded, and every shard's
+/// `cluster_drained` mark covers its last payment record. Before, cluster
+/// mode wrote no archive and never let a payment go (96 at
+/// `limits.payments_max`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_leave_memory_once_archived_and_their_refunds_are_approved_from_the_archive() {
+    let (etcd, _pg, url) = services("cluster_retire");
+    let dir = data_dir();
+    let merchants = merchant_per_shard();
+    let clock = switch::Clock::manual(START_MS);
+    let services = (url.as_str(), etcd.url());
+    let short = |c: &mut switch::Config| c.limits.payment_retention_s = 1;
+    let a = start_in_process(&dir, services, "a", &merchants, &clock, short).await;
+    let mut stop_on_panic = OnDrop(vec![a.cancel_token()]);
+    let mut client = Client::connect(a.iso_addr).await;
+    let sales = approve_one_per_shard(&mut client, &merchants, |i| {
+        sale(&card(80_000 + i), 2_000 + i)
+    })
+    .await;
+    let b = start_in_process(&dir, services, "b", &merchants, &clock, short).await;
+    stop_on_panic.0.push(b.cancel_token());
+    settled_on(&url, "b").await;
+    let retired = metric(a.http_addr, "switch_payments_retired_total").await;
+    clock.advance_ms(10_000);
+    let started = Instant::now();
+    while metric(a.http_addr, "switch_payments_retired_total").await < retired + 16.0 {
+        assert!(started.elapsed() < SETTLE_BOUND, "payments not retired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lookups = |http| metric(http, "switch_archive_lookups_total");
+    let before = lookups(a.http_addr).await;
+    let mut through_b = Client::connect(b.iso_addr).await;
+    for (i, sale) in sales.iter().enumerate() {
+        let amount = 2_000 + i as u64;
+        let refunded = through_b.call(&refund(sale, amount)).await;
+        assert_eq!(
+            refunded.code(),
+            "00",
+            "refund of sale {i}, only in the archive"
+        );
+        let again = through_b.call(&refund(sale, 1)).await;
+        assert_eq!(again.code(), "13", "sale {i} back in memory, refunded");
+    }
+    assert!(
+        lookups(a.http_addr).await >= before + 16.0,
+        "every refund looked its sale up in the archive"
+    );
+    // The archive's tables catch up: 16 payments, refunded.
+    let started = Instant::now();
+    let refunded = format!(
+        "SELECT count(*) FROM payments WHERE status = {}",
+        engine::lifecycle::status_record_code(engine::Status::Refunded)
+    );
+    while count(&url, &refunded) < 16 {
+        assert!(
+            started.elapsed() < SETTLE_BOUND,
+            "{} of 16 refunded in the archive",
+            count(&url, &refunded)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&url, "SELECT count(*) FROM payments"), 16);
+    let behind = "SELECT count(*) FROM cluster_records r WHERE record_type = 1 \
+                  AND n > COALESCE((SELECT n FROM cluster_drained d WHERE d.shard = r.shard), 0)";
+    assert_eq!(count(&url, behind), 0, "every payment record drained");
+    drop(stop_on_panic);
+    b.shutdown().await.expect("b stops");
+    a.shutdown().await.expect("a stops");
 }

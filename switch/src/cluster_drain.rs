@@ -1,0 +1,268 @@
+//! Cluster mode's archive drainer (`docs/cluster.md`, Status): the payment
+//! records of the shards this node writes, from `cluster_records` into the
+//! archive's tables (`payments`, `originals`, `answers`) in the same
+//! PostgreSQL, so that payments and answers can leave memory
+//! (`Command::Retire`, idempotency rotation) and be read back by the
+//! engine's archive lookups, as on a single node.
+//!
+//! - **Versions**: a row's version in the archive is its `cluster_records.n`.
+//!   A shard's records are committed one owner at a time, in order (the
+//!   fence), so `n` grows with every change of a payment, whichever node
+//!   made it, and the archive's upserts keep the latest
+//!   (`WHERE version < EXCLUDED.version`) even when two nodes write a shard's
+//!   rows (a node draining what it loaded and the old owner's drainer,
+//!   late).
+//! - **Where each shard stands**: `cluster_drained (shard, n)`, every payment
+//!   record of the shard up to `n` is in the archive. A node taking a shard
+//!   over drains the rest before it serves the shard
+//!   ([`drain_loaded`]), so every payment it loads is archived, and memory
+//!   may let it go.
+//! - **The watermark** (`archive_stage::Progress`, in this node's sequence
+//!   numbers, what `Retire` and the idempotency rotation compare with): a
+//!   pass reads the committed sequence `S` first, then the shards written,
+//!   and drains every row of those shards; then every record this node
+//!   committed up to `S` is archived: a record is only committed for a
+//!   shard written at the time, and one whose shard stopped being written
+//!   here is another node's to drain (memory may let its stale copy go).
+//!
+//! A pass that fails is retried with a growing pause; meanwhile
+//! `/readyz` says why (`archive failing`) and memory, which waits for the
+//! watermark, fills until new payments get 96, as on a single node.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use archive::{Archive, BATCH_RECORDS_MAX};
+
+use crate::archive_stage::Progress;
+use crate::cluster_commit::Committer;
+
+/// Pause between passes that found nothing.
+const IDLE_PAUSE: Duration = Duration::from_millis(50);
+/// First pause after a failed pass; doubles up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(100);
+/// Longest pause between attempts while PostgreSQL fails.
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+
+/// Payment records of `shards` above `after`, oldest first, at most
+/// [`BATCH_RECORDS_MAX`]: `(n, shard, payload)`.
+const NEXT_ROWS: &str = "SELECT n, shard, payload FROM cluster_records
+     WHERE n > $1 AND record_type = 1 AND shard = ANY($2)
+     ORDER BY n LIMIT $3";
+
+/// Raises each shard's drained mark.
+const MARK_DRAINED: &str = "INSERT INTO cluster_drained (shard, n)
+     SELECT s, m FROM UNNEST($1::int4[], $2::int8[]) AS u(s, m)
+     ON CONFLICT (shard) DO UPDATE SET n = GREATEST(cluster_drained.n, EXCLUDED.n)";
+
+/// Writes `rows` (`(n, shard, payload)`, payment records in `n` order)
+/// into `archive` with their `n` as versions, then raises each shard's
+/// `cluster_drained` mark. Returns how many were written.
+///
+/// # Errors
+/// The archive's or PostgreSQL's.
+pub(crate) fn write_rows(
+    client: &mut postgres::Client,
+    archive: &mut dyn Archive,
+    rows: &[(i64, i32, &[u8])],
+) -> anyhow::Result<usize> {
+    for chunk in rows.chunks(BATCH_RECORDS_MAX) {
+        let records: Vec<(u64, &[u8])> = chunk
+            .iter()
+            .map(|&(n, _, p)| (u64::try_from(n).unwrap_or(0), p))
+            .collect();
+        archive
+            .apply(&records)
+            .context("writing payment records into the archive")?;
+    }
+    let mut top: BTreeMap<i32, i64> = BTreeMap::new();
+    for &(n, shard, _) in rows {
+        let t = top.entry(shard).or_default();
+        *t = (*t).max(n);
+    }
+    let (shards, marks): (Vec<i32>, Vec<i64>) = top.into_iter().unzip();
+    client
+        .execute(MARK_DRAINED, &[&shards, &marks])
+        .context("raising cluster_drained")?;
+    ::metrics::counter!("switch_cluster_archived_records_total").increment(rows.len() as u64);
+    Ok(rows.len())
+}
+
+/// A shard being taken over: writes into the archive the payment records
+/// among `rows` (`(n, record_type, payload)` of `shard`, every row loaded)
+/// above the shard's drained mark `drained`, so every payment the node
+/// loads is in the archive. Returns how many it wrote.
+///
+/// # Errors
+/// The archive's or PostgreSQL's.
+pub(crate) fn drain_loaded(
+    client: &mut postgres::Client,
+    archive: &mut dyn Archive,
+    shard: i32,
+    drained: i64,
+    rows: &[(i64, i16, &[u8])],
+) -> anyhow::Result<usize> {
+    let left: Vec<(i64, i32, &[u8])> = rows
+        .iter()
+        .filter(|&&(n, t, _)| n > drained && t == i16::from(engine::record::RECORD_PAYMENT))
+        .map(|&(n, _, p)| (n, shard, p))
+        .collect();
+    if left.is_empty() {
+        return Ok(0);
+    }
+    write_rows(client, archive, &left)
+}
+
+/// The running drainer.
+pub(crate) struct ClusterDrainer {
+    /// Set to stop it.
+    stop: Arc<AtomicBool>,
+    /// Its thread.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ClusterDrainer {
+    /// Starts draining what `committer` writes into the archive at `url`,
+    /// publishing to `progress`. Before any shard is loaded: what it drains
+    /// starts above the highest `n` now.
+    ///
+    /// # Errors
+    /// PostgreSQL's; when the thread cannot be started.
+    pub(crate) fn start(
+        url: &str,
+        committer: Arc<Committer>,
+        progress: Arc<Progress>,
+    ) -> anyhow::Result<ClusterDrainer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut client = crate::cluster_commit::connect(url)?;
+        let after: i64 = client
+            .query_one("SELECT COALESCE(max(n), 0) FROM cluster_records", &[])
+            .context("reading cluster_records")?
+            .get(0);
+        let archive = archive::PgArchive::connect(url).context("the archive")?;
+        let mut run = Run {
+            url: url.to_owned(),
+            committer,
+            progress,
+            stop: stop.clone(),
+            sessions: Some((client, archive)),
+            after,
+        };
+        let thread = std::thread::Builder::new()
+            .name("cluster-drain".into())
+            .spawn(move || run.run())
+            .context("starting the cluster drainer")?;
+        Ok(ClusterDrainer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops it after its current pass.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ClusterDrainer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The drainer thread's state.
+struct Run {
+    /// archive.url.
+    url: String,
+    /// What it drains.
+    committer: Arc<Committer>,
+    /// Where the watermark goes.
+    progress: Arc<Progress>,
+    /// Set to stop.
+    stop: Arc<AtomicBool>,
+    /// Its sessions: one for `cluster_records`, the archive's own.
+    sessions: Option<(postgres::Client, archive::PgArchive)>,
+    /// Highest `n` drained by this life: every row below it of the shards
+    /// it writes is drained (loaded ones at their takeover, its own as
+    /// committed, in order). At start, the highest `n` then, since every
+    /// later row of its shards is its own or loaded by a takeover that
+    /// drains it.
+    after: i64,
+}
+
+impl Run {
+    fn run(&mut self) {
+        let mut pause = RETRY_PAUSE_MIN;
+        while !self.stop.load(Ordering::Acquire) {
+            match self.pass() {
+                Ok(written) => {
+                    pause = RETRY_PAUSE_MIN;
+                    self.progress.set_failure(None);
+                    if written == 0 {
+                        std::thread::sleep(IDLE_PAUSE);
+                    }
+                }
+                Err(e) => {
+                    ::metrics::counter!("switch_archive_errors_total", "op" => "cluster_drain")
+                        .increment(1);
+                    crate::ratelog::warn_limited!(
+                        "cluster_drain",
+                        error = %format!("{e:#}"),
+                        "cluster: writing into the archive failed; retrying"
+                    );
+                    self.progress.set_failure(Some(format!("{e:#}")));
+                    self.sessions = None;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+            }
+        }
+    }
+
+    /// One pass; how many records it wrote.
+    fn pass(&mut self) -> anyhow::Result<usize> {
+        if self.sessions.is_none() {
+            let client = crate::cluster_commit::connect(&self.url)?;
+            let archive = archive::PgArchive::connect(&self.url).context("the archive")?;
+            self.sessions = Some((client, archive));
+        }
+        let Some((client, archive)) = self.sessions.as_mut() else {
+            unreachable!("connected above")
+        };
+        // The committed sequence before the shards: see the module's note.
+        let committed = self.committer.committed_seq();
+        let shards: Vec<i32> = self
+            .committer
+            .writing_shards()
+            .into_iter()
+            .filter_map(|s| i32::try_from(s).ok())
+            .collect();
+        let mut written = 0;
+        let mut from = self.after;
+        loop {
+            let limit = BATCH_RECORDS_MAX as i64;
+            let rows = client.query(NEXT_ROWS, &[&from, &shards, &limit])?;
+            let batch: Vec<(i64, i32, &[u8])> = rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            if let Some(&(n, _, _)) = batch.last() {
+                written += write_rows(client, archive, &batch)?;
+                from = n;
+            }
+            if batch.len() < BATCH_RECORDS_MAX {
+                break;
+            }
+        }
+        self.after = from;
+        self.progress.advance(committed);
+        Ok(written)
+    }
+}
