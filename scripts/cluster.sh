@@ -18,7 +18,8 @@
 # named n1..nN, each with DIR/nN.toml (the embedded default, archive.url
 # the PostgreSQL here, [cluster] with 16 shards), DIR/nN/ (data) and
 # DIR/nN.log; NODE_CONFIG_SED, when set, is a sed script applied to each
-# node's config (benches/cluster.sh raises limits with it).
+# node's config (benches/cluster.sh raises limits with it);
+# RECORDS_RETENTION_S, when set, is cluster.records_retention_s.
 # DIR/nodes.json: [{"name", "iso_addr", "frame_addr", "http_addr",
 # "link_addr", "pid"}, ...]. PG_STANDBY=1 is not built.
 # `switch cluster status --etcd "$ETCD_ENDPOINTS"` reads the etcd here.
@@ -209,6 +210,7 @@ node_id = "$name"
 etcd_endpoints = [$etcd_list]
 shard_count = 16
 link_addr = "$link"
+${RECORDS_RETENTION_S:+records_retention_s = $RECORDS_RETENTION_S}
 EOF
     nohup "$bin" --config "$dir/$name.toml" --data-dir "$dir/$name" \
       --iso-addr "$iso" --frame-addr "$frame" --http-addr "$http" \

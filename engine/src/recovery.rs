@@ -185,6 +185,15 @@ impl Engine {
         }
     }
 
+    /// Lets every payment of the merchants (by index) `of` says go from
+    /// memory, whatever its state: cluster mode, before a node loads a
+    /// shard it served before, so that no copy older than the archive's
+    /// (another node changed it meanwhile) outlives the load. Returns how
+    /// many.
+    pub fn forget_payments_of(&self, of: impl Fn(u32) -> bool) -> usize {
+        self.state.forget_where(of)
+    }
+
     /// After recovery: the risk watch list again, from the payments in
     /// memory marked as scam by hand (flag rule `manual`) and not unmarked:
     /// one hold of its card per such payment, as when they were marked.

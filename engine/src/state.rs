@@ -387,6 +387,27 @@ impl State {
         })
     }
 
+    /// Lets every payment of a merchant `of` says go, whatever its state;
+    /// returns how many. Its index entries stay: a follow-up that finds one
+    /// reads the payment from the archive, as after [`Self::retire`].
+    pub(crate) fn forget_where(&self, of: impl Fn(u32) -> bool) -> usize {
+        let mut gone = Vec::new();
+        self.payments.retain(|_, p| {
+            if of(p.merchant) {
+                gone.push((p.status, (p.merchant, p.rrn, p.auth_code)));
+                false
+            } else {
+                true
+            }
+        });
+        for (status, rrn_key) in &gone {
+            self.payments_len.fetch_sub(1, Ordering::Relaxed);
+            self.count(*status, false);
+            self.by_rrn.remove(rrn_key);
+        }
+        gone.len()
+    }
+
     /// Whether a copy read from the archive at watermark `archived_seq`
     /// may predate a change memory had of a payment it let go since.
     pub(crate) fn may_be_stale(&self, archived_seq: u64) -> bool {

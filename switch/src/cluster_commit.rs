@@ -184,6 +184,9 @@ pub(crate) struct Committer {
     last_seq: AtomicU64,
     /// The last sequence committed (published).
     committed_seq: Arc<AtomicU64>,
+    /// Shards loaded before in this node life: memory may hold stale
+    /// copies of their payments.
+    loaded_before: Mutex<std::collections::BTreeSet<u32>>,
     /// This node life's number block, for F37 + F38.
     number_block: u64,
     /// The writer thread.
@@ -259,6 +262,7 @@ impl Committer {
             stop,
             last_seq: AtomicU64::new(0),
             committed_seq,
+            loaded_before: Mutex::new(std::collections::BTreeSet::new()),
             number_block,
             writer: Mutex::new(Some(handle)),
         })
@@ -470,8 +474,8 @@ impl Committer {
         client: &mut postgres::Client,
         archive: &mut dyn archive::Archive,
         engine: &engine::Engine,
-        shard: u32,
-        epoch: i64,
+        (shard, epoch): (u32, i64),
+        now_ms: u64,
     ) -> anyhow::Result<usize> {
         let started = std::time::Instant::now();
         let shard_sql = i32::try_from(shard)?;
@@ -516,6 +520,24 @@ impl Committer {
                 "cluster: loaded records not yet archived written into the archive"
             );
         }
+        // Served here before: another node may have changed its payments
+        // since, and the rows of those changes may be gone (archived, past
+        // `cluster.records_retention_s`), so memory's copies go first; the
+        // archive answers for what the load does not bring back.
+        let before = self
+            .loaded_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&shard);
+        if before {
+            let forgotten =
+                engine.forget_payments_of(|m| self.merchant_shards.get(m as usize) == Some(&shard));
+            tracing::debug!(
+                shard,
+                forgotten,
+                "cluster: stale payments of a shard served before let go"
+            );
+        }
         let mut payments = std::collections::HashSet::new();
         for row in &rows {
             let record_type: i16 = row.get(1);
@@ -532,6 +554,13 @@ impl Committer {
         // The shard's open pre-authorizations to the timers: their holds
         // end here now (queued at their due time, or at once if past it).
         engine.requeue_holds_of(payments);
+        // Answers of rows no longer kept are in the archive: a repeat of a
+        // message sent before now that memory does not know asks it.
+        engine.assume_answers_archived_through(now_ms);
+        self.loaded_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(shard);
         let block = u64::try_from(block)?;
         engine.reserve_ids_through(block << ID_BLOCK_BITS);
         self.shards().insert(

@@ -25,6 +25,13 @@
 //!   shard written at the time, and one whose shard stopped being written
 //!   here is another node's to drain (memory may let its stale copy go).
 //!
+//! - **Retention**: once a second, the rows of the shards it writes that
+//!   are archived and older than `cluster.records_retention_s` are
+//!   deleted, and counted card attempts after 25 h. A takeover then loads
+//!   only recent rows; the archive answers for the rest, and a node that
+//!   loads a shard it served before lets its copies of the shard's
+//!   payments go first (`Committer::acquire`).
+//!
 //! A pass that fails is retried with a growing pause; meanwhile
 //! `/readyz` says why (`archive failing`) and memory, which waits for the
 //! watermark, fills until new payments get 96, as on a single node.
@@ -47,6 +54,34 @@ const IDLE_PAUSE: Duration = Duration::from_millis(50);
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(100);
 /// Longest pause between attempts while PostgreSQL fails.
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+
+/// How often rows past `cluster.records_retention_s` are deleted.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
+/// Most rows one deletion removes: the pass calls it until fewer go, so no
+/// transaction runs long.
+const DELETE_ROWS_MAX: i64 = 10_000;
+/// How long a counted card attempt (record type 3) is kept: the longest
+/// velocity window (24 h) and an hour, as a takeover replays the counts.
+const VELOCITY_RECORDS_KEPT_S: i64 = 25 * 3_600;
+
+/// Most samples of `cluster_records`' highest `n` kept (one a second):
+/// past it the oldest go, and rows are deleted a little later than due.
+const SAMPLES_MAX: usize = 100_000;
+
+/// Deletes payment records of `shards` archived (at or below their shard's
+/// `cluster_drained` mark) and at or below `n` `$2`, at most `$3`, by the
+/// `(shard, n)` index.
+const DELETE_PAYMENT_ROWS: &str = "DELETE FROM cluster_records WHERE n IN (
+     SELECT r.n FROM cluster_records r JOIN cluster_drained d ON d.shard = r.shard
+     WHERE r.shard = ANY($1) AND r.record_type = 1 AND r.n <= LEAST(d.n, $2)
+     ORDER BY r.n LIMIT $3)";
+
+/// Deletes counted card attempts of `shards` at or below `n` `$2`, at most
+/// `$3`.
+const DELETE_VELOCITY_ROWS: &str = "DELETE FROM cluster_records WHERE n IN (
+     SELECT n FROM cluster_records
+     WHERE shard = ANY($1) AND record_type = 3 AND n <= $2
+     ORDER BY n LIMIT $3)";
 
 /// Payment records of `shards` above `after`, oldest first, at most
 /// [`BATCH_RECORDS_MAX`]: `(n, shard, payload)`.
@@ -136,11 +171,22 @@ impl ClusterDrainer {
         url: &str,
         committer: Arc<Committer>,
         progress: Arc<Progress>,
+        retention_s: u64,
     ) -> anyhow::Result<ClusterDrainer> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut client = crate::cluster_commit::connect(url)?;
         let after: i64 = client
             .query_one("SELECT COALESCE(max(n), 0) FROM cluster_records", &[])
+            .context("reading cluster_records")?
+            .get(0);
+        // Counted card attempts older than 25 h at start: below this `n`
+        // (the samples below cover the rest of the node's life).
+        let velocity_floor: i64 = client
+            .query_one(
+                "SELECT COALESCE(max(n), 0) FROM cluster_records
+                 WHERE at < now() - make_interval(secs => $1::float8)",
+                &[&(VELOCITY_RECORDS_KEPT_S as f64)],
+            )
             .context("reading cluster_records")?
             .get(0);
         let archive = archive::PgArchive::connect(url).context("the archive")?;
@@ -151,6 +197,10 @@ impl ClusterDrainer {
             stop: stop.clone(),
             sessions: Some((client, archive)),
             after,
+            retention_s,
+            deleted_at: std::time::Instant::now(),
+            samples: std::collections::VecDeque::new(),
+            velocity_floor,
         };
         let thread = std::thread::Builder::new()
             .name("cluster-drain".into())
@@ -195,6 +245,16 @@ struct Run {
     /// later row of its shards is its own or loaded by a takeover that
     /// drains it.
     after: i64,
+    /// `cluster.records_retention_s`.
+    retention_s: u64,
+    /// When rows were last deleted.
+    deleted_at: std::time::Instant,
+    /// `cluster_records`' highest `n`, once a second, oldest first: every
+    /// row at or below a sample's `n` was committed by its time (a row
+    /// still committing then, milliseconds later).
+    samples: std::collections::VecDeque<(std::time::Instant, i64)>,
+    /// Counted card attempts at or below it were older than 25 h at start.
+    velocity_floor: i64,
 }
 
 impl Run {
@@ -263,6 +323,66 @@ impl Run {
         }
         self.after = from;
         self.progress.advance(committed);
+        if self.deleted_at.elapsed() >= RETENTION_INTERVAL {
+            self.deleted_at = std::time::Instant::now();
+            self.delete_old_rows(&shards)?;
+        }
         Ok(written)
+    }
+
+    /// Samples the highest `n`, then deletes of `shards` the payment rows
+    /// archived and older than `cluster.records_retention_s`, and the
+    /// counted card attempts older than 25 h, in steps of
+    /// [`DELETE_ROWS_MAX`].
+    fn delete_old_rows(&mut self, shards: &[i32]) -> anyhow::Result<()> {
+        let Some((client, _)) = self.sessions.as_mut() else {
+            return Ok(());
+        };
+        let top: i64 = client
+            .query_one("SELECT COALESCE(max(n), 0) FROM cluster_records", &[])?
+            .get(0);
+        let now = std::time::Instant::now();
+        if self.samples.len() == SAMPLES_MAX {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, top));
+        // The highest sample at least `age` old.
+        let cut = |samples: &std::collections::VecDeque<(std::time::Instant, i64)>, age| {
+            samples
+                .iter()
+                .take_while(|(at, _)| now.duration_since(*at) >= age)
+                .last()
+                .map(|&(_, n)| n)
+        };
+        let payments = cut(&self.samples, Duration::from_secs(self.retention_s));
+        let velocity = cut(
+            &self.samples,
+            Duration::from_secs(VELOCITY_RECORDS_KEPT_S as u64),
+        )
+        .unwrap_or(0)
+        .max(self.velocity_floor);
+        // Samples older than both cuts are no longer needed but the last.
+        while self.samples.len() > 1
+            && now.duration_since(self.samples[1].0)
+                >= Duration::from_secs(self.retention_s.max(VELOCITY_RECORDS_KEPT_S as u64))
+        {
+            self.samples.pop_front();
+        }
+        for (sql, below) in [
+            (DELETE_PAYMENT_ROWS, payments.unwrap_or(0)),
+            (DELETE_VELOCITY_ROWS, velocity),
+        ] {
+            if below == 0 {
+                continue;
+            }
+            loop {
+                let gone = client.execute(sql, &[&shards, &below, &DELETE_ROWS_MAX])?;
+                ::metrics::counter!("switch_cluster_records_deleted_total").increment(gone);
+                if gone < DELETE_ROWS_MAX as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -123,8 +123,9 @@ pub(crate) async fn start(
             committer.clone(),
             progress.clone(),
         );
+        let retention_s = settings.records_retention_s;
         archive_stage::off_runtime(move || {
-            crate::cluster_drain::ClusterDrainer::start(&url, committer, progress)
+            crate::cluster_drain::ClusterDrainer::start(&url, committer, progress, retention_s)
         })?
     };
     node.archive = Some(archive_stage::ArchiveStage::new(
@@ -370,9 +371,10 @@ impl Loader {
                         .ok();
                 }
                 let Some((c, a)) = client.as_mut() else { break };
+                let now_ms = self.node.clock.now_ms();
                 match self
                     .committer
-                    .acquire(c, a, &self.node.engine, shard, epoch)
+                    .acquire(c, a, &self.node.engine, (shard, epoch), now_ms)
                 {
                     Ok(records) => {
                         tracing::info!(shard, epoch, records, "cluster: shard loaded and served");

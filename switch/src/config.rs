@@ -129,6 +129,11 @@ pub struct ClusterSettings {
     /// The node's etcd lease, in s: 2..=60.
     #[serde(default = "ClusterSettings::default_lease_ttl_s")]
     pub lease_ttl_s: u64,
+    /// How long a payment record stays in `cluster_records` once the
+    /// archive's tables hold it, in s: 0..=86,400. A takeover loads what
+    /// is left into memory; the rest is read from the archive when asked.
+    #[serde(default = "ClusterSettings::default_records_retention_s")]
+    pub records_retention_s: u64,
 }
 
 impl ClusterSettings {
@@ -140,6 +145,9 @@ impl ClusterSettings {
     }
     fn default_lease_ttl_s() -> u64 {
         3
+    }
+    fn default_records_retention_s() -> u64 {
+        60
     }
 
     /// Checks every key; names the first bad one.
@@ -181,6 +189,12 @@ impl ClusterSettings {
             return Err(invalid(
                 "cluster.lease_ttl_s",
                 format!("{}: expected 2..=60", self.lease_ttl_s),
+            ));
+        }
+        if self.records_retention_s > 86_400 {
+            return Err(invalid(
+                "cluster.records_retention_s",
+                format!("{}: expected 0..=86400", self.records_retention_s),
             ));
         }
         Ok(())
@@ -1000,8 +1014,13 @@ mod tests {
             ("n1", "/switch/default")
         );
         assert_eq!(
-            (k.shard_count, k.velocity_shard_count, k.lease_ttl_s),
-            (256, 256, 3)
+            (
+                k.shard_count,
+                k.velocity_shard_count,
+                k.lease_ttl_s,
+                k.records_retention_s
+            ),
+            (256, 256, 3, 60)
         );
         assert!(Config::embedded().expect("valid").cluster.is_none());
         for (from, to, key) in [
@@ -1027,6 +1046,11 @@ mod tests {
                 "cluster.velocity_shard_count",
             ),
             ("node_id", "lease_ttl_s = 1\nnode_id", "cluster.lease_ttl_s"),
+            (
+                "node_id",
+                "records_retention_s = 86401\nnode_id",
+                "cluster.records_retention_s",
+            ),
             (
                 "node_id",
                 "etcd_prefix = \"/x/\"\nnode_id",

@@ -794,3 +794,84 @@ async fn payments_leave_memory_once_archived_and_their_refunds_are_approved_from
     b.shutdown().await.expect("b stops");
     a.shutdown().await.expect("a stops");
 }
+
+/// Retention of `cluster_records` in cluster mode (`docs/cluster.md`,
+/// Status): payment rows archived and past `cluster.records_retention_s`
+/// (0 here) are deleted, so a takeover loads only what is left, and a node
+/// that gets back a shard it served before lets its stale copies of the
+/// shard's payments go first. Two nodes in this process on one manual
+/// clock: 16 sales approved through a, one per shard; b joins, takes its
+/// shards, and refunds every sale in full (for its shards, payments a
+/// still holds copies of from before the join); every payment row is then
+/// deleted; b stops, handing its shards back to a. Through a, each refund
+/// repeated gets b's answer (from the archive: its row is gone), and one
+/// more refund of each sale gets 13 (fully refunded), where a's stale copy
+/// would have approved it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_served_again_forgets_its_stale_payments_and_repeats_are_answered_from_the_archive()
+{
+    let (etcd, _pg, url) = services("cluster_records_retention");
+    let dir = data_dir();
+    let merchants = merchant_per_shard();
+    let clock = switch::Clock::manual(START_MS);
+    let services = (url.as_str(), etcd.url());
+    let none_kept = |c: &mut switch::Config| {
+        c.cluster.as_mut().expect("cluster").records_retention_s = 0;
+    };
+    let a = start_in_process(&dir, services, "a", &merchants, &clock, none_kept).await;
+    let mut stop_on_panic = OnDrop(vec![a.cancel_token()]);
+    let mut through_a = Client::connect(a.iso_addr).await;
+    let sales = approve_one_per_shard(&mut through_a, &merchants, |i| {
+        sale(&card(90_000 + i), 3_000 + i)
+    })
+    .await;
+    let b = start_in_process(&dir, services, "b", &merchants, &clock, none_kept).await;
+    stop_on_panic.0.push(b.cancel_token());
+    settled_on(&url, "b").await;
+    let mut through_b = Client::connect(b.iso_addr).await;
+    let mut refunds = Vec::new();
+    for (i, sale) in sales.iter().enumerate() {
+        let refund = refund(sale, 3_000 + i as u64);
+        let answer = through_b.call(&refund).await;
+        assert_eq!(answer.code(), "00", "refund of sale {i} through b");
+        refunds.push((refund, answer));
+    }
+    let rows = "SELECT count(*) FROM cluster_records WHERE record_type = 1";
+    let started = Instant::now();
+    while count(&url, rows) > 0 {
+        assert!(
+            started.elapsed() < SETTLE_BOUND,
+            "{} payment rows not deleted",
+            count(&url, rows)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metric(a.http_addr, "switch_cluster_records_deleted_total").await >= 32.0);
+    b.shutdown().await.expect("b stops");
+    for (i, (refunded, first)) in refunds.iter().enumerate() {
+        // 91 while a loads the shards b handed back.
+        let started = Instant::now();
+        let again = loop {
+            let r = through_a.call(refunded).await;
+            if r.code() != "91" {
+                break r;
+            }
+            assert!(
+                started.elapsed() < SETTLE_BOUND,
+                "shard of sale {i} not served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for f in [37, 38, 39] {
+            assert_eq!(
+                again.text(f),
+                first.text(f),
+                "field {f} of refund {i}'s repeat"
+            );
+        }
+        let more = through_a.call(&refund(&sales[i], 1)).await;
+        assert_eq!(more.code(), "13", "sale {i} fully refunded, as b left it");
+    }
+    drop(stop_on_panic);
+    a.shutdown().await.expect("a stops");
+}
