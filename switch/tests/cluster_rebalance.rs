@@ -556,10 +556,6 @@ async fn start_in_process(
 /// never ended in cluster mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_end_once_at_the_node_serving_their_shard_after_a_join() {
-    let (etcd, _pg, url) = services("cluster_holds");
-    let dir = data_dir();
-    let merchants = merchant_per_shard();
-    let clock = switch::Clock::manual(START_MS);
     // The merchants of even shards auto-capture after 24 h.
     let auto_capture = |c: &mut switch::Config| {
         for (shard, m) in c.merchants.iter_mut().skip(2).enumerate() {
@@ -568,35 +564,27 @@ async fn holds_end_once_at_the_node_serving_their_shard_after_a_join() {
             }
         }
     };
-    let services = (url.as_str(), etcd.url());
-    let a = start_in_process(&dir, services, "a", &merchants, &clock, auto_capture).await;
-    // A failed assertion stops the nodes, or the runtime would wait for
-    // their loaders for ever.
-    let mut stop_on_panic = OnDrop(vec![a.cancel_token()]);
-    let mut client = Client::connect(a.iso_addr).await;
-    approve_one_per_shard(&mut client, &merchants, |i| {
+    let t = TwoNodes::start("cluster_holds", auto_capture, |i| {
         preauth(&card(70_000 + i), 1_000 + i)
     })
     .await;
-    let b = start_in_process(&dir, services, "b", &merchants, &clock, auto_capture).await;
-    stop_on_panic.0.push(b.cancel_token());
-    settled_on(&url, "b").await;
+    let (url, clock) = (&t.url, &t.clock);
     clock.advance_ms(169 * 3_600_000);
     // Every hold ended once: two payment records per pre-authorization.
     let ended = "SELECT count(*) FROM cluster_records WHERE record_type = 1";
     let started = Instant::now();
-    while count(&url, ended) < 32 {
+    while count(url, ended) < 32 {
         assert!(
             started.elapsed() < SETTLE_BOUND,
             "{} of 16 holds ended",
-            count(&url, ended) - 16
+            count(url, ended) - 16
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // No end committed twice (a pass of either node after these).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(&url, ended), 32);
-    let payments = payments(&url);
+    assert_eq!(count(url, ended), 32);
+    let payments = payments(url);
     assert_eq!(payments.len(), 16);
     for p in payments.values() {
         // Amount 1,000 + the shard of its merchant.
@@ -649,9 +637,7 @@ async fn holds_end_once_at_the_node_serving_their_shard_after_a_join() {
         enders.iter().any(|(_, node, _)| node == "b"),
         "some hold of a moved shard ended by b: {enders:?}"
     );
-    drop(stop_on_panic);
-    b.shutdown().await.expect("b stops");
-    a.shutdown().await.expect("a stops");
+    t.stop().await;
 }
 
 /// Cancels its tokens when dropped.
@@ -662,6 +648,72 @@ impl Drop for OnDrop {
         for t in &self.0 {
             t.cancel();
         }
+    }
+}
+
+/// Two cluster nodes in this process on one manual clock, on a fresh etcd
+/// and PostgreSQL: `a` approved `approved` (one per shard, through
+/// `client`), then `b` joined and the shards settled.
+struct TwoNodes {
+    /// Kept for the test's length.
+    _etcd: cluster::testing::EtcdServer,
+    /// Kept for the test's length.
+    _pg: archive::testing::PgServer,
+    /// The database.
+    url: String,
+    /// Both nodes' clock.
+    clock: switch::Clock,
+    /// The first node.
+    a: switch::Running,
+    /// The node that joined.
+    b: switch::Running,
+    /// A client of `a`.
+    client: Client,
+    /// What `a` approved, one per shard (index = shard).
+    approved: Vec<Req>,
+    /// Cancels both nodes if the test fails (or the runtime would wait for
+    /// their loaders for ever).
+    stop_on_panic: OnDrop,
+}
+
+impl TwoNodes {
+    /// Database `name`, both nodes' configuration changed by `edit`, `req(i)`
+    /// approved through `a` for shard `i`'s merchant.
+    async fn start(
+        name: &str,
+        edit: impl Fn(&mut switch::Config),
+        req: impl Fn(u64) -> Req,
+    ) -> TwoNodes {
+        let (etcd, pg, url) = services(name);
+        let dir = data_dir();
+        let merchants = merchant_per_shard();
+        let clock = switch::Clock::manual(START_MS);
+        let services = (url.as_str(), etcd.url());
+        let a = start_in_process(&dir, services, "a", &merchants, &clock, &edit).await;
+        let mut stop_on_panic = OnDrop(vec![a.cancel_token()]);
+        let mut client = Client::connect(a.iso_addr).await;
+        let approved = approve_one_per_shard(&mut client, &merchants, req).await;
+        let b = start_in_process(&dir, services, "b", &merchants, &clock, &edit).await;
+        stop_on_panic.0.push(b.cancel_token());
+        settled_on(&url, "b").await;
+        TwoNodes {
+            _etcd: etcd,
+            _pg: pg,
+            url,
+            clock,
+            a,
+            b,
+            client,
+            approved,
+            stop_on_panic,
+        }
+    }
+
+    /// Stops b, then a, then etcd and PostgreSQL.
+    async fn stop(self) {
+        drop(self.stop_on_panic);
+        self.b.shutdown().await.expect("b stops");
+        self.a.shutdown().await.expect("a stops");
     }
 }
 
@@ -731,22 +783,12 @@ async fn metric(http: SocketAddr, name: &str) -> f64 {
 /// `limits.payments_max`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_leave_memory_once_archived_and_their_refunds_are_approved_from_the_archive() {
-    let (etcd, _pg, url) = services("cluster_retire");
-    let dir = data_dir();
-    let merchants = merchant_per_shard();
-    let clock = switch::Clock::manual(START_MS);
-    let services = (url.as_str(), etcd.url());
     let short = |c: &mut switch::Config| c.limits.payment_retention_s = 1;
-    let a = start_in_process(&dir, services, "a", &merchants, &clock, short).await;
-    let mut stop_on_panic = OnDrop(vec![a.cancel_token()]);
-    let mut client = Client::connect(a.iso_addr).await;
-    let sales = approve_one_per_shard(&mut client, &merchants, |i| {
+    let t = TwoNodes::start("cluster_retire", short, |i| {
         sale(&card(80_000 + i), 2_000 + i)
     })
     .await;
-    let b = start_in_process(&dir, services, "b", &merchants, &clock, short).await;
-    stop_on_panic.0.push(b.cancel_token());
-    settled_on(&url, "b").await;
+    let (url, clock, a, b, sales) = (&t.url, &t.clock, &t.a, &t.b, &t.approved);
     let retired = metric(a.http_addr, "switch_payments_retired_total").await;
     clock.advance_ms(10_000);
     let started = Instant::now();
@@ -778,21 +820,19 @@ async fn payments_leave_memory_once_archived_and_their_refunds_are_approved_from
         "SELECT count(*) FROM payments WHERE status = {}",
         engine::lifecycle::status_record_code(engine::Status::Refunded)
     );
-    while count(&url, &refunded) < 16 {
+    while count(url, &refunded) < 16 {
         assert!(
             started.elapsed() < SETTLE_BOUND,
             "{} of 16 refunded in the archive",
-            count(&url, &refunded)
+            count(url, &refunded)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(count(&url, "SELECT count(*) FROM payments"), 16);
+    assert_eq!(count(url, "SELECT count(*) FROM payments"), 16);
     let behind = "SELECT count(*) FROM cluster_records r WHERE record_type = 1 \
                   AND n > COALESCE((SELECT n FROM cluster_drained d WHERE d.shard = r.shard), 0)";
-    assert_eq!(count(&url, behind), 0, "every payment record drained");
-    drop(stop_on_panic);
-    b.shutdown().await.expect("b stops");
-    a.shutdown().await.expect("a stops");
+    assert_eq!(count(url, behind), 0, "every payment record drained");
+    t.stop().await;
 }
 
 /// Retention of `cluster_records` in cluster mode (`docs/cluster.md`,
@@ -810,24 +850,24 @@ async fn payments_leave_memory_once_archived_and_their_refunds_are_approved_from
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_served_again_forgets_its_stale_payments_and_repeats_are_answered_from_the_archive()
 {
-    let (etcd, _pg, url) = services("cluster_records_retention");
-    let dir = data_dir();
-    let merchants = merchant_per_shard();
-    let clock = switch::Clock::manual(START_MS);
-    let services = (url.as_str(), etcd.url());
     let none_kept = |c: &mut switch::Config| {
         c.cluster.as_mut().expect("cluster").records_retention_s = 0;
     };
-    let a = start_in_process(&dir, services, "a", &merchants, &clock, none_kept).await;
-    let mut stop_on_panic = OnDrop(vec![a.cancel_token()]);
-    let mut through_a = Client::connect(a.iso_addr).await;
-    let sales = approve_one_per_shard(&mut through_a, &merchants, |i| {
+    let t = TwoNodes::start("cluster_records_retention", none_kept, |i| {
         sale(&card(90_000 + i), 3_000 + i)
     })
     .await;
-    let b = start_in_process(&dir, services, "b", &merchants, &clock, none_kept).await;
-    stop_on_panic.0.push(b.cancel_token());
-    settled_on(&url, "b").await;
+    let TwoNodes {
+        url,
+        a,
+        b,
+        client: mut through_a,
+        approved: sales,
+        stop_on_panic,
+        _etcd,
+        _pg,
+        ..
+    } = t;
     let mut through_b = Client::connect(b.iso_addr).await;
     let mut refunds = Vec::new();
     for (i, sale) in sales.iter().enumerate() {
