@@ -750,12 +750,36 @@ async fn a_shard_without_an_owner_is_refused_91_without_poisoning_the_repeat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_every_acknowledged_preauthorization_is_captured_after_a_kill_once_in_postgresql(
 ) {
-    let (etcd, pg, url) = services("cluster_three");
+    three_nodes_kill_9("cluster_three", false).await;
+}
+
+/// The same with `cluster.records_retention_s = 0`, the kill -9 once every
+/// payment row is archived and deleted: the survivors load no payment,
+/// and each capture finds its pre-authorization in the archive, each
+/// repeat its answer; the archive's `payments` table is checked instead
+/// of `cluster_records`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_rows_kept_every_acknowledged_preauthorization_is_captured_from_the_archive_after_a_kill(
+) {
+    three_nodes_kill_9("cluster_three_archived", true).await;
+}
+
+/// Three nodes, 24 pre-authorizations through them in turn, kill -9 of
+/// the first merchant's owner; the captures and repeats through the
+/// survivors, then PostgreSQL (`archived`: rows deleted before the kill,
+/// the archive's tables read).
+async fn three_nodes_kill_9(database: &str, archived: bool) {
+    let (etcd, pg, url) = services(database);
     let dir = data_dir();
     let mut nodes = Vec::new();
     let mut clients = Vec::new();
+    let extra = if archived {
+        "records_retention_s = 0\n"
+    } else {
+        ""
+    };
     for name in ["n1", "n2", "n3"] {
-        let (p, c) = launch_node(&dir, &url, etcd.url(), name, "").await;
+        let (p, c) = launch_node(&dir, &url, etcd.url(), name, extra).await;
         nodes.push(p);
         clients.push(c);
     }
@@ -782,6 +806,16 @@ async fn three_nodes_every_acknowledged_preauthorization_is_captured_after_a_kil
         let r = clients[(i % 3) as usize].call(&pre).await;
         assert_eq!(r.code(), "00", "{r:?}");
         acked.push((pre, r));
+    }
+    if archived {
+        let started = std::time::Instant::now();
+        while count(&url, PAYMENT_RECORDS) > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "payment rows not deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     // kill -9 the owner of the first merchant's shard.
     let owner = demo_owner_of(&etcd, &["n1", "n2", "n3"]).await;
@@ -829,7 +863,23 @@ async fn three_nodes_every_acknowledged_preauthorization_is_captured_after_a_kil
     }
     // PostgreSQL: each acknowledged pre-authorization is one payment,
     // captured, found by its F37 + F38; no two share them in a merchant.
-    let images = payments(&url);
+    let images = if archived {
+        // The captures' rows too are drained and deleted.
+        let started = std::time::Instant::now();
+        while archived_payments(&url)
+            .values()
+            .any(|p| p.captured_minor == 0)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "captures not archived"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        archived_payments(&url)
+    } else {
+        payments(&url)
+    };
     for (k, (_, r)) in acked.iter().enumerate() {
         let found: Vec<_> = images
             .values()

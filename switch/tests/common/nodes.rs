@@ -153,6 +153,28 @@ pub fn payments(url: &str) -> std::collections::BTreeMap<u64, engine::lifecycle:
     out
 }
 
+/// Every payment image in the archive's `payments` table (what the
+/// cluster drainer wrote: the latest of each id).
+pub fn archived_payments(url: &str) -> std::collections::BTreeMap<u64, engine::lifecycle::Payment> {
+    let url = url.to_owned();
+    let rows: Vec<Vec<u8>> = off_runtime(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        db.query("SELECT record FROM payments", &[])
+            .expect("payments")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    rows.iter()
+        .map(|b| {
+            let p = engine::record::decode(b)
+                .expect("a record that decodes")
+                .payment;
+            (p.id, p)
+        })
+        .collect()
+}
+
 /// The sum of metric `name` over `nodes`.
 pub async fn sum_metric(nodes: &[Proc], name: &str) -> f64 {
     let mut sum = 0.0;
