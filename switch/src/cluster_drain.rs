@@ -87,10 +87,15 @@ const DELETE_VELOCITY_ROWS: &str = "DELETE FROM cluster_records WHERE n IN (
      ORDER BY n LIMIT $3)";
 
 /// Payment records of `shards` above `after`, oldest first, at most
-/// [`BATCH_RECORDS_MAX`]: `(n, shard, payload)`.
-const NEXT_ROWS: &str = "SELECT n, shard, payload FROM cluster_records
-     WHERE n > $1 AND record_type = 1 AND shard = ANY($2)
-     ORDER BY n LIMIT $3";
+/// [`BATCH_RECORDS_MAX`]: `(n, shard, payload)`. One range of the
+/// `(shard, n)` index per shard, so a node does not read the rows of the
+/// other nodes' shards (the primary key's range would).
+const NEXT_ROWS: &str = "SELECT r.n, r.shard, r.payload FROM UNNEST($2::int4[]) AS s(shard)
+     CROSS JOIN LATERAL (
+         SELECT n, shard, payload FROM cluster_records
+         WHERE shard = s.shard AND n > $1 AND record_type = 1
+         ORDER BY n LIMIT $3) AS r
+     ORDER BY r.n LIMIT $3";
 
 /// Raises each shard's drained mark.
 const MARK_DRAINED: &str = "INSERT INTO cluster_drained (shard, n)
