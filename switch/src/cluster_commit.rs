@@ -462,20 +462,28 @@ impl Committer {
     }
 
     /// Takes shard `shard` at `epoch` and loads it into `engine`: fences it
-    /// (an older owner's later batch then fails), replays its records in
-    /// commit order, takes a fresh id block above every id loaded, then
+    /// (an older owner's later batch then fails), has `archive_loaded`
+    /// write the loaded records above the shard's drained mark into the
+    /// archive (`cluster_drain::drain_loaded`: the client, the shard, its
+    /// mark, the rows as `(n, record_type, payload)`), replays its records
+    /// in commit order, takes a fresh id block above every id loaded, then
     /// serves it. Runs off the request path, on the caller's thread.
     ///
     /// # Errors
-    /// Fenced (a later owner exists), PostgreSQL's, a record that does not
-    /// replay, or more than [`LOAD_RECORDS_MAX`] records.
+    /// Fenced (a later owner exists), PostgreSQL's, the archive's, a record
+    /// that does not replay, or more than [`LOAD_RECORDS_MAX`] records.
     pub(crate) fn acquire(
         &self,
         client: &mut postgres::Client,
-        archive: &mut dyn archive::Archive,
         engine: &engine::Engine,
         (shard, epoch): (u32, i64),
         now_ms: u64,
+        archive_loaded: impl FnOnce(
+            &mut postgres::Client,
+            i32,
+            i64,
+            &[(i64, i16, &[u8])],
+        ) -> anyhow::Result<usize>,
     ) -> anyhow::Result<usize> {
         let started = std::time::Instant::now();
         let shard_sql = i32::try_from(shard)?;
@@ -511,8 +519,7 @@ impl Committer {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
-        let archived =
-            crate::cluster_drain::drain_loaded(client, archive, shard_sql, drained, &loaded)?;
+        let archived = archive_loaded(client, shard_sql, drained, &loaded)?;
         if archived > 0 {
             tracing::info!(
                 shard,

@@ -372,10 +372,15 @@ impl Loader {
                 }
                 let Some((c, a)) = client.as_mut() else { break };
                 let now_ms = self.node.clock.now_ms();
-                match self
-                    .committer
-                    .acquire(c, a, &self.node.engine, (shard, epoch), now_ms)
-                {
+                match self.committer.acquire(
+                    c,
+                    &self.node.engine,
+                    (shard, epoch),
+                    now_ms,
+                    |c, s, drained, rows| {
+                        crate::cluster_drain::drain_loaded(c, a, s, drained, rows)
+                    },
+                ) {
                     Ok(records) => {
                         tracing::info!(shard, epoch, records, "cluster: shard loaded and served");
                     }
