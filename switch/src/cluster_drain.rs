@@ -160,15 +160,22 @@ pub(crate) fn drain_loaded(
     write_rows(client, archive, &left)
 }
 
-/// The drainer's sessions: `cluster_records` (its marks and deletions
-/// committed without waiting for the WAL flush: each follows, in the WAL,
+/// A session on `cluster_records` and the archive's own (durable). The
+/// drainer's first session commits its marks and deletions without
+/// waiting for the WAL flush (`flushed` false): each follows, in the WAL,
 /// the durable archive commit it records, so a crash loses at most a mark,
-/// and those rows are drained again), and the archive's own (durable).
-fn sessions(url: &str) -> anyhow::Result<(postgres::Client, archive::PgArchive)> {
+/// and those rows are drained again. The loader's waits (`flushed`): its
+/// transactions also move the fence and take id blocks.
+pub(crate) fn sessions(
+    url: &str,
+    flushed: bool,
+) -> anyhow::Result<(postgres::Client, archive::PgArchive)> {
     let mut client = crate::cluster_commit::connect(url)?;
-    client
-        .batch_execute("SET synchronous_commit = off")
-        .context("the drainer's session")?;
+    if !flushed {
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .context("the drainer's session")?;
+    }
     let archive = archive::PgArchive::connect(url).context("the archive")?;
     Ok((client, archive))
 }
@@ -195,7 +202,7 @@ impl ClusterDrainer {
         retention_s: u64,
     ) -> anyhow::Result<ClusterDrainer> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (mut client, archive) = sessions(url)?;
+        let (mut client, archive) = sessions(url, false)?;
         let after: i64 = client
             .query_one("SELECT COALESCE(max(n), 0) FROM cluster_records", &[])
             .context("reading cluster_records")?
@@ -307,7 +314,7 @@ impl Run {
     /// One pass; how many records it wrote.
     fn pass(&mut self) -> anyhow::Result<usize> {
         if self.sessions.is_none() {
-            self.sessions = Some(sessions(&self.url)?);
+            self.sessions = Some(sessions(&self.url, false)?);
         }
         let Some((client, archive)) = self.sessions.as_mut() else {
             unreachable!("connected above")

@@ -336,17 +336,6 @@ struct Loader {
     url: String,
 }
 
-/// The loader's sessions: `cluster_records`, and the archive it writes a
-/// shard's records not yet archived into.
-type LoaderSessions = (postgres::Client, archive::PgArchive);
-
-/// Connects the loader's sessions.
-fn loader_sessions(url: &str) -> anyhow::Result<LoaderSessions> {
-    let client = crate::cluster_commit::connect(url)?;
-    let archive = archive::PgArchive::connect(url).context("the archive")?;
-    Ok((client, archive))
-}
-
 impl Loader {
     /// Until `cancel`: compare every [`OWNED_POLL_INTERVAL`], load what is new.
     fn run(self, cancel: &CancellationToken) {
@@ -366,7 +355,7 @@ impl Loader {
                     continue;
                 }
                 if client.is_none() {
-                    client = loader_sessions(&self.url)
+                    client = crate::cluster_drain::sessions(&self.url, true)
                         .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "cluster: the loader cannot reach PostgreSQL"))
                         .ok();
                 }
