@@ -784,18 +784,7 @@ async fn three_nodes_kill_9(database: &str, archived: bool) {
         clients.push(c);
     }
     // Every shard served, once quiet.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut served = 0.0;
-        for n in &nodes {
-            served += n.metric("switch_cluster_served_shards").await;
-        }
-        if served == f64::from(SHARDS) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "served {served}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_served(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
     // Pre-authorizations of both merchants, through every node in turn.
     let mut acked = Vec::new();
     for i in 0..24_u64 {
@@ -827,20 +816,8 @@ async fn three_nodes_kill_9(database: &str, archived: bool) {
     let killed = std::time::Instant::now();
     // The survivors serve every shard within a few seconds.
     let alive: Vec<usize> = (0..3).filter(|i| *i != dead).collect();
-    loop {
-        let mut served = 0.0;
-        for &i in &alive {
-            served += nodes[i].metric("switch_cluster_served_shards").await;
-        }
-        if served == f64::from(SHARDS) {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "served {served}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let survivors: Vec<&Proc> = alive.iter().map(|&i| &nodes[i]).collect();
+    wait_all_served(&survivors, Duration::from_secs(10)).await;
     eprintln!(
         "the survivors served every shard {:?} after the kill",
         killed.elapsed()
@@ -1191,18 +1168,7 @@ async fn card_velocity_is_exact_across_three_nodes_and_the_kill_of_the_cards_cou
         clients.push(c);
     }
     wait_desired(&etcd, &names).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut served = 0.0;
-        for n in &nodes {
-            served += n.metric("switch_cluster_served_shards").await;
-        }
-        if served == f64::from(SHARDS) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "served {served}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_served(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
     // Attempt at merchant `m` (owned by node m).
     let at = |pan: &str, m: usize, amount: u64| {
         preauth(pan, amount)
@@ -1258,18 +1224,8 @@ async fn card_velocity_is_exact_across_three_nodes_and_the_kill_of_the_cards_cou
     nodes[dead].kill9();
     let killed = std::time::Instant::now();
     let alive: Vec<usize> = (0..3).filter(|i| *i != dead).collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut served = 0.0;
-        for i in &alive {
-            served += nodes[*i].metric("switch_cluster_served_shards").await;
-        }
-        if served == f64::from(SHARDS) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "served {served}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let survivors: Vec<&Proc> = alive.iter().map(|&i| &nodes[i]).collect();
+    wait_all_served(&survivors, Duration::from_secs(20)).await;
     eprintln!(
         "the survivors served every shard {:?} after the kill of {counter}",
         killed.elapsed()

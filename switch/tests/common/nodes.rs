@@ -184,6 +184,23 @@ pub async fn sum_metric(nodes: &[Proc], name: &str) -> f64 {
     sum
 }
 
+/// Polls the served-shards gauges of `nodes` every 20 ms until together
+/// they serve every shard; fails after `bound`.
+pub async fn wait_all_served(nodes: &[&Proc], bound: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let mut served = 0.0;
+        for n in nodes {
+            served += n.metric("switch_cluster_served_shards").await;
+        }
+        if served == f64::from(SHARDS) {
+            return;
+        }
+        assert!(started.elapsed() < bound, "served {served}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// One answered change of the mixed load: the request, its answer, and
 /// the answer that names its payment's F37 + F38 (a capture's is its
 /// pre-authorization's).
