@@ -19,7 +19,8 @@
 #     of the owner; the time from the kill until the survivors serve every
 #     shard again (their switch_cluster_served_shards, polled every 20 ms:
 #     the dead node's shards fenced, loaded and served; the entry node's
-#     routes follow within their 200 ms poll). Then the killed node is
+#     routes follow at once, woken by their watch, or within their 200 ms
+#     poll). Then the killed node is
 #     started again (same addresses and data) and the next kill waits until
 #     all three serve. Reports p50/p99/max over the kills, and the light
 #     load's answers, 91s and max latency per kill.

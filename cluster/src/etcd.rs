@@ -2,7 +2,8 @@
 //!
 //! It speaks to etcd's JSON gateway (`POST /v3/kv/range`, `/v3/kv/txn`,
 //! `/v3/kv/deleterange`, `/v3/lease/grant`, `/v3/lease/keepalive`,
-//! `/v3/lease/timetolive`, `/v3/lease/revoke`; keys and values base64, 64-bit integers as strings),
+//! `/v3/lease/timetolive`, `/v3/lease/revoke`, and the streaming
+//! `/v3/watch`; keys and values base64, 64-bit integers as strings),
 //! over the `reqwest` client the switch already builds, so no `protoc` or
 //! gRPC stack is needed. The gateway is part of every etcd server since 3.3
 //! and answers on the client URL.
@@ -83,6 +84,8 @@ pub struct Etcd {
     endpoints: Vec<String>,
     /// The endpoint that answered last: calls start there.
     preferred: AtomicUsize,
+    /// The call timeout.
+    timeout: Duration,
 }
 
 impl Etcd {
@@ -103,30 +106,11 @@ impl Etcd {
         for e in endpoints {
             list.push(endpoint(e)?);
         }
-        // reqwest's rustls names no crypto provider (the workspace picks
-        // aws-lc-rs); a library does not install a process-wide default, so
-        // the client gets its own configuration. Plain HTTP only for now:
-        // no roots, nothing to trust.
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EtcdError::Endpoints(format!("TLS: {e}")))?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // etcd is named by the operator; a proxy from the environment
-            // would see every lease and key.
-            .no_proxy()
-            .build()
-            .map_err(|e| EtcdError::Endpoints(format!("HTTP client: {e}")))?;
         Ok(Etcd {
-            http,
+            http: http_client(timeout)?,
             endpoints: list,
             preferred: AtomicUsize::new(0),
+            timeout,
         })
     }
 
@@ -310,6 +294,55 @@ impl Etcd {
         Ok(v.get("succeeded").and_then(Value::as_bool).unwrap_or(false))
     }
 
+    /// Watches every key starting with `prefix` from now on, through the
+    /// gateway's streaming `POST /v3/watch`, for at most `span` (then the
+    /// stream ends and the caller watches again). Endpoints are tried in
+    /// turn as for every call; the call timeout bounds the opening only.
+    ///
+    /// # Errors
+    /// As every call.
+    pub async fn watch_prefix(&self, prefix: &str, span: Duration) -> Result<Watch, EtcdError> {
+        const OP: &str = "/v3/watch";
+        let body = json!({ "create_request": {
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&prefix_end(prefix.as_bytes())),
+        }})
+        .to_string();
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last = String::new();
+        for i in 0..n {
+            let at = (first + i) % n;
+            let url = format!("{}{OP}", self.endpoints[at]);
+            let sent = self
+                .http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .timeout(span)
+                .send();
+            // The client's timeout is replaced by `span` for this call:
+            // the opening keeps the usual bound.
+            match tokio::time::timeout(self.timeout, sent).await {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return Ok(Watch {
+                        response,
+                        buffer: Vec::new(),
+                    });
+                }
+                Ok(Ok(response)) => last = format!("HTTP {}", response.status()),
+                Ok(Err(e)) => last = transport(e),
+                Err(_) => last = format!("timed out after {:?}", self.timeout),
+            }
+        }
+        Err(EtcdError::Unreachable {
+            op: OP,
+            endpoint: self.endpoints[(first + n - 1) % n].clone(),
+            reason: last,
+        })
+    }
+
     /// Posts `body` to `op` on each endpoint in turn until one answers.
     async fn call(&self, op: &'static str, body: Value) -> Result<Value, EtcdError> {
         let n = self.endpoints.len();
@@ -392,6 +425,123 @@ impl Etcd {
         }
         Ok(Answer::Ok(v))
     }
+}
+
+/// A plain-HTTP client, every call bounded by `timeout`: etcd's, and the
+/// nodes' `GET /cluster` for `switch cluster status`.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, EtcdError> {
+    // reqwest's rustls names no crypto provider (the workspace picks
+    // aws-lc-rs); a library does not install a process-wide default, so
+    // the client gets its own configuration. Plain HTTP only for now:
+    // no roots, nothing to trust.
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| EtcdError::Endpoints(format!("TLS: {e}")))?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        // The addresses are the operator's; a proxy from the environment
+        // would see every lease and key.
+        .no_proxy()
+        .build()
+        .map_err(|e| EtcdError::Endpoints(format!("HTTP client: {e}")))
+}
+
+/// One change a [`Watch`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The key was put (created or changed).
+    Put(Vec<u8>),
+    /// The key was deleted (by hand, or with its lease).
+    Delete(Vec<u8>),
+}
+
+/// An open watch ([`Etcd::watch_prefix`]).
+#[derive(Debug)]
+pub struct Watch {
+    /// The streaming answer.
+    response: reqwest::Response,
+    /// Bytes of a message not whole yet, at most [`RESPONSE_BYTES_MAX`].
+    buffer: Vec<u8>,
+}
+
+impl Watch {
+    /// The next message's events: empty for the watch's creation;
+    /// `Ok(None)` once the stream ended (its span passed, etcd cancelled
+    /// the watch, or closed the connection): watch again.
+    ///
+    /// # Errors
+    /// A broken connection, a message over [`RESPONSE_BYTES_MAX`] or one
+    /// that does not parse.
+    pub async fn next(&mut self) -> Result<Option<Vec<WatchEvent>>, EtcdError> {
+        const OP: &str = "/v3/watch";
+        loop {
+            let mut messages =
+                serde_json::Deserializer::from_slice(&self.buffer).into_iter::<Value>();
+            match messages.next() {
+                Some(Ok(message)) => {
+                    let used = messages.byte_offset();
+                    self.buffer.drain(..used);
+                    return watch_events(&message);
+                }
+                Some(Err(e)) if !e.is_eof() => return Err(decode(OP, &e.to_string())),
+                // Nothing whole yet: read on.
+                Some(Err(_)) | None => {}
+            }
+            let chunk = match self.response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(None),
+                Err(e) if e.is_timeout() => return Ok(None),
+                Err(e) => return Err(decode(OP, &transport(e))),
+            };
+            if self.buffer.len().saturating_add(chunk.len()) > RESPONSE_BYTES_MAX {
+                return Err(decode(
+                    OP,
+                    &format!("a message over RESPONSE_BYTES_MAX ({RESPONSE_BYTES_MAX} bytes)"),
+                ));
+            }
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+}
+
+/// The events of one watch message; `None` when it ends the watch
+/// (cancelled, compacted, or an error from the gateway).
+fn watch_events(message: &Value) -> Result<Option<Vec<WatchEvent>>, EtcdError> {
+    const OP: &str = "/v3/watch";
+    let Some(result) = message.get("result") else {
+        return Ok(None);
+    };
+    if result.get("canceled").and_then(Value::as_bool) == Some(true) {
+        return Ok(None);
+    }
+    let Some(events) = result.get("events").and_then(Value::as_array) else {
+        return Ok(Some(Vec::new()));
+    };
+    events
+        .iter()
+        .map(|e| {
+            let key = e
+                .get("kv")
+                .and_then(|kv| kv.get("key"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let key = BASE64
+                .decode(key.as_bytes())
+                .map_err(|err| decode(OP, &format!("key: not base64: {err}")))?;
+            // PUT is the protobuf default, so the gateway leaves it out.
+            Ok(match e.get("type").and_then(Value::as_str) {
+                Some("DELETE") => WatchEvent::Delete(key),
+                _ => WatchEvent::Put(key),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// What one endpoint answered.

@@ -9,11 +9,23 @@
 //!   the local deadline passes before etcd can expire the lease and give
 //!   the shards away. When etcd answers "lease not found" the node forgets
 //!   every shard and registers anew under a new lease, owning nothing.
-//! - **poll**, every `poll_interval`: reads the node keys and the owner
-//!   keys (two range reads; a watch is a later improvement) and applies
+//! - **poll**, every `poll_interval`, and at once (after
+//!   [`WAKE_GATHER_MS`]) when the **watch** sees a key of the cluster
+//!   change that could change the plan (an owner key deleted, a node key
+//!   or a drain key put or deleted): reads the node keys and the owner
+//!   keys (two range reads) and applies
 //!   [`crate::ownership::plan`]: losses, releases (the shard stops counting
 //!   as owned before its key is deleted), adoptions and acquisitions
 //!   (create-if-absent under the lease; the create revision is the epoch).
+//!   The watch is a hint, the poll the truth: a watch that breaks is
+//!   opened again after [`WATCH_RETRY_MS`], and the timed poll goes on
+//!   meanwhile. A released shard is so taken by its next owner within
+//!   milliseconds instead of up to a poll interval later, and a
+//!   crashed node's shards as soon as etcd expires its lease.
+//! - **watch** ([`Etcd::watch_prefix`] on the prefix): wakes the poll as
+//!   above, tells the node's other readers of etcd that something changed
+//!   ([`Member::changes`]), and [`Handover::owned_changed`] follows every
+//!   change of the shards owned.
 //!
 //! **Hand-over.** A node given a [`Handover`] (the switch's committer)
 //! releases a shard in two steps: it asks the node to stop admitting
@@ -51,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::error::{EtcdError, MemberError};
-use crate::etcd::{Created, Etcd, LeaseId};
+use crate::etcd::{Created, Etcd, LeaseId, WatchEvent};
 use crate::ownership::{
     self, OwnerRecord, ShardOwner, View, NODES_MAX, NODE_ID_BYTES_MAX, SHARD_COUNT_MAX,
     SHARD_COUNT_MIN,
@@ -80,6 +92,15 @@ pub const RELEASE_PER_POLL_DEFAULT: usize = 4;
 pub const HANDOVER_WAIT_MS: u64 = 2_000;
 /// How often a hand-over or a drain looks again, in ms.
 const HANDOVER_POLL_MS: u64 = 5;
+/// How long a poll woken by the watch waits first, in ms: keys often go a
+/// few at once (a release of several shards, a lease's expiry), read by
+/// one poll. It also bounds the polls the watch causes: at most one per
+/// this much time and one poll's duration.
+pub const WAKE_GATHER_MS: u64 = 10;
+/// How long one watch request lasts before it is opened again, in s.
+pub const WATCH_SPAN_S: u64 = 60;
+/// Pause before opening a watch again after it ended or failed, in ms.
+pub const WATCH_RETRY_MS: u64 = 200;
 /// The node key's `state` of a node serving normally.
 pub const STATE_ACTIVE: &str = "active";
 /// The node key's `state` of a node handing its shards over before it stops.
@@ -302,6 +323,9 @@ pub trait Handover: Send + Sync + std::fmt::Debug {
     /// The hand-over was given up (not closed in time, or the lease
     /// changed): serve `shard` at `epoch` again.
     fn reopen(&self, shard: u32, epoch: i64);
+    /// The shards owned changed (acquired or lost): whoever serves them
+    /// may look at [`Member::owned`] now rather than at its next look.
+    fn owned_changed(&self) {}
 }
 
 /// How a drain ended.
@@ -346,6 +370,11 @@ struct Inner {
     drain_asked: AtomicBool,
     /// Active nodes other than this one at the last poll.
     others_active: AtomicUsize,
+    /// Set by the watch: poll now.
+    wake: tokio::sync::Notify,
+    /// Counts the watch's messages with events, and its (re)openings: a
+    /// change to read etcd again for ([`Member::changes`]).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Inner {
@@ -398,11 +427,14 @@ impl Member {
             draining: AtomicBool::new(false),
             drain_asked: AtomicBool::new(false),
             others_active: AtomicUsize::new(0),
+            wake: tokio::sync::Notify::new(),
+            changes: tokio::sync::watch::channel(0).0,
         });
         register(&inner).await?;
         let tasks = vec![
             tokio::spawn(keep_alive(Arc::clone(&inner))),
             tokio::spawn(poll(Arc::clone(&inner))),
+            tokio::spawn(watch(Arc::clone(&inner))),
         ];
         Ok(Member { inner, tasks })
     }
@@ -416,6 +448,14 @@ impl Member {
         } else {
             BTreeMap::new()
         }
+    }
+
+    /// Changes as the watch sees keys of the cluster change (and when it
+    /// opens again, having perhaps missed some): a reader of etcd's keys
+    /// (the node's routes) reads them again rather than at its next look.
+    /// Ends when the member stops.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// Whether the local lease deadline is still ahead.
@@ -630,15 +670,68 @@ async fn keep_alive(inner: Arc<Inner>) {
     }
 }
 
+/// The watch task: wakes the poll for a change that may change its plan,
+/// and counts every change for [`Member::changes`]. A watch that ends or
+/// fails is opened again after [`WATCH_RETRY_MS`]; each opening wakes the
+/// poll once (it may have missed changes meanwhile).
+async fn watch(inner: Arc<Inner>) {
+    let prefix = format!("{}/", inner.settings.prefix);
+    let shards = format!("{}/shards/", inner.settings.prefix);
+    loop {
+        match inner
+            .etcd
+            .watch_prefix(&prefix, Duration::from_secs(WATCH_SPAN_S))
+            .await
+        {
+            Ok(mut w) => loop {
+                match w.next().await {
+                    Ok(Some(events)) => {
+                        // An owner key put is an acquisition: it changes no
+                        // plan. Anything else may (a shard free to take, a
+                        // node come, gone or draining).
+                        let wakes = events.is_empty()
+                            || events.iter().any(|e| match e {
+                                WatchEvent::Put(key) => !key.starts_with(shards.as_bytes()),
+                                WatchEvent::Delete(_) => true,
+                            });
+                        if wakes {
+                            inner.wake.notify_one();
+                        }
+                        inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cluster: watch broke; opening it again");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::debug!(error = %e, "cluster: watch not opened; the poll goes on"),
+        }
+        tokio::time::sleep(Duration::from_millis(WATCH_RETRY_MS)).await;
+    }
+}
+
 /// The poll task.
 async fn poll(inner: Arc<Inner>) {
     loop {
-        tokio::time::sleep(inner.settings.poll_interval).await;
+        tokio::select! {
+            () = tokio::time::sleep(inner.settings.poll_interval) => {}
+            () = inner.wake.notified() => {
+                tokio::time::sleep(Duration::from_millis(WAKE_GATHER_MS)).await;
+            }
+        }
         if inner.paused.load(Ordering::Acquire) || Instant::now() >= inner.held().deadline {
             continue;
         }
+        let before = inner.held().shards.clone();
         if let Err(e) = poll_once(&inner).await {
             tracing::warn!(error = %e, "cluster: poll failed");
+        }
+        if let Some(h) = inner.handover.as_ref() {
+            if inner.held().shards != before {
+                h.owned_changed();
+            }
         }
     }
 }

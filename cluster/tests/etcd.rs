@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cluster::etcd::{Created, Etcd};
+use cluster::etcd::{Created, Etcd, WatchEvent};
 use cluster::testing::EtcdServer;
 use cluster::EtcdError;
 
@@ -117,6 +117,52 @@ async fn the_client_against_etcd() {
         nowhere.get("/t").await,
         Err(EtcdError::Unreachable { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_sees_puts_and_deletes_under_its_prefix_and_ends_with_its_span() {
+    let server = etcd_server();
+    // A dead first endpoint: the watch opens on the next.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let etcd = Etcd::new(
+        &[dead, server.url().to_owned()],
+        Duration::from_millis(1_000),
+    )
+    .unwrap();
+    let lease = etcd.lease_grant(2).await.unwrap();
+    let mut watch = etcd
+        .watch_prefix("/w/", Duration::from_secs(4))
+        .await
+        .unwrap();
+    // Its creation comes first, with no event.
+    assert_eq!(watch.next().await.unwrap(), Some(Vec::new()));
+    etcd.put("/x/outside", b"1", None).await.unwrap();
+    etcd.put("/w/a", b"1", None).await.unwrap();
+    etcd.put("/w/b", b"2", Some(lease.id)).await.unwrap();
+    etcd.delete("/w/a").await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.extend(watch.next().await.unwrap().expect("the watch goes on"));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            WatchEvent::Put(b"/w/a".to_vec()),
+            WatchEvent::Put(b"/w/b".to_vec()),
+            WatchEvent::Delete(b"/w/a".to_vec()),
+        ]
+    );
+    // A lease's expiry is a delete too (etcd checks every 500 ms).
+    let expired = tokio::time::timeout(Duration::from_secs(3), watch.next())
+        .await
+        .expect("the expiry within 3 s")
+        .unwrap();
+    assert_eq!(expired, Some(vec![WatchEvent::Delete(b"/w/b".to_vec())]));
+    // Past its span the stream ends: the caller watches again.
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the span ends the watch");
+    assert!(matches!(end, Ok(None)), "{end:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

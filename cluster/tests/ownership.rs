@@ -289,6 +289,46 @@ async fn a_joining_node_takes_its_shards_by_hand_over() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_watch_shards_move_at_once_not_at_the_next_poll() {
+    // Polls a minute apart: every move below is the watch's doing.
+    let server = etcd_server();
+    let slow = |node: &str| {
+        let mut s = settings(node);
+        s.poll_interval = Duration::from_secs(60);
+        s
+    };
+    let a = Member::join(client(server.url()), slow("a")).await.unwrap();
+    // The watch's opening wakes the first poll.
+    until(&[&a], Duration::from_secs(5), "alone", || {
+        a.owned().len() == SHARDS as usize
+    })
+    .await;
+    let changes = a.changes();
+    // b's node key wakes a, which releases b's shards; their deletes wake
+    // b, which takes them.
+    let b = Member::join(client(server.url()), slow("b")).await.unwrap();
+    let (want_a, want_b) = (desired("a", &["a", "b"]), desired("b", &["a", "b"]));
+    let took = until(&[&a, &b], Duration::from_secs(5), "hand-over", || {
+        shards(&a) == want_a && shards(&b) == want_b
+    })
+    .await;
+    eprintln!(
+        "{} shards moved in {took:?} with polls 60 s apart",
+        want_b.len()
+    );
+    assert!(changes.has_changed().unwrap(), "a's readers were told");
+    // A crash: b's lease expires, and a takes its shards back as the keys go.
+    b.halt();
+    until(
+        &[&a],
+        Duration::from_secs(TTL_S as u64) + ETCD_EXPIRY_CHECK + SLACK * 2,
+        "takeover",
+        || a.owned().len() == SHARDS as usize,
+    )
+    .await;
+}
+
 /// The node side of hand-overs, as a test sets it: a shard closes only
 /// while `closing` is set; every call is recorded.
 #[derive(Debug, Default)]

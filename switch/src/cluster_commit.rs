@@ -191,6 +191,8 @@ pub(crate) struct Committer {
     number_block: u64,
     /// The writer thread.
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Set when the shards owned changed: the loader looks at once.
+    owned_changed: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl Committer {
@@ -254,6 +256,7 @@ impl Committer {
                 .map(|id| cluster::assign::shard_of_merchant(id.as_bytes(), shard_count))
                 .collect(),
             shards: Mutex::new(BTreeMap::new()),
+            owned_changed: (Mutex::new(false), std::sync::Condvar::new()),
             next_seq: Mutex::new(1),
             tx,
             publisher,
@@ -350,6 +353,19 @@ impl Committer {
 
     /// Forgets every shard not in `owned` at its epoch (lost, released, or
     /// owned anew at another epoch); the ones that were still served.
+    /// Waits until the shards owned changed ([`ShardHandover`]'s
+    /// `owned_changed`) or `bound` passed, whichever first.
+    pub(crate) fn wait_owned_changed(&self, bound: Duration) {
+        let (flag, changed) = &self.owned_changed;
+        let guard = flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut guard, _) = changed
+            .wait_timeout_while(guard, bound, |set| !*set)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = false;
+    }
+
     pub(crate) fn drop_unowned(&self, owned: &BTreeMap<u32, i64>) -> Vec<u32> {
         let mut shards = self.shards();
         let gone: Vec<u32> = shards
@@ -636,6 +652,14 @@ impl cluster::member::Handover for ShardHandover {
                 true
             }
         }
+    }
+
+    fn owned_changed(&self) {
+        let (flag, changed) = &self.0.owned_changed;
+        *flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        changed.notify_all();
     }
 
     fn reopen(&self, shard: u32, epoch: i64) {

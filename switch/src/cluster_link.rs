@@ -80,8 +80,14 @@ pub(crate) const LINK_WRITE_BATCH_MAX: usize = 64;
 /// Read buffer of a link, each way: frames that arrived together are
 /// read in one syscall.
 pub(crate) const LINK_READ_BUFFER_BYTES: usize = 16 * 1024;
-/// How often the routes (owners and their link addresses) are read from etcd.
+/// How often the routes (owners and their link addresses) are read from
+/// etcd, and at once (after [`ROUTES_GATHER`]) when the member's watch
+/// saw a key change (`cluster::member::Member::changes`).
 const ROUTES_POLL: Duration = Duration::from_millis(200);
+/// How long a read woken by the watch waits first: changes come a few at
+/// once (a release, then the next owner's acquisition), read together. It
+/// bounds the reads the watch causes to one per this and a read's time.
+const ROUTES_GATHER: Duration = Duration::from_millis(5);
 /// How long a request waits for its shard to have an owner (or to be
 /// loaded here) before this node answers it (91 for a change).
 pub(crate) const OWNER_WAIT: Duration = Duration::from_secs(5);
@@ -275,12 +281,19 @@ impl Router {
         self: Arc<Self>,
         etcd: cluster::etcd::Etcd,
         prefix: String,
+        mut changes: tokio::sync::watch::Receiver<u64>,
         cancel: CancellationToken,
     ) {
+        let mut watched = true;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(ROUTES_POLL) => {}
+                changed = changes.changed(), if watched => {
+                    // The member stopped: the timed reads go on.
+                    watched = changed.is_ok();
+                    tokio::time::sleep(ROUTES_GATHER).await;
+                }
             }
             let view = cluster::member::read_view(&etcd, &prefix, self.shard_count).await;
             let nodes = etcd

@@ -218,6 +218,7 @@ pub(crate) async fn start(
     tokio::spawn(router.refresh(
         etcd,
         settings.etcd_prefix.clone(),
+        member.changes(),
         running.after_connections.clone(),
     ));
     let member = Arc::new(member);
@@ -382,7 +383,7 @@ impl Loader {
             ::metrics::gauge!("switch_cluster_owned_shards").set(owned.len() as f64);
             ::metrics::gauge!("switch_cluster_served_shards")
                 .set(self.committer.served_count() as f64);
-            std::thread::sleep(OWNED_POLL_INTERVAL);
+            self.committer.wait_owned_changed(OWNED_POLL_INTERVAL);
         }
     }
 }
