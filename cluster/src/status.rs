@@ -1,6 +1,7 @@
 //! What etcd says of a cluster, for `switch cluster status`: its nodes,
-//! the shards each owns and their epochs. It reads etcd only (the epochs
-//! in PostgreSQL, each node's figures and the lag are not built).
+//! the shards each owns and their epochs; and what each node says of
+//! itself (`GET /cluster` at its `http_addr`): the shards it serves, and
+//! its commit queue. The epochs in PostgreSQL are not read.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +23,75 @@ pub struct Node {
     /// The seconds etcd gives that lease still (whole seconds, as etcd
     /// counts them); `None` when it could not say.
     pub lease_left_s: Option<i64>,
+    /// What the node said of itself; `None` when it did not answer (or
+    /// has no HTTP address).
+    pub figures: Option<Figures>,
+}
+
+/// What a node says of itself, from its `GET /cluster`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Figures {
+    /// Shards it serves (state `open`).
+    pub served: usize,
+    /// Shards it owns and is still loading.
+    pub loading: usize,
+    /// Records appended and not yet committed.
+    pub queue: u64,
+    /// Its committer lost PostgreSQL and is reconnecting.
+    pub reconnecting: bool,
+    /// Its committer stopped (a fence or an error): the node is stopping.
+    pub failed: bool,
+}
+
+impl Figures {
+    /// From a node's `GET /cluster` body; `None` when it does not parse.
+    pub fn parse(body: &[u8]) -> Option<Figures> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let shards = v.get("shards")?.as_array()?;
+        let count = |state: &str| {
+            shards
+                .iter()
+                .filter(|s| s.get("state").and_then(serde_json::Value::as_str) == Some(state))
+                .count()
+        };
+        let commit = v.get("commit")?;
+        let flag = |name: &str| commit.get(name).and_then(serde_json::Value::as_bool) == Some(true);
+        Some(Figures {
+            served: count("open"),
+            loading: count("loading"),
+            queue: commit.get("queue")?.as_u64()?,
+            reconnecting: flag("reconnecting"),
+            failed: flag("failed"),
+        })
+    }
+}
+
+/// How long `read` waits for one node's `GET /cluster`.
+const FIGURES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Largest `GET /cluster` body read: about 80 bytes a shard, at most
+/// 4,096 shards.
+const FIGURES_BYTES_MAX: usize = 1 << 20;
+
+/// A node's figures from `http_addr`; `None` when it does not answer.
+async fn figures(http: &reqwest::Client, http_addr: &str) -> Option<Figures> {
+    let response = http
+        .get(format!("http://{http_addr}/cluster"))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > FIGURES_BYTES_MAX {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Figures::parse(&body)
 }
 
 /// A cluster as etcd holds it.
@@ -41,17 +111,24 @@ pub struct Status {
 /// etcd's; [`EtcdError::TooMany`] past [`NODES_MAX`] nodes.
 pub async fn read(etcd: &Etcd, prefix: &str) -> Result<Status, EtcdError> {
     let nodes_prefix = format!("{prefix}/nodes/");
+    let http = crate::etcd::http_client(FIGURES_TIMEOUT)?;
     let mut nodes = Vec::new();
     for kv in etcd.get_prefix(&nodes_prefix, NODES_MAX).await? {
         let id = kv
             .key
             .strip_prefix(nodes_prefix.as_bytes())
             .unwrap_or(&kv.key);
+        let record: Option<NodeRecord> = serde_json::from_slice(&kv.value).ok();
+        let at = record.as_ref().and_then(|r| r.http_addr.clone());
         nodes.push(Node {
             node_id: String::from_utf8_lossy(id).into_owned(),
-            record: serde_json::from_slice(&kv.value).ok(),
+            record,
             lease: kv.lease,
             lease_left_s: etcd.lease_time_to_live(kv.lease).await?,
+            figures: match at {
+                Some(at) => figures(&http, &at).await,
+                None => None,
+            },
         });
     }
     let view = crate::member::read_view(etcd, prefix, SHARD_COUNT_MAX).await?;
@@ -64,8 +141,10 @@ pub async fn read(etcd: &Etcd, prefix: &str) -> Result<Status, EtcdError> {
 
 impl Status {
     /// The status as text: a line per node (state, lease left, link
-    /// address, shards owned, lowest and highest epoch), then a line per owner that has no
-    /// node key, then the owned shards' count.
+    /// address, shards owned, lowest and highest epoch, and as the node
+    /// says: shards served, loading, commit queue, `reconnecting` or
+    /// `failed`; `?` when it did not answer), then a line per owner that
+    /// has no node key, then the owned shards' count.
     pub fn render(&self) -> String {
         let mut per_node: BTreeMap<&str, Vec<(u32, i64)>> = BTreeMap::new();
         for (&s, o) in &self.owners {
@@ -78,7 +157,7 @@ impl Status {
         let _ = writeln!(out, "cluster {} ({} nodes)", self.prefix, self.nodes.len());
         let _ = writeln!(
             out,
-            "  node              state     lease_left  link                   shards  epochs"
+            "  node              state     lease_left  link                   shards  served  loading  queue  epochs"
         );
         for n in &self.nodes {
             let (state, link) = n
@@ -87,9 +166,32 @@ impl Status {
                 .map_or(("?", "?"), |r| (r.state.as_str(), r.link_addr.as_str()));
             let shards = per_node.remove(n.node_id.as_str()).unwrap_or_default();
             let left = n.lease_left_s.map_or("?".to_owned(), |s| format!("{s}s"));
+            let (served, loading, queue, note) = n.figures.map_or(
+                (
+                    "?".to_owned(),
+                    "?".to_owned(),
+                    "?".to_owned(),
+                    " (no answer to GET /cluster)",
+                ),
+                |f| {
+                    let note = if f.failed {
+                        " (committer failed)"
+                    } else if f.reconnecting {
+                        " (reconnecting to PostgreSQL)"
+                    } else {
+                        ""
+                    };
+                    (
+                        f.served.to_string(),
+                        f.loading.to_string(),
+                        f.queue.to_string(),
+                        note,
+                    )
+                },
+            );
             let _ = writeln!(
                 out,
-                "  {:<17} {:<9} {:<11} {:<22} {:>6}  {}",
+                "  {:<17} {:<9} {:<11} {:<22} {:>6}  {served:>6}  {loading:>7}  {queue:>5}  {}{note}",
                 n.node_id,
                 state,
                 left,
@@ -101,11 +203,14 @@ impl Status {
         for (node, shards) in &per_node {
             let _ = writeln!(
                 out,
-                "  {node:<17} {:<9} {:<11} {:<22} {:>6}  {} (no node key)",
+                "  {node:<17} {:<9} {:<11} {:<22} {:>6}  {:>6}  {:>7}  {:>5}  {} (no node key)",
                 "gone",
                 "-",
                 "-",
                 shards.len(),
+                "-",
+                "-",
+                "-",
                 epochs(shards)
             );
         }
@@ -150,12 +255,24 @@ mod tests {
         };
         let status = Status {
             prefix: "/switch/default".into(),
-            nodes: vec![Node {
-                node_id: "n1".into(),
-                record: None,
-                lease: 1,
-                lease_left_s: Some(2),
-            }],
+            nodes: vec![
+                Node {
+                    node_id: "n1".into(),
+                    record: None,
+                    lease: 1,
+                    lease_left_s: Some(2),
+                    figures: Figures::parse(
+                        br#"{"node_id":"n1","shards":[{"shard":0,"epoch":5,"state":"open","admitted":0},{"shard":1,"epoch":9,"state":"loading","admitted":0}],"commit":{"last_seq":9,"committed_seq":7,"queue":2,"reconnecting":true,"failed":false}}"#,
+                    ),
+                },
+                Node {
+                    node_id: "n3".into(),
+                    record: None,
+                    lease: 3,
+                    lease_left_s: None,
+                    figures: None,
+                },
+            ],
             owners: BTreeMap::from([
                 (0, owner("n1", 5)),
                 (1, owner("n1", 9)),
@@ -165,10 +282,15 @@ mod tests {
         let text = status.render();
         assert!(
             text.contains(
-                "n1                ?         2s          ?                           2  5..9"
+                "n1                ?         2s          ?                           2       1        1      2  5..9 (reconnecting to PostgreSQL)"
             ),
             "{text}"
         );
+        assert!(
+            text.contains("n3                ?         ?           ?                           0       ?        ?      ?  - (no answer to GET /cluster)"),
+            "{text}"
+        );
+        assert_eq!(Figures::parse(b"{}"), None);
         assert!(
             text.contains("n2") && text.contains("(no node key)"),
             "{text}"

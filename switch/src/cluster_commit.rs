@@ -126,6 +126,17 @@ enum ShardState {
     Closed,
 }
 
+impl ShardState {
+    /// As `GET /cluster` names it.
+    fn name(self) -> &'static str {
+        match self {
+            ShardState::Open => "open",
+            ShardState::Closing => "closing",
+            ShardState::Closed => "closed",
+        }
+    }
+}
+
 /// A shard of the committer's map.
 #[derive(Debug, Clone, Copy)]
 struct Served {
@@ -344,6 +355,46 @@ impl Committer {
     }
 
     /// Shards served or being handed over (the served-shards gauge).
+    /// The node's view of its shards and commits for `GET /cluster`:
+    /// each shard of `owned` (etcd's, by the member) and of the
+    /// committer's map, with its epoch, state (`open`, `closing`,
+    /// `closed`, `loading` when owned and not yet served, `releasing` when
+    /// served and no longer owned) and admitted requests; the commit
+    /// sequences, the queue between them, and whether the writer is
+    /// reconnecting or failed.
+    pub(crate) fn view(&self, owned: &BTreeMap<u32, i64>) -> serde_json::Value {
+        let served = self.shards().clone();
+        let mut shards = Vec::with_capacity(owned.len().max(served.len()));
+        let all: std::collections::BTreeSet<u32> =
+            owned.keys().chain(served.keys()).copied().collect();
+        for shard in all {
+            let here = served.get(&shard);
+            let (epoch, state) = match (owned.get(&shard), here) {
+                (Some(&e), Some(s)) if s.epoch == e => (e, s.state.name()),
+                (Some(&e), _) => (e, "loading"),
+                (None, Some(s)) => (s.epoch, "releasing"),
+                (None, None) => continue,
+            };
+            shards.push(serde_json::json!({
+                "shard": shard,
+                "epoch": epoch,
+                "state": state,
+                "admitted": here.map_or(0, |s| s.admitted),
+            }));
+        }
+        let (last, committed) = (self.last_seq(), self.committed_seq());
+        serde_json::json!({
+            "shards": shards,
+            "commit": {
+                "last_seq": last,
+                "committed_seq": committed,
+                "queue": last.saturating_sub(committed),
+                "reconnecting": self.reconnecting.load(Ordering::Acquire),
+                "failed": self.failed(),
+            },
+        })
+    }
+
     pub(crate) fn served_count(&self) -> usize {
         self.shards()
             .values()

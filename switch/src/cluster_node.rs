@@ -222,6 +222,10 @@ pub(crate) async fn start(
         running.after_connections.clone(),
     ));
     let member = Arc::new(member);
+    let _ = http_state.cluster.set(Box::new({
+        let (member, committer) = (member.clone(), committer.clone());
+        move || view(&member, &committer)
+    }));
     let loader = Loader {
         member: member.clone(),
         committer,
@@ -296,6 +300,23 @@ async fn sweep(
         }
         crate::warn_saturation(&node, &mut last_warned);
     }
+}
+
+/// The node's own view, `GET /cluster` (`docs/cluster.md`, `switch
+/// cluster status`): its id, state, lease, and what the committer says of
+/// its shards and commits (`Committer::view`), one JSON object.
+fn view(member: &cluster::member::Member, committer: &Committer) -> String {
+    let mut v = committer.view(&member.owned());
+    v["node_id"] = member.node_id().into();
+    v["state"] = if member.draining() {
+        cluster::member::STATE_DRAINING
+    } else {
+        cluster::member::STATE_ACTIVE
+    }
+    .into();
+    v["lease"] = member.lease().into();
+    v["lease_valid"] = member.lease_valid().into();
+    v.to_string()
 }
 
 /// Registers the node in etcd with its bound addresses.

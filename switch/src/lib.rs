@@ -481,6 +481,7 @@ fn spawn_http(
                 })
             }
         }),
+        cluster: std::sync::OnceLock::new(),
     });
     running.tracker.spawn(net::http::serve(
         listener,

@@ -1,6 +1,7 @@
 //! Cluster mode's first slice as the binary shows it: `[cluster]` without
 //! a PostgreSQL archive is refused at start, and `switch cluster status` prints
-//! what a real etcd holds of two nodes (`cluster::testing::EtcdServer`;
+//! what a real etcd holds of two nodes (and, with the harness, what three
+//! real nodes say of themselves in `GET /cluster`) (`cluster::testing::EtcdServer`;
 //! without the binary it fails, naming scripts/install-test-deps.sh).
 
 use std::process::Command;
@@ -126,6 +127,93 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
     drop((a, b));
 }
 
+/// A plain `GET path` on `addr`: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// Each node's `GET /cluster`, once every shard is served by exactly one
+/// of them, the one rendezvous hashing names (within 30 s: the nodes
+/// started a moment ago).
+fn settled_views(nodes: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let views: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                let (status, body) = http_get(n["http_addr"].as_str().unwrap(), "/cluster");
+                assert!(status.contains("200"), "{status}: {body}");
+                serde_json::from_str(&body).unwrap()
+            })
+            .collect();
+        let mut open: Vec<u64> = views
+            .iter()
+            .flat_map(|v| v["shards"].as_array().unwrap().clone())
+            .filter(|s| s["state"] == "open")
+            .map(|s| s["shard"].as_u64().unwrap())
+            .collect();
+        open.sort_unstable();
+        let every_shard_once = open == (0..16).collect::<Vec<u64>>();
+        let only_open = views.iter().all(|v| {
+            v["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["state"] == "open")
+        });
+        // Where rendezvous hashing puts them among the three, not a
+        // moment before a hand-over.
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_owned())
+            .collect();
+        let placed = views.iter().zip(&names).all(|(v, name)| {
+            v["shards"].as_array().unwrap().iter().all(|s| {
+                let shard = u32::try_from(s["shard"].as_u64().unwrap()).unwrap();
+                cluster::assign::owner(cluster::assign::SALT_PAYMENT, shard, &names)
+                    == Some(name.as_str())
+            })
+        });
+        if every_shard_once && only_open && placed {
+            return views;
+        }
+        assert!(Instant::now() < deadline, "not settled in 30 s: {views:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every owner key in etcd (the harness's default prefix): shard to
+/// (node, epoch).
+fn owners_in_etcd(endpoints: &str) -> std::collections::BTreeMap<u32, (String, i64)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let list: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
+    let client = Etcd::new(&list, Duration::from_secs(1)).unwrap();
+    let view = runtime
+        .block_on(cluster::member::read_view(&client, "/switch/default", 16))
+        .unwrap();
+    view.owners
+        .into_iter()
+        .map(|(s, o)| (s, (o.record.node_id, o.epoch)))
+        .collect()
+}
+
 #[test]
 fn the_harness_script_starts_and_stops_three_etcd_members_postgres_and_three_nodes() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
@@ -158,6 +246,33 @@ fn the_harness_script_starts_and_stops_three_etcd_members_postgres_and_three_nod
     let (etcd, pg_url) = (value("ETCD_ENDPOINTS"), value("PG_URL"));
     let members: Vec<&str> = etcd.split(',').collect();
     assert_eq!(members.len(), 3, "{etcd}");
+    let nodes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("nodes.json")).unwrap()).unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+
+    // Each node's GET /cluster: its own shards, open once loaded; together
+    // the 16, each served once, and the same as etcd's owners.
+    let views = settled_views(nodes);
+    let owners = owners_in_etcd(&etcd);
+    for (n, v) in nodes.iter().zip(&views) {
+        assert_eq!(v["node_id"], n["name"], "{v}");
+        assert_eq!(v["state"], "active", "{v}");
+        assert_eq!(v["lease_valid"], true, "{v}");
+        assert_eq!(v["commit"]["failed"], false, "{v}");
+        assert!(v["commit"]["queue"].as_u64().is_some(), "{v}");
+        for s in v["shards"].as_array().unwrap() {
+            let shard = u32::try_from(s["shard"].as_u64().unwrap()).unwrap();
+            assert_eq!(
+                owners.get(&shard),
+                Some(&(
+                    n["name"].as_str().unwrap().to_owned(),
+                    s["epoch"].as_i64().unwrap()
+                )),
+                "{v}"
+            );
+        }
+    }
     let out = Command::new(SWITCH)
         .args(["cluster", "status", "--etcd", &etcd])
         .output()
@@ -167,12 +282,20 @@ fn the_harness_script_starts_and_stops_three_etcd_members_postgres_and_three_nod
         status.contains("cluster /switch/default (3 nodes)"),
         "{status}"
     );
-    // (16 once quiet; a hand-over between nodes may be in flight here.)
-    assert!(status.contains("shards owned: "), "{status}");
-    let nodes: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("nodes.json")).unwrap()).unwrap();
-    let nodes = nodes.as_array().unwrap();
-    assert_eq!(nodes.len(), 3);
+    assert!(status.contains("shards owned: 16"), "{status}");
+    // The nodes' own figures, in the served column: all 16 between them.
+    let served: usize = status
+        .lines()
+        .filter(|l| l.starts_with("  n") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .and_then(|c| c.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("served in {l:?}: {status}"))
+        })
+        .sum();
+    assert_eq!(served, 16, "{status}");
+    assert!(!status.contains("no answer to GET /cluster"), "{status}");
     let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().unwrap()).collect();
     for (i, n) in nodes.iter().enumerate() {
         assert_eq!(n["name"], format!("n{}", i + 1));

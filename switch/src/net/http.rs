@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 endpoint for SREs: `/metrics` (Prometheus text
-//! exposition), `/healthz` (process up) and `/readyz` (listeners bound and
-//! recovery done, journal healthy).
+//! exposition), `/healthz` (process up), `/readyz` (listeners bound and
+//! recovery done, journal healthy) and, in cluster mode, `/cluster` (the
+//! node's own view of its shards and commits, JSON).
 //!
 //! Probes and scrapes must get through whatever other clients do, so the
 //! listener has its own limits (`[limits]`, `http_*`): a deadline for each
@@ -69,6 +70,9 @@ pub(crate) struct HttpState {
     /// Sends every SAF entry again now (`POST /saf/retry`); false when no
     /// upstream is configured.
     pub(crate) saf_retry: Box<dyn Fn() -> bool + Send + Sync>,
+    /// The node's cluster view as JSON (`GET /cluster`), set once a
+    /// cluster node has joined; unset (404) on a single node.
+    pub(crate) cluster: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// Serves until `cancel`.
@@ -377,6 +381,15 @@ fn answer(head: &[u8], state: &HttpState) -> Reply {
             }
         }
         b"/healthz" => Reply::text("200 OK", "ok\n"),
+        b"/cluster" => match state.cluster.get() {
+            Some(view) => Reply {
+                status: "200 OK",
+                content_type: "application/json",
+                body: view(),
+                close: false,
+            },
+            None => Reply::text("404 Not Found", "not in cluster mode\n"),
+        },
         b"/readyz" => match ((state.unhealthy)(), state.ready.load(Ordering::Acquire)) {
             (Some(why), _) => Reply::text("503 Service Unavailable", format!("{why}\n")),
             (None, false) => Reply::text("503 Service Unavailable", "starting\n"),
@@ -417,6 +430,7 @@ mod tests {
             unhealthy: Box::new(|| None),
             saf_list: Box::new(String::new),
             saf_retry: Box::new(|| false),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -444,6 +458,17 @@ mod tests {
             ("200 OK", false, true)
         );
         assert_eq!(get("GET /nope HTTP/1.1\r\n\r\n").0, "404 Not Found");
+        // A single node has no cluster view; a cluster node's is JSON.
+        assert_eq!(get("GET /cluster HTTP/1.1\r\n\r\n").0, "404 Not Found");
+        let s = state();
+        s.cluster
+            .set(Box::new(|| "{\"node_id\":\"n1\"}".to_owned()))
+            .unwrap_or_else(|_| unreachable!());
+        let r = answer(b"GET /cluster HTTP/1.1\r\n\r\n", &s);
+        assert_eq!(
+            (r.status, r.content_type, r.body.as_str()),
+            ("200 OK", "application/json", "{\"node_id\":\"n1\"}")
+        );
         assert!(get("POST /metrics HTTP/1.1\r\n\r\n").1, "closed after");
         let with_body = "GET /healthz HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
         assert_eq!(get(with_body).0, "405 Method Not Allowed");
