@@ -154,12 +154,6 @@ impl Router {
         self.committer.admit(shard)
     }
 
-    /// Whether this node serves `shard` (owned, loaded, not being handed
-    /// over).
-    pub(crate) fn serves(&self, shard: u32) -> bool {
-        self.committer.serves(shard)
-    }
-
     /// Where a request of `shard` (not served here at [`Router::route`])
     /// goes, waiting until `deadline` for a shard without an owner
     /// (a crashed node's, not yet taken over) or one this node is loading:
@@ -208,8 +202,14 @@ impl Router {
         let deadline = started + VELOCITY_ASK_WAIT;
         let body = Bytes::copy_from_slice(&ask.to_bytes());
         let verdict = loop {
-            let Some(link) = self.link_of(shard, deadline, Kind::VelocityAsk).await else {
-                if !self.serves(shard) {
+            let here = self.committer.counts_cards_of(shard);
+            let link = if here {
+                None
+            } else {
+                self.link_of(shard, deadline, Kind::VelocityAsk).await
+            };
+            let Some(link) = link else {
+                if !here && !self.committer.counts_cards_of(shard) {
                     break None;
                 }
                 match self.count_here(node, ask, deadline).await {
@@ -252,7 +252,7 @@ impl Router {
         // record appended after the shard closed would be refused, or
         // fenced once the next owner took it).
         let shard = cluster::assign::shard_of_card(&ask.token, self.shard_count);
-        let admitted = self.admit_shard(shard).ok_or(NotServed)?;
+        let admitted = self.committer.admit_count(shard).ok_or(NotServed)?;
         let reply = node.apply(engine::Command::Velocity(*ask));
         drop(admitted);
         let engine::Wait::Counted { seq, card: verdict } = reply.wait else {
