@@ -145,6 +145,14 @@ impl Engine {
         self.state.bump_id(id);
     }
 
+    /// Cluster mode: payment ids come only from the blocks given by
+    /// [`Engine::reserve_ids_through`]; an id seen in a replayed record
+    /// or a payment read back from the archive (perhaps another node's,
+    /// in that node's block) no longer moves the next id.
+    pub fn take_ids_from_blocks(&self) {
+        self.state.take_ids_from_blocks();
+    }
+
     /// After recovery beside an archive that holds payments: answers that
     /// left memory in an earlier life may be there, so a repeat whose F7
     /// is at or before `now_ms` asks it (the summary of what left memory

@@ -128,6 +128,10 @@ pub(crate) struct State {
     by_rrn: DashMap<(u32, [u8; 12], [u8; 6]), u64, MapHasher>,
     /// Next payment id.
     next_id: AtomicU64,
+    /// Cluster mode: ids come only from reserved blocks
+    /// ([`State::take_ids_from_blocks`]); an id seen in a replayed or
+    /// fetched payment does not move `next_id`.
+    ids_from_blocks: std::sync::atomic::AtomicBool,
     /// Holds in order of creation per push; drained by the sweeper.
     holds: SegQueue<Hold>,
     /// Most payments held (`limits.payments_max`).
@@ -150,6 +154,7 @@ impl State {
             by_original: new_map(payments_max),
             by_rrn: new_map(payments_max),
             next_id: AtomicU64::new(1),
+            ids_from_blocks: std::sync::atomic::AtomicBool::new(false),
             holds: SegQueue::new(),
             payments_max,
             retired_through: AtomicU64::new(0),
@@ -164,6 +169,26 @@ impl State {
     /// Makes sure ids allocated later are above `id` (recovery).
     pub(crate) fn bump_id(&self, id: u64) {
         self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+    }
+
+    /// [`State::bump_id`] for a payment this engine did not make now (a
+    /// replayed image, one read back from the archive): on a single node
+    /// its id was this engine's; in cluster mode it may be another node's,
+    /// in that node's block, and ids are only ever taken from this node's
+    /// own blocks ([`State::take_ids_from_blocks`]).
+    fn bump_seen(&self, id: u64) {
+        if !self.ids_from_blocks.load(Ordering::Relaxed) {
+            self.bump_id(id);
+        }
+    }
+
+    /// Cluster mode: from now on only [`State::bump_id`] (a reserved block)
+    /// moves the next id, never an id seen in a replayed or fetched
+    /// payment. Before, a node that loaded or read back another node's
+    /// payment moved its counter into that node's block and made the same
+    /// ids (two payments of one id, seen in the drain test).
+    pub(crate) fn take_ids_from_blocks(&self) {
+        self.ids_from_blocks.store(true, Ordering::Relaxed);
     }
 
     /// Payments held.
@@ -284,7 +309,7 @@ impl State {
             self.by_rrn
                 .insert((payment.merchant, payment.rrn, payment.auth_code), id);
         }
-        self.bump_id(id);
+        self.bump_seen(id);
         let status = payment.status;
         let at_ms = last_change_ms(&payment);
         match self.payments.insert(id, Box::new(payment)) {
@@ -324,7 +349,7 @@ impl State {
         if status != Status::Declined {
             self.by_rrn.insert(rrn_key, id);
         }
-        self.bump_id(id);
+        self.bump_seen(id);
         Ok(())
     }
 

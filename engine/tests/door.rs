@@ -274,6 +274,46 @@ fn a_hold_whose_end_the_journal_refuses_stays_open_and_is_ended_on_a_later_pass(
 }
 
 #[test]
+fn in_cluster_mode_a_replayed_payment_of_another_node_s_block_does_not_move_the_next_id() {
+    // Node one makes a sale in its block 9.
+    let journal = Recorder::default();
+    let one = engine(&journal);
+    one.reserve_ids_through(9 << 40);
+    let theirs = one
+        .apply(Command::Message(request(Op::Sale, 1, None)), NOW_MS)
+        .payment_id
+        .expect("an id");
+    assert_eq!(theirs >> 40, 9);
+    // Node two, in cluster mode, holds block 5 and loads that sale (a
+    // shard taken over): its next sale's id is still in block 5.
+    let two = engine(&Recorder::default());
+    two.take_ids_from_blocks();
+    two.reserve_ids_through(5 << 40);
+    let replay = |e: &Engine| {
+        for (record_type, payload) in journal.records.lock().expect("lock").iter() {
+            e.replay_record(0, *record_type, payload).expect("replays");
+        }
+    };
+    replay(&two);
+    let ours = two
+        .apply(Command::Message(request(Op::Sale, 2, None)), NOW_MS)
+        .payment_id
+        .expect("an id");
+    assert_eq!(ours, (5 << 40) + 1, "from its own block");
+    assert_eq!(payment(&two, theirs).id, theirs, "the loaded sale is there");
+    // A single node moves above every id it replays (its own, from its
+    // journal): the same replay there takes the next id above it.
+    let single = engine(&Recorder::default());
+    single.reserve_ids_through(5 << 40);
+    replay(&single);
+    let next = single
+        .apply(Command::Message(request(Op::Sale, 2, None)), NOW_MS)
+        .payment_id
+        .expect("an id");
+    assert_eq!(next, theirs + 1);
+}
+
+#[test]
 fn holds_of_payments_loaded_while_running_end_once_requeued() {
     let journal = Recorder::default();
     let first = engine(&journal);

@@ -113,6 +113,9 @@ pub(crate) async fn start(
     node.engine.count_cards_elsewhere();
     // F37 + F38 from this life's block: unique across nodes and lives.
     node.engine.use_number_block(committer.number_block());
+    // Payment ids from the blocks each load reserves only: never moved
+    // into another node's block by a payment loaded or read back.
+    node.engine.take_ids_from_blocks();
     // The archive's tables, written from cluster_records (`cluster_drain`):
     // payments and answers leave memory once there, and lookups read them
     // back.
