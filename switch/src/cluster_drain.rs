@@ -32,6 +32,14 @@
 //!   loads a shard it served before lets its copies of the shard's
 //!   payments go first (`Committer::acquire`).
 //!
+//! - **The archive's own retention** (`archive.retention_days`): the node
+//!   serving shard 0 deletes the payments created before it, once an hour
+//!   by the switch's clock ([`ARCHIVE_RETENTION_EVERY_MS`]), in steps of
+//!   `archive::DELETE_PAYMENTS_MAX`, one a pass, as a single node's
+//!   drainer does. One node at a time, whichever serves shard 0 (a step
+//!   done twice during a hand-over deletes nothing more); simpler than
+//!   the design's per-owner deletion (the archive's rows carry no shard).
+//!
 //! A pass that fails is retried with a growing pause; meanwhile
 //! `/readyz` says why (`archive failing`) and memory, which waits for the
 //! watermark, fills until new payments get 96, as on a single node.
@@ -47,6 +55,10 @@ use archive::{Archive, BATCH_RECORDS_MAX};
 
 use crate::archive_stage::Progress;
 use crate::cluster_commit::Committer;
+
+/// How often the node serving shard 0 starts deleting the archive's
+/// payments past `archive.retention_days`, in ms of the switch's clock.
+pub(crate) const ARCHIVE_RETENTION_EVERY_MS: u64 = 3_600_000;
 
 /// Pause between passes: a pass drains everything written meanwhile, so
 /// at 10,000 answers/s a pass is one archive transaction of about 1,500
@@ -200,6 +212,7 @@ impl ClusterDrainer {
         committer: Arc<Committer>,
         progress: Arc<Progress>,
         retention_s: u64,
+        (clock, archive_retention_ms): (crate::Clock, u64),
     ) -> anyhow::Result<ClusterDrainer> {
         let stop = Arc::new(AtomicBool::new(false));
         let (mut client, archive) = sessions(url, false)?;
@@ -228,6 +241,10 @@ impl ClusterDrainer {
             deleted_at: std::time::Instant::now(),
             samples: std::collections::VecDeque::new(),
             velocity_floor,
+            clock,
+            archive_retention_ms,
+            archive_retained_ms: None,
+            archive_retention_pending: false,
         };
         let thread = std::thread::Builder::new()
             .name("cluster-drain".into())
@@ -282,6 +299,15 @@ struct Run {
     samples: std::collections::VecDeque<(std::time::Instant, i64)>,
     /// Counted card attempts at or below it were older than 25 h at start.
     velocity_floor: i64,
+    /// The switch's clock: payments' creation times are on it.
+    clock: crate::Clock,
+    /// `archive.retention_days`, in ms.
+    archive_retention_ms: u64,
+    /// When this node last started the archive's retention (serving
+    /// shard 0), by `clock`.
+    archive_retained_ms: Option<u64>,
+    /// Whether payments past retention may be left to delete.
+    archive_retention_pending: bool,
 }
 
 impl Run {
@@ -350,7 +376,33 @@ impl Run {
             self.deleted_at = std::time::Instant::now();
             self.delete_old_rows(&shards)?;
         }
+        let mut sessions = self.sessions.take();
+        self.archive_retention(sessions.as_mut().map(|(_, a)| a));
+        self.sessions = sessions;
         Ok(written)
+    }
+
+    /// The archive's retention, by the node serving shard 0: started once
+    /// every [`ARCHIVE_RETENTION_EVERY_MS`], one bounded step a pass
+    /// until nothing is left.
+    fn archive_retention(&mut self, archive: Option<&mut archive::PgArchive>) {
+        let Some(archive) = archive else { return };
+        if !self.committer.serves(0) {
+            self.archive_retention_pending = false;
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        if self
+            .archive_retained_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= ARCHIVE_RETENTION_EVERY_MS)
+        {
+            self.archive_retained_ms = Some(now_ms);
+            self.archive_retention_pending = true;
+        }
+        if self.archive_retention_pending {
+            let cutoff_ms = now_ms.saturating_sub(self.archive_retention_ms);
+            self.archive_retention_pending = crate::drainer::retention_step(archive, cutoff_ms);
+        }
     }
 
     /// Samples the highest `n`, then deletes of `shards` the payment rows

@@ -127,8 +127,18 @@ pub(crate) async fn start(
             progress.clone(),
         );
         let retention_s = settings.records_retention_s;
+        let archive_retention = (
+            node.clock.clone(),
+            config.archive.retention_days * 86_400_000,
+        );
         archive_stage::off_runtime(move || {
-            crate::cluster_drain::ClusterDrainer::start(&url, committer, progress, retention_s)
+            crate::cluster_drain::ClusterDrainer::start(
+                &url,
+                committer,
+                progress,
+                retention_s,
+                archive_retention,
+            )
         })?
     };
     node.archive = Some(archive_stage::ArchiveStage::new(

@@ -257,22 +257,7 @@ impl Run {
     /// retention period; whether more may be left.
     fn retention_step(&mut self) -> bool {
         let cutoff_ms = self.clock.now_ms().saturating_sub(self.retention_ms);
-        match self.store.get().delete_created_before(cutoff_ms) {
-            Ok(n) => {
-                if n > 0 {
-                    ::metrics::counter!("switch_archive_deleted_total").increment(n as u64);
-                    tracing::info!(
-                        deleted = n,
-                        "archive: payments past archive.retention_days deleted"
-                    );
-                }
-                n == DELETE_PAYMENTS_MAX
-            }
-            Err(e) => {
-                crate::ratelog::warn_limited!("archive_retention", error = %e, "archive: deleting payments past retention failed");
-                false
-            }
-        }
+        retention_step(self.store.get(), cutoff_ms)
     }
 
     /// Sleeps `d`, waking early to stop.
@@ -284,6 +269,29 @@ impl Run {
                 break;
             }
             std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+}
+
+/// Deletes up to [`DELETE_PAYMENTS_MAX`] payments of `archive` created
+/// before `cutoff_ms` (`archive.retention_days`), counted and logged;
+/// whether more may be left. A failure is logged at a bounded rate and
+/// tried again at the next step.
+pub(crate) fn retention_step(archive: &mut dyn Archive, cutoff_ms: u64) -> bool {
+    match archive.delete_created_before(cutoff_ms) {
+        Ok(n) => {
+            if n > 0 {
+                ::metrics::counter!("switch_archive_deleted_total").increment(n as u64);
+                tracing::info!(
+                    deleted = n,
+                    "archive: payments past archive.retention_days deleted"
+                );
+            }
+            n == DELETE_PAYMENTS_MAX
+        }
+        Err(e) => {
+            crate::ratelog::warn_limited!("archive_retention", error = %e, "archive: deleting payments past retention failed");
+            false
         }
     }
 }

@@ -416,3 +416,52 @@ async fn a_shard_served_again_forgets_its_stale_payments_and_repeats_are_answere
     drop(stop_on_panic);
     a.shutdown().await.expect("a stops");
 }
+
+/// The archive's own retention in cluster mode (`archive.retention_days`,
+/// 1 day here; `docs/cluster.md`, Status): the node serving shard 0
+/// deletes the archive's payments created before it, once an hour by the
+/// switch's clock, as a single node's drainer does. Two nodes in this
+/// process on one manual clock: 16 sales approved through a, one per
+/// shard, all in the archive's `payments`; 23 h later none is past
+/// retention and all stay; 2 h more and every one is deleted with its
+/// answers, each once (the nodes' deletions add up to 16). Before, cluster
+/// mode never deleted an archived payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_serving_shard_0_deletes_the_archive_s_payments_past_retention_days() {
+    let one_day = |c: &mut switch::Config| c.archive.retention_days = 1;
+    let t = TwoNodes::start("cluster_archive_retention", one_day, |i| {
+        sale(&card(90_000 + i), 3_000 + i)
+    })
+    .await;
+    let (url, clock) = (&t.url, &t.clock);
+    let (payments, answers) = (
+        "SELECT count(*) FROM payments",
+        "SELECT count(*) FROM answers",
+    );
+    let until = |what: &'static str, want: i64| async move {
+        let started = Instant::now();
+        while count(url, what) != want {
+            assert!(
+                started.elapsed() < SETTLE_BOUND,
+                "{what}: {} where {want} was due",
+                count(url, what)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    until(payments, 16).await;
+    assert!(count(url, answers) >= 16, "every sale's answer archived");
+    let deleted = || async { metric(t.a.http_addr, "switch_archive_deleted_total").await };
+    let before = deleted().await;
+    // An hour's step runs, and nothing is a day old yet.
+    clock.advance_ms(23 * 3_600_000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(url, payments), 16, "none past retention yet");
+    // The next hour's step deletes all 16, with their answers.
+    clock.advance_ms(2 * 3_600_000);
+    until(payments, 0).await;
+    until(answers, 0).await;
+    // Metrics are the process's: both nodes' deletions, each payment once.
+    assert_eq!(deleted().await - before, 16.0);
+    t.stop().await;
+}
