@@ -124,12 +124,27 @@ async fn gather(
 }
 
 /// Every answer is an approval: none refused (91), none declined.
-fn all_approved(answered: &[Answered]) {
+fn all_approved(url: &str, answered: &[Answered]) {
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     let mut other = Vec::new();
-    for (req, resp, _) in answered {
+    for (req, resp, payment) in answered {
         *codes.entry(resp.code()).or_default() += 1;
         if resp.code() != "00" {
+            // A follow-up refused: what PostgreSQL holds of its payment.
+            if req.mti != "0100" && req.mti != "0200" {
+                eprintln!(
+                    "{} answered {}: its payment's F37 {} F38 {}; records: {}",
+                    req.mti,
+                    resp.code(),
+                    payment.text(37),
+                    payment.text(38),
+                    records_naming(
+                        url,
+                        payment.text(37).as_bytes(),
+                        payment.text(38).as_bytes()
+                    )
+                );
+            }
             let f42 = String::from_utf8_lossy(&req.fields[&42]).into_owned();
             let shard = cluster::assign::shard_of_merchant(f42.as_bytes(), SHARDS);
             other.push((req.mti, shard, resp.code()));
@@ -383,7 +398,7 @@ async fn a_node_joining_under_load_takes_its_shards_by_hand_over_with_no_answer_
     let join_gaps = gaps(&[&nodes[0].log, &nodes[1].log], &[&nodes[2].log], &moved);
     report_gaps("join", &join_gaps);
     assert_eq!(resent, 0, "no connection closed");
-    all_approved(&answered);
+    all_approved(&url, &answered);
     assert!(answered.len() > 300, "{} answers", answered.len());
     no_fence_no_reopen(&nodes).await;
     // n3 loaded exactly its shards; their old owners handed them over.
@@ -473,7 +488,7 @@ async fn a_node_drained_by_sigterm_under_load_hands_every_shard_over_before_it_e
     // First, so that a failure below comes with them.
     let drain_gaps = gaps(&[&n3.log], &[&nodes[0].log, &nodes[1].log], &owned);
     report_gaps("drain", &drain_gaps);
-    all_approved(&answered);
+    all_approved(&url, &answered);
     assert!(answered.len() > 300, "{} answers", answered.len());
     no_fence_no_reopen(&nodes).await;
 

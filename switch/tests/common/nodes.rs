@@ -224,11 +224,22 @@ pub fn approvals_in_postgresql_once<'a>(url: &str, approved: impl Iterator<Item 
     for (req, _, payment) in approved {
         let key = (payment.text(37).into_bytes(), payment.text(38).into_bytes());
         let found = by_key.get(&key).map_or(&[][..], Vec::as_slice);
+        if found.len() != 1 {
+            eprintln!(
+                "records of the payments by that F37 + F38, or whose image held it: {}",
+                records_naming(url, &key.0, &key.1)
+            );
+        }
         assert_eq!(
             found.len(),
             1,
-            "approved {} not in PostgreSQL once",
-            req.mti
+            "approved {} (F11 {}, F37 {}, F38 {}, F42 {}) not in PostgreSQL once: {} payments by that F37 + F38: {found:?}",
+            req.mti,
+            String::from_utf8_lossy(req.fields.get(&11).map(Vec::as_slice).unwrap_or_default()),
+            payment.text(37),
+            payment.text(38),
+            String::from_utf8_lossy(req.fields.get(&42).map(Vec::as_slice).unwrap_or_default()),
+            found.len()
         );
         if req.mti == "0220" {
             assert!(
@@ -246,6 +257,51 @@ pub fn approvals_in_postgresql_once<'a>(url: &str, approved: impl Iterator<Item 
         0,
         "a record committed twice"
     );
+}
+
+/// Every payment record (not only the latest image of each payment) whose
+/// image holds F37 `rrn` and F38 `auth`, or whose payment id is one of
+/// theirs: by `n`, its node, shard, epoch, payment id, status and F37 +
+/// F38 (for a failure's diagnosis).
+pub fn records_naming(url: &str, rrn: &[u8], auth: &[u8]) -> String {
+    let url = url.to_owned();
+    let rows: Vec<(i64, String, i32, i64, Vec<u8>)> = off_runtime(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        db.query(
+            "SELECT n, node, shard, epoch, payload FROM cluster_records WHERE record_type = 1 ORDER BY n",
+            &[],
+        )
+        .expect("records")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    });
+    let decoded: Vec<_> = rows
+        .iter()
+        .filter_map(|(n, node, shard, epoch, payload)| {
+            let rec = engine::record::decode(payload).ok()?;
+            Some((*n, node.clone(), *shard, *epoch, rec.payment))
+        })
+        .collect();
+    let ids: std::collections::BTreeSet<u64> = decoded
+        .iter()
+        .filter(|d| d.4.rrn[..] == *rrn && d.4.auth_code[..] == *auth)
+        .map(|d| d.4.id)
+        .collect();
+    decoded
+        .iter()
+        .filter(|d| ids.contains(&d.4.id))
+        .map(|(n, node, shard, epoch, p)| {
+            format!(
+                "n {n} node {node} shard {shard} epoch {epoch}: payment {} {:?} F37 {} F38 {}",
+                p.id,
+                p.status,
+                String::from_utf8_lossy(&p.rrn),
+                String::from_utf8_lossy(&p.auth_code)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What one worker of the mixed load did.
