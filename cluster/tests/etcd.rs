@@ -11,16 +11,21 @@ fn etcd_server() -> EtcdServer {
     EtcdServer::new().unwrap_or_else(|e| panic!("test etcd: {e}"))
 }
 
+/// A client whose first endpoint refuses connections, then `server`.
+fn behind_a_dead_endpoint(server: &EtcdServer) -> Etcd {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    Etcd::new(
+        &[dead, server.url().to_owned()],
+        Duration::from_millis(1_000),
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_against_etcd() {
     let server = etcd_server();
     // The first endpoint refuses connections: the client moves on.
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let etcd = Etcd::new(
-        &[dead, server.url().to_owned()],
-        Duration::from_millis(1_000),
-    )
-    .unwrap();
+    let etcd = behind_a_dead_endpoint(&server);
 
     let lease = etcd.lease_grant(5).await.unwrap();
     assert_eq!(lease.ttl_s, 5);
@@ -123,12 +128,7 @@ async fn the_client_against_etcd() {
 async fn a_watch_sees_puts_and_deletes_under_its_prefix_and_ends_with_its_span() {
     let server = etcd_server();
     // A dead first endpoint: the watch opens on the next.
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let etcd = Etcd::new(
-        &[dead, server.url().to_owned()],
-        Duration::from_millis(1_000),
-    )
-    .unwrap();
+    let etcd = behind_a_dead_endpoint(&server);
     let lease = etcd.lease_grant(2).await.unwrap();
     let mut watch = etcd
         .watch_prefix("/w/", Duration::from_secs(4))
