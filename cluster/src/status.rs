@@ -218,6 +218,56 @@ impl Status {
         out
     }
 
+    /// The status as one JSON object: `prefix`; `nodes`, each with
+    /// `node_id`, `state`, `link_addr`, `lease`, `lease_left_s`, its
+    /// `shards` (owned, by etcd) and `figures` (`served`, `loading`,
+    /// `queue`, `reconnecting`, `failed`; `null` when it did not answer);
+    /// `shards`, each with `shard`, `owner`, `epoch` and `owner_known`
+    /// (false when the owner has no node key).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let shards: Vec<u32> = self
+                    .owners
+                    .iter()
+                    .filter(|(_, o)| o.record.node_id == n.node_id)
+                    .map(|(&s, _)| s)
+                    .collect();
+                json!({
+                    "node_id": n.node_id,
+                    "state": n.record.as_ref().map(|r| r.state.clone()),
+                    "link_addr": n.record.as_ref().map(|r| r.link_addr.clone()),
+                    "lease": n.lease,
+                    "lease_left_s": n.lease_left_s,
+                    "shards": shards,
+                    "figures": n.figures.map(|f| json!({
+                        "served": f.served,
+                        "loading": f.loading,
+                        "queue": f.queue,
+                        "reconnecting": f.reconnecting,
+                        "failed": f.failed,
+                    })),
+                })
+            })
+            .collect();
+        let shards: Vec<serde_json::Value> = self
+            .owners
+            .iter()
+            .map(|(&s, o)| {
+                json!({
+                    "shard": s,
+                    "owner": o.record.node_id,
+                    "epoch": o.epoch,
+                    "owner_known": self.nodes.iter().any(|n| n.node_id == o.record.node_id),
+                })
+            })
+            .collect();
+        json!({ "prefix": self.prefix, "nodes": nodes, "shards": shards })
+    }
+
     /// A line per owned shard: shard, owner, epoch.
     pub fn render_shards(&self) -> String {
         let mut out = String::from("  shard  owner             epoch\n");
@@ -299,5 +349,14 @@ mod tests {
         assert!(status
             .render_shards()
             .contains("    2  n2                7"));
+        let json = status.to_json();
+        assert_eq!(json["nodes"][0]["shards"], serde_json::json!([0, 1]));
+        assert_eq!(json["nodes"][0]["figures"]["queue"], 2);
+        assert_eq!(json["nodes"][0]["figures"]["reconnecting"], true);
+        assert_eq!(json["nodes"][1]["figures"], serde_json::Value::Null);
+        assert_eq!(
+            json["shards"][2],
+            serde_json::json!({"shard": 2, "owner": "n2", "epoch": 7, "owner_known": false})
+        );
     }
 }

@@ -104,6 +104,44 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
             assert!(stdout.contains(&shard_line), "{shard_line:?} in {stdout}");
         }
     }
+    // The same as JSON: every shard with its owner and epoch, each node's
+    // shards, and no figures (these members have no HTTP listener).
+    let out = Command::new(SWITCH)
+        .args([
+            "cluster",
+            "status",
+            "--etcd",
+            server.url(),
+            "--cluster",
+            "status",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["prefix"], "/switch/status");
+    assert_eq!(json["shards"].as_array().unwrap().len(), 16, "{json}");
+    for m in [&a, &b] {
+        let node = json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == m.node_id())
+            .unwrap_or_else(|| panic!("{json}"));
+        let owned: Vec<u32> = m.owned().into_keys().collect();
+        assert_eq!(node["shards"], serde_json::json!(owned), "{json}");
+        assert_eq!(node["state"], "active");
+        assert_eq!(node["figures"], serde_json::Value::Null);
+        for (s, epoch) in m.owned() {
+            let shard = &json["shards"][s as usize];
+            assert_eq!(
+                (&shard["owner"], shard["epoch"].as_i64()),
+                (&serde_json::json!(m.node_id()), Some(epoch)),
+                "{json}"
+            );
+        }
+    }
     // The prefix itself reads the same keys.
     let out = Command::new(SWITCH)
         .args([

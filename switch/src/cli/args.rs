@@ -167,6 +167,10 @@ pub(crate) enum ClusterAction {
         /// A line per shard too: its owner and epoch.
         #[arg(long)]
         shards: bool,
+        /// The same as one JSON object (nodes with their figures, and
+        /// every shard's owner and epoch), for scripts.
+        #[arg(long, conflicts_with = "shards")]
+        json: bool,
     },
     /// Asks node NODE to hand every shard over to the other nodes and
     /// acquire none (it keeps running, as an entry node, `/readyz` 503),

@@ -1,5 +1,6 @@
 //! `switch cluster status`: what etcd says of a cluster (its nodes, the
-//! shards each owns, their epochs). Reads etcd only. `switch cluster drain
+//! shards each owns, their epochs) and each node of itself (`GET
+//! /cluster`), as text or `--json`. `switch cluster drain
 //! NODE`: asks a node to hand every shard over (etcd key
 //! `PREFIX/drain/NODE`, read by the node at each poll), `--undo` ends it.
 
@@ -26,12 +27,17 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
             cluster,
             prefix,
             shards,
+            json,
         } => {
             let prefix = key_prefix(prefix, &cluster)?;
             let client = etcd_client(&etcd)?;
             let status = runtime
                 .block_on(cluster::status::read(&client, &prefix))
                 .with_context(|| format!("reading {prefix} from etcd"))?;
+            if json {
+                println!("{}", status.to_json());
+                return Ok(());
+            }
             print!("{}", status.render());
             if shards {
                 print!("{}", status.render_shards());
