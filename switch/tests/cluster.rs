@@ -44,6 +44,22 @@ fn start_refuses_a_cluster_section() {
     );
 }
 
+/// `switch cluster status` of cluster `status` at `etcd`, with `flag`.
+fn status_of(etcd: &str, flag: &str) -> std::process::Output {
+    Command::new(SWITCH)
+        .args([
+            "cluster",
+            "status",
+            "--etcd",
+            etcd,
+            "--cluster",
+            "status",
+            flag,
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn cluster_status_shows_nodes_shards_and_epochs() {
     let server = EtcdServer::new().unwrap_or_else(|e| panic!("test etcd: {e}"));
@@ -64,18 +80,7 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = Command::new(SWITCH)
-        .args([
-            "cluster",
-            "status",
-            "--etcd",
-            server.url(),
-            "--cluster",
-            "status",
-            "--shards",
-        ])
-        .output()
-        .unwrap();
+    let out = status_of(server.url(), "--shards");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -106,18 +111,7 @@ fn cluster_status_shows_nodes_shards_and_epochs() {
     }
     // The same as JSON: every shard with its owner and epoch, each node's
     // shards, and no figures (these members have no HTTP listener).
-    let out = Command::new(SWITCH)
-        .args([
-            "cluster",
-            "status",
-            "--etcd",
-            server.url(),
-            "--cluster",
-            "status",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = status_of(server.url(), "--json");
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["prefix"], "/switch/status");
