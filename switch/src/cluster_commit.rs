@@ -379,7 +379,6 @@ impl Committer {
         })
     }
 
-    /// Shards served or being handed over (the served-shards gauge).
     /// The node's view of its shards and commits for `GET /cluster`:
     /// each shard of `owned` (etcd's, by the member) and of the
     /// committer's map, with its epoch, state (`open`, `closing`,
@@ -420,6 +419,7 @@ impl Committer {
         })
     }
 
+    /// Shards served or being handed over (the served-shards gauge).
     pub(crate) fn served_count(&self) -> usize {
         self.shards()
             .values()
@@ -427,8 +427,6 @@ impl Committer {
             .count()
     }
 
-    /// Forgets every shard not in `owned` at its epoch (lost, released, or
-    /// owned anew at another epoch); the ones that were still served.
     /// Waits until the shards owned changed ([`ShardHandover`]'s
     /// `owned_changed`) or `bound` passed, whichever first.
     pub(crate) fn wait_owned_changed(&self, bound: Duration) {
@@ -442,6 +440,8 @@ impl Committer {
         *guard = false;
     }
 
+    /// Forgets every shard not in `owned` at its epoch (lost, released, or
+    /// owned anew at another epoch); the ones that were still served.
     pub(crate) fn drop_unowned(&self, owned: &BTreeMap<u32, i64>) -> Vec<u32> {
         let mut shards = self.shards();
         let gone: Vec<u32> = shards

@@ -157,7 +157,8 @@ impl Router {
     /// Where a request of `shard` (not served here at [`Router::route`])
     /// goes, waiting until `deadline` for a shard without an owner
     /// (a crashed node's, not yet taken over) or one this node is loading:
-    /// the owner's link, or `None` to answer here.
+    /// the owner's link, or `None` to answer here (the shard is here for
+    /// `kind`, [`Kind::here`], or the deadline passed).
     pub(crate) async fn link_of(
         &self,
         shard: u32,
@@ -165,7 +166,7 @@ impl Router {
         kind: Kind,
     ) -> Option<Arc<Link>> {
         loop {
-            if self.committer.serves(shard) {
+            if kind.here(&self.committer, shard) {
                 return None;
             }
             // Before the owner: a dead owner etcd still names has a link
@@ -202,14 +203,8 @@ impl Router {
         let deadline = started + VELOCITY_ASK_WAIT;
         let body = Bytes::copy_from_slice(&ask.to_bytes());
         let verdict = loop {
-            let here = self.committer.counts_cards_of(shard);
-            let link = if here {
-                None
-            } else {
-                self.link_of(shard, deadline, Kind::VelocityAsk).await
-            };
-            let Some(link) = link else {
-                if !here && !self.committer.counts_cards_of(shard) {
+            let Some(link) = self.link_of(shard, deadline, Kind::VelocityAsk).await else {
+                if !self.committer.counts_cards_of(shard) {
                     break None;
                 }
                 match self.count_here(node, ask, deadline).await {
@@ -364,6 +359,16 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// Whether this node takes it itself: a request while it serves the
+    /// shard; a card's count also while the shard is being handed over
+    /// (`Committer::admit_count`).
+    fn here(self, committer: &Committer, shard: u32) -> bool {
+        match self {
+            Kind::Request => committer.serves(shard),
+            Kind::VelocityAsk => committer.counts_cards_of(shard),
+        }
+    }
+
     /// Counts one call's `outcome`: `switch_cluster_forwarded_total` for
     /// requests, `switch_cluster_velocity_asks_total` for asks.
     fn count(self, outcome: &'static str) {
