@@ -714,6 +714,44 @@ mod tests {
     }
 
     #[test]
+    fn watch_messages_that_are_not_events_end_the_watch_or_fail() {
+        let key = b64(b"/w/a");
+        // Creation: no event.
+        assert_eq!(
+            watch_events(&json!({ "result": { "created": true } })).unwrap(),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            watch_events(&json!({ "result": { "events": [
+                { "kv": { "key": key } },
+                { "type": "DELETE", "kv": { "key": key } },
+            ] } }))
+            .unwrap(),
+            Some(vec![
+                WatchEvent::Put(b"/w/a".to_vec()),
+                WatchEvent::Delete(b"/w/a".to_vec())
+            ])
+        );
+        // Cancelled (compacted), or the gateway's error: watch again.
+        let cancelled = json!({ "result": { "canceled": true } });
+        assert_eq!(watch_events(&cancelled).unwrap(), None);
+        let error = json!({ "error": { "grpc_code": 14, "message": "unavailable" } });
+        assert_eq!(watch_events(&error).unwrap(), None);
+        // A key that is not base64: an error, the watch is opened again.
+        let garbage = json!({ "result": { "events": [ { "kv": { "key": "%%" } } ] } });
+        assert!(watch_events(&garbage).is_err());
+        // Anything else, never a panic.
+        for v in [
+            json!(null),
+            json!([1, 2]),
+            json!({ "result": 7 }),
+            json!({ "result": { "events": "x" } }),
+        ] {
+            let _ = watch_events(&v);
+        }
+    }
+
+    #[test]
     fn integers_come_as_strings_or_numbers() {
         let v = json!({ "a": "12", "b": 7, "c": "x" });
         assert_eq!(opt_int(&v, "a", "t").unwrap(), Some(12));
