@@ -713,7 +713,7 @@ async fn waiting_for_room_past_the_timeout_is_91_and_nothing_is_sent() {
     while codes.len() < 6 {
         assert!(Instant::now() < deadline, "answers so far {codes:?}");
         let n = iss.counts();
-        most = most.max(n.requests_0200 - n.answers_sent);
+        most = most.max(n.requests_0200 - n.answers_started);
         if let Ok(r) = tokio::time::timeout(Duration::from_millis(10), c.recv()).await {
             codes.push(r.expect("answer").code());
         }

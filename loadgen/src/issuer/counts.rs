@@ -66,6 +66,11 @@ counters! {
     declines,
     /// Answers written to a socket.
     answers_sent,
+    /// Answers whose write began: counted before the bytes leave, so the
+    /// peer can never hold an answer this does not count yet (unlike
+    /// `answers_sent`, counted once the write returned). For in-flight
+    /// checks: `requests_* - answers_started` never overcounts.
+    answers_started,
     /// Requests never answered on purpose (silent amount, 0800 with echoes off).
     silent,
     /// Answers decided but not written because their link closed first.

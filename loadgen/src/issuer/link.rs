@@ -127,7 +127,9 @@ pub(crate) fn spawn(
     let tasks = shared.tasks.clone();
     tasks.spawn(async move {
         let (rd, wr) = stream.into_split();
-        let writer = shared.tasks.spawn(writer(wr, rx, cancel.clone()));
+        let writer = shared
+            .tasks
+            .spawn(writer(wr, rx, cancel.clone(), shared.clone()));
         let link = Link {
             id,
             shared: shared.clone(),
@@ -384,6 +386,7 @@ async fn writer(
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Outgoing>,
     cancel: CancellationToken,
+    shared: Arc<Shared>,
 ) {
     let mut out = BytesMut::with_capacity(WRITE_BATCH_BYTES);
     let mut slots: Vec<PendingSlot> = Vec::new();
@@ -415,6 +418,9 @@ async fn writer(
             // The queue closed (every sender gone).
             break;
         }
+        // Counted before the bytes leave (see `answers_started`).
+        let answers = slots.iter().map(|s| s.answers).sum();
+        Stats::add(&shared.stats.answers_started, answers);
         let written = tokio::select! {
             () = cancel.cancelled() => break 'link,
             r = wr.write_all(&out) => r.is_ok(),
