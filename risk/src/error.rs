@@ -1,4 +1,5 @@
-//! Errors: a refused policy, and a full watch list.
+//! Errors: a refused policy, a full watch list, and a velocity checkpoint
+//! that does not decode.
 
 /// Why a policy was refused. Every variant names the line, and the key where
 /// there is one, so the operator can fix the file.
@@ -38,4 +39,15 @@ pub enum PolicyError {
 pub struct WatchListFull {
     /// The limit that was hit.
     pub max: usize,
+}
+
+/// Bytes that are not a velocity checkpoint this version reads (see
+/// `RiskState::import_cards`): what was wrong, at which entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("velocity checkpoint: {what} (entry {entry})")]
+pub struct CheckpointError {
+    /// What did not decode.
+    pub what: &'static str,
+    /// The entry's place (0 for the header).
+    pub entry: usize,
 }

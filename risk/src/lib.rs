@@ -54,7 +54,7 @@ pub use context::{Bin, CardToken, Channel, Context, EciClass, MessageKind};
 pub use decision::{
     Action, Decision, Fired, FiredRules, ResponseCode, RuleId, SCORE_FLAGGING_DECLINE,
 };
-pub use error::{PolicyError, WatchListFull};
+pub use error::{CheckpointError, PolicyError, WatchListFull};
 pub use evaluate::{
     count_card, declined_before_velocity, evaluate, evaluate_with_card, recount_card, CardCount,
     CardVerdict,

@@ -2,7 +2,7 @@
 //! watch list. Independent of the policy, so a policy reload keeps it.
 
 use crate::context::CardToken;
-use crate::error::WatchListFull;
+use crate::error::{CheckpointError, WatchListFull};
 use crate::key::{Key, Subject};
 use crate::metrics::{DecisionMetrics, TableName};
 use crate::velocity::Table;
@@ -98,6 +98,32 @@ impl RiskState {
     /// Whether a card is on the watch list.
     pub fn is_watched(&self, token: CardToken) -> bool {
         self.cards.is_marked(&Key::card(token, Subject::Card, 0))
+    }
+
+    /// Appends the card velocity keys of the cards `keep` takes (by
+    /// token) to `out`, each with its whole state: a checkpoint that
+    /// [`RiskState::import_cards`] sets again exactly (the watch list is
+    /// not in it). Returns how many keys.
+    pub fn export_cards(&self, keep: &dyn Fn(&[u8; 32]) -> bool, out: &mut Vec<u8>) -> usize {
+        self.cards.export_where(keep, out)
+    }
+
+    /// Sets the card keys of a checkpoint ([`RiskState::export_cards`]'s
+    /// bytes) to their state there, whatever was counted here before; other
+    /// keys are untouched, and nothing is set unless all of it decodes.
+    /// Returns how many keys.
+    ///
+    /// # Errors
+    /// [`CheckpointError`] for bytes that are not such a checkpoint.
+    pub fn import_cards(&self, bytes: &[u8]) -> Result<usize, CheckpointError> {
+        self.cards.import(bytes)
+    }
+
+    /// Forgets what was counted for the cards `keep` takes (by token), so
+    /// a checkpoint and the attempts after it set their counts exactly.
+    /// Returns how many keys.
+    pub fn reset_cards(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        self.cards.reset_where(keep)
     }
 
     /// Velocity keys tracked now (cards and terminals).

@@ -60,9 +60,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::error::WatchListFull;
+use crate::error::{CheckpointError, WatchListFull};
 use crate::key::{Key, KeyHasherBuild};
 use crate::metrics::{TableMetrics, TableName};
+
+mod checkpoint;
 
 /// Events the exact 60 s window remembers per key.
 pub const RECENT_EVENTS_MAX: usize = 16;
@@ -555,6 +557,70 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Appends the keys `keep` takes (by id) to `out`, as
+    /// [`checkpoint`] entries; how many.
+    fn export_where(&self, keep: &dyn Fn(&[u8; 32]) -> bool, out: &mut Vec<u8>) -> u32 {
+        let mut n = 0;
+        for (index, (probe, slot)) in self.probe.iter().zip(self.slots.iter()).enumerate() {
+            if probe.tag == 0 || !keep(&slot.id) {
+                continue;
+            }
+            let amounts = (slot.currency != 0).then(|| {
+                (
+                    &self.amounts.recent_minor[index],
+                    &self.amounts.hour_minor[index],
+                    &self.amounts.day_minor[index],
+                )
+            });
+            checkpoint::put_entry(out, slot, &self.buckets[index], amounts);
+            n += 1;
+        }
+        n
+    }
+
+    /// Empties the counts and amounts of the keys `keep` takes (by id); the
+    /// keys keep their slots, so no lookup past them changes. How many.
+    fn reset_where(&mut self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        let mut n = 0;
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if self.probe[index].tag == 0 || !keep(&slot.id) {
+                continue;
+            }
+            // As claimed afresh: the next event starts its periods.
+            slot.newest_ms = 0;
+            slot.ages_ms = [AGE_MS_NONE; RECENT_EVENTS_MAX];
+            slot.hour_now = 0;
+            slot.day_now = 0;
+            self.buckets[index] = Buckets::EMPTY;
+            if slot.currency != 0 {
+                self.amounts.clear(index);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Sets `entry`'s key to exactly its state, in its slot or one claimed
+    /// for it (as a first event would).
+    fn put(&mut self, entry: &checkpoint::Entry, hash: u64) -> Growth {
+        let key = entry.key();
+        let (index, growth) = self.find_or_claim(&key, hash, entry.slot.newest_ms);
+        self.probe[index].seen = self.touches;
+        self.touches = self.touches.wrapping_add(1);
+        self.slots[index] = entry.slot;
+        self.buckets[index] = entry.buckets;
+        if key.currency != 0 {
+            let (recent, hour, day) = entry.amounts;
+            self.amounts.recent_minor[index] = recent;
+            self.amounts.hour_minor[index] = hour;
+            self.amounts.day_minor[index] = day;
+        }
+        growth
+    }
+}
+
 /// A key's home slot in a shard of `len` slots: the hash's low 32 bits
 /// scaled to the shard (uniform, and no division).
 fn home_of(hash: u64, len: usize) -> usize {
@@ -684,17 +750,7 @@ impl Table {
                 .unwrap_or_else(PoisonError::into_inner);
             shard.observe(key, hash, now_ms, amount_minor, need)
         };
-        match growth {
-            Growth::None => {}
-            Growth::Inserted => {
-                let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
-                self.metrics.keys(len);
-            }
-            Growth::Evicted => {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-                self.metrics.eviction();
-            }
-        }
+        self.grew(growth);
         totals
     }
 
@@ -746,6 +802,75 @@ impl Table {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         shard.marked.contains_key(key)
+    }
+
+    /// The state of every key `keep` takes (by id: a card's token), as a
+    /// [`checkpoint`]: what [`Table::import`] sets again, exactly. Locks
+    /// one shard at a time, so keys counted meanwhile may or may not be in
+    /// it; the caller orders it against its counts. How many keys.
+    pub(crate) fn export_where(
+        &self,
+        keep: &dyn Fn(&[u8; 32]) -> bool,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let at = checkpoint::begin(out);
+        let mut n = 0u32;
+        for padded in &*self.shards {
+            let shard = padded.shard.lock().unwrap_or_else(PoisonError::into_inner);
+            n += shard.export_where(keep, out);
+        }
+        checkpoint::finish(out, at, n);
+        n as usize
+    }
+
+    /// Sets each key of `bytes` ([`Table::export_where`]'s) to its state
+    /// there, whatever this table held for it; other keys are untouched.
+    /// Nothing is set unless every entry decodes. How many keys.
+    ///
+    /// # Errors
+    /// [`CheckpointError`] when the bytes are not a checkpoint of this
+    /// version, or an entry holds a value one never does.
+    pub(crate) fn import(&self, bytes: &[u8]) -> Result<usize, CheckpointError> {
+        let entries = checkpoint::decode(bytes)?;
+        for entry in &entries {
+            let hash = entry.key().hash64();
+            let growth = self
+                .shard(hash)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .put(entry, hash);
+            self.grew(growth);
+        }
+        Ok(entries.len())
+    }
+
+    /// Empties the counts of every key `keep` takes (by id), before the
+    /// counts of those cards are set again from elsewhere. How many.
+    pub(crate) fn reset_where(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        self.shards
+            .iter()
+            .map(|p| {
+                p.shard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .reset_where(keep)
+            })
+            .sum()
+    }
+
+    /// Counts a key inserted or evicted.
+    fn grew(&self, growth: Growth) {
+        match growth {
+            Growth::None => {}
+            Growth::Inserted => {
+                let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
+                self.metrics.keys(len);
+            }
+            Growth::Evicted => {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                self.metrics.eviction();
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
