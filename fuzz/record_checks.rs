@@ -8,8 +8,10 @@
 use engine::record;
 use engine::upstream;
 
-/// Decodes `data` as a payment record, a snapshot and an upstream record.
+/// Decodes `data` as a payment record, a snapshot, an upstream record, a
+/// counted card attempt and a velocity checkpoint.
 pub(crate) fn journal_records(data: &[u8]) {
+    velocity_records(data);
     let _ = record::payment_id(data);
     let _ = record::forward_id(data);
     if let Ok(rec) = record::decode(data) {
@@ -44,4 +46,32 @@ pub(crate) fn journal_records(data: &[u8]) {
         upstream::encode(&rec, &mut again);
         assert_eq!(again, data, "an upstream record encodes back as read");
     }
+}
+
+/// A counted attempt and a velocity checkpoint's cards: refused or read,
+/// never a panic; the cards a checkpoint set export to bytes that read.
+fn velocity_records(data: &[u8]) {
+    let _ = engine::velocity::decode_record(data);
+    let _ = engine::velocity::checkpoint_shard(data);
+    thread_local! {
+        // Made once: a state costs more than the check.
+        static STATES: [risk::RiskState; 2] = std::array::from_fn(|_| {
+            risk::RiskState::with_capacity(risk::Capacity {
+                card_keys_max: 64,
+                terminal_keys_max: 64,
+                watch_list_max: 1,
+            })
+        });
+    }
+    STATES.with(|[state, other]| {
+        if state.import_cards(data).is_ok() {
+            let mut again = Vec::new();
+            let keys = state.export_cards(&|_| true, &mut again);
+            assert_eq!(
+                other.import_cards(&again),
+                Ok(keys),
+                "a checkpoint's cards export to one that reads"
+            );
+        }
+    });
 }

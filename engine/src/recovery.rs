@@ -21,8 +21,8 @@ pub enum ReplayError {
     },
 }
 
-/// The record types this version writes: payments, upstream tables and
-/// counted card attempts (cluster mode).
+/// The record types this version writes: payments, upstream tables,
+/// counted card attempts and velocity checkpoints (cluster mode).
 ///
 /// # Errors
 /// [`ReplayError::UnknownType`] for any other.
@@ -30,6 +30,7 @@ fn known_record(seq: u64, record_type: u8) -> Result<(), ReplayError> {
     if record_type == record::RECORD_PAYMENT
         || record_type == crate::upstream::RECORD_UPSTREAM
         || record_type == crate::velocity::RECORD_VELOCITY
+        || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT
     {
         Ok(())
     } else {
@@ -87,6 +88,11 @@ impl Engine {
             self.replay_velocity(&ask, at_ms, recorded);
             return Ok(());
         }
+        if record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT {
+            self.replay_velocity_checkpoint(payload)
+                .map_err(DecodeError)?;
+            return Ok(());
+        }
         let mut rec = record::decode(payload)?;
         rec.payment.journal_seq = seq;
         if let Some(f) = &rec.payment.upstream {
@@ -123,6 +129,7 @@ impl Engine {
         known_record(seq, record_type)?;
         if record_type == crate::upstream::RECORD_UPSTREAM
             || record_type == crate::velocity::RECORD_VELOCITY
+            || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT
         {
             return self.replay_record(seq, record_type, payload);
         }

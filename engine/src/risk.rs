@@ -191,6 +191,25 @@ impl RiskStage {
         risk::count_card(&policy, &self.state, &context, ask.declined_before, now_ms)
     }
 
+    /// The card keys of the cards `keep` takes, as a checkpoint.
+    pub(crate) fn export_cards(
+        &self,
+        keep: &dyn Fn(&[u8; 32]) -> bool,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        self.state.export_cards(keep, out)
+    }
+
+    /// Sets the card keys of a checkpoint.
+    pub(crate) fn import_cards(&self, bytes: &[u8]) -> Result<usize, risk::CheckpointError> {
+        self.state.import_cards(bytes)
+    }
+
+    /// Forgets the counts of the cards `keep` takes.
+    pub(crate) fn reset_cards(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        self.state.reset_cards(keep)
+    }
+
     /// Records again an attempt counted here or by the card's previous
     /// counting node (`recorded`: the keys that took it).
     pub(crate) fn recount_card(&self, ask: &crate::command::VelocityAsk, at_ms: u64, recorded: u8) {

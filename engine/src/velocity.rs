@@ -16,6 +16,15 @@
 //!
 //! The record adds the counting node's `at_ms` (u64) and which keys took
 //! the attempt (u8, `risk::CardCount::recorded`) after it.
+//!
+//! A velocity checkpoint ([`RECORD_VELOCITY_CHECKPOINT`], cluster mode)
+//! holds the whole counts of one card shard's cards, so the shard's next
+//! counting node sets them from it and replays only the attempts recorded
+//! after it:
+//!
+//! ```text
+//! shard u32 | at_ms u64 | risk::RiskState::export_cards bytes
+//! ```
 
 use crate::code::Code;
 use crate::command::{Channel, Reply, Wait};
@@ -23,6 +32,10 @@ use crate::engine::Engine;
 
 /// Record type of a counted attempt (payment records are 1, forwards 2).
 pub const RECORD_VELOCITY: u8 = 3;
+/// Record type of a velocity checkpoint of one card shard.
+pub const RECORD_VELOCITY_CHECKPOINT: u8 = 4;
+/// Bytes of a checkpoint's header: its shard and when it was taken.
+const CHECKPOINT_HEADER_BYTES: usize = 4 + 8;
 /// Bytes of an encoded [`VelocityAsk`].
 pub const VELOCITY_ASK_BYTES: usize = 32 + 15 + 8 + 8 + 2 + 1 + 1;
 /// Bytes of a [`RECORD_VELOCITY`] payload: the ask, when it was counted,
@@ -115,12 +128,79 @@ pub fn decode_record(payload: &[u8]) -> Option<(VelocityAsk, u64, u8)> {
     Some((ask, at_ms, *rest.get(8)?))
 }
 
+/// The card shard of a [`RECORD_VELOCITY_CHECKPOINT`] payload.
+pub fn checkpoint_shard(payload: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(payload.get(..4)?.try_into().ok()?))
+}
+
+/// What [`Engine::checkpoint_velocity`] recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpointed {
+    /// The record's sequence.
+    pub seq: u64,
+    /// Card keys in it.
+    pub keys: usize,
+    /// Its bytes.
+    pub bytes: usize,
+}
+
 impl Engine {
+    /// Records the counts of every card `keep` takes (by token: the cards
+    /// of card shard `shard`) as one [`RECORD_VELOCITY_CHECKPOINT`] at
+    /// `now_ms`. No card is counted meanwhile (`velocity_order`), so every
+    /// attempt recorded before it is in it, and none recorded after.
+    ///
+    /// # Errors
+    /// The journal's code when it refuses the record.
+    pub fn checkpoint_velocity(
+        &self,
+        shard: u32,
+        now_ms: u64,
+        keep: &dyn Fn(&[u8; 32]) -> bool,
+    ) -> Result<Checkpointed, Code> {
+        let _order = self
+            .velocity_order
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut payload = Vec::with_capacity(4_096);
+        payload.extend_from_slice(&shard.to_be_bytes());
+        payload.extend_from_slice(&now_ms.to_be_bytes());
+        let keys = self.risk.export_cards(keep, &mut payload);
+        let seq = self.journal.append(RECORD_VELOCITY_CHECKPOINT, &payload)?;
+        Ok(Checkpointed {
+            seq,
+            keys,
+            bytes: payload.len(),
+        })
+    }
+
+    /// Forgets what was counted for the cards `keep` takes, before their
+    /// shard's checkpoint and later attempts are replayed (a takeover):
+    /// counts kept from an earlier time here would add to them. How many
+    /// keys.
+    pub fn reset_velocity_of(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        self.risk.reset_cards(keep)
+    }
+
+    /// Sets the counts of a checkpoint's cards ([`RECORD_VELOCITY_CHECKPOINT`]
+    /// payload).
+    pub(crate) fn replay_velocity_checkpoint(&self, payload: &[u8]) -> Result<usize, &'static str> {
+        let bytes = payload
+            .get(CHECKPOINT_HEADER_BYTES..)
+            .ok_or("velocity checkpoint: header")?;
+        self.risk.import_cards(bytes).map_err(|e| e.what)
+    }
+
     /// Counts the card at `now_ms` (this node counts it) and records the
     /// attempt; the reply carries the verdict and waits for the record.
     /// When the record cannot be taken the attempt stays counted here
     /// (conservative) and the reply is the journal's code, no verdict.
     pub(crate) fn count_velocity(&self, ask: &VelocityAsk, now_ms: u64) -> Reply {
+        // Counted and recorded on the same side of any checkpoint.
+        let _order = self
+            .velocity_order
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counted = self.risk.count_card(ask, now_ms);
         let recorded = if self.journal.keeps_records() {
             let record = encode_record(ask, now_ms, counted.recorded);

@@ -381,3 +381,84 @@ fn a_replayed_journal_answers_repeats_as_the_first_engine_did() {
     let bad = second.replay_record(99, 7, b"");
     assert!(bad.is_err(), "an unknown record type stops recovery");
 }
+
+/// A counted attempt of card `token` at the door, at `now_ms`: its verdict.
+fn count(e: &Engine, token: [u8; 32], now_ms: u64) -> risk::CardVerdict {
+    let ask = engine::velocity::VelocityAsk {
+        token,
+        merchant_id: *MID,
+        terminal_id: TID,
+        amount_minor: 1_000,
+        currency: 978,
+        channel: Channel::CardPresent,
+        declined_before: false,
+    };
+    match e.apply(Command::Velocity(ask), now_ms).wait {
+        Wait::Counted { card, .. } => card,
+        other => panic!("not counted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_velocity_checkpoint_and_the_attempts_after_it_give_the_next_counting_engine_the_same_verdicts()
+{
+    let (ours, theirs, also_ours) = ([2; 32], [3; 32], [4; 32]);
+    let journal = Recorder::default();
+    let first = engine(&journal);
+    for i in 0..3 {
+        count(&first, ours, NOW_MS + i * 1_000);
+        count(&first, theirs, NOW_MS + i * 1_000);
+    }
+    let keep = |t: &[u8; 32]| *t == ours || *t == also_ours;
+    let done = first
+        .checkpoint_velocity(7, NOW_MS + 3_000, &keep)
+        .expect("recorded");
+    assert_eq!(done.keys, 1, "one count key of the card: {done:?}");
+    count(&first, ours, NOW_MS + 4_000);
+    let records = journal.records.lock().expect("lock").clone();
+    let at = usize::try_from(done.seq).expect("seq") - 1;
+    assert_eq!(records[at].0, engine::velocity::RECORD_VELOCITY_CHECKPOINT);
+    assert_eq!(engine::velocity::checkpoint_shard(&records[at].1), Some(7));
+
+    // The next counting engine counted the shard's cards before (stale
+    // counts of an earlier time it served the shard; one card the
+    // checkpoint does not hold): forgotten, then the checkpoint and the
+    // one attempt after it.
+    let next = engine(&Recorder::default());
+    for i in 0..6 {
+        count(&next, ours, NOW_MS + i * 100);
+        count(&next, also_ours, NOW_MS + i * 100);
+    }
+    assert_eq!(next.reset_velocity_of(&keep), 2);
+    for (seq, (record_type, payload)) in records.iter().enumerate().skip(at) {
+        next.replay_record(seq as u64 + 1, *record_type, payload)
+            .expect("replays");
+    }
+    // Both have counted 4 attempts in 60 s: the fifth passes, the sixth
+    // and later are over the limit, at both.
+    for i in 0..3 {
+        let t = NOW_MS + 5_000 + i * 1_000;
+        let (a, b) = (count(&first, ours, t), count(&next, ours, t));
+        assert_eq!(a, b, "attempt {}", 5 + i);
+        assert_eq!(
+            a == risk::CardVerdict::default(),
+            i == 0,
+            "attempt {}",
+            5 + i
+        );
+    }
+    let (a, b) = (
+        count(&first, also_ours, NOW_MS + 9_000),
+        count(&next, also_ours, NOW_MS + 9_000),
+    );
+    assert_eq!((a, b), Default::default(), "a card first counted now");
+    // A checkpoint of another version or cut short stops the replay.
+    let mut bad = records[at].1.clone();
+    bad[12] = 9;
+    assert!(next
+        .replay_record(99, engine::velocity::RECORD_VELOCITY_CHECKPOINT, &bad)
+        .is_err());
+    assert!(next
+        .replay_record(99, engine::velocity::RECORD_VELOCITY_CHECKPOINT, &bad[..5])
+        .is_err());
+}
