@@ -79,6 +79,16 @@ pub(crate) const RECONNECT_WAIT_MAX: Duration = Duration::from_secs(1);
 
 const _: () = assert!(COMMIT_BATCH_RECORDS_MAX <= COMMIT_QUEUE_RECORDS_MAX);
 
+/// A shard's rows to load, in commit order: every payment row, and the
+/// velocity rows from its latest checkpoint on (the attempts before it
+/// are in it). At most `$2` rows.
+const LOAD_ROWS: &str = "
+WITH c AS (SELECT COALESCE(max(n), 0) AS n FROM cluster_records
+           WHERE shard = $1 AND record_type = 4)
+SELECT r.n, r.record_type, r.payload FROM cluster_records r, c
+ WHERE r.shard = $1 AND (r.record_type NOT IN (3, 4) OR r.n >= c.n)
+ ORDER BY r.n LIMIT $2";
+
 /// The table of records and the id sequence, idempotent.
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS cluster_records (
@@ -92,6 +102,8 @@ CREATE TABLE IF NOT EXISTS cluster_records (
     at          TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS cluster_records_shard ON cluster_records (shard, n);
+CREATE INDEX IF NOT EXISTS cluster_records_checkpoints ON cluster_records (shard, n)
+    WHERE record_type = 4;
 CREATE SEQUENCE IF NOT EXISTS cluster_id_block;
 CREATE TABLE IF NOT EXISTS cluster_drained (
     shard INT4 PRIMARY KEY,
@@ -147,6 +159,9 @@ struct Served {
     /// Requests admitted and not finished (their records appended or not
     /// made): a closing shard is closed only at 0.
     admitted: u32,
+    /// Card attempts of the shard's cards recorded since its last velocity
+    /// checkpoint was taken: none, no checkpoint is due.
+    attempts: u64,
 }
 
 /// A request admitted for a shard served here, counted until dropped
@@ -488,11 +503,15 @@ impl Committer {
     }
 
     /// The shard of a payment record, from its merchant; of a counted
-    /// card attempt, the card's ([`cluster::assign::shard_of_card`]).
+    /// card attempt, the card's ([`cluster::assign::shard_of_card`]); of a
+    /// velocity checkpoint, the one it names.
     fn shard_of(&self, record_type: u8, payload: &[u8]) -> Option<u32> {
         if record_type == engine::velocity::RECORD_VELOCITY {
             let (ask, _, _) = engine::velocity::decode_record(payload)?;
             return Some(cluster::assign::shard_of_card(&ask.token, self.shard_count));
+        }
+        if record_type == engine::velocity::RECORD_VELOCITY_CHECKPOINT {
+            return engine::velocity::checkpoint_shard(payload).filter(|s| *s < self.shard_count);
         }
         if record_type != engine::record::RECORD_PAYMENT {
             return None;
@@ -522,14 +541,18 @@ impl Committer {
         debug_assert!(shard < self.shard_count);
         // A closing shard still takes the records of requests admitted
         // before it closed.
-        let Some(epoch) = self
-            .shards()
-            .get(&shard)
+        let mut shards = self.shards();
+        let Some(served) = shards
+            .get_mut(&shard)
             .filter(|s| s.state != ShardState::Closed)
-            .map(|s| s.epoch)
         else {
             return refuse("not_served", Code::UNAVAILABLE);
         };
+        let epoch = served.epoch;
+        if record_type == engine::velocity::RECORD_VELOCITY {
+            served.attempts += 1;
+        }
+        drop(shards);
         let mut next = self
             .next_seq
             .lock()
@@ -551,6 +574,31 @@ impl Committer {
             Err(TrySendError::Full(_)) => refuse("full", Code::SYSTEM_MALFUNCTION),
             Err(TrySendError::Disconnected(_)) => refuse("failed", Code::UNAVAILABLE),
         }
+    }
+
+    /// The open shards whose cards were counted since their last velocity
+    /// checkpoint, with those attempts, each's count set back to 0: their
+    /// checkpoints are due (`cluster_node`, every
+    /// `cluster.velocity_checkpoint_s`).
+    pub(crate) fn checkpoints_due(&self) -> Vec<(u32, u64)> {
+        let mut shards = self.shards();
+        let due = shards
+            .iter_mut()
+            .filter(|(_, s)| s.state == ShardState::Open && s.attempts > 0);
+        due.map(|(shard, s)| (*shard, std::mem::take(&mut s.attempts)))
+            .collect()
+    }
+
+    /// A checkpoint of `shard` was refused: its `attempts` are due again.
+    pub(crate) fn checkpoint_again(&self, shard: u32, attempts: u64) {
+        if let Some(s) = self.shards().get_mut(&shard) {
+            s.attempts += attempts;
+        }
+    }
+
+    /// Payment shards.
+    pub(crate) fn shard_count(&self) -> u32 {
+        self.shard_count
     }
 
     /// Takes shard `shard` at `epoch` and loads it into `engine`: fences it
@@ -581,20 +629,13 @@ impl Committer {
         let shard_sql = i32::try_from(shard)?;
         let mut tx = client.transaction()?;
         cluster::fence::check(&mut tx, shard, epoch, &self.node_id)?;
-        let count: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM cluster_records WHERE shard = $1",
-                &[&shard_sql],
-            )?
-            .get(0);
+        // One statement, one snapshot: the latest velocity checkpoint and
+        // every row after it, whatever the drainer deletes meanwhile.
+        let rows = tx.query(LOAD_ROWS, &[&shard_sql, &(LOAD_RECORDS_MAX + 1)])?;
         anyhow::ensure!(
-            count <= LOAD_RECORDS_MAX,
-            "shard {shard}: {count} records, more than {LOAD_RECORDS_MAX} to load"
+            rows.len() as i64 <= LOAD_RECORDS_MAX,
+            "shard {shard}: more than {LOAD_RECORDS_MAX} records to load"
         );
-        let rows = tx.query(
-            "SELECT n, record_type, payload FROM cluster_records WHERE shard = $1 ORDER BY n",
-            &[&shard_sql],
-        )?;
         let drained: i64 = tx
             .query_one(
                 "SELECT COALESCE((SELECT n FROM cluster_drained WHERE shard = $1), 0)",
@@ -637,6 +678,10 @@ impl Committer {
                 "cluster: stale payments of a shard served before let go"
             );
         }
+        // The shard's cards are counted from its rows only: what memory
+        // kept from an earlier time here would add to them.
+        let count = self.shard_count;
+        engine.reset_velocity_of(&|token| cluster::assign::shard_of_card(token, count) == shard);
         let mut payments = std::collections::HashSet::new();
         for row in &rows {
             let record_type: i16 = row.get(1);
@@ -668,6 +713,7 @@ impl Committer {
                 epoch,
                 state: ShardState::Open,
                 admitted: 0,
+                attempts: 0,
             },
         );
         metrics::histogram!("switch_cluster_load_seconds").record(started.elapsed().as_secs_f64());

@@ -27,7 +27,9 @@
 //!
 //! - **Retention**: once a second, the rows of the shards it writes that
 //!   are archived and older than `cluster.records_retention_s` are
-//!   deleted, and counted card attempts after 25 h. A takeover then loads
+//!   deleted, counted card attempts after 25 h, and, sooner, the attempts
+//!   and checkpoints below each shard's latest velocity checkpoint (which
+//!   holds their counts). A takeover then loads
 //!   only recent rows; the archive answers for the rest, and a node that
 //!   loads a shard it served before lets its copies of the shard's
 //!   payments go first (`Committer::acquire`).
@@ -97,6 +99,18 @@ const DELETE_VELOCITY_ROWS: &str = "DELETE FROM cluster_records WHERE n IN (
      SELECT n FROM cluster_records
      WHERE shard = ANY($1) AND record_type = 3 AND n <= $2
      ORDER BY n LIMIT $3)";
+
+/// Deletes of `shards` the counted card attempts and velocity checkpoints
+/// below the shard's latest checkpoint (which holds their counts) and `n`
+/// `$2`, at most `$3`: one range of the `(shard, n)` index per shard.
+const DELETE_CHECKPOINTED_ROWS: &str = "DELETE FROM cluster_records WHERE n IN (
+     SELECT r.n FROM (SELECT shard, max(n) AS n FROM cluster_records
+                      WHERE shard = ANY($1) AND record_type = 4 GROUP BY shard) AS c
+     CROSS JOIN LATERAL (
+         SELECT n FROM cluster_records
+         WHERE shard = c.shard AND n < LEAST(c.n, $2) AND record_type IN (3, 4)
+         ORDER BY n LIMIT $3) AS r
+     LIMIT $3)";
 
 /// Payment records of `shards` above `after`, oldest first, at most
 /// [`BATCH_RECORDS_MAX`]: `(n, shard, payload)`. One range of the
@@ -406,8 +420,9 @@ impl Run {
     }
 
     /// Samples the highest `n`, then deletes of `shards` the payment rows
-    /// archived and older than `cluster.records_retention_s`, and the
-    /// counted card attempts older than 25 h, in steps of
+    /// archived and older than `cluster.records_retention_s`, the counted
+    /// card attempts older than 25 h, and the attempts and checkpoints
+    /// below each shard's latest velocity checkpoint, in steps of
     /// [`DELETE_ROWS_MAX`].
     fn delete_old_rows(&mut self, shards: &[i32]) -> anyhow::Result<()> {
         let Some((client, _)) = self.sessions.as_mut() else {
@@ -446,6 +461,7 @@ impl Run {
         for (sql, below) in [
             (DELETE_PAYMENT_ROWS, payments.unwrap_or(0)),
             (DELETE_VELOCITY_ROWS, velocity),
+            (DELETE_CHECKPOINTED_ROWS, i64::MAX),
         ] {
             if below == 0 {
                 continue;

@@ -205,6 +205,12 @@ pub(crate) async fn start(
         config.limits.payment_retention_s * 1000,
         cancel.clone(),
     ));
+    tracker.spawn(checkpoints(
+        engine.clone(),
+        committer.clone(),
+        Duration::from_secs(settings.velocity_checkpoint_s),
+        cancel.clone(),
+    ));
     // The drainer stops with the node.
     tracker.spawn({
         let cancel = cancel.clone();
@@ -312,6 +318,68 @@ async fn sweep(
             tracing::error!(error = %e, "a timer pass failed");
         }
         crate::warn_saturation(&node, &mut last_warned);
+    }
+}
+
+/// Velocity checkpoints (`docs/cluster.md`, Velocity checkpoints): every
+/// `cluster.velocity_checkpoint_s`, each shard served whose cards were
+/// counted since its last checkpoint gets a new one
+/// ([`engine::Engine::checkpoint_velocity`], record type 4, committed under
+/// the shard's fence like its attempts). A takeover then replays the
+/// latest checkpoint and the attempts after it, and the drainer deletes
+/// the attempts before it. A checkpoint the committer refuses (the shard
+/// handed over meanwhile, PostgreSQL reconnecting) is tried again at the
+/// next tick.
+async fn checkpoints(
+    node: Arc<node::Node>,
+    committer: Arc<Committer>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (n, c) = (node.clone(), committer.clone());
+        let pass = tokio::task::spawn_blocking(move || {
+            let count = c.shard_count();
+            for (shard, attempts) in c.checkpoints_due() {
+                let of_shard = |t: &[u8; 32]| cluster::assign::shard_of_card(t, count) == shard;
+                let started = std::time::Instant::now();
+                match n
+                    .engine
+                    .checkpoint_velocity(shard, n.clock.now_ms(), &of_shard)
+                {
+                    Ok(done) => {
+                        ::metrics::counter!("switch_cluster_velocity_checkpoints_total", "outcome" => "recorded")
+                            .increment(1);
+                        ::metrics::histogram!("switch_cluster_velocity_checkpoint_bytes")
+                            .record(done.bytes as f64);
+                        ::metrics::histogram!("switch_cluster_velocity_checkpoint_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        tracing::debug!(
+                            shard,
+                            keys = done.keys,
+                            bytes = done.bytes,
+                            "cluster: velocity checkpoint recorded"
+                        );
+                    }
+                    Err(code) => {
+                        ::metrics::counter!("switch_cluster_velocity_checkpoints_total", "outcome" => "refused")
+                            .increment(1);
+                        c.checkpoint_again(shard, attempts);
+                        tracing::debug!(shard, code = %code, "cluster: velocity checkpoint refused; tried again later");
+                    }
+                }
+            }
+        });
+        if let Err(e) = pass.await {
+            tracing::error!(error = %e, "a velocity checkpoint pass failed");
+        }
     }
 }
 

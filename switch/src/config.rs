@@ -134,6 +134,12 @@ pub struct ClusterSettings {
     /// is left into memory; the rest is read from the archive when asked.
     #[serde(default = "ClusterSettings::default_records_retention_s")]
     pub records_retention_s: u64,
+    /// How often the node writes a velocity checkpoint of each shard it
+    /// serves whose cards were counted since the last one, in s: 1..=3,600.
+    /// A takeover then replays the checkpoint and the attempts after it,
+    /// and the attempts before it are deleted.
+    #[serde(default = "ClusterSettings::default_velocity_checkpoint_s")]
+    pub velocity_checkpoint_s: u64,
 }
 
 impl ClusterSettings {
@@ -147,6 +153,9 @@ impl ClusterSettings {
         3
     }
     fn default_records_retention_s() -> u64 {
+        60
+    }
+    fn default_velocity_checkpoint_s() -> u64 {
         60
     }
 
@@ -195,6 +204,12 @@ impl ClusterSettings {
             return Err(invalid(
                 "cluster.records_retention_s",
                 format!("{}: expected 0..=86400", self.records_retention_s),
+            ));
+        }
+        if !(1..=3_600).contains(&self.velocity_checkpoint_s) {
+            return Err(invalid(
+                "cluster.velocity_checkpoint_s",
+                format!("{}: expected 1..=3600", self.velocity_checkpoint_s),
             ));
         }
         Ok(())
@@ -1018,9 +1033,10 @@ mod tests {
                 k.shard_count,
                 k.velocity_shard_count,
                 k.lease_ttl_s,
-                k.records_retention_s
+                k.records_retention_s,
+                k.velocity_checkpoint_s
             ),
-            (256, 256, 3, 60)
+            (256, 256, 3, 60, 60)
         );
         assert!(Config::embedded().expect("valid").cluster.is_none());
         for (from, to, key) in [
@@ -1050,6 +1066,11 @@ mod tests {
                 "node_id",
                 "records_retention_s = 86401\nnode_id",
                 "cluster.records_retention_s",
+            ),
+            (
+                "node_id",
+                "velocity_checkpoint_s = 0\nnode_id",
+                "cluster.velocity_checkpoint_s",
             ),
             (
                 "node_id",

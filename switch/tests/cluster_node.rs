@@ -27,7 +27,8 @@
 //! saying why; one card's attempts at merchants of three nodes are
 //! counted once each by the card's counting node, so the sixth within
 //! 60 s gets 65 whichever node decides it, and after a kill -9 of that
-//! node its successor goes on from exactly the committed attempts.
+//! node its successor goes on from exactly the committed attempts; and
+//! from its velocity checkpoint once the attempts before it are deleted.
 
 mod common;
 
@@ -1255,6 +1256,90 @@ async fn card_velocity_is_exact_across_three_nodes_and_the_kill_of_the_cards_cou
     // The first card is still over its limit wherever it is counted now.
     let again = clients[b].call(&at(&first, dead, 403)).await;
     assert_eq!(again.code(), "65", "first card after the kill: {again:?}");
+    drop((nodes, pg, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `(counted attempts, velocity checkpoints)` rows of `shard`.
+fn velocity_rows(url: &str, shard: i32) -> (i64, i64) {
+    let url = url.to_owned();
+    off_runtime(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let row = db
+            .query_one(
+                "SELECT count(*) FILTER (WHERE record_type = 3), \
+                        count(*) FILTER (WHERE record_type = 4) \
+                 FROM cluster_records WHERE shard = $1",
+                &[&shard],
+            )
+            .expect("velocity rows");
+        (row.get(0), row.get(1))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_the_cards_counts_come_from_the_checkpoint_once_the_attempts_before_it_are_deleted(
+) {
+    let (etcd, pg, url) = services("cluster_checkpoint");
+    let dir = data_dir();
+    let names = ["n1", "n2"];
+    let mut nodes = Vec::new();
+    let mut clients = Vec::new();
+    for name in names {
+        // A checkpoint a second.
+        let (p, c) = launch_node(&dir, &url, etcd.url(), name, "velocity_checkpoint_s = 1\n").await;
+        nodes.push(p);
+        clients.push(c);
+    }
+    wait_desired(&etcd, &names).await;
+    wait_all_served(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
+
+    // Three attempts of one card, through both nodes: approved, counted
+    // in the card's shard by its owner.
+    let pan = card(5_151);
+    for i in 0..3 {
+        let r = clients[i % 2].call(&preauth(&pan, 100 + i as u64)).await;
+        assert_eq!(r.code(), "00", "attempt {}: {r:?}", i + 1);
+    }
+    let (counted, _) = counted_after(&url, 0);
+    assert_eq!(counted.len(), 3, "{counted:?}");
+    let (counter, shard) = counted[0].clone();
+    // Within seconds the counting node checkpoints the shard and its
+    // drainer deletes the three attempts: the checkpoint alone holds them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (attempts, checkpoints) = velocity_rows(&url, shard);
+        if attempts == 0 && checkpoints == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard {shard}: {attempts} attempts and {checkpoints} checkpoints left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dead = names
+        .iter()
+        .position(|n| *n == counter)
+        .expect("a node counts");
+    let recorded = nodes[dead]
+        .metric("switch_cluster_velocity_checkpoints_total{outcome=\"recorded\"}")
+        .await;
+    assert!(recorded >= 1.0, "checkpoints recorded: {recorded}");
+
+    // Its counting node dies; the survivor loads the shard, the card's
+    // counts from the checkpoint: two more attempts pass, the sixth in
+    // 60 s is over the limit (without the checkpoint it would be the
+    // survivor's third).
+    nodes[dead].kill9();
+    let alive = 1 - dead;
+    wait_all_served(&[&nodes[alive]], Duration::from_secs(20)).await;
+    for i in 3..5 {
+        let r = clients[alive].call(&preauth(&pan, 100 + i)).await;
+        assert_eq!(r.code(), "00", "attempt {}: {r:?}", i + 1);
+    }
+    let r = clients[alive].call(&preauth(&pan, 106)).await;
+    assert_eq!(r.code(), "65", "attempt 6: {r:?}");
     drop((nodes, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }
