@@ -594,6 +594,11 @@ async fn of_three_nodes_a_request_written_to_a_paused_owner_is_sent_to_the_new_o
         clients.push(c);
     }
     let names = ["n1", "n2", "n3"];
+    // Settled first: paused amid the start's hand-overs, the owner would
+    // hold shards it has not loaded yet, perhaps the card's (its count
+    // then cannot be asked until the takeover: 91).
+    wait_desired(&etcd, &names).await;
+    wait_all_served(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
     let owner = demo_owner_of(&etcd, &names).await;
     // The node rendezvous hashing gives the shard to once the owner is
     // gone, and the entry node: the third, so the request is sent again
@@ -622,12 +627,9 @@ async fn of_three_nodes_a_request_written_to_a_paused_owner_is_sent_to_the_new_o
             .await
             >= 1.0
     );
-    assert_eq!(
-        nodes[e].metric("switch_cluster_served_shards").await
-            + nodes[h].metric("switch_cluster_served_shards").await,
-        f64::from(SHARDS),
-        "the heir and the entry node serve every shard"
-    );
+    // The heir and the entry node serve every shard (the dead owner's
+    // other shards perhaps still loading when the answer came).
+    wait_all_served(&[&nodes[e], &nodes[h]], Duration::from_secs(5)).await;
     signal(&nodes[o], "-CONT");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut running: Vec<&mut Client> = clients
