@@ -51,7 +51,15 @@
 #     (default 300) through the three nodes, a third each (one loadgen per
 #     node as in `throughput`, 16 connections each, --check); reports each
 #     loadgen's rate, p50/p99/p99.9/max and mismatches, and the same
-#     acknowledged-against-rows check.
+#     acknowledged-against-rows check; then the rows of cluster_records by
+#     record type (1 payments, 3 counted card attempts, 4 velocity
+#     checkpoints), the most attempt rows in one shard, and the nodes'
+#     velocity checkpoints (count, mean bytes, mean and max-bucket time).
+# takeover  After the parts before it (run it after sustain): kill -9 of
+#     the owner of the merchant's shard; the time until the survivors serve
+#     every shard, and the records they loaded for it (their
+#     switch_cluster_loaded_records_total and load seconds, before and
+#     after). The node is started again.
 #
 # The nodes' limits.payments_max and idempotency_entries_max are raised to
 # ENTRIES_MAX (default 8,000,000), as before cluster mode retired payments
@@ -66,7 +74,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PARTS=${PARTS:-single failover forward throughput model sustain}
+PARTS=${PARTS:-single failover forward throughput model sustain takeover}
 KILLS=${KILLS:-20}                 # failover: kills of the owner
 LIGHT_RATE=${LIGHT_RATE:-200}      # failover: light load, requests per second
 DURATION_S=${DURATION_S:-10}       # single, throughput: seconds of sending
@@ -335,7 +343,7 @@ if has single; then
     harness_down
 fi
 
-if has failover || has forward || has throughput || has model || has sustain; then
+if has failover || has forward || has throughput || has model || has sustain || has takeover; then
     harness_up cluster 3
 fi
 
@@ -471,5 +479,43 @@ if has sustain; then
     echo "sustained: $ANSWERS answers/s over 3 nodes ($per/s a node, ${SUSTAIN_S} s, --check); $(check_line)"
     echo "  $CPU_LINE"
     echo "  $COMMIT_LINE"
+    echo "  rows by record type: $("$PSQL" -qtA "$PG_URL" -c "SELECT string_agg(t || ': ' || c, ', ' ORDER BY t) FROM (SELECT record_type AS t, count(*) AS c FROM cluster_records GROUP BY 1) AS x"); most attempt rows in one shard: $("$PSQL" -qtA "$PG_URL" -c "SELECT COALESCE(max(c), 0) FROM (SELECT count(*) AS c FROM cluster_records WHERE record_type = 3 GROUP BY shard) AS x")"
+    cps=0 cpb=0 cpt=0
+    for n in $NAMES; do
+        cps=$(python3 -c "print($cps + $(metric "$n" 'switch_cluster_velocity_checkpoints_total'))")
+        cpb=$(python3 -c "print($cpb + $(metric "$n" 'switch_cluster_velocity_checkpoint_bytes_sum'))")
+        cpt=$(python3 -c "print($cpt + $(metric "$n" 'switch_cluster_velocity_checkpoint_seconds_sum'))")
+    done
+    python3 -c "c = $cps; print(f'  velocity checkpoints: {c:.0f}' + (f', mean {$cpb / c / 1024:.0f} KiB, mean {$cpt / c * 1000:.1f} ms' if c else ''))"
+fi
+
+# takeover: one kill -9 of the merchant shard's owner, after what came before.
+if has takeover; then
+    wait_all_serving
+    o=$(owner)
+    survivors=$(echo "$NAMES" | grep -vx "$o")
+    r0=0 l0=0
+    for n in $survivors; do
+        r0=$(python3 -c "print($r0 + $(metric "$n" switch_cluster_loaded_records_total))")
+        l0=$(python3 -c "print($l0 + $(metric "$n" switch_cluster_load_seconds_sum))")
+    done
+    start=$(now_ms)
+    kill -9 "$(field "$o" pid)"
+    # shellcheck disable=SC2086
+    while [ "$(served_sum $survivors)" -ne "$SHARDS" ]; do
+        if [ $(($(now_ms) - start)) -gt 60000 ]; then
+            echo "cluster bench: shards not served 60 s after the kill" >&2
+            exit 1
+        fi
+        sleep 0.02
+    done
+    ms=$(($(now_ms) - start))
+    r1=0 l1=0
+    for n in $survivors; do
+        r1=$(python3 -c "print($r1 + $(metric "$n" switch_cluster_loaded_records_total))")
+        l1=$(python3 -c "print($l1 + $(metric "$n" switch_cluster_load_seconds_sum))")
+    done
+    python3 -c "print(f'takeover of $o: served again after $ms ms; survivors loaded {$r1 - $r0:.0f} records in {$l1 - $l0:.2f} s of loads')"
+    restart_node "$o"
 fi
 echo "load afterwards: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
