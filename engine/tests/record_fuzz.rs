@@ -48,3 +48,19 @@ proptest! {
         record_checks::journal_records(&data);
     }
 }
+
+/// The velocity seeds are valid, so the fuzzer mutates from records that
+/// read: a counted attempt, and a checkpoint of two keys.
+#[test]
+fn the_velocity_seeds_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/journal_records");
+    let attempt = std::fs::read(dir.join("velocity-attempt")).expect("seed");
+    assert!(engine::velocity::decode_record(&attempt).is_some());
+    let checkpoint = std::fs::read(dir.join("velocity-checkpoint")).expect("seed");
+    let state = risk::RiskState::with_capacity(risk::Capacity {
+        card_keys_max: 64,
+        terminal_keys_max: 64,
+        watch_list_max: 1,
+    });
+    assert_eq!(state.import_cards(&checkpoint), Ok(2));
+}

@@ -39,7 +39,9 @@
 //! - A counted card attempt (`engine::velocity::RECORD_VELOCITY`) belongs
 //!   to the card's shard (`cluster::assign::shard_of_card`), so the replay
 //!   of that shard rebuilds the card's counts (docs/cluster.md, Velocity
-//!   across nodes).
+//!   across nodes); so does a velocity checkpoint of the shard's cards
+//!   (`RECORD_VELOCITY_CHECKPOINT`), and a load replays the latest one and
+//!   the attempts after it.
 //! - Each node life takes one value of the same sequence at start, its
 //!   number block, from which its engine makes every F37 + F38 it assigns
 //!   (`Engine::use_number_block`): no other node or life has it.
@@ -62,7 +64,10 @@ pub(crate) const COMMIT_QUEUE_RECORDS_MAX: usize = 4_096;
 /// Records in one transaction, at most.
 pub(crate) const COMMIT_BATCH_RECORDS_MAX: usize = 1_024;
 /// Records of one shard loaded at a takeover, at most; past it the shard
-/// is not served (logged): the records table has no retention yet.
+/// is not served (logged). A shard keeps its payment rows for
+/// `cluster.records_retention_s` once archived and its card attempts from
+/// its latest velocity checkpoint on, so only an archive or a checkpoint
+/// stalled for hours reaches it.
 pub(crate) const LOAD_RECORDS_MAX: i64 = 4_000_000;
 /// Payment ids per id block: each node life, and each load, takes a block
 /// from PostgreSQL's `cluster_id_block` sequence, so ids never collide

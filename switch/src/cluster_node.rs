@@ -327,9 +327,10 @@ async fn sweep(
 /// ([`engine::Engine::checkpoint_velocity`], record type 4, committed under
 /// the shard's fence like its attempts). A takeover then replays the
 /// latest checkpoint and the attempts after it, and the drainer deletes
-/// the attempts before it. A checkpoint the committer refuses (the shard
-/// handed over meanwhile, PostgreSQL reconnecting) is tried again at the
-/// next tick.
+/// the attempts before it. The due shards' checkpoints are spread over
+/// the interval. A checkpoint the committer refuses (the shard handed
+/// over meanwhile, PostgreSQL reconnecting) is tried again at the next
+/// tick.
 async fn checkpoints(
     node: Arc<node::Node>,
     committer: Arc<Committer>,
@@ -344,41 +345,54 @@ async fn checkpoints(
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (n, c) = (node.clone(), committer.clone());
-        let pass = tokio::task::spawn_blocking(move || {
-            let count = c.shard_count();
-            for (shard, attempts) in c.checkpoints_due() {
-                let of_shard = |t: &[u8; 32]| cluster::assign::shard_of_card(t, count) == shard;
-                let started = std::time::Instant::now();
-                match n
-                    .engine
-                    .checkpoint_velocity(shard, n.clock.now_ms(), &of_shard)
-                {
-                    Ok(done) => {
-                        ::metrics::counter!("switch_cluster_velocity_checkpoints_total", "outcome" => "recorded")
-                            .increment(1);
-                        ::metrics::histogram!("switch_cluster_velocity_checkpoint_bytes")
-                            .record(done.bytes as f64);
-                        ::metrics::histogram!("switch_cluster_velocity_checkpoint_seconds")
-                            .record(started.elapsed().as_secs_f64());
-                        tracing::debug!(
-                            shard,
-                            keys = done.keys,
-                            bytes = done.bytes,
-                            "cluster: velocity checkpoint recorded"
-                        );
-                    }
-                    Err(code) => {
-                        ::metrics::counter!("switch_cluster_velocity_checkpoints_total", "outcome" => "refused")
-                            .increment(1);
-                        c.checkpoint_again(shard, attempts);
-                        tracing::debug!(shard, code = %code, "cluster: velocity checkpoint refused; tried again later");
-                    }
-                }
+        // Spread over the interval: one shard's checkpoint, then a pause,
+        // so the node's counts and its commits never wait for all of them
+        // at once.
+        let due = committer.checkpoints_due();
+        let pause = every / u32::try_from(due.len() + 1).unwrap_or(u32::MAX);
+        for (shard, attempts) in due {
+            let (n, c) = (node.clone(), committer.clone());
+            let one = tokio::task::spawn_blocking(move || checkpoint_one(&n, &c, shard, attempts));
+            if let Err(e) = one.await {
+                tracing::error!(error = %e, "a velocity checkpoint failed");
             }
-        });
-        if let Err(e) = pass.await {
-            tracing::error!(error = %e, "a velocity checkpoint pass failed");
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// Records one velocity checkpoint of `shard` (blocking: it scans the
+/// card table), counting it; refused, its `attempts` are due again.
+fn checkpoint_one(node: &node::Node, committer: &Committer, shard: u32, attempts: u64) {
+    let count = committer.shard_count();
+    let of_shard = |t: &[u8; 32]| cluster::assign::shard_of_card(t, count) == shard;
+    let started = std::time::Instant::now();
+    match node
+        .engine
+        .checkpoint_velocity(shard, node.clock.now_ms(), &of_shard)
+    {
+        Ok(done) => {
+            ::metrics::counter!("switch_cluster_velocity_checkpoints_total", "outcome" => "recorded")
+                .increment(1);
+            ::metrics::histogram!("switch_cluster_velocity_checkpoint_bytes")
+                .record(done.bytes as f64);
+            ::metrics::histogram!("switch_cluster_velocity_checkpoint_seconds")
+                .record(started.elapsed().as_secs_f64());
+            tracing::debug!(
+                shard,
+                keys = done.keys,
+                bytes = done.bytes,
+                "cluster: velocity checkpoint recorded"
+            );
+        }
+        Err(code) => {
+            ::metrics::counter!("switch_cluster_velocity_checkpoints_total", "outcome" => "refused")
+                .increment(1);
+            committer.checkpoint_again(shard, attempts);
+            tracing::debug!(shard, code = %code, "cluster: velocity checkpoint refused; tried again later");
         }
     }
 }

@@ -45,6 +45,21 @@ const CLUSTER_FORWARDED_BUCKETS_S: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 2.5, 7.5,
 ];
 
+/// Buckets of `switch_cluster_velocity_checkpoint_bytes`: one card
+/// shard's velocity checkpoint, 1 KiB to 64 MiB (about 65 bytes a card key
+/// with one event, 676 at most; `risk.card_keys_max` keys a node).
+const CHECKPOINT_BYTES_BUCKETS: [f64; 9] = [
+    1_024.0,
+    4_096.0,
+    16_384.0,
+    65_536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub(crate) fn install() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
@@ -93,6 +108,12 @@ pub(crate) fn install() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full("switch_cluster_velocity_ask_seconds".into()),
                         &CLUSTER_FORWARDED_BUCKETS_S,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switch_cluster_velocity_checkpoint_bytes".into()),
+                        &CHECKPOINT_BYTES_BUCKETS,
                     )
                 })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
