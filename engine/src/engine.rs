@@ -62,11 +62,6 @@ pub struct Engine {
     /// Cards are counted by another node (cluster mode): an authorization
     /// asks ([`Wait::Velocity`]) before it is decided. False on one node.
     pub(crate) card_counted_elsewhere: bool,
-    /// Orders a card's count and its record against a velocity checkpoint
-    /// (cluster mode): a count holds it shared from counting to appending,
-    /// a checkpoint exclusively from exporting to appending, so every
-    /// attempt recorded before a checkpoint is in it and none after.
-    pub(crate) velocity_order: std::sync::RwLock<()>,
 }
 
 /// Cluster mode's number blocks, at most: a block is 7 digits of F37.
@@ -128,7 +123,6 @@ impl Engine {
             routing: settings.routing,
             stand_in: settings.stand_in,
             card_counted_elsewhere: false,
-            velocity_order: std::sync::RwLock::new(()),
         }
     }
 

@@ -22,7 +22,8 @@ pub enum ReplayError {
 }
 
 /// The record types this version writes: payments, upstream tables,
-/// counted card attempts and velocity checkpoints (cluster mode).
+/// counted card attempts, velocity checkpoints and their begin marks
+/// (cluster mode).
 ///
 /// # Errors
 /// [`ReplayError::UnknownType`] for any other.
@@ -31,6 +32,7 @@ fn known_record(seq: u64, record_type: u8) -> Result<(), ReplayError> {
         || record_type == crate::upstream::RECORD_UPSTREAM
         || record_type == crate::velocity::RECORD_VELOCITY
         || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT
+        || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT_BEGIN
     {
         Ok(())
     } else {
@@ -93,6 +95,10 @@ impl Engine {
                 .map_err(DecodeError)?;
             return Ok(());
         }
+        if record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT_BEGIN {
+            // A mark for the load's choice of rows: nothing to set.
+            return Ok(());
+        }
         let mut rec = record::decode(payload)?;
         rec.payment.journal_seq = seq;
         if let Some(f) = &rec.payment.upstream {
@@ -130,6 +136,7 @@ impl Engine {
         if record_type == crate::upstream::RECORD_UPSTREAM
             || record_type == crate::velocity::RECORD_VELOCITY
             || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT
+            || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT_BEGIN
         {
             return self.replay_record(seq, record_type, payload);
         }

@@ -25,6 +25,15 @@
 //! ```text
 //! shard u32 | at_ms u64 | risk::RiskState::export_cards bytes
 //! ```
+//!
+//! It is taken without stopping the counts: a begin mark
+//! ([`RECORD_VELOCITY_CHECKPOINT_BEGIN`], the same header alone) is
+//! recorded first, then the counts are exported, then recorded. Every
+//! attempt recorded before the mark was counted before the export, so it
+//! is in the checkpoint; one recorded after the mark may or may not be,
+//! so a load sets the checkpoint's counts first and then replays every
+//! attempt recorded after its mark (one counted during the export may
+//! count twice: conservative, never fewer).
 
 use crate::code::Code;
 use crate::command::{Channel, Reply, Wait};
@@ -34,6 +43,9 @@ use crate::engine::Engine;
 pub const RECORD_VELOCITY: u8 = 3;
 /// Record type of a velocity checkpoint of one card shard.
 pub const RECORD_VELOCITY_CHECKPOINT: u8 = 4;
+/// Record type of the mark recorded before a checkpoint's counts are
+/// exported: the attempts after it are replayed over the checkpoint.
+pub const RECORD_VELOCITY_CHECKPOINT_BEGIN: u8 = 5;
 /// Bytes of a checkpoint's header: its shard and when it was taken.
 const CHECKPOINT_HEADER_BYTES: usize = 4 + 8;
 /// Bytes of an encoded [`VelocityAsk`].
@@ -128,7 +140,8 @@ pub fn decode_record(payload: &[u8]) -> Option<(VelocityAsk, u64, u8)> {
     Some((ask, at_ms, *rest.get(8)?))
 }
 
-/// The card shard of a [`RECORD_VELOCITY_CHECKPOINT`] payload.
+/// The card shard of a [`RECORD_VELOCITY_CHECKPOINT`] or
+/// [`RECORD_VELOCITY_CHECKPOINT_BEGIN`] payload.
 pub fn checkpoint_shard(payload: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(payload.get(..4)?.try_into().ok()?))
 }
@@ -147,24 +160,22 @@ pub struct Checkpointed {
 impl Engine {
     /// Records the counts of every card `keep` takes (by token: the cards
     /// of card shard `shard`) as one [`RECORD_VELOCITY_CHECKPOINT`] at
-    /// `now_ms`. No card is counted meanwhile (`velocity_order`), so every
-    /// attempt recorded before it is in it, and none recorded after.
+    /// `now_ms`, after a [`RECORD_VELOCITY_CHECKPOINT_BEGIN`] mark (see
+    /// the module's note): cards go on being counted meanwhile.
     ///
     /// # Errors
-    /// The journal's code when it refuses the record.
+    /// The journal's code when it refuses either record.
     pub fn checkpoint_velocity(
         &self,
         shard: u32,
         now_ms: u64,
         keep: &dyn Fn(&[u8; 32]) -> bool,
     ) -> Result<Checkpointed, Code> {
-        let _order = self
-            .velocity_order
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut payload = Vec::with_capacity(4_096);
         payload.extend_from_slice(&shard.to_be_bytes());
         payload.extend_from_slice(&now_ms.to_be_bytes());
+        self.journal
+            .append(RECORD_VELOCITY_CHECKPOINT_BEGIN, &payload)?;
         let keys = self.risk.export_cards(keep, &mut payload);
         let seq = self.journal.append(RECORD_VELOCITY_CHECKPOINT, &payload)?;
         Ok(Checkpointed {
@@ -196,11 +207,6 @@ impl Engine {
     /// When the record cannot be taken the attempt stays counted here
     /// (conservative) and the reply is the journal's code, no verdict.
     pub(crate) fn count_velocity(&self, ask: &VelocityAsk, now_ms: u64) -> Reply {
-        // Counted and recorded on the same side of any checkpoint.
-        let _order = self
-            .velocity_order
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let counted = self.risk.count_card(ask, now_ms);
         let recorded = if self.journal.keeps_records() {
             let record = encode_record(ask, now_ms, counted.recorded);

@@ -40,8 +40,8 @@
 //!   to the card's shard (`cluster::assign::shard_of_card`), so the replay
 //!   of that shard rebuilds the card's counts (docs/cluster.md, Velocity
 //!   across nodes); so does a velocity checkpoint of the shard's cards
-//!   (`RECORD_VELOCITY_CHECKPOINT`), and a load replays the latest one and
-//!   the attempts after it.
+//!   (`RECORD_VELOCITY_CHECKPOINT`, after its begin mark), and a load sets
+//!   the latest one and replays the attempts after its mark.
 //! - Each node life takes one value of the same sequence at start, its
 //!   number block, from which its engine makes every F37 + F38 it assigns
 //!   (`Engine::use_number_block`): no other node or life has it.
@@ -84,15 +84,21 @@ pub(crate) const RECONNECT_WAIT_MAX: Duration = Duration::from_secs(1);
 
 const _: () = assert!(COMMIT_BATCH_RECORDS_MAX <= COMMIT_QUEUE_RECORDS_MAX);
 
-/// A shard's rows to load, in commit order: every payment row, and the
-/// velocity rows from its latest checkpoint on (the attempts before it
-/// are in it). At most `$2` rows.
+/// A shard's rows to load: its latest velocity checkpoint first (record
+/// type 4), then in commit order every payment row and the counted card
+/// attempts (3) after that checkpoint's begin mark (5): the attempts before
+/// the mark are in the checkpoint, those after it perhaps not, so they are
+/// replayed over it (engine::velocity's note). Without a checkpoint, every
+/// attempt. At most `$2` rows.
 const LOAD_ROWS: &str = "
 WITH c AS (SELECT COALESCE(max(n), 0) AS n FROM cluster_records
-           WHERE shard = $1 AND record_type = 4)
-SELECT r.n, r.record_type, r.payload FROM cluster_records r, c
- WHERE r.shard = $1 AND (r.record_type NOT IN (3, 4) OR r.n >= c.n)
- ORDER BY r.n LIMIT $2";
+           WHERE shard = $1 AND record_type = 4),
+     b AS (SELECT COALESCE(max(m.n), 0) AS n FROM cluster_records m, c
+           WHERE m.shard = $1 AND m.record_type = 5 AND m.n < c.n)
+SELECT r.n, r.record_type, r.payload FROM cluster_records r, c, b
+ WHERE r.shard = $1
+   AND (r.record_type NOT IN (3, 4, 5) OR (r.record_type = 3 AND r.n > b.n) OR r.n = c.n)
+ ORDER BY r.n = c.n DESC, r.n LIMIT $2";
 
 /// The table of records and the id sequence, idempotent.
 const SCHEMA: &str = r"
@@ -107,8 +113,8 @@ CREATE TABLE IF NOT EXISTS cluster_records (
     at          TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS cluster_records_shard ON cluster_records (shard, n);
-CREATE INDEX IF NOT EXISTS cluster_records_checkpoints ON cluster_records (shard, n)
-    WHERE record_type = 4;
+CREATE INDEX IF NOT EXISTS cluster_records_velocity_marks ON cluster_records (shard, n)
+    WHERE record_type IN (4, 5);
 CREATE SEQUENCE IF NOT EXISTS cluster_id_block;
 CREATE TABLE IF NOT EXISTS cluster_drained (
     shard INT4 PRIMARY KEY,
@@ -509,13 +515,15 @@ impl Committer {
 
     /// The shard of a payment record, from its merchant; of a counted
     /// card attempt, the card's ([`cluster::assign::shard_of_card`]); of a
-    /// velocity checkpoint, the one it names.
+    /// velocity checkpoint or its begin mark, the one it names.
     fn shard_of(&self, record_type: u8, payload: &[u8]) -> Option<u32> {
         if record_type == engine::velocity::RECORD_VELOCITY {
             let (ask, _, _) = engine::velocity::decode_record(payload)?;
             return Some(cluster::assign::shard_of_card(&ask.token, self.shard_count));
         }
-        if record_type == engine::velocity::RECORD_VELOCITY_CHECKPOINT {
+        if record_type == engine::velocity::RECORD_VELOCITY_CHECKPOINT
+            || record_type == engine::velocity::RECORD_VELOCITY_CHECKPOINT_BEGIN
+        {
             return engine::velocity::checkpoint_shard(payload).filter(|s| *s < self.shard_count);
         }
         if record_type != engine::record::RECORD_PAYMENT {
