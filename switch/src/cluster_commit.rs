@@ -115,6 +115,8 @@ CREATE TABLE IF NOT EXISTS cluster_records (
 CREATE INDEX IF NOT EXISTS cluster_records_shard ON cluster_records (shard, n);
 CREATE INDEX IF NOT EXISTS cluster_records_velocity_marks ON cluster_records (shard, n)
     WHERE record_type IN (4, 5);
+CREATE INDEX IF NOT EXISTS cluster_records_velocity ON cluster_records (shard, n)
+    WHERE record_type IN (3, 4, 5);
 CREATE SEQUENCE IF NOT EXISTS cluster_id_block;
 CREATE TABLE IF NOT EXISTS cluster_drained (
     shard INT4 PRIMARY KEY,

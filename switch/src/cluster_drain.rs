@@ -106,8 +106,11 @@ const DELETE_VELOCITY_ROWS: &str = "DELETE FROM cluster_records WHERE n IN (
 
 /// Deletes of `shards` the counted card attempts, velocity checkpoints and
 /// their begin marks below the begin mark of the shard's latest checkpoint
-/// (which holds their counts) and `n` `$2`, at most `$3`: one range of the
-/// `(shard, n)` index per shard.
+/// (which holds their counts) and `n` `$2`, at most `$3`: one range per
+/// shard of the partial index on velocity rows (`cluster_records_velocity`;
+/// on `(shard, n)` a busy merchant's shard walked past every payment row
+/// of the shard, and the first deletion under 10,000/s had not finished
+/// after 150 s).
 const DELETE_CHECKPOINTED_ROWS: &str = "DELETE FROM cluster_records WHERE n IN (
      SELECT r.n FROM (
          SELECT c.shard, (SELECT COALESCE(max(b.n), 0) FROM cluster_records b
