@@ -346,6 +346,22 @@ fi
 if has failover || has forward || has throughput || has model || has sustain || has takeover; then
     harness_up cluster 3
 fi
+# kill -9 of node $1, then waits until nodes $2 (a list) serve every shard,
+# at most $3 s; sets KILLED_MS to the time from the kill.
+kill_until_served() {
+    local o=$1 survivors=$2 bound_s=$3 start
+    start=$(now_ms)
+    kill -9 "$(field "$o" pid)"
+    # shellcheck disable=SC2086
+    while [ "$(served_sum $survivors)" -ne "$SHARDS" ]; do
+        if [ $(($(now_ms) - start)) -gt $((bound_s * 1000)) ]; then
+            echo "cluster bench: shards not served $bound_s s after the kill" >&2
+            exit 1
+        fi
+        sleep 0.02
+    done
+    KILLED_MS=$(($(now_ms) - start))
+}
 
 # failover
 if has failover; then
@@ -359,17 +375,8 @@ if has failover; then
         run_loadgen "$entry" "light-$k" --rate "$LIGHT_RATE" -c 4 --duration-s 6 &
         BG=($!)
         sleep 1
-        start=$(now_ms)
-        kill -9 "$(field "$o" pid)"
-        # shellcheck disable=SC2086
-        while [ "$(served_sum $survivors)" -ne "$SHARDS" ]; do
-            if [ $(($(now_ms) - start)) -gt 30000 ]; then
-                echo "cluster bench: shards not served 30 s after the kill" >&2
-                exit 1
-            fi
-            sleep 0.02
-        done
-        ms=$(($(now_ms) - start))
+        kill_until_served "$o" "$survivors" 30
+        ms=$KILLED_MS
         echo "$ms" >>"$WORK/failover.ms"
         wait "${BG[0]}" || true
         BG=()
@@ -499,17 +506,8 @@ if has takeover; then
         r0=$(python3 -c "print($r0 + $(metric "$n" switch_cluster_loaded_records_total))")
         l0=$(python3 -c "print($l0 + $(metric "$n" switch_cluster_load_seconds_sum))")
     done
-    start=$(now_ms)
-    kill -9 "$(field "$o" pid)"
-    # shellcheck disable=SC2086
-    while [ "$(served_sum $survivors)" -ne "$SHARDS" ]; do
-        if [ $(($(now_ms) - start)) -gt 60000 ]; then
-            echo "cluster bench: shards not served 60 s after the kill" >&2
-            exit 1
-        fi
-        sleep 0.02
-    done
-    ms=$(($(now_ms) - start))
+    kill_until_served "$o" "$survivors" 60
+    ms=$KILLED_MS
     r1=0 l1=0
     for n in $survivors; do
         r1=$(python3 -c "print($r1 + $(metric "$n" switch_cluster_loaded_records_total))")

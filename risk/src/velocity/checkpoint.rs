@@ -101,29 +101,25 @@ trait Value: Copy + Default {
     fn read(bytes: &[u8]) -> Self;
 }
 
-impl Value for u32 {
-    const BYTES: usize = 4;
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_be_bytes());
-    }
-    fn read(bytes: &[u8]) -> u32 {
-        let mut b = [0; 4];
-        b.copy_from_slice(bytes);
-        u32::from_be_bytes(b)
-    }
+/// [`Value`] for an unsigned integer, big endian.
+macro_rules! value {
+    ($t:ty) => {
+        impl Value for $t {
+            const BYTES: usize = std::mem::size_of::<$t>();
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_be_bytes());
+            }
+            fn read(bytes: &[u8]) -> $t {
+                let mut b = [0; std::mem::size_of::<$t>()];
+                b.copy_from_slice(bytes);
+                <$t>::from_be_bytes(b)
+            }
+        }
+    };
 }
 
-impl Value for u64 {
-    const BYTES: usize = 8;
-    fn put(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_be_bytes());
-    }
-    fn read(bytes: &[u8]) -> u64 {
-        let mut b = [0; 8];
-        b.copy_from_slice(bytes);
-        u64::from_be_bytes(b)
-    }
-}
+value!(u32);
+value!(u64);
 
 /// The bitmap of the places `used` takes.
 fn bitmap_of<T: Copy>(values: &[T], used: impl Fn(T) -> bool) -> Vec<u8> {
