@@ -589,10 +589,12 @@ impl Shard {
                 continue;
             }
             // As claimed afresh: the next event starts its periods.
-            slot.newest_ms = 0;
-            slot.ages_ms = [AGE_MS_NONE; RECENT_EVENTS_MAX];
-            slot.hour_now = 0;
-            slot.day_now = 0;
+            *slot = Slot {
+                id: slot.id,
+                currency: slot.currency,
+                subject_code: slot.subject_code,
+                ..Slot::EMPTY
+            };
             self.buckets[index] = Buckets::EMPTY;
             if slot.currency != 0 {
                 self.amounts.clear(index);
