@@ -136,6 +136,112 @@ impl PgServer {
         Ok(server)
     }
 
+    /// A new server streaming from this one (a base backup, then its WAL),
+    /// which this one then waits for at every commit: its
+    /// `synchronous_standby_names` becomes `'*'`. So a commit acknowledged
+    /// here is flushed there, and after [`PgServer::kill9`] of this one
+    /// and [`PgServer::promote`] of the standby, the standby holds it.
+    ///
+    /// # Errors
+    /// When the backup, the start or the reconfiguration fails, or the
+    /// standby is not streaming within [`START_WAIT_S`].
+    pub fn standby(&self) -> Result<PgServer, ServerError> {
+        let n = SERVERS.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("archive-pg-{}-{n}", std::process::id()));
+        let io = |source| ServerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io)?;
+        }
+        fs::create_dir(&dir).map_err(io)?;
+        let mut standby = PgServer {
+            bin: self.bin.clone(),
+            dir,
+            user: self.user,
+            port: 0,
+            running: false,
+        };
+        if let Some(user) = standby.user {
+            let dir = standby.dir.display().to_string();
+            run(Command::new("chown").args([&format!("{user}:"), &dir]))?;
+        }
+        // -R writes standby.signal and primary_conninfo; -X stream copies
+        // the WAL written meanwhile; -c fast checkpoints at once instead
+        // of spreading the checkpoint over minutes.
+        let (data, port) = (standby.data(), self.port.to_string());
+        let mut cmd = standby.command("pg_basebackup");
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER])
+            .args(["-D", &data, "-R", "-X", "stream", "-c", "fast", "--no-sync"]);
+        run(&mut cmd)?;
+        standby.first_start()?;
+        self.execute(
+            "postgres",
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        )?;
+        self.execute("postgres", "SELECT pg_reload_conf()")?;
+        let waited = std::time::Instant::now();
+        while self.count_streaming()? == 0 {
+            if waited.elapsed() > Duration::from_secs(u64::from(START_WAIT_S)) {
+                return Err(ServerError::Sql {
+                    port: self.port,
+                    reason: "the standby is not streaming".to_owned(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(standby)
+    }
+
+    /// How many synchronous standbys stream from this server now.
+    fn count_streaming(&self) -> Result<i64, ServerError> {
+        let sql = "SELECT count(*) FROM pg_stat_replication \
+                   WHERE state = 'streaming' AND sync_state = 'sync'";
+        let mut client = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .map_err(|e| self.sql_error(&e, sql))?;
+        let row = client
+            .query_one(sql, &[])
+            .map_err(|e| self.sql_error(&e, sql))?;
+        Ok(row.get(0))
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`, waiting until
+    /// it accepts writes), as Patroni would after its primary's loss.
+    ///
+    /// # Errors
+    /// When `pg_ctl promote` fails.
+    pub fn promote(&self) -> Result<(), ServerError> {
+        let (t, data) = (START_WAIT_S.to_string(), self.data());
+        let mut cmd = self.command("pg_ctl");
+        cmd.args(["promote", "-D", &data, "-w", "-t", &t]);
+        run(&mut cmd).map(|_| ())
+    }
+
+    /// Kills the server as a machine's loss would: SIGKILL to the
+    /// postmaster and every process it started, at once, with nothing
+    /// flushed or said to a client. It is not started again.
+    ///
+    /// # Errors
+    /// When its pid file cannot be read.
+    pub fn kill9(&mut self) -> Result<(), ServerError> {
+        let pid_file = self.dir.join("data").join("postmaster.pid");
+        let pid = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .ok_or_else(|| ServerError::Io {
+                path: pid_file.display().to_string(),
+                source: std::io::Error::other("no pid"),
+            })?;
+        // Stop the postmaster first so it starts nothing more, then its
+        // children, then kill it.
+        let _ = Command::new("kill").args(["-STOP", &pid]).status();
+        let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        self.running = false;
+        Ok(())
+    }
+
     /// The URL of database `name` as the superuser (trust: no password).
     pub fn url(&self, name: &str) -> String {
         format!("postgresql://{SUPERUSER}@127.0.0.1:{}/{name}", self.port)
@@ -181,13 +287,19 @@ impl PgServer {
     /// # Errors
     /// [`ServerError::Sql`] when the server refuses or is unreachable.
     pub fn execute(&self, database: &str, sql: &str) -> Result<(), ServerError> {
-        let sql_error = |e: postgres::Error| ServerError::Sql {
+        let mut client = postgres::Client::connect(&self.url(database), postgres::NoTls)
+            .map_err(|e| self.sql_error(&e, sql))?;
+        client
+            .batch_execute(sql)
+            .map_err(|e| self.sql_error(&e, sql))
+    }
+
+    /// `e`, met running `sql`, as this server's error.
+    fn sql_error(&self, e: &postgres::Error, sql: &str) -> ServerError {
+        ServerError::Sql {
             port: self.port,
             reason: format!("{e}: {sql}"),
-        };
-        let mut client =
-            postgres::Client::connect(&self.url(database), postgres::NoTls).map_err(sql_error)?;
-        client.batch_execute(sql).map_err(sql_error)
+        }
     }
 
     /// Stops the server (fast: open connections are closed).
