@@ -21,19 +21,24 @@
 # node's config (benches/cluster.sh raises limits with it);
 # RECORDS_RETENTION_S, when set, is cluster.records_retention_s.
 # DIR/nodes.json: [{"name", "iso_addr", "frame_addr", "http_addr",
-# "link_addr", "pid"}, ...]. PG_STANDBY=1 is not built.
+# "link_addr", "pid"}, ...]. PG_STANDBY=1 adds a synchronous streaming
+# standby (DIR/pg-standby/, a base backup of the primary; the primary's
+# commits wait for it) and PG_URL names both hosts with
+# target_session_attrs=read-write, so after a kill of the primary and
+# `pg_ctl promote -D "$PG_STANDBY_DATA"` the nodes write to the standby.
 # `switch cluster status --etcd "$ETCD_ENDPOINTS"` reads the etcd here.
 #
 # DIR/services.env, for `source`: ETCD_ENDPOINTS (comma-separated),
-# ETCD_PIDS (space-separated), PG_URL, PG_DATA, NODE_PIDS. Logs:
-# DIR/etcd<m>.log, DIR/pg/server.log, DIR/n<i>.log. Needs Debian's
+# ETCD_PIDS (space-separated), PG_URL, PG_DATA, PG_STANDBY_DATA (empty
+# without a standby), NODE_PIDS. Logs: DIR/etcd<m>.log,
+# DIR/pg/server.log, DIR/pg-standby/server.log, DIR/n<i>.log. Needs Debian's
 # etcd-server and postgresql (scripts/install-test-deps.sh); as root,
 # PostgreSQL runs as the `postgres` user through runuser, as the tests'
 # server does.
 set -euo pipefail
 
 usage() {
-  sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -159,12 +164,40 @@ up() {
   as_pg "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres \
     -c 'CREATE DATABASE switch' >/dev/null
 
-  local pg_url=postgresql://postgres@127.0.0.1:$port/switch
+  local pg_url=postgresql://postgres@127.0.0.1:$port/switch standby_data=""
+  if [ "${PG_STANDBY:-0}" = 1 ]; then
+    local standby=$dir/pg-standby standby_port
+    standby_port=$(free_port)
+    rm -rf "$standby"
+    mkdir -p "$standby"
+    if [ "$(id -u)" -eq 0 ]; then
+      chown postgres: "$standby"
+    fi
+    # -R: standby.signal and primary_conninfo; -c fast: checkpoint now.
+    as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres       -D "$standby/data" -R -X stream -c fast --no-sync
+    as_pg "$bin/pg_ctl" start -D "$standby/data" -l "$standby/server.log" -w -t 30       -o "-k $standby -p $standby_port -c listen_addresses=127.0.0.1 -c fsync=on" >/dev/null
+    as_pg "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+      -c "ALTER SYSTEM SET synchronous_standby_names = '*'" -c 'SELECT pg_reload_conf()' >/dev/null
+    local t streaming
+    for t in $(seq 1 300); do
+      streaming=$(as_pg "$bin/psql" -tA -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+        -c "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'")
+      [ "$streaming" = 0 ] || break
+      if [ "$t" -eq 300 ]; then
+        echo "cluster.sh: the standby is not streaming; see $standby/server.log" >&2
+        exit 1
+      fi
+      sleep 0.1
+    done
+    standby_data=$standby/data
+    pg_url="postgresql://postgres@127.0.0.1:$port,127.0.0.1:$standby_port/switch?target_session_attrs=read-write"
+  fi
   cat >"$dir/services.env" <<EOF
 ETCD_ENDPOINTS=$endpoints
 ETCD_PIDS="$pids"
 PG_URL=$pg_url
 PG_DATA=$pg/data
+PG_STANDBY_DATA=$standby_data
 NODE_PIDS=""
 EOF
   echo "cluster.sh: up in $dir: etcd $endpoints (pids $pids), PostgreSQL $pg_url"
@@ -253,14 +286,16 @@ down() {
     echo "cluster.sh: nothing recorded in $dir (never up, or down already)"
     return 0
   fi
-  local ETCD_PIDS PG_DATA NODE_PIDS=""
+  local ETCD_PIDS PG_DATA PG_STANDBY_DATA="" NODE_PIDS="" data
   # shellcheck disable=SC1091
   source "$dir/services.env"
   # shellcheck disable=SC2086
   stop_pids 100 $NODE_PIDS
-  if [ -f "$PG_DATA/postmaster.pid" ]; then
-    as_pg "$(pg_bin)/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 30 >/dev/null || true
-  fi
+  for data in "$PG_DATA" $PG_STANDBY_DATA; do
+    if [ -f "$data/postmaster.pid" ]; then
+      as_pg "$(pg_bin)/pg_ctl" stop -D "$data" -m fast -w -t 30 >/dev/null || true
+    fi
+  done
   # shellcheck disable=SC2086
   stop_pids 50 $ETCD_PIDS
   rm -f "$dir/services.env"

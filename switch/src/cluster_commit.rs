@@ -58,6 +58,8 @@ use engine::Code;
 use journal::{DurablePublisher, DurableWatch};
 use tokio_util::sync::CancellationToken;
 
+use crate::ratelog::warn_limited;
+
 /// Records queued for the committer, at most; past it a change is answered
 /// 96 at once (`switch_cluster_commit_rejected_total{reason="full"}`).
 pub(crate) const COMMIT_QUEUE_RECORDS_MAX: usize = 4_096;
@@ -247,7 +249,8 @@ impl Committer {
         merchant_ids: &[String],
         cancel: CancellationToken,
     ) -> anyhow::Result<Committer> {
-        let mut client = connect(url)?;
+        let unreplicated = Arc::new(AtomicBool::new(false));
+        let mut client = connect_noting(url, Some(unreplicated.clone()))?;
         client
             .batch_execute(SCHEMA)
             .context("laying out cluster_records")?;
@@ -275,6 +278,7 @@ impl Committer {
             committed_seq: committed_seq.clone(),
             client,
             url: url.to_owned(),
+            unreplicated,
             reconnecting: reconnecting.clone(),
             rx,
             node_id: node_id.to_owned(),
@@ -817,10 +821,48 @@ impl engine::Journal for Committer {
     }
 }
 
+/// The committer's `application_name` in `pg_stat_activity`.
+const COMMIT_SESSION_NAME: &str = "switch-cluster-commit";
+
 /// Connects to PostgreSQL with the archive's session rule: every commit
-/// waits for the WAL flush (and a synchronous standby's).
+/// waits for the WAL flush (and a synchronous standby's), and the
+/// archive's bounds on every wait (`archive::pg_session_config`).
 pub(crate) fn connect(url: &str) -> anyhow::Result<postgres::Client> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls)
+    connect_noting(url, None)
+}
+
+/// As [`connect`]; for the committer (`unreplicated` given), named
+/// [`COMMIT_SESSION_NAME`] and raising `unreplicated` when PostgreSQL
+/// warns that a commit's wait for the synchronous standby was cancelled
+/// (SQLSTATE 01000, "canceling wait for synchronous replication": a
+/// cancelled query, a terminated session). That commit holds on this
+/// server and maybe not on the standby, which a failover would promote.
+fn connect_noting(
+    url: &str,
+    unreplicated: Option<Arc<AtomicBool>>,
+) -> anyhow::Result<postgres::Client> {
+    let mut config = archive::pg_session_config(url)?;
+    if unreplicated.is_some() {
+        config.application_name(COMMIT_SESSION_NAME);
+    }
+    config.notice_callback(move |notice| {
+        let code = notice.code();
+        if let Some(flag) = &unreplicated {
+            if *code == postgres::error::SqlState::WARNING
+                && notice.message().contains("synchronous replication")
+            {
+                flag.store(true, Ordering::Release);
+            }
+        }
+        tracing::info!(
+            severity = notice.severity(),
+            code = code.code(),
+            message = notice.message(),
+            "cluster: PostgreSQL notice"
+        );
+    });
+    let mut client = config
+        .connect(postgres::NoTls)
         .context("connecting to PostgreSQL (archive.url)")?;
     client.batch_execute("SET synchronous_commit = on")?;
     Ok(client)
@@ -846,6 +888,9 @@ struct Writer {
     client: postgres::Client,
     /// archive.url, to reconnect.
     url: String,
+    /// Raised by the session's notices when a commit's wait for the
+    /// synchronous standby was cancelled ([`connect_noting`]).
+    unreplicated: Arc<AtomicBool>,
     /// Set while the session is lost (shared with the appenders).
     reconnecting: Arc<AtomicBool>,
     /// From the appenders.
@@ -924,30 +969,67 @@ impl Writer {
     /// a backoff, asking whether it committed before committing it again)
     /// until it commits, is fenced, meets another error, or the committer
     /// is stopped while PostgreSQL is unreachable.
+    ///
+    /// A commit whose wait for the synchronous standby was cancelled
+    /// (`unreplicated`) is not acknowledged either: the standby may lack
+    /// it. It is asked about again like a lost one, in a transaction whose
+    /// own commit waits for the standby past it.
     fn commit_through_reconnects(&mut self, batch: &[Item]) -> Result<(), cluster::FenceError> {
-        let mut outcome = self.commit(batch);
+        let mut outcome = self.commit(batch).map(|()| self.replicated());
         loop {
             match outcome {
-                Err(cluster::FenceError::Postgres(ref e)) if self.lost(e) => {}
-                other => {
+                Ok(true) => {
                     self.reconnecting.store(false, Ordering::Release);
-                    return other;
+                    return Ok(());
+                }
+                Ok(false) => {
+                    metrics::counter!("switch_cluster_commit_failures_total", "reason" => "unreplicated")
+                        .increment(1);
+                    warn_limited!(
+                        "cluster_unreplicated",
+                        records = batch.len(),
+                        "cluster: a commit's wait for the synchronous standby was cancelled; its answers wait until the standby has it"
+                    );
+                    self.pause(RECONNECT_WAIT_MIN)?;
+                }
+                Err(cluster::FenceError::Postgres(ref e)) if self.lost(e) => {
+                    self.reconnecting.store(true, Ordering::Release);
+                    metrics::counter!("switch_cluster_commit_failures_total", "reason" => "connection")
+                        .increment(1);
+                    tracing::warn!(error = ?e, records = batch.len(), "cluster: PostgreSQL connection lost; reconnecting, the batch's answers wait");
+                    if let Err(e) = self.reconnect() {
+                        self.reconnecting.store(false, Ordering::Release);
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.reconnecting.store(false, Ordering::Release);
+                    return Err(e);
                 }
             }
-            self.reconnecting.store(true, Ordering::Release);
-            metrics::counter!("switch_cluster_commit_failures_total", "reason" => "connection")
-                .increment(1);
-            tracing::warn!(error = ?outcome.as_ref().err(), records = batch.len(), "cluster: PostgreSQL connection lost; reconnecting, the batch's answers wait");
-            if let Err(e) = self.reconnect() {
-                self.reconnecting.store(false, Ordering::Release);
-                return Err(e);
-            }
             outcome = match self.committed(batch) {
-                Ok(true) => Ok(()),
-                Ok(false) => self.commit(batch),
+                Ok(true) => Ok(self.replicated()),
+                Ok(false) => self.commit(batch).map(|()| self.replicated()),
                 Err(e) => Err(e),
             };
         }
+    }
+
+    /// Whether the commits since the last call waited for the synchronous
+    /// standby to the end (none had that wait cancelled); clears the mark.
+    fn replicated(&self) -> bool {
+        !self.unreplicated.swap(false, Ordering::AcqRel)
+    }
+
+    /// Sleeps `wait`, unless the committer is stopped.
+    fn pause(&self, wait: Duration) -> Result<(), cluster::FenceError> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(cluster::FenceError::Argument(
+                "stopped while PostgreSQL was unreachable".into(),
+            ));
+        }
+        std::thread::sleep(wait);
+        Ok(())
     }
 
     /// Whether `e` is a lost session (closed, an I/O error, a connection
@@ -973,15 +1055,10 @@ impl Writer {
     fn reconnect(&mut self) -> Result<(), cluster::FenceError> {
         let mut wait = RECONNECT_WAIT_MIN;
         loop {
-            if self.stop.load(Ordering::Acquire) {
-                return Err(cluster::FenceError::Argument(
-                    "stopped while PostgreSQL was unreachable".into(),
-                ));
-            }
-            std::thread::sleep(wait);
+            self.pause(wait)?;
             wait = (wait * 2).min(RECONNECT_WAIT_MAX);
             metrics::counter!("switch_cluster_reconnects_total").increment(1);
-            match connect(&self.url) {
+            match connect_noting(&self.url, Some(self.unreplicated.clone())) {
                 Ok(client) => {
                     self.client = client;
                     tracing::info!("cluster: reconnected to PostgreSQL");
@@ -993,13 +1070,22 @@ impl Writer {
     }
 
     /// Whether `batch` was committed before its connection was lost: the
-    /// transaction is all or nothing, so its last record tells.
+    /// transaction is all or nothing, so its last record tells. Asked in a
+    /// transaction that first passes the fence of that record's shard,
+    /// which always writes a row: so its commit waits for the synchronous
+    /// standby to flush past every earlier commit, and the batch found
+    /// committed here is on the standby too, unless that wait is cancelled
+    /// as well ([`Writer::replicated`]). (A transaction that only reads
+    /// writes no WAL before its commit record and does not wait.) Fenced
+    /// when the shard was taken over meanwhile: the node stops, with
+    /// nothing published.
     fn committed(&mut self, batch: &[Item]) -> Result<bool, cluster::FenceError> {
         let Some(last) = batch.last() else {
             return Ok(true);
         };
-        let found: bool = self
-            .client
+        let mut tx = self.client.transaction()?;
+        cluster::fence::check(&mut tx, last.shard, last.epoch, &self.node_id)?;
+        let found: bool = tx
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM cluster_records
                  WHERE shard = $1 AND epoch = $2 AND node = $3 AND seq = $4)",
@@ -1011,6 +1097,7 @@ impl Writer {
                 ],
             )?
             .get(0);
+        tx.commit()?;
         Ok(found)
     }
 

@@ -247,7 +247,8 @@ fn owners_in_etcd(endpoints: &str) -> std::collections::BTreeMap<u32, (String, i
 }
 
 #[test]
-fn the_harness_script_starts_and_stops_three_etcd_members_postgres_and_three_nodes() {
+fn the_harness_script_starts_and_stops_three_etcd_members_postgres_with_its_standby_and_three_nodes(
+) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
     let dir = std::env::temp_dir().join(format!("switch-cluster-harness-{}", std::process::id()));
     let run = |action: &str| {
@@ -256,6 +257,7 @@ fn the_harness_script_starts_and_stops_three_etcd_members_postgres_and_three_nod
             .arg(action)
             .arg(&dir)
             .env("ETCD_MEMBERS", "3")
+            .env("PG_STANDBY", "1")
             .env("SWITCH_BIN", SWITCH)
             .output()
             .unwrap();
@@ -336,10 +338,37 @@ fn the_harness_script_starts_and_stops_three_etcd_members_postgres_and_three_nod
             assert!(std::net::TcpStream::connect(addr).is_ok(), "{key} {addr}");
         }
     }
+    // The URL names the primary and its standby, the nodes write to the
+    // primary, and the primary's commits wait for the standby.
+    let hosts = pg_url
+        .strip_prefix("postgresql://postgres@")
+        .and_then(|u| u.split_once('/'))
+        .map(|(hosts, _)| hosts.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert_eq!(hosts.len(), 2, "{pg_url}");
+    assert!(
+        pg_url.ends_with("?target_session_attrs=read-write"),
+        "{pg_url}"
+    );
     let mut db = postgres::Client::connect(&pg_url, postgres::NoTls).unwrap();
     cluster::fence::install(&mut db).unwrap();
+    let sync: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(sync, 1, "one synchronous standby");
     drop(db);
+    assert!(!value("PG_STANDBY_DATA").is_empty(), "{env}");
     run("down");
+    for host in &hosts {
+        assert!(
+            std::net::TcpStream::connect(host).is_err(),
+            "PostgreSQL still listens on {host}"
+        );
+    }
     for pid in pids {
         // Gone, or a zombie its new parent has not reaped yet (the state
         // after the command name in /proc/PID/stat is Z): not running.

@@ -242,22 +242,6 @@ async fn a_fenced_batch_is_never_acknowledged_and_stops_the_node() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Waits until nodes `a` and `b` together serve every shard, each some.
-async fn wait_split(a: &Proc, b: &Proc) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (x, y) = (
-            a.metric("switch_cluster_served_shards").await,
-            b.metric("switch_cluster_served_shards").await,
-        );
-        if x > 0.0 && y > 0.0 && x + y == f64::from(SHARDS) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "served {x} + {y}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_forward_to_the_owner_and_survive_its_kill_9() {
     let (etcd, pg, url) = services("cluster_two");

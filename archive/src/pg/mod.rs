@@ -158,11 +158,7 @@ impl PgArchive {
     /// password.
     pub fn connect(url: &str) -> Result<Self, ArchiveError> {
         let location = redact::redact(url);
-        let mut config = Config::from_str(url).map_err(|e| ArchiveError::Connect {
-            location: location.clone(),
-            reason: describe(&e),
-        })?;
-        bound_waits(&mut config);
+        let config = session_config(url)?;
         let mut archive = PgArchive {
             config,
             location,
@@ -288,6 +284,24 @@ impl PgArchive {
 /// `sslmode`) without touching the callers.
 fn transport(config: &Config) -> Result<Client, postgres::Error> {
     config.connect(NoTls)
+}
+
+/// `url` parsed (a URL or libpq's `key=value` form; several hosts with
+/// `target_session_attrs=read-write` follow a failover), with the
+/// archive's bounds on every wait the URL does not set itself: connecting,
+/// unacknowledged writes (`TCP_USER_TIMEOUT`) and keepalives, so a server
+/// that vanished without closing its connections is found in seconds.
+///
+/// # Errors
+/// [`ArchiveError::Connect`] when the URL does not parse, naming it
+/// without its password.
+pub fn session_config(url: &str) -> Result<Config, ArchiveError> {
+    let mut config = Config::from_str(url).map_err(|e| ArchiveError::Connect {
+        location: redact::redact(url),
+        reason: describe(&e),
+    })?;
+    bound_waits(&mut config);
+    Ok(config)
 }
 
 /// Adds the bounds on every wait the URL does not set itself.

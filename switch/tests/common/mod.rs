@@ -340,6 +340,23 @@ impl Client {
         })
     }
 
+    /// The next answer within `bound`: `Err(true)` when the connection
+    /// closed first, `Err(false)` when none came.
+    pub async fn try_recv_within(&mut self, bound: Duration) -> Result<Resp, bool> {
+        match tokio::time::timeout(bound, self.framed.next()).await {
+            Err(_) => Err(false),
+            Ok(None | Some(Err(_))) => Err(true),
+            Ok(Some(Ok(frame))) => {
+                let msg = Message::decode(&Profile::ASCII, &frame.body).map_err(|_| true)?;
+                let fields = msg.fields().map(|(n, v)| (n, v.to_vec())).collect();
+                Ok(Resp {
+                    mti: msg.mti().to_string(),
+                    fields,
+                })
+            }
+        }
+    }
+
     /// Sends and waits for the answer.
     pub async fn call(&mut self, req: &Req) -> Resp {
         self.send_raw(&req.encode()).await;
@@ -367,48 +384,21 @@ impl Client {
         if self.framed.send(frame).await.is_err() {
             return Err(true);
         }
-        match tokio::time::timeout(TIMEOUT, self.framed.next()).await {
-            Err(_) => Err(false),
-            Ok(None | Some(Err(_))) => Err(true),
-            Ok(Some(Ok(frame))) => {
-                let msg = Message::decode(&Profile::ASCII, &frame.body).map_err(|_| true)?;
-                let fields = msg.fields().map(|(n, v)| (n, v.to_vec())).collect();
-                Ok(Resp {
-                    mti: msg.mti().to_string(),
-                    fields,
-                })
-            }
-        }
+        self.try_recv_within(TIMEOUT).await
     }
 
     /// The next answer within `wait` (longer than [`TIMEOUT`] when the
     /// test waits out a takeover); panics on a close or no answer.
     pub async fn recv_within(&mut self, wait: Duration) -> Resp {
-        let frame = tokio::time::timeout(wait, self.framed.next())
-            .await
-            .expect("response in time")
-            .expect("an answer, not a close")
-            .expect("a frame");
-        let msg = Message::decode(&Profile::ASCII, &frame.body).expect("response decodes");
-        let fields = msg.fields().map(|(n, v)| (n, v.to_vec())).collect();
-        Resp {
-            mti: msg.mti().to_string(),
-            fields,
+        match self.try_recv_within(wait).await {
+            Ok(resp) => resp,
+            Err(closed) => panic!("no answer in time (closed: {closed})"),
         }
     }
 
     /// The next answer, or `None` when the switch closed the connection.
     pub async fn recv_or_close(&mut self) -> Option<Resp> {
-        let frame = tokio::time::timeout(TIMEOUT, self.framed.next())
-            .await
-            .ok()??
-            .ok()?;
-        let msg = Message::decode(&Profile::ASCII, &frame.body).ok()?;
-        let fields = msg.fields().map(|(n, v)| (n, v.to_vec())).collect();
-        Some(Resp {
-            mti: msg.mti().to_string(),
-            fields,
-        })
+        self.try_recv_within(TIMEOUT).await.ok()
     }
 }
 

@@ -201,6 +201,22 @@ pub async fn wait_all_served(nodes: &[&Proc], bound: Duration) {
     }
 }
 
+/// Waits until nodes `a` and `b` together serve every shard, each some.
+pub async fn wait_split(a: &Proc, b: &Proc) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (x, y) = (
+            a.metric("switch_cluster_served_shards").await,
+            b.metric("switch_cluster_served_shards").await,
+        );
+        if x > 0.0 && y > 0.0 && x + y == f64::from(SHARDS) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "served {x} + {y}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One answered change of the mixed load: the request, its answer, and
 /// the answer that names its payment's F37 + F38 (a capture's is its
 /// pre-authorization's).

@@ -1,0 +1,267 @@
+//! Cluster mode on a PostgreSQL primary with a synchronous streaming
+//! standby (`archive::testing::PgServer::standby`), the nodes' archive URL
+//! naming both with `target_session_attrs=read-write`, as libpq and
+//! Patroni's clients do: an answer leaves only once the standby flushed
+//! its change, even when PostgreSQL reports a commit whose wait for the
+//! standby was cancelled or whose session was terminated meanwhile (the
+//! commit then holds on the primary alone); and after a kill -9 of the
+//! primary under mixed traffic through two nodes and the promotion of the
+//! standby, every approval is on the promoted server once and service
+//! resumes without restarting a node.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use archive::testing::PgServer;
+use cluster::testing::EtcdServer;
+use common::nodes::*;
+use common::*;
+
+/// A throwaway etcd, a PostgreSQL primary with database `name` and its
+/// synchronous standby, and the URL that names both (the read-write one
+/// is used).
+fn services_with_standby(name: &str) -> (EtcdServer, PgServer, PgServer, String) {
+    let etcd = EtcdServer::new().expect("etcd for tests (run scripts/install-test-deps.sh)");
+    let (primary, standby) = off_runtime(|| {
+        let primary =
+            PgServer::new().expect("PostgreSQL for tests (run scripts/install-test-deps.sh)");
+        primary.create_database(name).expect("database");
+        let standby = primary.standby().expect("a streaming standby");
+        (primary, standby)
+    });
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/{name}?target_session_attrs=read-write",
+        primary.port(),
+        standby.port()
+    );
+    (etcd, primary, standby, url)
+}
+
+/// The committers' sessions on `server` that wait for the synchronous
+/// standby, polled every 20 ms until there is one; fails after 10 s.
+fn committers_waiting(server: &PgServer) -> Vec<i32> {
+    let url = server.url("postgres");
+    let started = std::time::Instant::now();
+    loop {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let pids: Vec<i32> = db
+            .query(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE application_name = 'switch-cluster-commit' AND wait_event = 'SyncRep'",
+                &[],
+            )
+            .expect("pg_stat_activity")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !pids.is_empty() {
+            return pids;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no committer waits for the standby"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `function(pid)` (`pg_cancel_backend`, `pg_terminate_backend`) on
+/// every committer of `server` waiting for the standby.
+fn interrupt_waiting_committers(server: &PgServer, function: &str) {
+    for pid in committers_waiting(server) {
+        server
+            .execute("postgres", &format!("SELECT {function}({pid})"))
+            .expect(function);
+    }
+}
+
+/// Launches node `node_id` and waits until it serves every shard.
+async fn start_node(dir: &Path, url: &str, etcd: &str, node_id: &str) -> (Proc, Client) {
+    let (node, client) = launch_node(dir, url, etcd, node_id, "").await;
+    node.wait_metric(
+        "switch_cluster_served_shards",
+        Duration::from_secs(15),
+        |v| v == f64::from(SHARDS),
+    )
+    .await;
+    (node, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_waits_for_the_standby_even_when_its_wait_is_cancelled_or_its_session_ended() {
+    let (etcd, primary, standby, url) = services_with_standby("cluster_sync_wait");
+    let dir = data_dir();
+    let (n1, mut client) = start_node(&dir, &url, etcd.url(), "n1").await;
+    let started = std::time::Instant::now();
+    let first = preauth(&card(21), 1_000);
+    let approved = client.call(&first).await;
+    assert_eq!(approved.code(), "00", "{approved:?}");
+
+    // The standby stops: every commit now waits for it.
+    let mut standby = off_runtime(move || {
+        let mut standby = standby;
+        standby.stop().expect("pg_ctl stop");
+        standby
+    });
+    // A capture (no card counted, whose own wait would answer 91).
+    let pre = capture(&first, 1_000);
+    client.send_raw(&pre.encode()).await;
+    // The wait of the batch's commit is cancelled: PostgreSQL warns and
+    // reports it committed, on the primary only. No answer leaves.
+    off_runtime(|| interrupt_waiting_committers(&primary, "pg_cancel_backend"));
+    let early = client.try_recv_within(Duration::from_secs(2)).await;
+    assert_eq!(
+        early.as_ref().err(),
+        Some(&false),
+        "answered while the standby lacks the change: {early:?}"
+    );
+    // The committer asks again whether the batch committed, in a
+    // transaction that waits for the standby; its session is terminated.
+    // It reconnects, asks again, and still no answer leaves.
+    off_runtime(|| interrupt_waiting_committers(&primary, "pg_terminate_backend"));
+    let early = client.try_recv_within(Duration::from_secs(2)).await;
+    assert_eq!(
+        early.as_ref().err(),
+        Some(&false),
+        "answered while the standby lacks the change: {early:?}"
+    );
+
+    // The standby is back: the answer leaves, once, and the standby holds
+    // the change, which was committed once.
+    standby = off_runtime(move || {
+        standby.start().expect("pg_ctl start");
+        standby
+    });
+    let answer = client
+        .try_recv_within(Duration::from_secs(30))
+        .await
+        .expect("the answer once the standby is back");
+    assert_eq!(answer.code(), "00", "{answer:?}");
+    eprintln!("answered {:?} after the first request", started.elapsed());
+    let on_standby = standby.url("cluster_sync_wait");
+    assert_eq!(count(&on_standby, PAYMENT_RECORDS), 2);
+    assert_eq!(count(&url, PAYMENT_RECORDS), 2);
+    let repeat = client.call(&pre).await;
+    assert_eq!(
+        (repeat.code(), repeat.text(38)),
+        ("00".into(), answer.text(38))
+    );
+    assert!(
+        n1.metric("switch_cluster_commit_failures_total{reason=\"unreplicated\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        n1.metric("switch_cluster_commit_failures_total{reason=\"connection\"}")
+            .await
+            >= 1.0
+    );
+    drop((n1, standby, primary, etcd));
+    eprintln!("done {:?} after the first request", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_the_synchronous_standby_under_load_loses_no_acknowledged_change() {
+    let (etcd, primary, standby, url) = services_with_standby("cluster_failover");
+    let dir = data_dir();
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2"] {
+        let (p, _) = launch_node(&dir, &url, etcd.url(), name, "").await;
+        nodes.push(p);
+    }
+    wait_split(&nodes[0], &nodes[1]).await;
+
+    // Four workers, two through each node (so some requests are
+    // forwarded), on both merchants.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let merchants = std::sync::Arc::new(vec![
+        ("DEMO00000000001".to_owned(), "DEMO0001".to_owned()),
+        ("DEMO00000000002".to_owned(), "DEMO0101".to_owned()),
+    ]);
+    let addrs = vec![nodes[0].iso, nodes[1].iso];
+    let mut workers = Vec::new();
+    for w in 0..4_u64 {
+        workers.push(tokio::spawn(mixed_worker(
+            addrs.clone(),
+            (w % 2) as usize,
+            w,
+            merchants.clone(),
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = sum_metric(&nodes, "switch_cluster_committed_records_total").await;
+    assert!(before > 0.0, "nothing committed before the failover");
+
+    // The primary's machine is lost: every process of it killed at once.
+    // A second later the standby is promoted, as Patroni would.
+    let killed = std::time::Instant::now();
+    let (primary, standby) = off_runtime(move || {
+        let (mut primary, standby) = (primary, standby);
+        primary.kill9().expect("kill -9 of the primary");
+        std::thread::sleep(Duration::from_secs(1));
+        standby.promote().expect("pg_ctl promote");
+        (primary, standby)
+    });
+    eprintln!("standby promoted {:?} after the kill", killed.elapsed());
+    let promoted = sum_metric(&nodes, "switch_cluster_committed_records_total").await;
+    // Service resumes by itself, on the promoted server.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = Vec::new();
+    for w in workers {
+        answered.extend(w.await.expect("a worker").answered);
+    }
+    let after = sum_metric(&nodes, "switch_cluster_committed_records_total").await;
+    assert!(
+        after > promoted,
+        "nothing committed after the promotion: {promoted} then {after}"
+    );
+    for n in &mut nodes {
+        assert!(n.running(), "a node stopped on the failover");
+    }
+    assert!(
+        sum_metric(
+            &nodes,
+            "switch_cluster_commit_failures_total{reason=\"connection\"}"
+        )
+        .await
+            > 0.0,
+        "no committer lost its connection"
+    );
+
+    // Every answer is an approval, or 91/96 while no server took writes.
+    let mut paused = 0;
+    for (req, resp, _) in &answered {
+        match resp.code().as_str() {
+            "00" => {}
+            "91" | "96" => paused += 1,
+            other => panic!("answer {other} to {} {req:?}", req.mti),
+        }
+    }
+    let approvals: Vec<_> = answered
+        .iter()
+        .filter(|(_, r, _)| r.code() == "00")
+        .collect();
+    eprintln!(
+        "{} answers, {} approved, {paused} paused (91/96)",
+        answered.len(),
+        approvals.len()
+    );
+    assert!(approvals.len() > 100, "{} approvals", approvals.len());
+
+    // Every approval is on the promoted server (the URL's read-write host
+    // now), its payment once by F37 + F38, a capture captured; no record
+    // committed twice.
+    approvals_in_postgresql_once(&url, approvals.iter().copied());
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM pg_stat_replication"),
+        0,
+        "the URL reached the promoted standby"
+    );
+    drop((nodes, standby, primary, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}
