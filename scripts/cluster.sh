@@ -20,6 +20,9 @@
 # DIR/nN.log; NODE_CONFIG_SED, when set, is a sed script applied to each
 # node's config (benches/cluster.sh raises limits with it);
 # RECORDS_RETENTION_S, when set, is cluster.records_retention_s.
+# LINK_TLS=1 makes the node links mutual TLS: a CA and a certificate per
+# node for 127.0.0.1 (openssl, in DIR/pki/), named by each node's
+# cluster.link_tls_cert_file, _key_file and _ca_file.
 # DIR/nodes.json: [{"name", "iso_addr", "frame_addr", "http_addr",
 # "link_addr", "pid"}, ...]. PG_STANDBY=1 adds a synchronous streaming
 # standby (DIR/pg-standby/, a base backup of the primary; the primary's
@@ -38,7 +41,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -225,6 +228,20 @@ start_nodes() {
   # counted by the node serving its token's shard).
   local token_key
   token_key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  local pki=$dir/pki
+  if [ "${LINK_TLS:-0}" = 1 ]; then
+    rm -rf "$pki"
+    mkdir -p "$pki"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$pki/ca.key" -out "$pki/ca.pem" -days 7 -subj /CN=switch-cluster-ca 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$pki/node.ext"
+    for i in $(seq 1 "$nodes"); do
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$pki/n$i.key" -out "$pki/n$i.csr" -subj "/CN=n$i" 2>/dev/null
+      openssl x509 -req -in "$pki/n$i.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+        -CAcreateserial -days 7 -extfile "$pki/node.ext" -out "$pki/n$i.pem" 2>/dev/null
+    done
+  fi
   for i in $(seq 1 "$nodes"); do
     name=n$i
     iso=127.0.0.1:$(free_port)
@@ -245,6 +262,13 @@ shard_count = 16
 link_addr = "$link"
 ${RECORDS_RETENTION_S:+records_retention_s = $RECORDS_RETENTION_S}
 EOF
+    if [ "${LINK_TLS:-0}" = 1 ]; then
+      cat >>"$dir/$name.toml" <<EOF
+link_tls_cert_file = "$pki/$name.pem"
+link_tls_key_file = "$pki/$name.key"
+link_tls_ca_file = "$pki/ca.pem"
+EOF
+    fi
     nohup "$bin" --config "$dir/$name.toml" --data-dir "$dir/$name" \
       --iso-addr "$iso" --frame-addr "$frame" --http-addr "$http" \
       >"$dir/$name.log" 2>&1 &

@@ -22,9 +22,11 @@
 //! record is committed, [`VELOCITY_REFUSED`] when it could not be
 //! recorded, or empty when the node does not serve the card's shard. A linked request is always applied locally by its receiver,
 //! never sent on, so a stale route cannot loop. Internal frames and
-//! listeners with TPDUs are not routed (served locally only). No TLS: the
-//! link carries card data, so `link_addr` must be on a private network
-//! (loopback in the harness).
+//! listeners with TPDUs are not routed (served locally only). The link
+//! carries card data: with `cluster.link_tls_*` ([`LinkTls`]) it is mutual
+//! TLS, each end presenting a certificate the cluster's CA signed;
+//! without, `link_addr` must be on a private network (loopback in the
+//! harness).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +35,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use codecs::iso8583::{Message, Profile};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -97,6 +99,134 @@ const OWNER_POLL: Duration = Duration::from_millis(20);
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// Node keys read per poll, at most.
 const NODES_READ_MAX: usize = cluster::ownership::NODES_MAX;
+/// How long a link's TLS handshake may take, either side.
+pub(crate) const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A link's connection as its two halves, plaintext or TLS.
+pub(crate) type LinkHalves = (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+);
+
+/// Mutual TLS on node links (`cluster.link_tls_cert_file`, `…_key_file`,
+/// `…_ca_file`): a node serves its link only to a node presenting a
+/// certificate the CA signed, and opens one only to a node whose
+/// certificate the CA signed for the host of its `link_addr`. Otherwise
+/// anyone who reaches `link_addr` could send requests past the terminals'
+/// listeners, and read card data.
+pub(crate) struct LinkTls {
+    /// The serving side.
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The opening side.
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl LinkTls {
+    /// Reads the three files; `None` when none is set (plaintext).
+    ///
+    /// # Errors
+    /// A file missing, unreadable or without its PEM, or a key that does
+    /// not match the certificate, naming the configuration key and file.
+    pub(crate) fn load(
+        settings: &crate::config::ClusterSettings,
+    ) -> anyhow::Result<Option<Arc<LinkTls>>> {
+        let (Some(cert), Some(key), Some(ca)) = (
+            settings.link_tls_cert_file.as_deref(),
+            settings.link_tls_key_file.as_deref(),
+            settings.link_tls_ca_file.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        let file = |name, path| crate::net::tls::PemFile { name, path };
+        let config = crate::net::tls::server_config(
+            file("cluster.link_tls_cert_file", cert),
+            file("cluster.link_tls_key_file", key),
+            Some(file("cluster.link_tls_ca_file", ca)),
+        )?;
+        let connector = crate::net::tls::client_connector(Some(ca), Some(cert), Some(key))?;
+        Ok(Some(Arc::new(LinkTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            connector,
+        })))
+    }
+
+    /// The serving side of a handshake on `tcp`, within
+    /// [`LINK_HANDSHAKE_TIMEOUT`]; `None` (counted, logged at a bounded
+    /// rate) when the peer is not a node of the cluster.
+    pub(crate) async fn accept(&self, tcp: TcpStream) -> Option<LinkHalves> {
+        let peer = tcp.peer_addr().ok();
+        match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let (r, w) = tokio::io::split(tls);
+                Some((Box::new(r), Box::new(w)))
+            }
+            failed => {
+                handshake_failed("accept", peer, &failed.map(|r| r.map(|_| ())));
+                None
+            }
+        }
+    }
+
+    /// The opening side of a handshake to `addr` (`host:port`, the host
+    /// checked against the certificate); `None` (counted, logged) when
+    /// it fails.
+    async fn connect(&self, addr: &str, tcp: TcpStream) -> Option<LinkHalves> {
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let Ok(name) = rustls::pki_types::ServerName::try_from(host.to_owned()) else {
+            warn_limited!(
+                "cluster_link_tls",
+                addr,
+                "node link: a link_addr host that is not a server name; not connecting"
+            );
+            return None;
+        };
+        let peer = tcp.peer_addr().ok();
+        let handshake = self.connector.connect(name, tcp);
+        match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => {
+                let (r, w) = tokio::io::split(tls);
+                Some((Box::new(r), Box::new(w)))
+            }
+            failed => {
+                handshake_failed("connect", peer, &failed.map(|r| r.map(|_| ())));
+                None
+            }
+        }
+    }
+}
+
+/// Counts and logs (at a bounded rate) a link's failed TLS handshake.
+fn handshake_failed(
+    side: &'static str,
+    peer: Option<std::net::SocketAddr>,
+    failed: &Result<std::io::Result<()>, tokio::time::error::Elapsed>,
+) {
+    metrics::counter!("switch_cluster_link_tls_failures_total", "side" => side).increment(1);
+    let error = match failed {
+        Ok(Err(e)) => e.to_string(),
+        _ => "timed out".to_owned(),
+    };
+    warn_limited!(
+        "cluster_link_tls",
+        side,
+        peer = ?peer,
+        error,
+        "node link: TLS handshake failed; connection closed"
+    );
+}
+
+/// `tcp` as a link's halves: through `tls` when set, plaintext otherwise.
+async fn open(addr: &str, tcp: TcpStream, tls: Option<&LinkTls>) -> Option<LinkHalves> {
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        Some(tls) => tls.connect(addr, tcp).await,
+        None => {
+            let (r, w) = tcp.into_split();
+            Some((Box::new(r), Box::new(w)))
+        }
+    }
+}
 
 /// A card's shard is not served by this node (not owned, loading, or
 /// closed for a hand-over): nothing counted.
@@ -115,17 +245,25 @@ pub(crate) struct Router {
     owners: Mutex<HashMap<u32, String>>,
     /// Links by node id.
     links: Mutex<HashMap<String, Arc<Link>>>,
+    /// Mutual TLS on the links this node opens, if configured.
+    tls: Option<Arc<LinkTls>>,
 }
 
 impl Router {
     /// A router with no routes yet.
-    pub(crate) fn new(node_id: &str, shard_count: u32, committer: Arc<Committer>) -> Router {
+    pub(crate) fn new(
+        node_id: &str,
+        shard_count: u32,
+        committer: Arc<Committer>,
+        tls: Option<Arc<LinkTls>>,
+    ) -> Router {
         Router {
             node_id: node_id.to_owned(),
             shard_count,
             committer,
             owners: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            tls,
         }
     }
 
@@ -315,7 +453,7 @@ impl Router {
                     .get(&rec.node_id)
                     .is_some_and(|l| l.addr != rec.link_addr);
                 if stale || !links.contains_key(&rec.node_id) {
-                    let link = Link::start(rec.link_addr.clone(), &cancel);
+                    let link = Link::start(rec.link_addr.clone(), self.tls.clone(), &cancel);
                     links.insert(rec.node_id, link);
                 }
             }
@@ -413,8 +551,9 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Starts the link's task, connecting (and reconnecting) to `addr`.
-    fn start(addr: String, cancel: &CancellationToken) -> Arc<Link> {
+    /// Starts the link's task, connecting (and reconnecting) to `addr`,
+    /// through `tls` when set.
+    fn start(addr: String, tls: Option<Arc<LinkTls>>, cancel: &CancellationToken) -> Arc<Link> {
         let (tx, rx) = mpsc::channel(LINK_INFLIGHT_MAX);
         let link = Arc::new(Link {
             addr,
@@ -425,6 +564,7 @@ impl Link {
         });
         tokio::spawn(run_link(
             link.addr.clone(),
+            tls,
             rx,
             link.pending.clone(),
             link.generation.clone(),
@@ -502,6 +642,7 @@ impl Link {
 /// connection, read answers.
 async fn run_link(
     addr: String,
+    tls: Option<Arc<LinkTls>>,
     mut rx: mpsc::Receiver<(u64, u64, Bytes)>,
     pending: Arc<Mutex<HashMap<u64, Waiter>>>,
     generation: Arc<AtomicU64>,
@@ -510,16 +651,18 @@ async fn run_link(
     let mut current = 0_u64;
     let mut out = BytesMut::with_capacity(LINK_READ_BUFFER_BYTES);
     while !cancel.is_cancelled() {
-        let Ok(stream) = TcpStream::connect(&addr).await else {
+        let halves = match TcpStream::connect(&addr).await {
+            Ok(tcp) => open(&addr, tcp, tls.as_deref()).await,
+            Err(_) => None,
+        };
+        let Some((reader, mut writer)) = halves else {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(RECONNECT_PAUSE) => continue,
             }
         };
-        let _ = stream.set_nodelay(true);
         current += 1;
         generation.store(current, Ordering::Release);
-        let (reader, mut writer) = stream.into_split();
         let mut reader = BufReader::with_capacity(LINK_READ_BUFFER_BYTES, reader);
         let read_pending = pending.clone();
         let mut read = tokio::spawn(async move {

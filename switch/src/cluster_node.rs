@@ -74,6 +74,7 @@ pub(crate) async fn start(
     }
     let dir_lock = datadir::lock(&config.listeners.data_dir)?;
     let tls = net::tls::Acceptors::load(config)?;
+    let link_tls = crate::cluster_link::LinkTls::load(settings)?;
     datadir::tighten_modes(&config.listeners.data_dir)?;
     let prometheus = metrics::install();
     let token_key = crate::token_key(config)?;
@@ -186,6 +187,7 @@ pub(crate) async fn start(
         &settings.node_id,
         settings.shard_count,
         committer.clone(),
+        link_tls.clone(),
     ));
     let iso_shared = crate::spawn_wire_listeners(
         config,
@@ -222,6 +224,7 @@ pub(crate) async fn start(
     });
     tracker.spawn(crate::cluster_serve::serve(
         link_listener,
+        link_tls,
         iso_shared,
         router.clone(),
         committer.clone(),

@@ -14,8 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster_commit::Committer;
 use crate::cluster_link::{
-    encode_frame, read_frame, Router, LINK_INFLIGHT_MAX, LINK_READ_BUFFER_BYTES, LINK_TIMEOUT,
-    LINK_WRITE_BATCH_MAX, VELOCITY_ASK_BIT, VELOCITY_COUNTED, VELOCITY_REFUSED,
+    encode_frame, read_frame, LinkHalves, LinkTls, Router, LINK_INFLIGHT_MAX,
+    LINK_READ_BUFFER_BYTES, LINK_TIMEOUT, LINK_WRITE_BATCH_MAX, VELOCITY_ASK_BIT, VELOCITY_COUNTED,
+    VELOCITY_REFUSED,
 };
 use crate::ratelog::warn_limited;
 use crate::wire::iso::{answer_deferred, handle_admitted, Applied, IsoShared};
@@ -23,9 +24,11 @@ use crate::wire::iso::{answer_deferred, handle_admitted, Applied, IsoShared};
 /// Serves node links on `listener`: each request of a shard served here is
 /// applied here (never sent on) and its answer written once its record is
 /// committed; one of a shard not served here gets an empty answer (nothing
-/// applied), which its entry node routes again.
+/// applied), which its entry node routes again. With `tls`, a connection
+/// is served only once its TLS handshake proves a node of the cluster.
 pub(crate) async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<LinkTls>>,
     shared: Arc<IsoShared>,
     router: Arc<Router>,
     committer: Arc<Committer>,
@@ -43,6 +46,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         tracker.spawn(serve_conn(
             stream,
+            tls.clone(),
             shared.clone(),
             router.clone(),
             committer.clone(),
@@ -51,15 +55,34 @@ pub(crate) async fn serve(
     }
 }
 
+/// `stream` as a link's halves: after a TLS handshake when `tls` is set
+/// (`None` when it fails), plaintext otherwise.
+async fn halves(stream: TcpStream, tls: Option<&LinkTls>) -> Option<LinkHalves> {
+    match tls {
+        Some(tls) => tls.accept(stream).await,
+        None => {
+            let (r, w) = stream.into_split();
+            Some((Box::new(r), Box::new(w)))
+        }
+    }
+}
+
 /// One incoming link.
 async fn serve_conn(
     stream: TcpStream,
+    tls: Option<Arc<LinkTls>>,
     shared: Arc<IsoShared>,
     router: Arc<Router>,
     committer: Arc<Committer>,
     cancel: CancellationToken,
 ) {
-    let (reader, mut writer) = stream.into_split();
+    let accepted = tokio::select! {
+        () = cancel.cancelled() => return,
+        h = halves(stream, tls.as_deref()) => h,
+    };
+    let Some((reader, mut writer)) = accepted else {
+        return;
+    };
     let mut reader = tokio::io::BufReader::with_capacity(LINK_READ_BUFFER_BYTES, reader);
     let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(LINK_INFLIGHT_MAX);
     let write = tokio::spawn(async move {

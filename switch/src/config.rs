@@ -140,6 +140,20 @@ pub struct ClusterSettings {
     /// and the attempts before it are deleted.
     #[serde(default = "ClusterSettings::default_velocity_checkpoint_s")]
     pub velocity_checkpoint_s: u64,
+    /// The node's certificate chain for its node links (PEM, its own
+    /// first), presented both when it serves a link and when it opens one;
+    /// with `link_tls_key_file` and `link_tls_ca_file`, all three or none
+    /// (plaintext: `link_addr` on a private network only).
+    #[serde(default)]
+    pub link_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `link_tls_cert_file`.
+    #[serde(default)]
+    pub link_tls_key_file: Option<PathBuf>,
+    /// The cluster's CA (PEM): a link's other end must present a
+    /// certificate it signed, both ways (mutual TLS), and the serving
+    /// node's must name the host of its `link_addr` as etcd holds it.
+    #[serde(default)]
+    pub link_tls_ca_file: Option<PathBuf>,
 }
 
 impl ClusterSettings {
@@ -210,6 +224,21 @@ impl ClusterSettings {
             return Err(invalid(
                 "cluster.velocity_checkpoint_s",
                 format!("{}: expected 1..=3600", self.velocity_checkpoint_s),
+            ));
+        }
+        let tls = [
+            ("cluster.link_tls_cert_file", &self.link_tls_cert_file),
+            ("cluster.link_tls_key_file", &self.link_tls_key_file),
+            ("cluster.link_tls_ca_file", &self.link_tls_ca_file),
+        ];
+        let set = tls.iter().filter(|(_, f)| f.is_some()).count();
+        if set != 0 && set != tls.len() {
+            let (missing, _) = tls.iter().find(|(_, f)| f.is_none()).unwrap_or(&tls[0]);
+            return Err(invalid(
+                *missing,
+                "missing: node links' TLS is mutual, so it needs all three of \
+                 link_tls_cert_file, link_tls_key_file and link_tls_ca_file, or none"
+                    .to_owned(),
             ));
         }
         Ok(())
@@ -1071,6 +1100,11 @@ mod tests {
                 "node_id",
                 "velocity_checkpoint_s = 0\nnode_id",
                 "cluster.velocity_checkpoint_s",
+            ),
+            (
+                "node_id",
+                "link_tls_cert_file = \"n1.pem\"\nlink_tls_key_file = \"n1.key\"\nnode_id",
+                "cluster.link_tls_ca_file",
             ),
             (
                 "node_id",
