@@ -66,11 +66,13 @@
 # (docs/cluster.md, Status), so the figures stay comparable; and
 # cluster.records_retention_s to RECORDS_RETENTION_S (default 86,400: every
 # row kept), since the parts count acknowledged changes against the rows of
-# cluster_records.
+# cluster_records. LINK_TLS=1 (passed to scripts/cluster.sh) makes the
+# node links mutual TLS: run `forward` with and without it to see its cost.
 #
 #   benches/cluster.sh                                    everything (~15 min)
 #   PARTS="single throughput" SAT_ROUNDS=3 benches/cluster.sh
 #   PARTS=failover KILLS=20 benches/cluster.sh
+#   PARTS=forward PAIRS=3 LINK_TLS=1 benches/cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -854,12 +854,20 @@ fn connect_noting(
                 flag.store(true, Ordering::Release);
             }
         }
-        tracing::info!(
-            severity = notice.severity(),
-            code = code.code(),
-            message = notice.message(),
-            "cluster: PostgreSQL notice"
-        );
+        if notice.parsed_severity() == Some(postgres::error::Severity::Warning) {
+            tracing::warn!(
+                code = code.code(),
+                message = notice.message(),
+                "cluster: PostgreSQL warning"
+            );
+        } else {
+            tracing::debug!(
+                severity = notice.severity(),
+                code = code.code(),
+                message = notice.message(),
+                "cluster: PostgreSQL notice"
+            );
+        }
     });
     let mut client = config
         .connect(postgres::NoTls)

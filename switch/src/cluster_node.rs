@@ -466,6 +466,12 @@ impl Loader {
             self.node
                 .draining
                 .store(self.member.draining(), std::sync::atomic::Ordering::Release);
+            // Cut from etcd (or past its lease): `/readyz` 503 until it
+            // joins again.
+            self.node.lease_lost.store(
+                !self.member.lease_valid(),
+                std::sync::atomic::Ordering::Release,
+            );
             let dropped = self.committer.drop_unowned(&owned);
             if !dropped.is_empty() {
                 tracing::info!(shards = ?dropped, "cluster: shards no longer served");

@@ -52,6 +52,9 @@ pub(crate) struct Node {
     /// drain`; mirrored by its loader): `/readyz` answers 503 so load
     /// balancers move its clients to other nodes.
     pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// Cluster mode: set while the node's etcd lease has run out locally
+    /// (etcd unreachable, or the lease expired): it serves no shard.
+    pub(crate) lease_lost: std::sync::atomic::AtomicBool,
 }
 
 /// Compiles the risk policy in `path` with `token_key`.
@@ -121,6 +124,7 @@ impl Node {
             policy_file,
             token_key,
             draining: std::sync::atomic::AtomicBool::new(false),
+            lease_lost: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -430,6 +434,9 @@ impl Node {
             self.draining
                 .load(std::sync::atomic::Ordering::Acquire)
                 .then(|| "draining: handing every shard to the other nodes before stopping".to_owned()),
+            self.lease_lost
+                .load(std::sync::atomic::Ordering::Acquire)
+                .then(|| "cluster: no etcd lease (etcd unreachable, or the lease expired): serving no shard until the node joins again".to_owned()),
         ]
         .into_iter()
         .flatten()

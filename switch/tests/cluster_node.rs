@@ -964,7 +964,28 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
     let stopped = std::time::Instant::now();
     pg = off_runtime(move || {
         pg.stop().expect("pg_ctl stop");
-        std::thread::sleep(Duration::from_secs(2));
+        pg
+    });
+    // Meanwhile every node's /readyz answers 503 (its archive drainer
+    // fails), so a load balancer sends it nothing.
+    for n in &nodes {
+        loop {
+            let (status, body) = http_get(n.http, "/readyz").await;
+            if status.contains("503") {
+                break;
+            }
+            assert!(
+                stopped.elapsed() < Duration::from_secs(10),
+                "{status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let down = stopped.elapsed();
+    if let Some(rest) = Duration::from_secs(2).checked_sub(down) {
+        tokio::time::sleep(rest).await;
+    }
+    pg = off_runtime(move || {
         pg.start().expect("pg_ctl start");
         pg
     });
@@ -987,6 +1008,8 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
     );
     for n in &mut nodes {
         assert!(n.running(), "a node stopped on the restart");
+        let (status, body) = http_get(n.http, "/readyz").await;
+        assert!(status.contains("200"), "{status} {body}");
     }
     let reconnects = nodes[0].metric("switch_cluster_reconnects_total").await
         + nodes[1].metric("switch_cluster_reconnects_total").await;

@@ -1,0 +1,147 @@
+//! A node cut from etcd while it still reaches PostgreSQL, the other
+//! nodes and its clients (the design's `partition`, its etcd half): n1
+//! reaches etcd through a TCP proxy the test can cut, n2 directly. Once
+//! cut, n1's lease runs out: it serves no shard, its `/readyz` answers 503
+//! saying why (so a load balancer moves its clients), and n2 serves every
+//! shard, approving each merchant's requests. When the cut heals, n1 joins
+//! again, gets shards back and is ready; every merchant's requests through
+//! it are approved, and every approval is in PostgreSQL once.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use common::nodes::*;
+use common::*;
+
+/// A TCP proxy to one address that the test can cut: every connection it
+/// carries is closed at once, and new ones are closed as they come, until
+/// it is healed.
+struct CutProxy {
+    /// Where clients connect.
+    addr: SocketAddr,
+    /// Whether it is cut now.
+    cut: watch::Sender<bool>,
+}
+
+impl CutProxy {
+    /// A proxy to `target` (`http://host:port` or `host:port`).
+    async fn start(target: &str) -> CutProxy {
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (cut, state) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *state.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let (target, mut state) = (target.clone(), state.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = state.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, cut }
+    }
+
+    /// Its URL as an etcd endpoint.
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cuts (`true`) or heals (`false`) it.
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// Polls until `a` serves `x` shards and `b` serves `y`; the time it took.
+async fn wait_served(a: &Proc, x: f64, b: &Proc, y: f64, bound: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let (sa, sb) = (
+            a.metric("switch_cluster_served_shards").await,
+            b.metric("switch_cluster_served_shards").await,
+        );
+        if sa == x && sb == y {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < bound, "served {sa} and {sb}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One pre-authorization of every merchant of `merchants` through
+/// `client`, seeds from `seed`: each must be approved.
+async fn approve_every_merchant(client: &mut Client, merchants: &[(String, String)], seed: u64) {
+    for (k, (f42, f41)) in merchants.iter().enumerate() {
+        let pre = preauth(&card(seed + k as u64), 1_000)
+            .set(41, f41)
+            .set(42, f42);
+        let answer = client.call(&pre).await;
+        assert_eq!(answer.code(), "00", "{f42}: {answer:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_etcd_gives_its_shards_up_says_unready_and_rejoins_when_it_heals() {
+    let (etcd, pg, url) = services("cluster_etcd_cut");
+    let dir = data_dir();
+    let proxy = CutProxy::start(etcd.url()).await;
+    let merchants = merchant_per_shard();
+    let extra = merchants_toml(&merchants);
+    let (n1, mut c1) = launch_node(&dir, &url, &proxy.url(), "n1", &extra).await;
+    let (n2, mut c2) = launch_node(&dir, &url, etcd.url(), "n2", &extra).await;
+    wait_split(&n1, &n2).await;
+    let (status, body) = http_get(n1.http, "/readyz").await;
+    assert!(status.contains("200"), "{status} {body}");
+
+    // Cut: n1's lease runs out; it serves nothing, and n2 everything.
+    proxy.set_cut(true);
+    let moved = wait_served(&n1, 0.0, &n2, f64::from(SHARDS), Duration::from_secs(15)).await;
+    eprintln!("every shard served by n2 {moved:?} after the cut");
+    let (status, body) = http_get(n1.http, "/readyz").await;
+    assert!(
+        status.contains("503") && body.contains("etcd"),
+        "{status} {body}"
+    );
+    approve_every_merchant(&mut c2, &merchants, 100).await;
+
+    // Healed: n1 joins again, gets shards back, and is ready.
+    proxy.set_cut(false);
+    wait_split(&n1, &n2).await;
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = http_get(n1.http, "/readyz").await;
+        if status.contains("200") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    approve_every_merchant(&mut c1, &merchants, 200).await;
+    // Every approval once, as a payment of its own.
+    assert_eq!(
+        count(&url, PAYMENT_RECORDS),
+        2 * merchants.len() as i64,
+        "payment records"
+    );
+    drop((n1, n2, pg, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}
