@@ -250,7 +250,8 @@ impl Committer {
         cancel: CancellationToken,
     ) -> anyhow::Result<Committer> {
         let unreplicated = Arc::new(AtomicBool::new(false));
-        let mut client = connect_noting(url, Some(unreplicated.clone()))?;
+        let mut client =
+            connect_noting(url, Some(COMMIT_SESSION_NAME), Some(unreplicated.clone()))?;
         client
             .batch_execute(SCHEMA)
             .context("laying out cluster_records")?;
@@ -258,6 +259,11 @@ impl Committer {
             .query_one("SELECT nextval('cluster_id_block')", &[])
             .context("taking a number block")?
             .get(0);
+        // The block is this life's alone only if the standby has it too.
+        anyhow::ensure!(
+            !unreplicated.swap(false, Ordering::AcqRel),
+            "taking a number block: its commit was not confirmed by the synchronous standby"
+        );
         let number_block = u64::try_from(block)
             .ok()
             .filter(|b| (1..engine::NUMBER_BLOCKS_MAX).contains(b))
@@ -633,7 +639,7 @@ impl Committer {
     /// that does not replay, or more than [`LOAD_RECORDS_MAX`] records.
     pub(crate) fn acquire(
         &self,
-        client: &mut postgres::Client,
+        (client, unreplicated): (&mut postgres::Client, &AtomicBool),
         engine: &engine::Engine,
         (shard, epoch): (u32, i64),
         now_ms: u64,
@@ -646,6 +652,7 @@ impl Committer {
     ) -> anyhow::Result<usize> {
         let started = std::time::Instant::now();
         let shard_sql = i32::try_from(shard)?;
+        unreplicated.store(false, Ordering::Release);
         let mut tx = client.transaction()?;
         cluster::fence::check(&mut tx, shard, epoch, &self.node_id)?;
         // One statement, one snapshot: the latest velocity checkpoint and
@@ -665,6 +672,13 @@ impl Committer {
             .query_one("SELECT nextval('cluster_id_block')", &[])?
             .get(0);
         tx.commit()?;
+        // The fence at this epoch and the id block hold only if the
+        // standby has them: a failover could otherwise give the block to
+        // another node. Not served; the loader loads it again.
+        anyhow::ensure!(
+            !unreplicated.swap(false, Ordering::AcqRel),
+            "shard {shard}: the load's commit was not confirmed by the synchronous standby"
+        );
         // Every payment loaded is in the archive before it is served, so
         // memory may let it go (`cluster_drain`).
         let loaded: Vec<(i64, i16, &[u8])> = rows
@@ -823,38 +837,52 @@ impl engine::Journal for Committer {
 
 /// The committer's `application_name` in `pg_stat_activity`.
 const COMMIT_SESSION_NAME: &str = "switch-cluster-commit";
+/// The loader's (shard takeovers: fence, load, id block).
+pub(crate) const LOAD_SESSION_NAME: &str = "switch-cluster-load";
 
 /// Connects to PostgreSQL with the archive's session rule: every commit
 /// waits for the WAL flush (and a synchronous standby's), and the
 /// archive's bounds on every wait (`archive::pg_session_config`).
 pub(crate) fn connect(url: &str) -> anyhow::Result<postgres::Client> {
-    connect_noting(url, None)
+    connect_noting(url, None, None)
 }
 
-/// As [`connect`]; for the committer (`unreplicated` given), named
-/// [`COMMIT_SESSION_NAME`] and raising `unreplicated` when PostgreSQL
+/// As [`connect`], named `name` in `pg_stat_activity`, with the mark
+/// [`connect_noting`] raises when a commit was not confirmed by the
+/// synchronous standby (for the loader: `Committer::acquire`).
+pub(crate) fn connect_watched(
+    url: &str,
+    name: &'static str,
+) -> anyhow::Result<(postgres::Client, Arc<AtomicBool>)> {
+    let unreplicated = Arc::new(AtomicBool::new(false));
+    let client = connect_noting(url, Some(name), Some(unreplicated.clone()))?;
+    Ok((client, unreplicated))
+}
+
+/// As [`connect`], named `name`, raising `unreplicated` when PostgreSQL
 /// warns that a commit's wait for the synchronous standby was cancelled
-/// (SQLSTATE 01000, "canceling wait for synchronous replication": a
-/// cancelled query, a terminated session). That commit holds on this
-/// server and maybe not on the standby, which a failover would promote.
+/// ("canceling wait for synchronous replication", SQLSTATE 01000 for a
+/// cancelled query, 57P01 for a terminated session). That commit holds
+/// on this server and maybe not on the standby, which a failover would
+/// promote.
 fn connect_noting(
     url: &str,
+    name: Option<&'static str>,
     unreplicated: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<postgres::Client> {
     let mut config = archive::pg_session_config(url)?;
-    if unreplicated.is_some() {
-        config.application_name(COMMIT_SESSION_NAME);
+    if let Some(name) = name {
+        config.application_name(name);
     }
     config.notice_callback(move |notice| {
         let code = notice.code();
+        let warning = notice.parsed_severity() == Some(postgres::error::Severity::Warning);
         if let Some(flag) = &unreplicated {
-            if *code == postgres::error::SqlState::WARNING
-                && notice.message().contains("synchronous replication")
-            {
+            if warning && notice.message().contains("synchronous replication") {
                 flag.store(true, Ordering::Release);
             }
         }
-        if notice.parsed_severity() == Some(postgres::error::Severity::Warning) {
+        if warning {
             tracing::warn!(
                 code = code.code(),
                 message = notice.message(),
@@ -1066,7 +1094,11 @@ impl Writer {
             self.pause(wait)?;
             wait = (wait * 2).min(RECONNECT_WAIT_MAX);
             metrics::counter!("switch_cluster_reconnects_total").increment(1);
-            match connect_noting(&self.url, Some(self.unreplicated.clone())) {
+            match connect_noting(
+                &self.url,
+                Some(COMMIT_SESSION_NAME),
+                Some(self.unreplicated.clone()),
+            ) {
                 Ok(client) => {
                     self.client = client;
                     tracing::info!("cluster: reconnected to PostgreSQL");

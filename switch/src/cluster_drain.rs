@@ -199,22 +199,30 @@ pub(crate) fn drain_loaded(
 
 /// A session on `cluster_records` and the archive's own (durable). The
 /// drainer's first session commits its marks and deletions without
-/// waiting for the WAL flush (`flushed` false): each follows, in the WAL,
-/// the durable archive commit it records, so a crash loses at most a mark,
-/// and those rows are drained again. The loader's waits (`flushed`): its
-/// transactions also move the fence and take id blocks.
-pub(crate) fn sessions(
-    url: &str,
-    flushed: bool,
-) -> anyhow::Result<(postgres::Client, archive::PgArchive)> {
+/// waiting for the WAL flush: each follows, in the WAL, the durable
+/// archive commit it records, so a crash loses at most a mark, and those
+/// rows are drained again.
+pub(crate) fn sessions(url: &str) -> anyhow::Result<(postgres::Client, archive::PgArchive)> {
     let mut client = crate::cluster_commit::connect(url)?;
-    if !flushed {
-        client
-            .batch_execute("SET synchronous_commit = off")
-            .context("the drainer's session")?;
-    }
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .context("the drainer's session")?;
     let archive = archive::PgArchive::connect(url).context("the archive")?;
     Ok((client, archive))
+}
+
+/// The loader's sessions: as the drainer's, but its commits wait for the
+/// flush and the synchronous standby (they move the fence and take id
+/// blocks), named `switch-cluster-load`, with the mark its session raises
+/// when such a wait was cancelled (`Committer::acquire` then refuses the
+/// load).
+pub(crate) fn loader_sessions(
+    url: &str,
+) -> anyhow::Result<(postgres::Client, archive::PgArchive, Arc<AtomicBool>)> {
+    let (client, unreplicated) =
+        crate::cluster_commit::connect_watched(url, crate::cluster_commit::LOAD_SESSION_NAME)?;
+    let archive = archive::PgArchive::connect(url).context("the archive")?;
+    Ok((client, archive, unreplicated))
 }
 
 /// The running drainer.
@@ -240,7 +248,7 @@ impl ClusterDrainer {
         (clock, archive_retention_ms): (crate::Clock, u64),
     ) -> anyhow::Result<ClusterDrainer> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (mut client, archive) = sessions(url, false)?;
+        let (mut client, archive) = sessions(url)?;
         let after: i64 = client
             .query_one("SELECT COALESCE(max(n), 0) FROM cluster_records", &[])
             .context("reading cluster_records")?
@@ -365,7 +373,7 @@ impl Run {
     /// One pass; how many records it wrote.
     fn pass(&mut self) -> anyhow::Result<usize> {
         if self.sessions.is_none() {
-            self.sessions = Some(sessions(&self.url, false)?);
+            self.sessions = Some(sessions(&self.url)?);
         }
         let Some((client, archive)) = self.sessions.as_mut() else {
             unreachable!("connected above")

@@ -481,14 +481,16 @@ impl Loader {
                     continue;
                 }
                 if client.is_none() {
-                    client = crate::cluster_drain::sessions(&self.url, true)
+                    client = crate::cluster_drain::loader_sessions(&self.url)
                         .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "cluster: the loader cannot reach PostgreSQL"))
                         .ok();
                 }
-                let Some((c, a)) = client.as_mut() else { break };
+                let Some((c, a, unreplicated)) = client.as_mut() else {
+                    break;
+                };
                 let now_ms = self.node.clock.now_ms();
                 match self.committer.acquire(
-                    c,
+                    (c, unreplicated),
                     &self.node.engine,
                     (shard, epoch),
                     now_ms,

@@ -4,7 +4,8 @@
 //! Patroni's clients do: an answer leaves only once the standby flushed
 //! its change, even when PostgreSQL reports a commit whose wait for the
 //! standby was cancelled or whose session was terminated meanwhile (the
-//! commit then holds on the primary alone); and after a kill -9 of the
+//! commit then holds on the primary alone), and a shard whose takeover
+//! load the standby lacks is not served; and after a kill -9 of the
 //! primary under mixed traffic through two nodes and the promotion of the
 //! standby, every approval is on the promoted server once and service
 //! resumes without restarting a node.
@@ -39,42 +40,47 @@ fn services_with_standby(name: &str) -> (EtcdServer, PgServer, PgServer, String)
     (etcd, primary, standby, url)
 }
 
-/// The committers' sessions on `server` that wait for the synchronous
-/// standby, polled every 20 ms until there is one; fails after 10 s.
-fn committers_waiting(server: &PgServer) -> Vec<i32> {
-    let url = server.url("postgres");
-    let started = std::time::Instant::now();
-    loop {
-        let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-        let pids: Vec<i32> = db
-            .query(
-                "SELECT pid FROM pg_stat_activity \
-                 WHERE application_name = 'switch-cluster-commit' AND wait_event = 'SyncRep'",
-                &[],
-            )
-            .expect("pg_stat_activity")
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if !pids.is_empty() {
-            return pids;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no committer waits for the standby"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The sessions named `name` on `server` that wait for the synchronous
+/// standby now.
+fn waiting(server: &PgServer, name: &str) -> Vec<i32> {
+    let mut db =
+        postgres::Client::connect(&server.url("postgres"), postgres::NoTls).expect("connect");
+    db.query(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event = 'SyncRep'",
+        &[&name],
+    )
+    .expect("pg_stat_activity")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
 
 /// Runs `function(pid)` (`pg_cancel_backend`, `pg_terminate_backend`) on
-/// every committer of `server` waiting for the standby.
-fn interrupt_waiting_committers(server: &PgServer, function: &str) {
-    for pid in committers_waiting(server) {
+/// every session named `name` of `server` waiting for the standby, once
+/// there is one (polled every 20 ms; fails after 10 s).
+fn interrupt_waiting(server: &PgServer, name: &str, function: &str) {
+    let started = std::time::Instant::now();
+    let pids = loop {
+        let pids = waiting(server, name);
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {name} session waits for the standby"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for pid in pids {
         server
             .execute("postgres", &format!("SELECT {function}({pid})"))
             .expect(function);
     }
+}
+
+/// [`interrupt_waiting`] of the committers.
+fn interrupt_waiting_committers(server: &PgServer, function: &str) {
+    interrupt_waiting(server, "switch-cluster-commit", function);
 }
 
 /// Launches node `node_id` and waits until it serves every shard.
@@ -263,5 +269,60 @@ async fn a_failover_to_the_synchronous_standby_under_load_loses_no_acknowledged_
         "the URL reached the promoted standby"
     );
     drop((nodes, standby, primary, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_whose_load_the_standby_has_not_confirmed_is_not_served() {
+    let (etcd, primary, standby, url) = services_with_standby("cluster_sync_load");
+    let dir = data_dir();
+    let (mut n1, _) = launch_node(&dir, &url, etcd.url(), "n1", "").await;
+    let (n2, _) = launch_node(&dir, &url, etcd.url(), "n2", "").await;
+    wait_split(&n1, &n2).await;
+    let own = n2.metric("switch_cluster_served_shards").await;
+
+    // The standby stops and n1 is killed: once its lease expires, n2's
+    // load of each of its shards (the fence at a new epoch, an id block)
+    // waits for the standby. Those waits are cancelled as they come for
+    // 2 s: PostgreSQL reports the loads committed, on the primary only.
+    // n2 serves none of those shards.
+    let mut standby = off_runtime(move || {
+        let mut standby = standby;
+        standby.stop().expect("pg_ctl stop");
+        standby
+    });
+    n1.kill9();
+    off_runtime(|| interrupt_waiting(&primary, "switch-cluster-load", "pg_cancel_backend"));
+    let cancelled = std::time::Instant::now();
+    while cancelled.elapsed() < Duration::from_secs(2) {
+        let primary = &primary;
+        off_runtime(move || {
+            for pid in waiting(primary, "switch-cluster-load") {
+                primary
+                    .execute("postgres", &format!("SELECT pg_cancel_backend({pid})"))
+                    .expect("cancel");
+            }
+        });
+        let served = n2.metric("switch_cluster_served_shards").await;
+        assert_eq!(
+            served, own,
+            "n2 serves a shard whose load the standby lacks"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The standby is back: n2 loads the dead node's shards and serves
+    // every shard.
+    standby = off_runtime(move || {
+        standby.start().expect("pg_ctl start");
+        standby
+    });
+    n2.wait_metric(
+        "switch_cluster_served_shards",
+        Duration::from_secs(20),
+        |v| v == f64::from(SHARDS),
+    )
+    .await;
+    drop((n1, n2, standby, primary, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }
