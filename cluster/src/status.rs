@@ -1,7 +1,9 @@
 //! What etcd says of a cluster, for `switch cluster status`: its nodes,
-//! the shards each owns and their epochs; and what each node says of
-//! itself (`GET /cluster` at its `http_addr`): the shards it serves, and
-//! its commit queue. The epochs in PostgreSQL are not read.
+//! the shards each owns and their epochs; what each node says of itself
+//! (`GET /cluster` at its `http_addr`): the shards it serves, and its
+//! commit queue; and, when asked ([`read_postgres`]), what PostgreSQL
+//! says: the server written to, its standbys and their replay lag, and
+//! the fence's epochs, compared with etcd's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -95,7 +97,7 @@ async fn figures(http: &reqwest::Client, http_addr: &str) -> Option<Figures> {
 }
 
 /// A cluster as etcd holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Status {
     /// The key prefix read.
     pub prefix: String,
@@ -103,6 +105,93 @@ pub struct Status {
     pub nodes: Vec<Node>,
     /// Owner keys, by shard.
     pub owners: BTreeMap<u32, ShardOwner>,
+    /// What PostgreSQL says, when it was read.
+    pub postgres: Option<Postgres>,
+}
+
+/// What the PostgreSQL server the URL reaches says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Postgres {
+    /// Its address (`host:port`, `local` over a socket).
+    pub server: String,
+    /// Whether it is a standby (in recovery): nodes cannot write there.
+    pub in_recovery: bool,
+    /// The standbys streaming from it (`pg_stat_replication`).
+    pub standbys: Vec<Standby>,
+    /// The fence's epoch of each shard (`shard_owner`).
+    pub epochs: BTreeMap<u32, i64>,
+}
+
+/// One standby, as its primary sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standby {
+    /// Its `application_name`.
+    pub name: String,
+    /// `streaming`, `catchup`, …
+    pub state: String,
+    /// `sync`, `async`, `potential`, `quorum`.
+    pub sync_state: String,
+    /// How far its replay is behind, in ms; `None` when idle (PostgreSQL
+    /// clears it once the standby caught up with no new WAL).
+    pub replay_lag_ms: Option<f64>,
+}
+
+/// Most standbys listed.
+const STANDBYS_MAX: i64 = 16;
+
+/// Reads what `client`'s server says of itself, its standbys (the role
+/// must be allowed `pg_stat_replication`'s columns, as a superuser or
+/// `pg_monitor` is) and the fence's epochs (none before a node installed
+/// the fence).
+///
+/// # Errors
+/// PostgreSQL's.
+pub fn read_postgres(client: &mut postgres::Client) -> Result<Postgres, postgres::Error> {
+    let row = client.query_one(
+        "SELECT host(inet_server_addr()), inet_server_port(), pg_is_in_recovery(), \
+                to_regclass('shard_owner') IS NOT NULL",
+        &[],
+    )?;
+    let (host, port): (Option<String>, Option<i32>) = (row.get(0), row.get(1));
+    let server = match (host, port) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        _ => "local".to_owned(),
+    };
+    let fenced: bool = row.get(3);
+    let standbys = client
+        .query(
+            "SELECT application_name, state, sync_state, \
+                    (EXTRACT(EPOCH FROM replay_lag) * 1000)::float8 \
+             FROM pg_stat_replication ORDER BY application_name LIMIT $1",
+            &[&STANDBYS_MAX],
+        )?
+        .iter()
+        .map(|r| Standby {
+            name: r.get::<_, Option<String>>(0).unwrap_or_default(),
+            state: r.get::<_, Option<String>>(1).unwrap_or_default(),
+            sync_state: r.get::<_, Option<String>>(2).unwrap_or_default(),
+            replay_lag_ms: r.get(3),
+        })
+        .collect();
+    let mut epochs = BTreeMap::new();
+    if fenced {
+        let limit = i64::from(SHARD_COUNT_MAX);
+        for r in client.query(
+            "SELECT shard, epoch FROM shard_owner ORDER BY shard LIMIT $1",
+            &[&limit],
+        )? {
+            let shard: i32 = r.get(0);
+            if let Ok(shard) = u32::try_from(shard) {
+                epochs.insert(shard, r.get(1));
+            }
+        }
+    }
+    Ok(Postgres {
+        server,
+        in_recovery: row.get(2),
+        standbys,
+        epochs,
+    })
 }
 
 /// Reads the cluster under `prefix`.
@@ -136,6 +225,7 @@ pub async fn read(etcd: &Etcd, prefix: &str) -> Result<Status, EtcdError> {
         prefix: prefix.to_owned(),
         nodes,
         owners: view.owners,
+        postgres: None,
     })
 }
 
@@ -215,7 +305,57 @@ impl Status {
             );
         }
         let _ = writeln!(out, "shards owned: {}", self.owners.len());
+        if let Some(pg) = &self.postgres {
+            self.render_postgres(pg, &mut out);
+        }
         out
+    }
+
+    /// The PostgreSQL lines: the server and its role, each standby, and
+    /// the shards whose epoch there differs from etcd's (a takeover in
+    /// progress, or a fault).
+    fn render_postgres(&self, pg: &Postgres, out: &mut String) {
+        let role = if pg.in_recovery {
+            "a standby (in recovery): nodes cannot write here"
+        } else {
+            "primary"
+        };
+        let _ = write!(out, "postgres {}: {role}", pg.server);
+        if pg.standbys.is_empty() {
+            let _ = writeln!(out, ", no standby streaming");
+        } else {
+            let _ = writeln!(out, ", {} standby(s):", pg.standbys.len());
+        }
+        for s in &pg.standbys {
+            let lag = s
+                .replay_lag_ms
+                .map_or("none".to_owned(), |ms| format!("{ms:.1}ms"));
+            let _ = writeln!(
+                out,
+                "  standby {} {} ({}), replay lag {lag}",
+                s.name, s.state, s.sync_state
+            );
+        }
+        let differ: Vec<String> = self
+            .owners
+            .iter()
+            .filter_map(|(shard, o)| {
+                let fenced = pg.epochs.get(shard).copied();
+                (fenced != Some(o.epoch)).then(|| {
+                    let fenced = fenced.map_or("none".to_owned(), |e| e.to_string());
+                    format!("shard {shard} etcd {} postgres {fenced}", o.epoch)
+                })
+            })
+            .collect();
+        if differ.is_empty() {
+            let _ = writeln!(out, "epochs: every owned shard's as in etcd");
+        } else {
+            let _ = writeln!(
+                out,
+                "epochs differ (a takeover in progress, or a fault): {}",
+                differ.join("; ")
+            );
+        }
     }
 
     /// The status as one JSON object: `prefix`; `nodes`, each with
@@ -261,18 +401,44 @@ impl Status {
                     "shard": s,
                     "owner": o.record.node_id,
                     "epoch": o.epoch,
+                    "postgres_epoch": self.postgres.as_ref().and_then(|pg| pg.epochs.get(&s)),
                     "owner_known": self.nodes.iter().any(|n| n.node_id == o.record.node_id),
                 })
             })
             .collect();
-        json!({ "prefix": self.prefix, "nodes": nodes, "shards": shards })
+        let postgres = self.postgres.as_ref().map(|pg| {
+            json!({
+                "server": pg.server,
+                "in_recovery": pg.in_recovery,
+                "standbys": pg.standbys.iter().map(|s| json!({
+                    "name": s.name,
+                    "state": s.state,
+                    "sync_state": s.sync_state,
+                    "replay_lag_ms": s.replay_lag_ms,
+                })).collect::<Vec<_>>(),
+            })
+        });
+        json!({ "prefix": self.prefix, "nodes": nodes, "shards": shards, "postgres": postgres })
     }
 
-    /// A line per owned shard: shard, owner, epoch.
+    /// A line per owned shard: shard, owner, epoch (and the fence's epoch
+    /// in PostgreSQL when it was read).
     pub fn render_shards(&self) -> String {
-        let mut out = String::from("  shard  owner             epoch\n");
+        let Some(pg) = &self.postgres else {
+            let mut out = String::from("  shard  owner             epoch\n");
+            for (s, o) in &self.owners {
+                let _ = writeln!(out, "  {s:>5}  {:<17} {}", o.record.node_id, o.epoch);
+            }
+            return out;
+        };
+        let mut out = String::from("  shard  owner             epoch  postgres\n");
         for (s, o) in &self.owners {
-            let _ = writeln!(out, "  {s:>5}  {:<17} {}", o.record.node_id, o.epoch);
+            let fenced = pg.epochs.get(s).map_or("-".to_owned(), i64::to_string);
+            let _ = writeln!(
+                out,
+                "  {s:>5}  {:<17} {:<5}  {fenced}",
+                o.record.node_id, o.epoch
+            );
         }
         out
     }
@@ -328,6 +494,7 @@ mod tests {
                 (1, owner("n1", 9)),
                 (2, owner("n2", 7)),
             ]),
+            postgres: None,
         };
         let text = status.render();
         assert!(
@@ -356,7 +523,43 @@ mod tests {
         assert_eq!(json["nodes"][1]["figures"], serde_json::Value::Null);
         assert_eq!(
             json["shards"][2],
-            serde_json::json!({"shard": 2, "owner": "n2", "epoch": 7, "owner_known": false})
+            serde_json::json!({"shard": 2, "owner": "n2", "epoch": 7, "postgres_epoch": null, "owner_known": false})
         );
+        assert!(!text.contains("postgres"), "{text}");
+
+        // With PostgreSQL read: the server, its standby, and the shards
+        // whose fence epoch is not etcd's (one behind: a load under way;
+        // none: never fenced).
+        let mut status = status;
+        status.postgres = Some(Postgres {
+            server: "10.0.0.5:5432".into(),
+            in_recovery: false,
+            standbys: vec![Standby {
+                name: "pg2".into(),
+                state: "streaming".into(),
+                sync_state: "sync".into(),
+                replay_lag_ms: Some(0.42),
+            }],
+            epochs: BTreeMap::from([(0, 5), (1, 8)]),
+        });
+        let text = status.render();
+        assert!(
+            text.contains("postgres 10.0.0.5:5432: primary, 1 standby(s):\n  standby pg2 streaming (sync), replay lag 0.4ms\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("epochs differ (a takeover in progress, or a fault): shard 1 etcd 9 postgres 8; shard 2 etcd 7 postgres none"),
+            "{text}"
+        );
+        assert!(status
+            .render_shards()
+            .contains("    1  n1                9      8"));
+        if let Some(pg) = status.postgres.as_mut() {
+            pg.epochs.extend([(1, 9), (2, 7)]);
+        }
+        assert!(status
+            .render()
+            .contains("epochs: every owned shard's as in etcd"));
+        assert_eq!(status.to_json()["shards"][1]["postgres_epoch"], 9);
     }
 }

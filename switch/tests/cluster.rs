@@ -361,6 +361,31 @@ fn the_harness_script_starts_and_stops_three_etcd_members_postgres_with_its_stan
         .get(0);
     assert_eq!(sync, 1, "one synchronous standby");
     drop(db);
+    // `cluster status --pg` reads the primary through the two-host URL:
+    // its address, its streaming synchronous standby, and every owned
+    // shard fenced at etcd's epoch.
+    let out = Command::new(SWITCH)
+        .args(["cluster", "status", "--etcd", &etcd, "--pg", &pg_url])
+        .output()
+        .unwrap();
+    let with_pg = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{with_pg}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        with_pg.contains(&format!("postgres {}: primary, 1 standby(s):", hosts[0])),
+        "{with_pg}"
+    );
+    assert!(
+        with_pg.contains(" streaming (sync), replay lag "),
+        "{with_pg}"
+    );
+    assert!(
+        with_pg.contains("epochs: every owned shard's as in etcd"),
+        "{with_pg}"
+    );
     assert!(!value("PG_STANDBY_DATA").is_empty(), "{env}");
     run("down");
     for host in &hosts {

@@ -167,6 +167,11 @@ pub(crate) enum ClusterAction {
         /// A line per shard too: its owner and epoch.
         #[arg(long)]
         shards: bool,
+        /// PostgreSQL too (the nodes' `archive.url`): the server it
+        /// reaches and its role, its standbys and their replay lag, and
+        /// the shards whose fence epoch differs from etcd's.
+        #[arg(long = "pg", value_name = "URL")]
+        pg: Option<String>,
         /// The same as one JSON object (nodes with their figures, and
         /// every shard's owner and epoch), for scripts.
         #[arg(long, conflicts_with = "shards")]

@@ -1,6 +1,7 @@
 //! `switch cluster status`: what etcd says of a cluster (its nodes, the
 //! shards each owns, their epochs) and each node of itself (`GET
-//! /cluster`), as text or `--json`. `switch cluster drain
+//! /cluster`), and with `--pg` PostgreSQL (its role, standbys, the
+//! fence's epochs), as text or `--json`. `switch cluster drain
 //! NODE`: asks a node to hand every shard over (etcd key
 //! `PREFIX/drain/NODE`, read by the node at each poll), `--undo` ends it.
 
@@ -27,13 +28,17 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
             cluster,
             prefix,
             shards,
+            pg,
             json,
         } => {
             let prefix = key_prefix(prefix, &cluster)?;
             let client = etcd_client(&etcd)?;
-            let status = runtime
+            let mut status = runtime
                 .block_on(cluster::status::read(&client, &prefix))
                 .with_context(|| format!("reading {prefix} from etcd"))?;
+            if let Some(url) = pg {
+                status.postgres = Some(read_postgres(&url)?);
+            }
             if json {
                 println!("{}", status.to_json());
                 return Ok(());
@@ -126,6 +131,16 @@ fn key_prefix(prefix: Option<String>, cluster: &str) -> anyhow::Result<String> {
             Ok(cluster::member::prefix(cluster))
         }
     }
+}
+
+/// What PostgreSQL at `url` says (`--pg`), through a session bounded as
+/// the archive's; the error names the URL without its password.
+fn read_postgres(url: &str) -> anyhow::Result<cluster::status::Postgres> {
+    let location = archive::redact_url(url);
+    let mut client = archive::pg_session_config(url)?
+        .connect(postgres::NoTls)
+        .with_context(|| format!("connecting to --pg {location}"))?;
+    cluster::status::read_postgres(&mut client).with_context(|| format!("reading --pg {location}"))
 }
 
 /// An etcd client of `--etcd`.
