@@ -40,6 +40,7 @@ pub use batches::Batches;
 pub use error::ArchiveError;
 pub use fetch::fetch;
 pub use pg::redact::redact as redact_url;
+pub use pg::schema::IDLE_IN_TRANSACTION_MS as PG_IDLE_IN_TRANSACTION_MS;
 pub use pg::{session_config as pg_session_config, PgArchive};
 pub use sqlite::{SqliteArchive, FILE_NAME};
 pub use store::{

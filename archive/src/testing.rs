@@ -108,29 +108,7 @@ impl PgServer {
     /// [`ServerError::Missing`] without the binaries; the failing command
     /// or path otherwise.
     pub fn new() -> Result<Self, ServerError> {
-        let bin = binaries()?;
-        let user = run_as()?;
-        let n = SERVERS.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("archive-pg-{}-{n}", std::process::id()));
-        let io = |source| ServerError::Io {
-            path: dir.display().to_string(),
-            source,
-        };
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io)?;
-        }
-        fs::create_dir(&dir).map_err(io)?;
-        let mut server = PgServer {
-            bin,
-            dir,
-            user,
-            port: 0,
-            running: false,
-        };
-        if let Some(user) = user {
-            let dir = server.dir.display().to_string();
-            run(Command::new("chown").args([&format!("{user}:"), &dir]))?;
-        }
+        let mut server = PgServer::unstarted(binaries()?, run_as()?)?;
         server.initdb()?;
         server.first_start()?;
         Ok(server)
@@ -146,27 +124,7 @@ impl PgServer {
     /// When the backup, the start or the reconfiguration fails, or the
     /// standby is not streaming within [`START_WAIT_S`].
     pub fn standby(&self) -> Result<PgServer, ServerError> {
-        let n = SERVERS.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("archive-pg-{}-{n}", std::process::id()));
-        let io = |source| ServerError::Io {
-            path: dir.display().to_string(),
-            source,
-        };
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io)?;
-        }
-        fs::create_dir(&dir).map_err(io)?;
-        let mut standby = PgServer {
-            bin: self.bin.clone(),
-            dir,
-            user: self.user,
-            port: 0,
-            running: false,
-        };
-        if let Some(user) = standby.user {
-            let dir = standby.dir.display().to_string();
-            run(Command::new("chown").args([&format!("{user}:"), &dir]))?;
-        }
+        let mut standby = PgServer::unstarted(self.bin.clone(), self.user)?;
         // -R writes standby.signal and primary_conninfo; -X stream copies
         // the WAL written meanwhile; -c fast checkpoints at once instead
         // of spreading the checkpoint over minutes.
@@ -240,6 +198,32 @@ impl PgServer {
         let _ = Command::new("kill").args(["-KILL", &pid]).status();
         self.running = false;
         Ok(())
+    }
+
+    /// A server with a new, empty temporary directory (owned by `user`
+    /// when there is one), on no port yet, not started.
+    fn unstarted(bin: PathBuf, user: Option<&'static str>) -> Result<PgServer, ServerError> {
+        let n = SERVERS.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("archive-pg-{}-{n}", std::process::id()));
+        let io = |source| ServerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io)?;
+        }
+        fs::create_dir(&dir).map_err(io)?;
+        if let Some(user) = user {
+            let dir = dir.display().to_string();
+            run(Command::new("chown").args([&format!("{user}:"), &dir]))?;
+        }
+        Ok(PgServer {
+            bin,
+            dir,
+            user,
+            port: 0,
+            running: false,
+        })
     }
 
     /// The URL of database `name` as the superuser (trust: no password).

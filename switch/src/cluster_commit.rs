@@ -900,7 +900,14 @@ fn connect_noting(
     let mut client = config
         .connect(postgres::NoTls)
         .context("connecting to PostgreSQL (archive.url)")?;
-    client.batch_execute("SET synchronous_commit = on")?;
+    // A node frozen mid-transaction (paused, its VM stopped) would hold
+    // its shards' fence rows, and every takeover would wait on them: the
+    // server ends such a transaction after this, and the node, woken,
+    // finds its session gone.
+    client.batch_execute(&format!(
+        "SET synchronous_commit = on; SET idle_in_transaction_session_timeout = {}",
+        archive::PG_IDLE_IN_TRANSACTION_MS
+    ))?;
     Ok(client)
 }
 

@@ -39,18 +39,6 @@ use cluster::testing::EtcdServer;
 use common::nodes::*;
 use common::*;
 
-/// Starts node `node_id` and waits until it serves every shard.
-async fn start_node(dir: &Path, url: &str, etcd: &str, node_id: &str) -> (Proc, Client) {
-    let (node, client) = launch_node(dir, url, etcd, node_id, "").await;
-    node.wait_metric(
-        "switch_cluster_served_shards",
-        Duration::from_secs(15),
-        |v| v == f64::from(SHARDS),
-    )
-    .await;
-    (node, client)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_leave_after_the_commit_and_a_takeover_after_kill_9_gives_the_same_ones() {
     let (etcd, pg, url) = services("cluster_takeover");
@@ -304,46 +292,6 @@ async fn two_nodes_forward_to_the_owner_and_survive_its_kill_9() {
     drop(survivor);
     drop(pg);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The node id etcd names as the owner of the demo merchant's shard, once
-/// it is the one rendezvous hashing gives among `nodes` (no hand-over of
-/// it in flight).
-async fn demo_owner_of(etcd: &EtcdServer, nodes: &[&str]) -> String {
-    let shard = cluster::assign::shard_of_merchant(b"DEMO00000000001", SHARDS);
-    let names: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
-    let desired = cluster::assign::owner(cluster::assign::SALT_PAYMENT, shard, &names)
-        .expect("an owner")
-        .to_owned();
-    let client =
-        cluster::etcd::Etcd::new(&[etcd.url().to_owned()], Duration::from_secs(1)).expect("client");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let view = cluster::member::read_view(&client, "/switch/test", SHARDS)
-            .await
-            .expect("view");
-        if view.owners.get(&shard).map(|o| &o.record.node_id) == Some(&desired) {
-            return desired;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{desired} never owned shard {shard}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// [`demo_owner_of`] two nodes, n1 and n2.
-async fn demo_owner(etcd: &EtcdServer) -> String {
-    demo_owner_of(etcd, &["n1", "n2"]).await
-}
-
-fn signal(p: &Proc, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &p.child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(ok.success(), "kill {sig}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -932,31 +880,8 @@ async fn cluster_metrics_moved(nodes: &[Proc], commit_timed_before: f64) {
 async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledged_one() {
     let (etcd, mut pg, url) = services("cluster_pg_restart");
     let dir = data_dir();
-    let mut nodes = Vec::new();
-    for name in ["n1", "n2"] {
-        let (p, _) = launch_node(&dir, &url, etcd.url(), name, "").await;
-        nodes.push(p);
-    }
-    wait_split(&nodes[0], &nodes[1]).await;
-
-    // Four workers, two through each node (so some requests are
-    // forwarded), on both merchants.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let merchants = std::sync::Arc::new(vec![
-        ("DEMO00000000001".to_owned(), "DEMO0001".to_owned()),
-        ("DEMO00000000002".to_owned(), "DEMO0101".to_owned()),
-    ]);
-    let addrs = vec![nodes[0].iso, nodes[1].iso];
-    let mut workers = Vec::new();
-    for w in 0..4_u64 {
-        workers.push(tokio::spawn(mixed_worker(
-            addrs.clone(),
-            (w % 2) as usize,
-            w,
-            merchants.clone(),
-            stop.clone(),
-        )));
-    }
+    let mut nodes = two_nodes(&dir, &url, etcd.url()).await;
+    let load = MixedLoad::start(&nodes);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let commit_timed_before = sum_metric(&nodes, "switch_cluster_commit_seconds_count").await;
     // PostgreSQL stops (fast: its sessions are closed), stays down 2 s and
@@ -995,11 +920,7 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
     let approved_before = nodes[0].metric("switch_cluster_commits_total").await
         + nodes[1].metric("switch_cluster_commits_total").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut answered = Vec::new();
-    for w in workers {
-        answered.extend(w.await.expect("a worker").answered);
-    }
+    let answered = load.finish().await;
     let approved_after = nodes[0].metric("switch_cluster_commits_total").await
         + nodes[1].metric("switch_cluster_commits_total").await;
     assert!(
@@ -1017,18 +938,7 @@ async fn a_postgresql_restart_under_load_pauses_changes_and_loses_no_acknowledge
     cluster_metrics_moved(&nodes, commit_timed_before).await;
 
     // Every answer is an approval, or 91/96 while PostgreSQL was away.
-    let mut paused = 0;
-    for (req, resp, _) in &answered {
-        match resp.code().as_str() {
-            "00" => {}
-            "91" | "96" => paused += 1,
-            other => panic!("answer {other} to {} {req:?}", req.mti),
-        }
-    }
-    let approvals: Vec<_> = answered
-        .iter()
-        .filter(|(_, r, _)| r.code() == "00")
-        .collect();
+    let (approvals, paused) = approvals_and_pauses(&answered);
     eprintln!(
         "{} answers, {} approved, {paused} paused (91/96), {reconnects} reconnection attempts",
         answered.len(),

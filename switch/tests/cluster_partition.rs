@@ -5,7 +5,10 @@
 //! saying why (so a load balancer moves its clients), and n2 serves every
 //! shard, approving each merchant's requests. When the cut heals, n1 joins
 //! again, gets shards back and is ready; every merchant's requests through
-//! it are approved, and every approval is in PostgreSQL once.
+//! it are approved, and every approval is in PostgreSQL once. And a node
+//! paused inside a transaction (after its fences, before its commit) does
+//! not keep the survivor from taking its shards: PostgreSQL ends the idle
+//! transaction, releasing the fence rows.
 
 mod common;
 
@@ -143,5 +146,84 @@ async fn a_node_cut_from_etcd_gives_its_shards_up_says_unready_and_rejoins_when_
         "payment records"
     );
     drop((n1, n2, pg, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sessions named `name` waiting for a lock now.
+fn waiting_for_a_lock(url: &str, name: &str) -> i64 {
+    let mut db = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    db.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        &[&name],
+    )
+    .expect("pg_stat_activity")
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_inside_a_transaction_does_not_hold_its_shards_past_the_takeover() {
+    let (etcd, pg, url) = services("cluster_pause_in_tx");
+    let dir = data_dir();
+    let (n1, c1) = start_node(&dir, &url, etcd.url(), "n1").await;
+    let (n2, c2) = launch_node(&dir, &url, etcd.url(), "n2", "").await;
+    wait_split(&n1, &n2).await;
+    let owner = demo_owner(&etcd).await;
+    let (paused, survivor, mut cp) = if owner == "n1" {
+        (n1, n2, c1)
+    } else {
+        (n2, n1, c2)
+    };
+
+    let pre = preauth(&card(31), 1_000);
+    assert_eq!(cp.call(&pre).await.code(), "00");
+
+    // The test holds cluster_records: the owner's next commit (a capture,
+    // which counts no card, so no other node commits for it) passes its
+    // shards' fences (locking and updating their shard_owner rows), then
+    // waits at its INSERT. Paused there, and the table let go, its
+    // transaction sits idle holding those rows, as a node frozen between
+    // two statements would.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            let mut tx = db.transaction().expect("begin");
+            tx.batch_execute("LOCK TABLE cluster_records IN SHARE ROW EXCLUSIVE MODE")
+                .expect("lock");
+            locked.send(()).expect("locked");
+            let _ = released.recv();
+            tx.commit().expect("commit");
+        })
+    };
+    is_locked.recv().expect("locked");
+    cp.send_raw(&capture(&pre, 1_000).encode()).await;
+    let started = std::time::Instant::now();
+    while off_runtime(|| waiting_for_a_lock(&url, "switch-cluster-commit")) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the owner's commit never waited for the table"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&paused, "-STOP");
+    release.send(()).expect("release");
+    holder.join().expect("the holder");
+
+    // The survivor takes every shard once the paused node's lease expires:
+    // PostgreSQL ends the idle transaction, so the fences it held do not
+    // block the loads.
+    let stopped = std::time::Instant::now();
+    survivor
+        .wait_metric(
+            "switch_cluster_served_shards",
+            Duration::from_secs(20),
+            |v| v == f64::from(SHARDS),
+        )
+        .await;
+    eprintln!("every shard served {:?} after the pause", stopped.elapsed());
+    signal(&paused, "-CONT");
+    drop((paused, survivor, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use archive::testing::PgServer;
@@ -81,18 +80,6 @@ fn interrupt_waiting(server: &PgServer, name: &str, function: &str) {
 /// [`interrupt_waiting`] of the committers.
 fn interrupt_waiting_committers(server: &PgServer, function: &str) {
     interrupt_waiting(server, "switch-cluster-commit", function);
-}
-
-/// Launches node `node_id` and waits until it serves every shard.
-async fn start_node(dir: &Path, url: &str, etcd: &str, node_id: &str) -> (Proc, Client) {
-    let (node, client) = launch_node(dir, url, etcd, node_id, "").await;
-    node.wait_metric(
-        "switch_cluster_served_shards",
-        Duration::from_secs(15),
-        |v| v == f64::from(SHARDS),
-    )
-    .await;
-    (node, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,31 +160,8 @@ async fn an_answer_waits_for_the_standby_even_when_its_wait_is_cancelled_or_its_
 async fn a_failover_to_the_synchronous_standby_under_load_loses_no_acknowledged_change() {
     let (etcd, primary, standby, url) = services_with_standby("cluster_failover");
     let dir = data_dir();
-    let mut nodes = Vec::new();
-    for name in ["n1", "n2"] {
-        let (p, _) = launch_node(&dir, &url, etcd.url(), name, "").await;
-        nodes.push(p);
-    }
-    wait_split(&nodes[0], &nodes[1]).await;
-
-    // Four workers, two through each node (so some requests are
-    // forwarded), on both merchants.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let merchants = std::sync::Arc::new(vec![
-        ("DEMO00000000001".to_owned(), "DEMO0001".to_owned()),
-        ("DEMO00000000002".to_owned(), "DEMO0101".to_owned()),
-    ]);
-    let addrs = vec![nodes[0].iso, nodes[1].iso];
-    let mut workers = Vec::new();
-    for w in 0..4_u64 {
-        workers.push(tokio::spawn(mixed_worker(
-            addrs.clone(),
-            (w % 2) as usize,
-            w,
-            merchants.clone(),
-            stop.clone(),
-        )));
-    }
+    let mut nodes = two_nodes(&dir, &url, etcd.url()).await;
+    let load = MixedLoad::start(&nodes);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let before = sum_metric(&nodes, "switch_cluster_committed_records_total").await;
     assert!(before > 0.0, "nothing committed before the failover");
@@ -216,11 +180,7 @@ async fn a_failover_to_the_synchronous_standby_under_load_loses_no_acknowledged_
     let promoted = sum_metric(&nodes, "switch_cluster_committed_records_total").await;
     // Service resumes by itself, on the promoted server.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut answered = Vec::new();
-    for w in workers {
-        answered.extend(w.await.expect("a worker").answered);
-    }
+    let answered = load.finish().await;
     let after = sum_metric(&nodes, "switch_cluster_committed_records_total").await;
     assert!(
         after > promoted,
@@ -240,18 +200,7 @@ async fn a_failover_to_the_synchronous_standby_under_load_loses_no_acknowledged_
     );
 
     // Every answer is an approval, or 91/96 while no server took writes.
-    let mut paused = 0;
-    for (req, resp, _) in &answered {
-        match resp.code().as_str() {
-            "00" => {}
-            "91" | "96" => paused += 1,
-            other => panic!("answer {other} to {} {req:?}", req.mti),
-        }
-    }
-    let approvals: Vec<_> = answered
-        .iter()
-        .filter(|(_, r, _)| r.code() == "00")
-        .collect();
+    let (approvals, paused) = approvals_and_pauses(&answered);
     eprintln!(
         "{} answers, {} approved, {paused} paused (91/96)",
         answered.len(),

@@ -15,7 +15,7 @@
 mod batch;
 mod list;
 pub(crate) mod redact;
-mod schema;
+pub(crate) mod schema;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

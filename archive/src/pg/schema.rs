@@ -164,6 +164,14 @@ DELETE FROM payments WHERE id IN (SELECT id FROM gone)";
 /// then fails instead of stalling the drainer.
 pub(super) const STATEMENT_TIMEOUT_MS: u64 = 10_000;
 
+/// How long a session may sit inside a transaction between two
+/// statements before the server ends it, in ms. Ours send their
+/// statements back to back, so this fires only on a client frozen
+/// mid-transaction (a paused process or VM), whose locks would otherwise
+/// stay held: in cluster mode, the fence rows of its shards and the
+/// archive rows a new owner writes at its takeover.
+pub const IDLE_IN_TRANSACTION_MS: u64 = 3_000;
+
 /// Per-session settings: bounded waits, and `synchronous_commit = on`
 /// (a commit is flushed to the server's WAL before it returns, whatever
 /// the database or role default says: a payment leaves memory only once
@@ -172,6 +180,7 @@ pub(super) fn session_settings() -> String {
     format!(
         "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; \
          SET lock_timeout = {STATEMENT_TIMEOUT_MS}; \
+         SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}; \
          SET synchronous_commit = on;"
     )
 }

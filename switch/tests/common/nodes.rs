@@ -76,6 +76,58 @@ pub async fn launch_node(
     launch.start(node_id).await
 }
 
+/// Starts node `node_id` and waits until it serves every shard.
+pub async fn start_node(dir: &Path, url: &str, etcd: &str, node_id: &str) -> (Proc, Client) {
+    let (node, client) = launch_node(dir, url, etcd, node_id, "").await;
+    node.wait_metric(
+        "switch_cluster_served_shards",
+        Duration::from_secs(15),
+        |v| v == f64::from(SHARDS),
+    )
+    .await;
+    (node, client)
+}
+
+/// The node id etcd names as the owner of the demo merchant's shard, once
+/// it is the one rendezvous hashing gives among `nodes` (no hand-over of
+/// it in flight).
+pub async fn demo_owner_of(etcd: &EtcdServer, nodes: &[&str]) -> String {
+    let shard = cluster::assign::shard_of_merchant(b"DEMO00000000001", SHARDS);
+    let names: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
+    let desired = cluster::assign::owner(cluster::assign::SALT_PAYMENT, shard, &names)
+        .expect("an owner")
+        .to_owned();
+    let client =
+        cluster::etcd::Etcd::new(&[etcd.url().to_owned()], Duration::from_secs(1)).expect("client");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = cluster::member::read_view(&client, "/switch/test", SHARDS)
+            .await
+            .expect("view");
+        if view.owners.get(&shard).map(|o| &o.record.node_id) == Some(&desired) {
+            return desired;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{desired} never owned shard {shard}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`demo_owner_of`] two nodes, n1 and n2.
+pub async fn demo_owner(etcd: &EtcdServer) -> String {
+    demo_owner_of(etcd, &["n1", "n2"]).await
+}
+
+pub fn signal(p: &Proc, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success(), "kill {sig}");
+}
+
 /// [`cluster_config_with`] the default's merchants only.
 pub fn cluster_config(dir: &Path, url: &str, etcd: &str, node_id: &str) -> PathBuf {
     cluster_config_with(dir, url, etcd, node_id, "")
@@ -215,6 +267,80 @@ pub async fn wait_split(a: &Proc, b: &Proc) {
         assert!(std::time::Instant::now() < deadline, "served {x} + {y}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Launches two nodes on `etcd` and PostgreSQL `url` (their data and
+/// logs in `dir`) and waits until they split the shards.
+pub async fn two_nodes(dir: &Path, url: &str, etcd: &str) -> Vec<Proc> {
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2"] {
+        let (p, _) = launch_node(dir, url, etcd, name, "").await;
+        nodes.push(p);
+    }
+    wait_split(&nodes[0], &nodes[1]).await;
+    nodes
+}
+
+/// The mixed load of four [`mixed_worker`]s, two through each of two
+/// nodes (so some requests are forwarded), on the default's two
+/// merchants.
+pub struct MixedLoad {
+    /// Set to stop the workers.
+    stop: Arc<AtomicBool>,
+    /// Their tasks.
+    workers: Vec<tokio::task::JoinHandle<Worked>>,
+}
+
+impl MixedLoad {
+    /// Starts it through `nodes` (two).
+    pub fn start(nodes: &[Proc]) -> MixedLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let merchants = Arc::new(vec![
+            ("DEMO00000000001".to_owned(), "DEMO0001".to_owned()),
+            ("DEMO00000000002".to_owned(), "DEMO0101".to_owned()),
+        ]);
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.iso).collect();
+        let workers = (0..4_u64)
+            .map(|w| {
+                tokio::spawn(mixed_worker(
+                    addrs.clone(),
+                    (w % 2) as usize,
+                    w,
+                    merchants.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        MixedLoad { stop, workers }
+    }
+
+    /// Stops it: every answered change.
+    pub async fn finish(self) -> Vec<Answered> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut answered = Vec::new();
+        for w in self.workers {
+            answered.extend(w.await.expect("a worker").answered);
+        }
+        answered
+    }
+}
+
+/// The approvals of `answered`, and how many were answered 91 or 96
+/// (PostgreSQL away); any other answer fails the test.
+pub fn approvals_and_pauses(answered: &[Answered]) -> (Vec<&Answered>, usize) {
+    let mut paused = 0;
+    for (req, resp, _) in answered {
+        match resp.code().as_str() {
+            "00" => {}
+            "91" | "96" => paused += 1,
+            other => panic!("answer {other} to {} {req:?}", req.mti),
+        }
+    }
+    let approvals = answered
+        .iter()
+        .filter(|(_, r, _)| r.code() == "00")
+        .collect();
+    (approvals, paused)
 }
 
 /// One answered change of the mixed load: the request, its answer, and
