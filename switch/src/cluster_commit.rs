@@ -883,7 +883,8 @@ fn connect_noting(
             }
         }
         if warning {
-            tracing::warn!(
+            warn_limited!(
+                "pg_warning",
                 code = code.code(),
                 message = notice.message(),
                 "cluster: PostgreSQL warning"

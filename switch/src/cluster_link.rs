@@ -706,7 +706,11 @@ async fn run_link(
                             next = rx.try_recv().ok();
                         }
                     }
-                    if !out.is_empty() && writer.write_all(&out).await.is_err() {
+                    // A TLS writer may keep records it encrypted but could
+                    // not write yet: flushed now, not at the next write.
+                    if !out.is_empty()
+                        && (writer.write_all(&out).await.is_err() || writer.flush().await.is_err())
+                    {
                         read.abort();
                         break;
                     }

@@ -21,6 +21,14 @@ use crate::cluster_link::{
 use crate::ratelog::warn_limited;
 use crate::wire::iso::{answer_deferred, handle_admitted, Applied, IsoShared};
 
+/// Incoming links served at once, at most: each other node opens one
+/// (two for a moment while it reconnects), so twice the most nodes. Past
+/// it a connection is closed at once
+/// (`switch_limit_reached_total{limit="link_connections_max"}`, a
+/// rate-limited warning), so connections that never finish their
+/// handshake, or never send, cannot pile up.
+pub(crate) const LINK_CONNECTIONS_MAX: usize = 2 * cluster::ownership::NODES_MAX;
+
 /// Serves node links on `listener`: each request of a shard served here is
 /// applied here (never sent on) and its answer written once its record is
 /// committed; one of a shard not served here gets an empty answer (nothing
@@ -35,23 +43,40 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(LINK_CONNECTIONS_MAX));
     loop {
         let accepted = tokio::select! {
             () = cancel.cancelled() => return,
             a = listener.accept() => a,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("switch_limit_reached_total", "limit" => "link_connections_max")
+                .increment(1);
+            warn_limited!(
+                "link_connections_max",
+                %peer,
+                max = LINK_CONNECTIONS_MAX,
+                "node link: too many incoming links; connection closed"
+            );
+            drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_conn(
+        let conn = serve_conn(
             stream,
             tls.clone(),
             shared.clone(),
             router.clone(),
             committer.clone(),
             cancel.clone(),
-        ));
+        );
+        tracker.spawn(async move {
+            conn.await;
+            drop(slot);
+        });
     }
 }
 
@@ -108,10 +133,10 @@ async fn serve_conn(
                     next = rx.try_recv().ok();
                 }
             }
-            if tokio::io::AsyncWriteExt::write_all(&mut writer, &out)
-                .await
-                .is_err()
-            {
+            // A TLS writer may keep records it encrypted but could not
+            // write yet: flushed now, not at the next write.
+            let written = tokio::io::AsyncWriteExt::write_all(&mut writer, &out).await;
+            if written.is_err() || tokio::io::AsyncWriteExt::flush(&mut writer).await.is_err() {
                 return;
             }
         }

@@ -6,6 +6,8 @@
 //! failed handshake counted; so is a TLS client presenting the other CA's
 //! certificate, while one presenting a node's certificate is answered. A
 //! node whose link key cannot be read refuses to start, naming the key.
+//! A node serves at most `LINK_CONNECTIONS_MAX` links at once; past it a
+//! connection is closed and counted, and a freed place is served again.
 
 mod common;
 
@@ -235,5 +237,46 @@ fn a_node_whose_link_certificate_cannot_be_read_refuses_to_start_naming_it() {
         stderr.contains("cluster.link_tls_key_file") && stderr.contains("n1.key"),
         "{stderr}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_at_most_link_connections_max_links_at_once() {
+    // `cluster_serve::LINK_CONNECTIONS_MAX`: twice `NODES_MAX` (128).
+    const LINK_CONNECTIONS_MAX: usize = 256;
+    let (etcd, pg, url) = services("cluster_link_max");
+    let dir = data_dir();
+    let (n1, _) = start_node(&dir, &url, etcd.url(), "n1").await;
+    let addr = link_addr(etcd.url(), "n1").await;
+    // That many idle links are held open; the next is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..LINK_CONNECTIONS_MAX {
+        held.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut extra = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    assert!(closed_unanswered(&mut extra).await, "a link past the bound");
+    let reached = n1
+        .metric("switch_limit_reached_total{limit=\"link_connections_max\"}")
+        .await;
+    assert!(reached >= 1.0, "{reached}");
+    // One closes: its place is free again, and a new link stays open.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut buf = [0_u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(1), again.read(&mut buf)).await;
+    assert!(
+        read.is_err(),
+        "a link within the bound was closed: {read:?}"
+    );
+    drop((held, n1, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }
