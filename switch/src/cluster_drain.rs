@@ -211,16 +211,27 @@ pub(crate) fn sessions(url: &str) -> anyhow::Result<(postgres::Client, archive::
     Ok((client, archive))
 }
 
+/// How long a shard's load may wait for a lock (its fence row, held by a
+/// commit of the old owner), in ms: past it the load fails and is tried
+/// again at the loader's next look, after the other shards, so one row
+/// held (by a frozen session, until PostgreSQL ends it, or by anything
+/// else) does not hold every takeover back.
+pub(crate) const LOAD_LOCK_WAIT_MS: u64 = 5_000;
+
 /// The loader's sessions: as the drainer's, but its commits wait for the
 /// flush and the synchronous standby (they move the fence and take id
-/// blocks), named `switch-cluster-load`, with the mark its session raises
-/// when such a wait was cancelled (`Committer::acquire` then refuses the
-/// load).
+/// blocks), its waits for a lock are bounded ([`LOAD_LOCK_WAIT_MS`]), it
+/// is named `switch-cluster-load`, with the mark its session raises when
+/// a commit's wait for the standby was cancelled (`Committer::acquire`
+/// then refuses the load).
 pub(crate) fn loader_sessions(
     url: &str,
 ) -> anyhow::Result<(postgres::Client, archive::PgArchive, Arc<AtomicBool>)> {
-    let (client, unreplicated) =
+    let (mut client, unreplicated) =
         crate::cluster_commit::connect_watched(url, crate::cluster_commit::LOAD_SESSION_NAME)?;
+    client
+        .batch_execute(&format!("SET lock_timeout = {LOAD_LOCK_WAIT_MS}"))
+        .context("the loader's session")?;
     let archive = archive::PgArchive::connect(url).context("the archive")?;
     Ok((client, archive, unreplicated))
 }

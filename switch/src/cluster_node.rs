@@ -460,8 +460,16 @@ impl Loader {
     /// Until `cancel`: compare every [`OWNED_POLL_INTERVAL`], load what is new.
     fn run(self, cancel: &CancellationToken) {
         let mut client = None;
+        // Shards whose last load failed: tried after the others, so one
+        // that keeps failing (its fence row held: each try waits
+        // `cluster_drain::LOAD_LOCK_WAIT_MS`) does not delay them. At most
+        // the shards owned.
+        let mut failed = std::collections::BTreeSet::new();
         while !cancel.is_cancelled() {
             let owned = self.member.owned();
+            failed.retain(|s| owned.contains_key(s));
+            let mut order: Vec<(u32, i64)> = owned.iter().map(|(&s, &e)| (s, e)).collect();
+            order.sort_by_key(|(s, _)| (failed.contains(s), *s));
             // Draining (SIGTERM, or `switch cluster drain`): `/readyz` 503.
             self.node
                 .draining
@@ -476,7 +484,7 @@ impl Loader {
             if !dropped.is_empty() {
                 tracing::info!(shards = ?dropped, "cluster: shards no longer served");
             }
-            for (&shard, &epoch) in &owned {
+            for (shard, epoch) in order {
                 if cancel.is_cancelled() || !self.committer.needs_load(shard) {
                     continue;
                 }
@@ -499,9 +507,11 @@ impl Loader {
                     },
                 ) {
                     Ok(records) => {
+                        failed.remove(&shard);
                         tracing::info!(shard, epoch, records, "cluster: shard loaded and served");
                     }
                     Err(e) => {
+                        failed.insert(shard);
                         tracing::warn!(shard, epoch, error = %e, "cluster: shard not loaded, not served");
                         client = None;
                     }

@@ -8,7 +8,8 @@
 //! it are approved, and every approval is in PostgreSQL once. And a node
 //! paused inside a transaction (after its fences, before its commit) does
 //! not keep the survivor from taking its shards: PostgreSQL ends the idle
-//! transaction, releasing the fence rows.
+//! transaction, releasing the fence rows; nor does a fence row held by
+//! anything else keep a joining node from its other shards.
 
 mod common;
 
@@ -225,5 +226,66 @@ async fn a_node_paused_inside_a_transaction_does_not_hold_its_shards_past_the_ta
     eprintln!("every shard served {:?} after the pause", stopped.elapsed());
     signal(&paused, "-CONT");
     drop((paused, survivor, pg, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_whose_fence_row_is_held_does_not_hold_the_other_takeovers_back() {
+    let (etcd, pg, url) = services("cluster_row_held");
+    let dir = data_dir();
+    let (n1, _) = start_node(&dir, &url, etcd.url(), "n1").await;
+    // The shards n2 will take from n1, and the first of them (the loader
+    // takes them in order).
+    let names = ["n1".to_owned(), "n2".to_owned()];
+    let taken: Vec<u32> = (0..SHARDS)
+        .filter(|&s| cluster::assign::owner(cluster::assign::SALT_PAYMENT, s, &names) == Some("n2"))
+        .collect();
+    let held = taken[0];
+
+    // The test holds that shard's fence row, as a stuck session would.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            let mut tx = db.transaction().expect("begin");
+            tx.execute(
+                "SELECT 1 FROM shard_owner WHERE shard = $1 FOR UPDATE",
+                &[&i32::try_from(held).expect("fits")],
+            )
+            .expect("lock");
+            locked.send(()).expect("locked");
+            let _ = released.recv();
+            tx.commit().expect("commit");
+        })
+    };
+    is_locked.recv().expect("locked");
+
+    // n2 joins: every shard it takes but the held one is served, though
+    // the held one comes first.
+    let (n2, _) = launch_node(&dir, &url, etcd.url(), "n2", "").await;
+    let others = taken.len() as f64 - 1.0;
+    let started = std::time::Instant::now();
+    n2.wait_metric(
+        "switch_cluster_served_shards",
+        Duration::from_secs(20),
+        |v| v == others,
+    )
+    .await;
+    eprintln!(
+        "{others} of {} shards served {:?} after n2 started, shard {held} held",
+        taken.len(),
+        started.elapsed()
+    );
+    // Let go, the held shard is loaded too.
+    release.send(()).expect("release");
+    holder.join().expect("the holder");
+    wait_split(&n1, &n2).await;
+    assert_eq!(
+        n2.metric("switch_cluster_served_shards").await,
+        taken.len() as f64
+    );
+    drop((n1, n2, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }
