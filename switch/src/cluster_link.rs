@@ -155,16 +155,7 @@ impl LinkTls {
     /// rate) when the peer is not a node of the cluster.
     pub(crate) async fn accept(&self, tcp: TcpStream) -> Option<LinkHalves> {
         let peer = tcp.peer_addr().ok();
-        match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
-                let (r, w) = tokio::io::split(tls);
-                Some((Box::new(r), Box::new(w)))
-            }
-            failed => {
-                handshake_failed("accept", peer, &failed.map(|r| r.map(|_| ())));
-                None
-            }
-        }
+        handshake("accept", peer, self.acceptor.accept(tcp)).await
     }
 
     /// The opening side of a handshake to `addr` (`host:port`, the host
@@ -182,16 +173,28 @@ impl LinkTls {
             return None;
         };
         let peer = tcp.peer_addr().ok();
-        let handshake = self.connector.connect(name, tcp);
-        match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok(tls)) => {
-                let (r, w) = tokio::io::split(tls);
-                Some((Box::new(r), Box::new(w)))
-            }
-            failed => {
-                handshake_failed("connect", peer, &failed.map(|r| r.map(|_| ())));
-                None
-            }
+        handshake("connect", peer, self.connector.connect(name, tcp)).await
+    }
+}
+
+/// A link's TLS handshake on `side`, within [`LINK_HANDSHAKE_TIMEOUT`]:
+/// the stream's halves, or `None` (counted, logged) when it fails.
+async fn handshake<S>(
+    side: &'static str,
+    peer: Option<std::net::SocketAddr>,
+    handshake: impl std::future::Future<Output = std::io::Result<S>>,
+) -> Option<LinkHalves>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    match tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(tls)) => {
+            let (r, w) = tokio::io::split(tls);
+            Some((Box::new(r), Box::new(w)))
+        }
+        failed => {
+            handshake_failed(side, peer, &failed.map(|r| r.map(|_| ())));
+            None
         }
     }
 }

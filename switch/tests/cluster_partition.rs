@@ -150,6 +150,40 @@ async fn a_node_cut_from_etcd_gives_its_shards_up_says_unready_and_rejoins_when_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A transaction of the test's that holds a lock until released.
+struct Holder {
+    /// Tells the holding thread to commit.
+    release: std::sync::mpsc::Sender<()>,
+    /// That thread.
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Holder {
+    /// Runs `sql` in a transaction on its own thread and returns once it
+    /// holds what `sql` locks.
+    fn lock(url: &str, sql: &str) -> Holder {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+        let (url, sql) = (url.to_owned(), sql.to_owned());
+        let thread = std::thread::spawn(move || {
+            let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            let mut tx = db.transaction().expect("begin");
+            tx.batch_execute(&sql).expect("lock");
+            locked.send(()).expect("locked");
+            let _ = released.recv();
+            tx.commit().expect("commit");
+        });
+        is_locked.recv().expect("locked");
+        Holder { release, thread }
+    }
+
+    /// Commits the transaction, letting its locks go.
+    fn release(self) {
+        self.release.send(()).expect("release");
+        self.thread.join().expect("the holder");
+    }
+}
+
 /// The sessions named `name` waiting for a lock now.
 fn waiting_for_a_lock(url: &str, name: &str) -> i64 {
     let mut db = postgres::Client::connect(url, postgres::NoTls).expect("connect");
@@ -184,21 +218,10 @@ async fn a_node_paused_inside_a_transaction_does_not_hold_its_shards_past_the_ta
     // waits at its INSERT. Paused there, and the table let go, its
     // transaction sits idle holding those rows, as a node frozen between
     // two statements would.
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
-    let holder = {
-        let url = url.clone();
-        std::thread::spawn(move || {
-            let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-            let mut tx = db.transaction().expect("begin");
-            tx.batch_execute("LOCK TABLE cluster_records IN SHARE ROW EXCLUSIVE MODE")
-                .expect("lock");
-            locked.send(()).expect("locked");
-            let _ = released.recv();
-            tx.commit().expect("commit");
-        })
-    };
-    is_locked.recv().expect("locked");
+    let holder = Holder::lock(
+        &url,
+        "LOCK TABLE cluster_records IN SHARE ROW EXCLUSIVE MODE",
+    );
     cp.send_raw(&capture(&pre, 1_000).encode()).await;
     let started = std::time::Instant::now();
     while off_runtime(|| waiting_for_a_lock(&url, "switch-cluster-commit")) == 0 {
@@ -209,8 +232,7 @@ async fn a_node_paused_inside_a_transaction_does_not_hold_its_shards_past_the_ta
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     signal(&paused, "-STOP");
-    release.send(()).expect("release");
-    holder.join().expect("the holder");
+    holder.release();
 
     // The survivor takes every shard once the paused node's lease expires:
     // PostgreSQL ends the idle transaction, so the fences it held do not
@@ -243,24 +265,10 @@ async fn a_shard_whose_fence_row_is_held_does_not_hold_the_other_takeovers_back(
     let held = taken[0];
 
     // The test holds that shard's fence row, as a stuck session would.
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
-    let holder = {
-        let url = url.clone();
-        std::thread::spawn(move || {
-            let mut db = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-            let mut tx = db.transaction().expect("begin");
-            tx.execute(
-                "SELECT 1 FROM shard_owner WHERE shard = $1 FOR UPDATE",
-                &[&i32::try_from(held).expect("fits")],
-            )
-            .expect("lock");
-            locked.send(()).expect("locked");
-            let _ = released.recv();
-            tx.commit().expect("commit");
-        })
-    };
-    is_locked.recv().expect("locked");
+    let holder = Holder::lock(
+        &url,
+        &format!("SELECT 1 FROM shard_owner WHERE shard = {held} FOR UPDATE"),
+    );
 
     // n2 joins: every shard it takes but the held one is served, though
     // the held one comes first.
@@ -279,8 +287,7 @@ async fn a_shard_whose_fence_row_is_held_does_not_hold_the_other_takeovers_back(
         started.elapsed()
     );
     // Let go, the held shard is loaded too.
-    release.send(()).expect("release");
-    holder.join().expect("the holder");
+    holder.release();
     wait_split(&n1, &n2).await;
     assert_eq!(
         n2.metric("switch_cluster_served_shards").await,
