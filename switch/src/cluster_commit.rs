@@ -361,6 +361,11 @@ impl Committer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The shard of configured merchant `index`.
+    pub(crate) fn shard_of_merchant(&self, index: u32) -> Option<u32> {
+        self.merchant_shards.get(index as usize).copied()
+    }
+
     /// Whether the shard of configured merchant `index` (the engine's) is
     /// served here.
     pub(crate) fn serves_merchant(&self, index: u32) -> bool {

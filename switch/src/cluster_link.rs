@@ -21,8 +21,9 @@
 //! [`VELOCITY_COUNTED`] and the card's verdict (4 bytes) once the attempt's
 //! record is committed, [`VELOCITY_REFUSED`] when it could not be
 //! recorded, or empty when the node does not serve the card's shard. A linked request is always applied locally by its receiver,
-//! never sent on, so a stale route cannot loop. Internal frames and
-//! listeners with TPDUs are not routed (served locally only). The link
+//! never sent on, so a stale route cannot loop. A request id with
+//! [`FRAME_BIT`] set carries an internal frame (`wire::frames::cluster`).
+//! Listeners with TPDUs are not routed (served locally only). The link
 //! carries card data: with `cluster.link_tls_*` ([`LinkTls`]) it is mutual
 //! TLS, each end presenting a certificate the cluster's CA signed;
 //! without, `link_addr` must be on a private network (loopback in the
@@ -36,7 +37,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use codecs::iso8583::{Message, Profile};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +61,12 @@ const _: () = assert!(VELOCITY_ASK_WAIT.as_millis() < LINK_TIMEOUT.as_millis());
 /// Set in the request id of a card velocity ask (ids count up from 1, and
 /// never reach it).
 pub(crate) const VELOCITY_ASK_BIT: u64 = 1 << 63;
+/// Set in the request id of an internal frame (cluster mode): the body is
+/// the frame with its shard and the entry node's key scope
+/// (`wire::frames::cluster`'s link body), the answer the framed response
+/// once its change is committed, or empty when the node does not serve
+/// the shard.
+pub(crate) const FRAME_BIT: u64 = 1 << 62;
 /// First byte of a velocity answer: counted and committed, the card's
 /// verdict follows.
 pub(crate) const VELOCITY_COUNTED: u8 = 0;
@@ -289,6 +296,16 @@ impl Router {
         self.admit_shard(shard).map(Some).ok_or(shard)
     }
 
+    /// The shard of configured merchant `index`.
+    pub(crate) fn shard_of_merchant(&self, index: u32) -> Option<u32> {
+        self.committer.shard_of_merchant(index)
+    }
+
+    /// Whether this node serves `shard` now.
+    pub(crate) fn serves(&self, shard: u32) -> bool {
+        self.committer.serves(shard)
+    }
+
     /// Admits a request of `shard` if this node serves it (owned, loaded,
     /// not being handed over).
     pub(crate) fn admit_shard(&self, shard: u32) -> Option<Admitted> {
@@ -497,6 +514,8 @@ pub(crate) enum Kind {
     Request,
     /// A card velocity ask.
     VelocityAsk,
+    /// An internal frame.
+    Frame,
 }
 
 impl Kind {
@@ -505,14 +524,15 @@ impl Kind {
     /// (`Committer::admit_count`).
     fn here(self, committer: &Committer, shard: u32) -> bool {
         match self {
-            Kind::Request => committer.serves(shard),
+            Kind::Request | Kind::Frame => committer.serves(shard),
             Kind::VelocityAsk => committer.counts_cards_of(shard),
         }
     }
 
     /// Counts one call's `outcome`: `switch_cluster_forwarded_total` for
-    /// requests, `switch_cluster_velocity_asks_total` for asks.
-    fn count(self, outcome: &'static str) {
+    /// requests, `switch_cluster_velocity_asks_total` for asks,
+    /// `switch_cluster_frames_forwarded_total` for internal frames.
+    pub(crate) fn count(self, outcome: &'static str) {
         match self {
             Kind::Request => {
                 metrics::counter!("switch_cluster_forwarded_total", "outcome" => outcome)
@@ -520,6 +540,10 @@ impl Kind {
             }
             Kind::VelocityAsk => {
                 metrics::counter!("switch_cluster_velocity_asks_total", "outcome" => outcome)
+                    .increment(1);
+            }
+            Kind::Frame => {
+                metrics::counter!("switch_cluster_frames_forwarded_total", "outcome" => outcome)
                     .increment(1);
             }
         }
@@ -588,6 +612,12 @@ impl Link {
         self.call_kind(body, Kind::VelocityAsk, timeout).await
     }
 
+    /// Sends an internal frame's link body to the shard's owner and waits
+    /// up to `timeout` (at most [`LINK_TIMEOUT`]).
+    pub(crate) async fn call_frame(&self, body: Bytes, timeout: Duration) -> LinkOutcome {
+        self.call_kind(body, Kind::Frame, timeout).await
+    }
+
     async fn call_kind(&self, body: Bytes, kind: Kind, timeout: Duration) -> LinkOutcome {
         let outcome = |o: &'static str| kind.count(o);
         let generation = self.generation.load(Ordering::Acquire);
@@ -598,6 +628,7 @@ impl Link {
         let id = match kind {
             Kind::Request => self.next_id.fetch_add(1, Ordering::Relaxed),
             Kind::VelocityAsk => self.next_id.fetch_add(1, Ordering::Relaxed) | VELOCITY_ASK_BIT,
+            Kind::Frame => self.next_id.fetch_add(1, Ordering::Relaxed) | FRAME_BIT,
         };
         let (tx, rx) = oneshot::channel();
         {
@@ -774,28 +805,6 @@ pub(crate) async fn write_frame(
     let mut out = BytesMut::new();
     encode_frame(&mut out, id, body)?;
     writer.write_all(&out).await
-}
-
-/// Cluster mode's internal-frame listener in this slice: every connection
-/// is accepted and closed at once (`switch_cluster_frames_refused_total`,
-/// a rate-limited warning), since internal frames are not routed by shard
-/// and their reads would come from memory that may be stale.
-pub(crate) async fn refuse_frames(listener: TcpListener, cancel: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        if let Ok((stream, peer)) = accepted {
-            metrics::counter!("switch_cluster_frames_refused_total").increment(1);
-            warn_limited!(
-                "cluster_frames",
-                %peer,
-                "internal frames are not served in cluster mode; connection closed"
-            );
-            drop(stream);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -189,7 +189,7 @@ pub(crate) async fn start(
         committer.clone(),
         link_tls.clone(),
     ));
-    let iso_shared = crate::spawn_wire_listeners(
+    let (iso_shared, frame_shared) = crate::spawn_wire_listeners(
         config,
         &engine,
         [iso_listener, frame_listener],
@@ -225,7 +225,7 @@ pub(crate) async fn start(
     tracker.spawn(crate::cluster_serve::serve(
         link_listener,
         link_tls,
-        iso_shared,
+        (iso_shared, frame_shared),
         router.clone(),
         committer.clone(),
         cancel.clone(),

@@ -14,12 +14,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster_commit::Committer;
 use crate::cluster_link::{
-    encode_frame, read_frame, LinkHalves, LinkTls, Router, LINK_INFLIGHT_MAX,
+    encode_frame, read_frame, LinkHalves, LinkTls, Router, FRAME_BIT, LINK_INFLIGHT_MAX,
     LINK_READ_BUFFER_BYTES, LINK_TIMEOUT, LINK_WRITE_BATCH_MAX, VELOCITY_ASK_BIT, VELOCITY_COUNTED,
     VELOCITY_REFUSED,
 };
 use crate::ratelog::warn_limited;
-use crate::wire::iso::{answer_deferred, handle_admitted, Applied, IsoShared};
+use crate::wire::frames::cluster::{self as cluster_frames, Applied};
+use crate::wire::frames::FrameShared;
+use crate::wire::iso::{self, answer_deferred, handle_admitted, IsoShared};
 
 /// Incoming links served at once, at most: each other node opens one
 /// (two for a moment while it reconnects), so twice the most nodes. Past
@@ -32,12 +34,14 @@ pub(crate) const LINK_CONNECTIONS_MAX: usize = 2 * cluster::ownership::NODES_MAX
 /// Serves node links on `listener`: each request of a shard served here is
 /// applied here (never sent on) and its answer written once its record is
 /// committed; one of a shard not served here gets an empty answer (nothing
-/// applied), which its entry node routes again. With `tls`, a connection
-/// is served only once its TLS handshake proves a node of the cluster.
+/// applied), which its entry node routes again. ISO 8583 requests go to
+/// `shared`'s handling, internal frames (`FRAME_BIT`) to `frames`'. With
+/// `tls`, a connection is served only once its TLS handshake proves a
+/// node of the cluster.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<Arc<LinkTls>>,
-    shared: Arc<IsoShared>,
+    (shared, frames): (Arc<IsoShared>, Arc<FrameShared>),
     router: Arc<Router>,
     committer: Arc<Committer>,
     cancel: CancellationToken,
@@ -69,6 +73,7 @@ pub(crate) async fn serve(
             stream,
             tls.clone(),
             shared.clone(),
+            frames.clone(),
             router.clone(),
             committer.clone(),
             cancel.clone(),
@@ -97,6 +102,7 @@ async fn serve_conn(
     stream: TcpStream,
     tls: Option<Arc<LinkTls>>,
     shared: Arc<IsoShared>,
+    frames: Arc<FrameShared>,
     router: Arc<Router>,
     committer: Arc<Committer>,
     cancel: CancellationToken,
@@ -155,6 +161,10 @@ async fn serve_conn(
             });
             continue;
         }
+        if id & FRAME_BIT != 0 {
+            serve_frame(&frames, &router, &committer, id, &body, &tx);
+            continue;
+        }
         let Ok(admitted) = router.admit(shared.profile, &body) else {
             // Not served here (being loaded, handed over, or lost):
             // nothing applied, an empty answer, and the entry node routes
@@ -166,11 +176,11 @@ async fn serve_conn(
             continue;
         };
         let (out, seq) = match handle_admitted(&shared, bytes::Bytes::from(body), admitted) {
-            Applied::Now(out, seq) => (out, seq),
+            iso::Applied::Now(out, seq) => (out, seq),
             // A card counted by another node: finished on a task of its
             // own (its shard's admission held until it is decided),
             // answered once committed.
-            Applied::Later(deferred, reply) => {
+            iso::Applied::Later(deferred, reply) => {
                 let (shared, router, committer, tx) = (
                     shared.clone(),
                     router.clone(),
@@ -196,7 +206,7 @@ async fn serve_conn(
             }
             // Nothing to answer for an unanswerable frame: the entry node
             // times out and answers.
-            Applied::Unanswerable => continue,
+            iso::Applied::Unanswerable => continue,
         };
         let (committer, tx) = (committer.clone(), tx.clone());
         tokio::spawn(async move {
@@ -208,6 +218,48 @@ async fn serve_conn(
     }
     drop(tx);
     let _ = write.await;
+}
+
+/// Serves a linked internal frame: applied here if this node serves its
+/// shard, synchronously in the link's order (a MO/TO's card asked on a
+/// task), and answered once committed; an empty answer (nothing applied)
+/// otherwise, which its entry node routes again.
+fn serve_frame(
+    frames: &Arc<FrameShared>,
+    router: &Arc<Router>,
+    committer: &Arc<Committer>,
+    id: u64,
+    body: &[u8],
+    tx: &mpsc::Sender<(u64, Vec<u8>)>,
+) {
+    let (frames, router, committer, tx) = (
+        frames.clone(),
+        router.clone(),
+        committer.clone(),
+        tx.clone(),
+    );
+    match cluster_frames::apply_linked(&frames, &router, body) {
+        Applied::NotServed => {
+            tokio::spawn(async move {
+                let _ = tx.send((id, Vec::new())).await;
+            });
+        }
+        Applied::Now(answer, seq) => {
+            tokio::spawn(async move {
+                if committed(&committer, seq).await {
+                    let _ = tx.send((id, answer)).await;
+                }
+            });
+        }
+        Applied::Counting(counting) => {
+            tokio::spawn(async move {
+                let (answer, seq) = cluster_frames::finish_linked(&frames, &router, counting).await;
+                if committed(&committer, seq).await {
+                    let _ = tx.send((id, answer)).await;
+                }
+            });
+        }
+    }
 }
 
 /// Whether record `seq` commits within [`LINK_TIMEOUT`] (0: nothing to wait for).

@@ -503,8 +503,7 @@ fn spawn_wire_listeners(
     tls: net::tls::Acceptors,
     running: &Running,
     router: Option<Arc<cluster_link::Router>>,
-) -> anyhow::Result<Arc<wire::iso::IsoShared>> {
-    let cluster_mode = router.is_some();
+) -> anyhow::Result<(Arc<wire::iso::IsoShared>, Arc<wire::frames::FrameShared>)> {
     let profile = codecs::iso8583::Profile::by_name(&config.iso.profile).context("iso.profile")?;
     let header = if config.iso.length_header == "ascii4" {
         LengthHeader::Ascii4
@@ -526,7 +525,7 @@ fn spawn_wire_listeners(
             tpdu: config.iso.tpdu,
             frame_bytes_max: config.iso.frame_bytes_max,
         },
-        router,
+        router: router.clone(),
     });
     let iso_shared = iso.clone();
     // Internal frames: API-key log-in, then MO/TO and back-office requests.
@@ -541,7 +540,9 @@ fn spawn_wire_listeners(
             &config.listeners.data_dir,
             engine.clock.clone(),
         )),
+        router,
     });
+    let frame_shared = frames.clone();
     let l = &config.limits;
     let listener = |listener, name, tls| net::Listener {
         listener,
@@ -577,13 +578,6 @@ fn spawn_wire_listeners(
             .run(cancel)
         },
     ));
-    if cluster_mode {
-        // Internal frames are not served in cluster mode yet (their reads
-        // would come from a memory that may be stale for a shard another
-        // node owns): every connection is closed at once.
-        tracker.spawn(cluster_link::refuse_frames(frame_listener, cancel.clone()));
-        return Ok(iso_shared);
-    }
     let limits = net::ConnLimits::new(l, true);
     tracker.spawn(listener(frame_listener, "frame", tls.frame).run(
         cancel.clone(),
@@ -602,7 +596,7 @@ fn spawn_wire_listeners(
             .run(cancel)
         },
     ));
-    Ok(iso_shared)
+    Ok((iso_shared, frame_shared))
 }
 
 /// Opens the journal in `<data_dir>/journal` and replays it into `engine`.

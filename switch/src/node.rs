@@ -201,6 +201,13 @@ impl Node {
     /// never sent (stand-in, or 91), a repeat of one still upstream is 91.
     pub(crate) fn apply_message_here(&self, request: engine::Request<'_>) -> Reply {
         let reply = self.apply_message(request);
+        self.settle_here(reply)
+    }
+
+    /// `reply` for an edge that cannot wait for an issuer: a routed
+    /// authorization ends as never sent (stand-in, or 91), a repeat of one
+    /// still upstream is 91.
+    pub(crate) fn settle_here(&self, reply: Reply) -> Reply {
         match reply.wait {
             Wait::Upstream(f) => self.apply(Command::Upstream {
                 forward: f.id,

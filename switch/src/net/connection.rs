@@ -18,7 +18,7 @@ use crate::net::deadline::{self, ConnLimits, Deadlines, End};
 use crate::net::outbox::Outbox;
 use crate::net::pressure::{Pressure, PRESSURE_RECHECK};
 use crate::net::stream::Stream;
-use crate::net::wire::Wire;
+use crate::net::wire::{Wire, LATER_END};
 
 /// Read buffer size per connection at start; it grows to one frame at most.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -140,6 +140,9 @@ impl<W: Wire> Connection<W> {
                 () = tokio::time::sleep(PRESSURE_RECHECK), if pressed => {}
                 Some((answer, seq)) = self.later.recv(), if self.deferred > 0 => {
                     self.deferred -= 1;
+                    if seq == LATER_END {
+                        return Err(End::Protocol("owner_lost"));
+                    }
                     self.outbox.push(&answer, seq);
                     // Issuer-decided answers come from one task each, often
                     // woken together: let those already runnable send theirs
@@ -147,7 +150,7 @@ impl<W: Wire> Connection<W> {
                     if self.deferred > 0 {
                         tokio::task::yield_now().await;
                     }
-                    self.take_later_ready();
+                    self.take_later_ready()?;
                 }
                 () = &mut timer => {
                     let logged_in = self.wire.logged_in();
@@ -161,14 +164,19 @@ impl<W: Wire> Connection<W> {
     /// Takes every issuer-decided answer already queued, so that they
     /// leave in one write rather than one write (and one wake-up of the
     /// terminal) each; at most `deferred` of them, so the loop is bounded.
-    fn take_later_ready(&mut self) {
+    /// A [`LATER_END`] among them ends the connection.
+    fn take_later_ready(&mut self) -> Result<(), End> {
         while self.deferred > 0 {
             let Ok((answer, seq)) = self.later.try_recv() else {
-                return;
+                return Ok(());
             };
             self.deferred -= 1;
+            if seq == LATER_END {
+                return Err(End::Protocol("owner_lost"));
+            }
             self.outbox.push(&answer, seq);
         }
+        Ok(())
     }
 
     /// Requests read and not answered: held for the journal, or with an
@@ -220,7 +228,9 @@ impl<W: Wire> Connection<W> {
                 break;
             };
             self.deferred -= 1;
-            self.outbox.push(&answer, seq);
+            if seq != LATER_END {
+                self.outbox.push(&answer, seq);
+            }
         }
         if write {
             self.outbox.drain(&mut self.stream).await;

@@ -41,7 +41,7 @@ pub(crate) use connection::Connection;
 pub(crate) use deadline::{ConnLimits, End};
 pub(crate) use pressure::Pressure;
 pub(crate) use stream::Stream;
-pub(crate) use wire::{Answered, Later, Wire};
+pub(crate) use wire::{Answered, Later, Wire, LATER_END};
 
 use crate::ratelog::warn_limited;
 

@@ -14,6 +14,12 @@ use crate::net::End;
 /// ones included, so its channel holds at most that many.
 pub(crate) type Later = tokio::sync::mpsc::UnboundedSender<(Vec<u8>, u64)>;
 
+/// The sequence of a deferred "answer" that ends the connection instead
+/// (with no bytes): a request whose outcome nobody can tell, as when the
+/// node holding it died (an internal frame written to a shard's owner that
+/// did not answer, cluster mode). Closed with reason `owner_lost`.
+pub(crate) const LATER_END: u64 = u64::MAX;
+
 /// What answering one frame produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Answered {

@@ -36,6 +36,8 @@ use engine::{
 };
 
 use crate::keys::{KeyStore, Refusal};
+
+pub(crate) mod cluster;
 use crate::net::{Answered, End, Wire};
 use crate::node::Node;
 use crate::ratelog::warn_limited;
@@ -61,6 +63,9 @@ pub(crate) struct FrameShared {
     pub(crate) directory: Arc<crate::directory::Admin>,
     /// Webhook events and endpoints (`ListWebhookEvents`, ...).
     pub(crate) webhooks: Arc<super::webhook_frames::WebhookAccess>,
+    /// Cluster mode: routes requests to the nodes serving their shards
+    /// ([`cluster`]).
+    pub(crate) router: Option<Arc<crate::cluster_link::Router>>,
 }
 
 /// The internal-frame wire on one connection: its log-in and scope.
@@ -171,7 +176,20 @@ impl FrameWire {
                 Answer::refusal(Code::INVALID_TRANSACTION, "already authenticated".into()),
                 None,
             ),
-            (Some(_), request) => self.act(&request, peer),
+            (Some(_), request) => match self.shared.router.clone() {
+                None => self.act(&request, peer),
+                Some(router) => match self.act_cluster(&router, frame, &request, peer) {
+                    Acted::Answer(answer, end) => (*answer, end),
+                    Acted::Framed(answer, seq) => {
+                        out.extend_from_slice(&answer);
+                        return (seq, None);
+                    }
+                    Acted::Later => {
+                        self.deferred = true;
+                        return (0, None);
+                    }
+                },
+            },
         };
         if let Some(d) = answer.deferred {
             self.defer(frame, d);
@@ -287,6 +305,103 @@ impl FrameWire {
         }
     }
 
+    /// Refreshes the key's scope for `request`: the merchants it may act
+    /// for in the mandate scope the request needs. The refusal (and the
+    /// connection's end) when the key is no longer in force.
+    fn refresh_scope(
+        &mut self,
+        request: &Request<'_>,
+        peer: IpAddr,
+    ) -> Result<(), Box<(Answer, Option<End>)>> {
+        let client_id = self.client_id.as_deref().unwrap_or_default();
+        let needs = mandate_scope(request);
+        if !self
+            .shared
+            .keys
+            .merchants_for(client_id, needs, &mut self.mids)
+        {
+            warn_limited!("revoked_in_session", client_id, peer = %peer, "internal-frame key no longer in force");
+            metrics::counter!("switch_auth_failures_total", "reason" => "revoked_in_session")
+                .increment(1);
+            let answer = Answer::refusal(Code::NOT_PERMITTED_TERMINAL, "key revoked".into());
+            return Err(Box::new((answer, Some(End::Refused))));
+        }
+        let node = &self.shared.node;
+        self.scope.clear();
+        self.scope.extend(self.mids.iter().filter_map(|mid| {
+            match node.query(Query::Merchant(mid.as_bytes())) {
+                QueryReply::Merchant(m) => m.map(|m| m.index),
+                _ => None,
+            }
+        }));
+        Ok(())
+    }
+
+    /// A request of a logged-in key in cluster mode ([`cluster`]):
+    /// answered here from what needs no payment state, refused when it
+    /// would change this node's files only, or applied by the node serving
+    /// its shard: here at once when that is this node and one shard is
+    /// asked, else on a task whose answer comes through the connection's
+    /// channel.
+    fn act_cluster(
+        &mut self,
+        router: &Arc<crate::cluster_link::Router>,
+        frame: &FrameBytes,
+        request: &Request<'_>,
+        peer: IpAddr,
+    ) -> Acted {
+        if matches!(request, Request::ListMandates) {
+            let (answer, end) = self.act(request, peer);
+            return Acted::Answer(Box::new(answer), end);
+        }
+        if let Err(refused) = self.refresh_scope(request, peer) {
+            let (answer, end) = *refused;
+            return Acted::Answer(Box::new(answer), end);
+        }
+        let node = &self.shared.node;
+        let asked = match cluster::route(node, router, request, &self.scope) {
+            cluster::Route::Entry => {
+                let (answer, end) = self.act(request, peer);
+                return Acted::Answer(Box::new(answer), end);
+            }
+            cluster::Route::Refused => {
+                metrics::counter!("switch_cluster_frames_refused_total").increment(1);
+                let message = "not served in cluster mode";
+                let answer = Answer::refusal(Code::INVALID_TRANSACTION, message.into());
+                return Acted::Answer(Box::new(answer), None);
+            }
+            cluster::Route::Now(answer) => return Acted::Answer(answer, None),
+            cluster::Route::Shards(asked) => asked,
+        };
+        let client_id = self.client_id.as_deref().unwrap_or_default();
+        if let ([shard], None) = (&asked.shards[..], asked.list) {
+            match cluster::apply_here(node, router, *shard, client_id, &self.mids, frame) {
+                cluster::Applied::Now(answer, seq) => return Acted::Framed(answer, seq),
+                cluster::Applied::Counting(_) | cluster::Applied::NotServed => {}
+            }
+        }
+        let Some(later) = self.later.clone() else {
+            let answer = Answer::refusal(Code::SYSTEM_MALFUNCTION, "system malfunction".into());
+            return Acted::Answer(Box::new(answer), Some(End::Protocol("no_later_channel")));
+        };
+        let held = cluster::Held {
+            shared: self.shared.clone(),
+            router: router.clone(),
+            client_id: client_id.to_owned(),
+            mids: self.mids.clone(),
+            frame: frame.clone(),
+        };
+        tokio::spawn(async move {
+            let answered = match asked.list {
+                Some(limit) => Ok((held.merged(&asked.shards, limit).await, 0)),
+                None => held.first_known(&asked).await,
+            };
+            // A change whose outcome nobody can tell ends the connection.
+            let _ = later.send(answered.unwrap_or((Vec::new(), crate::net::LATER_END)));
+        });
+        Acted::Later
+    }
+
     /// A request of a logged-in key: refresh its scope (the merchants it
     /// may act for in the mandate scope the request needs), then run it.
     fn act(&mut self, request: &Request<'_>, peer: IpAddr) -> (Answer, Option<End>) {
@@ -299,26 +414,11 @@ impl FrameWire {
                 return (answer, None);
             }
         }
-        let needs = mandate_scope(request);
-        if !self
-            .shared
-            .keys
-            .merchants_for(client_id, needs, &mut self.mids)
-        {
-            warn_limited!("revoked_in_session", client_id, peer = %peer, "internal-frame key no longer in force");
-            metrics::counter!("switch_auth_failures_total", "reason" => "revoked_in_session")
-                .increment(1);
-            let answer = Answer::refusal(Code::NOT_PERMITTED_TERMINAL, "key revoked".into());
-            return (answer, Some(End::Refused));
+        if let Err(refused) = self.refresh_scope(request, peer) {
+            return *refused;
         }
         let node = &self.shared.node;
-        self.scope.clear();
-        self.scope.extend(self.mids.iter().filter_map(|mid| {
-            match node.query(Query::Merchant(mid.as_bytes())) {
-                QueryReply::Merchant(m) => m.map(|m| m.index),
-                _ => None,
-            }
-        }));
+        let client_id = self.client_id.as_deref().unwrap_or_default();
         let answer = match request {
             Request::ListTerminals(_)
             | Request::AddTerminal(_)
@@ -510,6 +610,10 @@ struct Answer {
     terminals: Vec<crate::directory::TerminalView>,
     /// A merchant's settings (get or set merchant).
     merchant: Option<crate::directory::MerchantView>,
+    /// A MO/TO whose card another node counts (cluster mode): the token
+    /// and whether a rule before velocity declined it, for
+    /// [`moto_counted`].
+    velocity: Option<([u8; 32], bool)>,
     /// Webhook events with their delivery status (a list page, the one
     /// resent, or a payment's).
     webhook_events: Vec<crate::webhooks::Row>,
@@ -517,6 +621,16 @@ struct Answer {
     webhook_endpoint: Option<super::webhook_frames::EndpointView>,
     /// Its new signing secret (set endpoint only): sent once, never logged.
     webhook_secret: Option<String>,
+}
+
+/// What a request of a logged-in key came to in cluster mode.
+enum Acted {
+    /// An answer to encode, and whether to close the connection after it.
+    Answer(Box<Answer>, Option<End>),
+    /// Applied here: the framed answer and the record it waits for.
+    Framed(Vec<u8>, u64),
+    /// On a task: the answer comes through the connection's channel.
+    Later,
 }
 
 /// A MO/TO payment waiting for its issuer.
@@ -542,6 +656,7 @@ impl Answer {
             status: None,
             payment_id: None,
             deferred: None,
+            velocity: None,
             terminals: Vec::new(),
             merchant: None,
             webhook_events: Vec::new(),
@@ -762,48 +877,141 @@ struct Capture<'a> {
     keep_open: bool,
 }
 
-/// MO/TO sale or pre-authorization through the same door as ISO 8583.
-fn moto(node: &Node, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
-    // The CVV2 is only checked for form, then dropped with the frame.
+/// A MO/TO request past the frame's checks: what the engine request needs.
+struct MotoChecked<'a> {
+    /// The terminal's merchant, in the key's scope.
+    merchant: MerchantRef,
+    /// The card number.
+    pan: codecs::card::Pan<'a>,
+    /// F41 as stored.
+    terminal: [u8; 8],
+}
+
+/// The frame's checks of MO/TO request `m` for a key acting for `scope`:
+/// its CVV2's form (then dropped with the frame), its terminal, its card
+/// number; the refusal otherwise.
+fn moto_check<'a>(
+    node: &Node,
+    scope: &[u32],
+    m: &MotoRequest<'a>,
+) -> Result<MotoChecked<'a>, Box<Answer>> {
     if let Some(cvv2) = m.cvv2 {
         let digits = cvv2.expose();
         if !(3..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Answer::refusal(Code::FORMAT_ERROR, "cvv2: 3 or 4 digits".into());
+            return Err(Box::new(Answer::refusal(
+                Code::FORMAT_ERROR,
+                "cvv2: 3 or 4 digits".into(),
+            )));
         }
     }
     let terminal = terminal_bytes(m.terminal_id);
     let Some(merchant) = terminal_merchant(node, scope, terminal) else {
-        return Answer::refusal(
+        return Err(Box::new(Answer::refusal(
             Code::NOT_PERMITTED_TERMINAL,
             "terminal unknown or not permitted for this key".into(),
-        );
+        )));
     };
     let Some(pan) = codecs::card::Pan::new(m.pan.expose().as_bytes()) else {
-        return Answer::refusal(Code::FORMAT_ERROR, "pan: 12 to 19 digits".into());
+        return Err(Box::new(Answer::refusal(
+            Code::FORMAT_ERROR,
+            "pan: 12 to 19 digits".into(),
+        )));
     };
-    let extras = extras(m);
-    let request = EngineRequest {
-        pan: Some(pan),
+    Ok(MotoChecked {
+        merchant,
+        pan,
+        terminal,
+    })
+}
+
+/// The engine request of checked MO/TO `m`.
+fn moto_request<'a>(
+    m: &MotoRequest<'_>,
+    op: Op,
+    c: &'a MotoChecked<'a>,
+    extras: &'a Extras,
+) -> EngineRequest<'a> {
+    EngineRequest {
+        pan: Some(c.pan),
         expiry: Some(codecs::iso8583::datetime::Expiry {
             year: m.expiry.year(),
             month: m.expiry.month(),
         }),
-        extras: Some(&extras),
+        extras: Some(extras),
         keep_open: false,
-        ..base_request(op, &merchant.id, terminal, m.amount_minor, m.currency, None)
+        ..base_request(
+            op,
+            &c.merchant.id,
+            c.terminal,
+            m.amount_minor,
+            m.currency,
+            None,
+        )
+    }
+}
+
+/// MO/TO sale or pre-authorization through the same door as ISO 8583. In
+/// cluster mode a card counted by another node leaves the answer waiting
+/// for its verdict ([`Answer::velocity`], finished by [`moto_counted`]).
+fn moto(node: &Node, scope: &[u32], m: &MotoRequest<'_>, op: Op) -> Answer {
+    let c = match moto_check(node, scope, m) {
+        Ok(c) => c,
+        Err(refusal) => return *refusal,
     };
-    let reply = node.apply_message_here_or_forward(request);
-    if let engine::Wait::Upstream(forward) = reply.wait {
-        return Answer {
+    let extras = extras(m);
+    let reply = node.apply_message_here_or_forward(moto_request(m, op, &c, &extras));
+    match reply.wait {
+        engine::Wait::Upstream(forward) => Answer {
             deferred: Some(Deferral {
                 forward,
                 record_seq: reply.record_seq,
-                merchant,
+                merchant: c.merchant,
             }),
             ..Answer::refusal(Code::UNAVAILABLE, "with the issuer".into())
-        };
+        },
+        engine::Wait::Velocity {
+            token,
+            declined_before,
+        } => Answer {
+            velocity: Some((token, declined_before)),
+            ..Answer::refusal(Code::UNAVAILABLE, "card velocity not counted".into())
+        },
+        _ => moto_answer(node, c.merchant.index, &reply),
     }
-    moto_answer(node, merchant.index, &reply)
+}
+
+/// Finishes MO/TO `m` whose card another node counts (cluster mode): asks
+/// that node for the card's verdict (`token`, `declined_before` from the
+/// engine's first reply) and applies the request again with it. Not
+/// counted in time: 91, and nothing is decided (never approved without
+/// its count). Issuers are not asked: a routed authorization stands in or
+/// is 91, as [`Node::settle_here`] says.
+async fn moto_counted(
+    node: &Node,
+    router: &crate::cluster_link::Router,
+    scope: &[u32],
+    m: &MotoRequest<'_>,
+    op: Op,
+    (token, declined_before): ([u8; 32], bool),
+) -> Answer {
+    let c = match moto_check(node, scope, m) {
+        Ok(c) => c,
+        Err(refusal) => return *refusal,
+    };
+    let extras = extras(m);
+    let request = moto_request(m, op, &c, &extras);
+    let verdict = match engine::velocity::VelocityAsk::new(&request, token, declined_before) {
+        Some(ask) => router.ask_velocity(node, &ask).await,
+        None => None,
+    };
+    let reply = match verdict {
+        Some(card) => node.settle_here(node.apply_message_counted(request, card)),
+        None => return Answer::refusal(Code::UNAVAILABLE, "card velocity not counted".into()),
+    };
+    if matches!(reply.wait, engine::Wait::Velocity { .. }) {
+        return Answer::refusal(Code::UNAVAILABLE, "card velocity not counted".into());
+    }
+    moto_answer(node, c.merchant.index, &reply)
 }
 
 /// The answer to a MO/TO payment the engine decided (itself or with an

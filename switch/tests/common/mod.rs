@@ -42,15 +42,15 @@ pub fn free_port() -> u16 {
 /// its stdout discarded; the caller adds flags, stderr and environment.
 /// Returns the command and the ISO 8583 address it will listen on.
 pub fn switch_command(dir: &std::path::Path) -> (std::process::Command, SocketAddr) {
-    let (command, iso, _) = switch_command_addrs(dir);
+    let (command, iso, _, _) = switch_command_addrs(dir);
     (command, iso)
 }
 
 /// As [`switch_command`], with the HTTP address (/metrics, /readyz) too:
-/// the command, the ISO 8583 address and the HTTP address.
+/// the command, the ISO 8583, internal-frame and HTTP addresses.
 pub fn switch_command_addrs(
     dir: &std::path::Path,
-) -> (std::process::Command, SocketAddr, SocketAddr) {
+) -> (std::process::Command, SocketAddr, SocketAddr, SocketAddr) {
     let (iso, frame, http) = (free_port(), free_port(), free_port());
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switch"));
     command
@@ -61,8 +61,9 @@ pub fn switch_command_addrs(
         .arg(dir)
         .stdout(std::process::Stdio::null());
     let addr = format!("127.0.0.1:{iso}").parse().expect("addr");
+    let frame = format!("127.0.0.1:{frame}").parse().expect("addr");
     let http = format!("127.0.0.1:{http}").parse().expect("addr");
-    (command, addr, http)
+    (command, addr, frame, http)
 }
 
 /// A fresh data directory under the system temp dir.

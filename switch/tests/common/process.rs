@@ -44,6 +44,8 @@ pub struct Proc {
     pub child: Child,
     /// Its ISO 8583 listener.
     pub iso: SocketAddr,
+    /// Its internal-frame listener.
+    pub frame: SocketAddr,
     /// Its HTTP listener (/metrics, /readyz).
     pub http: SocketAddr,
     /// Its log file (stderr).
@@ -54,7 +56,7 @@ impl Launch<'_> {
     /// Spawns the switch on fresh loopback ports.
     pub fn spawn(&self, label: &str, attempt: usize) -> Proc {
         let log = self.logs.join(format!("switch-{label}-{attempt}.log"));
-        let (mut command, iso, http) = switch_command_addrs(self.dir);
+        let (mut command, iso, frame, http) = switch_command_addrs(self.dir);
         if let Some(config) = self.config {
             command.arg("--config").arg(config);
         }
@@ -66,6 +68,7 @@ impl Launch<'_> {
         Proc {
             child,
             iso,
+            frame,
             http,
             log,
         }
