@@ -36,11 +36,11 @@ use engine::{
 };
 
 use crate::keys::{KeyStore, Refusal};
-
-pub(crate) mod cluster;
 use crate::net::{Answered, End, Wire};
 use crate::node::Node;
 use crate::ratelog::warn_limited;
+
+pub(crate) mod cluster;
 
 /// Page size of a list request without `limit`.
 const LIST_ROWS_DEFAULT: usize = 20;
@@ -373,17 +373,25 @@ impl FrameWire {
             cluster::Route::Now(answer) => return Acted::Answer(answer, None),
             cluster::Route::Shards(asked) => asked,
         };
-        let client_id = self.client_id.as_deref().unwrap_or_default();
-        if let ([shard], None) = (&asked.shards[..], asked.list) {
-            match cluster::apply_here(node, router, *shard, client_id, &self.mids, frame) {
-                cluster::Applied::Now(answer, seq) => return Acted::Framed(answer, seq),
-                cluster::Applied::Counting(_) | cluster::Applied::NotServed => {}
-            }
-        }
         let Some(later) = self.later.clone() else {
             let answer = Answer::refusal(Code::SYSTEM_MALFUNCTION, "system malfunction".into());
             return Acted::Answer(Box::new(answer), Some(End::Protocol("no_later_channel")));
         };
+        let client_id = self.client_id.as_deref().unwrap_or_default();
+        if let ([shard], None) = (&asked.shards[..], asked.list) {
+            match cluster::apply_here(node, router, *shard, client_id, &self.mids, frame) {
+                cluster::Applied::Now(answer, seq) => return Acted::Framed(answer, seq),
+                // Its admission held until the card's verdict decides it.
+                cluster::Applied::Counting(counting) => {
+                    let (node, router) = (node.clone(), router.clone());
+                    tokio::spawn(async move {
+                        let _ = later.send(cluster::counted(&node, &router, counting).await);
+                    });
+                    return Acted::Later;
+                }
+                cluster::Applied::NotServed => {}
+            }
+        }
         let held = cluster::Held {
             shared: self.shared.clone(),
             router: router.clone(),
