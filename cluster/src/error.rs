@@ -5,9 +5,12 @@
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     /// The endpoint list is empty, too long, or holds a URL that is not
-    /// `http://host:port`.
+    /// `http://host:port` (`https://` with TLS).
     #[error("etcd endpoints: {0}")]
     Endpoints(String),
+    /// The TLS configuration (CA, client certificate or key) was refused.
+    #[error("etcd TLS: {0}")]
+    Tls(String),
     /// No endpoint answered (connection refused, timeout, 5xx); the last
     /// endpoint tried and what happened there.
     #[error("etcd {op}: no endpoint answered (last {endpoint}: {reason})")]

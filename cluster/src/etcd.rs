@@ -75,6 +75,74 @@ pub enum Created {
     Exists(Kv),
 }
 
+/// TLS to etcd (`https://` endpoints): the CA that signed the members'
+/// certificates and, when etcd requires client certificates
+/// (`--client-cert-auth`), this client's certificate and key.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// Trust anchors: the CA's certificates.
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The client's chain (its own first) and key.
+    identity: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        Arc<rustls::pki_types::PrivateKeyDer<'static>>,
+    )>,
+}
+
+impl EtcdTls {
+    /// From PEM text: the CA's certificates, and the client's chain and
+    /// key when etcd asks for one.
+    ///
+    /// # Errors
+    /// [`EtcdError::Tls`] for PEM with no certificate, or no key.
+    pub fn from_pem(ca: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<Self, EtcdError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = |pem: &[u8], what: &str| {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| EtcdError::Tls(format!("{what}: {e}")))?;
+            if certs.is_empty() {
+                return Err(EtcdError::Tls(format!("{what}: no certificate in the PEM")));
+            }
+            Ok(certs)
+        };
+        let roots = certs(ca, "CA")?;
+        let identity = match identity {
+            None => None,
+            Some((cert, key)) => {
+                let chain = certs(cert, "client certificate")?;
+                let key = PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|e| EtcdError::Tls(format!("client key: {e}")))?;
+                Some((chain, Arc::new(key)))
+            }
+        };
+        Ok(EtcdTls { roots, identity })
+    }
+
+    /// The rustls configuration: the CA's roots, the client's identity.
+    fn client_config(&self) -> Result<rustls::ClientConfig, EtcdError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &self.roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| EtcdError::Tls(format!("CA: {e}")))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EtcdError::Tls(e.to_string()))?
+        .with_root_certificates(roots);
+        match &self.identity {
+            None => Ok(builder.with_no_client_auth()),
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(|e| EtcdError::Tls(format!("client certificate and key: {e}"))),
+        }
+    }
+}
+
 /// An etcd client over its JSON gateway.
 #[derive(Debug)]
 pub struct Etcd {
@@ -94,20 +162,34 @@ impl Etcd {
     ///
     /// # Errors
     /// [`EtcdError::Endpoints`] for an empty or long list or a URL that is
-    /// not `http://`; `https://` is not built yet.
+    /// not `http://` (`https://` takes [`Etcd::with_tls`]).
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, EtcdError> {
-        if endpoints.is_empty() || endpoints.len() > ENDPOINTS_MAX {
-            return Err(EtcdError::Endpoints(format!(
-                "expected 1 to {ENDPOINTS_MAX} URLs, got {}",
-                endpoints.len()
-            )));
-        }
-        let mut list = Vec::with_capacity(endpoints.len());
-        for e in endpoints {
-            list.push(endpoint(e)?);
-        }
+        Self::with_tls(endpoints, timeout, None)
+    }
+
+    /// As [`Etcd::new`], over TLS when `tls` is given: then every endpoint
+    /// must be `https://host:port`, and without it `http://`, so that a
+    /// configuration never believes itself encrypted when it is not.
+    ///
+    /// # Errors
+    /// As [`Etcd::new`]; [`EtcdError::Tls`] for a CA or identity rustls
+    /// refuses.
+    pub fn with_tls(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<&EtcdTls>,
+    ) -> Result<Self, EtcdError> {
+        check_endpoints(endpoints, tls.is_some())?;
+        let list = endpoints
+            .iter()
+            .map(|e| e.trim_end_matches('/').to_owned())
+            .collect();
+        let http = match tls {
+            None => http_client(timeout)?,
+            Some(tls) => client_with(tls.client_config()?, timeout)?,
+        };
         Ok(Etcd {
-            http: http_client(timeout)?,
+            http,
             endpoints: list,
             preferred: AtomicUsize::new(0),
             timeout,
@@ -432,8 +514,8 @@ impl Etcd {
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, EtcdError> {
     // reqwest's rustls names no crypto provider (the workspace picks
     // aws-lc-rs); a library does not install a process-wide default, so
-    // the client gets its own configuration. Plain HTTP only for now:
-    // no roots, nothing to trust.
+    // the client gets its own configuration. Plain HTTP: no roots,
+    // nothing to trust.
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -441,6 +523,11 @@ pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, EtcdErro
     .map_err(|e| EtcdError::Endpoints(format!("TLS: {e}")))?
     .with_root_certificates(rustls::RootCertStore::empty())
     .with_no_client_auth();
+    client_with(tls, timeout)
+}
+
+/// A client over `tls`, every call bounded by `timeout`.
+fn client_with(tls: rustls::ClientConfig, timeout: Duration) -> Result<reqwest::Client, EtcdError> {
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(timeout)
@@ -574,20 +661,36 @@ fn transport(e: reqwest::Error) -> String {
     text
 }
 
-/// Checks one endpoint URL and drops a trailing slash.
-fn endpoint(url: &str) -> Result<String, EtcdError> {
-    let trimmed = url.trim_end_matches('/');
-    let rest = trimmed.strip_prefix("http://").ok_or_else(|| {
-        EtcdError::Endpoints(format!(
-            "{url:?}: expected http://host:port (https is not built yet)"
-        ))
-    })?;
-    if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
+/// Checks a list of endpoint URLs: 1 to [`ENDPOINTS_MAX`], each
+/// `https://host:port` when `tls`, `http://host:port` otherwise.
+///
+/// # Errors
+/// [`EtcdError::Endpoints`], naming the first bad URL.
+pub fn check_endpoints(endpoints: &[String], tls: bool) -> Result<(), EtcdError> {
+    if endpoints.is_empty() || endpoints.len() > ENDPOINTS_MAX {
         return Err(EtcdError::Endpoints(format!(
-            "{url:?}: expected http://host:port"
+            "expected 1 to {ENDPOINTS_MAX} URLs, got {}",
+            endpoints.len()
         )));
     }
-    Ok(trimmed.to_owned())
+    let want = if tls { "https://" } else { "http://" };
+    for url in endpoints {
+        let trimmed = url.trim_end_matches('/');
+        let Some(rest) = trimmed.strip_prefix(want) else {
+            let why = match (tls, trimmed.starts_with("https://")) {
+                (false, true) => "https:// needs the etcd CA (TLS) configured",
+                (true, false) => "TLS is configured: expected https://host:port",
+                _ => "expected http://host:port",
+            };
+            return Err(EtcdError::Endpoints(format!("{url:?}: {why}")));
+        };
+        if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
+            return Err(EtcdError::Endpoints(format!(
+                "{url:?}: expected {want}host:port"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A refusal naming a missing lease as [`EtcdError::LeaseNotFound`].
@@ -703,14 +806,42 @@ mod tests {
 
     #[test]
     fn endpoints_are_checked() {
-        assert_eq!(
-            endpoint("http://127.0.0.1:2379/").unwrap(),
-            "http://127.0.0.1:2379"
-        );
-        assert!(endpoint("https://a:1").is_err());
-        assert!(endpoint("http://a").is_err());
-        assert!(endpoint("http://a:1/v3").is_err());
+        let one = |url: &str, tls| check_endpoints(&[url.to_owned()], tls);
+        assert!(one("http://127.0.0.1:2379/", false).is_ok());
+        assert!(one("https://127.0.0.1:2379", true).is_ok());
+        let e = one("https://a:1", false).unwrap_err().to_string();
+        assert!(e.contains("needs the etcd CA"), "{e}");
+        let e = one("http://a:1", true).unwrap_err().to_string();
+        assert!(e.contains("TLS is configured"), "{e}");
+        assert!(one("http://a", false).is_err());
+        assert!(one("https://a", true).is_err());
+        assert!(one("http://a:1/v3", false).is_err());
+        assert!(one("ftp://a:1", false).is_err());
         assert!(Etcd::new(&[], Duration::from_secs(1)).is_err());
+        let c = Etcd::new(
+            &["http://127.0.0.1:2379/".to_owned()],
+            Duration::from_secs(1),
+        );
+        assert_eq!(c.expect("a client").endpoints, ["http://127.0.0.1:2379"]);
+    }
+
+    #[test]
+    fn tls_needs_pem_with_a_certificate_and_a_key() {
+        let e = EtcdTls::from_pem(b"no pem here", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CA: no certificate"), "{e}");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).expect("ca");
+        let ca_pem = ca.cert.pem();
+        assert!(EtcdTls::from_pem(ca_pem.as_bytes(), None).is_ok());
+        let e = EtcdTls::from_pem(ca_pem.as_bytes(), Some((ca_pem.as_bytes(), b"nothing")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client key"), "{e}");
+        let key = ca.signing_key.serialize_pem();
+        let tls = EtcdTls::from_pem(ca_pem.as_bytes(), Some((ca_pem.as_bytes(), key.as_bytes())))
+            .expect("an identity");
+        assert!(tls.client_config().is_ok());
     }
 
     #[test]

@@ -30,6 +30,19 @@ const INSTALL_HINT: &str = "run scripts/install-test-deps.sh (installs Debian's 
 /// Servers started by this process, for unique directory names.
 static SERVERS: AtomicU32 = AtomicU32::new(0);
 
+/// The files of an etcd member serving its clients over TLS: its
+/// certificate and key (PEM), and the CA whose certificates it requires
+/// of clients (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The member's certificate (for 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA clients' certificates must chain to.
+    pub ca: PathBuf,
+}
+
 /// A running etcd: one member, or a cluster of a few.
 #[derive(Debug)]
 pub struct EtcdServer {
@@ -58,6 +71,20 @@ impl EtcdServer {
     /// # Errors
     /// As [`EtcdServer::new`]; a count out of range.
     pub fn with_members(members: usize) -> Result<Self, String> {
+        Self::start_with(members, None)
+    }
+
+    /// Starts a one-member etcd serving clients over TLS only
+    /// (`https://127.0.0.1:<port>`), requiring a client certificate the
+    /// CA signed; its health is read on a plain metrics URL.
+    ///
+    /// # Errors
+    /// As [`EtcdServer::new`].
+    pub fn with_tls(tls: &ServerTls) -> Result<Self, String> {
+        Self::start_with(1, Some(tls))
+    }
+
+    fn start_with(members: usize, tls: Option<&ServerTls>) -> Result<Self, String> {
         if !(1..=MEMBERS_MAX).contains(&members) {
             return Err(format!("{members} members: expected 1 to {MEMBERS_MAX}"));
         }
@@ -75,7 +102,7 @@ impl EtcdServer {
                 urls: Vec::new(),
                 dir: dir.clone(),
             };
-            match server.start(&bin, members) {
+            match server.start(&bin, members, tls) {
                 Ok(()) => return Ok(server),
                 Err(e) => {
                     last = e;
@@ -132,10 +159,16 @@ impl EtcdServer {
     }
 
     /// Starts `members` members and waits for each one's health.
-    fn start(&mut self, bin: &Path, members: usize) -> Result<(), String> {
+    fn start(&mut self, bin: &Path, members: usize, tls: Option<&ServerTls>) -> Result<(), String> {
         let mut ports = Vec::with_capacity(members);
         for _ in 0..members {
             ports.push((free_port()?, free_port()?));
+        }
+        // Health over TLS would need the client's certificate: a plain
+        // metrics URL answers it instead.
+        let mut health = Vec::with_capacity(members);
+        for &(client, _) in &ports {
+            health.push(if tls.is_some() { free_port()? } else { client });
         }
         let initial: Vec<String> = ports
             .iter()
@@ -144,7 +177,8 @@ impl EtcdServer {
             .collect();
         let initial = initial.join(",");
         for (i, &(client, peer)) in ports.iter().enumerate() {
-            let url = format!("http://127.0.0.1:{client}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
             let data = self.dir.join(format!("data{i}"));
             let _ = fs::remove_dir_all(&data);
@@ -152,7 +186,19 @@ impl EtcdServer {
             let log =
                 fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
             let err = log.try_clone().map_err(|e| e.to_string())?;
-            let child = Command::new(bin)
+            let mut command = Command::new(bin);
+            if let Some(tls) = tls {
+                command
+                    .arg(format!("--cert-file={}", tls.cert.display()))
+                    .arg(format!("--key-file={}", tls.key.display()))
+                    .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                    .arg("--client-cert-auth")
+                    .arg(format!(
+                        "--listen-metrics-urls=http://127.0.0.1:{}",
+                        health[i]
+                    ));
+            }
+            let child = command
                 .arg(format!("--name=m{i}"))
                 .arg(format!("--data-dir={}", data.display()))
                 .arg(format!("--listen-client-urls={url}"))
@@ -169,7 +215,7 @@ impl EtcdServer {
             self.urls.push(url);
         }
         let until = Instant::now() + START_WAIT;
-        for (i, &(client, _)) in ports.iter().enumerate() {
+        for (i, &port) in health.iter().enumerate() {
             loop {
                 if let Some(Ok(Some(status))) = self.children[i].as_mut().map(Child::try_wait) {
                     let log = fs::read_to_string(self.dir.join(format!("etcd{i}.log")))
@@ -180,7 +226,7 @@ impl EtcdServer {
                         tail.join(" | ")
                     ));
                 }
-                if healthy(client) {
+                if healthy(port) {
                     break;
                 }
                 if Instant::now() >= until {

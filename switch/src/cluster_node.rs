@@ -231,11 +231,9 @@ pub(crate) async fn start(
         cancel.clone(),
         tracker.clone(),
     ));
-    let etcd = cluster::etcd::Etcd::new(
-        &settings.etcd_endpoints,
-        Duration::from_millis(cluster::etcd::CALL_TIMEOUT_MS_DEFAULT),
-    )
-    .context("cluster.etcd_endpoints")?;
+    let etcd = settings.etcd_client(Duration::from_millis(
+        cluster::etcd::CALL_TIMEOUT_MS_DEFAULT,
+    ))?;
     // Not tracked: draining connections still route (see `Router::refresh`).
     tokio::spawn(router.refresh(
         etcd,
@@ -425,11 +423,9 @@ async fn join(
     http: &TcpListener,
     handover: Arc<crate::cluster_commit::ShardHandover>,
 ) -> anyhow::Result<cluster::member::Member> {
-    let etcd = cluster::etcd::Etcd::new(
-        &settings.etcd_endpoints,
-        Duration::from_millis(cluster::etcd::CALL_TIMEOUT_MS_DEFAULT),
-    )
-    .context("cluster.etcd_endpoints")?;
+    let etcd = settings.etcd_client(Duration::from_millis(
+        cluster::etcd::CALL_TIMEOUT_MS_DEFAULT,
+    ))?;
     let mut m = cluster::member::Settings::new("default", &settings.node_id, &settings.link_addr);
     m.prefix.clone_from(&settings.etcd_prefix);
     m.node.iso_addr = Some(iso.local_addr()?.to_string());

@@ -3,8 +3,9 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use serde::Deserialize;
 
 /// The configuration the switch runs with when given no file.
@@ -154,9 +155,49 @@ pub struct ClusterSettings {
     /// node's must name the host of its `link_addr` as etcd holds it.
     #[serde(default)]
     pub link_tls_ca_file: Option<PathBuf>,
+    /// The CA (PEM) that signed the etcd members' certificates: set, the
+    /// node speaks TLS to etcd and every `etcd_endpoints` URL must be
+    /// `https://`; unset, `http://` (etcd on a private network only).
+    #[serde(default)]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// The node's client certificate for etcd (PEM, its own first), when
+    /// etcd requires one (`--client-cert-auth`); with `etcd_key_file`,
+    /// both or neither, and only with `etcd_ca_file`.
+    #[serde(default)]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `etcd_cert_file`.
+    #[serde(default)]
+    pub etcd_key_file: Option<PathBuf>,
 }
 
 impl ClusterSettings {
+    /// An etcd client of `etcd_endpoints`, over TLS when `etcd_ca_file`
+    /// is set, every call bounded by `timeout`.
+    ///
+    /// # Errors
+    /// A file that cannot be read or holds no PEM, naming its key; the
+    /// endpoints (checked at load).
+    pub(crate) fn etcd_client(
+        &self,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<cluster::etcd::Etcd> {
+        etcd_client(
+            &self.etcd_endpoints,
+            EtcdFiles {
+                ca: self.etcd_ca_file.as_deref(),
+                cert: self.etcd_cert_file.as_deref(),
+                key: self.etcd_key_file.as_deref(),
+                names: [
+                    "cluster.etcd_ca_file",
+                    "cluster.etcd_cert_file",
+                    "cluster.etcd_key_file",
+                ],
+            },
+            timeout,
+        )
+        .context("cluster.etcd_endpoints")
+    }
+
     fn default_prefix() -> String {
         "/switch/default".into()
     }
@@ -176,8 +217,30 @@ impl ClusterSettings {
     /// Checks every key; names the first bad one.
     fn validate(&self) -> Result<(), ConfigError> {
         cluster::member::check_node_id(&self.node_id).map_err(|p| invalid("cluster.node_id", p))?;
-        cluster::etcd::Etcd::new(&self.etcd_endpoints, std::time::Duration::from_secs(1))
+        cluster::etcd::check_endpoints(&self.etcd_endpoints, self.etcd_ca_file.is_some())
             .map_err(|e| invalid("cluster.etcd_endpoints", e.to_string()))?;
+        match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "cluster.etcd_key_file",
+                    "missing: etcd_cert_file needs its key".to_owned(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "cluster.etcd_cert_file",
+                    "missing: etcd_key_file needs its certificate".to_owned(),
+                ))
+            }
+            (Some(_), Some(_)) if self.etcd_ca_file.is_none() => {
+                return Err(invalid(
+                    "cluster.etcd_ca_file",
+                    "missing: a client certificate for etcd is for TLS, which needs the CA"
+                        .to_owned(),
+                ))
+            }
+            _ => {}
+        }
         let p = &self.etcd_prefix;
         if !p.starts_with('/') || p.ends_with('/') || p.len() < 2 {
             return Err(invalid(
@@ -243,6 +306,55 @@ impl ClusterSettings {
         }
         Ok(())
     }
+}
+
+/// The PEM files of TLS to etcd, and the names an error gives them
+/// (configuration keys, or command-line options).
+pub(crate) struct EtcdFiles<'a> {
+    /// The members' CA: TLS when set.
+    pub(crate) ca: Option<&'a Path>,
+    /// A client certificate, with `key`.
+    pub(crate) cert: Option<&'a Path>,
+    /// Its key.
+    pub(crate) key: Option<&'a Path>,
+    /// Names of the CA, certificate and key, for errors.
+    pub(crate) names: [&'a str; 3],
+}
+
+/// An etcd client of `endpoints`, over TLS with `files.ca`, every call
+/// bounded by `timeout`.
+///
+/// # Errors
+/// A file that cannot be read or holds no PEM (naming it), endpoints that
+/// are not `https://` with TLS or `http://` without.
+pub(crate) fn etcd_client(
+    endpoints: &[String],
+    files: EtcdFiles<'_>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<cluster::etcd::Etcd> {
+    let [ca_name, cert_name, key_name] = files.names;
+    let read = |name: &str, path: &Path| {
+        std::fs::read(path).with_context(|| format!("{name} {}", path.display()))
+    };
+    let tls = match files.ca {
+        None => None,
+        Some(ca) => {
+            let ca = read(ca_name, ca)?;
+            let identity = match (files.cert, files.key) {
+                (Some(cert), Some(key)) => Some((read(cert_name, cert)?, read(key_name, key)?)),
+                _ => None,
+            };
+            let pair = identity.as_ref().map(|(c, k)| (&c[..], &k[..]));
+            let tls = cluster::etcd::EtcdTls::from_pem(&ca, pair)
+                .with_context(|| format!("{ca_name}, {cert_name}, {key_name}"))?;
+            Some(tls)
+        }
+    };
+    Ok(cluster::etcd::Etcd::with_tls(
+        endpoints,
+        timeout,
+        tls.as_ref(),
+    )?)
 }
 
 /// `[webhooks]`: how events are posted to the merchants' endpoints (the

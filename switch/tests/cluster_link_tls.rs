@@ -11,46 +11,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::nodes::*;
 use common::*;
-
-/// The PEM files: `ca.pem`, `n1.pem`/`.key`, `n2.pem`/`.key` (the
-/// cluster CA's, for 127.0.0.1), `stranger.pem`/`.key` (another CA's).
-fn pki(dir: &Path) -> PathBuf {
-    let dir = dir.join("pki");
-    std::fs::create_dir_all(&dir).expect("pki dir");
-    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write");
-    let ca = |pem: Option<&str>| {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).expect("self-signed");
-        if let Some(name) = pem {
-            write(name, cert.pem());
-        }
-        Issuer::new(params, key)
-    };
-    let (cluster, other) = (ca(Some("ca.pem")), ca(None));
-    for (name, issuer) in [("n1", &cluster), ("n2", &cluster), ("stranger", &other)] {
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("params")
-            .signed_by(&key, issuer)
-            .expect("sign");
-        write(&format!("{name}.pem"), cert.pem());
-        write(&format!("{name}.key"), key.serialize_pem());
-    }
-    dir
-}
 
 /// The `[cluster]` keys of node `name`'s link TLS.
 fn link_tls(pki: &Path, name: &str) -> String {
@@ -126,7 +96,7 @@ fn connector(pki: &Path, identity: &str) -> tokio_rustls::TlsConnector {
 async fn nodes_forward_over_mutual_tls_and_a_link_without_a_cluster_certificate_is_refused() {
     let (etcd, pg, url) = services("cluster_link_tls");
     let dir = data_dir();
-    let pki = pki(&dir);
+    let pki = pki(&dir, &["n1", "n2"]);
     // One merchant per shard, so each node serves some of them.
     let merchants = merchant_per_shard();
     let extra = |name: &str| format!("{}{}", link_tls(&pki, name), merchants_toml(&merchants));
@@ -216,7 +186,7 @@ async fn nodes_forward_over_mutual_tls_and_a_link_without_a_cluster_certificate_
 #[test]
 fn a_node_whose_link_certificate_cannot_be_read_refuses_to_start_naming_it() {
     let dir = data_dir();
-    let pki = pki(&dir);
+    let pki = pki(&dir, &["n1", "n2"]);
     std::fs::remove_file(pki.join("n1.key")).expect("remove");
     let config = cluster_config_with(
         &dir,

@@ -148,15 +148,34 @@ pub(crate) struct ExportFilters {
     pub(crate) status: Option<String>,
 }
 
+/// `--etcd-ca`, `--etcd-cert`, `--etcd-key`: TLS to etcd.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct EtcdTlsArgs {
+    /// The CA (PEM) of the etcd members' certificates: TLS, `https://`
+    /// URLs (as `cluster.etcd_ca_file`).
+    #[arg(long = "etcd-ca", value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd, when it requires one (as
+    /// `cluster.etcd_cert_file`).
+    #[arg(long = "etcd-cert", value_name = "FILE", requires_all = ["ca", "key"])]
+    pub(crate) cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long = "etcd-key", value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum ClusterAction {
     /// The nodes, the shards each owns and their epochs, as etcd holds
     /// them (reads etcd only).
     Status {
-        /// etcd client URL (`http://host:port`); several comma-separated
-        /// or repeated.
+        /// etcd client URL (`http://host:port`, `https://` with
+        /// `--etcd-ca`); several comma-separated or repeated.
         #[arg(long = "etcd", required = true, value_delimiter = ',')]
         etcd: Vec<String>,
+        /// TLS to etcd, as the nodes' `cluster.etcd_*_file` keys.
+        #[command(flatten)]
+        etcd_tls: EtcdTlsArgs,
         /// The cluster's name: keys under `/switch/NAME`.
         #[arg(long, default_value = "default", conflicts_with = "prefix")]
         cluster: String,
@@ -183,10 +202,13 @@ pub(crate) enum ClusterAction {
     Drain {
         /// The node's id (`cluster.node_id`).
         node: String,
-        /// etcd client URL (`http://host:port`); several comma-separated
-        /// or repeated.
+        /// etcd client URL (`http://host:port`, `https://` with
+        /// `--etcd-ca`); several comma-separated or repeated.
         #[arg(long = "etcd", required = true, value_delimiter = ',')]
         etcd: Vec<String>,
+        /// TLS to etcd, as the nodes' `cluster.etcd_*_file` keys.
+        #[command(flatten)]
+        etcd_tls: EtcdTlsArgs,
         /// The cluster's name: keys under `/switch/NAME`.
         #[arg(long, default_value = "default", conflicts_with = "prefix")]
         cluster: String,

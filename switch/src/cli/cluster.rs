@@ -25,6 +25,7 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
     match action {
         ClusterAction::Status {
             etcd,
+            etcd_tls,
             cluster,
             prefix,
             shards,
@@ -32,7 +33,7 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
             json,
         } => {
             let prefix = key_prefix(prefix, &cluster)?;
-            let client = etcd_client(&etcd)?;
+            let client = etcd_client(&etcd, &etcd_tls)?;
             let mut status = runtime
                 .block_on(cluster::status::read(&client, &prefix))
                 .with_context(|| format!("reading {prefix} from etcd"))?;
@@ -52,6 +53,7 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
         ClusterAction::Drain {
             node,
             etcd,
+            etcd_tls,
             cluster,
             prefix,
             wait,
@@ -59,7 +61,7 @@ pub(crate) fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
         } => {
             cluster::member::check_node_id(&node).map_err(|e| anyhow::anyhow!("NODE: {e}"))?;
             let prefix = key_prefix(prefix, &cluster)?;
-            let client = etcd_client(&etcd)?;
+            let client = etcd_client(&etcd, &etcd_tls)?;
             runtime.block_on(drain(&client, &prefix, &node, wait, undo))
         }
     }
@@ -143,8 +145,17 @@ fn read_postgres(url: &str) -> anyhow::Result<cluster::status::Postgres> {
     cluster::status::read_postgres(&mut client).with_context(|| format!("reading --pg {location}"))
 }
 
-/// An etcd client of `--etcd`.
-fn etcd_client(etcd: &[String]) -> anyhow::Result<cluster::etcd::Etcd> {
+/// An etcd client of `--etcd`, over TLS with `--etcd-ca` (as a node's).
+fn etcd_client(
+    etcd: &[String],
+    tls: &crate::cli::args::EtcdTlsArgs,
+) -> anyhow::Result<cluster::etcd::Etcd> {
+    let files = crate::config::EtcdFiles {
+        ca: tls.ca.as_deref(),
+        cert: tls.cert.as_deref(),
+        key: tls.key.as_deref(),
+        names: ["--etcd-ca", "--etcd-cert", "--etcd-key"],
+    };
     let timeout = Duration::from_millis(cluster::etcd::CALL_TIMEOUT_MS_DEFAULT);
-    cluster::etcd::Etcd::new(etcd, timeout).context("--etcd")
+    crate::config::etcd_client(etcd, files, timeout).context("--etcd")
 }

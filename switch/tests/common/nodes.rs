@@ -538,3 +538,34 @@ async fn reconnect(at: &mut usize, addrs: &[SocketAddr]) -> Client {
     }
     panic!("no node of {addrs:?} accepts a connection");
 }
+
+/// The PEM files of a test PKI, in `dir/pki`: `ca.pem`, and for each of
+/// `names` `NAME.pem`/`.key` (the CA's, for 127.0.0.1), and
+/// `stranger.pem`/`.key` (another CA's).
+pub fn pki(dir: &Path, names: &[&str]) -> PathBuf {
+    let dir = dir.join("pki");
+    std::fs::create_dir_all(&dir).expect("pki dir");
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write");
+    let ca = |pem: Option<&str>| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("self-signed");
+        if let Some(name) = pem {
+            write(name, cert.pem());
+        }
+        rcgen::Issuer::new(params, key)
+    };
+    let (cluster, other) = (ca(Some("ca.pem")), ca(None));
+    let ours = names.iter().map(|n| (*n, &cluster));
+    for (name, issuer) in ours.chain([("stranger", &other)]) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&key, issuer)
+            .expect("sign");
+        write(&format!("{name}.pem"), cert.pem());
+        write(&format!("{name}.key"), key.serialize_pem());
+    }
+    dir
+}
