@@ -41,7 +41,7 @@ pub use error::ArchiveError;
 pub use fetch::fetch;
 pub use pg::redact::redact as redact_url;
 pub use pg::schema::IDLE_IN_TRANSACTION_MS as PG_IDLE_IN_TRANSACTION_MS;
-pub use pg::{session_config as pg_session_config, PgArchive};
+pub use pg::{session as pg_session, PgArchive, PgSession};
 pub use sqlite::{SqliteArchive, FILE_NAME};
 pub use store::{
     Archive, Page, BATCH_RECORDS_MAX, DELETE_PAYMENTS_MAX, LIST_SCAN_PAYMENTS_MAX, OPEN_HOLDS_MAX,

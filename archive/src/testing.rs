@@ -266,6 +266,36 @@ impl PgServer {
         format!("{}?options=-c%20search_path%3D{name}", self.url(database))
     }
 
+    /// Serves TLS from now on (`ssl = on`, reloaded): `cert_pem` and
+    /// `key_pem` become the cluster's `server.crt` and `server.key`, the
+    /// key readable by the server's user only, as PostgreSQL demands.
+    /// Plain connections are still accepted.
+    ///
+    /// # Errors
+    /// A file that cannot be written, or the server refusing the change.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), ServerError> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = PathBuf::from(self.data());
+        for (name, text, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ] {
+            let path = data.join(name);
+            let io = |source| ServerError::Io {
+                path: path.display().to_string(),
+                source,
+            };
+            fs::write(&path, text).map_err(io)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io)?;
+            if let Some(user) = self.user {
+                let file = path.display().to_string();
+                run(Command::new("chown").args([&format!("{user}:"), &file]))?;
+            }
+        }
+        self.execute("postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.execute("postgres", "SELECT pg_reload_conf()")
+    }
+
     /// Runs `sql` in `database` as the superuser.
     ///
     /// # Errors

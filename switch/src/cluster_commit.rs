@@ -847,7 +847,7 @@ pub(crate) const LOAD_SESSION_NAME: &str = "switch-cluster-load";
 
 /// Connects to PostgreSQL with the archive's session rule: every commit
 /// waits for the WAL flush (and a synchronous standby's), and the
-/// archive's bounds on every wait (`archive::pg_session_config`).
+/// archive's bounds on every wait and its TLS (`archive::pg_session`).
 pub(crate) fn connect(url: &str) -> anyhow::Result<postgres::Client> {
     connect_noting(url, None, None)
 }
@@ -875,7 +875,8 @@ fn connect_noting(
     name: Option<&'static str>,
     unreplicated: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<postgres::Client> {
-    let mut config = archive::pg_session_config(url)?;
+    let mut session = archive::pg_session(url)?;
+    let config = &mut session.config;
     if let Some(name) = name {
         config.application_name(name);
     }
@@ -903,8 +904,8 @@ fn connect_noting(
             );
         }
     });
-    let mut client = config
-        .connect(postgres::NoTls)
+    let mut client = session
+        .connect()
         .context("connecting to PostgreSQL (archive.url)")?;
     // A node frozen mid-transaction (paused, its VM stopped) would hold
     // its shards' fence rows, and every takeover would wait on them: the

@@ -85,7 +85,7 @@ pub(crate) async fn start(
     let reader = archive_stage::open_store(&config.archive, &config.listeners.data_dir)?;
     let url = config.archive.url.clone();
     archive_stage::off_runtime(move || -> anyhow::Result<()> {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        let mut client = archive::pg_session(&url)?.connect()?;
         cluster::fence::install(&mut client)?;
         Ok(())
     })

@@ -1,8 +1,9 @@
 //! The PostgreSQL archive: the same tables as the SQLite file on a
 //! server (`schema.rs`), a batch applied as one `INSERT … UNNEST` per
 //! table in one transaction (`batch.rs`), list pages as one indexed walk
-//! per merchant (`list.rs`), and the URL shown in errors without its
-//! password (`redact.rs`).
+//! per merchant (`list.rs`), the URL shown in errors without its
+//! password (`redact.rs`), and TLS from the URL's `sslrootcert`
+//! (`tls.rs`).
 //!
 //! Reconnection is transparent, once per call: a call that finds the
 //! connection broken (the server restarted, the network dropped it)
@@ -16,6 +17,7 @@ mod batch;
 mod list;
 pub(crate) mod redact;
 pub(crate) mod schema;
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -56,7 +58,7 @@ const APPLICATION_NAME: &str = "switch-archive";
 /// The PostgreSQL archive. Open it with [`PgArchive::connect`].
 pub struct PgArchive {
     /// The parsed URL with the timeouts added, for every reconnection.
-    config: Config,
+    config: PgSession,
     /// The URL without its password, named in every error.
     location: String,
     /// The connection and its statements; `None` after a broken
@@ -158,7 +160,7 @@ impl PgArchive {
     /// password.
     pub fn connect(url: &str) -> Result<Self, ArchiveError> {
         let location = redact::redact(url);
-        let config = session_config(url)?;
+        let config = session(url)?;
         let mut archive = PgArchive {
             config,
             location,
@@ -172,7 +174,7 @@ impl PgArchive {
     /// A new connection, its settings and statements, with the tables
     /// recognised (and laid out if new).
     fn open(&self) -> Result<Session, ArchiveError> {
-        let mut client = transport(&self.config).map_err(|e| self.connect_error(e))?;
+        let mut client = self.config.connect().map_err(|e| self.connect_error(e))?;
         client
             .batch_execute(&schema::session_settings())
             .map_err(|e| self.error(e))?;
@@ -229,7 +231,7 @@ impl PgArchive {
     /// Sorts a driver error into the archive's kinds, naming the URL.
     fn error(&self, e: postgres::Error) -> ArchiveError {
         let location = self.location.clone();
-        let reason = redact::scrub(describe(&e), self.config.get_password());
+        let reason = redact::scrub(describe(&e), self.config.config.get_password());
         let code = e.code();
         if broken(&e)
             || code
@@ -251,7 +253,7 @@ impl PgArchive {
     fn connect_error(&self, e: postgres::Error) -> ArchiveError {
         ArchiveError::Connect {
             location: self.location.clone(),
-            reason: redact::scrub(describe(&e), self.config.get_password()),
+            reason: redact::scrub(describe(&e), self.config.config.get_password()),
         }
     }
 
@@ -279,29 +281,67 @@ impl PgArchive {
     }
 }
 
-/// The one place that picks the transport. Plain TCP or a Unix socket
-/// for now; TLS goes here (a `MakeTlsConnect` chosen from the URL's
-/// `sslmode`) without touching the callers.
-fn transport(config: &Config) -> Result<Client, postgres::Error> {
-    config.connect(NoTls)
+/// A PostgreSQL session's settings: the URL parsed, with the archive's
+/// bounds, and TLS when the URL names `sslrootcert` (`tls.rs`).
+#[derive(Clone, Debug)]
+pub struct PgSession {
+    /// The driver's settings (a caller may add its own, such as a notice
+    /// callback, before [`PgSession::connect`]).
+    pub config: Config,
+    /// TLS, when asked for.
+    tls: Option<tls::PgTls>,
+}
+
+impl PgSession {
+    /// A new connection, over TLS when the URL asked for it: the one
+    /// place that picks the transport.
+    ///
+    /// # Errors
+    /// The driver's: unreachable, refused, a failed handshake.
+    pub fn connect(&self) -> Result<Client, postgres::Error> {
+        match &self.tls {
+            None => self.config.connect(NoTls),
+            Some(tls) => self.config.connect(tls.clone()),
+        }
+    }
+
+    /// Whether its connections are TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// `url` parsed (a URL or libpq's `key=value` form; several hosts with
 /// `target_session_attrs=read-write` follow a failover), with the
 /// archive's bounds on every wait the URL does not set itself: connecting,
 /// unacknowledged writes (`TCP_USER_TIMEOUT`) and keepalives, so a server
-/// that vanished without closing its connections is found in seconds.
+/// that vanished without closing its connections is found in seconds; and
+/// TLS when it names `sslrootcert`, the server's certificate verified
+/// against that CA (`tls.rs`).
 ///
 /// # Errors
-/// [`ArchiveError::Connect`] when the URL does not parse, naming it
+/// [`ArchiveError::Connect`] when the URL does not parse, its TLS
+/// parameters are refused, or the CA file cannot be read, naming the URL
 /// without its password.
-pub fn session_config(url: &str) -> Result<Config, ArchiveError> {
-    let mut config = Config::from_str(url).map_err(|e| ArchiveError::Connect {
+pub fn session(url: &str) -> Result<PgSession, ArchiveError> {
+    let refused = |reason: String| ArchiveError::Connect {
         location: redact::redact(url),
-        reason: describe(&e),
-    })?;
+        reason,
+    };
+    let prepared = tls::prepare(url).map_err(&refused)?;
+    let mut config = Config::from_str(&prepared.url).map_err(|e| refused(describe(&e)))?;
     bound_waits(&mut config);
-    Ok(config)
+    let tls = match &prepared.root {
+        None => None,
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| refused(format!("sslrootcert {path}: {e}")))?;
+            let tls = tls::PgTls::from_pem(&pem)
+                .map_err(|e| refused(format!("sslrootcert {path}: {e}")))?;
+            Some(tls)
+        }
+    };
+    Ok(PgSession { config, tls })
 }
 
 /// Adds the bounds on every wait the URL does not set itself.

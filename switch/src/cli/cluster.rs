@@ -139,8 +139,8 @@ fn key_prefix(prefix: Option<String>, cluster: &str) -> anyhow::Result<String> {
 /// the archive's; the error names the URL without its password.
 fn read_postgres(url: &str) -> anyhow::Result<cluster::status::Postgres> {
     let location = archive::redact_url(url);
-    let mut client = archive::pg_session_config(url)?
-        .connect(postgres::NoTls)
+    let mut client = archive::pg_session(url)?
+        .connect()
         .with_context(|| format!("connecting to --pg {location}"))?;
     cluster::status::read_postgres(&mut client).with_context(|| format!("reading --pg {location}"))
 }

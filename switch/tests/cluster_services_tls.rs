@@ -1,12 +1,20 @@
-//! Cluster mode with etcd over TLS (`cluster.etcd_ca_file`,
-//! `etcd_cert_file`, `etcd_key_file`), on a real etcd serving its
-//! clients over TLS only and requiring client certificates, with
-//! certificates made here (rcgen): a node with the CA and its certificate
-//! joins, serves every shard and approves; `switch cluster status` reads
-//! the cluster over TLS; a node without a client certificate, or with
-//! another CA's, is refused by etcd and does not start, saying it could
-//! not join; an `https://` URL without the CA, or a plain one with it, is
-//! refused at load naming `cluster.etcd_endpoints`.
+//! Cluster mode with its services over TLS, certificates made here
+//! (rcgen).
+//!
+//! etcd (`cluster.etcd_ca_file`, `etcd_cert_file`, `etcd_key_file`), on
+//! a real etcd serving its clients over TLS only and requiring client
+//! certificates: a node with the CA and its certificate joins, serves
+//! every shard and approves; `switch cluster status` reads the cluster
+//! over TLS; a node without a client certificate, or with another CA's,
+//! is refused by etcd and does not start, saying it could not join; an
+//! `https://` URL without the CA, or a plain one with it, is refused at
+//! load naming `cluster.etcd_endpoints`.
+//!
+//! PostgreSQL (`sslrootcert` and `sslmode` in `archive.url`, as libpq
+//! names them), on a real server with `ssl = on`: every session of a node
+//! is TLS (`pg_stat_ssl`) and the node approves; a node given another
+//! CA, or `sslmode=require` without a CA, does not start, naming
+//! `archive.url`.
 
 mod common;
 
@@ -135,6 +143,62 @@ async fn nodes_reach_etcd_over_tls_with_their_client_certificates() {
     // The node serving all along is unaffected.
     let resp = client.call(&sale(&card(2), 1_000)).await;
     assert_eq!(resp.code(), "00");
+    drop(n1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_postgresql_over_tls_verified_against_its_ca() {
+    let dir = data_dir();
+    let pki = pki(&dir, &["pg"]);
+    let (etcd, pg, url) = services("cluster_pg_tls");
+    let read = |name: &str| std::fs::read_to_string(pki.join(name)).expect("pem");
+    let (cert, key) = (read("pg.pem"), read("pg.key"));
+    off_runtime(|| pg.enable_tls(&cert, &key)).expect("TLS on the server");
+    let with_ca = |ca: &str| {
+        format!(
+            "{url}?sslmode=verify-full&sslrootcert={}",
+            pki.join(ca).display()
+        )
+    };
+
+    // Verified against the CA: every session of the node is TLS.
+    let tls_url = with_ca("ca.pem");
+    let (n1, mut client) = launch_node(&dir, &tls_url, etcd.url(), "n1", "").await;
+    n1.wait_metric(
+        "switch_cluster_served_shards",
+        Duration::from_secs(15),
+        |v| v == f64::from(SHARDS),
+    )
+    .await;
+    assert_eq!(client.call(&sale(&card(1), 1_000)).await.code(), "00");
+    let sessions = |ssl: bool| {
+        count(
+            &url,
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE application_name LIKE 'switch%' AND ssl = {ssl}"
+            ),
+        )
+    };
+    assert!(
+        sessions(true) >= 2,
+        "the node's TLS sessions: {}",
+        sessions(true)
+    );
+    assert_eq!(sessions(false), 0, "no plain session of the node");
+    assert_eq!(count(&url, PAYMENT_RECORDS), 1);
+
+    // Another CA, or TLS asked for without a CA: the node does not start.
+    let stranger = with_ca("stranger.pem");
+    let require = format!("{url}?sslmode=require");
+    for (name, bad) in [("n2", stranger), ("n3", require)] {
+        let (dir, etcd_url) = (dir.clone(), etcd.url().to_owned());
+        let (ok, stderr) = off_runtime(move || run_to_exit(&dir, &bad, &etcd_url, name, ""));
+        assert!(!ok, "{name}: {stderr}");
+        assert!(stderr.contains("archive.url"), "{name}: {stderr}");
+    }
+    assert_eq!(client.call(&sale(&card(2), 1_000)).await.code(), "00");
     drop(n1);
     let _ = std::fs::remove_dir_all(&dir);
 }
