@@ -106,8 +106,12 @@ const OWNER_POLL: Duration = Duration::from_millis(20);
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 /// Node keys read per poll, at most.
 const NODES_READ_MAX: usize = cluster::ownership::NODES_MAX;
-/// How long a link's TLS handshake may take, either side.
+/// How long a link's TCP connect, and its TLS handshake, may take,
+/// either side.
 pub(crate) const LINK_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a link's connection must stay up before the link counts as
+/// up again (`Router::unreachable_owners`).
+const LINK_PROVEN: Duration = Duration::from_millis(500);
 
 /// A link's connection as its two halves, plaintext or TLS.
 pub(crate) type LinkHalves = (
@@ -424,6 +428,37 @@ impl Router {
         Ok((committed == Ok(true)).then_some(verdict))
     }
 
+    /// The owners etcd names that this node has had no link to for
+    /// longer than `after` (a partition between nodes: both alive, the
+    /// link down), with how many shards each owns here; `None` when
+    /// there are none. A crashed owner is not one for long: etcd stops
+    /// naming it once its lease runs out, so `after` is the lease TTL and
+    /// a margin (`cluster_node`).
+    pub(crate) fn unreachable_owners(&self, after: Duration) -> Option<String> {
+        let owners = lock(&self.owners).clone();
+        let links = lock(&self.links);
+        let mut far = std::collections::BTreeMap::<&str, usize>::new();
+        for owner in owners.values().filter(|o| **o != self.node_id) {
+            if links.get(owner).is_some_and(|l| l.down_for() > after) {
+                *far.entry(owner.as_str()).or_default() += 1;
+            }
+        }
+        metrics::gauge!("switch_cluster_unreachable_owners").set(far.len() as f64);
+        if far.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = far
+            .iter()
+            .map(|(node, shards)| format!("{node} ({shards} shards)"))
+            .collect();
+        Some(format!(
+            "cluster: no node link to {} for over {} s while etcd names them owners: \
+             requests for their shards are answered 91 here",
+            list.join(", "),
+            after.as_secs()
+        ))
+    }
+
     /// Reads owners and node records from etcd every [`ROUTES_POLL`],
     /// starting a link to each new node, until `cancel`. Routes and links
     /// outlive the node's own cancellation: its connections, draining,
@@ -573,6 +608,8 @@ pub(crate) struct Link {
     pending: Arc<Mutex<HashMap<u64, Waiter>>>,
     /// The current connection's generation; 0 while not connected.
     generation: Arc<AtomicU64>,
+    /// Since when it has had no connection (`None` while connected).
+    down_since: Arc<Mutex<Option<std::time::Instant>>>,
     /// The next request id.
     next_id: AtomicU64,
 }
@@ -587,6 +624,7 @@ impl Link {
             tx,
             pending: Arc::new(Mutex::new(HashMap::new())),
             generation: Arc::new(AtomicU64::new(0)),
+            down_since: Arc::new(Mutex::new(Some(std::time::Instant::now()))),
             next_id: AtomicU64::new(1),
         });
         tokio::spawn(run_link(
@@ -594,10 +632,15 @@ impl Link {
             tls,
             rx,
             link.pending.clone(),
-            link.generation.clone(),
+            (link.generation.clone(), link.down_since.clone()),
             cancel.clone(),
         ));
         link
+    }
+
+    /// How long it has had no connection (zero while connected).
+    fn down_for(&self) -> Duration {
+        lock(&self.down_since).map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// Sends `body` to the owner and waits up to `timeout` (at most
@@ -679,15 +722,19 @@ async fn run_link(
     tls: Option<Arc<LinkTls>>,
     mut rx: mpsc::Receiver<(u64, u64, Bytes)>,
     pending: Arc<Mutex<HashMap<u64, Waiter>>>,
-    generation: Arc<AtomicU64>,
+    (generation, down_since): (Arc<AtomicU64>, Arc<Mutex<Option<std::time::Instant>>>),
     cancel: CancellationToken,
 ) {
     let mut current = 0_u64;
     let mut out = BytesMut::with_capacity(LINK_READ_BUFFER_BYTES);
     while !cancel.is_cancelled() {
-        let halves = match TcpStream::connect(&addr).await {
-            Ok(tcp) => open(&addr, tcp, tls.as_deref()).await,
-            Err(_) => None,
+        // Bounded: a peer behind a partition drops the SYNs, and the
+        // kernel's retries would keep the link down for minutes after it
+        // heals.
+        let connected = tokio::time::timeout(LINK_HANDSHAKE_TIMEOUT, TcpStream::connect(&addr));
+        let halves = match connected.await {
+            Ok(Ok(tcp)) => open(&addr, tcp, tls.as_deref()).await,
+            _ => None,
         };
         let Some((reader, mut writer)) = halves else {
             tokio::select! {
@@ -697,6 +744,11 @@ async fn run_link(
         };
         current += 1;
         generation.store(current, Ordering::Release);
+        // Up once it has stayed up a while: a peer (or a proxy in front of
+        // it) that accepts and closes at once is still unreachable.
+        let proven = tokio::time::sleep(LINK_PROVEN);
+        tokio::pin!(proven);
+        let mut is_proven = false;
         let mut reader = BufReader::with_capacity(LINK_READ_BUFFER_BYTES, reader);
         let read_pending = pending.clone();
         let mut read = tokio::spawn(async move {
@@ -709,6 +761,10 @@ async fn run_link(
         loop {
             tokio::select! {
                 () = cancel.cancelled() => { read.abort(); return; }
+                () = &mut proven, if !is_proven => {
+                    is_proven = true;
+                    *lock(&down_since) = None;
+                }
                 _ = &mut read => break,
                 item = rx.recv() => {
                     let Some(first) = item else { read.abort(); return; };
@@ -752,6 +808,7 @@ async fn run_link(
             }
         }
         generation.store(0, Ordering::Release);
+        lock(&down_since).get_or_insert_with(std::time::Instant::now);
         // Every caller still waiting learns now that its connection broke
         // (written or perhaps not: the ones still queued are dropped as
         // they come out), and sends again without waiting out its timeout.

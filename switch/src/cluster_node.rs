@@ -32,6 +32,11 @@ use crate::{archive_stage, datadir, metrics, net, node, Clock, Config, Running};
 
 /// How often the node's owned shards are read for the gauge and the log.
 const OWNED_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How much longer than its lease an owner etcd names may be without a
+/// link from here before `/readyz` says so: after a crash, etcd stops
+/// naming the dead owner within the lease (and revokes within about
+/// 0.5 s more), so only a partition lasts past this.
+const PARTITION_MARGIN: Duration = Duration::from_secs(2);
 /// Longest drain (SIGTERM in cluster mode): the node hands its shards over
 /// (`cluster::member::Member::drain`) for at most this long, then stops
 /// anyway; shards still owned then move when its lease is revoked, by
@@ -189,6 +194,14 @@ pub(crate) async fn start(
         committer.clone(),
         link_tls.clone(),
     ));
+    // Owners alive in etcd and unreachable from here: `/readyz` 503 once
+    // the link has been down past a lease and a margin (a crashed owner's
+    // shards have moved by then).
+    let unreachable_after = Duration::from_secs(settings.lease_ttl_s) + PARTITION_MARGIN;
+    let peers = router.clone();
+    let _ = engine.peers.set(Box::new(move || {
+        peers.unreachable_owners(unreachable_after)
+    }));
     let (iso_shared, frame_shared) = crate::spawn_wire_listeners(
         config,
         &engine,
@@ -426,7 +439,11 @@ async fn join(
     let etcd = settings.etcd_client(Duration::from_millis(
         cluster::etcd::CALL_TIMEOUT_MS_DEFAULT,
     ))?;
-    let mut m = cluster::member::Settings::new("default", &settings.node_id, &settings.link_addr);
+    let advertised = settings
+        .link_advertise_addr
+        .as_deref()
+        .unwrap_or(&settings.link_addr);
+    let mut m = cluster::member::Settings::new("default", &settings.node_id, advertised);
     m.prefix.clone_from(&settings.etcd_prefix);
     m.node.iso_addr = Some(iso.local_addr()?.to_string());
     m.node.frames_addr = Some(frame.local_addr()?.to_string());

@@ -127,6 +127,11 @@ pub struct ClusterSettings {
     pub velocity_shard_count: u32,
     /// Where the node listens for node links, `host:port`.
     pub link_addr: String,
+    /// What the other nodes connect to for its links, `host:port`, when
+    /// not `link_addr` (a NAT, a proxy, a `0.0.0.0` bind): written in its
+    /// node key in etcd. With link TLS its certificate names this host.
+    #[serde(default)]
+    pub link_advertise_addr: Option<String>,
     /// The node's etcd lease, in s: 2..=60.
     #[serde(default = "ClusterSettings::default_lease_ttl_s")]
     pub lease_ttl_s: u64,
@@ -260,15 +265,9 @@ impl ClusterSettings {
                 ));
             }
         }
-        let port = self
-            .link_addr
-            .rsplit_once(':')
-            .map(|(host, port)| (host, port.parse::<u16>()));
-        if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
-            return Err(invalid(
-                "cluster.link_addr",
-                format!("`{}`: expected host:port", self.link_addr),
-            ));
+        host_port("cluster.link_addr", &self.link_addr)?;
+        if let Some(addr) = &self.link_advertise_addr {
+            host_port("cluster.link_advertise_addr", addr)?;
         }
         let ttl = cluster::member::LEASE_TTL_S_MIN..=cluster::member::LEASE_TTL_S_MAX;
         if !i64::try_from(self.lease_ttl_s).is_ok_and(|t| ttl.contains(&t)) {
@@ -305,6 +304,19 @@ impl ClusterSettings {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks that `addr` is `host:port` with a host and a port above 0,
+/// naming `key` otherwise.
+fn host_port(key: &str, addr: &str) -> Result<(), ConfigError> {
+    let port = addr
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
+    if matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("`{addr}`: expected host:port")))
     }
 }
 

@@ -55,6 +55,10 @@ pub(crate) struct Node {
     /// Cluster mode: set while the node's etcd lease has run out locally
     /// (etcd unreachable, or the lease expired): it serves no shard.
     pub(crate) lease_lost: std::sync::atomic::AtomicBool,
+    /// Cluster mode: why some shards' owners cannot be reached from here
+    /// (`Router::unreachable_owners`), asked at each `/readyz`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) peers: std::sync::OnceLock<Box<dyn Fn() -> Option<String> + Send + Sync>>,
 }
 
 /// Compiles the risk policy in `path` with `token_key`.
@@ -125,6 +129,7 @@ impl Node {
             token_key,
             draining: std::sync::atomic::AtomicBool::new(false),
             lease_lost: std::sync::atomic::AtomicBool::new(false),
+            peers: std::sync::OnceLock::new(),
         })
     }
 
@@ -444,6 +449,7 @@ impl Node {
             self.lease_lost
                 .load(std::sync::atomic::Ordering::Acquire)
                 .then(|| "cluster: no etcd lease (etcd unreachable, or the lease expired): serving no shard until the node joins again".to_owned()),
+            self.peers.get().and_then(|unreachable| unreachable()),
         ]
         .into_iter()
         .flatten()

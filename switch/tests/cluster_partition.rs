@@ -9,7 +9,11 @@
 //! paused inside a transaction (after its fences, before its commit) does
 //! not keep the survivor from taking its shards: PostgreSQL ends the idle
 //! transaction, releasing the fence rows; nor does a fence row held by
-//! anything else keep a joining node from its other shards.
+//! anything else keep a joining node from its other shards. And the
+//! partition between two live nodes (their link cut, etcd fine):
+//! requests through one for the other's shards are 91 within the owner
+//! wait, each node serves its own, the cut side's `/readyz` names the
+//! owner it cannot reach once past a lease and a margin, and all heals.
 
 mod common;
 
@@ -30,22 +34,28 @@ struct CutProxy {
     addr: SocketAddr,
     /// Whether it is cut now.
     cut: watch::Sender<bool>,
+    /// Where it connects them (`host:port`), read at each connection.
+    target: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl CutProxy {
-    /// A proxy to `target` (`http://host:port` or `host:port`).
+    /// A proxy to `target` (`http://host:port` or `host:port`; empty:
+    /// none yet, [`CutProxy::set_target`]).
     async fn start(target: &str) -> CutProxy {
         let target = target.trim_start_matches("http://").to_owned();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (cut, state) = watch::channel(false);
+        let to = target.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if *state.borrow() {
                     drop(client);
                     continue;
                 }
-                let (target, mut state) = (target.clone(), state.clone());
+                let target = to.lock().expect("target").clone();
+                let mut state = state.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&target).await else {
                         return;
@@ -58,7 +68,68 @@ impl CutProxy {
                 });
             }
         });
-        CutProxy { addr, cut }
+        CutProxy { addr, cut, target }
+    }
+
+    /// A proxy to `target` (`host:port`; empty: none yet) that, cut,
+    /// closes its connections and its listening socket, so connections
+    /// are refused (as from a host that is down or behind a firewall
+    /// that rejects) until it is healed and listens again on the same
+    /// address.
+    async fn refusing(target: &str) -> CutProxy {
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target.to_owned()));
+        let first = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = first.local_addr().expect("addr");
+        let (cut, mut state) = watch::channel(false);
+        let to = target.clone();
+        tokio::spawn(async move {
+            let mut listener = Some(first);
+            loop {
+                let l = match listener.take() {
+                    Some(l) => l,
+                    None => {
+                        if state.wait_for(|cut| !*cut).await.is_err() {
+                            return;
+                        }
+                        match TcpListener::bind(addr).await {
+                            Ok(l) => l,
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let mut stop = state.clone();
+                loop {
+                    tokio::select! {
+                        accepted = l.accept() => {
+                            let Ok((client, _)) = accepted else { break };
+                            let target = to.lock().expect("target").clone();
+                            let mut state = state.clone();
+                            tokio::spawn(async move {
+                                let Ok(mut server) = TcpStream::connect(&target).await else {
+                                    return;
+                                };
+                                let mut client = client;
+                                tokio::select! {
+                                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                    _ = state.wait_for(|cut| *cut) => {}
+                                }
+                            });
+                        }
+                        _ = stop.wait_for(|cut| *cut) => break,
+                    }
+                }
+                // Cut: the listening socket goes with `l`.
+            }
+        });
+        CutProxy { addr, cut, target }
+    }
+
+    /// Where it connects from now on.
+    fn set_target(&self, target: &str) {
+        *self.target.lock().expect("target") = target.to_owned();
     }
 
     /// Its URL as an etcd endpoint.
@@ -146,6 +217,149 @@ async fn a_node_cut_from_etcd_gives_its_shards_up_says_unready_and_rejoins_when_
         2 * merchants.len() as i64,
         "payment records"
     );
+    drop((n1, n2, pg, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The owner etcd names for each shard.
+async fn shard_owners(etcd: &str) -> std::collections::BTreeMap<u32, String> {
+    let client =
+        cluster::etcd::Etcd::new(&[etcd.to_owned()], Duration::from_secs(1)).expect("client");
+    let view = cluster::member::read_view(&client, "/switch/test", SHARDS)
+        .await
+        .expect("view");
+    view.owners
+        .iter()
+        .map(|(s, o)| (*s, o.record.node_id.clone()))
+        .collect()
+}
+
+/// A card from seed `from` on whose card shard (where its velocity is
+/// counted) `owners` name `node`: an authorization with it needs no link
+/// when `node` decides it.
+fn card_counted_by(
+    owners: &std::collections::BTreeMap<u32, String>,
+    node: &str,
+    from: u64,
+) -> String {
+    let hex = TOKEN_KEY.split('"').nth(1).expect("the token key's hex");
+    let key = codecs::card::TokenKey::new(&hex::decode(hex).expect("hex"));
+    (from..from + 10_000)
+        .map(card)
+        .find(|pan| {
+            let token = key.token_of_digits(pan.as_bytes());
+            owners[&cluster::assign::shard_of_card(&token.0, SHARDS)] == node
+        })
+        .expect("a card of the node")
+}
+
+/// `n1`'s `/readyz` once it holds `holds` of its status and body, at
+/// most `bound`; the time it took.
+async fn wait_ready(n: &Proc, holds: impl Fn(&str, &str) -> bool, bound: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = http_get(n.http, "/readyz").await;
+        if holds(&status, &body) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < bound, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cut_between_live_nodes_is_91_for_the_far_shards_and_unready_until_it_heals() {
+    let (etcd, pg, url) = services("cluster_link_cut");
+    let dir = data_dir();
+    // n2's link as the other nodes see it (`link_advertise_addr`) is a
+    // proxy the test can cut; both nodes keep etcd and PostgreSQL.
+    let proxy = CutProxy::refusing("").await;
+    let merchants = merchant_per_shard();
+    let extra = merchants_toml(&merchants);
+    let (n1, mut c1) = launch_node(&dir, &url, etcd.url(), "n1", &extra).await;
+    let advertised = format!("link_advertise_addr = \"{}\"\n{extra}", proxy.addr);
+    let (n2, mut c2) = launch_node(&dir, &url, etcd.url(), "n2", &advertised).await;
+    let config = std::fs::read_to_string(dir.join("n2.toml")).expect("n2's configuration");
+    let link = config
+        .lines()
+        .find_map(|l| l.strip_prefix("link_addr = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("n2's link_addr");
+    proxy.set_target(link);
+    wait_split(&n1, &n2).await;
+    let shards = shard_owners(etcd.url()).await;
+    let owners: Vec<&str> = merchants
+        .iter()
+        .map(|(f42, _)| {
+            shards[&cluster::assign::shard_of_merchant(f42.as_bytes(), SHARDS)].as_str()
+        })
+        .collect();
+    let far: Vec<usize> = (0..merchants.len())
+        .filter(|&k| owners[k] == "n2")
+        .collect();
+    assert!(!far.is_empty() && far.len() < merchants.len(), "{owners:?}");
+    // Through n1, n2's merchants too, over the advertised address.
+    approve_every_merchant(&mut c1, &merchants, 100).await;
+    wait_ready(&n1, |s, _| s.contains("200"), Duration::from_secs(5)).await;
+
+    // Cut: requests through n1 for n2's shards are 91 within the owner
+    // wait; n1's own shards and n2's own clients are served (with cards
+    // each counts itself: a card counted across the cut is 91 too).
+    proxy.set_cut(true);
+    let cut = std::time::Instant::now();
+    let mut asked = Vec::new();
+    for (i, &k) in far.iter().take(3).enumerate() {
+        let (f42, f41) = merchants[k].clone();
+        let iso = n1.iso;
+        asked.push(tokio::spawn(async move {
+            let mut c = Client::connect(iso).await;
+            let started = std::time::Instant::now();
+            let pre = preauth(&card(300 + i as u64), 1_000)
+                .set(41, &f41)
+                .set(42, &f42);
+            (c.call(&pre).await.code().to_owned(), started.elapsed())
+        }));
+    }
+    for k in (0..merchants.len()).filter(|k| owners[*k] == "n1") {
+        let (f42, f41) = &merchants[k];
+        let pan = card_counted_by(&shards, "n1", 400 + 1_000 * k as u64);
+        let pre = preauth(&pan, 1_000).set(41, f41).set(42, f42);
+        assert_eq!(c1.call(&pre).await.code(), "00", "{f42}, served by n1");
+    }
+    for &k in &far {
+        let (f42, f41) = &merchants[k];
+        let pan = card_counted_by(&shards, "n2", 50_000 + 1_000 * k as u64);
+        let pre = preauth(&pan, 1_000).set(41, f41).set(42, f42);
+        assert_eq!(c2.call(&pre).await.code(), "00", "{f42}, through n2 itself");
+    }
+    for a in asked {
+        let (code, took) = a.await.expect("a far request");
+        assert_eq!(code, "91", "a far shard through the cut link");
+        assert!(took < Duration::from_secs(8), "{took:?}");
+    }
+    // n1 says which owners it cannot reach, once past a lease and a margin.
+    let unready = wait_ready(
+        &n1,
+        |s, b| s.contains("503") && b.contains("no node link to n2"),
+        Duration::from_secs(15),
+    )
+    .await;
+    eprintln!("n1 unready {:?} after the cut", cut.elapsed());
+    assert!(
+        cut.elapsed() >= Duration::from_secs(5),
+        "{unready:?}: not before 5 s"
+    );
+    assert_eq!(n1.metric("switch_cluster_unreachable_owners").await, 1.0);
+    let (status, _) = http_get(n2.http, "/readyz").await;
+    assert!(status.contains("200"), "n2 reaches n1: {status}");
+
+    // Healed: forwarded again, and ready.
+    proxy.set_cut(false);
+    wait_ready(&n1, |s, _| s.contains("200"), Duration::from_secs(10)).await;
+    approve_every_merchant(&mut c1, &merchants, 600).await;
+    // Each approval once; the 91s left nothing.
+    let approved = 2 * merchants.len() + merchants.len() - far.len() + far.len();
+    assert_eq!(count(&url, PAYMENT_RECORDS), approved as i64);
     drop((n1, n2, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }
