@@ -307,6 +307,10 @@ async fn a_link_cut_between_live_nodes_is_91_for_the_far_shards_and_unready_unti
     // each counts itself: a card counted across the cut is 91 too).
     proxy.set_cut(true);
     let cut = std::time::Instant::now();
+    // The link sees its connection closed at once; a request written
+    // just before would be one of unknown outcome, asked again up to
+    // 10 s (`LINKED_WAIT_MAX`), not this case.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut asked = Vec::new();
     for (i, &k) in far.iter().take(3).enumerate() {
         let (f42, f41) = merchants[k].clone();
