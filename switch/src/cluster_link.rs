@@ -13,9 +13,11 @@
 //! stale).
 //!
 //! Frame on the link, both ways: `u32` length (big endian) of what follows,
-//! `u64` request id, then the ISO 8583 body (request) or the framed answer
-//! (response); at most [`LINK_FRAME_BYTES_MAX`], checked before
-//! allocation. A request id with [`VELOCITY_ASK_BIT`] set is a card
+//! `u64` request id, then the ISO 8583 body (request) or, back, the time
+//! the owner held it (`u32` µs) and the framed answer (response); at most
+//! [`LINK_FRAME_BYTES_MAX`], checked before allocation. The entry node
+//! records the round trip less the owner's time as forwarding's cost
+//! (`switch_cluster_forward_added_seconds`). A request id with [`VELOCITY_ASK_BIT`] set is a card
 //! velocity ask instead (docs/cluster.md, Velocity across nodes): the
 //! body is an `engine::velocity::VelocityAsk`'s bytes, and the answer is
 //! [`VELOCITY_COUNTED`] and the card's verdict (4 bytes) once the attempt's
@@ -682,6 +684,7 @@ impl Link {
             }
             pending.insert(id, tx);
         }
+        let sent_at = std::time::Instant::now();
         if self.tx.try_send((id, generation, body)).is_err() {
             lock(&self.pending).remove(&id);
             outcome("full");
@@ -693,6 +696,19 @@ impl Link {
                 // it applied nothing.
                 outcome("not_served");
                 LinkOutcome::NotSent
+            }
+            Ok(Ok(Ok(answer))) if matches!(kind, Kind::Request) => {
+                // The owner's time first (`cluster_serve::timed`): what
+                // the round trip took beyond it is forwarding's cost.
+                let Some((held, framed)) = answer.split_first_chunk::<4>() else {
+                    outcome("malformed");
+                    return LinkOutcome::Unknown;
+                };
+                let held = Duration::from_micros(u64::from(u32::from_be_bytes(*held)));
+                metrics::histogram!("switch_cluster_forward_added_seconds")
+                    .record(sent_at.elapsed().saturating_sub(held).as_secs_f64());
+                outcome("answered");
+                LinkOutcome::Answered(framed.to_vec())
             }
             Ok(Ok(Ok(answer))) => {
                 outcome("answered");

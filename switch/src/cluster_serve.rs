@@ -153,6 +153,7 @@ async fn serve_conn(
             f = read_frame(&mut reader) => f,
         };
         let Some((id, body)) = frame else { break };
+        let read_at = std::time::Instant::now();
         if id & VELOCITY_ASK_BIT != 0 {
             let (shared, router, tx) = (shared.clone(), router.clone(), tx.clone());
             tokio::spawn(async move {
@@ -200,7 +201,7 @@ async fn serve_conn(
                     if answer.is_empty() || !committed(&committer, seq).await {
                         return;
                     }
-                    let _ = tx.send((id, answer)).await;
+                    let _ = tx.send((id, timed(read_at, &answer))).await;
                 });
                 continue;
             }
@@ -212,12 +213,24 @@ async fn serve_conn(
         tokio::spawn(async move {
             // Not committed (fenced, failed, or late): no answer leaves.
             if committed(&committer, seq).await {
-                let _ = tx.send((id, out)).await;
+                let _ = tx.send((id, timed(read_at, &out))).await;
             }
         });
     }
     drop(tx);
     let _ = write.await;
+}
+
+/// An ISO 8583 answer as the link carries it: the time this node held
+/// the request (read to answer, µs, `u32` big endian, saturating) before
+/// the framed answer, so the entry node can tell what forwarding added
+/// (`switch_cluster_forward_added_seconds`).
+fn timed(read_at: std::time::Instant, answer: &[u8]) -> Vec<u8> {
+    let held = u32::try_from(read_at.elapsed().as_micros()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(4 + answer.len());
+    out.extend_from_slice(&held.to_be_bytes());
+    out.extend_from_slice(answer);
+    out
 }
 
 /// Serves a linked internal frame: applied here if this node serves its

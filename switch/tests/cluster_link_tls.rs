@@ -117,6 +117,12 @@ async fn nodes_forward_over_mutual_tls_and_a_link_without_a_cluster_certificate_
         .metric("switch_cluster_forwarded_total{outcome=\"answered\"}")
         .await;
     assert!(forwarded > 0.0, "nothing forwarded");
+    // Each answered link call's added time is recorded (the owner's held
+    // time came back with its answer).
+    let measured = n1
+        .metric("switch_cluster_forward_added_seconds_count")
+        .await;
+    assert_eq!(measured, forwarded, "forwarding's cost, per answered call");
     let records = count(&url, PAYMENT_RECORDS);
     assert_eq!(records, merchants.len() as i64);
 
