@@ -172,6 +172,9 @@ served_sum() {
     echo "$sum"
 }
 now_ms() { date +%s%3N; }
+# Microseconds in which some runnable task waited for a CPU, since boot
+# (/proc/pressure/cpu's "some total"; 0 without PSI).
+psi_cpu_us() { sed -n 's/^some .*total=\([0-9]*\)/\1/p' /proc/pressure/cpu 2>/dev/null || echo 0; }
 # Starts node $1 again with its addresses, data and config (after a kill).
 restart_node() {
     local n=$1 pid
@@ -410,7 +413,10 @@ if has forward; then
             [ "$which" = owner ] || n=$other
             read -r c0 _ _ < <(cpu_ticks)
             curl -sf "http://$(field "$n" http_addr)/metrics" >"$WORK/open-$which-$k.before.prom" || true
+            psi0=$(psi_cpu_us)
+            t0=$(now_ms)
             run_loadgen "$n" "open-$which-$k" --rate "$RATE" -c "$OPEN_CONNECTIONS" --duration-s "$RATE_DURATION_S"
+            echo "$(( ($(psi_cpu_us) - psi0) / 10 / ($(now_ms) - t0 + 1) ))" >"$WORK/open-$which-$k.psi"
             curl -sf "http://$(field "$n" http_addr)/metrics" >"$WORK/open-$which-$k.after.prom" || true
             read -r c1 _ _ < <(cpu_ticks)
             echo $((c1 - c0)) >"$WORK/open-$which-$k.nodecpu"
@@ -444,8 +450,10 @@ def q(p):
         lo_le, lo_c = le, c
     return float("inf")
 within = dict(d).get(0.0005, 0.0) / n
+psi = open(f"{base}.psi").read().strip()
 print(f"  link added to {int(n)} forwarded requests: p50 {q(0.5):.3f} ms p99 {q(0.99):.3f} ms (bucket-interpolated); "
-      f"{within * 100:.2f}% within 0.5 ms (target: p99 <= 0.5 ms, so >= 99%)")
+      f"{within * 100:.2f}% within 0.5 ms (target: p99 <= 0.5 ms, so >= 99%); "
+      f"some task waiting for a CPU {psi}% of the run (PSI)")
 PY
         python3 - "$WORK" "$k" <<'PY' | tee -a "$WORK/fwd.all"
 import json, sys
