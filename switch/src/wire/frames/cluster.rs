@@ -37,6 +37,11 @@ use crate::cluster_link::{Kind, LinkOutcome, Router, LINKED_WAIT_MAX, OWNER_WAIT
 use crate::node::Node;
 use crate::ratelog::warn_limited;
 
+/// Shards a read (get payment, list) asks at once: a key acting for
+/// merchants on many shards (a provider's) waits for the slowest of each
+/// group, not for the sum of them all, and one request holds at most this
+/// many link calls.
+const READ_SHARDS_AT_ONCE: usize = 16;
 /// How long a request waits between two looks for its shard's owner.
 const ROUTE_AGAIN: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -424,6 +429,19 @@ impl Held {
         }
     }
 
+    /// A read of every one of `shards`, [`READ_SHARDS_AT_ONCE`] at a
+    /// time, the answers in the shards' order.
+    async fn ask_all(&self, shards: &[u32]) -> Vec<Result<(Vec<u8>, u64), OwnerLost>> {
+        use futures_util::StreamExt;
+        // The calls made first (not by a closure inside the stream, whose
+        // borrow of `self` the task's `Send` bound cannot name).
+        let calls: Vec<_> = shards.iter().map(|&shard| self.ask(shard, false)).collect();
+        futures_util::stream::iter(calls)
+            .buffered(READ_SHARDS_AT_ONCE)
+            .collect()
+            .await
+    }
+
     /// 91: no node served the request's shard in time.
     fn unavailable(&self) -> Vec<u8> {
         let answer = Answer::refusal(Code::UNAVAILABLE, "no node serves the payment".into());
@@ -433,11 +451,23 @@ impl Held {
     /// The answer to a request of several shards: the first that knows
     /// the payment (not 25); if none does, a 91 or 96 met on the way (the
     /// payment may be on a shard that did not answer), else 25.
+    /// A read asks the shards [`READ_SHARDS_AT_ONCE`] at a time, a change
+    /// one after the other (it is applied where the payment is, and
+    /// nowhere else is asked once it was).
     pub(super) async fn first_known(&self, asked: &Asked) -> Result<(Vec<u8>, u64), OwnerLost> {
+        let answers: Vec<Result<(Vec<u8>, u64), OwnerLost>> = if asked.changes {
+            Vec::new()
+        } else {
+            self.ask_all(&asked.shards).await
+        };
+        let mut read = answers.into_iter();
         let mut unsure = None;
         let mut missing = None;
         for &shard in &asked.shards {
-            let (answer, seq) = self.ask(shard, asked.changes).await?;
+            let (answer, seq) = match read.next() {
+                Some(answered) => answered?,
+                None => self.ask(shard, asked.changes).await?,
+            };
             match result_code(&answer).map(ResultCode::bytes) {
                 Some(code) if code == Code::UNABLE_TO_LOCATE.0 => missing = Some((answer, seq)),
                 Some(code) if code == Code::UNAVAILABLE.0 || code == Code::SYSTEM_MALFUNCTION.0 => {
@@ -456,8 +486,8 @@ impl Held {
     /// that is not approved is the answer.
     pub(super) async fn merged(&self, shards: &[u32], limit: usize) -> Vec<u8> {
         let mut pages = Vec::with_capacity(shards.len());
-        for &shard in shards {
-            match self.ask(shard, false).await {
+        for answered in self.ask_all(shards).await {
+            match answered {
                 Ok((page, _)) => pages.push(page),
                 // Reads are never lost.
                 Err(OwnerLost) => return self.unavailable(),
