@@ -45,10 +45,12 @@
 //!
 //! [`Member::owned`] is what the node may serve: the shards it holds, and
 //! none once the local deadline has passed, so a node cut from etcd or
-//! paused stops before etcd can hand its shards to another. (The design's
-//! Leases section has an owner keep serving through an etcd outage,
-//! trusting the fence; that needs the fenced committer on the request path,
-//! which is not built, so this slice takes the stricter rule.)
+//! paused stops before etcd can hand its shards to another; unless the
+//! node's owner sets [`Member::set_failsafe`] while etcd does not answer
+//! it (every other node said etcd does not answer it either: an etcd
+//! outage, in which nobody can acquire a shard and the PostgreSQL fence
+//! keeps writes safe; Patroni's failsafe mode). The failsafe ends when
+//! etcd answers a renewal again (renewed, or the lease gone).
 //!
 //! Keys, under the prefix (`/switch/<cluster>`, `cluster.etcd_prefix`):
 //! `nodes/<node_id>` (a [`NodeRecord`], JSON) and `shards/<s>` (an
@@ -361,6 +363,12 @@ struct Inner {
     held: Mutex<Held>,
     /// Fault injection: both tasks do nothing while set (as SIGSTOP would).
     paused: AtomicBool,
+    /// Whether etcd answered the last renewal (renewed it, or said it is
+    /// gone); false after one that failed (unreachable, timed out).
+    etcd_answered: AtomicBool,
+    /// Set by the node's owner while etcd does not answer: past the
+    /// deadline, [`Member::owned`] still reports the shards held.
+    failsafe: AtomicBool,
     /// The node's side of hand-overs; `None`: keys go at once.
     handover: Option<std::sync::Arc<dyn Handover>>,
     /// Set by [`Member::drain`]: the node key says `draining`.
@@ -423,6 +431,8 @@ impl Member {
                 shards: BTreeMap::new(),
             }),
             paused: AtomicBool::new(false),
+            etcd_answered: AtomicBool::new(true),
+            failsafe: AtomicBool::new(false),
             handover,
             draining: AtomicBool::new(false),
             drain_asked: AtomicBool::new(false),
@@ -440,14 +450,35 @@ impl Member {
     }
 
     /// The shards this node may serve and their epochs: none once the
-    /// local lease deadline has passed.
+    /// local lease deadline has passed, unless in failsafe
+    /// ([`Member::failsafe`]).
     pub fn owned(&self) -> BTreeMap<u32, i64> {
         let held = self.inner.held();
-        if Instant::now() < held.deadline {
+        if Instant::now() < held.deadline || self.failsafe() {
             held.shards.clone()
         } else {
             BTreeMap::new()
         }
+    }
+
+    /// Whether etcd failed to answer this node's last renewal (down,
+    /// without quorum, or out of reach).
+    pub fn etcd_unreachable(&self) -> bool {
+        !self.inner.etcd_answered.load(Ordering::Acquire)
+    }
+
+    /// Asks to keep serving the shards held past the deadline while etcd
+    /// does not answer (`on`), or not. The caller sets it only when every
+    /// other node said etcd does not answer it either; it has no effect
+    /// while etcd answers, and the next answered renewal ends it.
+    pub fn set_failsafe(&self, on: bool) {
+        self.inner.failsafe.store(on, Ordering::Release);
+    }
+
+    /// Whether the node serves its shards past the deadline now: the
+    /// failsafe asked for and etcd still not answering.
+    pub fn failsafe(&self) -> bool {
+        self.inner.failsafe.load(Ordering::Acquire) && self.etcd_unreachable()
     }
 
     /// Changes as the watch sees keys of the cluster change (and when it
@@ -705,7 +736,13 @@ async fn keep_alive(inner: Arc<Inner>) {
         }
         let lease = inner.held().lease;
         let sent = Instant::now();
-        match inner.etcd.lease_keep_alive(lease).await {
+        let answered = inner.etcd.lease_keep_alive(lease).await;
+        let reached = matches!(answered, Ok(_) | Err(EtcdError::LeaseNotFound(_)));
+        inner.etcd_answered.store(reached, Ordering::Release);
+        if reached {
+            inner.failsafe.store(false, Ordering::Release);
+        }
+        match answered {
             Ok(ttl_s) => {
                 let mut held = inner.held();
                 if held.lease == lease {

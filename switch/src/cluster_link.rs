@@ -69,6 +69,12 @@ pub(crate) const VELOCITY_ASK_BIT: u64 = 1 << 63;
 /// once its change is committed, or empty when the node does not serve
 /// the shard.
 pub(crate) const FRAME_BIT: u64 = 1 << 62;
+/// Set in the request id of a failsafe ask (empty body): the answer is
+/// one byte, [`ETCD_UNREACHABLE`] when etcd does not answer the asked
+/// node either, 0 when it does (`cluster_node::failsafe`).
+pub(crate) const STATUS_BIT: u64 = 1 << 61;
+/// A failsafe ask's answer: etcd does not answer this node.
+pub(crate) const ETCD_UNREACHABLE: u8 = 1;
 /// First byte of a velocity answer: counted and committed, the card's
 /// verdict follows.
 pub(crate) const VELOCITY_COUNTED: u8 = 0;
@@ -263,6 +269,9 @@ pub(crate) struct Router {
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// Mutual TLS on the links this node opens, if configured.
     tls: Option<Arc<LinkTls>>,
+    /// The other nodes etcd held at its last answered read: the cluster
+    /// as it was when etcd went away, asked before a failsafe.
+    known: Mutex<Vec<String>>,
 }
 
 impl Router {
@@ -280,6 +289,7 @@ impl Router {
             owners: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             tls,
+            known: Mutex::new(Vec::new()),
         }
     }
 
@@ -497,6 +507,7 @@ impl Router {
                 .iter()
                 .map(|(s, o)| (*s, o.record.node_id.clone()))
                 .collect();
+            let mut known = Vec::with_capacity(nodes.len());
             for kv in nodes {
                 let Ok(rec) = serde_json::from_slice::<cluster::member::NodeRecord>(&kv.value)
                 else {
@@ -505,6 +516,7 @@ impl Router {
                 if rec.node_id == self.node_id {
                     continue;
                 }
+                known.push(rec.node_id.clone());
                 let mut links = lock(&self.links);
                 let stale = links
                     .get(&rec.node_id)
@@ -514,7 +526,34 @@ impl Router {
                     links.insert(rec.node_id, link);
                 }
             }
+            *lock(&self.known) = known;
         }
+    }
+
+    /// Whether every other node etcd held at its last answered read says
+    /// etcd does not answer it either (asked over the links, all at once,
+    /// each within `timeout`): an etcd outage, not this node cut from it.
+    /// True with no other node. A node that does not answer counts as one
+    /// etcd answers: no failsafe without every node's word.
+    pub(crate) async fn everyone_cut_from_etcd(&self, timeout: Duration) -> bool {
+        let known = lock(&self.known).clone();
+        let links: Vec<Option<Arc<Link>>> = {
+            let links = lock(&self.links);
+            known.iter().map(|n| links.get(n).cloned()).collect()
+        };
+        let asks: Vec<_> = links
+            .iter()
+            .map(|link| async move {
+                match link {
+                    Some(link) => link.etcd_unreachable(timeout).await,
+                    None => None,
+                }
+            })
+            .collect();
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .all(|said| said == Some(true))
     }
 }
 
@@ -553,6 +592,8 @@ pub(crate) enum Kind {
     VelocityAsk,
     /// An internal frame.
     Frame,
+    /// A failsafe ask: does etcd answer you?
+    Status,
 }
 
 impl Kind {
@@ -561,7 +602,7 @@ impl Kind {
     /// (`Committer::admit_count`).
     fn here(self, committer: &Committer, shard: u32) -> bool {
         match self {
-            Kind::Request | Kind::Frame => committer.serves(shard),
+            Kind::Request | Kind::Frame | Kind::Status => committer.serves(shard),
             Kind::VelocityAsk => committer.counts_cards_of(shard),
         }
     }
@@ -581,6 +622,10 @@ impl Kind {
             }
             Kind::Frame => {
                 metrics::counter!("switch_cluster_frames_forwarded_total", "outcome" => outcome)
+                    .increment(1);
+            }
+            Kind::Status => {
+                metrics::counter!("switch_cluster_failsafe_asks_total", "outcome" => outcome)
                     .increment(1);
             }
         }
@@ -657,6 +702,16 @@ impl Link {
         self.call_kind(body, Kind::VelocityAsk, timeout).await
     }
 
+    /// Asks the node whether etcd answers it, waiting up to `timeout`:
+    /// `Some(true)` when it does not, `Some(false)` when it does, `None`
+    /// without an answer.
+    pub(crate) async fn etcd_unreachable(&self, timeout: Duration) -> Option<bool> {
+        match self.call_kind(Bytes::new(), Kind::Status, timeout).await {
+            LinkOutcome::Answered(answer) => Some(answer == [ETCD_UNREACHABLE]),
+            _ => None,
+        }
+    }
+
     /// Sends an internal frame's link body to the shard's owner and waits
     /// up to `timeout` (at most [`LINK_TIMEOUT`]).
     pub(crate) async fn call_frame(&self, body: Bytes, timeout: Duration) -> LinkOutcome {
@@ -674,6 +729,7 @@ impl Link {
             Kind::Request => self.next_id.fetch_add(1, Ordering::Relaxed),
             Kind::VelocityAsk => self.next_id.fetch_add(1, Ordering::Relaxed) | VELOCITY_ASK_BIT,
             Kind::Frame => self.next_id.fetch_add(1, Ordering::Relaxed) | FRAME_BIT,
+            Kind::Status => self.next_id.fetch_add(1, Ordering::Relaxed) | STATUS_BIT,
         };
         let (tx, rx) = oneshot::channel();
         {

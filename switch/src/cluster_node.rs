@@ -32,6 +32,10 @@ use crate::{archive_stage, datadir, metrics, net, node, Clock, Config, Running};
 
 /// How often the node's owned shards are read for the gauge and the log.
 const OWNED_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the failsafe is decided again ([`failsafe`]).
+const FAILSAFE_POLL: Duration = Duration::from_millis(200);
+/// How long a failsafe ask waits for another node's answer.
+const FAILSAFE_ASK_WAIT: Duration = Duration::from_millis(500);
 /// How much longer than its lease an owner etcd names may be without a
 /// link from here before `/readyz` says so: after a crash, etcd stops
 /// naming the dead owner within the lease (and revokes within about
@@ -248,7 +252,7 @@ pub(crate) async fn start(
         cluster::etcd::CALL_TIMEOUT_MS_DEFAULT,
     ))?;
     // Not tracked: draining connections still route (see `Router::refresh`).
-    tokio::spawn(router.refresh(
+    tokio::spawn(router.clone().refresh(
         etcd,
         settings.etcd_prefix.clone(),
         member.changes(),
@@ -259,6 +263,7 @@ pub(crate) async fn start(
         let (member, committer) = (member.clone(), committer.clone());
         move || view(&member, &committer)
     }));
+    tracker.spawn(failsafe(member.clone(), router.clone(), cancel.clone()));
     let loader = Loader {
         member: member.clone(),
         committer,
@@ -425,6 +430,7 @@ fn view(member: &cluster::member::Member, committer: &Committer) -> String {
     .into();
     v["lease"] = member.lease().into();
     v["lease_valid"] = member.lease_valid().into();
+    v["failsafe"] = member.failsafe().into();
     v.to_string()
 }
 
@@ -488,9 +494,13 @@ impl Loader {
                 .draining
                 .store(self.member.draining(), std::sync::atomic::Ordering::Release);
             // Cut from etcd (or past its lease): `/readyz` 503 until it
-            // joins again.
+            // joins again; not in failsafe, serving its shards.
             self.node.lease_lost.store(
-                !self.member.lease_valid(),
+                !self.member.lease_valid() && !self.member.failsafe(),
+                std::sync::atomic::Ordering::Release,
+            );
+            self.node.etcd_unreachable.store(
+                self.member.etcd_unreachable(),
                 std::sync::atomic::Ordering::Release,
             );
             let dropped = self.committer.drop_unowned(&owned);
@@ -534,6 +544,43 @@ impl Loader {
             ::metrics::gauge!("switch_cluster_served_shards")
                 .set(self.committer.served_count() as f64);
             self.committer.wait_owned_changed(OWNED_POLL_INTERVAL);
+        }
+    }
+}
+
+/// Keeps the member's failsafe (`cluster::member::Member::set_failsafe`)
+/// until `cancel`: every [`FAILSAFE_POLL`], while etcd does not answer
+/// this node, it asks every other node over its link whether etcd
+/// answers it ([`FAILSAFE_ASK_WAIT`] each); the failsafe holds while
+/// every one says no (an etcd outage: nobody can acquire a shard, and the
+/// fence keeps writes safe, so owners keep serving past their deadlines)
+/// and ends as soon as one says yes or does not answer (this node is the
+/// one cut off: the others will take its shards, so it stops first). Logged
+/// when it changes, `switch_cluster_failsafe` 1 while it holds.
+async fn failsafe(
+    member: Arc<cluster::member::Member>,
+    router: Arc<Router>,
+    cancel: CancellationToken,
+) {
+    let mut on = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(FAILSAFE_POLL) => {}
+        }
+        let now =
+            member.etcd_unreachable() && router.everyone_cut_from_etcd(FAILSAFE_ASK_WAIT).await;
+        member.set_failsafe(now);
+        if now != on {
+            on = now;
+            if on {
+                tracing::warn!(
+                    "cluster: etcd answers no node: failsafe, every owner keeps serving its shards (the PostgreSQL fence keeps writes safe); no join, drain or takeover until it answers"
+                );
+            } else {
+                tracing::info!("cluster: failsafe ended");
+            }
+            ::metrics::gauge!("switch_cluster_failsafe").set(if on { 1.0 } else { 0.0 });
         }
     }
 }

@@ -14,9 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster_commit::Committer;
 use crate::cluster_link::{
-    encode_frame, read_frame, LinkHalves, LinkTls, Router, FRAME_BIT, LINK_INFLIGHT_MAX,
-    LINK_READ_BUFFER_BYTES, LINK_TIMEOUT, LINK_WRITE_BATCH_MAX, VELOCITY_ASK_BIT, VELOCITY_COUNTED,
-    VELOCITY_REFUSED,
+    encode_frame, read_frame, LinkHalves, LinkTls, Router, ETCD_UNREACHABLE, FRAME_BIT,
+    LINK_INFLIGHT_MAX, LINK_READ_BUFFER_BYTES, LINK_TIMEOUT, LINK_WRITE_BATCH_MAX, STATUS_BIT,
+    VELOCITY_ASK_BIT, VELOCITY_COUNTED, VELOCITY_REFUSED,
 };
 use crate::ratelog::warn_limited;
 use crate::wire::frames::cluster::{self as cluster_frames, Applied};
@@ -160,6 +160,18 @@ async fn serve_conn(
                 let answer = count_asked(&shared, &router, &body).await;
                 let _ = tx.send((id, answer)).await;
             });
+            continue;
+        }
+        if id & STATUS_BIT != 0 {
+            // A failsafe ask: does etcd answer this node?
+            let unreachable = shared
+                .node
+                .etcd_unreachable
+                .load(std::sync::atomic::Ordering::Acquire);
+            let answer = vec![if unreachable { ETCD_UNREACHABLE } else { 0 }];
+            if tx.send((id, answer)).await.is_err() {
+                break;
+            }
             continue;
         }
         if id & FRAME_BIT != 0 {

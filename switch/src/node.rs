@@ -55,6 +55,9 @@ pub(crate) struct Node {
     /// Cluster mode: set while the node's etcd lease has run out locally
     /// (etcd unreachable, or the lease expired): it serves no shard.
     pub(crate) lease_lost: std::sync::atomic::AtomicBool,
+    /// Cluster mode: etcd did not answer the node's last lease renewal
+    /// (what it tells another node asking before a failsafe).
+    pub(crate) etcd_unreachable: std::sync::atomic::AtomicBool,
     /// Cluster mode: why some shards' owners cannot be reached from here
     /// (`Router::unreachable_owners`), asked at each `/readyz`.
     #[allow(clippy::type_complexity)]
@@ -129,6 +132,7 @@ impl Node {
             token_key,
             draining: std::sync::atomic::AtomicBool::new(false),
             lease_lost: std::sync::atomic::AtomicBool::new(false),
+            etcd_unreachable: std::sync::atomic::AtomicBool::new(false),
             peers: std::sync::OnceLock::new(),
         })
     }

@@ -14,6 +14,9 @@
 //! requests through one for the other's shards are 91 within the owner
 //! wait, each node serves its own, the cut side's `/readyz` names the
 //! owner it cannot reach once past a lease and a margin, and all heals.
+//! And an etcd outage (every node cut from it, each saying so to the
+//! others over the links): every owner keeps serving its shards past its
+//! lease (failsafe), ready, until etcd answers again.
 
 mod common;
 
@@ -365,6 +368,77 @@ async fn a_link_cut_between_live_nodes_is_91_for_the_far_shards_and_unready_unti
     let approved = 2 * merchants.len() + merchants.len() - far.len() + far.len();
     assert_eq!(count(&url, PAYMENT_RECORDS), approved as i64);
     drop((n1, n2, pg, etcd));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_leaves_every_owner_serving_its_shards_in_failsafe() {
+    let (etcd, pg, url) = services("cluster_etcd_outage");
+    let dir = data_dir();
+    let nodes = two_nodes(&dir, &url, etcd.url()).await;
+    let load = MixedLoad::start(&nodes);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // etcd answers nobody (stopped, its data and leases kept), past the
+    // lease and more: each node asks the other, both are cut, and both
+    // keep serving their shards, ready.
+    let pid = etcd.pid().to_string();
+    let stop = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill {sig} etcd");
+    };
+    stop("-STOP");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for n in &nodes {
+        assert_eq!(n.metric("switch_cluster_failsafe").await, 1.0);
+        let (status, body) = http_get(n.http, "/readyz").await;
+        assert!(status.contains("200"), "{status} {body}");
+    }
+    wait_all_served(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(5)).await;
+    // Each merchant through each node: approved (forwarded and counted
+    // over the links, on the routes etcd gave before it stopped).
+    let merchants = [
+        ("DEMO00000000001", "DEMO0001"),
+        ("DEMO00000000002", "DEMO0101"),
+    ];
+    for (i, n) in nodes.iter().enumerate() {
+        let mut c = Client::connect(n.iso).await;
+        for (k, (f42, f41)) in merchants.iter().enumerate() {
+            let pre = preauth(&card(900 + 10 * i as u64 + k as u64), 1_000)
+                .set(41, f41)
+                .set(42, f42);
+            let answer = c.call(&pre).await;
+            assert_eq!(answer.code(), "00", "{f42} through n{}: {answer:?}", i + 1);
+        }
+    }
+
+    // etcd back: the failsafe ends, the nodes renew (or register again
+    // and take their shards anew), and every shard is served.
+    stop("-CONT");
+    let started = std::time::Instant::now();
+    for n in &nodes {
+        n.wait_metric("switch_cluster_failsafe", Duration::from_secs(15), |v| {
+            v == 0.0
+        })
+        .await;
+    }
+    wait_all_served(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(20)).await;
+    eprintln!(
+        "failsafe over and every shard served {:?} after etcd came back",
+        started.elapsed()
+    );
+    let answered = load.finish().await;
+    let (approved, paused) = approvals_and_pauses(&answered);
+    eprintln!(
+        "{} answers, {} approved, {paused} refused 91 or 96",
+        answered.len(),
+        approved.len()
+    );
+    approvals_in_postgresql_once(&url, approved.into_iter());
+    drop((nodes, pg, etcd));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
