@@ -29,11 +29,8 @@ fn key(dir: &Path, node: &str, owner: Owner) -> (String, String) {
     (k.client_id, k.secret)
 }
 
-async fn connect(addr: SocketAddr, (id, secret): &(String, String)) -> switch_client::Client {
-    tokio::time::timeout(TIMEOUT, switch_client::Client::connect(addr, id, secret))
-        .await
-        .expect("in time")
-        .expect("log-in accepted")
+async fn connect(addr: SocketAddr, key: &(String, String)) -> switch_client::Client {
+    frames_client(addr, key).await
 }
 
 fn order(seed: u64, amount_minor: u64, reference: &str, terminal: &str) -> MotoPayment {

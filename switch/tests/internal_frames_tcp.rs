@@ -33,11 +33,8 @@ fn merchant_key(sw: &TestSwitch, mid: &str) -> (String, String) {
     key(sw, Owner::Merchant(mid.into()))
 }
 
-async fn connect(sw: &TestSwitch, (id, secret): &(String, String)) -> Client {
-    tokio::time::timeout(TIMEOUT, Client::connect(sw.frame, id, secret))
-        .await
-        .expect("in time")
-        .expect("log-in accepted")
+async fn connect(sw: &TestSwitch, key: &(String, String)) -> Client {
+    common::frames_client(sw.frame, key).await
 }
 
 fn order(seed: u64, amount_minor: u64, reference: &str, terminal: &str) -> MotoPayment {

@@ -426,3 +426,15 @@ pub fn pyiso_lines(script: &str, addr: SocketAddr, spec: &str) -> Vec<serde_json
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect()
 }
+
+/// An internal-frame client at `addr`, logged in with key `(id, secret)`
+/// within [`TIMEOUT`].
+pub async fn frames_client(
+    addr: SocketAddr,
+    (id, secret): &(String, String),
+) -> switch_client::Client {
+    tokio::time::timeout(TIMEOUT, switch_client::Client::connect(addr, id, secret))
+        .await
+        .expect("in time")
+        .expect("log-in accepted")
+}
