@@ -296,6 +296,16 @@ async fn two_nodes_forward_to_the_owner_and_survive_its_kill_9() {
     assert_eq!(captured.code(), "00", "{captured:?}");
     let again = c.call(&pre2).await;
     assert_eq!((again.code(), again.text(38)), ("00".into(), a2.text(38)));
+    // Past the unreachable-owner bound (lease + 2 s), the survivor is
+    // ready: the dead owner left etcd with its lease, so no owner etcd
+    // names is out of its reach.
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(killed.elapsed())).await;
+    let (status, body) = http_get(survivor.http, "/readyz").await;
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(
+        survivor.metric("switch_cluster_unreachable_owners").await,
+        0.0
+    );
     // Every record once.
     assert_eq!(
         count(
