@@ -17,8 +17,8 @@
 //! the owner held it (`u32` µs) and the framed answer (response); at most
 //! [`LINK_FRAME_BYTES_MAX`], checked before allocation. The entry node
 //! records the round trip less the owner's time as forwarding's cost
-//! (`switch_cluster_forward_added_seconds`). A request id with [`VELOCITY_ASK_BIT`] set is a card
-//! velocity ask instead (docs/cluster.md, Velocity across nodes): the
+//! (`switch_cluster_forward_added_seconds`). A request id with
+//! [`VELOCITY_ASK_BIT`] set is a card velocity ask instead (docs/cluster.md, Velocity across nodes): the
 //! body is an `engine::velocity::VelocityAsk`'s bytes, and the answer is
 //! [`VELOCITY_COUNTED`] and the card's verdict (4 bytes) once the attempt's
 //! record is committed, [`VELOCITY_REFUSED`] when it could not be
@@ -476,13 +476,15 @@ impl Router {
     /// outlive the node's own cancellation: its connections, draining,
     /// still send requests to owners and await their answers (cut at
     /// once, those would be answered 91), so the node cancels `cancel`
-    /// only once its connections have finished; neither is tracked.
+    /// only once its connections have finished; neither is tracked. Each
+    /// turn also sets the gauge of owners out of reach for longer than
+    /// `unreachable_after` ([`Router::unreachable_owners`]).
     pub(crate) async fn refresh(
         self: Arc<Self>,
         etcd: cluster::etcd::Etcd,
         prefix: String,
         mut changes: tokio::sync::watch::Receiver<u64>,
-        cancel: CancellationToken,
+        (cancel, unreachable_after): (CancellationToken, Duration),
     ) {
         let mut watched = true;
         loop {
@@ -495,6 +497,9 @@ impl Router {
                     tokio::time::sleep(ROUTES_GATHER).await;
                 }
             }
+            // The gauge of owners out of reach, whether or not anyone
+            // asks `/readyz`.
+            let _ = self.unreachable_owners(unreachable_after);
             let view = cluster::member::read_view(&etcd, &prefix, self.shard_count).await;
             let nodes = etcd
                 .get_prefix(&format!("{prefix}/nodes/"), NODES_READ_MAX)
@@ -609,7 +614,8 @@ impl Kind {
 
     /// Counts one call's `outcome`: `switch_cluster_forwarded_total` for
     /// requests, `switch_cluster_velocity_asks_total` for asks,
-    /// `switch_cluster_frames_forwarded_total` for internal frames.
+    /// `switch_cluster_frames_forwarded_total` for internal frames,
+    /// `switch_cluster_failsafe_asks_total` for failsafe asks.
     pub(crate) fn count(self, outcome: &'static str) {
         match self {
             Kind::Request => {

@@ -256,7 +256,7 @@ pub(crate) async fn start(
         etcd,
         settings.etcd_prefix.clone(),
         member.changes(),
-        running.after_connections.clone(),
+        (running.after_connections.clone(), unreachable_after),
     ));
     let member = Arc::new(member);
     let _ = http_state.cluster.set(Box::new({

@@ -344,7 +344,15 @@ async fn a_link_cut_between_live_nodes_is_91_for_the_far_shards_and_unready_unti
         assert_eq!(code, "91", "a far shard through the cut link");
         assert!(took < Duration::from_secs(8), "{took:?}");
     }
-    // n1 says which owners it cannot reach, once past a lease and a margin.
+    // n1 counts the owner it cannot reach once past a lease and a margin
+    // (its routes' poll sets the gauge, whether or not `/readyz` is asked),
+    // and says so on `/readyz`.
+    n1.wait_metric(
+        "switch_cluster_unreachable_owners",
+        Duration::from_secs(15),
+        |v| v == 1.0,
+    )
+    .await;
     let unready = wait_ready(
         &n1,
         |s, b| s.contains("503") && b.contains("no node link to n2"),
