@@ -759,18 +759,20 @@ impl Link {
                 outcome("not_served");
                 LinkOutcome::NotSent
             }
-            Ok(Ok(Ok(answer))) if matches!(kind, Kind::Request) => {
+            Ok(Ok(Ok(mut answer))) if matches!(kind, Kind::Request) => {
                 // The owner's time first (`cluster_serve::timed`): what
                 // the round trip took beyond it is forwarding's cost.
-                let Some((held, framed)) = answer.split_first_chunk::<4>() else {
+                let Some(held) = answer.first_chunk::<4>().copied() else {
                     outcome("malformed");
                     return LinkOutcome::Unknown;
                 };
-                let held = Duration::from_micros(u64::from(u32::from_be_bytes(*held)));
+                let held = Duration::from_micros(u64::from(u32::from_be_bytes(held)));
                 metrics::histogram!("switch_cluster_forward_added_seconds")
                     .record(sent_at.elapsed().saturating_sub(held).as_secs_f64());
                 outcome("answered");
-                LinkOutcome::Answered(framed.to_vec())
+                // In place: no second buffer for the answer.
+                answer.drain(..4);
+                LinkOutcome::Answered(answer)
             }
             Ok(Ok(Ok(answer))) => {
                 outcome("answered");

@@ -213,7 +213,7 @@ async fn serve_conn(
                     if answer.is_empty() || !committed(&committer, seq).await {
                         return;
                     }
-                    let _ = tx.send((id, timed(read_at, &answer))).await;
+                    let _ = tx.send((id, timed(read_at, answer))).await;
                 });
                 continue;
             }
@@ -225,7 +225,7 @@ async fn serve_conn(
         tokio::spawn(async move {
             // Not committed (fenced, failed, or late): no answer leaves.
             if committed(&committer, seq).await {
-                let _ = tx.send((id, timed(read_at, &out))).await;
+                let _ = tx.send((id, timed(read_at, out))).await;
             }
         });
     }
@@ -237,12 +237,11 @@ async fn serve_conn(
 /// the request (read to answer, µs, `u32` big endian, saturating) before
 /// the framed answer, so the entry node can tell what forwarding added
 /// (`switch_cluster_forward_added_seconds`).
-fn timed(read_at: std::time::Instant, answer: &[u8]) -> Vec<u8> {
+fn timed(read_at: std::time::Instant, mut answer: Vec<u8>) -> Vec<u8> {
     let held = u32::try_from(read_at.elapsed().as_micros()).unwrap_or(u32::MAX);
-    let mut out = Vec::with_capacity(4 + answer.len());
-    out.extend_from_slice(&held.to_be_bytes());
-    out.extend_from_slice(answer);
-    out
+    // In place: no second buffer for the answer.
+    answer.splice(0..0, held.to_be_bytes());
+    answer
 }
 
 /// Serves a linked internal frame: applied here if this node serves its
@@ -278,7 +277,7 @@ fn serve_frame(
         }
         Applied::Counting(counting) => {
             tokio::spawn(async move {
-                let (answer, seq) = cluster_frames::finish_linked(&frames, &router, counting).await;
+                let (answer, seq) = cluster_frames::counted(&frames.node, &router, counting).await;
                 if committed(&committer, seq).await {
                     let _ = tx.send((id, answer)).await;
                 }

@@ -212,7 +212,7 @@ pub(super) fn apply_here(
 
 /// Finishes a MO/TO waiting for its card's verdict: the framed response
 /// and the record it waits for.
-pub(super) async fn counted(node: &Node, router: &Router, c: Counting) -> (Vec<u8>, u64) {
+pub(crate) async fn counted(node: &Node, router: &Router, c: Counting) -> (Vec<u8>, u64) {
     let view = c.frame.frame();
     let answer = match Request::parse(&view) {
         Ok(ref request @ (Request::AuthorizeMoto(m) | Request::PreauthorizeMoto(m))) => {
@@ -331,15 +331,6 @@ pub(crate) fn apply_linked(shared: &FrameShared, router: &Router, body: &[u8]) -
         &linked.mids,
         &linked.frame,
     )
-}
-
-/// Finishes a linked MO/TO waiting for its card's verdict.
-pub(crate) async fn finish_linked(
-    shared: &FrameShared,
-    router: &Router,
-    c: Counting,
-) -> (Vec<u8>, u64) {
-    counted(&shared.node, router, c).await
 }
 
 /// The key's request on one connection, as the entry node holds it.
