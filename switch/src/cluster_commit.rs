@@ -361,6 +361,15 @@ impl Committer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The shards served here now (loaded, requests admitted).
+    pub(crate) fn serving_shards(&self) -> Vec<u32> {
+        self.shards()
+            .iter()
+            .filter(|(_, v)| v.state == ShardState::Open)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
     /// The shard of configured merchant `index`.
     pub(crate) fn shard_of_merchant(&self, index: u32) -> Option<u32> {
         self.merchant_shards.get(index as usize).copied()

@@ -90,11 +90,13 @@ const VELOCITY_RECORDS_KEPT_S: i64 = 25 * 3_600;
 const SAMPLES_MAX: usize = 100_000;
 
 /// Deletes payment records of `shards` archived (at or below their shard's
-/// `cluster_drained` mark) and at or below `n` `$2`, at most `$3`, by the
-/// `(shard, n)` index.
+/// `cluster_drained` mark), turned into webhook events (at or below its
+/// `webhook_marks` mark, `webhooks::pg`) and at or below `n` `$2`, at most
+/// `$3`, by the `(shard, n)` index.
 const DELETE_PAYMENT_ROWS: &str = "DELETE FROM cluster_records WHERE n IN (
      SELECT r.n FROM cluster_records r JOIN cluster_drained d ON d.shard = r.shard
-     WHERE r.shard = ANY($1) AND r.record_type = 1 AND r.n <= LEAST(d.n, $2)
+     JOIN webhook_marks w ON w.shard = r.shard
+     WHERE r.shard = ANY($1) AND r.record_type = 1 AND r.n <= LEAST(d.n, w.n, $2)
      ORDER BY r.n LIMIT $3)";
 
 /// Deletes counted card attempts of `shards` at or below `n` `$2`, at most

@@ -12,9 +12,11 @@
 //! A request for a shard this node does not serve goes to its owner over
 //! a node link (`cluster_link`). The timers end holds and retire payments
 //! ([`sweep`]) once the cluster drainer (`cluster_drain`) has them in the
-//! archive's tables, which lookups read. No file journal, snapshot,
-//! webhook dispatcher or issuer link is started, so the data directory
-//! holds only its lock, the token key and API keys.
+//! archive's tables, which lookups read. Webhooks are queued in
+//! PostgreSQL and delivered by the node serving their shard
+//! (`webhooks::start_cluster`). No file journal, snapshot or issuer link is
+//! started, so the data directory holds only its lock, the token key, API
+//! keys and the webhook endpoint file.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +119,13 @@ pub(crate) async fn start(
     let committer = Arc::new(archive_stage::off_runtime(move || {
         Committer::start(&url, &node_id, shard_count, &merchant_ids, committer_cancel)
     })?);
+    // The webhook tables and, for a shard new to them, a mark at the
+    // records' end: before this node writes anything.
+    let url = config.archive.url.clone();
+    archive_stage::off_runtime(move || -> anyhow::Result<()> {
+        let mut client = crate::cluster_commit::connect(&url)?;
+        crate::webhooks::install_cluster_tables(&mut client, shard_count)
+    })?;
     node.set_journal(JournalStage::Cluster(committer.clone()));
     // Each card is counted by the node serving its shard (docs/cluster.md,
     // Velocity across nodes): asked, never counted here on the way.
@@ -230,6 +239,36 @@ pub(crate) async fn start(
         Duration::from_secs(settings.velocity_checkpoint_s),
         cancel.clone(),
     ));
+    let shards_of = |f: fn(&Committer) -> Vec<u32>| -> Arc<dyn Fn() -> Vec<i32> + Send + Sync> {
+        let committer = committer.clone();
+        Arc::new(move || {
+            f(&committer)
+                .into_iter()
+                .filter_map(|s| i32::try_from(s).ok())
+                .collect()
+        })
+    };
+    let dispatcher = crate::webhooks::start_cluster(
+        crate::webhooks::ClusterStart {
+            settings: &config.webhooks,
+            data_dir: &config.listeners.data_dir,
+            url: &config.archive.url,
+            writing: shards_of(Committer::writing_shards),
+            serving: shards_of(Committer::serving_shards),
+            clock: engine.clock.clone(),
+            mid_of: crate::webhooks::mid_of_node(engine.clone()),
+            merchant_labels_max: config
+                .metrics
+                .merchant_labels
+                .then_some(config.metrics.merchant_labels_max),
+        },
+        &cancel,
+        &tracker,
+    )?;
+    *running
+        .dispatcher
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(dispatcher);
     // The drainer stops with the node.
     tracker.spawn({
         let cancel = cancel.clone();

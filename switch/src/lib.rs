@@ -384,17 +384,7 @@ pub async fn start_on(
             watermark: webhook_watermark,
             floor: retain,
             clock,
-            mid_of: {
-                // The engine's directory as it stands: the configuration's
-                // merchants and those added at run time, by index.
-                let node = engine.clone();
-                Box::new(move |i| match node.query(engine::Query::MerchantAt(i)) {
-                    engine::QueryReply::Merchant(Some(m)) => {
-                        Some(String::from_utf8_lossy(&m.id).into_owned())
-                    }
-                    _ => None,
-                })
-            },
+            mid_of: webhooks::mid_of_node(engine.clone()),
             merchant_labels_max: config
                 .metrics
                 .merchant_labels

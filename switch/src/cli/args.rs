@@ -314,7 +314,8 @@ pub(crate) enum WebhooksAction {
         url: String,
     },
     /// Lists endpoints, secrets masked; with `--events`, the events and
-    /// their delivery status instead.
+    /// their delivery status instead (a cluster node's `--config`: the
+    /// cluster's, from PostgreSQL).
     List {
         /// Data directory of the switch.
         #[arg(long, default_value = "./data")]
@@ -341,7 +342,8 @@ pub(crate) enum WebhooksAction {
         #[arg(long)]
         merchant: String,
     },
-    /// Queues an event again (delivered or failed ones too), due now.
+    /// Queues an event again (delivered or failed ones too), due now (a
+    /// cluster node's `--config`: in PostgreSQL, for the node serving it).
     Resend {
         /// Data directory of the switch.
         #[arg(long, default_value = "./data")]

@@ -58,10 +58,14 @@ pub(crate) fn webhooks_command(
             payment,
             limit,
         } => {
-            let q = Queue::open(&data_dir)?;
-            let rows = match payment {
-                Some(id) => q.payment_rows(id, limit)?,
-                None => q.rows(merchant.as_deref(), limit.min(LIST_ROWS_MAX))?,
+            let rows = if let Some(url) = cluster_queue(config)? {
+                crate::webhooks::cluster_rows(&url, merchant.as_deref(), payment, limit)?
+            } else {
+                let q = Queue::open(&data_dir)?;
+                match payment {
+                    Some(id) => q.payment_rows(id, limit)?,
+                    None => q.rows(merchant.as_deref(), limit.min(LIST_ROWS_MAX))?,
+                }
             };
             println!("EVENT                 TYPE                  MERCHANT         PAYMENT     STATUS     ATTEMPTS  LAST_CODE  LAST_ATTEMPT          NEXT_ATTEMPT          LAST_ERROR");
             for r in rows {
@@ -73,13 +77,25 @@ pub(crate) fn webhooks_command(
             println!("removed the webhook endpoint of {merchant}");
         }
         WebhooksAction::Resend { data_dir, event } => {
-            if !Queue::open(&data_dir)?.resend(&event, clock.now_ms())? {
+            let found = match cluster_queue(config)? {
+                Some(url) => crate::webhooks::cluster_resend(&url, &event, clock.now_ms())?,
+                None => Queue::open(&data_dir)?.resend(&event, clock.now_ms())?,
+            };
+            if !found {
                 anyhow::bail!("--event `{event}`: no such event in the queue");
             }
             println!("queued {event} again");
         }
     }
     Ok(())
+}
+
+/// The PostgreSQL URL of the queue when `config` is a cluster node's (its
+/// events are in `webhook_events`, `docs/cluster.md`), `None` otherwise.
+fn cluster_queue(config: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = config else { return Ok(None) };
+    let config = crate::Config::load(Some(path), crate::Overrides::from_env()?)?;
+    Ok(config.cluster.is_some().then_some(config.archive.url))
 }
 
 /// A time as `2026-11-23T11:49:10Z`.

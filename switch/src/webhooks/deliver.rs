@@ -4,8 +4,9 @@
 //! One task per merchant with an endpoint, each with its own HTTP client
 //! (its own connection pool) and at most [`INFLIGHT_PER_MERCHANT_MAX`]
 //! requests and [`BATCH_EVENTS_MAX`] events in memory: a slow or dead
-//! endpoint holds its own merchant's task and nothing else. The queue in
-//! SQLite is the durable backlog; a task loads from it in bounded batches,
+//! endpoint holds its own merchant's task and nothing else. The queue (a
+//! [`Store`]: SQLite in the data directory, or PostgreSQL in cluster mode,
+//! `super::pg`) is the durable backlog; a task loads from it in bounded batches,
 //! each event the earliest of its payment not yet delivered or failed, so a
 //! payment's events arrive in the order of its changes.
 //!
@@ -30,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use super::endpoints::{Endpoint, EndpointView};
 use super::queue::{Due, Outcome, Queue};
+
 use crate::clock::Clock;
 
 /// Most requests in flight per merchant (and idle pooled connections).
@@ -177,10 +179,65 @@ impl reqwest::dns::Resolve for Guarded {
     }
 }
 
+/// One attempt to record: the event, when it ended, its answer's status,
+/// why it failed without one, and what it came to.
+pub(crate) type Attempted = (String, u64, Option<u16>, Option<String>, Outcome);
+
+/// What deliveries need of a queue: the data directory's SQLite file
+/// ([`Queue`]) or, in cluster mode, PostgreSQL's table of the shards this
+/// node serves (`super::pg::PgQueue`).
+pub(crate) trait Store: Send {
+    /// Up to `limit` of `merchant`'s events due at `now_ms`, each the
+    /// earliest of its payment not delivered yet ([`Queue::due`]).
+    fn due(&mut self, merchant: &str, now_ms: u64, limit: usize) -> anyhow::Result<Vec<Due>>;
+    /// When the next of `merchant`'s events is due ([`Queue::next_due_ms`]).
+    fn next_due_ms(&mut self, merchant: &str) -> anyhow::Result<Option<u64>>;
+    /// Records `attempts` in one transaction: all of them, or none.
+    fn record(&mut self, attempts: &[Attempted]) -> anyhow::Result<()>;
+    /// Pending events and when the oldest was queued ([`Queue::pending`]).
+    fn pending(&mut self) -> anyhow::Result<(u64, Option<u64>)>;
+    /// Pending events per merchant.
+    fn pending_by_merchant(&mut self) -> anyhow::Result<Vec<(String, u64)>>;
+    /// Deletes one step of finished events queued before `before_ms`;
+    /// how many.
+    fn prune(&mut self, before_ms: u64) -> anyhow::Result<usize>;
+}
+
+impl Store for Queue {
+    fn due(&mut self, merchant: &str, now_ms: u64, limit: usize) -> anyhow::Result<Vec<Due>> {
+        Queue::due(self, merchant, now_ms, limit)
+    }
+
+    fn next_due_ms(&mut self, merchant: &str) -> anyhow::Result<Option<u64>> {
+        Queue::next_due_ms(self, merchant)
+    }
+
+    fn record(&mut self, attempts: &[Attempted]) -> anyhow::Result<()> {
+        self.in_transaction(|q| {
+            for (id, at_ms, status, error, outcome) in attempts {
+                q.record_attempt(id, *at_ms, *status, error.as_deref(), *outcome)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pending(&mut self) -> anyhow::Result<(u64, Option<u64>)> {
+        Queue::pending(self)
+    }
+
+    fn pending_by_merchant(&mut self) -> anyhow::Result<Vec<(String, u64)>> {
+        Queue::pending_by_merchant(self)
+    }
+
+    fn prune(&mut self, before_ms: u64) -> anyhow::Result<usize> {
+        Queue::prune(self, before_ms)
+    }
+}
+
 /// What every delivery task shares.
 pub(crate) struct Shared {
     /// The queue (its own connection).
-    pub(crate) queue: Mutex<Queue>,
+    pub(crate) queue: Mutex<Box<dyn Store>>,
     /// The endpoints now.
     pub(crate) endpoints: Arc<EndpointView>,
     /// The switch's clock: signatures, backoff.
@@ -241,15 +298,15 @@ impl Shared {
     /// Runs `f` on the queue off the runtime's workers.
     async fn with_queue<R: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Queue) -> anyhow::Result<R> + Send + 'static,
+        f: impl FnOnce(&mut dyn Store) -> anyhow::Result<R> + Send + 'static,
     ) -> anyhow::Result<R> {
         let shared = self.clone();
         tokio::task::spawn_blocking(move || {
-            let q = shared
+            let mut q = shared
                 .queue
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&q)
+            f(&mut **q)
         })
         .await?
     }
@@ -553,18 +610,9 @@ async fn record(shared: &Arc<Shared>, mid: &str, results: Vec<(Due, Attempt)>) {
             }
             o
         };
-        rows.push((d.id, a, outcome));
+        rows.push((d.id, a.at_ms, a.status, a.error, outcome));
     }
-    let written = shared
-        .with_queue(move |q| {
-            q.in_transaction(|q| {
-                for (id, a, outcome) in &rows {
-                    q.record_attempt(id, a.at_ms, a.status, a.error.as_deref(), *outcome)?;
-                }
-                Ok(())
-            })
-        })
-        .await;
+    let written = shared.with_queue(move |q| q.record(&rows)).await;
     if let Err(e) = written {
         // Not recorded: those events are attempted again (at least once).
         crate::ratelog::warn_limited!("webhooks_record", error = %e, "webhooks: recording attempts failed");

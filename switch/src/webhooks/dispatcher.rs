@@ -123,6 +123,16 @@ impl Dispatcher {
         })
     }
 
+    /// A dispatcher of another source (cluster mode's, `super::pg`): its
+    /// thread, which ends once `stop` is set.
+    pub(crate) fn of_thread(stop: Arc<AtomicBool>, thread: JoinHandle<()>) -> Self {
+        Dispatcher {
+            stop,
+            thread: Some(thread),
+            runtime: None,
+        }
+    }
+
     /// Keeps the deliveries' runtime until [`Dispatcher::stop`].
     pub(crate) fn with_runtime(mut self, runtime: tokio::runtime::Runtime) -> Self {
         self.runtime = Some(runtime);
@@ -149,6 +159,32 @@ impl Drop for Dispatcher {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The event of payment record `payload` made at sequence `seq`, when
+/// its merchant has an endpoint in `endpoints`. A record that does not
+/// decode gives none (the engine's own recovery reports it).
+pub(crate) fn event_of(
+    seq: u64,
+    payload: &[u8],
+    endpoints: &super::endpoints::EndpointMap,
+    mid_of: &MidOf,
+) -> Option<NewEvent> {
+    let rec = engine::record::decode(payload).ok()?;
+    let mid = mid_of(rec.payment.merchant)?;
+    if !endpoints.contains_key(&mid) {
+        return None;
+    }
+    let e = engine::events::of_record(seq, &rec, &mid)?;
+    Some(NewEvent {
+        id: e.id,
+        merchant: mid,
+        payment_id: e.payment_id,
+        seq: e.seq,
+        kind: e.kind.label(),
+        changed_at_ms: e.at_ms,
+        body: e.body,
+    })
 }
 
 /// The thread's state.
@@ -280,27 +316,7 @@ impl Run {
             if r.record_type != engine::record::RECORD_PAYMENT || endpoints.is_empty() {
                 return;
             }
-            let Ok(rec) = engine::record::decode(r.payload) else {
-                // The engine's own recovery reports a bad record.
-                return;
-            };
-            let Some(mid) = mid_of(rec.payment.merchant) else {
-                return;
-            };
-            if !endpoints.contains_key(&mid) {
-                return;
-            }
-            if let Some(e) = engine::events::of_record(r.seq, &rec, &mid) {
-                events.push(NewEvent {
-                    id: e.id,
-                    merchant: mid,
-                    payment_id: e.payment_id,
-                    seq: e.seq,
-                    kind: e.kind.label(),
-                    changed_at_ms: e.at_ms,
-                    body: e.body,
-                });
-            }
+            events.extend(event_of(r.seq, r.payload, &endpoints, mid_of));
         })
     }
 

@@ -10,11 +10,14 @@
 //! merchant, signed, retried with backoff on the switch's clock.
 //! `endpoints` is the endpoint file (`<data_dir>/webhooks.json`, 0600,
 //! with the signing secrets) the `switch webhooks` commands write and the
-//! running switch re-reads when it changes.
+//! running switch re-reads when it changes. In cluster mode the queue is
+//! in PostgreSQL and each node queues and delivers its shards' events
+//! (`pg`, [`start_cluster`]).
 
 mod deliver;
 mod dispatcher;
 mod endpoints;
+mod pg;
 mod queue;
 
 use std::path::Path;
@@ -28,6 +31,9 @@ use tokio_util::task::TaskTracker;
 pub(crate) use deliver::Networks;
 pub(crate) use dispatcher::Dispatcher;
 pub(crate) use endpoints::{check_url, EndpointAdmin};
+pub(crate) use pg::{
+    install as install_cluster_tables, resend as cluster_resend, rows as cluster_rows,
+};
 pub(crate) use queue::{Queue, Row, LIST_ROWS_MAX};
 
 use crate::clock::Clock;
@@ -179,10 +185,7 @@ pub(crate) fn start(
     tracker: &TaskTracker,
 ) -> anyhow::Result<Dispatcher> {
     describe_metrics();
-    // The clients name no provider; the switch's one is aws-lc-rs.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let networks = Networks::parse(s.allow_networks)
-        .map_err(|e| anyhow::anyhow!("webhooks.allow_networks: {e}"))?;
+    let networks = networks(s.allow_networks)?;
     let endpoints = Arc::new(endpoints::EndpointView::open(s.data_dir));
     let queued = Arc::new(tokio::sync::Notify::new());
     let at = s.watermark.unwrap_or_else(|| s.journal.durable_seq());
@@ -202,7 +205,7 @@ pub(crate) fn start(
         },
     )?;
     let shared = Arc::new(deliver::Shared {
-        queue: Mutex::new(Queue::open_for_attempts(s.data_dir)?),
+        queue: Mutex::new(Box::new(Queue::open_for_attempts(s.data_dir)?)),
         endpoints,
         clock: s.clock,
         timeout: Duration::from_millis(s.timeout_ms),
@@ -212,6 +215,24 @@ pub(crate) fn start(
         labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
         backlog,
     });
+    let runtime = deliveries(shared, cancel, tracker)?;
+    Ok(dispatcher.with_runtime(runtime))
+}
+
+/// `[webhooks] allow_networks`, parsed; the clients' TLS provider.
+fn networks(allow: &[String]) -> anyhow::Result<Networks> {
+    // The clients name no provider; the switch's one is aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Networks::parse(allow).map_err(|e| anyhow::anyhow!("webhooks.allow_networks: {e}"))
+}
+
+/// Starts the deliveries' runtime and its tasks (on `tracker`, until
+/// `cancel`); the runtime, kept by the dispatcher.
+fn deliveries(
+    shared: Arc<deliver::Shared>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<tokio::runtime::Runtime> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(DELIVERY_WORKERS)
         .max_blocking_threads(DELIVERY_BLOCKING_THREADS_MAX)
@@ -224,7 +245,78 @@ pub(crate) fn start(
         deliver::run(shared, cancel.clone(), tracker.clone()),
         runtime.handle(),
     );
+    Ok(runtime)
+}
+
+/// What [`start_cluster`] needs.
+pub(crate) struct ClusterStart<'a> {
+    /// `[webhooks]`.
+    pub(crate) settings: &'a crate::config::WebhookSettings,
+    /// The data directory (its endpoint file).
+    pub(crate) data_dir: &'a Path,
+    /// archive.url.
+    pub(crate) url: &'a str,
+    /// The shards this node writes now (queueing) and serves (deliveries).
+    pub(crate) writing: pg::Shards,
+    /// The shards this node serves now.
+    pub(crate) serving: pg::Shards,
+    /// The switch's clock.
+    pub(crate) clock: Clock,
+    /// The MID of a merchant index.
+    pub(crate) mid_of: dispatcher::MidOf,
+    /// `[metrics] merchant_labels_max` when `merchant_labels` is on.
+    pub(crate) merchant_labels_max: Option<usize>,
+}
+
+/// Cluster mode's webhooks (`pg`): the feed from `cluster_records` into
+/// PostgreSQL's queue, and the deliveries of the shards served here. The
+/// tables are installed ([`install_cluster_tables`]) before. The returned
+/// dispatcher stops the feed.
+///
+/// # Errors
+/// A bad `allow_networks`; the thread or the runtime not started.
+pub(crate) fn start_cluster(
+    s: ClusterStart<'_>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<Dispatcher> {
+    describe_metrics();
+    let networks = networks(&s.settings.allow_networks)?;
+    let endpoints = Arc::new(endpoints::EndpointView::open(s.data_dir));
+    let queued = Arc::new(tokio::sync::Notify::new());
+    // The deliveries' first count of the gauges sets what is pending.
+    let backlog = Arc::new(Backlog::new(s.settings.backlog_max, 0));
+    let dispatcher = pg::start_feed(pg::Feed {
+        url: s.url.to_owned(),
+        shards: s.writing,
+        endpoints: endpoints.clone(),
+        mid_of: s.mid_of,
+        clock: s.clock.clone(),
+        queued: queued.clone(),
+        backlog: backlog.clone(),
+    })?;
+    let shared = Arc::new(deliver::Shared {
+        queue: Mutex::new(Box::new(pg::PgQueue::new(s.url, s.serving))),
+        endpoints,
+        clock: s.clock,
+        timeout: Duration::from_millis(s.settings.timeout_ms),
+        keep_ms: s.settings.keep_days.saturating_mul(86_400_000),
+        networks: Arc::new(networks),
+        queued,
+        labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
+        backlog,
+    });
+    let runtime = deliveries(shared, cancel, tracker)?;
     Ok(dispatcher.with_runtime(runtime))
+}
+
+/// The MID of a merchant index by `node`'s directory as it stands (the
+/// configuration's merchants and those added at run time).
+pub(crate) fn mid_of_node(node: Arc<crate::node::Node>) -> dispatcher::MidOf {
+    Box::new(move |i| match node.query(engine::Query::MerchantAt(i)) {
+        engine::QueryReply::Merchant(Some(m)) => Some(String::from_utf8_lossy(&m.id).into_owned()),
+        _ => None,
+    })
 }
 
 fn describe_metrics() {
