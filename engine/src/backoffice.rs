@@ -141,7 +141,9 @@ impl Engine {
         match self.commit_existing(m, id, flag, |_, _| ChangeParts::default()) {
             Err(code) => self.let_go_meanwhile(id, code).reply(none),
             Ok(((token, newly), recorded)) => {
-                if newly {
+                // Cluster mode: the card's counting node watches it (the
+                // shell asked it before this mark).
+                if newly && !self.card_counted_elsewhere {
                     self.risk.watch(&token);
                 }
                 metrics::counter!("switch_flagged_payments_total").increment(1);
@@ -194,7 +196,11 @@ impl Engine {
             },
             Err(code) => self.let_go_meanwhile(id, code).reply(none),
             Ok((token, recorded)) => {
-                self.risk.unwatch(&token);
+                // Cluster mode: the shell asks the card's counting node
+                // once this change is committed.
+                if !self.card_counted_elsewhere {
+                    self.risk.unwatch(&token);
+                }
                 metrics::counter!("switch_unflagged_payments_total").increment(1);
                 Reply {
                     payment_id: Some(id),
@@ -256,6 +262,54 @@ mod tests {
         assert_eq!(notes.flagged_by.as_deref(), Some("AB-0000-0001"));
         assert_eq!(notes.unflag_reason.as_deref(), Some("verified"));
         assert_eq!(p.history.last().map(|a| a.op), Some(Operation::Unflag));
+    }
+
+    #[test]
+    fn in_cluster_mode_the_cards_counting_node_watches_from_its_records() {
+        let mut e = crate::testing::engine(1_795_434_550_000);
+        e.count_cards_elsewhere();
+        let mut p = payment(Kind::Sale, 100);
+        p.card_token.0[0] = 5;
+        let token = p.card_token;
+        e.state.insert(p, None, None, |_| ()).expect("room");
+        let who = Who {
+            by: "AB-0000-0001",
+            note: None,
+        };
+        assert_eq!(
+            e.mark_scam(0, 1, "manual", who, None, 5).code,
+            Code::APPROVED
+        );
+        assert!(
+            !e.risk.watched(&token),
+            "the payment's node does not watch: the card's node does"
+        );
+        // The card's node: two marks (two payments), one unmark.
+        let card = crate::testing::engine(1_795_434_550_000);
+        let watch = |on| card.apply(crate::Command::Watch { token: token.0, on }, 6);
+        for on in [true, true, false] {
+            assert_eq!(watch(on).code, Code::APPROVED);
+        }
+        assert!(card.risk.watched(&token), "one holder is left");
+        // Its next counting node, after counting elsewhere before: the
+        // shard's cards forgotten, then the records replayed.
+        let next = crate::testing::engine(1_795_434_560_000);
+        for _ in 0..3 {
+            next.replay_watch(&token.0, true);
+        }
+        assert_eq!(next.reset_velocity_of(&|t| t[0] == 5), 0, "no counts");
+        assert!(
+            !next.risk.watched(&token),
+            "forgotten, whatever its holders"
+        );
+        for on in [true, true, false] {
+            let payload = crate::velocity::encode_watch(&token.0, on);
+            next.replay_record(1, crate::velocity::RECORD_WATCH, &payload)
+                .expect("replayed");
+        }
+        assert!(next.risk.watched(&token));
+        next.replay_watch(&token.0, false);
+        assert!(!next.risk.watched(&token), "exactly one holder was left");
     }
 
     #[test]

@@ -247,6 +247,17 @@ pub enum Command<'a> {
     /// the payment ([`Wait::Velocity`], cluster mode): the reply carries
     /// the verdict and waits for the attempt's record ([`Wait::Counted`]).
     Velocity(VelocityAsk),
+    /// Puts a card on the watch list here (`on`), or lets one holder of
+    /// its place go, for the node where a payment of it was marked or
+    /// unmarked as scam by hand (cluster mode: this node counts the card);
+    /// the change is recorded ([`crate::velocity::RECORD_WATCH`]) and the
+    /// reply waits for it.
+    Watch {
+        /// The card's token.
+        token: [u8; 32],
+        /// On the list, or one holder less.
+        on: bool,
+    },
 }
 
 /// What the engine needs from the archive to go on with a request: memory

@@ -229,6 +229,7 @@ impl Engine {
             Command::SafDone { id } => self.saf_done(id),
             Command::ReverseOrphans => self.reverse_orphans(now_ms),
             Command::Velocity(ask) => self.count_velocity(&ask, now_ms),
+            Command::Watch { token, on } => self.watch_card(token, on),
         }
     }
 

@@ -33,6 +33,7 @@ fn known_record(seq: u64, record_type: u8) -> Result<(), ReplayError> {
         || record_type == crate::velocity::RECORD_VELOCITY
         || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT
         || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT_BEGIN
+        || record_type == crate::velocity::RECORD_WATCH
     {
         Ok(())
     } else {
@@ -99,6 +100,12 @@ impl Engine {
             // A mark for the load's choice of rows: nothing to set.
             return Ok(());
         }
+        if record_type == crate::velocity::RECORD_WATCH {
+            let (token, on) = crate::velocity::decode_watch(payload)
+                .ok_or(DecodeError("watch record: length or byte"))?;
+            self.replay_watch(&token, on);
+            return Ok(());
+        }
         let mut rec = record::decode(payload)?;
         rec.payment.journal_seq = seq;
         if let Some(f) = &rec.payment.upstream {
@@ -137,6 +144,7 @@ impl Engine {
             || record_type == crate::velocity::RECORD_VELOCITY
             || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT
             || record_type == crate::velocity::RECORD_VELOCITY_CHECKPOINT_BEGIN
+            || record_type == crate::velocity::RECORD_WATCH
         {
             return self.replay_record(seq, record_type, payload);
         }

@@ -205,6 +205,11 @@ impl RiskStage {
         self.state.import_cards(bytes)
     }
 
+    /// Takes the cards `keep` takes off the watch list.
+    pub(crate) fn forget_watches(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        self.state.forget_watches(keep)
+    }
+
     /// Forgets the counts of the cards `keep` takes.
     pub(crate) fn reset_cards(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
         self.state.reset_cards(keep)

@@ -46,6 +46,14 @@ pub const RECORD_VELOCITY_CHECKPOINT: u8 = 4;
 /// Record type of the mark recorded before a checkpoint's counts are
 /// exported: the attempts after it are replayed over the checkpoint.
 pub const RECORD_VELOCITY_CHECKPOINT_BEGIN: u8 = 5;
+/// Record type of a card's watch-list change in cluster mode (token 32,
+/// then 1 on the list or 0 one holder less), recorded by the node that
+/// counts the card: its next counting node replays every one (a card
+/// shard's watch records are never deleted; they are as many as marks and
+/// unmarks by hand).
+pub const RECORD_WATCH: u8 = 6;
+/// Bytes of a [`RECORD_WATCH`] payload.
+pub const WATCH_RECORD_BYTES: usize = 32 + 1;
 /// Bytes of a checkpoint's header: its shard and when it was taken.
 const CHECKPOINT_HEADER_BYTES: usize = 4 + 8;
 /// Bytes of an encoded [`VelocityAsk`].
@@ -140,6 +148,26 @@ pub fn decode_record(payload: &[u8]) -> Option<(VelocityAsk, u64, u8)> {
     Some((ask, at_ms, *rest.get(8)?))
 }
 
+/// A [`RECORD_WATCH`] payload.
+pub fn encode_watch(token: &[u8; 32], on: bool) -> [u8; WATCH_RECORD_BYTES] {
+    let mut out = [0; WATCH_RECORD_BYTES];
+    out[..32].copy_from_slice(token);
+    out[32] = u8::from(on);
+    out
+}
+
+/// Reads a [`RECORD_WATCH`] payload: the token and whether it puts the
+/// card on the list; `None` for another length or a byte it never writes.
+pub fn decode_watch(payload: &[u8]) -> Option<([u8; 32], bool)> {
+    let b: &[u8; WATCH_RECORD_BYTES] = payload.try_into().ok()?;
+    let on = match b[32] {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    Some((b[..32].try_into().ok()?, on))
+}
+
 /// The card shard of a [`RECORD_VELOCITY_CHECKPOINT`] or
 /// [`RECORD_VELOCITY_CHECKPOINT_BEGIN`] payload.
 pub fn checkpoint_shard(payload: &[u8]) -> Option<u32> {
@@ -190,6 +218,9 @@ impl Engine {
     /// counts kept from an earlier time here would add to them. How many
     /// keys.
     pub fn reset_velocity_of(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        // Their places on the watch list too: the shard's watch records
+        // set them again.
+        self.risk.forget_watches(keep);
         self.risk.reset_cards(keep)
     }
 
@@ -227,6 +258,39 @@ impl Engine {
         }
     }
 
+    /// Puts the card on the watch list here (`on`) or lets one holder go,
+    /// and records it ([`RECORD_WATCH`]); the reply waits for the record.
+    /// When the record cannot be taken nothing changes here and the reply
+    /// is the journal's code.
+    pub(crate) fn watch_card(&self, token: [u8; 32], on: bool) -> Reply {
+        let recorded = if self.journal.keeps_records() {
+            self.journal.append(RECORD_WATCH, &encode_watch(&token, on))
+        } else {
+            Ok(0)
+        };
+        match recorded {
+            Ok(seq) => {
+                self.replay_watch(&token, on);
+                Reply {
+                    wait: Wait::of_seq(seq),
+                    record_seq: seq,
+                    ..Reply::of(Code::APPROVED, [b'0'; 12])
+                }
+            }
+            Err(code) => Reply::of(code, [b'0'; 12]),
+        }
+    }
+
+    /// Applies a watch-list change ([`RECORD_WATCH`]) here.
+    pub(crate) fn replay_watch(&self, token: &[u8; 32], on: bool) {
+        let token = codecs::card::CardToken(*token);
+        if on {
+            self.risk.watch(&token);
+        } else {
+            self.risk.unwatch(&token);
+        }
+    }
+
     /// Records a counted attempt again under the keys that took it, at
     /// the time it was counted (a takeover rebuilds the card's counts).
     pub(crate) fn replay_velocity(&self, ask: &VelocityAsk, at_ms: u64, recorded: u8) {
@@ -259,5 +323,15 @@ mod tests {
         bad[65] = 8;
         bad[66] = 2;
         assert_eq!(VelocityAsk::from_bytes(&bad), None);
+        for on in [true, false] {
+            assert_eq!(
+                decode_watch(&encode_watch(&[9; 32], on)),
+                Some(([9; 32], on))
+            );
+        }
+        let mut bad = encode_watch(&[9; 32], true);
+        bad[32] = 2;
+        assert_eq!(decode_watch(&bad), None);
+        assert_eq!(decode_watch(&bad[1..]), None);
     }
 }

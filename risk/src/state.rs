@@ -95,6 +95,13 @@ impl RiskState {
         self.cards.unmark(&Key::card(token, Subject::Card, 0))
     }
 
+    /// Takes the cards `keep` takes (by token) off the watch list,
+    /// whatever holds them, before their watch records are replayed from
+    /// elsewhere (a takeover of their card shard, cluster mode). How many.
+    pub fn forget_watches(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        self.cards.unmark_where(keep)
+    }
+
     /// Whether a card is on the watch list.
     pub fn is_watched(&self, token: CardToken) -> bool {
         self.cards.is_marked(&Key::card(token, Subject::Card, 0))

@@ -798,6 +798,21 @@ impl Table {
         }
     }
 
+    /// Takes every mark of the keys `keep` takes (by id), whatever their
+    /// holders: their marks are set again from elsewhere (a card shard's
+    /// watch records, on a takeover). How many keys were marked.
+    pub(crate) fn unmark_where(&self, keep: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        let mut n = 0;
+        for padded in &*self.shards {
+            let mut shard = padded.shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = shard.marked.len();
+            shard.marked.retain(|k, _| !keep(&k.id));
+            n += before - shard.marked.len();
+        }
+        self.marked_len.fetch_sub(n, Ordering::Relaxed);
+        n
+    }
+
     pub(crate) fn is_marked(&self, key: &Key) -> bool {
         let shard = self
             .shard(key.hash64())
@@ -1177,5 +1192,25 @@ mod tests {
         assert!(!table.is_marked(&key(1)));
         assert!(!table.unmark(&key(1)), "not marked: nothing to do");
         assert_eq!(table.mark(&key(3)), Ok(true), "its room is free again");
+    }
+
+    #[test]
+    fn marks_taken_by_id_free_their_room_and_spare_the_rest() {
+        let table = Table::new(TableName::Card, SHARDS, 3);
+        assert_eq!(table.mark(&key(1)), Ok(true));
+        assert_eq!(table.mark(&key(1)), Ok(false));
+        assert_eq!(table.mark(&key(2)), Ok(true));
+        assert_eq!(table.mark(&key(3)), Ok(true));
+        let one_or_two = |id: &[u8; 32]| *id == key(1).id || *id == key(2).id;
+        assert_eq!(
+            table.unmark_where(&one_or_two),
+            2,
+            "two keys, whatever their holders"
+        );
+        assert!(!table.is_marked(&key(1)) && !table.is_marked(&key(2)));
+        assert!(table.is_marked(&key(3)));
+        assert_eq!(table.mark(&key(4)), Ok(true));
+        assert_eq!(table.mark(&key(5)), Ok(true), "their room is free again");
+        assert!(table.mark(&key(6)).is_err());
     }
 }

@@ -41,7 +41,9 @@
 //!   of that shard rebuilds the card's counts (docs/cluster.md, Velocity
 //!   across nodes); so does a velocity checkpoint of the shard's cards
 //!   (`RECORD_VELOCITY_CHECKPOINT`, after its begin mark), and a load sets
-//!   the latest one and replays the attempts after its mark.
+//!   the latest one and replays the attempts after its mark. A card's
+//!   watch-list change (`RECORD_WATCH`, a scam mark by hand) belongs to the
+//!   card's shard too, and every one is replayed.
 //! - Each node life takes one value of the same sequence at start, its
 //!   number block, from which its engine makes every F37 + F38 it assigns
 //!   (`Engine::use_number_block`): no other node or life has it.
@@ -540,12 +542,17 @@ impl Committer {
     }
 
     /// The shard of a payment record, from its merchant; of a counted
-    /// card attempt, the card's ([`cluster::assign::shard_of_card`]); of a
+    /// card attempt or a watch-list change, the card's
+    /// ([`cluster::assign::shard_of_card`]); of a
     /// velocity checkpoint or its begin mark, the one it names.
     fn shard_of(&self, record_type: u8, payload: &[u8]) -> Option<u32> {
         if record_type == engine::velocity::RECORD_VELOCITY {
             let (ask, _, _) = engine::velocity::decode_record(payload)?;
             return Some(cluster::assign::shard_of_card(&ask.token, self.shard_count));
+        }
+        if record_type == engine::velocity::RECORD_WATCH {
+            let (token, _) = engine::velocity::decode_watch(payload)?;
+            return Some(cluster::assign::shard_of_card(&token, self.shard_count));
         }
         if record_type == engine::velocity::RECORD_VELOCITY_CHECKPOINT
             || record_type == engine::velocity::RECORD_VELOCITY_CHECKPOINT_BEGIN

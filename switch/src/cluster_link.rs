@@ -24,7 +24,9 @@
 //! record is committed, [`VELOCITY_REFUSED`] when it could not be
 //! recorded, or empty when the node does not serve the card's shard. A linked request is always applied locally by its receiver,
 //! never sent on, so a stale route cannot loop. A request id with
-//! [`FRAME_BIT`] set carries an internal frame (`wire::frames::cluster`).
+//! [`FRAME_BIT`] set carries an internal frame (`wire::frames::cluster`);
+//! one with [`WATCH_BIT`] a card's watch-list change for the node counting
+//! the card (a payment marked or unmarked as scam by hand).
 //! Listeners with TPDUs are not routed (served locally only). The link
 //! carries card data: with `cluster.link_tls_*` ([`LinkTls`]) it is mutual
 //! TLS, each end presenting a certificate the cluster's CA signed;
@@ -73,6 +75,19 @@ pub(crate) const FRAME_BIT: u64 = 1 << 62;
 /// one byte, [`ETCD_UNREACHABLE`] when etcd does not answer the asked
 /// node either, 0 when it does (`cluster_node::failsafe`).
 pub(crate) const STATUS_BIT: u64 = 1 << 61;
+/// Set in the request id of a watch-list change for a card this node
+/// counts (`engine::velocity::encode_watch`'s bytes: token, on): the
+/// answer is [`WATCH_RECORDED`] once the change is committed,
+/// [`WATCH_REFUSED`] when it could not be recorded, or empty when the node
+/// does not count the card's shard.
+pub(crate) const WATCH_BIT: u64 = 1 << 60;
+/// A watch change's answer: recorded and committed.
+pub(crate) const WATCH_RECORDED: u8 = 0;
+/// A watch change's answer: not recorded (nothing changed).
+pub(crate) const WATCH_REFUSED: u8 = 1;
+/// How long a card's watch change is tried, in all (its shard served, the
+/// counting node's answer, the commit): as a velocity ask.
+pub(crate) const WATCH_WAIT: Duration = VELOCITY_ASK_WAIT;
 /// A failsafe ask's answer: etcd does not answer this node.
 pub(crate) const ETCD_UNREACHABLE: u8 = 1;
 /// First byte of a velocity answer: counted and committed, the card's
@@ -440,6 +455,87 @@ impl Router {
         Ok((committed == Ok(true)).then_some(verdict))
     }
 
+    /// Puts card `token` on the watch list (`on`) or lets one holder go,
+    /// at the node counting the card ([`cluster::assign::shard_of_card`]),
+    /// here with no hop when that is this node: true once the change is
+    /// committed there; false when it is not within [`WATCH_WAIT`] (no node
+    /// counts the shard, the node does not answer or could not record
+    /// it; an outcome unknown may still have been recorded).
+    pub(crate) async fn watch_card(
+        &self,
+        node: &crate::node::Node,
+        token: [u8; 32],
+        on: bool,
+    ) -> bool {
+        let shard = cluster::assign::shard_of_card(&token, self.shard_count);
+        let deadline = tokio::time::Instant::now() + WATCH_WAIT;
+        let body = Bytes::copy_from_slice(&engine::velocity::encode_watch(&token, on));
+        loop {
+            let Some(link) = self.link_of(shard, deadline, Kind::Watch).await else {
+                if !self.committer.counts_cards_of(shard) {
+                    return false;
+                }
+                match self.watch_here(node, token, on, deadline).await {
+                    Ok(done) => {
+                        Kind::Watch.count("here");
+                        return done;
+                    }
+                    Err(NotServed) => {
+                        tokio::time::sleep(OWNER_POLL).await;
+                        continue;
+                    }
+                }
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match link.watch(body.clone(), left).await {
+                LinkOutcome::Answered(answer) => return answer == [WATCH_RECORDED],
+                LinkOutcome::NotSent => tokio::time::sleep(OWNER_POLL).await,
+                LinkOutcome::Unknown => return false,
+            }
+        }
+    }
+
+    /// Applies a card's watch change in this node's engine (it counts the
+    /// card's shard) and waits, up to `deadline`, for its record to
+    /// commit: whether it did. `NotServed` (nothing changed) when the
+    /// card's shard is not counted here (any more).
+    pub(crate) async fn watch_here(
+        &self,
+        node: &crate::node::Node,
+        token: [u8; 32],
+        on: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, NotServed> {
+        let shard = cluster::assign::shard_of_card(&token, self.shard_count);
+        let admitted = self.committer.admit_count(shard).ok_or(NotServed)?;
+        let reply = node.apply(engine::Command::Watch { token, on });
+        drop(admitted);
+        if !reply.code.approved() {
+            return Ok(false);
+        }
+        Ok(self
+            .committed_by(
+                reply.record_seq,
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+            )
+            .await)
+    }
+
+    /// Whether this node's record `seq` commits within `wait`.
+    pub(crate) async fn committed_by(&self, seq: u64, wait: Duration) -> bool {
+        let mut durable = self.committer.durable_watch();
+        let committed = tokio::time::timeout(wait, async {
+            while durable.durable_seq() < seq {
+                if durable.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        committed == Ok(true)
+    }
+
     /// The owners etcd names that this node has had no link to for
     /// longer than `after` (a partition between nodes: both alive, the
     /// link down), with how many shards each owns here; `None` when
@@ -599,6 +695,8 @@ pub(crate) enum Kind {
     Frame,
     /// A failsafe ask: does etcd answer you?
     Status,
+    /// A card's watch-list change.
+    Watch,
 }
 
 impl Kind {
@@ -608,7 +706,7 @@ impl Kind {
     fn here(self, committer: &Committer, shard: u32) -> bool {
         match self {
             Kind::Request | Kind::Frame | Kind::Status => committer.serves(shard),
-            Kind::VelocityAsk => committer.counts_cards_of(shard),
+            Kind::VelocityAsk | Kind::Watch => committer.counts_cards_of(shard),
         }
     }
 
@@ -632,6 +730,10 @@ impl Kind {
             }
             Kind::Status => {
                 metrics::counter!("switch_cluster_failsafe_asks_total", "outcome" => outcome)
+                    .increment(1);
+            }
+            Kind::Watch => {
+                metrics::counter!("switch_cluster_watch_changes_total", "outcome" => outcome)
                     .increment(1);
             }
         }
@@ -718,6 +820,12 @@ impl Link {
         }
     }
 
+    /// Sends a card's watch change to the node counting the card and
+    /// waits up to `timeout` (at most [`LINK_TIMEOUT`]).
+    pub(crate) async fn watch(&self, body: Bytes, timeout: Duration) -> LinkOutcome {
+        self.call_kind(body, Kind::Watch, timeout).await
+    }
+
     /// Sends an internal frame's link body to the shard's owner and waits
     /// up to `timeout` (at most [`LINK_TIMEOUT`]).
     pub(crate) async fn call_frame(&self, body: Bytes, timeout: Duration) -> LinkOutcome {
@@ -736,6 +844,7 @@ impl Link {
             Kind::VelocityAsk => self.next_id.fetch_add(1, Ordering::Relaxed) | VELOCITY_ASK_BIT,
             Kind::Frame => self.next_id.fetch_add(1, Ordering::Relaxed) | FRAME_BIT,
             Kind::Status => self.next_id.fetch_add(1, Ordering::Relaxed) | STATUS_BIT,
+            Kind::Watch => self.next_id.fetch_add(1, Ordering::Relaxed) | WATCH_BIT,
         };
         let (tx, rx) = oneshot::channel();
         {

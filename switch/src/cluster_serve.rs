@@ -16,7 +16,7 @@ use crate::cluster_commit::Committer;
 use crate::cluster_link::{
     encode_frame, read_frame, LinkHalves, LinkTls, Router, ETCD_UNREACHABLE, FRAME_BIT,
     LINK_INFLIGHT_MAX, LINK_READ_BUFFER_BYTES, LINK_TIMEOUT, LINK_WRITE_BATCH_MAX, STATUS_BIT,
-    VELOCITY_ASK_BIT, VELOCITY_COUNTED, VELOCITY_REFUSED,
+    VELOCITY_ASK_BIT, VELOCITY_COUNTED, VELOCITY_REFUSED, WATCH_BIT, WATCH_RECORDED, WATCH_REFUSED,
 };
 use crate::ratelog::warn_limited;
 use crate::wire::frames::cluster::{self as cluster_frames, Applied};
@@ -162,6 +162,14 @@ async fn serve_conn(
             });
             continue;
         }
+        if id & WATCH_BIT != 0 {
+            let (shared, router, tx) = (shared.clone(), router.clone(), tx.clone());
+            tokio::spawn(async move {
+                let answer = watch_asked(&shared, &router, &body).await;
+                let _ = tx.send((id, answer)).await;
+            });
+            continue;
+        }
         if id & STATUS_BIT != 0 {
             // A failsafe ask: does etcd answer this node?
             let unreachable = shared
@@ -275,9 +283,9 @@ fn serve_frame(
                 }
             });
         }
-        Applied::Counting(counting) => {
+        Applied::Finishing(finishing) => {
             tokio::spawn(async move {
-                let (answer, seq) = cluster_frames::counted(&frames.node, &router, counting).await;
+                let (answer, seq) = cluster_frames::finish(&frames.node, &router, finishing).await;
                 if committed(&committer, seq).await {
                     let _ = tx.send((id, answer)).await;
                 }
@@ -324,5 +332,26 @@ async fn count_asked(shared: &IsoShared, router: &Router, body: &[u8]) -> Vec<u8
             answer
         }
         Ok(None) => vec![VELOCITY_REFUSED],
+    }
+}
+
+/// The answer to a card's watch change (see `cluster_link`'s frame):
+/// applied here when this node counts the card's shard, once its record is
+/// committed; empty (not counted here: the asking node asks again) or
+/// refused otherwise. One that does not decode is refused.
+async fn watch_asked(shared: &IsoShared, router: &Router, body: &[u8]) -> Vec<u8> {
+    let Some((token, on)) = engine::velocity::decode_watch(body) else {
+        crate::ratelog::warn_limited!(
+            "watch_change",
+            len = body.len(),
+            "node link: a watch change that does not decode; refused"
+        );
+        return vec![WATCH_REFUSED];
+    };
+    let deadline = tokio::time::Instant::now() + LINK_TIMEOUT;
+    match router.watch_here(&shared.node, token, on, deadline).await {
+        Err(crate::cluster_link::NotServed) => Vec::new(),
+        Ok(true) => vec![WATCH_RECORDED],
+        Ok(false) => vec![WATCH_REFUSED],
     }
 }

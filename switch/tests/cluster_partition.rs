@@ -224,38 +224,6 @@ async fn a_node_cut_from_etcd_gives_its_shards_up_says_unready_and_rejoins_when_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The owner etcd names for each shard.
-async fn shard_owners(etcd: &str) -> std::collections::BTreeMap<u32, String> {
-    let client =
-        cluster::etcd::Etcd::new(&[etcd.to_owned()], Duration::from_secs(1)).expect("client");
-    let view = cluster::member::read_view(&client, "/switch/test", SHARDS)
-        .await
-        .expect("view");
-    view.owners
-        .iter()
-        .map(|(s, o)| (*s, o.record.node_id.clone()))
-        .collect()
-}
-
-/// A card from seed `from` on whose card shard (where its velocity is
-/// counted) `owners` name `node`: an authorization with it needs no link
-/// when `node` decides it.
-fn card_counted_by(
-    owners: &std::collections::BTreeMap<u32, String>,
-    node: &str,
-    from: u64,
-) -> String {
-    let hex = TOKEN_KEY.split('"').nth(1).expect("the token key's hex");
-    let key = codecs::card::TokenKey::new(&hex::decode(hex).expect("hex"));
-    (from..from + 10_000)
-        .map(card)
-        .find(|pan| {
-            let token = key.token_of_digits(pan.as_bytes());
-            owners[&cluster::assign::shard_of_card(&token.0, SHARDS)] == node
-        })
-        .expect("a card of the node")
-}
-
 /// `n1`'s `/readyz` once it holds `holds` of its status and body, at
 /// most `bound`; the time it took.
 async fn wait_ready(n: &Proc, holds: impl Fn(&str, &str) -> bool, bound: Duration) -> Duration {

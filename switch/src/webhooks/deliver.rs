@@ -31,7 +31,6 @@ use tokio_util::task::TaskTracker;
 
 use super::endpoints::{Endpoint, EndpointView};
 use super::queue::{Due, Outcome, Queue};
-
 use crate::clock::Clock;
 
 /// Most requests in flight per merchant (and idle pooled connections).

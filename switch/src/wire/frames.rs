@@ -381,11 +381,11 @@ impl FrameWire {
         if let ([shard], None) = (&asked.shards[..], asked.list) {
             match cluster::apply_here(node, router, *shard, client_id, &self.mids, frame) {
                 cluster::Applied::Now(answer, seq) => return Acted::Framed(answer, seq),
-                // Its admission held until the card's verdict decides it.
-                cluster::Applied::Counting(counting) => {
+                // Its admission held until the card's node answers.
+                cluster::Applied::Finishing(finishing) => {
                     let (node, router) = (node.clone(), router.clone());
                     tokio::spawn(async move {
-                        let _ = later.send(cluster::counted(&node, &router, counting).await);
+                        let _ = later.send(cluster::finish(&node, &router, finishing).await);
                     });
                     return Acted::Later;
                 }

@@ -569,3 +569,35 @@ pub fn pki(dir: &Path, names: &[&str]) -> PathBuf {
     }
     dir
 }
+
+/// The owner etcd names for each shard.
+pub async fn shard_owners(etcd: &str) -> std::collections::BTreeMap<u32, String> {
+    let client =
+        cluster::etcd::Etcd::new(&[etcd.to_owned()], Duration::from_secs(1)).expect("client");
+    let view = cluster::member::read_view(&client, "/switch/test", SHARDS)
+        .await
+        .expect("view");
+    view.owners
+        .iter()
+        .map(|(s, o)| (*s, o.record.node_id.clone()))
+        .collect()
+}
+
+/// A card from seed `from` on whose card shard (where its velocity is
+/// counted) `owners` name `node`: an authorization with it needs no link
+/// when `node` decides it.
+pub fn card_counted_by(
+    owners: &std::collections::BTreeMap<u32, String>,
+    node: &str,
+    from: u64,
+) -> String {
+    let hex = TOKEN_KEY.split('"').nth(1).expect("the token key's hex");
+    let key = codecs::card::TokenKey::new(&hex::decode(hex).expect("hex"));
+    (from..from + 10_000)
+        .map(card)
+        .find(|pan| {
+            let token = key.token_of_digits(pan.as_bytes());
+            owners[&cluster::assign::shard_of_card(&token.0, SHARDS)] == node
+        })
+        .expect("a card of the node")
+}

@@ -12,7 +12,9 @@
 //! change is committed. What needs no payment state (list mandates, get
 //! merchant, list terminals) is answered at the entry node; what would
 //! change one node's own files (terminals and merchant settings at run
-//! time, webhooks: none is sent in cluster mode) is refused, 12.
+//! time, webhook endpoints) is refused, 12. A scam mark or unmark by hand
+//! changes its card's place on the watch list at the node counting the
+//! card ([`apply_here`]).
 //!
 //! A read whose owner did not answer is asked again, as a linked ISO 8583
 //! request is, up to `LINKED_WAIT_MAX`; a change is not: a frame has no
@@ -140,31 +142,50 @@ pub(super) fn route(node: &Node, router: &Router, request: &Request<'_>, scope: 
 pub(crate) enum Applied {
     /// Answered: the framed response and the record it waits for.
     Now(Vec<u8>, u64),
-    /// A MO/TO waiting for its card's verdict: finish with [`counted`].
-    Counting(Counting),
+    /// Waiting for another node: finish with [`finish`].
+    Finishing(Finishing),
     /// The shard is not served here (not owned, loading, handed over):
     /// nothing applied.
     NotServed,
 }
 
-/// A MO/TO of a shard served here whose card another node counts.
-pub(crate) struct Counting {
+/// A frame of a shard served here that waits for the node counting its
+/// card (cluster mode, `docs/cluster.md`): finished on a task with
+/// [`finish`].
+pub(crate) struct Finishing {
     /// The request.
     frame: FrameBytes,
     /// The key's merchants of the shard.
     scope: Vec<u32>,
-    /// Sale or pre-authorization.
-    op: Op,
-    /// The card's token and whether a rule before velocity declined it.
-    wait: ([u8; 32], bool),
-    /// Held until it is decided, so a hand-over waits for it.
-    _admitted: Admitted,
+    /// What it waits for.
+    then: Then,
+    /// Held until it is decided, so a hand-over waits for it (none once
+    /// the frame is applied and only its card's watch change is left).
+    _admitted: Option<Admitted>,
+}
+
+/// What a [`Finishing`] frame waits for.
+enum Then {
+    /// A MO/TO: its card's verdict. Sale or pre-authorization, the card's
+    /// token and whether a rule before velocity declined it.
+    Moto(Op, ([u8; 32], bool)),
+    /// A scam mark by hand of a payment not flagged yet: its card goes on
+    /// the watch list at the node counting the card first, then the mark
+    /// is applied here (the key's client id). A failure between leaves
+    /// the card watched without the mark: it scores more, never less.
+    WatchThenMark(String, [u8; 32]),
+    /// A scam unmark applied here (its framed answer and record): once the
+    /// record is committed, the node counting the card lets one holder of
+    /// its place go. A failure leaves the card watched.
+    UnwatchAfter(Vec<u8>, u64, [u8; 32]),
 }
 
 /// Applies `frame` of key `client_id` (acting for `mids`, the merchants of
 /// `shard` among them count) if this node serves `shard`, with the frame
 /// handling of one node restricted to that shard's merchants: the
-/// engine's memory of a shard not served may be stale.
+/// engine's memory of a shard not served may be stale. A scam mark or
+/// unmark by hand changes its card's place on the watch list at the node
+/// counting the card ([`Then`]).
 pub(super) fn apply_here(
     node: &Node,
     router: &Router,
@@ -192,38 +213,90 @@ pub(super) fn apply_here(
             return Applied::Now(encoded(frame.request_id(), &answer), 0);
         }
     };
+    let finishing = |scope, then, admitted| {
+        Applied::Finishing(Finishing {
+            frame: frame.clone(),
+            scope,
+            then,
+            _admitted: admitted,
+        })
+    };
+    if let Request::MarkScam { payment_id, .. } = request {
+        // Not flagged yet: this mark puts its card on the watch list (the
+        // engine's `newly`). Not found, or flagged: applied at once.
+        if let Ok(Some(p)) = node.payment(&scope, payment_id) {
+            if !p.scam {
+                let then = Then::WatchThenMark(client_id.to_owned(), p.card_token.0);
+                return finishing(scope, then, Some(admitted));
+            }
+        }
+    }
     let answer = run(node, &scope, client_id, &request);
     if let Some(wait) = answer.velocity {
         let op = match request {
             Request::AuthorizeMoto(_) => Op::Sale,
             _ => Op::PreAuth,
         };
-        return Applied::Counting(Counting {
-            frame: frame.clone(),
-            scope,
-            op,
-            wait,
-            _admitted: admitted,
-        });
+        return finishing(scope, Then::Moto(op, wait), Some(admitted));
     }
     drop(admitted);
-    Applied::Now(answered(node, frame, &request, &answer), answer.seq)
+    let framed = answered(node, frame, &request, &answer);
+    if let (Request::UnmarkScam { .. }, Code::APPROVED, Some(p)) =
+        (&request, answer.code, &answer.payment)
+    {
+        let then = Then::UnwatchAfter(framed, answer.seq, p.card_token.0);
+        return finishing(scope, then, None);
+    }
+    Applied::Now(framed, answer.seq)
 }
 
-/// Finishes a MO/TO waiting for its card's verdict: the framed response
-/// and the record it waits for.
-pub(crate) async fn counted(node: &Node, router: &Router, c: Counting) -> (Vec<u8>, u64) {
-    let view = c.frame.frame();
-    let answer = match Request::parse(&view) {
-        Ok(ref request @ (Request::AuthorizeMoto(m) | Request::PreauthorizeMoto(m))) => {
-            let answer = super::moto_counted(node, router, &c.scope, &m, c.op, c.wait).await;
-            return (answered(node, &c.frame, request, &answer), answer.seq);
+/// Finishes a [`Finishing`] frame: the framed response and the record it
+/// waits for.
+pub(crate) async fn finish(node: &Node, router: &Router, f: Finishing) -> (Vec<u8>, u64) {
+    let view = f.frame.frame();
+    let request = Request::parse(&view);
+    let answer = match (f.then, request) {
+        (
+            Then::Moto(op, wait),
+            Ok(ref request @ (Request::AuthorizeMoto(m) | Request::PreauthorizeMoto(m))),
+        ) => {
+            let answer = super::moto_counted(node, router, &f.scope, &m, op, wait).await;
+            return (answered(node, &f.frame, request, &answer), answer.seq);
         }
-        // Parsed as a MO/TO before: never.
+        (Then::WatchThenMark(client_id, token), Ok(ref request @ Request::MarkScam { .. })) => {
+            let answer = if router.watch_card(node, token, true).await {
+                run(node, &f.scope, &client_id, request)
+            } else {
+                warn_limited!(
+                    "watch_change",
+                    "cluster: a scam mark is refused: its card's watch-list change was not recorded"
+                );
+                Answer::refusal(
+                    Code::UNAVAILABLE,
+                    "the card's watch list could not be changed; try again".into(),
+                )
+            };
+            return (answered(node, &f.frame, request, &answer), answer.seq);
+        }
+        (Then::UnwatchAfter(framed, seq, token), _) => {
+            if router.committed_by(seq, WATCH_COMMIT_WAIT).await
+                && !router.watch_card(node, token, false).await
+            {
+                warn_limited!(
+                    "watch_change",
+                    "cluster: a scam unmark is committed, but its card's watch-list change was not recorded: the card stays watched"
+                );
+            }
+            return (framed, seq);
+        }
+        // Parsed as this request before: never.
         _ => Answer::refusal(Code::SYSTEM_MALFUNCTION, "system malfunction".into()),
     };
-    (encoded(c.frame.request_id(), &answer), 0)
+    (encoded(f.frame.request_id(), &answer), 0)
 }
+
+/// How long an unmark's watch change waits for the unmark's commit.
+const WATCH_COMMIT_WAIT: std::time::Duration = crate::cluster_link::LINK_TIMEOUT;
 
 /// Counts `answer` to `request` (the frame metrics, the business metrics)
 /// and frames it.
@@ -384,7 +457,7 @@ impl Held {
                 &self.frame,
             ) {
                 Applied::Now(answer, seq) => return Ok((answer, seq)),
-                Applied::Counting(c) => return Ok(counted(node, &self.router, c).await),
+                Applied::Finishing(f) => return Ok(finish(node, &self.router, f).await),
                 Applied::NotServed => {}
             }
             let now = tokio::time::Instant::now();
