@@ -327,6 +327,22 @@ impl Committer {
         self.publisher.watch()
     }
 
+    /// Whether this node's record `seq` is committed within `wait` (0:
+    /// nothing to wait for); false when it is not, or the committer ends.
+    pub(crate) async fn committed_within(&self, seq: u64, wait: std::time::Duration) -> bool {
+        let mut durable = self.durable_watch();
+        let committed = tokio::time::timeout(wait, async {
+            while durable.durable_seq() < seq {
+                if durable.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        committed == Ok(true)
+    }
+
     /// This node life's number block (`Engine::use_number_block`).
     pub(crate) fn number_block(&self) -> u64 {
         self.number_block

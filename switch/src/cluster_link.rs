@@ -442,17 +442,9 @@ impl Router {
         let engine::Wait::Counted { seq, card: verdict } = reply.wait else {
             return Ok(None);
         };
-        let mut durable = self.committer.durable_watch();
-        let committed = tokio::time::timeout_at(deadline, async {
-            while durable.durable_seq() < seq {
-                if durable.changed().await.is_err() {
-                    return false;
-                }
-            }
-            true
-        })
-        .await;
-        Ok((committed == Ok(true)).then_some(verdict))
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let committed = self.committer.committed_within(seq, left).await;
+        Ok(committed.then_some(verdict))
     }
 
     /// Puts card `token` on the watch list (`on`) or lets one holder go,
@@ -513,27 +505,16 @@ impl Router {
         if !reply.code.approved() {
             return Ok(false);
         }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         Ok(self
-            .committed_by(
-                reply.record_seq,
-                deadline.saturating_duration_since(tokio::time::Instant::now()),
-            )
+            .committer
+            .committed_within(reply.record_seq, left)
             .await)
     }
 
     /// Whether this node's record `seq` commits within `wait`.
     pub(crate) async fn committed_by(&self, seq: u64, wait: Duration) -> bool {
-        let mut durable = self.committer.durable_watch();
-        let committed = tokio::time::timeout(wait, async {
-            while durable.durable_seq() < seq {
-                if durable.changed().await.is_err() {
-                    return false;
-                }
-            }
-            true
-        })
-        .await;
-        committed == Ok(true)
+        self.committer.committed_within(seq, wait).await
     }
 
     /// The owners etcd names that this node has had no link to for

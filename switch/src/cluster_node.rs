@@ -250,17 +250,19 @@ pub(crate) async fn start(
     };
     let dispatcher = crate::webhooks::start_cluster(
         crate::webhooks::ClusterStart {
-            settings: &config.webhooks,
+            allow_networks: &config.webhooks.allow_networks,
+            limits: (
+                config.webhooks.timeout_ms,
+                config.webhooks.keep_days,
+                config.webhooks.backlog_max,
+            ),
             data_dir: &config.listeners.data_dir,
             url: &config.archive.url,
             writing: shards_of(Committer::writing_shards),
             serving: shards_of(Committer::serving_shards),
             clock: engine.clock.clone(),
-            mid_of: crate::webhooks::mid_of_node(engine.clone()),
-            merchant_labels_max: config
-                .metrics
-                .merchant_labels
-                .then_some(config.metrics.merchant_labels_max),
+            mid_of: crate::webhook_mid_of(engine.clone()),
+            merchant_labels_max: config.metrics.labels_max(),
         },
         &cancel,
         &tracker,

@@ -296,17 +296,7 @@ fn serve_frame(
 
 /// Whether record `seq` commits within [`LINK_TIMEOUT`] (0: nothing to wait for).
 async fn committed(committer: &Committer, seq: u64) -> bool {
-    let mut durable = committer.durable_watch();
-    let done = tokio::time::timeout(LINK_TIMEOUT, async {
-        while durable.durable_seq() < seq {
-            if durable.changed().await.is_err() {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    done == Ok(true)
+    committer.committed_within(seq, LINK_TIMEOUT).await
 }
 
 /// The answer to a card velocity ask (see `cluster_link`'s frame): counted

@@ -411,6 +411,13 @@ pub struct MetricsSettings {
     pub merchant_labels_max: usize,
 }
 
+impl MetricsSettings {
+    /// `merchant_labels_max` when `merchant_labels` is on.
+    pub(crate) fn labels_max(&self) -> Option<usize> {
+        self.merchant_labels.then_some(self.merchant_labels_max)
+    }
+}
+
 impl Default for MetricsSettings {
     fn default() -> Self {
         MetricsSettings {

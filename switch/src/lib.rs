@@ -384,11 +384,8 @@ pub async fn start_on(
             watermark: webhook_watermark,
             floor: retain,
             clock,
-            mid_of: webhooks::mid_of_node(engine.clone()),
-            merchant_labels_max: config
-                .metrics
-                .merchant_labels
-                .then_some(config.metrics.merchant_labels_max),
+            mid_of: webhook_mid_of(engine.clone()),
+            merchant_labels_max: config.metrics.labels_max(),
         },
         &cancel,
         &tracker,
@@ -500,12 +497,7 @@ fn spawn_wire_listeners(
     } else {
         LengthHeader::Binary2
     };
-    business::install(
-        config
-            .metrics
-            .merchant_labels
-            .then_some(config.metrics.merchant_labels_max),
-    );
+    business::install(config.metrics.labels_max());
     let iso = Arc::new(wire::iso::IsoShared {
         node: engine.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
@@ -944,4 +936,14 @@ async fn sweep_loop(node: Arc<node::Node>, limits: config::Limits, cancel: Cance
         update_pressure(&node, &mut pressure_warned);
         warn_saturation(&node, &mut last_warned);
     }
+}
+
+/// The MID of a merchant index by `node`'s directory as it stands (the
+/// configuration's merchants and those added at run time), for the webhook
+/// dispatcher.
+pub(crate) fn webhook_mid_of(node: Arc<node::Node>) -> webhooks::MidOf {
+    Box::new(move |i| match node.query(engine::Query::MerchantAt(i)) {
+        engine::QueryReply::Merchant(Some(m)) => Some(String::from_utf8_lossy(&m.id).into_owned()),
+        _ => None,
+    })
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use deliver::Networks;
-pub(crate) use dispatcher::Dispatcher;
+pub(crate) use dispatcher::{Dispatcher, MidOf};
 pub(crate) use endpoints::{check_url, EndpointAdmin};
 pub(crate) use pg::{
     install as install_cluster_tables, resend as cluster_resend, rows as cluster_rows,
@@ -250,8 +250,10 @@ fn deliveries(
 
 /// What [`start_cluster`] needs.
 pub(crate) struct ClusterStart<'a> {
-    /// `[webhooks]`.
-    pub(crate) settings: &'a crate::config::WebhookSettings,
+    /// `[webhooks] allow_networks`.
+    pub(crate) allow_networks: &'a [String],
+    /// `[webhooks] timeout_ms`, `keep_days`, `backlog_max`.
+    pub(crate) limits: (u64, u64, u64),
     /// The data directory (its endpoint file).
     pub(crate) data_dir: &'a Path,
     /// archive.url.
@@ -281,11 +283,12 @@ pub(crate) fn start_cluster(
     tracker: &TaskTracker,
 ) -> anyhow::Result<Dispatcher> {
     describe_metrics();
-    let networks = networks(&s.settings.allow_networks)?;
+    let networks = networks(s.allow_networks)?;
+    let (timeout_ms, keep_days, backlog_max) = s.limits;
     let endpoints = Arc::new(endpoints::EndpointView::open(s.data_dir));
     let queued = Arc::new(tokio::sync::Notify::new());
     // The deliveries' first count of the gauges sets what is pending.
-    let backlog = Arc::new(Backlog::new(s.settings.backlog_max, 0));
+    let backlog = Arc::new(Backlog::new(backlog_max, 0));
     let dispatcher = pg::start_feed(pg::Feed {
         url: s.url.to_owned(),
         shards: s.writing,
@@ -299,8 +302,8 @@ pub(crate) fn start_cluster(
         queue: Mutex::new(Box::new(pg::PgQueue::new(s.url, s.serving))),
         endpoints,
         clock: s.clock,
-        timeout: Duration::from_millis(s.settings.timeout_ms),
-        keep_ms: s.settings.keep_days.saturating_mul(86_400_000),
+        timeout: Duration::from_millis(timeout_ms),
+        keep_ms: keep_days.saturating_mul(86_400_000),
         networks: Arc::new(networks),
         queued,
         labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
@@ -308,15 +311,6 @@ pub(crate) fn start_cluster(
     });
     let runtime = deliveries(shared, cancel, tracker)?;
     Ok(dispatcher.with_runtime(runtime))
-}
-
-/// The MID of a merchant index by `node`'s directory as it stands (the
-/// configuration's merchants and those added at run time).
-pub(crate) fn mid_of_node(node: Arc<crate::node::Node>) -> dispatcher::MidOf {
-    Box::new(move |i| match node.query(engine::Query::MerchantAt(i)) {
-        engine::QueryReply::Merchant(Some(m)) => Some(String::from_utf8_lossy(&m.id).into_owned()),
-        _ => None,
-    })
 }
 
 fn describe_metrics() {
