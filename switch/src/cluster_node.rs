@@ -90,7 +90,7 @@ pub(crate) async fn start(
     let prometheus = metrics::install();
     let token_key = crate::token_key(config)?;
     let mut node = node::Node::new(config, clock, token_key)?;
-    node.open_directory(config)?;
+    node.open_cluster_directory(config)?;
     // The database now: a wrong URL fails at start, not at the first
     // request. Its store is the archive reader lookups use.
     let reader = archive_stage::open_store(&config.archive, &config.listeners.data_dir)?;
@@ -227,6 +227,7 @@ pub(crate) async fn start(
         crate::spawn_http(config, &engine, http_listener, prometheus.clone(), &running);
     let (cancel, tracker) = (running.cancel.clone(), running.tracker.clone());
     tracker.spawn(crate::metrics_upkeep(prometheus, cancel.clone()));
+    tracker.spawn(crate::directory_reloader(engine.clone(), cancel.clone()));
     tracker.spawn(sweep(
         engine.clone(),
         committer.clone(),

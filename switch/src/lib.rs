@@ -514,10 +514,10 @@ fn spawn_wire_listeners(
     let frames = Arc::new(wire::frames::FrameShared {
         node: engine.clone(),
         keys: Arc::new(keys::KeyStore::open(&config.listeners.data_dir)),
-        directory: Arc::new(directory::Admin::new(
-            &config.listeners.data_dir,
-            &config.merchants,
-        )),
+        directory: Arc::new(match &config.cluster {
+            Some(_) => directory::Admin::cluster(&config.archive.url, &config.merchants),
+            None => directory::Admin::new(&config.listeners.data_dir, &config.merchants),
+        }),
         webhooks: Arc::new(wire::webhook_frames::WebhookAccess::new(
             &config.listeners.data_dir,
             engine.clock.clone(),
@@ -728,7 +728,7 @@ async fn policy_reloader(engine: Arc<node::Node>, cancel: CancellationToken) {
 
 /// Applies `directory.json` when it changes (checked every
 /// [`directory::POLL_INTERVAL`], on the blocking pool: a read and a parse).
-async fn directory_reloader(node: Arc<node::Node>, cancel: CancellationToken) {
+pub(crate) async fn directory_reloader(node: Arc<node::Node>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(directory::POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

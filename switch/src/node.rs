@@ -157,6 +157,26 @@ impl Node {
         Ok(())
     }
 
+    /// Cluster mode: serves the merchants and terminals of the cluster's
+    /// directory in PostgreSQL (`directory::pg`) over the configuration's,
+    /// and watches it from now on.
+    ///
+    /// # Errors
+    /// When it cannot be read or does not resolve.
+    pub(crate) fn open_cluster_directory(&self, config: &Config) -> anyhow::Result<()> {
+        let (watch, directory) =
+            crate::directory::Watch::open_cluster(&config.archive.url, &config.merchants)
+                .context("the cluster's directory in archive.url")?;
+        self.engine
+            .replace_directory(directory)
+            .context("the cluster's directory")?;
+        *self
+            .directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watch);
+        Ok(())
+    }
+
     /// Applies `directory.json` when it changed (the watcher's poll, and
     /// at once after a change made over internal frames). A file that does
     /// not resolve leaves the last good directory in force: logged within

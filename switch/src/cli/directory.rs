@@ -23,10 +23,12 @@ fn admin(cli: &Cli, common: &DirectoryArgs) -> anyhow::Result<(Admin, String)> {
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "unknown".to_owned());
-    Ok((
-        Admin::new(&config.listeners.data_dir, &config.merchants),
-        who,
-    ))
+    // A cluster node's configuration: the cluster's directory.
+    let admin = match &config.cluster {
+        Some(_) => Admin::cluster(&config.archive.url, &config.merchants),
+        None => Admin::new(&config.listeners.data_dir, &config.merchants),
+    };
+    Ok((admin, who))
 }
 
 fn on_off(v: Option<bool>) -> &'static str {

@@ -3,7 +3,8 @@
 //! resolving the new file over the configuration, appends it to the audit
 //! log (fsynced), then writes the file atomically. A running switch picks
 //! the file up within its poll interval; one that is not running reads it
-//! when it starts.
+//! when it starts. In cluster mode the same checks run on PostgreSQL's
+//! overlay instead (`super::pg`), shared by every node.
 
 use std::path::{Path, PathBuf};
 
@@ -51,12 +52,23 @@ pub(crate) struct MerchantPatch {
 /// The directory of one data directory over one configuration's
 /// merchants, changed in the name of `who`.
 pub(crate) struct Admin {
-    /// `<data_dir>/directory.json`.
-    path: PathBuf,
-    /// `<data_dir>/audit.log`.
-    audit: PathBuf,
+    /// Where the overlay is.
+    store: Store,
     /// The configuration's merchants.
     config: Vec<config::Merchant>,
+}
+
+/// Where an [`Admin`]'s overlay is.
+enum Store {
+    /// One node's files.
+    File {
+        /// `<data_dir>/directory.json`.
+        path: PathBuf,
+        /// `<data_dir>/audit.log`.
+        audit: PathBuf,
+    },
+    /// The cluster's row in PostgreSQL (`archive.url`).
+    Pg(String),
 }
 
 /// Now, Unix seconds.
@@ -75,19 +87,36 @@ impl Admin {
     /// The directory of `data_dir` over `config`'s merchants.
     pub(crate) fn new(data_dir: &Path, config: &[config::Merchant]) -> Admin {
         Admin {
-            path: data_dir.join(file::DIRECTORY_FILE),
-            audit: data_dir.join(file::AUDIT_FILE),
+            store: Store::File {
+                path: data_dir.join(file::DIRECTORY_FILE),
+                audit: data_dir.join(file::AUDIT_FILE),
+            },
+            config: config.to_vec(),
+        }
+    }
+
+    /// The cluster's directory in PostgreSQL at `url` over `config`'s
+    /// merchants (cluster mode).
+    pub(crate) fn cluster(url: &str, config: &[config::Merchant]) -> Admin {
+        Admin {
+            store: Store::Pg(url.to_owned()),
             config: config.to_vec(),
         }
     }
 
     /// The merchants and terminals as they stand (no lock: the file is
-    /// replaced atomically).
+    /// replaced atomically, the row in one transaction).
     ///
     /// # Errors
-    /// When the file cannot be read or does not resolve.
+    /// When the overlay cannot be read or does not resolve.
     pub(crate) fn current(&self) -> Result<Resolved, DirectoryError> {
-        resolve(&self.config, &file::read(&self.path)?)
+        let f = match &self.store {
+            Store::File { path, .. } => file::read(path)?,
+            Store::Pg(url) => crate::archive_stage::off_runtime(|| {
+                super::pg::read(&mut super::pg::connect(url)?).map(|(_, f)| f)
+            })?,
+        };
+        resolve(&self.config, &f)
     }
 
     /// Under the lock: `change` edits the file and says what it did and
@@ -96,7 +125,7 @@ impl Admin {
     fn change(
         &self,
         who: &str,
-        change: impl FnOnce(&mut DirectoryFile, &Resolved) -> Result<Audited, DirectoryError>,
+        change: impl FnOnce(&mut DirectoryFile, &Resolved) -> Result<Audited, DirectoryError> + Send,
     ) -> Result<Resolved, DirectoryError> {
         if who.is_empty() || who.len() > file::WHO_BYTES_MAX || who.chars().any(char::is_control) {
             return Err(DirectoryError::Invalid(format!(
@@ -104,26 +133,45 @@ impl Admin {
                 file::WHO_BYTES_MAX
             )));
         }
-        let _lock = crate::keys::LockFile::acquire(&self.path)
-            .map_err(|e| DirectoryError::Locked(e.to_string()))?;
-        let mut f = file::read(&self.path)?;
-        let before = resolve(&self.config, &f)?;
-        let audited = change(&mut f, &before)?;
-        let after = resolve(&self.config, &f)?;
-        super::engine_directory(&after)?;
-        file::audit(
-            &self.audit,
-            &file::AuditLine {
-                at: file::rfc3339(now_unix_s()),
-                who,
-                what: audited.what,
-                target: &audited.target,
-                before: audited.before,
-                after: audited.after,
-            },
-        )?;
-        file::write(&self.path, &f)?;
-        Ok(after)
+        // Checked and resolved the same way wherever the overlay is.
+        let checked =
+            |f: &mut DirectoryFile| -> Result<(file::AuditLine<'_>, Resolved), DirectoryError> {
+                let before = resolve(&self.config, f)?;
+                let audited = change(f, &before)?;
+                let after = resolve(&self.config, f)?;
+                super::engine_directory(&after)?;
+                let line = file::AuditLine {
+                    at: file::rfc3339(now_unix_s()),
+                    who,
+                    what: audited.what,
+                    target: audited.target,
+                    before: audited.before,
+                    after: audited.after,
+                };
+                Ok((line, after))
+            };
+        match &self.store {
+            Store::File { path, audit } => {
+                let _lock = crate::keys::LockFile::acquire(path)
+                    .map_err(|e| DirectoryError::Locked(e.to_string()))?;
+                let mut f = file::read(path)?;
+                let (line, after) = checked(&mut f)?;
+                file::audit(audit, &line)?;
+                file::write(path, &f)?;
+                Ok(after)
+            }
+            Store::Pg(url) => crate::archive_stage::off_runtime(|| {
+                super::pg::change(url, |f| {
+                    let (line, after) = checked(f)?;
+                    let line =
+                        serde_json::to_string(&line).map_err(|e| DirectoryError::Corrupt {
+                            path: super::pg::ORIGIN.into(),
+                            reason: e.to_string(),
+                        })?;
+                    Ok((line, after))
+                })
+            }),
+        }
     }
 
     /// Adds terminal `tid` to merchant `mid` (enabled, inheriting its
@@ -264,6 +312,13 @@ impl Admin {
         mid: &str,
         patch: &MerchantPatch,
     ) -> Result<Resolved, DirectoryError> {
+        if let Store::Pg(_) = self.store {
+            // Each node's shards are the configuration's merchants'.
+            return Err(DirectoryError::Invalid(
+                "cluster mode: merchants are added in every node's configuration, not at run time"
+                    .into(),
+            ));
+        }
         if !well_formed(mid, 15) {
             return Err(DirectoryError::Invalid(format!(
                 "merchant `{mid}`: expected 15 printable characters (F42)"

@@ -167,7 +167,27 @@ pub(crate) fn read(path: &Path) -> Result<DirectoryFile, DirectoryError> {
     f.take(FILE_BYTES_MAX)
         .read_to_string(&mut text)
         .map_err(|e| DirectoryError::io(path, &e))?;
-    let file: DirectoryFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Reads a directory from its JSON `text` (a file's, or PostgreSQL's in
+/// cluster mode: `super::pg`), named `origin` in errors: version and
+/// entry counts checked.
+///
+/// # Errors
+/// A directory this version does not write.
+pub(crate) fn parse(text: &str, origin: &str) -> Result<DirectoryFile, DirectoryError> {
+    let corrupt = |reason: String| DirectoryError::Corrupt {
+        path: origin.to_owned(),
+        reason,
+    };
+    if text.len() as u64 > FILE_BYTES_MAX {
+        return Err(corrupt(format!(
+            "{} bytes, over {FILE_BYTES_MAX}",
+            text.len()
+        )));
+    }
+    let file: DirectoryFile = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
     if file.version != FILE_VERSION {
         return Err(corrupt(format!(
             "version {}, expected {FILE_VERSION}",
@@ -214,7 +234,7 @@ pub(crate) struct AuditLine<'a> {
     /// What was done (`terminal.add`, `merchant.disable`, ...).
     pub(crate) what: &'a str,
     /// F41 or F42.
-    pub(crate) target: &'a str,
+    pub(crate) target: String,
     /// The entry before (null: none).
     pub(crate) before: serde_json::Value,
     /// The entry after (null: none).

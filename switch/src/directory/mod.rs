@@ -14,6 +14,7 @@
 
 mod admin;
 mod file;
+pub(crate) mod pg;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -443,16 +444,49 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// The running switch's view of the file: what it last applied.
+/// The running switch's view of the overlay: what it last applied.
 pub(crate) struct Watch {
-    /// `<data_dir>/directory.json`.
-    path: PathBuf,
+    /// `<data_dir>/directory.json`, or the cluster's row.
+    source: Source,
     /// The configuration's merchants the overlay goes over.
     config: Vec<config::Merchant>,
-    /// The file's identity when last read (`None`: absent).
-    stamp: Option<Stamp>,
     /// What is in force, to log what a reload changes.
     resolved: Resolved,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // The blocking client owns a runtime, which must not be dropped
+        // on an async one's worker: on a thread of its own.
+        if let Source::Pg { client, .. } = &mut self.source {
+            if let Some(c) = client.take() {
+                let _ = std::thread::Builder::new()
+                    .name("directory-pg-close".into())
+                    .spawn(move || drop(c));
+            }
+        }
+    }
+}
+
+/// Where a [`Watch`] reads the overlay.
+enum Source {
+    /// One node's file.
+    File {
+        /// `<data_dir>/directory.json`.
+        path: PathBuf,
+        /// The file's identity when last read (`None`: absent).
+        stamp: Option<Stamp>,
+    },
+    /// The cluster's row in PostgreSQL (`pg`).
+    Pg {
+        /// archive.url.
+        url: String,
+        /// The session, `None` after an error (opened again at the next
+        /// poll).
+        client: Option<Box<postgres::Client>>,
+        /// The row's version last applied.
+        version: i64,
+    },
 }
 
 impl Watch {
@@ -471,9 +505,39 @@ impl Watch {
         let resolved = resolve(config, &file::read(&path)?)?;
         let directory = engine_directory(&resolved)?;
         let watch = Watch {
-            path,
+            source: Source::File { path, stamp },
             config: config.to_vec(),
-            stamp,
+            resolved,
+        };
+        Ok((watch, directory))
+    }
+
+    /// The cluster's directory in PostgreSQL at `url` (its tables made if
+    /// need be) over `config`'s merchants, read now.
+    ///
+    /// # Errors
+    /// As [`Watch::open`], or PostgreSQL's.
+    pub(crate) fn open_cluster(
+        url: &str,
+        config: &[config::Merchant],
+    ) -> Result<(Watch, engine::Directory), DirectoryError> {
+        let (client, version, resolved) = crate::archive_stage::off_runtime(|| {
+            let mut client = pg::connect(url)?;
+            pg::install(&mut client).map_err(|e| DirectoryError::Io {
+                path: pg::ORIGIN.into(),
+                reason: format!("{e:#}"),
+            })?;
+            let (version, f) = pg::read(&mut client)?;
+            Ok::<_, DirectoryError>((client, version, resolve(config, &f)?))
+        })?;
+        let directory = engine_directory(&resolved)?;
+        let watch = Watch {
+            source: Source::Pg {
+                url: url.to_owned(),
+                client: Some(Box::new(client)),
+                version,
+            },
+            config: config.to_vec(),
             resolved,
         };
         Ok((watch, directory))
@@ -490,22 +554,57 @@ impl Watch {
         &mut self,
         apply: impl FnOnce(engine::Directory) -> Result<(), engine::DirectoryError>,
     ) -> Result<bool, DirectoryError> {
-        let now = stamp(&self.path);
-        if now == self.stamp {
-            return Ok(false);
-        }
-        // Whatever the outcome: a bad file is reported once per change,
-        // not on every poll.
-        let had_file = self.stamp.is_some();
-        self.stamp = now;
-        if now.is_none() && had_file {
-            // Read as empty, it would enable every terminal disabled here.
-            return Err(DirectoryError::Corrupt {
-                path: self.path.display().to_string(),
-                reason: "the file disappeared; the last directory stays in force (restore the file, or restart to start from the configuration alone)".into(),
-            });
-        }
-        let resolved = resolve(&self.config, &file::read(&self.path)?)?;
+        let read = match &mut self.source {
+            Source::File { path, stamp: was } => {
+                let now = stamp(path);
+                if now == *was {
+                    return Ok(false);
+                }
+                // Whatever the outcome: a bad file is reported once per
+                // change, not on every poll.
+                let had_file = was.is_some();
+                *was = now;
+                if now.is_none() && had_file {
+                    // Read as empty, it would enable every terminal
+                    // disabled here.
+                    return Err(DirectoryError::Corrupt {
+                        path: path.display().to_string(),
+                        reason: "the file disappeared; the last directory stays in force (restore the file, or restart to start from the configuration alone)".into(),
+                    });
+                }
+                file::read(path)?
+            }
+            Source::Pg {
+                url,
+                client,
+                version,
+            } => {
+                let changed = crate::archive_stage::off_runtime(|| {
+                    let c = match client {
+                        Some(c) => c,
+                        None => client.insert(Box::new(pg::connect(url)?)),
+                    };
+                    if pg::version(c)? == *version {
+                        return Ok(None);
+                    }
+                    pg::read(c).map(Some)
+                });
+                match changed {
+                    Ok(None) => return Ok(false),
+                    Ok(Some((v, f))) => {
+                        // A row that does not resolve is reported once
+                        // per change, as a bad file is.
+                        *version = v;
+                        f
+                    }
+                    Err(e) => {
+                        *client = None;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let resolved = resolve(&self.config, &read)?;
         apply(engine_directory(&resolved)?)?;
         log_changes(&self.resolved, &resolved);
         self.resolved = resolved;

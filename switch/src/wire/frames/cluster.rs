@@ -11,8 +11,9 @@
 //! owner applies it with its unchanged frame handling and answers once the
 //! change is committed. What needs no payment state (list mandates, get
 //! merchant, list terminals) is answered at the entry node; what would
-//! change one node's own files (terminals and merchant settings at run
-//! time, webhook endpoints) is refused, 12. A scam mark or unmark by hand
+//! change one node's own files (webhook endpoints) is refused, 12;
+//! terminals and merchant settings are changed at the entry node in the
+//! cluster's directory (PostgreSQL), for every node. A scam mark or unmark by hand
 //! changes its card's place on the watch list at the node counting the
 //! card ([`apply_here`]).
 //!
@@ -97,12 +98,14 @@ pub(super) fn route(node: &Node, router: &Router, request: &Request<'_>, scope: 
         Request::Authenticate(_)
         | Request::ListMandates
         | Request::GetMerchant(_)
-        | Request::ListTerminals(_) => Route::Entry,
-        Request::AddTerminal(_)
+        | Request::ListTerminals(_)
+        // The directory is the cluster's, in PostgreSQL: changed once,
+        // for every node (`directory::pg`).
+        | Request::AddTerminal(_)
         | Request::SetTerminal(_)
         | Request::RemoveTerminal(_)
-        | Request::SetMerchant(_)
-        | Request::ListWebhookEvents(_)
+        | Request::SetMerchant(_) => Route::Entry,
+        Request::ListWebhookEvents(_)
         | Request::ResendWebhookEvent { .. }
         | Request::GetWebhookEndpoint(_)
         | Request::SetWebhookEndpoint(_)
