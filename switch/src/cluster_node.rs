@@ -257,7 +257,7 @@ pub(crate) async fn start(
                 config.webhooks.keep_days,
                 config.webhooks.backlog_max,
             ),
-            data_dir: &config.listeners.data_dir,
+            endpoints: cluster_endpoints(config)?,
             url: &config.archive.url,
             writing: shards_of(Committer::writing_shards),
             serving: shards_of(Committer::serving_shards),
@@ -670,4 +670,20 @@ pub(crate) async fn drain(member: &cluster::member::Member) {
         ),
         Err(e) => tracing::warn!(error = %e, "cluster: drain failed; the shards move by takeover"),
     }
+}
+
+/// The cluster's webhook endpoints: PostgreSQL's row, sealed under a key
+/// of `security.token_key_hex` (required in cluster mode).
+pub(crate) fn cluster_endpoints(
+    config: &Config,
+) -> anyhow::Result<crate::webhooks::ClusterEndpoints> {
+    let hex = config
+        .security
+        .token_key_hex
+        .as_deref()
+        .context("cluster mode needs security.token_key_hex")?;
+    Ok(crate::webhooks::ClusterEndpoints {
+        url: config.archive.url.clone(),
+        key: crate::webhooks::cluster_key(hex)?,
+    })
 }

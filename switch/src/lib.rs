@@ -518,10 +518,18 @@ fn spawn_wire_listeners(
             Some(_) => directory::Admin::cluster(&config.archive.url, &config.merchants),
             None => directory::Admin::new(&config.listeners.data_dir, &config.merchants),
         }),
-        webhooks: Arc::new(wire::webhook_frames::WebhookAccess::new(
-            &config.listeners.data_dir,
-            engine.clock.clone(),
-        )),
+        webhooks: Arc::new({
+            let access = wire::webhook_frames::WebhookAccess::new(
+                &config.listeners.data_dir,
+                engine.clock.clone(),
+            );
+            match &config.cluster {
+                Some(_) => access.with_endpoints(webhooks::EndpointAdmin::cluster(
+                    cluster_node::cluster_endpoints(config)?,
+                )),
+                None => access,
+            }
+        }),
         router,
     });
     let frame_shared = frames.clone();

@@ -2,8 +2,9 @@
 //! a real etcd and PostgreSQL with two switch processes: a MO/TO and its
 //! follow-ups through either node, applied by the node serving the
 //! merchant's shard; a key's scope across nodes; a provider's list merged
-//! from two shards; what is refused; and a change whose owner stops
-//! answering, which closes the client's connection instead of guessing.
+//! from two shards; what is refused (the single node's webhook queue);
+//! and a change whose owner stops answering, which closes the client's
+//! connection instead of guessing.
 
 mod common;
 
@@ -202,11 +203,12 @@ async fn frames_are_served_through_either_node() {
     assert_code(&p.get_payment(b_sale).await.expect("get"), "00");
     assert_code(&p.get_payment(hold).await.expect("get"), "00");
 
-    // What would change one node's own files is refused, 12.
+    // What reads one node's own files is refused, 12: the single node's
+    // webhook queue (the cluster's is read with `switch webhooks`).
     let r = via_other
-        .add_terminal("DEMO0999", None, Some("new"))
+        .list_webhook_events(None, None, None, None, None)
         .await
-        .expect("add terminal");
+        .expect("list webhook events");
     assert_code(&r, "12");
     assert_eq!(
         other.metric("switch_cluster_frames_refused_total").await,

@@ -114,24 +114,88 @@ fn webhooks(config: Option<&Path>, action: &str, data: &Path, args: &[&str]) -> 
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// `switch webhooks set` for `mid` in data directory `data`: its secret.
-fn set_endpoint(data: &Path, mid: &str, url: &str) -> String {
-    let out = webhooks(None, "set", data, &["--merchant", mid, "--url", url]);
+/// `switch --config NODE.toml webhooks set` for `mid` (the cluster's
+/// endpoints, in PostgreSQL): its secret.
+fn set_endpoint(dir: &Path, node: &str, mid: &str, url: &str) -> String {
+    let config = dir.join(format!("{node}.toml"));
+    let data = dir.join(format!("data-{node}"));
+    let out = webhooks(
+        Some(&config),
+        "set",
+        &data,
+        &["--merchant", mid, "--url", url],
+    );
     out.lines().last().expect("the secret").to_owned()
 }
 
-/// Sets both merchants' endpoints on n1 and copies the endpoint file to
-/// n2, as the docs say: the secrets by MID.
-fn endpoints_on_both(dir: &Path, addr: SocketAddr) -> BTreeMap<String, String> {
-    let (d1, d2) = (dir.join("data-n1"), dir.join("data-n2"));
-    let url = format!("http://{addr}/hook");
-    let secrets: BTreeMap<String, String> = [MID1, MID2]
-        .into_iter()
-        .map(|m| (m.to_owned(), set_endpoint(&d1, m, &url)))
-        .collect();
-    let tmp = d2.join("webhooks.json.copy");
-    std::fs::copy(d1.join("webhooks.json"), &tmp).expect("copy");
-    std::fs::rename(&tmp, d2.join("webhooks.json")).expect("rename");
+/// A frames client of merchant `mid` through node `node`.
+async fn frames_of(dir: &Path, nodes: &[Proc], node: usize, mid: &str) -> switch_client::Client {
+    let k = switch::KeyAdmin::new(&dir.join(format!("data-n{}", node + 1)))
+        .create_key(switch::Owner::Merchant(mid.into()), "test")
+        .expect("create key");
+    frames_client(nodes[node].frame, &(k.client_id, k.secret)).await
+}
+
+/// Sets MID1's endpoint with n1's configuration on the command line and
+/// MID2's over internal frames through n2: every node posts with both (no
+/// file copied). The secrets by MID.
+async fn endpoints_of_the_cluster(
+    dir: &Path,
+    nodes: &[Proc],
+    addr: SocketAddr,
+    url: &str,
+) -> BTreeMap<String, String> {
+    let hook = format!("http://{addr}/hook");
+    let mut secrets = BTreeMap::new();
+    secrets.insert(MID1.to_owned(), set_endpoint(dir, "n1", MID1, &hook));
+    let r = frames_of(dir, nodes, 1, MID2)
+        .await
+        .set_webhook_endpoint(None, &hook)
+        .await
+        .expect("set");
+    assert_eq!(r.code(), "00", "{r:?}");
+    let secret = r
+        .webhook_secret
+        .expect("the secret, once")
+        .expose()
+        .to_owned();
+    secrets.insert(MID2.to_owned(), secret.clone());
+    // Read back through n1: the same endpoint, its secret masked.
+    let r = frames_of(dir, nodes, 0, MID2)
+        .await
+        .get_webhook_endpoint(None)
+        .await
+        .expect("get");
+    let e = r.webhook_endpoint.expect("an endpoint");
+    assert_eq!(e.url, hook);
+    assert!(
+        e.secret_masked.ends_with(&secret[secret.len() - 4..]),
+        "{e:?}"
+    );
+    // PostgreSQL holds them sealed: no secret in clear, and no node's
+    // own file.
+    let sealed: Vec<u8> = off_runtime({
+        let url = url.to_owned();
+        move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            c.query_one("SELECT sealed FROM webhook_endpoints WHERE id = 1", &[])
+                .expect("the row")
+                .get(0)
+        }
+    });
+    for secret in secrets.values() {
+        assert!(
+            !sealed.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "a secret in clear in PostgreSQL"
+        );
+    }
+    assert!(
+        !sealed.windows(4).any(|w| w == b"http"),
+        "the URLs are sealed too"
+    );
+    for node in ["n1", "n2"] {
+        assert!(!dir.join(format!("data-{node}/webhooks.json")).exists());
+    }
     secrets
 }
 
@@ -195,7 +259,7 @@ async fn events_are_delivered_once_queued_and_survive_their_nodes_kill() {
     let dir = data_dir();
     let mut nodes = two_nodes(&dir, &url, etcd.url()).await;
     let (r, addr) = Receiver::start().await;
-    let secrets = endpoints_on_both(&dir, addr);
+    let secrets = endpoints_of_the_cluster(&dir, &nodes, addr, &url).await;
     // Both nodes read the file (re-read within a second).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
@@ -356,11 +420,8 @@ async fn a_full_backlog_keeps_the_records_its_events_need() {
     let (r, addr) = Receiver::start().await;
     r.refusing.store(true, Ordering::SeqCst);
     let url_hook = format!("http://{addr}/hook");
-    let secrets: BTreeMap<String, String> = [(
-        MID1.to_owned(),
-        set_endpoint(&dir.join("data-n1"), MID1, &url_hook),
-    )]
-    .into();
+    let secrets: BTreeMap<String, String> =
+        [(MID1.to_owned(), set_endpoint(&dir, "n1", MID1, &url_hook))].into();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     // More sales than the backlog holds while the receiver refuses.

@@ -31,7 +31,7 @@ pub(crate) fn webhooks_command(
                     "--merchant `{merchant}`: not a merchant of this switch (the configuration of --config, or added at runtime)"
                 );
             }
-            let secret = EndpointAdmin::new(&data_dir).set(&merchant, &url, clock.now_s())?;
+            let secret = endpoints(config, &data_dir)?.set(&merchant, &url, clock.now_s())?;
             eprintln!("Webhook endpoint of {merchant} set; its signing secret is shown this once.");
             println!("{secret}");
         }
@@ -41,7 +41,7 @@ pub(crate) fn webhooks_command(
             ..
         } => {
             println!("MERCHANT         SECRET       CREATED     URL");
-            for e in EndpointAdmin::new(&data_dir).list()? {
+            for e in endpoints(config, &data_dir)?.list()? {
                 println!(
                     "{:<16} {:<12} {:<11} {}",
                     e.merchant,
@@ -73,7 +73,7 @@ pub(crate) fn webhooks_command(
             }
         }
         WebhooksAction::Remove { data_dir, merchant } => {
-            EndpointAdmin::new(&data_dir).remove(&merchant)?;
+            endpoints(config, &data_dir)?.remove(&merchant)?;
             println!("removed the webhook endpoint of {merchant}");
         }
         WebhooksAction::Resend { data_dir, event } => {
@@ -88,6 +88,22 @@ pub(crate) fn webhooks_command(
         }
     }
     Ok(())
+}
+
+/// The endpoints: a cluster node's `config`'s (PostgreSQL's row, for
+/// every node), else those of `data_dir`.
+fn endpoints(
+    config: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<EndpointAdmin> {
+    let Some(path) = config else {
+        return Ok(EndpointAdmin::new(data_dir));
+    };
+    let config = crate::Config::load(Some(path), crate::Overrides::from_env()?)?;
+    Ok(match config.cluster {
+        Some(_) => EndpointAdmin::cluster(crate::cluster_node::cluster_endpoints(&config)?),
+        None => EndpointAdmin::new(data_dir),
+    })
 }
 
 /// The PostgreSQL URL of the queue when `config` is a cluster node's (its

@@ -3,6 +3,13 @@
 //! written atomically, mode 0600: it holds the signing secrets, which the
 //! switch needs in clear to sign), and the running switch's view of it,
 //! re-read when the file's identity changes.
+//!
+//! In cluster mode the same JSON is one row of PostgreSQL
+//! (`webhook_endpoints`, shared by every node), sealed with AES-256-GCM
+//! under a key derived from `security.token_key_hex` (the same on every
+//! node, [`cluster_key`]): the database holds no secret in clear. A change
+//! reads the row `FOR UPDATE`; every node reads its version when it looks
+//! for changes.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -136,6 +143,133 @@ fn base64_url(bytes: &[u8]) -> String {
     out
 }
 
+/// What [`cluster_key`] derives the sealing key from, with the token key.
+const SEAL_CONTEXT: &[u8] = b"switch webhook endpoints v1";
+/// Bytes of a sealed row's nonce, before the ciphertext and its tag.
+const NONCE_BYTES: usize = 12;
+
+/// The key that seals the endpoints in PostgreSQL (cluster mode):
+/// HMAC-SHA-256 of [`SEAL_CONTEXT`] under `security.token_key_hex`.
+///
+/// # Errors
+/// A key that is not hex.
+pub(crate) fn cluster_key(token_key_hex: &str) -> anyhow::Result<[u8; 32]> {
+    use hmac::Mac as _;
+    let key = hex::decode(token_key_hex).context("security.token_key_hex")?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key)
+        .map_err(|_| anyhow::anyhow!("security.token_key_hex: unusable as a key"))?;
+    mac.update(SEAL_CONTEXT);
+    Ok(mac.finalize().into_bytes().into())
+}
+
+fn aead(key: &[u8; 32]) -> anyhow::Result<aws_lc_rs::aead::LessSafeKey> {
+    let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, key)
+        .map_err(|_| anyhow::anyhow!("webhook endpoints: the sealing key"))?;
+    Ok(aws_lc_rs::aead::LessSafeKey::new(unbound))
+}
+
+/// `file` sealed under `key`: a random nonce, then the JSON encrypted and
+/// its tag.
+fn seal(file: &EndpointsFile, key: &[u8; 32]) -> anyhow::Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_BYTES];
+    random(&mut nonce)?;
+    let mut data = serde_json::to_vec(file)?;
+    aead(key)?
+        .seal_in_place_append_tag(
+            aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+            aws_lc_rs::aead::Aad::from(SEAL_CONTEXT),
+            &mut data,
+        )
+        .map_err(|_| anyhow::anyhow!("webhook endpoints: sealing failed"))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+/// Opens [`seal`]'s bytes (none: no endpoints yet), checked as the file is.
+fn unseal(bytes: &[u8], key: &[u8; 32]) -> anyhow::Result<EndpointsFile> {
+    if bytes.is_empty() {
+        return Ok(EndpointsFile {
+            version: FILE_VERSION,
+            endpoints: Vec::new(),
+        });
+    }
+    if bytes.len() > FILE_BYTES_MAX as usize + 64 || bytes.len() < NONCE_BYTES {
+        bail!("webhook endpoints in PostgreSQL: {} bytes", bytes.len());
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_BYTES);
+    let mut data = sealed.to_vec();
+    let nonce = aws_lc_rs::aead::Nonce::try_assume_unique_for_key(nonce)
+        .map_err(|_| anyhow::anyhow!("webhook endpoints: nonce"))?;
+    let plain = aead(key)?
+        .open_in_place(nonce, aws_lc_rs::aead::Aad::from(SEAL_CONTEXT), &mut data)
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "webhook endpoints in PostgreSQL do not open: another security.token_key_hex sealed them"
+            )
+        })?;
+    let text = std::str::from_utf8(plain).context("webhook endpoints: UTF-8")?;
+    parse(text, "PostgreSQL webhook_endpoints")
+}
+
+/// The cluster's row of endpoints in PostgreSQL (cluster mode).
+#[derive(Clone)]
+pub(crate) struct ClusterEndpoints {
+    /// archive.url.
+    pub(crate) url: String,
+    /// [`cluster_key`].
+    pub(crate) key: [u8; 32],
+}
+
+impl std::fmt::Debug for ClusterEndpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterEndpoints")
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterEndpoints {
+    /// Its version and endpoints, on `client`.
+    fn read(&self, client: &mut postgres::Client) -> anyhow::Result<(i64, EndpointsFile)> {
+        let row = client.query_one(
+            "SELECT version, sealed FROM webhook_endpoints WHERE id = 1",
+            &[],
+        )?;
+        let sealed: Vec<u8> = row.get(1);
+        Ok((row.get(0), unseal(&sealed, &self.key)?))
+    }
+
+    /// Its version now.
+    fn version(&self, client: &mut postgres::Client) -> anyhow::Result<i64> {
+        Ok(client
+            .query_one("SELECT version FROM webhook_endpoints WHERE id = 1", &[])?
+            .get(0))
+    }
+
+    /// One change under the row's lock.
+    fn change<R>(
+        &self,
+        f: impl FnOnce(&mut EndpointsFile) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        let mut client = crate::cluster_commit::connect(&self.url)?;
+        let mut tx = client.transaction()?;
+        let row = tx.query_one(
+            "SELECT sealed FROM webhook_endpoints WHERE id = 1 FOR UPDATE",
+            &[],
+        )?;
+        let sealed: Vec<u8> = row.get(0);
+        let mut file = unseal(&sealed, &self.key)?;
+        let r = f(&mut file)?;
+        tx.execute(
+            "UPDATE webhook_endpoints SET version = version + 1, sealed = $1 WHERE id = 1",
+            &[&seal(&file, &self.key)?],
+        )?;
+        tx.commit().context("writing the webhook endpoints")?;
+        Ok(r)
+    }
+}
+
 fn read_file(path: &Path) -> anyhow::Result<EndpointsFile> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -155,27 +289,33 @@ fn read_file(path: &Path) -> anyhow::Result<EndpointsFile> {
     f.take(FILE_BYTES_MAX)
         .read_to_string(&mut text)
         .with_context(|| format!("reading {}", path.display()))?;
-    let file: EndpointsFile =
-        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// The endpoints of JSON `text` (named `origin` in errors): version and
+/// count checked.
+fn parse(text: &str, origin: &str) -> anyhow::Result<EndpointsFile> {
+    let file: EndpointsFile = serde_json::from_str(text).with_context(|| origin.to_owned())?;
     if file.version != FILE_VERSION {
         bail!(
-            "{}: version {}, expected {FILE_VERSION}",
-            path.display(),
+            "{origin}: version {}, expected {FILE_VERSION}",
             file.version
         );
     }
     if file.endpoints.len() > ENDPOINTS_MAX {
-        bail!("{}: more than {ENDPOINTS_MAX} endpoints", path.display());
+        bail!("{origin}: more than {ENDPOINTS_MAX} endpoints");
     }
     Ok(file)
 }
 
 /// The commands' access to the file: read, change, write atomically,
-/// under the lock file.
+/// under the lock file; or, in cluster mode, to the cluster's row.
 #[derive(Debug)]
 pub(crate) struct EndpointAdmin {
     /// `<data_dir>/webhooks.json`.
     path: PathBuf,
+    /// The cluster's row instead (cluster mode).
+    cluster: Option<ClusterEndpoints>,
 }
 
 impl EndpointAdmin {
@@ -183,13 +323,25 @@ impl EndpointAdmin {
     pub(crate) fn new(data_dir: &Path) -> EndpointAdmin {
         EndpointAdmin {
             path: data_dir.join(ENDPOINTS_FILE),
+            cluster: None,
         }
     }
 
-    fn change<R>(
+    /// The cluster's endpoints in PostgreSQL (cluster mode).
+    pub(crate) fn cluster(at: ClusterEndpoints) -> EndpointAdmin {
+        EndpointAdmin {
+            path: PathBuf::new(),
+            cluster: Some(at),
+        }
+    }
+
+    fn change<R: Send>(
         &self,
-        f: impl FnOnce(&mut EndpointsFile) -> anyhow::Result<R>,
+        f: impl FnOnce(&mut EndpointsFile) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
+        if let Some(c) = &self.cluster {
+            return crate::archive_stage::off_runtime(|| c.change(f));
+        }
         let _lock = LockFile::acquire(&self.path)?;
         let mut file = read_file(&self.path)?;
         let r = f(&mut file)?;
@@ -247,6 +399,12 @@ impl EndpointAdmin {
     /// # Errors
     /// The file.
     pub(crate) fn list(&self) -> anyhow::Result<Vec<Endpoint>> {
+        if let Some(c) = &self.cluster {
+            return crate::archive_stage::off_runtime(|| {
+                let mut client = crate::cluster_commit::connect(&c.url)?;
+                Ok(c.read(&mut client)?.1.endpoints)
+            });
+        }
         Ok(read_file(&self.path)?.endpoints)
     }
 }
@@ -261,15 +419,48 @@ pub(crate) type EndpointMap = HashMap<String, Endpoint>;
 /// The running switch's view of the file, shared by the dispatcher and the
 /// deliveries: re-read when the file's identity (inode, size, mtime)
 /// changes; a file that does not read keeps the last good view (logged).
-#[derive(Debug)]
 pub(crate) struct EndpointView {
     /// The file.
     path: PathBuf,
+    /// The cluster's row instead (cluster mode), and a session on it
+    /// (`None` after an error, opened again at the next look).
+    cluster: Option<(
+        ClusterEndpoints,
+        std::sync::Mutex<Option<Box<postgres::Client>>>,
+    )>,
     /// The current endpoints.
     current: RwLock<Arc<EndpointMap>>,
     /// Identity of the file the current view was read from (inode, size,
-    /// modification time; `Some(None)`: no file), `None` before the first read.
-    identity: std::sync::Mutex<Option<Option<FileIdentity>>>,
+    /// modification time; `Some(None)`: no file), or the row's version,
+    /// `None` before the first read.
+    identity: std::sync::Mutex<Option<Identity>>,
+}
+
+/// What the view was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Identity {
+    /// The file's (none: no file).
+    File(Option<FileIdentity>),
+    /// The row's version.
+    Row(i64),
+}
+
+impl Drop for EndpointView {
+    fn drop(&mut self) {
+        // The blocking client owns a runtime, which must not be dropped on
+        // an async one's worker: on a thread of its own.
+        if let Some((_, session)) = &self.cluster {
+            let taken = session
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(c) = taken {
+                let _ = std::thread::Builder::new()
+                    .name("webhook-pg-close".into())
+                    .spawn(move || drop(c));
+            }
+        }
+    }
 }
 
 impl EndpointView {
@@ -277,11 +468,53 @@ impl EndpointView {
     pub(crate) fn open(data_dir: &Path) -> EndpointView {
         let view = EndpointView {
             path: data_dir.join(ENDPOINTS_FILE),
+            cluster: None,
             current: RwLock::new(Arc::new(HashMap::new())),
             identity: std::sync::Mutex::new(None),
         };
         view.refresh();
         view
+    }
+
+    /// Reads the cluster's row (cluster mode).
+    pub(crate) fn cluster(at: ClusterEndpoints) -> EndpointView {
+        let view = EndpointView {
+            path: PathBuf::new(),
+            cluster: Some((at, std::sync::Mutex::new(None))),
+            current: RwLock::new(Arc::new(HashMap::new())),
+            identity: std::sync::Mutex::new(None),
+        };
+        view.refresh();
+        view
+    }
+
+    /// The cluster's endpoints if their version is not `seen`: `Ok(None)`
+    /// when unchanged.
+    fn read_row(
+        at: &ClusterEndpoints,
+        session: &std::sync::Mutex<Option<Box<postgres::Client>>>,
+        seen: Option<Identity>,
+    ) -> anyhow::Result<Option<(Identity, EndpointsFile)>> {
+        let mut session = session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot: &mut Option<Box<postgres::Client>> = &mut session;
+        let read = crate::archive_stage::off_runtime(|| {
+            let session = slot;
+            let client = match session.as_mut() {
+                Some(c) => c,
+                None => session.insert(Box::new(crate::cluster_commit::connect(&at.url)?)),
+            };
+            if seen == Some(Identity::Row(at.version(client)?)) {
+                return Ok(None);
+            }
+            let (version, file) = at.read(client)?;
+            Ok(Some((Identity::Row(version), file)))
+        });
+        if read.is_err() {
+            *session = None;
+        }
+        read
     }
 
     /// The endpoints now.
@@ -294,22 +527,35 @@ impl EndpointView {
 
     /// Re-reads the file if it changed; returns whether the view changed.
     pub(crate) fn refresh(&self) -> bool {
-        let identity = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
         let mut seen = self
             .identity
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *seen == Some(identity) {
-            return false;
-        }
-        let map = match read_file(&self.path) {
-            Ok(file) => file
-                .endpoints
-                .into_iter()
-                .map(|e| (e.merchant.clone(), e))
-                .collect(),
+        let read = if let Some((at, session)) = &self.cluster {
+            match Self::read_row(at, session, *seen) {
+                Ok(None) => return false,
+                Ok(Some(read)) => Ok(read),
+                Err(e) => Err(e),
+            }
+        } else {
+            let identity = Identity::File(
+                std::fs::metadata(&self.path)
+                    .ok()
+                    .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec())),
+            );
+            if *seen == Some(identity) {
+                return false;
+            }
+            read_file(&self.path).map(|file| (identity, file))
+        };
+        let (identity, map) = match read {
+            Ok((identity, file)) => (
+                identity,
+                file.endpoints
+                    .into_iter()
+                    .map(|e| (e.merchant.clone(), e))
+                    .collect(),
+            ),
             Err(e) => {
                 crate::ratelog::warn_limited!("webhooks_file", error = %e, "webhooks: the endpoint file does not read; keeping the endpoints read before");
                 return false;
@@ -327,6 +573,45 @@ impl EndpointView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_endpoints_open_under_their_key_only() {
+        let key = cluster_key("00112233445566778899aabbccddeeff").expect("key");
+        let other = cluster_key("ffeeddccbbaa99887766554433221100").expect("key");
+        assert_ne!(key, other);
+        let file = EndpointsFile {
+            version: FILE_VERSION,
+            endpoints: vec![Endpoint {
+                merchant: "DEMO00000000001".into(),
+                url: "https://shop.example/hook".into(),
+                secret: "whsec_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into(),
+                created_unix_s: 1,
+            }],
+        };
+        let sealed = seal(&file, &key).expect("seal");
+        let clear = serde_json::to_vec(&file).expect("json");
+        assert!(
+            !sealed
+                .windows(12)
+                .any(|w| clear.windows(12).any(|c| c == w)),
+            "nothing of the JSON in clear"
+        );
+        assert_ne!(
+            sealed,
+            seal(&file, &key).expect("seal"),
+            "a fresh nonce each time"
+        );
+        let opened = unseal(&sealed, &key).expect("opens");
+        assert_eq!(opened.endpoints, file.endpoints);
+        assert!(unseal(&sealed, &other).is_err(), "another key");
+        let mut bent = sealed.clone();
+        let last = bent.len() - 1;
+        bent[last] ^= 1;
+        assert!(unseal(&bent, &key).is_err(), "a changed byte");
+        assert!(unseal(&[], &key).expect("empty").endpoints.is_empty());
+        assert!(unseal(&[1, 2, 3], &key).is_err());
+        assert!(cluster_key("not hex").is_err());
+    }
 
     #[test]
     fn urls_are_http_or_https_only() {

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 pub(crate) use deliver::Networks;
 pub(crate) use dispatcher::{Dispatcher, MidOf};
-pub(crate) use endpoints::{check_url, EndpointAdmin};
+pub(crate) use endpoints::{check_url, cluster_key, ClusterEndpoints, EndpointAdmin};
 pub(crate) use pg::{
     install as install_cluster_tables, resend as cluster_resend, rows as cluster_rows,
 };
@@ -254,8 +254,8 @@ pub(crate) struct ClusterStart<'a> {
     pub(crate) allow_networks: &'a [String],
     /// `[webhooks] timeout_ms`, `keep_days`, `backlog_max`.
     pub(crate) limits: (u64, u64, u64),
-    /// The data directory (its endpoint file).
-    pub(crate) data_dir: &'a Path,
+    /// The cluster's endpoints.
+    pub(crate) endpoints: ClusterEndpoints,
     /// archive.url.
     pub(crate) url: &'a str,
     /// The shards this node writes now (queueing) and serves (deliveries).
@@ -285,7 +285,7 @@ pub(crate) fn start_cluster(
     describe_metrics();
     let networks = networks(s.allow_networks)?;
     let (timeout_ms, keep_days, backlog_max) = s.limits;
-    let endpoints = Arc::new(endpoints::EndpointView::open(s.data_dir));
+    let endpoints = Arc::new(endpoints::EndpointView::cluster(s.endpoints));
     let queued = Arc::new(tokio::sync::Notify::new());
     // The deliveries' first count of the gauges sets what is pending.
     let backlog = Arc::new(Backlog::new(backlog_max, 0));

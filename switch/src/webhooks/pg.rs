@@ -28,9 +28,10 @@
 //!   tasks (one per merchant with an endpoint, ordered per payment, the
 //!   same backoff). During a hand-over both nodes may post the same event
 //!   once: at least once, as the contract says; its id is the same.
-//! - **Endpoints** are each node's `<data_dir>/webhooks.json`, re-read
-//!   when it changes: the same file on every node (the secret is made
-//!   once, by `switch webhooks set` on one node, and the file copied).
+//! - **Endpoints** are the cluster's: one row, `webhook_endpoints`, sealed
+//!   under a key of `security.token_key_hex` (`super::endpoints`), set
+//!   through any node (`switch webhooks set` with a node's `--config`, or
+//!   internal frames) and read by every node when it looks for changes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,6 +89,13 @@ CREATE INDEX IF NOT EXISTS webhook_events_due_at
     ON webhook_events (merchant, status, next_attempt_at_ms, seq);
 CREATE INDEX IF NOT EXISTS webhook_events_payment ON webhook_events (payment_id, status, seq);
 CREATE INDEX IF NOT EXISTS webhook_events_queued ON webhook_events (status, queued_at_ms);
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    id      INT4 PRIMARY KEY,
+    version INT8 NOT NULL,
+    sealed  BYTEA NOT NULL
+);
+INSERT INTO webhook_endpoints (id, version, sealed) VALUES (1, 0, '')
+    ON CONFLICT (id) DO NOTHING;
 ";
 
 /// A mark at the highest `n` now for each of shards `0..$1` without one.

@@ -112,6 +112,12 @@ impl WebhookAccess {
         }
     }
 
+    /// Cluster mode: the endpoints are the cluster's, in PostgreSQL.
+    pub(crate) fn with_endpoints(mut self, endpoints: EndpointAdmin) -> WebhookAccess {
+        self.endpoints = endpoints;
+        self
+    }
+
     /// Runs `f` on the queue, opening it first if need be.
     fn with_queue<R>(&self, f: impl FnOnce(&Queue) -> anyhow::Result<R>) -> anyhow::Result<R> {
         let mut q = self

@@ -104,12 +104,12 @@ pub(super) fn route(node: &Node, router: &Router, request: &Request<'_>, scope: 
         | Request::AddTerminal(_)
         | Request::SetTerminal(_)
         | Request::RemoveTerminal(_)
-        | Request::SetMerchant(_) => Route::Entry,
-        Request::ListWebhookEvents(_)
-        | Request::ResendWebhookEvent { .. }
+        | Request::SetMerchant(_)
+        // So are the webhook endpoints (`webhooks::endpoints`).
         | Request::GetWebhookEndpoint(_)
         | Request::SetWebhookEndpoint(_)
-        | Request::RemoveWebhookEndpoint(_) => Route::Refused,
+        | Request::RemoveWebhookEndpoint(_) => Route::Entry,
+        Request::ListWebhookEvents(_) | Request::ResendWebhookEvent { .. } => Route::Refused,
         Request::ListPayments(l) if l.webhook_status.is_some() => Route::Refused,
         Request::AuthorizeMoto(m) | Request::PreauthorizeMoto(m) => {
             let terminal = super::terminal_bytes(m.terminal_id);
