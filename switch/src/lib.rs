@@ -524,9 +524,10 @@ fn spawn_wire_listeners(
                 engine.clock.clone(),
             );
             match &config.cluster {
-                Some(_) => access.with_endpoints(webhooks::EndpointAdmin::cluster(
-                    cluster_node::cluster_endpoints(config)?,
-                )),
+                Some(_) => access.cluster(
+                    webhooks::EndpointAdmin::cluster(cluster_node::cluster_endpoints(config)?),
+                    &config.archive.url,
+                ),
                 None => access,
             }
         }),

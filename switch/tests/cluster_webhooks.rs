@@ -384,6 +384,28 @@ async fn events_are_delivered_once_queued_and_survive_their_nodes_kill() {
         got[before..].iter().any(|e| e["id"] == again.as_str())
     })
     .await;
+    // A back office reads and resends the cluster's events over frames
+    // through the survivor.
+    let c = frames_of(&dir, &nodes, 1 - killed, MID1).await;
+    let reply = c
+        .list_webhook_events(None, None, None, None, Some(2))
+        .await
+        .expect("list");
+    assert_eq!(reply.code(), "00", "{reply:?}");
+    assert_eq!(reply.webhook_events.len(), 2, "{reply:?}");
+    assert!(reply.next_cursor.is_some(), "more pages");
+    assert!(reply
+        .webhook_events
+        .iter()
+        .all(|e| e.merchant_id == MID1 && e.status == switch_client::WebhookStatus::Delivered));
+    let id = reply.webhook_events[1].id.clone();
+    let before = r.delivered(&secrets).len();
+    let reply = c.resend_webhook_event(&id).await.expect("resend");
+    assert_eq!(reply.code(), "00", "{reply:?}");
+    wait_delivered(&r, &secrets, "the event resent over frames", |got| {
+        got[before..].iter().any(|e| e["id"] == id.as_str())
+    })
+    .await;
     // Without the cluster's configuration, the data directory's own
     // (empty) queue: no such event.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))

@@ -33,11 +33,79 @@ pub(crate) use dispatcher::{Dispatcher, MidOf};
 pub(crate) use endpoints::{check_url, cluster_key, ClusterEndpoints, EndpointAdmin};
 pub(crate) use pg::{
     install as install_cluster_tables, resend as cluster_resend, rows as cluster_rows,
+    ClusterEvents,
 };
 pub(crate) use queue::{Queue, Row, LIST_ROWS_MAX};
 
 use crate::clock::Clock;
 use crate::retain::RetainFloor;
+
+/// What back offices (internal frames) and the commands read of a queue:
+/// the data directory's ([`Queue`]) or, in cluster mode, PostgreSQL's
+/// (`pg::ClusterEvents`).
+pub(crate) trait EventRows: Send {
+    /// Up to `limit` events of payment `payment_id`, in the order of its
+    /// changes ([`Queue::payment_rows`]).
+    fn payment_rows(&mut self, payment_id: u64, limit: usize) -> anyhow::Result<Vec<Row>>;
+    /// A page of `merchants`' events, newest first, each with its
+    /// sequence ([`Queue::merchant_rows`]).
+    fn merchant_rows(
+        &mut self,
+        merchants: &[String],
+        payment_id: Option<u64>,
+        status: Option<&str>,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(u64, Row)>>;
+    /// Event `id`, if queued.
+    fn event_row(&mut self, id: &str) -> anyhow::Result<Option<Row>>;
+    /// Ids of `merchants`' payments with an event in `status`
+    /// ([`Queue::payment_ids`]).
+    fn payment_ids(
+        &mut self,
+        merchants: &[String],
+        status: &str,
+        below_id: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<u64>>;
+    /// Event `id` pending again, due at once; whether it exists.
+    fn resend(&mut self, id: &str, now_ms: u64) -> anyhow::Result<bool>;
+}
+
+impl EventRows for Queue {
+    fn payment_rows(&mut self, payment_id: u64, limit: usize) -> anyhow::Result<Vec<Row>> {
+        Queue::payment_rows(self, payment_id, limit)
+    }
+
+    fn merchant_rows(
+        &mut self,
+        merchants: &[String],
+        payment_id: Option<u64>,
+        status: Option<&str>,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(u64, Row)>> {
+        Queue::merchant_rows(self, merchants, payment_id, status, before_seq, limit)
+    }
+
+    fn event_row(&mut self, id: &str) -> anyhow::Result<Option<Row>> {
+        Queue::event_row(self, id)
+    }
+
+    fn payment_ids(
+        &mut self,
+        merchants: &[String],
+        status: &str,
+        below_id: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<u64>> {
+        Queue::payment_ids(self, merchants, status, below_id, limit)
+    }
+
+    fn resend(&mut self, id: &str, now_ms: u64) -> anyhow::Result<bool> {
+        Queue::resend(self, id, now_ms)
+    }
+}
 
 /// The nice value of the webhook threads (the dispatcher's, and the
 /// deliveries' runtime with its blocking pool): when the machine is busy,

@@ -529,6 +529,27 @@ impl Events {
 const ROW_COLUMNS: &str = "id, merchant, payment_id, type, status, attempts, last_status_code, \
      last_attempt_at_ms, next_attempt_at_ms, last_error";
 
+fn row(r: &postgres::Row) -> Row {
+    Row {
+        id: r.get(0),
+        merchant: r.get(1),
+        payment_id: uint(r.get(2)),
+        kind: r.get(3),
+        status: r.get(4),
+        attempts: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
+        last_status_code: r
+            .get::<_, Option<i32>>(6)
+            .and_then(|c| u16::try_from(c).ok()),
+        last_attempt_at_ms: r.get::<_, Option<i64>>(7).map(uint),
+        next_attempt_at_ms: uint(r.get(8)),
+        last_error: r.get(9),
+    }
+}
+
+fn limit_of(limit: usize) -> i64 {
+    i64::try_from(limit.min(super::LIST_ROWS_MAX)).unwrap_or(i64::MAX)
+}
+
 /// `switch webhooks list --events` in cluster mode: up to `limit` events,
 /// of one payment in the order of its changes, or newest first of
 /// `merchant` or all.
@@ -541,41 +562,23 @@ pub(crate) fn rows(
     payment: Option<u64>,
     limit: usize,
 ) -> anyhow::Result<Vec<Row>> {
-    let mut c = crate::cluster_commit::connect(url)?;
-    let limit = i64::try_from(limit.min(super::LIST_ROWS_MAX)).unwrap_or(i64::MAX);
-    let rows = match payment {
-        Some(id) => c.query(
-            &format!(
-                "SELECT {ROW_COLUMNS} FROM webhook_events WHERE payment_id = $1 ORDER BY seq LIMIT $2"
-            ),
-            &[&int(id), &limit],
-        ),
-        None => c.query(
-            &format!(
-                "SELECT {ROW_COLUMNS} FROM webhook_events
-                 WHERE $1::text IS NULL OR merchant = $1 ORDER BY seq DESC LIMIT $2"
-            ),
-            &[&merchant, &limit],
-        ),
+    let mut events = ClusterEvents::new(url);
+    match payment {
+        Some(id) => super::EventRows::payment_rows(&mut events, id, limit),
+        None => {
+            let mut c = crate::cluster_commit::connect(url)?;
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {ROW_COLUMNS} FROM webhook_events
+                         WHERE $1::text IS NULL OR merchant = $1 ORDER BY seq DESC LIMIT $2"
+                    ),
+                    &[&merchant, &limit_of(limit)],
+                )
+                .context("listing webhook events")?;
+            Ok(rows.iter().map(row).collect())
+        }
     }
-    .context("listing webhook events")?;
-    Ok(rows
-        .iter()
-        .map(|r| Row {
-            id: r.get(0),
-            merchant: r.get(1),
-            payment_id: uint(r.get(2)),
-            kind: r.get(3),
-            status: r.get(4),
-            attempts: u32::try_from(r.get::<_, i32>(5)).unwrap_or(0),
-            last_status_code: r
-                .get::<_, Option<i32>>(6)
-                .and_then(|c| u16::try_from(c).ok()),
-            last_attempt_at_ms: r.get::<_, Option<i64>>(7).map(uint),
-            next_attempt_at_ms: uint(r.get(8)),
-            last_error: r.get(9),
-        })
-        .collect())
 }
 
 /// `switch webhooks resend` in cluster mode: event `id` pending again, due
@@ -585,17 +588,142 @@ pub(crate) fn rows(
 /// # Errors
 /// PostgreSQL's.
 pub(crate) fn resend(url: &str, id: &str, now_ms: u64) -> anyhow::Result<bool> {
-    let Some(seq) = engine::events::seq_of_event_id(id) else {
-        return Ok(false);
-    };
-    let mut c = crate::cluster_commit::connect(url)?;
-    let n = c
-        .execute(
-            "UPDATE webhook_events SET status = 'pending', attempts = 0,
-             next_attempt_at_ms = 0, queued_at_ms = $2, latency_from_ms = $2
-             WHERE seq = $1",
-            &[&int(seq), &int(now_ms)],
-        )
-        .context("queueing an event again")?;
-    Ok(n > 0)
+    super::EventRows::resend(&mut ClusterEvents::new(url), id, now_ms)
+}
+
+/// The cluster's events for back offices (internal frames) and the
+/// commands: PostgreSQL's `webhook_events`, on a session of its own
+/// (opened at first use, and again after an error).
+pub(crate) struct ClusterEvents {
+    /// archive.url.
+    url: String,
+    /// The session.
+    client: Option<Box<postgres::Client>>,
+}
+
+impl ClusterEvents {
+    /// Events at `url`.
+    pub(crate) fn new(url: &str) -> ClusterEvents {
+        ClusterEvents {
+            url: url.to_owned(),
+            client: None,
+        }
+    }
+
+    fn with<R>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut postgres::Client) -> Result<R, postgres::Error>,
+    ) -> anyhow::Result<R> {
+        let client = match self.client.as_mut() {
+            Some(c) => c,
+            None => self
+                .client
+                .insert(Box::new(crate::cluster_commit::connect(&self.url)?)),
+        };
+        let r = f(client);
+        if r.is_err() {
+            self.client = None;
+        }
+        r.with_context(|| format!("webhook events in PostgreSQL: {what}"))
+    }
+}
+
+impl Drop for ClusterEvents {
+    fn drop(&mut self) {
+        // See `PgQueue::close`.
+        if let Some(c) = self.client.take() {
+            let _ = std::thread::Builder::new()
+                .name("webhook-pg-close".into())
+                .spawn(move || drop(c));
+        }
+    }
+}
+
+impl super::EventRows for ClusterEvents {
+    fn payment_rows(&mut self, payment_id: u64, limit: usize) -> anyhow::Result<Vec<Row>> {
+        let rows = self.with("listing a payment's events", |c| {
+            c.query(
+                &format!(
+                    "SELECT {ROW_COLUMNS} FROM webhook_events WHERE payment_id = $1 ORDER BY seq LIMIT $2"
+                ),
+                &[&int(payment_id), &limit_of(limit)],
+            )
+        })?;
+        Ok(rows.iter().map(row).collect())
+    }
+
+    fn merchant_rows(
+        &mut self,
+        merchants: &[String],
+        payment_id: Option<u64>,
+        status: Option<&str>,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(u64, Row)>> {
+        let rows = self.with("listing a merchant's events", |c| {
+            c.query(
+                &format!(
+                    "SELECT {ROW_COLUMNS}, seq FROM webhook_events
+                     WHERE merchant = ANY($1) AND ($2::int8 IS NULL OR payment_id = $2)
+                       AND ($3::text IS NULL OR status = $3) AND ($4::int8 IS NULL OR seq < $4)
+                     ORDER BY seq DESC LIMIT $5"
+                ),
+                &[
+                    &merchants,
+                    &payment_id.map(int),
+                    &status,
+                    &before_seq.map(int),
+                    &limit_of(limit),
+                ],
+            )
+        })?;
+        Ok(rows.iter().map(|r| (uint(r.get(10)), row(r))).collect())
+    }
+
+    fn event_row(&mut self, id: &str) -> anyhow::Result<Option<Row>> {
+        let Some(seq) = engine::events::seq_of_event_id(id) else {
+            return Ok(None);
+        };
+        let found = self.with("reading an event", |c| {
+            c.query_opt(
+                &format!("SELECT {ROW_COLUMNS} FROM webhook_events WHERE seq = $1"),
+                &[&int(seq)],
+            )
+        })?;
+        Ok(found.as_ref().map(row))
+    }
+
+    fn payment_ids(
+        &mut self,
+        merchants: &[String],
+        status: &str,
+        below_id: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<u64>> {
+        let rows = self.with("listing payments by event status", |c| {
+            c.query(
+                "SELECT DISTINCT payment_id FROM webhook_events
+                 WHERE merchant = ANY($1) AND status = $2 AND ($3::int8 IS NULL OR payment_id < $3)
+                 ORDER BY payment_id DESC LIMIT $4",
+                &[&merchants, &status, &below_id.map(int), &limit_of(limit)],
+            )
+        })?;
+        Ok(rows.iter().map(|r| uint(r.get(0))).collect())
+    }
+
+    fn resend(&mut self, id: &str, now_ms: u64) -> anyhow::Result<bool> {
+        let Some(seq) = engine::events::seq_of_event_id(id) else {
+            return Ok(false);
+        };
+        let n = self.with("queueing an event again", |c| {
+            c.execute(
+                "UPDATE webhook_events SET status = 'pending', attempts = 0,
+                 next_attempt_at_ms = 0, queued_at_ms = $2, latency_from_ms = $2
+                 WHERE seq = $1",
+                &[&int(seq), &int(now_ms)],
+            )
+        })?;
+        Ok(n > 0)
+    }
 }

@@ -19,7 +19,7 @@ use codecs::internal::{ListWebhookEvents, Request, WebhookEndpointChange, Webhoo
 use engine::Code;
 
 use crate::clock::Clock;
-use crate::webhooks::{EndpointAdmin, Queue, Row};
+use crate::webhooks::{ClusterEvents, EndpointAdmin, EventRows, Queue, Row};
 
 /// Page size of an event list without `limit`.
 const WEBHOOK_EVENTS_DEFAULT: usize = 20;
@@ -33,8 +33,9 @@ const _: () = assert!(WEBHOOK_EVENTS_DEFAULT <= codecs::internal::WEBHOOK_EVENTS
 
 /// The queue and endpoint file of the running switch, for frames.
 pub(crate) struct WebhookAccess {
-    /// `<data_dir>/webhooks.sqlite`, opened at first use.
-    queue: Mutex<Option<Queue>>,
+    /// `<data_dir>/webhooks.sqlite`, opened at first use; in cluster mode
+    /// PostgreSQL's events instead.
+    queue: Mutex<Option<Box<dyn EventRows>>>,
     /// The data directory.
     data_dir: std::path::PathBuf,
     /// `<data_dir>/webhooks.json`.
@@ -112,23 +113,29 @@ impl WebhookAccess {
         }
     }
 
-    /// Cluster mode: the endpoints are the cluster's, in PostgreSQL.
-    pub(crate) fn with_endpoints(mut self, endpoints: EndpointAdmin) -> WebhookAccess {
+    /// Cluster mode: the endpoints and the events are the cluster's, in
+    /// PostgreSQL at `url`.
+    pub(crate) fn cluster(mut self, endpoints: EndpointAdmin, url: &str) -> WebhookAccess {
         self.endpoints = endpoints;
+        self.queue = Mutex::new(Some(Box::new(ClusterEvents::new(url))));
         self
     }
 
-    /// Runs `f` on the queue, opening it first if need be.
-    fn with_queue<R>(&self, f: impl FnOnce(&Queue) -> anyhow::Result<R>) -> anyhow::Result<R> {
+    /// Runs `f` on the queue, opening it first if need be (off the async
+    /// runtime: PostgreSQL's client blocks).
+    fn with_queue<R: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn EventRows) -> anyhow::Result<R> + Send,
+    ) -> anyhow::Result<R> {
         let mut q = self
             .queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if q.is_none() {
-            *q = Some(Queue::open(&self.data_dir)?);
+            *q = Some(Box::new(Queue::open(&self.data_dir)?));
         }
-        match q.as_ref() {
-            Some(queue) => f(queue),
+        match q.as_mut() {
+            Some(queue) => crate::archive_stage::off_runtime(|| f(&mut **queue)),
             None => anyhow::bail!("webhook queue not open"),
         }
     }

@@ -108,8 +108,10 @@ pub(super) fn route(node: &Node, router: &Router, request: &Request<'_>, scope: 
         // So are the webhook endpoints (`webhooks::endpoints`).
         | Request::GetWebhookEndpoint(_)
         | Request::SetWebhookEndpoint(_)
-        | Request::RemoveWebhookEndpoint(_) => Route::Entry,
-        Request::ListWebhookEvents(_) | Request::ResendWebhookEvent { .. } => Route::Refused,
+        | Request::RemoveWebhookEndpoint(_)
+        // And the events' queue (`webhooks::pg`).
+        | Request::ListWebhookEvents(_)
+        | Request::ResendWebhookEvent { .. } => Route::Entry,
         Request::ListPayments(l) if l.webhook_status.is_some() => Route::Refused,
         Request::AuthorizeMoto(m) | Request::PreauthorizeMoto(m) => {
             let terminal = super::terminal_bytes(m.terminal_id);
