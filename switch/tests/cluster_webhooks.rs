@@ -399,6 +399,17 @@ async fn events_are_delivered_once_queued_and_survive_their_nodes_kill() {
         .iter()
         .all(|e| e.merchant_id == MID1 && e.status == switch_client::WebhookStatus::Delivered));
     let id = reply.webhook_events[1].id.clone();
+    // The payment's details carry its events and their delivery status.
+    let payment = reply.webhook_events[1].payment_id;
+    let details = c.get_payment(payment).await.expect("get");
+    assert_eq!(details.code(), "00", "{details:?}");
+    assert!(
+        details
+            .webhook_events
+            .iter()
+            .any(|e| e.id == id && e.status == switch_client::WebhookStatus::Delivered),
+        "{details:?}"
+    );
     let before = r.delivered(&secrets).len();
     let reply = c.resend_webhook_event(&id).await.expect("resend");
     assert_eq!(reply.code(), "00", "{reply:?}");

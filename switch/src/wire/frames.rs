@@ -379,7 +379,7 @@ impl FrameWire {
         };
         let client_id = self.client_id.as_deref().unwrap_or_default();
         if let ([shard], None) = (&asked.shards[..], asked.list) {
-            match cluster::apply_here(node, router, *shard, client_id, &self.mids, frame) {
+            match cluster::apply_here(&self.shared, router, *shard, client_id, &self.mids, frame) {
                 cluster::Applied::Now(answer, seq) => return Acted::Framed(answer, seq),
                 // Its admission held until the card's node answers.
                 cluster::Applied::Finishing(finishing) => {

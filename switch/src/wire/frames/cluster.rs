@@ -192,13 +192,14 @@ enum Then {
 /// unmark by hand changes its card's place on the watch list at the node
 /// counting the card ([`Then`]).
 pub(super) fn apply_here(
-    node: &Node,
+    shared: &FrameShared,
     router: &Router,
     shard: u32,
     client_id: &str,
     mids: &[String],
     frame: &FrameBytes,
 ) -> Applied {
+    let node = &shared.node;
     let Some(admitted) = router.admit_shard(shard) else {
         return Applied::NotServed;
     };
@@ -236,7 +237,11 @@ pub(super) fn apply_here(
             }
         }
     }
-    let answer = run(node, &scope, client_id, &request);
+    let mut answer = run(node, &scope, client_id, &request);
+    if let Some(p) = answer.payment.as_ref().filter(|_| answer.history) {
+        // Payment details: its webhook events, from the cluster's queue.
+        answer.webhook_events = shared.webhooks.payment_events(p.id);
+    }
     if let Some(wait) = answer.velocity {
         let op = match request {
             Request::AuthorizeMoto(_) => Op::Sale,
@@ -402,7 +407,7 @@ pub(crate) fn apply_linked(shared: &FrameShared, router: &Router, body: &[u8]) -
         return Applied::NotServed;
     };
     apply_here(
-        &shared.node,
+        shared,
         router,
         linked.shard,
         &linked.client_id,
@@ -454,7 +459,7 @@ impl Held {
         let body = link_body(shard, &self.client_id, &mids, self.frame.as_bytes());
         loop {
             match apply_here(
-                node,
+                &self.shared,
                 &self.router,
                 shard,
                 &self.client_id,
