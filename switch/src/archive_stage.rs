@@ -24,17 +24,7 @@ use engine::{Fetch, Fetched, ListFilter, Payment};
 
 use crate::config::ArchiveSettings;
 
-/// Runs `f` on a thread outside the async runtime when called on one (a
-/// scoped thread: `f` may borrow), else in place.
-pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return f();
-    }
-    std::thread::scope(|s| match s.spawn(f).join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
-}
+pub(crate) use crate::blocking::off_runtime;
 
 /// An archive store that is closed off the async runtime.
 pub(crate) struct Store(Option<Box<dyn Archive>>);

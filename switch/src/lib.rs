@@ -31,6 +31,7 @@
 mod archive_stage;
 #[doc(hidden)]
 pub mod bench_api;
+mod blocking;
 mod business;
 pub mod cli;
 mod clock;

@@ -112,7 +112,7 @@ impl Admin {
     pub(crate) fn current(&self) -> Result<Resolved, DirectoryError> {
         let f = match &self.store {
             Store::File { path, .. } => file::read(path)?,
-            Store::Pg(url) => crate::archive_stage::off_runtime(|| {
+            Store::Pg(url) => crate::blocking::off_runtime(|| {
                 super::pg::read(&mut super::pg::connect(url)?).map(|(_, f)| f)
             })?,
         };
@@ -160,7 +160,7 @@ impl Admin {
                 file::write(path, &f)?;
                 Ok(after)
             }
-            Store::Pg(url) => crate::archive_stage::off_runtime(|| {
+            Store::Pg(url) => crate::blocking::off_runtime(|| {
                 super::pg::change(url, |f| {
                     let (line, after) = checked(f)?;
                     let line =

@@ -456,13 +456,9 @@ pub(crate) struct Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        // The blocking client owns a runtime, which must not be dropped
-        // on an async one's worker: on a thread of its own.
         if let Source::Pg { client, .. } = &mut self.source {
             if let Some(c) = client.take() {
-                let _ = std::thread::Builder::new()
-                    .name("directory-pg-close".into())
-                    .spawn(move || drop(c));
+                crate::blocking::drop_off_runtime(c);
             }
         }
     }
@@ -521,7 +517,7 @@ impl Watch {
         url: &str,
         config: &[config::Merchant],
     ) -> Result<(Watch, engine::Directory), DirectoryError> {
-        let (client, version, resolved) = crate::archive_stage::off_runtime(|| {
+        let (client, version, resolved) = crate::blocking::off_runtime(|| {
             let mut client = pg::connect(url)?;
             pg::install(&mut client).map_err(|e| DirectoryError::Io {
                 path: pg::ORIGIN.into(),
@@ -579,7 +575,7 @@ impl Watch {
                 client,
                 version,
             } => {
-                let changed = crate::archive_stage::off_runtime(|| {
+                let changed = crate::blocking::off_runtime(|| {
                     let c = match client {
                         Some(c) => c,
                         None => client.insert(Box::new(pg::connect(url)?)),

@@ -340,7 +340,7 @@ impl EndpointAdmin {
         f: impl FnOnce(&mut EndpointsFile) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         if let Some(c) = &self.cluster {
-            return crate::archive_stage::off_runtime(|| c.change(f));
+            return crate::blocking::off_runtime(|| c.change(f));
         }
         let _lock = LockFile::acquire(&self.path)?;
         let mut file = read_file(&self.path)?;
@@ -400,7 +400,7 @@ impl EndpointAdmin {
     /// The file.
     pub(crate) fn list(&self) -> anyhow::Result<Vec<Endpoint>> {
         if let Some(c) = &self.cluster {
-            return crate::archive_stage::off_runtime(|| {
+            return crate::blocking::off_runtime(|| {
                 let mut client = crate::cluster_commit::connect(&c.url)?;
                 Ok(c.read(&mut client)?.1.endpoints)
             });
@@ -447,17 +447,13 @@ enum Identity {
 
 impl Drop for EndpointView {
     fn drop(&mut self) {
-        // The blocking client owns a runtime, which must not be dropped on
-        // an async one's worker: on a thread of its own.
         if let Some((_, session)) = &self.cluster {
             let taken = session
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             if let Some(c) = taken {
-                let _ = std::thread::Builder::new()
-                    .name("webhook-pg-close".into())
-                    .spawn(move || drop(c));
+                crate::blocking::drop_off_runtime(c);
             }
         }
     }
@@ -499,7 +495,7 @@ impl EndpointView {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot: &mut Option<Box<postgres::Client>> = &mut session;
-        let read = crate::archive_stage::off_runtime(|| {
+        let read = crate::blocking::off_runtime(|| {
             let session = slot;
             let client = match session.as_mut() {
                 Some(c) => c,

@@ -222,13 +222,10 @@ impl PgQueue {
         r.with_context(|| format!("webhooks in PostgreSQL: {what}"))
     }
 
-    /// Drops the session on a thread of its own: the blocking client owns
-    /// a runtime, which must not be dropped on an async one's worker.
+    /// Drops the session (off the async runtime).
     fn close(&mut self) {
         if let Some(c) = self.client.take() {
-            let _ = std::thread::Builder::new()
-                .name("webhook-pg-close".into())
-                .spawn(move || drop(c));
+            crate::blocking::drop_off_runtime(c);
         }
     }
 }
@@ -631,11 +628,8 @@ impl ClusterEvents {
 
 impl Drop for ClusterEvents {
     fn drop(&mut self) {
-        // See `PgQueue::close`.
         if let Some(c) = self.client.take() {
-            let _ = std::thread::Builder::new()
-                .name("webhook-pg-close".into())
-                .spawn(move || drop(c));
+            crate::blocking::drop_off_runtime(c);
         }
     }
 }

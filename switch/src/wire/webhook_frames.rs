@@ -135,7 +135,7 @@ impl WebhookAccess {
             *q = Some(Box::new(Queue::open(&self.data_dir)?));
         }
         match q.as_mut() {
-            Some(queue) => crate::archive_stage::off_runtime(|| f(&mut **queue)),
+            Some(queue) => crate::blocking::off_runtime(|| f(&mut **queue)),
             None => anyhow::bail!("webhook queue not open"),
         }
     }
