@@ -410,6 +410,28 @@ async fn events_are_delivered_once_queued_and_survive_their_nodes_kill() {
             .any(|e| e.id == id && e.status == switch_client::WebhookStatus::Delivered),
         "{details:?}"
     );
+    // Its payments by delivery status, listed by each shard's node from
+    // the cluster's queue: delivered ones, and none pending now.
+    let by_status = |status| switch_client::ListQuery {
+        webhook_status: Some(status),
+        limit: Some(100),
+        ..switch_client::ListQuery::default()
+    };
+    let listed = c
+        .list_payments(&by_status(switch_client::WebhookStatus::Delivered))
+        .await
+        .expect("list");
+    assert_eq!(listed.code(), "00", "{listed:?}");
+    assert!(
+        listed.rows.iter().any(|row| row.payment_id == payment),
+        "{listed:?}"
+    );
+    let listed = c
+        .list_payments(&by_status(switch_client::WebhookStatus::Pending))
+        .await
+        .expect("list");
+    assert_eq!(listed.code(), "00", "{listed:?}");
+    assert!(listed.rows.is_empty(), "{listed:?}");
     let before = r.delivered(&secrets).len();
     let reply = c.resend_webhook_event(&id).await.expect("resend");
     assert_eq!(reply.code(), "00", "{reply:?}");

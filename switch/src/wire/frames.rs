@@ -364,12 +364,6 @@ impl FrameWire {
                 let (answer, end) = self.act(request, peer);
                 return Acted::Answer(Box::new(answer), end);
             }
-            cluster::Route::Refused => {
-                metrics::counter!("switch_cluster_frames_refused_total").increment(1);
-                let message = "not served in cluster mode";
-                let answer = Answer::refusal(Code::INVALID_TRANSACTION, message.into());
-                return Acted::Answer(Box::new(answer), None);
-            }
             cluster::Route::Now(answer) => return Acted::Answer(answer, None),
             cluster::Route::Shards(asked) => asked,
         };

@@ -9,13 +9,13 @@
 //! is applied here; another goes over the owner's node link with its
 //! shard and the key's merchants of that shard ([`link_body`]), and the
 //! owner applies it with its unchanged frame handling and answers once the
-//! change is committed. What needs no payment state (list mandates, get
-//! merchant, list terminals) is answered at the entry node; what would
-//! change one node's own files (webhook endpoints) is refused, 12;
-//! terminals and merchant settings are changed at the entry node in the
-//! cluster's directory (PostgreSQL), for every node. A scam mark or unmark by hand
+//! change is committed. What needs no payment state is answered at the
+//! entry node: mandates, merchants and terminals (the cluster's directory
+//! in PostgreSQL, changed there for every node), webhook endpoints and
+//! events (the cluster's, in PostgreSQL). A scam mark or unmark by hand
 //! changes its card's place on the watch list at the node counting the
-//! card ([`apply_here`]).
+//! card, and a payment list by webhook delivery status is each shard's
+//! node's ([`apply_here`]).
 //!
 //! A read whose owner did not answer is asked again, as a linked ISO 8583
 //! request is, up to `LINKED_WAIT_MAX`; a change is not: a frame has no
@@ -52,9 +52,6 @@ const ROUTE_AGAIN: std::time::Duration = std::time::Duration::from_millis(20);
 pub(super) enum Route {
     /// Answered at the entry node: no payment state.
     Entry,
-    /// Not served in cluster mode (it would change this node's files
-    /// only): 12.
-    Refused,
     /// Answered at once, with no node asked.
     Now(Box<Answer>),
     /// Asked of the nodes serving these shards, in order.
@@ -112,7 +109,6 @@ pub(super) fn route(node: &Node, router: &Router, request: &Request<'_>, scope: 
         // And the events' queue (`webhooks::pg`).
         | Request::ListWebhookEvents(_)
         | Request::ResendWebhookEvent { .. } => Route::Entry,
-        Request::ListPayments(l) if l.webhook_status.is_some() => Route::Refused,
         Request::AuthorizeMoto(m) | Request::PreauthorizeMoto(m) => {
             let terminal = super::terminal_bytes(m.terminal_id);
             match super::terminal_merchant(node, scope, terminal)
@@ -203,14 +199,15 @@ pub(super) fn apply_here(
     let Some(admitted) = router.admit_shard(shard) else {
         return Applied::NotServed;
     };
-    let scope: Vec<u32> = mids
+    // The key's merchants of this shard: indexes, and MIDs.
+    let (scope, shard_mids): (Vec<u32>, Vec<String>) = mids
         .iter()
         .filter_map(|mid| match node.query(Query::Merchant(mid.as_bytes())) {
-            QueryReply::Merchant(Some(m)) => Some(m.index),
+            QueryReply::Merchant(Some(m)) => Some((m.index, mid.clone())),
             _ => None,
         })
-        .filter(|&m| router.shard_of_merchant(m) == Some(shard))
-        .collect();
+        .filter(|&(m, _)| router.shard_of_merchant(m) == Some(shard))
+        .unzip();
     let view = frame.frame();
     let request = match Request::parse(&view) {
         Ok(r) => r,
@@ -237,7 +234,15 @@ pub(super) fn apply_here(
             }
         }
     }
-    let mut answer = run(node, &scope, client_id, &request);
+    let mut answer = match &request {
+        // Its payments with an event in that delivery status: the ids from
+        // the cluster's queue for this shard's merchants, the payments
+        // from this node, which serves them.
+        Request::ListPayments(l) if l.webhook_status.is_some() => {
+            super::list_by_webhook_status(node, &shared.webhooks, &scope, &shard_mids, l)
+        }
+        _ => run(node, &scope, client_id, &request),
+    };
     if let Some(p) = answer.payment.as_ref().filter(|_| answer.history) {
         // Payment details: its webhook events, from the cluster's queue.
         answer.webhook_events = shared.webhooks.payment_events(p.id);
