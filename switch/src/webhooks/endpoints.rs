@@ -513,6 +513,15 @@ impl EndpointView {
         read
     }
 
+    /// Whether the endpoints have been read at least once (none read yet:
+    /// an error since the start, so "no endpoint" is not known).
+    pub(crate) fn known(&self) -> bool {
+        self.identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
     /// The endpoints now.
     pub(crate) fn get(&self) -> Arc<EndpointMap> {
         self.current

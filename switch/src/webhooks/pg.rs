@@ -419,6 +419,14 @@ impl FeedRun {
         let Some(client) = self.client.as_mut() else {
             unreachable!("connected above")
         };
+        if !self.feed.endpoints.known() {
+            // Unread (PostgreSQL failing, or sealed under another key):
+            // whether an event is wanted is not known, so nothing is
+            // passed by.
+            crate::ratelog::warn_limited!("webhooks_endpoints_unknown", "webhooks: the endpoints have not been read yet; queueing waits");
+            self.feed.endpoints.refresh();
+            return Ok(false);
+        }
         let endpoints = self.feed.endpoints.get();
         if endpoints.is_empty() {
             if self.advanced.is_none_or(|t| t.elapsed() >= ADVANCE_EVERY) {
