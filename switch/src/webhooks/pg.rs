@@ -423,7 +423,10 @@ impl FeedRun {
             // Unread (PostgreSQL failing, or sealed under another key):
             // whether an event is wanted is not known, so nothing is
             // passed by.
-            crate::ratelog::warn_limited!("webhooks_endpoints_unknown", "webhooks: the endpoints have not been read yet; queueing waits");
+            crate::ratelog::warn_limited!(
+                "webhooks_endpoints_unknown",
+                "webhooks: the endpoints have not been read yet; queueing waits"
+            );
             self.feed.endpoints.refresh();
             return Ok(false);
         }
