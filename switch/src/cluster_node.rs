@@ -14,9 +14,10 @@
 //! ([`sweep`]) once the cluster drainer (`cluster_drain`) has them in the
 //! archive's tables, which lookups read. Webhooks are queued in
 //! PostgreSQL and delivered by the node serving their shard
-//! (`webhooks::start_cluster`). No file journal, snapshot or issuer link is
-//! started, so the data directory holds only its lock, the token key, API
-//! keys and the webhook endpoint file.
+//! (`webhooks::start_cluster`); their endpoints, and the terminals and
+//! merchant settings changed at run time, are the cluster's, in
+//! PostgreSQL. No file journal, snapshot or issuer link is started, so the
+//! data directory holds only its lock, the token key and API keys.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,7 +12,8 @@
 //! with the signing secrets) the `switch webhooks` commands write and the
 //! running switch re-reads when it changes. In cluster mode the queue is
 //! in PostgreSQL and each node queues and delivers its shards' events
-//! (`pg`, [`start_cluster`]).
+//! (`pg`, [`start_cluster`]), and the endpoints are one sealed row of it
+//! (`endpoints`, [`ClusterEndpoints`]).
 
 mod deliver;
 mod dispatcher;
