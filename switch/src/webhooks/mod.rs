@@ -273,18 +273,21 @@ pub(crate) fn start(
             backlog: backlog.clone(),
         },
     )?;
-    let shared = Arc::new(deliver::Shared {
-        queue: Mutex::new(Box::new(Queue::open_for_attempts(s.data_dir)?)),
-        endpoints,
-        clock: s.clock,
-        timeout: Duration::from_millis(s.timeout_ms),
-        keep_ms: s.keep_days.saturating_mul(86_400_000),
-        networks: Arc::new(networks),
-        queued,
-        labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
-        backlog,
-    });
-    let runtime = deliveries(shared, cancel, tracker)?;
+    let queue = Box::new(Queue::open_for_attempts(s.data_dir)?);
+    let runtime = deliveries(
+        queue,
+        Delivering {
+            endpoints,
+            clock: s.clock,
+            limits: (s.timeout_ms, s.keep_days),
+            networks,
+            queued,
+            labels_max: s.merchant_labels_max,
+            backlog,
+        },
+        cancel,
+        tracker,
+    )?;
     Ok(dispatcher.with_runtime(runtime))
 }
 
@@ -295,13 +298,45 @@ fn networks(allow: &[String]) -> anyhow::Result<Networks> {
     Networks::parse(allow).map_err(|e| anyhow::anyhow!("webhooks.allow_networks: {e}"))
 }
 
-/// Starts the deliveries' runtime and its tasks (on `tracker`, until
-/// `cancel`); the runtime, kept by the dispatcher.
+/// What the deliveries share besides their queue, one node's or the
+/// cluster's.
+struct Delivering {
+    /// The endpoints now.
+    endpoints: Arc<endpoints::EndpointView>,
+    /// The switch's clock.
+    clock: Clock,
+    /// `[webhooks] timeout_ms` and `keep_days`.
+    limits: (u64, u64),
+    /// `[webhooks] allow_networks`, parsed.
+    networks: Networks,
+    /// Woken when events were queued.
+    queued: Arc<tokio::sync::Notify>,
+    /// `[metrics] merchant_labels_max` when `merchant_labels` is on.
+    labels_max: Option<usize>,
+    /// The backlog's bound and count.
+    backlog: Arc<Backlog>,
+}
+
+/// Starts the deliveries of `queue` in a runtime of their own, their
+/// tasks on `tracker` until `cancel`; the runtime, kept by the dispatcher.
 fn deliveries(
-    shared: Arc<deliver::Shared>,
+    queue: Box<dyn deliver::Store>,
+    d: Delivering,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<tokio::runtime::Runtime> {
+    let (timeout_ms, keep_days) = d.limits;
+    let shared = Arc::new(deliver::Shared {
+        queue: Mutex::new(queue),
+        endpoints: d.endpoints,
+        clock: d.clock,
+        timeout: Duration::from_millis(timeout_ms),
+        keep_ms: keep_days.saturating_mul(86_400_000),
+        networks: Arc::new(d.networks),
+        queued: d.queued,
+        labels: d.labels_max.map(deliver::MerchantLabels::new),
+        backlog: d.backlog,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(DELIVERY_WORKERS)
         .max_blocking_threads(DELIVERY_BLOCKING_THREADS_MAX)
@@ -367,18 +402,20 @@ pub(crate) fn start_cluster(
         queued: queued.clone(),
         backlog: backlog.clone(),
     })?;
-    let shared = Arc::new(deliver::Shared {
-        queue: Mutex::new(Box::new(pg::PgQueue::new(s.url, s.serving))),
-        endpoints,
-        clock: s.clock,
-        timeout: Duration::from_millis(timeout_ms),
-        keep_ms: keep_days.saturating_mul(86_400_000),
-        networks: Arc::new(networks),
-        queued,
-        labels: s.merchant_labels_max.map(deliver::MerchantLabels::new),
-        backlog,
-    });
-    let runtime = deliveries(shared, cancel, tracker)?;
+    let runtime = deliveries(
+        Box::new(pg::PgQueue::new(s.url, s.serving)),
+        Delivering {
+            endpoints,
+            clock: s.clock,
+            limits: (timeout_ms, keep_days),
+            networks,
+            queued,
+            labels_max: s.merchant_labels_max,
+            backlog,
+        },
+        cancel,
+        tracker,
+    )?;
     Ok(dispatcher.with_runtime(runtime))
 }
 
